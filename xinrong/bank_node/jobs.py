@@ -1,0 +1,88 @@
+"""The bank's jobs, as functions the CLI, the demo and the tests call alike."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from xinrong import tables
+from xinrong.parallel import make_executor
+from xinrong.progress import ProgressBars
+from xinrong.protocols import psi
+from xinrong.protocols.ids import IdType, prepare_ids
+
+from .client import BureauConnection, OnProgress, run_psi
+
+
+def rejects_path_for(out: Path) -> Path:
+    """``matched.csv`` -> ``matched.rejects.csv``, next to it."""
+    return out.with_name(out.stem + ".rejects" + (out.suffix or ".csv"))
+
+
+@dataclass(frozen=True)
+class PsiSummary:
+    rows: int
+    bank_ids: int  # distinct valid IDs sent
+    rejected: int
+    duplicates: int
+    intersection: int
+    bureau_ids: int
+    reveal: str
+    session_id: str
+    key_epoch: int
+    out: str
+    rejects: str
+    seconds: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def psi_job(
+    bureau: str,
+    data: str | Path,
+    id_column: str,
+    out: str | Path,
+    bank_id: str,
+    id_type: IdType = IdType.USCC,
+    reveal: psi.Reveal = psi.Reveal.BOTH,
+    workers: int | None = None,
+    on_progress: OnProgress | None = None,
+) -> PsiSummary:
+    """Read the bank's file, run PSI with the bureau, write the matched IDs and the rejects."""
+    started = time.perf_counter()
+    out = Path(out)
+    table = tables.read_table(data, id_column, columns=[])
+    prepared = prepare_ids(table.column(id_column), id_type)
+    executor = make_executor(workers) if prepared.ids else None
+    bars = ProgressBars() if on_progress is None else None
+    try:
+        with BureauConnection(bureau, bank_id) as connection:
+            result = run_psi(
+                connection, prepared.ids, reveal, executor, on_progress or bars or (lambda *a: None)
+            )
+    finally:
+        if bars is not None:
+            bars.close()
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+    tables.write_csv(pa.table({id_column: pa.array(result.matched_ids, pa.string())}), out)
+    rejects = rejects_path_for(out)
+    tables.write_rejects(prepared.rejects, rejects)
+    return PsiSummary(
+        rows=prepared.rows,
+        bank_ids=len(prepared.ids),
+        rejected=len(prepared.rejects),
+        duplicates=prepared.duplicates,
+        intersection=len(result.matched_ids),
+        bureau_ids=result.bureau_set_size,
+        reveal=reveal.value,
+        session_id=result.session_id,
+        key_epoch=result.key_epoch,
+        out=str(out),
+        rejects=str(rejects),
+        seconds=round(time.perf_counter() - started, 3),
+    )

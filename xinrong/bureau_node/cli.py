@@ -1,0 +1,162 @@
+"""``bureau-node``: serve banks, prepare tag tables, make a synthetic city."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+from xinrong.cli_common import (
+    add_common_arguments,
+    add_id_arguments,
+    print_result,
+    run_command,
+    setup_logging,
+)
+from xinrong.progress import ProgressBars
+from xinrong.protocols import psi
+from xinrong.protocols.ids import IdType
+
+from .server import BureauNode
+
+
+def _node(args: argparse.Namespace) -> BureauNode:
+    return BureauNode(
+        data=args.data,
+        id_column=args.id_column,
+        state_dir=args.state_dir,
+        id_type=IdType(args.id_type),
+        workers=args.workers,
+        limits=psi.PsiLimits(max_bank_set_size=getattr(args, "max_bank_ids", 10_000_000)),
+    )
+
+
+def _prepare_dataset(node: BureauNode, quiet: bool) -> dict[str, object]:
+    with ProgressBars(enabled=None if not quiet else False) as bars:
+        summary = node.prepare(lambda done, total: bars("hashing IDs to the group", done, total))
+    return asdict(summary)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    host = args.listen.rsplit(":", 1)[0].strip("[]")
+    if host not in ("127.0.0.1", "localhost", "::1") and not args.allow_plaintext_network:
+        print(
+            "error: plaintext gRPC on a non-loopback address needs --allow-plaintext-network "
+            "(mutual TLS is not built yet)",
+            file=sys.stderr,
+        )
+        return 2
+    node = _node(args)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        summary = _prepare_dataset(node, args.quiet)
+        port = node.start(args.listen)
+        print_result({"listening": args.listen, "port": port, "dataset": summary})
+        try:
+            while not stop.wait(3600):
+                pass
+        except KeyboardInterrupt:
+            pass
+    finally:
+        node.stop(grace=5)
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    node = _node(args)
+    try:
+        result: dict[str, object] = {"dataset": _prepare_dataset(node, args.quiet)}
+        for bank_id in args.bank_id:
+            with ProgressBars(enabled=None if not args.quiet else False) as bars:
+                for item in node.store.prepare_bank(bank_id, node.executor):
+                    if isinstance(item, tuple):
+                        bars(f"tags for {bank_id}", *item)
+            result.setdefault("banks", []).append(  # type: ignore[union-attr]
+                {"bank_id": bank_id, "key_epoch": node.store.key_epoch(bank_id)}
+            )
+    finally:
+        node.stop()
+    print_result(result)
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from .store import BureauStore
+
+    epoch = BureauStore(args.state_dir).rotate_key(args.bank_id)
+    print_result({"bank_id": args.bank_id, "key_epoch": epoch})
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from xinrong.synthetic import generate_city, write_city
+
+    city = generate_city(args.enterprises, args.bank_clients, args.seed)
+    paths = write_city(city, Path(args.out))
+    print_result(
+        {
+            "enterprises": city.bureau.num_rows,
+            "bank_clients": city.bank.num_rows,
+            "seed": args.seed,
+            **{k: str(v) for k, v in paths.items()},
+        }
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bureau-node", description="Xinrong's node at the credit-information platform."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve banks over gRPC")
+    add_id_arguments(serve)
+    serve.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to listen on")
+    serve.add_argument("--state-dir", required=True, help="where tag tables and logs are kept")
+    serve.add_argument(
+        "--max-bank-ids", type=int, default=10_000_000, help="most IDs a bank may send at once"
+    )
+    serve.add_argument(
+        "--allow-plaintext-network",
+        action="store_true",
+        help="listen without TLS on a non-loopback address (development only)",
+    )
+    add_common_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    prepare = sub.add_parser(
+        "prepare", help="hash the data file to the group and prepare banks' tag tables ahead"
+    )
+    add_id_arguments(prepare)
+    prepare.add_argument("--state-dir", required=True)
+    prepare.add_argument("--bank-id", action="append", default=[], help="repeatable")
+    add_common_arguments(prepare)
+    prepare.set_defaults(func=cmd_prepare)
+
+    rotate = sub.add_parser("rotate-key", help="start a new PSI key epoch for a bank")
+    rotate.add_argument("--state-dir", required=True)
+    rotate.add_argument("--bank-id", required=True)
+    rotate.set_defaults(func=cmd_rotate_key, quiet=False, log_level="INFO")
+
+    synth = sub.add_parser("synth", help="write a synthetic city of enterprises and a bank")
+    synth.add_argument("--enterprises", type=int, default=50_000)
+    synth.add_argument("--bank-clients", type=int, default=5_000)
+    synth.add_argument("--seed", type=int, default=1)
+    synth.add_argument("--out", required=True, help="directory to write into")
+    synth.set_defaults(func=cmd_synth, quiet=False, log_level="INFO")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.quiet)
+    return run_command(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

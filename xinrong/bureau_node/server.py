@@ -1,0 +1,75 @@
+"""A running bureau node: its store, its worker pool and its gRPC server, in one object
+that the CLI, the demo and the tests start the same way."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor
+from pathlib import Path
+
+import grpc
+
+from xinrong.parallel import make_executor
+from xinrong.protocols import psi
+from xinrong.protocols.ids import IdType
+from xinrong.transport.channels import create_server
+from xinrong.v1 import psi_pb2_grpc
+
+from .service import PsiServicer
+from .store import BureauStore, DatasetSummary, Progress
+
+log = logging.getLogger(__name__)
+
+
+class BureauNode:
+    def __init__(
+        self,
+        data: str | Path,
+        id_column: str,
+        state_dir: str | Path,
+        id_type: IdType = IdType.USCC,
+        workers: int | None = None,
+        limits: psi.PsiLimits = psi.PsiLimits(),
+    ) -> None:
+        self.data = Path(data)
+        self.id_column = id_column
+        self.id_type = id_type
+        self.store = BureauStore(state_dir)
+        self.limits = limits
+        self._workers = workers
+        self.executor: Executor | None = None
+        self.server: grpc.Server | None = None
+        self.port: int | None = None
+
+    def prepare(self, progress: Progress | None = None) -> DatasetSummary:
+        """Load the data file into the store (hashing only new IDs)."""
+        if self.executor is None and self._workers != 0:
+            self.executor = make_executor(self._workers)
+        kwargs = {"progress": progress} if progress else {}
+        return self.store.sync_dataset(
+            self.data, self.id_column, self.id_type, self.executor, **kwargs
+        )
+
+    def start(self, address: str = "127.0.0.1:0") -> int:
+        if self.store.summary is None:
+            self.prepare()
+        self.server, self.port = create_server(address)
+        servicer = PsiServicer(self.store, self.executor, self.limits)
+        psi_pb2_grpc.add_PrivateSetIntersectionServicer_to_server(servicer, self.server)
+        self.server.start()
+        log.info("bureau node listening on %s (port %d)", address, self.port)
+        return self.port
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        if self.server is not None:
+            self.server.stop(grace).wait()
+            self.server = None
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+
+    def __enter__(self) -> BureauNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

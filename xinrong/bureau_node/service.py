@@ -1,0 +1,219 @@
+"""The bureau's gRPC servicer: decode, call the protocol, encode. Nothing else lives here."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+
+import grpc
+
+from xinrong.protocols import psi
+from xinrong.protocols.errors import ProtocolViolation, UnknownSession
+from xinrong.transport import codec
+from xinrong.transport.channels import bank_identity
+from xinrong.transport.errors import abort_with
+from xinrong.v1 import psi_pb2 as pb
+from xinrong.v1 import psi_pb2_grpc
+
+from .store import BureauStore
+
+log = logging.getLogger(__name__)
+
+READ_AHEAD = 8  # chunks being exponentiated at once per stream
+PROGRESS_EVERY = 0.5  # seconds between preparation progress messages
+
+
+@dataclass
+class _Entry:
+    bank_id: str
+    session: psi.BureauPsiSession
+    opened: float
+    exponentiated: bool = False
+    tags_sent: bool = False
+
+
+class SessionRegistry:
+    """Open sessions by id; a bank sees only its own, and stale ones expire."""
+
+    def __init__(self, ttl_seconds: float = 3600.0, max_per_bank: int = 8) -> None:
+        self.ttl = ttl_seconds
+        self.max_per_bank = max_per_bank
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def add(self, bank_id: str, session: psi.BureauPsiSession) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, e in self._entries.items() if now - e.opened > self.ttl]:
+                del self._entries[key]
+            mine = [k for k, e in self._entries.items() if e.bank_id == bank_id]
+            if len(mine) >= self.max_per_bank:  # the oldest gives way
+                del self._entries[min(mine, key=lambda k: self._entries[k].opened)]
+            self._entries[session.session_id] = _Entry(bank_id, session, now)
+
+    def get(self, bank_id: str, session_id: str) -> _Entry:
+        with self._lock:
+            entry = self._entries.get(session_id)
+        if entry is None or entry.bank_id != bank_id:
+            raise UnknownSession(
+                f"no open PSI session {session_id!r} for bank {bank_id!r} (finished, expired "
+                "or never opened)"
+            )
+        return entry
+
+    def close(self, session_id: str) -> None:
+        with self._lock:
+            self._entries.pop(session_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
+    def __init__(
+        self,
+        store: BureauStore,
+        executor: Executor | None = None,
+        limits: psi.PsiLimits = psi.PsiLimits(),
+        sessions: SessionRegistry | None = None,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.limits = limits
+        self.sessions = sessions or SessionRegistry()
+
+    def OpenSession(
+        self, request: pb.OpenSessionRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.OpenSessionUpdate]:
+        try:
+            bank_id = bank_identity(context)
+            psi_request = codec.psi_request_from_proto(request)
+            psi.check_request(psi_request, self.limits)
+            table = None
+            last = 0.0
+            for item in self.store.prepare_bank(bank_id, self.executor):
+                if isinstance(item, psi.BureauTagTable):
+                    table = item
+                elif time.monotonic() - last > PROGRESS_EVERY:
+                    last = time.monotonic()
+                    done, total = item
+                    yield pb.OpenSessionUpdate(
+                        progress=pb.PreparationProgress(done=done, total=total)
+                    )
+            assert table is not None
+            session = psi.BureauPsiSession(table, psi_request, self.limits)
+            self.sessions.add(bank_id, session)
+            log.info(
+                "PSI session %s opened: bank=%s bank_ids=%d bureau_ids=%d reveal=%s epoch=%d",
+                session.session_id,
+                bank_id,
+                psi_request.bank_set_size,
+                table.size,
+                psi_request.reveal.value,
+                table.key_epoch,
+            )
+            yield pb.OpenSessionUpdate(opened=codec.psi_params_to_proto(session.params))
+        except Exception as exc:  # noqa: BLE001 - every error leaves through the catalogue
+            abort_with(context, exc)
+
+    def Exponentiate(
+        self, request_iterator: Iterator[pb.BlindedIds], context: grpc.ServicerContext
+    ) -> Iterator[pb.ExponentiatedIds]:
+        pending: deque[Future[psi.ExponentiatedIds]] = deque()
+        entry = None
+        try:
+            bank_id = bank_identity(context)
+            for message in request_iterator:
+                blinded = codec.blinded_from_proto(message)
+                if entry is None:
+                    entry = self.sessions.get(bank_id, blinded.session_id)
+                elif blinded.session_id != entry.session.session_id:
+                    raise ProtocolViolation("one Exponentiate stream serves one session")
+                pending.append(entry.session.exponentiate(blinded, self.executor))
+                while pending and (len(pending) > READ_AHEAD or pending[0].done()):
+                    yield codec.exponentiated_to_proto(pending.popleft().result())
+            if entry is None:
+                raise ProtocolViolation("the stream of blinded IDs was empty")
+            entry.session.blinded_stream_ended()
+            while pending:
+                yield codec.exponentiated_to_proto(pending.popleft().result())
+            entry.exponentiated = True
+            self._finish_if_bank_only(entry)
+        except Exception as exc:  # noqa: BLE001
+            for future in pending:
+                future.cancel()
+            if entry is not None:
+                self.sessions.close(entry.session.session_id)
+            abort_with(context, exc)
+
+    def FetchTags(
+        self, request: pb.FetchTagsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.BureauTags]:
+        try:
+            bank_id = bank_identity(context)
+            entry = self.sessions.get(bank_id, request.session_id)
+            for chunk in entry.session.tags(self.limits.max_chunk):
+                yield codec.tags_to_proto(chunk)
+            entry.tags_sent = True
+            self._finish_if_bank_only(entry)
+        except Exception as exc:  # noqa: BLE001
+            abort_with(context, exc)
+
+    def RevealIntersection(
+        self, request_iterator: Iterator[pb.MatchedTags], context: grpc.ServicerContext
+    ) -> pb.RevealSummary:
+        entry = None
+        try:
+            bank_id = bank_identity(context)
+            for message in request_iterator:
+                matched = codec.matched_from_proto(message)
+                if entry is None:
+                    entry = self.sessions.get(bank_id, matched.session_id)
+                elif matched.session_id != entry.session.session_id:
+                    raise ProtocolViolation("one RevealIntersection stream serves one session")
+                entry.session.receive_matched(matched)
+            if entry is None:
+                raise ProtocolViolation("the stream of matched tags was empty")
+            summary = entry.session.finish_reveal()
+            self._record(entry, summary.matched, entry.session.matched_ids)
+            return codec.summary_to_proto(summary)
+        except Exception as exc:  # noqa: BLE001
+            if entry is not None:
+                self.sessions.close(entry.session.session_id)
+            abort_with(context, exc)
+
+    def _finish_if_bank_only(self, entry: _Entry) -> None:
+        if (
+            entry.session.request.reveal is psi.Reveal.BANK
+            and entry.exponentiated
+            and entry.tags_sent
+        ):
+            self._record(entry, None, None)
+
+    def _record(self, entry: _Entry, matched: int | None, matched_ids: list[str] | None) -> None:
+        session = entry.session
+        record = {
+            "session_id": session.session_id,
+            "bank_id": entry.bank_id,
+            "reveal": session.request.reveal.value,
+            "bank_ids": session.request.bank_set_size,
+            "bureau_ids": session.table.size,
+            "key_epoch": session.table.key_epoch,
+            "matched": matched,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        self.store.record_session(record, matched_ids)
+        self.sessions.close(session.session_id)
+        log.info(
+            "PSI session %s finished: bank=%s bank_ids=%d bureau_ids=%d matched=%s",
+            session.session_id,
+            entry.bank_id,
+            session.request.bank_set_size,
+            session.table.size,
+            "not revealed" if matched is None else matched,
+        )

@@ -1,0 +1,332 @@
+"""The bureau's state directory: its enterprise IDs hashed to the group, and one tag table
+per (bank, key epoch), kept across restarts and updated incrementally.
+
+Layout under ``--state-dir``::
+
+    dataset.json            source file, its SHA-256, ID column and type, counts
+    ids.npy                 every ID ever seen (UTF-8, append-only)
+    points.npy              H(id) for each, 32 bytes (append-only, aligned with ids.npy)
+    active.npy              which of them are in the current data file
+    bureau-rejects.csv      invalid rows of the current data file
+    banks/<bank>/key-<epoch>      the bank's secret scalar b (mode 0600)
+    banks/<bank>/tags-<epoch>.npy tag of H(id)^b per stored ID (a prefix of ids.npy)
+    banks/<bank>/epoch            the current key epoch
+    sessions/<id>.json      one finished session: bank, sizes, matched count
+    sessions/<id>.matched.csv  the bureau's matched IDs (reveal mode BOTH)
+
+Adding or removing IDs from the data file costs only the added IDs: hashes and tags are
+never recomputed for an ID the store already holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from xinrong import tables
+from xinrong.protocols import group, psi
+from xinrong.protocols.errors import InputDataError
+from xinrong.protocols.ids import IdReject, IdType, prepare_ids
+
+log = logging.getLogger(__name__)
+
+PREPARE_CHUNK = 8192  # IDs per task: long enough to hide the hand-off, short for progress
+Progress = Callable[[int, int], None]
+
+
+def _no_progress(done: int, total: int) -> None:
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".partial.npy")
+    np.save(tmp, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _load_array(path: Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    source: str
+    sha256: str
+    id_column: str
+    id_type: str
+    rows: int
+    active: int  # distinct valid IDs in the current file
+    rejected: int
+    duplicates: int
+    added: int  # IDs hashed to the group by this sync (0 when nothing changed)
+    seconds: float
+
+
+class BureauStore:
+    def __init__(self, state_dir: str | Path) -> None:
+        self.root = Path(state_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "banks").mkdir(exist_ok=True)
+        (self.root / "sessions").mkdir(exist_ok=True)
+        self._ids = np.zeros(0, dtype="S1")
+        self._points = np.zeros((0, group.POINT_BYTES), dtype=np.uint8)
+        self._active = np.zeros(0, dtype=bool)
+        self._version = 0  # bumps whenever the active set changes
+        self._bank_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._tables: dict[str, tuple[int, psi.BureauTagTable]] = {}
+        self.summary: DatasetSummary | None = None
+
+    # -- the dataset ------------------------------------------------------------------
+
+    def sync_dataset(
+        self,
+        data_path: str | Path,
+        id_column: str,
+        id_type: IdType = IdType.USCC,
+        executor: Executor | None = None,
+        progress: Progress = _no_progress,
+    ) -> DatasetSummary:
+        """Bring the store in line with the data file; hash only IDs not seen before."""
+        started = time.perf_counter()
+        data_path = Path(data_path)
+        if not data_path.exists():
+            raise InputDataError(f"{data_path}: no such file")
+        digest = file_sha256(data_path)
+        meta_path = self.root / "dataset.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        same_universe = meta is not None and (meta["id_type"], meta["id_column"]) == (
+            id_type.value,
+            id_column,
+        )
+        if same_universe and meta is not None:
+            self._load_arrays()
+            if meta["sha256"] == digest:
+                self.summary = DatasetSummary(
+                    **{**meta, "added": 0, "seconds": time.perf_counter() - started}
+                )
+                log.info("dataset unchanged since last start: %d IDs", self.summary.active)
+                return self.summary
+            log.info("the data file changed since the last start; updating the store")
+        elif meta is not None:
+            log.info("ID column or type changed: starting a new store")
+            self._reset()
+
+        table = tables.read_table(data_path, id_column, columns=[])
+        prepared = prepare_ids(table.column(id_column), id_type)
+        self._write_rejects(prepared.rejects)
+        current = np.array([x.encode() for x in prepared.ids], dtype=bytes)
+        known_positions, is_known = self._positions_of(current)
+        added = current[~is_known]
+        if added.size:
+            self._append(added, executor, progress)
+        positions = known_positions
+        positions[~is_known] = np.arange(self._ids.size - added.size, self._ids.size)
+        active = np.zeros(self._ids.size, dtype=bool)
+        active[positions] = True
+        self._active = active
+        self._version += 1
+        _save_array(self.root / "active.npy", active)
+        self.summary = DatasetSummary(
+            source=str(data_path.resolve()),
+            sha256=digest,
+            id_column=id_column,
+            id_type=id_type.value,
+            rows=prepared.rows,
+            active=int(active.sum()),
+            rejected=len(prepared.rejects),
+            duplicates=prepared.duplicates,
+            added=int(added.size),
+            seconds=time.perf_counter() - started,
+        )
+        fields = {k: v for k, v in self.summary.__dict__.items() if k not in ("added", "seconds")}
+        _atomic_write_bytes(meta_path, json.dumps(fields, indent=2).encode())
+        self._tables.clear()
+        return self.summary
+
+    def _reset(self) -> None:
+        for name in ("ids.npy", "points.npy", "active.npy", "dataset.json"):
+            (self.root / name).unlink(missing_ok=True)
+        for bank_dir in (self.root / "banks").iterdir():
+            for f in bank_dir.glob("tags-*.npy"):
+                f.unlink()
+        self._ids = np.zeros(0, dtype="S1")
+        self._points = np.zeros((0, group.POINT_BYTES), dtype=np.uint8)
+        self._active = np.zeros(0, dtype=bool)
+
+    def _load_arrays(self) -> None:
+        try:
+            self._ids = _load_array(self.root / "ids.npy")
+            self._points = _load_array(self.root / "points.npy")
+            if self._points.shape != (self._ids.size, group.POINT_BYTES):
+                raise ValueError("points.npy does not match ids.npy")
+        except (OSError, ValueError) as exc:
+            log.warning("state directory is incomplete (%s); rebuilding it", exc)
+            self._reset()
+
+    def _positions_of(self, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Store positions of ``current`` IDs, and which are in the store at all."""
+        positions = np.zeros(current.size, dtype=np.int64)
+        if self._ids.size == 0 or current.size == 0:
+            return positions, np.zeros(current.size, dtype=bool)
+        order = np.argsort(self._ids, kind="stable")
+        sorted_ids = self._ids[order]
+        where = np.searchsorted(sorted_ids, current)
+        inside = where < sorted_ids.size
+        found = np.zeros(current.size, dtype=bool)
+        found[inside] = sorted_ids[where[inside]] == current[inside]
+        positions[found] = order[where[found]]
+        return positions, found
+
+    def _append(self, added: np.ndarray, executor: Executor | None, progress: Progress) -> None:
+        total = int(added.size)
+        log.info("hashing %d new IDs to the group", total)
+        spans = list(psi.chunk_offsets(total, PREPARE_CHUNK))
+        chunks = (([bytes(x) for x in added[a:b]],) for a, b in spans)
+        out = np.empty((total, group.POINT_BYTES), dtype=np.uint8)
+        done = 0
+        for (a, b), points in zip(spans, psi.ordered_map(executor, group.hash_ids, chunks, 16)):
+            out[a:b] = np.frombuffer(points, dtype=np.uint8).reshape(-1, group.POINT_BYTES)
+            done = b
+            progress(done, total)
+        width = max(self._ids.dtype.itemsize, added.dtype.itemsize)
+        self._ids = np.concatenate([self._ids.astype(f"S{width}"), added.astype(f"S{width}")])
+        self._points = np.concatenate([self._points, out])
+        _save_array(self.root / "points.npy", self._points)
+        _save_array(self.root / "ids.npy", self._ids)
+
+    def _write_rejects(self, rejects: list[IdReject]) -> None:
+        tables.write_rejects(rejects, self.root / "bureau-rejects.csv")
+        if rejects:
+            log.warning(
+                "%d rows of the bureau's data file have invalid IDs; see %s",
+                len(rejects),
+                self.root / "bureau-rejects.csv",
+            )
+
+    # -- per-bank tag tables ------------------------------------------------------------
+
+    def _bank_dir(self, bank_id: str) -> Path:
+        path = self.root / "banks" / bank_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _lock(self, bank_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._bank_locks.setdefault(bank_id, threading.Lock())
+
+    def key_epoch(self, bank_id: str) -> int:
+        path = self._bank_dir(bank_id) / "epoch"
+        return int(path.read_text()) if path.exists() else 1
+
+    def _key(self, bank_id: str, epoch: int) -> bytes:
+        path = self._bank_dir(bank_id) / f"key-{epoch}"
+        if path.exists():
+            key = path.read_bytes()
+            group.check_scalar(key)
+            return key
+        key = group.random_scalar()
+        _atomic_write_bytes(path, key, mode=0o600)
+        _atomic_write_bytes(self._bank_dir(bank_id) / "epoch", str(epoch).encode())
+        return key
+
+    def rotate_key(self, bank_id: str) -> int:
+        """Start a new key epoch for a bank: a new secret scalar, tags recomputed on use."""
+        with self._lock(bank_id):
+            old = self.key_epoch(bank_id)
+            directory = self._bank_dir(bank_id)
+            for name in (f"key-{old}", f"tags-{old}.npy"):
+                (directory / name).unlink(missing_ok=True)
+            _atomic_write_bytes(directory / "epoch", str(old + 1).encode())
+            self._tables.pop(bank_id, None)
+            return old + 1
+
+    def prepare_bank(
+        self, bank_id: str, executor: Executor | None = None
+    ) -> Iterator[tuple[int, int] | psi.BureauTagTable]:
+        """Yield progress ``(done, total)`` while tags for this bank's key epoch are computed
+        (only for IDs without one yet), then the ready :class:`BureauTagTable`."""
+        with self._lock(bank_id):
+            cached = self._tables.get(bank_id)
+            if cached is not None and cached[0] == self._version:
+                yield cached[1]
+                return
+            epoch = self.key_epoch(bank_id)
+            scalar = self._key(bank_id, epoch)
+            tags_path = self._bank_dir(bank_id) / f"tags-{epoch}.npy"
+            tags = _load_array(tags_path) if tags_path.exists() else np.zeros(0, psi.TAG_DTYPE)
+            if tags.size > self._ids.size:  # the store was rebuilt under this table
+                tags = tags[:0]
+            missing = self._ids.size - tags.size
+            if missing:
+                log.info(
+                    "bank %s, key epoch %d: preparing tags for %d IDs", bank_id, epoch, missing
+                )
+                first = tags.size
+                spans = list(psi.chunk_offsets(missing, PREPARE_CHUNK))
+                chunks = (self._points[first + a : first + b].tobytes() for a, b in spans)
+                fresh = np.empty(missing, dtype=psi.TAG_DTYPE)
+                for (a, b), data in zip(spans, psi.prepare_tags(scalar, chunks, executor)):
+                    fresh[a:b] = np.frombuffer(data, dtype=psi.TAG_DTYPE)
+                    yield (b, missing)
+                tags = np.concatenate([tags, fresh])
+                _save_array(tags_path, tags)
+            active_tags = tags[self._active]
+            order = np.argsort(active_tags, kind="stable")
+            table = psi.BureauTagTable(
+                key_epoch=epoch,
+                scalar=scalar,
+                sorted_tags=active_tags[order],
+                ids=self._ids[self._active][order],
+            )
+            self._tables[bank_id] = (self._version, table)
+            yield table
+
+    def tag_table(self, bank_id: str, executor: Executor | None = None) -> psi.BureauTagTable:
+        for item in self.prepare_bank(bank_id, executor):
+            if isinstance(item, psi.BureauTagTable):
+                return item
+        raise AssertionError("prepare_bank ended without a table")
+
+    # -- finished sessions --------------------------------------------------------------
+
+    def record_session(self, record: dict[str, Any], matched_ids: list[str] | None) -> None:
+        directory = self.root / "sessions"
+        session_id = record["session_id"]
+        if matched_ids is not None:
+            id_column = self.summary.id_column if self.summary else "id"
+            tables.write_csv(
+                pa.table({id_column: pa.array(matched_ids, pa.string())}),
+                directory / f"{session_id}.matched.csv",
+            )
+        _atomic_write_bytes(directory / f"{session_id}.json", json.dumps(record, indent=2).encode())

@@ -1,0 +1,61 @@
+"""What both command lines share: logging set-up, error reporting, the final JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from xinrong.protocols.errors import XinrongError
+from xinrong.protocols.ids import IdType
+
+
+def add_id_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="CSV or Parquet file (by extension)")
+    parser.add_argument("--id-column", required=True, help="column holding the enterprise IDs")
+    parser.add_argument(
+        "--id-type",
+        choices=[t.value for t in IdType],
+        default=IdType.USCC.value,
+        help="uscc: Unified Social Credit Codes, normalised and checked (default); "
+        "text: any non-empty string after trimming",
+    )
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes for the cryptography (default: one per core; 0: none)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+
+
+def setup_logging(level: str, quiet: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def print_result(result: dict[str, Any]) -> None:
+    """The last line on stdout: one JSON object, for scripts."""
+    print(json.dumps(result, ensure_ascii=False), flush=True)
+
+
+def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a sub-command; typed errors become one clear line on stderr and exit status 2."""
+    try:
+        return command(args)
+    except XinrongError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,49 @@
+"""Typed errors of the protocols. The nodes map each to one gRPC status (see
+``xinrong.transport.errors``), so a message from the other party that breaks a rule ends
+that session with a precise status and a message an engineer can act on."""
+
+from __future__ import annotations
+
+
+class XinrongError(Exception):
+    """Base class of every error Xinrong raises on purpose."""
+
+
+class InputDataError(XinrongError):
+    """A local input file is missing, unreadable, empty or lacks a needed column."""
+
+
+class ProtocolViolation(XinrongError):
+    """A message from the other party is malformed: wrong length, out of range, not a
+    group element, more elements than announced. Maps to INVALID_ARGUMENT."""
+
+
+class InvalidGroupElement(ProtocolViolation):
+    """A received 32-byte string is not the canonical encoding of a Ristretto255 element
+    (or is the identity)."""
+
+    def __init__(self, index: int, what: str = "point") -> None:
+        super().__init__(
+            f"{what} #{index} is not a valid Ristretto255 element (non-canonical encoding, "
+            "not on the curve, or the identity)"
+        )
+        self.index = index
+
+
+class WrongStage(XinrongError):
+    """A message arrived at a stage of the protocol where it is not expected.
+    Maps to FAILED_PRECONDITION."""
+
+
+class UnknownSession(XinrongError):
+    """The session named in a message does not exist (or belongs to another bank).
+    Maps to NOT_FOUND."""
+
+
+class PolicyViolation(XinrongError):
+    """A request is well formed but refused by policy (too large, too small an
+    intersection). Maps to FAILED_PRECONDITION or RESOURCE_EXHAUSTED."""
+
+
+class PeerError(XinrongError):
+    """The other party ended the exchange with an error; the message says what it said."""

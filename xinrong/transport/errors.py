@@ -1,0 +1,68 @@
+"""One catalogue from Xinrong's typed errors to gRPC status codes, and back.
+
+Servicers call :func:`abort_with` for any exception: typed errors become a precise status
+with their message; anything else becomes INTERNAL with a cleaned message, the detail going
+to the log. Clients call :func:`raise_from_rpc` to turn a status back into a typed error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc
+
+from xinrong.protocols.errors import (
+    PeerError,
+    PolicyViolation,
+    ProtocolViolation,
+    UnknownSession,
+    WrongStage,
+    XinrongError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class IdentityError(XinrongError):
+    """The caller did not say who it is, or said it badly."""
+
+
+STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
+    (ProtocolViolation, grpc.StatusCode.INVALID_ARGUMENT),
+    (WrongStage, grpc.StatusCode.FAILED_PRECONDITION),
+    (PolicyViolation, grpc.StatusCode.FAILED_PRECONDITION),
+    (UnknownSession, grpc.StatusCode.NOT_FOUND),
+    (IdentityError, grpc.StatusCode.UNAUTHENTICATED),
+]
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    for kind, code in STATUS_OF:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def abort_with(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    code = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.exception("internal error while serving a request", exc_info=exc)
+        context.abort(code, "internal error in the bureau node; see its log")
+    log.warning("request refused (%s): %s", code.name, exc)
+    context.abort(code, str(exc))
+    raise AssertionError("unreachable")  # context.abort raises
+
+
+def raise_from_rpc(err: grpc.RpcError, doing: str) -> NoReturn:
+    code = err.code() if hasattr(err, "code") else None
+    details = err.details() if hasattr(err, "details") else str(err)
+    name = code.name if code is not None else "UNKNOWN"
+    if code is grpc.StatusCode.UNAVAILABLE:
+        raise PeerError(f"{doing}: the bureau is unreachable ({details})") from None
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        raise PeerError(f"{doing}: the bureau did not answer in time") from None
+    raise PeerError(f"{doing}: the bureau answered {name}: {details}") from None
+
+
+__all__ = ["IdentityError", "abort_with", "raise_from_rpc", "status_for"]
