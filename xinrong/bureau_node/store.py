@@ -130,8 +130,8 @@ class BureauStore:
             id_column,
         )
         if same_universe and meta is not None:
-            self._load_arrays()
-            if meta["sha256"] == digest:
+            loaded = self._load_arrays()
+            if loaded and meta["sha256"] == digest:
                 self.summary = DatasetSummary(
                     **{**meta, "added": 0, "seconds": time.perf_counter() - started}
                 )
@@ -184,15 +184,21 @@ class BureauStore:
         self._points = np.zeros((0, group.POINT_BYTES), dtype=np.uint8)
         self._active = np.zeros(0, dtype=bool)
 
-    def _load_arrays(self) -> None:
+    def _load_arrays(self) -> bool:
         try:
             self._ids = _load_array(self.root / "ids.npy")
             self._points = _load_array(self.root / "points.npy")
+            self._active = _load_array(self.root / "active.npy")
             if self._points.shape != (self._ids.size, group.POINT_BYTES):
                 raise ValueError("points.npy does not match ids.npy")
+            if self._active.shape != (self._ids.size,) or self._active.dtype != bool:
+                raise ValueError("active.npy does not match ids.npy")
         except (OSError, ValueError) as exc:
             log.warning("state directory is incomplete (%s); rebuilding it", exc)
             self._reset()
+            return False
+        self._version += 1
+        return True
 
     def _positions_of(self, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Store positions of ``current`` IDs, and which are in the store at all."""

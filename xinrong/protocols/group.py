@@ -21,6 +21,7 @@ from .errors import InvalidGroupElement, ProtocolViolation
 POINT_BYTES = 32
 SCALAR_BYTES = 32
 TAG_BYTES = 8
+GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493  # L, RFC 9496 section 4
 HASH_DOMAIN = b"xinrong/v1/psi/hash-to-ristretto255\x00"
 TAG_DOMAIN = b"xinrong/v1/psi/tag\x00"
 
@@ -36,10 +37,10 @@ def invert_scalar(scalar: bytes) -> bytes:
 
 
 def check_scalar(scalar: bytes) -> None:
+    """A secret scalar must be 32 little-endian bytes in 1..L-1 (else it has no inverse)."""
     if not isinstance(scalar, bytes) or len(scalar) != SCALAR_BYTES:
         raise ValueError(f"a scalar is {SCALAR_BYTES} bytes")
-    # The top 3 bits of a reduced scalar are always clear (order < 2**253).
-    if scalar[-1] & 0xE0 or scalar == bytes(SCALAR_BYTES):
+    if not 0 < int.from_bytes(scalar, "little") < GROUP_ORDER:
         raise ValueError("scalar is not reduced mod the group order, or is zero")
 
 

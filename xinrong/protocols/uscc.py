@@ -47,7 +47,9 @@ def normalise(raw: str) -> str:
     """Canonical form of a code as typed: full-width to half-width, no spaces, upper case."""
     # NFKC folds full-width letters, digits and the ideographic space to ASCII.
     folded = unicodedata.normalize("NFKC", raw)
-    return "".join(folded.split()).upper()
+    folded = "".join(folded.split()).upper()
+    # Again: removing spaces or upper-casing can leave combinable sequences behind.
+    return unicodedata.normalize("NFKC", folded)
 
 
 def problem(code: str) -> str | None:
@@ -76,18 +78,20 @@ def check_many(codes: np.ndarray) -> np.ndarray:
     that are not exactly 18 bytes are invalid). Returns a boolean array.
     """
     codes = np.asarray(codes)
+    shape = codes.shape
     if codes.size == 0:
-        return np.zeros(0, dtype=bool)
+        return np.zeros(shape, dtype=bool)
     if codes.dtype.kind != "S":
         raise TypeError("check_many needs an array of byte strings (dtype 'S')")
+    codes = codes.reshape(-1)
     lengths = np.char.str_len(codes)
     valid = lengths == LENGTH
     if codes.dtype.itemsize < LENGTH:
-        return np.zeros(codes.shape, dtype=bool)
+        return np.zeros(shape, dtype=bool)
     fixed = codes.astype(f"S{LENGTH}").view(np.uint8).reshape(-1, LENGTH)
     values = _BYTE_VALUE[fixed]
     valid &= (values >= 0).all(axis=1)
     body = values[:, : LENGTH - 1].astype(np.int64) @ _WEIGHT_VECTOR
     expected = (31 - body % 31) % 31
     valid &= values[:, LENGTH - 1] == expected
-    return valid
+    return valid.reshape(shape)

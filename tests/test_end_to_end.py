@@ -1,0 +1,360 @@
+"""A real bureau server on a loopback port and a real bank client."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from xinrong.bank_node.client import BureauConnection, run_psi
+from xinrong.bank_node.jobs import psi_job
+from xinrong.bureau_node.server import BureauNode
+from xinrong.protocols import group, psi, uscc
+from xinrong.protocols.errors import PeerError
+from xinrong.protocols.ids import IdType
+from xinrong.transport.channels import bank_metadata, open_channel
+from xinrong.v1 import psi_pb2 as pb
+from xinrong.v1 import psi_pb2_grpc
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def make_codes(count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list(uscc.ALPHABET))
+    codes = set()
+    while len(codes) < count:
+        prefix = "9135" + "".join(rng.choice(alphabet, 13))
+        codes.add(prefix + uscc.check_character(prefix))
+    return sorted(codes)
+
+
+@pytest.fixture()
+def city(tmp_path: Path) -> dict[str, object]:
+    bureau_codes = make_codes(3000, seed=1)
+    outsiders = make_codes(200, seed=2)
+    bank_codes = bureau_codes[100:700] + outsiders
+    dirty = [
+        " " + bureau_codes[5][:6].lower() + " " + bureau_codes[5][6:],  # spaces, lower case
+        "".join(chr(ord(c) + 0xFEE0) for c in bureau_codes[6]),  # full width
+        bureau_codes[7][:-1] + ("0" if bureau_codes[7][-1] != "0" else "1"),  # bad check
+        "",
+        bureau_codes[100],  # duplicate
+    ]
+    bureau_file = tmp_path / "bureau.parquet"
+    pq.write_table(pa.table({"uscc": bureau_codes, "x": np.arange(3000)}), bureau_file)
+    bank_file = tmp_path / "clients.csv"
+    pacsv.write_csv(pa.table({"uscc": bank_codes + dirty}), bank_file)
+    expected = bureau_codes[100:700] + [bureau_codes[5], bureau_codes[6]]
+    return {"bureau": bureau_file, "bank": bank_file, "expected": expected, "codes": bureau_codes}
+
+
+@pytest.fixture()
+def node(city, tmp_path: Path):
+    with BureauNode(city["bureau"], "uscc", tmp_path / "state", workers=0) as bureau:
+        bureau.start("127.0.0.1:0")
+        yield bureau
+
+
+def read_column(path: Path, column: str) -> list[str]:
+    table = pacsv.read_csv(
+        path, convert_options=pacsv.ConvertOptions(column_types={column: pa.string()})
+    )
+    return table.column(column).to_pylist()
+
+
+def test_psi_over_grpc_both_sides_learn_the_intersection(city, node, tmp_path: Path):
+    out = tmp_path / "out" / "matched.csv"
+    summary = psi_job(f"127.0.0.1:{node.port}", city["bank"], "uscc", out, "bank-a", workers=2)
+    assert read_column(out, "uscc") == city["expected"]
+    assert summary.intersection == len(city["expected"])
+    assert (summary.rows, summary.rejected, summary.duplicates) == (805, 2, 1)
+    assert summary.bank_ids == 802 and summary.bureau_ids == 3000
+    rejects = pacsv.read_csv(tmp_path / "out" / "matched.rejects.csv").to_pylist()
+    assert [r["row"] for r in rejects] == [803, 804]
+    assert "check character" in rejects[0]["reason"] and rejects[1]["reason"] == "empty"
+    # The bureau recorded the session and the IDs it now shares with this bank, in order.
+    sessions = node.store.root / "sessions"
+    record = json.loads((sessions / f"{summary.session_id}.json").read_text())
+    assert (record["bank_id"], record["matched"], record["bank_ids"]) == ("bank-a", 602, 802)
+    assert read_column(sessions / f"{summary.session_id}.matched.csv", "uscc") == city["expected"]
+
+
+def test_bank_only_reveal_leaves_the_bureau_with_sizes(city, node, tmp_path: Path):
+    summary = psi_job(
+        f"127.0.0.1:{node.port}",
+        city["bank"],
+        "uscc",
+        tmp_path / "m.csv",
+        "bank-b",
+        reveal=psi.Reveal.BANK,
+        workers=0,
+    )
+    assert summary.intersection == len(city["expected"])
+    record = json.loads((node.store.root / "sessions" / f"{summary.session_id}.json").read_text())
+    assert record["matched"] is None and record["bank_ids"] == 802
+    assert not (node.store.root / "sessions" / f"{summary.session_id}.matched.csv").exists()
+
+
+def test_restart_keeps_the_prepared_tags_and_notices_a_changed_file(city, tmp_path: Path):
+    state = tmp_path / "state"
+    with BureauNode(city["bureau"], "uscc", state, workers=0) as bureau:
+        bureau.start()
+        with BureauConnection(f"127.0.0.1:{bureau.port}", "bank-a") as conn:
+            first = run_psi(conn, city["expected"][:10])
+    tags_file = state / "banks" / "bank-a" / "tags-1.npy"
+    stamp = tags_file.stat().st_mtime_ns
+    with BureauNode(city["bureau"], "uscc", state, workers=0) as bureau:
+        assert bureau.prepare().added == 0  # nothing hashed again
+        bureau.start()
+        with BureauConnection(f"127.0.0.1:{bureau.port}", "bank-a") as conn:
+            second = run_psi(conn, city["expected"][:10])
+    assert tags_file.stat().st_mtime_ns == stamp  # nor tagged again
+    assert first.matched_ids == second.matched_ids == city["expected"][:10]
+
+    # The bureau's file changes: 2 IDs leave, 3 arrive. Only the 3 are hashed and tagged.
+    newcomers = make_codes(3, seed=9)
+    codes = city["codes"][2:] + newcomers
+    pq.write_table(pa.table({"uscc": codes}), city["bureau"])
+    with BureauNode(city["bureau"], "uscc", state, workers=0) as bureau:
+        summary = bureau.prepare()
+        assert (summary.added, summary.active) == (3, len(codes))
+        bureau.start()
+        with BureauConnection(f"127.0.0.1:{bureau.port}", "bank-a") as conn:
+            probe = [city["codes"][0], city["codes"][2], *newcomers]
+            third = run_psi(conn, probe)
+    assert third.matched_ids == probe[1:]
+    assert np.load(tags_file).size == 3003
+
+
+def test_text_ids_from_integer_columns(tmp_path: Path):
+    bureau_file, bank_file = tmp_path / "host.parquet", tmp_path / "guest.csv"
+    pq.write_table(pa.table({"id": pa.array(range(0, 500), pa.int64())}), bureau_file)
+    pacsv.write_csv(pa.table({"id": pa.array(range(400, 650), pa.int64())}), bank_file)
+    with BureauNode(bureau_file, "id", tmp_path / "s", IdType.TEXT, workers=0) as bureau:
+        bureau.start()
+        summary = psi_job(
+            f"127.0.0.1:{bureau.port}",
+            bank_file,
+            "id",
+            tmp_path / "m.csv",
+            "bank-a",
+            id_type=IdType.TEXT,
+            workers=0,
+        )
+    assert summary.intersection == 100
+    assert read_column(tmp_path / "m.csv", "id") == [str(i) for i in range(400, 500)]
+
+
+# ---- garbage from the bank ------------------------------------------------------------
+
+
+def _open(stub, bank: str, size: int, reveal=pb.REVEAL_MODE_BOTH) -> str:
+    request = pb.OpenSessionRequest(protocol=psi.PROTOCOL, bank_set_size=size, reveal=reveal)
+    updates = list(stub.OpenSession(request, metadata=bank_metadata(bank), timeout=30))
+    return updates[-1].opened.session_id
+
+
+def _exponentiate(stub, bank: str, messages: list[pb.BlindedIds]) -> list[pb.ExponentiatedIds]:
+    return list(stub.Exponentiate(iter(messages), metadata=bank_metadata(bank), timeout=30))
+
+
+@pytest.mark.parametrize(
+    "points, offset, status, text",
+    [
+        (b"\x00" * 31, 0, grpc.StatusCode.INVALID_ARGUMENT, "multiple of 32"),
+        (bytes.fromhex("ff" * 32), 0, grpc.StatusCode.INVALID_ARGUMENT, "blinded ID #0"),
+        (bytes(32), 0, grpc.StatusCode.INVALID_ARGUMENT, "not a valid Ristretto255"),
+        (group.hash_ids([b"a", b"b", b"c"]), 0, grpc.StatusCode.INVALID_ARGUMENT, "more blinded"),
+        (group.hash_ids([b"a"]), 5, grpc.StatusCode.INVALID_ARGUMENT, "expected 0"),
+    ],
+)
+def test_garbage_ends_the_session_and_the_bureau_serves_on(
+    city, node, points, offset, status, text
+):
+    stub = psi_pb2_grpc.PrivateSetIntersectionStub(open_channel(f"127.0.0.1:{node.port}"))
+    session_id = _open(stub, "mallory", 2)
+    with pytest.raises(grpc.RpcError) as err:
+        _exponentiate(
+            stub, "mallory", [pb.BlindedIds(session_id=session_id, offset=offset, points=points)]
+        )
+    assert err.value.code() is status and text in err.value.details()
+    # The failed session is gone ...
+    with pytest.raises(grpc.RpcError) as err:
+        list(
+            stub.FetchTags(
+                pb.FetchTagsRequest(session_id=session_id),
+                metadata=bank_metadata("mallory"),
+                timeout=10,
+            )
+        )
+    assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    # ... and another bank is served as before.
+    with BureauConnection(f"127.0.0.1:{node.port}", "bank-c") as conn:
+        assert run_psi(conn, city["expected"][:20]).matched_ids == city["expected"][:20]
+
+
+def test_sessions_are_private_to_their_bank_and_need_an_identity(node):
+    channel = open_channel(f"127.0.0.1:{node.port}")
+    stub = psi_pb2_grpc.PrivateSetIntersectionStub(channel)
+    session_id = _open(stub, "bank-a", 1)
+    with pytest.raises(grpc.RpcError) as err:
+        list(
+            stub.FetchTags(
+                pb.FetchTagsRequest(session_id=session_id),
+                metadata=bank_metadata("bank-b"),
+                timeout=10,
+            )
+        )
+    assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.FetchTags(pb.FetchTagsRequest(session_id=session_id), timeout=10))
+    assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as err:
+        _open(stub, "../etc", 1)
+    assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as err:
+        _open(stub, "bank-a", 1, reveal=pb.REVEAL_MODE_UNSPECIFIED)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:  # reveal before exponentiation
+        stub.RevealIntersection(
+            iter([pb.MatchedTags(session_id=session_id)]),
+            metadata=bank_metadata("bank-a"),
+            timeout=10,
+        )
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_too_large_a_request_is_refused_before_any_work(city, tmp_path: Path):
+    limits = psi.PsiLimits(max_bank_set_size=10)
+    with BureauNode(city["bureau"], "uscc", tmp_path / "s", workers=0, limits=limits) as bureau:
+        bureau.start()
+        with BureauConnection(f"127.0.0.1:{bureau.port}", "bank-a") as conn:
+            with pytest.raises(PeerError, match="FAILED_PRECONDITION.*at most 10"):
+                run_psi(conn, city["expected"][:11])
+        assert not (tmp_path / "s" / "banks" / "bank-a" / "tags-1.npy").exists()
+
+
+def test_unreachable_bureau_is_a_clear_error():
+    with pytest.raises(PeerError, match="cannot reach the bureau"):
+        BureauConnection("127.0.0.1:1", "bank-a", connect_timeout=0.5)
+
+
+# ---- the command lines ------------------------------------------------------------------
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; from xinrong.{args[0]}.cli import main; sys.exit(main())",
+            *args[1:],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_command_lines_end_to_end(city, tmp_path: Path):
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from xinrong.bureau_node.cli import main; sys.exit(main())",
+            "serve",
+            "--data",
+            str(city["bureau"]),
+            "--id-column",
+            "uscc",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        started = json.loads(serve.stdout.readline())
+        out = tmp_path / "matched.csv"
+        done = run_cli(
+            "bank_node",
+            "psi",
+            "--bureau",
+            f"127.0.0.1:{started['port']}",
+            "--data",
+            str(city["bank"]),
+            "--id-column",
+            "uscc",
+            "--out",
+            str(out),
+            "--bank-id",
+            "bank-cli",
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        for key in ("bank_ids", "intersection", "rejected", "duplicates", "seconds"):
+            assert key in result
+        assert result["intersection"] == len(city["expected"])
+        assert read_column(out, "uscc") == city["expected"]
+    finally:
+        serve.terminate()
+        _, log = serve.communicate(timeout=30)
+    assert serve.returncode == 0
+    assert "bank=bank-cli" in log and "matched=602" in log
+
+
+@pytest.mark.parametrize(
+    "setup, args, text",
+    [
+        (None, ["--data", "missing.csv", "--id-column", "uscc"], "no such file"),
+        ("uscc\n", ["--data", "f.csv", "--id-column", "uscc"], "no data rows"),
+        ("", ["--data", "f.csv", "--id-column", "uscc"], "empty"),
+        ("code\nx\n", ["--data", "f.csv", "--id-column", "uscc"], "no column named 'uscc'"),
+        ("uscc\nx\n", ["--data", "f.xlsx", "--id-column", "uscc"], "unknown file type"),
+    ],
+)
+def test_bad_input_files_are_clear_errors(tmp_path: Path, setup, args, text):
+    name = args[1]
+    if setup is not None:
+        (tmp_path / name).write_text(setup)
+    args = [a if a != name else str(tmp_path / name) for a in args]
+    done = run_cli(
+        "bank_node", "psi", "--bureau", "127.0.0.1:1", *args, "--out", str(tmp_path / "o.csv")
+    )
+    assert done.returncode == 2
+    assert text in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="the shared data sets are not beside the repo")
+def test_public_split_data_sets_intersect_on_their_ids(tmp_path: Path):
+    with BureauNode(
+        SHARED / "breast_hetero_host.csv", "id", tmp_path / "s", IdType.TEXT, workers=0
+    ) as bureau:
+        bureau.start()
+        summary = psi_job(
+            f"127.0.0.1:{bureau.port}",
+            SHARED / "breast_hetero_guest.csv",
+            "id",
+            tmp_path / "m.csv",
+            "bank-a",
+            id_type=IdType.TEXT,
+            workers=0,
+        )
+    assert summary.intersection == summary.bank_ids == 569
