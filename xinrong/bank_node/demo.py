@@ -48,4 +48,8 @@ def run_demo(
         f"{summary.duplicates} duplicates); matched IDs in {summary.out}; "
         f"{summary.seconds:.1f} s."
     )
-    return {"workdir": str(workdir), "data": {k: str(v) for k, v in paths.items()}, **summary.as_dict()}
+    return {
+        "workdir": str(workdir),
+        "data": {k: str(v) for k, v in paths.items()},
+        **summary.as_dict(),
+    }

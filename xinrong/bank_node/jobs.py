@@ -57,12 +57,13 @@ def psi_job(
     out = Path(out)
     table = tables.read_table(data, id_column, columns=[])
     prepared = prepare_ids(table.column(id_column), id_type)
-    executor = make_executor(workers) if prepared.ids else None
+    ids = prepared.ids
+    executor = make_executor(workers) if ids else None
     bars = ProgressBars() if on_progress is None else None
     try:
         with BureauConnection(bureau, bank_id) as connection:
             result = run_psi(
-                connection, prepared.ids, reveal, executor, on_progress or bars or (lambda *a: None)
+                connection, ids, reveal, executor, on_progress or bars or (lambda *a: None)
             )
     finally:
         if bars is not None:
@@ -74,7 +75,7 @@ def psi_job(
     tables.write_rejects(prepared.rejects, rejects)
     return PsiSummary(
         rows=prepared.rows,
-        bank_ids=len(prepared.ids),
+        bank_ids=len(ids),
         rejected=len(prepared.rejects),
         duplicates=prepared.duplicates,
         intersection=len(result.matched_ids),

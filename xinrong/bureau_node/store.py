@@ -145,7 +145,7 @@ class BureauStore:
         table = tables.read_table(data_path, id_column, columns=[])
         prepared = prepare_ids(table.column(id_column), id_type)
         self._write_rejects(prepared.rejects)
-        current = np.array([x.encode() for x in prepared.ids], dtype=bytes)
+        current = prepared.as_bytes()
         known_positions, is_known = self._positions_of(current)
         added = current[~is_known]
         if added.size:

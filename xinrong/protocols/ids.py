@@ -32,14 +32,24 @@ class IdReject:
 class PreparedIds:
     """The distinct valid IDs of a column, in order of first appearance."""
 
-    ids: list[str]
+    distinct: pa.Array  # strings
     rows: int
     rejects: list[IdReject]
     duplicates: int  # valid rows whose ID appeared on an earlier row
 
     @property
-    def valid_rows(self) -> int:
-        return self.rows - len(self.rejects)
+    def ids(self) -> list[str]:
+        return self.distinct.to_pylist()
+
+    def __len__(self) -> int:
+        return len(self.distinct)
+
+    def as_bytes(self) -> np.ndarray:
+        """The IDs as a numpy array of UTF-8 byte strings (compact, for millions of IDs)."""
+        lengths = pc.binary_length(self.distinct).to_numpy(zero_copy_only=False)
+        if lengths.size and (lengths == lengths[0]).all():
+            return fixed_width_bytes(self.distinct, int(lengths[0]))
+        return np.array([x.encode() for x in self.distinct.to_pylist()], dtype=bytes)
 
 
 def normalise_column(values: pa.Array | pa.ChunkedArray, id_type: IdType) -> pa.Array:
@@ -56,17 +66,31 @@ def normalise_column(values: pa.Array | pa.ChunkedArray, id_type: IdType) -> pa.
     return pc.utf8_trim_whitespace(values)
 
 
+def fixed_width_bytes(values: pa.Array, width: int) -> np.ndarray:
+    """A string array whose values are all exactly ``width`` bytes, as a numpy ``S{width}``
+    array, without making a Python object per value."""
+    if len(values) == 0:
+        return np.zeros(0, dtype=f"S{width}")
+    values = pc.cast(values, pa.binary())
+    if values.null_count:
+        raise ValueError("fixed_width_bytes needs an array without nulls")
+    fixed = pc.cast(values, pa.binary(width))  # raises if a value has another length
+    data = fixed.buffers()[1]
+    start = fixed.offset * width
+    # A read-only view on Arrow's buffer (which it keeps alive): no copy of millions of IDs.
+    return np.frombuffer(data, dtype=f"S{width}", count=len(fixed), offset=start)
+
+
 def _valid_mask(normalised: pa.Array, id_type: IdType) -> np.ndarray:
-    present = pc.fill_null(pc.greater(pc.utf8_length(normalised), 0), False)
-    mask = present.to_numpy(zero_copy_only=False)
+    lengths = pc.fill_null(pc.utf8_length(normalised), 0).to_numpy(zero_copy_only=False)
     if id_type is IdType.TEXT:
-        return mask
+        return lengths > 0
     ascii_ok = pc.fill_null(pc.string_is_ascii(normalised), False).to_numpy(zero_copy_only=False)
-    mask &= ascii_ok
+    mask = ascii_ok & (lengths == uscc.LENGTH)
     candidates = np.flatnonzero(mask)
     if candidates.size:
-        chosen = normalised.take(pa.array(candidates)).to_numpy(zero_copy_only=False)
-        codes = chosen.astype("S")  # ASCII only here, so this cannot fail
+        chosen = normalised if candidates.size == len(normalised) else normalised.take(candidates)
+        codes = fixed_width_bytes(chosen, uscc.LENGTH)
         mask[candidates] = uscc.check_many(codes)
     return mask
 
@@ -96,7 +120,7 @@ def prepare_ids(values: pa.Array | pa.ChunkedArray, id_type: IdType = IdType.USC
     valid = normalised.filter(pa.array(mask)) if bad.size else normalised
     distinct = pc.unique(valid)  # keeps the order of first appearance
     return PreparedIds(
-        ids=distinct.to_pylist(),
+        distinct=distinct,
         rows=len(values),
         rejects=rejects,
         duplicates=len(valid) - len(distinct),

@@ -23,7 +23,8 @@ _VALUE = {c: i for i, c in enumerate(ALPHABET)}
 _BYTE_VALUE = np.full(256, -1, dtype=np.int16)
 for _c, _v in _VALUE.items():
     _BYTE_VALUE[ord(_c)] = _v
-_WEIGHT_VECTOR = np.array(WEIGHTS, dtype=np.int64)
+_WEIGHT_VECTOR = np.array(WEIGHTS, dtype=np.int32)
+_BLOCK = 1 << 16
 
 
 def check_character(first17: str) -> str:
@@ -84,14 +85,14 @@ def check_many(codes: np.ndarray) -> np.ndarray:
     if codes.dtype.kind != "S":
         raise TypeError("check_many needs an array of byte strings (dtype 'S')")
     codes = codes.reshape(-1)
-    lengths = np.char.str_len(codes)
-    valid = lengths == LENGTH
     if codes.dtype.itemsize < LENGTH:
         return np.zeros(shape, dtype=bool)
+    valid = np.char.str_len(codes) == LENGTH
     fixed = codes.astype(f"S{LENGTH}").view(np.uint8).reshape(-1, LENGTH)
-    values = _BYTE_VALUE[fixed]
-    valid &= (values >= 0).all(axis=1)
-    body = values[:, : LENGTH - 1].astype(np.int64) @ _WEIGHT_VECTOR
-    expected = (31 - body % 31) % 31
-    valid &= values[:, LENGTH - 1] == expected
+    for start in range(0, fixed.shape[0], _BLOCK):  # blocks keep the temporaries small
+        values = _BYTE_VALUE[fixed[start : start + _BLOCK]]
+        block = valid[start : start + _BLOCK]
+        block &= (values >= 0).all(axis=1)
+        body = values[:, : LENGTH - 1].astype(np.int32) @ _WEIGHT_VECTOR
+        block &= values[:, LENGTH - 1] == (31 - body % 31) % 31
     return valid.reshape(shape)
