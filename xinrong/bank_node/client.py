@@ -123,9 +123,9 @@ def run_psi(
             metadata=metadata,
         )
         for response in tags_call:
-            message = codec.tags_from_proto(response)
-            session.receive_bureau_tags(message)
-            received += len(message.tags) // 8
+            tags = codec.tags_from_proto(response)
+            session.receive_bureau_tags(tags)
+            received += len(tags.tags) // 8
             on_progress("bureau tags", received, bureau_size)
     except grpc.RpcError as err:
         raise_from_rpc(err, "fetching the bureau's tags")

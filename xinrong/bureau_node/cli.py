@@ -69,15 +69,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     node = _node(args)
     try:
-        result: dict[str, object] = {"dataset": _prepare_dataset(node, args.quiet)}
+        banks: list[dict[str, object]] = []
+        result: dict[str, object] = {"dataset": _prepare_dataset(node, args.quiet), "banks": banks}
         for bank_id in args.bank_id:
             with ProgressBars(enabled=None if not args.quiet else False) as bars:
                 for item in node.store.prepare_bank(bank_id, node.executor):
                     if isinstance(item, tuple):
                         bars(f"tags for {bank_id}", *item)
-            result.setdefault("banks", []).append(  # type: ignore[union-attr]
-                {"bank_id": bank_id, "key_epoch": node.store.key_epoch(bank_id)}
-            )
+            banks.append({"bank_id": bank_id, "key_epoch": node.store.key_epoch(bank_id)})
     finally:
         node.stop()
     print_result(result)

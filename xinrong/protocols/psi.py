@@ -120,7 +120,7 @@ class BureauTagTable:
     key_epoch: int
     scalar: bytes = field(repr=False)
     sorted_tags: np.ndarray
-    ids: Sequence[str]
+    ids: Sequence[str] | np.ndarray
 
     @property
     def size(self) -> int:
