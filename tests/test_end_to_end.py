@@ -358,3 +358,50 @@ def test_public_split_data_sets_intersect_on_their_ids(tmp_path: Path):
             workers=0,
         )
     assert summary.intersection == summary.bank_ids == 569
+
+
+def test_synth_and_demo_command_lines(tmp_path: Path):
+    made = run_cli(
+        "bureau_node",
+        "synth",
+        "--enterprises",
+        "3000",
+        "--bank-clients",
+        "400",
+        "--seed",
+        "3",
+        "--out",
+        str(tmp_path / "city"),
+    )
+    assert made.returncode == 0, made.stderr
+    paths = json.loads(made.stdout.strip().splitlines()[-1])
+    assert pq.read_table(paths["bureau"]).num_rows == 3000
+    demo = run_cli(
+        "bank_node",
+        "demo",
+        "--workdir",
+        str(tmp_path / "demo"),
+        "--enterprises",
+        "3000",
+        "--bank-clients",
+        "400",
+        "--workers",
+        "1",
+    )
+    assert demo.returncode == 0, demo.stderr
+    result = json.loads(demo.stdout.strip().splitlines()[-1])
+    assert result["rows"] == 400 and 0 < result["intersection"] <= result["bank_ids"] <= 400
+    assert result["rejected"] > 0  # the synthetic bank file carries some invalid codes
+    assert read_column(Path(result["out"]), "uscc")[:1]
+
+
+def test_a_damaged_state_directory_is_rebuilt(city, tmp_path: Path):
+    state = tmp_path / "state"
+    with BureauNode(city["bureau"], "uscc", state, workers=0) as bureau:
+        assert bureau.prepare().added == 3000
+    (state / "points.npy").write_bytes(b"not an array")
+    with BureauNode(city["bureau"], "uscc", state, workers=0) as bureau:
+        assert bureau.prepare().added == 3000  # rebuilt, not served from a broken cache
+        bureau.start()
+        with BureauConnection(f"127.0.0.1:{bureau.port}", "bank-a") as conn:
+            assert run_psi(conn, city["expected"][:5]).matched_ids == city["expected"][:5]
