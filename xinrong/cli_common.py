@@ -59,3 +59,10 @@ def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Nam
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def run_main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse, set up logging, run the chosen sub-command."""
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.quiet)
+    return run_command(args.func, args)

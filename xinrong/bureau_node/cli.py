@@ -13,8 +13,7 @@ from xinrong.cli_common import (
     add_common_arguments,
     add_id_arguments,
     print_result,
-    run_command,
-    setup_logging,
+    run_main,
 )
 from xinrong.progress import ProgressBars
 from xinrong.protocols import psi
@@ -152,9 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level, args.quiet)
-    return run_command(args.func, args)
+    return run_main(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,15 @@ class SessionRegistry:
             )
         return entry
 
+    def same_stream(self, entry: _Entry | None, bank_id: str, session_id: str, rpc: str) -> _Entry:
+        """The session a streamed message names: looked up on the first message, and the
+        same one on every later message of the stream."""
+        if entry is None:
+            return self.get(bank_id, session_id)
+        if session_id != entry.session.session_id:
+            raise ProtocolViolation(f"one {rpc} stream serves one session")
+        return entry
+
     def close(self, session_id: str) -> None:
         with self._lock:
             self._entries.pop(session_id, None)
@@ -130,10 +139,9 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
             bank_id = bank_identity(context)
             for message in request_iterator:
                 blinded = codec.blinded_from_proto(message)
-                if entry is None:
-                    entry = self.sessions.get(bank_id, blinded.session_id)
-                elif blinded.session_id != entry.session.session_id:
-                    raise ProtocolViolation("one Exponentiate stream serves one session")
+                entry = self.sessions.same_stream(
+                    entry, bank_id, blinded.session_id, "Exponentiate"
+                )
                 pending.append(entry.session.exponentiate(blinded, self.executor))
                 while pending and (len(pending) > READ_AHEAD or pending[0].done()):
                     yield codec.exponentiated_to_proto(pending.popleft().result())
@@ -172,10 +180,9 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
             bank_id = bank_identity(context)
             for message in request_iterator:
                 matched = codec.matched_from_proto(message)
-                if entry is None:
-                    entry = self.sessions.get(bank_id, matched.session_id)
-                elif matched.session_id != entry.session.session_id:
-                    raise ProtocolViolation("one RevealIntersection stream serves one session")
+                entry = self.sessions.same_stream(
+                    entry, bank_id, matched.session_id, "RevealIntersection"
+                )
                 entry.session.receive_matched(matched)
             if entry is None:
                 raise ProtocolViolation("the stream of matched tags was empty")
