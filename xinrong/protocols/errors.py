@@ -30,6 +30,11 @@ class InvalidGroupElement(ProtocolViolation):
         self.index = index
 
 
+class InvalidCiphertext(ProtocolViolation):
+    """A received value is not a Paillier ciphertext of the key it claims (not in
+    Z*_(n^2)), or the vector has the wrong length."""
+
+
 class WrongStage(XinrongError):
     """A message arrived at a stage of the protocol where it is not expected.
     Maps to FAILED_PRECONDITION."""

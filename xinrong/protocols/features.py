@@ -1,0 +1,154 @@
+"""How each party turns its own columns into model inputs, fitted on its training rows only
+and stored with its half of the model.
+
+Numbers: clipped to training quantiles (heavy tails push the Taylor-approximated sigmoid
+out of its accurate range: design notes, section 4), missing values filled with the
+training median and flagged in a column of their own, then standardised. Text: one level per
+frequent category, rarer ones and categories never seen in training share "other", missing
+values a level of their own; levels are standardised like numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import InputDataError
+
+CLIP_QUANTILE = 0.005
+MAX_LEVELS = 30  # categories kept per text column
+MIN_LEVEL_SHARE = 0.005
+VALUE_BOUND = 32.0  # |model input| after standardising; the encrypted arithmetic relies on it
+OTHER = "__other__"
+MISSING = "__missing__"
+
+
+def column_kind(array_type: pa.DataType) -> str:
+    if pa.types.is_integer(array_type) or pa.types.is_floating(array_type) or pa.types.is_boolean(
+        array_type
+    ) or pa.types.is_null(array_type):
+        return "numeric"
+    if pa.types.is_string(array_type) or pa.types.is_large_string(array_type) or pa.types.is_dictionary(array_type):
+        return "category"
+    raise InputDataError(f"columns of type {array_type} are not supported as features")
+
+
+def _numbers(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    values = pc.cast(column, pa.float64())
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    out = values.to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _texts(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    values = pc.cast(column, pa.string())
+    return np.array([MISSING if v is None or v == "" else v for v in values.to_pylist()],
+                    dtype=object)
+
+
+@dataclass
+class ColumnRecipe:
+    name: str
+    kind: str  # "numeric" | "category"
+    low: float = 0.0
+    high: float = 0.0
+    fill: float = 0.0
+    missing_flag: bool = False
+    levels: list[str] = field(default_factory=list)
+    means: list[float] = field(default_factory=list)  # one per output
+    stds: list[float] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list[str]:
+        if self.kind == "numeric":
+            return [self.name] + ([f"{self.name}[missing]"] if self.missing_flag else [])
+        return [f"{self.name}={level}" for level in self.levels]
+
+    def raw(self, column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        """Unstandardised outputs (rows x outputs)."""
+        if self.kind == "numeric":
+            x = _numbers(column)
+            missing = np.isnan(x)
+            x = np.clip(np.where(missing, self.fill, x), self.low, self.high)
+            parts = [x] + ([missing.astype(np.float64)] if self.missing_flag else [])
+            return np.column_stack(parts)
+        texts = _texts(column)
+        known = {level: i for i, level in enumerate(self.levels)}
+        other = known[OTHER]
+        codes = np.array([known.get(t, other) for t in texts], dtype=np.int64)
+        out = np.zeros((len(texts), len(self.levels)))
+        out[np.arange(len(texts)), codes] = 1.0
+        return out
+
+
+def _fit_column(name: str, column: pa.ChunkedArray) -> ColumnRecipe:
+    kind = column_kind(column.type)
+    if kind == "numeric":
+        x = _numbers(column)
+        present = x[~np.isnan(x)]
+        if present.size == 0:
+            raise InputDataError(f"feature {name!r} has no values in the training rows")
+        low, high = np.quantile(present, [CLIP_QUANTILE, 1 - CLIP_QUANTILE])
+        recipe = ColumnRecipe(name, kind, float(low), float(high), float(np.median(present)),
+                              bool(present.size < x.size))
+    else:
+        texts = _texts(column)
+        levels, counts = np.unique(texts, return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        floor = max(1, int(MIN_LEVEL_SHARE * len(texts)))
+        kept = [str(levels[i]) for i in order[:MAX_LEVELS] if counts[i] >= floor and
+                levels[i] != OTHER]
+        recipe = ColumnRecipe(name, kind, levels=sorted(kept) + [OTHER])
+    raw = recipe.raw(column)
+    recipe.means = raw.mean(axis=0).tolist()
+    stds = raw.std(axis=0)
+    recipe.stds = np.where(stds > 1e-12, stds, 1.0).tolist()
+    return recipe
+
+
+@dataclass
+class FeatureRecipe:
+    """A party's preprocessing, fitted on its training rows. JSON-able."""
+
+    columns: list[ColumnRecipe]
+
+    @classmethod
+    def fit(cls, table: pa.Table, names: list[str]) -> FeatureRecipe:
+        missing = [n for n in names if n not in table.column_names]
+        if missing:
+            raise InputDataError(f"feature columns not found: {', '.join(missing)}")
+        if table.num_rows == 0:
+            raise InputDataError("no training rows to fit the feature preprocessing on")
+        return cls([_fit_column(n, table.column(n)) for n in names])
+
+    @property
+    def outputs(self) -> list[str]:
+        return [name for c in self.columns for name in c.outputs]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def transform(self, table: pa.Table) -> np.ndarray:
+        """Model inputs (rows x outputs), standardised and bounded by VALUE_BOUND."""
+        parts = []
+        for c in self.columns:
+            if c.name not in table.column_names:
+                raise InputDataError(f"the data has no column {c.name!r}, which the model uses")
+            parts.append((c.raw(table.column(c.name)) - np.array(c.means)) / np.array(c.stds))
+        if not parts:
+            return np.zeros((table.num_rows, 0))
+        return np.clip(np.column_stack(parts), -VALUE_BOUND, VALUE_BOUND)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [asdict(c) for c in self.columns]
+
+    @classmethod
+    def from_json(cls, data: list[dict[str, Any]]) -> FeatureRecipe:
+        return cls([ColumnRecipe(**c) for c in data])

@@ -1,0 +1,550 @@
+"""Two-party vertical logistic regression under Paillier, with no third party.
+
+The protocol of the design notes, section 4 (after Yang, Fan, et al., "Parallel Distributed
+Logistic Regression for Vertical Federated Learning without Third-Party Coordinator",
+arXiv:1911.09824, 2019): each party holds its own key; the bank holds the labels and the
+intercept. Per batch, with the Taylor sigmoid ``s(z) ~ 0.5 + z/4`` and everything times 4 so
+it stays integral:
+
+  bank:   [[4e]]_A = [[2 + u_A - 4y]]_A                       -> bureau
+  bureau: [[u_B]]_B, [[sum u_B^2]]_B                          -> bank
+  bureau: [[4d]]_A = [[4e]]_A + u_B; X_B^T [[4d]]_A, masked, packed  -> bank decrypts
+  bank:   X_A^T [[u_B]]_B and the loss cross term, masked, packed    -> bureau decrypts
+  each:   removes its masks, g = (X^T 4d) / (4|I|), its own optimiser step.
+
+Two state machines, ``BankTrainer`` and ``BureauTrainer``, map messages to messages; the
+gRPC servicer and client only carry them. ``drive_training`` is the bank's schedule over any
+``TrainingPeer`` (in-process in tests, gRPC in the node), with the two parties' heavy steps
+overlapping.
+
+What each side sees (beyond the allowed leakage: the intersection, its own per-batch
+gradient, and the training loss to the bank): only ciphertexts under the other party's key,
+and plaintexts it decrypts for the other party that are statistically masked (40 bits).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+import numpy as np
+
+from . import paillier as he
+from .errors import PolicyViolation, ProtocolViolation, WrongStage
+from .optim import Optimizer, OptimizerConfig, epoch_batches, split_rows
+
+SCALE_BITS = 16  # fixed point for every value that meets the other party's ciphertexts
+SCORE_BOUND = 64.0  # |u_A|, |u_B| are clipped here; beyond it the Taylor sigmoid is meaningless
+VALUE_BITS = 80  # bound of every packed value: rows (2^24) x inputs (2^21) x residuals (2^24)
+MAX_ROWS = 1 << 24
+MAX_BATCH = 4096  # a batch of 2048-bit (4096-bit) ciphertexts stays under 2 (4) MiB
+VALIDATION = -1  # the batch number of an epoch's validation step
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class TrainingLimits:
+    """The bureau's policy (and the bank's own floor) for training jobs."""
+
+    min_batch_size: int = 64
+    min_rows: int = 100
+    allow_test_keys: bool = False
+    max_epochs: int = 200
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Proposed by the bank, checked and accepted by the bureau."""
+
+    job_id: str
+    psi_session_id: str
+    rows: int
+    bank_columns: int  # with the intercept
+    validation_fraction: float
+    seed: int
+    batch_size: int
+    max_epochs: int
+    optimizer: OptimizerConfig
+    bureau_features: tuple[str, ...]  # empty: all
+    bank_public_key: he.PublicKey
+
+    def schedule(self) -> tuple[np.ndarray, np.ndarray]:
+        return split_rows(self.rows, self.validation_fraction, self.seed)
+
+
+def check_plan(plan: TrainingPlan, limits: TrainingLimits, bureau_columns: int | None = None
+               ) -> None:
+    """The checks both parties make before a byte of data is touched."""
+    if not 0 < plan.rows <= MAX_ROWS:
+        raise PolicyViolation(f"{plan.rows} rows: a training set has 1 to {MAX_ROWS} rows")
+    if plan.rows < limits.min_rows:
+        raise PolicyViolation(
+            f"only {plan.rows} shared rows; training needs at least {limits.min_rows}"
+        )
+    if not 0.0 <= plan.validation_fraction <= 0.5:
+        raise PolicyViolation("the validation fraction must be from 0 to 0.5")
+    if not 1 <= plan.max_epochs <= limits.max_epochs:
+        raise PolicyViolation(f"epochs must be from 1 to {limits.max_epochs}")
+    if not 1 <= plan.bank_columns <= 10_000:
+        raise PolicyViolation("the bank must have 1 to 10,000 model columns")
+    widest = max(plan.bank_columns, bureau_columns or 0)
+    floor = max(limits.min_batch_size, 2 * widest)
+    if not floor <= plan.batch_size <= MAX_BATCH:
+        raise PolicyViolation(
+            f"batch size {plan.batch_size} is not allowed: use {floor} to {MAX_BATCH} (at "
+            f"least {limits.min_batch_size} and twice the widest party's {widest} columns, so "
+            "a batch's gradient cannot be solved for single rows)"
+        )
+    train, validation = plan.schedule()
+    if len(train) < plan.batch_size:
+        raise PolicyViolation(
+            f"{len(train)} training rows are fewer than one batch of {plan.batch_size}"
+        )
+    if plan.validation_fraction and len(validation) < limits.min_batch_size:
+        raise PolicyViolation(
+            f"{len(validation)} validation rows are fewer than the minimum batch size "
+            f"{limits.min_batch_size}; lower --validation-fraction to 0 or use more rows"
+        )
+    plan.optimizer.check()
+    he.check_key_bits(_key_bits(plan.bank_public_key), limits.allow_test_keys)
+
+
+def _key_bits(key: he.PublicKey) -> int:
+    bits = key.n.bit_length()
+    return bits + (-bits % 8)
+
+
+# -- messages ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingAccepted:
+    job_id: str
+    bureau_public_key: he.PublicKey
+    bureau_columns: int
+
+
+@dataclass(frozen=True)
+class Step:
+    job_id: str
+    epoch: int
+    batch: int  # VALIDATION for the validation step
+
+
+@dataclass(frozen=True)
+class EncryptedScores:
+    step: Step
+    scores: bytes  # [[u_B]]_B per row, fixed point
+    square_sum: bytes  # [[sum u_B^2]]_B, one ciphertext
+
+
+@dataclass(frozen=True)
+class EncryptedResiduals:
+    step: Step
+    residuals: bytes  # [[4e]]_A per row
+
+
+@dataclass(frozen=True)
+class MaskedValues:
+    step: Step
+    count: int
+    ciphertexts: bytes  # packed masked slots under the decrypting party's key
+
+
+@dataclass(frozen=True)
+class DecryptedValues:
+    step: Step
+    plaintexts: bytes
+
+
+@dataclass(frozen=True)
+class TrainingFinished:
+    job_id: str
+    epoch: int
+    neutral_score: float  # the bureau's mean u_B over the training rows
+
+
+def _layout(key: he.PublicKey) -> he.SlotLayout:
+    return he.SlotLayout(VALUE_BITS, key.n.bit_length())
+
+
+def _fixed_matrix(x: np.ndarray) -> np.ndarray:
+    return np.rint(x * float(1 << SCALE_BITS)).astype(np.int64)
+
+
+def _scores(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return np.clip(x @ w, -SCORE_BOUND, SCORE_BOUND)
+
+
+def _check_step(got: Step, expected: Step | None, what: str) -> None:
+    if expected is None or got != expected:
+        raise WrongStage(f"{what} for {got} arrived, but the job expects {expected}")
+
+
+# -- the bureau ----------------------------------------------------------------------------
+
+
+class BureauStage(Enum):
+    READY = "ready"  # waiting for the scores request of the next step
+    SCORED = "scored"
+    FINISHED = "finished"
+
+
+class BureauTrainer:
+    """The bureau's side of one training job: its features (rows in the PSI order, already
+    preprocessed), its own key and weights."""
+
+    def __init__(self, plan: TrainingPlan, features: np.ndarray, private_key: he.PrivateKey,
+                 limits: TrainingLimits = TrainingLimits()) -> None:
+        if features.shape[0] != plan.rows:
+            raise ProtocolViolation(
+                f"the plan names {plan.rows} rows; the PSI session has {features.shape[0]}"
+            )
+        check_plan(plan, limits, features.shape[1])
+        self.plan = plan
+        self.x = features
+        self.private_key = private_key
+        self.encryptor = he.OwnerEncryptor(private_key)
+        self.bank_key = plan.bank_public_key
+        self.train_rows, self.validation_rows = plan.schedule()
+        self.optimizer = Optimizer(plan.optimizer, features.shape[1])
+        self.snapshots: dict[int, np.ndarray] = {}
+        self.stage = BureauStage.READY
+        self._epoch, self._batch = 0, 0
+        self._batches = epoch_batches(self.train_rows, plan.batch_size, plan.seed, 0)
+        self._step: Step | None = None
+        self._rows = np.zeros(0, dtype=np.int64)
+        self._fixed_scores: list[int] = []
+        self._gradient_sent = False
+        self._decrypted = False
+        self._packing: he.MaskedPacking | None = None
+        self.counts = {"encryptions": 0, "decryptions": 0, "inner_product_terms": 0}
+
+    def accepted(self) -> TrainingAccepted:
+        return TrainingAccepted(self.plan.job_id, self.private_key.public_key, self.x.shape[1])
+
+    def _next_step(self) -> Step:
+        return Step(self.plan.job_id, self._epoch, self._batch)
+
+    def scores(self, step: Step) -> EncryptedScores:
+        """[[u_B]] for the rows of the next step (a batch, or the validation rows)."""
+        if self.stage is not BureauStage.READY:
+            raise WrongStage(f"scores for {step} asked while the job is {self.stage.value}")
+        _check_step(step, self._next_step(), "a scores request")
+        rows = self._batches[step.batch] if step.batch != VALIDATION else self.validation_rows
+        weights = self.optimizer.weights if step.batch != VALIDATION else self.snapshots[
+            step.epoch]
+        fixed = he.encode(_scores(self.x[rows], weights), SCALE_BITS)
+        ciphertexts = self.encryptor.encrypt(fixed)
+        square = self.encryptor.encrypt([sum(v * v for v in fixed)])
+        self.counts["encryptions"] += len(fixed) + 1
+        self._rows, self._fixed_scores, self._step = rows, fixed, step
+        self._gradient_sent = step.batch == VALIDATION  # no bureau gradient at validation
+        self._decrypted = False
+        self.stage = BureauStage.SCORED
+        return EncryptedScores(
+            step,
+            he.ciphertexts_to_bytes(ciphertexts, self.private_key.public_key),
+            he.ciphertexts_to_bytes(square, self.private_key.public_key),
+        )
+
+    def gradient(self, msg: EncryptedResiduals) -> MaskedValues:
+        """X_B^T [[4d]]_A, masked and packed for the bank to decrypt."""
+        if self.stage is not BureauStage.SCORED or self._gradient_sent:
+            raise WrongStage(f"residuals for {msg.step} are not expected now")
+        _check_step(msg.step, self._step, "residuals")
+        residuals = he.ciphertexts_from_bytes(msg.residuals, self.bank_key, len(self._rows))
+        d4 = he.add_plain(residuals, self._fixed_scores, self.bank_key)
+        products = he.inner_products(d4, _fixed_matrix(self.x[self._rows]), self.bank_key)
+        self.counts["inner_product_terms"] += len(d4) * self.x.shape[1]
+        packed, self._packing = he.pack_masked(products, _layout(self.bank_key), self.bank_key)
+        self._gradient_sent = True
+        return MaskedValues(msg.step, len(products),
+                            he.ciphertexts_to_bytes(packed, self.bank_key))
+
+    def decrypt(self, msg: MaskedValues) -> DecryptedValues:
+        """Decrypt the bank's masked values: once per step, exactly the expected count."""
+        if self.stage is not BureauStage.SCORED or self._decrypted:
+            raise WrongStage(f"a decryption for {msg.step} is not expected now")
+        _check_step(msg.step, self._step, "values to decrypt")
+        expected = 1 if msg.step.batch == VALIDATION else self.plan.bank_columns + 1
+        if msg.count != expected:
+            raise ProtocolViolation(f"expected {expected} values to decrypt, got {msg.count}")
+        own = self.private_key.public_key
+        layout = _layout(own)
+        ciphertexts = he.ciphertexts_from_bytes(
+            msg.ciphertexts, own, layout.plaintexts_for(expected))
+        plaintexts = he.decrypt_packed(ciphertexts, self.private_key, layout, expected)
+        self.counts["decryptions"] += len(plaintexts)
+        self._decrypted = True
+        if msg.step.batch == VALIDATION:
+            self._advance()
+        return DecryptedValues(msg.step, he.plaintexts_to_bytes(plaintexts, own))
+
+    def update(self, msg: DecryptedValues) -> None:
+        """Unmask the own gradient and take the optimiser step."""
+        if (self.stage is not BureauStage.SCORED or not self._gradient_sent
+                or self._packing is None or not self._decrypted):
+            raise WrongStage(f"an update for {msg.step} is not expected now")
+        _check_step(msg.step, self._step, "the decrypted gradient")
+        count = len(self._packing.masks)
+        plain = he.plaintexts_from_bytes(
+            msg.plaintexts, self.bank_key, self._packing.layout.plaintexts_for(count))
+        values = np.array(he.unpack_masked(plain, self._packing), dtype=np.float64)
+        self._packing = None
+        gradient = values / float(1 << (2 * SCALE_BITS)) / (4.0 * len(self._rows))
+        self.optimizer.step(gradient, self._epoch)
+        self._batch += 1
+        if self._batch == len(self._batches):
+            self.snapshots[self._epoch] = self.optimizer.weights.copy()
+            if self.plan.validation_fraction > 0:
+                self._batch = VALIDATION
+                self.stage = BureauStage.READY
+                return
+            self._batch = 0
+            self._advance()
+            return
+        self.stage = BureauStage.READY
+
+    def _advance(self) -> None:
+        self._epoch += 1
+        self._batch = 0
+        self._batches = epoch_batches(self.train_rows, self.plan.batch_size, self.plan.seed,
+                                      self._epoch)
+        self.stage = BureauStage.READY
+
+    def finish(self, epoch: int) -> tuple[np.ndarray, TrainingFinished]:
+        """Keep the weights of the epoch the bank chose (its best by validation loss)."""
+        if epoch not in self.snapshots:
+            raise WrongStage(f"epoch {epoch} has not finished; finished: {sorted(self.snapshots)}")
+        weights = self.snapshots[epoch]
+        neutral = float(np.mean(_scores(self.x[self.train_rows], weights)))
+        self.stage = BureauStage.FINISHED
+        return weights, TrainingFinished(self.plan.job_id, epoch, neutral)
+
+
+# -- the bank ------------------------------------------------------------------------------
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    validation_loss: float | None
+    seconds: float = 0.0
+
+
+@dataclass
+class EarlyStopping:
+    patience: int = 2
+    tolerance: float = 1e-4
+    best_epoch: int = -1
+    best_loss: float = math.inf
+    waited: int = 0
+
+    def observe(self, epoch: int, loss: float) -> bool:
+        """True when training should stop."""
+        if loss < self.best_loss - self.tolerance:
+            self.best_epoch, self.best_loss, self.waited = epoch, loss, 0
+            return False
+        if self.best_epoch < 0:
+            self.best_epoch, self.best_loss = epoch, loss
+        self.waited += 1
+        return self.waited >= self.patience
+
+
+class BankTrainer:
+    """The bank's side: its model columns (intercept first), labels, own key and weights."""
+
+    def __init__(self, plan: TrainingPlan, features: np.ndarray, labels: np.ndarray,
+                 private_key: he.PrivateKey, limits: TrainingLimits = TrainingLimits(),
+                 early_stopping: EarlyStopping | None = None) -> None:
+        if features.shape != (plan.rows, plan.bank_columns) or labels.shape != (plan.rows,):
+            raise ValueError("features and labels do not match the plan")
+        check_plan(plan, limits)
+        self.plan, self.limits = plan, limits
+        self.x, self.y = features, labels.astype(np.float64)
+        self.private_key = private_key
+        self.encryptor = he.OwnerEncryptor(private_key)
+        self.train_rows, self.validation_rows = plan.schedule()
+        penalised = np.ones(plan.bank_columns, dtype=bool)
+        penalised[0] = False  # the intercept
+        self.optimizer = Optimizer(plan.optimizer, plan.bank_columns, penalised)
+        self.early_stopping = early_stopping or EarlyStopping()
+        self.snapshots: dict[int, np.ndarray] = {}
+        self.bureau_key: he.PublicKey | None = None
+        self.bureau_columns = 0
+        self._rows = np.zeros(0, dtype=np.int64)
+        self._u = np.zeros(0)
+        self._e4 = np.zeros(0)
+        self._packing: he.MaskedPacking | None = None
+        self._step: Step | None = None
+        self.counts = {"encryptions": 0, "decryptions": 0, "inner_product_terms": 0}
+
+    def accept(self, msg: TrainingAccepted) -> None:
+        if msg.job_id != self.plan.job_id:
+            raise ProtocolViolation("the bureau accepted another job")
+        if not 1 <= msg.bureau_columns <= 10_000:
+            raise ProtocolViolation(f"the bureau announced {msg.bureau_columns} model columns")
+        self.bureau_key = he.public_key_from_n(msg.bureau_public_key.n,
+                                               self.limits.allow_test_keys)
+        self.bureau_columns = msg.bureau_columns
+        check_plan(self.plan, self.limits, msg.bureau_columns)
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        return epoch_batches(self.train_rows, self.plan.batch_size, self.plan.seed, epoch)
+
+    def residuals(self, step: Step, rows: np.ndarray) -> EncryptedResiduals:
+        """[[2 + u_A - 4y]] for the batch, under the bank's own key."""
+        self._step, self._rows = step, rows
+        self._u = _scores(self.x[rows], self.optimizer.weights)
+        self._e4 = 2.0 + self._u - 4.0 * self.y[rows]
+        ciphertexts = self.encryptor.encrypt(he.encode(self._e4, SCALE_BITS))
+        self.counts["encryptions"] += len(rows)
+        return EncryptedResiduals(
+            step, he.ciphertexts_to_bytes(ciphertexts, self.private_key.public_key))
+
+    def _cross_terms(self, msg: EncryptedScores, rows: np.ndarray, u: np.ndarray,
+                     columns: np.ndarray | None) -> MaskedValues:
+        assert self.bureau_key is not None
+        scores = he.ciphertexts_from_bytes(msg.scores, self.bureau_key, len(rows))
+        (square,) = he.ciphertexts_from_bytes(msg.square_sum, self.bureau_key, 1)
+        y_signed = 2.0 * self.y[rows] - 1.0
+        # 8 x the loss cross term: sum (-4y' + 2u_A) u_B + sum u_B^2
+        loss_coefficients = _fixed_matrix((-4.0 * y_signed + 2.0 * u)[:, None])
+        matrix = (loss_coefficients if columns is None
+                  else np.hstack([_fixed_matrix(columns), loss_coefficients]))
+        products = he.inner_products(scores, matrix, self.bureau_key)
+        self.counts["inner_product_terms"] += len(rows) * matrix.shape[1]
+        products[-1] = products[-1] * square % self.bureau_key.nsquare
+        packed, self._packing = he.pack_masked(products, _layout(self.bureau_key),
+                                               self.bureau_key)
+        return MaskedValues(msg.step, len(products),
+                            he.ciphertexts_to_bytes(packed, self.bureau_key))
+
+    def masked_gradient(self, msg: EncryptedScores) -> MaskedValues:
+        """X_A^T [[u_B]] and the loss cross term, masked and packed for the bureau."""
+        _check_step(msg.step, self._step, "the bureau's scores")
+        return self._cross_terms(msg, self._rows, self._u, self.x[self._rows])
+
+    def decrypt(self, msg: MaskedValues) -> DecryptedValues:
+        """Decrypt the bureau's masked gradient (exactly its column count)."""
+        _check_step(msg.step, self._step, "values to decrypt")
+        if msg.count != self.bureau_columns:
+            raise ProtocolViolation(
+                f"expected {self.bureau_columns} values to decrypt, got {msg.count}")
+        own = self.private_key.public_key
+        layout = _layout(own)
+        ciphertexts = he.ciphertexts_from_bytes(
+            msg.ciphertexts, own, layout.plaintexts_for(msg.count))
+        plaintexts = he.decrypt_packed(ciphertexts, self.private_key, layout, msg.count)
+        self.counts["decryptions"] += len(plaintexts)
+        return DecryptedValues(msg.step, he.plaintexts_to_bytes(plaintexts, own))
+
+    def _unmask(self, msg: DecryptedValues) -> np.ndarray:
+        assert self.bureau_key is not None and self._packing is not None
+        _check_step(msg.step, self._step, "decrypted values")
+        count = len(self._packing.masks)
+        plain = he.plaintexts_from_bytes(
+            msg.plaintexts, self.bureau_key, self._packing.layout.plaintexts_for(count))
+        values = np.array(he.unpack_masked(plain, self._packing), dtype=np.float64)
+        self._packing = None
+        return values / float(1 << (2 * SCALE_BITS))
+
+    def _own_loss(self, rows: np.ndarray, u: np.ndarray, cross8: float) -> float:
+        y_signed = 2.0 * self.y[rows] - 1.0
+        own = np.sum(LN2 - 0.5 * y_signed * u + 0.125 * u * u)
+        return float((own + cross8 / 8.0) / len(rows))
+
+    def update(self, msg: DecryptedValues, epoch: int) -> float:
+        """Unmask h = X_A^T u_B and the loss term; step; returns the batch's Taylor loss."""
+        values = self._unmask(msg)
+        h, cross8 = values[:-1], values[-1]
+        x = self.x[self._rows]
+        gradient = (x.T @ self._e4 + h) / (4.0 * len(self._rows))
+        loss = self._own_loss(self._rows, self._u, cross8)
+        self.optimizer.step(gradient, epoch)
+        return loss
+
+    def validation_request(self, msg: EncryptedScores) -> MaskedValues:
+        """The validation loss's cross term with the bureau's scores, masked."""
+        self._step = msg.step
+        rows = self.validation_rows
+        self._u = _scores(self.x[rows], self.optimizer.weights)
+        return self._cross_terms(msg, rows, self._u, None)
+
+    def validation_loss(self, msg: DecryptedValues) -> float:
+        (cross8,) = self._unmask(msg)
+        return self._own_loss(self.validation_rows, self._u, cross8)
+
+
+class TrainingPeer(Protocol):
+    """The bureau as the bank's driver sees it: each call returns a future."""
+
+    def scores(self, step: Step) -> Future[EncryptedScores]: ...
+
+    def gradient(self, msg: EncryptedResiduals) -> Future[MaskedValues]: ...
+
+    def decrypt(self, msg: MaskedValues) -> Future[DecryptedValues]: ...
+
+    def update(self, msg: DecryptedValues) -> Future[None]: ...
+
+
+OnBatch = Callable[[int, int, int], None]  # epoch, batches done, batches in the epoch
+
+
+@dataclass
+class TrainingResult:
+    best_epoch: int
+    history: list[EpochRecord] = field(default_factory=list)
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def drive_training(bank: BankTrainer, peer: TrainingPeer, on_batch: OnBatch | None = None,
+                   clock: Callable[[], float] | None = None) -> TrainingResult:
+    """The bank's schedule: epochs of batches, a validation step after each epoch, early
+    stopping on the validation loss (the training loss without a validation split). Each
+    party's heavy step overlaps the other's."""
+    import time
+
+    clock = clock or time.perf_counter
+    history = []
+    job = bank.plan.job_id
+    for epoch in range(bank.plan.max_epochs):
+        started = clock()
+        losses, weights_of = [], []
+        batches = bank.batches(epoch)
+        for number, rows in enumerate(batches):
+            step = Step(job, epoch, number)
+            scores_f = peer.scores(step)
+            residuals = bank.residuals(step, rows)  # while the bureau encrypts its scores
+            scores = scores_f.result()
+            gradient_f = peer.gradient(residuals)
+            masked = bank.masked_gradient(scores)  # while the bureau computes its gradient
+            decrypted_f = peer.decrypt(masked)
+            bureau_masked = gradient_f.result()
+            update_f = peer.update(bank.decrypt(bureau_masked))
+            losses.append(bank.update(decrypted_f.result(), epoch))
+            weights_of.append(len(rows))
+            update_f.result()
+            if on_batch:
+                on_batch(epoch, number + 1, len(batches))
+        bank.snapshots[epoch] = bank.optimizer.weights.copy()
+        train_loss = float(np.average(losses, weights=weights_of))
+        validation_loss = None
+        if bank.plan.validation_fraction > 0:
+            step = Step(job, epoch, VALIDATION)
+            scores = peer.scores(step).result()
+            validation_loss = bank.validation_loss(
+                peer.decrypt(bank.validation_request(scores)).result())
+        history.append(EpochRecord(epoch, train_loss, validation_loss,
+                                   round(clock() - started, 3)))
+        monitored = train_loss if validation_loss is None else validation_loss
+        if bank.early_stopping.observe(epoch, monitored):
+            break
+    best = bank.early_stopping.best_epoch
+    return TrainingResult(best, history, bank.snapshots[best])
