@@ -11,8 +11,9 @@ from tqdm import tqdm
 class ProgressBars:
     """A callable ``(step, done, total)`` that keeps one bar per step."""
 
-    def __init__(self, enabled: bool | None = None) -> None:
+    def __init__(self, enabled: bool | None = None, unit: str = "id") -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.unit = unit
         self._bars: dict[str, tqdm] = {}
 
     def __call__(self, step: str, done: int, total: int) -> None:
@@ -21,7 +22,7 @@ class ProgressBars:
         bar = self._bars.get(step)
         if bar is None:
             bar = self._bars[step] = tqdm(
-                total=total, desc=step, unit="id", unit_scale=True, leave=False, file=sys.stderr
+                total=total, desc=step, unit=self.unit, unit_scale=True, leave=False, file=sys.stderr
             )
         bar.total = total
         bar.update(done - bar.n)

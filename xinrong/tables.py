@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,6 +86,18 @@ def _header_names(path: Path, kind: str) -> list[str]:
 def _missing(path: Path, column: str, names: list[str]) -> str:
     shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
     return f"{path}: no column named {column!r}; the file has: {shown}"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a file so that a crash leaves the old one or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 def write_csv(table: pa.Table, path: str | Path) -> None:

@@ -17,7 +17,7 @@ from xinrong.transport import codec
 from xinrong.transport.channels import bank_metadata, open_channel, valid_bank_id
 from xinrong.transport.errors import raise_from_rpc
 from xinrong.v1 import psi_pb2 as pb
-from xinrong.v1 import psi_pb2_grpc
+from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class BureauConnection:
         self.channel = open_channel(address)
         self.metadata = bank_metadata(bank_id)
         self.psi = psi_pb2_grpc.PrivateSetIntersectionStub(self.channel)
+        self.model = model_pb2_grpc.JointModelStub(self.channel)
         try:
             grpc.channel_ready_future(self.channel).result(timeout=connect_timeout)
         except grpc.FutureTimeoutError:

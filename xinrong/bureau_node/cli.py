@@ -17,6 +17,7 @@ from xinrong.cli_common import (
 )
 from xinrong.progress import ProgressBars
 from xinrong.protocols import psi
+from xinrong.protocols import vertical_lr as vlr
 from xinrong.protocols.ids import IdType
 
 from .server import BureauNode
@@ -30,6 +31,10 @@ def _node(args: argparse.Namespace) -> BureauNode:
         id_type=IdType(args.id_type),
         workers=args.workers,
         limits=psi.PsiLimits(max_bank_set_size=getattr(args, "max_bank_ids", 10_000_000)),
+        training_limits=vlr.TrainingLimits(
+            min_batch_size=getattr(args, "min_batch_size", 64),
+            allow_test_keys=getattr(args, "allow_test_keys", False),
+        ),
     )
 
 
@@ -90,6 +95,33 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    from .features import BureauFeatures
+
+    features = BureauFeatures(args.data, args.id_column, IdType(args.id_type))
+    catalogue = [asdict(f) for f in features.catalogue()]
+    for f in catalogue:
+        print(f"{f['name']:<32} {f['kind']:<9} {f['description']}", file=sys.stderr)
+    print_result({"features": catalogue, "enterprises": features.table.num_rows})
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import ModelStore
+
+    models = ModelStore(args.state_dir)
+    if args.models_command == "delete":
+        models.delete(args.bank_id, args.model_id)
+        print_result({"deleted": args.model_id, "bank_id": args.bank_id})
+        return 0
+    listed = models.list(args.bank_id)
+    for m in listed:
+        print(f"{m['bank_id']:<20} {m['model_id']} {m['created']} "
+              f"{len(m['features'])} features", file=sys.stderr)
+    print_result({"models": listed})
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from xinrong.synthetic import generate_city, write_city
 
@@ -124,8 +156,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen without TLS on a non-loopback address (development only)",
     )
+    serve.add_argument("--min-batch-size", type=int, default=64,
+                       help="smallest training batch a bank may use (default 64)")
+    serve.add_argument("--allow-test-keys", action="store_true",
+                       help="accept Paillier keys below 2048 bits (tests only; insecure)")
     add_common_arguments(serve)
     serve.set_defaults(func=cmd_serve)
+
+    features = sub.add_parser("features", help="list the feature catalogue banks see")
+    add_id_arguments(features)
+    features.set_defaults(func=cmd_features, quiet=False, log_level="WARNING")
+
+    models = sub.add_parser("models", help="list or delete the bureau's halves of models")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    listing = models_sub.add_parser("list", help="models per bank")
+    listing.add_argument("--state-dir", required=True)
+    listing.add_argument("--bank-id", default=None, help="only this bank's models")
+    deleting = models_sub.add_parser("delete", help="delete one bank's model")
+    deleting.add_argument("--state-dir", required=True)
+    deleting.add_argument("--bank-id", required=True)
+    deleting.add_argument("model_id")
+    for p in (listing, deleting):
+        p.set_defaults(func=cmd_models, quiet=False, log_level="INFO")
 
     prepare = sub.add_parser(
         "prepare", help="hash the data file to the group and prepare banks' tag tables ahead"

@@ -11,9 +11,14 @@ import grpc
 
 from xinrong.parallel import make_executor
 from xinrong.protocols import psi
+from xinrong.protocols import vertical_lr as vlr
 from xinrong.protocols.ids import IdType
 from xinrong.transport.channels import create_server
-from xinrong.v1 import psi_pb2_grpc
+from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
+
+from .features import BureauFeatures
+from .model_service import ModelServicer
+from .models import ModelStore
 
 from .service import PsiServicer
 from .store import BureauStore, DatasetSummary, Progress
@@ -30,12 +35,16 @@ class BureauNode:
         id_type: IdType = IdType.USCC,
         workers: int | None = None,
         limits: psi.PsiLimits = psi.PsiLimits(),
+        training_limits: vlr.TrainingLimits = vlr.TrainingLimits(),
     ) -> None:
         self.data = Path(data)
         self.id_column = id_column
         self.id_type = id_type
         self.store = BureauStore(state_dir)
         self.limits = limits
+        self.training_limits = training_limits
+        self.models = ModelStore(state_dir)
+        self.features: BureauFeatures | None = None
         self._workers = workers
         self.executor: Executor | None = None
         self.server: grpc.Server | None = None
@@ -46,6 +55,7 @@ class BureauNode:
         if self.executor is None and self._workers != 0:
             self.executor = make_executor(self._workers)
         kwargs = {"progress": progress} if progress else {}
+        self.features = BureauFeatures(self.data, self.id_column, self.id_type)
         return self.store.sync_dataset(
             self.data, self.id_column, self.id_type, self.executor, **kwargs
         )
@@ -56,6 +66,12 @@ class BureauNode:
         self.server, self.port = create_server(address)
         servicer = PsiServicer(self.store, self.executor, self.limits)
         psi_pb2_grpc.add_PrivateSetIntersectionServicer_to_server(servicer, self.server)
+        if self.features is None:
+            self.features = BureauFeatures(self.data, self.id_column, self.id_type)
+        model_pb2_grpc.add_JointModelServicer_to_server(
+            ModelServicer(self.features, self.store, self.models, self.training_limits),
+            self.server,
+        )
         self.server.start()
         log.info("bureau node listening on %s (port %d)", address, self.port)
         return self.port

@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from xinrong import tables
 from xinrong.protocols import group, psi
-from xinrong.protocols.errors import InputDataError
+from xinrong.protocols.errors import InputDataError, PolicyViolation, UnknownSession
 from xinrong.protocols.ids import IdReject, IdType, prepare_ids
 
 log = logging.getLogger(__name__)
@@ -56,16 +56,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
@@ -170,7 +160,7 @@ class BureauStore:
             seconds=time.perf_counter() - started,
         )
         fields = {k: v for k, v in self.summary.__dict__.items() if k not in ("added", "seconds")}
-        _atomic_write_bytes(meta_path, json.dumps(fields, indent=2).encode())
+        tables.atomic_write_bytes(meta_path, json.dumps(fields, indent=2).encode())
         self._tables.clear()
         return self.summary
 
@@ -262,8 +252,8 @@ class BureauStore:
             group.check_scalar(key)
             return key
         key = group.random_scalar()
-        _atomic_write_bytes(path, key, mode=0o600)
-        _atomic_write_bytes(self._bank_dir(bank_id) / "epoch", str(epoch).encode())
+        tables.atomic_write_bytes(path, key, mode=0o600)
+        tables.atomic_write_bytes(self._bank_dir(bank_id) / "epoch", str(epoch).encode())
         return key
 
     def rotate_key(self, bank_id: str) -> int:
@@ -273,7 +263,7 @@ class BureauStore:
             directory = self._bank_dir(bank_id)
             for name in (f"key-{old}", f"tags-{old}.npy"):
                 (directory / name).unlink(missing_ok=True)
-            _atomic_write_bytes(directory / "epoch", str(old + 1).encode())
+            tables.atomic_write_bytes(directory / "epoch", str(old + 1).encode())
             self._tables.pop(bank_id, None)
             return old + 1
 
@@ -335,4 +325,27 @@ class BureauStore:
                 pa.table({id_column: pa.array(matched_ids, pa.string())}),
                 directory / f"{session_id}.matched.csv",
             )
-        _atomic_write_bytes(directory / f"{session_id}.json", json.dumps(record, indent=2).encode())
+        tables.atomic_write_bytes(directory / f"{session_id}.json", json.dumps(record, indent=2).encode())
+
+    def session_matched_ids(self, bank_id: str, session_id: str) -> list[str]:
+        """The matched IDs of a finished PSI session of this bank (reveal mode BOTH), in the
+        bank's order."""
+        directory = self.root / "sessions"
+        record_path = directory / f"{session_id}.json"
+        matched_path = directory / f"{session_id}.matched.csv"
+        if not session_id.isalnum() or not record_path.exists():
+            raise UnknownSession(f"no finished PSI session {session_id!r}")
+        record = json.loads(record_path.read_text())
+        if record.get("bank_id") != bank_id:
+            raise UnknownSession(f"no finished PSI session {session_id!r} for bank {bank_id}")
+        if not matched_path.exists():
+            raise PolicyViolation(
+                f"PSI session {session_id} was run in reveal mode 'bank': the bureau does not "
+                "know its matched IDs; run PSI with --reveal both to train or score"
+            )
+        id_column = self.summary.id_column if self.summary else "id"
+        try:
+            table = tables.read_table(matched_path, id_column)
+        except InputDataError:  # an empty intersection: a header and no rows
+            return []
+        return [str(v) for v in table.column(id_column).to_pylist()]

@@ -1,0 +1,413 @@
+"""The bank's joint-model jobs: train, predict, and the bureau's feature catalogue.
+
+Each job is a function the CLI, the demo and the tests call alike. The protocol lives in
+``xinrong.protocols.vertical_lr``; this module reads files, runs PSI, carries messages
+over gRPC and writes the bank's half of the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from xinrong import tables
+from xinrong.metrics import evaluate, sigmoid
+from xinrong.progress import ProgressBars
+from xinrong.protocols import paillier as he
+from xinrong.protocols import psi
+from xinrong.protocols import vertical_lr as vlr
+from xinrong.protocols.errors import InputDataError, ProtocolViolation
+from xinrong.protocols.features import FeatureRecipe
+from xinrong.protocols.ids import IdType, normalise_column, prepare_ids
+from xinrong.protocols.optim import OptimizerConfig, split_rows
+from xinrong.transport import model_codec as codec
+from xinrong.transport.errors import raise_from_rpc
+from xinrong.v1 import model_pb2 as pb
+
+from .client import BureauConnection, run_psi
+
+log = logging.getLogger(__name__)
+MODEL_FILE = "model.json"
+MODEL_FORMAT = "xinrong-bank-model/1"
+T = TypeVar("T")
+Say = Callable[[str], None]
+
+# Per-call deadlines: a 4096-row batch at 4096-bit keys takes well under a minute.
+STEP_DEADLINE = 600.0
+START_DEADLINE = 600.0  # the bureau generates a key and prepares its columns
+
+
+def _call(doing: str, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except grpc.RpcError as err:
+        raise_from_rpc(err, doing)
+
+
+class GrpcTrainingPeer:
+    """The bureau as a ``TrainingPeer``: each call runs on a small thread pool, so the bank
+    computes while the bureau does."""
+
+    def __init__(self, connection: BureauConnection, allow_test_keys: bool) -> None:
+        self.stub, self.metadata = connection.model, connection.metadata
+        self.pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="bureau-call")
+        self.allow_test_keys = allow_test_keys
+        self.width = 0  # bytes per bureau ciphertext, known after StartTraining
+        self.max_rows = 0
+
+    def _submit(self, doing: str, fn: Callable[[], T]) -> Future[T]:
+        return self.pool.submit(_call, doing, fn)
+
+    def scores(self, step: vlr.Step) -> Future[vlr.EncryptedScores]:
+        def run() -> vlr.EncryptedScores:
+            chunks = self.stub.Scores(codec.step_to_proto(step), timeout=STEP_DEADLINE,
+                                      metadata=self.metadata)
+            return codec.scores_from_proto(chunks, self.width, self.max_rows)
+        return self._submit("receiving the bureau's encrypted scores", run)
+
+    def gradient(self, msg: vlr.EncryptedResiduals) -> Future[vlr.MaskedValues]:
+        return self._submit("sending encrypted residuals", lambda: codec.masked_from_proto(
+            self.stub.Gradient(codec.residuals_to_proto(msg), timeout=STEP_DEADLINE,
+                               metadata=self.metadata)))
+
+    def decrypt(self, msg: vlr.MaskedValues) -> Future[vlr.DecryptedValues]:
+        return self._submit("asking the bureau to decrypt", lambda: codec.decrypted_from_proto(
+            self.stub.Decrypt(codec.masked_to_proto(msg), timeout=STEP_DEADLINE,
+                              metadata=self.metadata)))
+
+    def update(self, msg: vlr.DecryptedValues) -> Future[None]:
+        def run() -> None:
+            self.stub.Update(codec.decrypted_to_proto(msg), timeout=STEP_DEADLINE,
+                             metadata=self.metadata)
+        return self._submit("returning the bureau's gradient", run)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+# -- reading the bank's data ---------------------------------------------------------------
+
+
+def read_labels(table: pa.Table, label: str) -> np.ndarray:
+    """0/1 labels (also true/false, "0"/"1"); any other value is an error naming its rows."""
+    if label not in table.column_names:
+        raise InputDataError(f"no label column {label!r}; the file has: "
+                             f"{', '.join(table.column_names[:20])}")
+    column = table.column(label)
+    text = pc.cast(column, pa.string()).to_pylist()
+    mapping = {"0": 0, "1": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1}
+    values = [mapping.get(str(v).strip().lower()) if v is not None else None for v in text]
+    bad = [i + 1 for i, v in enumerate(values) if v is None]
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+        raise InputDataError(
+            f"label column {label!r} must hold 0 or 1 on every row; {len(bad)} rows do not "
+            f"(data rows {shown})"
+        )
+    return np.array(values, dtype=np.int64)
+
+
+def _id_positions(table: pa.Table, id_column: str, id_type: IdType, ids: list[str]
+                  ) -> np.ndarray:
+    """The first row of each matched ID in the bank's table."""
+    normalised = normalise_column(table.column(id_column).combine_chunks(), id_type)
+    positions = pc.index_in(pa.array(ids, pa.string()), value_set=normalised)
+    if positions.null_count:
+        raise ProtocolViolation("PSI returned an ID that is not in the bank's file")
+    return positions.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def auto_batch_size(train_rows: int, columns: int, limits: vlr.TrainingLimits) -> int:
+    """About five batches an epoch on small sets, 1,024 rows on large ones."""
+    floor = max(limits.min_batch_size, 2 * columns)
+    return int(min(vlr.MAX_BATCH, max(floor, min(1024, train_rows // 5))))
+
+
+def _design(recipe: FeatureRecipe, table: pa.Table) -> np.ndarray:
+    """The bank's model columns: the intercept, then its prepared features."""
+    x = recipe.transform(table)
+    return np.hstack([np.ones((table.num_rows, 1)), x])
+
+
+def bank_only_model(x_train: np.ndarray, y_train: np.ndarray) -> Any:
+    """The plaintext comparison: an exact logistic regression on the bank's columns alone."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=2000).fit(x_train, y_train)
+
+
+# -- train ---------------------------------------------------------------------------------
+
+
+def train_job(
+    bureau: str,
+    data: str | Path,
+    id_column: str,
+    label: str,
+    model_dir: str | Path,
+    bank_id: str,
+    id_type: IdType = IdType.USCC,
+    bank_features: list[str] | None = None,
+    bureau_features: list[str] | None = None,
+    validation_fraction: float = 0.2,
+    epochs: int = 10,
+    batch_size: int | None = None,
+    optimizer: OptimizerConfig = OptimizerConfig(),
+    seed: int | None = None,
+    key_bits: int = he.DEFAULT_KEY_BITS,
+    allow_test_keys: bool = False,
+    compare_bank_only: bool = False,
+    patience: int = 2,
+    workers: int | None = 0,
+    quiet: bool = False,
+    say: Say | None = None,
+) -> dict[str, Any]:
+    """PSI, then joint training, then evaluation; writes ``model_dir/model.json``."""
+    started = time.perf_counter()
+    say = say or (lambda text: log.info("%s", text))
+    limits = vlr.TrainingLimits(allow_test_keys=allow_test_keys)
+    he.check_key_bits(key_bits, allow_test_keys)
+    optimizer.check()
+    model_dir = Path(model_dir)
+    seed = secrets.randbits(32) if seed is None else seed
+
+    table = tables.read_table(data, id_column)
+    labels_all = read_labels(table, label)
+    if bank_features is None:
+        bank_features = [c for c in table.column_names if c not in (id_column, label)]
+    prepared = prepare_ids(table.column(id_column), id_type)
+    bars = ProgressBars(enabled=False if quiet else None)
+    with BureauConnection(bureau, bank_id) as connection:
+        say(f"private set intersection on {len(prepared.ids):,} IDs")
+        result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, None, bars)
+        bars.close()
+        rows = len(result.matched_ids)
+        say(f"the bureau knows {rows:,} of them")
+        positions = _id_positions(table, id_column, id_type, result.matched_ids)
+        matched = table.take(pa.array(positions))
+        y = labels_all[positions]
+
+        train_rows, validation_rows = split_rows(rows, validation_fraction, seed)
+        recipe = FeatureRecipe.fit(matched.take(pa.array(train_rows)), bank_features)
+        x = _design(recipe, matched)
+        batch = batch_size or auto_batch_size(len(train_rows), x.shape[1], limits)
+        say(f"generating a {key_bits}-bit Paillier key")
+        public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
+        plan = vlr.TrainingPlan(
+            job_id=secrets.token_hex(16), psi_session_id=result.session_id, rows=rows,
+            bank_columns=x.shape[1], validation_fraction=validation_fraction, seed=seed,
+            batch_size=batch, max_epochs=epochs, optimizer=optimizer,
+            bureau_features=tuple(bureau_features or ()), bank_public_key=public_key)
+        trainer = vlr.BankTrainer(plan, x, y, private_key, limits,
+                                  vlr.EarlyStopping(patience=patience))
+        accepted_pb = _call("starting the training job", lambda: connection.model.StartTraining(
+            codec.plan_to_proto(plan), timeout=START_DEADLINE, metadata=connection.metadata))
+        trainer.accept(codec.accepted_from_proto(accepted_pb, allow_test_keys))
+        chosen = list(accepted_pb.bureau_features)
+        say(f"training on {len(train_rows):,} rows ({len(validation_rows):,} held back): "
+            f"{x.shape[1] - 1} bank columns, {trainer.bureau_columns} bureau columns from "
+            f"{len(chosen)} bureau features; batches of {batch}")
+
+        peer = GrpcTrainingPeer(connection, allow_test_keys)
+        assert trainer.bureau_key is not None
+        peer.width = he.ciphertext_bytes(trainer.bureau_key)
+        peer.max_rows = max(batch * 2, len(validation_rows))
+        epoch_bars = ProgressBars(enabled=False if quiet else None, unit="batch")
+
+        def on_batch(epoch: int, done: int, total: int) -> None:
+            epoch_bars(f"epoch {epoch + 1}/{epochs}", done, total)
+
+        try:
+            outcome = vlr.drive_training(trainer, peer, on_batch)
+        finally:
+            peer.close()
+            epoch_bars.close()
+        for record in outcome.history:
+            say(f"epoch {record.epoch + 1}: training loss {record.train_loss:.5f}"
+                + (f", validation loss {record.validation_loss:.5f}"
+                   if record.validation_loss is not None else "")
+                + f" ({record.seconds:.1f} s)")
+        finished = _call("finishing the training job", lambda: connection.model.FinishTraining(
+            pb.FinishRequest(job_id=plan.job_id, epoch=outcome.best_epoch),
+            timeout=STEP_DEADLINE, metadata=connection.metadata))
+        bureau_scores = fetch_bureau_scores(connection, finished.model_id, result.session_id,
+                                            rows)
+
+    weights = outcome.weights
+    u = x @ weights + bureau_scores
+    probabilities = sigmoid(u)
+    metrics = {
+        "train": evaluate(y[train_rows], probabilities[train_rows]),
+        "validation": evaluate(y[validation_rows], probabilities[validation_rows]),
+    }
+    if compare_bank_only:
+        model = bank_only_model(x[train_rows, 1:], y[train_rows])
+        held = validation_rows if len(validation_rows) else train_rows
+        metrics["bank_only"] = evaluate(y[held], model.predict_proba(x[held, 1:])[:, 1])
+        metrics["bank_only"]["evaluated_on"] = "validation" if len(validation_rows) else "train"
+    counts = {k: trainer.counts[k] for k in trainer.counts}
+    bank_half = {
+        "format": MODEL_FORMAT,
+        "model_id": finished.model_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "bureau": bureau,
+        "bank_id": bank_id,
+        "id_column": id_column,
+        "id_type": id_type.value,
+        "label": label,
+        "psi_session_id": result.session_id,
+        "columns": ["(intercept)", *recipe.outputs],
+        "weights": weights.tolist(),
+        "recipe": recipe.to_json(),
+        "bureau_features": chosen,
+        "neutral_bureau_score": finished.neutral_score,
+        "epoch": outcome.best_epoch,
+        "history": [vars(r) for r in outcome.history],
+        "metrics": metrics,
+        "settings": {"seed": seed, "batch_size": batch, "max_epochs": epochs,
+                     "validation_fraction": validation_fraction, "key_bits": key_bits,
+                     "optimizer": optimizer.as_dict(), "patience": patience},
+        "counts": counts,
+    }
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tables.atomic_write_bytes(model_dir / MODEL_FILE, json.dumps(bank_half, indent=2).encode())
+    seconds = time.perf_counter() - started
+    epochs_run = len(outcome.history)
+    summary = {
+        "model_id": finished.model_id,
+        "model_dir": str(model_dir),
+        "rows": rows,
+        "train_rows": len(train_rows),
+        "validation_rows": len(validation_rows),
+        "bank_features": len(recipe.names),
+        "bank_columns": x.shape[1] - 1,
+        "bureau_features": len(chosen),
+        "bureau_columns": trainer.bureau_columns,
+        "epochs": epochs_run,
+        "best_epoch": outcome.best_epoch + 1,
+        "batch_size": batch,
+        "train_auc": metrics["train"]["auc"],
+        "validation_auc": metrics["validation"]["auc"],
+        "validation_ks": metrics["validation"]["ks"],
+        "validation_log_loss": metrics["validation"]["log_loss"],
+        "seconds": round(seconds, 3),
+        "seconds_per_epoch": round(sum(r.seconds for r in outcome.history) / epochs_run, 3),
+        "psi_session_id": result.session_id,
+    }
+    if compare_bank_only:
+        summary["bank_only_auc"] = metrics["bank_only"]["auc"]
+        summary["bank_only_ks"] = metrics["bank_only"]["ks"]
+    return summary
+
+
+def fetch_bureau_scores(connection: BureauConnection, model_id: str, session_id: str,
+                        rows: int) -> np.ndarray:
+    """The bureau's u_B for the matched rows of a PSI session, in the session's order."""
+
+    def run() -> np.ndarray:
+        parts, received = [], 0
+        for chunk in connection.model.ScoreApplicants(
+            pb.ScoreRequest(model_id=model_id, psi_session_id=session_id),
+            timeout=STEP_DEADLINE, metadata=connection.metadata,
+        ):
+            if chunk.offset != received or chunk.total != rows or len(chunk.scores) % 8:
+                raise ProtocolViolation("the bureau's scores arrived out of order or cut")
+            values = np.frombuffer(chunk.scores, dtype="<f8")
+            if not np.all(np.isfinite(values)) or np.any(np.abs(values) > vlr.SCORE_BOUND):
+                raise ProtocolViolation("the bureau sent a score outside its bound")
+            parts.append(values)
+            received += len(values)
+        if received != rows:
+            raise ProtocolViolation(f"the bureau sent {received} scores for {rows} rows")
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    return _call("fetching the bureau's scores", run)
+
+
+# -- predict -------------------------------------------------------------------------------
+
+
+def load_model(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / MODEL_FILE
+    if not path.exists():
+        raise InputDataError(f"{path}: no model here; train one with `bank-node train`")
+    model = json.loads(path.read_text())
+    if model.get("format") != MODEL_FORMAT:
+        raise InputDataError(f"{path}: not a Xinrong bank model ({model.get('format')!r})")
+    return model
+
+
+def predict_job(
+    bureau: str,
+    model_dir: str | Path,
+    data: str | Path,
+    id_column: str,
+    out: str | Path,
+    bank_id: str,
+    id_type: IdType | None = None,
+    quiet: bool = False,
+    say: Say | None = None,
+) -> dict[str, Any]:
+    """Score applicants: the bank's half here, the bureau's half for those it knows. Those it
+    does not know (or whose IDs are invalid) get the bureau's mean training score instead and
+    ``bureau_matched = false``; no row is dropped."""
+    started = time.perf_counter()
+    say = say or (lambda text: log.info("%s", text))
+    model = load_model(model_dir)
+    id_type = id_type or IdType(model["id_type"])
+    recipe = FeatureRecipe.from_json(model["recipe"])
+    table = tables.read_table(data, id_column, columns=recipe.names)
+    x = _design(recipe, table)
+    u = x @ np.asarray(model["weights"])
+    prepared = prepare_ids(table.column(id_column), id_type)
+    bureau_part = np.full(table.num_rows, float(model["neutral_bureau_score"]))
+    matched_rows = np.zeros(table.num_rows, dtype=bool)
+    bars = ProgressBars(enabled=False if quiet else None)
+    if prepared.ids:
+        with BureauConnection(bureau, bank_id) as connection:
+            say(f"private set intersection on {len(prepared.ids):,} applicant IDs")
+            result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, None, bars)
+            bars.close()
+            scores = fetch_bureau_scores(connection, model["model_id"], result.session_id,
+                                         len(result.matched_ids))
+        normalised = normalise_column(table.column(id_column).combine_chunks(), id_type)
+        where = pc.index_in(normalised, value_set=pa.array(result.matched_ids, pa.string()))
+        known = ~np.asarray(where.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        index = where.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        if len(result.matched_ids):
+            bureau_part[known] = scores[index[known]]
+        matched_rows = known
+    probabilities = sigmoid(u + bureau_part)
+    tables.write_csv(pa.table({
+        id_column: table.column(id_column),
+        "score": pa.array(probabilities, pa.float64()),
+        "bureau_matched": pa.array(matched_rows, pa.bool_()),
+    }), out)
+    return {
+        "model_id": model["model_id"],
+        "rows": table.num_rows,
+        "bureau_matched": int(matched_rows.sum()),
+        "not_matched": int((~matched_rows).sum()),
+        "invalid_ids": len(prepared.rejects),
+        "out": str(out),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def list_features(bureau: str, bank_id: str) -> list[dict[str, str]]:
+    with BureauConnection(bureau, bank_id) as connection:
+        catalogue = _call("listing the bureau's features", lambda: connection.model.ListFeatures(
+            pb.ListFeaturesRequest(), timeout=60, metadata=connection.metadata))
+    return [{"name": f.name, "kind": f.kind, "description": f.description}
+            for f in catalogue.features]

@@ -1,0 +1,237 @@
+"""The bureau's joint-model servicer: decode, call the training state machine, encode."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import grpc
+import numpy as np
+
+from xinrong.protocols import paillier as he
+from xinrong.protocols import vertical_lr as vlr
+from xinrong.protocols.errors import PolicyViolation, ProtocolViolation, UnknownSession
+from xinrong.protocols.features import FeatureRecipe
+from xinrong.transport import model_codec as codec
+from xinrong.transport.channels import bank_identity
+from xinrong.transport.errors import abort_with
+from xinrong.v1 import model_pb2 as pb
+from xinrong.v1 import model_pb2_grpc
+
+from .features import BureauFeatures
+from .models import ModelStore
+from .store import BureauStore
+
+log = logging.getLogger(__name__)
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+SCORES_PER_MESSAGE = 65_536
+T = TypeVar("T")
+
+
+@dataclass
+class _Job:
+    bank_id: str
+    trainer: vlr.BureauTrainer
+    recipe: FeatureRecipe
+    started: float
+    last_used: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class TrainingJobs:
+    """Running jobs by id; a bank sees only its own; idle ones expire."""
+
+    def __init__(self, idle_seconds: float = 3600.0, max_per_bank: int = 2) -> None:
+        self.idle = idle_seconds
+        self.max_per_bank = max_per_bank
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+
+    def add(self, job_id: str, job: _Job) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, j in self._jobs.items() if now - j.last_used > self.idle]:
+                del self._jobs[key]
+            if job_id in self._jobs:
+                raise PolicyViolation(f"a training job {job_id} is already running")
+            mine = [j for j in self._jobs.values() if j.bank_id == job.bank_id]
+            if len(mine) >= self.max_per_bank:
+                raise PolicyViolation(
+                    f"bank {job.bank_id} already runs {len(mine)} training jobs; the limit is "
+                    f"{self.max_per_bank}: wait for one to finish or for it to expire"
+                )
+            self._jobs[job_id] = job
+
+    def get(self, bank_id: str, job_id: str) -> _Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None or job.bank_id != bank_id:
+            raise UnknownSession(f"no running training job {job_id!r} for bank {bank_id!r}")
+        job.last_used = time.monotonic()
+        return job
+
+    def remove(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+
+class ModelServicer(model_pb2_grpc.JointModelServicer):
+    def __init__(self, features: BureauFeatures, store: BureauStore, models: ModelStore,
+                 limits: vlr.TrainingLimits = vlr.TrainingLimits(),
+                 jobs: TrainingJobs | None = None) -> None:
+        self.features = features
+        self.store = store
+        self.models = models
+        self.limits = limits
+        self.jobs = jobs or TrainingJobs()
+
+    def ListFeatures(self, request: pb.ListFeaturesRequest, context: grpc.ServicerContext
+                     ) -> pb.FeatureCatalogue:
+        try:
+            bank_identity(context)
+            return pb.FeatureCatalogue(
+                features=[pb.FeatureInfo(name=f.name, kind=f.kind, description=f.description)
+                          for f in self.features.catalogue()],
+                enterprises=self.features.table.num_rows,
+            )
+        except Exception as exc:  # noqa: BLE001
+            abort_with(context, exc)
+
+    def StartTraining(self, request: pb.TrainingPlan, context: grpc.ServicerContext
+                      ) -> pb.TrainingAccepted:
+        try:
+            bank_id = bank_identity(context)
+            plan = codec.plan_from_proto(request, self.limits.allow_test_keys)
+            if not JOB_ID.match(plan.job_id):
+                raise ProtocolViolation("a job id is 32 lower-case hex digits")
+            ids = self.store.session_matched_ids(bank_id, plan.psi_session_id)
+            if len(ids) != plan.rows:
+                raise ProtocolViolation(
+                    f"the plan names {plan.rows} rows; PSI session {plan.psi_session_id} "
+                    f"matched {len(ids)}"
+                )
+            vlr.check_plan(plan, self.limits)
+            names = self.features.choose(plan.bureau_features)
+            rows = self.features.rows_of(ids)
+            train_rows, _ = plan.schedule()
+            recipe = FeatureRecipe.fit(rows.take(train_rows), names)
+            x = recipe.transform(rows)
+            bits = plan.bank_public_key.n.bit_length()
+            _, private_key = he.generate_keypair(bits + (-bits % 8), self.limits.allow_test_keys)
+            trainer = vlr.BureauTrainer(plan, x, private_key, self.limits)
+            now = time.monotonic()
+            self.jobs.add(plan.job_id, _Job(bank_id, trainer, recipe, now, now))
+            log.info("training job %s for bank %s: %d rows, %d bureau columns from %d features",
+                     plan.job_id, bank_id, plan.rows, x.shape[1], len(names))
+            accepted = codec.accepted_to_proto(trainer.accepted())
+            accepted.bureau_features.extend(names)
+            return accepted
+        except Exception as exc:  # noqa: BLE001
+            abort_with(context, exc)
+
+    def _with_job(self, context: grpc.ServicerContext, job_id: str,
+                  action: Callable[[_Job], T]) -> T:
+        bank_id = bank_identity(context)
+        job = self.jobs.get(bank_id, job_id)
+        with job.lock:
+            return action(job)
+
+    def Scores(self, request: pb.Step, context: grpc.ServicerContext
+               ) -> Iterator[pb.EncryptedScores]:
+        try:
+            step = codec.step_from_proto(request)
+            msg, width = self._with_job(context, step.job_id, lambda j: (
+                j.trainer.scores(step), he.ciphertext_bytes(j.trainer.private_key.public_key)))
+            yield from codec.scores_to_proto(msg, width)
+        except Exception as exc:  # noqa: BLE001
+            abort_with(context, exc)
+
+    def Gradient(self, request: pb.EncryptedResiduals, context: grpc.ServicerContext
+                 ) -> pb.MaskedValues:
+        try:
+            msg = codec.residuals_from_proto(request)
+            out = self._with_job(context, msg.step.job_id, lambda j: j.trainer.gradient(msg))
+            return codec.masked_to_proto(out)
+        except Exception as exc:  # noqa: BLE001
+            abort_with(context, exc)
+
+    def Decrypt(self, request: pb.MaskedValues, context: grpc.ServicerContext
+                ) -> pb.DecryptedValues:
+        try:
+            msg = codec.masked_from_proto(request)
+            out = self._with_job(context, msg.step.job_id, lambda j: j.trainer.decrypt(msg))
+            return codec.decrypted_to_proto(out)
+        except Exception as exc:  # noqa: BLE001
+            abort_with(context, exc)
+
+    def Update(self, request: pb.DecryptedValues, context: grpc.ServicerContext) -> pb.UpdateAck:
+        try:
+            msg = codec.decrypted_from_proto(request)
+            self._with_job(context, msg.step.job_id, lambda j: j.trainer.update(msg))
+            return pb.UpdateAck(step=request.step)
+        except Exception as exc:  # noqa: BLE001
+            abort_with(context, exc)
+
+    def FinishTraining(self, request: pb.FinishRequest, context: grpc.ServicerContext
+                       ) -> pb.TrainingFinished:
+        try:
+            bank_id = bank_identity(context)
+
+            def finish(job: _Job) -> pb.TrainingFinished:
+                weights, finished = job.trainer.finish(request.epoch)
+                model_id = secrets.token_hex(16)
+                plan = job.trainer.plan
+                self.models.save(bank_id, {
+                    "format": "xinrong-bureau-model/1",
+                    "model_id": model_id,
+                    "bank_id": bank_id,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "job_id": plan.job_id,
+                    "psi_session_id": plan.psi_session_id,
+                    "epoch": finished.epoch,
+                    "features": job.recipe.names,
+                    "columns": job.recipe.outputs,
+                    "recipe": job.recipe.to_json(),
+                    "weights": weights.tolist(),
+                    "neutral_score": finished.neutral_score,
+                    "counts": job.trainer.counts,
+                })
+                log.info("training job %s finished: model %s (epoch %d) for bank %s",
+                         plan.job_id, model_id, finished.epoch, bank_id)
+                return pb.TrainingFinished(job_id=plan.job_id, model_id=model_id,
+                                           epoch=finished.epoch,
+                                           neutral_score=finished.neutral_score)
+
+            out = self._with_job(context, request.job_id, finish)
+            self.jobs.remove(request.job_id)
+            return out
+        except Exception as exc:  # noqa: BLE001
+            abort_with(context, exc)
+
+    def ScoreApplicants(self, request: pb.ScoreRequest, context: grpc.ServicerContext
+                        ) -> Iterator[pb.ApplicantScores]:
+        try:
+            bank_id = bank_identity(context)
+            model = self.models.load(bank_id, request.model_id)
+            ids = self.store.session_matched_ids(bank_id, request.psi_session_id)
+            recipe = FeatureRecipe.from_json(model["recipe"])
+            x = recipe.transform(self.features.rows_of(ids))
+            scores = np.clip(x @ np.asarray(model["weights"]), -vlr.SCORE_BOUND,
+                             vlr.SCORE_BOUND).astype("<f8")
+            log.info("scored %d applicants with model %s for bank %s", len(ids),
+                     request.model_id, bank_id)
+            for start in range(0, max(len(scores), 1), SCORES_PER_MESSAGE):
+                yield pb.ApplicantScores(
+                    offset=start, total=len(scores),
+                    scores=scores[start:start + SCORES_PER_MESSAGE].tobytes())
+        except Exception as exc:  # noqa: BLE001
+            abort_with(context, exc)

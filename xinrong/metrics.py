@@ -1,0 +1,27 @@
+"""The credit modeller's measures of a score: AUC, KS and log-loss (scikit-learn's
+implementations; KS as the largest gap between the ROC curve and the diagonal)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import log_loss, roc_auc_score, roc_curve
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+
+
+def evaluate(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float | int | None]:
+    """AUC, KS and log-loss; AUC and KS are None when only one class is present."""
+    labels = np.asarray(labels, dtype=np.int64)
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1 - 1e-12)
+    out: dict[str, float | int | None] = {"rows": len(labels), "auc": None, "ks": None,
+                                    "log_loss": None}
+    if len(labels) == 0:
+        return out
+    out["log_loss"] = round(float(log_loss(labels, p, labels=[0, 1])), 6)
+    if labels.min() != labels.max():
+        fpr, tpr, _ = roc_curve(labels, p)
+        out["auc"] = round(float(roc_auc_score(labels, p)), 6)
+        out["ks"] = round(float(np.max(tpr - fpr)), 6)
+    return out

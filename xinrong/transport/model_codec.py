@@ -1,0 +1,140 @@
+"""Joint-model messages (dataclasses of ``protocols.vertical_lr``) to protobuf and back.
+
+Keys travel as the modulus n; the receiving protocol object checks them. Sizes of
+ciphertext vectors are checked by the protocol objects, which know what to expect."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from xinrong.protocols import paillier as he
+from xinrong.protocols import vertical_lr as vlr
+from xinrong.protocols.errors import ProtocolViolation
+from xinrong.protocols.optim import OptimizerConfig
+from xinrong.v1 import model_pb2 as pb
+
+SCORES_PER_CHUNK = 4096
+
+
+def key_to_bytes(key: he.PublicKey) -> bytes:
+    return key.n.to_bytes((key.n.bit_length() + 7) // 8, "big")
+
+
+def key_from_bytes(data: bytes, allow_test_keys: bool) -> he.PublicKey:
+    if not data or len(data) > he.MAX_KEY_BITS // 8:
+        raise ProtocolViolation(f"a public key of {len(data)} bytes is not acceptable")
+    return he.public_key_from_n(int.from_bytes(data, "big"), allow_test_keys)
+
+
+def step_to_proto(step: vlr.Step) -> pb.Step:
+    return pb.Step(job_id=step.job_id, epoch=step.epoch, batch=step.batch)
+
+
+def step_from_proto(msg: pb.Step) -> vlr.Step:
+    if msg.batch < vlr.VALIDATION:
+        raise ProtocolViolation(f"batch number {msg.batch} is negative")
+    return vlr.Step(msg.job_id, msg.epoch, msg.batch)
+
+
+def plan_to_proto(plan: vlr.TrainingPlan) -> pb.TrainingPlan:
+    o = plan.optimizer
+    return pb.TrainingPlan(
+        job_id=plan.job_id, psi_session_id=plan.psi_session_id, rows=plan.rows,
+        bank_columns=plan.bank_columns, validation_fraction=plan.validation_fraction,
+        seed=plan.seed, batch_size=plan.batch_size, max_epochs=plan.max_epochs,
+        optimizer=pb.OptimizerSettings(
+            name=o.name, learning_rate=o.learning_rate, momentum=o.momentum, beta1=o.beta1,
+            beta2=o.beta2, epsilon=o.epsilon, decay=o.decay, penalty=o.penalty, alpha=o.alpha,
+        ),
+        bureau_features=list(plan.bureau_features),
+        bank_public_key=key_to_bytes(plan.bank_public_key),
+    )
+
+
+def plan_from_proto(msg: pb.TrainingPlan, allow_test_keys: bool) -> vlr.TrainingPlan:
+    if not msg.HasField("optimizer"):
+        raise ProtocolViolation("the training plan has no optimizer settings")
+    o = msg.optimizer
+    return vlr.TrainingPlan(
+        job_id=msg.job_id, psi_session_id=msg.psi_session_id, rows=msg.rows,
+        bank_columns=msg.bank_columns, validation_fraction=msg.validation_fraction,
+        seed=msg.seed, batch_size=msg.batch_size, max_epochs=msg.max_epochs,
+        optimizer=OptimizerConfig(
+            name=o.name, learning_rate=o.learning_rate, momentum=o.momentum, beta1=o.beta1,
+            beta2=o.beta2, epsilon=o.epsilon, decay=o.decay, penalty=o.penalty, alpha=o.alpha,
+        ),
+        bureau_features=tuple(msg.bureau_features),
+        bank_public_key=key_from_bytes(msg.bank_public_key, allow_test_keys),
+    )
+
+
+def accepted_to_proto(msg: vlr.TrainingAccepted) -> pb.TrainingAccepted:
+    return pb.TrainingAccepted(job_id=msg.job_id,
+                               bureau_public_key=key_to_bytes(msg.bureau_public_key),
+                               bureau_columns=msg.bureau_columns)
+
+
+def accepted_from_proto(msg: pb.TrainingAccepted, allow_test_keys: bool) -> vlr.TrainingAccepted:
+    return vlr.TrainingAccepted(msg.job_id, key_from_bytes(msg.bureau_public_key,
+                                                           allow_test_keys), msg.bureau_columns)
+
+
+def scores_to_proto(msg: vlr.EncryptedScores, width: int) -> Iterator[pb.EncryptedScores]:
+    total = len(msg.scores) // width
+    step = step_to_proto(msg.step)
+    chunk = SCORES_PER_CHUNK * width
+    for offset in range(0, max(len(msg.scores), 1), chunk):
+        yield pb.EncryptedScores(
+            step=step, offset=offset // width, total=total,
+            scores=msg.scores[offset:offset + chunk],
+            square_sum=msg.square_sum if offset == 0 else b"",
+        )
+
+
+def scores_from_proto(chunks: Iterable[pb.EncryptedScores], width: int, max_total: int
+                      ) -> vlr.EncryptedScores:
+    parts: list[bytes] = []
+    step = None
+    square = b""
+    received = 0
+    total = None
+    for chunk in chunks:
+        this = step_from_proto(chunk.step)
+        if step is None:
+            step, total, square = this, chunk.total, chunk.square_sum
+            if total > max_total:
+                raise ProtocolViolation(f"{total} scores announced; at most {max_total} expected")
+        elif this != step or chunk.total != total:
+            raise ProtocolViolation("a chunk of scores belongs to another step")
+        if chunk.offset != received or len(chunk.scores) % width:
+            raise ProtocolViolation("chunks of scores arrived out of order or cut")
+        parts.append(chunk.scores)
+        received += len(chunk.scores) // width
+    if step is None or received != total:
+        raise ProtocolViolation("the scores ended before all announced chunks arrived")
+    return vlr.EncryptedScores(step, b"".join(parts), square)
+
+
+def residuals_to_proto(msg: vlr.EncryptedResiduals) -> pb.EncryptedResiduals:
+    return pb.EncryptedResiduals(step=step_to_proto(msg.step), residuals=msg.residuals)
+
+
+def residuals_from_proto(msg: pb.EncryptedResiduals) -> vlr.EncryptedResiduals:
+    return vlr.EncryptedResiduals(step_from_proto(msg.step), msg.residuals)
+
+
+def masked_to_proto(msg: vlr.MaskedValues) -> pb.MaskedValues:
+    return pb.MaskedValues(step=step_to_proto(msg.step), count=msg.count,
+                           ciphertexts=msg.ciphertexts)
+
+
+def masked_from_proto(msg: pb.MaskedValues) -> vlr.MaskedValues:
+    return vlr.MaskedValues(step_from_proto(msg.step), msg.count, msg.ciphertexts)
+
+
+def decrypted_to_proto(msg: vlr.DecryptedValues) -> pb.DecryptedValues:
+    return pb.DecryptedValues(step=step_to_proto(msg.step), plaintexts=msg.plaintexts)
+
+
+def decrypted_from_proto(msg: pb.DecryptedValues) -> vlr.DecryptedValues:
+    return vlr.DecryptedValues(step_from_proto(msg.step), msg.plaintexts)

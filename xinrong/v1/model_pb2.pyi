@@ -1,0 +1,183 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ListFeaturesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FeatureInfo(_message.Message):
+    __slots__ = ("name", "kind", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    description: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class FeatureCatalogue(_message.Message):
+    __slots__ = ("features", "enterprises")
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    ENTERPRISES_FIELD_NUMBER: _ClassVar[int]
+    features: _containers.RepeatedCompositeFieldContainer[FeatureInfo]
+    enterprises: int
+    def __init__(self, features: _Optional[_Iterable[_Union[FeatureInfo, _Mapping]]] = ..., enterprises: _Optional[int] = ...) -> None: ...
+
+class OptimizerSettings(_message.Message):
+    __slots__ = ("name", "learning_rate", "momentum", "beta1", "beta2", "epsilon", "decay", "penalty", "alpha")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    BETA1_FIELD_NUMBER: _ClassVar[int]
+    BETA2_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DECAY_FIELD_NUMBER: _ClassVar[int]
+    PENALTY_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    learning_rate: float
+    momentum: float
+    beta1: float
+    beta2: float
+    epsilon: float
+    decay: float
+    penalty: str
+    alpha: float
+    def __init__(self, name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., beta1: _Optional[float] = ..., beta2: _Optional[float] = ..., epsilon: _Optional[float] = ..., decay: _Optional[float] = ..., penalty: _Optional[str] = ..., alpha: _Optional[float] = ...) -> None: ...
+
+class TrainingPlan(_message.Message):
+    __slots__ = ("job_id", "psi_session_id", "rows", "bank_columns", "validation_fraction", "seed", "batch_size", "max_epochs", "optimizer", "bureau_features", "bank_public_key")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PSI_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BANK_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    BUREAU_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    BANK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    psi_session_id: str
+    rows: int
+    bank_columns: int
+    validation_fraction: float
+    seed: int
+    batch_size: int
+    max_epochs: int
+    optimizer: OptimizerSettings
+    bureau_features: _containers.RepeatedScalarFieldContainer[str]
+    bank_public_key: bytes
+    def __init__(self, job_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., rows: _Optional[int] = ..., bank_columns: _Optional[int] = ..., validation_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_epochs: _Optional[int] = ..., optimizer: _Optional[_Union[OptimizerSettings, _Mapping]] = ..., bureau_features: _Optional[_Iterable[str]] = ..., bank_public_key: _Optional[bytes] = ...) -> None: ...
+
+class TrainingAccepted(_message.Message):
+    __slots__ = ("job_id", "bureau_public_key", "bureau_columns", "bureau_features")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    BUREAU_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    BUREAU_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    BUREAU_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    bureau_public_key: bytes
+    bureau_columns: int
+    bureau_features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., bureau_public_key: _Optional[bytes] = ..., bureau_columns: _Optional[int] = ..., bureau_features: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Step(_message.Message):
+    __slots__ = ("job_id", "epoch", "batch")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    epoch: int
+    batch: int
+    def __init__(self, job_id: _Optional[str] = ..., epoch: _Optional[int] = ..., batch: _Optional[int] = ...) -> None: ...
+
+class EncryptedScores(_message.Message):
+    __slots__ = ("step", "offset", "total", "scores", "square_sum")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    SQUARE_SUM_FIELD_NUMBER: _ClassVar[int]
+    step: Step
+    offset: int
+    total: int
+    scores: bytes
+    square_sum: bytes
+    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., scores: _Optional[bytes] = ..., square_sum: _Optional[bytes] = ...) -> None: ...
+
+class EncryptedResiduals(_message.Message):
+    __slots__ = ("step", "residuals")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    RESIDUALS_FIELD_NUMBER: _ClassVar[int]
+    step: Step
+    residuals: bytes
+    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., residuals: _Optional[bytes] = ...) -> None: ...
+
+class MaskedValues(_message.Message):
+    __slots__ = ("step", "count", "ciphertexts")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    step: Step
+    count: int
+    ciphertexts: bytes
+    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., count: _Optional[int] = ..., ciphertexts: _Optional[bytes] = ...) -> None: ...
+
+class DecryptedValues(_message.Message):
+    __slots__ = ("step", "plaintexts")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    PLAINTEXTS_FIELD_NUMBER: _ClassVar[int]
+    step: Step
+    plaintexts: bytes
+    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., plaintexts: _Optional[bytes] = ...) -> None: ...
+
+class UpdateAck(_message.Message):
+    __slots__ = ("step",)
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    step: Step
+    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ...) -> None: ...
+
+class FinishRequest(_message.Message):
+    __slots__ = ("job_id", "epoch")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    epoch: int
+    def __init__(self, job_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class TrainingFinished(_message.Message):
+    __slots__ = ("job_id", "model_id", "epoch", "neutral_score")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    NEUTRAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    model_id: str
+    epoch: int
+    neutral_score: float
+    def __init__(self, job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., epoch: _Optional[int] = ..., neutral_score: _Optional[float] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("model_id", "psi_session_id")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PSI_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    psi_session_id: str
+    def __init__(self, model_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ...) -> None: ...
+
+class ApplicantScores(_message.Message):
+    __slots__ = ("offset", "total", "scores")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    total: int
+    scores: bytes
+    def __init__(self, offset: _Optional[int] = ..., total: _Optional[int] = ..., scores: _Optional[bytes] = ...) -> None: ...
