@@ -15,8 +15,12 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float |
     """AUC, KS and log-loss; AUC and KS are None when only one class is present."""
     labels = np.asarray(labels, dtype=np.int64)
     p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1 - 1e-12)
-    out: dict[str, float | int | None] = {"rows": len(labels), "auc": None, "ks": None,
-                                    "log_loss": None}
+    out: dict[str, float | int | None] = {
+        "rows": len(labels),
+        "auc": None,
+        "ks": None,
+        "log_loss": None,
+    }
     if len(labels) == 0:
         return out
     out["log_loss"] = round(float(log_loss(labels, p, labels=[0, 1])), 6)

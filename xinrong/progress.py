@@ -22,7 +22,12 @@ class ProgressBars:
         bar = self._bars.get(step)
         if bar is None:
             bar = self._bars[step] = tqdm(
-                total=total, desc=step, unit=self.unit, unit_scale=True, leave=False, file=sys.stderr
+                total=total,
+                desc=step,
+                unit=self.unit,
+                unit_scale=True,
+                leave=False,
+                file=sys.stderr,
             )
         bar.total = total
         bar.update(done - bar.n)

@@ -53,6 +53,7 @@ few seconds.
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -632,12 +633,37 @@ def generate_city(enterprises: int, bank_clients: int, seed: int) -> City:
     return City(bureau=bureau, bank=bank, seed=seed, composition=comp)
 
 
+BUREAU_DESCRIPTIONS = {
+    "reg_age_years": "years since registration (business registry)",
+    "registered_capital_10k_cny": "registered capital, 10k CNY (business registry)",
+    "industry": "industry section of the national classification (business registry)",
+    "legal_form": "legal form of the enterprise (business registry)",
+    "changes_3y": "registry changes in the last 3 years: address, legal person, capital",
+    "insured_employees": "employees with social insurance (human resources bureau)",
+    "employee_trend_12m": "relative change of insured employees over 12 months",
+    "tax_paid_12m_10k_cny": "taxes paid in the last 12 months, 10k CNY (tax bureau)",
+    "invoice_amount_12m_10k_cny": "VAT invoices issued in the last 12 months, 10k CNY",
+    "invoice_months_active_12m": "months with any VAT invoice in the last 12",
+    "court_judgements_3y": "court judgements as defendant in the last 3 years",
+    "admin_penalties_3y": "administrative penalties in the last 3 years",
+    "abnormal_operation": "1 if on the abnormal-operation list (market regulator)",
+    "total_assets_10k_cny": "total assets from the last filed statement, 10k CNY",
+    "debt_ratio": "liabilities / assets from the last filed statement",
+    "revenue_growth": "revenue growth year on year from filed statements",
+}
+
+
 def write_city(city: City, out_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     """Write ``bureau.parquet`` and ``bank_clients.csv`` (IDs as quoted text) to ``out_dir``."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"bureau": out_dir / "bureau.parquet", "bank": out_dir / "bank_clients.csv"}
+    paths = {
+        "bureau": out_dir / "bureau.parquet",
+        "bank": out_dir / "bank_clients.csv",
+        "bureau_catalogue": out_dir / "bureau.features.json",
+    }
     pq.write_table(city.bureau, paths["bureau"], compression="zstd")
+    paths["bureau_catalogue"].write_text(json.dumps(BUREAU_DESCRIPTIONS, indent=2) + "\n")
     pacsv.write_csv(
         city.bank,
         paths["bank"],

@@ -56,21 +56,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import train_job
 
     optimizer = OptimizerConfig(
-        name=args.optimizer, learning_rate=args.learning_rate, penalty=args.penalty,
-        alpha=args.alpha, decay=args.decay,
+        name=args.optimizer,
+        learning_rate=args.learning_rate,
+        penalty=args.penalty,
+        alpha=args.alpha,
+        decay=args.decay,
     )
     summary = train_job(
-        bureau=args.bureau, data=args.data, id_column=args.id_column, label=args.label,
-        model_dir=args.model_dir, bank_id=args.bank_id, id_type=IdType(args.id_type),
-        bank_features=_names(args.bank_features), bureau_features=_names(args.bureau_features),
-        validation_fraction=args.validation_fraction, epochs=args.epochs,
-        batch_size=args.batch_size, optimizer=optimizer, seed=args.seed,
-        key_bits=args.key_bits, allow_test_keys=args.allow_test_keys,
-        compare_bank_only=args.compare_bank_only, patience=args.patience, quiet=args.quiet,
+        bureau=args.bureau,
+        data=args.data,
+        id_column=args.id_column,
+        label=args.label,
+        model_dir=args.model_dir,
+        bank_id=args.bank_id,
+        id_type=IdType(args.id_type),
+        bank_features=_names(args.bank_features),
+        bureau_features=_names(args.bureau_features),
+        validation_fraction=args.validation_fraction,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=optimizer,
+        seed=args.seed,
+        key_bits=args.key_bits,
+        allow_test_keys=args.allow_test_keys,
+        compare_bank_only=args.compare_bank_only,
+        patience=args.patience,
+        quiet=args.quiet,
         say=_say(args),
     )
-    line = (f"model {summary['model_id']}: validation AUC {summary['validation_auc']}, "
-            f"KS {summary['validation_ks']} after {summary['epochs']} epochs")
+    line = (
+        f"model {summary['model_id']}: validation AUC {summary['validation_auc']}, "
+        f"KS {summary['validation_ks']} after {summary['epochs']} epochs"
+    )
     if args.compare_bank_only:
         line += f"; bank-only AUC {summary['bank_only_auc']}"
     print(line, file=sys.stderr)
@@ -82,13 +99,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .training import predict_job
 
     summary = predict_job(
-        bureau=args.bureau, model_dir=args.model_dir, data=args.data, id_column=args.id_column,
-        out=args.out, bank_id=args.bank_id,
-        id_type=IdType(args.id_type) if args.id_type else None, quiet=args.quiet,
+        bureau=args.bureau,
+        model_dir=args.model_dir,
+        data=args.data,
+        id_column=args.id_column,
+        out=args.out,
+        bank_id=args.bank_id,
+        id_type=IdType(args.id_type) if args.id_type else None,
+        quiet=args.quiet,
         say=_say(args),
     )
-    print(f"scored {summary['rows']:,} applicants ({summary['bureau_matched']:,} known to the "
-          f"bureau) -> {summary['out']}", file=sys.stderr)
+    print(
+        f"scored {summary['rows']:,} applicants ({summary['bureau_matched']:,} known to the "
+        f"bureau) -> {summary['out']}",
+        file=sys.stderr,
+    )
     print_result(summary)
     return 0
 
@@ -144,32 +169,60 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--label", required=True, help="the 0/1 default label column")
     train.add_argument("--model-dir", required=True, help="where the bank's half is written")
     train.add_argument("--bank-id", default=DEFAULT_BANK_ID)
-    train.add_argument("--bank-features", default=None,
-                       help="comma-separated bank columns (default: all but ID and label)")
-    train.add_argument("--bureau-features", default=None,
-                       help="comma-separated bureau features (default: all it offers)")
-    train.add_argument("--validation-fraction", type=float, default=0.2,
-                       help="share of matched rows held back (0: none; then early stopping "
-                       "watches the training loss)")
+    train.add_argument(
+        "--bank-features",
+        default=None,
+        help="comma-separated bank columns (default: all but ID and label)",
+    )
+    train.add_argument(
+        "--bureau-features",
+        default=None,
+        help="comma-separated bureau features (default: all it offers)",
+    )
+    train.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.2,
+        help="share of matched rows held back (0: none; then early stopping "
+        "watches the training loss)",
+    )
     train.add_argument("--epochs", type=int, default=10, help="most epochs (default 10)")
-    train.add_argument("--patience", type=int, default=2,
-                       help="epochs without improvement before stopping early (default 2)")
-    train.add_argument("--batch-size", type=int, default=None,
-                       help="rows per batch (default: about a fifth of the training rows, "
-                       "64 to 1,024)")
+    train.add_argument(
+        "--patience",
+        type=int,
+        default=2,
+        help="epochs without improvement before stopping early (default 2)",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="rows per batch (default: about a fifth of the training rows, 64 to 1,024)",
+    )
     train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     train.add_argument("--learning-rate", type=float, default=0.05)
-    train.add_argument("--decay", type=float, default=0.5,
-                       help="learning rate / (1 + decay x epoch)")
+    train.add_argument(
+        "--decay", type=float, default=0.5, help="learning rate / (1 + decay x epoch)"
+    )
     train.add_argument("--penalty", choices=["l2", "l1", "none"], default="l2")
     train.add_argument("--alpha", type=float, default=1e-4, help="penalty strength")
-    train.add_argument("--seed", type=int, default=None,
-                       help="split and batch order (default: random, recorded in the model)")
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="split and batch order (default: random, recorded in the model)",
+    )
     train.add_argument("--key-bits", type=int, default=2048, help="Paillier key size")
-    train.add_argument("--allow-test-keys", action="store_true",
-                       help="allow keys below 2048 bits (tests only; insecure)")
-    train.add_argument("--compare-bank-only", action="store_true",
-                       help="also fit a plaintext model on the bank's columns alone")
+    train.add_argument(
+        "--allow-test-keys",
+        action="store_true",
+        help="allow keys below 2048 bits (tests only; insecure)",
+    )
+    train.add_argument(
+        "--compare-bank-only",
+        action="store_true",
+        help="also fit a plaintext model on the bank's columns alone",
+    )
     add_common_arguments(train)
     train.set_defaults(func=cmd_train)
 
@@ -178,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model-dir", required=True)
     predict.add_argument("--data", required=True, help="CSV or Parquet of applicants")
     predict.add_argument("--id-column", required=True)
-    predict.add_argument("--id-type", choices=[t.value for t in IdType], default=None,
-                         help="default: as in training")
+    predict.add_argument(
+        "--id-type", choices=[t.value for t in IdType], default=None, help="default: as in training"
+    )
     predict.add_argument("--out", required=True, help="CSV: ID, score, bureau_matched")
     predict.add_argument("--bank-id", default=DEFAULT_BANK_ID)
     add_common_arguments(predict)

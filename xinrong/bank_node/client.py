@@ -16,8 +16,8 @@ from xinrong.protocols.errors import PeerError, ProtocolViolation
 from xinrong.transport import codec
 from xinrong.transport.channels import bank_metadata, open_channel, valid_bank_id
 from xinrong.transport.errors import raise_from_rpc
-from xinrong.v1 import psi_pb2 as pb
 from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
+from xinrong.v1 import psi_pb2 as pb
 
 log = logging.getLogger(__name__)
 

@@ -71,25 +71,39 @@ class GrpcTrainingPeer:
 
     def scores(self, step: vlr.Step) -> Future[vlr.EncryptedScores]:
         def run() -> vlr.EncryptedScores:
-            chunks = self.stub.Scores(codec.step_to_proto(step), timeout=STEP_DEADLINE,
-                                      metadata=self.metadata)
+            chunks = self.stub.Scores(
+                codec.step_to_proto(step), timeout=STEP_DEADLINE, metadata=self.metadata
+            )
             return codec.scores_from_proto(chunks, self.width, self.max_rows)
+
         return self._submit("receiving the bureau's encrypted scores", run)
 
     def gradient(self, msg: vlr.EncryptedResiduals) -> Future[vlr.MaskedValues]:
-        return self._submit("sending encrypted residuals", lambda: codec.masked_from_proto(
-            self.stub.Gradient(codec.residuals_to_proto(msg), timeout=STEP_DEADLINE,
-                               metadata=self.metadata)))
+        return self._submit(
+            "sending encrypted residuals",
+            lambda: codec.masked_from_proto(
+                self.stub.Gradient(
+                    codec.residuals_to_proto(msg), timeout=STEP_DEADLINE, metadata=self.metadata
+                )
+            ),
+        )
 
     def decrypt(self, msg: vlr.MaskedValues) -> Future[vlr.DecryptedValues]:
-        return self._submit("asking the bureau to decrypt", lambda: codec.decrypted_from_proto(
-            self.stub.Decrypt(codec.masked_to_proto(msg), timeout=STEP_DEADLINE,
-                              metadata=self.metadata)))
+        return self._submit(
+            "asking the bureau to decrypt",
+            lambda: codec.decrypted_from_proto(
+                self.stub.Decrypt(
+                    codec.masked_to_proto(msg), timeout=STEP_DEADLINE, metadata=self.metadata
+                )
+            ),
+        )
 
     def update(self, msg: vlr.DecryptedValues) -> Future[None]:
         def run() -> None:
-            self.stub.Update(codec.decrypted_to_proto(msg), timeout=STEP_DEADLINE,
-                             metadata=self.metadata)
+            self.stub.Update(
+                codec.decrypted_to_proto(msg), timeout=STEP_DEADLINE, metadata=self.metadata
+            )
+
         return self._submit("returning the bureau's gradient", run)
 
     def close(self) -> None:
@@ -102,8 +116,9 @@ class GrpcTrainingPeer:
 def read_labels(table: pa.Table, label: str) -> np.ndarray:
     """0/1 labels (also true/false, "0"/"1"); any other value is an error naming its rows."""
     if label not in table.column_names:
-        raise InputDataError(f"no label column {label!r}; the file has: "
-                             f"{', '.join(table.column_names[:20])}")
+        raise InputDataError(
+            f"no label column {label!r}; the file has: {', '.join(table.column_names[:20])}"
+        )
     column = table.column(label)
     text = pc.cast(column, pa.string()).to_pylist()
     mapping = {"0": 0, "1": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1}
@@ -118,8 +133,7 @@ def read_labels(table: pa.Table, label: str) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
-def _id_positions(table: pa.Table, id_column: str, id_type: IdType, ids: list[str]
-                  ) -> np.ndarray:
+def _id_positions(table: pa.Table, id_column: str, id_type: IdType, ids: list[str]) -> np.ndarray:
     """The first row of each matched ID in the bank's table."""
     normalised = normalise_column(table.column(id_column).combine_chunks(), id_type)
     positions = pc.index_in(pa.array(ids, pa.string()), value_set=normalised)
@@ -205,19 +219,34 @@ def train_job(
         say(f"generating a {key_bits}-bit Paillier key")
         public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
         plan = vlr.TrainingPlan(
-            job_id=secrets.token_hex(16), psi_session_id=result.session_id, rows=rows,
-            bank_columns=x.shape[1], validation_fraction=validation_fraction, seed=seed,
-            batch_size=batch, max_epochs=epochs, optimizer=optimizer,
-            bureau_features=tuple(bureau_features or ()), bank_public_key=public_key)
-        trainer = vlr.BankTrainer(plan, x, y, private_key, limits,
-                                  vlr.EarlyStopping(patience=patience))
-        accepted_pb = _call("starting the training job", lambda: connection.model.StartTraining(
-            codec.plan_to_proto(plan), timeout=START_DEADLINE, metadata=connection.metadata))
+            job_id=secrets.token_hex(16),
+            psi_session_id=result.session_id,
+            rows=rows,
+            bank_columns=x.shape[1],
+            validation_fraction=validation_fraction,
+            seed=seed,
+            batch_size=batch,
+            max_epochs=epochs,
+            optimizer=optimizer,
+            bureau_features=tuple(bureau_features or ()),
+            bank_public_key=public_key,
+        )
+        trainer = vlr.BankTrainer(
+            plan, x, y, private_key, limits, vlr.EarlyStopping(patience=patience)
+        )
+        accepted_pb = _call(
+            "starting the training job",
+            lambda: connection.model.StartTraining(
+                codec.plan_to_proto(plan), timeout=START_DEADLINE, metadata=connection.metadata
+            ),
+        )
         trainer.accept(codec.accepted_from_proto(accepted_pb, allow_test_keys))
         chosen = list(accepted_pb.bureau_features)
-        say(f"training on {len(train_rows):,} rows ({len(validation_rows):,} held back): "
+        say(
+            f"training on {len(train_rows):,} rows ({len(validation_rows):,} held back): "
             f"{x.shape[1] - 1} bank columns, {trainer.bureau_columns} bureau columns from "
-            f"{len(chosen)} bureau features; batches of {batch}")
+            f"{len(chosen)} bureau features; batches of {batch}"
+        )
 
         peer = GrpcTrainingPeer(connection, allow_test_keys)
         assert trainer.bureau_key is not None
@@ -234,15 +263,24 @@ def train_job(
             peer.close()
             epoch_bars.close()
         for record in outcome.history:
-            say(f"epoch {record.epoch + 1}: training loss {record.train_loss:.5f}"
-                + (f", validation loss {record.validation_loss:.5f}"
-                   if record.validation_loss is not None else "")
-                + f" ({record.seconds:.1f} s)")
-        finished = _call("finishing the training job", lambda: connection.model.FinishTraining(
-            pb.FinishRequest(job_id=plan.job_id, epoch=outcome.best_epoch),
-            timeout=STEP_DEADLINE, metadata=connection.metadata))
-        bureau_scores = fetch_bureau_scores(connection, finished.model_id, result.session_id,
-                                            rows)
+            say(
+                f"epoch {record.epoch + 1}: training loss {record.train_loss:.5f}"
+                + (
+                    f", validation loss {record.validation_loss:.5f}"
+                    if record.validation_loss is not None
+                    else ""
+                )
+                + f" ({record.seconds:.1f} s)"
+            )
+        finished = _call(
+            "finishing the training job",
+            lambda: connection.model.FinishTraining(
+                pb.FinishRequest(job_id=plan.job_id, epoch=outcome.best_epoch),
+                timeout=STEP_DEADLINE,
+                metadata=connection.metadata,
+            ),
+        )
+        bureau_scores = fetch_bureau_scores(connection, finished.model_id, result.session_id, rows)
 
     weights = outcome.weights
     u = x @ weights + bureau_scores
@@ -275,9 +313,15 @@ def train_job(
         "epoch": outcome.best_epoch,
         "history": [vars(r) for r in outcome.history],
         "metrics": metrics,
-        "settings": {"seed": seed, "batch_size": batch, "max_epochs": epochs,
-                     "validation_fraction": validation_fraction, "key_bits": key_bits,
-                     "optimizer": optimizer.as_dict(), "patience": patience},
+        "settings": {
+            "seed": seed,
+            "batch_size": batch,
+            "max_epochs": epochs,
+            "validation_fraction": validation_fraction,
+            "key_bits": key_bits,
+            "optimizer": optimizer.as_dict(),
+            "patience": patience,
+        },
         "counts": counts,
     }
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -311,15 +355,17 @@ def train_job(
     return summary
 
 
-def fetch_bureau_scores(connection: BureauConnection, model_id: str, session_id: str,
-                        rows: int) -> np.ndarray:
+def fetch_bureau_scores(
+    connection: BureauConnection, model_id: str, session_id: str, rows: int
+) -> np.ndarray:
     """The bureau's u_B for the matched rows of a PSI session, in the session's order."""
 
     def run() -> np.ndarray:
         parts, received = [], 0
         for chunk in connection.model.ScoreApplicants(
             pb.ScoreRequest(model_id=model_id, psi_session_id=session_id),
-            timeout=STEP_DEADLINE, metadata=connection.metadata,
+            timeout=STEP_DEADLINE,
+            metadata=connection.metadata,
         ):
             if chunk.offset != received or chunk.total != rows or len(chunk.scores) % 8:
                 raise ProtocolViolation("the bureau's scores arrived out of order or cut")
@@ -379,8 +425,9 @@ def predict_job(
             say(f"private set intersection on {len(prepared.ids):,} applicant IDs")
             result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, None, bars)
             bars.close()
-            scores = fetch_bureau_scores(connection, model["model_id"], result.session_id,
-                                         len(result.matched_ids))
+            scores = fetch_bureau_scores(
+                connection, model["model_id"], result.session_id, len(result.matched_ids)
+            )
         normalised = normalise_column(table.column(id_column).combine_chunks(), id_type)
         where = pc.index_in(normalised, value_set=pa.array(result.matched_ids, pa.string()))
         known = ~np.asarray(where.is_null().to_numpy(zero_copy_only=False), dtype=bool)
@@ -389,11 +436,16 @@ def predict_job(
             bureau_part[known] = scores[index[known]]
         matched_rows = known
     probabilities = sigmoid(u + bureau_part)
-    tables.write_csv(pa.table({
-        id_column: table.column(id_column),
-        "score": pa.array(probabilities, pa.float64()),
-        "bureau_matched": pa.array(matched_rows, pa.bool_()),
-    }), out)
+    tables.write_csv(
+        pa.table(
+            {
+                id_column: table.column(id_column),
+                "score": pa.array(probabilities, pa.float64()),
+                "bureau_matched": pa.array(matched_rows, pa.bool_()),
+            }
+        ),
+        out,
+    )
     return {
         "model_id": model["model_id"],
         "rows": table.num_rows,
@@ -407,7 +459,12 @@ def predict_job(
 
 def list_features(bureau: str, bank_id: str) -> list[dict[str, str]]:
     with BureauConnection(bureau, bank_id) as connection:
-        catalogue = _call("listing the bureau's features", lambda: connection.model.ListFeatures(
-            pb.ListFeaturesRequest(), timeout=60, metadata=connection.metadata))
-    return [{"name": f.name, "kind": f.kind, "description": f.description}
-            for f in catalogue.features]
+        catalogue = _call(
+            "listing the bureau's features",
+            lambda: connection.model.ListFeatures(
+                pb.ListFeaturesRequest(), timeout=60, metadata=connection.metadata
+            ),
+        )
+    return [
+        {"name": f.name, "kind": f.kind, "description": f.description} for f in catalogue.features
+    ]

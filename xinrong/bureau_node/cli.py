@@ -116,8 +116,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     listed = models.list(args.bank_id)
     for m in listed:
-        print(f"{m['bank_id']:<20} {m['model_id']} {m['created']} "
-              f"{len(m['features'])} features", file=sys.stderr)
+        print(
+            f"{m['bank_id']:<20} {m['model_id']} {m['created']} {len(m['features'])} features",
+            file=sys.stderr,
+        )
     print_result({"models": listed})
     return 0
 
@@ -156,10 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen without TLS on a non-loopback address (development only)",
     )
-    serve.add_argument("--min-batch-size", type=int, default=64,
-                       help="smallest training batch a bank may use (default 64)")
-    serve.add_argument("--allow-test-keys", action="store_true",
-                       help="accept Paillier keys below 2048 bits (tests only; insecure)")
+    serve.add_argument(
+        "--min-batch-size",
+        type=int,
+        default=64,
+        help="smallest training batch a bank may use (default 64)",
+    )
+    serve.add_argument(
+        "--allow-test-keys",
+        action="store_true",
+        help="accept Paillier keys below 2048 bits (tests only; insecure)",
+    )
     add_common_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 

@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -32,8 +31,13 @@ def descriptions_path_for(data: Path) -> Path:
 
 
 class BureauFeatures:
-    def __init__(self, data: str | Path, id_column: str, id_type: IdType,
-                 descriptions: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data: str | Path,
+        id_column: str,
+        id_type: IdType,
+        descriptions: dict[str, str] | None = None,
+    ) -> None:
         data = Path(data)
         table = tables.read_table(data, id_column)
         self.id_column = id_column
@@ -75,4 +79,3 @@ class BureauFeatures:
         if positions.null_count:
             raise UnknownSession("the session's matched IDs are no longer in the bureau's data")
         return self.table.take(positions)
-

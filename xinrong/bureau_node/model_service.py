@@ -85,29 +85,38 @@ class TrainingJobs:
 
 
 class ModelServicer(model_pb2_grpc.JointModelServicer):
-    def __init__(self, features: BureauFeatures, store: BureauStore, models: ModelStore,
-                 limits: vlr.TrainingLimits = vlr.TrainingLimits(),
-                 jobs: TrainingJobs | None = None) -> None:
+    def __init__(
+        self,
+        features: BureauFeatures,
+        store: BureauStore,
+        models: ModelStore,
+        limits: vlr.TrainingLimits = vlr.TrainingLimits(),
+        jobs: TrainingJobs | None = None,
+    ) -> None:
         self.features = features
         self.store = store
         self.models = models
         self.limits = limits
         self.jobs = jobs or TrainingJobs()
 
-    def ListFeatures(self, request: pb.ListFeaturesRequest, context: grpc.ServicerContext
-                     ) -> pb.FeatureCatalogue:
+    def ListFeatures(
+        self, request: pb.ListFeaturesRequest, context: grpc.ServicerContext
+    ) -> pb.FeatureCatalogue:
         try:
             bank_identity(context)
             return pb.FeatureCatalogue(
-                features=[pb.FeatureInfo(name=f.name, kind=f.kind, description=f.description)
-                          for f in self.features.catalogue()],
+                features=[
+                    pb.FeatureInfo(name=f.name, kind=f.kind, description=f.description)
+                    for f in self.features.catalogue()
+                ],
                 enterprises=self.features.table.num_rows,
             )
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)
 
-    def StartTraining(self, request: pb.TrainingPlan, context: grpc.ServicerContext
-                      ) -> pb.TrainingAccepted:
+    def StartTraining(
+        self, request: pb.TrainingPlan, context: grpc.ServicerContext
+    ) -> pb.TrainingAccepted:
         try:
             bank_id = bank_identity(context)
             plan = codec.plan_from_proto(request, self.limits.allow_test_keys)
@@ -130,33 +139,48 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             trainer = vlr.BureauTrainer(plan, x, private_key, self.limits)
             now = time.monotonic()
             self.jobs.add(plan.job_id, _Job(bank_id, trainer, recipe, now, now))
-            log.info("training job %s for bank %s: %d rows, %d bureau columns from %d features",
-                     plan.job_id, bank_id, plan.rows, x.shape[1], len(names))
+            log.info(
+                "training job %s for bank %s: %d rows, %d bureau columns from %d features",
+                plan.job_id,
+                bank_id,
+                plan.rows,
+                x.shape[1],
+                len(names),
+            )
             accepted = codec.accepted_to_proto(trainer.accepted())
             accepted.bureau_features.extend(names)
             return accepted
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)
 
-    def _with_job(self, context: grpc.ServicerContext, job_id: str,
-                  action: Callable[[_Job], T]) -> T:
+    def _with_job(
+        self, context: grpc.ServicerContext, job_id: str, action: Callable[[_Job], T]
+    ) -> T:
         bank_id = bank_identity(context)
         job = self.jobs.get(bank_id, job_id)
         with job.lock:
             return action(job)
 
-    def Scores(self, request: pb.Step, context: grpc.ServicerContext
-               ) -> Iterator[pb.EncryptedScores]:
+    def Scores(
+        self, request: pb.Step, context: grpc.ServicerContext
+    ) -> Iterator[pb.EncryptedScores]:
         try:
             step = codec.step_from_proto(request)
-            msg, width = self._with_job(context, step.job_id, lambda j: (
-                j.trainer.scores(step), he.ciphertext_bytes(j.trainer.private_key.public_key)))
+            msg, width = self._with_job(
+                context,
+                step.job_id,
+                lambda j: (
+                    j.trainer.scores(step),
+                    he.ciphertext_bytes(j.trainer.private_key.public_key),
+                ),
+            )
             yield from codec.scores_to_proto(msg, width)
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)
 
-    def Gradient(self, request: pb.EncryptedResiduals, context: grpc.ServicerContext
-                 ) -> pb.MaskedValues:
+    def Gradient(
+        self, request: pb.EncryptedResiduals, context: grpc.ServicerContext
+    ) -> pb.MaskedValues:
         try:
             msg = codec.residuals_from_proto(request)
             out = self._with_job(context, msg.step.job_id, lambda j: j.trainer.gradient(msg))
@@ -164,8 +188,9 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)
 
-    def Decrypt(self, request: pb.MaskedValues, context: grpc.ServicerContext
-                ) -> pb.DecryptedValues:
+    def Decrypt(
+        self, request: pb.MaskedValues, context: grpc.ServicerContext
+    ) -> pb.DecryptedValues:
         try:
             msg = codec.masked_from_proto(request)
             out = self._with_job(context, msg.step.job_id, lambda j: j.trainer.decrypt(msg))
@@ -181,8 +206,9 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)
 
-    def FinishTraining(self, request: pb.FinishRequest, context: grpc.ServicerContext
-                       ) -> pb.TrainingFinished:
+    def FinishTraining(
+        self, request: pb.FinishRequest, context: grpc.ServicerContext
+    ) -> pb.TrainingFinished:
         try:
             bank_id = bank_identity(context)
 
@@ -190,26 +216,37 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                 weights, finished = job.trainer.finish(request.epoch)
                 model_id = secrets.token_hex(16)
                 plan = job.trainer.plan
-                self.models.save(bank_id, {
-                    "format": "xinrong-bureau-model/1",
-                    "model_id": model_id,
-                    "bank_id": bank_id,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "job_id": plan.job_id,
-                    "psi_session_id": plan.psi_session_id,
-                    "epoch": finished.epoch,
-                    "features": job.recipe.names,
-                    "columns": job.recipe.outputs,
-                    "recipe": job.recipe.to_json(),
-                    "weights": weights.tolist(),
-                    "neutral_score": finished.neutral_score,
-                    "counts": job.trainer.counts,
-                })
-                log.info("training job %s finished: model %s (epoch %d) for bank %s",
-                         plan.job_id, model_id, finished.epoch, bank_id)
-                return pb.TrainingFinished(job_id=plan.job_id, model_id=model_id,
-                                           epoch=finished.epoch,
-                                           neutral_score=finished.neutral_score)
+                self.models.save(
+                    bank_id,
+                    {
+                        "format": "xinrong-bureau-model/1",
+                        "model_id": model_id,
+                        "bank_id": bank_id,
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "job_id": plan.job_id,
+                        "psi_session_id": plan.psi_session_id,
+                        "epoch": finished.epoch,
+                        "features": job.recipe.names,
+                        "columns": job.recipe.outputs,
+                        "recipe": job.recipe.to_json(),
+                        "weights": weights.tolist(),
+                        "neutral_score": finished.neutral_score,
+                        "counts": job.trainer.counts,
+                    },
+                )
+                log.info(
+                    "training job %s finished: model %s (epoch %d) for bank %s",
+                    plan.job_id,
+                    model_id,
+                    finished.epoch,
+                    bank_id,
+                )
+                return pb.TrainingFinished(
+                    job_id=plan.job_id,
+                    model_id=model_id,
+                    epoch=finished.epoch,
+                    neutral_score=finished.neutral_score,
+                )
 
             out = self._with_job(context, request.job_id, finish)
             self.jobs.remove(request.job_id)
@@ -217,21 +254,29 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)
 
-    def ScoreApplicants(self, request: pb.ScoreRequest, context: grpc.ServicerContext
-                        ) -> Iterator[pb.ApplicantScores]:
+    def ScoreApplicants(
+        self, request: pb.ScoreRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ApplicantScores]:
         try:
             bank_id = bank_identity(context)
             model = self.models.load(bank_id, request.model_id)
             ids = self.store.session_matched_ids(bank_id, request.psi_session_id)
             recipe = FeatureRecipe.from_json(model["recipe"])
             x = recipe.transform(self.features.rows_of(ids))
-            scores = np.clip(x @ np.asarray(model["weights"]), -vlr.SCORE_BOUND,
-                             vlr.SCORE_BOUND).astype("<f8")
-            log.info("scored %d applicants with model %s for bank %s", len(ids),
-                     request.model_id, bank_id)
+            scores = np.clip(
+                x @ np.asarray(model["weights"]), -vlr.SCORE_BOUND, vlr.SCORE_BOUND
+            ).astype("<f8")
+            log.info(
+                "scored %d applicants with model %s for bank %s",
+                len(ids),
+                request.model_id,
+                bank_id,
+            )
             for start in range(0, max(len(scores), 1), SCORES_PER_MESSAGE):
                 yield pb.ApplicantScores(
-                    offset=start, total=len(scores),
-                    scores=scores[start:start + SCORES_PER_MESSAGE].tobytes())
+                    offset=start,
+                    total=len(scores),
+                    scores=scores[start : start + SCORES_PER_MESSAGE].tobytes(),
+                )
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)

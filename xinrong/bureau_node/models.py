@@ -11,7 +11,6 @@ from typing import Any
 from xinrong import tables
 from xinrong.protocols.errors import UnknownSession
 
-
 MODEL_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -41,8 +40,19 @@ class ModelStore:
         for directory in banks:
             for path in sorted(directory.glob("*.json")):
                 model = json.loads(path.read_text())
-                out.append({k: model[k] for k in ("model_id", "bank_id", "created", "features",
-                                                   "epoch", "psi_session_id")})
+                out.append(
+                    {
+                        k: model[k]
+                        for k in (
+                            "model_id",
+                            "bank_id",
+                            "created",
+                            "features",
+                            "epoch",
+                            "psi_session_id",
+                        )
+                    }
+                )
         return out
 
     def delete(self, bank_id: str, model_id: str) -> None:

@@ -19,7 +19,6 @@ from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
 from .features import BureauFeatures
 from .model_service import ModelServicer
 from .models import ModelStore
-
 from .service import PsiServicer
 from .store import BureauStore, DatasetSummary, Progress
 

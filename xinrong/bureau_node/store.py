@@ -325,7 +325,9 @@ class BureauStore:
                 pa.table({id_column: pa.array(matched_ids, pa.string())}),
                 directory / f"{session_id}.matched.csv",
             )
-        tables.atomic_write_bytes(directory / f"{session_id}.json", json.dumps(record, indent=2).encode())
+        tables.atomic_write_bytes(
+            directory / f"{session_id}.json", json.dumps(record, indent=2).encode()
+        )
 
     def session_matched_ids(self, bank_id: str, session_id: str) -> list[str]:
         """The matched IDs of a finished PSI session of this bank (reveal mode BOTH), in the

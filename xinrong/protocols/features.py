@@ -28,11 +28,18 @@ MISSING = "__missing__"
 
 
 def column_kind(array_type: pa.DataType) -> str:
-    if pa.types.is_integer(array_type) or pa.types.is_floating(array_type) or pa.types.is_boolean(
-        array_type
-    ) or pa.types.is_null(array_type):
+    if (
+        pa.types.is_integer(array_type)
+        or pa.types.is_floating(array_type)
+        or pa.types.is_boolean(array_type)
+        or pa.types.is_null(array_type)
+    ):
         return "numeric"
-    if pa.types.is_string(array_type) or pa.types.is_large_string(array_type) or pa.types.is_dictionary(array_type):
+    if (
+        pa.types.is_string(array_type)
+        or pa.types.is_large_string(array_type)
+        or pa.types.is_dictionary(array_type)
+    ):
         return "category"
     raise InputDataError(f"columns of type {array_type} are not supported as features")
 
@@ -48,8 +55,9 @@ def _numbers(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def _texts(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     values = pc.cast(column, pa.string())
-    return np.array([MISSING if v is None or v == "" else v for v in values.to_pylist()],
-                    dtype=object)
+    return np.array(
+        [MISSING if v is None or v == "" else v for v in values.to_pylist()], dtype=object
+    )
 
 
 @dataclass
@@ -95,19 +103,29 @@ def _fit_column(name: str, column: pa.ChunkedArray) -> ColumnRecipe:
         if present.size == 0:
             raise InputDataError(f"feature {name!r} has no values in the training rows")
         low, high = np.quantile(present, [CLIP_QUANTILE, 1 - CLIP_QUANTILE])
-        recipe = ColumnRecipe(name, kind, float(low), float(high), float(np.median(present)),
-                              bool(present.size < x.size))
+        recipe = ColumnRecipe(
+            name,
+            kind,
+            float(low),
+            float(high),
+            float(np.median(present)),
+            bool(present.size < x.size),
+        )
     else:
         texts = _texts(column)
         levels, counts = np.unique(texts, return_counts=True)
         order = np.argsort(-counts, kind="stable")
         floor = max(1, int(MIN_LEVEL_SHARE * len(texts)))
-        kept = [str(levels[i]) for i in order[:MAX_LEVELS] if counts[i] >= floor and
-                levels[i] != OTHER]
+        kept = [
+            str(levels[i]) for i in order[:MAX_LEVELS] if counts[i] >= floor and levels[i] != OTHER
+        ]
         recipe = ColumnRecipe(name, kind, levels=sorted(kept) + [OTHER])
     raw = recipe.raw(column)
-    recipe.means = raw.mean(axis=0).tolist()
-    stds = raw.std(axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        means, stds = raw.mean(axis=0), raw.std(axis=0)
+    if not (np.all(np.isfinite(means)) and np.all(np.isfinite(stds))):
+        raise InputDataError(f"feature {name!r} has values too large to standardise")
+    recipe.means = means.tolist()
     recipe.stds = np.where(stds > 1e-12, stds, 1.0).tolist()
     return recipe
 

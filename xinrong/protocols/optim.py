@@ -58,8 +58,9 @@ class Optimizer:
     """Keeps one party's weights and optimiser state. ``penalised`` marks the weights the
     penalty applies to (not the intercept)."""
 
-    def __init__(self, config: OptimizerConfig, size: int, penalised: np.ndarray | None = None
-                 ) -> None:
+    def __init__(
+        self, config: OptimizerConfig, size: int, penalised: np.ndarray | None = None
+    ) -> None:
         config.check()
         self.config = config
         self.weights = np.zeros(size)
@@ -100,8 +101,9 @@ def split_rows(rows: int, validation_fraction: float, seed: int) -> tuple[np.nda
     return np.sort(order[held:]), np.sort(order[:held])
 
 
-def epoch_batches(train_rows: np.ndarray, batch_size: int, seed: int, epoch: int
-                  ) -> list[np.ndarray]:
+def epoch_batches(
+    train_rows: np.ndarray, batch_size: int, seed: int, epoch: int
+) -> list[np.ndarray]:
     """The batches of one epoch: a fresh permutation cut into nearly equal batches of at
     least ``batch_size`` rows (the remainder is spread, never a small last batch)."""
     order = np.random.default_rng([seed, 1, epoch]).permutation(train_rows)

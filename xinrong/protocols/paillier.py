@@ -42,8 +42,9 @@ STATISTICAL_SECURITY = 40  # bits of slack in every mask
 _WINDOW = 8  # bits per window of the fixed-base table
 
 
-def generate_keypair(bits: int = DEFAULT_KEY_BITS, allow_test_keys: bool = False
-                     ) -> tuple[PublicKey, PrivateKey]:
+def generate_keypair(
+    bits: int = DEFAULT_KEY_BITS, allow_test_keys: bool = False
+) -> tuple[PublicKey, PrivateKey]:
     check_key_bits(bits, allow_test_keys)
     return paillier.generate_paillier_keypair(n_length=bits)
 
@@ -99,8 +100,9 @@ def ciphertexts_to_bytes(ciphertexts: Sequence[int], public_key: PublicKey) -> b
     return b"".join(int(c).to_bytes(width, "big") for c in ciphertexts)
 
 
-def ciphertexts_from_bytes(data: bytes, public_key: PublicKey, expected: int | None = None
-                           ) -> list[gmpy2.mpz]:
+def ciphertexts_from_bytes(
+    data: bytes, public_key: PublicKey, expected: int | None = None
+) -> list[gmpy2.mpz]:
     """Parse and check ciphertexts: each in (0, n^2) and coprime with n (else it is not a
     Paillier ciphertext and could leak through decryption)."""
     width = ciphertext_bytes(public_key)
@@ -114,7 +116,7 @@ def ciphertexts_from_bytes(data: bytes, public_key: PublicKey, expected: int | N
     n, nsquare = mpz(public_key.n), mpz(public_key.nsquare)
     out = []
     for i in range(count):
-        c = mpz(int.from_bytes(data[i * width:(i + 1) * width], "big"))
+        c = mpz(int.from_bytes(data[i * width : (i + 1) * width], "big"))
         if not 0 < c < nsquare or gmpy2.gcd(c, n) != 1:
             raise InvalidCiphertext(f"ciphertext {i} is not in Z*_(n^2) of the key it claims")
         out.append(c)
@@ -199,8 +201,9 @@ def decrypt(private_key: PrivateKey, ciphertext: int) -> int:
 # -- homomorphic operations ----------------------------------------------------------------
 
 
-def add_plain(ciphertexts: Sequence[gmpy2.mpz], values: Sequence[int], public_key: PublicKey
-              ) -> list[gmpy2.mpz]:
+def add_plain(
+    ciphertexts: Sequence[gmpy2.mpz], values: Sequence[int], public_key: PublicKey
+) -> list[gmpy2.mpz]:
     """[[a_i]] -> [[a_i + v_i]] (g = n + 1, so g^v = 1 + v n mod n^2)."""
     n, nsquare = mpz(public_key.n), mpz(public_key.nsquare)
     return [c * (1 + (v % n) * n) % nsquare for c, v in zip(ciphertexts, values, strict=True)]
@@ -212,8 +215,7 @@ def _window_for(terms: int) -> int:
     return max(2, min(10, terms.bit_length() - 3))
 
 
-def multiexp(bases: Sequence[gmpy2.mpz], exponents: Sequence[int], modulus: gmpy2.mpz
-             ) -> gmpy2.mpz:
+def multiexp(bases: Sequence[gmpy2.mpz], exponents: Sequence[int], modulus: gmpy2.mpz) -> gmpy2.mpz:
     """prod bases[i]^exponents[i] mod modulus, exponents >= 0, by the bucket method."""
     pairs = [(b, e) for b, e in zip(bases, exponents, strict=True) if e]
     if not pairs:
@@ -245,8 +247,9 @@ def multiexp(bases: Sequence[gmpy2.mpz], exponents: Sequence[int], modulus: gmpy
     return mpz(1) if result is None else result
 
 
-def inner_product(ciphertexts: Sequence[gmpy2.mpz], scalars: Sequence[int],
-                  public_key: PublicKey) -> gmpy2.mpz:
+def inner_product(
+    ciphertexts: Sequence[gmpy2.mpz], scalars: Sequence[int], public_key: PublicKey
+) -> gmpy2.mpz:
     """[[sum_i a_i v_i]] from [[v_i]] and signed integers a_i."""
     nsquare = mpz(public_key.nsquare)
     pos_b, pos_e, neg_b, neg_e = [], [], [], []
@@ -263,12 +266,14 @@ def inner_product(ciphertexts: Sequence[gmpy2.mpz], scalars: Sequence[int],
     return result
 
 
-def inner_products(ciphertexts: Sequence[gmpy2.mpz], matrix: np.ndarray, public_key: PublicKey
-                   ) -> list[gmpy2.mpz]:
+def inner_products(
+    ciphertexts: Sequence[gmpy2.mpz], matrix: np.ndarray, public_key: PublicKey
+) -> list[gmpy2.mpz]:
     """[[A^T v]] for an integer matrix A (rows x columns) and [[v]] (rows)."""
     columns = np.asarray(matrix, dtype=object)
-    return [inner_product(ciphertexts, list(columns[:, j]), public_key)
-            for j in range(columns.shape[1])]
+    return [
+        inner_product(ciphertexts, list(columns[:, j]), public_key) for j in range(columns.shape[1])
+    ]
 
 
 # -- masked, packed values for the other party to decrypt --------------------------------
@@ -307,8 +312,9 @@ class MaskedPacking:
     masks: list[int]
 
 
-def pack_masked(values: Sequence[gmpy2.mpz], layout: SlotLayout, peer_key: PublicKey
-                ) -> tuple[list[gmpy2.mpz], MaskedPacking]:
+def pack_masked(
+    values: Sequence[gmpy2.mpz], layout: SlotLayout, peer_key: PublicKey
+) -> tuple[list[gmpy2.mpz], MaskedPacking]:
     """[[v_0]], ..., [[v_k]] under the peer's key -> few ciphertexts of masked slots, each
     re-randomised by a fresh encryption of its masks. Returns them and the masks."""
     nsquare = mpz(peer_key.nsquare)
@@ -318,19 +324,20 @@ def pack_masked(values: Sequence[gmpy2.mpz], layout: SlotLayout, peer_key: Publi
     masks = [secrets.randbits(layout.value_bits + STATISTICAL_SECURITY) for _ in values]
     out = []
     for start in range(0, len(values), per):
-        group = values[start:start + per]
+        group = values[start : start + per]
         acc = group[-1]
         for c in reversed(group[:-1]):  # Horner: acc = acc^(2^s) * c
             acc = gmpy2.powmod(acc, mpz(1) << s, nsquare) * c % nsquare
         plain_masks = 0
-        for j, r in enumerate(masks[start:start + per]):
+        for j, r in enumerate(masks[start : start + per]):
             plain_masks |= (offset + r) << (s * j)
         out.append(acc * encrypt_for_peer(peer_key, plain_masks) % nsquare)
     return out, MaskedPacking(layout, masks)
 
 
-def decrypt_packed(ciphertexts: Sequence[gmpy2.mpz], private_key: PrivateKey,
-                   layout: SlotLayout, slots: int) -> list[int]:
+def decrypt_packed(
+    ciphertexts: Sequence[gmpy2.mpz], private_key: PrivateKey, layout: SlotLayout, slots: int
+) -> list[int]:
     """The decrypting side: plaintexts of packed masked slots, each checked to fit."""
     per = layout.slots_per_plaintext
     if len(ciphertexts) != layout.plaintexts_for(slots):
@@ -380,7 +387,7 @@ def plaintexts_from_bytes(data: bytes, public_key: PublicKey, expected: int) -> 
     width = (public_key.n.bit_length() + 7) // 8
     if len(data) != width * expected:
         raise ProtocolViolation(f"expected {expected} plaintexts of {width} bytes")
-    values = [int.from_bytes(data[i * width:(i + 1) * width], "big") for i in range(expected)]
+    values = [int.from_bytes(data[i * width : (i + 1) * width], "big") for i in range(expected)]
     if any(v >= public_key.n for v in values):
         raise ProtocolViolation("a returned plaintext is not below n")
     return values

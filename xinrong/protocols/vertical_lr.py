@@ -76,8 +76,9 @@ class TrainingPlan:
         return split_rows(self.rows, self.validation_fraction, self.seed)
 
 
-def check_plan(plan: TrainingPlan, limits: TrainingLimits, bureau_columns: int | None = None
-               ) -> None:
+def check_plan(
+    plan: TrainingPlan, limits: TrainingLimits, bureau_columns: int | None = None
+) -> None:
     """The checks both parties make before a byte of data is touched."""
     if not 0 < plan.rows <= MAX_ROWS:
         raise PolicyViolation(f"{plan.rows} rows: a training set has 1 to {MAX_ROWS} rows")
@@ -198,8 +199,13 @@ class BureauTrainer:
     """The bureau's side of one training job: its features (rows in the PSI order, already
     preprocessed), its own key and weights."""
 
-    def __init__(self, plan: TrainingPlan, features: np.ndarray, private_key: he.PrivateKey,
-                 limits: TrainingLimits = TrainingLimits()) -> None:
+    def __init__(
+        self,
+        plan: TrainingPlan,
+        features: np.ndarray,
+        private_key: he.PrivateKey,
+        limits: TrainingLimits = TrainingLimits(),
+    ) -> None:
         if features.shape[0] != plan.rows:
             raise ProtocolViolation(
                 f"the plan names {plan.rows} rows; the PSI session has {features.shape[0]}"
@@ -236,8 +242,7 @@ class BureauTrainer:
             raise WrongStage(f"scores for {step} asked while the job is {self.stage.value}")
         _check_step(step, self._next_step(), "a scores request")
         rows = self._batches[step.batch] if step.batch != VALIDATION else self.validation_rows
-        weights = self.optimizer.weights if step.batch != VALIDATION else self.snapshots[
-            step.epoch]
+        weights = self.optimizer.weights if step.batch != VALIDATION else self.snapshots[step.epoch]
         fixed = he.encode(_scores(self.x[rows], weights), SCALE_BITS)
         ciphertexts = self.encryptor.encrypt(fixed)
         square = self.encryptor.encrypt([sum(v * v for v in fixed)])
@@ -263,8 +268,7 @@ class BureauTrainer:
         self.counts["inner_product_terms"] += len(d4) * self.x.shape[1]
         packed, self._packing = he.pack_masked(products, _layout(self.bank_key), self.bank_key)
         self._gradient_sent = True
-        return MaskedValues(msg.step, len(products),
-                            he.ciphertexts_to_bytes(packed, self.bank_key))
+        return MaskedValues(msg.step, len(products), he.ciphertexts_to_bytes(packed, self.bank_key))
 
     def decrypt(self, msg: MaskedValues) -> DecryptedValues:
         """Decrypt the bank's masked values: once per step, exactly the expected count."""
@@ -277,7 +281,8 @@ class BureauTrainer:
         own = self.private_key.public_key
         layout = _layout(own)
         ciphertexts = he.ciphertexts_from_bytes(
-            msg.ciphertexts, own, layout.plaintexts_for(expected))
+            msg.ciphertexts, own, layout.plaintexts_for(expected)
+        )
         plaintexts = he.decrypt_packed(ciphertexts, self.private_key, layout, expected)
         self.counts["decryptions"] += len(plaintexts)
         self._decrypted = True
@@ -287,13 +292,18 @@ class BureauTrainer:
 
     def update(self, msg: DecryptedValues) -> None:
         """Unmask the own gradient and take the optimiser step."""
-        if (self.stage is not BureauStage.SCORED or not self._gradient_sent
-                or self._packing is None or not self._decrypted):
+        if (
+            self.stage is not BureauStage.SCORED
+            or not self._gradient_sent
+            or self._packing is None
+            or not self._decrypted
+        ):
             raise WrongStage(f"an update for {msg.step} is not expected now")
         _check_step(msg.step, self._step, "the decrypted gradient")
         count = len(self._packing.masks)
         plain = he.plaintexts_from_bytes(
-            msg.plaintexts, self.bank_key, self._packing.layout.plaintexts_for(count))
+            msg.plaintexts, self.bank_key, self._packing.layout.plaintexts_for(count)
+        )
         values = np.array(he.unpack_masked(plain, self._packing), dtype=np.float64)
         self._packing = None
         gradient = values / float(1 << (2 * SCALE_BITS)) / (4.0 * len(self._rows))
@@ -313,8 +323,9 @@ class BureauTrainer:
     def _advance(self) -> None:
         self._epoch += 1
         self._batch = 0
-        self._batches = epoch_batches(self.train_rows, self.plan.batch_size, self.plan.seed,
-                                      self._epoch)
+        self._batches = epoch_batches(
+            self.train_rows, self.plan.batch_size, self.plan.seed, self._epoch
+        )
         self.stage = BureauStage.READY
 
     def finish(self, epoch: int) -> tuple[np.ndarray, TrainingFinished]:
@@ -360,9 +371,15 @@ class EarlyStopping:
 class BankTrainer:
     """The bank's side: its model columns (intercept first), labels, own key and weights."""
 
-    def __init__(self, plan: TrainingPlan, features: np.ndarray, labels: np.ndarray,
-                 private_key: he.PrivateKey, limits: TrainingLimits = TrainingLimits(),
-                 early_stopping: EarlyStopping | None = None) -> None:
+    def __init__(
+        self,
+        plan: TrainingPlan,
+        features: np.ndarray,
+        labels: np.ndarray,
+        private_key: he.PrivateKey,
+        limits: TrainingLimits = TrainingLimits(),
+        early_stopping: EarlyStopping | None = None,
+    ) -> None:
         if features.shape != (plan.rows, plan.bank_columns) or labels.shape != (plan.rows,):
             raise ValueError("features and labels do not match the plan")
         check_plan(plan, limits)
@@ -390,8 +407,7 @@ class BankTrainer:
             raise ProtocolViolation("the bureau accepted another job")
         if not 1 <= msg.bureau_columns <= 10_000:
             raise ProtocolViolation(f"the bureau announced {msg.bureau_columns} model columns")
-        self.bureau_key = he.public_key_from_n(msg.bureau_public_key.n,
-                                               self.limits.allow_test_keys)
+        self.bureau_key = he.public_key_from_n(msg.bureau_public_key.n, self.limits.allow_test_keys)
         self.bureau_columns = msg.bureau_columns
         check_plan(self.plan, self.limits, msg.bureau_columns)
 
@@ -406,25 +422,30 @@ class BankTrainer:
         ciphertexts = self.encryptor.encrypt(he.encode(self._e4, SCALE_BITS))
         self.counts["encryptions"] += len(rows)
         return EncryptedResiduals(
-            step, he.ciphertexts_to_bytes(ciphertexts, self.private_key.public_key))
+            step, he.ciphertexts_to_bytes(ciphertexts, self.private_key.public_key)
+        )
 
-    def _cross_terms(self, msg: EncryptedScores, rows: np.ndarray, u: np.ndarray,
-                     columns: np.ndarray | None) -> MaskedValues:
+    def _cross_terms(
+        self, msg: EncryptedScores, rows: np.ndarray, u: np.ndarray, columns: np.ndarray | None
+    ) -> MaskedValues:
         assert self.bureau_key is not None
         scores = he.ciphertexts_from_bytes(msg.scores, self.bureau_key, len(rows))
         (square,) = he.ciphertexts_from_bytes(msg.square_sum, self.bureau_key, 1)
         y_signed = 2.0 * self.y[rows] - 1.0
         # 8 x the loss cross term: sum (-4y' + 2u_A) u_B + sum u_B^2
         loss_coefficients = _fixed_matrix((-4.0 * y_signed + 2.0 * u)[:, None])
-        matrix = (loss_coefficients if columns is None
-                  else np.hstack([_fixed_matrix(columns), loss_coefficients]))
+        matrix = (
+            loss_coefficients
+            if columns is None
+            else np.hstack([_fixed_matrix(columns), loss_coefficients])
+        )
         products = he.inner_products(scores, matrix, self.bureau_key)
         self.counts["inner_product_terms"] += len(rows) * matrix.shape[1]
         products[-1] = products[-1] * square % self.bureau_key.nsquare
-        packed, self._packing = he.pack_masked(products, _layout(self.bureau_key),
-                                               self.bureau_key)
-        return MaskedValues(msg.step, len(products),
-                            he.ciphertexts_to_bytes(packed, self.bureau_key))
+        packed, self._packing = he.pack_masked(products, _layout(self.bureau_key), self.bureau_key)
+        return MaskedValues(
+            msg.step, len(products), he.ciphertexts_to_bytes(packed, self.bureau_key)
+        )
 
     def masked_gradient(self, msg: EncryptedScores) -> MaskedValues:
         """X_A^T [[u_B]] and the loss cross term, masked and packed for the bureau."""
@@ -436,11 +457,13 @@ class BankTrainer:
         _check_step(msg.step, self._step, "values to decrypt")
         if msg.count != self.bureau_columns:
             raise ProtocolViolation(
-                f"expected {self.bureau_columns} values to decrypt, got {msg.count}")
+                f"expected {self.bureau_columns} values to decrypt, got {msg.count}"
+            )
         own = self.private_key.public_key
         layout = _layout(own)
         ciphertexts = he.ciphertexts_from_bytes(
-            msg.ciphertexts, own, layout.plaintexts_for(msg.count))
+            msg.ciphertexts, own, layout.plaintexts_for(msg.count)
+        )
         plaintexts = he.decrypt_packed(ciphertexts, self.private_key, layout, msg.count)
         self.counts["decryptions"] += len(plaintexts)
         return DecryptedValues(msg.step, he.plaintexts_to_bytes(plaintexts, own))
@@ -450,7 +473,8 @@ class BankTrainer:
         _check_step(msg.step, self._step, "decrypted values")
         count = len(self._packing.masks)
         plain = he.plaintexts_from_bytes(
-            msg.plaintexts, self.bureau_key, self._packing.layout.plaintexts_for(count))
+            msg.plaintexts, self.bureau_key, self._packing.layout.plaintexts_for(count)
+        )
         values = np.array(he.unpack_masked(plain, self._packing), dtype=np.float64)
         self._packing = None
         return values / float(1 << (2 * SCALE_BITS))
@@ -504,8 +528,12 @@ class TrainingResult:
     weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def drive_training(bank: BankTrainer, peer: TrainingPeer, on_batch: OnBatch | None = None,
-                   clock: Callable[[], float] | None = None) -> TrainingResult:
+def drive_training(
+    bank: BankTrainer,
+    peer: TrainingPeer,
+    on_batch: OnBatch | None = None,
+    clock: Callable[[], float] | None = None,
+) -> TrainingResult:
     """The bank's schedule: epochs of batches, a validation step after each epoch, early
     stopping on the validation loss (the training loss without a validation split). Each
     party's heavy step overlaps the other's."""
@@ -527,8 +555,10 @@ def drive_training(bank: BankTrainer, peer: TrainingPeer, on_batch: OnBatch | No
             masked = bank.masked_gradient(scores)  # while the bureau computes its gradient
             decrypted_f = peer.decrypt(masked)
             bureau_masked = gradient_f.result()
-            update_f = peer.update(bank.decrypt(bureau_masked))
-            losses.append(bank.update(decrypted_f.result(), epoch))
+            for_bureau = bank.decrypt(bureau_masked)
+            own = decrypted_f.result()  # the bureau decrypts once per step, before it steps
+            update_f = peer.update(for_bureau)
+            losses.append(bank.update(own, epoch))
             weights_of.append(len(rows))
             update_f.result()
             if on_batch:
@@ -540,9 +570,9 @@ def drive_training(bank: BankTrainer, peer: TrainingPeer, on_batch: OnBatch | No
             step = Step(job, epoch, VALIDATION)
             scores = peer.scores(step).result()
             validation_loss = bank.validation_loss(
-                peer.decrypt(bank.validation_request(scores)).result())
-        history.append(EpochRecord(epoch, train_loss, validation_loss,
-                                   round(clock() - started, 3)))
+                peer.decrypt(bank.validation_request(scores)).result()
+            )
+        history.append(EpochRecord(epoch, train_loss, validation_loss, round(clock() - started, 3)))
         monitored = train_loss if validation_loss is None else validation_loss
         if bank.early_stopping.observe(epoch, monitored):
             break

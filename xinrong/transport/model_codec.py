@@ -39,12 +39,24 @@ def step_from_proto(msg: pb.Step) -> vlr.Step:
 def plan_to_proto(plan: vlr.TrainingPlan) -> pb.TrainingPlan:
     o = plan.optimizer
     return pb.TrainingPlan(
-        job_id=plan.job_id, psi_session_id=plan.psi_session_id, rows=plan.rows,
-        bank_columns=plan.bank_columns, validation_fraction=plan.validation_fraction,
-        seed=plan.seed, batch_size=plan.batch_size, max_epochs=plan.max_epochs,
+        job_id=plan.job_id,
+        psi_session_id=plan.psi_session_id,
+        rows=plan.rows,
+        bank_columns=plan.bank_columns,
+        validation_fraction=plan.validation_fraction,
+        seed=plan.seed,
+        batch_size=plan.batch_size,
+        max_epochs=plan.max_epochs,
         optimizer=pb.OptimizerSettings(
-            name=o.name, learning_rate=o.learning_rate, momentum=o.momentum, beta1=o.beta1,
-            beta2=o.beta2, epsilon=o.epsilon, decay=o.decay, penalty=o.penalty, alpha=o.alpha,
+            name=o.name,
+            learning_rate=o.learning_rate,
+            momentum=o.momentum,
+            beta1=o.beta1,
+            beta2=o.beta2,
+            epsilon=o.epsilon,
+            decay=o.decay,
+            penalty=o.penalty,
+            alpha=o.alpha,
         ),
         bureau_features=list(plan.bureau_features),
         bank_public_key=key_to_bytes(plan.bank_public_key),
@@ -56,12 +68,24 @@ def plan_from_proto(msg: pb.TrainingPlan, allow_test_keys: bool) -> vlr.Training
         raise ProtocolViolation("the training plan has no optimizer settings")
     o = msg.optimizer
     return vlr.TrainingPlan(
-        job_id=msg.job_id, psi_session_id=msg.psi_session_id, rows=msg.rows,
-        bank_columns=msg.bank_columns, validation_fraction=msg.validation_fraction,
-        seed=msg.seed, batch_size=msg.batch_size, max_epochs=msg.max_epochs,
+        job_id=msg.job_id,
+        psi_session_id=msg.psi_session_id,
+        rows=msg.rows,
+        bank_columns=msg.bank_columns,
+        validation_fraction=msg.validation_fraction,
+        seed=msg.seed,
+        batch_size=msg.batch_size,
+        max_epochs=msg.max_epochs,
         optimizer=OptimizerConfig(
-            name=o.name, learning_rate=o.learning_rate, momentum=o.momentum, beta1=o.beta1,
-            beta2=o.beta2, epsilon=o.epsilon, decay=o.decay, penalty=o.penalty, alpha=o.alpha,
+            name=o.name,
+            learning_rate=o.learning_rate,
+            momentum=o.momentum,
+            beta1=o.beta1,
+            beta2=o.beta2,
+            epsilon=o.epsilon,
+            decay=o.decay,
+            penalty=o.penalty,
+            alpha=o.alpha,
         ),
         bureau_features=tuple(msg.bureau_features),
         bank_public_key=key_from_bytes(msg.bank_public_key, allow_test_keys),
@@ -69,14 +93,17 @@ def plan_from_proto(msg: pb.TrainingPlan, allow_test_keys: bool) -> vlr.Training
 
 
 def accepted_to_proto(msg: vlr.TrainingAccepted) -> pb.TrainingAccepted:
-    return pb.TrainingAccepted(job_id=msg.job_id,
-                               bureau_public_key=key_to_bytes(msg.bureau_public_key),
-                               bureau_columns=msg.bureau_columns)
+    return pb.TrainingAccepted(
+        job_id=msg.job_id,
+        bureau_public_key=key_to_bytes(msg.bureau_public_key),
+        bureau_columns=msg.bureau_columns,
+    )
 
 
 def accepted_from_proto(msg: pb.TrainingAccepted, allow_test_keys: bool) -> vlr.TrainingAccepted:
-    return vlr.TrainingAccepted(msg.job_id, key_from_bytes(msg.bureau_public_key,
-                                                           allow_test_keys), msg.bureau_columns)
+    return vlr.TrainingAccepted(
+        msg.job_id, key_from_bytes(msg.bureau_public_key, allow_test_keys), msg.bureau_columns
+    )
 
 
 def scores_to_proto(msg: vlr.EncryptedScores, width: int) -> Iterator[pb.EncryptedScores]:
@@ -85,14 +112,17 @@ def scores_to_proto(msg: vlr.EncryptedScores, width: int) -> Iterator[pb.Encrypt
     chunk = SCORES_PER_CHUNK * width
     for offset in range(0, max(len(msg.scores), 1), chunk):
         yield pb.EncryptedScores(
-            step=step, offset=offset // width, total=total,
-            scores=msg.scores[offset:offset + chunk],
+            step=step,
+            offset=offset // width,
+            total=total,
+            scores=msg.scores[offset : offset + chunk],
             square_sum=msg.square_sum if offset == 0 else b"",
         )
 
 
-def scores_from_proto(chunks: Iterable[pb.EncryptedScores], width: int, max_total: int
-                      ) -> vlr.EncryptedScores:
+def scores_from_proto(
+    chunks: Iterable[pb.EncryptedScores], width: int, max_total: int
+) -> vlr.EncryptedScores:
     parts: list[bytes] = []
     step = None
     square = b""
@@ -124,8 +154,9 @@ def residuals_from_proto(msg: pb.EncryptedResiduals) -> vlr.EncryptedResiduals:
 
 
 def masked_to_proto(msg: vlr.MaskedValues) -> pb.MaskedValues:
-    return pb.MaskedValues(step=step_to_proto(msg.step), count=msg.count,
-                           ciphertexts=msg.ciphertexts)
+    return pb.MaskedValues(
+        step=step_to_proto(msg.step), count=msg.count, ciphertexts=msg.ciphertexts
+    )
 
 
 def masked_from_proto(msg: pb.MaskedValues) -> vlr.MaskedValues:

@@ -1,0 +1,204 @@
+"""The vectorised Paillier layer against phe (known answers both ways), and the checks
+on everything received from the other party."""
+
+from __future__ import annotations
+
+import gmpy2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from phe import paillier
+
+from xinrong.protocols import paillier as he
+from xinrong.protocols.errors import InvalidCiphertext, ProtocolViolation
+
+
+@pytest.fixture(scope="module")
+def keys():
+    pub, priv = paillier.generate_paillier_keypair(n_length=512)
+    return pub, priv, he.OwnerEncryptor(priv)
+
+
+@pytest.fixture(scope="module")
+def full_keys():
+    pub, priv = he.generate_keypair(2048)
+    return pub, priv, he.OwnerEncryptor(priv)
+
+
+signed = st.integers(min_value=-(2**100), max_value=2**100)
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=st.lists(signed, min_size=1, max_size=8))
+def test_phe_decrypts_what_the_owner_encrypts(keys, values):
+    pub, priv, enc = keys
+    for value, c in zip(values, enc.encrypt(values), strict=True):
+        assert priv.decrypt(paillier.EncryptedNumber(pub, int(c), 0)) == value
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(st.one_of(signed, st.floats(-1e6, 1e6)), min_size=1, max_size=6),
+    precision_bits=st.integers(0, 30),
+)
+def test_phe_ciphertexts_decrypt_here(keys, values, precision_bits):
+    pub, priv, _ = keys
+    for value in values:
+        encrypted = pub.encrypt(
+            value, precision=2.0**-precision_bits if isinstance(value, float) else None
+        )
+        plain = he.from_residue(he.decrypt(priv, encrypted.ciphertext()), pub.n)
+        assert plain * pow(float(paillier.EncodedNumber.BASE), encrypted.exponent) == pytest.approx(
+            value, rel=1e-9, abs=2.0**-precision_bits
+        )
+
+
+def test_full_size_keys_interoperate(full_keys):
+    pub, priv, enc = full_keys
+    c = enc.encrypt([-123456789])[0]
+    assert priv.decrypt(paillier.EncryptedNumber(pub, int(c), 0)) == -123456789
+    assert he.from_residue(he.decrypt(priv, pub.encrypt(-42).ciphertext()), pub.n) == -42
+    assert he.ciphertext_bytes(pub) == 512
+
+
+def test_owner_encryption_is_randomised(keys):
+    _, _, enc = keys
+    a, b = enc.encrypt([7, 7])
+    assert a != b
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    data=st.lists(
+        st.tuples(st.integers(-(2**40), 2**40), st.integers(-(2**24), 2**24)),
+        min_size=0,
+        max_size=40,
+    )
+)
+def test_inner_product_matches_phe(keys, data):
+    pub, priv, enc = keys
+    values = [v for v, _ in data]
+    scalars = [a for _, a in data]
+    ciphertexts = enc.encrypt(values)
+    ours = he.inner_product(ciphertexts, scalars, pub)
+    expected = sum(v * a for v, a in data)
+    assert he.from_residue(he.decrypt(priv, ours), pub.n) == expected
+    if data:  # and the same through phe's own arithmetic
+        total = sum(
+            (
+                paillier.EncryptedNumber(pub, int(c), 0) * a
+                for c, a in zip(ciphertexts, scalars, strict=True)
+            ),
+            paillier.EncryptedNumber(pub, 1, 0),
+        )
+        assert priv.decrypt(total) == expected
+
+
+@settings(max_examples=30, deadline=None)
+@given(pairs=st.lists(st.tuples(st.integers(1, 2**200), st.integers(0, 2**30)), max_size=60))
+def test_multiexp_equals_one_pow_per_term(pairs):
+    modulus = gmpy2.mpz(2**255 - 19)
+    bases = [gmpy2.mpz(b) for b, _ in pairs]
+    exponents = [e for _, e in pairs]
+    expected = gmpy2.mpz(1)
+    for b, e in zip(bases, exponents, strict=True):
+        expected = expected * gmpy2.powmod(b, e, modulus) % modulus
+    assert he.multiexp(bases, exponents, modulus) == expected
+
+
+def test_inner_products_of_a_matrix(keys):
+    pub, priv, enc = keys
+    rng = np.random.default_rng(1)
+    v = rng.integers(-1000, 1000, size=30)
+    matrix = rng.integers(-(2**20), 2**20, size=(30, 4))
+    out = he.inner_products(enc.encrypt(v.tolist()), matrix, pub)
+    got = [he.from_residue(he.decrypt(priv, c), pub.n) for c in out]
+    assert got == [int(x) for x in (matrix.astype(object).T @ v.astype(object))]
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=st.lists(st.integers(-(2**79) + 1, 2**79 - 1), min_size=1, max_size=12))
+def test_masked_packing_round_trip(keys, values):
+    pub, priv, enc = keys
+    layout = he.SlotLayout(80, pub.n.bit_length())
+    packed, packing = he.pack_masked(enc.encrypt(values), layout, pub)
+    assert len(packed) == layout.plaintexts_for(len(values))
+    plaintexts = he.decrypt_packed(packed, priv, layout, len(values))
+    assert he.unpack_masked(plaintexts, packing) == values
+    # what the decrypting party sees: every slot is hidden by a mask of 120 bits
+    s, per = layout.slot_bits, layout.slots_per_plaintext
+    for k, value in enumerate(values):
+        slot = (plaintexts[k // per] >> (s * (k % per))) & ((1 << s) - 1)
+        assert slot - (1 << 80) != value
+
+
+def test_packing_fills_a_2048_bit_plaintext(full_keys):
+    pub, _, _ = full_keys
+    layout = he.SlotLayout(80, pub.n.bit_length())
+    assert layout.slot_bits == 122 and layout.slots_per_plaintext == 16
+
+
+def test_unpacking_refuses_values_beyond_their_bound(keys):
+    pub, priv, enc = keys
+    layout = he.SlotLayout(40, pub.n.bit_length())
+    packed, packing = he.pack_masked(enc.encrypt([2**41]), layout, pub)
+    plaintexts = he.decrypt_packed(packed, priv, layout, 1)
+    with pytest.raises(ProtocolViolation, match="outside its bound"):
+        he.unpack_masked(plaintexts, packing)
+
+
+def test_decrypting_side_refuses_oversized_packed_values(keys):
+    pub, priv, enc = keys
+    layout = he.SlotLayout(40, pub.n.bit_length())
+    c = enc.encrypt([1 << (layout.slot_bits + 3)])
+    with pytest.raises(ProtocolViolation, match="larger than its slots"):
+        he.decrypt_packed(c, priv, layout, 1)
+    with pytest.raises(ProtocolViolation, match="expected 1 packed"):
+        he.decrypt_packed(c + c, priv, layout, 1)
+
+
+def test_received_ciphertexts_are_checked(keys):
+    pub, priv, enc = keys
+    width = he.ciphertext_bytes(pub)
+    good = he.ciphertexts_to_bytes(enc.encrypt([1, 2]), pub)
+    assert len(he.ciphertexts_from_bytes(good, pub, 2)) == 2
+    with pytest.raises(InvalidCiphertext, match="expected 3"):
+        he.ciphertexts_from_bytes(good, pub, 3)
+    with pytest.raises(InvalidCiphertext, match="whole number"):
+        he.ciphertexts_from_bytes(good[:-1], pub)
+    for bad in (0, pub.nsquare, pub.nsquare + 5, priv.p * 12345):
+        data = (bad % (1 << (8 * width))).to_bytes(width, "big")
+        with pytest.raises(InvalidCiphertext, match="Z\\*"):
+            he.ciphertexts_from_bytes(data, pub)
+
+
+def test_key_sizes_and_moduli_are_checked(keys):
+    pub, _, _ = keys
+    with pytest.raises(ProtocolViolation, match="test flag"):
+        he.check_key_bits(1024)
+    he.check_key_bits(1024, allow_test_keys=True)
+    with pytest.raises(ProtocolViolation, match="not allowed"):
+        he.check_key_bits(8192, allow_test_keys=True)
+    assert he.public_key_from_n(pub.n, allow_test_keys=True).n == pub.n
+    with pytest.raises(ProtocolViolation):
+        he.public_key_from_n(pub.n, allow_test_keys=False)
+    with pytest.raises(ProtocolViolation, match="RSA modulus"):
+        he.public_key_from_n(pub.n + 1, allow_test_keys=True)
+    prime = int(gmpy2.next_prime(gmpy2.mpz(2) ** 511))
+    with pytest.raises(ProtocolViolation, match="RSA modulus"):
+        he.public_key_from_n(prime, allow_test_keys=True)
+
+
+@settings(max_examples=50, deadline=None)
+@given(values=st.lists(st.floats(-1e4, 1e4), max_size=20), scale=st.integers(0, 24))
+def test_fixed_point_encoding_is_within_half_a_step(values, scale):
+    encoded = he.encode(np.array(values), scale)
+    for v, e in zip(values, encoded, strict=True):
+        assert abs(e / 2**scale - v) <= 2.0 ** -(scale + 1) + 1e-9
+
+
+def test_signed_residues_round_trip():
+    n = 1009 * 1013
+    for v in (-500000, -1, 0, 1, 500000):
+        assert he.from_residue(he.to_residue(v, n), n) == v

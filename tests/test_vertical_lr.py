@@ -1,0 +1,323 @@
+"""The training protocol with both parties in one process, no transport: it computes what
+plaintext Taylor-loss training computes, each side's trace holds nothing of the other's
+data, and the bureau refuses steps out of order, repeated decryptions and small batches."""
+
+from __future__ import annotations
+
+import struct
+from concurrent.futures import Future
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xinrong.protocols import paillier as he
+from xinrong.protocols import vertical_lr as vlr
+from xinrong.protocols.errors import PolicyViolation, ProtocolViolation, WrongStage
+from xinrong.protocols.features import VALUE_BOUND, FeatureRecipe
+from xinrong.protocols.optim import Optimizer, OptimizerConfig, epoch_batches, split_rows
+from xinrong.transport import model_codec as codec
+
+LIMITS = vlr.TrainingLimits(allow_test_keys=True, min_batch_size=32)
+
+
+def _done(value):
+    future = Future()
+    future.set_result(value)
+    return future
+
+
+class RecordingPeer:
+    """The bureau in-process; every message crossing is kept as its protobuf bytes."""
+
+    def __init__(self, bureau: vlr.BureauTrainer) -> None:
+        self.bureau = bureau
+        self.to_bureau: list[bytes] = []
+        self.to_bank: list[bytes] = []
+        self.width = he.ciphertext_bytes(bureau.private_key.public_key)
+
+    def scores(self, step):
+        self.to_bureau.append(codec.step_to_proto(step).SerializeToString())
+        msg = self.bureau.scores(step)
+        self.to_bank += [c.SerializeToString() for c in codec.scores_to_proto(msg, self.width)]
+        return _done(msg)
+
+    def gradient(self, msg):
+        self.to_bureau.append(codec.residuals_to_proto(msg).SerializeToString())
+        out = self.bureau.gradient(msg)
+        self.to_bank.append(codec.masked_to_proto(out).SerializeToString())
+        return _done(out)
+
+    def decrypt(self, msg):
+        self.to_bureau.append(codec.masked_to_proto(msg).SerializeToString())
+        out = self.bureau.decrypt(msg)
+        self.to_bank.append(codec.decrypted_to_proto(out).SerializeToString())
+        return _done(out)
+
+    def update(self, msg):
+        self.to_bureau.append(codec.decrypted_to_proto(msg).SerializeToString())
+        self.bureau.update(msg)
+        return _done(None)
+
+
+def _data(rows=400, seed=0):
+    rng = np.random.default_rng(seed)
+    xa = rng.normal(size=(rows, 3))
+    xb = rng.normal(size=(rows, 4))
+    z = xa @ [0.8, -0.5, 0.3] + xb @ [1.0, 0.0, -0.7, 0.4] - 0.5
+    y = (rng.random(rows) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    return np.hstack([np.ones((rows, 1)), xa]), xb, y
+
+
+@pytest.fixture(scope="module")
+def bank_keys():
+    return he.generate_keypair(768, allow_test_keys=True)
+
+
+@pytest.fixture(scope="module")
+def bureau_keys():
+    return he.generate_keypair(768, allow_test_keys=True)
+
+
+def _pair(bank_keys, bureau_keys, xa, xb, y, **plan_changes):
+    plan = vlr.TrainingPlan(
+        "a" * 32, "s" * 32, len(y), xa.shape[1], 0.2, 11, 64, 4, OptimizerConfig(), (), bank_keys[0]
+    )
+    plan = replace(plan, **plan_changes)
+    bureau = vlr.BureauTrainer(plan, xb, bureau_keys[1], LIMITS)
+    bank = vlr.BankTrainer(plan, xa, y, bank_keys[1], LIMITS)
+    bank.accept(bureau.accepted())
+    return plan, bank, bureau
+
+
+def _plaintext_reference(plan, xa, xb, y):
+    """The same schedule and optimisers over plaintext: what the protocol must compute."""
+    train, validation = split_rows(plan.rows, plan.validation_fraction, plan.seed)
+    penalised = np.ones(xa.shape[1], dtype=bool)
+    penalised[0] = False
+    oa = Optimizer(plan.optimizer, xa.shape[1], penalised)
+    ob = Optimizer(plan.optimizer, xb.shape[1])
+    history = []
+    for epoch in range(plan.max_epochs):
+        for rows in epoch_batches(train, plan.batch_size, plan.seed, epoch):
+            d4 = 2 + xa[rows] @ oa.weights + xb[rows] @ ob.weights - 4 * y[rows]
+            oa.step(xa[rows].T @ d4 / (4 * len(rows)), epoch)
+            ob.step(xb[rows].T @ d4 / (4 * len(rows)), epoch)
+        z = xa[validation] @ oa.weights + xb[validation] @ ob.weights
+        ys = 2 * y[validation] - 1
+        history.append(float(np.mean(np.log(2) - 0.5 * ys * z + 0.125 * z * z)))
+    return oa.weights, ob.weights, history
+
+
+def test_encrypted_training_computes_the_plaintext_updates(bank_keys, bureau_keys):
+    xa, xb, y = _data()
+    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y)
+    bank.early_stopping = vlr.EarlyStopping(patience=99)
+    result = vlr.drive_training(bank, RecordingPeer(bureau))
+    wa, wb, losses = _plaintext_reference(plan, xa, xb, y)
+    assert result.best_epoch == plan.max_epochs - 1 or len(result.history) == plan.max_epochs
+    np.testing.assert_allclose(bank.snapshots[plan.max_epochs - 1], wa, atol=2e-3)
+    np.testing.assert_allclose(bureau.snapshots[plan.max_epochs - 1], wb, atol=2e-3)
+    got = [r.validation_loss for r in result.history]
+    np.testing.assert_allclose(got, losses, atol=1e-3)
+    # the joint model learned the planted signal
+    assert (
+        np.corrcoef(xb @ bureau.snapshots[plan.max_epochs - 1], xb @ [1, 0, -0.7, 0.4])[0, 1] > 0.9
+    )
+    assert bank.counts["encryptions"] > 0 and bureau.counts["decryptions"] > 0
+
+
+def _float_patterns(values):
+    out = set()
+    for v in np.ravel(values):
+        if abs(v) < 1e-6 or float(v).is_integer():
+            continue  # 0.0 and whole numbers are no evidence either way
+        out.add(struct.pack("<d", v))
+        out.add(struct.pack(">d", v))
+        fixed = int(round(v * 2**vlr.SCALE_BITS))
+        out.add(fixed.to_bytes(8, "big", signed=True))
+        out.add(fixed.to_bytes(8, "little", signed=True))
+    # a pattern of mostly zero bytes would match the zero padding of fixed-width fields
+    return {p for p in out if p.count(0) <= 3}
+
+
+def test_traces_hold_no_plaintext_of_the_other_party(bank_keys, bureau_keys):
+    xa, xb, y = _data(rows=300, seed=3)
+    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, max_epochs=2)
+    peer = RecordingPeer(bureau)
+    vlr.drive_training(bank, peer)
+    seen_by_bureau = b"".join(peer.to_bureau)
+    seen_by_bank = b"".join(peer.to_bank)
+    assert len(seen_by_bureau) > 10_000 and len(seen_by_bank) > 10_000
+    # the bureau's trace: no bank feature value, no label sequence
+    for pattern in _float_patterns(xa[:, 1:]):
+        assert pattern not in seen_by_bureau
+    for encoding in (np.int8, np.int64, np.float64):
+        for start in range(0, len(y) - 64, 64):
+            assert y[start : start + 64].astype(encoding).tobytes() not in seen_by_bureau
+    assert np.packbits(y).tobytes()[:16] not in seen_by_bureau
+    # the bank's trace: no bureau feature value, no bureau weight of any epoch
+    for pattern in _float_patterns(xb):
+        assert pattern not in seen_by_bank
+    for weights in bureau.snapshots.values():
+        for pattern in _float_patterns(weights):
+            assert pattern not in seen_by_bank
+
+
+def test_the_bureau_decrypts_once_per_step_and_in_order(bank_keys, bureau_keys):
+    xa, xb, y = _data()
+    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y)
+    rows = bank.batches(0)[0]
+    step = vlr.Step(plan.job_id, 0, 0)
+    with pytest.raises(WrongStage):
+        bureau.scores(vlr.Step(plan.job_id, 0, 1))  # not the next step
+    scores = bureau.scores(step)
+    with pytest.raises(WrongStage):
+        bureau.scores(step)  # twice
+    residuals = bank.residuals(step, rows)
+    masked = bank.masked_gradient(scores)
+    with pytest.raises(ProtocolViolation, match="expected 5 values"):
+        bureau.decrypt(replace(masked, count=3))
+    bureau.decrypt(masked)
+    with pytest.raises(WrongStage, match="decryption"):
+        bureau.decrypt(masked)  # a second decryption oracle call in one step
+    with pytest.raises(WrongStage):
+        bureau.update(vlr.DecryptedValues(step, b""))  # before its gradient was sent
+    bureau.gradient(residuals)
+    with pytest.raises(WrongStage):
+        bureau.gradient(residuals)
+
+
+def test_garbage_ciphertexts_are_refused(bank_keys, bureau_keys):
+    xa, xb, y = _data()
+    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y)
+    step = vlr.Step(plan.job_id, 0, 0)
+    bureau.scores(step)
+    rows = len(bank.batches(0)[0])
+    width = he.ciphertext_bytes(bank_keys[0])
+    with pytest.raises(ProtocolViolation):
+        bureau.gradient(vlr.EncryptedResiduals(step, b"\x00" * width * rows))
+    with pytest.raises(ProtocolViolation, match="expected"):
+        bureau.gradient(vlr.EncryptedResiduals(step, b"\x01" * width * (rows - 1)))
+
+
+def test_plans_below_the_floor_are_refused(bank_keys, bureau_keys):
+    xa, xb, y = _data()
+    with pytest.raises(PolicyViolation, match="batch size"):
+        _pair(bank_keys, bureau_keys, xa, xb, y, batch_size=8)
+    with pytest.raises(PolicyViolation, match="fewer than one batch"):
+        _pair(bank_keys, bureau_keys, xa, xb, y, batch_size=4000)
+    with pytest.raises(PolicyViolation, match="validation"):
+        _pair(
+            bank_keys, bureau_keys, xa[:120], xb[:120], y[:120], rows=120, validation_fraction=0.1
+        )
+    strict = vlr.TrainingLimits()
+    plan = vlr.TrainingPlan(
+        "a" * 32, "s", len(y), xa.shape[1], 0.2, 1, 64, 2, OptimizerConfig(), (), bank_keys[0]
+    )
+    with pytest.raises(ProtocolViolation, match="test flag"):
+        vlr.BureauTrainer(plan, xb, bureau_keys[1], strict)
+
+
+def test_without_validation_split_early_stopping_watches_training_loss(bank_keys, bureau_keys):
+    xa, xb, y = _data()
+    plan, bank, bureau = _pair(
+        bank_keys, bureau_keys, xa, xb, y, validation_fraction=0.0, max_epochs=3
+    )
+    result = vlr.drive_training(bank, RecordingPeer(bureau))
+    assert all(r.validation_loss is None for r in result.history)
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    weights, finished = bureau.finish(result.best_epoch)
+    assert finished.epoch == result.best_epoch and weights.shape == (4,)
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    stopper = vlr.EarlyStopping(patience=2, tolerance=0.0)
+    assert not stopper.observe(0, 1.0)
+    assert not stopper.observe(1, 0.5)
+    assert not stopper.observe(2, 0.6)
+    assert stopper.observe(3, 0.7)
+    assert stopper.best_epoch == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.integers(50, 3000),
+    fraction=st.sampled_from([0.0, 0.1, 0.2, 0.5]),
+    batch=st.integers(16, 512),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_schedule_covers_the_training_rows_once_per_epoch(rows, fraction, batch, seed):
+    train, validation = split_rows(rows, fraction, seed)
+    assert len(np.intersect1d(train, validation)) == 0
+    assert len(train) + len(validation) == rows
+    batches = epoch_batches(train, batch, seed, 3)
+    assert np.array_equal(np.sort(np.concatenate(batches)), train)
+    if len(train) >= batch:
+        assert min(len(b) for b in batches) >= batch
+
+
+def test_sgd_and_adam_and_penalties_descend_a_quadratic():
+    for name in ("adam", "sgd"):
+        for penalty in ("l2", "l1", "none"):
+            opt = Optimizer(
+                OptimizerConfig(name=name, learning_rate=0.05, penalty=penalty, decay=0.0), 2
+            )
+            for _ in range(500):
+                opt.step(opt.weights - np.array([1.0, -2.0]), 0)
+            np.testing.assert_allclose(opt.weights, [1.0, -2.0], atol=0.05)
+    with pytest.raises(PolicyViolation, match="optimizer"):
+        OptimizerConfig(name="lbfgs").check()
+    with pytest.raises(PolicyViolation, match="learning_rate"):
+        OptimizerConfig(learning_rate=float("nan")).check()
+
+
+# -- feature preprocessing ---------------------------------------------------------------
+
+
+def test_recipe_clips_fills_flags_and_handles_unseen_categories():
+    train = pa.table(
+        {
+            "amount": pa.array([1.0, 2.0, None, 4.0, 1e9] * 40),
+            "industry": pa.array(["retail", "tech", None, "retail", "farm"] * 40),
+        }
+    )
+    recipe = FeatureRecipe.fit(train, ["amount", "industry"])
+    assert recipe.outputs == [
+        "amount",
+        "amount[missing]",
+        "industry=__missing__",
+        "industry=farm",
+        "industry=retail",
+        "industry=tech",
+        "industry=__other__",
+    ]
+    x = recipe.transform(train)
+    assert np.all(np.isfinite(x)) and np.all(np.abs(x) <= VALUE_BOUND)
+    np.testing.assert_allclose(x[:, :2].mean(axis=0), 0, atol=1e-9)
+    scoring = pa.table({"amount": pa.array([None, 3.0]), "industry": pa.array(["mining", "tech"])})
+    out = recipe.transform(scoring)
+    assert out.shape == (2, 7)
+    other = recipe.outputs.index("industry=__other__")
+    assert out[0, other] > out[1, other]  # unseen -> other, not an error
+    again = FeatureRecipe.from_json(recipe.to_json())
+    np.testing.assert_array_equal(again.transform(scoring), out)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.none(), st.floats(-1e100, 1e100, allow_nan=False)), min_size=2, max_size=60
+    )
+)
+def test_recipe_outputs_are_always_bounded(values):
+    table = pa.table({"v": pa.array(values, pa.float64())})
+    if all(v is None for v in values):
+        with pytest.raises(Exception, match="no values"):
+            FeatureRecipe.fit(table, ["v"])
+        return
+    x = FeatureRecipe.fit(table, ["v"]).transform(table)
+    assert np.all(np.isfinite(x)) and np.all(np.abs(x) <= VALUE_BOUND)
