@@ -65,14 +65,43 @@ def start_bureau(host_csv: Path, state: Path, port: int, key_bits: int) -> subpr
     return process
 
 
+# The raw (unscaled) UCI default-of-credit-card-clients table, split the way the two parties
+# would hold it: repayment behaviour at the bank, registry-like and billing data at the bureau.
+UCI_BANK = ["PAY_0", "PAY_2", "PAY_3", "PAY_4", "PAY_5", "PAY_6"] + [
+    f"PAY_AMT{i}" for i in range(1, 7)
+]
+UCI_BUREAU = ["LIMIT_BAL", "SEX", "EDUCATION", "MARRIAGE", "AGE"] + [
+    f"BILL_AMT{i}" for i in range(1, 7)
+]
+
+
+def set_files(name: str, data_dir: Path, work: Path) -> tuple[Path, Path]:
+    """The guest (bank, with ``y``) and host (bureau) files of a data set."""
+    if name != "uci_raw":
+        return data_dir / f"{name}_hetero_guest.csv", data_dir / f"{name}_hetero_host.csv"
+    raw = pacsv.read_csv(
+        data_dir / "UCI_Credit_Card.csv",
+        convert_options=pacsv.ConvertOptions(column_types={"ID": pa.string()}),
+    )
+    ids = raw.column("ID")
+    guest = pa.table(
+        {"id": ids, "y": raw.column("default.payment.next.month")}
+        | {c: raw.column(c) for c in UCI_BANK}
+    )
+    host = pa.table({"id": ids} | {c: raw.column(c) for c in UCI_BUREAU})
+    work.mkdir(parents=True, exist_ok=True)
+    pacsv.write_csv(guest, work / "guest.csv")
+    pacsv.write_csv(host, work / "host.csv")
+    return work / "guest.csv", work / "host.csv"
+
+
 def run_set(name: str, data_dir: Path, work: Path, seed: int, key_bits: int) -> dict:
+    guest_csv, host_csv = set_files(name, data_dir, work)
     guest = pacsv.read_csv(
-        data_dir / f"{name}_hetero_guest.csv",
-        convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()}),
+        guest_csv, convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()})
     )
     host = pacsv.read_csv(
-        data_dir / f"{name}_hetero_host.csv",
-        convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()}),
+        host_csv, convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()})
     )
     order = np.random.default_rng(seed).permutation(guest.num_rows)
     cut = int(0.7 * guest.num_rows)
@@ -100,9 +129,7 @@ def run_set(name: str, data_dir: Path, work: Path, seed: int, key_bits: int) -> 
     sklearn_auc = roc_auc_score(y_test, reference.decision_function(scaler.transform(joined(test))))
 
     port = free_port()
-    bureau = start_bureau(
-        data_dir / f"{name}_hetero_host.csv", work / "bureau-state", port, key_bits
-    )
+    bureau = start_bureau(host_csv, work / "bureau-state", port, key_bits)
     try:
         address = f"127.0.0.1:{port}"
         started = time.perf_counter()
@@ -160,7 +187,7 @@ def main() -> None:
     parser.add_argument(
         "--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data")
     )
-    parser.add_argument("--sets", default="breast,default_credit")
+    parser.add_argument("--sets", default="breast,default_credit,uci_raw")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--key-bits", type=int, default=2048)
     args = parser.parse_args()
