@@ -127,7 +127,7 @@ def test_encrypted_training_computes_the_plaintext_updates(bank_keys, bureau_key
     assert (
         np.corrcoef(xb @ bureau.snapshots[plan.max_epochs - 1], xb @ [1, 0, -0.7, 0.4])[0, 1] > 0.9
     )
-    assert bank.counts["encryptions"] > 0 and bureau.counts["decryptions"] > 0
+    assert bank.counts.encryptions > 0 and bureau.counts.decryptions > 0
 
 
 def _float_patterns(values):

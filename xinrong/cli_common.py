@@ -32,6 +32,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="worker processes for the cryptography (default: one per core; 0: none)",
     )
+    parser.add_argument(
+        "--executor",
+        default=None,
+        help="where the cryptography runs: 'local' (default: a process pool of --workers) "
+        "or 'dask://HOST:PORT' (this party's own Dask scheduler)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
 

@@ -1,10 +1,22 @@
-"""Where the heavy chunks run: a process pool sized to the machine by default."""
+"""Where the heavy chunks run: a process pool sized to the machine by default, or a Dask
+distributed cluster (``dask://HOST:PORT``), through the same ``concurrent.futures`` API.
+
+Chunks are plain functions of picklable arguments (``xinrong.protocols``), so the same code
+runs in-process, in a local pool or on a cluster. A party's chunks may carry its own key
+material (the key owner's fast encryption uses the factors of its modulus): a Dask cluster
+must be the party's own, inside its trust boundary, never shared with the other party.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor
+from typing import Any
+
+from xinrong.protocols.errors import InputDataError
+
+DASK_SCHEME = "dask://"
 
 
 def default_workers() -> int:
@@ -14,13 +26,47 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def make_executor(workers: int | None = None) -> Executor | None:
-    """A process pool of ``workers`` processes (default: one per core); ``0`` runs every
-    chunk in the calling thread, which suits small jobs and tests.
+class DaskExecutor(Executor):
+    """A Dask cluster as an Executor; shutting it down closes the client, not the cluster."""
 
-    Processes start through a fork server: forking a process that already runs gRPC
+    def __init__(self, address: str) -> None:
+        try:
+            from distributed import Client
+        except ImportError:  # pragma: no cover - depends on the installation
+            raise InputDataError(
+                "--executor dask://... needs Dask: pip install 'xinrong[dask]'"
+            ) from None
+        try:
+            self.client = Client(address, timeout="20s", set_as_default=False)
+        except OSError as exc:
+            raise InputDataError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        self._executor = self.client.get_executor(pure=False)
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return self._executor.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._executor.shutdown(wait=wait)
+        self.client.close()
+
+
+def make_executor(workers: int | None = None, spec: str | None = None) -> Executor | None:
+    """The executor for a node's heavy work.
+
+    ``spec``: None or ``"local"`` -- a process pool of ``workers`` processes (default: one
+    per core; ``0`` runs every chunk in the calling thread, which suits small jobs and
+    tests); ``"dask://HOST:PORT"`` -- the Dask scheduler at that address.
+
+    Local processes start through a fork server: forking a process that already runs gRPC
     threads is unsafe.
     """
+    if spec and spec.startswith(DASK_SCHEME):
+        address = spec[len(DASK_SCHEME) :]
+        if not address:
+            raise InputDataError("--executor dask:// needs the scheduler's HOST:PORT")
+        return DaskExecutor("tcp://" + address if "://" not in address else address)
+    if spec not in (None, "", "local"):
+        raise InputDataError(f"unknown executor {spec!r}: use 'local' or 'dask://HOST:PORT'")
     count = default_workers() if workers is None else workers
     if count < 0:
         raise ValueError("workers must be 0 or more")

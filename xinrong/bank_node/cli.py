@@ -31,6 +31,7 @@ def cmd_psi(args: argparse.Namespace) -> int:
         id_type=IdType(args.id_type),
         reveal=psi.Reveal(args.reveal),
         workers=args.workers,
+        executor_spec=args.executor,
         on_progress=ProgressBars(enabled=False) if args.quiet else None,
     )
     print(
@@ -80,6 +81,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         key_bits=args.key_bits,
         allow_test_keys=args.allow_test_keys,
         compare_bank_only=args.compare_bank_only,
+        workers=args.workers,
+        executor_spec=args.executor,
         patience=args.patience,
         quiet=args.quiet,
         say=_say(args),
@@ -106,6 +109,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out=args.out,
         bank_id=args.bank_id,
         id_type=IdType(args.id_type) if args.id_type else None,
+        workers=args.workers,
+        executor_spec=args.executor,
         quiet=args.quiet,
         say=_say(args),
     )

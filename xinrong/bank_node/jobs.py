@@ -50,6 +50,7 @@ def psi_job(
     id_type: IdType = IdType.USCC,
     reveal: psi.Reveal = psi.Reveal.BOTH,
     workers: int | None = None,
+    executor_spec: str | None = None,
     on_progress: OnProgress | None = None,
 ) -> PsiSummary:
     """Read the bank's file, run PSI with the bureau, write the matched IDs and the rejects."""
@@ -58,7 +59,7 @@ def psi_job(
     table = tables.read_table(data, id_column, columns=[])
     prepared = prepare_ids(table.column(id_column), id_type)
     ids = prepared.ids
-    executor = make_executor(workers) if ids else None
+    executor = make_executor(workers, executor_spec) if ids else None
     bars = ProgressBars() if on_progress is None else None
     try:
         with BureauConnection(bureau, bank_id) as connection:

@@ -7,6 +7,7 @@ over gRPC and writes the bank's half of the model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 
 from xinrong import tables
 from xinrong.metrics import evaluate, sigmoid
+from xinrong.parallel import make_executor
 from xinrong.progress import ProgressBars
 from xinrong.protocols import paillier as he
 from xinrong.protocols import psi
@@ -183,7 +185,8 @@ def train_job(
     allow_test_keys: bool = False,
     compare_bank_only: bool = False,
     patience: int = 2,
-    workers: int | None = 0,
+    workers: int | None = None,
+    executor_spec: str | None = None,
     quiet: bool = False,
     say: Say | None = None,
 ) -> dict[str, Any]:
@@ -202,9 +205,13 @@ def train_job(
         bank_features = [c for c in table.column_names if c not in (id_column, label)]
     prepared = prepare_ids(table.column(id_column), id_type)
     bars = ProgressBars(enabled=False if quiet else None)
-    with BureauConnection(bureau, bank_id) as connection:
+    with contextlib.ExitStack() as stack:
+        executor = make_executor(workers, executor_spec)
+        if executor is not None:
+            stack.callback(executor.shutdown, cancel_futures=True)
+        connection = stack.enter_context(BureauConnection(bureau, bank_id))
         say(f"private set intersection on {len(prepared.ids):,} IDs")
-        result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, None, bars)
+        result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
         bars.close()
         rows = len(result.matched_ids)
         say(f"the bureau knows {rows:,} of them")
@@ -232,7 +239,7 @@ def train_job(
             bank_public_key=public_key,
         )
         trainer = vlr.BankTrainer(
-            plan, x, y, private_key, limits, vlr.EarlyStopping(patience=patience)
+            plan, x, y, private_key, limits, vlr.EarlyStopping(patience=patience), executor
         )
         accepted_pb = _call(
             "starting the training job",
@@ -257,21 +264,23 @@ def train_job(
         def on_batch(epoch: int, done: int, total: int) -> None:
             epoch_bars(f"epoch {epoch + 1}/{epochs}", done, total)
 
+        def on_epoch(record: vlr.EpochRecord) -> None:
+            validation = (
+                f", validation loss {record.validation_loss:.5f}"
+                if record.validation_loss is not None
+                else ""
+            )
+            say(
+                f"epoch {record.epoch + 1}: training loss {record.train_loss:.5f}{validation} "
+                f"({record.seconds:.1f} s)"
+            )
+            log.info("epoch %d: bank operations %s", record.epoch + 1, record.counts)
+
         try:
-            outcome = vlr.drive_training(trainer, peer, on_batch)
+            outcome = vlr.drive_training(trainer, peer, on_batch, on_epoch=on_epoch)
         finally:
             peer.close()
             epoch_bars.close()
-        for record in outcome.history:
-            say(
-                f"epoch {record.epoch + 1}: training loss {record.train_loss:.5f}"
-                + (
-                    f", validation loss {record.validation_loss:.5f}"
-                    if record.validation_loss is not None
-                    else ""
-                )
-                + f" ({record.seconds:.1f} s)"
-            )
         finished = _call(
             "finishing the training job",
             lambda: connection.model.FinishTraining(
@@ -294,7 +303,7 @@ def train_job(
         held = validation_rows if len(validation_rows) else train_rows
         metrics["bank_only"] = evaluate(y[held], model.predict_proba(x[held, 1:])[:, 1])
         metrics["bank_only"]["evaluated_on"] = "validation" if len(validation_rows) else "train"
-    counts = {k: trainer.counts[k] for k in trainer.counts}
+    counts = trainer.counts.as_dict()
     bank_half = {
         "format": MODEL_FORMAT,
         "model_id": finished.model_id,
@@ -402,6 +411,8 @@ def predict_job(
     out: str | Path,
     bank_id: str,
     id_type: IdType | None = None,
+    workers: int | None = None,
+    executor_spec: str | None = None,
     quiet: bool = False,
     say: Say | None = None,
 ) -> dict[str, Any]:
@@ -421,13 +432,18 @@ def predict_job(
     matched_rows = np.zeros(table.num_rows, dtype=bool)
     bars = ProgressBars(enabled=False if quiet else None)
     if prepared.ids:
-        with BureauConnection(bureau, bank_id) as connection:
-            say(f"private set intersection on {len(prepared.ids):,} applicant IDs")
-            result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, None, bars)
-            bars.close()
-            scores = fetch_bureau_scores(
-                connection, model["model_id"], result.session_id, len(result.matched_ids)
-            )
+        executor = make_executor(workers, executor_spec)
+        try:
+            with BureauConnection(bureau, bank_id) as connection:
+                say(f"private set intersection on {len(prepared.ids):,} applicant IDs")
+                result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
+                bars.close()
+                scores = fetch_bureau_scores(
+                    connection, model["model_id"], result.session_id, len(result.matched_ids)
+                )
+        finally:
+            if executor is not None:
+                executor.shutdown(cancel_futures=True)
         normalised = normalise_column(table.column(id_column).combine_chunks(), id_type)
         where = pc.index_in(normalised, value_set=pa.array(result.matched_ids, pa.string()))
         known = ~np.asarray(where.is_null().to_numpy(zero_copy_only=False), dtype=bool)

@@ -30,6 +30,7 @@ def _node(args: argparse.Namespace) -> BureauNode:
         state_dir=args.state_dir,
         id_type=IdType(args.id_type),
         workers=args.workers,
+        executor=getattr(args, "executor", None),
         limits=psi.PsiLimits(max_bank_set_size=getattr(args, "max_bank_ids", 10_000_000)),
         training_limits=vlr.TrainingLimits(
             min_batch_size=getattr(args, "min_batch_size", 64),

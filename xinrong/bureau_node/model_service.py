@@ -8,6 +8,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -91,12 +92,14 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         store: BureauStore,
         models: ModelStore,
         limits: vlr.TrainingLimits = vlr.TrainingLimits(),
+        executor: Executor | None = None,
         jobs: TrainingJobs | None = None,
     ) -> None:
         self.features = features
         self.store = store
         self.models = models
         self.limits = limits
+        self.executor = executor
         self.jobs = jobs or TrainingJobs()
 
     def ListFeatures(
@@ -136,7 +139,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             x = recipe.transform(rows)
             bits = plan.bank_public_key.n.bit_length()
             _, private_key = he.generate_keypair(bits + (-bits % 8), self.limits.allow_test_keys)
-            trainer = vlr.BureauTrainer(plan, x, private_key, self.limits)
+            trainer = vlr.BureauTrainer(plan, x, private_key, self.limits, self.executor)
             now = time.monotonic()
             self.jobs.add(plan.job_id, _Job(bank_id, trainer, recipe, now, now))
             log.info(
@@ -201,10 +204,23 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
     def Update(self, request: pb.DecryptedValues, context: grpc.ServicerContext) -> pb.UpdateAck:
         try:
             msg = codec.decrypted_from_proto(request)
-            self._with_job(context, msg.step.job_id, lambda j: j.trainer.update(msg))
+            self._with_job(context, msg.step.job_id, lambda j: self._update(j, msg))
             return pb.UpdateAck(step=request.step)
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)
+
+    @staticmethod
+    def _update(job: _Job, msg: vlr.DecryptedValues) -> None:
+        finished = len(job.trainer.epoch_counts)
+        job.trainer.update(msg)
+        if len(job.trainer.epoch_counts) > finished:
+            epoch = max(job.trainer.epoch_counts)
+            log.info(
+                "job %s epoch %d: bureau operations %s",
+                job.trainer.plan.job_id,
+                epoch + 1,
+                job.trainer.epoch_counts[epoch],
+            )
 
     def FinishTraining(
         self, request: pb.FinishRequest, context: grpc.ServicerContext
@@ -231,7 +247,8 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                         "recipe": job.recipe.to_json(),
                         "weights": weights.tolist(),
                         "neutral_score": finished.neutral_score,
-                        "counts": job.trainer.counts,
+                        "counts": job.trainer.counts.as_dict(),
+                        "epoch_counts": job.trainer.epoch_counts,
                     },
                 )
                 log.info(

@@ -35,6 +35,7 @@ class BureauNode:
         workers: int | None = None,
         limits: psi.PsiLimits = psi.PsiLimits(),
         training_limits: vlr.TrainingLimits = vlr.TrainingLimits(),
+        executor: str | None = None,
     ) -> None:
         self.data = Path(data)
         self.id_column = id_column
@@ -45,14 +46,15 @@ class BureauNode:
         self.models = ModelStore(state_dir)
         self.features: BureauFeatures | None = None
         self._workers = workers
+        self._executor_spec = executor
         self.executor: Executor | None = None
         self.server: grpc.Server | None = None
         self.port: int | None = None
 
     def prepare(self, progress: Progress | None = None) -> DatasetSummary:
         """Load the data file into the store (hashing only new IDs)."""
-        if self.executor is None and self._workers != 0:
-            self.executor = make_executor(self._workers)
+        if self.executor is None and (self._workers != 0 or self._executor_spec):
+            self.executor = make_executor(self._workers, self._executor_spec)
         kwargs = {"progress": progress} if progress else {}
         self.features = BureauFeatures(self.data, self.id_column, self.id_type)
         return self.store.sync_dataset(
@@ -68,7 +70,9 @@ class BureauNode:
         if self.features is None:
             self.features = BureauFeatures(self.data, self.id_column, self.id_type)
         model_pb2_grpc.add_JointModelServicer_to_server(
-            ModelServicer(self.features, self.store, self.models, self.training_limits),
+            ModelServicer(
+                self.features, self.store, self.models, self.training_limits, self.executor
+            ),
             self.server,
         )
         self.server.start()

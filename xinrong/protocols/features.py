@@ -22,7 +22,7 @@ from .errors import InputDataError
 CLIP_QUANTILE = 0.005
 MAX_LEVELS = 30  # categories kept per text column
 MIN_LEVEL_SHARE = 0.005
-VALUE_BOUND = 32.0  # |model input| after standardising; the encrypted arithmetic relies on it
+VALUE_BOUND = 16.0  # |model input| after standardising; the encrypted arithmetic relies on it
 OTHER = "__other__"
 MISSING = "__missing__"
 

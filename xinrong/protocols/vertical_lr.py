@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -37,9 +37,16 @@ from . import paillier as he
 from .errors import PolicyViolation, ProtocolViolation, WrongStage
 from .optim import Optimizer, OptimizerConfig, epoch_batches, split_rows
 
-SCALE_BITS = 16  # fixed point for every value that meets the other party's ciphertexts
+SCALE_BITS = 16  # fixed point of every encrypted value (scores, residuals)
+# Fixed point of the plaintext scalars that multiply ciphertexts (feature values, loss
+# coefficients): the cost of an encrypted inner product grows with their bit length, and
+# 2^-8 on a standardised feature is far below the noise of any credit data.
+EXPONENT_BITS = 8
+PRODUCT_SCALE = 1 << (SCALE_BITS + EXPONENT_BITS)
 SCORE_BOUND = 64.0  # |u_A|, |u_B| are clipped here; beyond it the Taylor sigmoid is meaningless
-VALUE_BITS = 80  # bound of every packed value: rows (2^24) x inputs (2^21) x residuals (2^24)
+# Bound of every packed value: rows (2^24) x scalars (features |x| <= 16: 2^12; loss
+# coefficients < 2^16) x encrypted values (scores 2^22, residuals 2^24): below 2^64.
+VALUE_BITS = 64
 MAX_ROWS = 1 << 24
 MAX_BATCH = 4096  # a batch of 2048-bit (4096-bit) ciphertexts stays under 2 (4) MiB
 VALIDATION = -1  # the batch number of an epoch's validation step
@@ -174,7 +181,7 @@ def _layout(key: he.PublicKey) -> he.SlotLayout:
 
 
 def _fixed_matrix(x: np.ndarray) -> np.ndarray:
-    return np.rint(x * float(1 << SCALE_BITS)).astype(np.int64)
+    return np.rint(x * float(1 << EXPONENT_BITS)).astype(np.int64)
 
 
 def _scores(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -205,6 +212,7 @@ class BureauTrainer:
         features: np.ndarray,
         private_key: he.PrivateKey,
         limits: TrainingLimits = TrainingLimits(),
+        executor: Executor | None = None,
     ) -> None:
         if features.shape[0] != plan.rows:
             raise ProtocolViolation(
@@ -228,7 +236,10 @@ class BureauTrainer:
         self._gradient_sent = False
         self._decrypted = False
         self._packing: he.MaskedPacking | None = None
-        self.counts = {"encryptions": 0, "decryptions": 0, "inner_product_terms": 0}
+        self.counts = he.OpCounts()
+        self.executor = executor
+        self.epoch_counts: dict[int, dict[str, int]] = {}
+        self._counts_at_epoch_start = self.counts.as_dict()
 
     def accepted(self) -> TrainingAccepted:
         return TrainingAccepted(self.plan.job_id, self.private_key.public_key, self.x.shape[1])
@@ -243,10 +254,14 @@ class BureauTrainer:
         _check_step(step, self._next_step(), "a scores request")
         rows = self._batches[step.batch] if step.batch != VALIDATION else self.validation_rows
         weights = self.optimizer.weights if step.batch != VALIDATION else self.snapshots[step.epoch]
-        fixed = he.encode(_scores(self.x[rows], weights), SCALE_BITS)
-        ciphertexts = self.encryptor.encrypt(fixed)
-        square = self.encryptor.encrypt([sum(v * v for v in fixed)])
-        self.counts["encryptions"] += len(fixed) + 1
+        scores = _scores(self.x[rows], weights)
+        fixed = he.encode(scores, SCALE_BITS)
+        ciphertexts = self.encryptor.encrypt_many(fixed, self.executor, self.counts)
+        square = self.encryptor.encrypt_many(
+            he.encode(np.array([np.sum(scores * scores)]), SCALE_BITS + EXPONENT_BITS),
+            None,
+            self.counts,
+        )
         self._rows, self._fixed_scores, self._step = rows, fixed, step
         self._gradient_sent = step.batch == VALIDATION  # no bureau gradient at validation
         self._decrypted = False
@@ -264,9 +279,11 @@ class BureauTrainer:
         _check_step(msg.step, self._step, "residuals")
         residuals = he.ciphertexts_from_bytes(msg.residuals, self.bank_key, len(self._rows))
         d4 = he.add_plain(residuals, self._fixed_scores, self.bank_key)
-        products = he.inner_products(d4, _fixed_matrix(self.x[self._rows]), self.bank_key)
-        self.counts["inner_product_terms"] += len(d4) * self.x.shape[1]
+        products = he.inner_products(
+            d4, _fixed_matrix(self.x[self._rows]), self.bank_key, self.executor, self.counts
+        )
         packed, self._packing = he.pack_masked(products, _layout(self.bank_key), self.bank_key)
+        self.counts.peer_encryptions += len(packed)
         self._gradient_sent = True
         return MaskedValues(msg.step, len(products), he.ciphertexts_to_bytes(packed, self.bank_key))
 
@@ -284,7 +301,7 @@ class BureauTrainer:
             msg.ciphertexts, own, layout.plaintexts_for(expected)
         )
         plaintexts = he.decrypt_packed(ciphertexts, self.private_key, layout, expected)
-        self.counts["decryptions"] += len(plaintexts)
+        self.counts.decryptions += len(plaintexts)
         self._decrypted = True
         if msg.step.batch == VALIDATION:
             self._advance()
@@ -306,11 +323,13 @@ class BureauTrainer:
         )
         values = np.array(he.unpack_masked(plain, self._packing), dtype=np.float64)
         self._packing = None
-        gradient = values / float(1 << (2 * SCALE_BITS)) / (4.0 * len(self._rows))
+        gradient = values / PRODUCT_SCALE / (4.0 * len(self._rows))
         self.optimizer.step(gradient, self._epoch)
         self._batch += 1
         if self._batch == len(self._batches):
             self.snapshots[self._epoch] = self.optimizer.weights.copy()
+            self.epoch_counts[self._epoch] = self.counts.minus(self._counts_at_epoch_start)
+            self._counts_at_epoch_start = self.counts.as_dict()
             if self.plan.validation_fraction > 0:
                 self._batch = VALIDATION
                 self.stage = BureauStage.READY
@@ -347,6 +366,7 @@ class EpochRecord:
     train_loss: float
     validation_loss: float | None
     seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)  # the bank's operations
 
 
 @dataclass
@@ -379,6 +399,7 @@ class BankTrainer:
         private_key: he.PrivateKey,
         limits: TrainingLimits = TrainingLimits(),
         early_stopping: EarlyStopping | None = None,
+        executor: Executor | None = None,
     ) -> None:
         if features.shape != (plan.rows, plan.bank_columns) or labels.shape != (plan.rows,):
             raise ValueError("features and labels do not match the plan")
@@ -400,7 +421,8 @@ class BankTrainer:
         self._e4 = np.zeros(0)
         self._packing: he.MaskedPacking | None = None
         self._step: Step | None = None
-        self.counts = {"encryptions": 0, "decryptions": 0, "inner_product_terms": 0}
+        self.counts = he.OpCounts()
+        self.executor = executor
 
     def accept(self, msg: TrainingAccepted) -> None:
         if msg.job_id != self.plan.job_id:
@@ -419,8 +441,9 @@ class BankTrainer:
         self._step, self._rows = step, rows
         self._u = _scores(self.x[rows], self.optimizer.weights)
         self._e4 = 2.0 + self._u - 4.0 * self.y[rows]
-        ciphertexts = self.encryptor.encrypt(he.encode(self._e4, SCALE_BITS))
-        self.counts["encryptions"] += len(rows)
+        ciphertexts = self.encryptor.encrypt_many(
+            he.encode(self._e4, SCALE_BITS), self.executor, self.counts
+        )
         return EncryptedResiduals(
             step, he.ciphertexts_to_bytes(ciphertexts, self.private_key.public_key)
         )
@@ -432,17 +455,17 @@ class BankTrainer:
         scores = he.ciphertexts_from_bytes(msg.scores, self.bureau_key, len(rows))
         (square,) = he.ciphertexts_from_bytes(msg.square_sum, self.bureau_key, 1)
         y_signed = 2.0 * self.y[rows] - 1.0
-        # 8 x the loss cross term: sum (-4y' + 2u_A) u_B + sum u_B^2
+        # 8 x the loss cross term: sum (-4y' + 2u_A) u_B + sum u_B^2, at scale 2^(16 + 8)
         loss_coefficients = _fixed_matrix((-4.0 * y_signed + 2.0 * u)[:, None])
         matrix = (
             loss_coefficients
             if columns is None
             else np.hstack([_fixed_matrix(columns), loss_coefficients])
         )
-        products = he.inner_products(scores, matrix, self.bureau_key)
-        self.counts["inner_product_terms"] += len(rows) * matrix.shape[1]
+        products = he.inner_products(scores, matrix, self.bureau_key, self.executor, self.counts)
         products[-1] = products[-1] * square % self.bureau_key.nsquare
         packed, self._packing = he.pack_masked(products, _layout(self.bureau_key), self.bureau_key)
+        self.counts.peer_encryptions += len(packed)
         return MaskedValues(
             msg.step, len(products), he.ciphertexts_to_bytes(packed, self.bureau_key)
         )
@@ -465,7 +488,7 @@ class BankTrainer:
             msg.ciphertexts, own, layout.plaintexts_for(msg.count)
         )
         plaintexts = he.decrypt_packed(ciphertexts, self.private_key, layout, msg.count)
-        self.counts["decryptions"] += len(plaintexts)
+        self.counts.decryptions += len(plaintexts)
         return DecryptedValues(msg.step, he.plaintexts_to_bytes(plaintexts, own))
 
     def _unmask(self, msg: DecryptedValues) -> np.ndarray:
@@ -477,7 +500,7 @@ class BankTrainer:
         )
         values = np.array(he.unpack_masked(plain, self._packing), dtype=np.float64)
         self._packing = None
-        return values / float(1 << (2 * SCALE_BITS))
+        return values / PRODUCT_SCALE
 
     def _own_loss(self, rows: np.ndarray, u: np.ndarray, cross8: float) -> float:
         y_signed = 2.0 * self.y[rows] - 1.0
@@ -533,6 +556,7 @@ def drive_training(
     peer: TrainingPeer,
     on_batch: OnBatch | None = None,
     clock: Callable[[], float] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> TrainingResult:
     """The bank's schedule: epochs of batches, a validation step after each epoch, early
     stopping on the validation loss (the training loss without a validation split). Each
@@ -544,6 +568,7 @@ def drive_training(
     job = bank.plan.job_id
     for epoch in range(bank.plan.max_epochs):
         started = clock()
+        counts_before = bank.counts.as_dict()
         losses, weights_of = [], []
         batches = bank.batches(epoch)
         for number, rows in enumerate(batches):
@@ -572,7 +597,17 @@ def drive_training(
             validation_loss = bank.validation_loss(
                 peer.decrypt(bank.validation_request(scores)).result()
             )
-        history.append(EpochRecord(epoch, train_loss, validation_loss, round(clock() - started, 3)))
+        history.append(
+            EpochRecord(
+                epoch,
+                train_loss,
+                validation_loss,
+                round(clock() - started, 3),
+                bank.counts.minus(counts_before),
+            )
+        )
+        if on_epoch:
+            on_epoch(history[-1])
         monitored = train_loss if validation_loss is None else validation_loss
         if bank.early_stopping.observe(epoch, monitored):
             break
