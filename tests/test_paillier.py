@@ -202,3 +202,29 @@ def test_signed_residues_round_trip():
     n = 1009 * 1013
     for v in (-500000, -1, 0, 1, 500000):
         assert he.from_residue(he.to_residue(v, n), n) == v
+
+
+@settings(max_examples=20, deadline=None)
+@given(values=st.lists(signed, min_size=1, max_size=5))
+def test_peer_encryption_with_the_owners_base_decrypts_in_phe(keys, values):
+    pub, priv, enc = keys
+    peer = he.PeerEncryptor(pub, int(enc.h))
+    for value in values:
+        c = peer.encrypt(value)
+        assert priv.decrypt(paillier.EncryptedNumber(pub, int(c), 0)) == value
+    assert peer.encrypt(5) != peer.encrypt(5)
+
+
+def test_packing_with_the_peer_base_round_trips(keys):
+    pub, priv, enc = keys
+    layout = he.SlotLayout(64, pub.n.bit_length())
+    values = [-(2**63) + 1, 0, 12345, 2**63 - 1]
+    packed, packing = he.pack_masked(enc.encrypt(values), layout, he.PeerEncryptor(pub, enc.h))
+    assert he.unpack_masked(he.decrypt_packed(packed, priv, layout, 4), packing) == values
+
+
+def test_a_bad_randomiser_base_is_refused(keys):
+    pub, priv, _ = keys
+    for bad in (0, 1, pub.nsquare - 1, pub.nsquare, priv.p * 7):
+        with pytest.raises(InvalidCiphertext, match="randomiser base"):
+            he.PeerEncryptor(pub, bad)

@@ -83,12 +83,24 @@ def bureau_keys():
 
 
 def _pair(bank_keys, bureau_keys, xa, xb, y, **plan_changes):
+    encryptor = he.OwnerEncryptor(bank_keys[1])
     plan = vlr.TrainingPlan(
-        "a" * 32, "s" * 32, len(y), xa.shape[1], 0.2, 11, 64, 4, OptimizerConfig(), (), bank_keys[0]
+        "a" * 32,
+        "s" * 32,
+        len(y),
+        xa.shape[1],
+        0.2,
+        11,
+        64,
+        4,
+        OptimizerConfig(),
+        (),
+        bank_keys[0],
+        int(encryptor.h),
     )
     plan = replace(plan, **plan_changes)
     bureau = vlr.BureauTrainer(plan, xb, bureau_keys[1], LIMITS)
-    bank = vlr.BankTrainer(plan, xa, y, bank_keys[1], LIMITS)
+    bank = vlr.BankTrainer(plan, xa, y, bank_keys[1], LIMITS, encryptor=encryptor)
     bank.accept(bureau.accepted())
     return plan, bank, bureau
 
@@ -216,7 +228,18 @@ def test_plans_below_the_floor_are_refused(bank_keys, bureau_keys):
         )
     strict = vlr.TrainingLimits()
     plan = vlr.TrainingPlan(
-        "a" * 32, "s", len(y), xa.shape[1], 0.2, 1, 64, 2, OptimizerConfig(), (), bank_keys[0]
+        "a" * 32,
+        "s",
+        len(y),
+        xa.shape[1],
+        0.2,
+        1,
+        64,
+        2,
+        OptimizerConfig(),
+        (),
+        bank_keys[0],
+        int(he.OwnerEncryptor(bank_keys[1]).h),
     )
     with pytest.raises(ProtocolViolation, match="test flag"):
         vlr.BureauTrainer(plan, xb, bureau_keys[1], strict)

@@ -189,6 +189,7 @@ def train_job(
     executor_spec: str | None = None,
     quiet: bool = False,
     say: Say | None = None,
+    on_epoch: Callable[[vlr.EpochRecord], None] | None = None,
 ) -> dict[str, Any]:
     """PSI, then joint training, then evaluation; writes ``model_dir/model.json``."""
     started = time.perf_counter()
@@ -225,6 +226,7 @@ def train_job(
         batch = batch_size or auto_batch_size(len(train_rows), x.shape[1], limits)
         say(f"generating a {key_bits}-bit Paillier key")
         public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
+        encryptor = he.OwnerEncryptor(private_key)
         plan = vlr.TrainingPlan(
             job_id=secrets.token_hex(16),
             psi_session_id=result.session_id,
@@ -237,9 +239,17 @@ def train_job(
             optimizer=optimizer,
             bureau_features=tuple(bureau_features or ()),
             bank_public_key=public_key,
+            bank_randomiser_base=int(encryptor.h),
         )
         trainer = vlr.BankTrainer(
-            plan, x, y, private_key, limits, vlr.EarlyStopping(patience=patience), executor
+            plan,
+            x,
+            y,
+            private_key,
+            limits,
+            vlr.EarlyStopping(patience=patience),
+            executor,
+            encryptor,
         )
         accepted_pb = _call(
             "starting the training job",
@@ -264,7 +274,7 @@ def train_job(
         def on_batch(epoch: int, done: int, total: int) -> None:
             epoch_bars(f"epoch {epoch + 1}/{epochs}", done, total)
 
-        def on_epoch(record: vlr.EpochRecord) -> None:
+        def report_epoch(record: vlr.EpochRecord) -> None:
             validation = (
                 f", validation loss {record.validation_loss:.5f}"
                 if record.validation_loss is not None
@@ -275,9 +285,11 @@ def train_job(
                 f"({record.seconds:.1f} s)"
             )
             log.info("epoch %d: bank operations %s", record.epoch + 1, record.counts)
+            if on_epoch is not None:
+                on_epoch(record)
 
         try:
-            outcome = vlr.drive_training(trainer, peer, on_batch, on_epoch=on_epoch)
+            outcome = vlr.drive_training(trainer, peer, on_batch, on_epoch=report_epoch)
         finally:
             peer.close()
             epoch_bars.close()

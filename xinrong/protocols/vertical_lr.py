@@ -78,6 +78,7 @@ class TrainingPlan:
     optimizer: OptimizerConfig
     bureau_features: tuple[str, ...]  # empty: all
     bank_public_key: he.PublicKey
+    bank_randomiser_base: int  # the bank's DJN base h (part of its public key)
 
     def schedule(self) -> tuple[np.ndarray, np.ndarray]:
         return split_rows(self.rows, self.validation_fraction, self.seed)
@@ -134,6 +135,7 @@ class TrainingAccepted:
     job_id: str
     bureau_public_key: he.PublicKey
     bureau_columns: int
+    bureau_randomiser_base: int
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,7 @@ class BureauTrainer:
         self.private_key = private_key
         self.encryptor = he.OwnerEncryptor(private_key)
         self.bank_key = plan.bank_public_key
+        self.bank_encryptor = he.PeerEncryptor(self.bank_key, plan.bank_randomiser_base)
         self.train_rows, self.validation_rows = plan.schedule()
         self.optimizer = Optimizer(plan.optimizer, features.shape[1])
         self.snapshots: dict[int, np.ndarray] = {}
@@ -242,7 +245,9 @@ class BureauTrainer:
         self._counts_at_epoch_start = self.counts.as_dict()
 
     def accepted(self) -> TrainingAccepted:
-        return TrainingAccepted(self.plan.job_id, self.private_key.public_key, self.x.shape[1])
+        return TrainingAccepted(
+            self.plan.job_id, self.private_key.public_key, self.x.shape[1], int(self.encryptor.h)
+        )
 
     def _next_step(self) -> Step:
         return Step(self.plan.job_id, self._epoch, self._batch)
@@ -282,7 +287,9 @@ class BureauTrainer:
         products = he.inner_products(
             d4, _fixed_matrix(self.x[self._rows]), self.bank_key, self.executor, self.counts
         )
-        packed, self._packing = he.pack_masked(products, _layout(self.bank_key), self.bank_key)
+        packed, self._packing = he.pack_masked(
+            products, _layout(self.bank_key), self.bank_encryptor
+        )
         self.counts.peer_encryptions += len(packed)
         self._gradient_sent = True
         return MaskedValues(msg.step, len(products), he.ciphertexts_to_bytes(packed, self.bank_key))
@@ -400,6 +407,7 @@ class BankTrainer:
         limits: TrainingLimits = TrainingLimits(),
         early_stopping: EarlyStopping | None = None,
         executor: Executor | None = None,
+        encryptor: he.OwnerEncryptor | None = None,
     ) -> None:
         if features.shape != (plan.rows, plan.bank_columns) or labels.shape != (plan.rows,):
             raise ValueError("features and labels do not match the plan")
@@ -407,7 +415,10 @@ class BankTrainer:
         self.plan, self.limits = plan, limits
         self.x, self.y = features, labels.astype(np.float64)
         self.private_key = private_key
-        self.encryptor = he.OwnerEncryptor(private_key)
+        self.encryptor = encryptor or he.OwnerEncryptor(private_key)
+        if self.encryptor.h != plan.bank_randomiser_base:
+            raise ValueError("the plan must carry this encryptor's randomiser base")
+        self.bureau_encryptor: he.PeerEncryptor | None = None
         self.train_rows, self.validation_rows = plan.schedule()
         penalised = np.ones(plan.bank_columns, dtype=bool)
         penalised[0] = False  # the intercept
@@ -430,6 +441,7 @@ class BankTrainer:
         if not 1 <= msg.bureau_columns <= 10_000:
             raise ProtocolViolation(f"the bureau announced {msg.bureau_columns} model columns")
         self.bureau_key = he.public_key_from_n(msg.bureau_public_key.n, self.limits.allow_test_keys)
+        self.bureau_encryptor = he.PeerEncryptor(self.bureau_key, msg.bureau_randomiser_base)
         self.bureau_columns = msg.bureau_columns
         check_plan(self.plan, self.limits, msg.bureau_columns)
 
@@ -464,7 +476,10 @@ class BankTrainer:
         )
         products = he.inner_products(scores, matrix, self.bureau_key, self.executor, self.counts)
         products[-1] = products[-1] * square % self.bureau_key.nsquare
-        packed, self._packing = he.pack_masked(products, _layout(self.bureau_key), self.bureau_key)
+        assert self.bureau_encryptor is not None
+        packed, self._packing = he.pack_masked(
+            products, _layout(self.bureau_key), self.bureau_encryptor
+        )
         self.counts.peer_encryptions += len(packed)
         return MaskedValues(
             msg.step, len(products), he.ciphertexts_to_bytes(packed, self.bureau_key)
