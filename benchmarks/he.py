@@ -102,12 +102,21 @@ def micro(seconds_each: float = 8.0) -> None:
         values_done = len(groups) * per
         ours = rate(values_done, decrypt_seconds)
         round_trip = rate(values_done, decrypt_seconds + pack_seconds)
-        report(test="values decrypted per second", phe=phe_rate, xinrong=ours,
-               ratio=round(ours / phe_rate, 1), slots_per_decryption=per,
-               slack_bits=he.STATISTICAL_SECURITY,
-               note="the key owner's decryption of packed, masked slots")
-        report(test="values masked, packed, decrypted per second (both sides' work)",
-               phe=phe_rate, xinrong=round_trip, ratio=round(round_trip / phe_rate, 1))
+        report(
+            test="values decrypted per second",
+            phe=phe_rate,
+            xinrong=ours,
+            ratio=round(ours / phe_rate, 1),
+            slots_per_decryption=per,
+            slack_bits=he.STATISTICAL_SECURITY,
+            note="the key owner's decryption of packed, masked slots",
+        )
+        report(
+            test="values masked, packed, decrypted per second (both sides' work)",
+            phe=phe_rate,
+            xinrong=round_trip,
+            ratio=round(round_trip / phe_rate, 1),
+        )
 
         # inner products: phe's float scalars times EncryptedNumbers, summed
         scalars = rng.normal(size=200)

@@ -151,9 +151,7 @@ class OpCounts:
 CHUNK_ROWS = 256  # rows per chunk sent to a worker
 
 
-def _chunks(
-    rows: int, executor: Executor | None, size: int = CHUNK_ROWS
-) -> list[tuple[int, int]]:
+def _chunks(rows: int, executor: Executor | None, size: int = CHUNK_ROWS) -> list[tuple[int, int]]:
     if executor is None or rows <= size:
         return [(0, rows)]
     return [(a, min(rows, a + size)) for a in range(0, rows, size)]
@@ -207,8 +205,7 @@ class _FixedBase:
     def random_powers(self, count: int) -> list[gmpy2.mpz]:
         """base^x for ``count`` fresh uniform x of ``exponent_bits`` bits."""
         return [
-            self.power_digits(d)
-            for d in _random_digits(count, self.exponent_bits, self.window)
+            self.power_digits(d) for d in _random_digits(count, self.exponent_bits, self.window)
         ]
 
 
