@@ -88,7 +88,7 @@ def micro(seconds_each: float = 8.0) -> None:
         phe_rate = rate(phe_count, time.perf_counter() - started)
         layout = he.SlotLayout(64, pub.n.bit_length())
         per = layout.slots_per_plaintext
-        peer = he.PeerEncryptor(pub, encryptor.h)  # the requester holds the owner's base
+        peer = he.PeerEncryptor(pub)  # the requester's own DJN base
         peer.encrypt(0)  # builds its table
         groups = [ciphertexts[i : i + per] for i in range(0, 19 * per * 40, per)]
         started = time.perf_counter()

@@ -97,6 +97,12 @@ def test_training_over_grpc_reports_and_stores_both_halves(trained, bureau):
     assert len(bureau_model["weights"]) == summary["bureau_columns"]
     assert "account_age_months" not in json.dumps(bureau_model)
     assert bureau_model["model_id"] == bank_half["model_id"]
+    # operation counts, per epoch on the bank's side and in all on both sides
+    first = bank_half["history"][0]["counts"]
+    assert first["encryptions"] == summary["train_rows"]
+    assert first["decryptions"] >= 1 and first["inner_product_terms"] > 0
+    assert bureau_model["counts"]["encryptions"] >= summary["train_rows"]
+    assert set(bureau_model["epoch_counts"]) == {str(e) for e in range(summary["epochs"])}
     assert (bureau_half.stat().st_mode & 0o777) == 0o600
 
 

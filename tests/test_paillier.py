@@ -206,25 +206,42 @@ def test_signed_residues_round_trip():
 
 @settings(max_examples=20, deadline=None)
 @given(values=st.lists(signed, min_size=1, max_size=5))
-def test_peer_encryption_with_the_owners_base_decrypts_in_phe(keys, values):
-    pub, priv, enc = keys
-    peer = he.PeerEncryptor(pub, int(enc.h))
+def test_peer_encryption_with_its_own_base_decrypts_in_phe(keys, values):
+    pub, priv, _ = keys
+    peer = he.PeerEncryptor(pub)
     for value in values:
         c = peer.encrypt(value)
         assert priv.decrypt(paillier.EncryptedNumber(pub, int(c), 0)) == value
     assert peer.encrypt(5) != peer.encrypt(5)
+    assert he.PeerEncryptor(pub).h != peer.h  # each requester draws its own base
 
 
-def test_packing_with_the_peer_base_round_trips(keys):
+def test_packing_with_the_requesters_base_round_trips(keys):
     pub, priv, enc = keys
     layout = he.SlotLayout(64, pub.n.bit_length())
     values = [-(2**63) + 1, 0, 12345, 2**63 - 1]
-    packed, packing = he.pack_masked(enc.encrypt(values), layout, he.PeerEncryptor(pub, enc.h))
+    packed, packing = he.pack_masked(enc.encrypt(values), layout, he.PeerEncryptor(pub))
     assert he.unpack_masked(he.decrypt_packed(packed, priv, layout, 4), packing) == values
 
 
-def test_a_bad_randomiser_base_is_refused(keys):
-    pub, priv, _ = keys
-    for bad in (0, 1, pub.nsquare - 1, pub.nsquare, priv.p * 7):
-        with pytest.raises(InvalidCiphertext, match="randomiser base"):
-            he.PeerEncryptor(pub, bad)
+@settings(max_examples=30, deadline=None)
+@given(pairs=st.lists(st.tuples(signed, signed), min_size=1, max_size=6))
+def test_adding_plaintexts_agrees_with_phe(keys, pairs):
+    pub, priv, enc = keys
+    ours = he.add_plain(enc.encrypt([a for a, _ in pairs]), [b for _, b in pairs], pub)
+    for (a, b), c in zip(pairs, ours, strict=True):
+        assert priv.decrypt(paillier.EncryptedNumber(pub, int(c), 0)) == a + b
+        theirs = paillier.EncryptedNumber(pub, int(enc.encrypt([a])[0]), 0) + b
+        assert he.from_residue(he.decrypt(priv, theirs.ciphertext()), pub.n) == a + b
+
+
+def test_operation_counts_add_up(keys):
+    pub, _, enc = keys
+    counts = he.OpCounts()
+    ciphertexts = enc.encrypt_many(list(range(50)), None, counts)
+    he.inner_products(ciphertexts, np.ones((50, 3), dtype=np.int64), pub, None, counts)
+    assert counts.encryptions == 50 and counts.inner_product_terms == 150
+    assert counts.multiplications > 0
+    before = counts.as_dict()
+    enc.encrypt_many([1, 2], None, counts)
+    assert counts.minus(before)["encryptions"] == 2

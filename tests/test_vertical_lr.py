@@ -96,7 +96,6 @@ def _pair(bank_keys, bureau_keys, xa, xb, y, **plan_changes):
         OptimizerConfig(),
         (),
         bank_keys[0],
-        int(encryptor.h),
     )
     plan = replace(plan, **plan_changes)
     bureau = vlr.BureauTrainer(plan, xb, bureau_keys[1], LIMITS)
@@ -191,8 +190,6 @@ def test_the_bureau_decrypts_once_per_step_and_in_order(bank_keys, bureau_keys):
         bureau.scores(step)  # twice
     residuals = bank.residuals(step, rows)
     masked = bank.masked_gradient(scores)
-    with pytest.raises(ProtocolViolation, match="expected 5 values"):
-        bureau.decrypt(replace(masked, count=3))
     bureau.decrypt(masked)
     with pytest.raises(WrongStage, match="decryption"):
         bureau.decrypt(masked)  # a second decryption oracle call in one step
@@ -201,9 +198,43 @@ def test_the_bureau_decrypts_once_per_step_and_in_order(bank_keys, bureau_keys):
     bureau.gradient(residuals)
     with pytest.raises(WrongStage):
         bureau.gradient(residuals)
+    assert bureau.stage is vlr.BureauStage.SCORED  # refusals out of order change nothing
 
 
-def test_garbage_ciphertexts_are_refused(bank_keys, bureau_keys):
+def test_a_malformed_message_ends_the_job(bank_keys, bureau_keys):
+    xa, xb, y = _data()
+    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y)
+    step = vlr.Step(plan.job_id, 0, 0)
+    scores = bureau.scores(step)
+    bank.residuals(step, bank.batches(0)[0])
+    masked = bank.masked_gradient(scores)
+    with pytest.raises(ProtocolViolation, match="expected 5 values"):
+        bureau.decrypt(replace(masked, count=3))
+    assert bureau.stage is vlr.BureauStage.FAILED
+    with pytest.raises(WrongStage, match="has failed"):
+        bureau.decrypt(masked)  # no second try: a rejected message could be a probe
+    with pytest.raises(WrongStage, match="has failed"):
+        bureau.finish(0)
+
+
+def test_the_bureau_stops_after_the_planned_epochs(bank_keys, bureau_keys):
+    xa, xb, y = _data()
+    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, max_epochs=1)
+    bank.early_stopping = vlr.EarlyStopping(patience=99)
+    vlr.drive_training(bank, RecordingPeer(bureau))
+    with pytest.raises(WrongStage, match="all its 1 epochs"):
+        bureau.scores(vlr.Step(plan.job_id, 1, 0))
+
+
+@pytest.mark.parametrize(
+    "residuals",
+    [
+        lambda width, rows: b"\x00" * width * rows,  # zero is no ciphertext
+        lambda width, rows: b"\x01" * width * (rows - 1),  # one short
+        lambda width, rows: b"\xff" * width * rows,  # not below n^2
+    ],
+)
+def test_garbage_ciphertexts_are_refused(bank_keys, bureau_keys, residuals):
     xa, xb, y = _data()
     plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y)
     step = vlr.Step(plan.job_id, 0, 0)
@@ -211,9 +242,7 @@ def test_garbage_ciphertexts_are_refused(bank_keys, bureau_keys):
     rows = len(bank.batches(0)[0])
     width = he.ciphertext_bytes(bank_keys[0])
     with pytest.raises(ProtocolViolation):
-        bureau.gradient(vlr.EncryptedResiduals(step, b"\x00" * width * rows))
-    with pytest.raises(ProtocolViolation, match="expected"):
-        bureau.gradient(vlr.EncryptedResiduals(step, b"\x01" * width * (rows - 1)))
+        bureau.gradient(vlr.EncryptedResiduals(step, residuals(width, rows)))
 
 
 def test_plans_below_the_floor_are_refused(bank_keys, bureau_keys):
@@ -239,7 +268,6 @@ def test_plans_below_the_floor_are_refused(bank_keys, bureau_keys):
         OptimizerConfig(),
         (),
         bank_keys[0],
-        int(he.OwnerEncryptor(bank_keys[1]).h),
     )
     with pytest.raises(ProtocolViolation, match="test flag"):
         vlr.BureauTrainer(plan, xb, bureau_keys[1], strict)

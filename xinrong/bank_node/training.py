@@ -239,7 +239,6 @@ def train_job(
             optimizer=optimizer,
             bureau_features=tuple(bureau_features or ()),
             bank_public_key=public_key,
-            bank_randomiser_base=int(encryptor.h),
         )
         trainer = vlr.BankTrainer(
             plan,
@@ -390,6 +389,8 @@ def fetch_bureau_scores(
         ):
             if chunk.offset != received or chunk.total != rows or len(chunk.scores) % 8:
                 raise ProtocolViolation("the bureau's scores arrived out of order or cut")
+            if received + len(chunk.scores) // 8 > rows:
+                raise ProtocolViolation("the bureau's scores run past the matched rows")
             values = np.frombuffer(chunk.scores, dtype="<f8")
             if not np.all(np.isfinite(values)) or np.any(np.abs(values) > vlr.SCORE_BOUND):
                 raise ProtocolViolation("the bureau sent a score outside its bound")

@@ -69,6 +69,20 @@ class TrainingJobs:
                 )
             self._jobs[job_id] = job
 
+    def check_capacity(self, bank_id: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            mine = [
+                j
+                for j in self._jobs.values()
+                if j.bank_id == bank_id and now - j.last_used <= self.idle
+            ]
+        if len(mine) >= self.max_per_bank:
+            raise PolicyViolation(
+                f"bank {bank_id} already runs {len(mine)} training jobs; the limit is "
+                f"{self.max_per_bank}: wait for one to finish or for it to expire"
+            )
+
     def get(self, bank_id: str, job_id: str) -> _Job:
         with self._lock:
             job = self._jobs.get(job_id)
@@ -132,11 +146,13 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                     f"matched {len(ids)}"
                 )
             vlr.check_plan(plan, self.limits)
+            self.jobs.check_capacity(bank_id)  # before any heavy work
             names = self.features.choose(plan.bureau_features)
             rows = self.features.rows_of(ids)
             train_rows, _ = plan.schedule()
             recipe = FeatureRecipe.fit(rows.take(train_rows), names)
             x = recipe.transform(rows)
+            vlr.check_plan(plan, self.limits, x.shape[1])  # before generating a key
             bits = plan.bank_public_key.n.bit_length()
             _, private_key = he.generate_keypair(bits + (-bits % 8), self.limits.allow_test_keys)
             trainer = vlr.BureauTrainer(plan, x, private_key, self.limits, self.executor)
@@ -162,7 +178,17 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         bank_id = bank_identity(context)
         job = self.jobs.get(bank_id, job_id)
         with job.lock:
-            return action(job)
+            try:
+                return action(job)
+            finally:
+                if job.trainer.stage is vlr.BureauStage.FAILED:
+                    self.jobs.remove(job_id)
+                    log.warning(
+                        "training job %s of bank %s failed: %s",
+                        job_id,
+                        bank_id,
+                        job.trainer.failure,
+                    )
 
     def Scores(
         self, request: pb.Step, context: grpc.ServicerContext

@@ -24,12 +24,13 @@ and plaintexts it decrypts for the other party that are statistically masked (40
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -51,6 +52,7 @@ MAX_ROWS = 1 << 24
 MAX_BATCH = 4096  # a batch of 2048-bit (4096-bit) ciphertexts stays under 2 (4) MiB
 VALIDATION = -1  # the batch number of an epoch's validation step
 LN2 = math.log(2.0)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,6 @@ class TrainingPlan:
     optimizer: OptimizerConfig
     bureau_features: tuple[str, ...]  # empty: all
     bank_public_key: he.PublicKey
-    bank_randomiser_base: int  # the bank's DJN base h (part of its public key)
 
     def schedule(self) -> tuple[np.ndarray, np.ndarray]:
         return split_rows(self.rows, self.validation_fraction, self.seed)
@@ -135,7 +136,6 @@ class TrainingAccepted:
     job_id: str
     bureau_public_key: he.PublicKey
     bureau_columns: int
-    bureau_randomiser_base: int
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,27 @@ class BureauStage(Enum):
     READY = "ready"  # waiting for the scores request of the next step
     SCORED = "scored"
     FINISHED = "finished"
+    FAILED = "failed"  # a malformed message ended the job: nothing more is answered
+
+
+def _fails_the_job(method: Callable[..., T]) -> Callable[..., T]:
+    """A malformed message ends the job for good: no retrying a rejected decryption or
+    update to probe what the bureau accepts."""
+
+    @functools.wraps(method)
+    def guarded(self: BureauTrainer, *args: object) -> T:
+        if self.stage is BureauStage.FAILED:
+            raise WrongStage(
+                f"training job {self.plan.job_id} has failed ({self.failure}); start a new job"
+            )
+        try:
+            return method(self, *args)
+        except ProtocolViolation as exc:
+            self.stage = BureauStage.FAILED
+            self.failure = str(exc)
+            raise
+
+    return guarded
 
 
 class BureauTrainer:
@@ -226,11 +247,12 @@ class BureauTrainer:
         self.private_key = private_key
         self.encryptor = he.OwnerEncryptor(private_key)
         self.bank_key = plan.bank_public_key
-        self.bank_encryptor = he.PeerEncryptor(self.bank_key, plan.bank_randomiser_base)
+        self.bank_encryptor = he.PeerEncryptor(self.bank_key)
         self.train_rows, self.validation_rows = plan.schedule()
         self.optimizer = Optimizer(plan.optimizer, features.shape[1])
         self.snapshots: dict[int, np.ndarray] = {}
         self.stage = BureauStage.READY
+        self.failure = ""
         self._epoch, self._batch = 0, 0
         self._batches = epoch_batches(self.train_rows, plan.batch_size, plan.seed, 0)
         self._step: Step | None = None
@@ -245,15 +267,16 @@ class BureauTrainer:
         self._counts_at_epoch_start = self.counts.as_dict()
 
     def accepted(self) -> TrainingAccepted:
-        return TrainingAccepted(
-            self.plan.job_id, self.private_key.public_key, self.x.shape[1], int(self.encryptor.h)
-        )
+        return TrainingAccepted(self.plan.job_id, self.private_key.public_key, self.x.shape[1])
 
     def _next_step(self) -> Step:
         return Step(self.plan.job_id, self._epoch, self._batch)
 
+    @_fails_the_job
     def scores(self, step: Step) -> EncryptedScores:
         """[[u_B]] for the rows of the next step (a batch, or the validation rows)."""
+        if self._epoch >= self.plan.max_epochs:
+            raise WrongStage(f"the job has run all its {self.plan.max_epochs} epochs: finish it")
         if self.stage is not BureauStage.READY:
             raise WrongStage(f"scores for {step} asked while the job is {self.stage.value}")
         _check_step(step, self._next_step(), "a scores request")
@@ -277,6 +300,7 @@ class BureauTrainer:
             he.ciphertexts_to_bytes(square, self.private_key.public_key),
         )
 
+    @_fails_the_job
     def gradient(self, msg: EncryptedResiduals) -> MaskedValues:
         """X_B^T [[4d]]_A, masked and packed for the bank to decrypt."""
         if self.stage is not BureauStage.SCORED or self._gradient_sent:
@@ -294,6 +318,7 @@ class BureauTrainer:
         self._gradient_sent = True
         return MaskedValues(msg.step, len(products), he.ciphertexts_to_bytes(packed, self.bank_key))
 
+    @_fails_the_job
     def decrypt(self, msg: MaskedValues) -> DecryptedValues:
         """Decrypt the bank's masked values: once per step, exactly the expected count."""
         if self.stage is not BureauStage.SCORED or self._decrypted:
@@ -314,6 +339,7 @@ class BureauTrainer:
             self._advance()
         return DecryptedValues(msg.step, he.plaintexts_to_bytes(plaintexts, own))
 
+    @_fails_the_job
     def update(self, msg: DecryptedValues) -> None:
         """Unmask the own gradient and take the optimiser step."""
         if (
@@ -354,6 +380,7 @@ class BureauTrainer:
         )
         self.stage = BureauStage.READY
 
+    @_fails_the_job
     def finish(self, epoch: int) -> tuple[np.ndarray, TrainingFinished]:
         """Keep the weights of the epoch the bank chose (its best by validation loss)."""
         if epoch not in self.snapshots:
@@ -416,8 +443,6 @@ class BankTrainer:
         self.x, self.y = features, labels.astype(np.float64)
         self.private_key = private_key
         self.encryptor = encryptor or he.OwnerEncryptor(private_key)
-        if self.encryptor.h != plan.bank_randomiser_base:
-            raise ValueError("the plan must carry this encryptor's randomiser base")
         self.bureau_encryptor: he.PeerEncryptor | None = None
         self.train_rows, self.validation_rows = plan.schedule()
         penalised = np.ones(plan.bank_columns, dtype=bool)
@@ -441,7 +466,7 @@ class BankTrainer:
         if not 1 <= msg.bureau_columns <= 10_000:
             raise ProtocolViolation(f"the bureau announced {msg.bureau_columns} model columns")
         self.bureau_key = he.public_key_from_n(msg.bureau_public_key.n, self.limits.allow_test_keys)
-        self.bureau_encryptor = he.PeerEncryptor(self.bureau_key, msg.bureau_randomiser_base)
+        self.bureau_encryptor = he.PeerEncryptor(self.bureau_key)
         self.bureau_columns = msg.bureau_columns
         check_plan(self.plan, self.limits, msg.bureau_columns)
 
@@ -532,9 +557,10 @@ class BankTrainer:
         self.optimizer.step(gradient, epoch)
         return loss
 
-    def validation_request(self, msg: EncryptedScores) -> MaskedValues:
+    def validation_request(self, step: Step, msg: EncryptedScores) -> MaskedValues:
         """The validation loss's cross term with the bureau's scores, masked."""
-        self._step = msg.step
+        _check_step(msg.step, step, "the bureau's validation scores")
+        self._step = step
         rows = self.validation_rows
         self._u = _scores(self.x[rows], self.optimizer.weights)
         return self._cross_terms(msg, rows, self._u, None)
@@ -610,7 +636,7 @@ def drive_training(
             step = Step(job, epoch, VALIDATION)
             scores = peer.scores(step).result()
             validation_loss = bank.validation_loss(
-                peer.decrypt(bank.validation_request(scores)).result()
+                peer.decrypt(bank.validation_request(step, scores)).result()
             )
         history.append(
             EpochRecord(

@@ -20,16 +20,6 @@ def key_to_bytes(key: he.PublicKey) -> bytes:
     return key.n.to_bytes((key.n.bit_length() + 7) // 8, "big")
 
 
-def _int_to_bytes(value: int) -> bytes:
-    return int(value).to_bytes((int(value).bit_length() + 7) // 8, "big")
-
-
-def _base_from_bytes(data: bytes, key: he.PublicKey) -> int:
-    if len(data) > (key.nsquare.bit_length() + 7) // 8:
-        raise ProtocolViolation("the randomiser base is longer than n^2")
-    return int(he.check_randomiser_base(key, int.from_bytes(data, "big")))
-
-
 def key_from_bytes(data: bytes, allow_test_keys: bool) -> he.PublicKey:
     if not data or len(data) > he.MAX_KEY_BITS // 8:
         raise ProtocolViolation(f"a public key of {len(data)} bytes is not acceptable")
@@ -70,7 +60,6 @@ def plan_to_proto(plan: vlr.TrainingPlan) -> pb.TrainingPlan:
         ),
         bureau_features=list(plan.bureau_features),
         bank_public_key=key_to_bytes(plan.bank_public_key),
-        bank_randomiser_base=_int_to_bytes(plan.bank_randomiser_base),
     )
 
 
@@ -101,7 +90,6 @@ def plan_from_proto(msg: pb.TrainingPlan, allow_test_keys: bool) -> vlr.Training
         ),
         bureau_features=tuple(msg.bureau_features),
         bank_public_key=bank_key,
-        bank_randomiser_base=_base_from_bytes(msg.bank_randomiser_base, bank_key),
     )
 
 
@@ -110,15 +98,12 @@ def accepted_to_proto(msg: vlr.TrainingAccepted) -> pb.TrainingAccepted:
         job_id=msg.job_id,
         bureau_public_key=key_to_bytes(msg.bureau_public_key),
         bureau_columns=msg.bureau_columns,
-        bureau_randomiser_base=_int_to_bytes(msg.bureau_randomiser_base),
     )
 
 
 def accepted_from_proto(msg: pb.TrainingAccepted, allow_test_keys: bool) -> vlr.TrainingAccepted:
     key = key_from_bytes(msg.bureau_public_key, allow_test_keys)
-    return vlr.TrainingAccepted(
-        msg.job_id, key, msg.bureau_columns, _base_from_bytes(msg.bureau_randomiser_base, key)
-    )
+    return vlr.TrainingAccepted(msg.job_id, key, msg.bureau_columns)
 
 
 def scores_to_proto(msg: vlr.EncryptedScores, width: int) -> Iterator[pb.EncryptedScores]:
@@ -153,6 +138,8 @@ def scores_from_proto(
             raise ProtocolViolation("a chunk of scores belongs to another step")
         if chunk.offset != received or len(chunk.scores) % width:
             raise ProtocolViolation("chunks of scores arrived out of order or cut")
+        if total is None or received + len(chunk.scores) // width > total:
+            raise ProtocolViolation("the scores run past the count announced")
         parts.append(chunk.scores)
         received += len(chunk.scores) // width
     if step is None or received != total:

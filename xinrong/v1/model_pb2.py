@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16xinrong/v1/model.proto\x12\nxinrong.v1\"\x15\n\x13ListFeaturesRequest\">\n\x0b\x46\x65\x61tureInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"R\n\x10\x46\x65\x61tureCatalogue\x12)\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x17.xinrong.v1.FeatureInfo\x12\x13\n\x0b\x65nterprises\x18\x02 \x01(\x04\"\xa8\x01\n\x11OptimizerSettings\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rlearning_rate\x18\x02 \x01(\x01\x12\x10\n\x08momentum\x18\x03 \x01(\x01\x12\r\n\x05\x62\x65ta1\x18\x04 \x01(\x01\x12\r\n\x05\x62\x65ta2\x18\x05 \x01(\x01\x12\x0f\n\x07\x65psilon\x18\x06 \x01(\x01\x12\r\n\x05\x64\x65\x63\x61y\x18\x07 \x01(\x01\x12\x0f\n\x07penalty\x18\x08 \x01(\t\x12\r\n\x05\x61lpha\x18\t \x01(\x01\"\xaf\x02\n\x0cTrainingPlan\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0epsi_session_id\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x12\x14\n\x0c\x62\x61nk_columns\x18\x04 \x01(\r\x12\x1b\n\x13validation_fraction\x18\x05 \x01(\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\x12\n\nbatch_size\x18\x07 \x01(\r\x12\x12\n\nmax_epochs\x18\x08 \x01(\r\x12\x30\n\toptimizer\x18\t \x01(\x0b\x32\x1d.xinrong.v1.OptimizerSettings\x12\x17\n\x0f\x62ureau_features\x18\n \x03(\t\x12\x17\n\x0f\x62\x61nk_public_key\x18\x0b \x01(\x0c\x12\x1c\n\x14\x62\x61nk_randomiser_base\x18\x0c \x01(\x0c\"\x8e\x01\n\x10TrainingAccepted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x19\n\x11\x62ureau_public_key\x18\x02 \x01(\x0c\x12\x16\n\x0e\x62ureau_columns\x18\x03 \x01(\r\x12\x17\n\x0f\x62ureau_features\x18\x04 \x03(\t\x12\x1e\n\x16\x62ureau_randomiser_base\x18\x05 \x01(\x0c\"4\n\x04Step\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x05\"t\n\x0f\x45ncryptedScores\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.xinrong.v1.Step\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x0e\n\x06scores\x18\x04 \x01(\x0c\x12\x12\n\nsquare_sum\x18\x05 \x01(\x0c\"G\n\x12\x45ncryptedResiduals\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.xinrong.v1.Step\x12\x11\n\tresiduals\x18\x02 \x01(\x0c\"R\n\x0cMaskedValues\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.xinrong.v1.Step\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x01(\x0c\"E\n\x0f\x44\x65\x63ryptedValues\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.xinrong.v1.Step\x12\x12\n\nplaintexts\x18\x02 \x01(\x0c\"+\n\tUpdateAck\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.xinrong.v1.Step\".\n\rFinishRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\r\"Z\n\x10TrainingFinished\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\r\x12\x15\n\rneutral_score\x18\x04 \x01(\x01\"8\n\x0cScoreRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x16\n\x0epsi_session_id\x18\x02 \x01(\t\"@\n\x0f\x41pplicantScores\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x0e\n\x06scores\x18\x03 \x01(\x0c\x32\xbc\x04\n\nJointModel\x12M\n\x0cListFeatures\x12\x1f.xinrong.v1.ListFeaturesRequest\x1a\x1c.xinrong.v1.FeatureCatalogue\x12G\n\rStartTraining\x12\x18.xinrong.v1.TrainingPlan\x1a\x1c.xinrong.v1.TrainingAccepted\x12\x39\n\x06Scores\x12\x10.xinrong.v1.Step\x1a\x1b.xinrong.v1.EncryptedScores0\x01\x12\x44\n\x08Gradient\x12\x1e.xinrong.v1.EncryptedResiduals\x1a\x18.xinrong.v1.MaskedValues\x12@\n\x07\x44\x65\x63rypt\x12\x18.xinrong.v1.MaskedValues\x1a\x1b.xinrong.v1.DecryptedValues\x12<\n\x06Update\x12\x1b.xinrong.v1.DecryptedValues\x1a\x15.xinrong.v1.UpdateAck\x12I\n\x0e\x46inishTraining\x12\x19.xinrong.v1.FinishRequest\x1a\x1c.xinrong.v1.TrainingFinished\x12J\n\x0fScoreApplicants\x12\x18.xinrong.v1.ScoreRequest\x1a\x1b.xinrong.v1.ApplicantScores0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16xinrong/v1/model.proto\x12\nxinrong.v1\"\x15\n\x13ListFeaturesRequest\">\n\x0b\x46\x65\x61tureInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"R\n\x10\x46\x65\x61tureCatalogue\x12)\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x17.xinrong.v1.FeatureInfo\x12\x13\n\x0b\x65nterprises\x18\x02 \x01(\x04\"\xa8\x01\n\x11OptimizerSettings\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rlearning_rate\x18\x02 \x01(\x01\x12\x10\n\x08momentum\x18\x03 \x01(\x01\x12\r\n\x05\x62\x65ta1\x18\x04 \x01(\x01\x12\r\n\x05\x62\x65ta2\x18\x05 \x01(\x01\x12\x0f\n\x07\x65psilon\x18\x06 \x01(\x01\x12\r\n\x05\x64\x65\x63\x61y\x18\x07 \x01(\x01\x12\x0f\n\x07penalty\x18\x08 \x01(\t\x12\r\n\x05\x61lpha\x18\t \x01(\x01\"\x97\x02\n\x0cTrainingPlan\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0epsi_session_id\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x12\x14\n\x0c\x62\x61nk_columns\x18\x04 \x01(\r\x12\x1b\n\x13validation_fraction\x18\x05 \x01(\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\x12\n\nbatch_size\x18\x07 \x01(\r\x12\x12\n\nmax_epochs\x18\x08 \x01(\r\x12\x30\n\toptimizer\x18\t \x01(\x0b\x32\x1d.xinrong.v1.OptimizerSettings\x12\x17\n\x0f\x62ureau_features\x18\n \x03(\t\x12\x17\n\x0f\x62\x61nk_public_key\x18\x0b \x01(\x0cJ\x04\x08\x0c\x10\r\"t\n\x10TrainingAccepted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x19\n\x11\x62ureau_public_key\x18\x02 \x01(\x0c\x12\x16\n\x0e\x62ureau_columns\x18\x03 \x01(\r\x12\x17\n\x0f\x62ureau_features\x18\x04 \x03(\tJ\x04\x08\x05\x10\x06\"4\n\x04Step\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x05\"t\n\x0f\x45ncryptedScores\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.xinrong.v1.Step\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x0e\n\x06scores\x18\x04 \x01(\x0c\x12\x12\n\nsquare_sum\x18\x05 \x01(\x0c\"G\n\x12\x45ncryptedResiduals\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.xinrong.v1.Step\x12\x11\n\tresiduals\x18\x02 \x01(\x0c\"R\n\x0cMaskedValues\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.xinrong.v1.Step\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x13\n\x0b\x63iphertexts\x18\x03 \x01(\x0c\"E\n\x0f\x44\x65\x63ryptedValues\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.xinrong.v1.Step\x12\x12\n\nplaintexts\x18\x02 \x01(\x0c\"+\n\tUpdateAck\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.xinrong.v1.Step\".\n\rFinishRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\r\"Z\n\x10TrainingFinished\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\r\x12\x15\n\rneutral_score\x18\x04 \x01(\x01\"8\n\x0cScoreRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x16\n\x0epsi_session_id\x18\x02 \x01(\t\"@\n\x0f\x41pplicantScores\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x0e\n\x06scores\x18\x03 \x01(\x0c\x32\xbc\x04\n\nJointModel\x12M\n\x0cListFeatures\x12\x1f.xinrong.v1.ListFeaturesRequest\x1a\x1c.xinrong.v1.FeatureCatalogue\x12G\n\rStartTraining\x12\x18.xinrong.v1.TrainingPlan\x1a\x1c.xinrong.v1.TrainingAccepted\x12\x39\n\x06Scores\x12\x10.xinrong.v1.Step\x1a\x1b.xinrong.v1.EncryptedScores0\x01\x12\x44\n\x08Gradient\x12\x1e.xinrong.v1.EncryptedResiduals\x1a\x18.xinrong.v1.MaskedValues\x12@\n\x07\x44\x65\x63rypt\x12\x18.xinrong.v1.MaskedValues\x1a\x1b.xinrong.v1.DecryptedValues\x12<\n\x06Update\x12\x1b.xinrong.v1.DecryptedValues\x1a\x15.xinrong.v1.UpdateAck\x12I\n\x0e\x46inishTraining\x12\x19.xinrong.v1.FinishRequest\x1a\x1c.xinrong.v1.TrainingFinished\x12J\n\x0fScoreApplicants\x12\x18.xinrong.v1.ScoreRequest\x1a\x1b.xinrong.v1.ApplicantScores0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,29 +40,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPTIMIZERSETTINGS']._serialized_start=210
   _globals['_OPTIMIZERSETTINGS']._serialized_end=378
   _globals['_TRAININGPLAN']._serialized_start=381
-  _globals['_TRAININGPLAN']._serialized_end=684
-  _globals['_TRAININGACCEPTED']._serialized_start=687
-  _globals['_TRAININGACCEPTED']._serialized_end=829
-  _globals['_STEP']._serialized_start=831
-  _globals['_STEP']._serialized_end=883
-  _globals['_ENCRYPTEDSCORES']._serialized_start=885
-  _globals['_ENCRYPTEDSCORES']._serialized_end=1001
-  _globals['_ENCRYPTEDRESIDUALS']._serialized_start=1003
-  _globals['_ENCRYPTEDRESIDUALS']._serialized_end=1074
-  _globals['_MASKEDVALUES']._serialized_start=1076
-  _globals['_MASKEDVALUES']._serialized_end=1158
-  _globals['_DECRYPTEDVALUES']._serialized_start=1160
-  _globals['_DECRYPTEDVALUES']._serialized_end=1229
-  _globals['_UPDATEACK']._serialized_start=1231
-  _globals['_UPDATEACK']._serialized_end=1274
-  _globals['_FINISHREQUEST']._serialized_start=1276
-  _globals['_FINISHREQUEST']._serialized_end=1322
-  _globals['_TRAININGFINISHED']._serialized_start=1324
-  _globals['_TRAININGFINISHED']._serialized_end=1414
-  _globals['_SCOREREQUEST']._serialized_start=1416
-  _globals['_SCOREREQUEST']._serialized_end=1472
-  _globals['_APPLICANTSCORES']._serialized_start=1474
-  _globals['_APPLICANTSCORES']._serialized_end=1538
-  _globals['_JOINTMODEL']._serialized_start=1541
-  _globals['_JOINTMODEL']._serialized_end=2113
+  _globals['_TRAININGPLAN']._serialized_end=660
+  _globals['_TRAININGACCEPTED']._serialized_start=662
+  _globals['_TRAININGACCEPTED']._serialized_end=778
+  _globals['_STEP']._serialized_start=780
+  _globals['_STEP']._serialized_end=832
+  _globals['_ENCRYPTEDSCORES']._serialized_start=834
+  _globals['_ENCRYPTEDSCORES']._serialized_end=950
+  _globals['_ENCRYPTEDRESIDUALS']._serialized_start=952
+  _globals['_ENCRYPTEDRESIDUALS']._serialized_end=1023
+  _globals['_MASKEDVALUES']._serialized_start=1025
+  _globals['_MASKEDVALUES']._serialized_end=1107
+  _globals['_DECRYPTEDVALUES']._serialized_start=1109
+  _globals['_DECRYPTEDVALUES']._serialized_end=1178
+  _globals['_UPDATEACK']._serialized_start=1180
+  _globals['_UPDATEACK']._serialized_end=1223
+  _globals['_FINISHREQUEST']._serialized_start=1225
+  _globals['_FINISHREQUEST']._serialized_end=1271
+  _globals['_TRAININGFINISHED']._serialized_start=1273
+  _globals['_TRAININGFINISHED']._serialized_end=1363
+  _globals['_SCOREREQUEST']._serialized_start=1365
+  _globals['_SCOREREQUEST']._serialized_end=1421
+  _globals['_APPLICANTSCORES']._serialized_start=1423
+  _globals['_APPLICANTSCORES']._serialized_end=1487
+  _globals['_JOINTMODEL']._serialized_start=1490
+  _globals['_JOINTMODEL']._serialized_end=2062
 # @@protoc_insertion_point(module_scope)
