@@ -41,6 +41,8 @@ from .client import BureauConnection, run_psi
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.json"
+# the bank's own per-row results on the matched rows: ID, split, y, joint (and bank_only)
+EVALUATION_FILE = "evaluation.csv"
 MODEL_FORMAT = "xinrong-bank-model/1"
 T = TypeVar("T")
 Say = Callable[[str], None]
@@ -309,10 +311,12 @@ def train_job(
         "train": evaluate(y[train_rows], probabilities[train_rows]),
         "validation": evaluate(y[validation_rows], probabilities[validation_rows]),
     }
+    bank_only = None
     if compare_bank_only:
         model = bank_only_model(x[train_rows, 1:], y[train_rows])
+        bank_only = model.predict_proba(x[:, 1:])[:, 1]
         held = validation_rows if len(validation_rows) else train_rows
-        metrics["bank_only"] = evaluate(y[held], model.predict_proba(x[held, 1:])[:, 1])
+        metrics["bank_only"] = evaluate(y[held], bank_only[held])
         metrics["bank_only"]["evaluated_on"] = "validation" if len(validation_rows) else "train"
     counts = trainer.counts.as_dict()
     bank_half = {
@@ -346,6 +350,17 @@ def train_job(
     }
     model_dir.mkdir(parents=True, exist_ok=True)
     tables.atomic_write_bytes(model_dir / MODEL_FILE, json.dumps(bank_half, indent=2).encode())
+    split = np.full(rows, "train", dtype=object)
+    split[validation_rows] = "validation"
+    evaluation = {
+        id_column: pa.array(result.matched_ids, pa.string()),
+        "split": pa.array(split.tolist(), pa.string()),
+        "y": pa.array(y, pa.int8()),
+        "joint": pa.array(probabilities, pa.float64()),
+    }
+    if bank_only is not None:
+        evaluation["bank_only"] = pa.array(bank_only, pa.float64())
+    tables.write_csv(pa.table(evaluation), model_dir / EVALUATION_FILE)
     seconds = time.perf_counter() - started
     epochs_run = len(outcome.history)
     summary = {
