@@ -182,7 +182,7 @@ BANK_COLUMNS = (
 )
 
 # Label model: weights of the latents in the default log-odds.
-_BETA_C, _BETA_G, _BETA_L = 0.9, 1.0, 1.0
+_BETA_C, _BETA_G, _BETA_L = 0.8, 1.4, 0.9
 
 _ORG_WEIGHTS = np.array([3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
 _ALPHABET_BYTES = np.frombuffer(uscc.ALPHABET.encode("ascii"), dtype=np.uint8)
@@ -382,32 +382,32 @@ def _bureau_table(codes: np.ndarray, lat: _Latent, rng: np.random.Generator) -> 
     # for individual businesses and cooperatives, and slightly more often under distress.
     employees = rng.poisson(np.exp(0.9 + 0.9 * size + 0.5 * e(n)))
     miss_emp = rng.random(n) < _sigmoid(
-        -2.3 + 0.3 * c + 1.6 * individual + 2.0 * (kind == _KIND_COOP)
+        -2.3 + 0.3 * c + 0.3 * g + 1.6 * individual + 2.0 * (kind == _KIND_COOP)
     )
-    trend = np.round(np.exp(0.03 - 0.12 * c + 0.12 * e(n)), 3)
+    trend = np.round(np.exp(0.03 - 0.15 * c + 0.10 * e(n)), 3)
     miss_trend = miss_emp | (employees == 0) | (age < 1.0)
 
     # Operations (tax and invoices).
-    p_month = _sigmoid(2.0 - 1.1 * c + 0.4 * size - 1.0 * individual)
+    p_month = _sigmoid(2.2 - 1.3 * c - 0.4 * g + 0.4 * size - 1.0 * individual)
     months = rng.binomial(12, p_month)
     months = np.minimum(months, np.ceil(age * 12.0).astype(np.int64))
     invoice = _money(np.exp(np.log(80.0) + 1.1 * size - 0.3 * c + 0.6 * e(n)) * months / 12.0)
     miss_invoice = rng.random(n) < 0.05
-    p_zero_tax = _sigmoid(-0.8 + 0.9 * c - 0.7 * size + 0.8 * individual)
+    p_zero_tax = _sigmoid(-1.0 + 0.9 * c + 0.9 * g - 0.7 * size + 0.8 * individual)
     zero_tax = (rng.random(n) < p_zero_tax) | ((months == 0) & (rng.random(n) < 0.9))
     tax = np.where(zero_tax, 0.0, _money(np.exp(np.log(3.0) + 1.0 * size - 0.4 * c + 0.7 * e(n))))
     miss_tax = rng.random(n) < (0.10 + 0.15 * individual)
 
     # Watch list.
-    court = rng.poisson(np.exp(-2.5 + 0.9 * g + 0.35 * c + 0.2 * size))
-    penalties = rng.poisson(np.exp(-2.2 + 0.6 * g + 0.2 * c))
-    abnormal = (rng.random(n) < _sigmoid(-3.4 + 1.1 * g + 0.7 * c)).astype(np.int8)
+    court = rng.poisson(np.exp(-1.8 + 0.9 * g + 0.35 * c + 0.2 * size))
+    penalties = rng.poisson(np.exp(-2.0 + 0.8 * g + 0.2 * c))
+    abnormal = (rng.random(n) < _sigmoid(-3.0 + 1.4 * g + 0.7 * c)).astype(np.int8)
 
     # Audited financial statements: larger companies only, about 40% of all enterprises.
     has_fs = (kind == _KIND_COMPANY) & (rng.random(n) < _sigmoid(-0.1 + 0.9 * size))
     assets = _money(np.exp(np.log(300.0) + 1.2 * size + 0.5 * e(n)))
-    debt_ratio = np.round(np.clip(0.55 + 0.14 * c + 0.16 * e(n), 0.02, 1.8), 3)
-    growth = np.round(np.exp(0.04 - 0.18 * c + 0.28 * e(n)) - 1.0, 3)
+    debt_ratio = np.round(np.clip(0.55 + 0.14 * c + 0.08 * g + 0.14 * e(n), 0.02, 1.8), 3)
+    growth = np.round(np.exp(0.04 - 0.2 * c + 0.25 * e(n)) - 1.0, 3)
 
     def col(values: np.ndarray, kind_: pa.DataType, missing: np.ndarray | None = None) -> pa.Array:
         return pa.array(values, type=kind_, mask=missing)

@@ -56,6 +56,39 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .training import train_job
 
+    bank_features, bureau_features = _names(args.bank_features), _names(args.bureau_features)
+    if args.min_iv is not None:
+        from .toolkit import iv_job, select_by_iv
+
+        iv_table = Path(args.model_dir) / "iv.csv"
+        iv_job(
+            bureau=args.bureau,
+            data=args.data,
+            id_column=args.id_column,
+            label=args.label,
+            out=iv_table,
+            bank_id=args.bank_id,
+            id_type=IdType(args.id_type),
+            bank_features=bank_features,
+            bureau_features=bureau_features,
+            key_bits=args.key_bits,
+            allow_test_keys=args.allow_test_keys,
+            workers=args.workers,
+            executor_spec=args.executor,
+            quiet=args.quiet,
+            say=_say(args),
+        )
+        bank_features, bureau_features = select_by_iv(iv_table, args.min_iv)
+        if not bureau_features:
+            print(
+                f"error: no bureau feature has IV >= {args.min_iv} (see {iv_table})",
+                file=sys.stderr,
+            )
+            return 2
+        _say(args)(
+            f"IV >= {args.min_iv}: {len(bank_features)} bank and {len(bureau_features)} "
+            f"bureau features (table in {iv_table})"
+        )
     optimizer = OptimizerConfig(
         name=args.optimizer,
         learning_rate=args.learning_rate,
@@ -71,8 +104,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         model_dir=args.model_dir,
         bank_id=args.bank_id,
         id_type=IdType(args.id_type),
-        bank_features=_names(args.bank_features),
-        bureau_features=_names(args.bureau_features),
+        bank_features=bank_features,
+        bureau_features=bureau_features,
         validation_fraction=args.validation_fraction,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -94,6 +127,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.compare_bank_only:
         line += f"; bank-only AUC {summary['bank_only_auc']}"
     print(line, file=sys.stderr)
+    print_result(summary)
+    return 0
+
+
+def cmd_iv(args: argparse.Namespace) -> int:
+    from .toolkit import format_iv_table, iv_job, read_iv_table
+
+    summary = iv_job(
+        bureau=args.bureau,
+        data=args.data,
+        id_column=args.id_column,
+        label=args.label,
+        out=args.out,
+        bank_id=args.bank_id,
+        id_type=IdType(args.id_type),
+        bank_features=_names(args.bank_features),
+        bureau_features=_names(args.bureau_features),
+        max_bins=args.bins,
+        min_bin_count=args.min_bin_count,
+        monotonic=not args.no_monotonic,
+        key_bits=args.key_bits,
+        allow_test_keys=args.allow_test_keys,
+        workers=args.workers,
+        executor_spec=args.executor,
+        quiet=args.quiet,
+        say=_say(args),
+    )
+    if not args.quiet:
+        print(format_iv_table(read_iv_table(summary["out"])), file=sys.stderr)
     print_result(summary)
     return 0
 
@@ -224,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow keys below 2048 bits (tests only; insecure)",
     )
     train.add_argument(
+        "--min-iv",
+        type=float,
+        default=None,
+        help="first compute information values (into MODEL_DIR/iv.csv) and keep only the "
+        "features with at least this IV",
+    )
+    train.add_argument(
         "--compare-bank-only",
         action="store_true",
         help="also fit a plaintext model on the bank's columns alone",
@@ -243,6 +312,26 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--bank-id", default=DEFAULT_BANK_ID)
     add_common_arguments(predict)
     predict.set_defaults(func=cmd_predict)
+
+    iv = sub.add_parser("iv", help="weight of evidence and information value of every feature")
+    iv.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
+    add_id_arguments(iv)
+    iv.add_argument("--label", required=True, help="the 0/1 default label column")
+    iv.add_argument("--out", default="iv.csv", help="the IV table (CSV); bins go beside it")
+    iv.add_argument("--bank-id", default=DEFAULT_BANK_ID)
+    iv.add_argument("--bank-features", default=None, help="comma-separated (default: all)")
+    iv.add_argument("--bureau-features", default=None, help="comma-separated (default: all)")
+    iv.add_argument("--bins", type=int, default=10, help="quantile bins per number (max 50)")
+    iv.add_argument("--min-bin-count", type=int, default=50, help="smaller bins are merged")
+    iv.add_argument(
+        "--no-monotonic",
+        action="store_true",
+        help="keep the quantile bins (default: merge to a monotonic bad rate)",
+    )
+    iv.add_argument("--key-bits", type=int, default=2048)
+    iv.add_argument("--allow-test-keys", action="store_true", help=argparse.SUPPRESS)
+    add_common_arguments(iv)
+    iv.set_defaults(func=cmd_iv)
 
     features = sub.add_parser("features", help="list the bureau's feature catalogue")
     features.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")

@@ -15,6 +15,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
+from xinrong.protocols import binning
 from xinrong.protocols import paillier as he
 from xinrong.protocols import vertical_lr as vlr
 from xinrong.protocols.errors import PolicyViolation, ProtocolViolation, UnknownSession
@@ -293,6 +294,79 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
 
             out = self._with_job(context, request.job_id, finish)
             self.jobs.remove(request.job_id)
+            return out
+        except Exception as exc:  # noqa: BLE001
+            abort_with(context, exc)
+
+    def BinLabels(
+        self, request_iterator: Iterator[pb.EncryptedLabels], context: grpc.ServicerContext
+    ) -> pb.BinnedLabelSums:
+        try:
+            bank_id = bank_identity(context)
+            first: pb.EncryptedLabels | None = None
+            key = None
+            labels: list = []
+            total = 0
+            for chunk in request_iterator:
+                if first is None:
+                    first, total = chunk, chunk.total
+                    key = codec.key_from_bytes(chunk.bank_public_key, self.limits.allow_test_keys)
+                    ids = self.store.session_matched_ids(bank_id, chunk.psi_session_id)
+                    if total != len(ids):
+                        raise ProtocolViolation(
+                            f"{total} labels announced; PSI session {chunk.psi_session_id} "
+                            f"matched {len(ids)} rows"
+                        )
+                    if not 2 <= chunk.max_bins <= binning.MAX_BINS:
+                        raise ProtocolViolation(f"max_bins must be from 2 to {binning.MAX_BINS}")
+                    if len(ids) < self.limits.min_rows:
+                        raise PolicyViolation(
+                            f"only {len(ids)} shared rows; information value needs at least "
+                            f"{self.limits.min_rows}"
+                        )
+                    names = self.features.choose(tuple(chunk.features))
+                elif chunk.total != total:
+                    raise ProtocolViolation("chunks of labels disagree on the total")
+                if chunk.offset != len(labels):
+                    raise ProtocolViolation("chunks of labels arrived out of order")
+                assert key is not None
+                parsed = he.ciphertexts_from_bytes(chunk.labels, key)
+                if len(labels) + len(parsed) > total:
+                    raise ProtocolViolation("more labels than announced")
+                labels.extend(parsed)
+            if first is None or key is None or len(labels) != total:
+                raise ProtocolViolation("the labels ended before all announced chunks arrived")
+            # the bureau's own floor: bins smaller than this are merged, never reported
+            min_count = max(first.min_bin_count, self.limits.min_bin_count)
+            rows = self.features.rows_of(ids)
+            peer = he.PeerEncryptor(key)
+            nsquare = he.mpz(key.nsquare)
+            slot_bits = max(total.bit_length(), 1) + 1
+            out = pb.BinnedLabelSums()
+            for name in names:
+                bins = binning.bin_column(name, rows.column(name), first.max_bins, min_count)
+                sums = [he.mpz(1)] * bins.count
+                for b, c in zip(bins.index.tolist(), labels, strict=True):
+                    sums[b] = sums[b] * c % nsquare
+                totals = np.bincount(bins.index, minlength=bins.count)
+                out.features.append(
+                    pb.FeatureBins(
+                        name=name,
+                        kind=bins.kind,
+                        totals=totals.tolist(),
+                        ordered=bins.ordered,
+                        missing_bin=-1 if bins.missing_bin is None else bins.missing_bin,
+                        slot_bits=slot_bits,
+                        sums=he.ciphertexts_to_bytes(he.pack_sums(sums, slot_bits, peer), key),
+                    )
+                )
+            log.info(
+                "binned %d labels of bank %s over %d features (bins of at least %d)",
+                total,
+                bank_id,
+                len(names),
+                min_count,
+            )
             return out
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)

@@ -590,6 +590,41 @@ def pack_masked(
     return out, MaskedPacking(layout, masks)
 
 
+def pack_sums(values: Sequence[gmpy2.mpz], slot_bits: int, peer: PeerEncryptor) -> list[gmpy2.mpz]:
+    """Non-negative values below 2^slot_bits that the other party may learn (no masks),
+    packed into few ciphertexts and each re-randomised with a fresh encryption of zero, so
+    that the randomness of the result tells the decrypting party nothing about which of its
+    ciphertexts went in."""
+    nsquare = peer.nsquare
+    per = max(1, (peer.public_key.n.bit_length() - 2) // slot_bits)
+    out = []
+    for start in range(0, len(values), per):
+        group = values[start : start + per]
+        acc = group[-1]
+        for c in reversed(group[:-1]):
+            acc = gmpy2.powmod(acc, mpz(1) << slot_bits, nsquare) * c % nsquare
+        out.append(acc * peer.encrypt(0) % nsquare)
+    return out
+
+
+def unpack_sums(
+    ciphertexts: Sequence[gmpy2.mpz], private_key: PrivateKey, slot_bits: int, count: int
+) -> list[int]:
+    """Decrypt and split what ``pack_sums`` made; every slot checked to fit."""
+    per = max(1, (private_key.public_key.n.bit_length() - 2) // slot_bits)
+    if len(ciphertexts) != -(-count // per):
+        raise ProtocolViolation(f"expected {-(-count // per)} packed sums, got {len(ciphertexts)}")
+    mask = (1 << slot_bits) - 1
+    values = []
+    for i, c in enumerate(ciphertexts):
+        m = decrypt(private_key, c)
+        here = min(per, count - i * per)
+        if m >> (slot_bits * here):
+            raise ProtocolViolation("a packed sum is larger than its slots")
+        values.extend((m >> (slot_bits * j)) & mask for j in range(here))
+    return values
+
+
 def decrypt_packed(
     ciphertexts: Sequence[gmpy2.mpz], private_key: PrivateKey, layout: SlotLayout, slots: int
 ) -> list[int]:

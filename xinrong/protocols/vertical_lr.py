@@ -63,6 +63,7 @@ class TrainingLimits:
     min_rows: int = 100
     allow_test_keys: bool = False
     max_epochs: int = 200
+    min_bin_count: int = 30  # information value: smaller bins are merged, never reported
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,50 @@ class ScoreRequest(_message.Message):
     psi_session_id: str
     def __init__(self, model_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ...) -> None: ...
 
+class EncryptedLabels(_message.Message):
+    __slots__ = ("psi_session_id", "bank_public_key", "max_bins", "min_bin_count", "features", "offset", "total", "labels")
+    PSI_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    BANK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_BINS_FIELD_NUMBER: _ClassVar[int]
+    MIN_BIN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    psi_session_id: str
+    bank_public_key: bytes
+    max_bins: int
+    min_bin_count: int
+    features: _containers.RepeatedScalarFieldContainer[str]
+    offset: int
+    total: int
+    labels: bytes
+    def __init__(self, psi_session_id: _Optional[str] = ..., bank_public_key: _Optional[bytes] = ..., max_bins: _Optional[int] = ..., min_bin_count: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., labels: _Optional[bytes] = ...) -> None: ...
+
+class FeatureBins(_message.Message):
+    __slots__ = ("name", "kind", "totals", "ordered", "missing_bin", "slot_bits", "sums")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    ORDERED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_BIN_FIELD_NUMBER: _ClassVar[int]
+    SLOT_BITS_FIELD_NUMBER: _ClassVar[int]
+    SUMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    totals: _containers.RepeatedScalarFieldContainer[int]
+    ordered: bool
+    missing_bin: int
+    slot_bits: int
+    sums: bytes
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., totals: _Optional[_Iterable[int]] = ..., ordered: _Optional[bool] = ..., missing_bin: _Optional[int] = ..., slot_bits: _Optional[int] = ..., sums: _Optional[bytes] = ...) -> None: ...
+
+class BinnedLabelSums(_message.Message):
+    __slots__ = ("features",)
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    features: _containers.RepeatedCompositeFieldContainer[FeatureBins]
+    def __init__(self, features: _Optional[_Iterable[_Union[FeatureBins, _Mapping]]] = ...) -> None: ...
+
 class ApplicantScores(_message.Message):
     __slots__ = ("offset", "total", "scores")
     OFFSET_FIELD_NUMBER: _ClassVar[int]

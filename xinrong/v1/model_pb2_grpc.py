@@ -74,6 +74,11 @@ class JointModelStub:
                 request_serializer=xinrong_dot_v1_dot_model__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.ApplicantScores.FromString,
                 _registered_method=True)
+        self.BinLabels = channel.stream_unary(
+                '/xinrong.v1.JointModel/BinLabels',
+                request_serializer=xinrong_dot_v1_dot_model__pb2.EncryptedLabels.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.FromString,
+                _registered_method=True)
 
 
 class JointModelServicer:
@@ -135,6 +140,15 @@ class JointModelServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BinLabels(self, request_iterator, context):
+        """Information value: the bank's labels, encrypted under its key, in the order of a PSI
+        session's matched rows; per bureau feature, the bin sizes and the packed encrypted sums
+        of the labels per bin. The bank learns counts per bin, never split points or values.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JointModelServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +191,11 @@ def add_JointModelServicer_to_server(servicer, server):
                     servicer.ScoreApplicants,
                     request_deserializer=xinrong_dot_v1_dot_model__pb2.ScoreRequest.FromString,
                     response_serializer=xinrong_dot_v1_dot_model__pb2.ApplicantScores.SerializeToString,
+            ),
+            'BinLabels': grpc.stream_unary_rpc_method_handler(
+                    servicer.BinLabels,
+                    request_deserializer=xinrong_dot_v1_dot_model__pb2.EncryptedLabels.FromString,
+                    response_serializer=xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +414,33 @@ class JointModel:
             '/xinrong.v1.JointModel/ScoreApplicants',
             xinrong_dot_v1_dot_model__pb2.ScoreRequest.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.ApplicantScores.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BinLabels(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/xinrong.v1.JointModel/BinLabels',
+            xinrong_dot_v1_dot_model__pb2.EncryptedLabels.SerializeToString,
+            xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,268 @@
+"""Binning, weight of evidence and information value: the credit modeller's first look at
+which features carry signal.
+
+Each party bins its own columns (quantile bins for numbers, one bin per frequent category,
+missing values in a bin of their own; bins below a minimum count merged into a neighbour).
+For the bureau's features the bank learns, per bin and in bin order, only the number of rows
+and the sum of its own labels (computed by the bureau on encrypted labels): never the
+bureau's split points or values. Optimal monotonic binning then merges adjacent bins on the
+bank's side until the bad rate is monotonic (pool adjacent violators), which needs only
+those counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from .features import MISSING, _numbers, _texts, column_kind
+
+DEFAULT_BINS = 10
+MAX_BINS = 50
+DEFAULT_MIN_BIN_COUNT = 50
+SMOOTHING = 0.5  # added to good and bad counts so that empty cells have a finite WOE
+
+STRENGTH_BANDS = [  # (lower bound of IV, label): the usual rule of thumb
+    (0.5, "suspicious (check for leaks)"),
+    (0.3, "strong"),
+    (0.1, "medium"),
+    (0.02, "weak"),
+    (0.0, "not predictive"),
+]
+
+
+def strength(iv: float) -> str:
+    for lower, label in STRENGTH_BANDS:
+        if iv >= lower:
+            return label
+    return STRENGTH_BANDS[-1][1]
+
+
+@dataclass(frozen=True)
+class ColumnBins:
+    """Bin membership of every row of one column. ``labels`` name the bins for their owner
+    only (they hold split points); ``ordered`` says whether adjacent bins may be merged."""
+
+    name: str
+    kind: str
+    index: np.ndarray  # bin of each row
+    labels: list[str]
+    ordered: bool
+    missing_bin: int | None
+
+    @property
+    def count(self) -> int:
+        return len(self.labels)
+
+
+def _merge_small(counts: np.ndarray, min_count: int, ordered: bool) -> np.ndarray:
+    """A mapping old bin -> new bin that merges bins below ``min_count`` into a neighbour
+    (the smaller adjacent one when ordered; all small categories together otherwise)."""
+    mapping = np.arange(len(counts))
+    if len(counts) <= 1:
+        return mapping
+    groups = [[i] for i in range(len(counts))]
+    sizes = [int(c) for c in counts]
+    if ordered:
+        while len(groups) > 1:
+            small = [g for g in range(len(groups)) if sizes[g] < min_count]
+            if not small:
+                break
+            g = min(small, key=lambda k: sizes[k])
+            if g == 0:
+                other = 1
+            elif g == len(groups) - 1:
+                other = g - 1
+            else:
+                other = g - 1 if sizes[g - 1] <= sizes[g + 1] else g + 1
+            lo, hi = min(g, other), max(g, other)
+            groups[lo] += groups[hi]
+            sizes[lo] += sizes[hi]
+            del groups[hi], sizes[hi]
+    else:
+        small = [g for g in range(len(groups)) if sizes[g] < min_count]
+        if len(small) > 1 or (small and len(groups) > 1):
+            keep = [g for g in range(len(groups)) if g not in small]
+            pooled = [i for g in small for i in groups[g]]
+            pooled_size = sum(sizes[g] for g in small)
+            groups = [groups[g] for g in keep] + [pooled]
+            sizes = [sizes[g] for g in keep] + [pooled_size]
+            if pooled_size < min_count and len(groups) > 1:  # still small: join the largest
+                largest = int(np.argmax(sizes[:-1]))
+                groups[largest] += groups[-1]
+                del groups[-1]
+    for new, members in enumerate(groups):
+        mapping[members] = new
+    return mapping
+
+
+def bin_column(
+    name: str,
+    column: pa.ChunkedArray | pa.Array,
+    max_bins: int = DEFAULT_BINS,
+    min_count: int = DEFAULT_MIN_BIN_COUNT,
+) -> ColumnBins:
+    """Quantile bins (numbers) or category bins (text), missing values apart, small bins
+    merged."""
+    kind = column_kind(column.type)
+    if kind == "numeric":
+        x = _numbers(column)
+        missing = np.isnan(x)
+        present = x[~missing]
+        edges = (
+            np.unique(np.quantile(present, np.linspace(0, 1, max_bins + 1)[1:-1]))
+            if (present.size)
+            else np.zeros(0)
+        )
+        index = np.searchsorted(edges, x, side="right")
+        bounds = [-math.inf, *edges.tolist(), math.inf]
+        labels = [f"[{bounds[i]:.6g}, {bounds[i + 1]:.6g})" for i in range(len(edges) + 1)]
+        ordered = True
+    else:
+        texts = _texts(column)
+        missing = texts == MISSING
+        levels = sorted({t for t in texts.tolist() if t != MISSING})
+        position = {level: i for i, level in enumerate(levels)}
+        index = np.array([position.get(t, 0) for t in texts.tolist()], dtype=np.int64)
+        labels = list(levels)
+        ordered = False
+    regular = len(labels)
+    counts = np.bincount(index[~missing], minlength=regular) if regular else np.zeros(0)
+    keep = counts > 0
+    if regular and not keep.all():  # drop empty bins
+        renumber = np.cumsum(keep) - 1
+        index = np.where(missing, 0, renumber[np.minimum(index, regular - 1)])
+        labels = [label for label, k in zip(labels, keep, strict=True) if k]
+        counts = counts[keep]
+    mapping = _merge_small(counts, min_count, ordered)
+    merged = int(mapping.max()) + 1 if len(mapping) else 0
+    new_labels = [
+        " | ".join(labels[i] for i in range(len(labels)) if mapping[i] == b) for b in range(merged)
+    ]
+    index = np.where(missing, merged, mapping[np.minimum(index, max(len(mapping) - 1, 0))])
+    missing_bin = None
+    if missing.any():
+        if missing.sum() >= min_count or merged == 0:
+            missing_bin = merged
+            new_labels.append("missing")
+        else:  # too few missing values to report apart: they join the largest bin
+            largest = int(np.argmax(np.bincount(index[~missing], minlength=merged)))
+            index = np.where(missing, largest, index)
+            new_labels[largest] += " | missing"
+    return ColumnBins(name, kind, index.astype(np.int64), new_labels, ordered, missing_bin)
+
+
+# -- the bank's side: counts to WOE and IV -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BinStatistics:
+    totals: list[int]
+    bads: list[int]
+
+    @property
+    def goods(self) -> list[int]:
+        return [t - b for t, b in zip(self.totals, self.bads, strict=True)]
+
+
+def woe_and_iv(stats: BinStatistics) -> tuple[list[float], float]:
+    """Weight of evidence per bin, ln(%bad / %good) (positive = riskier), and the IV."""
+    bads = np.asarray(stats.bads, dtype=np.float64) + SMOOTHING
+    goods = np.asarray(stats.goods, dtype=np.float64) + SMOOTHING
+    share_bad, share_good = bads / bads.sum(), goods / goods.sum()
+    woe = np.log(share_bad / share_good)
+    return woe.tolist(), float(np.sum((share_bad - share_good) * woe))
+
+
+def monotonic_groups(stats: BinStatistics, missing_bin: int | None) -> list[list[int]]:
+    """Adjacent ordered bins merged until the bad rate is monotonic in the direction that
+    keeps more IV (pool adjacent violators); the missing bin stays apart."""
+    ordered = [b for b in range(len(stats.totals)) if b != missing_bin]
+
+    def pool(increasing: bool) -> list[list[int]]:
+        blocks: list[list[int]] = []
+        totals: list[int] = []
+        bads: list[int] = []
+        for b in ordered:
+            blocks.append([b])
+            totals.append(stats.totals[b])
+            bads.append(stats.bads[b])
+            while len(blocks) > 1:
+                rate_prev = bads[-2] / max(totals[-2], 1)
+                rate_last = bads[-1] / max(totals[-1], 1)
+                if (rate_last >= rate_prev) if increasing else (rate_last <= rate_prev):
+                    break
+                last_block, last_total, last_bads = blocks.pop(), totals.pop(), bads.pop()
+                blocks[-1] = blocks[-1] + last_block
+                totals[-1] += last_total
+                bads[-1] += last_bads
+        return blocks
+
+    best: list[list[int]] | None = None
+    best_iv = -1.0
+    for increasing in (True, False):
+        groups = pool(increasing)
+        if missing_bin is not None:
+            groups = [*groups, [missing_bin]]
+        iv = woe_and_iv(merge(stats, groups))[1]
+        if iv > best_iv:
+            best, best_iv = groups, iv
+    assert best is not None
+    return best
+
+
+def merge(stats: BinStatistics, groups: list[list[int]]) -> BinStatistics:
+    return BinStatistics(
+        [sum(stats.totals[b] for b in g) for g in groups],
+        [sum(stats.bads[b] for b in g) for g in groups],
+    )
+
+
+@dataclass(frozen=True)
+class FeatureValue:
+    """One row of the IV table."""
+
+    feature: str
+    party: str
+    kind: str
+    bins: int
+    iv: float
+    strength: str
+    totals: list[int]
+    bads: list[int]
+    woe: list[float]
+
+
+def evaluate_feature(
+    feature: str,
+    party: str,
+    kind: str,
+    stats: BinStatistics,
+    ordered: bool,
+    missing_bin: int | None,
+    monotonic: bool = True,
+) -> FeatureValue:
+    if monotonic and ordered:
+        stats = merge(stats, monotonic_groups(stats, missing_bin))
+    woe, iv = woe_and_iv(stats)
+    return FeatureValue(
+        feature,
+        party,
+        kind,
+        len(stats.totals),
+        round(iv, 6),
+        strength(iv),
+        stats.totals,
+        stats.bads,
+        [round(w, 6) for w in woe],
+    )
+
+
+def local_statistics(bins: ColumnBins, labels: np.ndarray) -> BinStatistics:
+    """The bank's own features: counts straight from its labels."""
+    totals = np.bincount(bins.index, minlength=bins.count)
+    bads = np.bincount(bins.index, weights=labels.astype(np.float64), minlength=bins.count)
+    return BinStatistics(totals.astype(int).tolist(), np.rint(bads).astype(int).tolist())
