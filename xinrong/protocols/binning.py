@@ -112,11 +112,11 @@ def bin_column(
         x = _numbers(column)
         missing = np.isnan(x)
         present = x[~missing]
-        edges = (
-            np.unique(np.quantile(present, np.linspace(0, 1, max_bins + 1)[1:-1]))
-            if (present.size)
-            else np.zeros(0)
-        )
+        distinct = np.unique(present)
+        if distinct.size <= max_bins:  # few values (flags, counts): one bin per value
+            edges = distinct[1:]
+        else:
+            edges = np.unique(np.quantile(present, np.linspace(0, 1, max_bins + 1)[1:-1]))
         index = np.searchsorted(edges, x, side="right")
         bounds = [-math.inf, *edges.tolist(), math.inf]
         labels = [f"[{bounds[i]:.6g}, {bounds[i + 1]:.6g})" for i in range(len(edges) + 1)]
@@ -142,7 +142,10 @@ def bin_column(
     new_labels = [
         " | ".join(labels[i] for i in range(len(labels)) if mapping[i] == b) for b in range(merged)
     ]
-    index = np.where(missing, merged, mapping[np.minimum(index, max(len(mapping) - 1, 0))])
+    if len(mapping):
+        index = np.where(missing, merged, mapping[np.minimum(index, len(mapping) - 1)])
+    else:  # no value at all: every row is missing
+        index = np.zeros(len(index), dtype=np.int64)
     missing_bin = None
     if missing.any():
         if missing.sum() >= min_count or merged == 0:

@@ -1,0 +1,96 @@
+"""Binning, WOE and IV: bins respect the minimum count, monotonic merging gives a monotonic
+bad rate, and the numbers match a hand computation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xinrong.protocols import binning
+from xinrong.protocols import paillier as he
+from xinrong.protocols.errors import ProtocolViolation
+
+
+def test_woe_and_iv_by_hand():
+    stats = binning.BinStatistics(totals=[100, 100], bads=[10, 30])
+    woe, iv = binning.woe_and_iv(stats)
+    bad = np.array([10.5, 30.5]) / 41
+    good = np.array([90.5, 70.5]) / 161
+    expected = np.log(bad / good)
+    assert woe == pytest.approx(expected.tolist())
+    assert iv == pytest.approx(float(np.sum((bad - good) * expected)))
+    assert binning.strength(iv) == "medium" if 0.1 <= iv < 0.3 else True
+    assert binning.strength(0.01) == "not predictive"
+    assert binning.strength(0.6).startswith("suspicious")
+
+
+@settings(max_examples=60, deadline=None)
+@given(cells=st.lists(st.tuples(st.integers(1, 500), st.floats(0, 1)), min_size=1, max_size=15))
+def test_monotonic_merging_gives_a_monotonic_bad_rate(cells):
+    totals = [t for t, _ in cells]
+    bads = [int(t * r) for t, r in cells]
+    stats = binning.BinStatistics(totals, bads)
+    groups = binning.monotonic_groups(stats, None)
+    assert sorted(b for g in groups for b in g) == list(range(len(totals)))
+    for g in groups:  # adjacent bins only
+        assert g == list(range(g[0], g[0] + len(g)))
+    merged = binning.merge(stats, groups)
+    rates = [b / t for b, t in zip(merged.bads, merged.totals, strict=True)]
+    assert rates == sorted(rates) or rates == sorted(rates, reverse=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False)), min_size=1, max_size=400
+    ),
+    max_bins=st.integers(2, 12),
+    min_count=st.integers(1, 60),
+)
+def test_numeric_bins_cover_every_row_and_respect_the_minimum(values, max_bins, min_count):
+    column = pa.array(values, pa.float64())
+    bins = binning.bin_column("v", column, max_bins, min_count)
+    assert len(bins.index) == len(values)
+    counts = np.bincount(bins.index, minlength=bins.count)
+    assert counts.sum() == len(values) and np.all(counts > 0)
+    if len(values) >= min_count:
+        regular = [c for b, c in enumerate(counts) if b != bins.missing_bin]
+        if len(regular) > 1:
+            assert min(regular) >= min_count
+    if bins.missing_bin is not None:
+        missing = np.array([v is None for v in values])
+        assert np.all(bins.index[missing] == bins.missing_bin)
+
+
+def test_categories_and_flags_get_their_own_bins():
+    industry = pa.array(["retail"] * 120 + ["tech"] * 80 + ["farm"] * 5 + [None] * 60)
+    bins = binning.bin_column("industry", industry, 10, 50)
+    assert bins.kind == "category" and not bins.ordered
+    assert bins.labels == ["retail | farm", "tech", "missing"] or "farm" in " ".join(bins.labels)
+    assert bins.missing_bin == bins.count - 1
+    flag = pa.array([0] * 300 + [1] * 60, pa.int8())
+    assert binning.bin_column("flag", flag, 10, 50).count == 2
+
+
+def test_local_statistics_count_labels_per_bin():
+    bins = binning.bin_column("x", pa.array(np.arange(200, dtype=np.float64)), 2, 10)
+    labels = (np.arange(200) >= 150).astype(np.int64)
+    stats = binning.local_statistics(bins, labels)
+    assert stats.totals == [100, 100] and stats.bads == [0, 50]
+    value = binning.evaluate_feature("x", "bank", "numeric", stats, True, None)
+    assert value.iv > 0.5 and value.bins == 2 and math.isfinite(value.woe[0])
+
+
+def test_packed_sums_round_trip_and_are_checked():
+    pub, priv = he.generate_keypair(768, allow_test_keys=True)
+    enc = he.OwnerEncryptor(priv)
+    sums = [0, 1, 5000, 123, 8191]
+    packed = he.pack_sums(enc.encrypt(sums), 14, he.PeerEncryptor(pub))
+    assert he.unpack_sums(packed, priv, 14, len(sums)) == sums
+    with pytest.raises(ProtocolViolation, match="larger than its slots"):
+        he.unpack_sums(enc.encrypt([1 << 20]), priv, 14, 1)
