@@ -446,3 +446,27 @@ def test_federated_information_value_equals_the_plaintext_computation(city, bure
     assert all(min(d["totals"]) >= 30 for d in details if d["party"] == "bureau")
     bank_features, bureau_features = select_by_iv(out, 0.02)
     assert bureau_features and all(by_name[f]["iv"] >= 0.02 for f in bureau_features)
+
+
+def test_scorecard_points_track_the_probability(city, bureau, trained, tmp_path):
+    from xinrong.bank_node.toolkit import scorecard_job
+    from xinrong.protocols.scorecard import Scaling
+
+    summary, model_dir = trained
+    card = scorecard_job(model_dir, "bank-a", Scaling(600, 50, 20))
+    assert card["bureau_bins"] > card["bureau_features"] and card["bank_bins"] > 0
+    assert (model_dir / "scorecard.csv").exists()
+    out = tmp_path / "scores.csv"
+    predict_job(None, model_dir, city["bank"], "uscc", out, "bank-a", quiet=True, points=True)
+    scores = read_csv(out)
+    p = scores.column("score").to_numpy()
+    points = scores.column("points").to_numpy()
+    scaling = Scaling(600, 50, 20)
+    exact = scaling.offset - scaling.factor * np.log(p / (1 - p))
+    assert np.corrcoef(points, exact)[0, 1] > 0.95
+    assert np.median(np.abs(points - exact)) < 15
+    # the bureau keeps its own points: the bank's model file holds only the bank's
+    bank_card = load_model(model_dir)["scorecard"]
+    assert {row["feature"] for row in bank_card["points"]} <= {
+        c["name"] for c in load_model(model_dir)["recipe"]
+    }

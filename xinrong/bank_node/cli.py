@@ -160,6 +160,22 @@ def cmd_iv(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scorecard(args: argparse.Namespace) -> int:
+    from xinrong.protocols.scorecard import Scaling
+
+    from .toolkit import scorecard_job
+
+    summary = scorecard_job(
+        args.model_dir,
+        args.bank_id,
+        Scaling(args.base_score, args.pdo, args.base_odds),
+        bureau=args.bureau,
+        say=_say(args),
+    )
+    print_result(summary)
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .training import predict_job
 
@@ -170,6 +186,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         id_column=args.id_column,
         out=args.out,
         bank_id=args.bank_id,
+        points=args.scorecard,
         id_type=IdType(args.id_type) if args.id_type else None,
         workers=args.workers,
         executor_spec=args.executor,
@@ -301,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     predict = sub.add_parser("predict", help="score applicants with a joint model")
-    predict.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
+    predict.add_argument(
+        "--bureau", default=None, help="the bureau node's HOST:PORT (default: as in training)"
+    )
     predict.add_argument("--model-dir", required=True)
     predict.add_argument("--data", required=True, help="CSV or Parquet of applicants")
     predict.add_argument("--id-column", required=True)
@@ -310,8 +329,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--out", required=True, help="CSV: ID, score, bureau_matched")
     predict.add_argument("--bank-id", default=DEFAULT_BANK_ID)
+    predict.add_argument(
+        "--scorecard", action="store_true", help="add scorecard points (make the card first)"
+    )
     add_common_arguments(predict)
     predict.set_defaults(func=cmd_predict)
+
+    card = sub.add_parser("scorecard", help="points per bin per feature for a trained model")
+    card.add_argument("--model-dir", required=True)
+    card.add_argument("--bureau", default=None, help="default: the bureau it was trained with")
+    card.add_argument("--bank-id", default=DEFAULT_BANK_ID)
+    card.add_argument("--base-score", type=float, default=600.0, help="score at the base odds")
+    card.add_argument("--pdo", type=float, default=50.0, help="points to double the odds")
+    card.add_argument("--base-odds", type=float, default=20.0, help="good:bad odds at base")
+    card.set_defaults(func=cmd_scorecard, quiet=False, log_level="INFO")
 
     iv = sub.add_parser("iv", help="weight of evidence and information value of every feature")
     iv.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")

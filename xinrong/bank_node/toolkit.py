@@ -11,20 +11,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from xinrong import tables
 from xinrong.parallel import make_executor
 from xinrong.progress import ProgressBars
-from xinrong.protocols import binning, psi
+from xinrong.protocols import binning, psi, scorecard
 from xinrong.protocols import paillier as he
 from xinrong.protocols.errors import ProtocolViolation
+from xinrong.protocols.features import FeatureRecipe
 from xinrong.protocols.ids import IdType, prepare_ids
 from xinrong.transport import model_codec as codec
 from xinrong.v1 import model_pb2 as pb
 
 from .client import BureauConnection, run_psi
-from .training import START_DEADLINE, _call, _id_positions, read_labels
+from .training import MODEL_FILE, START_DEADLINE, _call, _id_positions, load_model, read_labels
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -210,4 +212,59 @@ def select_by_iv(path: str | Path, min_iv: float) -> tuple[list[str], list[str]]
     return bank, bureau
 
 
-__all__ = ["format_iv_table", "iv_job", "select_by_iv"]
+def scorecard_job(
+    model_dir: str | Path,
+    bank_id: str,
+    scaling: scorecard.Scaling,
+    bureau: str | None = None,
+    say: Say | None = None,
+) -> dict[str, Any]:
+    """Points per bin per feature: the bank's here (with the base points), the bureau's at
+    the bureau. Writes ``MODEL_DIR/scorecard.csv`` and records the scaling in model.json."""
+    say = say or (lambda text: log.info("%s", text))
+    scaling.check()
+    model = load_model(model_dir)
+    bureau = bureau or model["bureau"]
+    recipe = FeatureRecipe.from_json(model["recipe"])
+    weights = np.asarray(model["weights"])
+    points = scorecard.points_table(recipe, weights[1:], scaling)
+    base_points = round(scaling.offset - scaling.factor * float(weights[0]), 2)
+    with BureauConnection(bureau, bank_id) as connection:
+        made = _call(
+            "making the bureau's scorecard",
+            lambda: connection.model.MakeScorecard(
+                pb.ScorecardRequest(
+                    model_id=model["model_id"],
+                    base_score=scaling.base_score,
+                    pdo=scaling.pdo,
+                    base_odds=scaling.base_odds,
+                ),
+                timeout=120,
+                metadata=connection.metadata,
+            ),
+        )
+    model["scorecard"] = {
+        **vars(scaling),
+        "factor": scaling.factor,
+        "offset": scaling.offset,
+        "base_points": base_points,
+        "points": points,
+    }
+    directory = Path(model_dir)
+    tables.atomic_write_bytes(directory / MODEL_FILE, json.dumps(model, indent=2).encode())
+    rows = [{"feature": "(base points)", "bin": "", "points": base_points}, *points]
+    out = directory / "scorecard.csv"
+    tables.write_csv(pa.Table.from_pylist(rows), out)
+    say(f"scorecard: {len(points)} bank bins here, {made.bins} bureau bins at the bureau")
+    return {
+        "model_id": model["model_id"],
+        "base_score": scaling.base_score,
+        "pdo": scaling.pdo,
+        "base_odds": scaling.base_odds,
+        "base_points": base_points,
+        "bank_features": len(recipe.columns),
+        "bank_bins": len(points),
+        "bureau_features": made.features,
+        "bureau_bins": made.bins,
+        "out": str(out),
+    }

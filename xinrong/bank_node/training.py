@@ -27,7 +27,7 @@ from xinrong.metrics import evaluate, sigmoid
 from xinrong.parallel import make_executor
 from xinrong.progress import ProgressBars
 from xinrong.protocols import paillier as he
-from xinrong.protocols import psi
+from xinrong.protocols import psi, scorecard
 from xinrong.protocols import vertical_lr as vlr
 from xinrong.protocols.errors import InputDataError, ProtocolViolation
 from xinrong.protocols.features import FeatureRecipe
@@ -394,11 +394,18 @@ def fetch_bureau_scores(
     connection: BureauConnection, model_id: str, session_id: str, rows: int
 ) -> np.ndarray:
     """The bureau's u_B for the matched rows of a PSI session, in the session's order."""
+    return fetch_bureau_parts(connection, model_id, session_id, rows, points=False)[0]
 
-    def run() -> np.ndarray:
-        parts, received = [], 0
+
+def fetch_bureau_parts(
+    connection: BureauConnection, model_id: str, session_id: str, rows: int, points: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """u_B (and the bureau's scorecard points, if asked) for the matched rows."""
+
+    def run() -> tuple[np.ndarray, np.ndarray | None]:
+        parts, point_parts, received = [], [], 0
         for chunk in connection.model.ScoreApplicants(
-            pb.ScoreRequest(model_id=model_id, psi_session_id=session_id),
+            pb.ScoreRequest(model_id=model_id, psi_session_id=session_id, points=points),
             timeout=STEP_DEADLINE,
             metadata=connection.metadata,
         ):
@@ -409,11 +416,19 @@ def fetch_bureau_scores(
             values = np.frombuffer(chunk.scores, dtype="<f8")
             if not np.all(np.isfinite(values)) or np.any(np.abs(values) > vlr.SCORE_BOUND):
                 raise ProtocolViolation("the bureau sent a score outside its bound")
+            if points:
+                extra = np.frombuffer(chunk.points, dtype="<f8")
+                if len(extra) != len(values) or not np.all(np.isfinite(extra)):
+                    raise ProtocolViolation("the bureau's points do not match its scores")
+                point_parts.append(extra)
             parts.append(values)
             received += len(values)
         if received != rows:
             raise ProtocolViolation(f"the bureau sent {received} scores for {rows} rows")
-        return np.concatenate(parts) if parts else np.zeros(0)
+        scores = np.concatenate(parts) if parts else np.zeros(0)
+        if not points:
+            return scores, None
+        return scores, (np.concatenate(point_parts) if point_parts else np.zeros(0))
 
     return _call("fetching the bureau's scores", run)
 
@@ -432,7 +447,7 @@ def load_model(model_dir: str | Path) -> dict[str, Any]:
 
 
 def predict_job(
-    bureau: str,
+    bureau: str | None,
     model_dir: str | Path,
     data: str | Path,
     id_column: str,
@@ -443,6 +458,7 @@ def predict_job(
     executor_spec: str | None = None,
     quiet: bool = False,
     say: Say | None = None,
+    points: bool = False,
 ) -> dict[str, Any]:
     """Score applicants: the bank's half here, the bureau's half for those it knows. Those it
     does not know (or whose IDs are invalid) get the bureau's mean training score instead and
@@ -450,6 +466,7 @@ def predict_job(
     started = time.perf_counter()
     say = say or (lambda text: log.info("%s", text))
     model = load_model(model_dir)
+    bureau = bureau or model["bureau"]
     id_type = id_type or IdType(model["id_type"])
     recipe = FeatureRecipe.from_json(model["recipe"])
     table = tables.read_table(data, id_column, columns=recipe.names)
@@ -458,6 +475,16 @@ def predict_job(
     prepared = prepare_ids(table.column(id_column), id_type)
     bureau_part = np.full(table.num_rows, float(model["neutral_bureau_score"]))
     matched_rows = np.zeros(table.num_rows, dtype=bool)
+    card = model.get("scorecard")
+    if points and card is None:
+        raise InputDataError(
+            f"{Path(model_dir) / MODEL_FILE}: no scorecard yet; make one with `bank-node scorecard`"
+        )
+    bureau_points = None
+    if points:  # the documented rule for the unknown: the bureau's mean contribution
+        bureau_points = np.full(
+            table.num_rows, -card["factor"] * float(model["neutral_bureau_score"])
+        )
     bars = ProgressBars(enabled=False if quiet else None)
     if prepared.ids:
         executor = make_executor(workers, executor_spec)
@@ -466,8 +493,12 @@ def predict_job(
                 say(f"private set intersection on {len(prepared.ids):,} applicant IDs")
                 result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
                 bars.close()
-                scores = fetch_bureau_scores(
-                    connection, model["model_id"], result.session_id, len(result.matched_ids)
+                scores, matched_points = fetch_bureau_parts(
+                    connection,
+                    model["model_id"],
+                    result.session_id,
+                    len(result.matched_ids),
+                    points,
                 )
         finally:
             if executor is not None:
@@ -478,18 +509,19 @@ def predict_job(
         index = where.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         if len(result.matched_ids):
             bureau_part[known] = scores[index[known]]
+            if bureau_points is not None and matched_points is not None:
+                bureau_points[known] = matched_points[index[known]]
         matched_rows = known
     probabilities = sigmoid(u + bureau_part)
-    tables.write_csv(
-        pa.table(
-            {
-                id_column: table.column(id_column),
-                "score": pa.array(probabilities, pa.float64()),
-                "bureau_matched": pa.array(matched_rows, pa.bool_()),
-            }
-        ),
-        out,
-    )
+    columns = {
+        id_column: table.column(id_column),
+        "score": pa.array(probabilities, pa.float64()),
+        "bureau_matched": pa.array(matched_rows, pa.bool_()),
+    }
+    if bureau_points is not None:
+        bank_points = card["base_points"] + scorecard.row_points(table, recipe, card["points"])
+        columns["points"] = pa.array(np.round(bank_points + bureau_points, 1), pa.float64())
+    tables.write_csv(pa.table(columns), out)
     return {
         "model_id": model["model_id"],
         "rows": table.num_rows,

@@ -15,7 +15,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
-from xinrong.protocols import binning
+from xinrong.protocols import binning, scorecard
 from xinrong.protocols import paillier as he
 from xinrong.protocols import vertical_lr as vlr
 from xinrong.protocols.errors import PolicyViolation, ProtocolViolation, UnknownSession
@@ -371,6 +371,27 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)
 
+    def MakeScorecard(
+        self, request: pb.ScorecardRequest, context: grpc.ServicerContext
+    ) -> pb.ScorecardMade:
+        try:
+            bank_id = bank_identity(context)
+            scaling = scorecard.Scaling(request.base_score, request.pdo, request.base_odds)
+            scaling.check()
+            model = self.models.load(bank_id, request.model_id)
+            recipe = FeatureRecipe.from_json(model["recipe"])
+            points = scorecard.points_table(recipe, np.asarray(model["weights"]), scaling)
+            model["scorecard"] = {"scaling": vars(scaling), "points": points}
+            self.models.save(bank_id, model)
+            log.info(
+                "scorecard for model %s of bank %s: %d bins", request.model_id, bank_id, len(points)
+            )
+            return pb.ScorecardMade(
+                model_id=request.model_id, features=len(recipe.columns), bins=len(points)
+            )
+        except Exception as exc:  # noqa: BLE001
+            abort_with(context, exc)
+
     def ScoreApplicants(
         self, request: pb.ScoreRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ApplicantScores]:
@@ -379,10 +400,21 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             model = self.models.load(bank_id, request.model_id)
             ids = self.store.session_matched_ids(bank_id, request.psi_session_id)
             recipe = FeatureRecipe.from_json(model["recipe"])
-            x = recipe.transform(self.features.rows_of(ids))
+            rows = self.features.rows_of(ids)
+            x = recipe.transform(rows)
             scores = np.clip(
                 x @ np.asarray(model["weights"]), -vlr.SCORE_BOUND, vlr.SCORE_BOUND
             ).astype("<f8")
+            points = None
+            if request.points:
+                if "scorecard" not in model:
+                    raise PolicyViolation(
+                        f"model {request.model_id} has no scorecard yet: make one first "
+                        "(bank-node scorecard)"
+                    )
+                points = scorecard.row_points(rows, recipe, model["scorecard"]["points"]).astype(
+                    "<f8"
+                )
             log.info(
                 "scored %d applicants with model %s for bank %s",
                 len(ids),
@@ -394,6 +426,9 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                     offset=start,
                     total=len(scores),
                     scores=scores[start : start + SCORES_PER_MESSAGE].tobytes(),
+                    points=b""
+                    if points is None
+                    else points[start : start + SCORES_PER_MESSAGE].tobytes(),
                 )
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)

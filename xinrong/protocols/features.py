@@ -71,6 +71,9 @@ class ColumnRecipe:
     levels: list[str] = field(default_factory=list)
     means: list[float] = field(default_factory=list)  # one per output
     stds: list[float] = field(default_factory=list)
+    # numbers: the training deciles and each decile bin's median, for scorecards
+    bin_edges: list[float] = field(default_factory=list)
+    bin_values: list[float] = field(default_factory=list)
 
     @property
     def outputs(self) -> list[str]:
@@ -111,6 +114,14 @@ def _fit_column(name: str, column: pa.ChunkedArray) -> ColumnRecipe:
             float(np.median(present)),
             bool(present.size < x.size),
         )
+        clipped = np.clip(present, low, high)
+        edges = np.unique(np.quantile(clipped, np.linspace(0.1, 0.9, 9)))
+        where = np.searchsorted(edges, clipped, side="right")
+        recipe.bin_edges = edges.tolist()
+        recipe.bin_values = [
+            float(np.median(clipped[where == b])) if np.any(where == b) else float(low)
+            for b in range(len(edges) + 1)
+        ]
     else:
         texts = _texts(column)
         levels, counts = np.unique(texts, return_counts=True)

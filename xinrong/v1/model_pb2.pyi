@@ -6,6 +6,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ScorecardRequest(_message.Message):
+    __slots__ = ("model_id", "base_score", "pdo", "base_odds")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    PDO_FIELD_NUMBER: _ClassVar[int]
+    BASE_ODDS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    base_score: float
+    pdo: float
+    base_odds: float
+    def __init__(self, model_id: _Optional[str] = ..., base_score: _Optional[float] = ..., pdo: _Optional[float] = ..., base_odds: _Optional[float] = ...) -> None: ...
+
+class ScorecardMade(_message.Message):
+    __slots__ = ("model_id", "features", "bins")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    BINS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    features: int
+    bins: int
+    def __init__(self, model_id: _Optional[str] = ..., features: _Optional[int] = ..., bins: _Optional[int] = ...) -> None: ...
+
 class ListFeaturesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -165,12 +187,14 @@ class TrainingFinished(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., epoch: _Optional[int] = ..., neutral_score: _Optional[float] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("model_id", "psi_session_id")
+    __slots__ = ("model_id", "psi_session_id", "points")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PSI_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     psi_session_id: str
-    def __init__(self, model_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ...) -> None: ...
+    points: bool
+    def __init__(self, model_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., points: _Optional[bool] = ...) -> None: ...
 
 class EncryptedLabels(_message.Message):
     __slots__ = ("psi_session_id", "bank_public_key", "max_bins", "min_bin_count", "features", "offset", "total", "labels")
@@ -217,11 +241,13 @@ class BinnedLabelSums(_message.Message):
     def __init__(self, features: _Optional[_Iterable[_Union[FeatureBins, _Mapping]]] = ...) -> None: ...
 
 class ApplicantScores(_message.Message):
-    __slots__ = ("offset", "total", "scores")
+    __slots__ = ("offset", "total", "scores", "points")
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
     offset: int
     total: int
     scores: bytes
-    def __init__(self, offset: _Optional[int] = ..., total: _Optional[int] = ..., scores: _Optional[bytes] = ...) -> None: ...
+    points: bytes
+    def __init__(self, offset: _Optional[int] = ..., total: _Optional[int] = ..., scores: _Optional[bytes] = ..., points: _Optional[bytes] = ...) -> None: ...

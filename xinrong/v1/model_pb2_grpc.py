@@ -79,6 +79,11 @@ class JointModelStub:
                 request_serializer=xinrong_dot_v1_dot_model__pb2.EncryptedLabels.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.FromString,
                 _registered_method=True)
+        self.MakeScorecard = channel.unary_unary(
+                '/xinrong.v1.JointModel/MakeScorecard',
+                request_serializer=xinrong_dot_v1_dot_model__pb2.ScorecardRequest.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_model__pb2.ScorecardMade.FromString,
+                _registered_method=True)
 
 
 class JointModelServicer:
@@ -149,6 +154,13 @@ class JointModelServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MakeScorecard(self, request, context):
+        """Turn the bureau's half of a model into points per bin per feature, kept at the bureau.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JointModelServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +208,11 @@ def add_JointModelServicer_to_server(servicer, server):
                     servicer.BinLabels,
                     request_deserializer=xinrong_dot_v1_dot_model__pb2.EncryptedLabels.FromString,
                     response_serializer=xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.SerializeToString,
+            ),
+            'MakeScorecard': grpc.unary_unary_rpc_method_handler(
+                    servicer.MakeScorecard,
+                    request_deserializer=xinrong_dot_v1_dot_model__pb2.ScorecardRequest.FromString,
+                    response_serializer=xinrong_dot_v1_dot_model__pb2.ScorecardMade.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -441,6 +458,33 @@ class JointModel:
             '/xinrong.v1.JointModel/BinLabels',
             xinrong_dot_v1_dot_model__pb2.EncryptedLabels.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MakeScorecard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinrong.v1.JointModel/MakeScorecard',
+            xinrong_dot_v1_dot_model__pb2.ScorecardRequest.SerializeToString,
+            xinrong_dot_v1_dot_model__pb2.ScorecardMade.FromString,
             options,
             channel_credentials,
             insecure,

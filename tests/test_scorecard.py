@@ -1,0 +1,64 @@
+"""Scorecards: points per bin add up to offset - factor x log-odds for rows that sit on the
+bins' representative values, and stay close for everyone else."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from xinrong.protocols.errors import InputDataError, PolicyViolation
+from xinrong.protocols.features import FeatureRecipe
+from xinrong.protocols.scorecard import Scaling, points_table, row_points
+
+
+def _recipe():
+    rng = np.random.default_rng(4)
+    train = pa.table(
+        {
+            "income": pa.array(np.where(rng.random(500) < 0.1, np.nan, rng.lognormal(3, 1, 500))),
+            "sector": pa.array(rng.choice(["a", "b", "c"], 500).tolist()),
+        }
+    )
+    return FeatureRecipe.fit(train, ["income", "sector"]), train
+
+
+def test_the_scaling_follows_the_definition():
+    s = Scaling(600, 50, 20)
+    assert s.factor == pytest.approx(50 / math.log(2))
+    # odds 20:1 -> 600 points; doubling the odds -> 50 more
+    assert s.offset + s.factor * math.log(20) == pytest.approx(600)
+    assert s.offset + s.factor * math.log(40) == pytest.approx(650)
+    with pytest.raises(PolicyViolation, match="pdo"):
+        Scaling(600, 0, 20).check()
+
+
+def test_points_equal_the_model_on_representative_rows():
+    recipe, train = _recipe()
+    weights = np.array([0.8, -0.3, 0.2, -0.1, 0.05, 0.0])[: len(recipe.outputs)]
+    scaling = Scaling()
+    table = points_table(recipe, weights, scaling)
+    income = recipe.columns[0]
+    assert [p["feature"] for p in table].count("income") == len(income.bin_values) + 1  # missing
+    # a row at each income bin's median and a known sector: points = -factor * (x @ w)
+    rows = pa.table(
+        {
+            "income": pa.array(income.bin_values, pa.float64()),
+            "sector": pa.array(["b"] * len(income.bin_values)),
+        }
+    )
+    exact = -scaling.factor * (recipe.transform(rows) @ weights)
+    np.testing.assert_allclose(row_points(rows, recipe, table), exact, atol=0.02)
+    # everyone else: close to the exact value (binning is an approximation)
+    approx = row_points(train, recipe, table)
+    exact_all = -scaling.factor * (recipe.transform(train) @ weights)
+    assert np.corrcoef(approx, exact_all)[0, 1] > 0.9
+
+
+def test_models_without_bins_are_a_clear_error():
+    recipe, _ = _recipe()
+    recipe.columns[0].bin_values = []
+    with pytest.raises(InputDataError, match="train the model again"):
+        points_table(recipe, np.zeros(len(recipe.outputs)), Scaling())
