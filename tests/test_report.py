@@ -1,0 +1,218 @@
+"""The HTML model report: built from a hand-made model directory (no bureau, no network),
+then opened in headless Chromium to check that every figure and table really renders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from xinrong.protocols.errors import InputDataError
+from xinrong.report import build_report, iv_band, lift_table
+
+BANK_FEATURES = ["income", "age", "loan_amount", "region"]
+BUREAU_FEATURES = ["tax_arrears", "court_cases", "registered_capital", "years_active"]
+IV = [
+    ("tax_arrears", "bureau", "numeric", 10, 0.61),
+    ("income", "bank", "numeric", 10, 0.34),
+    ("court_cases", "bureau", "numeric", 5, 0.21),
+    ("loan_amount", "bank", "numeric", 10, 0.12),
+    ("years_active", "bureau", "numeric", 10, 0.05),
+    ("region", "bank", "category", 7, 0.03),
+    ("registered_capital", "bureau", "numeric", 10, 0.008),
+]
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def make_model_dir(root: Path, rows: int = 5000, validation: float = 0.2, seed: int = 7) -> Path:
+    """What ``bank-node train --compare-bank-only`` leaves behind, with made-up numbers:
+    the bureau's signal makes the joint model better than the bank's alone."""
+    rng = np.random.default_rng(seed)
+    bank_signal, bureau_signal = rng.normal(size=rows), rng.normal(size=rows)
+    y = rng.binomial(1, _sigmoid(-2.4 + 0.8 * bank_signal + 0.9 * bureau_signal))
+    joint = _sigmoid(-2.4 + 0.75 * bank_signal + 0.85 * bureau_signal + rng.normal(0, 0.2, rows))
+    bank_only = _sigmoid(-2.2 + 0.7 * bank_signal + rng.normal(0, 0.2, rows))
+    split = np.where(rng.random(rows) < validation, "validation", "train")
+    ids = [f"91110000{i:09d}X" for i in range(rows)]
+    model_dir = root / "model"
+    model_dir.mkdir(parents=True)
+    pacsv.write_csv(
+        pa.table(
+            {
+                "uscc": ids,
+                "split": split.tolist(),
+                "y": pa.array(y, pa.int8()),
+                "joint": joint,
+                "bank_only": bank_only,
+            }
+        ),
+        model_dir / "evaluation.csv",
+    )
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 0.52 - 0.18 * (1 - 0.55**e),
+            "validation_loss": 0.53 - 0.17 * (1 - 0.55**e) + 0.012 * max(0, e - 4),
+            "seconds": 12.5 + e,
+            "counts": {"encryptions": 1000 * (e + 1)},
+        }
+        for e in range(7)
+    ]
+    model = {
+        "format": "xinrong-bank-model/1",
+        "model_id": "0123456789abcdef0123456789abcdef",
+        "created": "2025-03-14T09:26:53Z",
+        "bureau": "bureau.example:7443",
+        "bank_id": "bank-<a>&co",  # must come out escaped
+        "id_column": "uscc",
+        "id_type": "uscc",
+        "label": "default_12m",
+        "psi_session_id": "feedface" * 4,
+        "columns": ["(intercept)", "income", "age", "loan_amount", "region=north", "region=south"],
+        "weights": [-2.4, 0.5, 0.1, 0.3, 0.2, -0.1],
+        "recipe": [{"name": n, "kind": "numeric"} for n in BANK_FEATURES],
+        "bureau_features": BUREAU_FEATURES,
+        "neutral_bureau_score": 0.0,
+        "epoch": 4,
+        "history": history,
+        "metrics": {},
+        "settings": {
+            "seed": seed,
+            "batch_size": 1024,
+            "max_epochs": 10,
+            "validation_fraction": validation,
+            "key_bits": 3072,
+            "optimizer": {"name": "adam", "learning_rate": 0.05},
+            "patience": 2,
+        },
+        "counts": {},
+    }
+    (model_dir / "model.json").write_text(json.dumps(model, indent=2))
+    pacsv.write_csv(
+        pa.table(
+            {
+                "feature": [r[0] for r in IV],
+                "party": [r[1] for r in IV],
+                "kind": [r[2] for r in IV],
+                "bins": [r[3] for r in IV],
+                "iv": [r[4] for r in IV],
+                "strength": [iv_band(r[4]) for r in IV],
+            }
+        ),
+        root / "iv.csv",
+    )
+    return model_dir
+
+
+def _browser_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[dict, Path]:
+    root = tmp_path_factory.mktemp("report")
+    model_dir = make_model_dir(root)
+    summary = build_report(model_dir, root / "out" / "report.html", iv_table=root / "iv.csv")
+    return summary, Path(summary["path"])
+
+
+def test_summary_and_self_contained_html(report):
+    summary, path = report
+    assert summary["evaluated_on"] == "validation"
+    assert summary["figures"] == 5
+    assert 0.7 < summary["auc"] < 0.9
+    assert summary["auc_gain"] > 0.03  # the bureau's signal shows
+    page = path.read_text()
+    assert "bank-&lt;a&gt;&amp;co" in page and "bank-<a>" not in page
+    assert page.count('src="data:image/png;base64,') == 5
+    # nothing fetched from anywhere: no external URLs, stylesheets or scripts
+    assert "http://" not in page and "https://" not in page
+    assert "<script" not in page and "<link" not in page
+
+
+def test_lift_table_deciles():
+    rng = np.random.default_rng(0)
+    p = rng.random(1003)
+    y = rng.binomial(1, p)
+    rows = lift_table(y, p)
+    assert [r["decile"] for r in rows] == list(range(1, 11))
+    assert sum(r["count"] for r in rows) == 1003
+    assert rows[-1]["captured"] == pytest.approx(1.0)
+    assert rows[0]["bad_rate"] > rows[-1]["bad_rate"]
+
+
+def test_report_renders_in_chromium(report):
+    browser_path = _browser_path()
+    if browser_path is None:
+        pytest.skip("no Chromium on PATH (apt-get install chromium) to render the report")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    summary, path = report
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(path.as_uri(), wait_until="load")
+            images = page.eval_on_selector_all(
+                "img",
+                "els => els.map(e => ({alt: e.alt, complete: e.complete, w: e.naturalWidth,"
+                " h: e.naturalHeight}))",
+            )
+            assert len(images) == 5
+            for image in images:
+                assert image["complete"] and image["w"] > 0 and image["h"] > 0, image
+            alts = [image["alt"] for image in images]
+            for expected in (
+                "ROC curve",
+                "KS curve",
+                "Score distribution",
+                "Gain chart",
+                "Training history",
+            ):
+                assert sum(alt.startswith(expected) for alt in alts) == 1, (expected, alts)
+
+            assert page.locator("#lift-table tbody tr").count() == 10
+            assert page.locator("#lift-table tbody tr").first.inner_text().startswith("1")
+
+            iv_text = page.locator("#iv-table").inner_text()
+            for feature, *_ in IV:
+                assert feature in iv_text
+            assert page.locator("#iv-table tbody tr").count() == len(IV)
+
+            metrics_text = page.locator("#metrics-table").inner_text()
+            assert f"{summary['auc']:.3f}" in metrics_text
+            assert f"{summary['bank_only_auc']:.3f}" in metrics_text
+            assert f"{summary['auc_gain']:+.3f}" in metrics_text
+            assert "bank-<a>&co" in page.locator("header").inner_text()
+        finally:
+            browser.close()
+
+
+def test_falls_back_to_train_rows_without_validation(tmp_path):
+    model_dir = make_model_dir(tmp_path, rows=800, validation=0.0)
+    summary = build_report(model_dir, tmp_path / "r.html")
+    assert summary["evaluated_on"] == "train" and summary["rows"] == 800
+    page = (tmp_path / "r.html").read_text()
+    assert 'id="train-fallback"' in page
+    assert "id=iv-none" in page  # no IV table given
+
+
+@pytest.mark.parametrize("missing", ["model.json", "evaluation.csv"])
+def test_missing_inputs(tmp_path, missing):
+    model_dir = make_model_dir(tmp_path, rows=200)
+    (model_dir / missing).unlink()
+    with pytest.raises(InputDataError, match=missing.replace(".", r"\.")):
+        build_report(model_dir, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_missing_model_dir(tmp_path):
+    with pytest.raises(InputDataError, match="no such model directory"):
+        build_report(tmp_path / "nowhere", tmp_path / "r.html")
