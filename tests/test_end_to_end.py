@@ -382,17 +382,27 @@ def test_synth_and_demo_command_lines(tmp_path: Path):
         "--workdir",
         str(tmp_path / "demo"),
         "--enterprises",
-        "3000",
+        "4000",
         "--bank-clients",
-        "400",
+        "1200",
         "--workers",
         "1",
+        "--key-bits",
+        "768",
+        "--allow-test-keys",
+        timeout=300,
     )
     assert demo.returncode == 0, demo.stderr
     result = json.loads(demo.stdout.strip().splitlines()[-1])
-    assert result["rows"] == 400 and 0 < result["intersection"] <= result["bank_ids"] <= 400
-    assert result["rejected"] > 0  # the synthetic bank file carries some invalid codes
-    assert read_column(Path(result["out"]), "uscc")[:1]
+    assert 0 < result["matched"] <= result["bank_clients"] <= 1200
+    assert 0.5 < result["bank_only_auc"] < 1 and 0.5 < result["joint_auc"] < 1
+    assert result["top_bureau_features"] and result["applicants_scored"] == 240
+    report = Path(result["report"]).read_text()
+    assert report.count("<img") >= 5 and result["model_id"] in report
+    scores = read_column(Path(result["scores"]), "uscc")
+    assert len(scores) == 240
+    for step in ("1/7", "4/7", "7/7"):
+        assert step in demo.stderr
 
 
 def test_a_damaged_state_directory_is_rebuilt(city, tmp_path: Path):

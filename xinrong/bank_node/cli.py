@@ -223,8 +223,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         say=say,
+        key_bits=args.key_bits,
+        allow_test_keys=args.allow_test_keys,
     )
     print_result(result)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from xinrong.report import build_report
+
+    iv_table = args.iv_table
+    if iv_table is None and (Path(args.model_dir) / "iv.csv").exists():
+        iv_table = Path(args.model_dir) / "iv.csv"  # written by train --min-iv
+    summary = build_report(args.model_dir, args.out, iv_table=iv_table, title=args.title)
+    print(f"report: {summary['path']}", file=sys.stderr)
+    print_result(summary)
     return 0
 
 
@@ -281,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=None,
-        help="rows per batch (default: about a fifth of the training rows, 64 to 1,024)",
+        help="rows per batch (default: about a twentieth of the training rows, 64 to 1,024)",
     )
     train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     train.add_argument("--learning-rate", type=float, default=0.05)
@@ -344,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--base-odds", type=float, default=20.0, help="good:bad odds at base")
     card.set_defaults(func=cmd_scorecard, quiet=False, log_level="INFO")
 
+    report = sub.add_parser("report", help="one self-contained HTML page about a model")
+    report.add_argument("--model-dir", required=True)
+    report.add_argument("--out", default="report.html")
+    report.add_argument("--iv-table", default=None, help="an IV table from `bank-node iv`")
+    report.add_argument("--title", default=None)
+    report.set_defaults(func=cmd_report, quiet=False, log_level="INFO")
+
     iv = sub.add_parser("iv", help="weight of evidence and information value of every feature")
     iv.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
     add_id_arguments(iv)
@@ -374,7 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--enterprises", type=int, default=50_000)
     demo.add_argument("--bank-clients", type=int, default=5_000)
     demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--key-bits", type=int, default=2048, help="Paillier key size")
+    demo.add_argument("--allow-test-keys", action="store_true", help=argparse.SUPPRESS)
     add_common_arguments(demo)
+    demo.set_defaults(log_level="WARNING")  # the story on stderr, not the nodes' logs
     demo.set_defaults(func=cmd_demo)
     return parser
 

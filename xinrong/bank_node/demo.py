@@ -1,18 +1,45 @@
-"""``bank-node demo``: a synthetic city, a bureau node on a loopback port, and a PSI run,
-with no input from the user."""
+"""``bank-node demo``: the whole story on a synthetic city, on this machine, with no input
+from the user: a bureau node on a loopback port, PSI, information values, joint training
+beside a bank-only model, a scorecard, scoring of new applicants, and the report."""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from xinrong import tables
 from xinrong.bureau_node.server import BureauNode
+from xinrong.protocols.scorecard import Scaling
 from xinrong.synthetic import generate_city, write_city
 
 from .jobs import psi_job
+from .toolkit import iv_job, read_iv_table, scorecard_job
+from .training import predict_job, train_job
 
 DEMO_BANK_ID = "demo-bank"
+APPLICANT_SHARE = 0.2  # of the bank's clients, held back as "new applicants" to score
+
+
+def _split_applicants(bank_file: Path, seed: int) -> tuple[Path, Path]:
+    """The bank's history (with labels) for training, the rest as applicants (no labels)."""
+    clients = pacsv.read_csv(
+        bank_file, convert_options=pacsv.ConvertOptions(column_types={"uscc": pa.string()})
+    )
+    order = np.random.default_rng(seed).permutation(clients.num_rows)
+    cut = int(clients.num_rows * (1 - APPLICANT_SHARE))
+    history = clients.take(np.sort(order[:cut]))
+    applicants = clients.take(np.sort(order[cut:])).drop_columns(["y"])
+    history_file = bank_file.with_name("bank_history.csv")
+    applicants_file = bank_file.with_name("applicants.csv")
+    tables.write_csv(history, history_file)
+    tables.write_csv(applicants, applicants_file)
+    return history_file, applicants_file
 
 
 def run_demo(
@@ -22,34 +49,119 @@ def run_demo(
     seed: int = 1,
     workers: int | None = None,
     say: Any = None,
+    key_bits: int = 2048,
+    allow_test_keys: bool = False,
 ) -> dict[str, Any]:
-    """Generate, serve, match; returns the summary (also what the last stdout line holds)."""
+    """Generate, serve, match, rank, train, score, report; returns the summary (also what
+    the last stdout line holds)."""
+    started = time.perf_counter()
     say = say or (lambda text: print(text, file=sys.stderr))
+    quiet = not sys.stderr.isatty()
     workdir.mkdir(parents=True, exist_ok=True)
-    say(f"1/3 generating a city of {enterprises:,} enterprises and {bank_clients:,} bank clients")
+    say(f"1/7 generating a city of {enterprises:,} enterprises and {bank_clients:,} bank clients")
     paths = write_city(generate_city(enterprises, bank_clients, seed), workdir / "data")
-    say("2/3 starting a bureau node on a loopback port")
+    history, applicants = _split_applicants(paths["bank"], seed)
+    say("2/7 starting a bureau node on a loopback port")
+    keys = {"key_bits": key_bits, "allow_test_keys": allow_test_keys}
+    from xinrong.protocols.vertical_lr import TrainingLimits
+
     with BureauNode(
-        data=paths["bureau"], id_column="uscc", state_dir=workdir / "bureau-state", workers=workers
+        data=paths["bureau"],
+        id_column="uscc",
+        state_dir=workdir / "bureau-state",
+        workers=workers,
+        training_limits=TrainingLimits(allow_test_keys=allow_test_keys),
     ) as node:
         port = node.start("127.0.0.1:0")
-        say(f"3/3 private set intersection with the bureau at 127.0.0.1:{port}")
-        summary = psi_job(
-            bureau=f"127.0.0.1:{port}",
-            data=paths["bank"],
+        address = f"127.0.0.1:{port}"
+        say(f"3/7 private set intersection with the bureau at {address}")
+        matched = psi_job(
+            bureau=address,
+            data=history,
             id_column="uscc",
             out=workdir / "matched.csv",
             bank_id=DEMO_BANK_ID,
             workers=workers,
         )
+        say(
+            f"    the bureau knows {matched.intersection:,} of the bank's "
+            f"{matched.bank_ids:,} clients ({matched.rejected} invalid IDs)"
+        )
+        say("4/7 information value of every feature (the bureau sees no label)")
+        iv_table = workdir / "iv.csv"
+        iv = iv_job(
+            address,
+            history,
+            "uscc",
+            "y",
+            iv_table,
+            DEMO_BANK_ID,
+            workers=workers,
+            quiet=quiet,
+            say=lambda text: None,
+            **keys,
+        )
+        ranked = read_iv_table(iv_table)
+        top_bureau = [r for r in ranked if r["party"] == "bureau"][:5]
+        for r in top_bureau:
+            say(f"    {r['feature']:<28} IV {r['iv']:.3f} ({r['strength']})")
+        say("5/7 training the joint model under Paillier encryption, and a bank-only model")
+        model_dir = workdir / "model"
+        trained = train_job(
+            address,
+            history,
+            "uscc",
+            "y",
+            model_dir,
+            DEMO_BANK_ID,
+            compare_bank_only=True,
+            seed=seed,
+            workers=workers,
+            quiet=quiet,
+            say=lambda text: say("    " + text) if text.startswith("epoch") else None,
+            **keys,
+        )
+        say("6/7 scorecard and scoring of new applicants")
+        scorecard_job(model_dir, DEMO_BANK_ID, Scaling(), bureau=address, say=lambda t: None)
+        scored = predict_job(
+            address,
+            model_dir,
+            applicants,
+            "uscc",
+            workdir / "scores.csv",
+            DEMO_BANK_ID,
+            workers=workers,
+            quiet=quiet,
+            points=True,
+        )
+    say("7/7 writing the report")
+    from xinrong.report import build_report
+
+    report = workdir / "report.html"
+    build_report(model_dir, report, iv_table=iv_table, title="Xinrong demo: joint credit model")
+    joint, bank_only = trained["validation_auc"], trained["bank_only_auc"]
+    lift = None if joint is None or bank_only is None else round(joint - bank_only, 4)
     say(
-        f"The bureau knows {summary.intersection:,} of the bank's {summary.bank_ids:,} clients "
-        f"({summary.rejected} rows with invalid IDs in {summary.rejects}, "
-        f"{summary.duplicates} duplicates); matched IDs in {summary.out}; "
-        f"{summary.seconds:.1f} s."
+        f"Joint model validation AUC {joint:.3f} against {bank_only:.3f} for the bank alone "
+        f"(+{lift:.3f}); {scored['rows']:,} applicants scored "
+        f"({scored['bureau_matched']:,} known to the bureau) in {workdir / 'scores.csv'}; "
+        f"report: {report}"
     )
     return {
         "workdir": str(workdir),
-        "data": {k: str(v) for k, v in paths.items()},
-        **summary.as_dict(),
+        "matched": matched.intersection,
+        "bank_clients": matched.bank_ids,
+        "top_bureau_features": [{"feature": r["feature"], "iv": r["iv"]} for r in top_bureau],
+        "bank_only_auc": bank_only,
+        "joint_auc": joint,
+        "auc_lift": lift,
+        "joint_ks": trained["validation_ks"],
+        "model_id": trained["model_id"],
+        "epochs": trained["epochs"],
+        "applicants_scored": scored["rows"],
+        "scores": str(workdir / "scores.csv"),
+        "iv_table": str(iv_table),
+        "report": str(report),
+        "iv_seconds": iv["seconds"],
+        "seconds": round(time.perf_counter() - started, 1),
     }

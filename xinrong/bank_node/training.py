@@ -30,7 +30,7 @@ from xinrong.protocols import paillier as he
 from xinrong.protocols import psi, scorecard
 from xinrong.protocols import vertical_lr as vlr
 from xinrong.protocols.errors import InputDataError, ProtocolViolation
-from xinrong.protocols.features import FeatureRecipe
+from xinrong.protocols.features import MAX_LEVELS, FeatureRecipe
 from xinrong.protocols.ids import IdType, normalise_column, prepare_ids
 from xinrong.protocols.optim import OptimizerConfig, split_rows
 from xinrong.transport import model_codec as codec
@@ -147,9 +147,28 @@ def _id_positions(table: pa.Table, id_column: str, id_type: IdType, ids: list[st
 
 
 def auto_batch_size(train_rows: int, columns: int, limits: vlr.TrainingLimits) -> int:
-    """About five batches an epoch on small sets, 1,024 rows on large ones."""
+    """About twenty batches an epoch (enough optimiser steps in ten epochs), never fewer
+    rows than the floor, at most 1,024 rows."""
     floor = max(limits.min_batch_size, 2 * columns)
-    return int(min(vlr.MAX_BATCH, max(floor, min(1024, train_rows // 5))))
+    return int(min(vlr.MAX_BATCH, max(floor, min(1024, train_rows // 20))))
+
+
+def _bureau_columns_bound(connection: BureauConnection, chosen: list[str] | None) -> int:
+    """At most how many model columns the bureau's chosen features become (a number: the
+    value and a missing flag; a category: its kept levels and "other"), from its catalogue:
+    the batch size must be at least twice the wider party's columns."""
+    catalogue = _call(
+        "listing the bureau's features",
+        lambda: connection.model.ListFeatures(
+            pb.ListFeaturesRequest(), timeout=60, metadata=connection.metadata
+        ),
+    )
+    wanted = set(chosen) if chosen else None
+    return sum(
+        (MAX_LEVELS + 1) if f.kind == "category" else 2
+        for f in catalogue.features
+        if wanted is None or f.name in wanted
+    )
 
 
 def _design(recipe: FeatureRecipe, table: pa.Table) -> np.ndarray:
@@ -225,7 +244,11 @@ def train_job(
         train_rows, validation_rows = split_rows(rows, validation_fraction, seed)
         recipe = FeatureRecipe.fit(matched.take(pa.array(train_rows)), bank_features)
         x = _design(recipe, matched)
-        batch = batch_size or auto_batch_size(len(train_rows), x.shape[1], limits)
+        batch = batch_size or auto_batch_size(
+            len(train_rows),
+            max(x.shape[1], _bureau_columns_bound(connection, bureau_features)),
+            limits,
+        )
         say(f"generating a {key_bits}-bit Paillier key")
         public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
         encryptor = he.OwnerEncryptor(private_key)
