@@ -137,7 +137,8 @@ def test_predict_scores_everyone_and_flags_the_unknown(city, bureau, trained, tm
 
     recipe = FeatureRecipe.from_json(model["recipe"])
     u = _design(recipe, applicants.slice(300)) @ np.array(model["weights"])
-    expected = 1 / (1 + np.exp(-(u + model["neutral_bureau_score"])))
+    slope, intercept = model["calibration"]["slope"], model["calibration"]["intercept"]
+    expected = 1 / (1 + np.exp(-(slope * (u + model["neutral_bureau_score"]) + intercept)))
     np.testing.assert_allclose(p[-3:], expected, rtol=1e-9)
 
 

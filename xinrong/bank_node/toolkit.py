@@ -227,8 +227,14 @@ def scorecard_job(
     bureau = bureau or model["bureau"]
     recipe = FeatureRecipe.from_json(model["recipe"])
     weights = np.asarray(model["weights"])
-    points = scorecard.points_table(recipe, weights[1:], scaling)
-    base_points = round(scaling.offset - scaling.factor * float(weights[0]), 2)
+    # the calibrated log-odds: slope x (both halves) + intercept
+    calibration = model.get("calibration", {"slope": 1.0, "intercept": 0.0})
+    slope = float(calibration["slope"])
+    points = scorecard.points_table(recipe, slope * weights[1:], scaling)
+    base_points = round(
+        scaling.offset - scaling.factor * (slope * float(weights[0]) + calibration["intercept"]),
+        2,
+    )
     with BureauConnection(bureau, bank_id) as connection:
         made = _call(
             "making the bureau's scorecard",
@@ -238,6 +244,7 @@ def scorecard_job(
                     base_score=scaling.base_score,
                     pdo=scaling.pdo,
                     base_odds=scaling.base_odds,
+                    slope=slope,
                 ),
                 timeout=120,
                 metadata=connection.metadata,

@@ -380,7 +380,10 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             scaling.check()
             model = self.models.load(bank_id, request.model_id)
             recipe = FeatureRecipe.from_json(model["recipe"])
-            points = scorecard.points_table(recipe, np.asarray(model["weights"]), scaling)
+            slope = request.slope or 1.0
+            if not (np.isfinite(slope) and 0 < slope < 100):
+                raise ProtocolViolation(f"a calibration slope of {slope} is not plausible")
+            points = scorecard.points_table(recipe, slope * np.asarray(model["weights"]), scaling)
             model["scorecard"] = {"scaling": vars(scaling), "points": points}
             self.models.save(bank_id, model)
             log.info(

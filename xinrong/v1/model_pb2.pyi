@@ -7,16 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ScorecardRequest(_message.Message):
-    __slots__ = ("model_id", "base_score", "pdo", "base_odds")
+    __slots__ = ("model_id", "base_score", "pdo", "base_odds", "slope")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_SCORE_FIELD_NUMBER: _ClassVar[int]
     PDO_FIELD_NUMBER: _ClassVar[int]
     BASE_ODDS_FIELD_NUMBER: _ClassVar[int]
+    SLOPE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     base_score: float
     pdo: float
     base_odds: float
-    def __init__(self, model_id: _Optional[str] = ..., base_score: _Optional[float] = ..., pdo: _Optional[float] = ..., base_odds: _Optional[float] = ...) -> None: ...
+    slope: float
+    def __init__(self, model_id: _Optional[str] = ..., base_score: _Optional[float] = ..., pdo: _Optional[float] = ..., base_odds: _Optional[float] = ..., slope: _Optional[float] = ...) -> None: ...
 
 class ScorecardMade(_message.Message):
     __slots__ = ("model_id", "features", "bins")
