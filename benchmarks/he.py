@@ -291,35 +291,33 @@ def one_epoch(bank_file: Path, bureau_file: Path, work: Path, label: str) -> dic
 
 def phe_protocol_rows(rows: int, bank_columns: int, bureau_columns: int) -> dict:
     """The protocol's per-row work with phe, element by element, both parties in one
-    process: each party encrypts its value, the bureau forms [[d]] and its X_B^T [[d]], the
-    bank its X_A^T [[u_B]] and the loss term; per-batch work (masks, decryptions) is timed
-    for a batch of 1,024 rows and spread over it."""
+    process, with the same fixed-point integers as ours (16-bit values, 8-bit scalars): each
+    party encrypts its value, the bureau forms [[4d]] and its X_B^T [[4d]], the bank its
+    X_A^T [[u_B]] and the loss term; per-batch work (masks, decryptions) is timed for a
+    batch of 1,024 rows and spread over it."""
     rng = np.random.default_rng(3)
     pub_a, priv_a = paillier.generate_paillier_keypair(n_length=KEY_BITS)
     pub_b, priv_b = paillier.generate_paillier_keypair(n_length=KEY_BITS)
-    xa = rng.normal(size=(rows, bank_columns + 1))
-    xb = rng.normal(size=(rows, bureau_columns))
-    e = rng.normal(size=rows)
-    u = rng.normal(size=rows)
+    xa = np.rint(rng.normal(size=(rows, bank_columns + 2)) * 256).astype(int)
+    xb = np.rint(rng.normal(size=(rows, bureau_columns)) * 256).astype(int)
+    e = np.rint(rng.normal(size=rows) * 65536).astype(int)
+    u = np.rint(rng.normal(size=rows) * 65536).astype(int)
     started = time.process_time()
-    enc_e = [pub_a.encrypt(float(v)) for v in e]
-    enc_u = [pub_b.encrypt(float(v)) for v in u]
-    d = [c + 0.25 * float(v) for c, v in zip(enc_e, u, strict=True)]
+    enc_e = [pub_a.encrypt(int(v)) for v in e]
+    enc_u = [pub_b.encrypt(int(v)) for v in u]
+    d = [c + int(v) for c, v in zip(enc_e, u, strict=True)]
     grad_b = [
-        sum((d[i] * float(xb[i, j]) for i in range(1, rows)), d[0] * float(xb[0, j]))
+        sum((d[i] * int(xb[i, j]) for i in range(1, rows)), d[0] * int(xb[0, j]))
         for j in range(bureau_columns)
     ]
-    cols_a = np.hstack([xa, rng.normal(size=(rows, 1))])
     grad_a = [
-        sum(
-            (enc_u[i] * float(cols_a[i, j]) for i in range(1, rows)), enc_u[0] * float(cols_a[0, j])
-        )
-        for j in range(cols_a.shape[1])
+        sum((enc_u[i] * int(xa[i, j]) for i in range(1, rows)), enc_u[0] * int(xa[0, j]))
+        for j in range(xa.shape[1])
     ]
     per_row = (time.process_time() - started) / rows
     started = time.process_time()
-    masked_b = [g + pub_a.encrypt(float(rng.normal())) for g in grad_b]
-    masked_a = [g + pub_b.encrypt(float(rng.normal())) for g in grad_a]
+    masked_b = [g + pub_a.encrypt(int(rng.integers(1 << 60))) for g in grad_b]
+    masked_a = [g + pub_b.encrypt(int(rng.integers(1 << 60))) for g in grad_a]
     [priv_a.decrypt(g) for g in masked_b]
     [priv_b.decrypt(g) for g in masked_a]
     per_batch = time.process_time() - started
