@@ -39,6 +39,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "or 'dask://HOST:PORT' (this party's own Dask scheduler)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="for scripts: nothing but the final JSON line (on stdout) and errors",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
 
 
@@ -70,5 +75,7 @@ def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Nam
 def run_main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse, set up logging, run the chosen sub-command."""
     args = parser.parse_args(argv)
+    if getattr(args, "json", False):
+        args.quiet = True
     setup_logging(args.log_level, args.quiet)
     return run_command(args.func, args)

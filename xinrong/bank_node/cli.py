@@ -34,10 +34,9 @@ def cmd_psi(args: argparse.Namespace) -> int:
         executor_spec=args.executor,
         on_progress=ProgressBars(enabled=False) if args.quiet else None,
     )
-    print(
+    _say(args)(
         f"matched {summary.intersection:,} of {summary.bank_ids:,} IDs "
-        f"({summary.rejected} rejected, {summary.duplicates} duplicates) -> {summary.out}",
-        file=sys.stderr,
+        f"({summary.rejected} rejected, {summary.duplicates} duplicates) -> {summary.out}"
     )
     print_result(summary.as_dict())
     return 0
@@ -126,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.compare_bank_only:
         line += f"; bank-only AUC {summary['bank_only_auc']}"
-    print(line, file=sys.stderr)
+    _say(args)(line)
     print_result(summary)
     return 0
 
@@ -193,10 +192,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         say=_say(args),
     )
-    print(
+    _say(args)(
         f"scored {summary['rows']:,} applicants ({summary['bureau_matched']:,} known to the "
-        f"bureau) -> {summary['out']}",
-        file=sys.stderr,
+        f"bureau) -> {summary['out']}"
     )
     print_result(summary)
     return 0
@@ -207,7 +205,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     features = list_features(args.bureau, args.bank_id)
     for f in features:
-        print(f"{f['name']:<32} {f['kind']:<9} {f['description']}", file=sys.stderr)
+        _say(args)(f"{f['name']:<32} {f['kind']:<9} {f['description']}")
     print_result({"features": features})
     return 0
 
@@ -237,7 +235,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if iv_table is None and (Path(args.model_dir) / "iv.csv").exists():
         iv_table = Path(args.model_dir) / "iv.csv"  # written by train --min-iv
     summary = build_report(args.model_dir, args.out, iv_table=iv_table, title=args.title)
-    print(f"report: {summary['path']}", file=sys.stderr)
+    _say(args)(f"report: {summary['path']}")
     print_result(summary)
     return 0
 
@@ -356,14 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--base-score", type=float, default=600.0, help="score at the base odds")
     card.add_argument("--pdo", type=float, default=50.0, help="points to double the odds")
     card.add_argument("--base-odds", type=float, default=20.0, help="good:bad odds at base")
-    card.set_defaults(func=cmd_scorecard, quiet=False, log_level="INFO")
+    card.add_argument("--quiet", action="store_true", help="warnings only")
+    card.add_argument("--json", action="store_true", help="only the final JSON line")
+    card.set_defaults(func=cmd_scorecard, log_level="INFO")
 
     report = sub.add_parser("report", help="one self-contained HTML page about a model")
     report.add_argument("--model-dir", required=True)
     report.add_argument("--out", default="report.html")
     report.add_argument("--iv-table", default=None, help="an IV table from `bank-node iv`")
     report.add_argument("--title", default=None)
-    report.set_defaults(func=cmd_report, quiet=False, log_level="INFO")
+    report.add_argument("--quiet", action="store_true", help="warnings only")
+    report.add_argument("--json", action="store_true", help="only the final JSON line")
+    report.set_defaults(func=cmd_report, log_level="INFO")
 
     iv = sub.add_parser("iv", help="weight of evidence and information value of every feature")
     iv.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
@@ -388,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     features = sub.add_parser("features", help="list the bureau's feature catalogue")
     features.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
     features.add_argument("--bank-id", default=DEFAULT_BANK_ID)
-    features.set_defaults(func=cmd_features, quiet=False, log_level="WARNING")
+    features.add_argument("--quiet", action="store_true", help="no table on stderr")
+    features.add_argument("--json", action="store_true", help="only the final JSON line")
+    features.set_defaults(func=cmd_features, log_level="WARNING")
 
     demo = sub.add_parser("demo", help="run the whole story on synthetic data, on this machine")
     demo.add_argument("--workdir", default="xinrong-demo", help="where data and outputs go")
