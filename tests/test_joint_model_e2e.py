@@ -471,3 +471,77 @@ def test_scorecard_points_track_the_probability(city, bureau, trained, tmp_path)
     assert {row["feature"] for row in bank_card["points"]} <= {
         c["name"] for c in load_model(model_dir)["recipe"]
     }
+
+
+def test_toolkit_command_lines_for_scripts(city, bureau, tmp_path):
+    address = f"127.0.0.1:{bureau.port}"
+    bank_cli = "xinrong.bank_node.cli"
+    iv = run_cli(
+        bank_cli,
+        "iv",
+        "--bureau",
+        address,
+        "--data",
+        str(city["bank"]),
+        "--id-column",
+        "uscc",
+        "--label",
+        "y",
+        "--out",
+        str(tmp_path / "iv.csv"),
+        "--key-bits",
+        "768",
+        "--allow-test-keys",
+        "--bank-id",
+        "bank-cli",
+        "--json",
+    )
+    assert iv.returncode == 0, iv.stderr
+    assert iv.stderr == "" and len(iv.stdout.strip().splitlines()) == 1  # --json: JSON only
+    assert last_json(iv.stdout)["features"] == 22
+    model = tmp_path / "model"
+    train = run_cli(
+        bank_cli,
+        "train",
+        "--bureau",
+        address,
+        "--data",
+        str(city["bank"]),
+        "--id-column",
+        "uscc",
+        "--label",
+        "y",
+        "--model-dir",
+        str(model),
+        "--key-bits",
+        "768",
+        "--allow-test-keys",
+        "--bank-id",
+        "bank-cli",
+        "--min-iv",
+        "0.02",
+        "--epochs",
+        "3",
+        "--compare-bank-only",
+        "--quiet",
+    )
+    assert train.returncode == 0, train.stderr
+    summary = last_json(train.stdout)
+    chosen = load_model(model)["bureau_features"]
+    ivs = {r["feature"]: r["iv"] for r in read_csv(model / "iv.csv").to_pylist()}
+    assert chosen and all(ivs[f] >= 0.02 for f in chosen) and len(chosen) < 16
+    card = run_cli(
+        bank_cli, "scorecard", "--model-dir", str(model), "--bank-id", "bank-cli", "--json"
+    )
+    assert card.returncode == 0, card.stderr
+    assert last_json(card.stdout)["bureau_bins"] > 0
+    report = run_cli(
+        bank_cli, "report", "--model-dir", str(model), "--out", str(tmp_path / "r.html"), "--json"
+    )
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "r.html").read_text().count("<img") >= 5
+    assert summary["model_id"] in (tmp_path / "r.html").read_text()
+    bad = run_cli(
+        bank_cli, "scorecard", "--model-dir", str(model), "--bank-id", "bank-cli", "--pdo", "-5"
+    )
+    assert bad.returncode == 2 and "pdo" in bad.stderr

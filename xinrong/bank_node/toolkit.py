@@ -112,7 +112,12 @@ def iv_job(
         public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
         encryptor = he.OwnerEncryptor(private_key)
         say(f"encrypting {rows:,} labels")
-        ciphertexts = encryptor.encrypt_many([int(v) for v in y], executor)
+        with ProgressBars(enabled=False if quiet else None, unit="label") as label_bars:
+            ciphertexts = encryptor.encrypt_many(
+                [int(v) for v in y],
+                executor,
+                on_progress=lambda done, total: label_bars("encrypting labels", done, total),
+            )
         answer = _call(
             "binning the encrypted labels at the bureau",
             lambda: connection.model.BinLabels(

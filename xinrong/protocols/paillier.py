@@ -21,7 +21,7 @@ randomness of the ciphertexts it once produced.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -256,6 +256,7 @@ class OwnerEncryptor:
         values: Sequence[int],
         executor: Executor | None = None,
         counts: OpCounts | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> list[gmpy2.mpz]:
         """Encrypt a vector in chunks over the executor (the party's own workers: they
         hold the key's factors to use CRT, so a Dask cluster must be the party's own)."""
@@ -268,7 +269,11 @@ class OwnerEncryptor:
                 executor.submit(_encrypt_chunk, factors, [int(v) for v in values[a:b]])
                 for a, b in chunks
             ]
-            out = [c for f in futures for c in f.result()]
+            out = []
+            for future in futures:
+                out.extend(future.result())
+                if on_progress is not None:
+                    on_progress(len(out), len(values))
         if counts is not None:
             counts.encryptions += len(values)
         return out
