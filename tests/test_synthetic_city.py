@@ -7,8 +7,15 @@ import pyarrow.compute as pc
 import pytest
 
 from xinrong.protocols import uscc
+from xinrong.protocols.features import FeatureRecipe
 from xinrong.protocols.ids import IdType, prepare_ids
-from xinrong.synthetic import generate_city, generate_usccs, org_check_character
+from xinrong.synthetic import (
+    BANK_COLUMNS,
+    BUREAU_COLUMNS,
+    generate_city,
+    generate_usccs,
+    org_check_character,
+)
 
 
 def test_codes_are_distinct_and_valid():
@@ -55,52 +62,44 @@ def test_bank_ids_are_mostly_city_codes_with_documented_dirt(city):
     assert reformatted, "some valid codes arrive with spaces, lower case or full width"
 
 
-def _design(table, skip: set[str]) -> np.ndarray:
-    columns = []
-    for name in table.column_names:
-        if name in skip:
-            continue
-        if table.schema.field(name).type == "string":  # categories, one-hot
-            values = np.asarray(table.column(name).to_pylist(), dtype=object)
-            columns += [(values == v).astype(float) for v in sorted(set(values) - {None})[1:]]
-            continue
-        values = np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=float)
-        missing = np.isnan(values)
-        if missing.all():
-            continue
-        filled = np.where(missing, np.nanmedian(values), values)
-        filled = np.sign(filled) * np.log1p(np.abs(filled))  # amounts are heavy-tailed
-        std = filled.std() or 1.0
-        columns.append((filled - filled.mean()) / std)
-        if missing.any():
-            columns.append(missing.astype(float))
-    return np.column_stack(columns)
+def test_bureau_features_carry_real_lift():
+    # Large enough that the lift of one split is steady (it scatters by about 0.013 across
+    # seeds here, around +0.11); still well under a second.
+    city = generate_city(40_000, 16_000, seed=3)
+    _, first = np.unique(city.bank.column("uscc").to_numpy(zero_copy_only=False), return_index=True)
+    bank = city.bank.take(np.sort(first))  # duplicated rows once
+    # Sorted: the hash join's row order is not deterministic, the split below must be.
+    joined = bank.join(city.bureau, "uscc", join_type="inner").sort_by("uscc")
+    y = joined.column("y").to_numpy().astype(float)
+    assert 0.05 < y.mean() < 0.12
+    half = y.size // 2  # fit on one half, score the other: no in-sample optimism
+    train = joined.slice(0, half)
+    bank_x, bureau_x = (
+        FeatureRecipe.fit(train, list(names)).transform(joined)
+        for names in (BANK_COLUMNS[1:-1], BUREAU_COLUMNS[1:])
+    )
+
+    def held_out_auc(x: np.ndarray) -> float:
+        # Least squares on 4y - 2: the loss the federated (Taylor) model optimises.
+        x = np.column_stack([np.ones(len(x)), x])
+        w, *_ = np.linalg.lstsq(x[:half], 4 * y[:half] - 2, rcond=None)
+        return _auc(x[half:] @ w, y[half:])
+
+    bank_only = held_out_auc(bank_x)
+    joint = held_out_auc(np.column_stack([bank_x, bureau_x]))
+    assert 0.65 < bank_only < 0.77, bank_only  # a realistic bank scorecard
+    # The issue-5 bar is +0.05 for the federated model; the data carry about +0.11.
+    assert joint >= bank_only + 0.07, (bank_only, joint)
+    # No leak: no single bureau column comes near the label.
+    for column in range(bureau_x.shape[1]):
+        single = _auc(bureau_x[half:, column], y[half:])
+        assert max(single, 1 - single) < 0.75, column
 
 
 def _auc(score: np.ndarray, y: np.ndarray) -> float:
     ranks = np.empty(score.size)
-    ranks[np.argsort(score)] = np.arange(1, score.size + 1)
+    ranks[np.argsort(score, kind="stable")] = np.arange(1, score.size + 1)
     positives = y.sum()
     return float(
         (ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * (y.size - positives))
     )
-
-
-def test_bureau_features_carry_real_lift():
-    city = generate_city(20_000, 8_000, seed=3)
-    _, first = np.unique(city.bank.column("uscc").to_numpy(zero_copy_only=False), return_index=True)
-    bank = city.bank.take(np.sort(first))  # duplicated rows once
-    joined = bank.join(city.bureau, "uscc", join_type="inner")
-    y = joined.column("y").to_numpy().astype(float)
-    half = y.size // 2  # fit on one half, score the other: no in-sample optimism
-
-    def held_out_auc(x: np.ndarray) -> float:
-        x = np.column_stack([np.ones(len(x)), x])
-        w, *_ = np.linalg.lstsq(x[:half], y[:half], rcond=None)
-        return _auc(x[half:] @ w, y[half:])
-
-    bank_only = held_out_auc(_design(joined.select(bank.column_names), {"uscc", "y"}))
-    joint = held_out_auc(_design(joined, {"uscc", "y"}))
-    # A linear probability fit on raw columns; the issue-5 bar (0.05 with the real model) is
-    # checked where that model lives.
-    assert joint >= bank_only + 0.015, (bank_only, joint)

@@ -20,15 +20,16 @@ Every enterprise has a few hidden quantities (standard-normal unless said otherw
 ``size``    scale of the business (shifted by legal form and industry, older firms larger).
 ``c``       *operating distress*: weak sales, arrears, thin margins. Young firms and cyclical
             industries (construction, catering, real estate) carry more of it. Both parties see
-            noisy consequences of it.
-``g``       *governance and legal trouble*: disputes, violations, sloppy filings. Only the
-            bureau sees its consequences.
+            noisy consequences of it, the bureau much more clearly (below).
+``g``       *compliance and legal trouble*: unpaid tax, disputes, violations, neglected filings.
+            Right-skewed (gamma, shape 0.6, unit variance): most firms have next to none, a
+            minority a lot. Only the bureau sees its consequences.
 ``l``       *liquidity stress* in the bank relationship: thin balances, a stretched credit
             line. Only the bank sees its consequences.
 
-The default label is ``y ~ Bernoulli(sigmoid(b0 + 0.9 c + 1.0 g + 1.0 l))``; the intercept
+The default label is ``y ~ Bernoulli(sigmoid(b0 + 0.9 c + 1.25 g + 1.2 l))``; the intercept
 ``b0`` is solved so that the portfolio default rate is :data:`DEFAULT_RATE`. For clients from
-outside the city the bureau-side part is absent: ``y ~ Bernoulli(sigmoid(b0' + 0.9 c + 1.0 l))``
+outside the city the bureau-side part is absent: ``y ~ Bernoulli(sigmoid(b0' + 0.9 c + 1.2 l))``
 with its own intercept.
 
 No observed column enters the label and no bureau column enters a bank feature: each side's
@@ -36,16 +37,30 @@ features are independent noisy consequences of the latent state (the one shared 
 registration age, which bounds the bank's account age). The reasons a risk model finds are
 therefore the documented mechanisms:
 
-* bureau: abnormal-operation listing, court judgements and administrative penalties (``g``,
-  and ``c``); shrinking insured headcount, no tax paid, few months with invoices, falling
-  revenue and a high debt ratio (``c``); young registration age and risky industries (they
-  shift ``c``); missing social-insurance data is itself slightly more common under distress;
+* bureau: abnormal-operation listing, court judgements, administrative penalties and registry
+  churn (``g``, and ``c``); no tax paid (tax arrears: ``g`` and ``c``), few months with VAT
+  invoices (``c``, and ``g``: abnormal taxpayers lose invoicing), shrinking insured headcount,
+  falling revenue and a high debt ratio (``c``); young registration age and risky industries
+  (they shift ``c``); missing social-insurance data is itself more common under distress and
+  trouble;
 * bank: overdue payments and high credit-line utilisation (``c`` and ``l``); low balances and
   cash inflows relative to the loan (``c``, ``l``, against ``size``).
 
-Calibration (logistic regression with log amounts, standardised, median-filled with missing
-flags, out-of-fold AUC on the bank clients the bureau knows): bank features alone give an AUC
-of about 0.70, bank and bureau features together about 0.80.
+Why the bureau's features add lift: they are the well-known SME default predictors a bank
+cannot see. Tax, invoice, social-insurance and court records cover the *whole* firm, while a
+bank sees only the flows through its own accounts (SMEs bank with several banks), so the
+bureau measures ``c`` far better than the bank does (R^2 about 0.7 against 0.25 for a linear
+fit on either side's features); and ``g`` is visible only in public-sector records. Among the
+bank's clients, for example, about 11% are on the abnormal-operation list and default at
+about 30% (against 5% for the rest); about 39% paid no tax and default at about 14% (against
+4.5%).
+
+Calibration (logistic regression on :class:`xinrong.protocols.features.FeatureRecipe`
+inputs, bank clients the bureau knows, 80/20 split, ``generate_city(50_000, 5_000, seed)``,
+averaged over seeds and splits): bank features alone give an AUC of about 0.71, bank and
+bureau features together about 0.82 (lift about +0.11; a least-squares fit gives the same
+lift). A single 20% hold-out of this size has only about 75 defaults, so the lift of one
+split scatters by about 0.03 around that; on very large samples it is about +0.125.
 
 Everything is vectorised numpy and reproducible from the seed: 2,000,000 enterprises take a
 few seconds.
@@ -79,7 +94,7 @@ __all__ = [
     "write_city",
 ]
 
-DEFAULT_RATE = 0.07
+DEFAULT_RATE = 0.08
 
 # Administrative divisions (GB/T 2260) of Fuzhou and its counties, with the share of
 # registrations each takes (the municipal bureau "350100" registers some larger firms).
@@ -181,8 +196,9 @@ BANK_COLUMNS = (
     "y",
 )
 
-# Label model: weights of the latents in the default log-odds.
-_BETA_C, _BETA_G, _BETA_L = 0.8, 1.4, 0.9
+# Label model: weights of the latents in the default log-odds, and the gamma shape of ``g``.
+_BETA_C, _BETA_G, _BETA_L = 0.9, 1.25, 1.2
+_G_SHAPE = 0.6
 
 _ORG_WEIGHTS = np.array([3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
 _ALPHABET_BYTES = np.frombuffer(uscc.ALPHABET.encode("ascii"), dtype=np.uint8)
@@ -334,7 +350,7 @@ class _Latent:
     form: np.ndarray
     size: np.ndarray
     c: np.ndarray  # operating distress (both sides see consequences)
-    g: np.ndarray  # governance and legal trouble (bureau side only)
+    g: np.ndarray  # compliance and legal trouble, right-skewed (bureau side only)
     l: np.ndarray  # liquidity stress (bank side only)  # noqa: E741
 
     def take(self, index: np.ndarray) -> _Latent:
@@ -354,7 +370,7 @@ def _draw_latent(kind: np.ndarray, rng: np.random.Generator) -> _Latent:
     form[kind == _KIND_COOP] = LEGAL_FORMS.index("farmer_cooperative")
     size = rng.standard_normal(n) + _FORM_SIZE[form] + _INDUSTRY_SIZE[industry] + 0.25 * za
     c = 0.8 * rng.standard_normal(n) - 0.35 * za + _INDUSTRY_RISK[industry] - 0.1 * size
-    g = rng.standard_normal(n)
+    g = rng.gamma(_G_SHAPE, 1.0 / np.sqrt(_G_SHAPE), size=n)  # right-skewed, unit variance
     l = rng.standard_normal(n)  # noqa: E741
     return _Latent(kind, age, za, industry, form, size, c, g, l)
 
@@ -376,10 +392,11 @@ def _bureau_table(codes: np.ndarray, lat: _Latent, rng: np.random.Generator) -> 
     capital = np.exp(np.log(50.0) + 0.9 * size + 0.8 * e(n))
     digits = np.floor(np.log10(capital)) - 1  # two significant figures, as registered
     capital = np.round(capital / 10.0**digits) * 10.0**digits
-    changes = rng.poisson(np.exp(-0.7 + 0.35 * g + 0.15 * size) * np.minimum(age, 3.0) / 3.0)
+    changes = rng.poisson((np.exp(-0.8 + 0.15 * size) + 0.25 * g) * np.minimum(age, 3.0) / 3.0)
 
     # Employment (social insurance). Missing when the enterprise is not linked; more often
-    # for individual businesses and cooperatives, and slightly more often under distress.
+    # for individual businesses and cooperatives, and more often under distress or trouble
+    # (contributions stop).
     employees = rng.poisson(np.exp(0.9 + 0.9 * size + 0.5 * e(n)))
     miss_emp = rng.random(n) < _sigmoid(
         -2.3 + 0.3 * c + 0.3 * g + 1.6 * individual + 2.0 * (kind == _KIND_COOP)
@@ -387,7 +404,8 @@ def _bureau_table(codes: np.ndarray, lat: _Latent, rng: np.random.Generator) -> 
     trend = np.round(np.exp(0.03 - 0.15 * c + 0.10 * e(n)), 3)
     miss_trend = miss_emp | (employees == 0) | (age < 1.0)
 
-    # Operations (tax and invoices).
+    # Operations (tax and invoices). Abnormal taxpayers (``g``) lose invoicing and stop paying
+    # tax as well as firms in distress; most micro firms are below the VAT threshold anyway.
     p_month = _sigmoid(2.2 - 1.3 * c - 0.4 * g + 0.4 * size - 1.0 * individual)
     months = rng.binomial(12, p_month)
     months = np.minimum(months, np.ceil(age * 12.0).astype(np.int64))
@@ -398,10 +416,11 @@ def _bureau_table(codes: np.ndarray, lat: _Latent, rng: np.random.Generator) -> 
     tax = np.where(zero_tax, 0.0, _money(np.exp(np.log(3.0) + 1.0 * size - 0.4 * c + 0.7 * e(n))))
     miss_tax = rng.random(n) < (0.10 + 0.15 * individual)
 
-    # Watch list.
-    court = rng.poisson(np.exp(-1.8 + 0.9 * g + 0.35 * c + 0.2 * size))
-    penalties = rng.poisson(np.exp(-2.0 + 0.8 * g + 0.2 * c))
-    abnormal = (rng.random(n) < _sigmoid(-3.0 + 1.4 * g + 0.7 * c)).astype(np.int8)
+    # Watch list. Events come at a rate that grows linearly with the trouble ``g``, so the
+    # counts are proportional to it in the tail, where most of the bureau-only risk sits.
+    court = rng.poisson(np.exp(-2.2 + 0.35 * c + 0.2 * size) + 0.3 * g)
+    penalties = rng.poisson(np.exp(-2.5 + 0.2 * c) + 0.25 * g)
+    abnormal = (rng.random(n) < _sigmoid(-4.0 + 1.5 * g + 0.7 * c)).astype(np.int8)
 
     # Audited financial statements: larger companies only, about 40% of all enterprises.
     has_fs = (kind == _KIND_COMPANY) & (rng.random(n) < _sigmoid(-0.1 + 0.9 * size))
@@ -540,10 +559,11 @@ class City:
             f"{self.bank.num_rows:,} bank rows, default rate {y.mean() if y.size else 0:.3f}.",
             "Bank rows: "
             + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.composition.items()),
-            "Latent model: y ~ Bernoulli(sigmoid(b0 + 0.9 c + 1.0 g + 1.0 l)) with c operating "
-            "distress (seen by both sides), g governance/legal trouble (bureau only), l "
-            "liquidity stress (bank only); clients outside the city: sigmoid(b0' + 0.9 c + "
-            "1.0 l). Features are independent noisy consequences of the latents.",
+            f"Latent model: y ~ Bernoulli(sigmoid(b0 + {_BETA_C} c + {_BETA_G} g + {_BETA_L} l)) "
+            "with c operating distress (seen by both sides, by the bureau more clearly), g "
+            "compliance/legal trouble (right-skewed, bureau only), l liquidity stress (bank "
+            f"only); clients outside the city: sigmoid(b0' + {_BETA_C} c + {_BETA_L} l). "
+            "Features are independent noisy consequences of the latents.",
         ]
         return "\n".join(lines)
 
