@@ -32,6 +32,7 @@ def cmd_psi(args: argparse.Namespace) -> int:
         reveal=psi.Reveal(args.reveal),
         workers=args.workers,
         executor_spec=args.executor,
+        tls_dir=args.tls_dir,
         on_progress=ProgressBars(enabled=False) if args.quiet else None,
     )
     _say(args)(
@@ -76,6 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             executor_spec=args.executor,
             quiet=args.quiet,
             say=_say(args),
+            tls_dir=args.tls_dir,
         )
         bank_features, bureau_features = select_by_iv(iv_table, args.min_iv)
         if not bureau_features:
@@ -115,6 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         compare_bank_only=args.compare_bank_only,
         workers=args.workers,
         executor_spec=args.executor,
+        tls_dir=args.tls_dir,
         patience=args.patience,
         quiet=args.quiet,
         say=_say(args),
@@ -146,6 +149,7 @@ def cmd_iv(args: argparse.Namespace) -> int:
         max_bins=args.bins,
         min_bin_count=args.min_bin_count,
         monotonic=not args.no_monotonic,
+        tls_dir=args.tls_dir,
         key_bits=args.key_bits,
         allow_test_keys=args.allow_test_keys,
         workers=args.workers,
@@ -170,6 +174,7 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
         Scaling(args.base_score, args.pdo, args.base_odds),
         bureau=args.bureau,
         say=_say(args),
+        tls_dir=args.tls_dir,
     )
     print_result(summary)
     return 0
@@ -186,6 +191,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out=args.out,
         bank_id=args.bank_id,
         points=args.scorecard,
+        tls_dir=args.tls_dir,
         id_type=IdType(args.id_type) if args.id_type else None,
         workers=args.workers,
         executor_spec=args.executor,
@@ -203,7 +209,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     from .training import list_features
 
-    features = list_features(args.bureau, args.bank_id)
+    features = list_features(args.bureau, args.bank_id, tls_dir=args.tls_dir)
     for f in features:
         _say(args)(f"{f['name']:<32} {f['kind']:<9} {f['description']}")
     print_result({"features": features})
@@ -240,6 +246,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_tls(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-dir",
+        default=None,
+        help="mutual TLS with the bureau: DIR/ca.crt, bank.crt, bank.key (from the bureau's "
+        "`bureau-node certs issue-bank`); default: plaintext, for a bureau on loopback",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bank-node", description="Xinrong's node inside a bank.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -257,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bank: only the bank learns it",
     )
     add_common_arguments(run)
+    _add_tls(run)
     run.set_defaults(func=cmd_psi)
 
     train = sub.add_parser("train", help="train a joint model with the bureau")
@@ -327,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also fit a plaintext model on the bank's columns alone",
     )
     add_common_arguments(train)
+    _add_tls(train)
     train.set_defaults(func=cmd_train)
 
     predict = sub.add_parser("predict", help="score applicants with a joint model")
@@ -345,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scorecard", action="store_true", help="add scorecard points (make the card first)"
     )
     add_common_arguments(predict)
+    _add_tls(predict)
     predict.set_defaults(func=cmd_predict)
 
     card = sub.add_parser("scorecard", help="points per bin per feature for a trained model")
@@ -356,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--base-odds", type=float, default=20.0, help="good:bad odds at base")
     card.add_argument("--quiet", action="store_true", help="warnings only")
     card.add_argument("--json", action="store_true", help="only the final JSON line")
+    _add_tls(card)
     card.set_defaults(func=cmd_scorecard, log_level="INFO")
 
     report = sub.add_parser("report", help="one self-contained HTML page about a model")
@@ -385,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--key-bits", type=int, default=2048)
     iv.add_argument("--allow-test-keys", action="store_true", help=argparse.SUPPRESS)
     add_common_arguments(iv)
+    _add_tls(iv)
     iv.set_defaults(func=cmd_iv)
 
     features = sub.add_parser("features", help="list the bureau's feature catalogue")
@@ -392,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--bank-id", default=DEFAULT_BANK_ID)
     features.add_argument("--quiet", action="store_true", help="no table on stderr")
     features.add_argument("--json", action="store_true", help="only the final JSON line")
+    _add_tls(features)
     features.set_defaults(func=cmd_features, log_level="WARNING")
 
     demo = sub.add_parser("demo", help="run the whole story on synthetic data, on this machine")

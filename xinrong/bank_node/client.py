@@ -8,12 +8,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
+from pathlib import Path
 
 import grpc
 
 from xinrong.protocols import psi
 from xinrong.protocols.errors import PeerError, ProtocolViolation
 from xinrong.transport import codec
+from xinrong.transport.certs import bank_files
 from xinrong.transport.channels import bank_metadata, open_channel, valid_bank_id
 from xinrong.transport.errors import raise_from_rpc
 from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
@@ -32,7 +34,13 @@ def _quiet(step: str, done: int, total: int) -> None:
 class BureauConnection:
     """A channel to one bureau, with the bank's identity attached to every call."""
 
-    def __init__(self, address: str, bank_id: str, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        bank_id: str,
+        connect_timeout: float = 10.0,
+        tls_dir: str | Path | None = None,
+    ) -> None:
         if not valid_bank_id(bank_id):
             raise ValueError(
                 f"bank id {bank_id!r} must be 1-64 ASCII letters, digits, '-', '_' or '.', "
@@ -40,7 +48,7 @@ class BureauConnection:
             )
         self.address = address
         self.bank_id = bank_id
-        self.channel = open_channel(address)
+        self.channel = open_channel(address, bank_files(tls_dir) if tls_dir else None)
         self.metadata = bank_metadata(bank_id)
         self.psi = psi_pb2_grpc.PrivateSetIntersectionStub(self.channel)
         self.model = model_pb2_grpc.JointModelStub(self.channel)
@@ -50,7 +58,8 @@ class BureauConnection:
             self.channel.close()
             raise PeerError(
                 f"cannot reach the bureau at {address} within {connect_timeout:g} s: is the "
-                "bureau node running, and is the address right?"
+                "bureau node running, is the address right"
+                + (", and do both use TLS certificates from the same CA?" if tls_dir else "?")
             ) from None
 
     def close(self) -> None:

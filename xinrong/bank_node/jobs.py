@@ -52,6 +52,7 @@ def psi_job(
     workers: int | None = None,
     executor_spec: str | None = None,
     on_progress: OnProgress | None = None,
+    tls_dir: str | Path | None = None,
 ) -> PsiSummary:
     """Read the bank's file, run PSI with the bureau, write the matched IDs and the rejects."""
     started = time.perf_counter()
@@ -62,7 +63,7 @@ def psi_job(
     executor = make_executor(workers, executor_spec) if ids else None
     bars = ProgressBars() if on_progress is None else None
     try:
-        with BureauConnection(bureau, bank_id) as connection:
+        with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
             result = run_psi(
                 connection, ids, reveal, executor, on_progress or bars or (lambda *a: None)
             )

@@ -82,6 +82,7 @@ def iv_job(
     executor_spec: str | None = None,
     quiet: bool = False,
     say: Say | None = None,
+    tls_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """WOE and IV of every bank feature (locally) and every bureau feature (federated) over
     the clients the bureau knows; writes the IV table (CSV) and per-bin details (JSON)."""
@@ -99,7 +100,7 @@ def iv_job(
         executor = make_executor(workers, executor_spec)
         if executor is not None:
             stack.callback(executor.shutdown, cancel_futures=True)
-        connection = stack.enter_context(BureauConnection(bureau, bank_id))
+        connection = stack.enter_context(BureauConnection(bureau, bank_id, tls_dir=tls_dir))
         say(f"private set intersection on {len(prepared.ids):,} IDs")
         result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
         bars.close()
@@ -223,6 +224,7 @@ def scorecard_job(
     scaling: scorecard.Scaling,
     bureau: str | None = None,
     say: Say | None = None,
+    tls_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Points per bin per feature: the bank's here (with the base points), the bureau's at
     the bureau. Writes ``MODEL_DIR/scorecard.csv`` and records the scaling in model.json."""
@@ -240,7 +242,7 @@ def scorecard_job(
         scaling.offset - scaling.factor * (slope * float(weights[0]) + calibration["intercept"]),
         2,
     )
-    with BureauConnection(bureau, bank_id) as connection:
+    with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
         made = _call(
             "making the bureau's scorecard",
             lambda: connection.model.MakeScorecard(

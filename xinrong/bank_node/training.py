@@ -227,6 +227,7 @@ def train_job(
     quiet: bool = False,
     say: Say | None = None,
     on_epoch: Callable[[vlr.EpochRecord], None] | None = None,
+    tls_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """PSI, then joint training, then evaluation; writes ``model_dir/model.json``."""
     started = time.perf_counter()
@@ -247,7 +248,7 @@ def train_job(
         executor = make_executor(workers, executor_spec)
         if executor is not None:
             stack.callback(executor.shutdown, cancel_futures=True)
-        connection = stack.enter_context(BureauConnection(bureau, bank_id))
+        connection = stack.enter_context(BureauConnection(bureau, bank_id, tls_dir=tls_dir))
         say(f"private set intersection on {len(prepared.ids):,} IDs")
         result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
         bars.close()
@@ -500,6 +501,7 @@ def predict_job(
     quiet: bool = False,
     say: Say | None = None,
     points: bool = False,
+    tls_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score applicants: the bank's half here, the bureau's half for those it knows. Those it
     does not know (or whose IDs are invalid) get the bureau's mean training score instead and
@@ -533,7 +535,7 @@ def predict_job(
     if prepared.ids:
         executor = make_executor(workers, executor_spec)
         try:
-            with BureauConnection(bureau, bank_id) as connection:
+            with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
                 say(f"private set intersection on {len(prepared.ids):,} applicant IDs")
                 result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
                 bars.close()
@@ -578,8 +580,10 @@ def predict_job(
     }
 
 
-def list_features(bureau: str, bank_id: str) -> list[dict[str, str]]:
-    with BureauConnection(bureau, bank_id) as connection:
+def list_features(
+    bureau: str, bank_id: str, tls_dir: str | Path | None = None
+) -> list[dict[str, str]]:
+    with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
         catalogue = _call(
             "listing the bureau's features",
             lambda: connection.model.ListFeatures(

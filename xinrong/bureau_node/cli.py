@@ -31,6 +31,7 @@ def _node(args: argparse.Namespace) -> BureauNode:
         id_type=IdType(args.id_type),
         workers=args.workers,
         executor=getattr(args, "executor", None),
+        tls_dir=getattr(args, "tls_dir", None),
         limits=psi.PsiLimits(max_bank_set_size=getattr(args, "max_bank_ids", 10_000_000)),
         training_limits=vlr.TrainingLimits(
             min_batch_size=getattr(args, "min_batch_size", 64),
@@ -47,10 +48,11 @@ def _prepare_dataset(node: BureauNode, quiet: bool) -> dict[str, object]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     host = args.listen.rsplit(":", 1)[0].strip("[]")
-    if host not in ("127.0.0.1", "localhost", "::1") and not args.allow_plaintext_network:
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if not loopback and not args.tls_dir and not args.allow_plaintext_network:
         print(
-            "error: plaintext gRPC on a non-loopback address needs --allow-plaintext-network "
-            "(mutual TLS is not built yet)",
+            "error: on a non-loopback address serve with mutual TLS (--tls-dir DIR, made by "
+            "`bureau-node certs init`); plaintext only with --allow-plaintext-network",
             file=sys.stderr,
         )
         return 2
@@ -125,6 +127,22 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from xinrong.transport import certs
+
+    if args.certs_command == "init":
+        made = certs.init_ca(args.tls_dir, args.host)
+        print(
+            f"CA and bureau certificate in {args.tls_dir}; keep ca.key at the bureau only",
+            file=sys.stderr,
+        )
+    else:
+        made = certs.issue_bank(args.tls_dir, args.bank_id)
+        print(f"give the directory {made['dir']} to bank {args.bank_id}", file=sys.stderr)
+    print_result(made)
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from xinrong.synthetic import generate_city, write_city
 
@@ -153,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-dir", required=True, help="where tag tables and logs are kept")
     serve.add_argument(
         "--max-bank-ids", type=int, default=10_000_000, help="most IDs a bank may send at once"
+    )
+    serve.add_argument(
+        "--tls-dir",
+        default=None,
+        help="serve over mutual TLS with DIR/ca.crt, bureau.crt, bureau.key (bureau-node certs)",
     )
     serve.add_argument(
         "--allow-plaintext-network",
@@ -202,6 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--state-dir", required=True)
     rotate.add_argument("--bank-id", required=True)
     rotate.set_defaults(func=cmd_rotate_key, quiet=False, log_level="INFO")
+
+    certs_parser = sub.add_parser("certs", help="the private CA for mutual TLS with banks")
+    certs_sub = certs_parser.add_subparsers(dest="certs_command", required=True)
+    init = certs_sub.add_parser("init", help="create the CA and the bureau's certificate")
+    init.add_argument("--tls-dir", required=True, help="directory to create them in")
+    init.add_argument(
+        "--host", action="append", default=[], help="a name or IP banks reach the bureau at"
+    )
+    issue = certs_sub.add_parser("issue-bank", help="a bank's key and certificate")
+    issue.add_argument("bank_id", help="the bank's identity at the bureau")
+    issue.add_argument("--tls-dir", required=True, help="the CA's directory")
+    for p in (init, issue):
+        p.set_defaults(func=cmd_certs, quiet=False, log_level="INFO")
 
     synth = sub.add_parser("synth", help="write a synthetic city of enterprises and a bank")
     synth.add_argument("--enterprises", type=int, default=50_000)

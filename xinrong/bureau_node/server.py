@@ -13,6 +13,7 @@ from xinrong.parallel import make_executor
 from xinrong.protocols import psi
 from xinrong.protocols import vertical_lr as vlr
 from xinrong.protocols.ids import IdType
+from xinrong.transport.certs import bureau_files
 from xinrong.transport.channels import create_server
 from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
 
@@ -36,6 +37,7 @@ class BureauNode:
         limits: psi.PsiLimits = psi.PsiLimits(),
         training_limits: vlr.TrainingLimits = vlr.TrainingLimits(),
         executor: str | None = None,
+        tls_dir: str | Path | None = None,
     ) -> None:
         self.data = Path(data)
         self.id_column = id_column
@@ -47,6 +49,7 @@ class BureauNode:
         self.features: BureauFeatures | None = None
         self._workers = workers
         self._executor_spec = executor
+        self.tls = bureau_files(tls_dir) if tls_dir else None
         self.executor: Executor | None = None
         self.server: grpc.Server | None = None
         self.port: int | None = None
@@ -64,7 +67,7 @@ class BureauNode:
     def start(self, address: str = "127.0.0.1:0") -> int:
         if self.store.summary is None:
             self.prepare()
-        self.server, self.port = create_server(address)
+        self.server, self.port = create_server(address, tls=self.tls)
         servicer = PsiServicer(self.store, self.executor, self.limits)
         psi_pb2_grpc.add_PrivateSetIntersectionServicer_to_server(servicer, self.server)
         if self.features is None:

@@ -1,7 +1,9 @@
 """Transport and identity, set up in one place for each side.
 
-Today the bank names itself in call metadata over plaintext gRPC; binding the identity to a
-mutual-TLS certificate changes only this module.
+With a TLS directory both sides speak gRPC over mutual TLS and the bank's identity is the
+common name of its certificate, issued by the bureau's private CA (``certs.py``); the bank
+also names itself in call metadata, which must agree. Without one (development, loopback
+only at the bureau) the bank's word in the metadata is its identity.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from concurrent import futures
 
 import grpc
 
+from .certs import BUREAU_NAME, TlsFiles
 from .errors import IdentityError
 
 # Largest message either side accepts: chunks are at most 2 MiB (65,536 points).
@@ -21,17 +24,33 @@ _OPTIONS = [
 ]
 
 
-def create_server(address: str, max_workers: int = 16) -> tuple[grpc.Server, int]:
-    """A gRPC server bound to ``address`` (port 0 picks a free port); returns it and the port."""
+def create_server(
+    address: str, max_workers: int = 16, tls: TlsFiles | None = None
+) -> tuple[grpc.Server, int]:
+    """A gRPC server bound to ``address`` (port 0 picks a free port); returns it and the port.
+    With ``tls``, mutual TLS: a client must present a certificate from the same CA."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=_OPTIONS)
-    port = server.add_insecure_port(address)
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(tls.key, tls.cert)], root_certificates=tls.ca, require_client_auth=True
+        )
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     return server, port
 
 
-def open_channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=_OPTIONS)
+def open_channel(address: str, tls: TlsFiles | None = None) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(address, options=_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca, private_key=tls.key, certificate_chain=tls.cert
+    )
+    # the bureau's certificate names it BUREAU_NAME, whatever address it is reached at
+    options = [*_OPTIONS, ("grpc.ssl_target_name_override", BUREAU_NAME)]
+    return grpc.secure_channel(address, credentials, options=options)
 
 
 def bank_metadata(bank_id: str) -> tuple[tuple[str, str], ...]:
@@ -50,8 +69,21 @@ def valid_bank_id(bank_id: str) -> bool:
 
 
 def bank_identity(context: grpc.ServicerContext) -> str:
-    """Who is calling. Raises IdentityError if the caller did not say, or said it badly."""
+    """Who is calling: the common name of its TLS certificate when there is one (and the
+    metadata must agree), else the bank id in the metadata. Raises IdentityError if the
+    caller did not say, or said it badly."""
     values = [v for k, v in context.invocation_metadata() if k == BANK_ID_METADATA]
+    names = context.auth_context().get("x509_common_name") or []
+    if names:
+        certified = names[0].decode("utf-8", "replace")
+        if not valid_bank_id(certified):
+            raise IdentityError(f"the client certificate names {certified!r}, not a bank id")
+        if values and values != [certified]:
+            raise IdentityError(
+                f"the client certificate is bank {certified!r}, but the call names "
+                f"{values[0]!r}: use --bank-id {certified}"
+            )
+        return certified
     if len(values) != 1 or not isinstance(values[0], str) or not valid_bank_id(values[0]):
         raise IdentityError(
             "the caller must name itself once with a bank id of 1-64 ASCII letters, digits, "

@@ -1,0 +1,114 @@
+"""Mutual TLS: the bureau's private CA, certificates with private keys kept 0600, the bank's
+identity taken from its certificate, and refusal of clients without one from this CA."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from xinrong.bank_node.jobs import psi_job
+from xinrong.bureau_node.server import BureauNode
+from xinrong.protocols.errors import InputDataError, PeerError
+from xinrong.synthetic import generate_city, write_city
+from xinrong.transport import certs
+from xinrong.transport.channels import bank_metadata, open_channel
+from xinrong.v1 import model_pb2 as pb
+from xinrong.v1 import model_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tls")
+    certs.init_ca(d)
+    certs.issue_bank(d, "bank-a")
+    certs.issue_bank(d, "bank-b")
+    return d
+
+
+@pytest.fixture(scope="module")
+def node(pki, tmp_path_factory):
+    city = write_city(generate_city(2000, 300, seed=3), tmp_path_factory.mktemp("city"))
+    with BureauNode(
+        city["bureau"], "uscc", tmp_path_factory.mktemp("state"), workers=0, tls_dir=pki
+    ) as bureau:
+        bureau.start("127.0.0.1:0")
+        bureau.city = city  # type: ignore[attr-defined]
+        yield bureau
+
+
+def test_private_keys_are_written_0600(pki):
+    for key in (pki / "ca.key", pki / "bureau.key", pki / "banks" / "bank-a" / "bank.key"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert (pki / "banks" / "bank-a" / "ca.crt").read_bytes() == (pki / "ca.crt").read_bytes()
+    with pytest.raises(InputDataError, match="already has a CA"):
+        certs.init_ca(pki)
+    with pytest.raises(InputDataError, match="bank id"):
+        certs.issue_bank(pki, "../evil")
+
+
+def test_psi_over_mutual_tls(node, pki, tmp_path):
+    summary = psi_job(
+        f"127.0.0.1:{node.port}",
+        node.city["bank"],
+        "uscc",
+        tmp_path / "m.csv",
+        "bank-a",
+        workers=0,
+        tls_dir=pki / "banks" / "bank-a",
+    )
+    assert summary.intersection > 200
+
+
+def test_the_certificate_is_the_identity(node, pki):
+    files = certs.bank_files(pki / "banks" / "bank-a")
+    stub = model_pb2_grpc.JointModelStub(open_channel(f"127.0.0.1:{node.port}", files))
+    stub.ListFeatures(pb.ListFeaturesRequest(), metadata=bank_metadata("bank-a"), timeout=10)
+    with pytest.raises(grpc.RpcError) as err:  # bank-a's certificate cannot speak for bank-b
+        stub.ListFeatures(pb.ListFeaturesRequest(), metadata=bank_metadata("bank-b"), timeout=10)
+    assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "certificate is bank 'bank-a'" in err.value.details()
+
+
+def test_clients_without_a_certificate_of_this_ca_are_refused(node, pki, tmp_path):
+    plain = model_pb2_grpc.JointModelStub(open_channel(f"127.0.0.1:{node.port}"))
+    with pytest.raises(grpc.RpcError) as err:
+        plain.ListFeatures(pb.ListFeaturesRequest(), metadata=bank_metadata("bank-a"), timeout=5)
+    assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+    other = tmp_path / "other"
+    certs.init_ca(other)
+    certs.issue_bank(other, "bank-a")
+    with pytest.raises(PeerError, match="same CA"):
+        psi_job(
+            f"127.0.0.1:{node.port}",
+            node.city["bank"],
+            "uscc",
+            tmp_path / "m.csv",
+            "bank-a",
+            workers=0,
+            tls_dir=other / "banks" / "bank-a",
+        )
+
+
+def test_certs_command_lines(tmp_path):
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "xinrong.bureau_node.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    made = run("certs", "init", "--tls-dir", str(tmp_path / "ca"), "--host", "10.0.0.5")
+    assert made.returncode == 0, made.stderr
+    issued = run("certs", "issue-bank", "bank-x", "--tls-dir", str(tmp_path / "ca"))
+    assert issued.returncode == 0, issued.stderr
+    assert Path(json.loads(issued.stdout.splitlines()[-1])["cert"]).exists()
+    again = run("certs", "init", "--tls-dir", str(tmp_path / "ca"))
+    assert again.returncode == 2 and "already has a CA" in again.stderr
