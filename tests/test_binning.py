@@ -94,3 +94,16 @@ def test_packed_sums_round_trip_and_are_checked():
     assert he.unpack_sums(packed, priv, 14, len(sums)) == sums
     with pytest.raises(ProtocolViolation, match="larger than its slots"):
         he.unpack_sums(enc.encrypt([1 << 20]), priv, 14, 1)
+
+
+def test_many_categories_are_capped_and_a_lone_small_bin_is_not_reported():
+    many = pa.array([f"sector-{i % 60}" for i in range(6000)])
+    bins = binning.bin_column("sector", many, 10, 30)
+    assert bins.count == 10 and bins.labels[-1] == "(other levels)"
+    lone = binning.bin_column("v", pa.array([1.0] * 3 + [None] * 200), 10, 30)
+    assert lone.count == 1 and lone.missing_bin is None  # 3 rows never stand apart
+
+
+def test_information_value_is_zero_without_both_classes():
+    woe, iv = binning.woe_and_iv(binning.BinStatistics([900, 100], [0, 0]))
+    assert iv == 0.0 and woe == [0.0, 0.0]

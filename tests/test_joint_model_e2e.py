@@ -17,6 +17,7 @@ import pytest
 from xinrong.bank_node.training import list_features, load_model, predict_job, train_job
 from xinrong.bureau_node.models import ModelStore
 from xinrong.bureau_node.server import BureauNode
+from xinrong.protocols import paillier as he
 from xinrong.protocols import vertical_lr as vlr
 from xinrong.protocols.errors import InputDataError, PeerError, ProtocolViolation
 from xinrong.synthetic import generate_city, generate_usccs, write_city
@@ -447,6 +448,26 @@ def test_federated_information_value_equals_the_plaintext_computation(city, bure
     assert all(min(d["totals"]) >= 30 for d in details if d["party"] == "bureau")
     bank_features, bureau_features = select_by_iv(out, 0.02)
     assert bureau_features and all(by_name[f]["iv"] >= 0.02 for f in bureau_features)
+    # a PSI session's rows are binned once: a second set of labels could single rows out
+    import grpc
+
+    from xinrong.bank_node.client import BureauConnection
+    from xinrong.bank_node.toolkit import _label_chunks
+
+    pub, priv = he.generate_keypair(768, allow_test_keys=True)
+    with BureauConnection(f"127.0.0.1:{bureau.port}", "bank-a") as connection:
+        chunks = _label_chunks(
+            summary["psi_session_id"],
+            pub,
+            he.OwnerEncryptor(priv).encrypt([0] * summary["matched"]),
+            10,
+            50,
+            [],
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            connection.model.BinLabels(chunks, metadata=connection.metadata, timeout=60)
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "already used" in err.value.details()
 
 
 def test_scorecard_points_track_the_probability(city, bureau, trained, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from xinrong.protocols.errors import InputDataError, PolicyViolation
+from xinrong.protocols.errors import InputDataError, ProtocolViolation
 from xinrong.protocols.features import FeatureRecipe
 from xinrong.protocols.scorecard import Scaling, points_table, row_points
 
@@ -31,7 +31,7 @@ def test_the_scaling_follows_the_definition():
     # odds 20:1 -> 600 points; doubling the odds -> 50 more
     assert s.offset + s.factor * math.log(20) == pytest.approx(600)
     assert s.offset + s.factor * math.log(40) == pytest.approx(650)
-    with pytest.raises(PolicyViolation, match="pdo"):
+    with pytest.raises(ProtocolViolation, match="pdo"):
         Scaling(600, 0, 20).check()
 
 

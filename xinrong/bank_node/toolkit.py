@@ -19,8 +19,8 @@ from xinrong.parallel import make_executor
 from xinrong.progress import ProgressBars
 from xinrong.protocols import binning, psi, scorecard
 from xinrong.protocols import paillier as he
-from xinrong.protocols.errors import ProtocolViolation
-from xinrong.protocols.features import FeatureRecipe
+from xinrong.protocols.errors import InputDataError, ProtocolViolation
+from xinrong.protocols.features import FeatureRecipe, column_kind
 from xinrong.protocols.ids import IdType, prepare_ids
 from xinrong.transport import model_codec as codec
 from xinrong.v1 import model_pb2 as pb
@@ -90,10 +90,18 @@ def iv_job(
     say = say or (lambda text: log.info("%s", text))
     out = Path(out)
     he.check_key_bits(key_bits, allow_test_keys)
+    if not 2 <= max_bins <= binning.MAX_BINS:
+        raise InputDataError(f"--bins must be from 2 to {binning.MAX_BINS}")
+    # the bank's own bins follow the same floor the bureau enforces on its bins
+    min_bin_count = max(min_bin_count, binning.BUREAU_MIN_BIN_COUNT)
     table = tables.read_table(data, id_column)
     labels_all = read_labels(table, label)
     if bank_features is None:
         bank_features = [c for c in table.column_names if c not in (id_column, label)]
+    for name in bank_features:  # unsupported columns fail now, not after the exchange
+        if name not in table.column_names:
+            raise InputDataError(f"no column {name!r} in {data}")
+        column_kind(table.schema.field(name).type)
     prepared = prepare_ids(table.column(id_column), id_type)
     bars = ProgressBars(enabled=False if quiet else None)
     with contextlib.ExitStack() as stack:
@@ -109,6 +117,11 @@ def iv_job(
         matched = table.take(pa.array(positions))
         y = labels_all[positions]
         say(f"the bureau knows {rows:,} of them ({int(y.sum()):,} defaults)")
+        if y.min() == y.max():
+            raise InputDataError(
+                f"all {rows:,} matched clients have label {int(y[0])}: information value "
+                "needs both defaults and non-defaults"
+            )
 
         public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
         encryptor = he.OwnerEncryptor(private_key)

@@ -459,8 +459,10 @@ def fetch_bureau_parts(
             if not np.all(np.isfinite(values)) or np.any(np.abs(values) > vlr.SCORE_BOUND):
                 raise ProtocolViolation("the bureau sent a score outside its bound")
             if points:
+                if len(chunk.points) != len(chunk.scores):
+                    raise ProtocolViolation("the bureau's points do not match its scores")
                 extra = np.frombuffer(chunk.points, dtype="<f8")
-                if len(extra) != len(values) or not np.all(np.isfinite(extra)):
+                if not np.all(np.isfinite(extra)) or np.any(np.abs(extra) > 1e7):
                     raise ProtocolViolation("the bureau's points do not match its scores")
                 point_parts.append(extra)
             parts.append(values)

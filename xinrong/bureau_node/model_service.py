@@ -325,6 +325,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                             f"{self.limits.min_rows}"
                         )
                     names = self.features.choose(tuple(chunk.features))
+                    self.store.use_session_once(bank_id, chunk.psi_session_id, "binned")
                 elif chunk.total != total:
                     raise ProtocolViolation("chunks of labels disagree on the total")
                 if chunk.offset != len(labels):

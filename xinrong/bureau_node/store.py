@@ -329,6 +329,19 @@ class BureauStore:
             directory / f"{session_id}.json", json.dumps(record, indent=2).encode()
         )
 
+    def use_session_once(self, bank_id: str, session_id: str, purpose: str) -> None:
+        """Refuse a second use of a PSI session for ``purpose``: binning the same rows twice
+        with different labels would let a bank single rows out of the bins."""
+        self.session_matched_ids(bank_id, session_id)  # exists and is this bank's
+        marker = self.root / "sessions" / f"{session_id}.{purpose}"
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise PolicyViolation(
+                f"PSI session {session_id} was already used for {purpose}: run PSI again"
+            ) from None
+        os.close(fd)
+
     def session_matched_ids(self, bank_id: str, session_id: str) -> list[str]:
         """The matched IDs of a finished PSI session of this bank (reveal mode BOTH), in the
         bank's order."""

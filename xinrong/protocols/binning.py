@@ -22,6 +22,7 @@ from .features import MISSING, _numbers, _texts, column_kind
 
 DEFAULT_BINS = 10
 MAX_BINS = 50
+BUREAU_MIN_BIN_COUNT = 30  # the smallest bin the bureau reports, whatever the bank asks
 DEFAULT_MIN_BIN_COUNT = 50
 SMOOTHING = 0.5  # added to good and bad counts so that empty cells have a finite WOE
 
@@ -124,10 +125,14 @@ def bin_column(
     else:
         texts = _texts(column)
         missing = texts == MISSING
-        levels = sorted({t for t in texts.tolist() if t != MISSING})
-        position = {level: i for i, level in enumerate(levels)}
-        index = np.array([position.get(t, 0) for t in texts.tolist()], dtype=np.int64)
-        labels = list(levels)
+        values, counts_all = np.unique(texts[~missing], return_counts=True)
+        order = np.argsort(-counts_all, kind="stable")
+        kept = sorted(str(values[i]) for i in order[: max_bins - 1])
+        rest = len(values) > len(kept)
+        labels = kept + (["(other levels)"] if rest else [])
+        position = {level: i for i, level in enumerate(kept)}
+        pooled = len(kept)  # every level beyond the largest max_bins - 1
+        index = np.array([position.get(t, pooled) for t in texts.tolist()], dtype=np.int64)
         ordered = False
     regular = len(labels)
     counts = np.bincount(index[~missing], minlength=regular) if regular else np.zeros(0)
@@ -147,6 +152,11 @@ def bin_column(
     else:  # no value at all: every row is missing
         index = np.zeros(len(index), dtype=np.int64)
     missing_bin = None
+    if missing.any() and merged >= 1:
+        small = np.bincount(index[~missing], minlength=merged) < min_count
+        if merged == 1 and small[0]:  # a lone small bin is never reported apart
+            index = np.zeros(len(index), dtype=np.int64)
+            return ColumnBins(name, kind, index, [new_labels[0] + " | missing"], ordered, None)
     if missing.any():
         if missing.sum() >= min_count or merged == 0:
             missing_bin = merged
@@ -172,7 +182,10 @@ class BinStatistics:
 
 
 def woe_and_iv(stats: BinStatistics) -> tuple[list[float], float]:
-    """Weight of evidence per bin, ln(%bad / %good) (positive = riskier), and the IV."""
+    """Weight of evidence per bin, ln(%bad / %good) (positive = riskier), and the IV (0 when
+    there are no bads or no goods at all: nothing to tell apart)."""
+    if sum(stats.bads) == 0 or sum(stats.goods) == 0:
+        return [0.0] * len(stats.totals), 0.0
     bads = np.asarray(stats.bads, dtype=np.float64) + SMOOTHING
     goods = np.asarray(stats.goods, dtype=np.float64) + SMOOTHING
     share_bad, share_good = bads / bads.sum(), goods / goods.sum()

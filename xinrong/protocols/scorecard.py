@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
-from .errors import InputDataError, PolicyViolation
+from .errors import InputDataError, ProtocolViolation
 from .features import VALUE_BOUND, ColumnRecipe, FeatureRecipe, _numbers, _texts
 
 
@@ -29,9 +29,13 @@ class Scaling:
     base_odds: float = 20.0
 
     def check(self) -> None:
+        bounds = {"base_score": (0, 1e6), "pdo": (0.01, 1e4), "base_odds": (1e-6, 1e6)}
         for name, value in asdict(self).items():
-            if not (math.isfinite(value) and value > 0):
-                raise PolicyViolation(f"scorecard {name} must be a positive number, not {value}")
+            low, high = bounds[name]
+            if not (math.isfinite(value) and low < value <= high):
+                raise ProtocolViolation(
+                    f"scorecard {name} = {value} is outside ({low:g}, {high:g}]"
+                )
 
     @property
     def factor(self) -> float:

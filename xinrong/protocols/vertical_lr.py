@@ -64,6 +64,7 @@ class TrainingLimits:
     allow_test_keys: bool = False
     max_epochs: int = 200
     min_bin_count: int = 30  # information value: smaller bins are merged, never reported
+    # (binning.BUREAU_MIN_BIN_COUNT is the same floor, applied by the bank to its own bins)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import NoReturn
 import grpc
 
 from xinrong.protocols.errors import (
+    InputDataError,
     PeerError,
     PolicyViolation,
     ProtocolViolation,
@@ -32,6 +33,9 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (ProtocolViolation, grpc.StatusCode.INVALID_ARGUMENT),
     (WrongStage, grpc.StatusCode.FAILED_PRECONDITION),
     (PolicyViolation, grpc.StatusCode.FAILED_PRECONDITION),
+    # the bureau's own data or stored model cannot serve the request (e.g. a model trained
+    # before a feature existed): a precondition, not an internal fault
+    (InputDataError, grpc.StatusCode.FAILED_PRECONDITION),
     (UnknownSession, grpc.StatusCode.NOT_FOUND),
     (IdentityError, grpc.StatusCode.UNAUTHENTICATED),
 ]
