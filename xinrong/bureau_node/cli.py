@@ -32,6 +32,7 @@ def _node(args: argparse.Namespace) -> BureauNode:
         workers=args.workers,
         executor=getattr(args, "executor", None),
         tls_dir=getattr(args, "tls_dir", None),
+        config=getattr(args, "config", None),
         limits=psi.PsiLimits(max_bank_set_size=getattr(args, "max_bank_ids", 10_000_000)),
         training_limits=vlr.TrainingLimits(
             min_batch_size=getattr(args, "min_batch_size", 64),
@@ -171,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-dir", required=True, help="where tag tables and logs are kept")
     serve.add_argument(
         "--max-bank-ids", type=int, default=10_000_000, help="most IDs a bank may send at once"
+    )
+    serve.add_argument(
+        "--config",
+        default=None,
+        help="TOML file: the banks served, their features and daily quotas (see README); "
+        "without it any bank is served (development)",
     )
     serve.add_argument(
         "--tls-dir",

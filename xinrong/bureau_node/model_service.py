@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import secrets
@@ -18,14 +19,19 @@ import numpy as np
 from xinrong.protocols import binning, scorecard
 from xinrong.protocols import paillier as he
 from xinrong.protocols import vertical_lr as vlr
-from xinrong.protocols.errors import PolicyViolation, ProtocolViolation, UnknownSession
+from xinrong.protocols.errors import (
+    NotAuthorised,
+    PolicyViolation,
+    ProtocolViolation,
+    UnknownSession,
+)
 from xinrong.protocols.features import FeatureRecipe
 from xinrong.transport import model_codec as codec
-from xinrong.transport.channels import bank_identity
 from xinrong.transport.errors import abort_with
 from xinrong.v1 import model_pb2 as pb
 from xinrong.v1 import model_pb2_grpc
 
+from .config import Access
 from .features import BureauFeatures
 from .models import ModelStore
 from .store import BureauStore
@@ -109,7 +115,9 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         limits: vlr.TrainingLimits = vlr.TrainingLimits(),
         executor: Executor | None = None,
         jobs: TrainingJobs | None = None,
+        access: Access | None = None,
     ) -> None:
+        self.access = access or Access(store.root)
         self.features = features
         self.store = store
         self.models = models
@@ -121,11 +129,13 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         self, request: pb.ListFeaturesRequest, context: grpc.ServicerContext
     ) -> pb.FeatureCatalogue:
         try:
-            bank_identity(context)
+            bank_id = self.access.bank(context)
+            allowed = set(self.access.features(bank_id, self.features.names))
             return pb.FeatureCatalogue(
                 features=[
                     pb.FeatureInfo(name=f.name, kind=f.kind, description=f.description)
                     for f in self.features.catalogue()
+                    if f.name in allowed
                 ],
                 enterprises=self.features.table.num_rows,
             )
@@ -136,7 +146,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         self, request: pb.TrainingPlan, context: grpc.ServicerContext
     ) -> pb.TrainingAccepted:
         try:
-            bank_id = bank_identity(context)
+            bank_id = self.access.bank(context)
             plan = codec.plan_from_proto(request, self.limits.allow_test_keys)
             if not JOB_ID.match(plan.job_id):
                 raise ProtocolViolation("a job id is 32 lower-case hex digits")
@@ -146,17 +156,18 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                     f"the plan names {plan.rows} rows; PSI session {plan.psi_session_id} "
                     f"matched {len(ids)}"
                 )
-            vlr.check_plan(plan, self.limits)
+            limits = self._limits_for(bank_id)
+            vlr.check_plan(plan, limits)
             self.jobs.check_capacity(bank_id)  # before any heavy work
-            names = self.features.choose(plan.bureau_features)
+            names = self._choose(bank_id, plan.bureau_features)
             rows = self.features.rows_of(ids)
             train_rows, _ = plan.schedule()
             recipe = FeatureRecipe.fit(rows.take(train_rows), names)
             x = recipe.transform(rows)
-            vlr.check_plan(plan, self.limits, x.shape[1])  # before generating a key
+            vlr.check_plan(plan, limits, x.shape[1])  # before generating a key
             bits = plan.bank_public_key.n.bit_length()
-            _, private_key = he.generate_keypair(bits + (-bits % 8), self.limits.allow_test_keys)
-            trainer = vlr.BureauTrainer(plan, x, private_key, self.limits, self.executor)
+            _, private_key = he.generate_keypair(bits + (-bits % 8), limits.allow_test_keys)
+            trainer = vlr.BureauTrainer(plan, x, private_key, limits, self.executor)
             now = time.monotonic()
             self.jobs.add(plan.job_id, _Job(bank_id, trainer, recipe, now, now))
             log.info(
@@ -173,10 +184,26 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)
 
+    def _limits_for(self, bank_id: str) -> vlr.TrainingLimits:
+        """The bureau-wide floor, raised by the bank's own configuration."""
+        floor = max(self.limits.min_batch_size, self.access.policy(bank_id).min_batch_size)
+        return dataclasses.replace(self.limits, min_batch_size=floor)
+
+    def _choose(self, bank_id: str, requested: tuple[str, ...]) -> list[str]:
+        """The features a job uses: those asked for (default: all), all of them allowed."""
+        allowed = self.access.features(bank_id, self.features.names)
+        denied = [f for f in requested if f in self.features.names and f not in allowed]
+        if denied:
+            raise NotAuthorised(f"bank {bank_id} may not use the bureau features {denied}")
+        names = self.features.choose(requested or tuple(allowed))
+        if not names:
+            raise NotAuthorised(f"bank {bank_id} may use none of the bureau's features")
+        return names
+
     def _with_job(
         self, context: grpc.ServicerContext, job_id: str, action: Callable[[_Job], T]
     ) -> T:
-        bank_id = bank_identity(context)
+        bank_id = self.access.bank(context)
         job = self.jobs.get(bank_id, job_id)
         with job.lock:
             try:
@@ -253,7 +280,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         self, request: pb.FinishRequest, context: grpc.ServicerContext
     ) -> pb.TrainingFinished:
         try:
-            bank_id = bank_identity(context)
+            bank_id = self.access.bank(context)
 
             def finish(job: _Job) -> pb.TrainingFinished:
                 weights, finished = job.trainer.finish(request.epoch)
@@ -302,7 +329,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         self, request_iterator: Iterator[pb.EncryptedLabels], context: grpc.ServicerContext
     ) -> pb.BinnedLabelSums:
         try:
-            bank_id = bank_identity(context)
+            bank_id = self.access.bank(context)
             first: pb.EncryptedLabels | None = None
             key = None
             labels: list = []
@@ -324,7 +351,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                             f"only {len(ids)} shared rows; information value needs at least "
                             f"{self.limits.min_rows}"
                         )
-                    names = self.features.choose(tuple(chunk.features))
+                    names = self._choose(bank_id, tuple(chunk.features))
                     self.store.use_session_once(bank_id, chunk.psi_session_id, "binned")
                 elif chunk.total != total:
                     raise ProtocolViolation("chunks of labels disagree on the total")
@@ -376,7 +403,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         self, request: pb.ScorecardRequest, context: grpc.ServicerContext
     ) -> pb.ScorecardMade:
         try:
-            bank_id = bank_identity(context)
+            bank_id = self.access.bank(context)
             scaling = scorecard.Scaling(request.base_score, request.pdo, request.base_odds)
             scaling.check()
             model = self.models.load(bank_id, request.model_id)
@@ -400,9 +427,13 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         self, request: pb.ScoreRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ApplicantScores]:
         try:
-            bank_id = bank_identity(context)
+            bank_id = self.access.bank(context)
             model = self.models.load(bank_id, request.model_id)
             ids = self.store.session_matched_ids(bank_id, request.psi_session_id)
+            if request.psi_session_id != model["psi_session_id"]:
+                # applicants count against the quota; the model's own training rows
+                # (scored once for its evaluation) do not
+                self.access.charge(bank_id, "daily_scored", len(ids))
             recipe = FeatureRecipe.from_json(model["recipe"])
             rows = self.features.rows_of(ids)
             x = recipe.transform(rows)

@@ -17,6 +17,7 @@ from xinrong.transport.certs import bureau_files
 from xinrong.transport.channels import create_server
 from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
 
+from .config import Access, load_config
 from .features import BureauFeatures
 from .model_service import ModelServicer
 from .models import ModelStore
@@ -38,6 +39,7 @@ class BureauNode:
         training_limits: vlr.TrainingLimits = vlr.TrainingLimits(),
         executor: str | None = None,
         tls_dir: str | Path | None = None,
+        config: str | Path | None = None,
     ) -> None:
         self.data = Path(data)
         self.id_column = id_column
@@ -50,6 +52,7 @@ class BureauNode:
         self._workers = workers
         self._executor_spec = executor
         self.tls = bureau_files(tls_dir) if tls_dir else None
+        self.config = Path(config) if config else None
         self.executor: Executor | None = None
         self.server: grpc.Server | None = None
         self.port: int | None = None
@@ -67,14 +70,22 @@ class BureauNode:
     def start(self, address: str = "127.0.0.1:0") -> int:
         if self.store.summary is None:
             self.prepare()
-        self.server, self.port = create_server(address, tls=self.tls)
-        servicer = PsiServicer(self.store, self.executor, self.limits)
-        psi_pb2_grpc.add_PrivateSetIntersectionServicer_to_server(servicer, self.server)
         if self.features is None:
             self.features = BureauFeatures(self.data, self.id_column, self.id_type)
+        # the configuration is checked before the port opens: a bad file is a clear error
+        policies = load_config(self.config, self.features.names) if self.config else None
+        access = Access(self.store.root, policies)
+        self.server, self.port = create_server(address, tls=self.tls)
+        servicer = PsiServicer(self.store, self.executor, self.limits, access=access)
+        psi_pb2_grpc.add_PrivateSetIntersectionServicer_to_server(servicer, self.server)
         model_pb2_grpc.add_JointModelServicer_to_server(
             ModelServicer(
-                self.features, self.store, self.models, self.training_limits, self.executor
+                self.features,
+                self.store,
+                self.models,
+                self.training_limits,
+                self.executor,
+                access=access,
             ),
             self.server,
         )

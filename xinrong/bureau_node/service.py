@@ -15,11 +15,11 @@ import grpc
 from xinrong.protocols import psi
 from xinrong.protocols.errors import ProtocolViolation, UnknownSession
 from xinrong.transport import codec
-from xinrong.transport.channels import bank_identity
 from xinrong.transport.errors import abort_with
 from xinrong.v1 import psi_pb2 as pb
 from xinrong.v1 import psi_pb2_grpc
 
+from .config import Access
 from .store import BureauStore
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,9 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
         executor: Executor | None = None,
         limits: psi.PsiLimits = psi.PsiLimits(),
         sessions: SessionRegistry | None = None,
+        access: Access | None = None,
     ) -> None:
+        self.access = access or Access(store.root)
         self.store = store
         self.executor = executor
         self.limits = limits
@@ -100,9 +102,10 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
         self, request: pb.OpenSessionRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.OpenSessionUpdate]:
         try:
-            bank_id = bank_identity(context)
+            bank_id = self.access.bank(context)
             psi_request = codec.psi_request_from_proto(request)
             psi.check_request(psi_request, self.limits)
+            self.access.charge(bank_id, "daily_psi_ids", psi_request.bank_set_size)
             table = None
             last = 0.0
             for item in self.store.prepare_bank(bank_id, self.executor):
@@ -136,7 +139,7 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
         pending: deque[Future[psi.ExponentiatedIds]] = deque()
         entry = None
         try:
-            bank_id = bank_identity(context)
+            bank_id = self.access.bank(context)
             for message in request_iterator:
                 blinded = codec.blinded_from_proto(message)
                 entry = self.sessions.same_stream(
@@ -163,7 +166,7 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
         self, request: pb.FetchTagsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.BureauTags]:
         try:
-            bank_id = bank_identity(context)
+            bank_id = self.access.bank(context)
             entry = self.sessions.get(bank_id, request.session_id)
             for chunk in entry.session.tags(self.limits.max_chunk):
                 yield codec.tags_to_proto(chunk)
@@ -177,7 +180,7 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
     ) -> pb.RevealSummary:
         entry = None
         try:
-            bank_id = bank_identity(context)
+            bank_id = self.access.bank(context)
             for message in request_iterator:
                 matched = codec.matched_from_proto(message)
                 entry = self.sessions.same_stream(

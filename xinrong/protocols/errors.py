@@ -50,5 +50,14 @@ class PolicyViolation(XinrongError):
     intersection). Maps to FAILED_PRECONDITION or RESOURCE_EXHAUSTED."""
 
 
+class NotAuthorised(XinrongError):
+    """The caller is not a bank this bureau serves, or asks for what it may not use.
+    Maps to PERMISSION_DENIED."""
+
+
+class QuotaExceeded(PolicyViolation):
+    """A bank's daily quota is used up. Maps to RESOURCE_EXHAUSTED."""
+
+
 class PeerError(XinrongError):
     """The other party ended the exchange with an error; the message says what it said."""

@@ -14,9 +14,11 @@ import grpc
 
 from xinrong.protocols.errors import (
     InputDataError,
+    NotAuthorised,
     PeerError,
     PolicyViolation,
     ProtocolViolation,
+    QuotaExceeded,
     UnknownSession,
     WrongStage,
     XinrongError,
@@ -31,6 +33,8 @@ class IdentityError(XinrongError):
 
 STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (ProtocolViolation, grpc.StatusCode.INVALID_ARGUMENT),
+    (QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),  # before PolicyViolation, its base
+    (NotAuthorised, grpc.StatusCode.PERMISSION_DENIED),
     (WrongStage, grpc.StatusCode.FAILED_PRECONDITION),
     (PolicyViolation, grpc.StatusCode.FAILED_PRECONDITION),
     # the bureau's own data or stored model cannot serve the request (e.g. a model trained

@@ -1,0 +1,171 @@
+"""The bureau's per-bank configuration: unknown banks are refused, features are limited per
+bank, daily quotas hold, and a bad file is a clear error at start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xinrong.bank_node.jobs import psi_job
+from xinrong.bank_node.training import list_features, train_job
+from xinrong.bureau_node.config import load_config
+from xinrong.bureau_node.server import BureauNode
+from xinrong.protocols import vertical_lr as vlr
+from xinrong.protocols.errors import InputDataError, PeerError
+from xinrong.synthetic import generate_city, write_city
+
+CONFIG = """
+[defaults]
+daily_psi_ids = 100000
+
+[banks.bank-a]
+features = ["debt_ratio", "court_judgements_3y"]
+daily_scored = 50
+
+[banks.bank-b]
+daily_psi_ids = 1500
+"""
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cfg")
+    city = write_city(generate_city(4000, 1200, seed=9), root / "city")
+    (root / "bureau.toml").write_text(CONFIG)
+    with BureauNode(
+        city["bureau"],
+        "uscc",
+        root / "state",
+        workers=0,
+        training_limits=vlr.TrainingLimits(allow_test_keys=True),
+        config=root / "bureau.toml",
+    ) as bureau:
+        bureau.start("127.0.0.1:0")
+        bureau.city = city  # type: ignore[attr-defined]
+        yield bureau
+
+
+def test_a_bank_not_in_the_configuration_is_refused(node, tmp_path):
+    with pytest.raises(PeerError, match="PERMISSION_DENIED.*not in this bureau's configuration"):
+        psi_job(
+            f"127.0.0.1:{node.port}",
+            node.city["bank"],
+            "uscc",
+            tmp_path / "m.csv",
+            "bank-z",
+            workers=0,
+        )
+    with pytest.raises(PeerError, match="PERMISSION_DENIED"):
+        list_features(f"127.0.0.1:{node.port}", "bank-z")
+
+
+def test_features_are_limited_per_bank(node, tmp_path):
+    address = f"127.0.0.1:{node.port}"
+    assert [f["name"] for f in list_features(address, "bank-a")] == [
+        "court_judgements_3y",
+        "debt_ratio",
+    ]
+    assert len(list_features(address, "bank-b")) == 16
+    with pytest.raises(PeerError, match="PERMISSION_DENIED.*may not use"):
+        train_job(
+            address,
+            node.city["bank"],
+            "uscc",
+            "y",
+            tmp_path / "m",
+            "bank-a",
+            bureau_features=["industry"],
+            key_bits=768,
+            allow_test_keys=True,
+            workers=0,
+            quiet=True,
+        )
+    summary = train_job(
+        address,
+        node.city["bank"],
+        "uscc",
+        "y",
+        tmp_path / "m",
+        "bank-a",
+        epochs=1,
+        key_bits=768,
+        allow_test_keys=True,
+        workers=0,
+        quiet=True,
+    )
+    assert summary["bureau_features"] == 2
+    # scoring more applicants than today's quota of 50 is refused
+    from xinrong.bank_node.training import predict_job
+
+    with pytest.raises(PeerError, match="RESOURCE_EXHAUSTED.*daily_scored"):
+        predict_job(
+            address,
+            tmp_path / "m",
+            node.city["bank"],
+            "uscc",
+            tmp_path / "s.csv",
+            "bank-a",
+            workers=0,
+            quiet=True,
+        )
+
+
+def test_daily_psi_quota(node, tmp_path):
+    address = f"127.0.0.1:{node.port}"
+    first = psi_job(address, node.city["bank"], "uscc", tmp_path / "1.csv", "bank-b", workers=0)
+    assert first.bank_ids > 750  # the first run fits in 1,500 IDs; the second does not
+    with pytest.raises(PeerError, match="RESOURCE_EXHAUSTED.*daily_psi_ids"):
+        psi_job(address, node.city["bank"], "uscc", tmp_path / "2.csv", "bank-b", workers=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[banks.a]\nfeature = ['x']\n", "takes only"),
+        ("[bank.a]\n", "unknown section"),
+        ("[defaults]\ndaily_scored = 0\n[banks.a]\n", "at least 1"),
+        ("[banks.a]\nfeatures = ['salary']\n", "no features"),
+        ("[banks.'../x']\n", "not a valid bank id"),
+        ("[defaults]\n", "serve nobody"),
+        ("[banks.a\n", "not valid TOML"),
+    ],
+)
+def test_bad_configurations_are_clear_errors(tmp_path, text, message):
+    path = tmp_path / "bureau.toml"
+    path.write_text(text)
+    with pytest.raises(InputDataError, match=message):
+        load_config(path, ["debt_ratio"])
+
+
+def test_serve_refuses_a_bad_configuration(tmp_path):
+    city = write_city(generate_city(500, 50, seed=1), tmp_path / "city")
+    (tmp_path / "bad.toml").write_text("[banks.a]\nquota = 5\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xinrong.bureau_node.cli",
+            "serve",
+            "--data",
+            str(city["bureau"]),
+            "--id-column",
+            "uscc",
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            str(tmp_path / "bad.toml"),
+            "--workers",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2 and "takes only" in result.stderr
+    assert Path(tmp_path / "s").exists()
