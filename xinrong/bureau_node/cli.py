@@ -115,7 +115,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     models = ModelStore(args.state_dir)
     if args.models_command == "delete":
+        from .audit import AuditLog
+
         models.delete(args.bank_id, args.model_id)
+        AuditLog(args.state_dir).append(
+            args.bank_id, "model_deleted", "OK", model_id=args.model_id, by="bureau operator"
+        )
         print_result({"deleted": args.model_id, "bank_id": args.bank_id})
         return 0
     listed = models.list(args.bank_id)
@@ -141,6 +146,26 @@ def cmd_certs(args: argparse.Namespace) -> int:
         made = certs.issue_bank(args.tls_dir, args.bank_id)
         print(f"give the directory {made['dir']} to bank {args.bank_id}", file=sys.stderr)
     print_result(made)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import AuditLog
+
+    if not (Path(args.state_dir) / "audit.sqlite3").exists():
+        print(f"error: no audit log in {args.state_dir}", file=sys.stderr)
+        return 2
+    log = AuditLog(args.state_dir)
+    if args.audit_command == "verify":
+        count, problems = log.verify()
+        for problem in problems:
+            print(f"BROKEN: {problem.what}", file=sys.stderr)
+        print_result(
+            {"records": count, "intact": not problems, "problems": [p.what for p in problems]}
+        )
+        return 0 if not problems else 1
+    written = log.export(args.out, args.since, args.format)
+    print_result({"records": written, "out": args.out, "since": args.since})
     return 0
 
 
@@ -245,6 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--tls-dir", required=True, help="the CA's directory")
     for p in (init, issue):
         p.set_defaults(func=cmd_certs, quiet=False, log_level="INFO")
+
+    audit = sub.add_parser("audit", help="verify or export the hash-chained audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="detect changed, removed or reordered records")
+    verify.add_argument("--state-dir", required=True)
+    export = audit_sub.add_parser("export", help="write records for a regulator")
+    export.add_argument("--state-dir", required=True)
+    export.add_argument("--since", default=None, help="ISO date, e.g. 2026-11-01")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="jsonl")
+    export.add_argument("--out", required=True)
+    for p in (verify, export):
+        p.set_defaults(func=cmd_audit, quiet=False, log_level="WARNING")
 
     synth = sub.add_parser("synth", help="write a synthetic city of enterprises and a bank")
     synth.add_argument("--enterprises", type=int, default=50_000)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 import numpy as np
@@ -27,10 +27,12 @@ from xinrong.protocols.errors import (
 )
 from xinrong.protocols.features import FeatureRecipe
 from xinrong.transport import model_codec as codec
-from xinrong.transport.errors import abort_with
+from xinrong.transport.channels import bank_identity
+from xinrong.transport.errors import abort_with, status_for
 from xinrong.v1 import model_pb2 as pb
 from xinrong.v1 import model_pb2_grpc
 
+from .audit import AuditLog
 from .config import Access
 from .features import BureauFeatures
 from .models import ModelStore
@@ -116,8 +118,10 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         executor: Executor | None = None,
         jobs: TrainingJobs | None = None,
         access: Access | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.access = access or Access(store.root)
+        self.audit = audit
         self.features = features
         self.store = store
         self.models = models
@@ -180,9 +184,33 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             )
             accepted = codec.accepted_to_proto(trainer.accepted())
             accepted.bureau_features.extend(names)
+            self._audit(
+                bank_id,
+                "training_started",
+                "OK",
+                job_id=plan.job_id,
+                psi_session_id=plan.psi_session_id,
+                rows=plan.rows,
+                features=names,
+                epochs=plan.max_epochs,
+                batch_size=plan.batch_size,
+            )
             return accepted
         except Exception as exc:  # noqa: BLE001
-            abort_with(context, exc)
+            self._refused(context, "training_started", exc)
+
+    def _audit(self, bank_id: str, event: str, outcome: str, **details: object) -> None:
+        if self.audit is not None:
+            self.audit.append(bank_id, event, outcome, **details)
+
+    def _refused(self, context: grpc.ServicerContext, event: str, exc: BaseException) -> NoReturn:
+        """Record the refusal (before the answer leaves), then answer with its status."""
+        try:
+            bank_id = bank_identity(context)
+        except Exception:  # noqa: BLE001 - no identity is itself what is recorded
+            bank_id = "(unidentified)"
+        self._audit(bank_id, event, status_for(exc).name, error=str(exc)[:300])
+        abort_with(context, exc)
 
     def _limits_for(self, bank_id: str) -> vlr.TrainingLimits:
         """The bureau-wide floor, raised by the bank's own configuration."""
@@ -211,6 +239,13 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             finally:
                 if job.trainer.stage is vlr.BureauStage.FAILED:
                     self.jobs.remove(job_id)
+                    self._audit(
+                        bank_id,
+                        "training_failed",
+                        "INVALID_ARGUMENT",
+                        job_id=job_id,
+                        error=job.trainer.failure[:300],
+                    )
                     log.warning(
                         "training job %s of bank %s failed: %s",
                         job_id,
@@ -305,6 +340,15 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                         "epoch_counts": job.trainer.epoch_counts,
                     },
                 )
+                self._audit(
+                    bank_id,
+                    "training_finished",
+                    "OK",
+                    job_id=plan.job_id,
+                    model_id=model_id,
+                    epoch=finished.epoch,
+                    counts=job.trainer.counts.as_dict(),
+                )
                 log.info(
                     "training job %s finished: model %s (epoch %d) for bank %s",
                     plan.job_id,
@@ -323,7 +367,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             self.jobs.remove(request.job_id)
             return out
         except Exception as exc:  # noqa: BLE001
-            abort_with(context, exc)
+            self._refused(context, "training_finished", exc)
 
     def BinLabels(
         self, request_iterator: Iterator[pb.EncryptedLabels], context: grpc.ServicerContext
@@ -388,6 +432,24 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                         sums=he.ciphertexts_to_bytes(he.pack_sums(sums, slot_bits, peer), key),
                     )
                 )
+            self._audit(
+                bank_id,
+                "information_value",
+                "OK",
+                psi_session_id=first.psi_session_id,
+                rows=total,
+                features=len(names),
+                min_bin_count=min_count,
+            )
+            self._audit(
+                bank_id,
+                "information_value",
+                "OK",
+                psi_session_id=first.psi_session_id,
+                rows=total,
+                features=len(names),
+                min_bin_count=min_count,
+            )
             log.info(
                 "binned %d labels of bank %s over %d features (bins of at least %d)",
                 total,
@@ -397,7 +459,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             )
             return out
         except Exception as exc:  # noqa: BLE001
-            abort_with(context, exc)
+            self._refused(context, "information_value", exc)
 
     def MakeScorecard(
         self, request: pb.ScorecardRequest, context: grpc.ServicerContext
@@ -417,11 +479,12 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             log.info(
                 "scorecard for model %s of bank %s: %d bins", request.model_id, bank_id, len(points)
             )
+            self._audit(bank_id, "scorecard", "OK", model_id=request.model_id, bins=len(points))
             return pb.ScorecardMade(
                 model_id=request.model_id, features=len(recipe.columns), bins=len(points)
             )
         except Exception as exc:  # noqa: BLE001
-            abort_with(context, exc)
+            self._refused(context, "scorecard", exc)
 
     def ScoreApplicants(
         self, request: pb.ScoreRequest, context: grpc.ServicerContext
@@ -450,6 +513,15 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                 points = scorecard.row_points(rows, recipe, model["scorecard"]["points"]).astype(
                     "<f8"
                 )
+            self._audit(
+                bank_id,
+                "scoring",
+                "OK",
+                model_id=request.model_id,
+                psi_session_id=request.psi_session_id,
+                rows=len(ids),
+                points=request.points,
+            )
             log.info(
                 "scored %d applicants with model %s for bank %s",
                 len(ids),
@@ -466,4 +538,4 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                     else points[start : start + SCORES_PER_MESSAGE].tobytes(),
                 )
         except Exception as exc:  # noqa: BLE001
-            abort_with(context, exc)
+            self._refused(context, "scoring", exc)

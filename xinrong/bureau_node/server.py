@@ -17,6 +17,7 @@ from xinrong.transport.certs import bureau_files
 from xinrong.transport.channels import create_server
 from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
 
+from .audit import AuditLog
 from .config import Access, load_config
 from .features import BureauFeatures
 from .model_service import ModelServicer
@@ -75,8 +76,9 @@ class BureauNode:
         # the configuration is checked before the port opens: a bad file is a clear error
         policies = load_config(self.config, self.features.names) if self.config else None
         access = Access(self.store.root, policies)
+        audit = AuditLog(self.store.root)
         self.server, self.port = create_server(address, tls=self.tls)
-        servicer = PsiServicer(self.store, self.executor, self.limits, access=access)
+        servicer = PsiServicer(self.store, self.executor, self.limits, access=access, audit=audit)
         psi_pb2_grpc.add_PrivateSetIntersectionServicer_to_server(servicer, self.server)
         model_pb2_grpc.add_JointModelServicer_to_server(
             ModelServicer(
@@ -86,6 +88,7 @@ class BureauNode:
                 self.training_limits,
                 self.executor,
                 access=access,
+                audit=audit,
             ),
             self.server,
         )

@@ -15,10 +15,12 @@ import grpc
 from xinrong.protocols import psi
 from xinrong.protocols.errors import ProtocolViolation, UnknownSession
 from xinrong.transport import codec
-from xinrong.transport.errors import abort_with
+from xinrong.transport.channels import bank_identity
+from xinrong.transport.errors import abort_with, status_for
 from xinrong.v1 import psi_pb2 as pb
 from xinrong.v1 import psi_pb2_grpc
 
+from .audit import AuditLog
 from .config import Access
 from .store import BureauStore
 
@@ -91,8 +93,10 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
         limits: psi.PsiLimits = psi.PsiLimits(),
         sessions: SessionRegistry | None = None,
         access: Access | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.access = access or Access(store.root)
+        self.audit = audit
         self.store = store
         self.executor = executor
         self.limits = limits
@@ -131,6 +135,18 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
             )
             yield pb.OpenSessionUpdate(opened=codec.psi_params_to_proto(session.params))
         except Exception as exc:  # noqa: BLE001 - every error leaves through the catalogue
+            if self.audit is not None:
+                try:
+                    who = bank_identity(context)
+                except Exception:  # noqa: BLE001
+                    who = "(unidentified)"
+                self.audit.append(
+                    who,
+                    "psi",
+                    status_for(exc).name,
+                    error=str(exc)[:300],
+                    bank_ids=request.bank_set_size,
+                )
             abort_with(context, exc)
 
     def Exponentiate(
@@ -218,6 +234,13 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         self.store.record_session(record, matched_ids)
+        if self.audit is not None:  # sizes and counts, never the IDs
+            self.audit.append(
+                entry.bank_id,
+                "psi",
+                "OK",
+                **{k: v for k, v in record.items() if k not in ("bank_id", "finished_at")},
+            )
         self.sessions.close(session.session_id)
         log.info(
             "PSI session %s finished: bank=%s bank_ids=%d bureau_ids=%d matched=%s",
