@@ -186,19 +186,21 @@ def test_the_bureau_decrypts_once_per_step_and_in_order(bank_keys, bureau_keys):
     with pytest.raises(WrongStage):
         bureau.scores(vlr.Step(plan.job_id, 0, 1))  # not the next step
     scores = bureau.scores(step)
-    with pytest.raises(WrongStage):
-        bureau.scores(step)  # twice
+    assert bureau.scores(step) is scores  # a retried request: the recorded answer
     residuals = bank.residuals(step, rows)
     masked = bank.masked_gradient(scores)
-    bureau.decrypt(masked)
+    decrypted = bureau.decrypt(masked)
+    assert bureau.decrypt(masked) is decrypted  # the same request: answered, not redone
+    before = bureau.counts.decryptions
+    other = replace(masked, ciphertexts=bank.masked_gradient(scores).ciphertexts)
     with pytest.raises(WrongStage, match="decryption"):
-        bureau.decrypt(masked)  # a second decryption oracle call in one step
+        bureau.decrypt(other)  # a second decryption oracle call in one step
+    assert bureau.counts.decryptions == before
     with pytest.raises(WrongStage):
         bureau.update(vlr.DecryptedValues(step, b""))  # before its gradient was sent
-    bureau.gradient(residuals)
-    with pytest.raises(WrongStage):
-        bureau.gradient(residuals)
-    assert bureau.stage is vlr.BureauStage.SCORED  # refusals out of order change nothing
+    gradient = bureau.gradient(residuals)
+    assert bureau.gradient(residuals) is gradient
+    assert bureau.stage is vlr.BureauStage.SCORED  # refusals and replays change nothing
 
 
 def test_a_malformed_message_ends_the_job(bank_keys, bureau_keys):

@@ -25,6 +25,7 @@ and plaintexts it decrypts for the other party that are statistically masked (40
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -227,6 +228,37 @@ def _fails_the_job(method: Callable[..., T]) -> Callable[..., T]:
     return guarded
 
 
+def _request_key(msg: object) -> tuple[object, str]:
+    """What identifies a request: its step and a digest of its content."""
+    if isinstance(msg, Step):
+        return msg, ""
+    step = getattr(msg, "step")  # noqa: B009 - every step message has one
+    content = b"".join(
+        v if isinstance(v, bytes) else str(v).encode()
+        for k, v in sorted(vars(msg).items())
+        if k != "step"
+    )
+    return step, hashlib.sha256(content).hexdigest()
+
+
+def _replayable(method: Callable[..., T]) -> Callable[..., T]:
+    """A request that arrives again, identical, after it was answered (a retry after a lost
+    reply) gets the recorded answer; it is never applied twice. A different request for the
+    same step is refused by the stage checks as before."""
+
+    @functools.wraps(method)
+    def replay(self: BureauTrainer, msg: object) -> T:
+        key = (method.__name__, *_request_key(msg))
+        recorded = self._replies.get(method.__name__)
+        if recorded is not None and recorded[0] == key:
+            return recorded[1]  # type: ignore[no-any-return]
+        answer = method(self, msg)
+        self._replies[method.__name__] = (key, answer)
+        return answer
+
+    return replay
+
+
 class BureauTrainer:
     """The bureau's side of one training job: its features (rows in the PSI order, already
     preprocessed), its own key and weights."""
@@ -255,6 +287,7 @@ class BureauTrainer:
         self.snapshots: dict[int, np.ndarray] = {}
         self.stage = BureauStage.READY
         self.failure = ""
+        self._replies: dict[str, tuple[object, object]] = {}
         self._epoch, self._batch = 0, 0
         self._batches = epoch_batches(self.train_rows, plan.batch_size, plan.seed, 0)
         self._step: Step | None = None
@@ -275,6 +308,7 @@ class BureauTrainer:
         return Step(self.plan.job_id, self._epoch, self._batch)
 
     @_fails_the_job
+    @_replayable
     def scores(self, step: Step) -> EncryptedScores:
         """[[u_B]] for the rows of the next step (a batch, or the validation rows)."""
         if self._epoch >= self.plan.max_epochs:
@@ -303,6 +337,7 @@ class BureauTrainer:
         )
 
     @_fails_the_job
+    @_replayable
     def gradient(self, msg: EncryptedResiduals) -> MaskedValues:
         """X_B^T [[4d]]_A, masked and packed for the bank to decrypt."""
         if self.stage is not BureauStage.SCORED or self._gradient_sent:
@@ -321,6 +356,7 @@ class BureauTrainer:
         return MaskedValues(msg.step, len(products), he.ciphertexts_to_bytes(packed, self.bank_key))
 
     @_fails_the_job
+    @_replayable
     def decrypt(self, msg: MaskedValues) -> DecryptedValues:
         """Decrypt the bank's masked values: once per step, exactly the expected count."""
         if self.stage is not BureauStage.SCORED or self._decrypted:
@@ -342,6 +378,7 @@ class BureauTrainer:
         return DecryptedValues(msg.step, he.plaintexts_to_bytes(plaintexts, own))
 
     @_fails_the_job
+    @_replayable
     def update(self, msg: DecryptedValues) -> None:
         """Unmask the own gradient and take the optimiser step."""
         if (

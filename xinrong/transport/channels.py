@@ -8,6 +8,7 @@ only at the bureau) the bank's word in the metadata is its identity.
 
 from __future__ import annotations
 
+import json
 from concurrent import futures
 
 import grpc
@@ -42,14 +43,39 @@ def create_server(
     return server, port
 
 
+# The bank retries a call the bureau never received (UNAVAILABLE: a restart, a dropped
+# connection) with exponential backoff; a step that did arrive twice is answered by the
+# bureau from its recorded reply (vertical_lr.BureauTrainer), so nothing is applied twice.
+_RETRY = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": "xinrong.v1.JointModel"},
+                    {"service": "xinrong.v1.PrivateSetIntersection"},
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.5s",
+                    "maxBackoff": "8s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+_CLIENT_OPTIONS = [*_OPTIONS, ("grpc.enable_retries", 1), ("grpc.service_config", _RETRY)]
+
+
 def open_channel(address: str, tls: TlsFiles | None = None) -> grpc.Channel:
     if tls is None:
-        return grpc.insecure_channel(address, options=_OPTIONS)
+        return grpc.insecure_channel(address, options=_CLIENT_OPTIONS)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=tls.ca, private_key=tls.key, certificate_chain=tls.cert
     )
     # the bureau's certificate names it BUREAU_NAME, whatever address it is reached at
-    options = [*_OPTIONS, ("grpc.ssl_target_name_override", BUREAU_NAME)]
+    options = [*_CLIENT_OPTIONS, ("grpc.ssl_target_name_override", BUREAU_NAME)]
     return grpc.secure_channel(address, credentials, options=options)
 
 

@@ -1,0 +1,267 @@
+"""Every RPC driven with malformed, truncated, oversized and out-of-range messages: each gets
+a precise status (never UNKNOWN or INTERNAL), and the bureau goes on serving."""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xinrong.bank_node.jobs import psi_job
+from xinrong.bureau_node.server import BureauNode
+from xinrong.protocols import paillier as he
+from xinrong.protocols import vertical_lr as vlr
+from xinrong.protocols.optim import OptimizerConfig
+from xinrong.synthetic import generate_city, write_city
+from xinrong.transport.channels import bank_metadata, open_channel
+from xinrong.v1 import model_pb2 as mpb
+from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
+from xinrong.v1 import psi_pb2 as ppb
+
+PRECISE = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAUTHENTICATED,
+}
+META = bank_metadata("fuzz-bank")
+FUZZ = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz")
+    city = write_city(generate_city(3000, 900, seed=6), root / "city")
+    node = BureauNode(
+        city["bureau"],
+        "uscc",
+        root / "state",
+        workers=0,
+        training_limits=vlr.TrainingLimits(allow_test_keys=True),
+    )
+    node.start("127.0.0.1:0")
+    address = f"127.0.0.1:{node.port}"
+    session = psi_job(address, city["bank"], "uscc", root / "m.csv", "fuzz-bank", workers=0)
+    channel = open_channel(address)
+    yield {
+        "model": model_pb2_grpc.JointModelStub(channel),
+        "psi": psi_pb2_grpc.PrivateSetIntersectionStub(channel),
+        "session": session.session_id,
+        "rows": session.intersection,
+    }
+    channel.close()
+    node.stop()
+
+
+def _precise(call) -> None:
+    try:
+        call()
+    except grpc.RpcError as err:
+        assert err.code() in PRECISE, (err.code(), err.details())
+
+
+def _still_serving(world) -> None:
+    world["model"].ListFeatures(mpb.ListFeaturesRequest(), metadata=META, timeout=10)
+
+
+anything = st.binary(max_size=700)
+numbers = st.one_of(st.integers(0, 2**32 - 1))
+floats = st.floats(allow_nan=True, allow_infinity=True)
+
+
+@FUZZ
+@given(
+    rows=numbers,
+    columns=st.integers(0, 20000),
+    fraction=floats,
+    batch=numbers,
+    epochs=st.integers(0, 10**6),
+    key=anything,
+    name=st.text(max_size=8),
+    lr=floats,
+    job=st.text(max_size=40),
+    seed=st.integers(0, 2**64 - 1),
+)
+def test_training_plans(world, rows, columns, fraction, batch, epochs, key, name, lr, job, seed):
+    plan = mpb.TrainingPlan(
+        job_id=job,
+        psi_session_id=world["session"],
+        rows=rows,
+        bank_columns=columns,
+        validation_fraction=fraction,
+        seed=seed,
+        batch_size=batch,
+        max_epochs=epochs,
+        optimizer=mpb.OptimizerSettings(name=name, learning_rate=lr),
+        bank_public_key=key,
+    )
+    _precise(lambda: world["model"].StartTraining(plan, metadata=META, timeout=30))
+    _still_serving(world)
+
+
+@FUZZ
+@given(
+    job=st.text(max_size=40),
+    epoch=numbers,
+    batch=st.integers(-(2**31), 2**31 - 1),
+    blob=anything,
+    count=numbers,
+)
+def test_steps_of_unknown_or_malformed_jobs(world, job, epoch, batch, blob, count):
+    step = mpb.Step(job_id=job, epoch=epoch, batch=batch)
+    stub = world["model"]
+    _precise(lambda: list(stub.Scores(step, metadata=META, timeout=10)))
+    _precise(
+        lambda: stub.Gradient(
+            mpb.EncryptedResiduals(step=step, residuals=blob), metadata=META, timeout=10
+        )
+    )
+    _precise(
+        lambda: stub.Decrypt(
+            mpb.MaskedValues(step=step, count=count, ciphertexts=blob), metadata=META, timeout=10
+        )
+    )
+    _precise(
+        lambda: stub.Update(
+            mpb.DecryptedValues(step=step, plaintexts=blob), metadata=META, timeout=10
+        )
+    )
+    _precise(
+        lambda: stub.FinishTraining(
+            mpb.FinishRequest(job_id=job, epoch=epoch), metadata=META, timeout=10
+        )
+    )
+    _still_serving(world)
+
+
+@pytest.fixture(scope="module")
+def live_job(world):
+    """A real job, started with a good plan, for garbage aimed at its steps."""
+    pub, priv = he.generate_keypair(768, allow_test_keys=True)
+    plan = vlr.TrainingPlan(
+        "f" * 32, world["session"], world["rows"], 7, 0.2, 1, 128, 2, OptimizerConfig(), (), pub
+    )
+    from xinrong.transport import model_codec
+
+    world["model"].StartTraining(model_codec.plan_to_proto(plan), metadata=META, timeout=60)
+    return plan
+
+
+@FUZZ
+@given(blob=anything, count=st.integers(0, 40), batch=st.integers(-1, 3))
+def test_garbage_at_a_live_job(world, live_job, blob, count, batch):
+    step = mpb.Step(job_id=live_job.job_id, epoch=0, batch=batch)
+    stub = world["model"]
+    _precise(lambda: list(stub.Scores(step, metadata=META, timeout=30)))
+    _precise(
+        lambda: stub.Gradient(
+            mpb.EncryptedResiduals(step=step, residuals=blob), metadata=META, timeout=30
+        )
+    )
+    _precise(
+        lambda: stub.Decrypt(
+            mpb.MaskedValues(step=step, count=count, ciphertexts=blob), metadata=META, timeout=30
+        )
+    )
+    _precise(
+        lambda: stub.Update(
+            mpb.DecryptedValues(step=step, plaintexts=blob), metadata=META, timeout=30
+        )
+    )
+    _still_serving(world)
+
+
+@FUZZ
+@given(
+    model=st.text(max_size=40),
+    session=st.text(max_size=40),
+    points=st.booleans(),
+    base=floats,
+    pdo=floats,
+    odds=floats,
+    slope=floats,
+    labels=anything,
+    total=numbers,
+    bins=numbers,
+    key=anything,
+)
+def test_scoring_scorecards_and_binning(
+    world, model, session, points, base, pdo, odds, slope, labels, total, bins, key
+):
+    stub = world["model"]
+    _precise(
+        lambda: list(
+            stub.ScoreApplicants(
+                mpb.ScoreRequest(model_id=model, psi_session_id=session, points=points),
+                metadata=META,
+                timeout=10,
+            )
+        )
+    )
+    _precise(
+        lambda: stub.MakeScorecard(
+            mpb.ScorecardRequest(
+                model_id=model, base_score=base, pdo=pdo, base_odds=odds, slope=slope
+            ),
+            metadata=META,
+            timeout=10,
+        )
+    )
+    chunk = mpb.EncryptedLabels(
+        psi_session_id=session or world["session"],
+        bank_public_key=key,
+        max_bins=bins,
+        total=total,
+        labels=labels,
+    )
+    _precise(lambda: stub.BinLabels(iter([chunk]), metadata=META, timeout=30))
+    _still_serving(world)
+
+
+@FUZZ
+@given(
+    size=st.integers(0, 2**40),
+    reveal=st.integers(0, 9),
+    protocol=st.text(max_size=20),
+    points=anything,
+    tags=anything,
+    session=st.text(max_size=40),
+)
+def test_psi_messages(world, size, reveal, protocol, points, tags, session):
+    stub = world["psi"]
+    _precise(
+        lambda: list(
+            stub.OpenSession(
+                ppb.OpenSessionRequest(protocol=protocol, bank_set_size=size, reveal=reveal),
+                metadata=META,
+                timeout=30,
+            )
+        )
+    )
+    _precise(
+        lambda: list(
+            stub.Exponentiate(
+                iter([ppb.BlindedIds(session_id=session, points=points)]), metadata=META, timeout=10
+            )
+        )
+    )
+    _precise(
+        lambda: stub.RevealIntersection(
+            iter([ppb.MatchedTags(session_id=session, tags=tags)]), metadata=META, timeout=10
+        )
+    )
+    _still_serving(world)
+
+
+def test_no_identity_is_unauthenticated(world):
+    with pytest.raises(grpc.RpcError) as err:
+        world["model"].ListFeatures(mpb.ListFeaturesRequest(), timeout=10)
+    assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert not math.isnan(0.0)
