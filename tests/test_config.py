@@ -159,6 +159,7 @@ def test_serve_refuses_a_bad_configuration(tmp_path):
             "127.0.0.1:0",
             "--config",
             str(tmp_path / "bad.toml"),
+            "--insecure",
             "--workers",
             "0",
         ],

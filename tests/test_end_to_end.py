@@ -284,6 +284,7 @@ def test_command_lines_end_to_end(city, tmp_path: Path):
             str(tmp_path / "state"),
             "--workers",
             "1",
+            "--insecure",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -295,6 +296,7 @@ def test_command_lines_end_to_end(city, tmp_path: Path):
         done = run_cli(
             "bank_node",
             "psi",
+            "--insecure",
             "--bureau",
             f"127.0.0.1:{started['port']}",
             "--data",
@@ -335,7 +337,14 @@ def test_bad_input_files_are_clear_errors(tmp_path: Path, setup, args, text):
         (tmp_path / name).write_text(setup)
     args = [a if a != name else str(tmp_path / name) for a in args]
     done = run_cli(
-        "bank_node", "psi", "--bureau", "127.0.0.1:1", *args, "--out", str(tmp_path / "o.csv")
+        "bank_node",
+        "psi",
+        "--insecure",
+        "--bureau",
+        "127.0.0.1:1",
+        *args,
+        "--out",
+        str(tmp_path / "o.csv"),
     )
     assert done.returncode == 2
     assert text in done.stderr and "Traceback" not in done.stderr

@@ -281,6 +281,7 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
             "127.0.0.1:0",
             "--allow-test-keys",
             "--quiet",
+            "--insecure",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -292,6 +293,7 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
         train = run_cli(
             "xinrong.bank_node.cli",
             "train",
+            "--insecure",
             "--bureau",
             address,
             "--data",
@@ -321,6 +323,7 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
         predict = run_cli(
             "xinrong.bank_node.cli",
             "predict",
+            "--insecure",
             "--bureau",
             address,
             "--model-dir",
@@ -335,7 +338,7 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
         )
         assert predict.returncode == 0, predict.stderr
         assert last_json(predict.stdout)["bureau_matched"] == 569
-        features = run_cli("xinrong.bank_node.cli", "features", "--bureau", address)
+        features = run_cli("xinrong.bank_node.cli", "features", "--insecure", "--bureau", address)
         assert [f["name"] for f in last_json(features.stdout)["features"]][:2] == ["x0", "x1"]
         listed = run_cli("xinrong.bureau_node.cli", "models", "list", "--state-dir", str(state))
         assert [m["model_id"] for m in last_json(listed.stdout)["models"]] == [summary["model_id"]]
@@ -364,6 +367,7 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
         small = run_cli(
             "xinrong.bank_node.cli",
             "train",
+            "--insecure",
             "--bureau",
             address,
             "--data",
@@ -500,6 +504,7 @@ def test_toolkit_command_lines_for_scripts(city, bureau, tmp_path):
     iv = run_cli(
         bank_cli,
         "iv",
+        "--insecure",
         "--bureau",
         address,
         "--data",
@@ -524,6 +529,7 @@ def test_toolkit_command_lines_for_scripts(city, bureau, tmp_path):
     train = run_cli(
         bank_cli,
         "train",
+        "--insecure",
         "--bureau",
         address,
         "--data",
@@ -552,7 +558,14 @@ def test_toolkit_command_lines_for_scripts(city, bureau, tmp_path):
     ivs = {r["feature"]: r["iv"] for r in read_csv(model / "iv.csv").to_pylist()}
     assert chosen and all(ivs[f] >= 0.02 for f in chosen) and len(chosen) < 16
     card = run_cli(
-        bank_cli, "scorecard", "--model-dir", str(model), "--bank-id", "bank-cli", "--json"
+        bank_cli,
+        "scorecard",
+        "--insecure",
+        "--model-dir",
+        str(model),
+        "--bank-id",
+        "bank-cli",
+        "--json",
     )
     assert card.returncode == 0, card.stderr
     assert last_json(card.stdout)["bureau_bins"] > 0
@@ -563,6 +576,14 @@ def test_toolkit_command_lines_for_scripts(city, bureau, tmp_path):
     assert (tmp_path / "r.html").read_text().count("<img") >= 5
     assert summary["model_id"] in (tmp_path / "r.html").read_text()
     bad = run_cli(
-        bank_cli, "scorecard", "--model-dir", str(model), "--bank-id", "bank-cli", "--pdo", "-5"
+        bank_cli,
+        "scorecard",
+        "--insecure",
+        "--model-dir",
+        str(model),
+        "--bank-id",
+        "bank-cli",
+        "--pdo",
+        "-5",
     )
     assert bad.returncode == 2 and "pdo" in bad.stderr

@@ -113,3 +113,43 @@ def test_certs_command_lines(tmp_path):
     assert Path(json.loads(issued.stdout.splitlines()[-1])["cert"]).exists()
     again = run("certs", "init", "--tls-dir", str(tmp_path / "ca"))
     assert again.returncode == 2 and "already has a CA" in again.stderr
+
+
+def test_plaintext_needs_an_explicit_flag_and_loopback(tmp_path):
+    city = write_city(generate_city(300, 30, seed=2), tmp_path / "city")
+
+    def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", f"xinrong.{module}.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    serve = [
+        "serve",
+        "--data",
+        str(city["bureau"]),
+        "--id-column",
+        "uscc",
+        "--state-dir",
+        str(tmp_path / "s"),
+    ]
+    no_tls = run("bureau_node", *serve, "--listen", "127.0.0.1:0")
+    assert no_tls.returncode == 2 and "--tls-dir" in no_tls.stderr
+    wide = run("bureau_node", *serve, "--listen", "0.0.0.0:0", "--insecure")
+    assert wide.returncode == 2 and "loopback only" in wide.stderr
+    psi = [
+        "psi",
+        "--data",
+        str(city["bank"]),
+        "--id-column",
+        "uscc",
+        "--out",
+        str(tmp_path / "m.csv"),
+    ]
+    bank = run("bank_node", *psi, "--bureau", "127.0.0.1:1")
+    assert bank.returncode == 2 and "--tls-dir" in bank.stderr
+    remote = run("bank_node", *psi, "--bureau", "bureau.example.org:50051", "--insecure")
+    assert remote.returncode == 2 and "loopback only" in remote.stderr

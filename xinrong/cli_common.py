@@ -72,10 +72,20 @@ def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Nam
         return 130
 
 
-def run_main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
-    """Parse, set up logging, run the chosen sub-command."""
+def run_main(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    check: Callable[[argparse.Namespace], None] | None = None,
+) -> int:
+    """Parse, set up logging, run the chosen sub-command (after ``check``, if given)."""
     args = parser.parse_args(argv)
     if getattr(args, "json", False):
         args.quiet = True
     setup_logging(args.log_level, args.quiet)
-    return run_command(args.func, args)
+
+    def command(parsed: argparse.Namespace) -> int:
+        if check is not None:
+            check(parsed)
+        return int(args.func(parsed))
+
+    return run_command(command, args)

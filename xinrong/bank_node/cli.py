@@ -14,6 +14,7 @@ from xinrong.cli_common import (
 )
 from xinrong.progress import ProgressBars
 from xinrong.protocols import psi
+from xinrong.protocols.errors import InputDataError
 from xinrong.protocols.ids import IdType
 
 from .jobs import psi_job
@@ -251,8 +252,28 @@ def _add_tls(parser: argparse.ArgumentParser) -> None:
         "--tls-dir",
         default=None,
         help="mutual TLS with the bureau: DIR/ca.crt, bank.crt, bank.key (from the bureau's "
-        "`bureau-node certs issue-bank`); default: plaintext, for a bureau on loopback",
+        "`bureau-node certs issue-bank`); required unless --insecure",
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext gRPC to a bureau on loopback (development, tests)",
+    )
+
+
+def _check_transport(args: argparse.Namespace) -> None:
+    """TLS unless the user explicitly asked for plaintext to a loopback bureau."""
+    if getattr(args, "tls_dir", None) or not hasattr(args, "insecure"):
+        return
+    if not args.insecure:
+        raise InputDataError(
+            "connect with mutual TLS: --tls-dir DIR (the directory the bureau issued to this "
+            "bank), or --insecure for plaintext to a bureau on loopback (development)"
+        )
+    address = getattr(args, "bureau", None)
+    host = address.rsplit(":", 1)[0].strip("[]") if address else "127.0.0.1"
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise InputDataError(f"--insecure is for a bureau on loopback only, not {host}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -429,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser(), argv)
+    return run_main(build_parser(), argv, check=_check_transport)
 
 
 if __name__ == "__main__":

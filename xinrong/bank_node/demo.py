@@ -17,6 +17,7 @@ from xinrong import tables
 from xinrong.bureau_node.server import BureauNode
 from xinrong.protocols.scorecard import Scaling
 from xinrong.synthetic import generate_city, write_city
+from xinrong.transport import certs
 
 from .jobs import psi_job
 from .toolkit import iv_job, read_iv_table, scorecard_job
@@ -61,8 +62,12 @@ def run_demo(
     say(f"1/7 generating a city of {enterprises:,} enterprises and {bank_clients:,} bank clients")
     paths = write_city(generate_city(enterprises, bank_clients, seed), workdir / "data")
     history, applicants = _split_applicants(paths["bank"], seed)
-    say("2/7 starting a bureau node on a loopback port")
-    keys = {"key_bits": key_bits, "allow_test_keys": allow_test_keys}
+    say("2/7 a private CA, certificates, and a bureau node on a loopback port (mutual TLS)")
+    tls = workdir / "tls"
+    if not (tls / "ca.key").exists():
+        certs.init_ca(tls)
+    bank_tls = Path(certs.issue_bank(tls, DEMO_BANK_ID)["dir"])
+    keys = {"key_bits": key_bits, "allow_test_keys": allow_test_keys, "tls_dir": bank_tls}
     from xinrong.protocols.vertical_lr import TrainingLimits
 
     with BureauNode(
@@ -71,6 +76,7 @@ def run_demo(
         state_dir=workdir / "bureau-state",
         workers=workers,
         training_limits=TrainingLimits(allow_test_keys=allow_test_keys),
+        tls_dir=tls,
     ) as node:
         port = node.start("127.0.0.1:0")
         address = f"127.0.0.1:{port}"
@@ -82,6 +88,7 @@ def run_demo(
             out=workdir / "matched.csv",
             bank_id=DEMO_BANK_ID,
             workers=workers,
+            tls_dir=bank_tls,
         )
         say(
             f"    the bureau knows {matched.intersection:,} of the bank's "
@@ -122,7 +129,14 @@ def run_demo(
             **keys,
         )
         say("6/7 scorecard and scoring of new applicants")
-        scorecard_job(model_dir, DEMO_BANK_ID, Scaling(), bureau=address, say=lambda t: None)
+        scorecard_job(
+            model_dir,
+            DEMO_BANK_ID,
+            Scaling(),
+            bureau=address,
+            say=lambda t: None,
+            tls_dir=bank_tls,
+        )
         scored = predict_job(
             address,
             model_dir,
@@ -133,6 +147,7 @@ def run_demo(
             workers=workers,
             quiet=quiet,
             points=True,
+            tls_dir=bank_tls,
         )
     say("7/7 writing the report")
     from xinrong.report import build_report

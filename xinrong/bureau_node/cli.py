@@ -50,10 +50,17 @@ def _prepare_dataset(node: BureauNode, quiet: bool) -> dict[str, object]:
 def cmd_serve(args: argparse.Namespace) -> int:
     host = args.listen.rsplit(":", 1)[0].strip("[]")
     loopback = host in ("127.0.0.1", "localhost", "::1")
-    if not loopback and not args.tls_dir and not args.allow_plaintext_network:
+    if not args.tls_dir and not args.insecure:
         print(
-            "error: on a non-loopback address serve with mutual TLS (--tls-dir DIR, made by "
-            "`bureau-node certs init`); plaintext only with --allow-plaintext-network",
+            "error: the bureau serves over mutual TLS: give --tls-dir DIR (made by "
+            "`bureau-node certs init`), or --insecure for plaintext on loopback (development)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.insecure and not loopback:
+        print(
+            f"error: --insecure serves plaintext, which is allowed on loopback only, not on "
+            f"{host}; use --tls-dir",
             file=sys.stderr,
         )
         return 2
@@ -210,9 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve over mutual TLS with DIR/ca.crt, bureau.crt, bureau.key (bureau-node certs)",
     )
     serve.add_argument(
-        "--allow-plaintext-network",
+        "--insecure",
         action="store_true",
-        help="listen without TLS on a non-loopback address (development only)",
+        help="plaintext gRPC, banks naming themselves: loopback only (development, tests)",
     )
     serve.add_argument(
         "--min-batch-size",
