@@ -4,6 +4,7 @@ data, and the bureau refuses steps out of order, repeated decryptions and small 
 
 from __future__ import annotations
 
+import json
 import struct
 from concurrent.futures import Future
 from dataclasses import replace
@@ -374,3 +375,34 @@ def test_recipe_outputs_are_always_bounded(values):
         return
     x = FeatureRecipe.fit(table, ["v"]).transform(table)
     assert np.all(np.isfinite(x)) and np.all(np.abs(x) <= VALUE_BOUND)
+
+
+def test_resuming_from_a_checkpoint_ends_with_the_same_model(bank_keys, bureau_keys):
+    xa, xb, y = _data()
+    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, max_epochs=3)
+    bank.early_stopping = vlr.EarlyStopping(patience=99)
+    whole = vlr.drive_training(bank, RecordingPeer(bureau))
+    # again, stopped after the first epoch, both sides restarted from their checkpoints
+    plan2, bank2, bureau2 = _pair(bank_keys, bureau_keys, xa, xb, y, max_epochs=3)
+    bank2.early_stopping = vlr.EarlyStopping(patience=99)
+    saved: dict = {}
+
+    def stop_after_first(record):
+        saved["bank"] = json.loads(json.dumps(bank2.checkpoint(history[:] + [record])))
+        raise KeyboardInterrupt
+
+    history: list = []
+    with pytest.raises(KeyboardInterrupt):
+        vlr.drive_training(bank2, RecordingPeer(bureau2), on_epoch=stop_after_first)
+    bureau_saved = json.loads(json.dumps(bureau2.checkpoints))  # what the bureau wrote
+    _, bank3, bureau3 = _pair(bank_keys, bureau_keys, xa, xb, y, max_epochs=3)
+    bureau3.checkpoints = {int(e): s for e, s in bureau_saved.items()}
+    bureau3.restore(1)
+    bank3.early_stopping = vlr.EarlyStopping(patience=99)
+    restored_history = bank3.restore(saved["bank"])
+    resumed = vlr.drive_training(
+        bank3, RecordingPeer(bureau3), start_epoch=1, history=restored_history
+    )
+    np.testing.assert_allclose(resumed.weights, whole.weights, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(bureau3.snapshots[2], bureau.snapshots[2], rtol=0, atol=1e-9)
+    assert [r.epoch for r in resumed.history] == [0, 1, 2]

@@ -53,12 +53,20 @@ def _names(value: str | None) -> list[str] | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume is None:
+        missing = [
+            f"--{n.replace('_', '-')}"
+            for n in ("data", "id_column", "label")
+            if getattr(args, n) is None
+        ]
+        if missing:
+            raise InputDataError(f"train needs {', '.join(missing)} (or --resume JOB_ID)")
     from xinrong.protocols.optim import OptimizerConfig
 
     from .training import train_job
 
     bank_features, bureau_features = _names(args.bank_features), _names(args.bureau_features)
-    if args.min_iv is not None:
+    if args.min_iv is not None and args.resume is None:
         from .toolkit import iv_job, select_by_iv
 
         iv_table = Path(args.model_dir) / "iv.csv"
@@ -120,6 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         executor_spec=args.executor,
         tls_dir=args.tls_dir,
         patience=args.patience,
+        resume=args.resume,
         quiet=args.quiet,
         say=_say(args),
     )
@@ -299,7 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a joint model with the bureau")
     train.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
     add_id_arguments(train)
-    train.add_argument("--label", required=True, help="the 0/1 default label column")
+    for action in train._actions:  # not needed with --resume; checked in cmd_train
+        if action.dest in ("data", "id_column"):
+            action.required = False
+    train.add_argument("--label", default=None, help="the 0/1 default label column")
+    train.add_argument(
+        "--resume",
+        default=None,
+        metavar="JOB_ID",
+        help="continue this job from MODEL_DIR/checkpoint.json (after either side restarted); "
+        "its data and settings come from the checkpoint",
+    )
     train.add_argument("--model-dir", required=True, help="where the bank's half is written")
     train.add_argument("--bank-id", default=DEFAULT_BANK_ID)
     train.add_argument(

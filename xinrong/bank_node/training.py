@@ -228,8 +228,24 @@ def train_job(
     say: Say | None = None,
     on_epoch: Callable[[vlr.EpochRecord], None] | None = None,
     tls_dir: str | Path | None = None,
+    resume: str | None = None,
 ) -> dict[str, Any]:
-    """PSI, then joint training, then evaluation; writes ``model_dir/model.json``."""
+    """PSI, then joint training, then evaluation; writes ``model_dir/model.json``.
+
+    After every epoch the bank's state goes to ``model_dir/checkpoint.json`` (0600: it holds
+    the job's key); ``resume=JOB_ID`` continues that job from there, with the settings it
+    was started with, after either side restarted."""
+    saved: dict[str, Any] | None = None
+    if resume is not None:
+        saved = _load_checkpoint(model_dir, resume)
+        data, id_column, label = saved["data"], saved["id_column"], saved["label"]
+        id_type, bank_id = IdType(saved["id_type"]), saved["bank_id"]
+        bank_features, bureau_features = saved["bank_features"], saved["bureau_features"]
+        validation_fraction, seed = saved["validation_fraction"], saved["seed"]
+        batch_size, epochs, patience = saved["batch_size"], saved["epochs"], saved["patience"]
+        optimizer = OptimizerConfig(**saved["optimizer"])
+        key_bits, compare_bank_only = saved["key_bits"], saved["compare_bank_only"]
+        bureau = bureau or saved["bureau"]
     started = time.perf_counter()
     say = say or (lambda text: log.info("%s", text))
     limits = vlr.TrainingLimits(allow_test_keys=allow_test_keys)
@@ -249,8 +265,13 @@ def train_job(
         if executor is not None:
             stack.callback(executor.shutdown, cancel_futures=True)
         connection = stack.enter_context(BureauConnection(bureau, bank_id, tls_dir=tls_dir))
-        say(f"private set intersection on {len(prepared.ids):,} IDs")
-        result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
+        if saved is None:
+            say(f"private set intersection on {len(prepared.ids):,} IDs")
+            result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
+        else:  # the rows of the job being resumed, as the bureau recorded them
+            result = psi.BankPsiResult(
+                saved["matched_ids"], len(prepared.ids), 0, saved["psi_session_id"], 0
+            )
         bars.close()
         rows = len(result.matched_ids)
         say(f"the bureau knows {rows:,} of them")
@@ -266,11 +287,16 @@ def train_job(
             max(x.shape[1], _bureau_columns_bound(connection, bureau_features)),
             limits,
         )
-        say(f"generating a {key_bits}-bit Paillier key")
-        public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
+        if saved is None:
+            say(f"generating a {key_bits}-bit Paillier key")
+            public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
+        else:
+            p, q = int(saved["p"]), int(saved["q"])
+            public_key = he.PublicKey(p * q)
+            private_key = he.PrivateKey(public_key, p, q)
         encryptor = he.OwnerEncryptor(private_key)
         plan = vlr.TrainingPlan(
-            job_id=secrets.token_hex(16),
+            job_id=secrets.token_hex(16) if saved is None else saved["job_id"],
             psi_session_id=result.session_id,
             rows=rows,
             bank_columns=x.shape[1],
@@ -292,12 +318,50 @@ def train_job(
             executor,
             encryptor,
         )
-        accepted_pb = _call(
-            "starting the training job",
-            lambda: connection.model.StartTraining(
-                codec.plan_to_proto(plan), timeout=START_DEADLINE, metadata=connection.metadata
-            ),
-        )
+        start_epoch, history = 0, []
+        if saved is None:
+            accepted_pb = _call(
+                "starting the training job",
+                lambda: connection.model.StartTraining(
+                    codec.plan_to_proto(plan), timeout=START_DEADLINE, metadata=connection.metadata
+                ),
+            )
+        else:
+            start_epoch = int(saved["epoch"])
+            history = trainer.restore(saved["state"])
+            say(f"resuming job {plan.job_id} at epoch {start_epoch + 1}")
+            accepted_pb = _call(
+                "resuming the training job",
+                lambda: connection.model.ResumeTraining(
+                    pb.ResumeRequest(job_id=plan.job_id, epoch=start_epoch),
+                    timeout=START_DEADLINE,
+                    metadata=connection.metadata,
+                ),
+            )
+        checkpoint = {
+            "job_id": plan.job_id,
+            "bureau": bureau,
+            "bank_id": bank_id,
+            "data": str(Path(data).resolve()),
+            "id_column": id_column,
+            "id_type": id_type.value,
+            "label": label,
+            "bank_features": bank_features,
+            "bureau_features": bureau_features,
+            "validation_fraction": validation_fraction,
+            "seed": seed,
+            "batch_size": batch,
+            "epochs": epochs,
+            "patience": patience,
+            "optimizer": optimizer.as_dict(),
+            "key_bits": key_bits,
+            "compare_bank_only": compare_bank_only,
+            "psi_session_id": result.session_id,
+            "matched_ids": result.matched_ids,
+            "p": str(private_key.p),
+            "q": str(private_key.q),
+        }
+        done: list[vlr.EpochRecord] = list(history)
         trainer.accept(codec.accepted_from_proto(accepted_pb, allow_test_keys))
         chosen = list(accepted_pb.bureau_features)
         say(
@@ -326,11 +390,23 @@ def train_job(
                 f"({record.seconds:.1f} s)"
             )
             log.info("epoch %d: bank operations %s", record.epoch + 1, record.counts)
+            done.append(record)
+            _save_checkpoint(
+                model_dir,
+                {**checkpoint, "epoch": record.epoch + 1, "state": trainer.checkpoint(done)},
+            )
             if on_epoch is not None:
                 on_epoch(record)
 
         try:
-            outcome = vlr.drive_training(trainer, peer, on_batch, on_epoch=report_epoch)
+            outcome = vlr.drive_training(
+                trainer,
+                peer,
+                on_batch,
+                on_epoch=report_epoch,
+                start_epoch=start_epoch,
+                history=history,
+            )
         finally:
             peer.close()
             epoch_bars.close()
@@ -403,6 +479,7 @@ def train_job(
     if bank_only is not None:
         evaluation["bank_only"] = pa.array(bank_only, pa.float64())
     tables.write_csv(pa.table(evaluation), model_dir / EVALUATION_FILE)
+    (model_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the job is done; it held a key
     seconds = time.perf_counter() - started
     epochs_run = len(outcome.history)
     summary = {
@@ -430,6 +507,25 @@ def train_job(
         summary["bank_only_auc"] = metrics["bank_only"]["auc"]
         summary["bank_only_ks"] = metrics["bank_only"]["ks"]
     return summary
+
+
+CHECKPOINT_FILE = "checkpoint.json"
+
+
+def _save_checkpoint(model_dir: str | Path, state: dict[str, Any]) -> None:
+    directory = Path(model_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    tables.atomic_write_bytes(directory / CHECKPOINT_FILE, json.dumps(state).encode(), mode=0o600)
+
+
+def _load_checkpoint(model_dir: str | Path, job_id: str) -> dict[str, Any]:
+    path = Path(model_dir) / CHECKPOINT_FILE
+    if not path.exists():
+        raise InputDataError(f"{path}: no checkpoint to resume (it is written after each epoch)")
+    state = json.loads(path.read_text())
+    if state.get("job_id") != job_id:
+        raise InputDataError(f"{path} belongs to job {state.get('job_id')}, not {job_id}")
+    return state
 
 
 def fetch_bureau_scores(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import logging
 import re
 import secrets
@@ -11,11 +13,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import grpc
 import numpy as np
 
+from xinrong import tables
 from xinrong.protocols import binning, scorecard
 from xinrong.protocols import paillier as he
 from xinrong.protocols import vertical_lr as vlr
@@ -52,6 +56,8 @@ class _Job:
     started: float
     last_used: float
     lock: threading.Lock = field(default_factory=threading.Lock)
+    plan_bytes: bytes = b""
+    saved_epoch: int = -1
 
 
 class TrainingJobs:
@@ -173,7 +179,9 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             _, private_key = he.generate_keypair(bits + (-bits % 8), limits.allow_test_keys)
             trainer = vlr.BureauTrainer(plan, x, private_key, limits, self.executor)
             now = time.monotonic()
-            self.jobs.add(plan.job_id, _Job(bank_id, trainer, recipe, now, now))
+            job = _Job(bank_id, trainer, recipe, now, now, plan_bytes=request.SerializeToString())
+            self._checkpoint(job)
+            self.jobs.add(plan.job_id, job)
             log.info(
                 "training job %s for bank %s: %d rows, %d bureau columns from %d features",
                 plan.job_id,
@@ -212,6 +220,78 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         self._audit(bank_id, event, status_for(exc).name, error=str(exc)[:300])
         abort_with(context, exc)
 
+    def _job_path(self, bank_id: str, job_id: str) -> Path:
+        if not JOB_ID.match(job_id):
+            raise UnknownSession(f"{job_id!r} is not a job id")
+        return self.store.root / "jobs" / bank_id / f"{job_id}.json"
+
+    def _checkpoint(self, job: _Job) -> None:
+        """The job's plan, key and per-epoch states, written (0600, atomically) whenever an
+        epoch has ended, so that a restarted bureau can resume it."""
+        latest = max(job.trainer.checkpoints)
+        if latest <= job.saved_epoch or job.trainer.stage is vlr.BureauStage.FAILED:
+            return
+        key = job.trainer.private_key
+        record = {
+            "plan": base64.b64encode(job.plan_bytes).decode(),
+            "p": str(key.p),
+            "q": str(key.q),
+            "recipe": job.recipe.to_json(),
+            "checkpoints": {str(e): s for e, s in job.trainer.checkpoints.items()},
+        }
+        path = self._job_path(job.bank_id, job.trainer.plan.job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tables.atomic_write_bytes(path, json.dumps(record).encode(), mode=0o600)
+        job.saved_epoch = latest
+
+    def ResumeTraining(
+        self, request: pb.ResumeRequest, context: grpc.ServicerContext
+    ) -> pb.TrainingAccepted:
+        try:
+            bank_id = self.access.bank(context)
+            path = self._job_path(bank_id, request.job_id)
+            if not path.exists():
+                raise UnknownSession(
+                    f"no training job {request.job_id} of bank {bank_id} to resume"
+                )
+            record = json.loads(path.read_text())
+            proto = pb.TrainingPlan.FromString(base64.b64decode(record["plan"]))
+            plan = codec.plan_from_proto(proto, self.limits.allow_test_keys)
+            ids = self.store.session_matched_ids(bank_id, plan.psi_session_id)
+            recipe = FeatureRecipe.from_json(record["recipe"])
+            x = recipe.transform(self.features.rows_of(ids))
+            n = int(record["p"]) * int(record["q"])
+            private_key = he.PrivateKey(he.PublicKey(n), int(record["p"]), int(record["q"]))
+            trainer = vlr.BureauTrainer(
+                plan, x, private_key, self._limits_for(bank_id), self.executor
+            )
+            trainer.checkpoints = {int(e): s for e, s in record["checkpoints"].items()}
+            trainer.restore(request.epoch)
+            self.jobs.remove(plan.job_id)
+            now = time.monotonic()
+            job = _Job(
+                bank_id,
+                trainer,
+                recipe,
+                now,
+                now,
+                plan_bytes=proto.SerializeToString(),
+                saved_epoch=max(trainer.checkpoints),
+            )
+            self.jobs.add(plan.job_id, job)
+            self._audit(bank_id, "training_resumed", "OK", job_id=plan.job_id, epoch=request.epoch)
+            log.info(
+                "training job %s of bank %s resumed at epoch %d",
+                plan.job_id,
+                bank_id,
+                request.epoch + 1,
+            )
+            accepted = codec.accepted_to_proto(trainer.accepted())
+            accepted.bureau_features.extend(recipe.names)
+            return accepted
+        except Exception as exc:  # noqa: BLE001
+            self._refused(context, "training_resumed", exc)
+
     def _limits_for(self, bank_id: str) -> vlr.TrainingLimits:
         """The bureau-wide floor, raised by the bank's own configuration."""
         floor = max(self.limits.min_batch_size, self.access.policy(bank_id).min_batch_size)
@@ -235,7 +315,9 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         job = self.jobs.get(bank_id, job_id)
         with job.lock:
             try:
-                return action(job)
+                answer = action(job)
+                self._checkpoint(job)  # durably, before the answer leaves
+                return answer
             finally:
                 if job.trainer.stage is vlr.BureauStage.FAILED:
                     self.jobs.remove(job_id)
@@ -365,6 +447,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
 
             out = self._with_job(context, request.job_id, finish)
             self.jobs.remove(request.job_id)
+            self._job_path(bank_id, request.job_id).unlink(missing_ok=True)  # holds the key
             return out
         except Exception as exc:  # noqa: BLE001
             self._refused(context, "training_finished", exc)

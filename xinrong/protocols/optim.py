@@ -69,6 +69,26 @@ class Optimizer:
         self._v = np.zeros(size)
         self._t = 0
 
+    def state(self) -> dict[str, object]:
+        """Everything a resumed run needs to continue exactly (floats survive JSON)."""
+        return {
+            "weights": self.weights.tolist(),
+            "m": self._m.tolist(),
+            "v": self._v.tolist(),
+            "t": self._t,
+        }
+
+    def load_state(self, state: dict[str, object]) -> None:
+        size = len(self.weights)
+        for name in ("weights", "m", "v"):
+            value = np.asarray(state[name], dtype=np.float64)
+            if value.shape != (size,):
+                raise ValueError(f"optimizer state {name} has the wrong size")
+        self.weights = np.asarray(state["weights"], dtype=np.float64)
+        self._m = np.asarray(state["m"], dtype=np.float64)
+        self._v = np.asarray(state["v"], dtype=np.float64)
+        self._t = int(state["t"])  # type: ignore[call-overload]
+
     def step(self, gradient: np.ndarray, epoch: int) -> None:
         c = self.config
         g = np.asarray(gradient, dtype=np.float64).copy()

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -300,6 +300,8 @@ class BureauTrainer:
         self.executor = executor
         self.epoch_counts: dict[int, dict[str, int]] = {}
         self._counts_at_epoch_start = self.counts.as_dict()
+        # the state at the start of each epoch, for resuming after a crash (either side)
+        self.checkpoints: dict[int, dict[str, object]] = {0: self._state()}
 
     def accepted(self) -> TrainingAccepted:
         return TrainingAccepted(self.plan.job_id, self.private_key.public_key, self.x.shape[1])
@@ -411,8 +413,43 @@ class BureauTrainer:
             return
         self.stage = BureauStage.READY
 
+    def _state(self) -> dict[str, object]:
+        return {
+            "optimizer": self.optimizer.state(),
+            "snapshots": {str(e): w.tolist() for e, w in self.snapshots.items()},
+            "counts": self.counts.as_dict(),
+            "epoch_counts": {str(e): c for e, c in self.epoch_counts.items()},
+        }
+
+    def restore(self, epoch: int) -> None:
+        """Go back to the start of ``epoch`` (a recorded checkpoint), e.g. after a restart."""
+        if epoch not in self.checkpoints:
+            raise WrongStage(
+                f"job {self.plan.job_id} has no checkpoint at epoch {epoch}; it has "
+                f"{sorted(self.checkpoints)}"
+            )
+        state = self.checkpoints[epoch]
+        self.optimizer.load_state(state["optimizer"])  # type: ignore[arg-type]
+        self.snapshots = {
+            int(e): np.asarray(w)
+            for e, w in state["snapshots"].items()  # type: ignore[attr-defined]
+        }
+        self.counts = he.OpCounts(**state["counts"])  # type: ignore[arg-type]
+        self.epoch_counts = {
+            int(e): c
+            for e, c in state["epoch_counts"].items()  # type: ignore[attr-defined]
+        }
+        self.checkpoints = {e: s for e, s in self.checkpoints.items() if e <= epoch}
+        self._epoch, self._batch = epoch, 0
+        self._batches = epoch_batches(self.train_rows, self.plan.batch_size, self.plan.seed, epoch)
+        self._replies.clear()
+        self._packing = None
+        self.stage = BureauStage.READY
+        self._counts_at_epoch_start = self.counts.as_dict()
+
     def _advance(self) -> None:
         self._epoch += 1
+        self.checkpoints[self._epoch] = self._state()
         self._batch = 0
         self._batches = epoch_batches(
             self.train_rows, self.plan.batch_size, self.plan.seed, self._epoch
@@ -498,6 +535,23 @@ class BankTrainer:
         self._step: Step | None = None
         self.counts = he.OpCounts()
         self.executor = executor
+
+    def checkpoint(self, history: list[EpochRecord]) -> dict[str, object]:
+        """The bank's state after an epoch: enough to go on exactly where it was."""
+        return {
+            "optimizer": self.optimizer.state(),
+            "snapshots": {str(e): w.tolist() for e, w in self.snapshots.items()},
+            "early_stopping": vars(self.early_stopping).copy(),
+            "counts": self.counts.as_dict(),
+            "history": [vars(r) for r in history],
+        }
+
+    def restore(self, state: dict[str, Any]) -> list[EpochRecord]:
+        self.optimizer.load_state(state["optimizer"])
+        self.snapshots = {int(e): np.asarray(w) for e, w in state["snapshots"].items()}
+        self.early_stopping = EarlyStopping(**state["early_stopping"])
+        self.counts = he.OpCounts(**state["counts"])
+        return [EpochRecord(**r) for r in state["history"]]
 
     def accept(self, msg: TrainingAccepted) -> None:
         if msg.job_id != self.plan.job_id:
@@ -637,6 +691,8 @@ def drive_training(
     on_batch: OnBatch | None = None,
     clock: Callable[[], float] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    start_epoch: int = 0,
+    history: list[EpochRecord] | None = None,
 ) -> TrainingResult:
     """The bank's schedule: epochs of batches, a validation step after each epoch, early
     stopping on the validation loss (the training loss without a validation split). Each
@@ -644,9 +700,10 @@ def drive_training(
     import time
 
     clock = clock or time.perf_counter
-    history = []
+    history = list(history or [])
     job = bank.plan.job_id
-    for epoch in range(bank.plan.max_epochs):
+    stopped = bool(history) and bank.early_stopping.waited >= bank.early_stopping.patience
+    for epoch in range(start_epoch, 0 if stopped else bank.plan.max_epochs):
         started = clock()
         counts_before = bank.counts.as_dict()
         losses, weights_of = [], []

@@ -168,6 +168,14 @@ class UpdateAck(_message.Message):
     step: Step
     def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ...) -> None: ...
 
+class ResumeRequest(_message.Message):
+    __slots__ = ("job_id", "epoch")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    epoch: int
+    def __init__(self, job_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+
 class FinishRequest(_message.Message):
     __slots__ = ("job_id", "epoch")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

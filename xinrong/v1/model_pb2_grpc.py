@@ -64,6 +64,11 @@ class JointModelStub:
                 request_serializer=xinrong_dot_v1_dot_model__pb2.DecryptedValues.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.UpdateAck.FromString,
                 _registered_method=True)
+        self.ResumeTraining = channel.unary_unary(
+                '/xinrong.v1.JointModel/ResumeTraining',
+                request_serializer=xinrong_dot_v1_dot_model__pb2.ResumeRequest.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_model__pb2.TrainingAccepted.FromString,
+                _registered_method=True)
         self.FinishTraining = channel.unary_unary(
                 '/xinrong.v1.JointModel/FinishTraining',
                 request_serializer=xinrong_dot_v1_dot_model__pb2.FinishRequest.SerializeToString,
@@ -131,6 +136,13 @@ class JointModelServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResumeTraining(self, request, context):
+        """Continue a job from the start of an epoch after either side restarted (checkpoints).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FinishTraining(self, request, context):
         """Keep the weights of the chosen epoch as the bureau's half of the model.
         """
@@ -193,6 +205,11 @@ def add_JointModelServicer_to_server(servicer, server):
                     servicer.Update,
                     request_deserializer=xinrong_dot_v1_dot_model__pb2.DecryptedValues.FromString,
                     response_serializer=xinrong_dot_v1_dot_model__pb2.UpdateAck.SerializeToString,
+            ),
+            'ResumeTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTraining,
+                    request_deserializer=xinrong_dot_v1_dot_model__pb2.ResumeRequest.FromString,
+                    response_serializer=xinrong_dot_v1_dot_model__pb2.TrainingAccepted.SerializeToString,
             ),
             'FinishTraining': grpc.unary_unary_rpc_method_handler(
                     servicer.FinishTraining,
@@ -377,6 +394,33 @@ class JointModel:
             '/xinrong.v1.JointModel/Update',
             xinrong_dot_v1_dot_model__pb2.DecryptedValues.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.UpdateAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinrong.v1.JointModel/ResumeTraining',
+            xinrong_dot_v1_dot_model__pb2.ResumeRequest.SerializeToString,
+            xinrong_dot_v1_dot_model__pb2.TrainingAccepted.FromString,
             options,
             channel_credentials,
             insecure,
