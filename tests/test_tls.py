@@ -153,3 +153,86 @@ def test_plaintext_needs_an_explicit_flag_and_loopback(tmp_path):
     assert bank.returncode == 2 and "--tls-dir" in bank.stderr
     remote = run("bank_node", *psi, "--bureau", "bureau.example.org:50051", "--insecure")
     assert remote.returncode == 2 and "loopback only" in remote.stderr
+
+
+def test_command_lines_over_mutual_tls_with_a_configuration(pki, tmp_path):
+    city = write_city(generate_city(1500, 300, seed=8), tmp_path / "city")
+    serve = [
+        "serve",
+        "--data",
+        str(city["bureau"]),
+        "--id-column",
+        "uscc",
+        "--state-dir",
+        str(tmp_path / "s"),
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-dir",
+        str(pki),
+    ]
+    unconfigured = subprocess.run(
+        [sys.executable, "-m", "xinrong.bureau_node.cli", *serve],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert unconfigured.returncode == 2 and "--config" in unconfigured.stderr
+    config = tmp_path / "bureau.toml"
+    config.write_text("[banks.bank-a]\n[banks.bank-b]\nmin_intersection = 100000\n")
+    bureau = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "xinrong.bureau_node.cli",
+            *serve,
+            "--config",
+            str(config),
+            "--workers",
+            "0",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert bureau.stdout is not None
+        port = json.loads(bureau.stdout.readline())["port"]
+
+        def psi(bank: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "xinrong.bank_node.cli",
+                    "psi",
+                    "--bureau",
+                    f"127.0.0.1:{port}",
+                    "--tls-dir",
+                    str(pki / "banks" / bank),
+                    "--bank-id",
+                    bank,
+                    "--data",
+                    str(city["bank"]),
+                    "--id-column",
+                    "uscc",
+                    "--out",
+                    str(tmp_path / f"{bank}.csv"),
+                    "--workers",
+                    "0",
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+
+        ok = psi("bank-a")
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(ok.stdout.splitlines()[-1])["intersection"] > 200
+        small = psi("bank-b")  # its intersection is below its configured minimum
+        assert small.returncode == 2 and "FAILED_PRECONDITION" in small.stderr
+    finally:
+        bureau.terminate()
+        bureau.wait(30)

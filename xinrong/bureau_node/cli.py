@@ -57,6 +57,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.tls_dir and not args.config:
+        print(
+            "error: a bureau on mutual TLS serves the banks of its configuration: give "
+            "--config FILE (see the README); --insecure alone serves any bank, on loopback",
+            file=sys.stderr,
+        )
+        return 2
     if args.insecure and not loopback:
         print(
             f"error: --insecure serves plaintext, which is allowed on loopback only, not on "

@@ -5,6 +5,7 @@ daily quotas (the ID space is small enough to probe). One TOML file, validated a
     daily_psi_ids = 2_000_000        # IDs a bank may send to PSI per UTC day
     daily_scored = 200_000           # applicants a bank may score per UTC day
     min_batch_size = 64              # smallest training batch
+    min_intersection = 100           # fewer shared IDs are not revealed for training
 
     [banks.bank-a]                   # a bank the bureau serves, by its certificate identity
     features = ["debt_ratio", "court_judgements_3y"]   # omitted: every feature
@@ -28,9 +29,14 @@ from xinrong import tables
 from xinrong.protocols.errors import InputDataError, NotAuthorised, QuotaExceeded
 from xinrong.transport.channels import bank_identity, valid_bank_id
 
-LIMIT_KEYS = {"daily_psi_ids", "daily_scored", "min_batch_size"}
+LIMIT_KEYS = {"daily_psi_ids", "daily_scored", "min_batch_size", "min_intersection"}
 BANK_KEYS = LIMIT_KEYS | {"features"}
-DEFAULTS = {"daily_psi_ids": 10_000_000, "daily_scored": 1_000_000, "min_batch_size": 64}
+DEFAULTS = {
+    "daily_psi_ids": 10_000_000,
+    "daily_scored": 1_000_000,
+    "min_batch_size": 64,
+    "min_intersection": 1,  # below it the bureau does not reveal (mode BOTH) a session
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class BankPolicy:
     daily_psi_ids: int
     daily_scored: int
     min_batch_size: int
+    min_intersection: int
 
 
 def _limits(table: dict[str, Any], where: str, base: dict[str, int]) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -122,7 +123,9 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
                         progress=pb.PreparationProgress(done=done, total=total)
                     )
             assert table is not None
-            session = psi.BureauPsiSession(table, psi_request, self.limits)
+            floor = max(self.limits.min_intersection, self.access.policy(bank_id).min_intersection)
+            limits = dataclasses.replace(self.limits, min_intersection=floor)
+            session = psi.BureauPsiSession(table, psi_request, limits)
             self.sessions.add(bank_id, session)
             log.info(
                 "PSI session %s opened: bank=%s bank_ids=%d bureau_ids=%d reveal=%s epoch=%d",
