@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from typing import NoReturn
 
 import grpc
 
@@ -179,7 +180,7 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
                 future.cancel()
             if entry is not None:
                 self.sessions.close(entry.session.session_id)
-            abort_with(context, exc)
+            self._refused(context, exc)
 
     def FetchTags(
         self, request: pb.FetchTagsRequest, context: grpc.ServicerContext
@@ -192,7 +193,7 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
             entry.tags_sent = True
             self._finish_if_bank_only(entry)
         except Exception as exc:  # noqa: BLE001
-            abort_with(context, exc)
+            self._refused(context, exc)
 
     def RevealIntersection(
         self, request_iterator: Iterator[pb.MatchedTags], context: grpc.ServicerContext
@@ -214,7 +215,17 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
         except Exception as exc:  # noqa: BLE001
             if entry is not None:
                 self.sessions.close(entry.session.session_id)
-            abort_with(context, exc)
+            self._refused(context, exc)
+
+    def _refused(self, context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+        """A session ended by an error: on record (before the answer leaves), then answered."""
+        if self.audit is not None:
+            try:
+                who = bank_identity(context)
+            except Exception:  # noqa: BLE001 - no identity is itself what is recorded
+                who = "(unidentified)"
+            self.audit.append(who, "psi", status_for(exc).name, error=str(exc)[:300])
+        abort_with(context, exc)
 
     def _finish_if_bank_only(self, entry: _Entry) -> None:
         if (
