@@ -13,9 +13,8 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 import numpy as np
@@ -48,7 +47,7 @@ T = TypeVar("T")
 Say = Callable[[str], None]
 
 # Per-call deadlines: a 4096-row batch at 4096-bit keys takes well under a minute.
-STEP_DEADLINE = 600.0
+STEP_DEADLINE = 300.0
 START_DEADLINE = 600.0  # the bureau generates a key and prepares its columns
 
 
@@ -59,59 +58,78 @@ def _call(doing: str, fn: Callable[[], T]) -> T:
         raise_from_rpc(err, doing)
 
 
+class _Pending(Generic[T]):
+    """A call in flight to the bureau: ``result()`` waits for it and turns its protobuf
+    into the protocol's message (or a gRPC error into a PeerError); ``cancel()`` stops it."""
+
+    def __init__(self, doing: str, wait: Callable[[], T], cancel: Callable[[], object]) -> None:
+        self._doing, self._wait, self._cancel = doing, wait, cancel
+
+    def result(self) -> T:
+        return _call(self._doing, self._wait)
+
+    def cancel(self) -> None:
+        self._cancel()
+
+
 class GrpcTrainingPeer:
-    """The bureau as a ``TrainingPeer``: each call runs on a small thread pool, so the bank
-    computes while the bureau does."""
+    """The bureau as a ``TrainingPeer``: every call is started at once and awaited later
+    (gRPC's own futures), so the bank computes while the bureau does. Nothing waits for a
+    call after ``close()``: if the bureau dies, the bank stops at once."""
 
     def __init__(self, connection: BureauConnection, allow_test_keys: bool) -> None:
         self.stub, self.metadata = connection.model, connection.metadata
-        self.pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="bureau-call")
         self.allow_test_keys = allow_test_keys
         self.width = 0  # bytes per bureau ciphertext, known after StartTraining
         self.max_rows = 0
+        self._calls: list[Any] = []
 
-    def _submit(self, doing: str, fn: Callable[[], T]) -> Future[T]:
-        return self.pool.submit(_call, doing, fn)
+    def _unary(
+        self, doing: str, method: Any, request: Any, convert: Callable[[Any], T]
+    ) -> _Pending[T]:
+        call = method.future(request, timeout=STEP_DEADLINE, metadata=self.metadata)
+        self._calls = [c for c in self._calls if not c.done()] + [call]
+        return _Pending(doing, lambda: convert(call.result()), call.cancel)
 
-    def scores(self, step: vlr.Step) -> Future[vlr.EncryptedScores]:
-        def run() -> vlr.EncryptedScores:
-            chunks = self.stub.Scores(
-                codec.step_to_proto(step), timeout=STEP_DEADLINE, metadata=self.metadata
-            )
-            return codec.scores_from_proto(chunks, self.width, self.max_rows)
+    def scores(self, step: vlr.Step) -> _Pending[vlr.EncryptedScores]:
+        call = self.stub.Scores(
+            codec.step_to_proto(step), timeout=STEP_DEADLINE, metadata=self.metadata
+        )
+        self._calls = [c for c in self._calls if not c.done()] + [call]
+        return _Pending(
+            "receiving the bureau's encrypted scores",
+            lambda: codec.scores_from_proto(call, self.width, self.max_rows),
+            call.cancel,
+        )
 
-        return self._submit("receiving the bureau's encrypted scores", run)
-
-    def gradient(self, msg: vlr.EncryptedResiduals) -> Future[vlr.MaskedValues]:
-        return self._submit(
+    def gradient(self, msg: vlr.EncryptedResiduals) -> _Pending[vlr.MaskedValues]:
+        return self._unary(
             "sending encrypted residuals",
-            lambda: codec.masked_from_proto(
-                self.stub.Gradient(
-                    codec.residuals_to_proto(msg), timeout=STEP_DEADLINE, metadata=self.metadata
-                )
-            ),
+            self.stub.Gradient,
+            codec.residuals_to_proto(msg),
+            codec.masked_from_proto,
         )
 
-    def decrypt(self, msg: vlr.MaskedValues) -> Future[vlr.DecryptedValues]:
-        return self._submit(
+    def decrypt(self, msg: vlr.MaskedValues) -> _Pending[vlr.DecryptedValues]:
+        return self._unary(
             "asking the bureau to decrypt",
-            lambda: codec.decrypted_from_proto(
-                self.stub.Decrypt(
-                    codec.masked_to_proto(msg), timeout=STEP_DEADLINE, metadata=self.metadata
-                )
-            ),
+            self.stub.Decrypt,
+            codec.masked_to_proto(msg),
+            codec.decrypted_from_proto,
         )
 
-    def update(self, msg: vlr.DecryptedValues) -> Future[None]:
-        def run() -> None:
-            self.stub.Update(
-                codec.decrypted_to_proto(msg), timeout=STEP_DEADLINE, metadata=self.metadata
-            )
-
-        return self._submit("returning the bureau's gradient", run)
+    def update(self, msg: vlr.DecryptedValues) -> _Pending[None]:
+        return self._unary(
+            "returning the bureau's gradient",
+            self.stub.Update,
+            codec.decrypted_to_proto(msg),
+            lambda _: None,
+        )
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for call in self._calls:
+            call.cancel()
+        self._calls.clear()
 
 
 # -- reading the bank's data ---------------------------------------------------------------
