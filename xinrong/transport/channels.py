@@ -50,9 +50,18 @@ _RETRY = json.dumps(
     {
         "methodConfig": [
             {
-                "name": [
-                    {"service": "xinrong.v1.JointModel"},
-                    {"service": "xinrong.v1.PrivateSetIntersection"},
+                "name": [  # unary calls only: a retried stream can wait for a server that is gone
+                    {"service": "xinrong.v1.JointModel", "method": m}
+                    for m in (
+                        "ListFeatures",
+                        "StartTraining",
+                        "Gradient",
+                        "Decrypt",
+                        "Update",
+                        "ResumeTraining",
+                        "FinishTraining",
+                        "MakeScorecard",
+                    )
                 ],
                 "retryPolicy": {
                     "maxAttempts": 5,
