@@ -156,7 +156,7 @@ def test_the_bureau_killed_mid_training(reference):
     try:
         _, err = bank.communicate(timeout=120)  # retries, then a clear error: not a hang
     except subprocess.TimeoutExpired:
-        os.kill(bank.pid, signal.SIGABRT)  # faulthandler: every thread's stack to stderr
+        os.kill(bank.pid, signal.SIGABRT)  # stop it; its stderr goes into the failure
         raise AssertionError(f"the bank did not stop: {bank.communicate()[1][-6000:]}") from None
     assert bank.returncode == 2 and "bureau" in err
     bureau, address = _serve(city, state)
