@@ -16,7 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from xinrong.protocols.errors import InputDataError
+from xinrong.transport.channels import bank_identity
+from xinrong.transport.errors import status_for
 
 GENESIS = "0" * 64
 _SCHEMA = """
@@ -82,6 +86,16 @@ class AuditLog:
             )
             db.execute("COMMIT")
         return seq
+
+    def refusal(
+        self, context: grpc.ServicerContext, event: str, exc: BaseException, **details: Any
+    ) -> None:
+        """Record a refused request: the caller (if it could say who it is), the status."""
+        try:
+            bank_id = bank_identity(context)
+        except Exception:  # noqa: BLE001 - no identity is itself what is recorded
+            bank_id = "(unidentified)"
+        self.append(bank_id, event, status_for(exc).name, error=str(exc)[:300], **details)
 
     def records(self, since: str | None = None) -> list[dict[str, Any]]:
         with self._connect() as db:

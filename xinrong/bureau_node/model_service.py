@@ -31,8 +31,7 @@ from xinrong.protocols.errors import (
 )
 from xinrong.protocols.features import FeatureRecipe
 from xinrong.transport import model_codec as codec
-from xinrong.transport.channels import bank_identity
-from xinrong.transport.errors import abort_with, status_for
+from xinrong.transport.errors import abort_with
 from xinrong.v1 import model_pb2 as pb
 from xinrong.v1 import model_pb2_grpc
 
@@ -213,11 +212,8 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
 
     def _refused(self, context: grpc.ServicerContext, event: str, exc: BaseException) -> NoReturn:
         """Record the refusal (before the answer leaves), then answer with its status."""
-        try:
-            bank_id = bank_identity(context)
-        except Exception:  # noqa: BLE001 - no identity is itself what is recorded
-            bank_id = "(unidentified)"
-        self._audit(bank_id, event, status_for(exc).name, error=str(exc)[:300])
+        if self.audit is not None:
+            self.audit.refusal(context, event, exc)
         abort_with(context, exc)
 
     def _job_path(self, bank_id: str, job_id: str) -> Path:

@@ -17,8 +17,7 @@ import grpc
 from xinrong.protocols import psi
 from xinrong.protocols.errors import ProtocolViolation, UnknownSession
 from xinrong.transport import codec
-from xinrong.transport.channels import bank_identity
-from xinrong.transport.errors import abort_with, status_for
+from xinrong.transport.errors import abort_with
 from xinrong.v1 import psi_pb2 as pb
 from xinrong.v1 import psi_pb2_grpc
 
@@ -139,19 +138,7 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
             )
             yield pb.OpenSessionUpdate(opened=codec.psi_params_to_proto(session.params))
         except Exception as exc:  # noqa: BLE001 - every error leaves through the catalogue
-            if self.audit is not None:
-                try:
-                    who = bank_identity(context)
-                except Exception:  # noqa: BLE001
-                    who = "(unidentified)"
-                self.audit.append(
-                    who,
-                    "psi",
-                    status_for(exc).name,
-                    error=str(exc)[:300],
-                    bank_ids=request.bank_set_size,
-                )
-            abort_with(context, exc)
+            self._refused(context, exc, bank_ids=request.bank_set_size)
 
     def Exponentiate(
         self, request_iterator: Iterator[pb.BlindedIds], context: grpc.ServicerContext
@@ -217,14 +204,12 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
                 self.sessions.close(entry.session.session_id)
             self._refused(context, exc)
 
-    def _refused(self, context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    def _refused(
+        self, context: grpc.ServicerContext, exc: BaseException, **details: object
+    ) -> NoReturn:
         """A session ended by an error: on record (before the answer leaves), then answered."""
         if self.audit is not None:
-            try:
-                who = bank_identity(context)
-            except Exception:  # noqa: BLE001 - no identity is itself what is recorded
-                who = "(unidentified)"
-            self.audit.append(who, "psi", status_for(exc).name, error=str(exc)[:300])
+            self.audit.refusal(context, "psi", exc, **details)
         abort_with(context, exc)
 
     def _finish_if_bank_only(self, entry: _Entry) -> None:

@@ -565,6 +565,14 @@ class MaskedPacking:
     masks: list[int]
 
 
+def _pack(group: Sequence[gmpy2.mpz], slot_bits: int, nsquare: gmpy2.mpz) -> gmpy2.mpz:
+    """[[v_0 + v_1 2^s + v_2 2^2s + ...]] from [[v_j]], by Horner: acc = acc^(2^s) [[v_j]]."""
+    acc = group[-1]
+    for c in reversed(group[:-1]):
+        acc = gmpy2.powmod(acc, mpz(1) << slot_bits, nsquare) * c % nsquare
+    return acc
+
+
 def pack_masked(
     values: Sequence[gmpy2.mpz], layout: SlotLayout, peer: PeerEncryptor | PublicKey
 ) -> tuple[list[gmpy2.mpz], MaskedPacking]:
@@ -580,9 +588,7 @@ def pack_masked(
     out = []
     for start in range(0, len(values), per):
         group = values[start : start + per]
-        acc = group[-1]
-        for c in reversed(group[:-1]):  # Horner: acc = acc^(2^s) * c
-            acc = gmpy2.powmod(acc, mpz(1) << s, nsquare) * c % nsquare
+        acc = _pack(group, s, nsquare)
         plain_masks = 0
         for j, r in enumerate(masks[start : start + per]):
             plain_masks |= (offset + r) << (s * j)
@@ -604,11 +610,9 @@ def pack_sums(values: Sequence[gmpy2.mpz], slot_bits: int, peer: PeerEncryptor) 
     per = max(1, (peer.public_key.n.bit_length() - 2) // slot_bits)
     out = []
     for start in range(0, len(values), per):
-        group = values[start : start + per]
-        acc = group[-1]
-        for c in reversed(group[:-1]):
-            acc = gmpy2.powmod(acc, mpz(1) << slot_bits, nsquare) * c % nsquare
-        out.append(acc * peer.encrypt(0) % nsquare)
+        out.append(
+            _pack(values[start : start + per], slot_bits, nsquare) * peer.encrypt(0) % nsquare
+        )
     return out
 
 

@@ -37,7 +37,6 @@ def step_from_proto(msg: pb.Step) -> vlr.Step:
 
 
 def plan_to_proto(plan: vlr.TrainingPlan) -> pb.TrainingPlan:
-    o = plan.optimizer
     return pb.TrainingPlan(
         job_id=plan.job_id,
         psi_session_id=plan.psi_session_id,
@@ -47,17 +46,7 @@ def plan_to_proto(plan: vlr.TrainingPlan) -> pb.TrainingPlan:
         seed=plan.seed,
         batch_size=plan.batch_size,
         max_epochs=plan.max_epochs,
-        optimizer=pb.OptimizerSettings(
-            name=o.name,
-            learning_rate=o.learning_rate,
-            momentum=o.momentum,
-            beta1=o.beta1,
-            beta2=o.beta2,
-            epsilon=o.epsilon,
-            decay=o.decay,
-            penalty=o.penalty,
-            alpha=o.alpha,
-        ),
+        optimizer=pb.OptimizerSettings(**plan.optimizer.as_dict()),
         bureau_features=list(plan.bureau_features),
         bank_public_key=key_to_bytes(plan.bank_public_key),
     )
@@ -78,15 +67,7 @@ def plan_from_proto(msg: pb.TrainingPlan, allow_test_keys: bool) -> vlr.Training
         batch_size=msg.batch_size,
         max_epochs=msg.max_epochs,
         optimizer=OptimizerConfig(
-            name=o.name,
-            learning_rate=o.learning_rate,
-            momentum=o.momentum,
-            beta1=o.beta1,
-            beta2=o.beta2,
-            epsilon=o.epsilon,
-            decay=o.decay,
-            penalty=o.penalty,
-            alpha=o.alpha,
+            **{name: getattr(o, name) for name in OptimizerConfig.__dataclass_fields__}
         ),
         bureau_features=tuple(msg.bureau_features),
         bank_public_key=bank_key,
