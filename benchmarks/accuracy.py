@@ -15,9 +15,6 @@ import argparse
 import json
 import os
 import platform
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,45 +22,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from bureau_process import BANK_ID, start_bureau
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
 from xinrong.bank_node.training import predict_job, train_job
 from xinrong.protocols.ids import IdType
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_bureau(host_csv: Path, state: Path, port: int, key_bits: int) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "xinrong.bureau_node.cli",
-        "serve",
-        "--data",
-        str(host_csv),
-        "--id-column",
-        "id",
-        "--id-type",
-        "text",
-        "--state-dir",
-        str(state),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--quiet",
-    ]
-    if key_bits < 2048:
-        command.append("--allow-test-keys")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    process.stdout.readline()  # the JSON line: listening
-    return process
-
 
 # The raw (unscaled) UCI default-of-credit-card-clients table, split the way the two parties
 # would hold it: repayment behaviour at the bank, registry-like and billing data at the bureau.
@@ -128,10 +93,12 @@ def run_set(name: str, data_dir: Path, work: Path, seed: int, key_bits: int) -> 
     y_test = test.column("y").to_numpy()
     sklearn_auc = roc_auc_score(y_test, reference.decision_function(scaler.transform(joined(test))))
 
-    port = free_port()
-    bureau = start_bureau(host_csv, work / "bureau-state", port, key_bits)
+    test_keys = ["--allow-test-keys"] if key_bits < 2048 else []
+    bureau = start_bureau(
+        host_csv, "id", work / "bureau-state", work / "tls", "--id-type", "text", *test_keys
+    )
+    address, bank_tls = bureau.address, bureau.bank_tls
     try:
-        address = f"127.0.0.1:{port}"
         started = time.perf_counter()
         summary = train_job(
             address,
@@ -139,13 +106,14 @@ def run_set(name: str, data_dir: Path, work: Path, seed: int, key_bits: int) -> 
             "id",
             "y",
             work / "model",
-            "bench-bank",
+            BANK_ID,
             IdType.TEXT,
             key_bits=key_bits,
             allow_test_keys=key_bits < 2048,
             seed=seed,
             compare_bank_only=True,
             quiet=True,
+            tls_dir=bank_tls,
         )
         train_seconds = time.perf_counter() - started
         predict_job(
@@ -154,12 +122,12 @@ def run_set(name: str, data_dir: Path, work: Path, seed: int, key_bits: int) -> 
             work / "applicants.csv",
             "id",
             work / "scores.csv",
-            "bench-bank",
+            BANK_ID,
             quiet=True,
+            tls_dir=bank_tls,
         )
     finally:
-        bureau.terminate()
-        bureau.wait(30)
+        bureau.stop()
     scores = pacsv.read_csv(
         work / "scores.csv", convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()})
     )

@@ -17,9 +17,6 @@ import argparse
 import json
 import os
 import platform
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,6 +27,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from bureau_process import BANK_ID, start_bureau
 from phe import paillier
 
 from xinrong.bank_node.training import train_job
@@ -150,12 +148,6 @@ def micro(seconds_each: float = 8.0) -> None:
 # -- nodes as processes, with CPU and memory of their process trees ----------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Tree:
     """CPU seconds and peak RSS of a process and all its descendants."""
 
@@ -202,40 +194,20 @@ class Tree:
         self._stop.set()
 
 
-def start_bureau(data: Path, state: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "xinrong.bureau_node.cli",
-            "serve",
-            "--data",
-            str(data),
-            "--id-column",
-            "id",
-            "--id-type",
-            "text",
-            "--state-dir",
-            str(state),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--quiet",
-            "--min-batch-size",
-            "64",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    process.stdout.readline()
-    return process, f"127.0.0.1:{port}"
-
-
 def one_epoch(bank_file: Path, bureau_file: Path, work: Path, label: str) -> dict:
     """One epoch, no validation split: wall, core-seconds of both nodes, peak memory."""
-    bureau, address = start_bureau(bureau_file, work / "state")
-    bureau_tree, bank_tree = Tree(bureau.pid), Tree(os.getpid(), exclude=bureau.pid)
+    bureau = start_bureau(
+        bureau_file,
+        "id",
+        work / "state",
+        work / "tls",
+        "--id-type",
+        "text",
+        "--min-batch-size",
+        "64",
+    )
+    bureau_tree = Tree(bureau.process.pid)
+    bank_tree = Tree(os.getpid(), exclude=bureau.process.pid)
     marks: dict[str, float] = {}
 
     def say(text: str) -> None:
@@ -250,23 +222,23 @@ def one_epoch(bank_file: Path, bureau_file: Path, work: Path, label: str) -> dic
 
     try:
         summary = train_job(
-            address,
+            bureau.address,
             bank_file,
             "id",
             "y",
             work / "model",
-            "bench-bank",
+            BANK_ID,
             IdType.TEXT,
             validation_fraction=0.0,
             epochs=1,
             seed=1,
             quiet=True,
+            tls_dir=bureau.bank_tls,
             say=say,
             on_epoch=on_epoch,
         )
     finally:
-        bureau.terminate()
-        bureau.wait(60)
+        bureau.stop()
         bureau_tree.stop()
         bank_tree.stop()
     wall = marks["wall1"] - marks["wall0"]

@@ -30,6 +30,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from bureau_process import start_bureau
 
 from xinrong.synthetic import generate_usccs
 
@@ -120,50 +121,30 @@ def bench_xinrong(workdir: Path, workers: int | None) -> dict[str, object]:
             *extra,
         ]
     )
-    serve = subprocess.Popen(
-        [
-            str(BIN / "bureau-node"),
-            "serve",
-            "--data",
-            str(workdir / "bureau.parquet"),
-            "--id-column",
-            "uscc",
-            "--state-dir",
-            str(state),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    bureau = start_bureau(workdir / "bureau.parquet", "uscc", state, workdir / "tls", *extra)
     try:
-        started = json.loads(serve.stdout.readline())
-        bureau_peak = PeakRss(serve.pid)
+        bureau_peak = PeakRss(bureau.process.pid)
         session_s, bank_mem, out = timed_process(
             [
                 str(BIN / "bank-node"),
                 "psi",
                 "--bureau",
-                f"127.0.0.1:{started['port']}",
+                bureau.address,
+                "--tls-dir",
+                str(bureau.bank_tls),
                 "--data",
                 str(workdir / "bank.csv"),
                 "--id-column",
                 "uscc",
                 "--out",
                 str(workdir / "matched.csv"),
-                "--bank-id",
-                "bench-bank",
                 "--quiet",
                 *extra,
             ]
         )
         bureau_mem = bureau_peak.stop()
     finally:
-        serve.terminate()
-        serve.wait(30)
+        bureau.stop()
     result = json.loads(out.strip().splitlines()[-1])
     return {
         "preparation_s": prep_s,

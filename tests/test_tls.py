@@ -199,7 +199,7 @@ def test_command_lines_over_mutual_tls_with_a_configuration(pki, tmp_path):
         assert bureau.stdout is not None
         port = json.loads(bureau.stdout.readline())["port"]
 
-        def psi(bank: str) -> subprocess.CompletedProcess[str]:
+        def psi(bank: str, *named: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
                 [
                     sys.executable,
@@ -210,8 +210,7 @@ def test_command_lines_over_mutual_tls_with_a_configuration(pki, tmp_path):
                     f"127.0.0.1:{port}",
                     "--tls-dir",
                     str(pki / "banks" / bank),
-                    "--bank-id",
-                    bank,
+                    *named,
                     "--data",
                     str(city["bank"]),
                     "--id-column",
@@ -228,10 +227,15 @@ def test_command_lines_over_mutual_tls_with_a_configuration(pki, tmp_path):
                 check=False,
             )
 
-        ok = psi("bank-a")
+        ok = psi("bank-a", "--bank-id", "bank-a")
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout.splitlines()[-1])["intersection"] > 200
-        small = psi("bank-b")  # its intersection is below its configured minimum
+        # a name that is not the certificate's is refused before anything is sent
+        other = psi("bank-a", "--bank-id", "bank-b")
+        assert other.returncode == 2 and "is for bank 'bank-a', not 'bank-b'" in other.stderr
+        # without --bank-id the name is the certificate's: bank-b, whose intersection is
+        # below its configured minimum
+        small = psi("bank-b")
         assert small.returncode == 2 and "FAILED_PRECONDITION" in small.stderr
     finally:
         bureau.terminate()

@@ -16,10 +16,15 @@ from xinrong.progress import ProgressBars
 from xinrong.protocols import psi
 from xinrong.protocols.errors import InputDataError
 from xinrong.protocols.ids import IdType
+from xinrong.transport import certs
 
 from .jobs import psi_job
 
 DEFAULT_BANK_ID = "demo-bank"
+BANK_ID_HELP = (
+    "this bank's name at the bureau (default: the one in the --tls-dir certificate; "
+    f"{DEFAULT_BANK_ID} with --insecure)"
+)
 
 
 def cmd_psi(args: argparse.Namespace) -> int:
@@ -271,8 +276,21 @@ def _add_tls(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_transport(args: argparse.Namespace) -> None:
-    """TLS unless the user explicitly asked for plaintext to a loopback bureau."""
-    if getattr(args, "tls_dir", None) or not hasattr(args, "insecure"):
+    """TLS unless the user explicitly asked for plaintext to a loopback bureau; the bank's
+    name is its certificate's, or DEFAULT_BANK_ID on plaintext."""
+    tls_dir = getattr(args, "tls_dir", None)
+    if hasattr(args, "bank_id"):
+        if tls_dir:
+            certified = certs.certified_bank_id(tls_dir)
+            if args.bank_id not in (None, certified):
+                raise InputDataError(
+                    f"the certificate in {tls_dir} is for bank {certified!r}, not "
+                    f"{args.bank_id!r}: leave out --bank-id, or use that bank's directory"
+                )
+            args.bank_id = certified
+        elif args.bank_id is None:
+            args.bank_id = DEFAULT_BANK_ID
+    if tls_dir or not hasattr(args, "insecure"):
         return
     if not args.insecure:
         raise InputDataError(
@@ -293,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
     add_id_arguments(run)
     run.add_argument("--out", required=True, help="CSV of matched IDs (rejects go next to it)")
-    run.add_argument("--bank-id", default=DEFAULT_BANK_ID, help="this bank's name at the bureau")
+    run.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
     run.add_argument(
         "--reveal",
         choices=[r.value for r in psi.Reveal],
@@ -320,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         "its data and settings come from the checkpoint",
     )
     train.add_argument("--model-dir", required=True, help="where the bank's half is written")
-    train.add_argument("--bank-id", default=DEFAULT_BANK_ID)
+    train.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
     train.add_argument(
         "--bank-features",
         default=None,
@@ -397,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--id-type", choices=[t.value for t in IdType], default=None, help="default: as in training"
     )
     predict.add_argument("--out", required=True, help="CSV: ID, score, bureau_matched")
-    predict.add_argument("--bank-id", default=DEFAULT_BANK_ID)
+    predict.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
     predict.add_argument(
         "--scorecard", action="store_true", help="add scorecard points (make the card first)"
     )
@@ -408,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     card = sub.add_parser("scorecard", help="points per bin per feature for a trained model")
     card.add_argument("--model-dir", required=True)
     card.add_argument("--bureau", default=None, help="default: the bureau it was trained with")
-    card.add_argument("--bank-id", default=DEFAULT_BANK_ID)
+    card.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
     card.add_argument("--base-score", type=float, default=600.0, help="score at the base odds")
     card.add_argument("--pdo", type=float, default=50.0, help="points to double the odds")
     card.add_argument("--base-odds", type=float, default=20.0, help="good:bad odds at base")
@@ -431,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_id_arguments(iv)
     iv.add_argument("--label", required=True, help="the 0/1 default label column")
     iv.add_argument("--out", default="iv.csv", help="the IV table (CSV); bins go beside it")
-    iv.add_argument("--bank-id", default=DEFAULT_BANK_ID)
+    iv.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
     iv.add_argument("--bank-features", default=None, help="comma-separated (default: all)")
     iv.add_argument("--bureau-features", default=None, help="comma-separated (default: all)")
     iv.add_argument("--bins", type=int, default=10, help="quantile bins per number (max 50)")
@@ -449,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     features = sub.add_parser("features", help="list the bureau's feature catalogue")
     features.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
-    features.add_argument("--bank-id", default=DEFAULT_BANK_ID)
+    features.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
     features.add_argument("--quiet", action="store_true", help="no table on stderr")
     features.add_argument("--json", action="store_true", help="only the final JSON line")
     _add_tls(features)

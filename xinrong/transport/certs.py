@@ -57,6 +57,21 @@ def bank_files(tls_dir: str | Path) -> TlsFiles:
     return TlsFiles.load(d / "ca.crt", d / "bank.crt", d / "bank.key")
 
 
+def certified_bank_id(tls_dir: str | Path) -> str:
+    """The bank identity in DIR/bank.crt (its common name), as the bureau will see it."""
+    path = Path(tls_dir) / "bank.crt"
+    if not path.exists():
+        raise InputDataError(f"{path}: no such file (see `bureau-node certs issue-bank --help`)")
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except ValueError as exc:
+        raise InputDataError(f"{path}: not a PEM certificate ({exc})") from None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1:
+        raise InputDataError(f"{path}: the certificate names no bank (no single common name)")
+    return str(names[0].value)
+
+
 def _write(path: Path, data: bytes, private: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tables.atomic_write_bytes(path, data, mode=0o600 if private else 0o644)

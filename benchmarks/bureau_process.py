@@ -1,0 +1,74 @@
+"""A bureau node for the benchmarks, as deployed: its own process, mutual TLS on loopback.
+
+Shared by psi.py, he.py and accuracy.py, so that every figure includes the TLS the nodes
+really use (a private CA and one bank certificate, made with `xinrong.transport.certs`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from xinrong.transport import certs
+
+BANK_ID = "bench-bank"
+
+
+@dataclass
+class BureauProcess:
+    process: subprocess.Popen
+    address: str
+    port: int
+    bank_tls: Path  # the bank's certificate directory, for --tls-dir / tls_dir=
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(60)
+
+
+def bank_certificate(tls_root: Path) -> Path:
+    if not (tls_root / "ca.key").exists():
+        certs.init_ca(tls_root)
+    return Path(certs.issue_bank(tls_root, BANK_ID)["dir"])
+
+
+def start_bureau(
+    data: Path, id_column: str, state: Path, tls_root: Path, *extra: str
+) -> BureauProcess:
+    """``bureau-node serve`` on a free loopback port; ``extra`` are further serve flags."""
+    bank_tls = bank_certificate(tls_root)
+    config = tls_root / "bureau.toml"  # the one bank, with quotas no benchmark reaches
+    config.write_text(
+        f"[banks.{BANK_ID}]\ndaily_psi_ids = 100_000_000\ndaily_scored = 100_000_000\n"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "xinrong.bureau_node.cli",
+        "serve",
+        "--data",
+        str(data),
+        "--id-column",
+        id_column,
+        "--state-dir",
+        str(state),
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-dir",
+        str(tls_root),
+        "--config",
+        str(config),
+        "--quiet",
+        *extra,
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()  # the JSON line: listening, port
+    if not line:
+        process.wait(60)
+        raise SystemExit(f"the bureau node did not start (exit code {process.returncode})")
+    port = int(json.loads(line)["port"])
+    return BureauProcess(process, f"127.0.0.1:{port}", port, bank_tls)
