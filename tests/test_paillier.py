@@ -107,6 +107,24 @@ def test_multiexp_equals_one_pow_per_term(pairs):
     assert he.multiexp(bases, exponents, modulus) == expected
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    exponents=st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=5),
+    bits_short=st.integers(0, 7),
+    window=st.integers(1, 16),
+)
+def test_exponent_digits_recompose_the_exponent(exponents, bits_short, window):
+    # the fixed-base tables multiply entry[k][digit k]: the digits must be the exponent's
+    nbytes = max(len(e) for e in exponents)
+    bits = max(1, 8 * nbytes - bits_short)
+    raw = np.array([list(e.ljust(nbytes, b"\0")) for e in exponents], dtype=np.uint8)
+    for row, digits in zip(raw, he.exponent_digits(raw, bits, window), strict=True):
+        assert len(digits) == -(-bits // window)
+        assert all(0 <= d < 1 << window for d in digits)
+        exponent = int.from_bytes(bytes(row), "little") % (1 << bits)
+        assert sum(d << (window * k) for k, d in enumerate(digits)) == exponent
+
+
 def test_inner_products_of_a_matrix(keys):
     pub, priv, enc = keys
     rng = np.random.default_rng(1)
