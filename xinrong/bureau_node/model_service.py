@@ -177,10 +177,8 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             bits = plan.bank_public_key.n.bit_length()
             _, private_key = he.generate_keypair(bits + (-bits % 8), limits.allow_test_keys)
             trainer = vlr.BureauTrainer(plan, x, private_key, limits, self.executor)
-            now = time.monotonic()
-            job = _Job(bank_id, trainer, recipe, now, now, plan_bytes=request.SerializeToString())
+            job = self._register(bank_id, trainer, recipe, request.SerializeToString())
             self._checkpoint(job)
-            self.jobs.add(plan.job_id, job)
             log.info(
                 "training job %s for bank %s: %d rows, %d bureau columns from %d features",
                 plan.job_id,
@@ -189,8 +187,6 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                 x.shape[1],
                 len(names),
             )
-            accepted = codec.accepted_to_proto(trainer.accepted())
-            accepted.bureau_features.extend(names)
             self._audit(
                 bank_id,
                 "training_started",
@@ -202,9 +198,31 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                 epochs=plan.max_epochs,
                 batch_size=plan.batch_size,
             )
-            return accepted
+            return self._accepted(job)
         except Exception as exc:  # noqa: BLE001
             self._refused(context, "training_started", exc)
+
+    def _register(
+        self,
+        bank_id: str,
+        trainer: vlr.BureauTrainer,
+        recipe: FeatureRecipe,
+        plan_bytes: bytes,
+        saved_epoch: int = -1,
+    ) -> _Job:
+        """A started or resumed job, under its id (refused if that id is running)."""
+        now = time.monotonic()
+        job = _Job(
+            bank_id, trainer, recipe, now, now, plan_bytes=plan_bytes, saved_epoch=saved_epoch
+        )
+        self.jobs.add(trainer.plan.job_id, job)
+        return job
+
+    @staticmethod
+    def _accepted(job: _Job) -> pb.TrainingAccepted:
+        accepted = codec.accepted_to_proto(job.trainer.accepted())
+        accepted.bureau_features.extend(job.recipe.names)
+        return accepted
 
     def _audit(self, bank_id: str, event: str, outcome: str, **details: object) -> None:
         if self.audit is not None:
@@ -263,18 +281,10 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             )
             trainer.checkpoints = {int(e): s for e, s in record["checkpoints"].items()}
             trainer.restore(request.epoch)
-            self.jobs.remove(plan.job_id)
-            now = time.monotonic()
-            job = _Job(
-                bank_id,
-                trainer,
-                recipe,
-                now,
-                now,
-                plan_bytes=proto.SerializeToString(),
-                saved_epoch=max(trainer.checkpoints),
+            self.jobs.remove(plan.job_id)  # the interrupted run, if the bureau still has it
+            job = self._register(
+                bank_id, trainer, recipe, proto.SerializeToString(), max(trainer.checkpoints)
             )
-            self.jobs.add(plan.job_id, job)
             self._audit(bank_id, "training_resumed", "OK", job_id=plan.job_id, epoch=request.epoch)
             log.info(
                 "training job %s of bank %s resumed at epoch %d",
@@ -282,9 +292,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                 bank_id,
                 request.epoch + 1,
             )
-            accepted = codec.accepted_to_proto(trainer.accepted())
-            accepted.bureau_features.extend(recipe.names)
-            return accepted
+            return self._accepted(job)
         except Exception as exc:  # noqa: BLE001
             self._refused(context, "training_resumed", exc)
 
