@@ -30,7 +30,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from bureau_process import start_bureau
+from bureau_process import BANK_ID, start_bureau
 
 from xinrong.synthetic import generate_usccs
 
@@ -116,7 +116,7 @@ def bench_xinrong(workdir: Path, workers: int | None) -> dict[str, object]:
             "--state-dir",
             str(state),
             "--bank-id",
-            "bench-bank",
+            BANK_ID,
             "--quiet",
             *extra,
         ]

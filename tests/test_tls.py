@@ -240,3 +240,41 @@ def test_command_lines_over_mutual_tls_with_a_configuration(pki, tmp_path):
     finally:
         bureau.terminate()
         bureau.wait(30)
+
+
+def test_a_job_is_resumed_only_with_its_own_banks_certificate(pki, tmp_path):
+    # the checkpoint names its bank; another bank's TLS directory is refused before any call
+    from xinrong.bank_node.training import CHECKPOINT_FILE, train_job
+
+    job = "0" * 32
+    saved = {
+        "job_id": job,
+        "bank_id": "bank-a",
+        "data": "clients.csv",
+        "id_column": "uscc",
+        "label": "y",
+        "id_type": "uscc",
+        "bank_features": None,
+        "bureau_features": None,
+        "validation_fraction": 0.2,
+        "seed": 1,
+        "batch_size": 64,
+        "epochs": 3,
+        "patience": 2,
+        "optimizer": {},
+        "key_bits": 2048,
+        "compare_bank_only": False,
+        "bureau": "127.0.0.1:1",
+    }
+    (tmp_path / CHECKPOINT_FILE).write_text(json.dumps(saved))
+    with pytest.raises(InputDataError, match="started by bank 'bank-a'.*is bank 'bank-b'"):
+        train_job(
+            "",
+            "",
+            "",
+            "",
+            tmp_path,
+            "bank-b",
+            tls_dir=pki / "banks" / "bank-b",
+            resume=job,
+        )

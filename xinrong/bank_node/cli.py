@@ -367,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=None,
-        help="rows per batch (default: about a twentieth of the training rows, 64 to 1,024)",
+        help="rows per batch (default: about a twentieth of the training rows, at most 1,024, "
+        "at least the bureau's minimum and twice the wider party's columns)",
     )
     train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     train.add_argument("--learning-rate", type=float, default=0.05)

@@ -32,6 +32,7 @@ from xinrong.protocols.errors import InputDataError, ProtocolViolation
 from xinrong.protocols.features import MAX_LEVELS, FeatureRecipe
 from xinrong.protocols.ids import IdType, normalise_column, prepare_ids
 from xinrong.protocols.optim import OptimizerConfig, split_rows
+from xinrong.transport import certs
 from xinrong.transport import model_codec as codec
 from xinrong.transport.errors import raise_from_rpc
 from xinrong.v1 import model_pb2 as pb
@@ -264,6 +265,12 @@ def train_job(
         optimizer = OptimizerConfig(**saved["optimizer"])
         key_bits, compare_bank_only = saved["key_bits"], saved["compare_bank_only"]
         bureau = bureau or saved["bureau"]
+        certified = certs.certified_bank_id(tls_dir) if tls_dir is not None else bank_id
+        if certified != bank_id:
+            raise InputDataError(
+                f"the job {resume} was started by bank {bank_id!r}, but the certificate in "
+                f"{tls_dir} is bank {certified!r}: resume it with {bank_id}'s TLS directory"
+            )
     started = time.perf_counter()
     say = say or (lambda text: log.info("%s", text))
     limits = vlr.TrainingLimits(allow_test_keys=allow_test_keys)

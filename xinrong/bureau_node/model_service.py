@@ -178,7 +178,11 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             _, private_key = he.generate_keypair(bits + (-bits % 8), limits.allow_test_keys)
             trainer = vlr.BureauTrainer(plan, x, private_key, limits, self.executor)
             job = self._register(bank_id, trainer, recipe, request.SerializeToString())
-            self._checkpoint(job)
+            try:
+                self._checkpoint(job)
+            except BaseException:
+                self.jobs.remove(plan.job_id)  # a job that cannot be resumed is not started
+                raise
             log.info(
                 "training job %s for bank %s: %d rows, %d bureau columns from %d features",
                 plan.job_id,

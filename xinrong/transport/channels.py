@@ -116,7 +116,7 @@ def bank_identity(context: grpc.ServicerContext) -> str:
         if values and values != [certified]:
             raise IdentityError(
                 f"the client certificate is bank {certified!r}, but the call names "
-                f"{values[0]!r}: use --bank-id {certified}"
+                f"{values[0]!r}: leave out --bank-id (it defaults to the certificate's name)"
             )
         return certified
     if len(values) != 1 or not isinstance(values[0], str) or not valid_bank_id(values[0]):
