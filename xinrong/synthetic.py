@@ -284,7 +284,7 @@ def _draw_districts(
 
 def _assemble(kind: np.ndarray, district: np.ndarray, body: np.ndarray) -> np.ndarray:
     """``S18`` codes from kind indices, ``(n, 6)`` district and ``(n, 8)`` org-body bytes."""
-    n = kind.shape[0]
+    n = int(kind.shape[0])
     out = np.empty((n, 18), dtype=np.uint8)
     prefixes = np.frombuffer("".join(_KINDS).encode("ascii"), dtype=np.uint8).reshape(-1, 2)
     out[:, 0:2] = prefixes[kind]
@@ -328,7 +328,7 @@ def generate_usccs(
 
 def _string_array(codes: np.ndarray) -> pa.Array:
     """A pyarrow string array over ``S18`` codes without a Python round trip."""
-    n = codes.shape[0]
+    n = int(codes.shape[0])
     data = np.ascontiguousarray(codes).view(np.uint8)
     offsets = np.arange(0, 18 * (n + 1), 18, dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
@@ -358,11 +358,11 @@ class _Latent:
 
 
 def _draw_latent(kind: np.ndarray, rng: np.random.Generator) -> _Latent:
-    n = kind.shape[0]
-    za = rng.standard_normal(n)
+    n = int(kind.shape[0])
+    za = rng.standard_normal(size=n)
     za[kind == _KIND_INDIVIDUAL] -= 0.3
     age = np.clip(np.exp(np.log(4.0) + 0.85 * za), 0.05, 45.0)
-    industry = rng.choice(len(INDUSTRIES), size=n, p=_INDUSTRY_P / _INDUSTRY_P.sum())
+    industry = np.asarray(rng.choice(len(INDUSTRIES), size=n, p=_INDUSTRY_P / _INDUSTRY_P.sum()))
     form = np.full(n, LEGAL_FORMS.index("other"), dtype=np.int64)
     company = kind == _KIND_COMPANY
     form[company] = rng.choice(5, size=int(company.sum()), p=_COMPANY_FORM_P)
@@ -371,7 +371,7 @@ def _draw_latent(kind: np.ndarray, rng: np.random.Generator) -> _Latent:
     size = rng.standard_normal(n) + _FORM_SIZE[form] + _INDUSTRY_SIZE[industry] + 0.25 * za
     c = 0.8 * rng.standard_normal(n) - 0.35 * za + _INDUSTRY_RISK[industry] - 0.1 * size
     g = rng.gamma(_G_SHAPE, 1.0 / np.sqrt(_G_SHAPE), size=n)  # right-skewed, unit variance
-    l = rng.standard_normal(n)  # noqa: E741
+    l = rng.standard_normal(size=n)  # noqa: E741
     return _Latent(kind, age, za, industry, form, size, c, g, l)
 
 
@@ -383,7 +383,7 @@ def _money(x: np.ndarray) -> np.ndarray:
 
 
 def _bureau_table(codes: np.ndarray, lat: _Latent, rng: np.random.Generator) -> pa.Table:
-    n = codes.shape[0]
+    n = int(codes.shape[0])
     kind, size, c, g, age = lat.kind, lat.size, lat.c, lat.g, lat.age
     individual = kind == _KIND_INDIVIDUAL
     e = rng.standard_normal  # fresh, independent noise for every feature
@@ -410,7 +410,7 @@ def _bureau_table(codes: np.ndarray, lat: _Latent, rng: np.random.Generator) -> 
     months = rng.binomial(12, p_month)
     months = np.minimum(months, np.ceil(age * 12.0).astype(np.int64))
     invoice = _money(np.exp(np.log(80.0) + 1.1 * size - 0.3 * c + 0.6 * e(n)) * months / 12.0)
-    miss_invoice = rng.random(n) < 0.05
+    miss_invoice = rng.random(size=n) < 0.05
     p_zero_tax = _sigmoid(-1.0 + 0.9 * c + 0.9 * g - 0.7 * size + 0.8 * individual)
     zero_tax = (rng.random(n) < p_zero_tax) | ((months == 0) & (rng.random(n) < 0.9))
     tax = np.where(zero_tax, 0.0, _money(np.exp(np.log(3.0) + 1.0 * size - 0.4 * c + 0.7 * e(n))))
@@ -461,7 +461,7 @@ def _bureau_table(codes: np.ndarray, lat: _Latent, rng: np.random.Generator) -> 
 
 
 def _bank_features(lat: _Latent, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    n = lat.size.shape[0]
+    n = int(lat.size.shape[0])
     size, c, l = lat.size, lat.c, lat.l  # noqa: E741
     e = rng.standard_normal
     months_alive = np.maximum(1, np.ceil(lat.age * 12.0)).astype(np.int64)

@@ -67,7 +67,11 @@ def run_demo(
     if not (tls / "ca.key").exists():
         certs.init_ca(tls)
     bank_tls = Path(certs.issue_bank(tls, DEMO_BANK_ID)["dir"])
-    keys = {"key_bits": key_bits, "allow_test_keys": allow_test_keys, "tls_dir": bank_tls}
+    keys: dict[str, Any] = {
+        "key_bits": key_bits,
+        "allow_test_keys": allow_test_keys,
+        "tls_dir": bank_tls,
+    }
     from xinrong.protocols.vertical_lr import TrainingLimits
 
     with BureauNode(

@@ -449,7 +449,7 @@ def train_job(
     u = x @ weights + bureau_scores
     calibration = calibrate(u[train_rows], y[train_rows])
     probabilities = sigmoid(calibration["slope"] * u + calibration["intercept"])
-    metrics = {
+    metrics: dict[str, dict[str, Any]] = {
         "train": evaluate(y[train_rows], probabilities[train_rows]),
         "validation": evaluate(y[validation_rows], probabilities[validation_rows]),
     }
@@ -641,8 +641,8 @@ def predict_job(
     prepared = prepare_ids(table.column(id_column), id_type)
     bureau_part = np.full(table.num_rows, float(model["neutral_bureau_score"]))
     matched_rows = np.zeros(table.num_rows, dtype=bool)
-    card = model.get("scorecard")
-    if points and card is None:
+    card: dict[str, Any] = model.get("scorecard") or {}
+    if points and not card:
         raise InputDataError(
             f"{Path(model_dir) / MODEL_FILE}: no scorecard yet; make one with `bank-node scorecard`"
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class OptimizerConfig:
             ):
                 raise PolicyViolation(f"{name} = {value} is outside ({lo}, {hi}]")
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

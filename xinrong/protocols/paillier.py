@@ -28,12 +28,12 @@ from dataclasses import dataclass
 import gmpy2
 import numpy as np
 from phe import paillier
+from phe.paillier import PaillierPrivateKey as PrivateKey
+from phe.paillier import PaillierPublicKey as PublicKey
 
 from .errors import InvalidCiphertext, ProtocolViolation
 
 mpz = gmpy2.mpz
-PublicKey = paillier.PaillierPublicKey
-PrivateKey = paillier.PaillierPrivateKey
 
 DEFAULT_KEY_BITS = 2048
 MIN_KEY_BITS = 2048  # below this only behind an explicit test flag
@@ -638,7 +638,7 @@ def unpack_sums(
     if len(ciphertexts) != -(-count // per):
         raise ProtocolViolation(f"expected {-(-count // per)} packed sums, got {len(ciphertexts)}")
     mask = (1 << slot_bits) - 1
-    values = []
+    values: list[int] = []
     for i, c in enumerate(ciphertexts):
         m = decrypt(private_key, c)
         here = min(per, count - i * per)

@@ -28,10 +28,10 @@ import functools
 import hashlib
 import math
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -54,6 +54,7 @@ MAX_BATCH = 4096  # a batch of 2048-bit (4096-bit) ciphertexts stays under 2 (4)
 VALIDATION = -1  # the batch number of an epoch's validation step
 LN2 = math.log(2.0)
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ def _replayable(method: Callable[..., T]) -> Callable[..., T]:
         key = (method.__name__, *_request_key(msg))
         recorded = self._replies.get(method.__name__)
         if recorded is not None and recorded[0] == key:
-            return recorded[1]  # type: ignore[no-any-return]
+            return cast(T, recorded[1])
         answer = method(self, msg)
         self._replies[method.__name__] = (key, answer)
         return answer
@@ -663,16 +664,22 @@ class BankTrainer:
         return self._own_loss(self.validation_rows, self._u, cross8)
 
 
+class Pending(Protocol[T_co]):
+    """A call under way (a ``concurrent.futures.Future``, or a gRPC call)."""
+
+    def result(self) -> T_co: ...
+
+
 class TrainingPeer(Protocol):
-    """The bureau as the bank's driver sees it: each call returns a future."""
+    """The bureau as the bank's driver sees it: each call returns at once, pending."""
 
-    def scores(self, step: Step) -> Future[EncryptedScores]: ...
+    def scores(self, step: Step) -> Pending[EncryptedScores]: ...
 
-    def gradient(self, msg: EncryptedResiduals) -> Future[MaskedValues]: ...
+    def gradient(self, msg: EncryptedResiduals) -> Pending[MaskedValues]: ...
 
-    def decrypt(self, msg: MaskedValues) -> Future[DecryptedValues]: ...
+    def decrypt(self, msg: MaskedValues) -> Pending[DecryptedValues]: ...
 
-    def update(self, msg: DecryptedValues) -> Future[None]: ...
+    def update(self, msg: DecryptedValues) -> Pending[None]: ...
 
 
 OnBatch = Callable[[int, int, int], None]  # epoch, batches done, batches in the epoch
