@@ -68,6 +68,18 @@ def test_owner_encryption_is_randomised(keys):
     assert a != b
 
 
+def test_owner_tables_are_built_only_for_many_values():
+    # a few values by direct exponentiation, then tables: both decrypt in phe
+    pub, priv = paillier.generate_paillier_keypair(n_length=512)
+    enc = he.OwnerEncryptor(priv)
+    few = enc.encrypt([-3, 0, 5])
+    assert not enc.has_tables
+    many = enc.encrypt(list(range(-100, 100)))
+    assert enc.has_tables
+    decrypted = [priv.decrypt(paillier.EncryptedNumber(pub, int(c))) for c in few + many]
+    assert decrypted == [-3, 0, 5, *range(-100, 100)]
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     data=st.lists(
