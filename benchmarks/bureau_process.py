@@ -21,7 +21,6 @@ BANK_ID = "bench-bank"
 class BureauProcess:
     process: subprocess.Popen
     address: str
-    port: int
     bank_tls: Path  # the bank's certificate directory, for --tls-dir / tls_dir=
 
     def stop(self) -> None:
@@ -71,4 +70,4 @@ def start_bureau(
         process.wait(60)
         raise SystemExit(f"the bureau node did not start (exit code {process.returncode})")
     port = int(json.loads(line)["port"])
-    return BureauProcess(process, f"127.0.0.1:{port}", port, bank_tls)
+    return BureauProcess(process, f"127.0.0.1:{port}", bank_tls)

@@ -273,7 +273,8 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                     f"no training job {request.job_id} of bank {bank_id} to resume"
                 )
             record = json.loads(path.read_text())
-            proto = pb.TrainingPlan.FromString(base64.b64decode(record["plan"]))
+            plan_bytes = base64.b64decode(record["plan"])
+            proto = pb.TrainingPlan.FromString(plan_bytes)
             plan = codec.plan_from_proto(proto, self.limits.allow_test_keys)
             ids = self.store.session_matched_ids(bank_id, plan.psi_session_id)
             recipe = FeatureRecipe.from_json(record["recipe"])
@@ -286,9 +287,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             trainer.checkpoints = {int(e): s for e, s in record["checkpoints"].items()}
             trainer.restore(request.epoch)
             self.jobs.remove(plan.job_id)  # the interrupted run, if the bureau still has it
-            job = self._register(
-                bank_id, trainer, recipe, proto.SerializeToString(), max(trainer.checkpoints)
-            )
+            job = self._register(bank_id, trainer, recipe, plan_bytes, max(trainer.checkpoints))
             self._audit(bank_id, "training_resumed", "OK", job_id=plan.job_id, epoch=request.epoch)
             log.info(
                 "training job %s of bank %s resumed at epoch %d",

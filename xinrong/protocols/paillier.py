@@ -250,20 +250,19 @@ class OwnerEncryptor:
                 break
         h = gmpy2.powmod(r0, self.n, self.nsquare)  # a random n-th residue
         self._hp, self._hq = h % self.psquare, h % self.qsquare
-        self._p: _FixedBase | None = None
-        self._q: _FixedBase | None = None
+        self._tables: tuple[_FixedBase, _FixedBase] | None = None  # mod p^2, mod q^2
         self._asked = 0
         # CRT recombination: x = xp + psquare * ((xq - xp) * psquare^-1 mod qsquare)
         self._p2_inv = gmpy2.invert(self.psquare, self.qsquare)
 
     @property
     def has_tables(self) -> bool:
-        return self._p is not None
+        return self._tables is not None
 
     def _halves(self, count: int) -> list[tuple[gmpy2.mpz, gmpy2.mpz]]:
         """(h^x mod p^2, h^x mod q^2) for ``count`` fresh x from the OS."""
         self._asked += count
-        if self._p is None and self._asked < self.TABLES_AFTER:
+        if self._tables is None and self._asked < self.TABLES_AFTER:
             # mpz_powm_sec: the same time for every exponent
             return [
                 (
@@ -272,10 +271,12 @@ class OwnerEncryptor:
                 )
                 for x in (mpz(secrets.randbits(self.exponent_bits)) for _ in range(count))
             ]
-        if self._p is None or self._q is None:
-            self._p = _FixedBase(self._hp, self.psquare, self.exponent_bits, _OWNER_WINDOW)
-            self._q = _FixedBase(self._hq, self.qsquare, self.exponent_bits, _OWNER_WINDOW)
-        tp, tq = self._p, self._q
+        if self._tables is None:
+            self._tables = (
+                _FixedBase(self._hp, self.psquare, self.exponent_bits, _OWNER_WINDOW),
+                _FixedBase(self._hq, self.qsquare, self.exponent_bits, _OWNER_WINDOW),
+            )
+        tp, tq = self._tables
         return [
             (tp.power_digits(d), tq.power_digits(d))
             for d in _random_digits(count, self.exponent_bits, _OWNER_WINDOW)
