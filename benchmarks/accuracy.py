@@ -27,8 +27,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from xinrong.bank_node.training import predict_job, train_job
-from xinrong.protocols.ids import IdType
+from bank_node.training import predict_job, train_job
+from protocols.ids import IdType
 
 # The raw (unscaled) UCI default-of-credit-card-clients table, split the way the two parties
 # would hold it: repayment behaviour at the bank, registry-like and billing data at the bureau.

@@ -1,7 +1,7 @@
 """A bureau node for the benchmarks, as deployed: its own process, mutual TLS on loopback.
 
 Shared by psi.py, he.py and accuracy.py, so that every figure includes the TLS the nodes
-really use (a private CA and one bank certificate, made with `xinrong.transport.certs`).
+really use (a private CA and one bank certificate, made with `node_runtime.transport.certs`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from xinrong.transport import certs
+from node_runtime.transport import certs
 
 BANK_ID = "bench-bank"
 
@@ -46,7 +46,7 @@ def start_bureau(
     command = [
         sys.executable,
         "-m",
-        "xinrong.bureau_node.cli",
+        "bureau_node.cli",
         "serve",
         "--data",
         str(data),

@@ -30,10 +30,10 @@ import pyarrow.parquet as pq
 from bureau_process import BANK_ID, start_bureau
 from phe import paillier
 
-from xinrong.bank_node.training import train_job
-from xinrong.parallel import make_executor
-from xinrong.protocols import paillier as he
-from xinrong.protocols.ids import IdType
+from bank_node.training import train_job
+from node_runtime.parallel import make_executor
+from protocols import paillier as he
+from protocols.ids import IdType
 
 KEY_BITS = 2048
 HERE = Path(__file__).resolve()

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from xinrong.bank_node.jobs import psi_job
-from xinrong.bank_node.training import predict_job, train_job
-from xinrong.bureau_node.audit import AuditLog
-from xinrong.bureau_node.server import BureauNode
-from xinrong.protocols import vertical_lr as vlr
-from xinrong.protocols.errors import PeerError
+from bank_node.jobs import psi_job
+from bank_node.training import predict_job, train_job
+from bureau_node.audit import AuditLog
+from bureau_node.server import BureauNode
+from protocols import vertical_lr as vlr
+from protocols.errors import PeerError
 from xinrong.synthetic import generate_city, write_city
 
 
@@ -129,7 +129,7 @@ def test_reordered_records_and_the_command_line(served, tmp_path):
 
     def run(*args):
         return subprocess.run(
-            [sys.executable, "-m", "xinrong.bureau_node.cli", "audit", *args],
+            [sys.executable, "-m", "bureau_node.cli", "audit", *args],
             capture_output=True,
             text=True,
             timeout=60,

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xinrong.protocols import binning
-from xinrong.protocols import paillier as he
-from xinrong.protocols.errors import ProtocolViolation
+from protocols import binning
+from protocols import paillier as he
+from protocols.errors import ProtocolViolation
 
 
 def test_woe_and_iv_by_hand():

@@ -6,10 +6,10 @@ from __future__ import annotations
 import resource
 from concurrent.futures import ThreadPoolExecutor
 
-from xinrong.bank_node.jobs import psi_job
-from xinrong.bank_node.training import load_model, train_job
-from xinrong.bureau_node.server import BureauNode
-from xinrong.protocols import vertical_lr as vlr
+from bank_node.jobs import psi_job
+from bank_node.training import load_model, train_job
+from bureau_node.server import BureauNode
+from protocols import vertical_lr as vlr
 from xinrong.synthetic import generate_city, write_city
 
 KEYS = {"key_bits": 768, "allow_test_keys": True, "workers": 0, "quiet": True}

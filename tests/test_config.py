@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from xinrong.bank_node.jobs import psi_job
-from xinrong.bank_node.training import list_features, train_job
-from xinrong.bureau_node.config import load_config
-from xinrong.bureau_node.server import BureauNode
-from xinrong.protocols import vertical_lr as vlr
-from xinrong.protocols.errors import InputDataError, PeerError
+from bank_node.jobs import psi_job
+from bank_node.training import list_features, train_job
+from bureau_node.config import load_config
+from bureau_node.server import BureauNode
+from protocols import vertical_lr as vlr
+from protocols.errors import InputDataError, PeerError
 from xinrong.synthetic import generate_city, write_city
 
 CONFIG = """
@@ -98,7 +98,7 @@ def test_features_are_limited_per_bank(node, tmp_path):
     )
     assert summary["bureau_features"] == 2
     # scoring more applicants than today's quota of 50 is refused
-    from xinrong.bank_node.training import predict_job
+    from bank_node.training import predict_job
 
     with pytest.raises(PeerError, match="RESOURCE_EXHAUSTED.*daily_scored"):
         predict_job(
@@ -147,7 +147,7 @@ def test_serve_refuses_a_bad_configuration(tmp_path):
         [
             sys.executable,
             "-m",
-            "xinrong.bureau_node.cli",
+            "bureau_node.cli",
             "serve",
             "--data",
             str(city["bureau"]),

@@ -15,13 +15,13 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from xinrong.bank_node.client import BureauConnection, run_psi
-from xinrong.bank_node.jobs import psi_job
-from xinrong.bureau_node.server import BureauNode
-from xinrong.protocols import group, psi, uscc
-from xinrong.protocols.errors import PeerError
-from xinrong.protocols.ids import IdType
-from xinrong.transport.channels import bank_metadata, open_channel
+from bank_node.client import BureauConnection, run_psi
+from bank_node.jobs import psi_job
+from bureau_node.server import BureauNode
+from node_runtime.transport.channels import bank_metadata, open_channel
+from protocols import group, psi, uscc
+from protocols.errors import PeerError
+from protocols.ids import IdType
 from xinrong.v1 import psi_pb2 as pb
 from xinrong.v1 import psi_pb2_grpc
 
@@ -257,7 +257,7 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
         [
             sys.executable,
             "-c",
-            f"import sys; from xinrong.{args[0]}.cli import main; sys.exit(main())",
+            f"import sys; from {args[0]}.cli import main; sys.exit(main())",
             *args[1:],
         ],
         capture_output=True,
@@ -272,7 +272,7 @@ def test_command_lines_end_to_end(city, tmp_path: Path):
         [
             sys.executable,
             "-c",
-            "import sys; from xinrong.bureau_node.cli import main; sys.exit(main())",
+            "import sys; from bureau_node.cli import main; sys.exit(main())",
             "serve",
             "--data",
             str(city["bureau"]),
@@ -386,7 +386,7 @@ def test_synth_and_demo_command_lines(tmp_path: Path):
     paths = json.loads(made.stdout.strip().splitlines()[-1])
     assert pq.read_table(paths["bureau"]).num_rows == 3000
     demo = run_cli(
-        "bank_node",
+        "xinrong",
         "demo",
         "--workdir",
         str(tmp_path / "demo"),

@@ -10,13 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xinrong.bank_node.jobs import psi_job
-from xinrong.bureau_node.server import BureauNode
-from xinrong.protocols import paillier as he
-from xinrong.protocols import vertical_lr as vlr
-from xinrong.protocols.optim import OptimizerConfig
+from bank_node.jobs import psi_job
+from bureau_node.server import BureauNode
+from node_runtime.transport.channels import bank_metadata, open_channel
+from protocols import paillier as he
+from protocols import vertical_lr as vlr
+from protocols.optim import OptimizerConfig
 from xinrong.synthetic import generate_city, write_city
-from xinrong.transport.channels import bank_metadata, open_channel
 from xinrong.v1 import model_pb2 as mpb
 from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
 from xinrong.v1 import psi_pb2 as ppb
@@ -148,7 +148,7 @@ def live_job(world):
     plan = vlr.TrainingPlan(
         "f" * 32, world["session"], world["rows"], 7, 0.2, 1, 128, 2, OptimizerConfig(), (), pub
     )
-    from xinrong.transport import model_codec
+    from node_runtime.transport import model_codec
 
     world["model"].StartTraining(model_codec.plan_to_proto(plan), metadata=META, timeout=60)
     return plan

@@ -1,4 +1,4 @@
-"""Ristretto255 through ``xinrong.protocols.group`` (libsodium via ``rbcl``).
+"""Ristretto255 through ``protocols.group`` (libsodium via ``rbcl``).
 
 Known answers are the published test vectors of RFC 9496, "The ristretto255 and decaf448
 Groups", Appendix A (A.1 multiples of the generator, A.2 invalid encodings, A.3 group
@@ -19,8 +19,8 @@ import rbcl
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from xinrong.protocols import group
-from xinrong.protocols.errors import InvalidGroupElement, ProtocolViolation
+from protocols import group
+from protocols.errors import InvalidGroupElement, ProtocolViolation
 
 # Order of the prime-order group (RFC 9496 section 4.1).
 GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493

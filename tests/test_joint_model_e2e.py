@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from xinrong.bank_node.training import list_features, load_model, predict_job, train_job
-from xinrong.bureau_node.models import ModelStore
-from xinrong.bureau_node.server import BureauNode
-from xinrong.protocols import paillier as he
-from xinrong.protocols import vertical_lr as vlr
-from xinrong.protocols.errors import InputDataError, PeerError, ProtocolViolation
+from bank_node.training import list_features, load_model, predict_job, train_job
+from bureau_node.models import ModelStore
+from bureau_node.server import BureauNode
+from protocols import paillier as he
+from protocols import vertical_lr as vlr
+from protocols.errors import InputDataError, PeerError, ProtocolViolation
 from xinrong.synthetic import generate_city, generate_usccs, write_city
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -133,8 +133,8 @@ def test_predict_scores_everyone_and_flags_the_unknown(city, bureau, trained, tm
     # the documented rule for applicants the bureau does not know: the bank's half plus the
     # bureau's mean training contribution
     model = load_model(model_dir)
-    from xinrong.bank_node.training import _design
-    from xinrong.protocols.features import FeatureRecipe
+    from bank_node.training import _design
+    from protocols.features import FeatureRecipe
 
     recipe = FeatureRecipe.from_json(model["recipe"])
     u = _design(recipe, applicants.slice(300)) @ np.array(model["weights"])
@@ -267,7 +267,7 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
         [
             sys.executable,
             "-m",
-            "xinrong.bureau_node.cli",
+            "bureau_node.cli",
             "serve",
             "--data",
             str(SHARED / "breast_hetero_host.csv"),
@@ -291,7 +291,7 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
         port = json.loads(serve.stdout.readline())["port"]
         address = f"127.0.0.1:{port}"
         train = run_cli(
-            "xinrong.bank_node.cli",
+            "bank_node.cli",
             "train",
             "--insecure",
             "--bureau",
@@ -321,7 +321,7 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
         summary = last_json(train.stdout)
         assert summary["validation_auc"] > 0.95 and summary["rows"] == 569
         predict = run_cli(
-            "xinrong.bank_node.cli",
+            "bank_node.cli",
             "predict",
             "--insecure",
             "--bureau",
@@ -338,12 +338,12 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
         )
         assert predict.returncode == 0, predict.stderr
         assert last_json(predict.stdout)["bureau_matched"] == 569
-        features = run_cli("xinrong.bank_node.cli", "features", "--insecure", "--bureau", address)
+        features = run_cli("bank_node.cli", "features", "--insecure", "--bureau", address)
         assert [f["name"] for f in last_json(features.stdout)["features"]][:2] == ["x0", "x1"]
-        listed = run_cli("xinrong.bureau_node.cli", "models", "list", "--state-dir", str(state))
+        listed = run_cli("bureau_node.cli", "models", "list", "--state-dir", str(state))
         assert [m["model_id"] for m in last_json(listed.stdout)["models"]] == [summary["model_id"]]
         deleted = run_cli(
-            "xinrong.bureau_node.cli",
+            "bureau_node.cli",
             "models",
             "delete",
             "--state-dir",
@@ -354,7 +354,7 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
         )
         assert deleted.returncode == 0
         again = run_cli(
-            "xinrong.bureau_node.cli",
+            "bureau_node.cli",
             "models",
             "delete",
             "--state-dir",
@@ -365,7 +365,7 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
         )
         assert again.returncode == 2 and "no model" in again.stderr
         small = run_cli(
-            "xinrong.bank_node.cli",
+            "bank_node.cli",
             "train",
             "--insecure",
             "--bureau",
@@ -391,7 +391,7 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
 
 def test_bureau_features_command_reads_the_catalogue(city):
     result = run_cli(
-        "xinrong.bureau_node.cli", "features", "--data", str(city["bureau"]), "--id-column", "uscc"
+        "bureau_node.cli", "features", "--data", str(city["bureau"]), "--id-column", "uscc"
     )
     assert result.returncode == 0, result.stderr
     catalogue = last_json(result.stdout)
@@ -400,8 +400,8 @@ def test_bureau_features_command_reads_the_catalogue(city):
 
 
 def test_federated_information_value_equals_the_plaintext_computation(city, bureau, tmp_path):
-    from xinrong.bank_node.toolkit import iv_job, read_iv_table, select_by_iv
-    from xinrong.protocols import binning
+    from bank_node.toolkit import iv_job, read_iv_table, select_by_iv
+    from protocols import binning
 
     out = tmp_path / "iv.csv"
     summary = iv_job(
@@ -424,7 +424,7 @@ def test_federated_information_value_equals_the_plaintext_computation(city, bure
     bank = read_csv(city["bank"])
     bureau_table = pq.read_table(city["bureau"])
     position = {v: i for i, v in enumerate(bureau_table.column("uscc").to_pylist())}
-    from xinrong.protocols.ids import IdType, normalise_column
+    from protocols.ids import IdType, normalise_column
 
     codes = normalise_column(bank.column("uscc").combine_chunks(), IdType.USCC).to_pylist()
     seen, matched_rows, bureau_rows = set(), [], []
@@ -455,8 +455,8 @@ def test_federated_information_value_equals_the_plaintext_computation(city, bure
     # a PSI session's rows are binned once: a second set of labels could single rows out
     import grpc
 
-    from xinrong.bank_node.client import BureauConnection
-    from xinrong.bank_node.toolkit import _label_chunks
+    from bank_node.client import BureauConnection
+    from bank_node.toolkit import _label_chunks
 
     pub, priv = he.generate_keypair(768, allow_test_keys=True)
     with BureauConnection(f"127.0.0.1:{bureau.port}", "bank-a") as connection:
@@ -475,8 +475,8 @@ def test_federated_information_value_equals_the_plaintext_computation(city, bure
 
 
 def test_scorecard_points_track_the_probability(city, bureau, trained, tmp_path):
-    from xinrong.bank_node.toolkit import scorecard_job
-    from xinrong.protocols.scorecard import Scaling
+    from bank_node.toolkit import scorecard_job
+    from protocols.scorecard import Scaling
 
     summary, model_dir = trained
     card = scorecard_job(model_dir, "bank-a", Scaling(600, 50, 20))
@@ -500,7 +500,7 @@ def test_scorecard_points_track_the_probability(city, bureau, trained, tmp_path)
 
 def test_toolkit_command_lines_for_scripts(city, bureau, tmp_path):
     address = f"127.0.0.1:{bureau.port}"
-    bank_cli = "xinrong.bank_node.cli"
+    bank_cli = "bank_node.cli"
     iv = run_cli(
         bank_cli,
         "iv",

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phe import paillier
 
-from xinrong.protocols import paillier as he
-from xinrong.protocols.errors import InvalidCiphertext, ProtocolViolation
+from protocols import paillier as he
+from protocols.errors import InvalidCiphertext, ProtocolViolation
 
 
 @pytest.fixture(scope="module")

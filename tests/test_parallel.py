@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xinrong.bank_node.training import load_model, train_job
-from xinrong.bureau_node.server import BureauNode
-from xinrong.parallel import make_executor
-from xinrong.protocols import paillier as he
-from xinrong.protocols import vertical_lr as vlr
-from xinrong.protocols.errors import InputDataError
+from bank_node.training import load_model, train_job
+from bureau_node.server import BureauNode
+from node_runtime.parallel import make_executor
+from protocols import paillier as he
+from protocols import vertical_lr as vlr
+from protocols.errors import InputDataError
 from xinrong.synthetic import generate_city, write_city
 
 distributed = pytest.importorskip("distributed")

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xinrong.protocols import group, psi
-from xinrong.protocols.errors import (
+from protocols import group, psi
+from protocols.errors import (
     InvalidGroupElement,
     PolicyViolation,
     ProtocolViolation,
@@ -267,7 +267,7 @@ def test_bank_rejects_bad_params():
 
 
 def test_ordered_map_keeps_order_with_a_process_pool():
-    from xinrong.parallel import make_executor
+    from node_runtime.parallel import make_executor
 
     executor = make_executor(2)
     try:

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from xinrong.protocols.errors import InputDataError
-from xinrong.report import build_report, iv_band, lift_table
+from bank_node.report import build_report, iv_band, lift_table
+from protocols.errors import InputDataError
 
 BANK_FEATURES = ["income", "age", "loan_amount", "region"]
 BUREAU_FEATURES = ["tax_arrears", "court_cases", "registered_capital", "years_active"]

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xinrong.bank_node.training import load_model, train_job
-from xinrong.bureau_node.models import ModelStore
-from xinrong.bureau_node.server import BureauNode
-from xinrong.protocols import vertical_lr as vlr
+from bank_node.training import load_model, train_job
+from bureau_node.models import ModelStore
+from bureau_node.server import BureauNode
+from protocols import vertical_lr as vlr
 from xinrong.synthetic import generate_city, write_city
 
 SETTINGS = [
@@ -44,7 +44,7 @@ def _serve(city, state: Path) -> tuple[subprocess.Popen, str]:
         [
             sys.executable,
             "-m",
-            "xinrong.bureau_node.cli",
+            "bureau_node.cli",
             "serve",
             "--data",
             str(city["bureau"]),
@@ -72,7 +72,7 @@ def _train(address: str, city, model: Path, *extra: str) -> subprocess.Popen:
         [
             sys.executable,
             "-m",
-            "xinrong.bank_node.cli",
+            "bank_node.cli",
             "train",
             "--bureau",
             address,

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from xinrong.protocols.errors import InputDataError, ProtocolViolation
-from xinrong.protocols.features import FeatureRecipe
-from xinrong.protocols.scorecard import Scaling, points_table, row_points
+from protocols.errors import InputDataError, ProtocolViolation
+from protocols.features import FeatureRecipe
+from protocols.scorecard import Scaling, points_table, row_points
 
 
 def _recipe():

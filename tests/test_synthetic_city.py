@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from xinrong.protocols import uscc
-from xinrong.protocols.features import FeatureRecipe
-from xinrong.protocols.ids import IdType, prepare_ids
+from protocols import uscc
+from protocols.features import FeatureRecipe
+from protocols.ids import IdType, prepare_ids
 from xinrong.synthetic import (
     BANK_COLUMNS,
     BUREAU_COLUMNS,

@@ -12,12 +12,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from xinrong.bank_node.jobs import psi_job
-from xinrong.bureau_node.server import BureauNode
-from xinrong.protocols.errors import InputDataError, PeerError
+from bank_node.jobs import psi_job
+from bureau_node.server import BureauNode
+from node_runtime.transport import certs
+from node_runtime.transport.channels import bank_metadata, open_channel
+from protocols.errors import InputDataError, PeerError
 from xinrong.synthetic import generate_city, write_city
-from xinrong.transport import certs
-from xinrong.transport.channels import bank_metadata, open_channel
 from xinrong.v1 import model_pb2 as pb
 from xinrong.v1 import model_pb2_grpc
 
@@ -99,7 +99,7 @@ def test_clients_without_a_certificate_of_this_ca_are_refused(node, pki, tmp_pat
 def test_certs_command_lines(tmp_path):
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "xinrong.bureau_node.cli", *args],
+            [sys.executable, "-m", "bureau_node.cli", *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -120,7 +120,7 @@ def test_plaintext_needs_an_explicit_flag_and_loopback(tmp_path):
 
     def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", f"xinrong.{module}.cli", *args],
+            [sys.executable, "-m", f"{module}.cli", *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -171,7 +171,7 @@ def test_command_lines_over_mutual_tls_with_a_configuration(pki, tmp_path):
         str(pki),
     ]
     unconfigured = subprocess.run(
-        [sys.executable, "-m", "xinrong.bureau_node.cli", *serve],
+        [sys.executable, "-m", "bureau_node.cli", *serve],
         capture_output=True,
         text=True,
         timeout=60,
@@ -184,7 +184,7 @@ def test_command_lines_over_mutual_tls_with_a_configuration(pki, tmp_path):
         [
             sys.executable,
             "-m",
-            "xinrong.bureau_node.cli",
+            "bureau_node.cli",
             *serve,
             "--config",
             str(config),
@@ -204,7 +204,7 @@ def test_command_lines_over_mutual_tls_with_a_configuration(pki, tmp_path):
                 [
                     sys.executable,
                     "-m",
-                    "xinrong.bank_node.cli",
+                    "bank_node.cli",
                     "psi",
                     "--bureau",
                     f"127.0.0.1:{port}",
@@ -244,7 +244,7 @@ def test_command_lines_over_mutual_tls_with_a_configuration(pki, tmp_path):
 
 def test_a_job_is_resumed_only_with_its_own_banks_certificate(pki, tmp_path):
     # the checkpoint names its bank; another bank's TLS directory is refused before any call
-    from xinrong.bank_node.training import CHECKPOINT_FILE, train_job
+    from bank_node.training import CHECKPOINT_FILE, train_job
 
     job = "0" * 32
     saved = {

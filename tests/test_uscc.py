@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xinrong.protocols import uscc
+from protocols import uscc
 
 # GB 32100-2015: 31 symbols (no I, O, S, V, Z), values 0..30 in this order; weights of
 # positions 1..17 as tabulated in the standard; check value 31 - (sum mod 31), 31 -> "0".

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xinrong.protocols import paillier as he
-from xinrong.protocols import vertical_lr as vlr
-from xinrong.protocols.errors import PolicyViolation, ProtocolViolation, WrongStage
-from xinrong.protocols.features import VALUE_BOUND, FeatureRecipe
-from xinrong.protocols.optim import Optimizer, OptimizerConfig, epoch_batches, split_rows
-from xinrong.transport import model_codec as codec
+from node_runtime.transport import model_codec as codec
+from protocols import paillier as he
+from protocols import vertical_lr as vlr
+from protocols.errors import PolicyViolation, ProtocolViolation, WrongStage
+from protocols.features import VALUE_BOUND, FeatureRecipe
+from protocols.optim import Optimizer, OptimizerConfig, epoch_batches, split_rows
 
 LIMITS = vlr.TrainingLimits(allow_test_keys=True, min_batch_size=32)
 

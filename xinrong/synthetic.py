@@ -55,7 +55,7 @@ bank's clients, for example, about 11% are on the abnormal-operation list and de
 about 30% (against 5% for the rest); about 39% paid no tax and default at about 14% (against
 4.5%).
 
-Calibration (logistic regression on :class:`xinrong.protocols.features.FeatureRecipe`
+Calibration (logistic regression on :class:`protocols.features.FeatureRecipe`
 inputs, bank clients the bureau knows, 80/20 split, ``generate_city(50_000, 5_000, seed)``,
 averaged over seeds and splits): bank features alone give an AUC of about 0.71, bank and
 bureau features together about 0.82 (lift about +0.11; a least-squares fit gives the same
@@ -79,7 +79,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from xinrong.protocols import uscc
+from protocols import uscc
 
 __all__ = [
     "BANK_COLUMNS",
@@ -243,7 +243,7 @@ def _org_check_bytes(body: np.ndarray) -> np.ndarray:
 
 
 def _uscc_check_bytes(first17: np.ndarray) -> np.ndarray:
-    """USCC check characters (with :mod:`xinrong.protocols.uscc`'s alphabet and weights) for
+    """USCC check characters (with :mod:`protocols.uscc`'s alphabet and weights) for
     an ``(n, 17)`` uint8 array."""
     values = _ALPHABET_VALUE[first17]
     if (values < 0).any():

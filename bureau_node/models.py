@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from xinrong import tables
-from xinrong.protocols.errors import UnknownSession
+from node_runtime import tables
+from protocols.errors import UnknownSession
 
 MODEL_ID = re.compile(r"^[0-9a-f]{32}$")
 

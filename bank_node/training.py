@@ -1,7 +1,7 @@
 """The bank's joint-model jobs: train, predict, and the bureau's feature catalogue.
 
 Each job is a function the CLI, the demo and the tests call alike. The protocol lives in
-``xinrong.protocols.vertical_lr``; this module reads files, runs PSI, carries messages
+``protocols.vertical_lr``; this module reads files, runs PSI, carries messages
 over gRPC and writes the bank's half of the model.
 """
 
@@ -21,20 +21,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from xinrong import tables
-from xinrong.metrics import evaluate, sigmoid
-from xinrong.parallel import make_executor
-from xinrong.progress import ProgressBars
-from xinrong.protocols import paillier as he
-from xinrong.protocols import psi, scorecard
-from xinrong.protocols import vertical_lr as vlr
-from xinrong.protocols.errors import InputDataError, ProtocolViolation
-from xinrong.protocols.features import MAX_LEVELS, FeatureRecipe
-from xinrong.protocols.ids import IdType, normalise_column, prepare_ids
-from xinrong.protocols.optim import OptimizerConfig, split_rows
-from xinrong.transport import certs
-from xinrong.transport import model_codec as codec
-from xinrong.transport.errors import raise_from_rpc
+from bank_node.metrics import evaluate, sigmoid
+from node_runtime import tables
+from node_runtime.parallel import make_executor
+from node_runtime.progress import ProgressBars
+from node_runtime.transport import certs
+from node_runtime.transport import model_codec as codec
+from node_runtime.transport.errors import raise_from_rpc
+from protocols import paillier as he
+from protocols import psi, scorecard
+from protocols import vertical_lr as vlr
+from protocols.errors import InputDataError, ProtocolViolation
+from protocols.features import MAX_LEVELS, FeatureRecipe
+from protocols.ids import IdType, normalise_column, prepare_ids
+from protocols.optim import OptimizerConfig, split_rows
 from xinrong.v1 import model_pb2 as pb
 
 from .client import BureauConnection, run_psi

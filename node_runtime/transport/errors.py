@@ -12,7 +12,7 @@ from typing import NoReturn
 
 import grpc
 
-from xinrong.protocols.errors import (
+from protocols.errors import (
     InputDataError,
     NotAuthorised,
     PeerError,

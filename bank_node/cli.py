@@ -6,17 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from xinrong.cli_common import (
+from node_runtime.cli_common import (
     add_common_arguments,
     add_id_arguments,
+    add_version_argument,
     print_result,
     run_main,
 )
-from xinrong.progress import ProgressBars
-from xinrong.protocols import psi
-from xinrong.protocols.errors import InputDataError
-from xinrong.protocols.ids import IdType
-from xinrong.transport import certs
+from node_runtime.progress import ProgressBars
+from node_runtime.transport import certs
+from protocols import psi
+from protocols.errors import InputDataError
+from protocols.ids import IdType
 
 from .jobs import psi_job
 
@@ -66,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         ]
         if missing:
             raise InputDataError(f"train needs {', '.join(missing)} (or --resume JOB_ID)")
-    from xinrong.protocols.optim import OptimizerConfig
+    from protocols.optim import OptimizerConfig
 
     from .training import train_job
 
@@ -179,7 +180,7 @@ def cmd_iv(args: argparse.Namespace) -> int:
 
 
 def cmd_scorecard(args: argparse.Namespace) -> int:
-    from xinrong.protocols.scorecard import Scaling
+    from protocols.scorecard import Scaling
 
     from .toolkit import scorecard_job
 
@@ -231,26 +232,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    say = (lambda text: None) if args.quiet else None
-    result = run_demo(
-        Path(args.workdir),
-        enterprises=args.enterprises,
-        bank_clients=args.bank_clients,
-        seed=args.seed,
-        workers=args.workers,
-        say=say,
-        key_bits=args.key_bits,
-        allow_test_keys=args.allow_test_keys,
-    )
-    print_result(result)
-    return 0
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    from xinrong.report import build_report
+    from bank_node.report import build_report
 
     iv_table = args.iv_table
     if iv_table is None and (Path(args.model_dir) / "iv.csv").exists():
@@ -305,6 +288,7 @@ def _check_transport(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bank-node", description="Xinrong's node inside a bank.")
+    add_version_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("psi", help="find which of the bank's clients the bureau knows")
@@ -474,16 +458,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tls(features)
     features.set_defaults(func=cmd_features, log_level="WARNING")
 
-    demo = sub.add_parser("demo", help="run the whole story on synthetic data, on this machine")
-    demo.add_argument("--workdir", default="xinrong-demo", help="where data and outputs go")
-    demo.add_argument("--enterprises", type=int, default=50_000)
-    demo.add_argument("--bank-clients", type=int, default=5_000)
-    demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--key-bits", type=int, default=2048, help="Paillier key size")
-    demo.add_argument("--allow-test-keys", action="store_true", help=argparse.SUPPRESS)
-    add_common_arguments(demo)
-    demo.set_defaults(log_level="WARNING")  # the story on stderr, not the nodes' logs
-    demo.set_defaults(func=cmd_demo)
     return parser
 
 

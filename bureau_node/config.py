@@ -25,9 +25,9 @@ from typing import Any
 
 import grpc
 
-from xinrong import tables
-from xinrong.protocols.errors import InputDataError, NotAuthorised, QuotaExceeded
-from xinrong.transport.channels import bank_identity, valid_bank_id
+from node_runtime import tables
+from node_runtime.transport.channels import bank_identity, valid_bank_id
+from protocols.errors import InputDataError, NotAuthorised, QuotaExceeded
 
 LIMIT_KEYS = {"daily_psi_ids", "daily_scored", "min_batch_size", "min_intersection"}
 BANK_KEYS = LIMIT_KEYS | {"features"}

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import grpc
 
-from xinrong.parallel import make_executor
-from xinrong.protocols import psi
-from xinrong.protocols import vertical_lr as vlr
-from xinrong.protocols.ids import IdType
-from xinrong.transport.certs import bureau_files
-from xinrong.transport.channels import create_server
+from node_runtime.parallel import make_executor
+from node_runtime.transport.certs import bureau_files
+from node_runtime.transport.channels import create_server
+from protocols import psi
+from protocols import vertical_lr as vlr
+from protocols.ids import IdType
 from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
 
 from .audit import AuditLog

@@ -19,19 +19,19 @@ from typing import NoReturn, TypeVar
 import grpc
 import numpy as np
 
-from xinrong import tables
-from xinrong.protocols import binning, scorecard
-from xinrong.protocols import paillier as he
-from xinrong.protocols import vertical_lr as vlr
-from xinrong.protocols.errors import (
+from node_runtime import tables
+from node_runtime.transport import model_codec as codec
+from node_runtime.transport.errors import abort_with
+from protocols import binning, scorecard
+from protocols import paillier as he
+from protocols import vertical_lr as vlr
+from protocols.errors import (
     NotAuthorised,
     PolicyViolation,
     ProtocolViolation,
     UnknownSession,
 )
-from xinrong.protocols.features import FeatureRecipe
-from xinrong.transport import model_codec as codec
-from xinrong.transport.errors import abort_with
+from protocols.features import FeatureRecipe
 from xinrong.v1 import model_pb2 as pb
 from xinrong.v1 import model_pb2_grpc
 

@@ -1,7 +1,7 @@
 """Where the heavy chunks run: a process pool sized to the machine by default, or a Dask
 distributed cluster (``dask://HOST:PORT``), through the same ``concurrent.futures`` API.
 
-Chunks are plain functions of picklable arguments (``xinrong.protocols``), so the same code
+Chunks are plain functions of picklable arguments (``protocols``), so the same code
 runs in-process, in a local pool or on a cluster. A party's chunks may carry its own key
 material (the key owner's fast encryption uses the factors of its modulus): a Dask cluster
 must be the party's own, inside its trust boundary, never shared with the other party.
@@ -14,7 +14,7 @@ import os
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
-from xinrong.protocols.errors import InputDataError
+from protocols.errors import InputDataError
 
 DASK_SCHEME = "dask://"
 

@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from xinrong import tables
-from xinrong.protocols import group, psi
-from xinrong.protocols.errors import InputDataError, PolicyViolation, UnknownSession
-from xinrong.protocols.ids import IdReject, IdType, prepare_ids
+from node_runtime import tables
+from protocols import group, psi
+from protocols.errors import InputDataError, PolicyViolation, UnknownSession
+from protocols.ids import IdReject, IdType, prepare_ids
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Typed errors of the protocols. The nodes map each to one gRPC status (see
-``xinrong.transport.errors``), so a message from the other party that breaks a rule ends
+``node_runtime.transport.errors``), so a message from the other party that breaks a rule ends
 that session with a precise status and a message an engineer can act on."""
 
 from __future__ import annotations

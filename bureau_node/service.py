@@ -14,10 +14,10 @@ from typing import NoReturn
 
 import grpc
 
-from xinrong.protocols import psi
-from xinrong.protocols.errors import ProtocolViolation, UnknownSession
-from xinrong.transport import codec
-from xinrong.transport.errors import abort_with
+from node_runtime.transport import codec
+from node_runtime.transport.errors import abort_with
+from protocols import psi
+from protocols.errors import ProtocolViolation, UnknownSession
 from xinrong.v1 import psi_pb2 as pb
 from xinrong.v1 import psi_pb2_grpc
 

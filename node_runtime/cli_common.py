@@ -7,10 +7,23 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
-from xinrong.protocols.errors import XinrongError
-from xinrong.protocols.ids import IdType
+from protocols.errors import XinrongError
+from protocols.ids import IdType
+
+
+def distribution_version() -> str:
+    """The installed ``xinrong`` distribution's version (both nodes ship in it)."""
+    try:
+        return metadata.version("xinrong")
+    except metadata.PackageNotFoundError:  # running from a source tree that was not installed
+        return "0+unknown"
+
+
+def add_version_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"%(prog)s {distribution_version()}")
 
 
 def add_id_arguments(parser: argparse.ArgumentParser) -> None:

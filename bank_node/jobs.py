@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from xinrong import tables
-from xinrong.parallel import make_executor
-from xinrong.progress import ProgressBars
-from xinrong.protocols import psi
-from xinrong.protocols.ids import IdType, prepare_ids
+from node_runtime import tables
+from node_runtime.parallel import make_executor
+from node_runtime.progress import ProgressBars
+from protocols import psi
+from protocols.ids import IdType, prepare_ids
 
 from .client import BureauConnection, OnProgress, run_psi
 

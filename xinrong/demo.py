@@ -13,15 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from xinrong import tables
-from xinrong.bureau_node.server import BureauNode
-from xinrong.protocols.scorecard import Scaling
+from bank_node.jobs import psi_job
+from bank_node.toolkit import iv_job, read_iv_table, scorecard_job
+from bank_node.training import predict_job, train_job
+from bureau_node.server import BureauNode
+from node_runtime import tables
+from node_runtime.transport import certs
+from protocols.scorecard import Scaling
 from xinrong.synthetic import generate_city, write_city
-from xinrong.transport import certs
-
-from .jobs import psi_job
-from .toolkit import iv_job, read_iv_table, scorecard_job
-from .training import predict_job, train_job
 
 DEMO_BANK_ID = "demo-bank"
 APPLICANT_SHARE = 0.2  # of the bank's clients, held back as "new applicants" to score
@@ -72,7 +71,7 @@ def run_demo(
         "allow_test_keys": allow_test_keys,
         "tls_dir": bank_tls,
     }
-    from xinrong.protocols.vertical_lr import TrainingLimits
+    from protocols.vertical_lr import TrainingLimits
 
     with BureauNode(
         data=paths["bureau"],
@@ -154,7 +153,7 @@ def run_demo(
             tls_dir=bank_tls,
         )
     say("7/7 writing the report")
-    from xinrong.report import build_report
+    from bank_node.report import build_report
 
     report = workdir / "report.html"
     build_report(model_dir, report, iv_table=iv_table, title="Xinrong demo: joint credit model")

@@ -14,15 +14,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from xinrong import tables
-from xinrong.parallel import make_executor
-from xinrong.progress import ProgressBars
-from xinrong.protocols import binning, psi, scorecard
-from xinrong.protocols import paillier as he
-from xinrong.protocols.errors import InputDataError, ProtocolViolation
-from xinrong.protocols.features import FeatureRecipe, column_kind
-from xinrong.protocols.ids import IdType, prepare_ids
-from xinrong.transport import model_codec as codec
+from node_runtime import tables
+from node_runtime.parallel import make_executor
+from node_runtime.progress import ProgressBars
+from node_runtime.transport import model_codec as codec
+from protocols import binning, psi, scorecard
+from protocols import paillier as he
+from protocols.errors import InputDataError, ProtocolViolation
+from protocols.features import FeatureRecipe, column_kind
+from protocols.ids import IdType, prepare_ids
 from xinrong.v1 import model_pb2 as pb
 
 from .client import BureauConnection, run_psi

@@ -10,10 +10,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from xinrong import tables
-from xinrong.protocols.errors import InputDataError, PolicyViolation, UnknownSession
-from xinrong.protocols.features import column_kind
-from xinrong.protocols.ids import IdType, normalise_column
+from node_runtime import tables
+from protocols.errors import InputDataError, PolicyViolation, UnknownSession
+from protocols.features import column_kind
+from protocols.ids import IdType, normalise_column
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from xinrong.protocols import paillier as he
-from xinrong.protocols import vertical_lr as vlr
-from xinrong.protocols.errors import ProtocolViolation
-from xinrong.protocols.optim import OptimizerConfig
+from protocols import paillier as he
+from protocols import vertical_lr as vlr
+from protocols.errors import ProtocolViolation
+from protocols.optim import OptimizerConfig
 from xinrong.v1 import model_pb2 as pb
 
 SCORES_PER_CHUNK = 4096

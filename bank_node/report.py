@@ -31,10 +31,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from xinrong.metrics import evaluate
-from xinrong.protocols.errors import InputDataError
+from bank_node.metrics import evaluate
+from protocols.errors import InputDataError
 
-MODEL_FILE = "model.json"  # as in xinrong.bank_node.training
+MODEL_FILE = "model.json"  # as in bank_node.training
 EVALUATION_FILE = "evaluation.csv"
 DECILES = 10
 # The usual information-value bands (Siddiqi): (upper bound, label).
@@ -903,7 +903,7 @@ def build_report(
     parts.append("</section>")
     parts.append(
         f"<footer>Generated {esc(time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))} by "
-        "xinrong.report from model.json and evaluation.csv. The bureau's features never left "
+        "bank_node.report from model.json and evaluation.csv. The bureau's features never left "
         "the bureau; all figures are on the bank's own matched clients.</footer>"
     )
 
@@ -937,7 +937,7 @@ def build_report(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m xinrong.report", description="HTML report of a trained joint model"
+        prog="python -m bank_node.report", description="HTML report of a trained joint model"
     )
     parser.add_argument("model_dir", help="the directory 'bank-node train' wrote")
     parser.add_argument("out", help="the HTML file to write")

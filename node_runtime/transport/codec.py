@@ -6,8 +6,8 @@ and group membership are checked by the protocol objects, which see the whole se
 
 from __future__ import annotations
 
-from xinrong.protocols import psi
-from xinrong.protocols.errors import ProtocolViolation
+from protocols import psi
+from protocols.errors import ProtocolViolation
 from xinrong.v1 import psi_pb2 as pb
 
 _REVEAL_TO_PROTO = {psi.Reveal.BOTH: pb.REVEAL_MODE_BOTH, psi.Reveal.BANK: pb.REVEAL_MODE_BANK}

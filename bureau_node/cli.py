@@ -9,16 +9,17 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
-from xinrong.cli_common import (
+from node_runtime.cli_common import (
     add_common_arguments,
     add_id_arguments,
+    add_version_argument,
     print_result,
     run_main,
 )
-from xinrong.progress import ProgressBars
-from xinrong.protocols import psi
-from xinrong.protocols import vertical_lr as vlr
-from xinrong.protocols.ids import IdType
+from node_runtime.progress import ProgressBars
+from protocols import psi
+from protocols import vertical_lr as vlr
+from protocols.ids import IdType
 
 from .server import BureauNode
 
@@ -148,7 +149,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from xinrong.transport import certs
+    from node_runtime.transport import certs
 
     if args.certs_command == "init":
         made = certs.init_ca(args.tls_dir, args.host)
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bureau-node", description="Xinrong's node at the credit-information platform."
     )
+    add_version_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve banks over gRPC")

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from xinrong.protocols.errors import InputDataError
-from xinrong.protocols.ids import IdReject
+from protocols.errors import InputDataError
+from protocols.ids import IdReject
 
 CSV_SUFFIXES = {".csv", ".txt"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from xinrong import tables
-from xinrong.protocols.errors import InputDataError
+from node_runtime import tables
+from protocols.errors import InputDataError
 
 BUREAU_NAME = "xinrong-bureau"  # the name banks check on the bureau's certificate
 CA_DAYS = 3650

@@ -18,9 +18,9 @@ from typing import Any
 
 import grpc
 
-from xinrong.protocols.errors import InputDataError
-from xinrong.transport.channels import bank_identity
-from xinrong.transport.errors import status_for
+from node_runtime.transport.channels import bank_identity
+from node_runtime.transport.errors import status_for
+from protocols.errors import InputDataError
 
 GENESIS = "0" * 64
 _SCHEMA = """

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import grpc
 
-from xinrong.protocols import psi
-from xinrong.protocols.errors import PeerError, ProtocolViolation
-from xinrong.transport import codec
-from xinrong.transport.certs import bank_files
-from xinrong.transport.channels import bank_metadata, open_channel, valid_bank_id
-from xinrong.transport.errors import raise_from_rpc
+from node_runtime.transport import codec
+from node_runtime.transport.certs import bank_files
+from node_runtime.transport.channels import bank_metadata, open_channel, valid_bank_id
+from node_runtime.transport.errors import raise_from_rpc
+from protocols import psi
+from protocols.errors import PeerError, ProtocolViolation
 from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
 from xinrong.v1 import psi_pb2 as pb
 
