@@ -51,7 +51,10 @@ class BureauConnection:
         self.channel = open_channel(address, bank_files(tls_dir) if tls_dir else None)
         self.metadata = bank_metadata(bank_id)
         self.psi = psi_pb2_grpc.PrivateSetIntersectionStub(self.channel)
-        self.model = model_pb2_grpc.JointModelStub(self.channel)
+        self.catalogue = model_pb2_grpc.CatalogueStub(self.channel)
+        self.training = model_pb2_grpc.JointTrainingStub(self.channel)
+        self.binning = model_pb2_grpc.BinningStub(self.channel)
+        self.scoring = model_pb2_grpc.ScoringStub(self.channel)
         try:
             grpc.channel_ready_future(self.channel).result(timeout=connect_timeout)
         except grpc.FutureTimeoutError:

@@ -134,7 +134,7 @@ def iv_job(
             )
         answer = _call(
             "binning the encrypted labels at the bureau",
-            lambda: connection.model.BinLabels(
+            lambda: connection.binning.BinLabels(
                 _label_chunks(
                     result.session_id,
                     public_key,
@@ -258,7 +258,7 @@ def scorecard_job(
     with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
         made = _call(
             "making the bureau's scorecard",
-            lambda: connection.model.MakeScorecard(
+            lambda: connection.scoring.MakeScorecard(
                 pb.ScorecardRequest(
                     model_id=model["model_id"],
                     base_score=scaling.base_score,

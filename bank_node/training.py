@@ -79,7 +79,7 @@ class GrpcTrainingPeer:
     call after ``close()``: if the bureau dies, the bank stops at once."""
 
     def __init__(self, connection: BureauConnection, allow_test_keys: bool) -> None:
-        self.stub, self.metadata = connection.model, connection.metadata
+        self.stub, self.metadata = connection.training, connection.metadata
         self.allow_test_keys = allow_test_keys
         self.width = 0  # bytes per bureau ciphertext, known after StartTraining
         self.max_rows = 0
@@ -178,7 +178,7 @@ def _bureau_columns_bound(connection: BureauConnection, chosen: list[str] | None
     the batch size must be at least twice the wider party's columns."""
     catalogue = _call(
         "listing the bureau's features",
-        lambda: connection.model.ListFeatures(
+        lambda: connection.catalogue.ListFeatures(
             pb.ListFeaturesRequest(), timeout=60, metadata=connection.metadata
         ),
     )
@@ -347,7 +347,7 @@ def train_job(
         if saved is None:
             accepted_pb = _call(
                 "starting the training job",
-                lambda: connection.model.StartTraining(
+                lambda: connection.training.StartTraining(
                     codec.plan_to_proto(plan), timeout=START_DEADLINE, metadata=connection.metadata
                 ),
             )
@@ -357,7 +357,7 @@ def train_job(
             say(f"resuming job {plan.job_id} at epoch {start_epoch + 1}")
             accepted_pb = _call(
                 "resuming the training job",
-                lambda: connection.model.ResumeTraining(
+                lambda: connection.training.ResumeTraining(
                     pb.ResumeRequest(job_id=plan.job_id, epoch=start_epoch),
                     timeout=START_DEADLINE,
                     metadata=connection.metadata,
@@ -437,7 +437,7 @@ def train_job(
             epoch_bars.close()
         finished = _call(
             "finishing the training job",
-            lambda: connection.model.FinishTraining(
+            lambda: connection.training.FinishTraining(
                 pb.FinishRequest(job_id=plan.job_id, epoch=outcome.best_epoch),
                 timeout=STEP_DEADLINE,
                 metadata=connection.metadata,
@@ -567,7 +567,7 @@ def fetch_bureau_parts(
 
     def run() -> tuple[np.ndarray, np.ndarray | None]:
         parts, point_parts, received = [], [], 0
-        for chunk in connection.model.ScoreApplicants(
+        for chunk in connection.scoring.ScoreApplicants(
             pb.ScoreRequest(model_id=model_id, psi_session_id=session_id, points=points),
             timeout=STEP_DEADLINE,
             metadata=connection.metadata,
@@ -709,7 +709,7 @@ def list_features(
     with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
         catalogue = _call(
             "listing the bureau's features",
-            lambda: connection.model.ListFeatures(
+            lambda: connection.catalogue.ListFeatures(
                 pb.ListFeaturesRequest(), timeout=60, metadata=connection.metadata
             ),
         )

@@ -18,12 +18,16 @@ from protocols.ids import IdType
 from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
 
 from .audit import AuditLog
+from .binning_service import BinningServicer
+from .catalogue_service import CatalogueServicer
 from .config import Access, load_config
+from .context import BureauContext
 from .features import BureauFeatures
-from .model_service import ModelServicer
 from .models import ModelStore
+from .scoring_service import ScoringServicer
 from .service import PsiServicer
 from .store import BureauStore, DatasetSummary, Progress
+from .training_service import TrainingServicer
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +84,19 @@ class BureauNode:
         self.server, self.port = create_server(address, tls=self.tls)
         servicer = PsiServicer(self.store, self.executor, self.limits, access=access, audit=audit)
         psi_pb2_grpc.add_PrivateSetIntersectionServicer_to_server(servicer, self.server)
-        model_pb2_grpc.add_JointModelServicer_to_server(
-            ModelServicer(
-                self.features,
-                self.store,
-                self.models,
-                self.training_limits,
-                self.executor,
-                access=access,
-                audit=audit,
-            ),
-            self.server,
+        context = BureauContext(
+            self.features,
+            self.store,
+            self.models,
+            self.training_limits,
+            access,
+            audit,
+            self.executor,
         )
+        model_pb2_grpc.add_CatalogueServicer_to_server(CatalogueServicer(context), self.server)
+        model_pb2_grpc.add_JointTrainingServicer_to_server(TrainingServicer(context), self.server)
+        model_pb2_grpc.add_BinningServicer_to_server(BinningServicer(context), self.server)
+        model_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(context), self.server)
         self.server.start()
         log.info("bureau node listening on %s (port %d)", address, self.port)
         return self.port

@@ -51,13 +51,26 @@ def world(tmp_path_factory):
     session = psi_job(address, city["bank"], "uscc", root / "m.csv", "fuzz-bank", workers=0)
     channel = open_channel(address)
     yield {
-        "model": model_pb2_grpc.JointModelStub(channel),
+        "model": ModelStubs(channel),
         "psi": psi_pb2_grpc.PrivateSetIntersectionStub(channel),
         "session": session.session_id,
         "rows": session.intersection,
     }
     channel.close()
     node.stop()
+
+
+class ModelStubs:
+    """Every RPC of the bureau's model services (catalogue, training, binning, scoring)."""
+
+    def __init__(self, channel) -> None:
+        for stub in (
+            model_pb2_grpc.CatalogueStub,
+            model_pb2_grpc.JointTrainingStub,
+            model_pb2_grpc.BinningStub,
+            model_pb2_grpc.ScoringStub,
+        ):
+            vars(self).update(vars(stub(channel)))
 
 
 def _precise(call) -> None:

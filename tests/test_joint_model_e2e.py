@@ -469,7 +469,7 @@ def test_federated_information_value_equals_the_plaintext_computation(city, bure
             [],
         )
         with pytest.raises(grpc.RpcError) as err:
-            connection.model.BinLabels(chunks, metadata=connection.metadata, timeout=60)
+            connection.binning.BinLabels(chunks, metadata=connection.metadata, timeout=60)
     assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "already used" in err.value.details()
 

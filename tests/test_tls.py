@@ -67,7 +67,7 @@ def test_psi_over_mutual_tls(node, pki, tmp_path):
 
 def test_the_certificate_is_the_identity(node, pki):
     files = certs.bank_files(pki / "banks" / "bank-a")
-    stub = model_pb2_grpc.JointModelStub(open_channel(f"127.0.0.1:{node.port}", files))
+    stub = model_pb2_grpc.CatalogueStub(open_channel(f"127.0.0.1:{node.port}", files))
     stub.ListFeatures(pb.ListFeaturesRequest(), metadata=bank_metadata("bank-a"), timeout=10)
     with pytest.raises(grpc.RpcError) as err:  # bank-a's certificate cannot speak for bank-b
         stub.ListFeatures(pb.ListFeaturesRequest(), metadata=bank_metadata("bank-b"), timeout=10)
@@ -76,7 +76,7 @@ def test_the_certificate_is_the_identity(node, pki):
 
 
 def test_clients_without_a_certificate_of_this_ca_are_refused(node, pki, tmp_path):
-    plain = model_pb2_grpc.JointModelStub(open_channel(f"127.0.0.1:{node.port}"))
+    plain = model_pb2_grpc.CatalogueStub(open_channel(f"127.0.0.1:{node.port}"))
     with pytest.raises(grpc.RpcError) as err:
         plain.ListFeatures(pb.ListFeaturesRequest(), metadata=bank_metadata("bank-a"), timeout=5)
     # refused at the handshake: unavailable (retried by the client until its deadline)

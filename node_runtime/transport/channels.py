@@ -51,16 +51,16 @@ _RETRY = json.dumps(
         "methodConfig": [
             {
                 "name": [  # unary calls only: a retried stream can wait for a server that is gone
-                    {"service": "xinrong.v1.JointModel", "method": m}
-                    for m in (
-                        "ListFeatures",
-                        "StartTraining",
-                        "Gradient",
-                        "Decrypt",
-                        "Update",
-                        "ResumeTraining",
-                        "FinishTraining",
-                        "MakeScorecard",
+                    {"service": f"xinrong.v1.{service}", "method": method}
+                    for service, method in (
+                        ("Catalogue", "ListFeatures"),
+                        ("JointTraining", "StartTraining"),
+                        ("JointTraining", "Gradient"),
+                        ("JointTraining", "Decrypt"),
+                        ("JointTraining", "Update"),
+                        ("JointTraining", "ResumeTraining"),
+                        ("JointTraining", "FinishTraining"),
+                        ("Scoring", "MakeScorecard"),
                     )
                 ],
                 "retryPolicy": {

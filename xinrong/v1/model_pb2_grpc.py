@@ -25,8 +25,9 @@ if _version_not_supported:
     )
 
 
-class JointModelStub:
-    """Missing associated documentation comment in .proto file."""
+class CatalogueStub:
+    """The bureau's features this bank may use: names, kinds, descriptions; never values.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -35,71 +36,120 @@ class JointModelStub:
             channel: A grpc.Channel.
         """
         self.ListFeatures = channel.unary_unary(
-                '/xinrong.v1.JointModel/ListFeatures',
+                '/xinrong.v1.Catalogue/ListFeatures',
                 request_serializer=xinrong_dot_v1_dot_model__pb2.ListFeaturesRequest.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.FeatureCatalogue.FromString,
                 _registered_method=True)
+
+
+class CatalogueServicer:
+    """The bureau's features this bank may use: names, kinds, descriptions; never values.
+    """
+
+    def ListFeatures(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CatalogueServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListFeatures': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFeatures,
+                    request_deserializer=xinrong_dot_v1_dot_model__pb2.ListFeaturesRequest.FromString,
+                    response_serializer=xinrong_dot_v1_dot_model__pb2.FeatureCatalogue.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'xinrong.v1.Catalogue', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('xinrong.v1.Catalogue', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Catalogue:
+    """The bureau's features this bank may use: names, kinds, descriptions; never values.
+    """
+
+    @staticmethod
+    def ListFeatures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinrong.v1.Catalogue/ListFeatures',
+            xinrong_dot_v1_dot_model__pb2.ListFeaturesRequest.SerializeToString,
+            xinrong_dot_v1_dot_model__pb2.FeatureCatalogue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class JointTrainingStub:
+    """Two-party Paillier training of the joint model (design notes, section 4).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
         self.StartTraining = channel.unary_unary(
-                '/xinrong.v1.JointModel/StartTraining',
+                '/xinrong.v1.JointTraining/StartTraining',
                 request_serializer=xinrong_dot_v1_dot_model__pb2.TrainingPlan.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.TrainingAccepted.FromString,
                 _registered_method=True)
         self.Scores = channel.unary_stream(
-                '/xinrong.v1.JointModel/Scores',
+                '/xinrong.v1.JointTraining/Scores',
                 request_serializer=xinrong_dot_v1_dot_model__pb2.Step.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.EncryptedScores.FromString,
                 _registered_method=True)
         self.Gradient = channel.unary_unary(
-                '/xinrong.v1.JointModel/Gradient',
+                '/xinrong.v1.JointTraining/Gradient',
                 request_serializer=xinrong_dot_v1_dot_model__pb2.EncryptedResiduals.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.MaskedValues.FromString,
                 _registered_method=True)
         self.Decrypt = channel.unary_unary(
-                '/xinrong.v1.JointModel/Decrypt',
+                '/xinrong.v1.JointTraining/Decrypt',
                 request_serializer=xinrong_dot_v1_dot_model__pb2.MaskedValues.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.DecryptedValues.FromString,
                 _registered_method=True)
         self.Update = channel.unary_unary(
-                '/xinrong.v1.JointModel/Update',
+                '/xinrong.v1.JointTraining/Update',
                 request_serializer=xinrong_dot_v1_dot_model__pb2.DecryptedValues.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.UpdateAck.FromString,
                 _registered_method=True)
         self.ResumeTraining = channel.unary_unary(
-                '/xinrong.v1.JointModel/ResumeTraining',
+                '/xinrong.v1.JointTraining/ResumeTraining',
                 request_serializer=xinrong_dot_v1_dot_model__pb2.ResumeRequest.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.TrainingAccepted.FromString,
                 _registered_method=True)
         self.FinishTraining = channel.unary_unary(
-                '/xinrong.v1.JointModel/FinishTraining',
+                '/xinrong.v1.JointTraining/FinishTraining',
                 request_serializer=xinrong_dot_v1_dot_model__pb2.FinishRequest.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.TrainingFinished.FromString,
                 _registered_method=True)
-        self.ScoreApplicants = channel.unary_stream(
-                '/xinrong.v1.JointModel/ScoreApplicants',
-                request_serializer=xinrong_dot_v1_dot_model__pb2.ScoreRequest.SerializeToString,
-                response_deserializer=xinrong_dot_v1_dot_model__pb2.ApplicantScores.FromString,
-                _registered_method=True)
-        self.BinLabels = channel.stream_unary(
-                '/xinrong.v1.JointModel/BinLabels',
-                request_serializer=xinrong_dot_v1_dot_model__pb2.EncryptedLabels.SerializeToString,
-                response_deserializer=xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.FromString,
-                _registered_method=True)
-        self.MakeScorecard = channel.unary_unary(
-                '/xinrong.v1.JointModel/MakeScorecard',
-                request_serializer=xinrong_dot_v1_dot_model__pb2.ScorecardRequest.SerializeToString,
-                response_deserializer=xinrong_dot_v1_dot_model__pb2.ScorecardMade.FromString,
-                _registered_method=True)
 
 
-class JointModelServicer:
-    """Missing associated documentation comment in .proto file."""
-
-    def ListFeatures(self, request, context):
-        """The bureau's features this bank may use: names, kinds, descriptions; never values.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
+class JointTrainingServicer:
+    """Two-party Paillier training of the joint model (design notes, section 4).
+    """
 
     def StartTraining(self, request, context):
         """Propose a job over the rows of a finished PSI session (reveal mode BOTH).
@@ -150,37 +200,9 @@ class JointModelServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ScoreApplicants(self, request, context):
-        """u_B of a stored model for the matched rows of a PSI session, in the session's order.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
 
-    def BinLabels(self, request_iterator, context):
-        """Information value: the bank's labels, encrypted under its key, in the order of a PSI
-        session's matched rows; per bureau feature, the bin sizes and the packed encrypted sums
-        of the labels per bin. The bank learns counts per bin, never split points or values.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def MakeScorecard(self, request, context):
-        """Turn the bureau's half of a model into points per bin per feature, kept at the bureau.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-
-def add_JointModelServicer_to_server(servicer, server):
+def add_JointTrainingServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'ListFeatures': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListFeatures,
-                    request_deserializer=xinrong_dot_v1_dot_model__pb2.ListFeaturesRequest.FromString,
-                    response_serializer=xinrong_dot_v1_dot_model__pb2.FeatureCatalogue.SerializeToString,
-            ),
             'StartTraining': grpc.unary_unary_rpc_method_handler(
                     servicer.StartTraining,
                     request_deserializer=xinrong_dot_v1_dot_model__pb2.TrainingPlan.FromString,
@@ -216,58 +238,17 @@ def add_JointModelServicer_to_server(servicer, server):
                     request_deserializer=xinrong_dot_v1_dot_model__pb2.FinishRequest.FromString,
                     response_serializer=xinrong_dot_v1_dot_model__pb2.TrainingFinished.SerializeToString,
             ),
-            'ScoreApplicants': grpc.unary_stream_rpc_method_handler(
-                    servicer.ScoreApplicants,
-                    request_deserializer=xinrong_dot_v1_dot_model__pb2.ScoreRequest.FromString,
-                    response_serializer=xinrong_dot_v1_dot_model__pb2.ApplicantScores.SerializeToString,
-            ),
-            'BinLabels': grpc.stream_unary_rpc_method_handler(
-                    servicer.BinLabels,
-                    request_deserializer=xinrong_dot_v1_dot_model__pb2.EncryptedLabels.FromString,
-                    response_serializer=xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.SerializeToString,
-            ),
-            'MakeScorecard': grpc.unary_unary_rpc_method_handler(
-                    servicer.MakeScorecard,
-                    request_deserializer=xinrong_dot_v1_dot_model__pb2.ScorecardRequest.FromString,
-                    response_serializer=xinrong_dot_v1_dot_model__pb2.ScorecardMade.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'xinrong.v1.JointModel', rpc_method_handlers)
+            'xinrong.v1.JointTraining', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('xinrong.v1.JointModel', rpc_method_handlers)
+    server.add_registered_method_handlers('xinrong.v1.JointTraining', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class JointModel:
-    """Missing associated documentation comment in .proto file."""
-
-    @staticmethod
-    def ListFeatures(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/xinrong.v1.JointModel/ListFeatures',
-            xinrong_dot_v1_dot_model__pb2.ListFeaturesRequest.SerializeToString,
-            xinrong_dot_v1_dot_model__pb2.FeatureCatalogue.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
+class JointTraining:
+    """Two-party Paillier training of the joint model (design notes, section 4).
+    """
 
     @staticmethod
     def StartTraining(request,
@@ -283,7 +264,7 @@ class JointModel:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/xinrong.v1.JointModel/StartTraining',
+            '/xinrong.v1.JointTraining/StartTraining',
             xinrong_dot_v1_dot_model__pb2.TrainingPlan.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.TrainingAccepted.FromString,
             options,
@@ -310,7 +291,7 @@ class JointModel:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/xinrong.v1.JointModel/Scores',
+            '/xinrong.v1.JointTraining/Scores',
             xinrong_dot_v1_dot_model__pb2.Step.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.EncryptedScores.FromString,
             options,
@@ -337,7 +318,7 @@ class JointModel:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/xinrong.v1.JointModel/Gradient',
+            '/xinrong.v1.JointTraining/Gradient',
             xinrong_dot_v1_dot_model__pb2.EncryptedResiduals.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.MaskedValues.FromString,
             options,
@@ -364,7 +345,7 @@ class JointModel:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/xinrong.v1.JointModel/Decrypt',
+            '/xinrong.v1.JointTraining/Decrypt',
             xinrong_dot_v1_dot_model__pb2.MaskedValues.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.DecryptedValues.FromString,
             options,
@@ -391,7 +372,7 @@ class JointModel:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/xinrong.v1.JointModel/Update',
+            '/xinrong.v1.JointTraining/Update',
             xinrong_dot_v1_dot_model__pb2.DecryptedValues.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.UpdateAck.FromString,
             options,
@@ -418,7 +399,7 @@ class JointModel:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/xinrong.v1.JointModel/ResumeTraining',
+            '/xinrong.v1.JointTraining/ResumeTraining',
             xinrong_dot_v1_dot_model__pb2.ResumeRequest.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.TrainingAccepted.FromString,
             options,
@@ -445,7 +426,7 @@ class JointModel:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/xinrong.v1.JointModel/FinishTraining',
+            '/xinrong.v1.JointTraining/FinishTraining',
             xinrong_dot_v1_dot_model__pb2.FinishRequest.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.TrainingFinished.FromString,
             options,
@@ -458,32 +439,59 @@ class JointModel:
             metadata,
             _registered_method=True)
 
-    @staticmethod
-    def ScoreApplicants(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/xinrong.v1.JointModel/ScoreApplicants',
-            xinrong_dot_v1_dot_model__pb2.ScoreRequest.SerializeToString,
-            xinrong_dot_v1_dot_model__pb2.ApplicantScores.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
+
+class BinningStub:
+    """Information value: the bank's labels, encrypted under its key, in the order of a PSI
+    session's matched rows; per bureau feature, the bin sizes and the packed encrypted sums
+    of the labels per bin. The bank learns counts per bin, never split points or values.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.BinLabels = channel.stream_unary(
+                '/xinrong.v1.Binning/BinLabels',
+                request_serializer=xinrong_dot_v1_dot_model__pb2.EncryptedLabels.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.FromString,
+                _registered_method=True)
+
+
+class BinningServicer:
+    """Information value: the bank's labels, encrypted under its key, in the order of a PSI
+    session's matched rows; per bureau feature, the bin sizes and the packed encrypted sums
+    of the labels per bin. The bank learns counts per bin, never split points or values.
+    """
+
+    def BinLabels(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_BinningServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'BinLabels': grpc.stream_unary_rpc_method_handler(
+                    servicer.BinLabels,
+                    request_deserializer=xinrong_dot_v1_dot_model__pb2.EncryptedLabels.FromString,
+                    response_serializer=xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'xinrong.v1.Binning', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('xinrong.v1.Binning', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Binning:
+    """Information value: the bank's labels, encrypted under its key, in the order of a PSI
+    session's matched rows; per bureau feature, the bin sizes and the packed encrypted sums
+    of the labels per bin. The bank learns counts per bin, never split points or values.
+    """
 
     @staticmethod
     def BinLabels(request_iterator,
@@ -499,9 +507,102 @@ class JointModel:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/xinrong.v1.JointModel/BinLabels',
+            '/xinrong.v1.Binning/BinLabels',
             xinrong_dot_v1_dot_model__pb2.EncryptedLabels.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ScoringStub:
+    """Scoring with a stored model, and its scorecard.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ScoreApplicants = channel.unary_stream(
+                '/xinrong.v1.Scoring/ScoreApplicants',
+                request_serializer=xinrong_dot_v1_dot_model__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_model__pb2.ApplicantScores.FromString,
+                _registered_method=True)
+        self.MakeScorecard = channel.unary_unary(
+                '/xinrong.v1.Scoring/MakeScorecard',
+                request_serializer=xinrong_dot_v1_dot_model__pb2.ScorecardRequest.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_model__pb2.ScorecardMade.FromString,
+                _registered_method=True)
+
+
+class ScoringServicer:
+    """Scoring with a stored model, and its scorecard.
+    """
+
+    def ScoreApplicants(self, request, context):
+        """u_B of a stored model for the matched rows of a PSI session, in the session's order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MakeScorecard(self, request, context):
+        """Turn the bureau's half of a model into points per bin per feature, kept at the bureau.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ScoringServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ScoreApplicants': grpc.unary_stream_rpc_method_handler(
+                    servicer.ScoreApplicants,
+                    request_deserializer=xinrong_dot_v1_dot_model__pb2.ScoreRequest.FromString,
+                    response_serializer=xinrong_dot_v1_dot_model__pb2.ApplicantScores.SerializeToString,
+            ),
+            'MakeScorecard': grpc.unary_unary_rpc_method_handler(
+                    servicer.MakeScorecard,
+                    request_deserializer=xinrong_dot_v1_dot_model__pb2.ScorecardRequest.FromString,
+                    response_serializer=xinrong_dot_v1_dot_model__pb2.ScorecardMade.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'xinrong.v1.Scoring', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('xinrong.v1.Scoring', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Scoring:
+    """Scoring with a stored model, and its scorecard.
+    """
+
+    @staticmethod
+    def ScoreApplicants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/xinrong.v1.Scoring/ScoreApplicants',
+            xinrong_dot_v1_dot_model__pb2.ScoreRequest.SerializeToString,
+            xinrong_dot_v1_dot_model__pb2.ApplicantScores.FromString,
             options,
             channel_credentials,
             insecure,
@@ -526,7 +627,7 @@ class JointModel:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/xinrong.v1.JointModel/MakeScorecard',
+            '/xinrong.v1.Scoring/MakeScorecard',
             xinrong_dot_v1_dot_model__pb2.ScorecardRequest.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.ScorecardMade.FromString,
             options,

@@ -1,9 +1,12 @@
-"""The bureau's joint-model servicer: decode, call the training state machine, encode."""
+"""The bureau's side of joint training: decode, call the training state machine, encode.
+
+Jobs live in memory (:class:`TrainingJobs`) and, after every epoch, in a checkpoint under
+the state directory (0600: it holds the job's key), so a restarted bureau can resume them.
+"""
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import logging
 import re
@@ -11,39 +14,26 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import grpc
-import numpy as np
 
 from node_runtime import tables
 from node_runtime.transport import model_codec as codec
 from node_runtime.transport.errors import abort_with
-from protocols import binning, scorecard
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
-from protocols.errors import (
-    NotAuthorised,
-    PolicyViolation,
-    ProtocolViolation,
-    UnknownSession,
-)
+from protocols.errors import PolicyViolation, ProtocolViolation, UnknownSession
 from protocols.features import FeatureRecipe
 from xinrong.v1 import model_pb2 as pb
 from xinrong.v1 import model_pb2_grpc
 
-from .audit import AuditLog
-from .config import Access
-from .features import BureauFeatures
-from .models import ModelStore
-from .store import BureauStore
+from .context import BureauContext
 
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-SCORES_PER_MESSAGE = 65_536
 T = TypeVar("T")
 
 
@@ -113,70 +103,37 @@ class TrainingJobs:
         return len(self._jobs)
 
 
-class ModelServicer(model_pb2_grpc.JointModelServicer):
-    def __init__(
-        self,
-        features: BureauFeatures,
-        store: BureauStore,
-        models: ModelStore,
-        limits: vlr.TrainingLimits = vlr.TrainingLimits(),
-        executor: Executor | None = None,
-        jobs: TrainingJobs | None = None,
-        access: Access | None = None,
-        audit: AuditLog | None = None,
-    ) -> None:
-        self.access = access or Access(store.root)
-        self.audit = audit
-        self.features = features
-        self.store = store
-        self.models = models
-        self.limits = limits
-        self.executor = executor
+class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
+    def __init__(self, ctx: BureauContext, jobs: TrainingJobs | None = None) -> None:
+        self.ctx = ctx
         self.jobs = jobs or TrainingJobs()
-
-    def ListFeatures(
-        self, request: pb.ListFeaturesRequest, context: grpc.ServicerContext
-    ) -> pb.FeatureCatalogue:
-        try:
-            bank_id = self.access.bank(context)
-            allowed = set(self.access.features(bank_id, self.features.names))
-            return pb.FeatureCatalogue(
-                features=[
-                    pb.FeatureInfo(name=f.name, kind=f.kind, description=f.description)
-                    for f in self.features.catalogue()
-                    if f.name in allowed
-                ],
-                enterprises=self.features.table.num_rows,
-            )
-        except Exception as exc:  # noqa: BLE001
-            abort_with(context, exc)
 
     def StartTraining(
         self, request: pb.TrainingPlan, context: grpc.ServicerContext
     ) -> pb.TrainingAccepted:
         try:
-            bank_id = self.access.bank(context)
-            plan = codec.plan_from_proto(request, self.limits.allow_test_keys)
+            bank_id = self.ctx.access.bank(context)
+            plan = codec.plan_from_proto(request, self.ctx.limits.allow_test_keys)
             if not JOB_ID.match(plan.job_id):
                 raise ProtocolViolation("a job id is 32 lower-case hex digits")
-            ids = self.store.session_matched_ids(bank_id, plan.psi_session_id)
+            ids = self.ctx.store.session_matched_ids(bank_id, plan.psi_session_id)
             if len(ids) != plan.rows:
                 raise ProtocolViolation(
                     f"the plan names {plan.rows} rows; PSI session {plan.psi_session_id} "
                     f"matched {len(ids)}"
                 )
-            limits = self._limits_for(bank_id)
+            limits = self.ctx.limits_for(bank_id)
             vlr.check_plan(plan, limits)
             self.jobs.check_capacity(bank_id)  # before any heavy work
-            names = self._choose(bank_id, plan.bureau_features)
-            rows = self.features.rows_of(ids)
+            names = self.ctx.choose(bank_id, plan.bureau_features)
+            rows = self.ctx.features.rows_of(ids)
             train_rows, _ = plan.schedule()
             recipe = FeatureRecipe.fit(rows.take(train_rows), names)
             x = recipe.transform(rows)
             vlr.check_plan(plan, limits, x.shape[1])  # before generating a key
             bits = plan.bank_public_key.n.bit_length()
             _, private_key = he.generate_keypair(bits + (-bits % 8), limits.allow_test_keys)
-            trainer = vlr.BureauTrainer(plan, x, private_key, limits, self.executor)
+            trainer = vlr.BureauTrainer(plan, x, private_key, limits, self.ctx.executor)
             job = self._register(bank_id, trainer, recipe, request.SerializeToString())
             try:
                 self._checkpoint(job)
@@ -191,7 +148,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                 x.shape[1],
                 len(names),
             )
-            self._audit(
+            self.ctx.record(
                 bank_id,
                 "training_started",
                 "OK",
@@ -204,7 +161,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             )
             return self._accepted(job)
         except Exception as exc:  # noqa: BLE001
-            self._refused(context, "training_started", exc)
+            self.ctx.refuse(context, "training_started", exc)
 
     def _register(
         self,
@@ -228,20 +185,10 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         accepted.bureau_features.extend(job.recipe.names)
         return accepted
 
-    def _audit(self, bank_id: str, event: str, outcome: str, **details: object) -> None:
-        if self.audit is not None:
-            self.audit.append(bank_id, event, outcome, **details)
-
-    def _refused(self, context: grpc.ServicerContext, event: str, exc: BaseException) -> NoReturn:
-        """Record the refusal (before the answer leaves), then answer with its status."""
-        if self.audit is not None:
-            self.audit.refusal(context, event, exc)
-        abort_with(context, exc)
-
     def _job_path(self, bank_id: str, job_id: str) -> Path:
         if not JOB_ID.match(job_id):
             raise UnknownSession(f"{job_id!r} is not a job id")
-        return self.store.root / "jobs" / bank_id / f"{job_id}.json"
+        return self.ctx.store.root / "jobs" / bank_id / f"{job_id}.json"
 
     def _checkpoint(self, job: _Job) -> None:
         """The job's plan, key and per-epoch states, written (0600, atomically) whenever an
@@ -266,7 +213,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         self, request: pb.ResumeRequest, context: grpc.ServicerContext
     ) -> pb.TrainingAccepted:
         try:
-            bank_id = self.access.bank(context)
+            bank_id = self.ctx.access.bank(context)
             path = self._job_path(bank_id, request.job_id)
             if not path.exists():
                 raise UnknownSession(
@@ -275,20 +222,22 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             record = json.loads(path.read_text())
             plan_bytes = base64.b64decode(record["plan"])
             proto = pb.TrainingPlan.FromString(plan_bytes)
-            plan = codec.plan_from_proto(proto, self.limits.allow_test_keys)
-            ids = self.store.session_matched_ids(bank_id, plan.psi_session_id)
+            plan = codec.plan_from_proto(proto, self.ctx.limits.allow_test_keys)
+            ids = self.ctx.store.session_matched_ids(bank_id, plan.psi_session_id)
             recipe = FeatureRecipe.from_json(record["recipe"])
-            x = recipe.transform(self.features.rows_of(ids))
+            x = recipe.transform(self.ctx.features.rows_of(ids))
             n = int(record["p"]) * int(record["q"])
             private_key = he.PrivateKey(he.PublicKey(n), int(record["p"]), int(record["q"]))
             trainer = vlr.BureauTrainer(
-                plan, x, private_key, self._limits_for(bank_id), self.executor
+                plan, x, private_key, self.ctx.limits_for(bank_id), self.ctx.executor
             )
             trainer.checkpoints = {int(e): s for e, s in record["checkpoints"].items()}
             trainer.restore(request.epoch)
             self.jobs.remove(plan.job_id)  # the interrupted run, if the bureau still has it
             job = self._register(bank_id, trainer, recipe, plan_bytes, max(trainer.checkpoints))
-            self._audit(bank_id, "training_resumed", "OK", job_id=plan.job_id, epoch=request.epoch)
+            self.ctx.record(
+                bank_id, "training_resumed", "OK", job_id=plan.job_id, epoch=request.epoch
+            )
             log.info(
                 "training job %s of bank %s resumed at epoch %d",
                 plan.job_id,
@@ -297,28 +246,12 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             )
             return self._accepted(job)
         except Exception as exc:  # noqa: BLE001
-            self._refused(context, "training_resumed", exc)
-
-    def _limits_for(self, bank_id: str) -> vlr.TrainingLimits:
-        """The bureau-wide floor, raised by the bank's own configuration."""
-        floor = max(self.limits.min_batch_size, self.access.policy(bank_id).min_batch_size)
-        return dataclasses.replace(self.limits, min_batch_size=floor)
-
-    def _choose(self, bank_id: str, requested: tuple[str, ...]) -> list[str]:
-        """The features a job uses: those asked for (default: all), all of them allowed."""
-        allowed = self.access.features(bank_id, self.features.names)
-        denied = [f for f in requested if f in self.features.names and f not in allowed]
-        if denied:
-            raise NotAuthorised(f"bank {bank_id} may not use the bureau features {denied}")
-        names = self.features.choose(requested or tuple(allowed))
-        if not names:
-            raise NotAuthorised(f"bank {bank_id} may use none of the bureau's features")
-        return names
+            self.ctx.refuse(context, "training_resumed", exc)
 
     def _with_job(
         self, context: grpc.ServicerContext, job_id: str, action: Callable[[_Job], T]
     ) -> T:
-        bank_id = self.access.bank(context)
+        bank_id = self.ctx.access.bank(context)
         job = self.jobs.get(bank_id, job_id)
         with job.lock:
             try:
@@ -328,7 +261,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             finally:
                 if job.trainer.stage is vlr.BureauStage.FAILED:
                     self.jobs.remove(job_id)
-                    self._audit(
+                    self.ctx.record(
                         bank_id,
                         "training_failed",
                         "INVALID_ARGUMENT",
@@ -404,13 +337,13 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
         self, request: pb.FinishRequest, context: grpc.ServicerContext
     ) -> pb.TrainingFinished:
         try:
-            bank_id = self.access.bank(context)
+            bank_id = self.ctx.access.bank(context)
 
             def finish(job: _Job) -> pb.TrainingFinished:
                 weights, finished = job.trainer.finish(request.epoch)
                 model_id = secrets.token_hex(16)
                 plan = job.trainer.plan
-                self.models.save(
+                self.ctx.models.save(
                     bank_id,
                     {
                         "format": "xinrong-bureau-model/1",
@@ -429,7 +362,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                         "epoch_counts": job.trainer.epoch_counts,
                     },
                 )
-                self._audit(
+                self.ctx.record(
                     bank_id,
                     "training_finished",
                     "OK",
@@ -457,175 +390,4 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
             self._job_path(bank_id, request.job_id).unlink(missing_ok=True)  # holds the key
             return out
         except Exception as exc:  # noqa: BLE001
-            self._refused(context, "training_finished", exc)
-
-    def BinLabels(
-        self, request_iterator: Iterator[pb.EncryptedLabels], context: grpc.ServicerContext
-    ) -> pb.BinnedLabelSums:
-        try:
-            bank_id = self.access.bank(context)
-            first: pb.EncryptedLabels | None = None
-            key = None
-            labels: list = []
-            total = 0
-            for chunk in request_iterator:
-                if first is None:
-                    first, total = chunk, chunk.total
-                    key = codec.key_from_bytes(chunk.bank_public_key, self.limits.allow_test_keys)
-                    ids = self.store.session_matched_ids(bank_id, chunk.psi_session_id)
-                    if total != len(ids):
-                        raise ProtocolViolation(
-                            f"{total} labels announced; PSI session {chunk.psi_session_id} "
-                            f"matched {len(ids)} rows"
-                        )
-                    if not 2 <= chunk.max_bins <= binning.MAX_BINS:
-                        raise ProtocolViolation(f"max_bins must be from 2 to {binning.MAX_BINS}")
-                    if len(ids) < self.limits.min_rows:
-                        raise PolicyViolation(
-                            f"only {len(ids)} shared rows; information value needs at least "
-                            f"{self.limits.min_rows}"
-                        )
-                    names = self._choose(bank_id, tuple(chunk.features))
-                    self.store.use_session_once(bank_id, chunk.psi_session_id, "binned")
-                elif chunk.total != total:
-                    raise ProtocolViolation("chunks of labels disagree on the total")
-                if chunk.offset != len(labels):
-                    raise ProtocolViolation("chunks of labels arrived out of order")
-                assert key is not None
-                parsed = he.ciphertexts_from_bytes(chunk.labels, key)
-                if len(labels) + len(parsed) > total:
-                    raise ProtocolViolation("more labels than announced")
-                labels.extend(parsed)
-            if first is None or key is None or len(labels) != total:
-                raise ProtocolViolation("the labels ended before all announced chunks arrived")
-            # the bureau's own floor: bins smaller than this are merged, never reported
-            min_count = max(first.min_bin_count, self.limits.min_bin_count)
-            rows = self.features.rows_of(ids)
-            peer = he.PeerEncryptor(key)
-            nsquare = he.mpz(key.nsquare)
-            slot_bits = max(total.bit_length(), 1) + 1
-            out = pb.BinnedLabelSums()
-            for name in names:
-                bins = binning.bin_column(name, rows.column(name), first.max_bins, min_count)
-                sums = [he.mpz(1)] * bins.count
-                for b, c in zip(bins.index.tolist(), labels, strict=True):
-                    sums[b] = sums[b] * c % nsquare
-                totals = np.bincount(bins.index, minlength=bins.count)
-                out.features.append(
-                    pb.FeatureBins(
-                        name=name,
-                        kind=bins.kind,
-                        totals=totals.tolist(),
-                        ordered=bins.ordered,
-                        missing_bin=-1 if bins.missing_bin is None else bins.missing_bin,
-                        slot_bits=slot_bits,
-                        sums=he.ciphertexts_to_bytes(he.pack_sums(sums, slot_bits, peer), key),
-                    )
-                )
-            self._audit(
-                bank_id,
-                "information_value",
-                "OK",
-                psi_session_id=first.psi_session_id,
-                rows=total,
-                features=len(names),
-                min_bin_count=min_count,
-            )
-            self._audit(
-                bank_id,
-                "information_value",
-                "OK",
-                psi_session_id=first.psi_session_id,
-                rows=total,
-                features=len(names),
-                min_bin_count=min_count,
-            )
-            log.info(
-                "binned %d labels of bank %s over %d features (bins of at least %d)",
-                total,
-                bank_id,
-                len(names),
-                min_count,
-            )
-            return out
-        except Exception as exc:  # noqa: BLE001
-            self._refused(context, "information_value", exc)
-
-    def MakeScorecard(
-        self, request: pb.ScorecardRequest, context: grpc.ServicerContext
-    ) -> pb.ScorecardMade:
-        try:
-            bank_id = self.access.bank(context)
-            scaling = scorecard.Scaling(request.base_score, request.pdo, request.base_odds)
-            scaling.check()
-            model = self.models.load(bank_id, request.model_id)
-            recipe = FeatureRecipe.from_json(model["recipe"])
-            slope = request.slope or 1.0
-            if not (np.isfinite(slope) and 0 < slope < 100):
-                raise ProtocolViolation(f"a calibration slope of {slope} is not plausible")
-            points = scorecard.points_table(recipe, slope * np.asarray(model["weights"]), scaling)
-            model["scorecard"] = {"scaling": vars(scaling), "points": points}
-            self.models.save(bank_id, model)
-            log.info(
-                "scorecard for model %s of bank %s: %d bins", request.model_id, bank_id, len(points)
-            )
-            self._audit(bank_id, "scorecard", "OK", model_id=request.model_id, bins=len(points))
-            return pb.ScorecardMade(
-                model_id=request.model_id, features=len(recipe.columns), bins=len(points)
-            )
-        except Exception as exc:  # noqa: BLE001
-            self._refused(context, "scorecard", exc)
-
-    def ScoreApplicants(
-        self, request: pb.ScoreRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.ApplicantScores]:
-        try:
-            bank_id = self.access.bank(context)
-            model = self.models.load(bank_id, request.model_id)
-            ids = self.store.session_matched_ids(bank_id, request.psi_session_id)
-            if request.psi_session_id != model["psi_session_id"]:
-                # applicants count against the quota; the model's own training rows
-                # (scored once for its evaluation) do not
-                self.access.charge(bank_id, "daily_scored", len(ids))
-            recipe = FeatureRecipe.from_json(model["recipe"])
-            rows = self.features.rows_of(ids)
-            x = recipe.transform(rows)
-            scores = np.clip(
-                x @ np.asarray(model["weights"]), -vlr.SCORE_BOUND, vlr.SCORE_BOUND
-            ).astype("<f8")
-            points = None
-            if request.points:
-                if "scorecard" not in model:
-                    raise PolicyViolation(
-                        f"model {request.model_id} has no scorecard yet: make one first "
-                        "(bank-node scorecard)"
-                    )
-                points = scorecard.row_points(rows, recipe, model["scorecard"]["points"]).astype(
-                    "<f8"
-                )
-            self._audit(
-                bank_id,
-                "scoring",
-                "OK",
-                model_id=request.model_id,
-                psi_session_id=request.psi_session_id,
-                rows=len(ids),
-                points=request.points,
-            )
-            log.info(
-                "scored %d applicants with model %s for bank %s",
-                len(ids),
-                request.model_id,
-                bank_id,
-            )
-            for start in range(0, max(len(scores), 1), SCORES_PER_MESSAGE):
-                yield pb.ApplicantScores(
-                    offset=start,
-                    total=len(scores),
-                    scores=scores[start : start + SCORES_PER_MESSAGE].tobytes(),
-                    points=b""
-                    if points is None
-                    else points[start : start + SCORES_PER_MESSAGE].tobytes(),
-                )
-        except Exception as exc:  # noqa: BLE001
-            self._refused(context, "scoring", exc)
+            self.ctx.refuse(context, "training_finished", exc)

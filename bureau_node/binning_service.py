@@ -1,0 +1,111 @@
+"""Federated binning for information value: the bureau bins its features and sums the
+bank's encrypted labels per bin; it never sees a label, the bank never sees a split point."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+
+from node_runtime.transport import model_codec as codec
+from protocols import binning
+from protocols import paillier as he
+from protocols.errors import PolicyViolation, ProtocolViolation
+from xinrong.v1 import model_pb2 as pb
+from xinrong.v1 import model_pb2_grpc
+
+from .context import BureauContext
+
+log = logging.getLogger(__name__)
+
+
+class BinningServicer(model_pb2_grpc.BinningServicer):
+    def __init__(self, ctx: BureauContext) -> None:
+        self.ctx = ctx
+
+    def BinLabels(
+        self, request_iterator: Iterator[pb.EncryptedLabels], context: grpc.ServicerContext
+    ) -> pb.BinnedLabelSums:
+        try:
+            bank_id = self.ctx.access.bank(context)
+            first: pb.EncryptedLabels | None = None
+            key = None
+            labels: list = []
+            total = 0
+            for chunk in request_iterator:
+                if first is None:
+                    first, total = chunk, chunk.total
+                    key = codec.key_from_bytes(
+                        chunk.bank_public_key, self.ctx.limits.allow_test_keys
+                    )
+                    ids = self.ctx.store.session_matched_ids(bank_id, chunk.psi_session_id)
+                    if total != len(ids):
+                        raise ProtocolViolation(
+                            f"{total} labels announced; PSI session {chunk.psi_session_id} "
+                            f"matched {len(ids)} rows"
+                        )
+                    if not 2 <= chunk.max_bins <= binning.MAX_BINS:
+                        raise ProtocolViolation(f"max_bins must be from 2 to {binning.MAX_BINS}")
+                    if len(ids) < self.ctx.limits.min_rows:
+                        raise PolicyViolation(
+                            f"only {len(ids)} shared rows; information value needs at least "
+                            f"{self.ctx.limits.min_rows}"
+                        )
+                    names = self.ctx.choose(bank_id, tuple(chunk.features))
+                    self.ctx.store.use_session_once(bank_id, chunk.psi_session_id, "binned")
+                elif chunk.total != total:
+                    raise ProtocolViolation("chunks of labels disagree on the total")
+                if chunk.offset != len(labels):
+                    raise ProtocolViolation("chunks of labels arrived out of order")
+                assert key is not None
+                parsed = he.ciphertexts_from_bytes(chunk.labels, key)
+                if len(labels) + len(parsed) > total:
+                    raise ProtocolViolation("more labels than announced")
+                labels.extend(parsed)
+            if first is None or key is None or len(labels) != total:
+                raise ProtocolViolation("the labels ended before all announced chunks arrived")
+            # the bureau's own floor: bins smaller than this are merged, never reported
+            min_count = max(first.min_bin_count, self.ctx.limits.min_bin_count)
+            rows = self.ctx.features.rows_of(ids)
+            peer = he.PeerEncryptor(key)
+            nsquare = he.mpz(key.nsquare)
+            slot_bits = max(total.bit_length(), 1) + 1
+            out = pb.BinnedLabelSums()
+            for name in names:
+                bins = binning.bin_column(name, rows.column(name), first.max_bins, min_count)
+                sums = [he.mpz(1)] * bins.count
+                for b, c in zip(bins.index.tolist(), labels, strict=True):
+                    sums[b] = sums[b] * c % nsquare
+                totals = np.bincount(bins.index, minlength=bins.count)
+                out.features.append(
+                    pb.FeatureBins(
+                        name=name,
+                        kind=bins.kind,
+                        totals=totals.tolist(),
+                        ordered=bins.ordered,
+                        missing_bin=-1 if bins.missing_bin is None else bins.missing_bin,
+                        slot_bits=slot_bits,
+                        sums=he.ciphertexts_to_bytes(he.pack_sums(sums, slot_bits, peer), key),
+                    )
+                )
+            self.ctx.record(
+                bank_id,
+                "information_value",
+                "OK",
+                psi_session_id=first.psi_session_id,
+                rows=total,
+                features=len(names),
+                min_bin_count=min_count,
+            )
+            log.info(
+                "binned %d labels of bank %s over %d features (bins of at least %d)",
+                total,
+                bank_id,
+                len(names),
+                min_count,
+            )
+            return out
+        except Exception as exc:  # noqa: BLE001
+            self.ctx.refuse(context, "information_value", exc)

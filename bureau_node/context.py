@@ -1,0 +1,61 @@
+"""What the bureau's model servicers share: the data, the stores, the policy and the log.
+
+Each gRPC service has its own thin servicer (catalogue, training, binning, scoring); they
+all read and write through one :class:`BureauContext`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import NoReturn
+
+import grpc
+
+from node_runtime.transport.errors import abort_with
+from protocols import vertical_lr as vlr
+from protocols.errors import NotAuthorised
+
+from .audit import AuditLog
+from .config import Access
+from .features import BureauFeatures
+from .models import ModelStore
+from .store import BureauStore
+
+
+@dataclass
+class BureauContext:
+    features: BureauFeatures
+    store: BureauStore
+    models: ModelStore
+    limits: vlr.TrainingLimits
+    access: Access
+    audit: AuditLog | None = None
+    executor: Executor | None = None
+
+    def record(self, bank_id: str, event: str, outcome: str, **details: object) -> None:
+        if self.audit is not None:
+            self.audit.append(bank_id, event, outcome, **details)
+
+    def refuse(self, context: grpc.ServicerContext, event: str, exc: BaseException) -> NoReturn:
+        """Record the refusal (before the answer leaves), then answer with its status."""
+        if self.audit is not None:
+            self.audit.refusal(context, event, exc)
+        abort_with(context, exc)
+
+    def limits_for(self, bank_id: str) -> vlr.TrainingLimits:
+        """The bureau-wide floor, raised by the bank's own configuration."""
+        floor = max(self.limits.min_batch_size, self.access.policy(bank_id).min_batch_size)
+        return dataclasses.replace(self.limits, min_batch_size=floor)
+
+    def choose(self, bank_id: str, requested: tuple[str, ...]) -> list[str]:
+        """The features a job uses: those asked for (default: all), all of them allowed."""
+        allowed = self.access.features(bank_id, self.features.names)
+        denied = [f for f in requested if f in self.features.names and f not in allowed]
+        if denied:
+            raise NotAuthorised(f"bank {bank_id} may not use the bureau features {denied}")
+        names = self.features.choose(requested or tuple(allowed))
+        if not names:
+            raise NotAuthorised(f"bank {bank_id} may use none of the bureau's features")
+        return names

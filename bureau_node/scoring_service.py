@@ -1,0 +1,106 @@
+"""Scoring with a stored model (the bureau's contribution u_B per matched applicant) and
+the bureau's half of a scorecard."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+
+from protocols import scorecard
+from protocols import vertical_lr as vlr
+from protocols.errors import PolicyViolation, ProtocolViolation
+from protocols.features import FeatureRecipe
+from xinrong.v1 import model_pb2 as pb
+from xinrong.v1 import model_pb2_grpc
+
+from .context import BureauContext
+
+log = logging.getLogger(__name__)
+SCORES_PER_MESSAGE = 65_536
+
+
+class ScoringServicer(model_pb2_grpc.ScoringServicer):
+    def __init__(self, ctx: BureauContext) -> None:
+        self.ctx = ctx
+
+    def MakeScorecard(
+        self, request: pb.ScorecardRequest, context: grpc.ServicerContext
+    ) -> pb.ScorecardMade:
+        try:
+            bank_id = self.ctx.access.bank(context)
+            scaling = scorecard.Scaling(request.base_score, request.pdo, request.base_odds)
+            scaling.check()
+            model = self.ctx.models.load(bank_id, request.model_id)
+            recipe = FeatureRecipe.from_json(model["recipe"])
+            slope = request.slope or 1.0
+            if not (np.isfinite(slope) and 0 < slope < 100):
+                raise ProtocolViolation(f"a calibration slope of {slope} is not plausible")
+            points = scorecard.points_table(recipe, slope * np.asarray(model["weights"]), scaling)
+            model["scorecard"] = {"scaling": vars(scaling), "points": points}
+            self.ctx.models.save(bank_id, model)
+            log.info(
+                "scorecard for model %s of bank %s: %d bins", request.model_id, bank_id, len(points)
+            )
+            self.ctx.record(bank_id, "scorecard", "OK", model_id=request.model_id, bins=len(points))
+            return pb.ScorecardMade(
+                model_id=request.model_id, features=len(recipe.columns), bins=len(points)
+            )
+        except Exception as exc:  # noqa: BLE001
+            self.ctx.refuse(context, "scorecard", exc)
+
+    def ScoreApplicants(
+        self, request: pb.ScoreRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ApplicantScores]:
+        try:
+            bank_id = self.ctx.access.bank(context)
+            model = self.ctx.models.load(bank_id, request.model_id)
+            ids = self.ctx.store.session_matched_ids(bank_id, request.psi_session_id)
+            if request.psi_session_id != model["psi_session_id"]:
+                # applicants count against the quota; the model's own training rows
+                # (scored once for its evaluation) do not
+                self.ctx.access.charge(bank_id, "daily_scored", len(ids))
+            recipe = FeatureRecipe.from_json(model["recipe"])
+            rows = self.ctx.features.rows_of(ids)
+            x = recipe.transform(rows)
+            scores = np.clip(
+                x @ np.asarray(model["weights"]), -vlr.SCORE_BOUND, vlr.SCORE_BOUND
+            ).astype("<f8")
+            points = None
+            if request.points:
+                if "scorecard" not in model:
+                    raise PolicyViolation(
+                        f"model {request.model_id} has no scorecard yet: make one first "
+                        "(bank-node scorecard)"
+                    )
+                points = scorecard.row_points(rows, recipe, model["scorecard"]["points"]).astype(
+                    "<f8"
+                )
+            self.ctx.record(
+                bank_id,
+                "scoring",
+                "OK",
+                model_id=request.model_id,
+                psi_session_id=request.psi_session_id,
+                rows=len(ids),
+                points=request.points,
+            )
+            log.info(
+                "scored %d applicants with model %s for bank %s",
+                len(ids),
+                request.model_id,
+                bank_id,
+            )
+            for start in range(0, max(len(scores), 1), SCORES_PER_MESSAGE):
+                yield pb.ApplicantScores(
+                    offset=start,
+                    total=len(scores),
+                    scores=scores[start : start + SCORES_PER_MESSAGE].tobytes(),
+                    points=b""
+                    if points is None
+                    else points[start : start + SCORES_PER_MESSAGE].tobytes(),
+                )
+        except Exception as exc:  # noqa: BLE001
+            self.ctx.refuse(context, "scoring", exc)
