@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor
-from multiprocessing import context, forkserver, popen_forkserver, spawn, util
+from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
 from typing import Any
 
 from protocols.errors import InputDataError
@@ -77,13 +77,15 @@ class _WorkerPopen(popen_forkserver.Popen):
         buf = io.BytesIO()
         context.set_spawning_popen(self)
         try:
-            context.reduction.dump(prep_data, buf)
-            context.reduction.dump(process_obj, buf)
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
         finally:
             context.set_spawning_popen(None)
-        self.sentinel, w = _FORK_SERVER.connect_to_new_process(self._fds)
+        # typeshed lacks these two private names of CPython's multiprocessing
+        self.sentinel, w = _FORK_SERVER.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
         parent_w = os.dup(w)  # the child's sentinel of its parent, as in CPython
-        self.finalizer = util.Finalize(self, util.close_fds, (parent_w, self.sentinel))
+        close = util.close_fds  # type: ignore[attr-defined]
+        self.finalizer = util.Finalize(self, close, (parent_w, self.sentinel))
         with open(w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
         self.pid = forkserver.read_signed(self.sentinel)
