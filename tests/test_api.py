@@ -4,11 +4,25 @@ caller's main module."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+import bank_node
+from bureau_node.server import BureauNode
+from node_runtime.cli_common import distribution_version
+from node_runtime.transport import certs
+from protocols.errors import InputDataError, PeerError
+from xinrong.synthetic import generate_city, generate_usccs, write_city
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,3 +63,178 @@ def test_a_pool_from_a_script_without_a_main_guard_does_not_rerun_the_script(tmp
     assert done.returncode == 0, done.stderr
     # the script's top level ran once, in its own process, and the workers did the work
     assert done.stdout.splitlines() == ["top level", "in workers True True"]
+
+
+# -- the README's example, from a plain script, over mutual TLS ----------------------------
+
+README = ROOT / "README.md"
+PLACEHOLDER = "bureau.example.org:50051"
+
+
+def readme_example() -> str:
+    """The Python block under the README's "Python API" heading, as it stands."""
+    section = README.read_text(encoding="utf-8").split("## Python API", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory) -> Path:
+    """A bank's working directory as the README assumes it: clients.csv, applicants.csv and
+    ./tls/banks/my-bank (here the CA lives beside it)."""
+    root = tmp_path_factory.mktemp("bank")
+    city = write_city(generate_city(4000, 1200, seed=11), root / "city")
+    clients = pacsv.read_csv(
+        city["bank"], convert_options=pacsv.ConvertOptions(column_types={"uscc": pa.string()})
+    )
+    pacsv.write_csv(clients, root / "clients.csv")
+    applicants = clients.drop_columns(["y"]).slice(0, 150)
+    strangers = generate_usccs(3, np.random.default_rng(8)).astype(str).tolist()
+    extra = pa.table(
+        {n: pa.nulls(4, applicants.schema.field(n).type) for n in applicants.column_names}
+    ).set_column(0, "uscc", pa.array([strangers[0], "not-a-code", *strangers[1:]], pa.string()))
+    pacsv.write_csv(pa.concat_tables([applicants, extra]), root / "applicants.csv")
+    certs.init_ca(root / "tls")
+    certs.issue_bank(root / "tls", "my-bank")
+    certs.issue_bank(root / "tls", "other-bank")
+    (root / "city").joinpath("bureau.path").write_text(str(city["bureau"]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def bureau_node(room, tmp_path_factory):
+    data = Path((room / "city" / "bureau.path").read_text())
+    with BureauNode(
+        data, "uscc", tmp_path_factory.mktemp("state"), workers=0, tls_dir=room / "tls"
+    ) as node:
+        node.start("127.0.0.1:0")
+        yield node
+
+
+@pytest.fixture(scope="module")
+def example_run(room, bureau_node):
+    source = readme_example()
+    assert source.count(PLACEHOLDER) == 2 and "__main__" not in source
+    script = room / "example.py"
+    script.write_text(source.replace(PLACEHOLDER, f"127.0.0.1:{bureau_node.port}"))
+    done = run_script(script, room, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_the_readme_example_runs_from_a_plain_script_over_mutual_tls(room, example_run):
+    model = json.loads((room / "model" / "model.json").read_text())
+    metrics = model["metrics"]
+    for split in ("train", "validation"):
+        assert {"auc", "ks", "log_loss"} <= set(metrics[split])
+        assert 0.6 < metrics[split]["auc"] <= 1 and 0 < metrics[split]["ks"] <= 1
+    assert 1 <= len(model["history"]) <= 5
+    assert "train_loss" in example_run.stdout and "auc" in example_run.stdout
+    # one prediction per applicant, in the applicants' order, the unknown flagged not dropped
+    applicants = pacsv.read_csv(
+        room / "applicants.csv",
+        convert_options=pacsv.ConvertOptions(column_types={"uscc": pa.string()}),
+    )
+    scores = pd.read_csv(room / "scores.csv", dtype={"uscc": str})
+    assert list(scores.columns) == ["uscc", "score", "bureau_matched"]
+    assert scores["uscc"].tolist() == applicants.column("uscc").to_pylist()
+    assert scores["score"].between(0, 1).all()
+    assert scores["bureau_matched"].iloc[:150].sum() > 100
+    assert not scores["bureau_matched"].iloc[150:].any()
+    # the saved model, loaded in a new session, scores everyone the same
+    again = pd.read_csv(room / "scores-again.csv", dtype={"uscc": str})
+    assert again["uscc"].tolist() == scores["uscc"].tolist()
+    assert np.allclose(again["score"], scores["score"], rtol=0, atol=1e-12)
+    iv = pd.read_csv(room / "iv.csv")
+    assert set(iv["party"]) == {"bank", "bureau"} and (iv["iv"] >= 0).all()
+
+
+# -- in memory: DataFrames and pyarrow Tables, typed errors --------------------------------
+
+
+@pytest.fixture()
+def bureau(room, bureau_node):
+    with bank_node.connect(
+        f"127.0.0.1:{bureau_node.port}", tls_dir=room / "tls" / "banks" / "my-bank", workers=0
+    ) as session:
+        yield session
+
+
+def clients_table(room: Path) -> pa.Table:
+    return pacsv.read_csv(
+        room / "clients.csv",
+        convert_options=pacsv.ConvertOptions(column_types={"uscc": pa.string()}),
+    )
+
+
+def test_dataframes_and_pyarrow_tables_give_the_same_answers(room, bureau, monkeypatch):
+    table = clients_table(room)
+    from_frame = bureau.psi(table.to_pandas(), id_column="uscc")
+    assert isinstance(from_frame, pd.DataFrame) and list(from_frame.columns) == ["uscc"]
+    assert 800 < len(from_frame) <= table.num_rows
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if pandas were not installed
+    from_table = bureau.psi(table, id_column="uscc")
+    assert isinstance(from_table, pa.Table)
+    assert from_table.column("uscc").to_pylist() == from_frame["uscc"].tolist()
+    catalogue = bureau.features()
+    assert isinstance(catalogue, pa.Table) and catalogue.num_rows == 16
+    assert catalogue.column_names == ["name", "kind", "description"]
+
+
+def test_a_saved_model_predicts_from_a_dataframe_or_a_table(room, bureau, example_run):
+    model = bank_node.load(room / "model", bureau)
+    applicants = pacsv.read_csv(
+        room / "applicants.csv",
+        convert_options=pacsv.ConvertOptions(column_types={"uscc": pa.string()}),
+    )
+    from_frame = model.predict_proba(applicants.to_pandas())
+    from_table = model.predict_proba(applicants)
+    assert from_frame["score"].tolist() == from_table["score"].tolist()
+    assert len(from_frame) == applicants.num_rows
+    assert model.metrics["validation"]["auc"] > 0.6
+    assert list(model.history.columns) == ["epoch", "train_loss", "validation_loss", "seconds"]
+    with pytest.raises(InputDataError, match="no scorecard"):
+        model.predict_proba(applicants, points=True)
+    with pytest.raises(InputDataError, match="no column 'account_age_months'|account_age"):
+        model.predict_proba(applicants.drop_columns(["account_age_months"]))
+
+
+def test_errors_are_typed_and_say_what_to_do(room, bureau, bureau_node, tmp_path):
+    address = f"127.0.0.1:{bureau_node.port}"
+    tls = room / "tls" / "banks" / "my-bank"
+    with pytest.raises(InputDataError, match="mutual TLS"):
+        bank_node.connect(address)
+    with pytest.raises(InputDataError, match="loopback only"):
+        bank_node.connect("bureau.example.org:50051", insecure=True)
+    with pytest.raises(InputDataError, match="not 'other-bank'"):
+        bank_node.connect(address, tls_dir=tls, bank_id="other-bank")
+    with pytest.raises(PeerError, match="cannot reach the bureau"):
+        bank_node.connect("127.0.0.1:1", tls_dir=tls, connect_timeout=1)
+    table = clients_table(room)
+    with pytest.raises(InputDataError, match="no column named 'id'"):
+        bureau.psi(table, id_column="id")
+    with pytest.raises(InputDataError, match="read the IDs as text"):
+        bureau.psi(pd.DataFrame({"uscc": [1.5, 2.0]}), id_column="uscc")
+    with pytest.raises(InputDataError, match="DataFrame or a pyarrow Table"):
+        bureau.psi(str(room / "clients.csv"), id_column="uscc")
+    bad = table.set_column(table.column_names.index("y"), "y", pa.array([2] * table.num_rows))
+    with pytest.raises(InputDataError, match="must hold 0 or 1"):
+        bureau.train(bad, id_column="uscc", label="y")
+    with pytest.raises(bank_node.XinrongError, match="from 2048 to 4096"):
+        bureau.train(table, id_column="uscc", label="y", key_bits=512)
+    with pytest.raises(InputDataError, match="no model here"):
+        bank_node.load(tmp_path, bureau)
+    # all of them are what the command lines turn into one line
+    assert issubclass(InputDataError, bank_node.XinrongError)
+
+
+def test_import_is_light_and_versioned():
+    code = (
+        "import sys, bank_node; "
+        "print(bank_node.__version__, any(m in sys.modules for m in "
+        "('grpc', 'pyarrow', 'numpy', 'sklearn', 'pandas')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    version, heavy = done.stdout.split()
+    assert version == distribution_version() and heavy == "False"
+    assert bank_node.__doc__ and "connect" in bank_node.__all__
