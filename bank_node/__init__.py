@@ -12,8 +12,9 @@
         model.save("./model")
         model = bank_node.load("./model", bureau)
 
-Results are pandas DataFrames when pandas is installed (``pip install 'xinrong[pandas]'``),
-pyarrow Tables otherwise. Errors are the typed exceptions exported here (all are
+Data goes in as a pandas DataFrame, a pyarrow Table or a CSV/Parquet path; results are
+pandas DataFrames when pandas is installed (``pip install 'xinrong[pandas]'``), pyarrow
+Tables otherwise. Errors are the typed exceptions exported here (all are
 ``XinrongError``): ``InputDataError`` for the bank's own data and settings, ``PeerError`` when
 the bureau refused or failed, ``ProtocolViolation`` for a malformed answer from it.
 The API is imported on first use, so ``import bank_node`` stays light.

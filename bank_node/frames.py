@@ -4,26 +4,31 @@ out when pandas is installed (pyarrow Tables otherwise). pandas is optional
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from node_runtime import tables
 from protocols.errors import InputDataError
 
 
 def as_table(data: Any, id_column: str) -> pa.Table:
-    """A pyarrow Table of ``data`` with its ID column as text (as the file reader gives it).
+    """A pyarrow Table of ``data`` (a DataFrame, a pyarrow Table, or a CSV or Parquet file's
+    path) with its ID column as text, as the file reader gives it.
 
     IDs must arrive as text or integers: a float column (pandas turns integers with gaps into
     floats) would turn ``123`` into ``"123.0"`` and silently match nothing."""
+    if isinstance(data, str | Path):
+        return tables.read_table(data, id_column)
     if isinstance(data, pa.Table):
         table = data
     elif _is_dataframe(data):
         table = pa.Table.from_pandas(data, preserve_index=False)
     else:
         raise InputDataError(
-            f"expected a pandas DataFrame or a pyarrow Table, not {type(data).__name__}; "
-            "for a file, read it first (pandas.read_csv(path, dtype={ID: str}))"
+            f"expected a pandas DataFrame, a pyarrow Table or a file's path, not "
+            f"{type(data).__name__}"
         )
     if id_column not in table.column_names:
         shown = ", ".join(table.column_names[:20])

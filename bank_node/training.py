@@ -40,6 +40,7 @@ from protocols.optim import OptimizerConfig, split_rows
 from xinrong.v1 import model_pb2 as pb
 
 from .client import BureauConnection, run_psi
+from .frames import as_table
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.json"
@@ -349,8 +350,6 @@ def read(data: Any, id_column: str, label: str) -> tuple[pa.Table, np.ndarray]:
     if isinstance(data, str | Path):
         table = tables.read_table(data, id_column)
     else:
-        from .frames import as_table
-
         table = as_table(data, id_column)
     return table, read_labels(table, label)
 

@@ -214,8 +214,10 @@ def test_errors_are_typed_and_say_what_to_do(room, bureau, bureau_node, tmp_path
         bureau.psi(table, id_column="id")
     with pytest.raises(InputDataError, match="read the IDs as text"):
         bureau.psi(pd.DataFrame({"uscc": [1.5, 2.0]}), id_column="uscc")
-    with pytest.raises(InputDataError, match="DataFrame or a pyarrow Table"):
-        bureau.psi(str(room / "clients.csv"), id_column="uscc")
+    with pytest.raises(InputDataError, match="DataFrame, a pyarrow Table or a file's path"):
+        bureau.psi([["91350100M000100Y43"]], id_column="uscc")
+    with pytest.raises(InputDataError, match="no such file"):
+        bureau.psi(room / "missing.csv", id_column="uscc")
     bad = table.set_column(table.column_names.index("y"), "y", pa.array([2] * table.num_rows))
     with pytest.raises(InputDataError, match="must hold 0 or 1"):
         bureau.train(bad, id_column="uscc", label="y")
