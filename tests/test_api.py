@@ -180,7 +180,7 @@ def test_dataframes_and_pyarrow_tables_give_the_same_answers(room, bureau, monke
     assert catalogue.column_names == ["name", "kind", "description"]
 
 
-def test_a_saved_model_predicts_from_a_dataframe_or_a_table(room, bureau, example_run):
+def test_a_saved_model_predicts_and_keeps_its_scorecard(room, bureau, example_run, tmp_path):
     model = bank_node.load(room / "model", bureau)
     applicants = pacsv.read_csv(
         room / "applicants.csv",
@@ -196,6 +196,16 @@ def test_a_saved_model_predicts_from_a_dataframe_or_a_table(room, bureau, exampl
         model.predict_proba(applicants, points=True)
     with pytest.raises(InputDataError, match="no column 'account_age_months'|account_age"):
         model.predict_proba(applicants.drop_columns(["account_age_months"]))
+    card = model.scorecard(base_score=600, pdo=50, base_odds=20)
+    assert card["feature"].iloc[0] == "(base points)" and len(card) > 5
+    with_points = model.predict_proba(applicants, points=True)
+    assert with_points["score"].tolist() == from_table["score"].tolist()
+    # more points, better odds: the points fall as the probability of default rises
+    assert np.corrcoef(with_points["points"], with_points["score"])[0, 1] < -0.5
+    saved = model.save(tmp_path / "copy")
+    reloaded = bank_node.load(saved, bureau).predict_proba(applicants, points=True)
+    assert reloaded["points"].tolist() == with_points["points"].tolist()
+    assert (saved / "scorecard.csv").exists() and (saved / "evaluation.csv").exists()
 
 
 def test_errors_are_typed_and_say_what_to_do(room, bureau, bureau_node, tmp_path):
