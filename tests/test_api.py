@@ -19,8 +19,10 @@ import pytest
 
 import bank_node
 from bureau_node.server import BureauNode
+from node_runtime import progress
 from node_runtime.cli_common import distribution_version
 from node_runtime.transport import certs
+from protocols import vertical_lr as vlr
 from protocols.errors import InputDataError, PeerError
 from xinrong.synthetic import generate_city, generate_usccs, write_city
 
@@ -104,7 +106,12 @@ def room(tmp_path_factory) -> Path:
 def bureau_node(room, tmp_path_factory):
     data = Path((room / "city" / "bureau.path").read_text())
     with BureauNode(
-        data, "uscc", tmp_path_factory.mktemp("state"), workers=0, tls_dir=room / "tls"
+        data,
+        "uscc",
+        tmp_path_factory.mktemp("state"),
+        workers=0,
+        tls_dir=room / "tls",
+        training_limits=vlr.TrainingLimits(allow_test_keys=True),  # the README uses 2048
     ) as node:
         node.start("127.0.0.1:0")
         yield node
@@ -250,3 +257,73 @@ def test_import_is_light_and_versioned():
     version, heavy = done.stdout.split()
     assert version == distribution_version() and heavy == "False"
     assert bank_node.__doc__ and "connect" in bank_node.__all__
+
+
+WITHOUT_PANDAS = """
+import importlib.abc, json, sys
+
+class NoPandas(importlib.abc.MetaPathFinder):  # as if pandas were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError("No module named 'pandas'", name=name)
+
+sys.meta_path.insert(0, NoPandas())
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import bank_node
+
+address, tls_dir, model_dir = sys.argv[1:4]
+table = pacsv.read_csv(
+    "clients.csv", convert_options=pacsv.ConvertOptions(column_types={"uscc": pa.string()})
+)
+epochs = []
+with bank_node.connect(address, tls_dir=tls_dir, workers=0) as bureau:
+    model = bureau.train(
+        table, id_column="uscc", label="y", epochs=2, seed=3, key_bits=768,
+        allow_test_keys=True, model_dir=model_dir, on_epoch=lambda r: epochs.append(r.epoch),
+    )
+    scores = model.predict_proba(table.drop_columns(["y"]).slice(0, 40))
+print(json.dumps({
+    "pandas_loaded": "pandas" in sys.modules,
+    "types": [type(model.history).__name__, type(scores).__name__],
+    "epochs": epochs,
+    "history": model.history.column("epoch").to_pylist(),
+    "rows": model.summary["rows"],
+    "train_auc": model.metrics["train"]["auc"],
+    "model_id": model.model_id,
+    "ids": scores.column("uscc").to_pylist(),
+}))
+"""
+
+
+def test_training_on_a_pyarrow_table_without_pandas(room, bureau_node, tmp_path):
+    script = tmp_path / "no_pandas.py"
+    script.write_text(WITHOUT_PANDAS)
+    address = f"127.0.0.1:{bureau_node.port}"
+    tls = room / "tls" / "banks" / "my-bank"
+    done = subprocess.run(
+        [sys.executable, str(script), address, str(tls), str(tmp_path / "m")],
+        cwd=room,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["pandas_loaded"] is False and out["types"] == ["Table", "Table"]
+    assert 1 <= len(out["epochs"]) <= 2 and out["history"] == [e + 1 for e in out["epochs"]]
+    assert out["rows"] > 800 and out["train_auc"] > 0.6
+    # model_dir holds the model as the command lines write it, and no checkpoint (it held a key)
+    saved = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert saved["model_id"] == out["model_id"]
+    assert not (tmp_path / "m" / "checkpoint.json").exists()
+    assert out["ids"] == clients_table(room).column("uscc").to_pylist()[:40]
+
+
+def test_progress_bars_show_in_a_terminal_or_a_notebook(monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert not progress.visible()
+    monkeypatch.setitem(sys.modules, "ipykernel", object())
+    assert progress.visible()
