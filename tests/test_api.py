@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -136,6 +137,8 @@ def test_the_readme_example_runs_from_a_plain_script_over_mutual_tls(room, examp
         assert 0.6 < metrics[split]["auc"] <= 1 and 0 < metrics[split]["ks"] <= 1
     assert 1 <= len(model["history"]) <= 5
     assert "train_loss" in example_run.stdout and "auc" in example_run.stdout
+    known = re.search(r"the bureau knows (\d+) of 1200 clients", example_run.stdout)
+    assert known and 800 < int(known.group(1)) <= 1200
     # one prediction per applicant, in the applicants' order, the unknown flagged not dropped
     applicants = pacsv.read_csv(
         room / "applicants.csv",
