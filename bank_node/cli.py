@@ -14,14 +14,13 @@ from node_runtime.cli_common import (
     run_main,
 )
 from node_runtime.progress import ProgressBars
-from node_runtime.transport import certs
 from protocols import psi
 from protocols.errors import InputDataError
 from protocols.ids import IdType
 
+from .client import DEFAULT_BANK_ID
 from .jobs import psi_job
 
-DEFAULT_BANK_ID = "demo-bank"
 BANK_ID_HELP = (
     "this bank's name at the bureau (default: the one in the --tls-dir certificate; "
     f"{DEFAULT_BANK_ID} with --insecure)"
@@ -223,9 +222,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from .training import list_features
+    from .api import connect
+    from .frames import records
 
-    features = list_features(args.bureau, args.bank_id, tls_dir=args.tls_dir)
+    with connect(
+        args.bureau, tls_dir=args.tls_dir, bank_id=args.bank_id, insecure=args.insecure
+    ) as bureau:
+        features = records(bureau.features())
     for f in features:
         _say(args)(f"{f['name']:<32} {f['kind']:<9} {f['description']}")
     print_result({"features": features})
@@ -260,30 +263,16 @@ def _add_tls(parser: argparse.ArgumentParser) -> None:
 
 def _check_transport(args: argparse.Namespace) -> None:
     """TLS unless the user explicitly asked for plaintext to a loopback bureau; the bank's
-    name is its certificate's, or DEFAULT_BANK_ID on plaintext."""
-    tls_dir = getattr(args, "tls_dir", None)
-    if hasattr(args, "bank_id"):
-        if tls_dir:
-            certified = certs.certified_bank_id(tls_dir)
-            if args.bank_id not in (None, certified):
-                raise InputDataError(
-                    f"the certificate in {tls_dir} is for bank {certified!r}, not "
-                    f"{args.bank_id!r}: leave out --bank-id, or use that bank's directory"
-                )
-            args.bank_id = certified
-        elif args.bank_id is None:
-            args.bank_id = DEFAULT_BANK_ID
-    if tls_dir or not hasattr(args, "insecure"):
+    name is its certificate's, or DEFAULT_BANK_ID on plaintext (``api.bank_identity``)."""
+    if not hasattr(args, "insecure"):
         return
-    if not args.insecure:
-        raise InputDataError(
-            "connect with mutual TLS: --tls-dir DIR (the directory the bureau issued to this "
-            "bank), or --insecure for plaintext to a bureau on loopback (development)"
-        )
-    address = getattr(args, "bureau", None)
-    host = address.rsplit(":", 1)[0].strip("[]") if address else "127.0.0.1"
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise InputDataError(f"--insecure is for a bureau on loopback only, not {host}")
+    from .api import bank_identity
+
+    name = bank_identity(
+        getattr(args, "bureau", None), args.tls_dir, getattr(args, "bank_id", None), args.insecure
+    )
+    if hasattr(args, "bank_id"):
+        args.bank_id = name
 
 
 def build_parser() -> argparse.ArgumentParser:

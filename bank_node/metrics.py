@@ -4,7 +4,6 @@ implementations; KS as the largest gap between the ROC curve and the diagonal)."
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -13,6 +12,9 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 def evaluate(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float | int | None]:
     """AUC, KS and log-loss; AUC and KS are None when only one class is present."""
+    # imported here: scikit-learn takes seconds to import, and scoring never needs it
+    from sklearn.metrics import log_loss, roc_auc_score, roc_curve
+
     labels = np.asarray(labels, dtype=np.int64)
     p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1 - 1e-12)
     out: dict[str, float | int | None] = {
