@@ -36,6 +36,7 @@ class PsiSummary:
     out: str
     rejects: str
     seconds: float
+    id_warnings: int = 0  # kept IDs that break a GB 32100 structure rule
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -74,7 +75,7 @@ def psi_job(
             executor.shutdown(cancel_futures=True)
     tables.write_csv(pa.table({id_column: pa.array(result.matched_ids, pa.string())}), out)
     rejects = rejects_path_for(out)
-    tables.write_rejects(prepared.rejects, rejects)
+    tables.write_rejects(prepared.rejects, rejects, prepared.warnings)
     return PsiSummary(
         rows=prepared.rows,
         bank_ids=len(ids),
@@ -88,4 +89,5 @@ def psi_job(
         out=str(out),
         rejects=str(rejects),
         seconds=round(time.perf_counter() - started, 3),
+        id_warnings=len(prepared.warnings),
     )

@@ -11,7 +11,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from protocols.errors import InputDataError
-from protocols.ids import IdReject
+from protocols.ids import IdReject, IdWarning
 
 CSV_SUFFIXES = {".csv", ".txt"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -108,14 +108,22 @@ def write_csv(table: pa.Table, path: str | Path) -> None:
     tmp.replace(path)
 
 
-def write_rejects(rejects: Sequence[IdReject], path: str | Path) -> None:
-    """The rows whose IDs were refused: 1-based data row, the raw value, the reason."""
+def write_rejects(
+    rejects: Sequence[IdReject], path: str | Path, warnings: Sequence[IdWarning] = ()
+) -> None:
+    """The rows whose IDs were refused (1-based data row, the raw value, the reason) and,
+    with an empty reason, the rows kept whose IDs break a structure rule (``warnings``)."""
+    rows = sorted(
+        [(r.row, r.raw, r.reason, "") for r in rejects]
+        + [(w.row, w.raw, "", w.warning) for w in warnings]
+    )
     write_csv(
         pa.table(
             {
-                "row": pa.array([r.row for r in rejects], pa.int64()),
-                "raw": pa.array([r.raw for r in rejects], pa.string()),
-                "reason": pa.array([r.reason for r in rejects], pa.string()),
+                "row": pa.array([r[0] for r in rows], pa.int64()),
+                "raw": pa.array([r[1] for r in rows], pa.string()),
+                "reason": pa.array([r[2] for r in rows], pa.string()),
+                "warnings": pa.array([r[3] for r in rows], pa.string()),
             }
         ),
         path,
