@@ -54,11 +54,12 @@ def psi_job(
     executor_spec: str | None = None,
     on_progress: OnProgress | None = None,
     tls_dir: str | Path | None = None,
+    read_options: tables.ReadOptions | None = None,
 ) -> PsiSummary:
     """Read the bank's file, run PSI with the bureau, write the matched IDs and the rejects."""
     started = time.perf_counter()
     out = Path(out)
-    table = tables.read_table(data, id_column, columns=[])
+    table = tables.read_table(data, id_column, columns=[], options=read_options)
     prepared = prepare_ids(table.column(id_column), id_type)
     ids = prepared.ids
     executor = make_executor(workers, executor_spec) if ids else None

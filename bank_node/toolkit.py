@@ -21,12 +21,20 @@ from node_runtime.transport import model_codec as codec
 from protocols import binning, psi, scorecard
 from protocols import paillier as he
 from protocols.errors import InputDataError, ProtocolViolation
-from protocols.features import FeatureRecipe, column_kind
+from protocols.features import FeatureRecipe
 from protocols.ids import IdType, prepare_ids
 from xinrong.v1 import model_pb2 as pb
 
 from .client import BureauConnection, run_psi
-from .training import MODEL_FILE, START_DEADLINE, _call, _id_positions, load_model, read_labels
+from .data_checks import check_bank_data, check_bureau_features, read_labels
+from .training import (
+    MODEL_FILE,
+    START_DEADLINE,
+    _call,
+    _id_positions,
+    bureau_catalogue,
+    load_model,
+)
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -83,6 +91,8 @@ def iv_job(
     quiet: bool = False,
     say: Say | None = None,
     tls_dir: str | Path | None = None,
+    read_options: tables.ReadOptions | None = None,
+    positive_label: str | None = None,
 ) -> dict[str, Any]:
     """WOE and IV of every bank feature (locally) and every bureau feature (federated) over
     the clients the bureau knows; writes the IV table (CSV) and per-bin details (JSON)."""
@@ -94,14 +104,10 @@ def iv_job(
         raise InputDataError(f"--bins must be from 2 to {binning.MAX_BINS}")
     # the bank's own bins follow the same floor the bureau enforces on its bins
     min_bin_count = max(min_bin_count, binning.BUREAU_MIN_BIN_COUNT)
-    table = tables.read_table(data, id_column)
-    labels_all = read_labels(table, label)
-    if bank_features is None:
-        bank_features = [c for c in table.column_names if c not in (id_column, label)]
-    for name in bank_features:  # unsupported columns fail now, not after the exchange
-        if name not in table.column_names:
-            raise InputDataError(f"no column {name!r} in {data}")
-        column_kind(table.schema.field(name).type)
+    table = tables.read_table(data, id_column, options=read_options)
+    labels_all = read_labels(table, label, positive_label)
+    checked = check_bank_data(table, id_column, id_type, labels_all, bank_features, label, say=say)
+    bank_features = checked.bank_features
     prepared = prepare_ids(table.column(id_column), id_type)
     bars = ProgressBars(enabled=False if quiet else None)
     with contextlib.ExitStack() as stack:
@@ -109,6 +115,7 @@ def iv_job(
         if executor is not None:
             stack.callback(executor.shutdown, cancel_futures=True)
         connection = stack.enter_context(BureauConnection(bureau, bank_id, tls_dir=tls_dir))
+        check_bureau_features(bureau_features, bureau_catalogue(connection))
         say(f"private set intersection on {len(prepared.ids):,} IDs")
         result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
         bars.close()

@@ -38,6 +38,7 @@ from protocols.optim import OptimizerConfig, split_rows
 from xinrong.v1 import model_pb2 as pb
 
 from .client import BureauConnection, run_psi
+from .data_checks import check_bank_data, check_bureau_features, read_labels
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.json"
@@ -136,26 +137,6 @@ class GrpcTrainingPeer:
 # -- reading the bank's data ---------------------------------------------------------------
 
 
-def read_labels(table: pa.Table, label: str) -> np.ndarray:
-    """0/1 labels (also true/false, "0"/"1"); any other value is an error naming its rows."""
-    if label not in table.column_names:
-        raise InputDataError(
-            f"no label column {label!r}; the file has: {', '.join(table.column_names[:20])}"
-        )
-    column = table.column(label)
-    text = pc.cast(column, pa.string()).to_pylist()
-    mapping = {"0": 0, "1": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1}
-    values = [mapping.get(str(v).strip().lower()) if v is not None else None for v in text]
-    bad = [i + 1 for i, v in enumerate(values) if v is None]
-    if bad:
-        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
-        raise InputDataError(
-            f"label column {label!r} must hold 0 or 1 on every row; {len(bad)} rows do not "
-            f"(data rows {shown})"
-        )
-    return np.array(values, dtype=np.int64)
-
-
 def _id_positions(table: pa.Table, id_column: str, id_type: IdType, ids: list[str]) -> np.ndarray:
     """The first row of each matched ID in the bank's table."""
     normalised = normalise_column(table.column(id_column).combine_chunks(), id_type)
@@ -170,6 +151,17 @@ def auto_batch_size(train_rows: int, columns: int, limits: vlr.TrainingLimits) -
     rows than the floor, at most 1,024 rows."""
     floor = max(limits.min_batch_size, 2 * columns)
     return int(min(vlr.MAX_BATCH, max(floor, min(1024, train_rows // 20))))
+
+
+def bureau_catalogue(connection: BureauConnection) -> list[str]:
+    """The names of the bureau features this bank may use (``ListFeatures``: no quota)."""
+    catalogue = _call(
+        "listing the bureau's features",
+        lambda: connection.model.ListFeatures(
+            pb.ListFeaturesRequest(), timeout=60, metadata=connection.metadata
+        ),
+    )
+    return [f.name for f in catalogue.features]
 
 
 def _bureau_columns_bound(connection: BureauConnection, chosen: list[str] | None) -> int:
@@ -248,6 +240,8 @@ def train_job(
     on_epoch: Callable[[vlr.EpochRecord], None] | None = None,
     tls_dir: str | Path | None = None,
     resume: str | None = None,
+    read_options: tables.ReadOptions | None = None,
+    positive_label: str | None = None,
 ) -> dict[str, Any]:
     """PSI, then joint training, then evaluation; writes ``model_dir/model.json``.
 
@@ -265,6 +259,8 @@ def train_job(
         optimizer = OptimizerConfig(**saved["optimizer"])
         key_bits, compare_bank_only = saved["key_bits"], saved["compare_bank_only"]
         bureau = bureau or saved["bureau"]
+        positive_label = saved.get("positive_label")
+        read_options = tables.ReadOptions(**saved.get("read_options", {}))
         certified = certs.certified_bank_id(tls_dir) if tls_dir is not None else bank_id
         if certified != bank_id:
             raise InputDataError(
@@ -279,10 +275,14 @@ def train_job(
     model_dir = Path(model_dir)
     seed = secrets.randbits(32) if seed is None else seed
 
-    table = tables.read_table(data, id_column)
-    labels_all = read_labels(table, label)
-    if bank_features is None:
-        bank_features = [c for c in table.column_names if c not in (id_column, label)]
+    table = tables.read_table(data, id_column, options=read_options)
+    labels_all = read_labels(table, label, positive_label)
+    if saved is None:  # a resumed job was checked when it started
+        checked = check_bank_data(
+            table, id_column, id_type, labels_all, bank_features, label, say=say
+        )
+        bank_features = checked.bank_features
+    assert bank_features is not None
     prepared = prepare_ids(table.column(id_column), id_type)
     bars = ProgressBars(enabled=False if quiet else None)
     with contextlib.ExitStack() as stack:
@@ -290,6 +290,7 @@ def train_job(
         if executor is not None:
             stack.callback(executor.shutdown, cancel_futures=True)
         connection = stack.enter_context(BureauConnection(bureau, bank_id, tls_dir=tls_dir))
+        check_bureau_features(bureau_features, bureau_catalogue(connection))
         if saved is None:
             say(f"private set intersection on {len(prepared.ids):,} IDs")
             result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
@@ -381,6 +382,8 @@ def train_job(
             "optimizer": optimizer.as_dict(),
             "key_bits": key_bits,
             "compare_bank_only": compare_bank_only,
+            "positive_label": positive_label,
+            "read_options": vars(read_options or tables.ReadOptions()),
             "psi_session_id": result.session_id,
             "matched_ids": result.matched_ids,
             "p": str(private_key.p),
@@ -470,6 +473,7 @@ def train_job(
         "id_column": id_column,
         "id_type": id_type.value,
         "label": label,
+        "positive_label": positive_label,
         "psi_session_id": result.session_id,
         "columns": ["(intercept)", *recipe.outputs],
         "weights": weights.tolist(),
@@ -625,6 +629,7 @@ def predict_job(
     say: Say | None = None,
     points: bool = False,
     tls_dir: str | Path | None = None,
+    read_options: tables.ReadOptions | None = None,
 ) -> dict[str, Any]:
     """Score applicants: the bank's half here, the bureau's half for those it knows. Those it
     does not know (or whose IDs are invalid) get the bureau's mean training score instead and
@@ -635,7 +640,7 @@ def predict_job(
     bureau = bureau or model["bureau"]
     id_type = id_type or IdType(model["id_type"])
     recipe = FeatureRecipe.from_json(model["recipe"])
-    table = tables.read_table(data, id_column, columns=recipe.names)
+    table = tables.read_table(data, id_column, columns=recipe.names, options=read_options)
     x = _design(recipe, table)
     u = x @ np.asarray(model["weights"])
     prepared = prepare_ids(table.column(id_column), id_type)

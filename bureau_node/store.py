@@ -106,6 +106,7 @@ class BureauStore:
         id_type: IdType = IdType.USCC,
         executor: Executor | None = None,
         progress: Progress = _no_progress,
+        read_options: tables.ReadOptions | None = None,
     ) -> DatasetSummary:
         """Bring the store in line with the data file; hash only IDs not seen before."""
         started = time.perf_counter()
@@ -132,7 +133,7 @@ class BureauStore:
             log.info("ID column or type changed: starting a new store")
             self._reset()
 
-        table = tables.read_table(data_path, id_column, columns=[])
+        table = tables.read_table(data_path, id_column, columns=[], options=read_options)
         prepared = prepare_ids(table.column(id_column), id_type)
         self._write_rejects(prepared.rejects, prepared.warnings)
         current = prepared.as_bytes()
