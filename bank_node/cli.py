@@ -360,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--patience",
         type=int,
-        default=2,
-        help="epochs without improvement before stopping early (default 2)",
+        default=None,
+        help="epochs without improvement before stopping early (default 2; 4 when fewer "
+        "than 1,000 rows are held back for validation)",
     )
     train.add_argument(
         "--batch-size",

@@ -75,7 +75,7 @@ class OptimizerSettings(_message.Message):
     def __init__(self, name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., beta1: _Optional[float] = ..., beta2: _Optional[float] = ..., epsilon: _Optional[float] = ..., decay: _Optional[float] = ..., penalty: _Optional[str] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class TrainingPlan(_message.Message):
-    __slots__ = ("job_id", "psi_session_id", "rows", "bank_columns", "validation_fraction", "seed", "batch_size", "max_epochs", "optimizer", "bureau_features", "bank_public_key")
+    __slots__ = ("job_id", "psi_session_id", "rows", "bank_columns", "validation_fraction", "seed", "batch_size", "max_epochs", "optimizer", "bureau_features", "bank_public_key", "batch_size_adjustable")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PSI_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,7 @@ class TrainingPlan(_message.Message):
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     BUREAU_FEATURES_FIELD_NUMBER: _ClassVar[int]
     BANK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_ADJUSTABLE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     psi_session_id: str
     rows: int
@@ -98,19 +99,22 @@ class TrainingPlan(_message.Message):
     optimizer: OptimizerSettings
     bureau_features: _containers.RepeatedScalarFieldContainer[str]
     bank_public_key: bytes
-    def __init__(self, job_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., rows: _Optional[int] = ..., bank_columns: _Optional[int] = ..., validation_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_epochs: _Optional[int] = ..., optimizer: _Optional[_Union[OptimizerSettings, _Mapping]] = ..., bureau_features: _Optional[_Iterable[str]] = ..., bank_public_key: _Optional[bytes] = ...) -> None: ...
+    batch_size_adjustable: bool
+    def __init__(self, job_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., rows: _Optional[int] = ..., bank_columns: _Optional[int] = ..., validation_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_epochs: _Optional[int] = ..., optimizer: _Optional[_Union[OptimizerSettings, _Mapping]] = ..., bureau_features: _Optional[_Iterable[str]] = ..., bank_public_key: _Optional[bytes] = ..., batch_size_adjustable: _Optional[bool] = ...) -> None: ...
 
 class TrainingAccepted(_message.Message):
-    __slots__ = ("job_id", "bureau_public_key", "bureau_columns", "bureau_features")
+    __slots__ = ("job_id", "bureau_public_key", "bureau_columns", "bureau_features", "batch_size")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     BUREAU_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     BUREAU_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     BUREAU_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     bureau_public_key: bytes
     bureau_columns: int
     bureau_features: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_id: _Optional[str] = ..., bureau_public_key: _Optional[bytes] = ..., bureau_columns: _Optional[int] = ..., bureau_features: _Optional[_Iterable[str]] = ...) -> None: ...
+    batch_size: int
+    def __init__(self, job_id: _Optional[str] = ..., bureau_public_key: _Optional[bytes] = ..., bureau_columns: _Optional[int] = ..., bureau_features: _Optional[_Iterable[str]] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class Step(_message.Message):
     __slots__ = ("job_id", "epoch", "batch")
