@@ -248,7 +248,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     iv_table = args.iv_table
     if iv_table is None and (Path(args.model_dir) / "iv.csv").exists():
         iv_table = Path(args.model_dir) / "iv.csv"  # written by train --min-iv
-    summary = build_report(args.model_dir, args.out, iv_table=iv_table, title=args.title)
+    summary = build_report(
+        args.model_dir, args.out, iv_table=iv_table, title=args.title, lang=args.lang
+    )
     _say(args)(f"report: {summary['path']}")
     print_result(summary)
     return 0
@@ -443,6 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="report.html")
     report.add_argument("--iv-table", default=None, help="an IV table from `bank-node iv`")
     report.add_argument("--title", default=None)
+    report.add_argument(
+        "--lang",
+        choices=["en", "zh"],
+        default="en",
+        help="en: English; zh: Chinese (needs a CJK font, e.g. Debian's fonts-noto-cjk)",
+    )
     report.add_argument("--quiet", action="store_true", help="warnings only")
     report.add_argument("--json", action="store_true", help="only the final JSON line")
     report.set_defaults(func=cmd_report, log_level="INFO")

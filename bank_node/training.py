@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -21,15 +21,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bank_node.metrics import evaluate, sigmoid
+from bank_node.metrics import convergence_warning, evaluate, sigmoid
 from node_runtime import tables
 from node_runtime.parallel import make_executor
 from node_runtime.progress import ProgressBars
 from node_runtime.transport import certs
 from node_runtime.transport import model_codec as codec
 from node_runtime.transport.errors import raise_from_rpc
+from protocols import explain, psi, scorecard
 from protocols import paillier as he
-from protocols import psi, scorecard
 from protocols import vertical_lr as vlr
 from protocols.errors import InputDataError, ProtocolViolation
 from protocols.features import FeatureRecipe
@@ -439,6 +439,13 @@ def train_job(
         )
         bureau_scores = fetch_bureau_scores(connection, finished.model_id, result.session_id, rows)
 
+    losses = [
+        r.validation_loss if r.validation_loss is not None else r.train_loss
+        for r in outcome.history
+    ]
+    not_converged = convergence_warning(losses, epochs)
+    if not_converged:
+        say(f"warning: {not_converged}")
     weights = outcome.weights
     u = x @ weights + bureau_scores
     calibration = calibrate(u[train_rows], y[train_rows])
@@ -472,6 +479,7 @@ def train_job(
         "bureau_features": chosen,
         "neutral_bureau_score": finished.neutral_score,
         "calibration": calibration,
+        "converged": not_converged is None,
         "epoch": outcome.best_epoch,
         "history": [vars(r) for r in outcome.history],
         "metrics": metrics,
@@ -519,6 +527,7 @@ def train_job(
         "validation_auc": metrics["validation"]["auc"],
         "validation_ks": metrics["validation"]["ks"],
         "validation_log_loss": metrics["validation"]["log_loss"],
+        "converged": not_converged is None,
         "seconds": round(seconds, 3),
         "seconds_per_epoch": round(sum(r.seconds for r in outcome.history) / epochs_run, 3),
         "psi_session_id": result.session_id,
@@ -559,11 +568,32 @@ def fetch_bureau_parts(
     connection: BureauConnection, model_id: str, session_id: str, rows: int, points: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """u_B (and the bureau's scorecard points, if asked) for the matched rows."""
+    scores, extra, _ = fetch_bureau_answer(connection, model_id, session_id, rows, points)
+    return scores, extra
 
-    def run() -> tuple[np.ndarray, np.ndarray | None]:
-        parts, point_parts, received = [], [], 0
+
+BureauReasons = tuple[list[str], np.ndarray]  # feature names; rows x k codes, 1 + index
+
+
+def fetch_bureau_answer(
+    connection: BureauConnection,
+    model_id: str,
+    session_id: str,
+    rows: int,
+    points: bool,
+    reasons: int = 0,
+    bureau_features: Sequence[str] = (),
+) -> tuple[np.ndarray, np.ndarray | None, BureauReasons]:
+    """u_B, the bureau's points if asked, and up to ``reasons`` reason codes per row (names
+    among ``bureau_features``, the model's own) for the matched rows."""
+
+    def run() -> tuple[np.ndarray, np.ndarray | None, BureauReasons]:
+        parts, point_parts, codes, received = [], [], [], 0
+        names: list[str] = []
         for chunk in connection.model.ScoreApplicants(
-            pb.ScoreRequest(model_id=model_id, psi_session_id=session_id, points=points),
+            pb.ScoreRequest(
+                model_id=model_id, psi_session_id=session_id, points=points, reasons=reasons
+            ),
             timeout=STEP_DEADLINE,
             metadata=connection.metadata,
         ):
@@ -581,16 +611,42 @@ def fetch_bureau_parts(
                 if not np.all(np.isfinite(extra)) or np.any(np.abs(extra) > 1e7):
                     raise ProtocolViolation("the bureau's points do not match its scores")
                 point_parts.append(extra)
+            if received == 0 and chunk.reason_features:
+                names = _check_reason_names(list(chunk.reason_features), bureau_features)
+            codes.append(_check_reason_codes(chunk.reasons, len(values), reasons, len(names)))
             parts.append(values)
             received += len(values)
         if received != rows:
             raise ProtocolViolation(f"the bureau sent {received} scores for {rows} rows")
         scores = np.concatenate(parts) if parts else np.zeros(0)
-        if not points:
-            return scores, None
-        return scores, (np.concatenate(point_parts) if point_parts else np.zeros(0))
+        width = codes[0].shape[1] if codes else 0
+        reason_rows = np.vstack(codes) if codes else np.zeros((0, width), np.uint8)
+        extra_points = (
+            (np.concatenate(point_parts) if point_parts else np.zeros(0)) if points else None
+        )
+        return scores, extra_points, (names, reason_rows)
 
     return _call("fetching the bureau's scores", run)
+
+
+def _check_reason_names(names: list[str], expected: Sequence[str]) -> list[str]:
+    if len(set(names)) != len(names) or not set(names) <= set(expected):
+        raise ProtocolViolation("the bureau's reason codes name features its model does not use")
+    return names
+
+
+def _check_reason_codes(raw: bytes, rows: int, asked: int, names: int) -> np.ndarray:
+    """Rows x k codes (0: none, else 1 + index into the names); k is what was asked, or 0
+    from a bureau that gives none."""
+    if not raw:
+        return np.zeros((rows, 0), dtype=np.uint8)
+    k = min(asked, explain.MAX_REASONS)
+    if not k or len(raw) != rows * k:
+        raise ProtocolViolation("the bureau's reason codes do not match its scores")
+    codes = np.frombuffer(raw, dtype=np.uint8).reshape(rows, k)
+    if codes.size and int(codes.max()) > names:
+        raise ProtocolViolation("the bureau's reason codes point past its feature names")
+    return codes
 
 
 # -- predict -------------------------------------------------------------------------------
@@ -642,14 +698,8 @@ def predict_job(
         raise InputDataError(
             f"{Path(model_dir) / MODEL_FILE}: no scorecard yet; make one with `bank-node scorecard`"
         )
-    bureau_points = None
-    if points:  # the documented rule for the unknown: the bureau's mean contribution
-        bureau_points = np.full(
-            table.num_rows,
-            -card["factor"]
-            * model.get("calibration", {"slope": 1.0})["slope"]
-            * float(model["neutral_bureau_score"]),
-        )
+    bureau_codes = np.zeros((table.num_rows, explain.MAX_REASONS), dtype=np.uint8)
+    reason_names: list[str] = []
     bars = ProgressBars(enabled=False if quiet else None)
     if prepared.ids:
         executor = make_executor(workers, executor_spec)
@@ -658,12 +708,14 @@ def predict_job(
                 say(f"private set intersection on {len(prepared.ids):,} applicant IDs")
                 result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
                 bars.close()
-                scores, matched_points = fetch_bureau_parts(
+                scores, _, (reason_names, codes) = fetch_bureau_answer(
                     connection,
                     model["model_id"],
                     result.session_id,
                     len(result.matched_ids),
-                    points,
+                    points=False,
+                    reasons=explain.MAX_REASONS,
+                    bureau_features=model.get("bureau_features", []),
                 )
         finally:
             if executor is not None:
@@ -674,19 +726,21 @@ def predict_job(
         index = where.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         if len(result.matched_ids):
             bureau_part[known] = scores[index[known]]
-            if bureau_points is not None and matched_points is not None:
-                bureau_points[known] = matched_points[index[known]]
+            bureau_codes[known, : codes.shape[1]] = codes[index[known]]
         matched_rows = known
     calibration = model.get("calibration", {"slope": 1.0, "intercept": 0.0})
-    probabilities = sigmoid(calibration["slope"] * (u + bureau_part) + calibration["intercept"])
+    # one calibrated log-odds for the probability and the points, so the two always agree
+    log_odds = calibration["slope"] * (u + bureau_part) + calibration["intercept"]
+    probabilities = sigmoid(log_odds)
     columns = {
         id_column: table.column(id_column),
         "score": pa.array(probabilities, pa.float64()),
         "bureau_matched": pa.array(matched_rows, pa.bool_()),
     }
-    if bureau_points is not None:
-        bank_points = card["base_points"] + scorecard.row_points(table, recipe, card["points"])
-        columns["points"] = pa.array(np.round(bank_points + bureau_points, 1), pa.float64())
+    if points:
+        scaling = scorecard.Scaling(card["base_score"], card["pdo"], card["base_odds"])
+        columns["points"] = pa.array(scorecard.points_of(log_odds, scaling), pa.float64())
+    columns |= reason_columns(x, model, recipe, reason_names, bureau_codes)
     tables.write_csv(pa.table(columns), out)
     return {
         "model_id": model["model_id"],
@@ -697,6 +751,30 @@ def predict_job(
         "out": str(out),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def reason_columns(
+    x: np.ndarray,
+    model: dict[str, Any],
+    recipe: FeatureRecipe,
+    bureau_names: list[str],
+    bureau_codes: np.ndarray,
+) -> dict[str, pa.Array]:
+    """``reason_1..3``: the bank's features pushing each score most towards default;
+    ``bureau_reason_1..3``: the names the bureau returned (empty for applicants it does
+    not know, or where fewer features push towards default)."""
+    weights = np.asarray(model["weights"])[1:]
+    widths = [len(c.outputs) for c in recipe.columns]
+    bank = explain.top_reasons(explain.contributions(x[:, 1:], weights, widths))
+    bank_names = np.array([c.name for c in recipe.columns] + [""], dtype=object)
+    bureau_lookup = np.array(["", *bureau_names], dtype=object)
+    out: dict[str, pa.Array] = {}
+    for i in range(explain.MAX_REASONS):
+        out[f"reason_{i + 1}"] = pa.array(bank_names[bank[:, i]].tolist(), pa.string())
+    for i in range(explain.MAX_REASONS):
+        codes = bureau_codes[:, i] if i < bureau_codes.shape[1] else np.zeros(len(x), np.int64)
+        out[f"bureau_reason_{i + 1}"] = pa.array(bureau_lookup[codes].tolist(), pa.string())
+    return out
 
 
 def list_features(

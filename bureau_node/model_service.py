@@ -22,7 +22,7 @@ import numpy as np
 from node_runtime import tables
 from node_runtime.transport import model_codec as codec
 from node_runtime.transport.errors import abort_with
-from protocols import binning, scorecard
+from protocols import binning, explain, scorecard
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.errors import (
@@ -607,6 +607,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                 points = scorecard.row_points(rows, recipe, model["scorecard"]["points"]).astype(
                     "<f8"
                 )
+            names, reasons = _reason_codes(recipe, model, x, request.reasons)
             self._audit(
                 bank_id,
                 "scoring",
@@ -615,6 +616,7 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                 psi_session_id=request.psi_session_id,
                 rows=len(ids),
                 points=request.points,
+                reasons=reasons.shape[1],
             )
             log.info(
                 "scored %d applicants with model %s for bank %s",
@@ -630,6 +632,22 @@ class ModelServicer(model_pb2_grpc.JointModelServicer):
                     points=b""
                     if points is None
                     else points[start : start + SCORES_PER_MESSAGE].tobytes(),
+                    reason_features=names if start == 0 else [],
+                    reasons=reasons[start : start + SCORES_PER_MESSAGE].tobytes(),
                 )
         except Exception as exc:  # noqa: BLE001
             self._refused(context, "scoring", exc)
+
+
+def _reason_codes(
+    recipe: FeatureRecipe, model: dict, x: np.ndarray, asked: int
+) -> tuple[list[str], np.ndarray]:
+    """Per row, 1 + the index of each of the (at most 3) bureau features pushing the score
+    most towards default (0: none), as uint8; the bank learns names, never values."""
+    k = min(int(asked), explain.MAX_REASONS)
+    names = [c.name for c in recipe.columns]
+    if not k or len(names) > 255:
+        return ([], np.zeros((len(x), 0), dtype=np.uint8))
+    widths = [len(c.outputs) for c in recipe.columns]
+    contrib = explain.contributions(x, np.asarray(model["weights"]), widths)
+    return names, (explain.top_reasons(contrib, k) + 1).astype(np.uint8)

@@ -344,6 +344,18 @@ def test_chinese_gbk_file_with_yes_no_labels_trains(city, bureau, tmp_path, caps
     assert "warning: bank column '分行' dropped: every value is '福州分行'" in captured.err
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert summary["bank_features"] == 6 and summary["validation_auc"] > 0.6
+    # two epochs from zero weights: the loss is still falling, and the analyst is told
+    assert "warning: the loss was still falling at the last epoch" in captured.err
+    assert summary["converged"] is False
     model = json.loads((tmp_path / "model" / "model.json").read_text())
     assert model["positive_label"] == "是"
     assert "企业名称" not in json.dumps(model["recipe"], ensure_ascii=False)
+
+
+def test_convergence_warning():
+    from bank_node.metrics import convergence_warning
+
+    assert "--epochs 3" in convergence_warning([0.6, 0.5, 0.45], 3)
+    assert convergence_warning([0.6, 0.5, 0.4999999], 3) is None  # levelled off
+    assert convergence_warning([0.6, 0.5, 0.52], 3) is None
+    assert convergence_warning([0.6, 0.5], 5) is None  # early stopping ended it

@@ -201,14 +201,16 @@ class TrainingFinished(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., epoch: _Optional[int] = ..., neutral_score: _Optional[float] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("model_id", "psi_session_id", "points")
+    __slots__ = ("model_id", "psi_session_id", "points", "reasons")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PSI_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     psi_session_id: str
     points: bool
-    def __init__(self, model_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., points: _Optional[bool] = ...) -> None: ...
+    reasons: int
+    def __init__(self, model_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., points: _Optional[bool] = ..., reasons: _Optional[int] = ...) -> None: ...
 
 class EncryptedLabels(_message.Message):
     __slots__ = ("psi_session_id", "bank_public_key", "max_bins", "min_bin_count", "features", "offset", "total", "labels")
@@ -255,13 +257,17 @@ class BinnedLabelSums(_message.Message):
     def __init__(self, features: _Optional[_Iterable[_Union[FeatureBins, _Mapping]]] = ...) -> None: ...
 
 class ApplicantScores(_message.Message):
-    __slots__ = ("offset", "total", "scores", "points")
+    __slots__ = ("offset", "total", "scores", "points", "reason_features", "reasons")
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
     offset: int
     total: int
     scores: bytes
     points: bytes
-    def __init__(self, offset: _Optional[int] = ..., total: _Optional[int] = ..., scores: _Optional[bytes] = ..., points: _Optional[bytes] = ...) -> None: ...
+    reason_features: _containers.RepeatedScalarFieldContainer[str]
+    reasons: bytes
+    def __init__(self, offset: _Optional[int] = ..., total: _Optional[int] = ..., scores: _Optional[bytes] = ..., points: _Optional[bytes] = ..., reason_features: _Optional[_Iterable[str]] = ..., reasons: _Optional[bytes] = ...) -> None: ...
