@@ -258,6 +258,10 @@ def _governed_model_dir(root: Path) -> Path:
 def chinese(tmp_path_factory) -> tuple[dict, Path]:
     import warnings
 
+    from bank_node.report.figures import cjk_font
+
+    if cjk_font() is None:
+        pytest.skip("no CJK font installed (apt-get install fonts-noto-cjk) for the figures")
     root = tmp_path_factory.mktemp("zh")
     model_dir = _governed_model_dir(root)
     with warnings.catch_warnings(record=True) as caught:

@@ -45,19 +45,19 @@ CJK_FILE_HINTS = ("notosanscjk", "sourcehansans", "wqy", "droidsansfallback")
 
 @functools.cache
 def cjk_font() -> str | None:
-    """The family name of an installed CJK font, registered with matplotlib, or None."""
+    """The family name of an installed CJK font, registered with matplotlib, or None. The
+    regular weight's file is registered first: matplotlib's cache may hold only the bold."""
+    files = [
+        path
+        for path in sorted(font_manager.findSystemFonts())  # .ttf, .otf and .ttc
+        if any(hint in Path(path).name.lower().replace("-", "") for hint in CJK_FILE_HINTS)
+    ]
+    files.sort(key=lambda path: "regular" not in Path(path).name.lower())
+    for path in files[:1]:
+        with contextlib.suppress(OSError, RuntimeError):
+            font_manager.fontManager.addfont(path)
     names = {f.name for f in font_manager.fontManager.ttflist}
-    for family in CJK_FAMILIES:
-        if family in names:
-            return family
-    for path in sorted(font_manager.findSystemFonts()):
-        if any(hint in Path(path).name.lower().replace("-", "") for hint in CJK_FILE_HINTS):
-            try:
-                font_manager.fontManager.addfont(path)
-                return str(font_manager.FontProperties(fname=path).get_name())
-            except (OSError, RuntimeError):
-                continue
-    return None
+    return next((family for family in CJK_FAMILIES if family in names), None)
 
 
 @contextlib.contextmanager
