@@ -277,6 +277,12 @@ def _one_class(t: pa.Table) -> pa.Table:
     return t.set_column(t.column_names.index("y"), "y", pa.array(np.zeros(t.num_rows, np.int8)))
 
 
+def _few_defaults(t: pa.Table) -> pa.Table:
+    y = np.zeros(t.num_rows, np.int8)
+    y[:5] = 1
+    return t.set_column(t.column_names.index("y"), "y", pa.array(y))
+
+
 def _conflict(t: pa.Table) -> pa.Table:
     row = t.slice(0, 1)
     flipped = row.set_column(
@@ -291,12 +297,13 @@ def _conflict(t: pa.Table) -> pa.Table:
     ("change", "extra", "message"),
     [
         (_one_class, [], "label column 'y' has one class only"),
+        (_few_defaults, [], "has 5 defaults and 1,19"),  # distinct IDs: repeats count once
         (_conflict, [], "1 IDs appear on several rows with different labels"),
         (lambda t: t, ["--bureau-features", "debt_ratoi"], "did you mean 'debt_ratio'"),
         (lambda t: t, ["--bank-features", "overdue_cnt"], "did you mean 'overdue_count_12m'"),
         (lambda t: t, ["--positive-label", "bad"], "--positive-label 'bad' never occurs"),
     ],
-    ids=["one-class", "conflict", "bureau-typo", "bank-typo", "positive-label"],
+    ids=["one-class", "few-defaults", "conflict", "bureau-typo", "bank-typo", "positive-label"],
 )
 def test_a_run_that_cannot_succeed_stops_before_psi(
     city, bureau, tmp_path, capsys, change, extra, message
