@@ -169,6 +169,7 @@ class Bureau:
         monotonic: bool = True,
         key_bits: int = he.DEFAULT_KEY_BITS,
         allow_test_keys: bool = False,
+        positive_label: str | None = None,
     ) -> Any:
         """Weight of evidence and information value of every bank feature (here) and every
         bureau feature (binned at the bureau on labels encrypted under this bank's key), over
@@ -176,17 +177,18 @@ class Bureau:
         iv, strength."""
         he.check_key_bits(key_bits, allow_test_keys)
         min_bin_count = toolkit.check_binning(bins, min_bin_count)
-        table, labels = training.read(data, id_column, label)
-        if bank_features is None:
-            bank_features = [c for c in table.column_names if c not in (id_column, label)]
-        toolkit.check_bank_features(table, bank_features, "the table")
+        table, labels = training.read(data, id_column, label, positive_label=positive_label)
+        kind = IdType(id_type)
+        bank_features = toolkit.usable_bank_features(
+            table, labels, id_column, kind, label, bank_features, self._say
+        )
         found = toolkit.information_values(
             self.connection,
             self.executor,
             table,
             labels,
             id_column=id_column,
-            id_type=IdType(id_type),
+            id_type=kind,
             bank_features=bank_features,
             bureau_features=bureau_features,
             max_bins=bins,
@@ -216,7 +218,8 @@ class Bureau:
         decay: float = 0.5,
         penalty: str = "l2",
         alpha: float = 1e-4,
-        patience: int = 2,
+        patience: int | None = None,
+        positive_label: str | None = None,
         seed: int | None = None,
         key_bits: int = he.DEFAULT_KEY_BITS,
         allow_test_keys: bool = False,
@@ -254,11 +257,12 @@ class Bureau:
             "allow_test_keys": allow_test_keys,
             "compare_bank_only": compare_bank_only,
             "patience": patience,
+            "positive_label": positive_label,
             "quiet": self.quiet,
             "say": self._say,
             "on_epoch": on_epoch,
         }
-        table, labels = training.read(data, id_column, label)
+        table, labels = training.read(data, id_column, label, positive_label=positive_label)
         if model_dir is not None:
             job = training.TrainingJob(model_dir=Path(model_dir), **job_settings)
             fitted = training.fit(self.connection, self.executor, table, labels, job)
@@ -325,15 +329,17 @@ class JointModel:
         points: bool = False,
     ) -> Any:
         """One row per applicant, in ``applicants``' order: the ID as given, ``score`` (the
-        probability of default) and ``bureau_matched``; ``points`` adds scorecard points
-        (make the scorecard first). Applicants the bureau does not know get its neutral
-        score and ``bureau_matched = False``; none is dropped."""
+        probability of default), ``bureau_matched`` and reason codes (``reason_1..3`` from the
+        bank's features, ``bureau_reason_1..3`` named by the bureau); ``points`` adds scorecard
+        points (make the scorecard first), from the same log-odds as the probability.
+        Applicants the bureau does not know get its neutral score and ``bureau_matched =
+        False``; none is dropped."""
         model = self.bank_half
         id_column = id_column or model["id_column"]
         table = as_table(applicants, id_column)
         bureau = self.bureau
         lookup = training.bureau_lookup(
-            bureau.connection, bureau.executor, model, points, bureau.quiet, bureau._say
+            bureau.connection, bureau.executor, model, bureau.quiet, bureau._say
         )
         kind = IdType(id_type or model["id_type"])
         return output(training.score(model, table, id_column, kind, points, lookup).table)

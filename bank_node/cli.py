@@ -9,8 +9,10 @@ from pathlib import Path
 from node_runtime.cli_common import (
     add_common_arguments,
     add_id_arguments,
+    add_read_arguments,
     add_version_argument,
     print_result,
+    read_options,
     run_main,
 )
 from node_runtime.progress import ProgressBars
@@ -40,6 +42,7 @@ def cmd_psi(args: argparse.Namespace) -> int:
         executor_spec=args.executor,
         tls_dir=args.tls_dir,
         on_progress=ProgressBars(enabled=False) if args.quiet else None,
+        read_options=read_options(args),
     )
     _say(args)(
         f"matched {summary.intersection:,} of {summary.bank_ids:,} IDs "
@@ -92,6 +95,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             quiet=args.quiet,
             say=_say(args),
             tls_dir=args.tls_dir,
+            read_options=read_options(args),
+            positive_label=args.positive_label,
         )
         bank_features, bureau_features = select_by_iv(iv_table, args.min_iv)
         if not bureau_features:
@@ -136,6 +141,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         quiet=args.quiet,
         say=_say(args),
+        read_options=read_options(args),
+        positive_label=args.positive_label,
     )
     line = (
         f"model {summary['model_id']}: validation AUC {summary['validation_auc']}, "
@@ -171,6 +178,8 @@ def cmd_iv(args: argparse.Namespace) -> int:
         executor_spec=args.executor,
         quiet=args.quiet,
         say=_say(args),
+        read_options=read_options(args),
+        positive_label=args.positive_label,
     )
     if not args.quiet:
         print(format_iv_table(read_iv_table(summary["out"])), file=sys.stderr)
@@ -212,6 +221,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         executor_spec=args.executor,
         quiet=args.quiet,
         say=_say(args),
+        read_options=read_options(args),
     )
     _say(args)(
         f"scored {summary['rows']:,} applicants ({summary['bureau_matched']:,} known to the "
@@ -241,7 +251,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     iv_table = args.iv_table
     if iv_table is None and (Path(args.model_dir) / "iv.csv").exists():
         iv_table = Path(args.model_dir) / "iv.csv"  # written by train --min-iv
-    summary = build_report(args.model_dir, args.out, iv_table=iv_table, title=args.title)
+    summary = build_report(
+        args.model_dir, args.out, iv_table=iv_table, title=args.title, lang=args.lang
+    )
     _say(args)(f"report: {summary['path']}")
     print_result(summary)
     return 0
@@ -304,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
             action.required = False
     train.add_argument("--label", default=None, help="the 0/1 default label column")
     train.add_argument(
+        "--positive-label",
+        default=None,
+        help="the label value that means default (e.g. 是 or bad); the column's one other "
+        "value means no default (default: labels are 0/1)",
+    )
+    train.add_argument(
         "--resume",
         default=None,
         metavar="JOB_ID",
@@ -333,8 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--patience",
         type=int,
-        default=2,
-        help="epochs without improvement before stopping early (default 2)",
+        default=None,
+        help="epochs without improvement before stopping early (default 2; 4 when fewer "
+        "than 1,000 rows are held back for validation)",
     )
     train.add_argument(
         "--batch-size",
@@ -383,8 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--bureau", default=None, help="the bureau node's HOST:PORT (default: as in training)"
     )
     predict.add_argument("--model-dir", required=True)
-    predict.add_argument("--data", required=True, help="CSV or Parquet of applicants")
+    predict.add_argument("--data", required=True, help="CSV, TSV, Excel or Parquet of applicants")
     predict.add_argument("--id-column", required=True)
+    add_read_arguments(predict)
     predict.add_argument(
         "--id-type", choices=[t.value for t in IdType], default=None, help="default: as in training"
     )
@@ -414,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="report.html")
     report.add_argument("--iv-table", default=None, help="an IV table from `bank-node iv`")
     report.add_argument("--title", default=None)
+    report.add_argument(
+        "--lang",
+        choices=["en", "zh"],
+        default="en",
+        help="en: English; zh: Chinese (needs a CJK font, e.g. Debian's fonts-noto-cjk)",
+    )
     report.add_argument("--quiet", action="store_true", help="warnings only")
     report.add_argument("--json", action="store_true", help="only the final JSON line")
     report.set_defaults(func=cmd_report, log_level="INFO")
@@ -422,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
     add_id_arguments(iv)
     iv.add_argument("--label", required=True, help="the 0/1 default label column")
+    iv.add_argument(
+        "--positive-label",
+        default=None,
+        help="the label value that means default (e.g. 是 or bad); the column's one other "
+        "value means no default (default: labels are 0/1)",
+    )
     iv.add_argument("--out", default="iv.csv", help="the IV table (CSV); bins go beside it")
     iv.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
     iv.add_argument("--bank-features", default=None, help="comma-separated (default: all)")

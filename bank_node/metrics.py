@@ -31,3 +31,21 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float |
         out["auc"] = round(float(roc_auc_score(labels, p)), 6)
         out["ks"] = round(float(np.max(tpr - fpr)), 6)
     return out
+
+
+# A loss that still fell by more than this share in the last epoch had not levelled off.
+STILL_FALLING = 1e-3
+
+
+def convergence_warning(losses: list[float], max_epochs: int) -> str | None:
+    """A warning when training ran out of epochs while the loss (validation loss if any,
+    else training loss) was still falling: the model has probably not converged."""
+    if len(losses) < 2 or len(losses) < max_epochs:
+        return None  # early stopping ended it: the loss had stopped improving
+    before, last = losses[-2], losses[-1]
+    if last < before * (1 - STILL_FALLING):
+        return (
+            f"the loss was still falling at the last epoch ({before:.5f} -> {last:.5f}): the "
+            f"model may not have converged; train again with more than --epochs {max_epochs}"
+        )
+    return None

@@ -23,12 +23,21 @@ from node_runtime.transport import model_codec as codec
 from protocols import binning, psi, scorecard
 from protocols import paillier as he
 from protocols.errors import InputDataError, ProtocolViolation
-from protocols.features import FeatureRecipe, column_kind
+from protocols.features import FeatureRecipe
 from protocols.ids import IdType, prepare_ids
 from xinrong.v1 import model_pb2 as pb
 
 from .client import BureauConnection, run_psi
-from .training import MODEL_FILE, START_DEADLINE, _call, _id_positions, load_model, read
+from .data_checks import check_bank_data, check_bureau_features
+from .training import (
+    MODEL_FILE,
+    START_DEADLINE,
+    _call,
+    _id_positions,
+    bureau_catalogue,
+    load_model,
+    read,
+)
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -83,12 +92,18 @@ class InformationValues:
         return pa.table({c: [getattr(v, c) for v in self.values] for c in IV_COLUMNS})
 
 
-def check_bank_features(table: pa.Table, names: list[str], where: str) -> None:
-    """Unsupported or missing columns fail before the exchange, not after it."""
-    for name in names:
-        if name not in table.column_names:
-            raise InputDataError(f"no column {name!r} in {where}")
-        column_kind(table.schema.field(name).type)
+def usable_bank_features(
+    table: pa.Table,
+    labels: np.ndarray,
+    id_column: str,
+    id_type: IdType,
+    label: str,
+    names: list[str] | None,
+    say: Say,
+) -> list[str]:
+    """The bank's data checked before anything leaves the bank (``data_checks``): the
+    features that are kept (all usable columns but the ID and the label by default)."""
+    return check_bank_data(table, id_column, id_type, labels, names, label, say=say).bank_features
 
 
 def information_values(
@@ -111,6 +126,7 @@ def information_values(
 ) -> InformationValues:
     """PSI, the bank's labels encrypted under its own key and binned at the bureau, and WOE
     and IV per bin of every bank (locally) and bureau (decrypted sums) feature."""
+    check_bureau_features(bureau_features, bureau_catalogue(connection))  # before PSI
     prepared = prepare_ids(table.column(id_column), id_type)
     bars = ProgressBars(enabled=False if quiet else None)
     say(f"private set intersection on {len(prepared.ids):,} IDs")
@@ -198,6 +214,8 @@ def iv_job(
     quiet: bool = False,
     say: Say | None = None,
     tls_dir: str | Path | None = None,
+    read_options: tables.ReadOptions | None = None,
+    positive_label: str | None = None,
 ) -> dict[str, Any]:
     """WOE and IV of every bank feature (locally) and every bureau feature (federated) over
     the clients the bureau knows; writes the IV table (CSV) and per-bin details (JSON)."""
@@ -206,10 +224,10 @@ def iv_job(
     out = Path(out)
     he.check_key_bits(key_bits, allow_test_keys)
     min_bin_count = check_binning(max_bins, min_bin_count)
-    table, labels_all = read(data, id_column, label)
-    if bank_features is None:
-        bank_features = [c for c in table.column_names if c not in (id_column, label)]
-    check_bank_features(table, bank_features, str(data))
+    table, labels_all = read(data, id_column, label, read_options, positive_label)
+    bank_features = usable_bank_features(
+        table, labels_all, id_column, id_type, label, bank_features, say
+    )
     with contextlib.ExitStack() as stack:
         executor = make_executor(workers, executor_spec)
         if executor is not None:
