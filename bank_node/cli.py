@@ -20,6 +20,7 @@ from protocols.errors import InputDataError
 from protocols.ids import IdType
 
 from .jobs import psi_job
+from .receipts import add_receipts_parser
 
 DEFAULT_BANK_ID = "demo-bank"
 BANK_ID_HELP = (
@@ -458,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tls(features)
     features.set_defaults(func=cmd_features, log_level="WARNING")
 
+    add_receipts_parser(sub)
     return parser
 
 

@@ -21,6 +21,8 @@ from protocols.errors import PeerError, ProtocolViolation
 from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
 from xinrong.v1 import psi_pb2 as pb
 
+from .receipts import ReceiptCollector, ReceiptStore
+
 log = logging.getLogger(__name__)
 
 # on_progress(step, done, total): steps are "bureau preparation", "blinded", "bureau tags"
@@ -40,6 +42,7 @@ class BureauConnection:
         bank_id: str,
         connect_timeout: float = 10.0,
         tls_dir: str | Path | None = None,
+        receipts_dir: str | Path | None = None,
     ) -> None:
         if not valid_bank_id(bank_id):
             raise ValueError(
@@ -48,7 +51,10 @@ class BureauConnection:
             )
         self.address = address
         self.bank_id = bank_id
-        self.channel = open_channel(address, bank_files(tls_dir) if tls_dir else None)
+        self._raw_channel = open_channel(address, bank_files(tls_dir) if tls_dir else None)
+        # every answer's audit receipts are kept (receipts.py): the bank's own evidence
+        self.receipts = ReceiptCollector(ReceiptStore(receipts_dir))
+        self.channel = grpc.intercept_channel(self._raw_channel, self.receipts)
         self.metadata = bank_metadata(bank_id)
         self.psi = psi_pb2_grpc.PrivateSetIntersectionStub(self.channel)
         self.catalogue = model_pb2_grpc.CatalogueStub(self.channel)
@@ -56,9 +62,9 @@ class BureauConnection:
         self.binning = model_pb2_grpc.BinningStub(self.channel)
         self.scoring = model_pb2_grpc.ScoringStub(self.channel)
         try:
-            grpc.channel_ready_future(self.channel).result(timeout=connect_timeout)
+            grpc.channel_ready_future(self._raw_channel).result(timeout=connect_timeout)
         except grpc.FutureTimeoutError:
-            self.channel.close()
+            self._raw_channel.close()
             raise PeerError(
                 f"cannot reach the bureau at {address} within {connect_timeout:g} s: is the "
                 "bureau node running, is the address right"
@@ -66,7 +72,7 @@ class BureauConnection:
             ) from None
 
     def close(self) -> None:
-        self.channel.close()
+        self._raw_channel.close()
 
     def __enter__(self) -> BureauConnection:
         return self

@@ -165,20 +165,36 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import AuditLog
+    from .audit import AuditLog, read_evidence
 
     if not (Path(args.state_dir) / "audit.sqlite3").exists():
         print(f"error: no audit log in {args.state_dir}", file=sys.stderr)
         return 2
     log = AuditLog(args.state_dir)
     if args.audit_command == "verify":
-        count, problems = log.verify()
+        evidence = [item for path in args.evidence for item in read_evidence(path)]
+        count, problems = log.verify(evidence)
         for problem in problems:
             print(f"BROKEN: {problem.what}", file=sys.stderr)
+        head = log.latest_head()
         print_result(
-            {"records": count, "intact": not problems, "problems": [p.what for p in problems]}
+            {
+                "records": count,
+                "intact": not problems,
+                "problems": [p.what for p in problems],
+                "evidence": len(evidence),
+                "signed_head": head.to_dict() if head else None,
+            }
         )
         return 0 if not problems else 1
+    if args.audit_command == "key":
+        pem = log.public_key_pem()
+        if args.out:
+            Path(args.out).write_bytes(pem)
+        else:
+            sys.stderr.write(pem.decode())
+        print_result({"log_id": log.log_id, "public_key": log.public_key.hex(), "out": args.out})
+        return 0
     written = log.export(args.out, args.since, args.format)
     print_result({"records": written, "out": args.out, "since": args.since})
     return 0
@@ -287,16 +303,32 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (init, issue):
         p.set_defaults(func=cmd_certs, quiet=False, log_level="INFO")
 
-    audit = sub.add_parser("audit", help="verify or export the hash-chained audit log")
+    audit = sub.add_parser("audit", help="verify, export or publish the verifiable audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_sub.add_parser("verify", help="detect changed, removed or reordered records")
+    verify = audit_sub.add_parser(
+        "verify", help="detect changed, removed or reordered records (exit status 1)"
+    )
     verify.add_argument("--state-dir", required=True)
-    export = audit_sub.add_parser("export", help="write records for a regulator")
+    verify.add_argument(
+        "--evidence",
+        action="append",
+        default=[],
+        help="a file of signed heads or receipts the log must still be consistent with: a "
+        "bank's receipts (JSON lines), an earlier export; repeatable",
+    )
+    export = audit_sub.add_parser(
+        "export", help="write the records and the latest signed head for a regulator"
+    )
     export.add_argument("--state-dir", required=True)
     export.add_argument("--since", default=None, help="ISO date, e.g. 2026-11-01")
     export.add_argument("--format", choices=["csv", "jsonl"], default="jsonl")
     export.add_argument("--out", required=True)
-    for p in (verify, export):
+    key = audit_sub.add_parser(
+        "key", help="the audit log's public key (PEM), for banks and regulators"
+    )
+    key.add_argument("--state-dir", required=True)
+    key.add_argument("--out", default=None, help="write the PEM here (default: stderr)")
+    for p in (verify, export, key):
         p.set_defaults(func=cmd_audit, quiet=False, log_level="WARNING")
 
     synth = sub.add_parser("synth", help="write a synthetic city of enterprises and a bank")

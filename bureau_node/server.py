@@ -23,6 +23,7 @@ from .catalogue_service import CatalogueServicer
 from .config import Access, load_config
 from .context import BureauContext
 from .features import BureauFeatures
+from .interceptors import ReceiptInterceptor
 from .models import ModelStore
 from .scoring_service import ScoringServicer
 from .service import PsiServicer
@@ -60,6 +61,7 @@ class BureauNode:
         self.config = Path(config) if config else None
         self.executor: Executor | None = None
         self.server: grpc.Server | None = None
+        self.audit: AuditLog | None = None
         self.port: int | None = None
 
     def prepare(self, progress: Progress | None = None) -> DatasetSummary:
@@ -81,7 +83,10 @@ class BureauNode:
         policies = load_config(self.config, self.features.names) if self.config else None
         access = Access(self.store.root, policies)
         audit = AuditLog(self.store.root)
-        self.server, self.port = create_server(address, tls=self.tls)
+        self.audit = audit
+        self.server, self.port = create_server(
+            address, tls=self.tls, interceptors=[ReceiptInterceptor()]
+        )
         servicer = PsiServicer(self.store, self.executor, self.limits, access=access, audit=audit)
         psi_pb2_grpc.add_PrivateSetIntersectionServicer_to_server(servicer, self.server)
         context = BureauContext(

@@ -161,7 +161,9 @@ def test_every_proof_of_a_larger_tree_verifies():
     roots = [merkle.root(hashes[:n]) for n in range(len(hashes) + 1)]
     for n in range(1, len(hashes) + 1):
         for i in range(n):
-            merkle.verify_inclusion(i, n, hashes[i], merkle.inclusion_proof(i, hashes[:n]), roots[n])
+            merkle.verify_inclusion(
+                i, n, hashes[i], merkle.inclusion_proof(i, hashes[:n]), roots[n]
+            )
         for m in range(1, n + 1):
             proof = merkle.consistency_proof(m, hashes[:n])
             merkle.verify_consistency(m, n, roots[m], roots[n], proof)

@@ -9,6 +9,7 @@ only at the bureau) the bank's word in the metadata is its identity.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from concurrent import futures
 
 import grpc
@@ -19,6 +20,8 @@ from .errors import IdentityError
 # Largest message either side accepts: chunks are at most 2 MiB (65,536 points).
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 BANK_ID_METADATA = "x-xinrong-bank-id"
+# the audit receipts of a call, in its trailing metadata (bureau_node/interceptors.py)
+RECEIPT_METADATA = "x-xinrong-receipt-bin"
 _OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -26,11 +29,18 @@ _OPTIONS = [
 
 
 def create_server(
-    address: str, max_workers: int = 16, tls: TlsFiles | None = None
+    address: str,
+    max_workers: int = 16,
+    tls: TlsFiles | None = None,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
 ) -> tuple[grpc.Server, int]:
     """A gRPC server bound to ``address`` (port 0 picks a free port); returns it and the port.
     With ``tls``, mutual TLS: a client must present a certificate from the same CA."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=_OPTIONS)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        options=_OPTIONS,
+        interceptors=list(interceptors),
+    )
     if tls is None:
         port = server.add_insecure_port(address)
     else:
