@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from node_runtime import tables
-from node_runtime.transport.channels import bank_identity
+from node_runtime.transport.channels import bank_identity, peer_certificate
 from node_runtime.transport.errors import status_for
 from protocols import merkle
 from protocols.errors import InputDataError
@@ -172,6 +172,9 @@ class AuditLog:
             bank_id = bank_identity(context)
         except Exception:  # noqa: BLE001 - no identity is itself what is recorded
             bank_id = "(unidentified)"
+        certificate = peer_certificate(context)
+        if certificate is not None:
+            details["subject"] = certificate.subject.rfc4514_string()
         self.append(
             bank_id,
             event,

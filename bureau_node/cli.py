@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
-import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,9 +20,12 @@ from node_runtime.cli_common import (
 from node_runtime.progress import ProgressBars
 from protocols import psi
 from protocols import vertical_lr as vlr
+from protocols.errors import XinrongError
 from protocols.ids import IdType
 
 from .server import BureauNode
+
+log = logging.getLogger("bureau_node")
 
 
 def _node(args: argparse.Namespace) -> BureauNode:
@@ -73,20 +77,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     node = _node(args)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # the handlers only raise flags: taking a lock in a handler (Event.set, the audit log)
+    # can deadlock with the main thread it interrupted
+    raised = {"stop": False, "reload": False}
+    signal.signal(signal.SIGTERM, lambda *_: raised.__setitem__("stop", True))
+    signal.signal(signal.SIGHUP, lambda *_: raised.__setitem__("reload", True))
     try:
         summary = _prepare_dataset(node, args.quiet)
         port = node.start(args.listen)
         print_result({"listening": args.listen, "port": port, "dataset": summary})
         try:
-            while not stop.wait(3600):
-                pass
+            while not raised["stop"]:
+                time.sleep(0.2)
+                if raised["reload"]:
+                    raised["reload"] = False
+                    _reload(node)
         except KeyboardInterrupt:
             pass
     finally:
         node.stop(grace=5)
     return 0
+
+
+def _reload(node: BureauNode) -> None:
+    """SIGHUP: the configuration file again; on error, the old one stays (and it is said)."""
+    try:
+        changes = node.reload()
+    except XinrongError as exc:
+        log.error("configuration NOT reloaded, the previous one stays in force: %s", exc)
+        return
+    summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.items() if v)
+    log.warning("configuration reloaded (%s)", summary or "no bank changed")
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -151,15 +172,31 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_certs(args: argparse.Namespace) -> int:
     from node_runtime.transport import certs
 
+    made: dict[str, object]
     if args.certs_command == "init":
-        made = certs.init_ca(args.tls_dir, args.host)
+        made = dict(certs.init_ca(args.tls_dir, args.host))
         print(
             f"CA and bureau certificate in {args.tls_dir}; keep ca.key at the bureau only",
             file=sys.stderr,
         )
-    else:
-        made = certs.issue_bank(args.tls_dir, args.bank_id)
+    elif args.certs_command == "issue-bank":
+        made = dict(certs.issue_bank(args.tls_dir, args.bank_id))
         print(f"give the directory {made['dir']} to bank {args.bank_id}", file=sys.stderr)
+    elif args.certs_command == "renew":
+        made = certs.renew(args.tls_dir, args.bank_id)
+        print(
+            f"give the directory {made['dir']} to bank {args.bank_id}; its old certificates "
+            f"stay valid until revoked: `bureau-node certs revoke {args.bank_id} --serial "
+            f"SERIAL --tls-dir {args.tls_dir}`",
+            file=sys.stderr,
+        )
+    else:
+        made = certs.revoke(args.tls_dir, args.bank_id, args.serial)
+        print(
+            f"revoked {made['revoked']} of {args.bank_id}; a running bureau refuses them "
+            "from their next call",
+            file=sys.stderr,
+        )
     print_result(made)
     return 0
 
@@ -300,7 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
     issue = certs_sub.add_parser("issue-bank", help="a bank's key and certificate")
     issue.add_argument("bank_id", help="the bank's identity at the bureau")
     issue.add_argument("--tls-dir", required=True, help="the CA's directory")
-    for p in (init, issue):
+    renew = certs_sub.add_parser(
+        "renew", help="a new key and certificate for a bank (the old stay valid until revoked)"
+    )
+    renew.add_argument("bank_id")
+    renew.add_argument("--tls-dir", required=True, help="the CA's directory")
+    revoke = certs_sub.add_parser(
+        "revoke", help="revoke a bank's certificates: refused from their next call, no restart"
+    )
+    revoke.add_argument("bank_id")
+    revoke.add_argument("--tls-dir", required=True, help="the CA's directory")
+    revoke.add_argument(
+        "--serial", default=None, help="only this certificate (hex; default: all of the bank's)"
+    )
+    for p in (init, issue, renew, revoke):
         p.set_defaults(func=cmd_certs, quiet=False, log_level="INFO")
 
     audit = sub.add_parser("audit", help="verify, export or publish the verifiable audit log")

@@ -1,7 +1,12 @@
-"""What the bureau does around every call, whatever the service: the receipts of the audit
-records a call appended go back to the bank in its trailing metadata
-(``x-xinrong-receipt-bin``, a JSON list of receipts), whether the call succeeded or was
-refused.
+"""What the bureau does around every call, whatever the service:
+
+- a client certificate that was revoked (``bureau-node certs revoke``) is refused,
+  UNAUTHENTICATED, and the refusal is on record with the peer's address and the
+  certificate's subject and serial (gRPC Python cannot check a revocation list during the
+  handshake, so it is checked on every call; the list is re-read when it changes);
+- the receipts of the audit records a call appended go back to the bank in its trailing
+  metadata (``x-xinrong-receipt-bin``, a JSON list of receipts), whether the call succeeded
+  or was refused.
 
 What a bank learns from a receipt: its own record's index in the bureau's log (so how many
 records, of all banks, came before it), its leaf hash (a hash of a record it could mostly
@@ -19,10 +24,13 @@ from typing import Any
 
 import grpc
 
-from node_runtime.transport.channels import RECEIPT_METADATA
+from node_runtime.transport.certs import RevocationList
+from node_runtime.transport.channels import RECEIPT_METADATA, peer_certificate
+from node_runtime.transport.errors import IdentityError, abort_with
+from protocols.errors import InputDataError
 from protocols.transparency import Receipt
 
-from .audit import current_receipts
+from .audit import AuditLog, current_receipts
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +41,15 @@ def _attach(context: grpc.ServicerContext, receipts: list[Receipt]) -> None:
         context.set_trailing_metadata(((RECEIPT_METADATA, value),))
 
 
-def _unary_response(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+Admit = Callable[[grpc.ServicerContext], None]
+
+
+def _unary_response(behaviour: Callable[..., Any], admit: Admit) -> Callable[..., Any]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
         receipts: list[Receipt] = []
         token = current_receipts.set(receipts)
         try:
+            admit(context)
             return behaviour(request, context)
         finally:
             current_receipts.reset(token)
@@ -46,7 +58,7 @@ def _unary_response(behaviour: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def _stream_response(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+def _stream_response(behaviour: Callable[..., Any], admit: Admit) -> Callable[..., Any]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         receipts: list[Receipt] = []
 
@@ -59,6 +71,7 @@ def _stream_response(behaviour: Callable[..., Any]) -> Callable[..., Any]:
                 current_receipts.reset(token)
 
         try:
+            step(lambda: admit(context))
             responses = step(lambda: iter(behaviour(request, context)))
             while True:
                 try:
@@ -72,7 +85,55 @@ def _stream_response(behaviour: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-class ReceiptInterceptor(grpc.ServerInterceptor):
+class BureauInterceptor(grpc.ServerInterceptor):
+    def __init__(
+        self, audit: AuditLog | None = None, revocations: RevocationList | None = None
+    ) -> None:
+        self.audit = audit
+        self.revocations = revocations
+
+    def _admitter(self, method: str) -> Admit:
+        def admit(context: grpc.ServicerContext) -> None:
+            if self.revocations is None:
+                return
+            certificate = peer_certificate(context)
+            if certificate is None:
+                return
+            try:
+                when = self.revocations.revoked(certificate.serial_number)
+            except InputDataError as exc:  # fail closed: no call while the list is unreadable
+                log.error("the revocation list cannot be read: %s", exc)
+                abort_with(context, exc)
+            if when is None:
+                return
+            serial = format(certificate.serial_number, "x")
+            subject = certificate.subject.rfc4514_string()
+            names = context.auth_context().get("x509_common_name") or [b"(unnamed)"]
+            bank_id = names[0].decode("utf-8", "replace")
+            log.warning(
+                "refused revoked certificate %s (%s) from %s", serial, subject, context.peer()
+            )
+            if self.audit is not None:
+                self.audit.append(
+                    bank_id,
+                    "call_refused",
+                    grpc.StatusCode.UNAUTHENTICATED.name,
+                    reason="certificate revoked",
+                    method=method,
+                    peer=context.peer(),
+                    subject=subject,
+                    serial=serial,
+                )
+            abort_with(
+                context,
+                IdentityError(
+                    f"the bureau refused your certificate (serial {serial}, {subject}): it was "
+                    f"revoked on {when:%Y-%m-%d %H:%M} UTC; ask the bureau for a new one"
+                ),
+            )
+
+        return admit
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
@@ -81,6 +142,7 @@ class ReceiptInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
+        admit = self._admitter(handler_call_details.method)
         kinds = {
             "unary_unary": (grpc.unary_unary_rpc_method_handler, _unary_response),
             "stream_unary": (grpc.stream_unary_rpc_method_handler, _unary_response),
@@ -91,7 +153,7 @@ class ReceiptInterceptor(grpc.ServerInterceptor):
             behaviour = getattr(handler, attribute)
             if behaviour is not None:
                 return make(  # type: ignore[operator]
-                    wrap(behaviour),
+                    wrap(behaviour, admit),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )

@@ -8,11 +8,13 @@ only at the bureau) the bank's word in the metadata is its identity.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from concurrent import futures
 
 import grpc
+from cryptography import x509
 
 from .certs import BUREAU_NAME, TlsFiles
 from .errors import IdentityError
@@ -135,3 +137,20 @@ def bank_identity(context: grpc.ServicerContext) -> str:
             "'-', '_' or '.', starting with a letter or digit"
         )
     return values[0]
+
+
+def peer_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
+    """The client certificate the TLS handshake accepted, if any (for records and the
+    revocation check)."""
+    try:
+        pems = context.auth_context().get("x509_pem_cert") or []
+    except Exception:  # noqa: BLE001 - a context without a transport (tests)
+        return None
+    if not pems:
+        return None
+    return _parse_certificate(bytes(pems[0]))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_certificate(pem: bytes) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem)
