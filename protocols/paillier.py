@@ -327,6 +327,17 @@ class OwnerEncryptor:
 _WORKER_ENCRYPTORS: dict[int, OwnerEncryptor] = {}
 
 
+def forget_worker_keys() -> None:
+    """Drop the keys this worker cached (node_runtime.parallel.forget_keys, at a job's
+    end). Python cannot wipe the freed integers; the memory is reused, not zeroed."""
+    _WORKER_ENCRYPTORS.clear()
+
+
+def worker_key_count() -> int:
+    """How many keys this process has cached (to check the above)."""
+    return len(_WORKER_ENCRYPTORS)
+
+
 def _encrypt_chunk(factors: tuple[int, int, int], values: list[int]) -> list[gmpy2.mpz]:
     """In a worker: the encryptor of this key, built once per worker and kept."""
     n, p, q = factors
