@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import secrets
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,12 +14,13 @@ from node_runtime.cli_common import (
     add_id_arguments,
     add_version_argument,
     print_result,
+    resolves_to_loopback,
     run_main,
 )
 from node_runtime.progress import ProgressBars
 from node_runtime.transport import certs
 from protocols import psi
-from protocols.errors import InputDataError
+from protocols.errors import InputDataError, XinrongError
 from protocols.ids import IdType
 
 from .jobs import psi_job
@@ -60,6 +64,37 @@ def _names(value: str | None) -> list[str] | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """The job's ID comes first, and with every failure the command that resumes it."""
+    job_id = args.resume or secrets.token_hex(16)
+    print(f"training job {job_id}", file=sys.stderr)
+    try:
+        return _train(args, job_id)
+    except XinrongError as exc:
+        exc.args = (f"training job {job_id}: {exc}; {_resume_hint(args, job_id)}",)
+        raise
+    except KeyboardInterrupt:
+        print(f"training job {job_id} interrupted; {_resume_hint(args, job_id)}", file=sys.stderr)
+        raise
+
+
+def _resume_hint(args: argparse.Namespace, job_id: str) -> str:
+    from .training import CHECKPOINT_FILE
+
+    checkpoint = Path(args.model_dir) / CHECKPOINT_FILE
+    try:
+        resumable = json.loads(checkpoint.read_text()).get("job_id") == job_id
+    except (OSError, ValueError):
+        resumable = False
+    if not resumable:
+        return "no epoch had finished, so there is nothing to resume: run the command again"
+    transport = f"--tls-dir {shlex.quote(args.tls_dir)}" if args.tls_dir else "--insecure"
+    return (
+        f"resume it with: bank-node train --bureau {shlex.quote(args.bureau)} --model-dir "
+        f"{shlex.quote(str(args.model_dir))} --resume {job_id} {transport}"
+    )
+
+
+def _train(args: argparse.Namespace, job_id: str) -> int:
     if args.resume is None:
         missing = [
             f"--{n.replace('_', '-')}"
@@ -136,6 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         tls_dir=args.tls_dir,
         patience=args.patience,
         resume=args.resume,
+        job_id=job_id,
         quiet=args.quiet,
         say=_say(args),
     )
@@ -283,8 +319,11 @@ def _check_transport(args: argparse.Namespace) -> None:
         )
     address = getattr(args, "bureau", None)
     host = address.rsplit(":", 1)[0].strip("[]") if address else "127.0.0.1"
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise InputDataError(f"--insecure is for a bureau on loopback only, not {host}")
+    if not resolves_to_loopback(host):
+        raise InputDataError(
+            f"--insecure is for a bureau on loopback only; {host} does not resolve to a "
+            "loopback address only"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

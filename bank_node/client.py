@@ -16,6 +16,7 @@ from node_runtime.transport import codec
 from node_runtime.transport.certs import bank_files
 from node_runtime.transport.channels import bank_metadata, open_channel, valid_bank_id
 from node_runtime.transport.errors import raise_from_rpc
+from node_runtime.transport.probe import probe
 from protocols import psi
 from protocols.errors import PeerError, ProtocolViolation
 from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
@@ -51,6 +52,7 @@ class BureauConnection:
             )
         self.address = address
         self.bank_id = bank_id
+        probe(address, tls_dir)  # names why a connection cannot be made, in about a second
         self._raw_channel = open_channel(address, bank_files(tls_dir) if tls_dir else None)
         # every answer's audit receipts are kept (receipts.py): the bank's own evidence
         self.receipts = ReceiptCollector(ReceiptStore(receipts_dir))

@@ -248,8 +248,10 @@ def train_job(
     on_epoch: Callable[[vlr.EpochRecord], None] | None = None,
     tls_dir: str | Path | None = None,
     resume: str | None = None,
+    job_id: str | None = None,
 ) -> dict[str, Any]:
     """PSI, then joint training, then evaluation; writes ``model_dir/model.json``.
+    ``job_id``: the new job's ID (default: a fresh one), so a caller can show it first.
 
     After every epoch the bank's state goes to ``model_dir/checkpoint.json`` (0600: it holds
     the job's key); ``resume=JOB_ID`` continues that job from there, with the settings it
@@ -321,7 +323,7 @@ def train_job(
             private_key = he.PrivateKey(public_key, p, q)
         encryptor = he.OwnerEncryptor(private_key)
         plan = vlr.TrainingPlan(
-            job_id=secrets.token_hex(16) if saved is None else saved["job_id"],
+            job_id=(job_id or secrets.token_hex(16)) if saved is None else saved["job_id"],
             psi_session_id=result.session_id,
             rows=rows,
             bank_columns=x.shape[1],

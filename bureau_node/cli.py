@@ -15,6 +15,7 @@ from node_runtime.cli_common import (
     add_id_arguments,
     add_version_argument,
     print_result,
+    resolves_to_loopback,
     run_main,
 )
 from node_runtime.progress import ProgressBars
@@ -54,7 +55,7 @@ def _prepare_dataset(node: BureauNode, quiet: bool) -> dict[str, object]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     host = args.listen.rsplit(":", 1)[0].strip("[]")
-    loopback = host in ("127.0.0.1", "localhost", "::1")
+    loopback = resolves_to_loopback(host)
     if not args.tls_dir and not args.insecure:
         print(
             "error: the bureau serves over mutual TLS: give --tls-dir DIR (made by "
