@@ -169,10 +169,61 @@ def read_export(path: str | Path) -> tuple[list[bytes], SignedHead, bytes]:
     return leaves, head, key
 
 
+def verify_proof(receipts: list[Receipt], path: str | Path, public_key: bytes | None) -> list[str]:
+    """Problems with the bureau's log shown by its proof (``bureau-node audit prove``): every
+    receipt's record must be in the latest signed head's tree, and every receipt's head a
+    prefix of that tree."""
+    try:
+        data = json.loads(Path(path).read_text())
+        head = SignedHead.from_dict(data["signed_head"])
+        head.verify(public_key or bytes.fromhex(data["public_key"]))
+        proofs = {(int(p["index"]), int(p["head_size"])): p for p in data["proofs"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputDataError(f"{path}: not a proof of `bureau-node audit prove` ({exc})") from None
+    problems = []
+    for r in receipts:
+        if r.head.log_id != head.log_id:
+            continue
+        number = r.index + 1
+        if r.head.size > head.size:
+            problems.append(
+                f"the log was truncated: the bureau's latest head covers {head.size} records, "
+                f"but the receipt for record {number} shows {r.head.size}"
+            )
+            continue
+        proof = proofs.get((r.index, r.head.size))
+        if proof is None:
+            problems.append(f"the bureau gave no proof for record {number}")
+            continue
+        try:
+            merkle.verify_consistency(
+                r.head.size,
+                head.size,
+                bytes.fromhex(r.head.root),
+                bytes.fromhex(head.root),
+                [bytes.fromhex(h) for h in proof["consistency"]],
+            )
+            merkle.verify_inclusion(
+                r.index,
+                head.size,
+                bytes.fromhex(r.leaf_hash),
+                [bytes.fromhex(h) for h in proof["inclusion"]],
+                bytes.fromhex(head.root),
+            )
+        except (merkle.ProofError, ValueError) as exc:
+            problems.append(
+                f"record {number} is not in the bureau's log as its receipt says: {exc}"
+            )
+    return problems
+
+
 def verify(
-    receipts: list[Receipt], public_key: bytes | None = None, export: str | Path | None = None
+    receipts: list[Receipt],
+    public_key: bytes | None = None,
+    export: str | Path | None = None,
+    proof: str | Path | None = None,
 ) -> list[str]:
-    """Problems with the receipts and, given an export, with the bureau's log."""
+    """Problems with the receipts and, given an export or a proof, with the bureau's log."""
     problems: list[str] = []
     good: list[Receipt] = []
     for r in receipts:
@@ -181,6 +232,14 @@ def verify(
             good.append(r)
         except InputDataError as exc:
             problems.append(str(exc))
+    roots: dict[tuple[str, int], set[str]] = {}
+    for r in good:
+        roots.setdefault((r.head.log_id, r.head.size), set()).add(r.head.root)
+    for (_, size), found in roots.items():
+        if len(found) > 1:  # proof on its own: the bureau contradicted itself
+            problems.append(f"the bureau signed {len(found)} different logs of {size} records")
+    if proof is not None:
+        problems.extend(verify_proof(good, proof, public_key))
     if export is None:
         return problems
     leaves, head, key = read_export(export)
@@ -210,14 +269,14 @@ def cmd_receipts(args: argparse.Namespace) -> int:
     if not receipts:
         raise InputDataError(f"no receipts in {store.directory}")
     key = load_public_key(args.bureau_key) if args.bureau_key else None
-    problems = verify(receipts, key, args.export)
+    problems = verify(receipts, key, args.export, args.proof)
     for problem in problems:
         print(f"BROKEN: {problem}", file=sys.stderr)
     print_result(
         {
             "receipts": len(receipts),
             "signatures_checked_against": "bureau key" if key else "each receipt's own key",
-            "log_checked": bool(args.export),
+            "log_checked": bool(args.export or args.proof),
             "intact": not problems,
             "problems": problems,
         }
@@ -240,6 +299,12 @@ def add_receipts_parser(sub: Any) -> None:
     )
     checking.add_argument(
         "--export", default=None, help="the bureau's full export (bureau-node audit export)"
+    )
+    checking.add_argument(
+        "--proof",
+        default=None,
+        help="the bureau's proof for these receipts (bureau-node audit prove): checks the "
+        "records without seeing other banks'",
     )
     for p in (listing, checking):
         p.add_argument(

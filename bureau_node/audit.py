@@ -260,6 +260,36 @@ class AuditLog:
                 heads.pop()
         return heads
 
+    def prove(self, receipts: Iterable[Receipt]) -> dict[str, Any]:
+        """For a bank's receipts: the latest signed head and, per receipt, the proof that
+        its record is in that head's tree (inclusion) and that the receipt's head is a
+        prefix of it (consistency). Lets a bank check its records without seeing anyone
+        else's (an export would show it every bank's records)."""
+        leaves = [
+            _leaf_hash(r["time"], r["bank_id"], r["event"], r["outcome"], r["details"])
+            for r in self.records()
+        ]
+        head = self.latest_head()
+        if head is None or head.size != len(leaves):
+            raise InputDataError("the audit log's latest head does not cover its records")
+        proofs = []
+        for r in receipts:
+            if r.head.log_id != self.log_id or r.head.size > head.size:
+                continue  # another log's, or beyond this one: the bank's check names it
+            proofs.append(
+                {
+                    "index": r.index,
+                    "head_size": r.head.size,
+                    "inclusion": [h.hex() for h in merkle.inclusion_proof(r.index, leaves)],
+                    "consistency": [h.hex() for h in merkle.consistency_proof(r.head.size, leaves)],
+                }
+            )
+        return {
+            "signed_head": head.to_dict(),
+            "public_key": self.public_key.hex(),
+            "proofs": proofs,
+        }
+
     def export(self, out: str | Path, since: str | None = None, fmt: str = "jsonl") -> int:
         """The records (with their leaf hashes) and the latest signed head, for a regulator:
         ``audit verify --evidence`` on a later log proves it still holds them. JSON lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -203,6 +204,8 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from protocols.transparency import Receipt
+
     from .audit import AuditLog, read_evidence
 
     if not (Path(args.state_dir) / "audit.sqlite3").exists():
@@ -232,6 +235,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         else:
             sys.stderr.write(pem.decode())
         print_result({"log_id": log.log_id, "public_key": log.public_key.hex(), "out": args.out})
+        return 0
+    if args.audit_command == "prove":
+        receipts = [r for r in read_evidence(args.receipts) if isinstance(r, Receipt)]
+        proof = log.prove(receipts)
+        Path(args.out).write_text(json.dumps(proof) + "\n")
+        print_result({"proofs": len(proof["proofs"]), "out": args.out})
         return 0
     written = log.export(args.out, args.since, args.format)
     print_result({"records": written, "out": args.out, "since": args.since})
@@ -379,7 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     key.add_argument("--state-dir", required=True)
     key.add_argument("--out", default=None, help="write the PEM here (default: stderr)")
-    for p in (verify, export, key):
+    prove = audit_sub.add_parser(
+        "prove",
+        help="for a bank's receipts: the latest signed head with inclusion and consistency "
+        "proofs (the bank checks its records without seeing other banks')",
+    )
+    prove.add_argument("--state-dir", required=True)
+    prove.add_argument("--receipts", required=True, help="the bank's receipts (JSON lines)")
+    prove.add_argument("--out", required=True)
+    for p in (verify, export, key, prove):
         p.set_defaults(func=cmd_audit, quiet=False, log_level="WARNING")
 
     synth = sub.add_parser("synth", help="write a synthetic city of enterprises and a bank")

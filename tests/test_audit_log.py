@@ -247,3 +247,57 @@ def test_an_old_hash_chained_log_is_migrated_or_refused(tmp_path):
     old_log(tmp_path / "bad", 2)
     with pytest.raises(Exception, match="chain breaks at record 2"):
         AuditLog(tmp_path / "bad")
+
+
+def _proof_problems(state: Path, root: Path, tmp_path: Path) -> list[str]:
+    receipts = _receipts(root)
+    proof = tmp_path / "proof.json"
+    proof.write_text(json.dumps(AuditLog(state).prove(receipts)))
+    return bank_receipts.verify(receipts, AuditLog(root / "state").public_key, proof=proof)
+
+
+def test_a_bank_checks_its_records_with_proofs_without_seeing_others(logged, tmp_path):
+    assert _proof_problems(logged / "state", logged, tmp_path) == []
+
+    truncated = _tampered(logged, tmp_path / "a", lambda rows: rows[:5])
+    found = _proof_problems(truncated, logged, tmp_path)
+    assert sum("the log was truncated" in p for p in found) == 2  # records 6 and 7
+
+    def rewrite(rows):
+        rows[1][4] = rows[1][4].replace('"matched"', '"matched_"')
+        return rows
+
+    rewritten = _tampered(logged, tmp_path / "b", rewrite)
+    found = _proof_problems(rewritten, logged, tmp_path)
+    assert any(p.startswith("record 2 is not in the bureau's log") for p in found)
+
+    def swap(rows):
+        rows[2], rows[3] = rows[3], rows[2]
+        return rows
+
+    swapped = _tampered(logged, tmp_path / "c", swap)
+    found = _proof_problems(swapped, logged, tmp_path)
+    assert any(p.startswith("record 3 is not in the bureau's log") for p in found)
+    assert any(p.startswith("record 4 is not in the bureau's log") for p in found)
+
+
+def test_prove_and_verify_on_the_command_line(logged, tmp_path):
+    proof = tmp_path / "proof.json"
+    made = subprocess.run(
+        [sys.executable, "-m", "bureau_node", "audit", "prove", "--state-dir"]
+        + [str(logged / "state"), "--receipts", str(_receipts_file(logged)), "--out", str(proof)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0 and json.loads(made.stdout)["proofs"] == 7
+    checked = subprocess.run(
+        [sys.executable, "-m", "bank_node", "receipts", "verify", "--receipts-dir"]
+        + [str(logged / "receipts"), "--proof", str(proof)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0 and json.loads(checked.stdout)["intact"]
