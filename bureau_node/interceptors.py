@@ -35,7 +35,15 @@ from .audit import AuditLog, current_receipts
 log = logging.getLogger(__name__)
 
 
+# gRPC refuses more than 8 KiB of metadata by default; a receipt is ~600 bytes and a call
+# appends one record (two at most), so this cap is never reached in practice
+MAX_RECEIPTS_PER_CALL = 8
+
+
 def _attach(context: grpc.ServicerContext, receipts: list[Receipt]) -> None:
+    if len(receipts) > MAX_RECEIPTS_PER_CALL:
+        log.warning("a call appended %d records; only the last receipts go back", len(receipts))
+        receipts = receipts[-MAX_RECEIPTS_PER_CALL:]
     if receipts:
         value = json.dumps([r.to_dict() for r in receipts]).encode()
         context.set_trailing_metadata(((RECEIPT_METADATA, value),))
