@@ -4,6 +4,8 @@ transparency-dev/merkle (proof/verify_test.go), plus tampered proofs that must f
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocols import merkle
 
@@ -167,3 +169,24 @@ def test_every_proof_of_a_larger_tree_verifies():
         for m in range(1, n + 1):
             proof = merkle.consistency_proof(m, hashes[:n])
             merkle.verify_consistency(m, n, roots[m], roots[n], proof)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_proofs_verify_and_any_changed_leaf_is_caught(data):
+    n = data.draw(st.integers(1, 300))
+    m = data.draw(st.integers(1, n))
+    i = data.draw(st.integers(0, n - 1))
+    hashes = [merkle.leaf_hash(k.to_bytes(4, "big")) for k in range(n)]
+    root_m, root_n = merkle.root(hashes[:m]), merkle.root(hashes)
+    proof = merkle.consistency_proof(m, hashes)
+    merkle.verify_consistency(m, n, root_m, root_n, proof)
+    merkle.verify_inclusion(i, n, hashes[i], merkle.inclusion_proof(i, hashes), root_n)
+    changed = list(hashes)
+    changed[i] = merkle.leaf_hash(b"rewritten")
+    assert merkle.root(changed) != root_n
+    if i < m:  # a signed head of m leaves no longer extends to the changed log
+        with pytest.raises(merkle.ProofError):
+            merkle.verify_consistency(
+                m, n, root_m, merkle.root(changed), merkle.consistency_proof(m, changed)
+            )
