@@ -60,8 +60,21 @@ def test_a_revoked_certificate_is_refused_on_its_next_call_without_a_restart(tmp
             assert "the bureau refused your certificate" in err.value.details()
             assert f"serial {serial}" in err.value.details() and "revoked" in err.value.details()
 
+        bank = subprocess.run(
+            [sys.executable, "-m", "bank_node", "psi", "--bureau", f"127.0.0.1:{node.port}"]
+            + ["--tls-dir", str(pki / "banks" / "bank-c"), "--data", str(city["bank"])]
+            + ["--id-column", "uscc", "--out", str(tmp_path / "m.csv"), "--workers", "0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        errors = [line for line in bank.stderr.splitlines() if line.startswith("error:")]
+        assert bank.returncode == 2 and len(errors) == 1, bank.stderr
+        assert "UNAUTHENTICATED: the bureau refused your certificate" in errors[0]
+
         refused = [r for r in AuditLog(state).records() if r["event"] == "call_refused"]
-        assert len(refused) == 2
+        assert len(refused) == 3
         details = json.loads(refused[0]["details"])
         assert refused[0]["bank_id"] == "bank-c" and refused[0]["outcome"] == "UNAUTHENTICATED"
         assert details["peer"].startswith("ipv4:127.0.0.1:")
