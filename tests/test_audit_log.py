@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -84,6 +85,8 @@ def _receipts_file(root: Path) -> Path:
 
 
 def test_every_answer_carried_a_receipt_that_verifies(logged):
+    key = logged / "state" / "audit-key.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
     receipts = _receipts(logged)
     assert [r.index for r in receipts] == list(range(7))
     assert bank_receipts.verify(receipts, export=logged / "late.jsonl") == []
