@@ -21,9 +21,9 @@ from typing import TypeVar
 import grpc
 
 from node_runtime import tables
-from node_runtime.parallel import forget_keys
 from node_runtime.transport import model_codec as codec
 from node_runtime.transport.errors import abort_with
+from node_runtime.workers import forget_keys
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.errors import PolicyViolation, ProtocolViolation, UnknownSession

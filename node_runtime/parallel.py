@@ -9,17 +9,15 @@ must be the party's own, inside its trust boundary, never shared with the other 
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
-import signal
-import sys
-import threading
-import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
 from protocols.errors import InputDataError
+
+from .workers import start as start_worker
+from .workers import track
 
 DASK_SCHEME = "dask://"
 
@@ -55,63 +53,6 @@ class DaskExecutor(Executor):
         self.client.close()
 
 
-class _Pool(ProcessPoolExecutor):
-    generation: Any = None  # a shared counter: raised when the node's jobs end
-
-
-def forget_keys(executor: Executor | None) -> None:
-    """A job ended: the node's workers drop the key material they cached (within a
-    watchdog tick, ~0.2 s); running jobs' keys are rebuilt on their next chunk."""
-    generation = getattr(executor, "generation", None)
-    if generation is not None:
-        with generation.get_lock():
-            generation.value += 1
-
-
-_PR_SET_PDEATHSIG = 1
-WATCHDOG_SECONDS = 0.2
-
-
-def _worker_start(node_pid: int, generation: Any) -> None:
-    """In each worker, first: die with the node, whatever kills it. The kernel signals
-    the worker when its parent dies (on Linux; the parent is the fork server, which exits
-    when the node does); a watchdog thread also checks the node itself, and drops cached
-    keys when the node says a job ended."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    parent = os.getppid()
-    if not _alive(node_pid):  # it died before prctl took effect
-        os._exit(1)
-    thread = threading.Thread(
-        target=_watch, args=(node_pid, parent, generation), name="xinrong-watchdog", daemon=True
-    )
-    thread.start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's: the pid was reused
-        return False
-    return True
-
-
-def _watch(node_pid: int, parent: int, generation: Any) -> None:
-    seen = generation.value
-    while True:
-        time.sleep(WATCHDOG_SECONDS)
-        if os.getppid() != parent or not _alive(node_pid):
-            os._exit(1)  # orphaned: no one will ever read our results
-        if generation.value != seen:
-            seen = generation.value
-            from protocols import paillier
-
-            paillier.forget_worker_keys()
-
-
 def make_executor(workers: int | None = None, spec: str | None = None) -> Executor | None:
     """The executor for a node's heavy work.
 
@@ -136,13 +77,13 @@ def make_executor(workers: int | None = None, spec: str | None = None) -> Execut
         return None
     context = multiprocessing.get_context("forkserver")
     generation = context.Value("Q", 0)
-    pool = _Pool(
+    pool = ProcessPoolExecutor(
         max_workers=count,
         mp_context=context,
-        initializer=_worker_start,
+        initializer=start_worker,  # die with this node; drop keys when a job ends
         initargs=(os.getpid(), generation),
     )
-    pool.generation = generation
+    track(pool, generation)
     # Start the workers now, not in the middle of the first session.
     for future in [pool.submit(os.getpid) for _ in range(count)]:
         future.result()

@@ -150,7 +150,8 @@ def test_sigkill_leaves_no_worker_behind(city, tmp_path, victim, job):
 
 
 def test_workers_drop_cached_keys_when_a_job_ends():
-    from node_runtime.parallel import WATCHDOG_SECONDS, forget_keys, make_executor
+    from node_runtime.parallel import make_executor
+    from node_runtime.workers import WATCHDOG_SECONDS, forget_keys
     from protocols import paillier as he
 
     pool = make_executor(1)
