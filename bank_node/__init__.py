@@ -22,6 +22,7 @@ The API is imported on first use, so ``import bank_node`` stays light.
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,11 @@ from protocols.errors import (
     QuotaExceeded,
     XinrongError,
 )
+
+# gRPC's C core writes its own lines to stderr (e.g. "Handshake failed ..."); the bank says
+# what went wrong in one line of its own (node_runtime/transport/probe.py). An explicit
+# GRPC_VERBOSITY (debugging) is respected.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 if TYPE_CHECKING:
     from .api import Bureau, JointModel, connect, load

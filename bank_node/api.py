@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from node_runtime import tables
+from node_runtime.cli_common import resolves_to_loopback
 from node_runtime.parallel import make_executor
 from node_runtime.progress import ProgressBars
 from node_runtime.transport import certs
@@ -33,8 +34,6 @@ from .client import DEFAULT_BANK_ID, BureauConnection, run_psi
 from .frames import as_table, output
 
 log = logging.getLogger(__name__)
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def bank_identity(
@@ -56,8 +55,11 @@ def bank_identity(
             "bank), or --insecure for plaintext to a bureau on loopback (development)"
         )
     host = address.rsplit(":", 1)[0].strip("[]") if address else "127.0.0.1"
-    if host not in LOOPBACK:
-        raise InputDataError(f"--insecure is for a bureau on loopback only, not {host}")
+    if not resolves_to_loopback(host):  # what the name resolves to, not the name
+        raise InputDataError(
+            f"--insecure is for a bureau on loopback only; {host} does not resolve to a "
+            "loopback address only"
+        )
     return bank_id or DEFAULT_BANK_ID
 
 

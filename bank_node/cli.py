@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import secrets
+import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from node_runtime.cli_common import (
@@ -17,11 +21,12 @@ from node_runtime.cli_common import (
 )
 from node_runtime.progress import ProgressBars
 from protocols import psi
-from protocols.errors import InputDataError
+from protocols.errors import InputDataError, XinrongError
 from protocols.ids import IdType
 
 from .client import DEFAULT_BANK_ID
 from .jobs import psi_job
+from .receipts import add_receipts_parser
 
 BANK_ID_HELP = (
     "this bank's name at the bureau (default: the one in the --tls-dir certificate; "
@@ -61,6 +66,46 @@ def _names(value: str | None) -> list[str] | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """The job's ID comes first once the bank's data passed its checks (a run refused
+    before that started no job), and with every later failure the command that resumes it."""
+    job_id = args.resume or secrets.token_hex(16)
+    started: list[str] = []
+
+    def announce(started_id: str) -> None:
+        print(f"training job {started_id}", file=sys.stderr, flush=True)
+        started.append(started_id)
+
+    try:
+        return _train(args, job_id, announce)
+    except XinrongError as exc:
+        if started:
+            exc.args = (f"training job {job_id}: {exc}; {_resume_hint(args, job_id)}",)
+        raise
+    except KeyboardInterrupt:
+        if started:
+            hint = _resume_hint(args, job_id)
+            print(f"training job {job_id} interrupted; {hint}", file=sys.stderr)
+        raise
+
+
+def _resume_hint(args: argparse.Namespace, job_id: str) -> str:
+    from .training import CHECKPOINT_FILE
+
+    checkpoint = Path(args.model_dir) / CHECKPOINT_FILE
+    try:
+        resumable = json.loads(checkpoint.read_text()).get("job_id") == job_id
+    except (OSError, ValueError):
+        resumable = False
+    if not resumable:
+        return "no epoch had finished, so there is nothing to resume: run the command again"
+    transport = f"--tls-dir {shlex.quote(args.tls_dir)}" if args.tls_dir else "--insecure"
+    return (
+        f"resume it with: bank-node train --bureau {shlex.quote(args.bureau)} --model-dir "
+        f"{shlex.quote(str(args.model_dir))} --resume {job_id} {transport}"
+    )
+
+
+def _train(args: argparse.Namespace, job_id: str, announce: Callable[[str], None]) -> int:
     if args.resume is None:
         missing = [
             f"--{n.replace('_', '-')}"
@@ -139,6 +184,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         tls_dir=args.tls_dir,
         patience=args.patience,
         resume=args.resume,
+        job_id=job_id,
+        on_start=announce,
         quiet=args.quiet,
         say=_say(args),
         read_options=read_options(args),
@@ -479,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tls(features)
     features.set_defaults(func=cmd_features, log_level="WARNING")
 
+    add_receipts_parser(sub)
     return parser
 
 

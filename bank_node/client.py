@@ -16,10 +16,13 @@ from node_runtime.transport import codec
 from node_runtime.transport.certs import bank_files
 from node_runtime.transport.channels import bank_metadata, open_channel, valid_bank_id
 from node_runtime.transport.errors import raise_from_rpc
+from node_runtime.transport.probe import probe
 from protocols import psi
 from protocols.errors import PeerError, ProtocolViolation
 from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
 from xinrong.v1 import psi_pb2 as pb
+
+from .receipts import ReceiptCollector, ReceiptStore
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class BureauConnection:
         bank_id: str,
         connect_timeout: float = 10.0,
         tls_dir: str | Path | None = None,
+        receipts_dir: str | Path | None = None,
     ) -> None:
         if not valid_bank_id(bank_id):
             raise ValueError(
@@ -51,7 +55,11 @@ class BureauConnection:
             )
         self.address = address
         self.bank_id = bank_id
-        self.channel = open_channel(address, bank_files(tls_dir) if tls_dir else None)
+        probe(address, tls_dir)  # names why a connection cannot be made, in about a second
+        self._raw_channel = open_channel(address, bank_files(tls_dir) if tls_dir else None)
+        # every answer's audit receipts are kept (receipts.py): the bank's own evidence
+        self.receipts = ReceiptCollector(ReceiptStore(receipts_dir))
+        self.channel = grpc.intercept_channel(self._raw_channel, self.receipts)
         self.metadata = bank_metadata(bank_id)
         self.psi = psi_pb2_grpc.PrivateSetIntersectionStub(self.channel)
         self.catalogue = model_pb2_grpc.CatalogueStub(self.channel)
@@ -59,9 +67,9 @@ class BureauConnection:
         self.binning = model_pb2_grpc.BinningStub(self.channel)
         self.scoring = model_pb2_grpc.ScoringStub(self.channel)
         try:
-            grpc.channel_ready_future(self.channel).result(timeout=connect_timeout)
+            grpc.channel_ready_future(self._raw_channel).result(timeout=connect_timeout)
         except grpc.FutureTimeoutError:
-            self.channel.close()
+            self._raw_channel.close()
             raise PeerError(
                 f"cannot reach the bureau at {address} within {connect_timeout:g} s: is the "
                 "bureau node running, is the address right"
@@ -69,7 +77,7 @@ class BureauConnection:
             ) from None
 
     def close(self) -> None:
-        self.channel.close()
+        self._raw_channel.close()
 
     def __enter__(self) -> BureauConnection:
         return self

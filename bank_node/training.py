@@ -233,12 +233,19 @@ class TrainingJob:
     saved: dict[str, Any] | None = None  # the checkpoint of the job being resumed
     read_options: tables.ReadOptions | None = None
     positive_label: str | None = None
+    job_id: str | None = None  # a new job's ID, chosen by the caller (default: a fresh one)
+    # told the job's ID once the bank's data passed its checks and the job starts
+    on_start: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
         he.check_key_bits(self.key_bits, self.allow_test_keys)
         self.optimizer.check()
         self.model_dir = Path(self.model_dir)
         self.seed = secrets.randbits(32) if self.seed is None else self.seed
+        if self.saved is not None:
+            self.job_id = self.saved["job_id"]
+        elif self.job_id is None:
+            self.job_id = secrets.token_hex(16)
 
     @classmethod
     def resumed(
@@ -412,7 +419,7 @@ def plan_training(connection: BureauConnection, matched: Matched, job: TrainingJ
         private_key = he.PrivateKey(public_key, p, q)
     encryptor = he.OwnerEncryptor(private_key)
     plan = vlr.TrainingPlan(
-        job_id=secrets.token_hex(16) if saved is None else saved["job_id"],
+        job_id=str(job.job_id),
         psi_session_id=result.session_id,
         rows=rows,
         bank_columns=x.shape[1],
@@ -704,6 +711,8 @@ def fit(
     """The steps after reading, top-down: prepare, PSI, plan, train, evaluate."""
     prepared = prepare(table, labels, job)
     check_bureau_features(job.bureau_features, bureau_catalogue(connection))  # before PSI
+    if job.on_start is not None:
+        job.on_start(str(job.job_id))
     matched = intersect(connection, executor, table, labels, prepared, job)
     planned = plan_training(connection, matched, job)
     trained = train(connection, executor, matched, planned, job)
@@ -738,9 +747,13 @@ def train_job(
     resume: str | None = None,
     read_options: tables.ReadOptions | None = None,
     positive_label: str | None = None,
+    job_id: str | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """PSI, then joint training, then evaluation, from the bank's file; writes
     ``model_dir/model.json`` and ``model_dir/evaluation.csv`` and returns the summary.
+    ``job_id``: the new job's ID (default: a fresh one); ``on_start`` is told it once the
+    bank's data passed its checks, before anything is sent to the bureau.
 
     After every epoch the bank's state goes to ``model_dir/checkpoint.json`` (0600: it holds
     the job's key); ``resume=JOB_ID`` continues that job from there, with the settings it
@@ -770,8 +783,9 @@ def train_job(
             patience=patience,
             read_options=read_options,
             positive_label=positive_label,
+            job_id=job_id,
         )
-    job.quiet, job.on_epoch = quiet, on_epoch
+    job.quiet, job.on_epoch, job.on_start = quiet, on_epoch, on_start
     if say is not None:
         job.say = say
     assert job.data is not None  # a resumed job from memory is refused in resumed()

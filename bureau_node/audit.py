@@ -1,69 +1,125 @@
-"""An append-only, hash-chained audit log of what banks asked the bureau and what it answered
-(SQLite under the state directory). Each record's hash covers its content and the previous
-record's hash, so changing, removing or reordering a record breaks the chain from there on;
-``verify`` says where. Records hold sizes, counts and outcomes, never IDs or values.
+"""An append-only, verifiable audit log of what banks asked the bureau and what it answered
+(SQLite under the state directory), in the style of Certificate Transparency (RFC 9162).
+
+Records are the leaves of a Merkle tree; after every record the bureau signs the tree's
+head (its size and root) with its Ed25519 audit key (``STATE_DIR/audit-key.pem``, 0600)
+and hands the bank a receipt: the record's index, its leaf hash and that signed head
+(``protocols.transparency``). The bureau's own copy can be rewritten by whoever controls
+its disk, hashes and all; a receipt or head held by a bank or a regulator cannot: ``verify``
+given them names a truncated log, a rewritten record and reordered records.
+Records hold sizes, counts and outcomes, never IDs or values.
 """
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import datetime
 import hashlib
 import json
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from node_runtime.transport.channels import bank_identity
+from node_runtime import tables
+from node_runtime.transport.channels import bank_identity, peer_certificate
 from node_runtime.transport.errors import status_for
+from protocols import merkle
 from protocols.errors import InputDataError
-
-GENESIS = "0" * 64
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    seq INTEGER PRIMARY KEY,
-    time TEXT NOT NULL,
-    bank_id TEXT NOT NULL,
-    event TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    details TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+from protocols.transparency import (
+    Receipt,
+    SignedHead,
+    check_log,
+    forks,
+    leaf_bytes,
+    log_id,
+    sign_head,
 )
-"""
-COLUMNS = ["seq", "time", "bank_id", "event", "outcome", "details", "prev_hash", "hash"]
-_SELECT = "SELECT seq, time, bank_id, event, outcome, details, prev_hash, hash FROM records"
-_SELECT += " ORDER BY rowid"  # storage order: a reordered record shows up as out of order
+
+FORMAT = "merkle-v1"
+KEY_FILE = "audit-key.pem"
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS records (
+        seq INTEGER PRIMARY KEY,
+        time TEXT NOT NULL,
+        bank_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        details TEXT NOT NULL,
+        leaf_hash TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS heads (
+        size INTEGER PRIMARY KEY,
+        head TEXT NOT NULL
+    )""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+]
+COLUMNS = ["seq", "time", "bank_id", "event", "outcome", "details", "leaf_hash"]
+_SELECT = "SELECT seq, time, bank_id, event, outcome, details, leaf_hash FROM records"
+
+# The receipts of the records appended while serving the current call (set by the
+# server's interceptor, see receipts.py); None outside a call.
+current_receipts: contextvars.ContextVar[list[Receipt] | None] = contextvars.ContextVar(
+    "current_receipts", default=None
+)
 
 
-def _digest(
-    prev_hash: str, seq: int, time: str, bank_id: str, event: str, outcome: str, details: str
-) -> str:
-    body = json.dumps(
-        [prev_hash, seq, time, bank_id, event, outcome, details],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(body.encode()).hexdigest()
+def _leaf_hash(time: str, bank_id: str, event: str, outcome: str, details: str) -> bytes:
+    return merkle.leaf_hash(leaf_bytes(time, bank_id, event, outcome, details))
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
 class Problem:
-    seq: int
+    seq: int  # the first record concerned (0: the log as a whole)
     what: str
+
+
+def load_or_create_key(state_dir: Path) -> Ed25519PrivateKey:
+    path = state_dir / KEY_FILE
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise InputDataError(f"{path} is not an Ed25519 audit key")
+        return key
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    tables.atomic_write_bytes(path, pem, mode=0o600)
+    return key
 
 
 class AuditLog:
     def __init__(self, state_dir: str | Path) -> None:
-        self.path = Path(state_dir) / "audit.sqlite3"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        root = Path(state_dir)
+        self.path = root / "audit.sqlite3"
+        root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._key = load_or_create_key(root)
+        self.public_key = self._key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.log_id = log_id(self.public_key)
+        self._tree = merkle.CompactRange()
         with self._connect() as db:
-            db.execute(_SCHEMA)
+            migrated = _migrate(db)
+            for statement in _SCHEMA:
+                db.execute(statement)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
+        if migrated:  # on record, under the first head of the new log
+            self.append("(bureau)", "audit_log_migrated", "OK", **migrated)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -71,81 +127,284 @@ class AuditLog:
         db.execute("PRAGMA synchronous=FULL")  # on disk before the answer leaves
         return db
 
+    def public_key_pem(self) -> bytes:
+        return self._key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def _tree_at(self, db: sqlite3.Connection, size: int) -> merkle.CompactRange:
+        """The tree of the first ``size`` records; rebuilt when another process appended."""
+        if self._tree.size != size:
+            rows = db.execute("SELECT leaf_hash FROM records ORDER BY seq").fetchall()
+            self._tree = merkle.CompactRange([bytes.fromhex(r[0]) for r in rows[:size]])
+        return self._tree
+
     def append(self, bank_id: str, event: str, outcome: str, **details: Any) -> int:
-        """Write one record, durably; returns its sequence number."""
-        time = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        """Write one record and a head signed over it, durably; returns its number. Inside
+        a served call, the record's receipt goes back to the bank with the answer."""
+        time = _now()
         text = json.dumps(details, ensure_ascii=False, sort_keys=True, default=str)
+        digest = _leaf_hash(time, bank_id, event, outcome, text)
         with self._lock, self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            last = db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-            digest = _digest(prev, seq, time, bank_id, event, outcome, text)
+            last = db.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
+            tree = self._tree_at(db, last)
+            seq = last + 1
             db.execute(
-                "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, time, bank_id, event, outcome, text, prev, digest),
+                "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, time, bank_id, event, outcome, text, digest.hex()),
             )
+            tree.append(digest)
+            head = sign_head(self._key, self.public_key, seq, tree.root(), time)
+            db.execute("INSERT INTO heads VALUES (?, ?)", (seq, json.dumps(head.to_dict())))
             db.execute("COMMIT")
+        collected = current_receipts.get()
+        if collected is not None:
+            collected.append(Receipt(seq - 1, digest.hex(), head, self.public_key.hex()))
         return seq
 
     def refusal(
         self, context: grpc.ServicerContext, event: str, exc: BaseException, **details: Any
     ) -> None:
-        """Record a refused request: the caller (if it could say who it is), the status."""
+        """Record a refused request: the caller (if it could say who it is), its address,
+        the status."""
         try:
             bank_id = bank_identity(context)
         except Exception:  # noqa: BLE001 - no identity is itself what is recorded
             bank_id = "(unidentified)"
-        self.append(bank_id, event, status_for(exc).name, error=str(exc)[:300], **details)
+        certificate = peer_certificate(context)
+        if certificate is not None:
+            details["subject"] = certificate.subject.rfc4514_string()
+        self.append(
+            bank_id,
+            event,
+            status_for(exc).name,
+            error=str(exc)[:300],
+            peer=_peer(context),
+            **details,
+        )
 
     def records(self, since: str | None = None) -> list[dict[str, Any]]:
         with self._connect() as db:
-            rows = db.execute(_SELECT).fetchall()
+            rows = db.execute(_SELECT + " ORDER BY seq").fetchall()
         out = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
         if since:
             out = [r for r in out if r["time"] >= since]
         return out
 
-    def verify(self) -> tuple[int, list[Problem]]:
-        """Walk the chain in storage order: the number of records and what is wrong where."""
-        problems: list[Problem] = []
-        prev, expected = GENESIS, 1
+    def heads(self) -> list[SignedHead]:
+        with self._connect() as db:
+            rows = db.execute("SELECT head FROM heads ORDER BY size").fetchall()
+        return [SignedHead.from_dict(json.loads(r[0])) for r in rows]
+
+    def latest_head(self) -> SignedHead | None:
+        with self._connect() as db:
+            row = db.execute("SELECT head FROM heads ORDER BY size DESC LIMIT 1").fetchone()
+        return SignedHead.from_dict(json.loads(row[0])) if row else None
+
+    def verify(self, evidence: Iterable[SignedHead | Receipt] = ()) -> tuple[int, list[Problem]]:
+        """Check every record against its leaf hash, the records' order and numbering, the
+        log against every head the bureau stored and every head or receipt given (from a
+        bank or a regulator): the number of records and what is wrong where."""
         records = self.records()
-        for r in records:
+        problems: list[Problem] = []
+        leaves: list[bytes] = []
+        for expected, r in enumerate(records, start=1):
             if r["seq"] != expected:
-                what = "removed" if r["seq"] > expected else "reordered or duplicated"
-                problems.append(Problem(expected, f"record {expected} {what} (found {r['seq']})"))
-            if r["prev_hash"] != prev:
+                problems.append(
+                    Problem(expected, f"record {expected} removed (numbering jumps to {r['seq']})")
+                )
+            digest = _leaf_hash(r["time"], r["bank_id"], r["event"], r["outcome"], r["details"])
+            if digest.hex() != r["leaf_hash"]:
                 problems.append(
                     Problem(
                         r["seq"],
-                        f"record {r['seq']} does not follow the one "
-                        "before it (removed or reordered records)",
+                        f"record {r['seq']} was changed (its content no longer matches "
+                        "its leaf hash)",
                     )
                 )
-            digest = _digest(
-                r["prev_hash"],
-                r["seq"],
-                r["time"],
-                r["bank_id"],
-                r["event"],
-                r["outcome"],
-                r["details"],
-            )
-            if digest != r["hash"]:
-                problems.append(Problem(r["seq"], f"record {r['seq']} was changed"))
-            prev, expected = r["hash"], r["seq"] + 1
+            leaves.append(digest)
+        stored = self._stored_heads_checked(problems)
+        heads: list[SignedHead] = []
+        receipts: list[Receipt] = []
+        for item in evidence:
+            try:
+                if isinstance(item, Receipt):
+                    item.verify(self.public_key)
+                    receipts.append(item)
+                else:
+                    item.verify(self.public_key)
+                    heads.append(item)
+            except InputDataError as exc:
+                problems.append(Problem(0, f"evidence not usable: {exc}"))
+        # the bureau's own heads and those held by others apart: where the others' heads
+        # disagree, the bureau's may have been re-signed to fit a rewritten log
+        found = check_log(leaves, stored)
+        if heads or receipts:
+            found += check_log(leaves, heads, receipts)
+            found += forks(stored, [*heads, *(r.head for r in receipts)])
+        problems.extend(Problem(0, what) for what in dict.fromkeys(found))
         return len(records), problems
 
+    def _stored_heads_checked(self, problems: list[Problem]) -> list[SignedHead]:
+        """The heads the bureau stored. Their roots are all compared with the records; only
+        the latest signature is checked, which keeps a long log's check fast: the stored
+        heads are the bureau's own copy, evidence only against accidents, since whoever can
+        rewrite them may hold the key too (the heads held by others are what count)."""
+        heads = self.heads()
+        if heads:
+            try:
+                heads[-1].verify(self.public_key)
+            except InputDataError as exc:
+                problems.append(Problem(heads[-1].size, f"stored head: {exc}"))
+                heads.pop()
+        return heads
+
+    def prove(self, receipts: Iterable[Receipt]) -> dict[str, Any]:
+        """For a bank's receipts: the latest signed head and, per receipt, the proof that
+        its record is in that head's tree (inclusion) and that the receipt's head is a
+        prefix of it (consistency). Lets a bank check its records without seeing anyone
+        else's (an export would show it every bank's records)."""
+        leaves = [
+            _leaf_hash(r["time"], r["bank_id"], r["event"], r["outcome"], r["details"])
+            for r in self.records()
+        ]
+        head = self.latest_head()
+        if head is None or head.size != len(leaves):
+            raise InputDataError("the audit log's latest head does not cover its records")
+        proofs = []
+        for r in receipts:
+            if r.head.log_id != self.log_id or r.head.size > head.size:
+                continue  # another log's, or beyond this one: the bank's check names it
+            proofs.append(
+                {
+                    "index": r.index,
+                    "head_size": r.head.size,
+                    "inclusion": [h.hex() for h in merkle.inclusion_proof(r.index, leaves)],
+                    "consistency": [h.hex() for h in merkle.consistency_proof(r.head.size, leaves)],
+                }
+            )
+        return {
+            "signed_head": head.to_dict(),
+            "public_key": self.public_key.hex(),
+            "proofs": proofs,
+        }
+
     def export(self, out: str | Path, since: str | None = None, fmt: str = "jsonl") -> int:
+        """The records (with their leaf hashes) and the latest signed head, for a regulator:
+        ``audit verify --evidence`` on a later log proves it still holds them. JSON lines
+        end with the head and the public key; a CSV gets them beside it (OUT.head.json)."""
         records = self.records(since)
+        head = self.latest_head()
+        trailer = {
+            "signed_head": head.to_dict() if head else None,
+            "public_key": self.public_key.hex(),
+        }
         out = Path(out)
         if fmt == "jsonl":
-            out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            lines = [json.dumps(r, ensure_ascii=False) for r in records]
+            out.write_text("".join(line + "\n" for line in [*lines, json.dumps(trailer)]))
         elif fmt == "csv":
             with out.open("w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=COLUMNS)
                 writer.writeheader()
                 writer.writerows(records)
+            out.with_name(out.name + ".head.json").write_text(json.dumps(trailer) + "\n")
         else:
             raise InputDataError(f"unknown export format {fmt!r}: use csv or jsonl")
         return len(records)
+
+
+def _peer(context: grpc.ServicerContext) -> str:
+    try:
+        return str(context.peer())
+    except Exception:  # noqa: BLE001 - a context without a peer (tests)
+        return "(unknown)"
+
+
+def read_evidence(path: str | Path) -> list[SignedHead | Receipt]:
+    """Heads and receipts from a file: a bank's receipts (JSON lines), an export (its
+    signed head), a single head or receipt (JSON)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputDataError(f"{path}: cannot read ({exc.strerror})") from None
+    found: list[SignedHead | Receipt] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            raise InputDataError(f"{path}:{number}: not JSON") from None
+        if isinstance(item, dict) and "leaf_hash" in item and "head" in item:
+            found.append(Receipt.from_dict(item))
+        elif isinstance(item, dict) and item.get("signed_head"):
+            found.append(SignedHead.from_dict(item["signed_head"]))
+        elif isinstance(item, dict) and "signature" in item and "root" in item:
+            found.append(SignedHead.from_dict(item))
+    if not found:
+        raise InputDataError(f"{path}: no signed head or receipt in it")
+    return found
+
+
+# -- the old format: an unkeyed hash chain (before the Merkle log) --------------------------
+
+_OLD_GENESIS = "0" * 64
+
+
+def _old_digest(prev: str, seq: int, time: str, bank: str, event: str, out: str, det: str) -> str:
+    body = json.dumps(
+        [prev, seq, time, bank, event, out, det], ensure_ascii=False, separators=(",", ":")
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _migrate(db: sqlite3.Connection) -> dict[str, Any] | None:
+    """Carry an intact hash-chained log over into the Merkle log, or refuse a broken one
+    (it is evidence: left untouched)."""
+    columns = [row[1] for row in db.execute("PRAGMA table_info(records)")]
+    if "prev_hash" not in columns:
+        return None
+    rows = db.execute(
+        "SELECT seq, time, bank_id, event, outcome, details, prev_hash, hash FROM records "
+        "ORDER BY rowid"
+    ).fetchall()
+    prev, expected = _OLD_GENESIS, 1
+    for seq, time, bank, event, outcome, details, prev_hash, digest in rows:
+        if (
+            seq != expected
+            or prev_hash != prev
+            or _old_digest(prev_hash, seq, time, bank, event, outcome, details) != digest
+        ):
+            path = db.execute("PRAGMA database_list").fetchone()[2]
+            raise InputDataError(
+                f"{path}: an audit log of the old hash-chained format whose chain breaks at "
+                f"record {expected}; it was left untouched: keep it as evidence, move it "
+                "aside and start a new log"
+            )
+        prev, expected = digest, expected + 1
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("ALTER TABLE records RENAME TO records_hash_chain")
+    db.execute(_SCHEMA[0])
+    for seq, time, bank, event, outcome, details, _, _ in rows:
+        leaf = _leaf_hash(time, bank, event, outcome, details).hex()
+        db.execute(
+            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, time, bank, event, outcome, details, leaf),
+        )
+    db.execute("DROP TABLE records_hash_chain")
+    db.execute("COMMIT")
+    return {"old_records": len(rows), "old_chain_head": prev}
+
+
+@contextmanager
+def collecting_receipts() -> Iterator[list[Receipt]]:
+    """Collect the receipts of records appended in this context (one served call)."""
+    collected: list[Receipt] = []
+    token = current_receipts.set(collected)
+    try:
+        yield collected
+    finally:
+        current_receipts.reset(token)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import signal
 import sys
-import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,14 +17,18 @@ from node_runtime.cli_common import (
     add_version_argument,
     print_result,
     read_options,
+    resolves_to_loopback,
     run_main,
 )
 from node_runtime.progress import ProgressBars
 from protocols import psi
 from protocols import vertical_lr as vlr
+from protocols.errors import XinrongError
 from protocols.ids import IdType
 
 from .server import BureauNode
+
+log = logging.getLogger("bureau_node")
 
 
 def _node(args: argparse.Namespace) -> BureauNode:
@@ -52,7 +58,7 @@ def _prepare_dataset(node: BureauNode, quiet: bool) -> dict[str, object]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     host = args.listen.rsplit(":", 1)[0].strip("[]")
-    loopback = host in ("127.0.0.1", "localhost", "::1")
+    loopback = resolves_to_loopback(host)
     if not args.tls_dir and not args.insecure:
         print(
             "error: the bureau serves over mutual TLS: give --tls-dir DIR (made by "
@@ -75,20 +81,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     node = _node(args)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # the handlers only raise flags: taking a lock in a handler (Event.set, the audit log)
+    # can deadlock with the main thread it interrupted
+    raised = {"stop": False, "reload": False}
+    signal.signal(signal.SIGTERM, lambda *_: raised.__setitem__("stop", True))
+    signal.signal(signal.SIGHUP, lambda *_: raised.__setitem__("reload", True))
     try:
         summary = _prepare_dataset(node, args.quiet)
         port = node.start(args.listen)
         print_result({"listening": args.listen, "port": port, "dataset": summary})
         try:
-            while not stop.wait(3600):
-                pass
+            while not raised["stop"]:
+                time.sleep(0.2)
+                if raised["reload"]:
+                    raised["reload"] = False
+                    _reload(node)
         except KeyboardInterrupt:
             pass
     finally:
         node.stop(grace=5)
     return 0
+
+
+def _reload(node: BureauNode) -> None:
+    """SIGHUP: the configuration file again; on error, the old one stays (and it is said)."""
+    try:
+        changes = node.reload()
+    except XinrongError as exc:
+        log.error("configuration NOT reloaded, the previous one stays in force: %s", exc)
+        return
+    summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.items() if v)
+    log.warning("configuration reloaded (%s)", summary or "no bank changed")
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -155,34 +178,74 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_certs(args: argparse.Namespace) -> int:
     from node_runtime.transport import certs
 
+    made: dict[str, object]
     if args.certs_command == "init":
-        made = certs.init_ca(args.tls_dir, args.host)
+        made = dict(certs.init_ca(args.tls_dir, args.host))
         print(
             f"CA and bureau certificate in {args.tls_dir}; keep ca.key at the bureau only",
             file=sys.stderr,
         )
-    else:
-        made = certs.issue_bank(args.tls_dir, args.bank_id)
+    elif args.certs_command == "issue-bank":
+        made = dict(certs.issue_bank(args.tls_dir, args.bank_id))
         print(f"give the directory {made['dir']} to bank {args.bank_id}", file=sys.stderr)
+    elif args.certs_command == "renew":
+        made = certs.renew(args.tls_dir, args.bank_id)
+        print(
+            f"give the directory {made['dir']} to bank {args.bank_id}; its old certificates "
+            f"stay valid until revoked: `bureau-node certs revoke {args.bank_id} --serial "
+            f"SERIAL --tls-dir {args.tls_dir}`",
+            file=sys.stderr,
+        )
+    else:
+        made = certs.revoke(args.tls_dir, args.bank_id, args.serial)
+        print(
+            f"revoked {made['revoked']} of {args.bank_id}; a running bureau refuses them "
+            "from their next call",
+            file=sys.stderr,
+        )
     print_result(made)
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import AuditLog
+    from protocols.transparency import Receipt
+
+    from .audit import AuditLog, read_evidence
 
     if not (Path(args.state_dir) / "audit.sqlite3").exists():
         print(f"error: no audit log in {args.state_dir}", file=sys.stderr)
         return 2
     log = AuditLog(args.state_dir)
     if args.audit_command == "verify":
-        count, problems = log.verify()
+        evidence = [item for path in args.evidence for item in read_evidence(path)]
+        count, problems = log.verify(evidence)
         for problem in problems:
             print(f"BROKEN: {problem.what}", file=sys.stderr)
+        head = log.latest_head()
         print_result(
-            {"records": count, "intact": not problems, "problems": [p.what for p in problems]}
+            {
+                "records": count,
+                "intact": not problems,
+                "problems": [p.what for p in problems],
+                "evidence": len(evidence),
+                "signed_head": head.to_dict() if head else None,
+            }
         )
         return 0 if not problems else 1
+    if args.audit_command == "key":
+        pem = log.public_key_pem()
+        if args.out:
+            Path(args.out).write_bytes(pem)
+        else:
+            sys.stderr.write(pem.decode())
+        print_result({"log_id": log.log_id, "public_key": log.public_key.hex(), "out": args.out})
+        return 0
+    if args.audit_command == "prove":
+        receipts = [r for r in read_evidence(args.receipts) if isinstance(r, Receipt)]
+        proof = log.prove(receipts)
+        Path(args.out).write_text(json.dumps(proof) + "\n")
+        print_result({"proofs": len(proof["proofs"]), "out": args.out})
+        return 0
     written = log.export(args.out, args.since, args.format)
     print_result({"records": written, "out": args.out, "since": args.since})
     return 0
@@ -288,19 +351,56 @@ def build_parser() -> argparse.ArgumentParser:
     issue = certs_sub.add_parser("issue-bank", help="a bank's key and certificate")
     issue.add_argument("bank_id", help="the bank's identity at the bureau")
     issue.add_argument("--tls-dir", required=True, help="the CA's directory")
-    for p in (init, issue):
+    renew = certs_sub.add_parser(
+        "renew", help="a new key and certificate for a bank (the old stay valid until revoked)"
+    )
+    renew.add_argument("bank_id")
+    renew.add_argument("--tls-dir", required=True, help="the CA's directory")
+    revoke = certs_sub.add_parser(
+        "revoke", help="revoke a bank's certificates: refused from their next call, no restart"
+    )
+    revoke.add_argument("bank_id")
+    revoke.add_argument("--tls-dir", required=True, help="the CA's directory")
+    revoke.add_argument(
+        "--serial", default=None, help="only this certificate (hex; default: all of the bank's)"
+    )
+    for p in (init, issue, renew, revoke):
         p.set_defaults(func=cmd_certs, quiet=False, log_level="INFO")
 
-    audit = sub.add_parser("audit", help="verify or export the hash-chained audit log")
+    audit = sub.add_parser("audit", help="verify, export or publish the verifiable audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_sub.add_parser("verify", help="detect changed, removed or reordered records")
+    verify = audit_sub.add_parser(
+        "verify", help="detect changed, removed or reordered records (exit status 1)"
+    )
     verify.add_argument("--state-dir", required=True)
-    export = audit_sub.add_parser("export", help="write records for a regulator")
+    verify.add_argument(
+        "--evidence",
+        action="append",
+        default=[],
+        help="a file of signed heads or receipts the log must still be consistent with: a "
+        "bank's receipts (JSON lines), an earlier export; repeatable",
+    )
+    export = audit_sub.add_parser(
+        "export", help="write the records and the latest signed head for a regulator"
+    )
     export.add_argument("--state-dir", required=True)
     export.add_argument("--since", default=None, help="ISO date, e.g. 2026-11-01")
     export.add_argument("--format", choices=["csv", "jsonl"], default="jsonl")
     export.add_argument("--out", required=True)
-    for p in (verify, export):
+    key = audit_sub.add_parser(
+        "key", help="the audit log's public key (PEM), for banks and regulators"
+    )
+    key.add_argument("--state-dir", required=True)
+    key.add_argument("--out", default=None, help="write the PEM here (default: stderr)")
+    prove = audit_sub.add_parser(
+        "prove",
+        help="for a bank's receipts: the latest signed head with inclusion and consistency "
+        "proofs (the bank checks its records without seeing other banks')",
+    )
+    prove.add_argument("--state-dir", required=True)
+    prove.add_argument("--receipts", required=True, help="the bank's receipts (JSON lines)")
+    prove.add_argument("--out", required=True)
+    for p in (verify, export, key, prove):
         p.set_defaults(func=cmd_audit, quiet=False, log_level="WARNING")
 
     synth = sub.add_parser("synth", help="write a synthetic city of enterprises and a bank")

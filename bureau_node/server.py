@@ -11,7 +11,7 @@ import grpc
 
 from node_runtime import tables
 from node_runtime.parallel import make_executor
-from node_runtime.transport.certs import bureau_files
+from node_runtime.transport.certs import RevocationList, bureau_files
 from node_runtime.transport.channels import create_server
 from protocols import psi
 from protocols import vertical_lr as vlr
@@ -24,6 +24,7 @@ from .catalogue_service import CatalogueServicer
 from .config import Access, load_config
 from .context import BureauContext
 from .features import BureauFeatures
+from .interceptors import BureauInterceptor
 from .models import ModelStore
 from .scoring_service import ScoringServicer
 from .service import PsiServicer
@@ -60,9 +61,12 @@ class BureauNode:
         self._workers = workers
         self._executor_spec = executor
         self.tls = bureau_files(tls_dir) if tls_dir else None
+        self.revocations = RevocationList(tls_dir) if tls_dir else None
         self.config = Path(config) if config else None
         self.executor: Executor | None = None
         self.server: grpc.Server | None = None
+        self.audit: AuditLog | None = None
+        self.access: Access | None = None
         self.port: int | None = None
 
     def prepare(self, progress: Progress | None = None) -> DatasetSummary:
@@ -92,8 +96,12 @@ class BureauNode:
         # the configuration is checked before the port opens: a bad file is a clear error
         policies = load_config(self.config, self.features.names) if self.config else None
         access = Access(self.store.root, policies)
+        self.access = access
         audit = AuditLog(self.store.root)
-        self.server, self.port = create_server(address, tls=self.tls)
+        self.audit = audit
+        self.server, self.port = create_server(
+            address, tls=self.tls, interceptors=[BureauInterceptor(audit, self.revocations)]
+        )
         servicer = PsiServicer(self.store, self.executor, self.limits, access=access, audit=audit)
         psi_pb2_grpc.add_PrivateSetIntersectionServicer_to_server(servicer, self.server)
         context = BureauContext(
@@ -112,6 +120,24 @@ class BureauNode:
         self.server.start()
         log.info("bureau node listening on %s (port %d)", address, self.port)
         return self.port
+
+    def reload(self) -> dict[str, list[str]]:
+        """Re-read the configuration file (``serve`` does on SIGHUP): which banks were added,
+        removed or changed. A bad file raises InputDataError and the old one stays in
+        force. (The revocation list needs no reload: it is re-read when it changes.)"""
+        if self.config is None or self.access is None or self.features is None:
+            return {}
+        new = load_config(self.config, self.features.names)
+        old = self.access.policies or {}
+        changes = {
+            "added": sorted(new.keys() - old.keys()),
+            "removed": sorted(old.keys() - new.keys()),
+            "changed": sorted(k for k in new.keys() & old.keys() if new[k] != old[k]),
+        }
+        self.access.policies = new  # one reference swap: a call sees the old or the new
+        if self.audit is not None:
+            self.audit.append("(bureau)", "configuration_reloaded", "OK", **changes)
+        return changes
 
     def stop(self, grace: float | None = 1.0) -> None:
         if self.server is not None:

@@ -23,6 +23,7 @@ import grpc
 from node_runtime import tables
 from node_runtime.transport import model_codec as codec
 from node_runtime.transport.errors import abort_with
+from node_runtime.workers import forget_keys
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.errors import PolicyViolation, ProtocolViolation, UnknownSession
@@ -57,12 +58,17 @@ class TrainingJobs:
         self.max_per_bank = max_per_bank
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
+        self.on_end: Callable[[], None] = lambda: None  # a job ended: workers drop its key
 
     def add(self, job_id: str, job: _Job) -> None:
         now = time.monotonic()
         with self._lock:
-            for key in [k for k, j in self._jobs.items() if now - j.last_used > self.idle]:
+            expired = [k for k, j in self._jobs.items() if now - j.last_used > self.idle]
+            for key in expired:
                 del self._jobs[key]
+        if expired:
+            self.on_end()
+        with self._lock:
             if job_id in self._jobs:
                 raise PolicyViolation(f"a training job {job_id} is already running")
             mine = [j for j in self._jobs.values() if j.bank_id == job.bank_id]
@@ -98,6 +104,7 @@ class TrainingJobs:
     def remove(self, job_id: str) -> None:
         with self._lock:
             self._jobs.pop(job_id, None)
+        self.on_end()
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -107,6 +114,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
     def __init__(self, ctx: BureauContext, jobs: TrainingJobs | None = None) -> None:
         self.ctx = ctx
         self.jobs = jobs or TrainingJobs()
+        self.jobs.on_end = lambda: forget_keys(ctx.executor)
 
     def StartTraining(
         self, request: pb.TrainingPlan, context: grpc.ServicerContext

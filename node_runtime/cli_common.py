@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
+import socket
 import sys
 from collections.abc import Callable
 from importlib import metadata
@@ -25,6 +27,17 @@ def distribution_version() -> str:
 
 def add_version_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"%(prog)s {distribution_version()}")
+
+
+def resolves_to_loopback(host: str) -> bool:
+    """Every address ``host`` resolves to is a loopback address (what --insecure allows):
+    the name ``localhost`` is not trusted, what it resolves to is."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    addresses = {str(info[4][0]).split("%")[0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
 def add_id_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,14 +96,28 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="for scripts: nothing but the final JSON line (on stdout) and errors",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-
-
-def setup_logging(level: str, quiet: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    parser.add_argument(
+        "--log-file",
+        default=None,
+        help="also append the log to FILE (at --log-level, even with --quiet)",
     )
+
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: str, quiet: bool = False, log_file: str | None = None) -> None:
+    chosen = getattr(logging, level.upper(), logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING if quiet else chosen)
+    handlers: list[logging.Handler] = [console]
+    if log_file:
+        try:
+            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        except OSError as exc:
+            raise SystemExit(f"error: --log-file {log_file}: {exc.strerror}") from None
+        handlers[-1].setLevel(chosen)
+    logging.basicConfig(level=min(h.level for h in handlers), format=_FORMAT, handlers=handlers)
 
 
 def print_result(result: dict[str, Any]) -> None:
@@ -119,7 +146,7 @@ def run_main(
     args = parser.parse_args(argv)
     if getattr(args, "json", False):
         args.quiet = True
-    setup_logging(args.log_level, args.quiet)
+    setup_logging(args.log_level, args.quiet, getattr(args, "log_file", None))
 
     def command(parsed: argparse.Namespace) -> int:
         if check is not None:

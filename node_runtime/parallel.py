@@ -17,6 +17,9 @@ from typing import Any
 
 from protocols.errors import InputDataError
 
+from .workers import start as start_worker
+from .workers import track
+
 DASK_SCHEME = "dask://"
 
 
@@ -124,7 +127,15 @@ def make_executor(workers: int | None = None, spec: str | None = None) -> Execut
         raise ValueError("workers must be 0 or more")
     if count == 0:
         return None
-    pool = ProcessPoolExecutor(max_workers=count, mp_context=_WorkerContext())
+    workers_context = _WorkerContext()
+    generation = workers_context.Value("Q", 0)
+    pool = ProcessPoolExecutor(
+        max_workers=count,
+        mp_context=workers_context,
+        initializer=start_worker,  # die with this node; drop keys when a job ends
+        initargs=(os.getpid(), generation),
+    )
+    track(pool, generation)
     # Start the workers now, not in the middle of the first session.
     for future in [pool.submit(os.getpid) for _ in range(count)]:
         future.result()

@@ -65,8 +65,7 @@ def check_key_bits(bits: int, allow_test_keys: bool = False) -> None:
 
 def public_key_from_n(n: int, allow_test_keys: bool = False) -> PublicKey:
     """The other party's public key, checked: odd, of an allowed size, not a perfect power."""
-    bits = n.bit_length()
-    check_key_bits(bits + (-bits % 8), allow_test_keys)
+    check_key_bits(n.bit_length(), allow_test_keys)  # exact: 2,041 bits is not 2,048
     if n % 2 == 0 or gmpy2.is_prime(n) or gmpy2.is_square(n):
         raise ProtocolViolation("the Paillier modulus received is not a valid RSA modulus")
     return paillier.PaillierPublicKey(int(n))
@@ -325,6 +324,17 @@ class OwnerEncryptor:
 
 
 _WORKER_ENCRYPTORS: dict[int, OwnerEncryptor] = {}
+
+
+def forget_worker_keys() -> None:
+    """Drop the keys this worker cached (node_runtime.parallel.forget_keys, at a job's
+    end). Python cannot wipe the freed integers; the memory is reused, not zeroed."""
+    _WORKER_ENCRYPTORS.clear()
+
+
+def worker_key_count() -> int:
+    """How many keys this process has cached (to check the above)."""
+    return len(_WORKER_ENCRYPTORS)
 
 
 def _encrypt_chunk(factors: tuple[int, int, int], values: list[int]) -> list[gmpy2.mpz]:

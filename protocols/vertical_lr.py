@@ -156,8 +156,7 @@ def adopt_batch_size(plan: TrainingPlan, stated: int) -> TrainingPlan:
 
 
 def _key_bits(key: he.PublicKey) -> int:
-    bits = key.n.bit_length()
-    return bits + (-bits % 8)
+    return int(key.n.bit_length())  # exact: a 2,041-bit modulus is not a 2,048-bit key
 
 
 # -- messages ------------------------------------------------------------------------------

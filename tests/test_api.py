@@ -145,7 +145,8 @@ def test_the_readme_example_runs_from_a_plain_script_over_mutual_tls(room, examp
         convert_options=pacsv.ConvertOptions(column_types={"uscc": pa.string()}),
     )
     scores = pd.read_csv(room / "scores.csv", dtype={"uscc": str})
-    assert list(scores.columns) == ["uscc", "score", "bureau_matched"]
+    reasons = [f"{side}reason_{i}" for side in ("", "bureau_") for i in (1, 2, 3)]
+    assert list(scores.columns) == ["uscc", "score", "bureau_matched", *reasons]
     assert scores["uscc"].tolist() == applicants.column("uscc").to_pylist()
     assert scores["score"].between(0, 1).all()
     assert scores["bureau_matched"].iloc[:150].sum() > 100
@@ -227,7 +228,7 @@ def test_errors_are_typed_and_say_what_to_do(room, bureau, bureau_node, tmp_path
         bank_node.connect("bureau.example.org:50051", insecure=True)
     with pytest.raises(InputDataError, match="not 'other-bank'"):
         bank_node.connect(address, tls_dir=tls, bank_id="other-bank")
-    with pytest.raises(PeerError, match="cannot reach the bureau"):
+    with pytest.raises(PeerError, match="cannot connect to the bureau"):
         bank_node.connect("127.0.0.1:1", tls_dir=tls, connect_timeout=1)
     table = clients_table(room)
     with pytest.raises(InputDataError, match="no column named 'id'"):

@@ -97,6 +97,8 @@ def test_what_happened_is_on_record_without_ids(served):
     ]:
         assert expected in events
     assert all(r["bank_id"] == "bank-a" for r in records)
+    (refused,) = [r for r in records if r["outcome"] == "FAILED_PRECONDITION"]
+    assert json.loads(refused["details"])["peer"].startswith("ipv4:127.0.0.1:")  # who asked
     text = json.dumps(records)
     import pyarrow.csv as pacsv
 

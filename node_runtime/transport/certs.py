@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,4 +187,152 @@ def issue_bank(tls_dir: str | Path, bank_id: str) -> dict[str, str]:
     # the bank's files are issued in the CA directory, then moved to its own folder
     _issue(d, f"banks/{bank_id}/bank", bank_id, [bank_id], ExtendedKeyUsageOID.CLIENT_AUTH)
     _write(out / "ca.crt", (d / "ca.crt").read_bytes(), private=False)
-    return {"dir": str(out), "cert": str(out / "bank.crt"), "key": str(out / "bank.key")}
+    entry = _register(d, bank_id, out / "bank.crt")
+    return {
+        "dir": str(out),
+        "cert": str(out / "bank.crt"),
+        "key": str(out / "bank.key"),
+        "serial": entry["serial"],
+    }
+
+
+# -- revocation and renewal ------------------------------------------------------------------
+#
+# The bureau keeps a certificate revocation list (``ca.crl``, X.509, signed by its CA) and a
+# register of the bank certificates it issued (``issued.jsonl``). gRPC Python cannot check a
+# CRL during the handshake, so the bureau checks it on every call (RevocationList, reloaded
+# when the file changes): a revoked bank completes the TLS handshake but every call is
+# refused, UNAUTHENTICATED, and on record.
+
+CRL_FILE = "ca.crl"
+ISSUED_FILE = "issued.jsonl"
+
+
+def _register(d: Path, bank_id: str, cert_path: Path) -> dict[str, str]:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    entry = {
+        "bank_id": bank_id,
+        "serial": format(cert.serial_number, "x"),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "issued": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    with (d / ISSUED_FILE).open("a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+    return entry
+
+
+def issued(tls_dir: str | Path, bank_id: str) -> list[dict[str, str]]:
+    """Every certificate issued to ``bank_id`` that the register (or its folder) knows."""
+    d = Path(tls_dir)
+    found: dict[str, dict[str, str]] = {}
+    if (d / ISSUED_FILE).exists():
+        for line in (d / ISSUED_FILE).read_text().splitlines():
+            entry = json.loads(line)
+            if entry["bank_id"] == bank_id:
+                found[entry["serial"]] = entry
+    current = d / "banks" / bank_id / "bank.crt"
+    if current.exists():  # issued before the register existed
+        cert = x509.load_pem_x509_certificate(current.read_bytes())
+        serial = format(cert.serial_number, "x")
+        found.setdefault(serial, {"bank_id": bank_id, "serial": serial})
+    return list(found.values())
+
+
+def _revoked_entries(d: Path) -> list[x509.RevokedCertificate]:
+    path = d / CRL_FILE
+    if not path.exists():
+        return []
+    return list(x509.load_pem_x509_crl(path.read_bytes()))
+
+
+def revoke(tls_dir: str | Path, bank_id: str, serial: str | None = None) -> dict[str, object]:
+    """Revoke the bank's certificates (all it was issued, or the one ``serial``, hex): the
+    CRL is re-signed and a running bureau refuses them from its next call."""
+    d = Path(tls_dir)
+    if not (d / "ca.key").exists():
+        raise InputDataError(f"{d}: no CA here (the directory of `bureau-node certs init`)")
+    known = issued(d, bank_id)
+    if not known:
+        raise InputDataError(f"no certificate was issued to bank {bank_id!r} from {d}")
+    serials = [e["serial"] for e in known]
+    if serial is not None:
+        serial = serial.lower().removeprefix("0x")
+        if serial not in serials:
+            raise InputDataError(f"bank {bank_id!r} has no certificate with serial {serial}")
+        serials = [serial]
+    ca_key = serialization.load_pem_private_key((d / "ca.key").read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate((d / "ca.crt").read_bytes())
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise InputDataError(f"{d / 'ca.key'} is not this tool's CA key")
+    now = datetime.datetime.now(datetime.UTC)
+    entries = _revoked_entries(d)
+    already = {e.serial_number for e in entries}
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now)
+        .next_update(now + datetime.timedelta(days=LEAF_DAYS))
+    )
+    for entry in entries:
+        builder = builder.add_revoked_certificate(entry)
+    added = []
+    for s in serials:
+        number = int(s, 16)
+        if number in already:
+            continue
+        revoked = (
+            x509.RevokedCertificateBuilder().serial_number(number).revocation_date(now).build()
+        )
+        builder = builder.add_revoked_certificate(revoked)
+        added.append(s)
+    crl = builder.sign(ca_key, hashes.SHA256())
+    _write(d / CRL_FILE, crl.public_bytes(serialization.Encoding.PEM), private=False)
+    return {"bank_id": bank_id, "revoked": added, "already_revoked": len(serials) - len(added)}
+
+
+def renew(tls_dir: str | Path, bank_id: str) -> dict[str, object]:
+    """A new key and certificate for the bank (its folder is overwritten); the old
+    certificates stay valid until revoked, so a bank is not cut off mid-job: revoke them
+    with ``certs revoke BANK --serial`` once it uses the new one."""
+    old = [e["serial"] for e in issued(tls_dir, bank_id)]
+    if not old:
+        raise InputDataError(f"bank {bank_id!r} has no certificate to renew; use issue-bank")
+    made: dict[str, object] = dict(issue_bank(tls_dir, bank_id))
+    made["previous_serials"] = old
+    return made
+
+
+class RevocationList:
+    """The CRL of a TLS directory, checked against the CA and reloaded when it changes
+    (``stat`` per call: cheap next to a call)."""
+
+    def __init__(self, tls_dir: str | Path) -> None:
+        self.path = Path(tls_dir) / CRL_FILE
+        self._ca = x509.load_pem_x509_certificate((Path(tls_dir) / "ca.crt").read_bytes())
+        self._stamp: tuple[int, int] | None = None
+        self._revoked: dict[int, datetime.datetime] = {}
+        self._lock = threading.Lock()
+
+    def _reload(self) -> None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._stamp, self._revoked = None, {}
+            return
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._stamp:
+            return
+        crl = x509.load_pem_x509_crl(self.path.read_bytes())
+        public = self._ca.public_key()
+        if crl.issuer != self._ca.subject or not isinstance(public, ec.EllipticCurvePublicKey):
+            raise InputDataError(f"{self.path}: not a revocation list of this CA")
+        if not crl.is_signature_valid(public):
+            raise InputDataError(f"{self.path}: the revocation list's signature is bad")
+        self._revoked = {e.serial_number: e.revocation_date_utc for e in crl}
+        self._stamp = stamp
+
+    def revoked(self, serial: int) -> datetime.datetime | None:
+        """When the certificate with this serial was revoked, or None."""
+        with self._lock:
+            self._reload()
+            return self._revoked.get(serial)

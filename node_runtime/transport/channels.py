@@ -8,10 +8,13 @@ only at the bureau) the bank's word in the metadata is its identity.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Sequence
 from concurrent import futures
 
 import grpc
+from cryptography import x509
 
 from .certs import BUREAU_NAME, TlsFiles
 from .errors import IdentityError
@@ -19,6 +22,8 @@ from .errors import IdentityError
 # Largest message either side accepts: chunks are at most 2 MiB (65,536 points).
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 BANK_ID_METADATA = "x-xinrong-bank-id"
+# the audit receipts of a call, in its trailing metadata (bureau_node/interceptors.py)
+RECEIPT_METADATA = "x-xinrong-receipt-bin"
 _OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -26,11 +31,18 @@ _OPTIONS = [
 
 
 def create_server(
-    address: str, max_workers: int = 16, tls: TlsFiles | None = None
+    address: str,
+    max_workers: int = 16,
+    tls: TlsFiles | None = None,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
 ) -> tuple[grpc.Server, int]:
     """A gRPC server bound to ``address`` (port 0 picks a free port); returns it and the port.
     With ``tls``, mutual TLS: a client must present a certificate from the same CA."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=_OPTIONS)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        options=_OPTIONS,
+        interceptors=list(interceptors),
+    )
     if tls is None:
         port = server.add_insecure_port(address)
     else:
@@ -125,3 +137,20 @@ def bank_identity(context: grpc.ServicerContext) -> str:
             "'-', '_' or '.', starting with a letter or digit"
         )
     return values[0]
+
+
+def peer_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
+    """The client certificate the TLS handshake accepted, if any (for records and the
+    revocation check)."""
+    try:
+        pems = context.auth_context().get("x509_pem_cert") or []
+    except Exception:  # noqa: BLE001 - a context without a transport (tests)
+        return None
+    if not pems:
+        return None
+    return _parse_certificate(bytes(pems[0]))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_certificate(pem: bytes) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem)

@@ -1,0 +1,315 @@
+"""The bank's own evidence of what the bureau recorded about its calls: the receipts the
+bureau sends back with every answer its audit log covers (trailing metadata
+``x-xinrong-receipt-bin``), kept as JSON lines under the receipts directory, one file per
+bureau audit log (named by the log's id, the hash of its public key).
+
+``verify`` checks every receipt's signature (against the bureau's audit public key when
+given, as ``bureau-node audit key`` exports it) and, given the bureau's export of its log
+(``bureau-node audit export``), that every receipt's record is still there, in its place,
+under a later head the bureau signed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from node_runtime.cli_common import print_result
+from node_runtime.transport.channels import RECEIPT_METADATA
+from protocols import merkle
+from protocols.errors import InputDataError
+from protocols.transparency import (
+    MAX_RECEIPT_BYTES,
+    Receipt,
+    SignedHead,
+    check_log,
+    leaf_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+RECEIPTS_ENV = "XINRONG_RECEIPTS_DIR"
+MAX_RECEIPTS_PER_CALL = 64
+
+
+def default_receipts_dir() -> Path:
+    return Path(os.environ.get(RECEIPTS_ENV) or Path.home() / ".xinrong" / "receipts")
+
+
+class ReceiptStore:
+    def __init__(self, directory: str | Path | None = None) -> None:
+        self.directory = Path(directory) if directory else default_receipts_dir()
+        self._lock = threading.Lock()
+
+    def add(self, receipts: list[Receipt]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            for r in receipts:
+                path = self.directory / f"{r.head.log_id}.jsonl"
+                with path.open("a") as handle:
+                    handle.write(json.dumps(r.to_dict()) + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+
+    def load(self) -> list[Receipt]:
+        out: list[Receipt] = []
+        if not self.directory.is_dir():
+            return out
+        for path in sorted(self.directory.glob("*.jsonl")):
+            for number, line in enumerate(path.read_text().splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    out.append(Receipt.from_dict(json.loads(line)))
+                except (json.JSONDecodeError, InputDataError) as exc:
+                    raise InputDataError(f"{path}:{number}: not a receipt ({exc})") from None
+        return out
+
+
+def parse_receipts(value: bytes) -> list[Receipt]:
+    """The receipts of one call, from the bureau (untrusted: sizes, shapes, signatures)."""
+    if len(value) > MAX_RECEIPT_BYTES * MAX_RECEIPTS_PER_CALL:
+        raise InputDataError("the bureau's receipts are too large")
+    items = json.loads(value)
+    if not isinstance(items, list) or len(items) > MAX_RECEIPTS_PER_CALL:
+        raise InputDataError("the bureau's receipts are not a list")
+    receipts = [Receipt.from_dict(item) for item in items]
+    for r in receipts:
+        r.verify()
+    return receipts
+
+
+@dataclass
+class ReceiptCollector(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """A client interceptor that keeps every receipt the bureau sends, when the call ends."""
+
+    store: ReceiptStore
+    received: list[Receipt] = field(default_factory=list)
+
+    def _collect(self, call: Any) -> None:
+        try:
+            metadata = call.trailing_metadata() or ()
+            for key, value in metadata:
+                if key == RECEIPT_METADATA:
+                    receipts = parse_receipts(value)
+                    self.store.add(receipts)
+                    self.received.extend(receipts)
+        except Exception as exc:  # noqa: BLE001 - never let evidence-keeping break a call
+            log.warning("an audit receipt from the bureau was not kept: %s", exc)
+
+    def _intercept(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        call = continuation(details, request)
+        call.add_done_callback(self._collect)
+        return call
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return self._intercept(continuation, details, request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return self._intercept(continuation, details, request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return self._intercept(continuation, details, requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return self._intercept(continuation, details, requests)
+
+
+def load_public_key(path: str | Path) -> bytes:
+    """The bureau's audit public key (PEM, from ``bureau-node audit key``), raw bytes."""
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{path}: not the bureau's audit public key ({exc})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise InputDataError(f"{path}: not an Ed25519 public key")
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def read_export(path: str | Path) -> tuple[list[bytes], SignedHead, bytes]:
+    """The leaf hashes of a full export (recomputed from the records), its head, its key."""
+    leaves: list[bytes] = []
+    head: SignedHead | None = None
+    key = b""
+    lines = Path(path).read_text().splitlines()
+    for number, line in enumerate(lines, start=1):
+        item = json.loads(line)
+        if "signed_head" in item:
+            head = SignedHead.from_dict(item["signed_head"])
+            key = bytes.fromhex(item["public_key"])
+            continue
+        if item.get("seq") != len(leaves) + 1:
+            raise InputDataError(
+                f"{path}:{number}: records are not numbered from 1 without gaps: an export "
+                "made with --since cannot check receipts; export the whole log"
+            )
+        content = leaf_bytes(
+            item["time"], item["bank_id"], item["event"], item["outcome"], item["details"]
+        )
+        leaves.append(merkle.leaf_hash(content))
+    if head is None:
+        raise InputDataError(f"{path}: no signed head in it (an export of `bureau-node audit`)")
+    return leaves, head, key
+
+
+def verify_proof(receipts: list[Receipt], path: str | Path, public_key: bytes | None) -> list[str]:
+    """Problems with the bureau's log shown by its proof (``bureau-node audit prove``): every
+    receipt's record must be in the latest signed head's tree, and every receipt's head a
+    prefix of that tree."""
+    try:
+        data = json.loads(Path(path).read_text())
+        head = SignedHead.from_dict(data["signed_head"])
+        head.verify(public_key or bytes.fromhex(data["public_key"]))
+        proofs = {(int(p["index"]), int(p["head_size"])): p for p in data["proofs"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputDataError(f"{path}: not a proof of `bureau-node audit prove` ({exc})") from None
+    problems = []
+    for r in receipts:
+        if r.head.log_id != head.log_id:
+            continue
+        number = r.index + 1
+        if r.head.size > head.size:
+            problems.append(
+                f"the log was truncated: the bureau's latest head covers {head.size} records, "
+                f"but the receipt for record {number} shows {r.head.size}"
+            )
+            continue
+        proof = proofs.get((r.index, r.head.size))
+        if proof is None:
+            problems.append(f"the bureau gave no proof for record {number}")
+            continue
+        try:
+            merkle.verify_consistency(
+                r.head.size,
+                head.size,
+                bytes.fromhex(r.head.root),
+                bytes.fromhex(head.root),
+                [bytes.fromhex(h) for h in proof["consistency"]],
+            )
+            merkle.verify_inclusion(
+                r.index,
+                head.size,
+                bytes.fromhex(r.leaf_hash),
+                [bytes.fromhex(h) for h in proof["inclusion"]],
+                bytes.fromhex(head.root),
+            )
+        except (merkle.ProofError, ValueError) as exc:
+            problems.append(
+                f"record {number} is not in the bureau's log as its receipt says: {exc}"
+            )
+    return problems
+
+
+def verify(
+    receipts: list[Receipt],
+    public_key: bytes | None = None,
+    export: str | Path | None = None,
+    proof: str | Path | None = None,
+) -> list[str]:
+    """Problems with the receipts and, given an export or a proof, with the bureau's log."""
+    problems: list[str] = []
+    good: list[Receipt] = []
+    for r in receipts:
+        try:
+            r.verify(public_key)
+            good.append(r)
+        except InputDataError as exc:
+            problems.append(str(exc))
+    roots: dict[tuple[str, int], set[str]] = {}
+    for r in good:
+        roots.setdefault((r.head.log_id, r.head.size), set()).add(r.head.root)
+    for (_, size), found in roots.items():
+        if len(found) > 1:  # proof on its own: the bureau contradicted itself
+            problems.append(f"the bureau signed {len(found)} different logs of {size} records")
+    if proof is not None:
+        problems.extend(verify_proof(good, proof, public_key))
+    if export is None:
+        return problems
+    leaves, head, key = read_export(export)
+    try:
+        head.verify(public_key or key)
+    except InputDataError as exc:
+        return [*problems, f"the export's {exc}"]
+    mine = [r for r in good if r.head.log_id == head.log_id]
+    if head.size != len(leaves):
+        problems.append(f"the export holds {len(leaves)} records but its head signs {head.size}")
+    problems.extend(check_log(leaves, [head], mine))
+    return problems
+
+
+def cmd_receipts(args: argparse.Namespace) -> int:
+    store = ReceiptStore(args.receipts_dir)
+    receipts = store.load()
+    if args.receipts_command == "list":
+        for r in receipts:
+            print(
+                f"record {r.index + 1:<8} head {r.head.size:<8} {r.head.time}  "
+                f"log {r.head.log_id[:16]}  leaf {r.leaf_hash[:16]}",
+                file=sys.stderr,
+            )
+        print_result({"receipts": len(receipts), "dir": str(store.directory)})
+        return 0
+    if not receipts:
+        raise InputDataError(f"no receipts in {store.directory}")
+    key = load_public_key(args.bureau_key) if args.bureau_key else None
+    problems = verify(receipts, key, args.export, args.proof)
+    for problem in problems:
+        print(f"BROKEN: {problem}", file=sys.stderr)
+    print_result(
+        {
+            "receipts": len(receipts),
+            "signatures_checked_against": "bureau key" if key else "each receipt's own key",
+            "log_checked": bool(args.export or args.proof),
+            "intact": not problems,
+            "problems": problems,
+        }
+    )
+    return 0 if not problems else 1
+
+
+def add_receipts_parser(sub: Any) -> None:
+    """``bank-node receipts list|verify`` (kept here, self-contained)."""
+    receipts = sub.add_parser("receipts", help="the bureau's audit receipts this bank holds")
+    receipts_sub = receipts.add_subparsers(dest="receipts_command", required=True)
+    listing = receipts_sub.add_parser("list", help="one line per receipt")
+    checking = receipts_sub.add_parser(
+        "verify",
+        help="check the receipts' signatures and, given the bureau's export, that every "
+        "record is still in its log (exit status 1 if not)",
+    )
+    checking.add_argument(
+        "--bureau-key", default=None, help="the bureau's audit public key (bureau-node audit key)"
+    )
+    checking.add_argument(
+        "--export", default=None, help="the bureau's full export (bureau-node audit export)"
+    )
+    checking.add_argument(
+        "--proof",
+        default=None,
+        help="the bureau's proof for these receipts (bureau-node audit prove): checks the "
+        "records without seeing other banks'",
+    )
+    for p in (listing, checking):
+        p.add_argument(
+            "--receipts-dir",
+            default=None,
+            help=f"where the receipts are kept (default: ${RECEIPTS_ENV} or ~/.xinrong/receipts)",
+        )
+        p.set_defaults(func=cmd_receipts, quiet=False, log_level="WARNING")

@@ -1,0 +1,168 @@
+"""What the bureau does around every call, whatever the service:
+
+- a client certificate that was revoked (``bureau-node certs revoke``) is refused,
+  UNAUTHENTICATED, and the refusal is on record with the peer's address and the
+  certificate's subject and serial (gRPC Python cannot check a revocation list during the
+  handshake, so it is checked on every call; the list is re-read when it changes);
+- the receipts of the audit records a call appended go back to the bank in its trailing
+  metadata (``x-xinrong-receipt-bin``, a JSON list of receipts), whether the call succeeded
+  or was refused.
+
+What a bank learns from a receipt: its own record's index in the bureau's log (so how many
+records, of all banks, came before it), its leaf hash (a hash of a record it could mostly
+write itself: time, its id, event, outcome, sizes) and the signed root. The index and head
+size tell a curious bank how busy the bureau is (records between two of its calls); it
+cannot read other banks' records from hashes of records whose content it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from node_runtime.transport.certs import RevocationList
+from node_runtime.transport.channels import RECEIPT_METADATA, peer_certificate
+from node_runtime.transport.errors import IdentityError, abort_with
+from protocols.errors import InputDataError
+from protocols.transparency import Receipt
+
+from .audit import AuditLog, current_receipts
+
+log = logging.getLogger(__name__)
+
+
+# gRPC refuses more than 8 KiB of metadata by default; a receipt is ~600 bytes and a call
+# appends one record (two at most), so this cap is never reached in practice
+MAX_RECEIPTS_PER_CALL = 8
+
+
+def _attach(context: grpc.ServicerContext, receipts: list[Receipt]) -> None:
+    if len(receipts) > MAX_RECEIPTS_PER_CALL:
+        log.warning("a call appended %d records; only the last receipts go back", len(receipts))
+        receipts = receipts[-MAX_RECEIPTS_PER_CALL:]
+    if receipts:
+        value = json.dumps([r.to_dict() for r in receipts]).encode()
+        context.set_trailing_metadata(((RECEIPT_METADATA, value),))
+
+
+Admit = Callable[[grpc.ServicerContext], None]
+
+
+def _unary_response(behaviour: Callable[..., Any], admit: Admit) -> Callable[..., Any]:
+    def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+        receipts: list[Receipt] = []
+        token = current_receipts.set(receipts)
+        try:
+            admit(context)
+            return behaviour(request, context)
+        finally:
+            current_receipts.reset(token)
+            _attach(context, receipts)  # read by gRPC when it sends the status, even an abort
+
+    return wrapped
+
+
+def _stream_response(behaviour: Callable[..., Any], admit: Admit) -> Callable[..., Any]:
+    def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        receipts: list[Receipt] = []
+
+        def step(fn: Callable[[], Any]) -> Any:
+            # a generator's body runs at each next(): collect around each step
+            token = current_receipts.set(receipts)
+            try:
+                return fn()
+            finally:
+                current_receipts.reset(token)
+
+        try:
+            step(lambda: admit(context))
+            responses = step(lambda: iter(behaviour(request, context)))
+            while True:
+                try:
+                    item = step(lambda: next(responses))
+                except StopIteration:
+                    return
+                yield item
+        finally:
+            _attach(context, receipts)
+
+    return wrapped
+
+
+class BureauInterceptor(grpc.ServerInterceptor):
+    def __init__(
+        self, audit: AuditLog | None = None, revocations: RevocationList | None = None
+    ) -> None:
+        self.audit = audit
+        self.revocations = revocations
+
+    def _admitter(self, method: str) -> Admit:
+        def admit(context: grpc.ServicerContext) -> None:
+            if self.revocations is None:
+                return
+            certificate = peer_certificate(context)
+            if certificate is None:
+                return
+            try:
+                when = self.revocations.revoked(certificate.serial_number)
+            except InputDataError as exc:  # fail closed: no call while the list is unreadable
+                log.error("the revocation list cannot be read: %s", exc)
+                abort_with(context, exc)
+            if when is None:
+                return
+            serial = format(certificate.serial_number, "x")
+            subject = certificate.subject.rfc4514_string()
+            names = context.auth_context().get("x509_common_name") or [b"(unnamed)"]
+            bank_id = names[0].decode("utf-8", "replace")
+            log.warning(
+                "refused revoked certificate %s (%s) from %s", serial, subject, context.peer()
+            )
+            if self.audit is not None:
+                self.audit.append(
+                    bank_id,
+                    "call_refused",
+                    grpc.StatusCode.UNAUTHENTICATED.name,
+                    reason="certificate revoked",
+                    method=method,
+                    peer=context.peer(),
+                    subject=subject,
+                    serial=serial,
+                )
+            abort_with(
+                context,
+                IdentityError(
+                    f"the bureau refused your certificate (serial {serial}, {subject}): it was "
+                    f"revoked on {when:%Y-%m-%d %H:%M} UTC; ask the bureau for a new one"
+                ),
+            )
+
+        return admit
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        admit = self._admitter(handler_call_details.method)
+        kinds = {
+            "unary_unary": (grpc.unary_unary_rpc_method_handler, _unary_response),
+            "stream_unary": (grpc.stream_unary_rpc_method_handler, _unary_response),
+            "unary_stream": (grpc.unary_stream_rpc_method_handler, _stream_response),
+            "stream_stream": (grpc.stream_stream_rpc_method_handler, _stream_response),
+        }
+        for attribute, (make, wrap) in kinds.items():
+            behaviour = getattr(handler, attribute)
+            if behaviour is not None:
+                return make(  # type: ignore[operator]
+                    wrap(behaviour, admit),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler

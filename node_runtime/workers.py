@@ -1,0 +1,75 @@
+"""Worker processes that die with their node and drop key material when a job ends.
+
+A node's pool workers may hold its secrets (the key owner's fast encryption caches its
+Paillier key's factors). ``start`` runs first in each worker (the pool's initializer): on
+Linux the kernel kills the worker when its parent dies (``PR_SET_PDEATHSIG``; the parent is
+the fork server, which exits with the node), and a watchdog thread also watches the node's
+pid, whatever the start method, and drops the worker's cached keys when the node says a
+job ended (``forget_keys``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+import weakref
+from concurrent.futures import Executor
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+WATCHDOG_SECONDS = 0.2
+
+# each pool's shared counter, raised when one of the node's jobs ends
+_GENERATIONS: weakref.WeakKeyDictionary[Executor, Any] = weakref.WeakKeyDictionary()
+
+
+def track(pool: Executor, generation: Any) -> None:
+    _GENERATIONS[pool] = generation
+
+
+def forget_keys(executor: Executor | None) -> None:
+    """A job ended: the pool's workers drop the keys they cached (within a watchdog tick);
+    the keys of jobs still running are rebuilt on their next chunk."""
+    generation = _GENERATIONS.get(executor) if executor is not None else None
+    if generation is not None:
+        with generation.get_lock():
+            generation.value += 1
+
+
+def start(node_pid: int, generation: Any) -> None:
+    """The pool's initializer: die with the node, whatever kills it."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    parent = os.getppid()
+    if not _alive(node_pid):  # it died before prctl took effect
+        os._exit(1)
+    thread = threading.Thread(
+        target=_watch, args=(node_pid, parent, generation), name="xinrong-watchdog", daemon=True
+    )
+    thread.start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or the pid is another user's now
+        return False
+    return True
+
+
+def _watch(node_pid: int, parent: int, generation: Any) -> None:
+    seen = generation.value
+    while True:
+        time.sleep(WATCHDOG_SECONDS)
+        if os.getppid() != parent or not _alive(node_pid):
+            os._exit(1)  # orphaned: no one will ever read our results
+        if generation.value != seen:
+            seen = generation.value
+            from protocols import paillier
+
+            paillier.forget_worker_keys()

@@ -1,0 +1,306 @@
+"""The verifiable audit log over real nodes: a bank's receipts and a regulator's export of
+signed heads expose a truncated log, a rewritten record and reordered records, even when
+the attacker holds the bureau's audit key and recomputed every hash and signature."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bank_node import receipts as bank_receipts
+from bank_node.jobs import psi_job
+from bureau_node.audit import AuditLog, load_or_create_key, read_evidence
+from bureau_node.server import BureauNode
+from protocols import merkle
+from protocols.transparency import leaf_bytes, sign_head
+from xinrong.synthetic import generate_city, write_city
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    """Seven PSI sessions of bank-a (records 1-7, a receipt each), a regulator's export
+    after the fourth and after the seventh."""
+    root = tmp_path_factory.mktemp("auditlog")
+    city = write_city(generate_city(1200, 300, seed=7), root / "city")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XINRONG_RECEIPTS_DIR", str(root / "receipts"))
+    state = root / "state"
+    with BureauNode(city["bureau"], "uscc", state, workers=0) as node:
+        node.start("127.0.0.1:0")
+        address = f"127.0.0.1:{node.port}"
+        for i in range(7):
+            psi_job(address, city["bank"], "uscc", root / f"m{i}.csv", "bank-a", workers=0)
+            if i == 3:
+                AuditLog(state).export(root / "early.jsonl")
+    AuditLog(state).export(root / "late.jsonl")
+    mp.undo()
+    return root
+
+
+def _receipts(root: Path) -> list:
+    return bank_receipts.ReceiptStore(root / "receipts").load()
+
+
+def _tampered(root: Path, tmp_path: Path, mutate) -> Path:
+    """A copy of the bureau's state rewritten by an attacker holding the audit key: the
+    records changed by ``mutate``, then every leaf hash and every head recomputed."""
+    state = tmp_path / "state"
+    shutil.copytree(root / "state", state)
+    key = load_or_create_key(state)
+    log = AuditLog(state)
+    with sqlite3.connect(state / "audit.sqlite3") as db:
+        rows = db.execute(
+            "SELECT time, bank_id, event, outcome, details FROM records ORDER BY seq"
+        ).fetchall()
+        rows = mutate([list(r) for r in rows])
+        db.execute("DELETE FROM records")
+        db.execute("DELETE FROM heads")
+        tree = merkle.CompactRange()
+        for seq, row in enumerate(rows, start=1):
+            leaf = merkle.leaf_hash(leaf_bytes(*row))
+            tree.append(leaf)
+            db.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", (seq, *row, leaf.hex()))
+            head = sign_head(key, log.public_key, seq, tree.root(), row[0])
+            db.execute("INSERT INTO heads VALUES (?, ?)", (seq, json.dumps(head.to_dict())))
+    assert AuditLog(state).verify()[1] == []  # on its own, the rewritten log looks intact
+    return state
+
+
+def _problems(state: Path, *evidence: Path) -> list[str]:
+    items = [item for path in evidence for item in read_evidence(path)]
+    return [p.what for p in AuditLog(state).verify(items)[1]]
+
+
+def _receipts_file(root: Path) -> Path:
+    (found,) = (root / "receipts").glob("*.jsonl")
+    return found
+
+
+def test_every_answer_carried_a_receipt_that_verifies(logged):
+    key = logged / "state" / "audit-key.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    receipts = _receipts(logged)
+    assert [r.index for r in receipts] == list(range(7))
+    assert bank_receipts.verify(receipts, export=logged / "late.jsonl") == []
+    count, problems = AuditLog(logged / "state").verify(read_evidence(_receipts_file(logged)))
+    assert count == 7 and problems == []
+
+
+def test_deleting_the_newest_records_is_named(logged, tmp_path):
+    state = _tampered(logged, tmp_path, lambda rows: rows[:5])
+    for evidence in (_receipts_file(logged), logged / "late.jsonl"):
+        problems = _problems(state, evidence)
+        assert any("truncated" in p and "records 6-7 were removed" in p for p in problems)
+    assert _problems(state, logged / "early.jsonl") == []  # the first 4 are untouched
+
+
+def test_rewriting_a_middle_record_and_every_hash_after_it_is_named(logged, tmp_path):
+    def rewrite(rows):
+        details = json.loads(rows[1][4])
+        details["matched"] = 0
+        rows[1][4] = json.dumps(details, sort_keys=True)
+        return rows
+
+    state = _tampered(logged, tmp_path, rewrite)
+    problems = _problems(state, _receipts_file(logged))
+    assert any("record 2 was rewritten" in p for p in problems)
+    for export in ("early.jsonl", "late.jsonl"):
+        problems = _problems(state, logged / export)
+        assert any("records 1-" in p and "were rewritten" in p for p in problems)
+
+
+def test_reordering_two_records_is_named(logged, tmp_path):
+    def swap(rows):
+        rows[2], rows[3] = rows[3], rows[2]
+        return rows
+
+    state = _tampered(logged, tmp_path, swap)
+    problems = _problems(state, _receipts_file(logged))
+    assert any("record 3 was moved to position 4: records reordered" in p for p in problems)
+    assert any("no longer matches the head" in p for p in _problems(state, logged / "early.jsonl"))
+
+
+def test_the_command_lines_fail_naming_the_problem(logged, tmp_path):
+    state = _tampered(logged, tmp_path, lambda rows: rows[:6])
+
+    def run(module, *args):
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    broken = run(
+        "bureau_node",
+        "audit",
+        "verify",
+        "--state-dir",
+        str(state),
+        "--evidence",
+        str(_receipts_file(logged)),
+    )
+    assert broken.returncode == 1
+    assert "BROKEN: the log was truncated" in broken.stderr and "record 7" in broken.stderr
+    intact = run(
+        "bureau_node",
+        "audit",
+        "verify",
+        "--state-dir",
+        str(logged / "state"),
+        "--evidence",
+        str(_receipts_file(logged)),
+        "--evidence",
+        str(logged / "late.jsonl"),
+    )
+    assert intact.returncode == 0 and json.loads(intact.stdout)["evidence"] == 8
+
+    key = tmp_path / "bureau-audit.pem"
+    assert (
+        run("bureau_node", "audit", "key", "--state-dir", str(state), "--out", str(key)).returncode
+        == 0
+    )
+    new_export = tmp_path / "now.jsonl"
+    assert (
+        run(
+            "bureau_node", "audit", "export", "--state-dir", str(state), "--out", str(new_export)
+        ).returncode
+        == 0
+    )
+    bank = run(
+        "bank_node",
+        "receipts",
+        "verify",
+        "--receipts-dir",
+        str(logged / "receipts"),
+        "--bureau-key",
+        str(key),
+        "--export",
+        str(new_export),
+    )
+    assert bank.returncode == 1 and "record 7 was removed" in bank.stderr
+    listed = run("bank_node", "receipts", "list", "--receipts-dir", str(logged / "receipts"))
+    assert listed.returncode == 0 and json.loads(listed.stdout.splitlines()[-1])["receipts"] == 7
+
+
+def test_a_forged_receipt_is_refused(logged):
+    (receipt, *_) = _receipts(logged)
+    data = receipt.to_dict()
+    data["head"]["root"] = "00" * 32
+    with pytest.raises(Exception, match="bad signature"):
+        bank_receipts.parse_receipts(json.dumps([data]).encode())
+
+
+class _Unsynced(AuditLog):
+    def _connect(self):  # only to write the test's thousands of records quickly
+        db = super()._connect()
+        db.execute("PRAGMA synchronous=OFF")
+        return db
+
+
+def test_thousands_of_untouched_records_verify_in_under_a_second(tmp_path):
+    log = _Unsynced(tmp_path)
+    for i in range(3000):
+        log.append(f"bank-{i % 7}", "psi", "OK", bank_ids=i, matched=i // 3)
+    head = AuditLog(tmp_path).latest_head()
+    started = time.perf_counter()
+    count, problems = AuditLog(tmp_path).verify([head])
+    elapsed = time.perf_counter() - started
+    assert count == 3000 and problems == []
+    assert elapsed < 1.0, f"verify took {elapsed:.2f} s"
+
+
+def test_an_old_hash_chained_log_is_migrated_or_refused(tmp_path):
+    import hashlib
+
+    def old_log(path: Path, break_at: int | None) -> None:
+        path.mkdir()
+        with sqlite3.connect(path / "audit.sqlite3") as db:
+            db.execute(
+                "CREATE TABLE records (seq INTEGER PRIMARY KEY, time TEXT, bank_id TEXT, "
+                "event TEXT, outcome TEXT, details TEXT, prev_hash TEXT, hash TEXT)"
+            )
+            prev = "0" * 64
+            for seq in range(1, 4):
+                row = [prev, seq, f"2026-01-0{seq}", "bank-a", "psi", "OK", "{}"]
+                body = json.dumps(row, separators=(",", ":")).encode()
+                digest = hashlib.sha256(body).hexdigest()
+                if seq == break_at:
+                    row[6] = '{"matched": 1}'
+                db.execute(
+                    "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*row[1:], prev, digest)
+                )
+                prev = digest
+
+    old_log(tmp_path / "good", None)
+    log = AuditLog(tmp_path / "good")
+    records = log.records()
+    assert [r["event"] for r in records] == ["psi"] * 3 + ["audit_log_migrated"]
+    assert json.loads(records[-1]["details"])["old_records"] == 3
+    assert log.verify()[1] == []
+    old_log(tmp_path / "bad", 2)
+    with pytest.raises(Exception, match="chain breaks at record 2"):
+        AuditLog(tmp_path / "bad")
+
+
+def _proof_problems(state: Path, root: Path, tmp_path: Path) -> list[str]:
+    receipts = _receipts(root)
+    proof = tmp_path / "proof.json"
+    proof.write_text(json.dumps(AuditLog(state).prove(receipts)))
+    return bank_receipts.verify(receipts, AuditLog(root / "state").public_key, proof=proof)
+
+
+def test_a_bank_checks_its_records_with_proofs_without_seeing_others(logged, tmp_path):
+    assert _proof_problems(logged / "state", logged, tmp_path) == []
+
+    truncated = _tampered(logged, tmp_path / "a", lambda rows: rows[:5])
+    found = _proof_problems(truncated, logged, tmp_path)
+    assert sum("the log was truncated" in p for p in found) == 2  # records 6 and 7
+
+    def rewrite(rows):
+        rows[1][4] = rows[1][4].replace('"matched"', '"matched_"')
+        return rows
+
+    rewritten = _tampered(logged, tmp_path / "b", rewrite)
+    found = _proof_problems(rewritten, logged, tmp_path)
+    assert any(p.startswith("record 2 is not in the bureau's log") for p in found)
+
+    def swap(rows):
+        rows[2], rows[3] = rows[3], rows[2]
+        return rows
+
+    swapped = _tampered(logged, tmp_path / "c", swap)
+    found = _proof_problems(swapped, logged, tmp_path)
+    assert any(p.startswith("record 3 is not in the bureau's log") for p in found)
+    assert any(p.startswith("record 4 is not in the bureau's log") for p in found)
+
+
+def test_prove_and_verify_on_the_command_line(logged, tmp_path):
+    proof = tmp_path / "proof.json"
+    made = subprocess.run(
+        [sys.executable, "-m", "bureau_node", "audit", "prove", "--state-dir"]
+        + [str(logged / "state"), "--receipts", str(_receipts_file(logged)), "--out", str(proof)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0 and json.loads(made.stdout)["proofs"] == 7
+    checked = subprocess.run(
+        [sys.executable, "-m", "bank_node", "receipts", "verify", "--receipts-dir"]
+        + [str(logged / "receipts"), "--proof", str(proof)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0 and json.loads(checked.stdout)["intact"]
