@@ -10,6 +10,7 @@ import csv
 import datetime
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from node_runtime import tables
 from node_runtime.transport.channels import bank_identity
 from node_runtime.transport.errors import status_for
 from protocols.errors import InputDataError
@@ -59,8 +61,11 @@ class Problem:
 
 class AuditLog:
     def __init__(self, state_dir: str | Path) -> None:
-        self.path = Path(state_dir) / "audit.sqlite3"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = tables.private_dir(state_dir) / "audit.sqlite3"
+        # 0600 before SQLite opens it: its -wal and -shm files take the database's mode
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        os.close(fd)
         self._lock = threading.Lock()
         with self._connect() as db:
             db.execute(_SCHEMA)
