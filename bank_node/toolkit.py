@@ -168,6 +168,8 @@ def iv_job(
         "features": len(values),
         "bank_features": len(bank_features),
         "bureau_features": len(answer.features),
+        # the privacy loss the bureau charged for its noisy counts (its daily budget)
+        "bureau_epsilon": round(sum(f.epsilon for f in answer.features), 6),
         "top": [{"feature": v.feature, "party": v.party, "iv": v.iv} for v in values[:5]],
         "out": str(out),
         "bins": str(details),
@@ -188,15 +190,16 @@ def _bureau_feature(
         raise ProtocolViolation(f"feature {feature.name!r} came with {count} bins")
     if sum(feature.totals) != rows:
         raise ProtocolViolation(f"feature {feature.name!r}: bin sizes do not add up to {rows}")
-    if not 2 <= feature.slot_bits <= 64 or (1 << feature.slot_bits) <= rows:
+    offset = feature.noise_offset
+    if not 2 <= feature.slot_bits <= 64 or (1 << feature.slot_bits) <= rows + 2 * offset:
         raise ProtocolViolation(f"feature {feature.name!r}: slot width {feature.slot_bits}")
     if not -1 <= feature.missing_bin < count:
         raise ProtocolViolation(f"feature {feature.name!r}: no bin {feature.missing_bin}")
     packed = he.ciphertexts_from_bytes(feature.sums, public_key)
-    bads = he.unpack_sums(packed, private_key, feature.slot_bits, count)
+    slots = he.unpack_sums(packed, private_key, feature.slot_bits, count)
     totals = [int(t) for t in feature.totals]
-    if any(b > t for b, t in zip(bads, totals, strict=True)):
-        raise ProtocolViolation(f"feature {feature.name!r}: more defaults than rows in a bin")
+    # the bureau's noise may make a count negative or larger than its bin: cut to range
+    bads = binning.noisy_counts(slots, offset, totals, feature.name)
     missing = None if feature.missing_bin < 0 else feature.missing_bin
     return binning.evaluate_feature(
         feature.name,

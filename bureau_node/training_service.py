@@ -125,7 +125,13 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             limits = self.ctx.limits_for(bank_id)
             vlr.check_plan(plan, limits)
             self.jobs.check_capacity(bank_id)  # before any heavy work
-            names = self.ctx.choose(bank_id, plan.bureau_features)
+            names = self.ctx.choose_for_model(bank_id, plan.bureau_features)
+            self.ctx.store.count_session_use(
+                bank_id,
+                plan.psi_session_id,
+                "models",
+                self.ctx.access.policy(bank_id).max_models_per_session,
+            )
             rows = self.ctx.features.rows_of(ids)
             train_rows, _ = plan.schedule()
             recipe = FeatureRecipe.fit(rows.take(train_rows), names)
@@ -205,7 +211,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             "checkpoints": {str(e): s for e, s in job.trainer.checkpoints.items()},
         }
         path = self._job_path(job.bank_id, job.trainer.plan.job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        tables.private_dir(path.parent)
         tables.atomic_write_bytes(path, json.dumps(record).encode(), mode=0o600)
         job.saved_epoch = latest
 
