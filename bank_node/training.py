@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -31,7 +31,7 @@ from node_runtime.transport.errors import raise_from_rpc
 from protocols import paillier as he
 from protocols import psi, scorecard
 from protocols import vertical_lr as vlr
-from protocols.errors import InputDataError, ProtocolViolation
+from protocols.errors import InputDataError, PeerError, ProtocolViolation
 from protocols.features import MAX_LEVELS, FeatureRecipe
 from protocols.ids import IdType, normalise_column, prepare_ids
 from protocols.optim import OptimizerConfig, split_rows
@@ -355,14 +355,15 @@ def train_job(
             start_epoch = int(saved["epoch"])
             history = trainer.restore(saved["state"])
             say(f"resuming job {plan.job_id} at epoch {start_epoch + 1}")
-            accepted_pb = _call(
-                "resuming the training job",
-                lambda: connection.training.ResumeTraining(
-                    pb.ResumeRequest(job_id=plan.job_id, epoch=start_epoch),
-                    timeout=START_DEADLINE,
-                    metadata=connection.metadata,
-                ),
-            )
+            with _ends_with_the_bureau(model_dir, plan.job_id):
+                accepted_pb = _call(
+                    "resuming the training job",
+                    lambda: connection.training.ResumeTraining(
+                        pb.ResumeRequest(job_id=plan.job_id, epoch=start_epoch),
+                        timeout=START_DEADLINE,
+                        metadata=connection.metadata,
+                    ),
+                )
         checkpoint = {
             "job_id": plan.job_id,
             "bureau": bureau,
@@ -424,14 +425,15 @@ def train_job(
                 on_epoch(record)
 
         try:
-            outcome = vlr.drive_training(
-                trainer,
-                peer,
-                on_batch,
-                on_epoch=report_epoch,
-                start_epoch=start_epoch,
-                history=history,
-            )
+            with _ends_with_the_bureau(model_dir, plan.job_id):
+                outcome = vlr.drive_training(
+                    trainer,
+                    peer,
+                    on_batch,
+                    on_epoch=report_epoch,
+                    start_epoch=start_epoch,
+                    history=history,
+                )
         finally:
             peer.close()
             epoch_bars.close()
@@ -541,6 +543,31 @@ def _save_checkpoint(model_dir: str | Path, state: dict[str, Any]) -> None:
     directory = Path(model_dir)
     directory.mkdir(parents=True, exist_ok=True)
     tables.atomic_write_bytes(directory / CHECKPOINT_FILE, json.dumps(state).encode(), mode=0o600)
+
+
+# the bureau's answers that end a job for good there (it deleted its checkpoint and key)
+JOB_ENDING_STATUSES = {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND"}
+
+
+@contextlib.contextmanager
+def _ends_with_the_bureau(model_dir: str | Path, job_id: str) -> Iterator[None]:
+    """When the bureau ends the job (a failure, an expiry, a refused resume), the bank's
+    checkpoint goes too: it holds the job's key, and the job cannot be resumed."""
+    try:
+        yield
+    except PeerError as exc:
+        path = Path(model_dir) / CHECKPOINT_FILE
+        if exc.status not in JOB_ENDING_STATUSES or not path.exists():
+            raise
+        if json.loads(path.read_text()).get("job_id") != job_id:
+            raise
+        path.unlink()
+        ended = PeerError(
+            f"{exc}; the job has ended, so the bank deleted its checkpoint {path} too (it "
+            "held the job's key): start a new job"
+        )
+        ended.status = exc.status
+        raise ended from None
 
 
 def _load_checkpoint(model_dir: str | Path, job_id: str) -> dict[str, Any]:
