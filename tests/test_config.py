@@ -132,6 +132,14 @@ def test_daily_psi_quota(node, tmp_path):
         ("[banks.'../x']\n", "not a valid bank id"),
         ("[defaults]\n", "serve nobody"),
         ("[banks.a\n", "not valid TOML"),
+        ("[banks.a]\nfeatures = ['debt_ratio']\n", "fewer than min_bureau_features"),
+        ("[defaults]\niv_epsilon_per_feature = 0\n[banks.a]\n", "from 0.001"),
+        ("[banks.a]\niv_epsilon_per_day = true\n", "from 0.001"),
+        (
+            "[defaults]\niv_epsilon_per_feature = 5\niv_epsilon_per_day = 1\n[banks.a]\n",
+            "no request could ever",
+        ),
+        ("[banks.a]\nmax_models_per_session = 0\n", "at least 1"),
     ],
 )
 def test_bad_configurations_are_clear_errors(tmp_path, text, message):
