@@ -493,7 +493,7 @@ def train_job(
         },
         "counts": counts,
     }
-    model_dir.mkdir(parents=True, exist_ok=True)
+    model_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # files in it are 0600
     tables.atomic_write_bytes(model_dir / MODEL_FILE, json.dumps(bank_half, indent=2).encode())
     split = np.full(rows, "train", dtype=object)
     split[validation_rows] = "validation"
@@ -541,7 +541,7 @@ CHECKPOINT_FILE = "checkpoint.json"
 
 def _save_checkpoint(model_dir: str | Path, state: dict[str, Any]) -> None:
     directory = Path(model_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     tables.atomic_write_bytes(directory / CHECKPOINT_FILE, json.dumps(state).encode(), mode=0o600)
 
 
