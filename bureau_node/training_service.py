@@ -282,8 +282,8 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             except (OSError, ValueError):
                 continue
             idle = time.time() - float(ledger.get("last_active", 0))
-            if ledger.get("state") == "running" and idle > self.jobs.idle:
-                job_id = path.name.removesuffix(".ledger.json")
+            job_id = path.name.removesuffix(".ledger.json")
+            if ledger.get("state") == "running" and idle > self.jobs.idle and JOB_ID.match(job_id):
                 self._end(path.parent.name, job_id, "expired", f"idle for {idle:.0f} s")
 
     def _checkpoint(self, job: _Job) -> None:

@@ -322,6 +322,42 @@ def test_job_resuming_twice_without_progress_is_refused(node, city, tmp_path):
     assert not _bureau_checkpoint(node, job).exists()
 
 
+def test_job_an_expired_job_ends_for_good(node, city, tmp_path):
+    job = _interrupted_job(node, city, tmp_path / "m", after_epoch=0)
+    jobs = node.training.jobs
+    idle, jobs.idle = jobs.idle, 0.0
+    try:
+        with BureauConnection(_address(node), "bank-a") as connection:
+            with pytest.raises(grpc.RpcError) as err:  # the sweep ends it on the next call
+                list(
+                    connection.training.Scores(
+                        codec.step_to_proto(vlr.Step(job, 1, 0)),
+                        timeout=60,
+                        metadata=connection.metadata,
+                    )
+                )
+        assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    finally:
+        jobs.idle = idle
+    assert not _bureau_checkpoint(node, job).exists()
+    ledger = json.loads(_bureau_checkpoint(node, job).with_suffix(".ledger.json").read_text())
+    assert ledger["state"] == "expired"
+    with pytest.raises(PeerError, match="FAILED_PRECONDITION.*ended for good"):
+        train_job(
+            _address(node),
+            "",
+            "",
+            "",
+            tmp_path / "m",
+            "bank-a",
+            resume=job,
+            quiet=True,
+            workers=0,
+            allow_test_keys=True,
+        )
+    assert not (tmp_path / "m" / "checkpoint.json").exists()
+
+
 def _zeros_to_decrypt(node: BureauNode, job_id: str, key: he.PublicKey, step: vlr.Step):
     """A decryption request of the right shape (encryptions of zero under the bureau's
     key): what a curious bank can always send in a step."""
