@@ -14,6 +14,7 @@ two neighbouring data sets, it gives ``epsilon``-differential privacy for
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable
 from fractions import Fraction
@@ -69,7 +70,5 @@ def laplace_scale(sensitivity: int, epsilon: float) -> Fraction:
 
 def discrete_laplace_variance(scale: Fraction) -> float:
     """2 q / (1 - q)^2 with q = exp(-1/scale): what the bank should expect of the noise."""
-    import math
-
     q = math.exp(-1 / float(scale))
     return 2 * q / (1 - q) ** 2
