@@ -428,7 +428,7 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
     assert {r["party"] for r in rows} == {"bank", "bureau"}
     # the same bins computed in the clear on the joined data: sizes exact, counts of
     # defaults within the bureau's noise (discrete Laplace of scale 2: |z| > 40 has
-    # probability e^-20), information value close
+    # probability e^-20)
     import pyarrow.parquet as pq
 
     bank = read_csv(city["bank"])
@@ -461,7 +461,13 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
         assert details[name]["totals"] == expected.totals
         noise = np.subtract(details[name]["bads"], expected.bads)
         assert np.all(np.abs(noise) <= 40) and np.any(noise != 0)
-        assert by_name[name]["iv"] == pytest.approx(expected.iv, abs=0.1)
+        # the IV is that of the noisy counts; with a few dozen defaults per bin it can be
+        # far from the exact one (default_credit's 30,000 rows: BENCHMARKS.md)
+        noisy = binning.BinStatistics(details[name]["totals"], details[name]["bads"])
+        got = binning.evaluate_feature(
+            name, "bureau", bins.kind, noisy, bins.ordered, bins.missing_bin, monotonic=False
+        )
+        assert by_name[name]["iv"] == pytest.approx(got.iv, abs=1e-6)
         assert by_name[name]["bins"] == expected.bins
     assert all(min(d["totals"]) >= 30 for d in details.values() if d["party"] == "bureau")
     bank_features, bureau_features = select_by_iv(out, 0.02)
