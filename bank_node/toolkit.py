@@ -86,6 +86,7 @@ class InformationValues:
     bank_features: int
     bureau_features: int
     psi_session_id: str
+    bureau_epsilon: float  # the privacy loss the bureau charged for its noisy counts
 
     def table(self) -> pa.Table:
         """The IV table: feature, party, kind, bins, iv, strength."""
@@ -182,7 +183,13 @@ def information_values(
         values.append(_bureau_feature(feature, private_key, public_key, rows, monotonic))
     values.sort(key=lambda v: -v.iv)
     return InformationValues(
-        values, rows, int(y.sum()), len(bank_features), len(answer.features), result.session_id
+        values,
+        rows,
+        int(y.sum()),
+        len(bank_features),
+        len(answer.features),
+        result.session_id,
+        round(sum(f.epsilon for f in answer.features), 6),
     )
 
 
@@ -261,6 +268,8 @@ def iv_job(
         "features": len(found.values),
         "bank_features": found.bank_features,
         "bureau_features": found.bureau_features,
+        # the privacy loss the bureau charged for its noisy counts (its daily budget)
+        "bureau_epsilon": found.bureau_epsilon,
         "top": [{"feature": v.feature, "party": v.party, "iv": v.iv} for v in found.values[:5]],
         "out": str(out),
         "bins": str(details),
@@ -281,15 +290,16 @@ def _bureau_feature(
         raise ProtocolViolation(f"feature {feature.name!r} came with {count} bins")
     if sum(feature.totals) != rows:
         raise ProtocolViolation(f"feature {feature.name!r}: bin sizes do not add up to {rows}")
-    if not 2 <= feature.slot_bits <= 64 or (1 << feature.slot_bits) <= rows:
+    offset = feature.noise_offset
+    if not 2 <= feature.slot_bits <= 64 or (1 << feature.slot_bits) <= rows + 2 * offset:
         raise ProtocolViolation(f"feature {feature.name!r}: slot width {feature.slot_bits}")
     if not -1 <= feature.missing_bin < count:
         raise ProtocolViolation(f"feature {feature.name!r}: no bin {feature.missing_bin}")
     packed = he.ciphertexts_from_bytes(feature.sums, public_key)
-    bads = he.unpack_sums(packed, private_key, feature.slot_bits, count)
+    slots = he.unpack_sums(packed, private_key, feature.slot_bits, count)
     totals = [int(t) for t in feature.totals]
-    if any(b > t for b, t in zip(bads, totals, strict=True)):
-        raise ProtocolViolation(f"feature {feature.name!r}: more defaults than rows in a bin")
+    # the bureau's noise may make a count negative or larger than its bin: cut to range
+    bads = binning.noisy_counts(slots, offset, totals, feature.name)
     missing = None if feature.missing_bin < 0 else feature.missing_bin
     return binning.evaluate_feature(
         feature.name,

@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +33,7 @@ from node_runtime.transport.errors import raise_from_rpc
 from protocols import explain, psi, scorecard
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
-from protocols.errors import InputDataError, ProtocolViolation
+from protocols.errors import InputDataError, PeerError, ProtocolViolation
 from protocols.features import FeatureRecipe
 from protocols.ids import IdType, PreparedIds, normalise_column, prepare_ids
 from protocols.optim import OptimizerConfig, split_rows
@@ -487,14 +487,15 @@ def train(
         start_epoch = int(saved["epoch"])
         history = trainer.restore(saved["state"])
         say(f"resuming job {plan.job_id} at epoch {start_epoch + 1}")
-        accepted_pb = _call(
-            "resuming the training job",
-            lambda: connection.training.ResumeTraining(
-                pb.ResumeRequest(job_id=plan.job_id, epoch=start_epoch),
-                timeout=START_DEADLINE,
-                metadata=connection.metadata,
-            ),
-        )
+        with _ends_with_the_bureau(model_dir, plan.job_id):
+            accepted_pb = _call(
+                "resuming the training job",
+                lambda: connection.training.ResumeTraining(
+                    pb.ResumeRequest(job_id=plan.job_id, epoch=start_epoch),
+                    timeout=START_DEADLINE,
+                    metadata=connection.metadata,
+                ),
+            )
     checkpoint = {
         "job_id": plan.job_id,
         "bureau": bureau,
@@ -558,14 +559,15 @@ def train(
             on_epoch(record)
 
     try:
-        outcome = vlr.drive_training(
-            trainer,
-            peer,
-            on_batch,
-            on_epoch=report_epoch,
-            start_epoch=start_epoch,
-            history=history,
-        )
+        with _ends_with_the_bureau(model_dir, plan.job_id):
+            outcome = vlr.drive_training(
+                trainer,
+                peer,
+                on_batch,
+                on_epoch=report_epoch,
+                start_epoch=start_epoch,
+                history=history,
+            )
     finally:
         peer.close()
         epoch_bars.close()
@@ -693,7 +695,7 @@ def save(model_dir: str | Path, fitted: Fitted) -> None:
     """The bank's half (``model.json``) and its per-row results (``evaluation.csv``); the
     finished job's checkpoint, which held its key, is removed."""
     model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    model_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # files in it are 0600
     tables.atomic_write_bytes(
         model_dir / MODEL_FILE, json.dumps(fitted.bank_half, indent=2).encode()
     )
@@ -805,8 +807,33 @@ CHECKPOINT_FILE = "checkpoint.json"
 
 def _save_checkpoint(model_dir: str | Path, state: dict[str, Any]) -> None:
     directory = Path(model_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     tables.atomic_write_bytes(directory / CHECKPOINT_FILE, json.dumps(state).encode(), mode=0o600)
+
+
+# the bureau's answers that end a job for good there (it deleted its checkpoint and key)
+JOB_ENDING_STATUSES = {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND"}
+
+
+@contextlib.contextmanager
+def _ends_with_the_bureau(model_dir: str | Path, job_id: str) -> Iterator[None]:
+    """When the bureau ends the job (a failure, an expiry, a refused resume), the bank's
+    checkpoint goes too: it holds the job's key, and the job cannot be resumed."""
+    try:
+        yield
+    except PeerError as exc:
+        path = Path(model_dir) / CHECKPOINT_FILE
+        if exc.status not in JOB_ENDING_STATUSES or not path.exists():
+            raise
+        if json.loads(path.read_text()).get("job_id") != job_id:
+            raise
+        path.unlink()
+        ended = PeerError(
+            f"{exc}; the job has ended, so the bank deleted its checkpoint {path} too (it "
+            "held the job's key): start a new job"
+        )
+        ended.status = exc.status
+        raise ended from None
 
 
 def _load_checkpoint(model_dir: str | Path, job_id: str) -> dict[str, Any]:

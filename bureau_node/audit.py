@@ -17,6 +17,7 @@ import csv
 import datetime
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -103,9 +104,12 @@ def load_or_create_key(state_dir: Path) -> Ed25519PrivateKey:
 
 class AuditLog:
     def __init__(self, state_dir: str | Path) -> None:
-        root = Path(state_dir)
+        root = tables.private_dir(state_dir)
         self.path = root / "audit.sqlite3"
-        root.mkdir(parents=True, exist_ok=True)
+        # 0600 before SQLite opens it: its -wal and -shm files take the database's mode
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        os.close(fd)
         self._lock = threading.Lock()
         self._key = load_or_create_key(root)
         self.public_key = self._key.public_key().public_bytes(

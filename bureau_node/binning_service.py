@@ -1,5 +1,9 @@
 """Federated binning for information value: the bureau bins its features and sums the
-bank's encrypted labels per bin; it never sees a label, the bank never sees a split point."""
+bank's encrypted labels per bin; it never sees a label, the bank never sees a split point.
+
+Each sum carries discrete Laplace noise before it is packed (epsilon per feature from the
+bank's policy, charged against its daily budget), so that labels chosen to single out one
+enterprise (all 0 but one) do not point at that enterprise's bins."""
 
 from __future__ import annotations
 
@@ -54,6 +58,13 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                             f"{self.ctx.limits.min_rows}"
                         )
                     names = self.ctx.choose(bank_id, tuple(chunk.features))
+                    bin_noise = binning.BinNoise(
+                        self.ctx.access.policy(bank_id).iv_epsilon_per_feature
+                    )
+                    spent = bin_noise.epsilon * len(names)
+                    self.ctx.access.charge_all(
+                        bank_id, {"daily_iv_requests": 1, "iv_epsilon_per_day": spent}
+                    )
                     self.ctx.store.use_session_once(bank_id, chunk.psi_session_id, "binned")
                 elif chunk.total != total:
                     raise ProtocolViolation("chunks of labels disagree on the total")
@@ -71,13 +82,15 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
             rows = self.ctx.features.rows_of(ids)
             peer = he.PeerEncryptor(key)
             nsquare = he.mpz(key.nsquare)
-            slot_bits = max(total.bit_length(), 1) + 1
+            slot_bits = bin_noise.slot_bits(total)
             out = pb.BinnedLabelSums()
             for name in names:
                 bins = binning.bin_column(name, rows.column(name), first.max_bins, min_count)
                 sums = [he.mpz(1)] * bins.count
                 for b, c in zip(bins.index.tolist(), labels, strict=True):
                     sums[b] = sums[b] * c % nsquare
+                # the noise goes in before packing, so no exact count ever leaves
+                sums = he.add_plain(sums, [bin_noise.sample() for _ in sums], key)
                 totals = np.bincount(bins.index, minlength=bins.count)
                 out.features.append(
                     pb.FeatureBins(
@@ -88,6 +101,9 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                         missing_bin=-1 if bins.missing_bin is None else bins.missing_bin,
                         slot_bits=slot_bits,
                         sums=he.ciphertexts_to_bytes(he.pack_sums(sums, slot_bits, peer), key),
+                        noise_offset=bin_noise.offset,
+                        noise_scale=float(bin_noise.scale),
+                        epsilon=bin_noise.epsilon,
                     )
                 )
             self.ctx.record(
@@ -98,6 +114,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                 rows=total,
                 features=len(names),
                 min_bin_count=min_count,
+                epsilon=spent,
             )
             log.info(
                 "binned %d labels of bank %s over %d features (bins of at least %d)",

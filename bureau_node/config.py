@@ -1,14 +1,20 @@
-"""The bureau's per-bank configuration: who may call, which features each bank may use, and
-daily quotas (the ID space is small enough to probe). One TOML file, validated at start.
+"""The bureau's per-bank configuration: who may call, which features each bank may use, the
+model policy, daily quotas (the ID space is small enough to probe) and the privacy budget of
+federated information value. One TOML file, validated at start.
 
     [defaults]                       # optional; every key below may also be set per bank
     daily_psi_ids = 2_000_000        # IDs a bank may send to PSI per UTC day
-    daily_scored = 200_000           # applicants a bank may score per UTC day
+    daily_scored = 200_000           # rows a bank may score per UTC day (training rows too)
+    daily_iv_requests = 20           # information-value requests per UTC day
     min_batch_size = 64              # smallest training batch
     min_intersection = 100           # fewer shared IDs are not revealed for training
+    min_bureau_features = 3          # bureau features per model (a category counts once)
+    max_models_per_session = 3       # training jobs started on one PSI session
+    iv_epsilon_per_feature = 1.0     # privacy loss per bureau feature of an IV request
+    iv_epsilon_per_day = 40.0        # of all of a bank's IV requests in one UTC day
 
     [banks.bank-a]                   # a bank the bureau serves, by its certificate identity
-    features = ["debt_ratio", "court_judgements_3y"]   # omitted: every feature
+    features = ["debt_ratio", "court_judgements_3y", "tax_paid_12m_10k_cny"]  # omitted: all
 
 Without a configuration file the bureau serves any bank with the defaults (development).
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import threading
 import tomllib
 from dataclasses import dataclass
@@ -29,13 +36,30 @@ from node_runtime import tables
 from node_runtime.transport.channels import bank_identity, valid_bank_id
 from protocols.errors import InputDataError, NotAuthorised, QuotaExceeded
 
-LIMIT_KEYS = {"daily_psi_ids", "daily_scored", "min_batch_size", "min_intersection"}
+COUNT_KEYS = {
+    "daily_psi_ids",
+    "daily_scored",
+    "daily_iv_requests",
+    "min_batch_size",
+    "min_intersection",
+    "min_bureau_features",
+    "max_models_per_session",
+}
+EPSILON_KEYS = {"iv_epsilon_per_feature", "iv_epsilon_per_day"}
+LIMIT_KEYS = COUNT_KEYS | EPSILON_KEYS
 BANK_KEYS = LIMIT_KEYS | {"features"}
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     "daily_psi_ids": 10_000_000,
     "daily_scored": 1_000_000,
+    "daily_iv_requests": 20,
     "min_batch_size": 64,
     "min_intersection": 1,  # below it the bureau does not reveal (mode BOTH) a session
+    # a model on one or two features would hand the bank (an affine function of) the raw
+    # values through the bureau's score u_B
+    "min_bureau_features": 3,
+    "max_models_per_session": 3,
+    "iv_epsilon_per_feature": 1.0,
+    "iv_epsilon_per_day": 40.0,
 }
 
 
@@ -45,17 +69,38 @@ class BankPolicy:
     features: tuple[str, ...] | None  # None: every feature
     daily_psi_ids: int
     daily_scored: int
+    daily_iv_requests: int
     min_batch_size: int
     min_intersection: int
+    min_bureau_features: int
+    max_models_per_session: int
+    iv_epsilon_per_feature: float
+    iv_epsilon_per_day: float
 
 
-def _limits(table: dict[str, Any], where: str, base: dict[str, int]) -> dict[str, int]:
+def _limits(table: dict[str, Any], where: str, base: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
-    for key in LIMIT_KEYS & table.keys():
+    for key in COUNT_KEYS & table.keys():
         value = table[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InputDataError(f"{where}: {key} must be a whole number of at least 1")
         out[key] = value
+    for key in EPSILON_KEYS & table.keys():
+        value = table[key]
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or not 0.001 <= value <= 1000
+        ):
+            raise InputDataError(f"{where}: {key} must be a number from 0.001 to 1000")
+        out[key] = float(value)
+    if out["iv_epsilon_per_feature"] > out["iv_epsilon_per_day"]:
+        raise InputDataError(
+            f"{where}: iv_epsilon_per_feature {out['iv_epsilon_per_feature']} is above "
+            "iv_epsilon_per_day "
+            f"{out['iv_epsilon_per_day']}: no request could ever be answered"
+        )
     return out
 
 
@@ -94,6 +139,11 @@ def load_config(path: str | Path, feature_names: list[str] | None = None) -> dic
                 raise InputDataError(f"{where}: the data file has no features {missing}")
             features = tuple(features)
         limits = _limits(table, where, base)
+        if features is not None and len(set(features)) < limits["min_bureau_features"]:
+            raise InputDataError(
+                f"{where}: {len(set(features))} features are fewer than min_bureau_features "
+                f"{limits['min_bureau_features']}: the bank could train no model"
+            )
         policies[bank_id] = BankPolicy(bank_id, features, **limits)
     return policies
 
@@ -126,19 +176,30 @@ class Access:
         allowed = self.policy(bank_id).features
         return offered if allowed is None else [f for f in offered if f in allowed]
 
-    def charge(self, bank_id: str, what: str, amount: int) -> None:
-        """Count ``amount`` against today's quota ``what`` (daily_psi_ids, daily_scored);
-        refuse, counting nothing, if it would go over."""
-        limit = getattr(self.policy(bank_id), what)
+    def charge(self, bank_id: str, what: str, amount: float) -> None:
+        """Count ``amount`` against today's quota ``what`` (daily_psi_ids, daily_scored,
+        daily_iv_requests, iv_epsilon_per_day); refuse, counting nothing, if it would go over."""
+        self.charge_all(bank_id, {what: amount})
+
+    def charge_all(self, bank_id: str, amounts: dict[str, float]) -> None:
+        """Several quotas at once: all counted, or (one would go over) none."""
+        policy = self.policy(bank_id)
         day = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
         path = self.root / bank_id / f"usage-{day}.json"
         with self._lock:
             used = json.loads(path.read_text()) if path.exists() else {}
-            if used.get(what, 0) + amount > limit:
-                raise QuotaExceeded(
-                    f"bank {bank_id} has used {used.get(what, 0):,} of its {limit:,} {what} "
-                    f"today (UTC); this request needs {amount:,}"
-                )
-            used[what] = used.get(what, 0) + amount
-            path.parent.mkdir(parents=True, exist_ok=True)
+            for what, amount in amounts.items():
+                limit, spent = getattr(policy, what), used.get(what, 0)
+                if spent + amount > limit * (1 + 1e-9):  # sums of epsilons: no rounding refusals
+                    raise QuotaExceeded(
+                        f"bank {bank_id} has used {_amount(spent)} of its {_amount(limit)} "
+                        f"{what} today (UTC); this request needs {_amount(amount)}"
+                    )
+            for what, amount in amounts.items():
+                used[what] = used.get(what, 0) + amount
+            tables.private_dir(path.parent)
             tables.atomic_write_bytes(path, json.dumps(used).encode())
+
+
+def _amount(value: float) -> str:
+    return f"{value:,}" if float(value).is_integer() else f"{value:,.6g}"

@@ -59,3 +59,18 @@ class BureauContext:
         if not names:
             raise NotAuthorised(f"bank {bank_id} may use none of the bureau's features")
         return names
+
+    def choose_for_model(self, bank_id: str, requested: tuple[str, ...]) -> list[str]:
+        """:meth:`choose`, and at least the bank's ``min_bureau_features`` of them: the score
+        of a model on one feature is an affine function of its raw value (or, for a category,
+        names each row's level), and the bank receives that score for every training row."""
+        names = self.choose(bank_id, requested)
+        minimum = self.access.policy(bank_id).min_bureau_features
+        if len(names) < minimum:  # names are features: a category counts once
+            raise NotAuthorised(
+                f"a joint model must use at least {minimum} of the bureau's features (a "
+                f"category counts once, however many levels it has); this plan names "
+                f"{len(names)} ({', '.join(names)}): add bureau features with "
+                "--bureau-features, or leave it out to use all of them"
+            )
+        return names

@@ -25,7 +25,7 @@ class ModelStore:
 
     def save(self, bank_id: str, model: dict[str, Any]) -> None:
         path = self._path(bank_id, model["model_id"])
-        path.parent.mkdir(parents=True, exist_ok=True)
+        tables.private_dir(path.parent)
         tables.atomic_write_bytes(path, json.dumps(model, indent=2).encode(), mode=0o600)
 
     def load(self, bank_id: str, model_id: str) -> dict[str, Any]:

@@ -58,10 +58,9 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
             bank_id = self.ctx.access.bank(context)
             model = self.ctx.models.load(bank_id, request.model_id)
             ids = self.ctx.store.session_matched_ids(bank_id, request.psi_session_id)
-            if request.psi_session_id != model["psi_session_id"]:
-                # applicants count against the quota; the model's own training rows
-                # (scored once for its evaluation) do not
-                self.ctx.access.charge(bank_id, "daily_scored", len(ids))
+            # every row counts, the model's own training rows too: their scores u_B are
+            # the bureau's features seen through the model's weights
+            self.ctx.access.charge(bank_id, "daily_scored", len(ids))
             recipe = FeatureRecipe.from_json(model["recipe"])
             rows = self.ctx.features.rows_of(ids)
             x = recipe.transform(rows)

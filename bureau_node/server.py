@@ -114,7 +114,8 @@ class BureauNode:
             self.executor,
         )
         model_pb2_grpc.add_CatalogueServicer_to_server(CatalogueServicer(context), self.server)
-        model_pb2_grpc.add_JointTrainingServicer_to_server(TrainingServicer(context), self.server)
+        self.training = TrainingServicer(context)  # its jobs, for operators and tests
+        model_pb2_grpc.add_JointTrainingServicer_to_server(self.training, self.server)
         model_pb2_grpc.add_BinningServicer_to_server(BinningServicer(context), self.server)
         model_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(context), self.server)
         self.server.start()

@@ -15,7 +15,7 @@ from typing import NoReturn
 import grpc
 
 from node_runtime.transport import codec
-from node_runtime.transport.errors import abort_with
+from node_runtime.transport.errors import abort_with, status_for
 from protocols import psi
 from protocols.errors import ProtocolViolation, UnknownSession
 from xinrong.v1 import psi_pb2 as pb
@@ -127,6 +127,18 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
             limits = dataclasses.replace(self.limits, min_intersection=floor)
             session = psi.BureauPsiSession(table, psi_request, limits)
             self.sessions.add(bank_id, session)
+            # on record before the bank holds a session id: every query that can reach the
+            # bank's key is counted, whatever the session does next
+            self._note(
+                bank_id,
+                "psi_opened",
+                "OK",
+                session_id=session.session_id,
+                reveal=psi_request.reveal.value,
+                bank_ids=psi_request.bank_set_size,
+                bureau_ids=table.size,
+                key_epoch=table.key_epoch,
+            )
             log.info(
                 "PSI session %s opened: bank=%s bank_ids=%d bureau_ids=%d reveal=%s epoch=%d",
                 session.session_id,
@@ -145,6 +157,7 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
     ) -> Iterator[pb.ExponentiatedIds]:
         pending: deque[Future[psi.ExponentiatedIds]] = deque()
         entry = None
+        noted = False
         try:
             bank_id = self.access.bank(context)
             for message in request_iterator:
@@ -158,6 +171,8 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
             if entry is None:
                 raise ProtocolViolation("the stream of blinded IDs was empty")
             entry.session.blinded_stream_ended()
+            self._note_exponentiated(entry, "OK")  # before the last answers leave
+            noted = True
             while pending:
                 yield codec.exponentiated_to_proto(pending.popleft().result())
             entry.exponentiated = True
@@ -167,7 +182,13 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
                 future.cancel()
             if entry is not None:
                 self.sessions.close(entry.session.session_id)
+                if not noted:
+                    self._note_exponentiated(entry, status_for(exc).name)
+                    noted = True
             self._refused(context, exc)
+        finally:  # the bank hung up mid-stream: what it was sent is still on record
+            if entry is not None and not noted:
+                self._note_exponentiated(entry, "CANCELLED")
 
     def FetchTags(
         self, request: pb.FetchTagsRequest, context: grpc.ServicerContext
@@ -211,6 +232,22 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
         if self.audit is not None:
             self.audit.refusal(context, "psi", exc, **details)
         abort_with(context, exc)
+
+    def _note(self, bank_id: str, event: str, outcome: str, **details: object) -> None:
+        if self.audit is not None:
+            self.audit.append(bank_id, event, outcome, **details)
+
+    def _note_exponentiated(self, entry: _Entry, outcome: str) -> None:
+        """How many of the bank's blinded IDs met the bureau's key in this session."""
+        session = entry.session
+        self._note(
+            entry.bank_id,
+            "psi_exponentiated",
+            outcome,
+            session_id=session.session_id,
+            exponentiated=session.received,
+            key_epoch=session.table.key_epoch,
+        )
 
     def _finish_if_bank_only(self, entry: _Entry) -> None:
         if (

@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from node_runtime import tables
 from protocols import group, psi
-from protocols.errors import InputDataError, PolicyViolation, UnknownSession
+from protocols.errors import InputDataError, PolicyViolation, QuotaExceeded, UnknownSession
 from protocols.ids import IdReject, IdType, IdWarning, prepare_ids
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".partial.npy")
-    np.save(tmp, array, allow_pickle=False)
-    os.replace(tmp, path)
+    tables.atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
 
 def _load_array(path: Path) -> np.ndarray:
@@ -84,10 +82,10 @@ class DatasetSummary:
 
 class BureauStore:
     def __init__(self, state_dir: str | Path) -> None:
-        self.root = Path(state_dir)
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "banks").mkdir(exist_ok=True)
-        (self.root / "sessions").mkdir(exist_ok=True)
+        # 0700 whatever the umask: it holds keys, tag tables and matched IDs
+        self.root = tables.private_dir(state_dir)
+        tables.private_dir(self.root / "banks")
+        tables.private_dir(self.root / "sessions")
         self._ids = np.zeros(0, dtype="S1")
         self._points = np.zeros((0, group.POINT_BYTES), dtype=np.uint8)
         self._active = np.zeros(0, dtype=bool)
@@ -234,9 +232,7 @@ class BureauStore:
     # -- per-bank tag tables ------------------------------------------------------------
 
     def _bank_dir(self, bank_id: str) -> Path:
-        path = self.root / "banks" / bank_id
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return tables.private_dir(self.root / "banks" / bank_id)
 
     def _lock(self, bank_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -336,16 +332,31 @@ class BureauStore:
         self.session_matched_ids(bank_id, session_id)  # exists and is this bank's
         marker = self.root / "sessions" / f"{session_id}.{purpose}"
         try:
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except FileExistsError:
             raise PolicyViolation(
                 f"PSI session {session_id} was already used for {purpose}: run PSI again"
             ) from None
         os.close(fd)
 
+    def count_session_use(self, bank_id: str, session_id: str, purpose: str, limit: int) -> int:
+        """Count one more use of a PSI session for ``purpose`` (a trained model), refused
+        beyond ``limit``: each model on the same rows gives the bank another view of them."""
+        self.session_matched_ids(bank_id, session_id)  # exists and is this bank's
+        path = self.root / "sessions" / f"{session_id}.{purpose}"
+        with self._lock(bank_id):
+            used = int(path.read_text()) if path.exists() else 0
+            if used >= limit:
+                raise QuotaExceeded(
+                    f"PSI session {session_id} was already used for {used} {purpose}, the "
+                    f"bureau's limit per session (max_models_per_session): run PSI again"
+                )
+            tables.atomic_write_bytes(path, str(used + 1).encode())
+        return used + 1
+
     def session_matched_ids(self, bank_id: str, session_id: str) -> list[str]:
         """The matched IDs of a finished PSI session of this bank (reveal mode BOTH), in the
-        bank's order."""
+        order of their tags (the order the bank revealed them in)."""
         directory = self.root / "sessions"
         record_path = directory / f"{session_id}.json"
         matched_path = directory / f"{session_id}.matched.csv"

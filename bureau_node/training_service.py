@@ -2,11 +2,21 @@
 
 Jobs live in memory (:class:`TrainingJobs`) and, after every epoch, in a checkpoint under
 the state directory (0600: it holds the job's key), so a restarted bureau can resume them.
+
+A job ends for good: when it fails (a malformed message) or expires (idle too long), its
+checkpoint, with the key's factors, is deleted and its ledger (``JOB_ID.ledger.json``, no
+key) says so; a resume is refused. The ledger also records every step the bureau decrypted,
+over the job's whole life: a decryption request for a step already answered is refused
+unless it is the identical request again (a retry after a lost reply), so a resumed or
+rewound job is never a second decryption oracle. A job resumes only from its latest
+checkpoint, only if no step of that epoch was decrypted yet (a re-run would need a second
+decryption), and only once per interruption (some step answered since the last resume).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import re
@@ -16,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -26,7 +36,12 @@ from node_runtime.transport.errors import abort_with
 from node_runtime.workers import forget_keys
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
-from protocols.errors import PolicyViolation, ProtocolViolation, UnknownSession
+from protocols.errors import (
+    JobEnded,
+    PolicyViolation,
+    ProtocolViolation,
+    UnknownSession,
+)
 from protocols.features import FeatureRecipe
 from xinrong.v1 import model_pb2 as pb
 from xinrong.v1 import model_pb2_grpc
@@ -48,6 +63,7 @@ class _Job:
     lock: threading.Lock = field(default_factory=threading.Lock)
     plan_bytes: bytes = b""
     saved_epoch: int = -1
+    ledger: dict[str, Any] = field(default_factory=dict)
 
 
 class TrainingJobs:
@@ -59,15 +75,27 @@ class TrainingJobs:
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self.on_end: Callable[[], None] = lambda: None  # a job ended: workers drop its key
+        # told of every job that expired, so that it ends for good (checkpoint deleted)
+        self.on_expired: Callable[[str, _Job], None] = lambda job_id, job: None
+
+    def _sweep(self) -> list[tuple[str, _Job]]:
+        """Drop idle jobs (under the lock); the caller ends them outside it."""
+        now = time.monotonic()
+        gone = [(k, j) for k, j in self._jobs.items() if now - j.last_used > self.idle]
+        for key, _ in gone:
+            del self._jobs[key]
+        return gone
+
+    def expire_idle(self) -> None:
+        with self._lock:
+            gone = self._sweep()
+        for job_id, job in gone:
+            self.on_expired(job_id, job)
+        if gone:
+            self.on_end()
 
     def add(self, job_id: str, job: _Job) -> None:
-        now = time.monotonic()
-        with self._lock:
-            expired = [k for k, j in self._jobs.items() if now - j.last_used > self.idle]
-            for key in expired:
-                del self._jobs[key]
-        if expired:
-            self.on_end()
+        self.expire_idle()
         with self._lock:
             if job_id in self._jobs:
                 raise PolicyViolation(f"a training job {job_id} is already running")
@@ -94,6 +122,7 @@ class TrainingJobs:
             )
 
     def get(self, bank_id: str, job_id: str) -> _Job:
+        self.expire_idle()
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None or job.bank_id != bank_id:
@@ -115,6 +144,10 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         self.ctx = ctx
         self.jobs = jobs or TrainingJobs()
         self.jobs.on_end = lambda: forget_keys(ctx.executor)
+        self.jobs.on_expired = lambda job_id, job: self._end(
+            job.bank_id, job_id, "expired", f"idle for more than {self.jobs.idle:.0f} s"
+        )
+        self._expire_stored()  # jobs a stopped bureau left behind, key and all
 
     def StartTraining(
         self, request: pb.TrainingPlan, context: grpc.ServicerContext
@@ -133,7 +166,13 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             limits = self.ctx.limits_for(bank_id)
             vlr.check_plan(plan, limits)
             self.jobs.check_capacity(bank_id)  # before any heavy work
-            names = self.ctx.choose(bank_id, plan.bureau_features)
+            names = self.ctx.choose_for_model(bank_id, plan.bureau_features)
+            self.ctx.store.count_session_use(
+                bank_id,
+                plan.psi_session_id,
+                "models",
+                self.ctx.access.policy(bank_id).max_models_per_session,
+            )
             rows = self.ctx.features.rows_of(ids)
             train_rows, _ = plan.schedule()
             recipe = FeatureRecipe.fit(rows.take(train_rows), names)
@@ -145,8 +184,14 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             bits = plan.bank_public_key.n.bit_length()
             _, private_key = he.generate_keypair(bits + (-bits % 8), limits.allow_test_keys)
             trainer = vlr.BureauTrainer(plan, x, private_key, limits, self.ctx.executor)
+            if self._ledger_path(bank_id, plan.job_id).exists():
+                raise PolicyViolation(
+                    f"job id {plan.job_id} was used before: a job id names one job for good"
+                )
             job = self._register(bank_id, trainer, recipe, request.SerializeToString())
+            job.ledger = {"state": "running", "decrypted": {}, "resumed_at": None}
             try:
+                self._save_ledger(job.bank_id, plan.job_id, job.ledger)
                 self._checkpoint(job)
             except BaseException:
                 self.jobs.remove(plan.job_id)  # a job that cannot be resumed is not started
@@ -202,6 +247,55 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             raise UnknownSession(f"{job_id!r} is not a job id")
         return self.ctx.store.root / "jobs" / bank_id / f"{job_id}.json"
 
+    def _ledger_path(self, bank_id: str, job_id: str) -> Path:
+        return self._job_path(bank_id, job_id).with_suffix(".ledger.json")
+
+    def _load_ledger(self, bank_id: str, job_id: str) -> dict[str, Any] | None:
+        path = self._ledger_path(bank_id, job_id)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def _save_ledger(self, bank_id: str, job_id: str, ledger: dict[str, Any]) -> None:
+        """Durably, before any answer it records leaves."""
+        path = self._ledger_path(bank_id, job_id)
+        tables.private_dir(path.parent)
+        ledger["last_active"] = time.time()  # wall clock: it must survive a restart
+        tables.atomic_write_bytes(path, json.dumps(ledger).encode())
+
+    def _end(self, bank_id: str, job_id: str, state: str, reason: str) -> None:
+        """The job is over for good: out of memory, its checkpoint (with the key's factors)
+        deleted, its ledger marked, on record."""
+        self.jobs.remove(job_id)
+        self._job_path(bank_id, job_id).unlink(missing_ok=True)
+        ledger = self._load_ledger(bank_id, job_id) or {"decrypted": {}}
+        if ledger.get("state") not in (None, "running"):
+            return
+        ledger.update(state=state, reason=reason[:300])
+        self._save_ledger(bank_id, job_id, ledger)
+        if state != "finished":  # a finished job has its own record
+            self.ctx.record(
+                bank_id, f"training_{state}", "ENDED", job_id=job_id, reason=reason[:300]
+            )
+        log.log(
+            logging.INFO if state == "finished" else logging.WARNING,
+            "training job %s of bank %s ended (%s): %s",
+            job_id,
+            bank_id,
+            state,
+            reason,
+        )
+
+    def _expire_stored(self) -> None:
+        """End the stored jobs that have been idle too long (e.g. across a restart)."""
+        for path in (self.ctx.store.root / "jobs").glob("*/*.ledger.json"):
+            try:
+                ledger = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            idle = time.time() - float(ledger.get("last_active", 0))
+            job_id = path.name.removesuffix(".ledger.json")
+            if ledger.get("state") == "running" and idle > self.jobs.idle and JOB_ID.match(job_id):
+                self._end(path.parent.name, job_id, "expired", f"idle for {idle:.0f} s")
+
     def _checkpoint(self, job: _Job) -> None:
         """The job's plan, key and per-epoch states, written (0600, atomically) whenever an
         epoch has ended, so that a restarted bureau can resume it."""
@@ -217,7 +311,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             "checkpoints": {str(e): s for e, s in job.trainer.checkpoints.items()},
         }
         path = self._job_path(job.bank_id, job.trainer.plan.job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        tables.private_dir(path.parent)
         tables.atomic_write_bytes(path, json.dumps(record).encode(), mode=0o600)
         job.saved_epoch = latest
 
@@ -227,11 +321,19 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         try:
             bank_id = self.ctx.access.bank(context)
             path = self._job_path(bank_id, request.job_id)
-            if not path.exists():
+            ledger = self._load_ledger(bank_id, request.job_id)
+            if ledger is not None and ledger.get("state") != "running":
+                raise JobEnded(
+                    f"training job {request.job_id} has ended for good ({ledger['state']}: "
+                    f"{ledger.get('reason', '')}); start a new job"
+                )
+            if ledger is None or not path.exists():
                 raise UnknownSession(
                     f"no training job {request.job_id} of bank {bank_id} to resume"
                 )
             record = json.loads(path.read_text())
+            checkpoints = {int(e): s for e, s in record["checkpoints"].items()}
+            self._check_resume(bank_id, request.job_id, request.epoch, checkpoints, ledger)
             plan_bytes = base64.b64decode(record["plan"])
             proto = pb.TrainingPlan.FromString(plan_bytes)
             plan = codec.plan_from_proto(proto, self.ctx.limits.allow_test_keys)
@@ -243,10 +345,13 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             trainer = vlr.BureauTrainer(
                 plan, x, private_key, self.ctx.limits_for(bank_id), self.ctx.executor
             )
-            trainer.checkpoints = {int(e): s for e, s in record["checkpoints"].items()}
+            trainer.checkpoints = checkpoints
             trainer.restore(request.epoch)
             self.jobs.remove(plan.job_id)  # the interrupted run, if the bureau still has it
             job = self._register(bank_id, trainer, recipe, plan_bytes, max(trainer.checkpoints))
+            ledger["resumed_at"] = len(ledger["decrypted"])
+            job.ledger = ledger
+            self._save_ledger(bank_id, plan.job_id, ledger)
             self.ctx.record(
                 bank_id, "training_resumed", "OK", job_id=plan.job_id, epoch=request.epoch
             )
@@ -260,6 +365,40 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "training_resumed", exc)
 
+    def _check_resume(
+        self,
+        bank_id: str,
+        job_id: str,
+        epoch: int,
+        checkpoints: dict[int, Any],
+        ledger: dict[str, Any],
+    ) -> None:
+        """A resume is refused, and the job then ends for good (the bank could only try
+        again to rewind it), unless it is from the latest checkpoint, before any step of
+        that epoch was decrypted, and the first since the job last made progress."""
+        latest = max(checkpoints)
+        since = [k for k in ledger["decrypted"] if int(k.split(":")[0]) >= latest]
+        idle = time.time() - float(ledger.get("last_active", 0))
+        if idle > self.jobs.idle:
+            reason = f"idle for {idle:.0f} s, more than the bureau's {self.jobs.idle:.0f} s"
+            state = "expired"
+        elif epoch != latest:
+            reason = f"a resume from epoch {epoch + 1} asked; only the latest, {latest + 1}, is"
+            state = "refused"
+        elif since:
+            reason = (
+                f"interrupted in epoch {latest + 1} after the bureau had decrypted "
+                f"{len(since)} of its steps; it decrypts each step once in a job's life"
+            )
+            state = "refused"
+        elif ledger.get("resumed_at") == len(ledger["decrypted"]):
+            reason = "resumed already, and no step was answered since"
+            state = "refused"
+        else:
+            return
+        self._end(bank_id, job_id, state, reason)
+        raise JobEnded(f"training job {job_id} cannot be resumed ({reason}): start a new job")
+
     def _with_job(
         self, context: grpc.ServicerContext, job_id: str, action: Callable[[_Job], T]
     ) -> T:
@@ -272,20 +411,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
                 return answer
             finally:
                 if job.trainer.stage is vlr.BureauStage.FAILED:
-                    self.jobs.remove(job_id)
-                    self.ctx.record(
-                        bank_id,
-                        "training_failed",
-                        "INVALID_ARGUMENT",
-                        job_id=job_id,
-                        error=job.trainer.failure[:300],
-                    )
-                    log.warning(
-                        "training job %s of bank %s failed: %s",
-                        job_id,
-                        bank_id,
-                        job.trainer.failure,
-                    )
+                    self._end(bank_id, job_id, "failed", job.trainer.failure)
 
     def Scores(
         self, request: pb.Step, context: grpc.ServicerContext
@@ -319,10 +445,31 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
     ) -> pb.DecryptedValues:
         try:
             msg = codec.masked_from_proto(request)
-            out = self._with_job(context, msg.step.job_id, lambda j: j.trainer.decrypt(msg))
+            digest = hashlib.sha256(request.SerializeToString()).hexdigest()
+            out = self._with_job(
+                context, msg.step.job_id, lambda j: self._decrypt_once(j, msg, digest)
+            )
             return codec.decrypted_to_proto(out)
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)
+
+    def _decrypt_once(self, job: _Job, msg: vlr.MaskedValues, digest: str) -> vlr.DecryptedValues:
+        """Decrypt a step's values once in the job's life: the same request again (a retry
+        after a lost reply) is answered alike; anything else for that step ends the job."""
+        step = f"{msg.step.epoch}:{msg.step.batch}"
+        answered = job.ledger["decrypted"].get(step)
+        if answered is not None and answered != digest:
+            job_id = job.trainer.plan.job_id
+            reason = f"a second, different decryption request for step {msg.step}"
+            self._end(job.bank_id, job_id, "failed", reason)
+            raise JobEnded(
+                f"training job {job_id} has ended: the bureau decrypts each step once over a "
+                f"job's life, and {reason} arrived; start a new job"
+            )
+        out = job.trainer.decrypt(msg)
+        job.ledger["decrypted"][step] = digest
+        self._save_ledger(job.bank_id, job.trainer.plan.job_id, job.ledger)  # before it leaves
+        return out
 
     def Update(self, request: pb.DecryptedValues, context: grpc.ServicerContext) -> pb.UpdateAck:
         try:
@@ -398,8 +545,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
                 )
 
             out = self._with_job(context, request.job_id, finish)
-            self.jobs.remove(request.job_id)
-            self._job_path(bank_id, request.job_id).unlink(missing_ok=True)  # holds the key
+            self._end(bank_id, request.job_id, "finished", f"model {out.model_id}")
             return out
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "training_finished", exc)

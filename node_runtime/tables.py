@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import codecs
 import os
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -240,24 +241,49 @@ def _missing(path: Path, column: str, names: list[str]) -> str:
     return f"{path}: no column named {column!r}; the file has: {shown}"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a file so that a crash leaves the old one or the new one, never half of one."""
+def private_dir(path: str | Path) -> Path:
+    """A directory only its owner may enter (0700 whatever the umask), parents included."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
 
 
-def write_csv(table: pa.Table, path: str | Path) -> None:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], mode: int = 0o600) -> None:
+    """Write a file so that a crash leaves the old one or the new one, never half of one.
+
+    The temporary file has a random name and is opened with ``O_EXCL | O_NOFOLLOW``, so a
+    file or symbolic link planted at a predictable name cannot redirect the write; its mode
+    is set explicitly, so the umask cannot widen it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, mode)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o600) -> None:
+    """:func:`atomic_write` of ``data``."""
+    atomic_write(path, lambda handle: handle.write(data), mode)
+
+
+def write_csv(table: pa.Table, path: str | Path, mode: int = 0o600) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    pacsv.write_csv(table, tmp, pacsv.WriteOptions(quoting_style="needed"))
-    tmp.replace(path)
+    atomic_write(
+        path,
+        lambda handle: pacsv.write_csv(table, handle, pacsv.WriteOptions(quoting_style="needed")),
+        mode,
+    )
 
 
 def write_rejects(

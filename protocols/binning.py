@@ -13,11 +13,15 @@ those counts.
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import pyarrow as pa
 
+from . import noise
+from .errors import ProtocolViolation
 from .features import MISSING, _numbers, _texts, column_kind
 
 DEFAULT_BINS = 10
@@ -25,6 +29,13 @@ MAX_BINS = 50
 BUREAU_MIN_BIN_COUNT = 30  # the smallest bin the bureau reports, whatever the bank asks
 DEFAULT_MIN_BIN_COUNT = 50
 SMOOTHING = 0.5  # added to good and bad counts so that empty cells have a finite WOE
+
+# One enterprise's bureau values moving it from one bin of a feature to another changes
+# that feature's sums of positives by at most 1 in two bins: an L1 sensitivity of 2.
+BIN_SENSITIVITY = 2
+# Noise beyond this is clamped so that a slot has a fixed width; with a scale below 2^20
+# (epsilon per feature above 2^-19) the chance of reaching it is below exp(-2^20).
+NOISE_BOUND = 1 << 40
 
 STRENGTH_BANDS = [  # (lower bound of IV, label): the usual rule of thumb
     (0.5, "suspicious (check for leaks)"),
@@ -282,3 +293,45 @@ def local_statistics(bins: ColumnBins, labels: np.ndarray) -> BinStatistics:
     totals = np.bincount(bins.index, minlength=bins.count)
     bads = np.bincount(bins.index, weights=labels.astype(np.float64), minlength=bins.count)
     return BinStatistics(totals.astype(int).tolist(), np.rint(bads).astype(int).tolist())
+
+
+# -- noise on the bureau's per-bin sums ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BinNoise:
+    """The discrete Laplace noise the bureau adds to each encrypted per-bin count of
+    positives: ``epsilon`` per feature (epsilon-differential privacy for one enterprise's bin
+    in that feature, whatever labels the bank chose), and the offset that keeps every noisy
+    count non-negative in its slot."""
+
+    epsilon: float
+
+    @property
+    def scale(self) -> Fraction:
+        return noise.laplace_scale(BIN_SENSITIVITY, self.epsilon)
+
+    @property
+    def offset(self) -> int:
+        return NOISE_BOUND
+
+    def slot_bits(self, rows: int) -> int:
+        """Wide enough for a count of 0..rows plus noise in [-bound, bound], offset."""
+        return (rows + 2 * NOISE_BOUND).bit_length()
+
+    def sample(self, randbelow: noise.RandBelow = secrets.randbelow) -> int:
+        """Noise plus offset: a non-negative integer to add to an encrypted count."""
+        z = noise.discrete_laplace(self.scale, randbelow)
+        return max(-NOISE_BOUND, min(NOISE_BOUND, z)) + NOISE_BOUND
+
+
+def noisy_counts(slots: list[int], offset: int, totals: list[int], feature: str) -> list[int]:
+    """The bank's side: counts of positives from noisy slots, each cut to 0..bin size (the
+    noise may push a count below zero or above its bin; the cut keeps WOE defined)."""
+    counts = []
+    for slot, total in zip(slots, totals, strict=True):
+        value = slot - offset
+        if not -offset <= value <= total + offset:
+            raise ProtocolViolation(f"feature {feature!r}: a noisy count is out of range")
+        counts.append(min(max(value, 0), total))
+    return counts

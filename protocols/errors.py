@@ -59,5 +59,13 @@ class QuotaExceeded(PolicyViolation):
     """A bank's daily quota is used up. Maps to RESOURCE_EXHAUSTED."""
 
 
+class JobEnded(WrongStage):
+    """A training job failed, expired or was refused a resume: it is over for good (its
+    checkpoint and key are deleted) and a new job must be started. FAILED_PRECONDITION."""
+
+
 class PeerError(XinrongError):
-    """The other party ended the exchange with an error; the message says what it said."""
+    """The other party ended the exchange with an error; the message says what it said,
+    ``status`` the gRPC status name (None when the other party was not reached)."""
+
+    status: str | None = None

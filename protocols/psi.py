@@ -366,7 +366,7 @@ class BankStage(enum.Enum):
 
 @dataclass(frozen=True)
 class BankPsiResult:
-    matched_ids: list[str]  # in the bank's input order
+    matched_ids: list[str]  # in the order of their tags (pseudorandom), as the bureau has them
     bank_set_size: int
     bureau_set_size: int
     session_id: str
@@ -521,7 +521,10 @@ class BankPsiSession:
             else np.zeros(tags.size, dtype=bool)
         )
         self._tags_in_order = tags
-        self._matched_order = np.flatnonzero(matched).tolist()
+        # in tag order, not the bank's file order: the order the bureau sees (and the rows'
+        # order on both sides from here on) then says nothing about the bank's file
+        found = np.flatnonzero(matched)
+        self._matched_order = found[np.argsort(tags[found], kind="stable")].tolist()
         self._own_tags.clear()
         self._bureau_tags.clear()
         self.stage = BankStage.INTERSECTED
@@ -534,7 +537,7 @@ class BankPsiSession:
         )
 
     def matched_tags(self, chunk: int = MAX_CHUNK) -> Iterator[MatchedTags]:
-        """The tags of the matched IDs, in the bank's input order (reveal mode BOTH only)."""
+        """The tags of the matched IDs, sorted (reveal mode BOTH only)."""
         self._expect(BankStage.INTERSECTED)
         if self.reveal is not Reveal.BOTH:
             raise WrongStage("reveal mode is 'bank': the bank sends no matched tags")

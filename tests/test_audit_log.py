@@ -26,8 +26,9 @@ from xinrong.synthetic import generate_city, write_city
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
-    """Seven PSI sessions of bank-a (records 1-7, a receipt each), a regulator's export
-    after the fourth and after the seventh."""
+    """Seven PSI sessions of bank-a (RECORDS records, a receipt each: every session is on
+    record when it opens, when its IDs were exponentiated and when it ends), a regulator's
+    export after the fourth session and after the seventh."""
     root = tmp_path_factory.mktemp("auditlog")
     city = write_city(generate_city(1200, 300, seed=7), root / "city")
     mp = pytest.MonkeyPatch()
@@ -43,6 +44,11 @@ def logged(tmp_path_factory):
     AuditLog(state).export(root / "late.jsonl")
     mp.undo()
     return root
+
+
+SESSIONS = 7
+RECORDS = 3 * SESSIONS
+EARLY = 3 * 4  # the records in the export after the fourth session
 
 
 def _receipts(root: Path) -> list:
@@ -88,18 +94,19 @@ def test_every_answer_carried_a_receipt_that_verifies(logged):
     key = logged / "state" / "audit-key.pem"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     receipts = _receipts(logged)
-    assert [r.index for r in receipts] == list(range(7))
+    assert [r.index for r in receipts] == list(range(RECORDS))
     assert bank_receipts.verify(receipts, export=logged / "late.jsonl") == []
     count, problems = AuditLog(logged / "state").verify(read_evidence(_receipts_file(logged)))
-    assert count == 7 and problems == []
+    assert count == RECORDS and problems == []
 
 
 def test_deleting_the_newest_records_is_named(logged, tmp_path):
-    state = _tampered(logged, tmp_path, lambda rows: rows[:5])
+    state = _tampered(logged, tmp_path, lambda rows: rows[: EARLY + 1])
     for evidence in (_receipts_file(logged), logged / "late.jsonl"):
         problems = _problems(state, evidence)
-        assert any("truncated" in p and "records 6-7 were removed" in p for p in problems)
-    assert _problems(state, logged / "early.jsonl") == []  # the first 4 are untouched
+        removed = f"records {EARLY + 2}-{RECORDS} were removed"
+        assert any("truncated" in p and removed in p for p in problems)
+    assert _problems(state, logged / "early.jsonl") == []  # the first records are untouched
 
 
 def test_rewriting_a_middle_record_and_every_hash_after_it_is_named(logged, tmp_path):
@@ -150,7 +157,7 @@ def test_the_command_lines_fail_naming_the_problem(logged, tmp_path):
         str(_receipts_file(logged)),
     )
     assert broken.returncode == 1
-    assert "BROKEN: the log was truncated" in broken.stderr and "record 7" in broken.stderr
+    assert "BROKEN: the log was truncated" in broken.stderr and "7-" in broken.stderr
     intact = run(
         "bureau_node",
         "audit",
@@ -162,7 +169,7 @@ def test_the_command_lines_fail_naming_the_problem(logged, tmp_path):
         "--evidence",
         str(logged / "late.jsonl"),
     )
-    assert intact.returncode == 0 and json.loads(intact.stdout)["evidence"] == 8
+    assert intact.returncode == 0 and json.loads(intact.stdout)["evidence"] == RECORDS + 1
 
     key = tmp_path / "bureau-audit.pem"
     assert (
@@ -187,9 +194,11 @@ def test_the_command_lines_fail_naming_the_problem(logged, tmp_path):
         "--export",
         str(new_export),
     )
-    assert bank.returncode == 1 and "record 7 was removed" in bank.stderr
+    assert bank.returncode == 1 and f"records 7-{RECORDS} were removed" in bank.stderr
     listed = run("bank_node", "receipts", "list", "--receipts-dir", str(logged / "receipts"))
-    assert listed.returncode == 0 and json.loads(listed.stdout.splitlines()[-1])["receipts"] == 7
+    assert (
+        listed.returncode == 0 and json.loads(listed.stdout.splitlines()[-1])["receipts"] == RECORDS
+    )
 
 
 def test_a_forged_receipt_is_refused(logged):
@@ -264,10 +273,10 @@ def test_a_bank_checks_its_records_with_proofs_without_seeing_others(logged, tmp
 
     truncated = _tampered(logged, tmp_path / "a", lambda rows: rows[:5])
     found = _proof_problems(truncated, logged, tmp_path)
-    assert sum("the log was truncated" in p for p in found) == 2  # records 6 and 7
+    assert sum("the log was truncated" in p for p in found) == RECORDS - 5  # records 6-
 
     def rewrite(rows):
-        rows[1][4] = rows[1][4].replace('"matched"', '"matched_"')
+        rows[1][3] = "REWRITTEN"  # the outcome of record 2
         return rows
 
     rewritten = _tampered(logged, tmp_path / "b", rewrite)
@@ -294,7 +303,7 @@ def test_prove_and_verify_on_the_command_line(logged, tmp_path):
         timeout=60,
         check=False,
     )
-    assert made.returncode == 0 and json.loads(made.stdout)["proofs"] == 7
+    assert made.returncode == 0 and json.loads(made.stdout)["proofs"] == RECORDS
     checked = subprocess.run(
         [sys.executable, "-m", "bank_node", "receipts", "verify", "--receipts-dir"]
         + [str(logged / "receipts"), "--proof", str(proof)],

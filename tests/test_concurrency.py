@@ -23,17 +23,21 @@ def test_banks_at_once_see_nothing_of_each_other(tmp_path):
     ) as node:
         node.start("127.0.0.1:0")
         address = f"127.0.0.1:{node.port}"
-        alone = train_job(
-            address,
-            city["bank"],
-            "uscc",
-            "y",
-            tmp_path / "alone",
-            "bank-1",
-            epochs=2,
-            seed=7,
-            **KEYS,
-        )
+        # each bank alone first: its rows come in the order of its own PSI tags
+        alone = [
+            train_job(
+                address,
+                city["bank"],
+                "uscc",
+                "y",
+                tmp_path / f"alone-{i}",
+                f"bank-{i}",
+                epochs=2,
+                seed=7,
+                **KEYS,
+            )
+            for i in (1, 2, 3)
+        ]
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         with ThreadPoolExecutor(max_workers=4) as pool:
             jobs = [
@@ -57,11 +61,11 @@ def test_banks_at_once_see_nothing_of_each_other(tmp_path):
             results = [j.result(timeout=600) for j in jobs]
             matched = psi.result(timeout=600)
         grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert matched.intersection == alone["rows"]
-    reference = load_model(tmp_path / "alone")
+    assert matched.intersection == alone[0]["rows"]
     for i, summary in zip((1, 2, 3), results, strict=True):
         model = load_model(tmp_path / f"bank-{i}")
-        assert summary["rows"] == alone["rows"]
+        reference = load_model(tmp_path / f"alone-{i}")
+        assert summary["rows"] == alone[0]["rows"]
         # the same seed and data: the very same weights, whatever ran beside it
         assert model["weights"] == reference["weights"]
         assert model["model_id"] not in {

@@ -22,8 +22,8 @@ CONFIG = """
 daily_psi_ids = 100000
 
 [banks.bank-a]
-features = ["debt_ratio", "court_judgements_3y"]
-daily_scored = 50
+features = ["debt_ratio", "court_judgements_3y", "tax_paid_12m_10k_cny"]
+daily_scored = 1500
 
 [banks.bank-b]
 daily_psi_ids = 1500
@@ -64,9 +64,10 @@ def test_a_bank_not_in_the_configuration_is_refused(node, tmp_path):
 
 def test_features_are_limited_per_bank(node, tmp_path, monkeypatch):
     address = f"127.0.0.1:{node.port}"
-    assert [f["name"] for f in list_features(address, "bank-a")] == [
+    assert sorted(f["name"] for f in list_features(address, "bank-a")) == [
         "court_judgements_3y",
         "debt_ratio",
+        "tax_paid_12m_10k_cny",
     ]
     assert len(list_features(address, "bank-b")) == 16
     bad = {
@@ -110,8 +111,8 @@ def test_features_are_limited_per_bank(node, tmp_path, monkeypatch):
         workers=0,
         quiet=True,
     )
-    assert summary["bureau_features"] == 2
-    # scoring more applicants than today's quota of 50 is refused
+    assert summary["bureau_features"] == 3
+    # the training rows were scored on the quota; scoring them again goes over 1,500
     from bank_node.training import predict_job
 
     with pytest.raises(PeerError, match="RESOURCE_EXHAUSTED.*daily_scored"):
@@ -145,6 +146,14 @@ def test_daily_psi_quota(node, tmp_path):
         ("[banks.'../x']\n", "not a valid bank id"),
         ("[defaults]\n", "serve nobody"),
         ("[banks.a\n", "not valid TOML"),
+        ("[banks.a]\nfeatures = ['debt_ratio']\n", "fewer than min_bureau_features"),
+        ("[defaults]\niv_epsilon_per_feature = 0\n[banks.a]\n", "from 0.001"),
+        ("[banks.a]\niv_epsilon_per_day = true\n", "from 0.001"),
+        (
+            "[defaults]\niv_epsilon_per_feature = 5\niv_epsilon_per_day = 1\n[banks.a]\n",
+            "no request could ever",
+        ),
+        ("[banks.a]\nmax_models_per_session = 0\n", "at least 1"),
     ],
 )
 def test_bad_configurations_are_clear_errors(tmp_path, text, message):

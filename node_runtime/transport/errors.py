@@ -70,7 +70,9 @@ def raise_from_rpc(err: grpc.RpcError, doing: str) -> NoReturn:
         raise PeerError(f"{doing}: the bureau is unreachable ({details})") from None
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         raise PeerError(f"{doing}: the bureau did not answer in time") from None
-    raise PeerError(f"{doing}: the bureau answered {name}: {details}") from None
+    exc = PeerError(f"{doing}: the bureau answered {name}: {details}")
+    exc.status = name
+    raise exc from None
 
 
 __all__ = ["IdentityError", "abort_with", "raise_from_rpc", "status_for"]

@@ -1,0 +1,498 @@
+"""The attacks a review demonstrated (issue 12), each run against a real bureau node over
+loopback gRPC with legitimate inputs, and each asserted to fail now.
+
+``test_policy_*``: a model on one or two bureau features, the models-per-session cap.
+``test_iv_*``: the single-positive information-value probe, with and without the noise.
+``test_job_*``: resuming a failed job, rewinding an epoch, resuming twice, a second
+decryption of a step after a mid-epoch interruption.
+``test_psi_*``: a PSI session that stops after Exponentiate is in the audit log; matched
+tags are revealed sorted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from bank_node.client import BureauConnection, run_psi
+from bank_node.toolkit import _label_chunks
+from bank_node.training import train_job
+from bureau_node.audit import AuditLog
+from bureau_node.server import BureauNode
+from node_runtime import tables
+from node_runtime.transport import codec as psi_codec
+from node_runtime.transport import model_codec as codec
+from protocols import binning, group, psi
+from protocols import paillier as he
+from protocols import vertical_lr as vlr
+from protocols.errors import PeerError
+from protocols.ids import IdType, prepare_ids
+from xinrong.synthetic import generate_city, write_city
+from xinrong.v1 import model_pb2 as pb
+
+TEST_KEYS = {"key_bits": 768, "allow_test_keys": True}
+CONFIG = """
+[banks.bank-a]
+
+[banks.bank-probe]               # a budget large enough to measure many probes
+daily_iv_requests = 1000
+iv_epsilon_per_day = 1000
+
+[banks.bank-exact]               # the control: noise so small the counts are exact
+daily_iv_requests = 1000
+iv_epsilon_per_feature = 50      # scale 0.04: P(noise != 0) is below 1e-10
+iv_epsilon_per_day = 1000
+
+[banks.bank-one-model]
+max_models_per_session = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory) -> dict[str, Path]:
+    return write_city(generate_city(4000, 1600, seed=12), tmp_path_factory.mktemp("city"))
+
+
+@pytest.fixture(scope="module")
+def node(city, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bureau")
+    (root / "bureau.toml").write_text(CONFIG)
+    with BureauNode(
+        city["bureau"],
+        "uscc",
+        root / "state",
+        workers=0,
+        training_limits=vlr.TrainingLimits(allow_test_keys=True),
+        config=root / "bureau.toml",
+    ) as bureau:
+        bureau.start("127.0.0.1:0")
+        yield bureau
+
+
+def _address(node: BureauNode) -> str:
+    return f"127.0.0.1:{node.port}"
+
+
+def _bank_ids(city) -> list[str]:
+    table = tables.read_table(city["bank"], "uscc", columns=[])
+    return prepare_ids(table.column("uscc"), IdType.USCC).ids
+
+
+# -- the model policy -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "features",
+    [["registered_capital_10k_cny"], ["industry"], ["debt_ratio", "court_judgements_3y"]],
+)
+def test_policy_a_model_on_fewer_than_three_bureau_features_is_refused(
+    node, city, tmp_path, features
+):
+    """A one-feature model handed the bank u_B, an affine function of the raw column."""
+    with pytest.raises(PeerError, match="PERMISSION_DENIED.*at least 3 of the bureau's features"):
+        train_job(
+            _address(node),
+            city["bank"],
+            "uscc",
+            "y",
+            tmp_path / "m",
+            "bank-a",
+            bureau_features=features,
+            epochs=1,
+            workers=0,
+            quiet=True,
+            **TEST_KEYS,
+        )
+
+
+def test_policy_models_per_psi_session_are_capped(node, city):
+    """A second model on the same rows is refused when the bank's cap is one."""
+    with BureauConnection(_address(node), "bank-one-model") as connection:
+        result = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+        public_key, _ = he.generate_keypair(768, allow_test_keys=True)
+        train_rows = int(len(result.matched_ids) * 0.8)
+        codes = []
+        for n in range(2):
+            plan = vlr.TrainingPlan(
+                job_id=f"{n:032x}",
+                psi_session_id=result.session_id,
+                rows=len(result.matched_ids),
+                bank_columns=3,
+                validation_fraction=0.2,
+                seed=1,
+                batch_size=min(128, train_rows),
+                max_epochs=1,
+                optimizer=vlr.OptimizerConfig(),
+                bureau_features=(),
+                bank_public_key=public_key,
+            )
+            try:
+                connection.training.StartTraining(
+                    codec.plan_to_proto(plan), timeout=120, metadata=connection.metadata
+                )
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as err:
+                codes.append(err.code())
+                assert "max_models_per_session" in err.details()
+    assert codes == [grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED]
+
+
+# -- the single-positive information-value probe ----------------------------------------
+
+
+def _probe(node: BureauNode, city, bank_id: str, target: str, rng: np.random.Generator):
+    """Labels all 0 but the target's: the bin with the largest (noisy) sum is the guess.
+    Returns, per feature probed, (bins, whether the guess named the target's bin)."""
+    with BureauConnection(_address(node), bank_id) as connection:
+        result = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+        ids = result.matched_ids
+        labels = [int(i == target) for i in ids]
+        public_key, private_key = he.generate_keypair(768, allow_test_keys=True)
+        ciphertexts = he.OwnerEncryptor(private_key).encrypt_many(labels)
+        answer = connection.binning.BinLabels(
+            _label_chunks(result.session_id, public_key, ciphertexts, 10, 50, []),
+            timeout=300,
+            metadata=connection.metadata,
+        )
+    rows = node.features.rows_of(ids)  # the bureau's truth, to score the guesses
+    outcomes = []
+    for feature in answer.features:
+        packed = he.ciphertexts_from_bytes(feature.sums, public_key)
+        slots = he.unpack_sums(packed, private_key, feature.slot_bits, len(feature.totals))
+        sums = np.array(slots, dtype=np.int64) - feature.noise_offset
+        guess = int(rng.choice(np.flatnonzero(sums == sums.max())))
+        truth = binning.bin_column(feature.name, rows.column(feature.name), 10, 50)
+        outcomes.append((truth.count, guess == int(truth.index[ids.index(target)])))
+    return outcomes
+
+
+def test_iv_single_positive_probe_names_few_bins(node, city):
+    """Over 12 targets, on the features with 8 bins or more (chance at most 1 in 8; a
+    feature of 2 or 3 bins is guessed half or a third of the time with no data at all)."""
+    rng = np.random.default_rng(7)  # the attacker's tie-breaks, not a secret
+    with BureauConnection(_address(node), "bank-probe") as connection:
+        clients = run_psi(connection, _bank_ids(city)[:400], psi.Reveal.BANK).matched_ids
+    outcomes = []
+    for target in rng.choice(clients, size=12, replace=False):
+        outcomes += _probe(node, city, "bank-probe", str(target), rng)
+    wide = [hit for bins, hit in outcomes if bins >= 8]
+    chance = np.mean([1 / bins for bins, _ in outcomes])
+    print(
+        f"single-positive probe: the target's bin in {sum(wide)} of {len(wide)} features of "
+        f"8 bins or more; in {sum(h for _, h in outcomes)} of {len(outcomes)} of all "
+        f"features (chance {chance:.3f})"
+    )
+    assert len(wide) >= 12 * 8
+    # without noise it names every bin (next test)
+    assert sum(wide) / len(wide) <= 0.25, f"the probe named {sum(wide)} of {len(wide)} bins"
+
+
+def test_iv_probe_succeeds_without_noise_the_control(node, city):
+    """The same probe against a bank allowed epsilon 50 per feature (noise scale 0.04):
+    it names the bin every time, so the test above measures the noise, not a broken probe."""
+    rng = np.random.default_rng(8)
+    ids = _bank_ids(city)
+    with BureauConnection(_address(node), "bank-exact") as connection:
+        target = run_psi(connection, ids[:50], psi.Reveal.BANK).matched_ids[0]
+    outcomes = _probe(node, city, "bank-exact", target, rng)
+    assert len(outcomes) == 16 and all(hit for _, hit in outcomes)
+
+
+def test_iv_requests_spend_the_budget(node, city):
+    """The default budget (40 a day at 1 per feature) answers two 16-feature requests."""
+    outcomes = []
+    for _ in range(3):
+        with BureauConnection(_address(node), "bank-a") as connection:
+            result = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+            public_key, private_key = he.generate_keypair(768, allow_test_keys=True)
+            labels = [n % 2 for n in range(len(result.matched_ids))]
+            ciphertexts = he.OwnerEncryptor(private_key).encrypt_many(labels)
+            try:
+                connection.binning.BinLabels(
+                    _label_chunks(result.session_id, public_key, ciphertexts, 10, 50, []),
+                    timeout=300,
+                    metadata=connection.metadata,
+                )
+                outcomes.append("OK")
+            except grpc.RpcError as err:
+                outcomes.append(err.code().name)
+                assert "iv_epsilon_per_day" in err.details()
+    assert outcomes == ["OK", "OK", "RESOURCE_EXHAUSTED"]
+
+
+# -- jobs end for good ------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupted_job(node, city, model_dir: Path, after_epoch: int) -> str:
+    """Train until ``after_epoch`` has ended, then stop (as a crash would): the job id."""
+
+    def stop(record: vlr.EpochRecord) -> None:
+        if record.epoch == after_epoch:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_job(
+            _address(node),
+            city["bank"],
+            "uscc",
+            "y",
+            model_dir,
+            "bank-a",
+            epochs=4,
+            patience=99,
+            seed=3,
+            workers=0,
+            quiet=True,
+            on_epoch=stop,
+            **TEST_KEYS,
+        )
+    return json.loads((model_dir / "checkpoint.json").read_text())["job_id"]
+
+
+def _bureau_checkpoint(node: BureauNode, job_id: str) -> Path:
+    return node.store.root / "jobs" / "bank-a" / f"{job_id}.json"
+
+
+def _resume(node: BureauNode, job_id: str, epoch: int) -> grpc.StatusCode:
+    with BureauConnection(_address(node), "bank-a") as connection:
+        try:
+            connection.training.ResumeTraining(
+                pb.ResumeRequest(job_id=job_id, epoch=epoch),
+                timeout=60,
+                metadata=connection.metadata,
+            )
+        except grpc.RpcError as err:
+            return err.code()
+    return grpc.StatusCode.OK
+
+
+def test_job_resumes_once_from_the_latest_epoch_and_finishes(node, city, tmp_path):
+    job = _interrupted_job(node, city, tmp_path / "m", after_epoch=0)
+    summary = train_job(
+        _address(node),
+        "",
+        "",
+        "",
+        tmp_path / "m",
+        "bank-a",
+        resume=job,
+        quiet=True,
+        workers=0,
+        allow_test_keys=True,
+    )
+    assert summary["epochs"] == 4 and not (tmp_path / "m" / "checkpoint.json").exists()
+    assert not _bureau_checkpoint(node, job).exists()  # finished: the key is gone
+    assert _resume(node, job, 4) is grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_job_rewinding_an_epoch_is_refused_and_ends_the_job(node, city, tmp_path):
+    job = _interrupted_job(node, city, tmp_path / "m", after_epoch=1)
+    assert _resume(node, job, 0) is grpc.StatusCode.FAILED_PRECONDITION
+    assert not _bureau_checkpoint(node, job).exists()
+    # the job is over: the bank's own resume is refused too, and its checkpoint goes
+    with pytest.raises(PeerError, match="FAILED_PRECONDITION.*ended for good"):
+        train_job(
+            _address(node),
+            "",
+            "",
+            "",
+            tmp_path / "m",
+            "bank-a",
+            resume=job,
+            quiet=True,
+            workers=0,
+            allow_test_keys=True,
+        )
+    assert not (tmp_path / "m" / "checkpoint.json").exists()
+
+
+def test_job_resuming_twice_without_progress_is_refused(node, city, tmp_path):
+    job = _interrupted_job(node, city, tmp_path / "m", after_epoch=0)
+    assert _resume(node, job, 1) is grpc.StatusCode.OK
+    assert _resume(node, job, 1) is grpc.StatusCode.FAILED_PRECONDITION
+    assert not _bureau_checkpoint(node, job).exists()
+
+
+def test_job_an_expired_job_ends_for_good(node, city, tmp_path):
+    job = _interrupted_job(node, city, tmp_path / "m", after_epoch=0)
+    jobs = node.training.jobs
+    idle, jobs.idle = jobs.idle, 0.0
+    try:
+        with BureauConnection(_address(node), "bank-a") as connection:
+            with pytest.raises(grpc.RpcError) as err:  # the sweep ends it on the next call
+                list(
+                    connection.training.Scores(
+                        codec.step_to_proto(vlr.Step(job, 1, 0)),
+                        timeout=60,
+                        metadata=connection.metadata,
+                    )
+                )
+        assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    finally:
+        jobs.idle = idle
+    assert not _bureau_checkpoint(node, job).exists()
+    ledger = json.loads(_bureau_checkpoint(node, job).with_suffix(".ledger.json").read_text())
+    assert ledger["state"] == "expired"
+    with pytest.raises(PeerError, match="FAILED_PRECONDITION.*ended for good"):
+        train_job(
+            _address(node),
+            "",
+            "",
+            "",
+            tmp_path / "m",
+            "bank-a",
+            resume=job,
+            quiet=True,
+            workers=0,
+            allow_test_keys=True,
+        )
+    assert not (tmp_path / "m" / "checkpoint.json").exists()
+
+
+def _zeros_to_decrypt(node: BureauNode, job_id: str, key: he.PublicKey, step: vlr.Step):
+    """A decryption request of the right shape (encryptions of zero under the bureau's
+    key): what a curious bank can always send in a step."""
+    record = json.loads(_bureau_checkpoint(node, job_id).read_text())
+    plan = pb.TrainingPlan.FromString(base64.b64decode(record["plan"]))
+    count = plan.bank_columns + 1
+    zeros = [
+        he.PeerEncryptor(key).encrypt(0) for _ in range(vlr._layout(key).plaintexts_for(count))
+    ]
+    return pb.MaskedValues(
+        step=codec.step_to_proto(step), count=count, ciphertexts=he.ciphertexts_to_bytes(zeros, key)
+    )
+
+
+def test_job_a_failed_job_cannot_be_resumed(node, city, tmp_path):
+    job = _interrupted_job(node, city, tmp_path / "m", after_epoch=0)
+    assert _bureau_checkpoint(node, job).exists()
+    with BureauConnection(_address(node), "bank-a") as connection:
+        accepted = connection.training.ResumeTraining(
+            pb.ResumeRequest(job_id=job, epoch=1), timeout=60, metadata=connection.metadata
+        )
+        step = vlr.Step(job, 1, 0)
+        list(
+            connection.training.Scores(
+                codec.step_to_proto(step), timeout=60, metadata=connection.metadata
+            )
+        )
+        with pytest.raises(grpc.RpcError) as err:  # a malformed decryption fails the job
+            connection.training.Decrypt(
+                pb.MaskedValues(step=codec.step_to_proto(step), count=999, ciphertexts=b""),
+                timeout=60,
+                metadata=connection.metadata,
+            )
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert accepted.job_id == job
+    assert not _bureau_checkpoint(node, job).exists()  # the key's factors are gone
+    with pytest.raises(PeerError, match="FAILED_PRECONDITION.*ended for good"):
+        train_job(
+            _address(node),
+            "",
+            "",
+            "",
+            tmp_path / "m",
+            "bank-a",
+            resume=job,
+            quiet=True,
+            workers=0,
+            allow_test_keys=True,
+        )
+    assert not (tmp_path / "m" / "checkpoint.json").exists()
+    events = [(r["event"], r["outcome"]) for r in AuditLog(node.store.root).records()]
+    assert ("training_failed", "ENDED") in events
+
+
+def test_job_interrupted_after_a_decryption_cannot_be_resumed(node, city, tmp_path):
+    """Mid-epoch, the bureau has decrypted a step of the epoch a resume would re-run: the
+    resume would be a second decryption of that step, so it is refused."""
+    job = _interrupted_job(node, city, tmp_path / "m", after_epoch=0)
+    with BureauConnection(_address(node), "bank-a") as connection:
+        accepted = codec.accepted_from_proto(
+            connection.training.ResumeTraining(
+                pb.ResumeRequest(job_id=job, epoch=1), timeout=60, metadata=connection.metadata
+            ),
+            allow_test_keys=True,
+        )
+        step = vlr.Step(job, 1, 0)
+        list(
+            connection.training.Scores(
+                codec.step_to_proto(step), timeout=60, metadata=connection.metadata
+            )
+        )
+        request = _zeros_to_decrypt(node, job, accepted.bureau_public_key, step)
+        connection.training.Decrypt(request, timeout=60, metadata=connection.metadata)
+        # the identical request again (a lost reply) is answered alike
+        connection.training.Decrypt(request, timeout=60, metadata=connection.metadata)
+    assert _resume(node, job, 1) is grpc.StatusCode.FAILED_PRECONDITION
+    assert not _bureau_checkpoint(node, job).exists()
+
+
+# -- PSI on record ----------------------------------------------------------------------
+
+
+def test_psi_a_session_that_stops_after_exponentiate_is_on_record(node, city):
+    """Open, exponentiate, stop: no reveal, no tag fetch. The bank holds H(x)^ab for its
+    IDs (with a tag table fetched earlier in the key epoch, the intersection)."""
+    audit = AuditLog(node.store.root)
+    before = len(audit.records())
+    ids = _bank_ids(city)[:300]
+    session = psi.BankPsiSession(ids, psi.Reveal.BANK)
+    with BureauConnection(_address(node), "bank-a") as connection:
+        opened = None
+        for update in connection.psi.OpenSession(
+            psi_codec.psi_request_to_proto(session.request()),
+            timeout=60,
+            metadata=connection.metadata,
+        ):
+            if update.HasField("opened"):
+                opened = update.opened
+        assert opened is not None
+        session.accept_params(psi_codec.psi_params_from_proto(opened))
+        replies = connection.psi.Exponentiate(
+            (psi_codec.blinded_to_proto(b) for b in session.blinded_ids()),
+            timeout=60,
+            metadata=connection.metadata,
+        )
+        assert sum(len(r.points) for r in replies) == 300 * 32
+    records = audit.records()[before:]
+    events = {r["event"]: json.loads(r["details"]) for r in records}
+    assert events["psi_opened"]["bank_ids"] == 300
+    assert events["psi_exponentiated"]["exponentiated"] == 300
+    assert events["psi_opened"]["session_id"] == session.session_id
+
+
+def test_psi_matched_tags_are_revealed_sorted():
+    """The bank sends its matched tags in tag order, not in its file's order; both sides
+    then hold the rows in that order."""
+    ids = [f"id{n:03d}" for n in range(300)]
+    scalar = group.random_scalar()
+    points = group.hash_ids([x.encode() for x in ids[::2]])
+    tags = np.frombuffer(b"".join(psi.prepare_tags(scalar, [points])), dtype=psi.TAG_DTYPE)
+    order = np.argsort(tags, kind="stable")
+    table = psi.BureauTagTable(1, scalar, tags[order], [ids[::2][i] for i in order])
+    bank = psi.BankPsiSession(ids)
+    bureau = psi.BureauPsiSession(table, bank.request(), psi.PsiLimits())
+    bank.accept_params(bureau.params)
+    for message in bank.blinded_ids():
+        bank.receive_exponentiated(bureau.exponentiate(message).result())
+    bureau.blinded_stream_ended()
+    for chunk in bureau.tags():
+        bank.receive_bureau_tags(chunk)
+    result = bank.intersect()
+    sent = b"".join(m.tags for m in bank.matched_tags(chunk=7))
+    revealed = np.frombuffer(sent, dtype=psi.TAG_DTYPE)
+    assert revealed.size == 150 and np.all(np.diff(revealed.astype(np.float64)) >= 0)
+    for message in bank.matched_tags(chunk=7):
+        bureau.receive_matched(message)
+    bureau.finish_reveal()
+    assert bureau.matched_ids == result.matched_ids != ids[::2]

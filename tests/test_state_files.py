@@ -1,0 +1,78 @@
+"""State files are private whatever the umask, and atomic writes cannot be redirected."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bank_node.jobs import psi_job
+from bank_node.toolkit import iv_job
+from bureau_node.server import BureauNode
+from node_runtime import tables
+from protocols import vertical_lr as vlr
+from xinrong.synthetic import generate_city, write_city
+
+
+@pytest.fixture
+def open_umask():
+    old = os.umask(0)
+    yield
+    os.umask(old)
+
+
+def test_atomic_writes_are_0600_and_leave_no_temporary_file(tmp_path, open_umask):
+    path = tmp_path / "f.json"
+    tables.atomic_write_bytes(path, b"{}")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(RuntimeError):
+
+        def broken(handle) -> None:
+            handle.write(b"half")
+            raise RuntimeError("disk full")
+
+        tables.atomic_write(path, broken)
+    assert path.read_bytes() == b"{}" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_a_planted_link_at_the_old_temporary_name_is_not_followed(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    (tmp_path / "f.json.partial").symlink_to(victim)  # the name the old code used
+    tables.atomic_write_bytes(tmp_path / "f.json", b"new")
+    assert victim.read_bytes() == b"keep" and (tmp_path / "f.json").read_bytes() == b"new"
+
+
+def test_the_bureau_state_is_private_under_any_umask(tmp_path, open_umask):
+    city = write_city(generate_city(1500, 400, seed=4), tmp_path / "city")
+    state = tmp_path / "state"
+    with BureauNode(
+        city["bureau"],
+        "uscc",
+        state,
+        workers=0,
+        training_limits=vlr.TrainingLimits(allow_test_keys=True),
+    ) as node:
+        node.start("127.0.0.1:0")
+        address = f"127.0.0.1:{node.port}"
+        psi_job(address, city["bank"], "uscc", tmp_path / "m.csv", "bank-a", workers=0)
+        iv_job(
+            address,
+            city["bank"],
+            "uscc",
+            "y",
+            tmp_path / "iv.csv",
+            "bank-a",
+            key_bits=768,
+            allow_test_keys=True,
+            workers=0,
+            quiet=True,
+        )
+    paths = [Path(state), *Path(state).rglob("*")]
+    kinds = {p.suffix for p in paths if p.is_file()}
+    assert {".csv", ".json", ".npy", ".sqlite3"} <= kinds  # sessions, tags, audit, usage
+    for path in paths:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
