@@ -20,6 +20,7 @@ from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
 from .audit import AuditLog
 from .config import Access, load_config
 from .features import BureauFeatures
+from .graph_source import DEFAULT_REFRESH_SECONDS, GraphSource
 from .model_service import ModelServicer
 from .models import ModelStore
 from .service import PsiServicer
@@ -41,6 +42,9 @@ class BureauNode:
         executor: str | None = None,
         tls_dir: str | Path | None = None,
         config: str | Path | None = None,
+        graph: str | Path | None = None,
+        graph_flags: dict[str, str] | None = None,
+        graph_refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
     ) -> None:
         self.data = Path(data)
         self.id_column = id_column
@@ -57,13 +61,15 @@ class BureauNode:
         self.executor: Executor | None = None
         self.server: grpc.Server | None = None
         self.port: int | None = None
+        self.graph = GraphSource(graph, state_dir, graph_flags) if graph else None
+        self.graph_refresh_seconds = graph_refresh_seconds
 
     def prepare(self, progress: Progress | None = None) -> DatasetSummary:
         """Load the data file into the store (hashing only new IDs)."""
         if self.executor is None and (self._workers != 0 or self._executor_spec):
             self.executor = make_executor(self._workers, self._executor_spec)
         kwargs = {"progress": progress} if progress else {}
-        self.features = BureauFeatures(self.data, self.id_column, self.id_type)
+        self._load_features()
         return self.store.sync_dataset(
             self.data, self.id_column, self.id_type, self.executor, **kwargs
         )
@@ -72,7 +78,8 @@ class BureauNode:
         if self.store.summary is None:
             self.prepare()
         if self.features is None:
-            self.features = BureauFeatures(self.data, self.id_column, self.id_type)
+            self._load_features()
+        assert self.features is not None
         # the configuration is checked before the port opens: a bad file is a clear error
         policies = load_config(self.config, self.features.names) if self.config else None
         access = Access(self.store.root, policies)
@@ -93,10 +100,20 @@ class BureauNode:
             self.server,
         )
         self.server.start()
+        if self.graph is not None and self.graph_refresh_seconds > 0:
+            self.graph.watch(self.features, self.graph_refresh_seconds)
         log.info("bureau node listening on %s (port %d)", address, self.port)
         return self.port
 
+    def _load_features(self) -> None:
+        features = BureauFeatures(self.data, self.id_column, self.id_type)
+        if self.graph is not None:
+            self.graph.load(features)
+        self.features = features
+
     def stop(self, grace: float | None = 1.0) -> None:
+        if self.graph is not None:
+            self.graph.close()
         if self.server is not None:
             self.server.stop(grace).wait()
             self.server = None

@@ -1,0 +1,311 @@
+"""The bureau's edge file (关联关系): read, check, number the nodes, and turn it into graph
+feature columns aligned with the enterprise file's rows.
+
+Format (CSV or Parquet, by extension): ``src``, ``dst``, ``relation`` (one of
+:data:`bureau_node.graph.RELATIONS`), optional ``since`` (kept for the record) and ``weight``
+(a non-negative number, e.g. a guarantee's amount). An endpoint is an enterprise ID (as in the
+enterprise file; a valid USCC the file does not hold is kept as a node without features) or a
+hashed ID of a person, address or phone: 32 to 128 hexadecimal characters (e.g. an HMAC-SHA-256
+under the bureau's key). Persons never appear in clear: an endpoint that is neither is refused.
+A bad edge is reported with its row and reason, like a bad ID, and never aborts a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from node_runtime import tables
+from protocols import uscc
+from protocols.errors import InputDataError
+from protocols.ids import IdReject, IdType, fixed_width_bytes, normalise_column
+
+from . import graph
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("src", "dst", "relation")
+OPTIONAL = ("since", "weight")
+HASHED = r"^[0-9a-f]{32,128}$"
+# Where the flags of the related enterprises come from (a value above 0 sets the flag);
+# ``--graph-flag NAME=COLUMN`` changes them.
+DEFAULT_FLAG_COLUMNS = {
+    "watch_list": "abnormal_operation",
+    "defendant": "court_judgements_3y",
+    "deregistered": "deregistered",
+}
+
+
+@dataclass(frozen=True)
+class EdgeFile:
+    edges: graph.Edges
+    n_nodes: int
+    rows: int
+    rejects: list[IdReject]
+
+
+def read_edge_table(path: str | Path) -> pa.Table:
+    """The edge file's columns, endpoints and relation as text, weight as a number."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"{path}: no such edge file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in tables.CSV_SUFFIXES:
+            table = pacsv.read_csv(
+                path,
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in (*REQUIRED, *OPTIONAL)},
+                ),
+            )
+        elif suffix in tables.PARQUET_SUFFIXES:
+            table = pq.read_table(path)
+        else:
+            raise InputDataError(f"{path}: unknown file type {suffix!r}; use .csv or .parquet")
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputDataError(f"{path}: cannot read the edge file: {exc}") from None
+    missing = [c for c in REQUIRED if c not in table.column_names]
+    if missing:
+        raise InputDataError(
+            f"{path}: the edge file needs columns src, dst, relation (optional since, "
+            f"weight); missing {', '.join(missing)}; it has {', '.join(table.column_names)}"
+        )
+    return table
+
+
+def _text(column: pa.ChunkedArray) -> pa.Array:
+    array = column.combine_chunks()
+    return array if pa.types.is_string(array.type) else pc.cast(array, pa.string())
+
+
+def _outside_usccs(normalised: pa.Array) -> np.ndarray:
+    """Which normalised endpoints are valid USCCs (enterprises the file may not hold)."""
+    lengths = pc.fill_null(pc.utf8_length(normalised), 0).to_numpy(zero_copy_only=False)
+    ascii_ok = pc.fill_null(pc.string_is_ascii(normalised), False).to_numpy(zero_copy_only=False)
+    mask = ascii_ok & (lengths == uscc.LENGTH)
+    candidates = np.flatnonzero(mask)
+    if candidates.size:
+        codes = fixed_width_bytes(normalised.take(pa.array(candidates)), uscc.LENGTH)
+        mask[candidates] = uscc.check_many(codes)
+    return mask
+
+
+@dataclass(frozen=True)
+class _Endpoints:
+    enterprise: np.ndarray  # row of the enterprise file, -1 if not one of them
+    other_key: pa.Array  # the key of a non-enterprise node (null where none or invalid)
+    valid: np.ndarray
+
+
+def _endpoints(raw: pa.Array, enterprise_ids: pa.Array, id_type: IdType) -> _Endpoints:
+    normalised = normalise_column(raw, id_type)
+    row = pc.index_in(normalised, value_set=enterprise_ids)
+    enterprise = pc.fill_null(row, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    hashed_key = pc.utf8_lower(pc.utf8_trim_whitespace(raw))
+    hashed = pc.fill_null(pc.match_substring_regex(hashed_key, HASHED), False)
+    hashed = hashed.to_numpy(zero_copy_only=False)
+    outside = np.zeros(len(raw), dtype=bool)
+    if id_type is IdType.USCC:
+        outside = _outside_usccs(normalised) & (enterprise < 0)
+    key = pc.if_else(pa.array(hashed), hashed_key, normalised)
+    other = (enterprise < 0) & (hashed | outside)
+    return _Endpoints(
+        enterprise=enterprise,
+        other_key=pc.if_else(pa.array(other), key, pa.scalar(None, pa.string())),
+        valid=(enterprise >= 0) | other,
+    )
+
+
+def check_edges(table: pa.Table, enterprise_ids: pa.Array, id_type: IdType) -> EdgeFile:
+    """Number the nodes (enterprises by their row in the file, the others after them) and
+    refuse bad edges with a reason each."""
+    rows = table.num_rows
+    raw_src, raw_dst = _text(table.column("src")), _text(table.column("dst"))
+    relation_text = pc.utf8_lower(pc.utf8_trim_whitespace(_text(table.column("relation"))))
+    relation = pc.index_in(relation_text, value_set=pa.array(graph.RELATIONS))
+    relation_ok = ~np.asarray(relation.is_null().to_numpy(zero_copy_only=False))
+    src = _endpoints(raw_src, enterprise_ids, id_type)
+    dst = _endpoints(raw_dst, enterprise_ids, id_type)
+    weight, weight_ok = _weights(table)
+
+    others = pc.unique(pa.concat_arrays([src.other_key, dst.other_key]).drop_null())
+    n_enterprises = len(enterprise_ids)
+
+    def node(end: _Endpoints) -> np.ndarray:
+        index = pc.index_in(end.other_key, value_set=others)
+        index = pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return np.where(end.enterprise >= 0, end.enterprise, n_enterprises + index)
+
+    src_node, dst_node = node(src), node(dst)
+    self_loop = src.valid & dst.valid & (src_node == dst_node)
+    good = relation_ok & src.valid & dst.valid & weight_ok & ~self_loop
+    rejects = _rejects(
+        table, ~good, relation_ok, src.valid, dst.valid, weight_ok, self_loop, relation_text
+    )
+    relation_codes = pc.fill_null(relation, 0).to_numpy(zero_copy_only=False)
+    return EdgeFile(
+        edges=graph.Edges(
+            src=src_node[good],
+            dst=dst_node[good],
+            relation=relation_codes[good].astype(np.int8),
+            weight=weight[good],
+        ),
+        n_nodes=n_enterprises + len(others),
+        rows=rows,
+        rejects=rejects,
+    )
+
+
+def _weights(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Weights as floats (NaN where none was given), and which rows' weights are usable."""
+    if "weight" not in table.column_names:
+        return np.full(table.num_rows, np.nan), np.ones(table.num_rows, dtype=bool)
+    column = table.column("weight").combine_chunks()
+    given = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+    if pa.types.is_string(column.type):
+        column = pc.utf8_trim_whitespace(column)
+        given &= ~np.asarray(pc.equal(column, "").fill_null(True).to_numpy(zero_copy_only=False))
+        parsed = np.full(len(column), np.nan)
+        text = np.asarray(column.to_pylist(), dtype=object)
+        for i in np.flatnonzero(given):  # only rows that have a weight; usually all numbers
+            try:
+                parsed[i] = float(text[i])
+            except ValueError:
+                parsed[i] = -1.0
+    else:
+        parsed = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    ok = ~given | (np.isfinite(parsed) & (parsed >= 0))
+    return np.where(given & ok, parsed, np.nan), ok
+
+
+def _rejects(
+    table: pa.Table,
+    bad: np.ndarray,
+    relation_ok: np.ndarray,
+    src_ok: np.ndarray,
+    dst_ok: np.ndarray,
+    weight_ok: np.ndarray,
+    self_loop: np.ndarray,
+    relation_text: pa.Array,
+) -> list[IdReject]:
+    rows = np.flatnonzero(bad)
+    if not rows.size:
+        return []
+    index = pa.array(rows)
+    src = _text(table.column("src")).take(index).to_pylist()
+    dst = _text(table.column("dst")).take(index).to_pylist()
+    relation = relation_text.take(index).to_pylist()
+    out = []
+    for i, row in enumerate(rows.tolist()):
+        if not relation_ok[row]:
+            reason = f"unknown relation {relation[i]!r}; use one of {', '.join(graph.RELATIONS)}"
+        elif not src_ok[row] or not dst_ok[row]:
+            end = "src" if not src_ok[row] else "dst"
+            reason = (
+                f"{end} is neither an enterprise ID nor a hashed ID (32 to 128 hexadecimal "
+                "characters); persons, addresses and phones must be hashed, never in clear"
+            )
+        elif self_loop[row]:
+            reason = "src and dst are the same node"
+        elif not weight_ok[row]:
+            reason = "weight must be a non-negative number"
+        else:  # pragma: no cover - every refused row has one of the reasons above
+            reason = "invalid"
+        raw = f"{src[i] or ''} -> {dst[i] or ''} ({relation[i] or ''})"
+        out.append(IdReject(row + 1, raw, reason))
+    return out
+
+
+def flag_arrays(features: pa.Table, columns: dict[str, str]) -> dict[str, np.ndarray]:
+    """Boolean flags per enterprise row from the enterprise file's columns (value > 0); a
+    flag whose column the file lacks is left out, with a warning."""
+    out = {}
+    for flag, column in columns.items():
+        if column not in features.column_names:
+            log.warning("graph flag %s: the enterprise file has no column %r", flag, column)
+            continue
+        values = pc.cast(features.column(column), pa.float64())
+        out[flag] = pc.fill_null(pc.greater(values, 0.0), False).to_numpy(zero_copy_only=False)
+    return out
+
+
+@dataclass(frozen=True)
+class GraphSummary:
+    source: str
+    sha256: str
+    rows: int
+    edges: int  # accepted
+    rejected: int
+    nodes: int
+    features: int
+    seconds: float
+
+
+def graph_columns(
+    edge_path: str | Path,
+    features: pa.Table,
+    enterprise_ids: pa.Array,
+    id_type: IdType,
+    flag_columns: dict[str, str],
+    rejects_path: Path | None = None,
+) -> tuple[pa.Table, GraphSummary]:
+    """The graph features as a table aligned with the enterprise file's rows."""
+    started = time.perf_counter()
+    edge_path = Path(edge_path)
+    checked = check_edges(read_edge_table(edge_path), enterprise_ids, id_type)
+    if rejects_path is not None:
+        tables.write_rejects(checked.rejects, rejects_path)
+    if checked.rejects:
+        log.warning(
+            "%d of %d edges refused (first: row %d, %s)%s",
+            len(checked.rejects),
+            checked.rows,
+            checked.rejects[0].row,
+            checked.rejects[0].reason,
+            f"; all in {rejects_path}" if rejects_path else "",
+        )
+    flags = flag_arrays(features, flag_columns)
+    values = graph.graph_features(len(enterprise_ids), checked.n_nodes, checked.edges, flags)
+    order = graph.feature_descriptions(tuple(flags))
+    columns = {}
+    for name in order:
+        array = values[name]
+        columns[name] = pa.array(array, pa.float64(), mask=np.isnan(array))
+    summary = GraphSummary(
+        source=str(edge_path.resolve()),
+        sha256=_sha256(edge_path),
+        rows=checked.rows,
+        edges=int(checked.edges.src.size),
+        rejected=len(checked.rejects),
+        nodes=checked.n_nodes,
+        features=len(columns),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    log.info(
+        "graph features: %d edges of %d (%d refused), %d nodes, %.1f s",
+        summary.edges,
+        summary.rows,
+        summary.rejected,
+        summary.nodes,
+        summary.seconds,
+    )
+    return pa.table(columns), summary
+
+
+def _sha256(path: Path) -> str:
+    from .store import file_sha256
+
+    return file_sha256(path)
+
+
+def summary_json(summary: GraphSummary) -> str:
+    return json.dumps(summary.__dict__, indent=2)
