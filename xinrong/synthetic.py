@@ -81,6 +81,8 @@ import pyarrow.parquet as pq
 
 from protocols import uscc
 
+from .synthetic_graph import BETA_CONTAGION, BETA_GUARANTOR, draw_graph
+
 __all__ = [
     "BANK_COLUMNS",
     "BUREAU_COLUMNS",
@@ -184,6 +186,7 @@ BUREAU_COLUMNS = (
     "total_assets_10k_cny",
     "debt_ratio",
     "revenue_growth",
+    "deregistered",
 )
 BANK_COLUMNS = (
     "uscc",
@@ -551,6 +554,7 @@ class City:
     bank: pa.Table
     seed: int | None = None
     composition: dict[str, int] = field(default_factory=dict)
+    edges: pa.Table | None = None  # the association graph (see xinrong.synthetic_graph)
 
     def describe(self) -> str:
         y = self.bank.column("y").to_numpy() if self.bank.num_rows else np.zeros(0)
@@ -599,17 +603,26 @@ def generate_city(enterprises: int, bank_clients: int, seed: int) -> City:
     city_lat = latent.take(np.arange(enterprises))
     out_lat = latent.take(np.arange(enterprises, total))
     bureau = _bureau_table(city_codes, city_lat, rng)
+    # The graph has a stream of its own: the enterprise columns above stay as they were.
+    graph_rng = np.random.default_rng([seed, 15])
+    graph = draw_graph(city_lat.size, city_lat.c, city_lat.g, graph_rng)
+    deregistered = graph_rng.random(enterprises) < _sigmoid(-5.0 + 1.6 * city_lat.c + 1.2 * city_lat.g)
+    bureau = bureau.append_column("deregistered", pa.array(deregistered.astype(np.int8)))
+    contagion = BETA_CONTAGION * np.log1p(graph.contagion(city_lat.c, city_lat.g))
+    contagion += BETA_GUARANTOR * np.log1p(graph.guarantees_given())
 
     # Bank clients from the city: larger, established enterprises are likelier to bank here
     # (weighted sampling without replacement, Efraimidis-Spirakis keys).
     weight = np.exp(0.5 * city_lat.size) * np.where(city_lat.kind == _KIND_COMPANY, 1.0, 0.5)
     weight = weight * np.where(city_lat.age > 0.5, 1.0, 0.3)
+    weight = np.where(deregistered, 1e-12, weight)  # closed firms are not clients
     keys = rng.exponential(size=enterprises) / weight
     chosen = np.argpartition(keys, in_city - 1)[:in_city] if in_city else np.zeros(0, np.int64)
     chosen = rng.permutation(np.sort(chosen))
     client_lat = city_lat.take(chosen)
 
     full_score = _BETA_C * client_lat.c + _BETA_G * client_lat.g + _BETA_L * client_lat.l
+    full_score = full_score + contagion[chosen]
     bank_score = _BETA_C * out_lat.c + _BETA_L * out_lat.l
     p_in = _sigmoid(_intercept_for(full_score, DEFAULT_RATE) + full_score)
     p_out = _sigmoid(_intercept_for(bank_score, DEFAULT_RATE) + bank_score)
@@ -650,7 +663,8 @@ def generate_city(enterprises: int, bank_clients: int, seed: int) -> City:
         columns[name] = pa.array(features[name][rows], type=kind_)
     columns["y"] = pa.array(y[rows], type=pa.int8())
     bank = pa.table(columns)
-    return City(bureau=bureau, bank=bank, seed=seed, composition=comp)
+    edges = graph.table(_string_array(city_codes), graph_rng)
+    return City(bureau=bureau, bank=bank, seed=seed, composition=comp, edges=edges)
 
 
 BUREAU_DESCRIPTIONS = {
@@ -670,6 +684,7 @@ BUREAU_DESCRIPTIONS = {
     "total_assets_10k_cny": "total assets from the last filed statement, 10k CNY",
     "debt_ratio": "liabilities / assets from the last filed statement",
     "revenue_growth": "revenue growth year on year from filed statements",
+    "deregistered": "1 if deregistered or its licence revoked (business registry)",
 }
 
 
@@ -682,6 +697,9 @@ def write_city(city: City, out_dir: pathlib.Path) -> dict[str, pathlib.Path]:
         "bank": out_dir / "bank_clients.csv",
         "bureau_catalogue": out_dir / "bureau.features.json",
     }
+    if city.edges is not None:
+        paths["graph"] = out_dir / "edges.parquet"
+        pq.write_table(city.edges, paths["graph"], compression="zstd")
     pq.write_table(city.bureau, paths["bureau"], compression="zstd")
     paths["bureau_catalogue"].write_text(json.dumps(BUREAU_DESCRIPTIONS, indent=2) + "\n")
     pacsv.write_csv(
