@@ -100,66 +100,96 @@ def _outside_usccs(normalised: pa.Array) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Endpoints:
+class _Nodes:
+    """What each distinct endpoint string is: a row of the enterprise file, or the key of
+    another node (a hash, lower case; an enterprise outside the file, normalised)."""
+
     enterprise: np.ndarray  # row of the enterprise file, -1 if not one of them
-    other_key: pa.Array  # the key of a non-enterprise node (null where none or invalid)
-    valid: np.ndarray
+    other_key: pa.Array  # null where the endpoint is an enterprise of the file or invalid
+    normalised_all: bool  # every key was already in its final form, so keys are distinct
 
 
-def _endpoints(raw: pa.Array, enterprise_ids: pa.Array, id_type: IdType) -> _Endpoints:
-    normalised = normalise_column(raw, id_type)
-    row = pc.index_in(normalised, value_set=enterprise_ids)
+def _classify(values: pa.Array, enterprise_ids: pa.Array, id_type: IdType) -> _Nodes:
+    """Classify distinct endpoint strings. Most are already in their final form (an ID as the
+    enterprise file has it, a lower-case hash): the costly normalisation only for the rest."""
+    row = pc.index_in(values, value_set=enterprise_ids)
     enterprise = pc.fill_null(row, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-    hashed_key = pc.utf8_lower(pc.utf8_trim_whitespace(raw))
-    hashed = pc.fill_null(pc.match_substring_regex(hashed_key, HASHED), False)
-    hashed = hashed.to_numpy(zero_copy_only=False)
-    outside = np.zeros(len(raw), dtype=bool)
-    if id_type is IdType.USCC:
-        outside = _outside_usccs(normalised) & (enterprise < 0)
-    key = pc.if_else(pa.array(hashed), hashed_key, normalised)
-    other = (enterprise < 0) & (hashed | outside)
-    return _Endpoints(
-        enterprise=enterprise,
-        other_key=pc.if_else(pa.array(other), key, pa.scalar(None, pa.string())),
-        valid=(enterprise >= 0) | other,
-    )
+    exact_hash = pc.fill_null(pc.match_substring_regex(values, HASHED), False)
+    exact_hash = np.asarray(exact_hash.to_numpy(zero_copy_only=False)) & (enterprise < 0)
+    keys: pa.Array = pc.if_else(pa.array(exact_hash), values, pa.scalar(None, pa.string()))
+    rest = np.flatnonzero((enterprise < 0) & ~exact_hash)
+    if rest.size:
+        raw = values.take(pa.array(rest))
+        normalised = normalise_column(raw, id_type)
+        found = pc.fill_null(pc.index_in(normalised, value_set=enterprise_ids), -1)
+        found = found.to_numpy(zero_copy_only=False).astype(np.int64)
+        enterprise[rest] = found
+        hash_key = pc.utf8_lower(pc.utf8_trim_whitespace(raw))
+        hashed = pc.fill_null(pc.match_substring_regex(hash_key, HASHED), False)
+        hashed = np.asarray(hashed.to_numpy(zero_copy_only=False))
+        outside = _outside_usccs(normalised) if id_type is IdType.USCC else hashed & False
+        key = pc.if_else(pa.array(hashed), hash_key, normalised)
+        is_other = (found < 0) & (hashed | outside)
+        rest_keys = pc.if_else(pa.array(is_other), key, pa.scalar(None, pa.string()))
+        position = np.full(len(values), -1, dtype=np.int64)
+        position[rest] = np.arange(rest.size)
+        from_rest = rest_keys.take(pa.array(position, mask=position < 0))
+        keys = pc.coalesce(keys, from_rest)
+    return _Nodes(enterprise, keys, normalised_all=not rest.size)
 
 
 def check_edges(table: pa.Table, enterprise_ids: pa.Array, id_type: IdType) -> EdgeFile:
     """Number the nodes (enterprises by their row in the file, the others after them) and
     refuse bad edges with a reason each."""
     rows = table.num_rows
-    raw_src, raw_dst = _text(table.column("src")), _text(table.column("dst"))
-    relation_text = pc.utf8_lower(pc.utf8_trim_whitespace(_text(table.column("relation"))))
-    relation = pc.index_in(relation_text, value_set=pa.array(graph.RELATIONS))
-    relation_ok = ~np.asarray(relation.is_null().to_numpy(zero_copy_only=False))
-    src = _endpoints(raw_src, enterprise_ids, id_type)
-    dst = _endpoints(raw_dst, enterprise_ids, id_type)
+    # a handful of distinct relation strings: clean those, not millions of rows
+    relations = pc.dictionary_encode(_text(table.column("relation")))
+    cleaned = pc.utf8_lower(pc.utf8_trim_whitespace(relations.dictionary))
+    codes = pc.fill_null(pc.index_in(cleaned, value_set=pa.array(graph.RELATIONS)), -1)
+    codes = codes.to_numpy(zero_copy_only=False).astype(np.int64)
+    which = relations.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    relation_code = np.where(which >= 0, codes[np.maximum(which, 0)], -1)
+    relation_ok = relation_code >= 0
+    relation_text = cleaned.take(pa.array(which, mask=which < 0))
     weight, weight_ok = _weights(table)
 
-    others = pc.unique(pa.concat_arrays([src.other_key, dst.other_key]).drop_null())
-    n_enterprises = len(enterprise_ids)
-
-    def node(end: _Endpoints) -> np.ndarray:
-        index = pc.index_in(end.other_key, value_set=others)
-        index = pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        return np.where(end.enterprise >= 0, end.enterprise, n_enterprises + index)
-
-    src_node, dst_node = node(src), node(dst)
-    self_loop = src.valid & dst.valid & (src_node == dst_node)
-    good = relation_ok & src.valid & dst.valid & weight_ok & ~self_loop
-    rejects = _rejects(
-        table, ~good, relation_ok, src.valid, dst.valid, weight_ok, self_loop, relation_text
+    # Each distinct endpoint is classified once: millions of edges share far fewer nodes.
+    ends = pc.dictionary_encode(
+        pa.concat_arrays([_text(table.column("src")), _text(table.column("dst"))])
     )
-    relation_codes = pc.fill_null(relation, 0).to_numpy(zero_copy_only=False)
+    nodes = _classify(ends.dictionary, enterprise_ids, id_type)
+    is_other = ~np.asarray(nodes.other_key.is_null().to_numpy(zero_copy_only=False))
+    if nodes.normalised_all:  # distinct strings, final forms: distinct nodes
+        n_others = int(is_other.sum())
+        other_index = np.where(is_other, np.cumsum(is_other) - 1, -1)
+    else:  # two spellings of one hash or code are one node
+        others = pc.unique(nodes.other_key.drop_null())
+        n_others = len(others)
+        other_index = pc.index_in(nodes.other_key, value_set=others)
+        other_index = pc.fill_null(other_index, -1).to_numpy(zero_copy_only=False)
+        other_index = other_index.astype(np.int64)
+    n_enterprises = len(enterprise_ids)
+    node_of_value = np.where(
+        nodes.enterprise >= 0,
+        nodes.enterprise,
+        np.where(other_index >= 0, n_enterprises + other_index, -1),
+    )
+    position = ends.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    node = np.where(position >= 0, node_of_value[np.maximum(position, 0)], -1)
+    src_node, dst_node = node[:rows], node[rows:]
+    src_ok, dst_ok = src_node >= 0, dst_node >= 0
+
+    self_loop = src_ok & dst_ok & (src_node == dst_node)
+    good = relation_ok & src_ok & dst_ok & weight_ok & ~self_loop
+    rejects = _rejects(table, ~good, relation_ok, src_ok, dst_ok, weight_ok, self_loop, relation_text)
     return EdgeFile(
         edges=graph.Edges(
             src=src_node[good],
             dst=dst_node[good],
-            relation=relation_codes[good].astype(np.int8),
+            relation=relation_code[good].astype(np.int8),
             weight=weight[good],
         ),
-        n_nodes=n_enterprises + len(others),
+        n_nodes=n_enterprises + n_others,
         rows=rows,
         rejects=rejects,
     )

@@ -43,7 +43,7 @@ RELATIONS = ("shareholder", "legal_rep", "executive", "address", "phone", "guara
 FLAGS = ("watch_list", "defendant", "deregistered")
 GUARANTEE = RELATIONS.index("guarantee")
 HUB_CAP = 1000  # enterprises; larger hubs are not expanded into pairs (see _related)
-ROW_CHUNK = 65_536  # enterprises per block of the two-step products
+ROW_CHUNK = 131_072  # enterprises per block of the two-step products
 PAGERANK_DAMPING = 0.85
 PAGERANK_TOLERANCE = 1e-10  # L1 change per iteration, relative to the total mass of 1
 PAGERANK_MAX_ITERATIONS = 200
@@ -121,23 +121,24 @@ def graph_features(
     if n_nodes < n_enterprises:
         raise ValueError("n_nodes counts the enterprises too")
     src, dst, relation, weight = _distinct_edges(edges, n_nodes)
-    is_enterprise = np.zeros(n_nodes)
-    is_enterprise[:n_enterprises] = 1.0
-    flag_vectors = {}
     for name, values in flags.items():
         if values.shape != (n_enterprises,):
             raise ValueError(f"flag {name!r} needs one value per enterprise")
-        vector = np.zeros(n_nodes)
-        vector[:n_enterprises] = values.astype(bool)
-        flag_vectors[name] = vector
+    flag_matrix = np.zeros((n_enterprises, len(flags)), dtype=np.float32)
+    for column, values in enumerate(flags.values()):
+        flag_matrix[:, column] = values.astype(bool)
 
-    out: dict[str, np.ndarray] = {}
+    is_enterprise = np.zeros(n_nodes, dtype=np.float32)
+    is_enterprise[:n_enterprises] = 1.0
     adjacency = [_symmetric(src[relation == r], dst[relation == r], n_nodes) for r in range(6)]
-    out |= _related(adjacency, n_enterprises, flag_vectors)
+    hub_sizes = [matrix @ is_enterprise for matrix in adjacency]  # enterprises around a node
+    out = _related(adjacency, hub_sizes, n_enterprises, flag_matrix, tuple(flags))
     for name in ("address", "phone"):
-        matrix = adjacency[RELATIONS.index(name)]
-        hub_size = matrix @ is_enterprise
-        out[f"graph_largest_{name}_cluster"] = _largest_hub(matrix, hub_size, n_enterprises)
+        r = RELATIONS.index(name)
+        out[f"graph_largest_{name}_cluster"] = _largest_hub(
+            adjacency[r], hub_sizes[r], n_enterprises
+        )
+    del adjacency
 
     guarantee = relation == GUARANTEE
     out |= _guarantee_features(
@@ -150,8 +151,7 @@ def graph_features(
 def _distinct_edges(
     edges: Edges, n_nodes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One edge per (src, dst, relation), self-loops dropped, weights of repeats summed in a
-    fixed order (so that the sums, too, do not depend on the input order)."""
+    """One edge per (src, dst, relation), self-loops dropped, weights of repeats summed."""
     src = edges.src.astype(np.int64)
     dst = edges.dst.astype(np.int64)
     relation = edges.relation.astype(np.int64)
@@ -160,7 +160,10 @@ def _distinct_edges(
     keep = src != dst
     src, dst, relation = src[keep], dst[keep], relation[keep]
     weight = np.nan_to_num(edges.weight[keep].astype(np.float64), nan=0.0)
-    order = np.lexsort((weight, dst, src, relation))
+    if 8 * float(n_nodes) ** 2 < 2.0**62:  # one packed key sorts faster than three columns
+        order = np.argsort((relation * n_nodes + src) * n_nodes + dst, kind="stable")
+    else:
+        order = np.lexsort((weight, dst, src, relation))
     src, dst, relation, weight = src[order], dst[order], relation[order], weight[order]
     first = np.ones(src.size, dtype=bool)
     first[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1]) | (relation[1:] != relation[:-1])
@@ -174,7 +177,7 @@ def _symmetric(src: np.ndarray, dst: np.ndarray, n_nodes: int) -> sp.csr_matrix:
     rows = np.concatenate([src, dst])
     cols = np.concatenate([dst, src])
     matrix = sp.csr_matrix(
-        (np.ones(rows.size, dtype=np.float64), (rows, cols)), shape=(n_nodes, n_nodes)
+        (np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n_nodes, n_nodes)
     )
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
@@ -182,46 +185,57 @@ def _symmetric(src: np.ndarray, dst: np.ndarray, n_nodes: int) -> sp.csr_matrix:
 
 
 def _related(
-    adjacency: list[sp.csr_matrix], n_enterprises: int, flags: dict[str, np.ndarray]
+    adjacency: list[sp.csr_matrix],
+    hub_sizes: list[np.ndarray],
+    n_enterprises: int,
+    flag_matrix: np.ndarray,
+    flag_names: tuple[str, ...],
 ) -> dict[str, np.ndarray]:
     """Distinct related enterprises per relation and over all relations, and how many of the
-    latter carry each flag. Rows go in chunks: a chunk's two-step matrix is what bounds the
-    memory, not the whole graph's."""
+    latter carry each flag.
+
+    For one relation, ``reach = A[enterprises] @ B`` where row ``h`` of ``B`` holds node
+    ``h`` itself if it is an enterprise (one step) and ``h``'s enterprise neighbours (two
+    steps), so one sparse product finds every related enterprise; the relations side by side
+    (``[A_1 .. A_6] @ [B_1; ..; B_6]``) give their union. Rows go in chunks: a chunk's product
+    is what bounds the memory, not the whole graph's."""
+    n_nodes = adjacency[0].shape[0]
+    itself = sp.eye(n_nodes, n_enterprises, dtype=np.float32, format="csr")
+    starts, steps = [], []
+    for matrix, hub_size in zip(adjacency, hub_sizes):
+        # a hub of more than HUB_CAP enterprises (a registration-hub address, an agent who
+        # represents hundreds of shells) relates its members only through
+        # graph_largest_*_cluster: expanding it would relate millions of pairs that share
+        # nothing but a mailbox
+        small = sp.diags((hub_size <= HUB_CAP).astype(np.float32), format="csr")
+        steps.append((small @ matrix[:, :n_enterprises] + itself).tocsr())
+        starts.append(matrix[:n_enterprises])
+    all_starts = sp.hstack(starts, format="csr")
+    all_steps = sp.vstack(steps, format="csr")
     out = {f"graph_related_{name}": np.zeros(n_enterprises) for name in RELATIONS}
     total = np.zeros(n_enterprises)
-    flagged = {name: np.zeros(n_enterprises) for name in flags}
-    flag_matrix = np.column_stack([flags[f][:n_enterprises] for f in flags] or [np.zeros(0)])
-    parts = []
-    for matrix in adjacency:
-        # a hub above HUB_CAP (a registration-hub address, an agent who represents hundreds
-        # of shells) relates its members only through graph_largest_*_cluster: expanding it
-        # would relate millions of pairs that share nothing but a mailbox
-        small = np.flatnonzero(np.diff(matrix.indptr) <= HUB_CAP)
-        to_enterprises = matrix[:, :n_enterprises].tocsr()
-        parts.append((matrix[:n_enterprises][:, small].tocsr(), to_enterprises[small]))
+    flagged = np.zeros((n_enterprises, len(flag_names)))
     for first in range(0, n_enterprises, ROW_CHUNK):
         last = min(first + ROW_CHUNK, n_enterprises)
-        union = None
-        for r, (through_small, hub_members) in enumerate(parts):
-            direct = adjacency[r][first:last, :n_enterprises]
-            reach = direct + through_small[first:last] @ hub_members
-            reach.data[:] = 1.0
-            itself = reach.diagonal(k=first)  # e -> hub -> e: not a related enterprise
-            out[f"graph_related_{RELATIONS[r]}"][first:last] = np.diff(reach.indptr) - itself
-            union = reach if union is None else union + reach
-        assert union is not None
-        union.data[:] = 1.0
-        itself = union.diagonal(k=first)
-        total[first:last] = np.diff(union.indptr) - itself
-        if flags:
-            counts = union @ flag_matrix - itself[:, None] * flag_matrix[first:last]
-            for column, name in enumerate(flags):
-                flagged[name][first:last] = counts[:, column]
-    for name in flags:
-        out[f"graph_related_{name}"] = flagged[name]
+        for name, start, step in zip(RELATIONS, starts, steps):
+            out[f"graph_related_{name}"][first:last] = _distinct_count(start[first:last] @ step, first)
+        union = all_starts[first:last] @ all_steps
+        total[first:last] = _distinct_count(union, first)
+        if flag_names:
+            union.data[:] = 1.0
+            self_reached = union.diagonal(k=first)[:, None]
+            flagged[first:last] = union @ flag_matrix - self_reached * flag_matrix[first:last]
+    for column, name in enumerate(flag_names):
+        out[f"graph_related_{name}"] = flagged[:, column]
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[f"graph_share_{name}"] = np.where(total > 0, flagged[name] / total, np.nan)
+            out[f"graph_share_{name}"] = np.where(total > 0, flagged[:, column] / total, np.nan)
     return out
+
+
+def _distinct_count(reach: sp.csr_matrix, first: int) -> np.ndarray:
+    """Enterprises reached per row (products drop zeros), the row's own enterprise (the
+    diagonal shifted by the chunk's first row) not counted."""
+    return np.diff(reach.indptr) - (reach.diagonal(k=first) != 0)
 
 
 def _largest_hub(adjacency: sp.csr_matrix, hub_size: np.ndarray, n_enterprises: int) -> np.ndarray:
@@ -271,23 +285,32 @@ def pagerank(
     damping: float = PAGERANK_DAMPING,
 ) -> np.ndarray:
     """PageRank over directed edges ``src -> dst`` (sums to 1), by power iteration; the
-    mass of nodes without out-edges is spread evenly, as in the original definition."""
+    mass of nodes without out-edges is spread evenly, as in the original definition.
+
+    Nodes without any edge all have the same rank, so they are iterated as one block: the
+    work follows the edges, not the millions of firms that guarantee nobody."""
     if n_nodes == 0:
         return np.zeros(0)
-    out_degree = np.bincount(src, minlength=n_nodes).astype(np.float64)
+    active, local = np.unique(np.concatenate([src, dst]), return_inverse=True)
+    k, idle = active.size, n_nodes - active.size
+    local_src, local_dst = local[: src.size], local[src.size :]
+    out_degree = np.bincount(local_src, minlength=k).astype(np.float64)
     transition = sp.csr_matrix(
-        (1.0 / out_degree[src], (dst, src)), shape=(n_nodes, n_nodes), dtype=np.float64
+        (1.0 / out_degree[local_src], (local_dst, local_src)), shape=(k, k)
     )  # column-stochastic over nodes with out-edges
     dangling = out_degree == 0
-    rank = np.full(n_nodes, 1.0 / n_nodes)
+    rank, idle_rank = np.full(k, 1.0 / n_nodes), 1.0 / n_nodes
     for _ in range(PAGERANK_MAX_ITERATIONS):
-        spread = (1.0 - damping + damping * rank[dangling].sum()) / n_nodes
+        lost = rank[dangling].sum() + idle * idle_rank
+        spread = (1.0 - damping + damping * lost) / n_nodes
         new = damping * (transition @ rank) + spread
-        change = np.abs(new - rank).sum()
-        rank = new
+        change = np.abs(new - rank).sum() + idle * abs(spread - idle_rank)
+        rank, idle_rank = new, spread
         if change < PAGERANK_TOLERANCE:
             break
-    return rank
+    full = np.full(n_nodes, idle_rank)
+    full[active] = rank
+    return full
 
 
 def _component_sizes(
