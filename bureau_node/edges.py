@@ -87,6 +87,10 @@ def _text(column: pa.ChunkedArray) -> pa.Array:
     return array if pa.types.is_string(array.type) else pc.cast(array, pa.string())
 
 
+def _text_chunks(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+
+
 def _outside_usccs(normalised: pa.Array) -> np.ndarray:
     """Which normalised endpoints are valid USCCs (enterprises the file may not hold)."""
     lengths = pc.fill_null(pc.utf8_length(normalised), 0).to_numpy(zero_copy_only=False)
@@ -154,10 +158,13 @@ def check_edges(table: pa.Table, enterprise_ids: pa.Array, id_type: IdType) -> E
     weight, weight_ok = _weights(table)
 
     # Each distinct endpoint is classified once: millions of edges share far fewer nodes.
-    ends = pc.dictionary_encode(
-        pa.concat_arrays([_text(table.column("src")), _text(table.column("dst"))])
-    )
-    nodes = _classify(ends.dictionary, enterprise_ids, id_type)
+    # (chunks of both columns encoded together share one dictionary, without a copy)
+    src_text, dst_text = _text_chunks(table.column("src")), _text_chunks(table.column("dst"))
+    encoded = pc.dictionary_encode(pa.chunked_array(src_text.chunks + dst_text.chunks))
+    dictionary = encoded.chunks[-1].dictionary if encoded.num_chunks else pa.array([], pa.string())
+    indices = [chunk.indices for chunk in encoded.chunks]
+    del encoded
+    nodes = _classify(dictionary, enterprise_ids, id_type)
     is_other = ~np.asarray(nodes.other_key.is_null().to_numpy(zero_copy_only=False))
     if nodes.normalised_all:  # distinct strings, final forms: distinct nodes
         n_others = int(is_other.sum())
@@ -174,8 +181,12 @@ def check_edges(table: pa.Table, enterprise_ids: pa.Array, id_type: IdType) -> E
         nodes.enterprise,
         np.where(other_index >= 0, n_enterprises + other_index, -1),
     )
-    position = ends.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    position = np.concatenate(
+        [i.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) for i in indices]
+        or [np.zeros(0, np.int64)]
+    )
     node = np.where(position >= 0, node_of_value[np.maximum(position, 0)], -1)
+    del position
     src_node, dst_node = node[:rows], node[rows:]
     src_ok, dst_ok = src_node >= 0, dst_node >= 0
 

@@ -194,37 +194,56 @@ def _related(
     """Distinct related enterprises per relation and over all relations, and how many of the
     latter carry each flag.
 
-    For one relation, ``reach = A[enterprises] @ B`` where row ``h`` of ``B`` holds node
-    ``h`` itself if it is an enterprise (one step) and ``h``'s enterprise neighbours (two
-    steps), so one sparse product finds every related enterprise; the relations side by side
-    (``[A_1 .. A_6] @ [B_1; ..; B_6]``) give their union. Rows go in chunks: a chunk's product
-    is what bounds the memory, not the whole graph's."""
+    For relation ``r``, ``A_r[enterprises] @ B_r`` reaches every related enterprise, where
+    row ``h`` of ``B_r`` holds node ``h`` itself if it is an enterprise (one step) and ``h``'s
+    enterprise neighbours (two steps). All relations go in one product, side by side, with
+    each result column tagged by its relation (``6 x + r``): per-relation counts are then
+    counts of tags, and the union is the distinct ``x`` of a row. Rows go in chunks: a chunk's
+    product bounds the memory, not the whole graph's."""
     n_nodes = adjacency[0].shape[0]
-    itself = sp.eye(n_nodes, n_enterprises, dtype=np.float32, format="csr")
-    starts, steps = [], []
-    for matrix, hub_size in zip(adjacency, hub_sizes):
+    k = len(RELATIONS)
+    start_rows, start_cols, step_rows, step_cols = [], [], [], []
+    for r, (matrix, hub_size) in enumerate(zip(adjacency, hub_sizes)):
+        starts = matrix[:n_enterprises].tocoo()
+        start_rows.append(starts.row)
+        start_cols.append(starts.col.astype(np.int64) + r * n_nodes)
         # a hub of more than HUB_CAP enterprises (a registration-hub address, an agent who
         # represents hundreds of shells) relates its members only through
         # graph_largest_*_cluster: expanding it would relate millions of pairs that share
         # nothing but a mailbox
-        small = sp.diags((hub_size <= HUB_CAP).astype(np.float32), format="csr")
-        steps.append((small @ matrix[:, :n_enterprises] + itself).tocsr())
-        starts.append(matrix[:n_enterprises])
-    all_starts = sp.hstack(starts, format="csr")
-    all_steps = sp.vstack(steps, format="csr")
-    out = {f"graph_related_{name}": np.zeros(n_enterprises) for name in RELATIONS}
+        steps = matrix[:, :n_enterprises].tocoo()
+        small = hub_size[steps.row] <= HUB_CAP
+        rows = np.concatenate([steps.row[small], np.arange(n_enterprises)])
+        cols = np.concatenate([steps.col[small], np.arange(n_enterprises)])
+        step_rows.append(rows.astype(np.int64) + r * n_nodes)
+        step_cols.append(cols.astype(np.int64) * k + r)
+    all_starts = _ones(start_rows, start_cols, (n_enterprises, k * n_nodes))
+    all_steps = _ones(step_rows, step_cols, (k * n_nodes, k * n_enterprises))
+    del start_rows, start_cols, step_rows, step_cols
+
+    per_relation = np.zeros((n_enterprises, k))
     total = np.zeros(n_enterprises)
     flagged = np.zeros((n_enterprises, len(flag_names)))
     for first in range(0, n_enterprises, ROW_CHUNK):
         last = min(first + ROW_CHUNK, n_enterprises)
-        for name, start, step in zip(RELATIONS, starts, steps):
-            out[f"graph_related_{name}"][first:last] = _distinct_count(start[first:last] @ step, first)
-        union = all_starts[first:last] @ all_steps
-        total[first:last] = _distinct_count(union, first)
-        if flag_names:
-            union.data[:] = 1.0
-            self_reached = union.diagonal(k=first)[:, None]
-            flagged[first:last] = union @ flag_matrix - self_reached * flag_matrix[first:last]
+        reach = all_starts[first:last] @ all_steps
+        reach.sort_indices()  # within a row: by enterprise, then relation
+        row = np.repeat(np.arange(last - first), np.diff(reach.indptr))
+        enterprise, relation = np.divmod(reach.indices.astype(np.int64), k)
+        keep = enterprise != row + first  # never the enterprise itself
+        row, enterprise, relation = row[keep], enterprise[keep], relation[keep]
+        per_relation[first:last] = np.bincount(
+            row * k + relation, minlength=(last - first) * k
+        ).reshape(-1, k)
+        new = np.ones(row.size, dtype=bool)
+        new[1:] = (row[1:] != row[:-1]) | (enterprise[1:] != enterprise[:-1])
+        row, enterprise = row[new], enterprise[new]
+        total[first:last] = np.bincount(row, minlength=last - first)
+        for column in range(len(flag_names)):
+            flagged[first:last, column] = np.bincount(
+                row, weights=flag_matrix[enterprise, column], minlength=last - first
+            )
+    out = {f"graph_related_{name}": per_relation[:, r] for r, name in enumerate(RELATIONS)}
     for column, name in enumerate(flag_names):
         out[f"graph_related_{name}"] = flagged[:, column]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -232,10 +251,9 @@ def _related(
     return out
 
 
-def _distinct_count(reach: sp.csr_matrix, first: int) -> np.ndarray:
-    """Enterprises reached per row (products drop zeros), the row's own enterprise (the
-    diagonal shifted by the chunk's first row) not counted."""
-    return np.diff(reach.indptr) - (reach.diagonal(k=first) != 0)
+def _ones(rows: list[np.ndarray], cols: list[np.ndarray], shape: tuple[int, int]) -> sp.csr_matrix:
+    row, col = np.concatenate(rows), np.concatenate(cols)
+    return sp.csr_matrix((np.ones(row.size, dtype=np.float32), (row, col)), shape=shape)
 
 
 def _largest_hub(adjacency: sp.csr_matrix, hub_size: np.ndarray, n_enterprises: int) -> np.ndarray:

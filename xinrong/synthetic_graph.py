@@ -33,8 +33,8 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-BETA_CONTAGION = 1.0
-BETA_GUARANTOR = 0.3
+BETA_CONTAGION = 0.7
+BETA_GUARANTOR = 0.2
 RELATIONS = ("shareholder", "legal_rep", "executive", "address", "phone", "guarantee")
 _SH, _LR, _EX, _AD, _PH, _GU = range(6)
 
