@@ -603,8 +603,14 @@ def build_report(
     out: str | Path,
     iv_table: str | Path | None = None,
     title: str | None = None,
+    compare: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write one self-contained HTML report of the model in ``model_dir`` to ``out``.
+
+    ``compare`` adds other models trained on the same split to the metrics table, by name,
+    each with ``auc``, ``ks``, ``log_loss`` and ``rows`` on the evaluated split, and a row
+    of what the joint model adds over each (the demo compares the joint model without the
+    bureau's graph features this way).
 
     Returns ``path``, ``figures`` (how many), ``evaluated_on`` (``"validation"``, or
     ``"train"`` when no rows were held back), ``rows`` evaluated, and the measures shown:
@@ -762,6 +768,34 @@ def build_report(
             ]
         )
         classes.append("gain")
+    for other_name, other in (compare or {}).items():
+        metric_rows.append(
+            [
+                esc(other_name),
+                esc(evaluated_on),
+                f"{int(other.get('rows') or 0):,}",
+                _num(other.get("auc")),
+                _num(_gini(other.get("auc"))),
+                _num(other.get("ks")),
+                _num(other.get("log_loss"), 4),
+            ]
+        )
+        classes.append("")
+        if joint["auc"] is not None and other.get("auc") is not None:
+            added = joint["auc"] - other["auc"]
+            metric_rows.append(
+                [
+                    esc(f"What the joint model adds over: {other_name}"),
+                    esc(evaluated_on),
+                    "",
+                    _signed(added),
+                    _signed(2 * added),
+                    _signed(None if joint["ks"] is None or other.get("ks") is None
+                            else joint["ks"] - other["ks"]),
+                    "",
+                ]
+            )  # fmt: skip
+            classes.append("gain")
     parts.append("<section id=metrics><h2>Discrimination and calibration</h2>")
     parts.append(
         _table(

@@ -101,7 +101,9 @@ def _arrays(workdir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     from bureau_node import edges, graph
     from protocols.ids import IdType, normalise_column
 
-    ids = normalise_column(pq.read_table(workdir / "bureau.parquet", columns=["uscc"])[0], IdType.USCC)
+    ids = normalise_column(
+        pq.read_table(workdir / "bureau.parquet", columns=["uscc"])[0], IdType.USCC
+    )
     checked = edges.check_edges(edges.read_edge_table(workdir / "edges.parquet"), ids, IdType.USCC)
     e = checked.edges
     guarantee = e.relation == graph.GUARANTEE

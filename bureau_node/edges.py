@@ -105,41 +105,49 @@ def _outside_usccs(normalised: pa.Array) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Nodes:
-    """What each distinct endpoint string is: a row of the enterprise file, or the key of
-    another node (a hash, lower case; an enterprise outside the file, normalised)."""
+    """What each distinct endpoint string is: a row of the enterprise file, or another node
+    (a person, address or phone hash; an enterprise outside the file), numbered from 0."""
 
     enterprise: np.ndarray  # row of the enterprise file, -1 if not one of them
-    other_key: pa.Array  # null where the endpoint is an enterprise of the file or invalid
-    normalised_all: bool  # every key was already in its final form, so keys are distinct
+    other: np.ndarray  # number among the other nodes, -1 if not one of them
+    n_others: int
 
 
 def _classify(values: pa.Array, enterprise_ids: pa.Array, id_type: IdType) -> _Nodes:
     """Classify distinct endpoint strings. Most are already in their final form (an ID as the
-    enterprise file has it, a lower-case hash): the costly normalisation only for the rest."""
+    enterprise file has it, a lower-case hash), and distinct strings in final form are
+    distinct nodes: only the rest are normalised, and matched against the others by key."""
     row = pc.index_in(values, value_set=enterprise_ids)
     enterprise = pc.fill_null(row, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-    exact_hash = pc.fill_null(pc.match_substring_regex(values, HASHED), False)
-    exact_hash = np.asarray(exact_hash.to_numpy(zero_copy_only=False)) & (enterprise < 0)
-    keys: pa.Array = pc.if_else(pa.array(exact_hash), values, pa.scalar(None, pa.string()))
-    rest = np.flatnonzero((enterprise < 0) & ~exact_hash)
-    if rest.size:
-        raw = values.take(pa.array(rest))
-        normalised = normalise_column(raw, id_type)
-        found = pc.fill_null(pc.index_in(normalised, value_set=enterprise_ids), -1)
-        found = found.to_numpy(zero_copy_only=False).astype(np.int64)
-        enterprise[rest] = found
-        hash_key = pc.utf8_lower(pc.utf8_trim_whitespace(raw))
-        hashed = pc.fill_null(pc.match_substring_regex(hash_key, HASHED), False)
-        hashed = np.asarray(hashed.to_numpy(zero_copy_only=False))
-        outside = _outside_usccs(normalised) if id_type is IdType.USCC else hashed & False
-        key = pc.if_else(pa.array(hashed), hash_key, normalised)
-        is_other = (found < 0) & (hashed | outside)
-        rest_keys = pc.if_else(pa.array(is_other), key, pa.scalar(None, pa.string()))
-        position = np.full(len(values), -1, dtype=np.int64)
-        position[rest] = np.arange(rest.size)
-        from_rest = rest_keys.take(pa.array(position, mask=position < 0))
-        keys = pc.coalesce(keys, from_rest)
-    return _Nodes(enterprise, keys, normalised_all=not rest.size)
+    exact = pc.fill_null(pc.match_substring_regex(values, HASHED), False)
+    exact = np.asarray(exact.to_numpy(zero_copy_only=False)) & (enterprise < 0)
+    other = np.full(len(values), -1, dtype=np.int64)
+    other[exact] = np.arange(int(exact.sum()))
+    n_others = int(exact.sum())
+    rest = np.flatnonzero((enterprise < 0) & ~exact)
+    if not rest.size:
+        return _Nodes(enterprise, other, n_others)
+    raw = values.take(pa.array(rest))
+    normalised = normalise_column(raw, id_type)
+    found = pc.fill_null(pc.index_in(normalised, value_set=enterprise_ids), -1)
+    enterprise[rest] = found.to_numpy(zero_copy_only=False).astype(np.int64)
+    hash_key = pc.utf8_lower(pc.utf8_trim_whitespace(raw))
+    hashed = pc.fill_null(pc.match_substring_regex(hash_key, HASHED), False)
+    hashed = np.asarray(hashed.to_numpy(zero_copy_only=False))
+    outside = _outside_usccs(normalised) if id_type is IdType.USCC else np.zeros_like(hashed)
+    is_other = (enterprise[rest] < 0) & (hashed | outside)
+    keys = pc.if_else(pa.array(hashed), hash_key, normalised).filter(pa.array(is_other))
+    chosen = rest[is_other]
+    # a key that is also an exact string elsewhere (an upper-case copy of a hash) is that node
+    same = pc.fill_null(pc.index_in(keys, value_set=values), -1).to_numpy(zero_copy_only=False)
+    same = same.astype(np.int64)
+    known = (same >= 0) & (other[np.maximum(same, 0)] >= 0)
+    other[chosen[known]] = other[same[known]]
+    fresh_keys = keys.filter(pa.array(~known))
+    distinct = pc.unique(fresh_keys)
+    index = pc.index_in(fresh_keys, value_set=distinct).to_numpy(zero_copy_only=False)
+    other[chosen[~known]] = n_others + index.astype(np.int64)
+    return _Nodes(enterprise, other, n_others + len(distinct))
 
 
 def check_edges(table: pa.Table, enterprise_ids: pa.Array, id_type: IdType) -> EdgeFile:
@@ -165,22 +173,14 @@ def check_edges(table: pa.Table, enterprise_ids: pa.Array, id_type: IdType) -> E
     indices = [chunk.indices for chunk in encoded.chunks]
     del encoded
     nodes = _classify(dictionary, enterprise_ids, id_type)
-    is_other = ~np.asarray(nodes.other_key.is_null().to_numpy(zero_copy_only=False))
-    if nodes.normalised_all:  # distinct strings, final forms: distinct nodes
-        n_others = int(is_other.sum())
-        other_index = np.where(is_other, np.cumsum(is_other) - 1, -1)
-    else:  # two spellings of one hash or code are one node
-        others = pc.unique(nodes.other_key.drop_null())
-        n_others = len(others)
-        other_index = pc.index_in(nodes.other_key, value_set=others)
-        other_index = pc.fill_null(other_index, -1).to_numpy(zero_copy_only=False)
-        other_index = other_index.astype(np.int64)
     n_enterprises = len(enterprise_ids)
     node_of_value = np.where(
         nodes.enterprise >= 0,
         nodes.enterprise,
-        np.where(other_index >= 0, n_enterprises + other_index, -1),
+        np.where(nodes.other >= 0, n_enterprises + nodes.other, -1),
     )
+    n_nodes = n_enterprises + nodes.n_others
+    del nodes
     position = np.concatenate(
         [i.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) for i in indices]
         or [np.zeros(0, np.int64)]
@@ -192,7 +192,9 @@ def check_edges(table: pa.Table, enterprise_ids: pa.Array, id_type: IdType) -> E
 
     self_loop = src_ok & dst_ok & (src_node == dst_node)
     good = relation_ok & src_ok & dst_ok & weight_ok & ~self_loop
-    rejects = _rejects(table, ~good, relation_ok, src_ok, dst_ok, weight_ok, self_loop, relation_text)
+    rejects = _rejects(
+        table, ~good, relation_ok, src_ok, dst_ok, weight_ok, self_loop, relation_text
+    )
     return EdgeFile(
         edges=graph.Edges(
             src=src_node[good],
@@ -200,7 +202,7 @@ def check_edges(table: pa.Table, enterprise_ids: pa.Array, id_type: IdType) -> E
             relation=relation_code[good].astype(np.int8),
             weight=weight[good],
         ),
-        n_nodes=n_enterprises + n_others,
+        n_nodes=n_nodes,
         rows=rows,
         rejects=rejects,
     )

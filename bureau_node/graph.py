@@ -152,18 +152,30 @@ def _distinct_edges(
     edges: Edges, n_nodes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One edge per (src, dst, relation), self-loops dropped, weights of repeats summed."""
-    src = edges.src.astype(np.int64)
-    dst = edges.dst.astype(np.int64)
-    relation = edges.relation.astype(np.int64)
-    if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n_nodes):
+    if edges.src.size and (
+        min(edges.src.min(), edges.dst.min()) < 0
+        or max(edges.src.max(), edges.dst.max()) >= n_nodes
+    ):
         raise ValueError("edge endpoints must be node indices below n_nodes")
-    keep = src != dst
-    src, dst, relation = src[keep], dst[keep], relation[keep]
+    keep = edges.src != edges.dst
     weight = np.nan_to_num(edges.weight[keep].astype(np.float64), nan=0.0)
-    if 8 * float(n_nodes) ** 2 < 2.0**62:  # one packed key sorts faster than three columns
-        order = np.argsort((relation * n_nodes + src) * n_nodes + dst, kind="stable")
-    else:
-        order = np.lexsort((weight, dst, src, relation))
+    if 8 * float(n_nodes) ** 2 < 2.0**62:  # one packed key: sorts fast, and little memory
+        key = edges.relation[keep].astype(np.int64) * n_nodes + edges.src[keep]
+        key = key * n_nodes + edges.dst[keep]
+        order = np.argsort(key, kind="stable")
+        key, weight = key[order], weight[order]
+        first = np.ones(key.size, dtype=bool)
+        first[1:] = key[1:] != key[:-1]
+        starts = np.flatnonzero(first)
+        summed = np.add.reduceat(weight, starts) if starts.size else weight[:0]
+        key = key[starts]
+        relation, rest = np.divmod(key, n_nodes * n_nodes)
+        src, dst = np.divmod(rest, n_nodes)
+        return src, dst, relation, summed
+    src = edges.src[keep].astype(np.int64)
+    dst = edges.dst[keep].astype(np.int64)
+    relation = edges.relation[keep].astype(np.int64)
+    order = np.lexsort((dst, src, relation))
     src, dst, relation, weight = src[order], dst[order], relation[order], weight[order]
     first = np.ones(src.size, dtype=bool)
     first[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1]) | (relation[1:] != relation[:-1])
@@ -202,21 +214,23 @@ def _related(
     product bounds the memory, not the whole graph's."""
     n_nodes = adjacency[0].shape[0]
     k = len(RELATIONS)
+    index = np.int32 if k * n_nodes < 2**31 else np.int64  # halves the index arrays
     start_rows, start_cols, step_rows, step_cols = [], [], [], []
     for r, (matrix, hub_size) in enumerate(zip(adjacency, hub_sizes)):
         starts = matrix[:n_enterprises].tocoo()
-        start_rows.append(starts.row)
-        start_cols.append(starts.col.astype(np.int64) + r * n_nodes)
+        start_rows.append(starts.row.astype(index))
+        start_cols.append(starts.col.astype(index) + r * n_nodes)
         # a hub of more than HUB_CAP enterprises (a registration-hub address, an agent who
         # represents hundreds of shells) relates its members only through
         # graph_largest_*_cluster: expanding it would relate millions of pairs that share
         # nothing but a mailbox
         steps = matrix[:, :n_enterprises].tocoo()
         small = hub_size[steps.row] <= HUB_CAP
-        rows = np.concatenate([steps.row[small], np.arange(n_enterprises)])
-        cols = np.concatenate([steps.col[small], np.arange(n_enterprises)])
-        step_rows.append(rows.astype(np.int64) + r * n_nodes)
-        step_cols.append(cols.astype(np.int64) * k + r)
+        rows = np.concatenate([steps.row[small], np.arange(n_enterprises)]).astype(index)
+        cols = np.concatenate([steps.col[small], np.arange(n_enterprises)]).astype(index)
+        step_rows.append(rows + r * n_nodes)
+        step_cols.append(cols * k + r)
+        del steps, starts
     all_starts = _ones(start_rows, start_cols, (n_enterprises, k * n_nodes))
     all_steps = _ones(step_rows, step_cols, (k * n_nodes, k * n_enterprises))
     del start_rows, start_cols, step_rows, step_cols

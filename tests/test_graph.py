@@ -195,6 +195,7 @@ def test_bad_edges_are_reported_and_never_abort(bureau_file, tmp_path):
         (HASH_A, codes[1], "Legal_Rep ", "", ""),  # good: relation normalised
         (codes[2].lower(), HASH_B.upper(), "address", "", ""),  # good: normalised both
         (outside, codes[3], "shareholder", "", ""),  # good: an enterprise outside the file
+        (HASH_A.upper(), codes[2], "legal_rep", "", ""),  # good: the same person as row 2
         (codes[0], codes[1], "friendship", "", ""),
         ("Zhang San", codes[1], "legal_rep", "", ""),
         ("350102199001011234", codes[1], "shareholder", "", ""),  # an ID card in clear
@@ -209,8 +210,8 @@ def test_bad_edges_are_reported_and_never_abort(bureau_file, tmp_path):
     checked = edge_file.check_edges(
         edge_file.read_edge_table(edges_path), features.ids, IdType.USCC
     )
-    assert checked.rows == 11 and checked.edges.src.size == 4
-    reasons = {r.row: r.reason for r in checked.rejects}
+    assert checked.rows == 12 and checked.edges.src.size == 5
+    reasons = {r.row - 1: r.reason for r in checked.rejects}
     assert sorted(reasons) == [5, 6, 7, 8, 9, 10, 11]
     assert "unknown relation 'friendship'" in reasons[5]
     assert "never in clear" in reasons[6] and "never in clear" in reasons[7]
@@ -222,9 +223,9 @@ def test_bad_edges_are_reported_and_never_abort(bureau_file, tmp_path):
 
     source = GraphSource(edges_path, tmp_path / "state")
     summary = source.load(features)
-    assert summary.rejected == 7 and summary.edges == 4
+    assert summary.rejected == 7 and summary.edges == 5
     rejects = pacsv.read_csv(tmp_path / "state" / "graph-rejects.csv")
-    assert rejects.column("row").to_pylist() == [5, 6, 7, 8, 9, 10, 11]
+    assert rejects.column("row").to_pylist() == [6, 7, 8, 9, 10, 11, 12]
 
 
 def test_edge_file_without_its_columns_is_a_clear_error(tmp_path):
@@ -236,9 +237,7 @@ def test_edge_file_without_its_columns_is_a_clear_error(tmp_path):
         edge_file.read_edge_table(tmp_path / "none.parquet")
 
 
-def test_catalogue_offers_graph_features_and_refreshes_when_the_file_changes(
-    bureau_file, tmp_path
-):
+def test_catalogue_offers_graph_features_and_refreshes_when_the_file_changes(bureau_file, tmp_path):
     path, codes = bureau_file
     edges_path = tmp_path / "edges.csv"
     write_edges(edges_path, [(codes[0], codes[1], "guarantee", "", "")])
@@ -277,8 +276,13 @@ def test_bureau_features_command_lists_graph_features(bureau_file, tmp_path, cap
 
     path, codes = bureau_file
     edges_path = tmp_path / "edges.csv"
-    write_edges(edges_path, [(codes[0], HASH_A, "phone", "", ""), (codes[1], HASH_A, "phone", "", "")])
-    assert main(["features", "--data", str(path), "--id-column", "uscc", "--graph", str(edges_path)]) == 0
+    write_edges(
+        edges_path, [(codes[0], HASH_A, "phone", "", ""), (codes[1], HASH_A, "phone", "", "")]
+    )
+    assert (
+        main(["features", "--data", str(path), "--id-column", "uscc", "--graph", str(edges_path)])
+        == 0
+    )
     listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     names = [f["name"] for f in listed["features"]]
     assert "graph_largest_phone_cluster" in names and "abnormal_operation" in names

@@ -606,7 +606,9 @@ def generate_city(enterprises: int, bank_clients: int, seed: int) -> City:
     # The graph has a stream of its own: the enterprise columns above stay as they were.
     graph_rng = np.random.default_rng([seed, 15])
     graph = draw_graph(city_lat.size, city_lat.c, city_lat.g, graph_rng)
-    deregistered = graph_rng.random(enterprises) < _sigmoid(-5.0 + 1.6 * city_lat.c + 1.2 * city_lat.g)
+    deregistered = graph_rng.random(enterprises) < _sigmoid(
+        -5.0 + 1.6 * city_lat.c + 1.2 * city_lat.g
+    )
     bureau = bureau.append_column("deregistered", pa.array(deregistered.astype(np.int8)))
     contagion = BETA_CONTAGION * np.log1p(graph.contagion(city_lat.c, city_lat.g))
     contagion += BETA_GUARANTOR * np.log1p(graph.guarantees_given())

@@ -121,7 +121,13 @@ class _Edges:
     def __init__(self) -> None:
         self.parts: list[tuple[np.ndarray, np.ndarray, int, np.ndarray | None]] = []
 
-    def add(self, src: np.ndarray, dst: np.ndarray, relation: int, weight=None) -> None:
+    def add(
+        self,
+        src: np.ndarray | list[int],
+        dst: np.ndarray | list[int],
+        relation: int,
+        weight: np.ndarray | None = None,
+    ) -> None:
         self.parts.append((np.asarray(src, np.int64), np.asarray(dst, np.int64), relation, weight))
 
 
@@ -158,10 +164,17 @@ def draw_graph(
         represented = chosen[rng.random(chosen.size) < 0.5]
         legal_rep[represented] = controller
         chain = rng.random(chosen.size - 1) < 0.5
-        edges.add(chosen[:-1][chain], chosen[1:][chain], _GU, _amounts(size[chosen[1:][chain]], rng))
+        edges.add(
+            chosen[:-1][chain], chosen[1:][chain], _GU, _amounts(size[chosen[1:][chain]], rng)
+        )
         if chosen.size >= 3 and rng.random() < 0.3:
             edges.add([chosen[-1]], [chosen[0]], _GU, _amounts(size[chosen[:1]], rng))
-            edges.add(chosen[:-1][~chain], chosen[1:][~chain], _GU, _amounts(size[chosen[1:][~chain]], rng))
+            edges.add(
+                chosen[:-1][~chain],
+                chosen[1:][~chain],
+                _GU,
+                _amounts(size[chosen[1:][~chain]], rng),
+            )
     if group_parent:
         edges.add(np.concatenate(group_parent), np.concatenate(group_member), _SH)
     edges.add(person0 + legal_rep, firms, _LR)
@@ -197,7 +210,9 @@ def draw_graph(
     listed = rng.random(n) < 0.5
     phone[listed] = agents + np.arange(int(listed.sum()))
     agent_phone = rng.random(hub_firms.size) < 0.7
-    phone[hub_firms[agent_phone]] = (hub_of[agent_phone] * 7 + rng.integers(0, 7, agent_phone.sum())) % agents
+    phone[hub_firms[agent_phone]] = (
+        hub_of[agent_phone] * 7 + rng.integers(0, 7, agent_phone.sum())
+    ) % agents
     n_phones = agents + int(listed.sum())
     phone0 = address0 + n_addresses
     has_phone = phone >= 0
@@ -214,10 +229,10 @@ def draw_graph(
     edges.add(borrower[mutual], guarantor[mutual], _GU, _amounts(size[guarantor[mutual]], rng))
     circles = n // 400
     for length in (3, 4, 5, 6):
-        members = rng.choice(n, size=(circles // 4, length), replace=True)
-        following = np.roll(members, -1, axis=1)
-        ok = members != following
-        edges.add(members[ok], following[ok], _GU, _amounts(size[following[ok]], rng))
+        ring = rng.choice(n, size=(circles // 4, length), replace=True)
+        following = np.roll(ring, -1, axis=1)
+        ok = ring != following
+        edges.add(ring[ok], following[ok], _GU, _amounts(size[following[ok]], rng))
     return _assemble(edges, n, n_persons, n_addresses, n_phones, rng)
 
 
@@ -229,7 +244,9 @@ def _weighted(weight: np.ndarray, draws: int, rng: np.random.Generator) -> np.nd
 
 
 def _amounts(borrower_size: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return np.round(np.exp(np.log(100.0) + 0.8 * borrower_size + 0.5 * rng.standard_normal(borrower_size.size)))
+    return np.round(
+        np.exp(np.log(100.0) + 0.8 * borrower_size + 0.5 * rng.standard_normal(borrower_size.size))
+    )
 
 
 def _assemble(
