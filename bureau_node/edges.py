@@ -68,7 +68,9 @@ def read_edge_table(path: str | Path) -> pa.Table:
                 ),
             )
         elif suffix in tables.PARQUET_SUFFIXES:
-            table = pq.read_table(path)
+            present = pq.read_schema(path).names
+            # ``since`` is not used by any feature: millions of dates need not be read
+            table = pq.read_table(path, columns=[c for c in (*REQUIRED, "weight") if c in present])
         else:
             raise InputDataError(f"{path}: unknown file type {suffix!r}; use .csv or .parquet")
     except (pa.ArrowInvalid, OSError) as exc:
