@@ -68,7 +68,7 @@ def test_features_are_limited_per_bank(node, tmp_path):
         "court_judgements_3y",
         "debt_ratio",
     ]
-    assert len(list_features(address, "bank-b")) == 16
+    assert len(list_features(address, "bank-b")) == 17  # every column but the ID
     with pytest.raises(PeerError, match="PERMISSION_DENIED.*may not use"):
         train_job(
             address,
