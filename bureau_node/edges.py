@@ -152,28 +152,70 @@ def _classify(values: pa.Array, enterprise_ids: pa.Array, id_type: IdType) -> _N
     return _Nodes(enterprise, other, n_others + len(distinct))
 
 
-def check_edges(table: pa.Table, enterprise_ids: pa.Array, id_type: IdType) -> EdgeFile:
+def check_edges(
+    table: pa.Table | str | Path, enterprise_ids: pa.Array, id_type: IdType
+) -> EdgeFile:
     """Number the nodes (enterprises by their row in the file, the others after them) and
-    refuse bad edges with a reason each."""
+    refuse bad edges with a reason each. Given a path, the file is read here and its endpoint
+    strings are let go as soon as they are numbered (the peak memory of a large file)."""
+    if not isinstance(table, pa.Table):
+        table = read_edge_table(table)
     rows = table.num_rows
+    # Each distinct endpoint is classified once: millions of edges share far fewer nodes.
+    # (chunks of both columns encoded together share one dictionary, without a copy)
+    src_text, dst_text = _text_chunks(table.column("src")), _text_chunks(table.column("dst"))
+    encoded = pc.dictionary_encode(pa.chunked_array(src_text.chunks + dst_text.chunks))
+    del src_text, dst_text
+    table = table.drop_columns(["src", "dst"])
+    dictionary = encoded.chunks[-1].dictionary if encoded.num_chunks else pa.array([], pa.string())
+    indices = pa.chunked_array([chunk.indices for chunk in encoded.chunks], pa.int32())
+    del encoded
+    node = _node_numbers(dictionary, indices, enterprise_ids, id_type)
+    n_nodes = int(node[1])
+    src_node, dst_node = node[0][:rows], node[0][rows:]
+    src_ok, dst_ok = src_node >= 0, dst_node >= 0
+
     # a handful of distinct relation strings: clean those, not millions of rows
     relations = pc.dictionary_encode(_text(table.column("relation")))
     cleaned = pc.utf8_lower(pc.utf8_trim_whitespace(relations.dictionary))
     codes = pc.fill_null(pc.index_in(cleaned, value_set=pa.array(graph.RELATIONS)), -1)
     codes = codes.to_numpy(zero_copy_only=False).astype(np.int64)
     which = relations.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    relation_code = np.where(which >= 0, codes[np.maximum(which, 0)], -1)
+    relation_code = np.where(which >= 0, codes[np.maximum(which, 0)], -1).astype(np.int8)
     relation_ok = relation_code >= 0
-    relation_text = cleaned.take(pa.array(which, mask=which < 0))
     weight, weight_ok = _weights(table)
+    del table
 
-    # Each distinct endpoint is classified once: millions of edges share far fewer nodes.
-    # (chunks of both columns encoded together share one dictionary, without a copy)
-    src_text, dst_text = _text_chunks(table.column("src")), _text_chunks(table.column("dst"))
-    encoded = pc.dictionary_encode(pa.chunked_array(src_text.chunks + dst_text.chunks))
-    dictionary = encoded.chunks[-1].dictionary if encoded.num_chunks else pa.array([], pa.string())
-    indices = [chunk.indices for chunk in encoded.chunks]
-    del encoded
+    self_loop = src_ok & dst_ok & (src_node == dst_node)
+    good = relation_ok & src_ok & dst_ok & weight_ok & ~self_loop
+    bad = np.flatnonzero(~good)
+    rejects = []
+    if bad.size:
+        raw = [
+            dictionary.take(indices.take(pa.array(bad + offset))).to_pylist()
+            for offset in (0, rows)
+        ]
+        relation_text = cleaned.take(pa.array(which[bad], mask=which[bad] < 0)).to_pylist()
+        rejects = _rejects(
+            bad, raw, relation_text, relation_ok, src_ok, dst_ok, weight_ok, self_loop
+        )
+    return EdgeFile(
+        edges=graph.Edges(
+            src=src_node[good],
+            dst=dst_node[good],
+            relation=relation_code[good],
+            weight=weight[good],
+        ),
+        n_nodes=n_nodes,
+        rows=rows,
+        rejects=rejects,
+    )
+
+
+def _node_numbers(
+    dictionary: pa.Array, indices: pa.ChunkedArray, enterprise_ids: pa.Array, id_type: IdType
+) -> tuple[np.ndarray, int]:
+    """The node of every endpoint (-1 where invalid), and how many nodes there are."""
     nodes = _classify(dictionary, enterprise_ids, id_type)
     n_enterprises = len(enterprise_ids)
     node_of_value = np.where(
@@ -181,33 +223,15 @@ def check_edges(table: pa.Table, enterprise_ids: pa.Array, id_type: IdType) -> E
         nodes.enterprise,
         np.where(nodes.other >= 0, n_enterprises + nodes.other, -1),
     )
-    n_nodes = n_enterprises + nodes.n_others
-    del nodes
-    position = np.concatenate(
-        [i.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) for i in indices]
-        or [np.zeros(0, np.int64)]
-    )
-    node = np.where(position >= 0, node_of_value[np.maximum(position, 0)], -1)
-    del position
-    src_node, dst_node = node[:rows], node[rows:]
-    src_ok, dst_ok = src_node >= 0, dst_node >= 0
-
-    self_loop = src_ok & dst_ok & (src_node == dst_node)
-    good = relation_ok & src_ok & dst_ok & weight_ok & ~self_loop
-    rejects = _rejects(
-        table, ~good, relation_ok, src_ok, dst_ok, weight_ok, self_loop, relation_text
-    )
-    return EdgeFile(
-        edges=graph.Edges(
-            src=src_node[good],
-            dst=dst_node[good],
-            relation=relation_code[good].astype(np.int8),
-            weight=weight[good],
-        ),
-        n_nodes=n_nodes,
-        rows=rows,
-        rejects=rejects,
-    )
+    node = np.empty(len(indices), dtype=np.int64)
+    at = 0
+    for chunk in indices.chunks:
+        position = chunk.fill_null(-1).to_numpy(zero_copy_only=False)
+        node[at : at + position.size] = np.where(
+            position >= 0, node_of_value[np.maximum(position, 0)], -1
+        )
+        at += position.size
+    return node, n_enterprises + nodes.n_others
 
 
 def _weights(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -233,24 +257,18 @@ def _weights(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rejects(
-    table: pa.Table,
     bad: np.ndarray,
+    raw: list[list[str | None]],
+    relation: list[str | None],
     relation_ok: np.ndarray,
     src_ok: np.ndarray,
     dst_ok: np.ndarray,
     weight_ok: np.ndarray,
     self_loop: np.ndarray,
-    relation_text: pa.Array,
 ) -> list[IdReject]:
-    rows = np.flatnonzero(bad)
-    if not rows.size:
-        return []
-    index = pa.array(rows)
-    src = _text(table.column("src")).take(index).to_pylist()
-    dst = _text(table.column("dst")).take(index).to_pylist()
-    relation = relation_text.take(index).to_pylist()
+    src, dst = raw
     out = []
-    for i, row in enumerate(rows.tolist()):
+    for i, row in enumerate(bad.tolist()):
         if not relation_ok[row]:
             reason = f"unknown relation {relation[i]!r}; use one of {', '.join(graph.RELATIONS)}"
         elif not src_ok[row] or not dst_ok[row]:
@@ -265,8 +283,8 @@ def _rejects(
             reason = "weight must be a non-negative number"
         else:  # pragma: no cover - every refused row has one of the reasons above
             reason = "invalid"
-        raw = f"{src[i] or ''} -> {dst[i] or ''} ({relation[i] or ''})"
-        out.append(IdReject(row + 1, raw, reason))
+        text = f"{src[i] or ''} -> {dst[i] or ''} ({relation[i] or ''})"
+        out.append(IdReject(row + 1, text, reason))
     return out
 
 
@@ -306,7 +324,7 @@ def graph_columns(
     """The graph features as a table aligned with the enterprise file's rows."""
     started = time.perf_counter()
     edge_path = Path(edge_path)
-    checked = check_edges(read_edge_table(edge_path), enterprise_ids, id_type)
+    checked = check_edges(edge_path, enterprise_ids, id_type)
     if rejects_path is not None:
         tables.write_rejects(checked.rejects, rejects_path)
     if checked.rejects:
