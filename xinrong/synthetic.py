@@ -96,7 +96,7 @@ import pyarrow.parquet as pq
 
 from protocols import uscc
 
-from .synthetic_graph import BETA_CONTAGION, BETA_GUARANTOR, draw_graph
+from .synthetic_graph import BETA_CONTAGION, BETA_GUARANTOR, CityGraph, draw_graph
 
 __all__ = [
     "BANK_COLUMNS",
@@ -587,8 +587,11 @@ class City:
         return "\n".join(lines)
 
 
-def generate_city(enterprises: int, bank_clients: int, seed: int) -> City:
-    """Draw a city of ``enterprises`` SMEs and a bank with ``bank_clients`` client rows."""
+def generate_city(enterprises: int, bank_clients: int, seed: int, graph: bool = True) -> City:
+    """Draw a city of ``enterprises`` SMEs and a bank with ``bank_clients`` client rows.
+
+    ``graph=False`` draws the city exactly as before issue 15: no association graph, no
+    contagion, no ``deregistered`` column (for tests about something else)."""
     if enterprises < 0 or bank_clients < 0:
         raise ValueError("sizes must be non-negative")
     comp = _composition(bank_clients)
@@ -620,19 +623,24 @@ def generate_city(enterprises: int, bank_clients: int, seed: int) -> City:
     bureau = _bureau_table(city_codes, city_lat, rng)
     # The graph has a stream of its own: the enterprise columns above stay as they were.
     graph_rng = np.random.default_rng([seed, 15])
-    graph = draw_graph(city_lat.size, city_lat.c, city_lat.g, graph_rng)
-    deregistered = graph_rng.random(enterprises) < _sigmoid(
-        -5.0 + 1.6 * city_lat.c + 1.2 * city_lat.g
-    )
-    bureau = bureau.append_column("deregistered", pa.array(deregistered.astype(np.int8)))
-    contagion = BETA_CONTAGION * np.log1p(graph.contagion(city_lat.c, city_lat.g))
-    contagion += BETA_GUARANTOR * np.log1p(graph.guarantees_given())
+    deregistered = np.zeros(enterprises, dtype=bool)
+    city_graph: CityGraph | None = None
+    contagion = np.zeros(enterprises)
+    if graph:
+        deregistered = graph_rng.random(enterprises) < _sigmoid(
+            -5.0 + 1.6 * city_lat.c + 1.2 * city_lat.g
+        )
+        bureau = bureau.append_column("deregistered", pa.array(deregistered.astype(np.int8)))
+        city_graph = draw_graph(city_lat.size, city_lat.c, city_lat.g, graph_rng)
+        contagion += BETA_CONTAGION * np.log1p(city_graph.contagion(city_lat.c, city_lat.g))
+        contagion += BETA_GUARANTOR * np.log1p(city_graph.guarantees_given())
 
     # Bank clients from the city: larger, established enterprises are likelier to bank here
     # (weighted sampling without replacement, Efraimidis-Spirakis keys).
     weight = np.exp(0.5 * city_lat.size) * np.where(city_lat.kind == _KIND_COMPANY, 1.0, 0.5)
     weight = weight * np.where(city_lat.age > 0.5, 1.0, 0.3)
-    weight = np.where(deregistered, 1e-12, weight)  # closed firms are not clients
+    if graph:
+        weight = np.where(deregistered, 1e-12, weight)  # closed firms are not clients
     keys = rng.exponential(size=enterprises) / weight
     chosen = np.argpartition(keys, in_city - 1)[:in_city] if in_city else np.zeros(0, np.int64)
     chosen = rng.permutation(np.sort(chosen))
@@ -680,7 +688,7 @@ def generate_city(enterprises: int, bank_clients: int, seed: int) -> City:
         columns[name] = pa.array(features[name][rows], type=kind_)
     columns["y"] = pa.array(y[rows], type=pa.int8())
     bank = pa.table(columns)
-    edges = graph.table(_string_array(city_codes), graph_rng)
+    edges = None if city_graph is None else city_graph.table(_string_array(city_codes), graph_rng)
     return City(bureau=bureau, bank=bank, seed=seed, composition=comp, edges=edges)
 
 
