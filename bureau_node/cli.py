@@ -23,7 +23,7 @@ from node_runtime.cli_common import (
 from node_runtime.progress import ProgressBars
 from protocols import psi
 from protocols import vertical_lr as vlr
-from protocols.errors import XinrongError
+from protocols.errors import InputDataError, XinrongError
 from protocols.ids import IdType
 
 from .server import BureauNode
@@ -42,12 +42,55 @@ def _node(args: argparse.Namespace) -> BureauNode:
         tls_dir=getattr(args, "tls_dir", None),
         config=getattr(args, "config", None),
         limits=psi.PsiLimits(max_bank_set_size=getattr(args, "max_bank_ids", 10_000_000)),
+        graph=getattr(args, "graph", None),
+        graph_flags=_graph_flags(getattr(args, "graph_flag", None)),
+        graph_refresh_seconds=getattr(args, "graph_refresh", 60.0),
         training_limits=vlr.TrainingLimits(
             min_batch_size=getattr(args, "min_batch_size", 64),
             allow_test_keys=getattr(args, "allow_test_keys", False),
         ),
         read_options=read_options(args),
     )
+
+
+def _graph_flags(pairs: list[str] | None) -> dict[str, str] | None:
+    """``--graph-flag watch_list=abnormal_operation`` (repeatable) over the defaults."""
+    if not pairs:
+        return None
+    from .edges import DEFAULT_FLAG_COLUMNS
+
+    flags = dict(DEFAULT_FLAG_COLUMNS)
+    for pair in pairs:
+        name, sep, column = pair.partition("=")
+        if not sep or not name or not column:
+            raise InputDataError(f"--graph-flag {pair!r}: expected NAME=COLUMN")
+        flags[name] = column
+    return {k: v for k, v in flags.items() if v != "none"}
+
+
+def add_graph_arguments(parser: argparse.ArgumentParser, refresh: bool = False) -> None:
+    parser.add_argument(
+        "--graph",
+        default=None,
+        help="edge file (CSV or Parquet: src, dst, relation[, since, weight]) whose "
+        "association-graph features the bureau offers beside its own columns",
+    )
+    parser.add_argument(
+        "--graph-flag",
+        action="append",
+        default=None,
+        metavar="NAME=COLUMN",
+        help="the enterprise column behind a related-enterprise flag (value > 0), e.g. "
+        "watch_list=abnormal_operation, defendant=court_judgements_3y, "
+        "deregistered=deregistered (the defaults); COLUMN 'none' drops a flag",
+    )
+    if refresh:
+        parser.add_argument(
+            "--graph-refresh",
+            type=float,
+            default=60.0,
+            help="seconds between checks of the edge file for changes (0: never)",
+        )
 
 
 def _prepare_dataset(node: BureauNode, quiet: bool) -> dict[str, object]:
@@ -89,7 +132,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         summary = _prepare_dataset(node, args.quiet)
         port = node.start(args.listen)
-        print_result({"listening": args.listen, "port": port, "dataset": summary})
+        result = {"listening": args.listen, "port": port, "dataset": summary}
+        if node.graph is not None and node.graph.summary is not None:
+            result["graph"] = asdict(node.graph.summary)
+        print_result(result)
         try:
             while not raised["stop"]:
                 time.sleep(0.2)
@@ -119,6 +165,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     try:
         banks: list[dict[str, object]] = []
         result: dict[str, object] = {"dataset": _prepare_dataset(node, args.quiet), "banks": banks}
+        if node.graph is not None and node.graph.summary is not None:
+            result["graph"] = asdict(node.graph.summary)
         for bank_id in args.bank_id:
             with ProgressBars(enabled=None if not args.quiet else False) as bars:
                 for item in node.store.prepare_bank(bank_id, node.executor):
@@ -145,6 +193,13 @@ def cmd_features(args: argparse.Namespace) -> int:
     features = BureauFeatures(
         args.data, args.id_column, IdType(args.id_type), read_options=read_options(args)
     )
+    if args.graph:
+        import tempfile
+
+        from .graph_source import GraphSource
+
+        with tempfile.TemporaryDirectory() as scratch:
+            GraphSource(args.graph, scratch, _graph_flags(args.graph_flag)).load(features)
     catalogue = [asdict(f) for f in features.catalogue()]
     for f in catalogue:
         print(f"{f['name']:<32} {f['kind']:<9} {f['description']}", file=sys.stderr)
@@ -308,11 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept Paillier keys below 2048 bits (tests only; insecure)",
     )
+    add_graph_arguments(serve, refresh=True)
     add_common_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
     features = sub.add_parser("features", help="list the feature catalogue banks see")
     add_id_arguments(features)
+    add_graph_arguments(features)
     features.set_defaults(func=cmd_features, quiet=False, log_level="WARNING")
 
     models = sub.add_parser("models", help="list or delete the bureau's halves of models")
@@ -331,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare", help="hash the data file to the group and prepare banks' tag tables ahead"
     )
     add_id_arguments(prepare)
+    add_graph_arguments(prepare)
     prepare.add_argument("--state-dir", required=True)
     prepare.add_argument("--bank-id", action="append", default=[], help="repeatable")
     add_common_arguments(prepare)

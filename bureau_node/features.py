@@ -55,8 +55,37 @@ class BureauFeatures:
             sidecar = descriptions_path_for(data)
             descriptions = json.loads(sidecar.read_text()) if sidecar.exists() else {}
         self.descriptions = descriptions
+        self.data = data
+        self.id_type = id_type
         self.table = table.drop_columns([id_column])
+        self._own = (self.table, dict(self.kinds), dict(descriptions))
         self._ids = normalise_column(table.column(id_column).combine_chunks(), id_type)
+
+    @property
+    def ids(self) -> pa.Array:
+        """The normalised ID of each row (null where the file's ID is empty)."""
+        return self._ids
+
+    def set_graph(self, columns: pa.Table, descriptions: dict[str, str]) -> None:
+        """Offer graph features (one row per enterprise row) beside the file's own columns,
+        replacing earlier ones. Each attribute is swapped whole: a request running meanwhile
+        sees the old table or the new one."""
+        own_table, own_kinds, own_descriptions = self._own
+        clash = [n for n in columns.column_names if n in own_kinds]
+        if clash:
+            raise InputDataError(
+                f"{self.data}: columns {', '.join(clash)} clash with the graph features' names"
+            )
+        if columns.num_rows != own_table.num_rows:
+            raise ValueError("graph features need one row per enterprise row")
+        table = own_table
+        for name in columns.column_names:
+            table = table.append_column(name, columns.column(name))
+        kinds = own_kinds | {n: "numeric" for n in columns.column_names}
+        self.descriptions = own_descriptions | descriptions
+        self.kinds = kinds
+        self.names = list(kinds)
+        self.table = table
 
     def catalogue(self) -> list[FeatureInfo]:
         return [FeatureInfo(n, self.kinds[n], self.descriptions.get(n, "")) for n in self.names]

@@ -24,6 +24,7 @@ from .catalogue_service import CatalogueServicer
 from .config import Access, load_config
 from .context import BureauContext
 from .features import BureauFeatures
+from .graph_source import DEFAULT_REFRESH_SECONDS, GraphSource
 from .interceptors import BureauInterceptor
 from .models import ModelStore
 from .scoring_service import ScoringServicer
@@ -48,6 +49,9 @@ class BureauNode:
         tls_dir: str | Path | None = None,
         config: str | Path | None = None,
         read_options: tables.ReadOptions | None = None,
+        graph: str | Path | None = None,
+        graph_flags: dict[str, str] | None = None,
+        graph_refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
     ) -> None:
         self.data = Path(data)
         self.read_options = read_options
@@ -68,15 +72,15 @@ class BureauNode:
         self.audit: AuditLog | None = None
         self.access: Access | None = None
         self.port: int | None = None
+        self.graph = GraphSource(graph, state_dir, graph_flags) if graph else None
+        self.graph_refresh_seconds = graph_refresh_seconds
 
     def prepare(self, progress: Progress | None = None) -> DatasetSummary:
         """Load the data file into the store (hashing only new IDs)."""
         if self.executor is None and (self._workers != 0 or self._executor_spec):
             self.executor = make_executor(self._workers, self._executor_spec)
         kwargs = {"progress": progress} if progress else {}
-        self.features = BureauFeatures(
-            self.data, self.id_column, self.id_type, read_options=self.read_options
-        )
+        self._load_features()
         return self.store.sync_dataset(
             self.data,
             self.id_column,
@@ -90,9 +94,8 @@ class BureauNode:
         if self.store.summary is None:
             self.prepare()
         if self.features is None:
-            self.features = BureauFeatures(
-                self.data, self.id_column, self.id_type, read_options=self.read_options
-            )
+            self._load_features()
+        assert self.features is not None
         # the configuration is checked before the port opens: a bad file is a clear error
         policies = load_config(self.config, self.features.names) if self.config else None
         access = Access(self.store.root, policies)
@@ -119,6 +122,8 @@ class BureauNode:
         model_pb2_grpc.add_BinningServicer_to_server(BinningServicer(context), self.server)
         model_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(context), self.server)
         self.server.start()
+        if self.graph is not None and self.graph_refresh_seconds > 0:
+            self.graph.watch(self.features, self.graph_refresh_seconds)
         log.info("bureau node listening on %s (port %d)", address, self.port)
         return self.port
 
@@ -140,7 +145,17 @@ class BureauNode:
             self.audit.append("(bureau)", "configuration_reloaded", "OK", **changes)
         return changes
 
+    def _load_features(self) -> None:
+        features = BureauFeatures(
+            self.data, self.id_column, self.id_type, read_options=self.read_options
+        )
+        if self.graph is not None:
+            self.graph.load(features)
+        self.features = features
+
     def stop(self, grace: float | None = 1.0) -> None:
+        if self.graph is not None:
+            self.graph.close()
         if self.server is not None:
             self.server.stop(grace).wait()
             self.server = None

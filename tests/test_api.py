@@ -187,7 +187,7 @@ def test_dataframes_and_pyarrow_tables_give_the_same_answers(room, bureau, monke
     assert isinstance(from_table, pa.Table)
     assert from_table.column("uscc").to_pylist() == from_frame["uscc"].tolist()
     catalogue = bureau.features()
-    assert isinstance(catalogue, pa.Table) and catalogue.num_rows == 16
+    assert isinstance(catalogue, pa.Table) and catalogue.num_rows == 17
     assert catalogue.column_names == ["name", "kind", "description"]
 
 

@@ -200,7 +200,7 @@ def test_iv_probe_succeeds_without_noise_the_control(node, city):
     with BureauConnection(_address(node), "bank-exact") as connection:
         target = run_psi(connection, ids[:50], psi.Reveal.BANK).matched_ids[0]
     outcomes = _probe(node, city, "bank-exact", target, rng)
-    assert len(outcomes) == 16 and all(hit for _, hit in outcomes)
+    assert len(outcomes) == 17 and all(hit for _, hit in outcomes)  # every bureau feature
 
 
 def test_iv_requests_spend_the_budget(node, city):

@@ -69,7 +69,7 @@ def test_features_are_limited_per_bank(node, tmp_path, monkeypatch):
         "debt_ratio",
         "tax_paid_12m_10k_cny",
     ]
-    assert len(list_features(address, "bank-b")) == 16
+    assert len(list_features(address, "bank-b")) == 17  # every column but the ID
     bad = {
         "bureau_features": ["industry"],
         "key_bits": 768,

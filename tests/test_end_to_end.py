@@ -423,8 +423,11 @@ def test_synth_and_demo_command_lines(tmp_path: Path):
     assert 0 < result["matched"] <= result["bank_clients"] <= 1200
     assert 0.5 < result["bank_only_auc"] < 1 and 0.5 < result["joint_auc"] < 1
     assert result["top_bureau_features"] and result["applicants_scored"] == 240
+    assert 0.5 < result["joint_auc_without_graph"] < 1 and result["top_graph_features"]
+    assert "graph_auc_lift" in result
     report = Path(result["report"]).read_text()
     assert report.count("<img") >= 5 and result["model_id"] in report
+    assert "Joint model without graph features" in report
     scores = read_column(Path(result["scores"]), "uscc")
     assert len(scores) == 240
     for step in ("1/7", "4/7", "7/7"):

@@ -88,8 +88,9 @@ def test_bureau_features_carry_real_lift():
     bank_only = held_out_auc(bank_x)
     joint = held_out_auc(np.column_stack([bank_x, bureau_x]))
     assert 0.65 < bank_only < 0.77, bank_only  # a realistic bank scorecard
-    # The issue-5 bar is +0.05 for the federated model; the data carry about +0.11.
-    assert joint >= bank_only + 0.07, (bank_only, joint)
+    # The issue-5 bar is +0.05 for the federated model; the data carry about +0.07 (less
+    # than before issue 15: contagion along the graph adds risk only the graph features see).
+    assert joint >= bank_only + 0.05, (bank_only, joint)
     # No leak: no single bureau column comes near the label.
     for column in range(bureau_x.shape[1]):
         single = _auc(bureau_x[half:, column], y[half:])
@@ -103,3 +104,56 @@ def _auc(score: np.ndarray, y: np.ndarray) -> float:
     return float(
         (ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * (y.size - positives))
     )
+
+
+def test_the_graph_is_realistic_and_its_features_add_lift(tmp_path):
+    import pyarrow.parquet as pq
+
+    from bureau_node.edges import DEFAULT_FLAG_COLUMNS, graph_columns
+
+    city = generate_city(40_000, 16_000, seed=3)
+    edges = city.edges
+    assert edges is not None and edges.num_rows > 2.5 * city.bureau.num_rows
+    bureau_ids = set(city.bureau.column("uscc").to_pylist())
+    ends = edges.column("src").to_pylist() + edges.column("dst").to_pylist()
+    others = {e for e in ends if e not in bureau_ids}
+    assert all(len(e) == 32 and int(e, 16) >= 0 for e in others)  # persons only hashed
+    relation = edges.column("relation").to_numpy(zero_copy_only=False)
+    persons = [s for s, r in zip(edges.column("src").to_pylist(), relation) if r == "legal_rep"]
+    _, held = np.unique(persons, return_counts=True)
+    assert held.max() >= 20 and np.median(held) == 1  # heavy-tailed: most one firm, some many
+
+    path = tmp_path / "edges.parquet"
+    pq.write_table(edges, path)
+    ids = city.bureau.column("uscc").combine_chunks()
+    graph, summary = graph_columns(path, city.bureau, ids, IdType.USCC, DEFAULT_FLAG_COLUMNS)
+    assert summary.rejected == 0
+    circle = graph.column("graph_guarantee_circle_size").to_numpy()
+    assert (circle >= 3).sum() > 100  # guarantee circles
+    assert graph.column("graph_largest_address_cluster").to_numpy().max() > 50  # a hub
+
+    bureau = city.bureau
+    for name in graph.column_names:
+        bureau = bureau.append_column(name, graph.column(name))
+    _, first = np.unique(city.bank.column("uscc").to_numpy(zero_copy_only=False), return_index=True)
+    joined = city.bank.take(np.sort(first)).join(bureau, "uscc", join_type="inner")
+    joined = joined.sort_by("uscc")
+    y = joined.column("y").to_numpy().astype(float)
+    half = y.size // 2
+    train = joined.slice(0, half)
+    bank_x, bureau_x, graph_x = (
+        FeatureRecipe.fit(train, list(names)).transform(joined)
+        for names in (BANK_COLUMNS[1:-1], BUREAU_COLUMNS[1:], graph.column_names)
+    )
+
+    def held_out_auc(x: np.ndarray) -> float:
+        x = np.column_stack([np.ones(len(x)), x])
+        w, *_ = np.linalg.lstsq(x[:half], 4 * y[:half] - 2, rcond=None)
+        return _auc(x[half:] @ w, y[half:])
+
+    without = held_out_auc(np.column_stack([bank_x, bureau_x]))
+    with_graph = held_out_auc(np.column_stack([bank_x, bureau_x, graph_x]))
+    assert with_graph >= without + 0.02, (without, with_graph)
+    for column in range(graph_x.shape[1]):  # no graph column near the label on its own
+        single = _auc(graph_x[half:, column], y[half:])
+        assert max(single, 1 - single) < 0.75, graph.column_names[column]

@@ -130,6 +130,7 @@ ZH: dict[str, str] = {
     "Bank-only model": "仅行内数据模型",
     " (from model.json)": "（取自 model.json）",
     "What the bureau adds (joint − bank-only)": "征信数据的增益（联合 − 仅行内）",
+    "What the joint model adds over: {name}": "联合模型相对“{name}”的增益",
     "Discrimination and calibration": "区分能力与校准",
     "Model": "模型",
     "Split": "样本集",
