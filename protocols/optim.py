@@ -99,7 +99,7 @@ class ShareSgd:
     def step(self, gradient: list[int], gradient_bits: int, divisor: int, epoch: int) -> None:
         """``gradient``: this party's share of ``divisor * 2^gradient_bits * g``."""
         c = self.config
-        momentum = self._fixed(c.momentum if c.name == "sgd" else 0.9)
+        momentum = self._fixed(c.momentum)  # also when the bank's own weights use Adam
         alpha = self._fixed(c.alpha if c.penalty == "l2" else 0.0)
         rate = self._fixed(c.learning_rate / (1.0 + c.decay * epoch))
         shift = self.scale_bits - gradient_bits + FIXED_BITS
