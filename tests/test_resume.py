@@ -1,6 +1,6 @@
 """Killed mid-training (SIGKILL), the bureau is started again and `bank-node train --resume`
-ends with the same model, to 1e-9, as an uninterrupted run with the same seed. The same when
-the bank is the one killed. Real processes throughout."""
+ends with the same model, up to the fixed point (1e-3), as an uninterrupted run with the
+same seed. The same when the bank is the one killed. Real processes throughout."""
 
 from __future__ import annotations
 
@@ -138,8 +138,10 @@ def _same_model(model_dir: Path, state: Path, reference) -> None:
     bureau = json.loads(
         (ModelStore(state).root / "bank-r" / f"{bank['model_id']}.json").read_text()
     )
-    np.testing.assert_allclose(bank["weights"], bank_ref["weights"], rtol=0, atol=1e-9)
-    np.testing.assert_allclose(bureau["weights"], bureau_ref["weights"], rtol=0, atol=1e-9)
+    # equal up to the fixed point: each run splits the bureau's weights with fresh masks,
+    # and each side rounds its own share to 2^-12 before the bureau's scores are formed
+    np.testing.assert_allclose(bank["weights"], bank_ref["weights"], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(bureau["weights"], bureau_ref["weights"], rtol=0, atol=1e-3)
     assert len(bank["history"]) == 4 and not (model_dir / "checkpoint.json").exists()
 
 
