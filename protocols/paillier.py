@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 import gmpy2
@@ -325,6 +325,20 @@ class OwnerEncryptor:
             counts.encryptions += len(values)
         return out
 
+    def encrypt_later(
+        self, values: Sequence[int], executor: Executor | None = None
+    ) -> Callable[[], list[gmpy2.mpz]]:
+        """Start encrypting on the executor now, collect later (values that do not depend on
+        the other party's data, encrypted while this side would otherwise wait)."""
+        if executor is None:
+            return lambda: self.encrypt(values)
+        factors = (int(self.public_key.n), int(self._factors[0]), int(self._factors[1]))
+        futures = [
+            executor.submit(_encrypt_chunk, factors, [int(v) for v in values[a:b]])
+            for a, b in _chunks(len(values), executor)
+        ]
+        return lambda: [c for f in futures for c in f.result()]
+
 
 _WORKER_ENCRYPTORS: dict[int, OwnerEncryptor] = {}
 
@@ -350,6 +364,39 @@ def textbook_noise(public_key: PublicKey) -> gmpy2.mpz:
         r = mpz(secrets.randbelow(public_key.n - 1) + 1)
         if gmpy2.gcd(r, n) == 1:
             return gmpy2.powmod(r, n, n * n)
+
+
+def _noises(n: int, count: int) -> list[gmpy2.mpz]:
+    key = PublicKey(int(n))
+    return [textbook_noise(key) for _ in range(count)]
+
+
+class NoisePool:
+    """Textbook randomisers ``r^n`` for one key, computed ahead on the executor while this
+    side waits for the other (they depend on nothing but the key), taken when needed; what
+    the pool does not hold yet is computed on the spot. Each is used once."""
+
+    BATCH = 4  # per task: a task is ~60 ms of work at 2048 bits
+
+    def __init__(self, public_key: PublicKey, executor: Executor | None) -> None:
+        self.public_key = public_key
+        self.executor = executor
+        self._pending: list[Future[list[gmpy2.mpz]]] = []
+        self._ready: list[gmpy2.mpz] = []
+
+    def fill(self, count: int) -> None:
+        """Have at least ``count`` on hand or under way (nothing without an executor)."""
+        if self.executor is None:
+            return
+        missing = count - len(self._ready) - self.BATCH * len(self._pending)
+        for _ in range(-(-missing // self.BATCH)):
+            self._pending.append(self.executor.submit(_noises, int(self.public_key.n), self.BATCH))
+
+    def take(self, count: int) -> list[gmpy2.mpz]:
+        while len(self._ready) < count and self._pending:
+            self._ready.extend(self._pending.pop(0).result())
+        out, self._ready = self._ready[:count], self._ready[count:]
+        return out + [textbook_noise(self.public_key) for _ in range(count - len(out))]
 
 
 def encrypt_for_peer(public_key: PublicKey, plaintext: int) -> gmpy2.mpz:
@@ -645,13 +692,25 @@ def _pack(group: Sequence[gmpy2.mpz], slot_bits: int, nsquare: gmpy2.mpz) -> gmp
 
 
 def _pack_group(
-    nsquare: int, n: int, group: list[gmpy2.mpz], slot_bits: int, plain_masks: int
+    nsquare: int,
+    n: int,
+    group: list[gmpy2.mpz],
+    slot_bits: int,
+    plain_masks: int,
+    noise: gmpy2.mpz | None,
 ) -> gmpy2.mpz:
-    """One packed ciphertext, its masks added and a textbook ``r^n`` drawn here (a worker
-    draws from the OS like the main process)."""
+    """One packed ciphertext with its masks added and a textbook ``r^n`` (given, or drawn
+    here: a worker draws from the OS like the main process)."""
     packed = _pack(group, slot_bits, mpz(nsquare))
-    key = PublicKey(int(n))
-    return packed * encrypt_for_peer(key, plain_masks) % mpz(nsquare)
+    if noise is None:
+        noise = textbook_noise(PublicKey(int(n)))
+    masks = 1 + (mpz(plain_masks) % n) * n
+    return packed * masks % nsquare * noise % nsquare
+
+
+def draw_masks(layout: SlotLayout, count: int) -> list[int]:
+    """Fresh slot masks, uniform in [0, 2^(value_bits + 41)), from ``secrets``."""
+    return [secrets.randbits(layout.mask_bits) for _ in range(count)]
 
 
 def pack_masked(
@@ -659,27 +718,38 @@ def pack_masked(
     layout: SlotLayout,
     peer: PeerEncryptor | PublicKey,
     executor: Executor | None = None,
+    masks: list[int] | None = None,
+    noise: NoisePool | None = None,
 ) -> tuple[list[gmpy2.mpz], MaskedPacking]:
     """[[v_0]], ..., [[v_k]] under the peer's key -> few ciphertexts of masked slots, each
     re-randomised by a textbook encryption of its masks (never a DJN base: see the module
-    notes). Groups go to the executor when there are several. Returns the ciphertexts and
-    the masks."""
+    notes). Masks drawn here unless given (drawn ahead by ``draw_masks``); randomisers from
+    the pool if one is given. Groups go to the executor when there are several. Returns the
+    ciphertexts and the masks."""
     peer_key = peer.public_key if isinstance(peer, PeerEncryptor) else peer
     nsquare, n = int(peer_key.nsquare), int(peer_key.n)
     s = layout.slot_bits
     offset = 1 << layout.value_bits
     per = layout.slots_per_plaintext
-    masks = [secrets.randbits(layout.mask_bits) for _ in values]
+    if masks is None:
+        masks = draw_masks(layout, len(values))
+    if len(masks) != len(values):
+        raise ValueError("one mask per value")
     jobs = []
     for start in range(0, len(values), per):
         plain_masks = 0
         for j, r in enumerate(masks[start : start + per]):
             plain_masks |= (offset + r) << (s * j)
         jobs.append((list(values[start : start + per]), plain_masks))
+    noises: list[gmpy2.mpz | None] = (
+        list(noise.take(len(jobs))) if noise is not None else [None] * len(jobs)
+    )
     if executor is None or len(jobs) < 2:
-        out = [_pack_group(nsquare, n, g, s, m) for g, m in jobs]
+        out = [_pack_group(nsquare, n, g, s, m, r) for (g, m), r in zip(jobs, noises)]
     else:
-        futures = [executor.submit(_pack_group, nsquare, n, g, s, m) for g, m in jobs]
+        futures = [
+            executor.submit(_pack_group, nsquare, n, g, s, m, r) for (g, m), r in zip(jobs, noises)
+        ]
         out = [f.result() for f in futures]
     return out, MaskedPacking(layout, masks)
 

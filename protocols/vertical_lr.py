@@ -322,6 +322,16 @@ def _signed(value: int, key: he.PublicKey) -> int:
 # -- the bureau ----------------------------------------------------------------------------
 
 
+@dataclass
+class _Prepared:
+    """A step's masks of the bureau's scores, drawn ahead, and their encryption under the
+    bureau's key (its share -r, for the bank's gradient), under way."""
+
+    step: Step
+    masks: list[int]
+    encrypted: Callable[[], list[gmpy2.mpz]] | None
+
+
 class BureauStage(Enum):
     READY = "ready"  # waiting for the bank's half of the next step
     SHARED = "shared"  # answered a training step; waiting for the bank's values to decrypt
@@ -418,6 +428,10 @@ class BureauTrainer:
         self._counts_at_epoch_start = self.counts.as_dict()
         # the state at the start of each epoch, for resuming after a crash (either side)
         self.checkpoints: dict[int, dict[str, object]] = {0: self._state()}
+        # randomness of a coming step, drawn and encrypted while the bank computes
+        self.noise = he.NoisePool(self.bank_key, executor)
+        self._prepared: _Prepared | None = None
+        self._prepare(Step(plan.job_id, 0, 0))
 
     def accepted(self) -> TrainingAccepted:
         return TrainingAccepted(self.plan.job_id, self.private_key.public_key, self.x.shape[1])
@@ -447,17 +461,21 @@ class BureauTrainer:
         shared = row_combinations(s1, x8, key, self.executor, self.counts)
         u = [c * (1 + (t % n) * n) % nsquare for c, t in zip(shared, own, strict=True)]
         d4 = [a * b % nsquare for a, b in zip(e, u, strict=True)]
-        score_shares, scores = he.pack_masked(u, _layout(SCORE_VALUE_BITS, key), key, self.executor)
-        sigma = [-r for r in scores.masks]  # the bureau's share of u_B
+        prepared = self._take_prepared(msg.step, len(rows))
+        score_shares, scores = he.pack_masked(
+            u, _layout(SCORE_VALUE_BITS, key), key, self.executor, prepared.masks, self.noise
+        )
         gradient_share, masks = b"", b""
         if training:
             products = he.inner_products(d4, x8, key, self.executor, self.counts)
-            packed, gradient = he.pack_masked(products, _layout(VALUE_BITS, key), key)
+            packed, gradient = he.pack_masked(
+                products, _layout(VALUE_BITS, key), key, None, None, self.noise
+            )
             gradient_share = he.ciphertexts_to_bytes(packed, key)
             own_key = self.private_key.public_key
-            masks = he.ciphertexts_to_bytes(
-                self.encryptor.encrypt_many(sigma, self.executor, self.counts), own_key
-            )
+            assert prepared.encrypted is not None
+            masks = he.ciphertexts_to_bytes(prepared.encrypted(), own_key)
+            self.counts.encryptions += len(rows)
             self.counts.peer_encryptions += len(packed)
             # the bureau's share of X_B^T 4d is -q: its step never sees the gradient
             self.shares.step(
@@ -467,6 +485,7 @@ class BureauTrainer:
         power = _power_product(d4, [2 * r for r in scores.masks], key, self.executor, self.counts)
         squares = sum(r * r for r in scores.masks)
         loss = gmpy2.invert(power, nsquare) * (1 + (-squares % n) * n) % nsquare
+        (noise,) = self.noise.take(1)
         self.counts.peer_encryptions += len(score_shares) + 1
         self._step = msg.step
         answer = StepShares(
@@ -474,13 +493,59 @@ class BureauTrainer:
             he.ciphertexts_to_bytes(score_shares, key),
             masks,
             gradient_share,
-            he.ciphertexts_to_bytes([he.rerandomise(loss, key)], key),
+            he.ciphertexts_to_bytes([loss * noise % nsquare], key),
         )
         if training:
             self.stage = BureauStage.SHARED
         else:
             self._next_validation_part()
+        self._prepare(self._following(msg.step))
         return answer
+
+    def _following(self, step: Step) -> Step | None:
+        """The step after ``step`` (None after the last)."""
+        epoch, batch = step.epoch, step.batch
+        if 0 <= batch < len(self._batches) - 1:
+            return Step(step.job_id, epoch, batch + 1)
+        if batch >= 0 and self.validation:
+            return Step(step.job_id, epoch, VALIDATION)
+        if batch < 0 and -1 - batch + 1 < len(self.validation):
+            return Step(step.job_id, epoch, batch - 1)
+        if epoch + 1 < self.plan.max_epochs:
+            return Step(step.job_id, epoch + 1, 0)
+        return None
+
+    def _rows_in(self, step: Step) -> int:
+        if step.batch < 0:
+            return len(self.validation[-1 - step.batch])
+        if step.epoch == self._epoch:
+            return len(self._batches[step.batch])
+        batches = epoch_batches(self.train_rows, self.plan.batch_size, self.plan.seed, step.epoch)
+        return len(batches[step.batch])
+
+    def _prepare(self, step: Step | None) -> None:
+        """Draw the masks of ``step`` and start encrypting the bureau's shares and the
+        textbook randomisers it will need, on the executor (nothing waits for them here)."""
+        self._prepared = None
+        if step is None or self.executor is None:
+            return
+        rows = self._rows_in(step)
+        layout = _layout(SCORE_VALUE_BITS, self.bank_key)
+        masks = he.draw_masks(layout, rows)
+        training = step.batch >= 0
+        encrypted = self.encryptor.encrypt_later([-r for r in masks], self.executor)
+        self._prepared = _Prepared(step, masks, encrypted if training else None)
+        gradient = _layout(VALUE_BITS, self.bank_key).plaintexts_for(self.x.shape[1])
+        self.noise.fill(layout.plaintexts_for(rows) + (gradient if training else 0) + 1)
+
+    def _take_prepared(self, step: Step, rows: int) -> _Prepared:
+        """The randomness drawn for this step, or fresh randomness (each used once)."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared.step == step and len(prepared.masks) == rows:
+            return prepared
+        masks = he.draw_masks(_layout(SCORE_VALUE_BITS, self.bank_key), rows)
+        sigma = [-r for r in masks]
+        return _Prepared(step, masks, (lambda: self.encryptor.encrypt_many(sigma, self.executor)))
 
     def _next_validation_part(self) -> None:
         part = -1 - self._batch
@@ -549,6 +614,7 @@ class BureauTrainer:
         self._step = None
         self.stage = BureauStage.READY
         self._counts_at_epoch_start = self.counts.as_dict()
+        self._prepare(Step(self.plan.job_id, epoch, 0))
 
     def _advance(self) -> None:
         self._epoch += 1

@@ -455,3 +455,22 @@ def test_resuming_from_a_checkpoint_ends_with_the_same_model(bank_keys, bureau_k
     expected, _ = bureau.finish(2, whole.bureau_share)
     np.testing.assert_allclose(final, expected, rtol=0, atol=5e-4)
     assert [r.epoch for r in resumed.history] == [0, 1, 2]
+
+
+def test_with_worker_processes_the_same_model(bank_keys, bureau_keys):
+    """Chunks over process pools on both sides, the bureau's randomness drawn ahead."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    xa, xb, y = _data()
+    with ProcessPoolExecutor(2) as bank_pool, ProcessPoolExecutor(2) as bureau_pool:
+        plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, max_epochs=2)
+        bank.executor, bureau.executor = bank_pool, bureau_pool
+        bureau.noise.executor = bureau_pool
+        bureau._prepare(vlr.Step(plan.job_id, 0, 0))
+        bank.early_stopping = vlr.EarlyStopping(patience=99)
+        result = vlr.drive_training(bank, RecordingPeer(bureau))
+    wa, wb, losses = _plaintext_reference(plan, xa, xb, y)
+    np.testing.assert_allclose(bank.snapshots[1], wa, atol=5e-4)
+    np.testing.assert_allclose([r.validation_loss for r in result.history], losses, atol=1e-4)
+    weights, _ = bureau.finish(1, bank.share_snapshots[1])
+    np.testing.assert_allclose(weights, wb, atol=5e-4)
