@@ -68,15 +68,12 @@ class ShareSgd:
     point per operation (each side rounds its own share down; integers never wrap).
 
     Shares are integers at scale 2^``scale_bits``; the coefficients are integers over
-    2^FIXED_BITS, identical on both sides, so no float touches a share."""
+    2^FIXED_BITS, identical on both sides, so no float touches a share. Adam and L1 are not
+    linear: with them in the plan, they serve the bank's own weights, and the shares take
+    momentum SGD with the plan's rate, momentum and decay (and no penalty with L1)."""
 
     def __init__(self, config: OptimizerConfig, size: int, scale_bits: int) -> None:
         config.check()
-        if config.penalty == "l1":
-            raise PolicyViolation(
-                "the L1 penalty is not linear, so it cannot update secret-shared weights; "
-                "use --penalty l2 or none"
-            )
         self.config = config
         self.scale_bits = scale_bits
         self.share = [0] * size

@@ -150,11 +150,6 @@ def check_plan(
             f"{limits.min_batch_size}; lower --validation-fraction to 0 or use more rows"
         )
     plan.optimizer.check()
-    if plan.optimizer.penalty == "l1":
-        raise PolicyViolation(
-            "the L1 penalty is not linear, so it cannot update the bureau's secret-shared "
-            "weights; use --penalty l2 or none"
-        )
     he.check_key_bits(_key_bits(plan.bank_public_key), limits.allow_test_keys)
 
 

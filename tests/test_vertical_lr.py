@@ -121,7 +121,8 @@ def _plaintext_reference(plan, xa, xb, y):
         for rows in epoch_batches(train, plan.batch_size, plan.seed, epoch):
             d4 = d4_of(rows)
             oa.step(xa8[rows].T @ d4 / (4 * len(rows)), epoch)
-            mb = c.momentum * mb + xb8[rows].T @ d4 / (4 * len(rows)) + c.alpha * wb
+            alpha = c.alpha if c.penalty == "l2" else 0.0  # L1 is for the bank's own only
+            mb = c.momentum * mb + xb8[rows].T @ d4 / (4 * len(rows)) + alpha * wb
             wb = wb - c.learning_rate / (1 + c.decay * epoch) * mb
         d4 = d4_of(validation)
         history.append(float(np.mean(np.log(2) - 0.5 + d4 * d4 / 8)))
@@ -155,10 +156,17 @@ def test_adam_for_the_bank_momentum_for_the_shares(bank_keys, bureau_keys):
     np.testing.assert_allclose([r.validation_loss for r in result.history], losses, atol=1e-4)
 
 
-def test_shares_refuse_the_l1_penalty(bank_keys, bureau_keys):
+def test_l1_penalises_the_banks_own_weights_only(bank_keys, bureau_keys):
     xa, xb, y = _data()
-    with pytest.raises(PolicyViolation, match="L1"):
-        _pair(bank_keys, bureau_keys, xa, xb, y, optimizer=replace(SGD, penalty="l1"))
+    config = replace(SGD, penalty="l1", alpha=0.01)
+    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, optimizer=config)
+    bank.early_stopping = vlr.EarlyStopping(patience=99)
+    vlr.drive_training(bank, RecordingPeer(bureau))
+    wa, wb, _ = _plaintext_reference(replace(plan, optimizer=config), xa, xb, y)
+    last = plan.max_epochs - 1
+    np.testing.assert_allclose(bank.snapshots[last], wa, atol=5e-4)
+    weights, _ = bureau.finish(last, bank.share_snapshots[last])
+    np.testing.assert_allclose(weights, wb, atol=5e-4)
 
 
 def test_exact_products_match_python_integers():
