@@ -829,6 +829,11 @@ class BankTrainer:
         """The batch's Taylor loss (log 2 - 1/2 + (4d)^2 / 8 per row) and e + v."""
         ev = [a + b for a, b in zip(self._e, opened.v, strict=True)]
         squares = sum(t * t for t in ev) + opened.loss_term  # sum (4d)^2 at 2^-40
+        if not 0 <= squares < len(ev) << (2 * (SCORE_VALUE_BITS + 1)):
+            raise ProtocolViolation(
+                "the bureau's loss term gives a sum of squared residuals outside its range: "
+                "it computed something else"
+            )
         mean = squares / float(1 << (2 * SCALE_BITS)) / len(ev)
         return LN2 - 0.5 + mean / 8.0, ev
 
