@@ -153,6 +153,11 @@ def test_steps_of_unknown_or_malformed_jobs(world, job, epoch, batch, blob, coun
             timeout=10,
         )
     )
+    _precise(
+        lambda: stub.ResumeTraining(
+            mpb.ResumeRequest(job_id=job, epoch=epoch), metadata=META, timeout=10
+        )
+    )
     _still_serving(world)
 
 
