@@ -109,11 +109,12 @@ def _plaintext_reference(plan, xa, xb, y):
     oa = Optimizer(plan.optimizer, xa.shape[1], penalised)
     c = plan.optimizer
     wb, mb = np.zeros(xb.shape[1]), np.zeros(xb.shape[1])
-    xa8, xb8 = np.rint(xa * 256) / 256, np.rint(xb * 256) / 256
+    unit = 2.0**vlr.EXPONENT_BITS
+    xa8, xb8 = np.rint(xa * unit) / unit, np.rint(xb * unit) / unit
 
     def d4_of(rows):
         ua = np.clip(xa[rows] @ oa.weights, -vlr.SCORE_BOUND, vlr.SCORE_BOUND)
-        ub = xb8[rows] @ (np.floor(wb * 2**12) / 2**12)
+        ub = xb8[rows] @ (np.floor(wb * 2**vlr.SCORE_WEIGHT_BITS) / 2**vlr.SCORE_WEIGHT_BITS)
         return 2 + ua + ub - 4 * y[rows]
 
     history = []
