@@ -189,5 +189,15 @@ def test_training_the_bureaus_view_does_not_depend_on_the_labels(keys):
         assert not held & ({int(g) for g in gradient} | {-int(g) for g in gradient})
         differences = np.array(view.gradient_shares[0], dtype=float) - gradient
         assert np.std(differences) > 1e20  # the mask, not an offset of the gradient
-    # the bureau's bytes: the same sizes for both label vectors (nothing it could count)
+    # the bureau's bytes: the same sizes for both label vectors (nothing it could count), and
+    # the ciphertexts it received spread alike over Z_(n^2)
     assert [len(b) for b in view_a.received] == [len(b) for b in view_b.received]
+    key = keys[0][0]
+    width = he.ciphertext_bytes(key)
+
+    def spread(view):
+        data = b"".join(view.received[1::3][:4])  # the residuals of the first steps
+        cells = [data[i : i + width] for i in range(0, len(data), width)]
+        return np.array([int.from_bytes(c, "big") / key.nsquare for c in cells])
+
+    assert stats.ks_2samp(spread(view_a), spread(view_b)).pvalue > 1e-3
