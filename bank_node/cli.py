@@ -9,19 +9,20 @@ from pathlib import Path
 from node_runtime.cli_common import (
     add_common_arguments,
     add_id_arguments,
+    add_read_arguments,
     add_version_argument,
     print_result,
+    read_options,
     run_main,
 )
 from node_runtime.progress import ProgressBars
-from node_runtime.transport import certs
 from protocols import psi
 from protocols.errors import InputDataError
 from protocols.ids import IdType
 
+from .client import DEFAULT_BANK_ID
 from .jobs import psi_job
 
-DEFAULT_BANK_ID = "demo-bank"
 BANK_ID_HELP = (
     "this bank's name at the bureau (default: the one in the --tls-dir certificate; "
     f"{DEFAULT_BANK_ID} with --insecure)"
@@ -41,6 +42,7 @@ def cmd_psi(args: argparse.Namespace) -> int:
         executor_spec=args.executor,
         tls_dir=args.tls_dir,
         on_progress=ProgressBars(enabled=False) if args.quiet else None,
+        read_options=read_options(args),
     )
     _say(args)(
         f"matched {summary.intersection:,} of {summary.bank_ids:,} IDs "
@@ -93,6 +95,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             quiet=args.quiet,
             say=_say(args),
             tls_dir=args.tls_dir,
+            read_options=read_options(args),
+            positive_label=args.positive_label,
         )
         bank_features, bureau_features = select_by_iv(iv_table, args.min_iv)
         if not bureau_features:
@@ -137,6 +141,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         quiet=args.quiet,
         say=_say(args),
+        read_options=read_options(args),
+        positive_label=args.positive_label,
     )
     line = (
         f"model {summary['model_id']}: validation AUC {summary['validation_auc']}, "
@@ -172,6 +178,8 @@ def cmd_iv(args: argparse.Namespace) -> int:
         executor_spec=args.executor,
         quiet=args.quiet,
         say=_say(args),
+        read_options=read_options(args),
+        positive_label=args.positive_label,
     )
     if not args.quiet:
         print(format_iv_table(read_iv_table(summary["out"])), file=sys.stderr)
@@ -213,6 +221,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         executor_spec=args.executor,
         quiet=args.quiet,
         say=_say(args),
+        read_options=read_options(args),
     )
     _say(args)(
         f"scored {summary['rows']:,} applicants ({summary['bureau_matched']:,} known to the "
@@ -223,9 +232,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from .training import list_features
+    from .api import connect
+    from .frames import records
 
-    features = list_features(args.bureau, args.bank_id, tls_dir=args.tls_dir)
+    with connect(
+        args.bureau, tls_dir=args.tls_dir, bank_id=args.bank_id, insecure=args.insecure
+    ) as bureau:
+        features = records(bureau.features())
     for f in features:
         _say(args)(f"{f['name']:<32} {f['kind']:<9} {f['description']}")
     print_result({"features": features})
@@ -238,7 +251,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     iv_table = args.iv_table
     if iv_table is None and (Path(args.model_dir) / "iv.csv").exists():
         iv_table = Path(args.model_dir) / "iv.csv"  # written by train --min-iv
-    summary = build_report(args.model_dir, args.out, iv_table=iv_table, title=args.title)
+    summary = build_report(
+        args.model_dir, args.out, iv_table=iv_table, title=args.title, lang=args.lang
+    )
     _say(args)(f"report: {summary['path']}")
     print_result(summary)
     return 0
@@ -260,30 +275,16 @@ def _add_tls(parser: argparse.ArgumentParser) -> None:
 
 def _check_transport(args: argparse.Namespace) -> None:
     """TLS unless the user explicitly asked for plaintext to a loopback bureau; the bank's
-    name is its certificate's, or DEFAULT_BANK_ID on plaintext."""
-    tls_dir = getattr(args, "tls_dir", None)
-    if hasattr(args, "bank_id"):
-        if tls_dir:
-            certified = certs.certified_bank_id(tls_dir)
-            if args.bank_id not in (None, certified):
-                raise InputDataError(
-                    f"the certificate in {tls_dir} is for bank {certified!r}, not "
-                    f"{args.bank_id!r}: leave out --bank-id, or use that bank's directory"
-                )
-            args.bank_id = certified
-        elif args.bank_id is None:
-            args.bank_id = DEFAULT_BANK_ID
-    if tls_dir or not hasattr(args, "insecure"):
+    name is its certificate's, or DEFAULT_BANK_ID on plaintext (``api.bank_identity``)."""
+    if not hasattr(args, "insecure"):
         return
-    if not args.insecure:
-        raise InputDataError(
-            "connect with mutual TLS: --tls-dir DIR (the directory the bureau issued to this "
-            "bank), or --insecure for plaintext to a bureau on loopback (development)"
-        )
-    address = getattr(args, "bureau", None)
-    host = address.rsplit(":", 1)[0].strip("[]") if address else "127.0.0.1"
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise InputDataError(f"--insecure is for a bureau on loopback only, not {host}")
+    from .api import bank_identity
+
+    name = bank_identity(
+        getattr(args, "bureau", None), args.tls_dir, getattr(args, "bank_id", None), args.insecure
+    )
+    if hasattr(args, "bank_id"):
+        args.bank_id = name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
             action.required = False
     train.add_argument("--label", default=None, help="the 0/1 default label column")
     train.add_argument(
+        "--positive-label",
+        default=None,
+        help="the label value that means default (e.g. 是 or bad); the column's one other "
+        "value means no default (default: labels are 0/1)",
+    )
+    train.add_argument(
         "--resume",
         default=None,
         metavar="JOB_ID",
@@ -344,8 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--patience",
         type=int,
-        default=2,
-        help="epochs without improvement before stopping early (default 2)",
+        default=None,
+        help="epochs without improvement before stopping early (default 2; 4 when fewer "
+        "than 1,000 rows are held back for validation)",
     )
     train.add_argument(
         "--batch-size",
@@ -394,8 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--bureau", default=None, help="the bureau node's HOST:PORT (default: as in training)"
     )
     predict.add_argument("--model-dir", required=True)
-    predict.add_argument("--data", required=True, help="CSV or Parquet of applicants")
+    predict.add_argument("--data", required=True, help="CSV, TSV, Excel or Parquet of applicants")
     predict.add_argument("--id-column", required=True)
+    add_read_arguments(predict)
     predict.add_argument(
         "--id-type", choices=[t.value for t in IdType], default=None, help="default: as in training"
     )
@@ -425,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="report.html")
     report.add_argument("--iv-table", default=None, help="an IV table from `bank-node iv`")
     report.add_argument("--title", default=None)
+    report.add_argument(
+        "--lang",
+        choices=["en", "zh"],
+        default="en",
+        help="en: English; zh: Chinese (needs a CJK font, e.g. Debian's fonts-noto-cjk)",
+    )
     report.add_argument("--quiet", action="store_true", help="warnings only")
     report.add_argument("--json", action="store_true", help="only the final JSON line")
     report.set_defaults(func=cmd_report, log_level="INFO")
@@ -433,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
     add_id_arguments(iv)
     iv.add_argument("--label", required=True, help="the 0/1 default label column")
+    iv.add_argument(
+        "--positive-label",
+        default=None,
+        help="the label value that means default (e.g. 是 or bad); the column's one other "
+        "value means no default (default: labels are 0/1)",
+    )
     iv.add_argument("--out", default="iv.csv", help="the IV table (CSV); bins go beside it")
     iv.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
     iv.add_argument("--bank-features", default=None, help="comma-separated (default: all)")

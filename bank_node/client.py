@@ -23,6 +23,9 @@ from xinrong.v1 import psi_pb2 as pb
 
 log = logging.getLogger(__name__)
 
+# The bank's name on plaintext gRPC (development), when none is given.
+DEFAULT_BANK_ID = "demo-bank"
+
 # on_progress(step, done, total): steps are "bureau preparation", "blinded", "bureau tags"
 OnProgress = Callable[[str, int, int], None]
 

@@ -36,6 +36,7 @@ class PsiSummary:
     out: str
     rejects: str
     seconds: float
+    id_warnings: int = 0  # kept IDs that break a GB 32100 structure rule
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -53,11 +54,12 @@ def psi_job(
     executor_spec: str | None = None,
     on_progress: OnProgress | None = None,
     tls_dir: str | Path | None = None,
+    read_options: tables.ReadOptions | None = None,
 ) -> PsiSummary:
     """Read the bank's file, run PSI with the bureau, write the matched IDs and the rejects."""
     started = time.perf_counter()
     out = Path(out)
-    table = tables.read_table(data, id_column, columns=[])
+    table = tables.read_table(data, id_column, columns=[], options=read_options)
     prepared = prepare_ids(table.column(id_column), id_type)
     ids = prepared.ids
     executor = make_executor(workers, executor_spec) if ids else None
@@ -74,7 +76,7 @@ def psi_job(
             executor.shutdown(cancel_futures=True)
     tables.write_csv(pa.table({id_column: pa.array(result.matched_ids, pa.string())}), out)
     rejects = rejects_path_for(out)
-    tables.write_rejects(prepared.rejects, rejects)
+    tables.write_rejects(prepared.rejects, rejects, prepared.warnings)
     return PsiSummary(
         rows=prepared.rows,
         bank_ids=len(ids),
@@ -88,4 +90,5 @@ def psi_job(
         out=str(out),
         rejects=str(rejects),
         seconds=round(time.perf_counter() - started, 3),
+        id_warnings=len(prepared.warnings),
     )

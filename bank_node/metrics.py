@@ -4,7 +4,6 @@ implementations; KS as the largest gap between the ROC curve and the diagonal)."
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -13,6 +12,9 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 def evaluate(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float | int | None]:
     """AUC, KS and log-loss; AUC and KS are None when only one class is present."""
+    # imported here: scikit-learn takes seconds to import, and scoring never needs it
+    from sklearn.metrics import log_loss, roc_auc_score, roc_curve
+
     labels = np.asarray(labels, dtype=np.int64)
     p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1 - 1e-12)
     out: dict[str, float | int | None] = {
@@ -29,3 +31,21 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float |
         out["auc"] = round(float(roc_auc_score(labels, p)), 6)
         out["ks"] = round(float(np.max(tpr - fpr)), 6)
     return out
+
+
+# A loss that still fell by more than this share in the last epoch had not levelled off.
+STILL_FALLING = 1e-3
+
+
+def convergence_warning(losses: list[float], max_epochs: int) -> str | None:
+    """A warning when training ran out of epochs while the loss (validation loss if any,
+    else training loss) was still falling: the model has probably not converged."""
+    if len(losses) < 2 or len(losses) < max_epochs:
+        return None  # early stopping ended it: the loss had stopped improving
+    before, last = losses[-2], losses[-1]
+    if last < before * (1 - STILL_FALLING):
+        return (
+            f"the loss was still falling at the last epoch ({before:.5f} -> {last:.5f}): the "
+            f"model may not have converged; train again with more than --epochs {max_epochs}"
+        )
+    return None

@@ -8,6 +8,8 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +23,27 @@ from node_runtime.transport import model_codec as codec
 from protocols import binning, psi, scorecard
 from protocols import paillier as he
 from protocols.errors import InputDataError, ProtocolViolation
-from protocols.features import FeatureRecipe, column_kind
+from protocols.features import FeatureRecipe
 from protocols.ids import IdType, prepare_ids
 from xinrong.v1 import model_pb2 as pb
 
 from .client import BureauConnection, run_psi
-from .training import MODEL_FILE, START_DEADLINE, _call, _id_positions, load_model, read_labels
+from .data_checks import check_bank_data, check_bureau_features
+from .training import (
+    MODEL_FILE,
+    START_DEADLINE,
+    _call,
+    _id_positions,
+    bureau_catalogue,
+    load_model,
+    read,
+)
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 LABELS_PER_CHUNK = 4096
 IV_COLUMNS = ["feature", "party", "kind", "bins", "iv", "strength"]
+SCORECARD_FILE = "scorecard.csv"
 
 
 def bins_path_for(out: Path) -> Path:
@@ -63,6 +75,125 @@ def _label_chunks(
         yield chunk
 
 
+@dataclass
+class InformationValues:
+    """WOE and IV of every feature, most informative first, over the clients the bureau
+    knows."""
+
+    values: list[binning.FeatureValue]
+    matched: int
+    defaults: int
+    bank_features: int
+    bureau_features: int
+    psi_session_id: str
+
+    def table(self) -> pa.Table:
+        """The IV table: feature, party, kind, bins, iv, strength."""
+        return pa.table({c: [getattr(v, c) for v in self.values] for c in IV_COLUMNS})
+
+
+def usable_bank_features(
+    table: pa.Table,
+    labels: np.ndarray,
+    id_column: str,
+    id_type: IdType,
+    label: str,
+    names: list[str] | None,
+    say: Say,
+) -> list[str]:
+    """The bank's data checked before anything leaves the bank (``data_checks``): the
+    features that are kept (all usable columns but the ID and the label by default)."""
+    return check_bank_data(table, id_column, id_type, labels, names, label, say=say).bank_features
+
+
+def information_values(
+    connection: BureauConnection,
+    executor: Executor | None,
+    table: pa.Table,
+    labels_all: np.ndarray,
+    *,
+    id_column: str,
+    id_type: IdType,
+    bank_features: list[str],
+    bureau_features: list[str] | None,
+    max_bins: int,
+    min_bin_count: int,
+    monotonic: bool,
+    key_bits: int,
+    allow_test_keys: bool,
+    quiet: bool,
+    say: Say,
+) -> InformationValues:
+    """PSI, the bank's labels encrypted under its own key and binned at the bureau, and WOE
+    and IV per bin of every bank (locally) and bureau (decrypted sums) feature."""
+    check_bureau_features(bureau_features, bureau_catalogue(connection))  # before PSI
+    prepared = prepare_ids(table.column(id_column), id_type)
+    bars = ProgressBars(enabled=False if quiet else None)
+    say(f"private set intersection on {len(prepared.ids):,} IDs")
+    result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
+    bars.close()
+    rows = len(result.matched_ids)
+    positions = _id_positions(table, id_column, id_type, result.matched_ids)
+    matched = table.take(pa.array(positions))
+    y = labels_all[positions]
+    say(f"the bureau knows {rows:,} of them ({int(y.sum()):,} defaults)")
+    if rows == 0:
+        raise InputDataError("the bureau knows none of these clients: no information value")
+    if y.min() == y.max():
+        raise InputDataError(
+            f"all {rows:,} matched clients have label {int(y[0])}: information value "
+            "needs both defaults and non-defaults"
+        )
+
+    public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
+    encryptor = he.OwnerEncryptor(private_key)
+    say(f"encrypting {rows:,} labels")
+    with ProgressBars(enabled=False if quiet else None, unit="label") as label_bars:
+        ciphertexts = encryptor.encrypt_many(
+            [int(v) for v in y],
+            executor,
+            on_progress=lambda done, total: label_bars("encrypting labels", done, total),
+        )
+    answer = _call(
+        "binning the encrypted labels at the bureau",
+        lambda: connection.binning.BinLabels(
+            _label_chunks(
+                result.session_id,
+                public_key,
+                ciphertexts,
+                max_bins,
+                min_bin_count,
+                list(bureau_features or []),
+            ),
+            timeout=START_DEADLINE + rows * 0.01,
+            metadata=connection.metadata,
+        ),
+    )
+    values: list[binning.FeatureValue] = []
+    for name in bank_features:
+        bins = binning.bin_column(name, matched.column(name), max_bins, min_bin_count)
+        stats = binning.local_statistics(bins, y)
+        values.append(
+            binning.evaluate_feature(
+                name, "bank", bins.kind, stats, bins.ordered, bins.missing_bin, monotonic
+            )
+        )
+    for feature in answer.features:
+        values.append(_bureau_feature(feature, private_key, public_key, rows, monotonic))
+    values.sort(key=lambda v: -v.iv)
+    return InformationValues(
+        values, rows, int(y.sum()), len(bank_features), len(answer.features), result.session_id
+    )
+
+
+def check_binning(max_bins: int, min_bin_count: int) -> int:
+    """The bin settings checked; the bank's own bins follow the floor the bureau enforces on
+    its bins."""
+    if not 2 <= max_bins <= binning.MAX_BINS:
+        raise InputDataError(f"--bins must be from 2 to {binning.MAX_BINS}")
+    return max(min_bin_count, binning.BUREAU_MIN_BIN_COUNT)
+
+
 def iv_job(
     bureau: str,
     data: str | Path,
@@ -83,6 +214,8 @@ def iv_job(
     quiet: bool = False,
     say: Say | None = None,
     tls_dir: str | Path | None = None,
+    read_options: tables.ReadOptions | None = None,
+    positive_label: str | None = None,
 ) -> dict[str, Any]:
     """WOE and IV of every bank feature (locally) and every bureau feature (federated) over
     the clients the bureau knows; writes the IV table (CSV) and per-bin details (JSON)."""
@@ -90,88 +223,48 @@ def iv_job(
     say = say or (lambda text: log.info("%s", text))
     out = Path(out)
     he.check_key_bits(key_bits, allow_test_keys)
-    if not 2 <= max_bins <= binning.MAX_BINS:
-        raise InputDataError(f"--bins must be from 2 to {binning.MAX_BINS}")
-    # the bank's own bins follow the same floor the bureau enforces on its bins
-    min_bin_count = max(min_bin_count, binning.BUREAU_MIN_BIN_COUNT)
-    table = tables.read_table(data, id_column)
-    labels_all = read_labels(table, label)
-    if bank_features is None:
-        bank_features = [c for c in table.column_names if c not in (id_column, label)]
-    for name in bank_features:  # unsupported columns fail now, not after the exchange
-        if name not in table.column_names:
-            raise InputDataError(f"no column {name!r} in {data}")
-        column_kind(table.schema.field(name).type)
-    prepared = prepare_ids(table.column(id_column), id_type)
-    bars = ProgressBars(enabled=False if quiet else None)
+    min_bin_count = check_binning(max_bins, min_bin_count)
+    table, labels_all = read(data, id_column, label, read_options, positive_label)
+    bank_features = usable_bank_features(
+        table, labels_all, id_column, id_type, label, bank_features, say
+    )
     with contextlib.ExitStack() as stack:
         executor = make_executor(workers, executor_spec)
         if executor is not None:
             stack.callback(executor.shutdown, cancel_futures=True)
         connection = stack.enter_context(BureauConnection(bureau, bank_id, tls_dir=tls_dir))
-        say(f"private set intersection on {len(prepared.ids):,} IDs")
-        result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
-        bars.close()
-        rows = len(result.matched_ids)
-        positions = _id_positions(table, id_column, id_type, result.matched_ids)
-        matched = table.take(pa.array(positions))
-        y = labels_all[positions]
-        say(f"the bureau knows {rows:,} of them ({int(y.sum()):,} defaults)")
-        if y.min() == y.max():
-            raise InputDataError(
-                f"all {rows:,} matched clients have label {int(y[0])}: information value "
-                "needs both defaults and non-defaults"
-            )
-
-        public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
-        encryptor = he.OwnerEncryptor(private_key)
-        say(f"encrypting {rows:,} labels")
-        with ProgressBars(enabled=False if quiet else None, unit="label") as label_bars:
-            ciphertexts = encryptor.encrypt_many(
-                [int(v) for v in y],
-                executor,
-                on_progress=lambda done, total: label_bars("encrypting labels", done, total),
-            )
-        answer = _call(
-            "binning the encrypted labels at the bureau",
-            lambda: connection.binning.BinLabels(
-                _label_chunks(
-                    result.session_id,
-                    public_key,
-                    ciphertexts,
-                    max_bins,
-                    min_bin_count,
-                    list(bureau_features or []),
-                ),
-                timeout=START_DEADLINE + rows * 0.01,
-                metadata=connection.metadata,
-            ),
+        found = information_values(
+            connection,
+            executor,
+            table,
+            labels_all,
+            id_column=id_column,
+            id_type=id_type,
+            bank_features=bank_features,
+            bureau_features=bureau_features,
+            max_bins=max_bins,
+            min_bin_count=min_bin_count,
+            monotonic=monotonic,
+            key_bits=key_bits,
+            allow_test_keys=allow_test_keys,
+            quiet=quiet,
+            say=say,
         )
-    values: list[binning.FeatureValue] = []
-    for name in bank_features:
-        bins = binning.bin_column(name, matched.column(name), max_bins, min_bin_count)
-        stats = binning.local_statistics(bins, y)
-        values.append(
-            binning.evaluate_feature(
-                name, "bank", bins.kind, stats, bins.ordered, bins.missing_bin, monotonic
-            )
-        )
-    for feature in answer.features:
-        values.append(_bureau_feature(feature, private_key, public_key, rows, monotonic))
-    values.sort(key=lambda v: -v.iv)
-    tables.write_csv(pa.table({c: [getattr(v, c) for v in values] for c in IV_COLUMNS}), out)
+    tables.write_csv(found.table(), out)
     details = bins_path_for(out)
-    tables.atomic_write_bytes(details, json.dumps([vars(v) for v in values], indent=2).encode())
+    tables.atomic_write_bytes(
+        details, json.dumps([vars(v) for v in found.values], indent=2).encode()
+    )
     return {
-        "matched": rows,
-        "defaults": int(y.sum()),
-        "features": len(values),
-        "bank_features": len(bank_features),
-        "bureau_features": len(answer.features),
-        "top": [{"feature": v.feature, "party": v.party, "iv": v.iv} for v in values[:5]],
+        "matched": found.matched,
+        "defaults": found.defaults,
+        "features": len(found.values),
+        "bank_features": found.bank_features,
+        "bureau_features": found.bureau_features,
+        "top": [{"feature": v.feature, "party": v.party, "iv": v.iv} for v in found.values[:5]],
         "out": str(out),
         "bins": str(details),
-        "psi_session_id": result.session_id,
+        "psi_session_id": found.psi_session_id,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
@@ -231,20 +324,27 @@ def select_by_iv(path: str | Path, min_iv: float) -> tuple[list[str], list[str]]
     return bank, bureau
 
 
-def scorecard_job(
-    model_dir: str | Path,
-    bank_id: str,
-    scaling: scorecard.Scaling,
-    bureau: str | None = None,
-    say: Say | None = None,
-    tls_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Points per bin per feature: the bank's here (with the base points), the bureau's at
-    the bureau. Writes ``MODEL_DIR/scorecard.csv`` and records the scaling in model.json."""
-    say = say or (lambda text: log.info("%s", text))
+@dataclass
+class Scorecard:
+    """A model's scorecard: the bank's points (with the base points) and, kept at the
+    bureau, how many features and bins the bureau's part has."""
+
+    card: dict[str, Any]  # stored in the bank's half as ``scorecard``
+    bureau_features: int
+    bureau_bins: int
+
+    def table(self) -> pa.Table:
+        """The bank's points: feature, bin, points; the base points first."""
+        base = {"feature": "(base points)", "bin": "", "points": self.card["base_points"]}
+        return pa.Table.from_pylist([base, *self.card["points"]])
+
+
+def make_scorecard(
+    connection: BureauConnection, model: dict[str, Any], scaling: scorecard.Scaling
+) -> Scorecard:
+    """Points per bin per feature: the bank's here, the bureau's made and kept at the
+    bureau, both on the calibrated log-odds."""
     scaling.check()
-    model = load_model(model_dir)
-    bureau = bureau or model["bureau"]
     recipe = FeatureRecipe.from_json(model["recipe"])
     weights = np.asarray(model["weights"])
     # the calibrated log-odds: slope x (both halves) + intercept
@@ -255,43 +355,61 @@ def scorecard_job(
         scaling.offset - scaling.factor * (slope * float(weights[0]) + calibration["intercept"]),
         2,
     )
-    with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
-        made = _call(
-            "making the bureau's scorecard",
-            lambda: connection.scoring.MakeScorecard(
-                pb.ScorecardRequest(
-                    model_id=model["model_id"],
-                    base_score=scaling.base_score,
-                    pdo=scaling.pdo,
-                    base_odds=scaling.base_odds,
-                    slope=slope,
-                ),
-                timeout=120,
-                metadata=connection.metadata,
+    made = _call(
+        "making the bureau's scorecard",
+        lambda: connection.scoring.MakeScorecard(
+            pb.ScorecardRequest(
+                model_id=model["model_id"],
+                base_score=scaling.base_score,
+                pdo=scaling.pdo,
+                base_odds=scaling.base_odds,
+                slope=slope,
             ),
-        )
-    model["scorecard"] = {
+            timeout=120,
+            metadata=connection.metadata,
+        ),
+    )
+    card = {
         **vars(scaling),
         "factor": scaling.factor,
         "offset": scaling.offset,
         "base_points": base_points,
         "points": points,
     }
+    return Scorecard(card, made.features, made.bins)
+
+
+def scorecard_job(
+    model_dir: str | Path,
+    bank_id: str,
+    scaling: scorecard.Scaling,
+    bureau: str | None = None,
+    say: Say | None = None,
+    tls_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Makes the scorecard of the model in ``model_dir``; writes ``MODEL_DIR/scorecard.csv``
+    and records the scaling in model.json."""
+    say = say or (lambda text: log.info("%s", text))
+    scaling.check()
+    model = load_model(model_dir)
+    with BureauConnection(bureau or model["bureau"], bank_id, tls_dir=tls_dir) as connection:
+        made = make_scorecard(connection, model, scaling)
+    model["scorecard"] = made.card
     directory = Path(model_dir)
     tables.atomic_write_bytes(directory / MODEL_FILE, json.dumps(model, indent=2).encode())
-    rows = [{"feature": "(base points)", "bin": "", "points": base_points}, *points]
-    out = directory / "scorecard.csv"
-    tables.write_csv(pa.Table.from_pylist(rows), out)
-    say(f"scorecard: {len(points)} bank bins here, {made.bins} bureau bins at the bureau")
+    out = directory / SCORECARD_FILE
+    tables.write_csv(made.table(), out)
+    points = made.card["points"]
+    say(f"scorecard: {len(points)} bank bins here, {made.bureau_bins} bureau bins at the bureau")
     return {
         "model_id": model["model_id"],
         "base_score": scaling.base_score,
         "pdo": scaling.pdo,
         "base_odds": scaling.base_odds,
-        "base_points": base_points,
-        "bank_features": len(recipe.columns),
+        "base_points": made.card["base_points"],
+        "bank_features": len(FeatureRecipe.from_json(model["recipe"]).columns),
         "bank_bins": len(points),
-        "bureau_features": made.features,
-        "bureau_bins": made.bins,
+        "bureau_features": made.bureau_features,
+        "bureau_bins": made.bureau_bins,
         "out": str(out),
     }

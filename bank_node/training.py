@@ -12,7 +12,9 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -21,23 +23,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bank_node.metrics import evaluate, sigmoid
+from bank_node.metrics import convergence_warning, evaluate, sigmoid
 from node_runtime import tables
 from node_runtime.parallel import make_executor
 from node_runtime.progress import ProgressBars
 from node_runtime.transport import certs
 from node_runtime.transport import model_codec as codec
 from node_runtime.transport.errors import raise_from_rpc
+from protocols import explain, psi, scorecard
 from protocols import paillier as he
-from protocols import psi, scorecard
 from protocols import vertical_lr as vlr
 from protocols.errors import InputDataError, ProtocolViolation
-from protocols.features import MAX_LEVELS, FeatureRecipe
-from protocols.ids import IdType, normalise_column, prepare_ids
+from protocols.features import FeatureRecipe
+from protocols.ids import IdType, PreparedIds, normalise_column, prepare_ids
 from protocols.optim import OptimizerConfig, split_rows
 from xinrong.v1 import model_pb2 as pb
 
 from .client import BureauConnection, run_psi
+from .data_checks import check_bank_data, check_bureau_features, read_labels
+from .frames import as_table
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.json"
@@ -120,26 +124,6 @@ class GrpcTrainingPeer:
 # -- reading the bank's data ---------------------------------------------------------------
 
 
-def read_labels(table: pa.Table, label: str) -> np.ndarray:
-    """0/1 labels (also true/false, "0"/"1"); any other value is an error naming its rows."""
-    if label not in table.column_names:
-        raise InputDataError(
-            f"no label column {label!r}; the file has: {', '.join(table.column_names[:20])}"
-        )
-    column = table.column(label)
-    text = pc.cast(column, pa.string()).to_pylist()
-    mapping = {"0": 0, "1": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1}
-    values = [mapping.get(str(v).strip().lower()) if v is not None else None for v in text]
-    bad = [i + 1 for i, v in enumerate(values) if v is None]
-    if bad:
-        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
-        raise InputDataError(
-            f"label column {label!r} must hold 0 or 1 on every row; {len(bad)} rows do not "
-            f"(data rows {shown})"
-        )
-    return np.array(values, dtype=np.int64)
-
-
 def _id_positions(table: pa.Table, id_column: str, id_type: IdType, ids: list[str]) -> np.ndarray:
     """The first row of each matched ID in the bank's table."""
     normalised = normalise_column(table.column(id_column).combine_chunks(), id_type)
@@ -149,6 +133,17 @@ def _id_positions(table: pa.Table, id_column: str, id_type: IdType, ids: list[st
     return positions.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+SMALL_VALIDATION = 1000  # rows: below this the validation loss is too noisy for patience 2
+
+
+def default_patience(validation_rows: int) -> int:
+    """Epochs without improvement before stopping: 2, or 4 when fewer than 1,000 rows are
+    held back. On a few hundred rows the validation loss moves by noise alone (its standard
+    error is about 0.03 on 200 rows), and a patience of 2 stops small sets while the model
+    is still improving (on the 1,000-row UCI split, 1 run in 4: BENCHMARKS.md)."""
+    return 4 if 0 < validation_rows < SMALL_VALIDATION else 2
+
+
 def auto_batch_size(train_rows: int, columns: int, limits: vlr.TrainingLimits) -> int:
     """About twenty batches an epoch (enough optimiser steps in ten epochs), never fewer
     rows than the floor, at most 1,024 rows."""
@@ -156,22 +151,9 @@ def auto_batch_size(train_rows: int, columns: int, limits: vlr.TrainingLimits) -
     return int(min(vlr.MAX_BATCH, max(floor, min(1024, train_rows // 20))))
 
 
-def _bureau_columns_bound(connection: BureauConnection, chosen: list[str] | None) -> int:
-    """At most how many model columns the bureau's chosen features become (a number: the
-    value and a missing flag; a category: its kept levels and "other"), from its catalogue:
-    the batch size must be at least twice the wider party's columns."""
-    catalogue = _call(
-        "listing the bureau's features",
-        lambda: connection.catalogue.ListFeatures(
-            pb.ListFeaturesRequest(), timeout=60, metadata=connection.metadata
-        ),
-    )
-    wanted = set(chosen) if chosen else None
-    return sum(
-        (MAX_LEVELS + 1) if f.kind == "category" else 2
-        for f in catalogue.features
-        if wanted is None or f.name in wanted
-    )
+def bureau_catalogue(connection: BureauConnection) -> list[str]:
+    """The names of the bureau features this bank may use (``ListFeatures``: no quota)."""
+    return [f["name"] for f in bureau_features(connection)]
 
 
 def _design(recipe: FeatureRecipe, table: pa.Table) -> np.ndarray:
@@ -203,7 +185,519 @@ def bank_only_model(x_train: np.ndarray, y_train: np.ndarray) -> Any:
     return LogisticRegression(max_iter=2000).fit(x_train, y_train)
 
 
-# -- train ---------------------------------------------------------------------------------
+# -- train: the steps (read, prepare, PSI, plan, train, evaluate, save) ----------------------
+
+
+@dataclass
+class TrainingJob:
+    """One training job's settings, as the caller gave them or as its checkpoint recorded
+    them (a resumed job keeps the settings it was started with)."""
+
+    bureau: str
+    bank_id: str
+    id_column: str
+    label: str
+    model_dir: Path  # the checkpoint goes here after every epoch
+    data: str | Path | None = None  # the bank's file; None for a table in memory
+    id_type: IdType = IdType.USCC
+    bank_features: list[str] | None = None
+    bureau_features: list[str] | None = None
+    validation_fraction: float = 0.2
+    epochs: int = 10
+    batch_size: int | None = None
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    seed: int | None = None
+    key_bits: int = he.DEFAULT_KEY_BITS
+    allow_test_keys: bool = False
+    compare_bank_only: bool = False
+    patience: int | None = None  # None: default_patience of the validation rows
+    quiet: bool = False
+    say: Say = field(default=lambda text: log.info("%s", text))
+    on_epoch: Callable[[vlr.EpochRecord], None] | None = None
+    saved: dict[str, Any] | None = None  # the checkpoint of the job being resumed
+    read_options: tables.ReadOptions | None = None
+    positive_label: str | None = None
+
+    def __post_init__(self) -> None:
+        he.check_key_bits(self.key_bits, self.allow_test_keys)
+        self.optimizer.check()
+        self.model_dir = Path(self.model_dir)
+        self.seed = secrets.randbits(32) if self.seed is None else self.seed
+
+    @classmethod
+    def resumed(
+        cls,
+        model_dir: str | Path,
+        job_id: str,
+        bureau: str | None,
+        tls_dir: str | Path | None,
+        allow_test_keys: bool = False,
+    ) -> TrainingJob:
+        """The job ``job_id`` as its checkpoint in ``model_dir`` recorded it."""
+        saved = _load_checkpoint(model_dir, job_id)
+        if saved["data"] is None:
+            raise InputDataError(
+                f"the job {job_id} was trained from a table in memory: train it again "
+                "(resuming reads the bank's file named in the checkpoint)"
+            )
+        certified = certs.certified_bank_id(tls_dir) if tls_dir is not None else saved["bank_id"]
+        if certified != saved["bank_id"]:
+            raise InputDataError(
+                f"the job {job_id} was started by bank {saved['bank_id']!r}, but the "
+                f"certificate in {tls_dir} is bank {certified!r}: resume it with "
+                f"{saved['bank_id']}'s TLS directory"
+            )
+        names = ("bank_features", "bureau_features", "validation_fraction", "seed")
+        return cls(
+            bureau=bureau or saved["bureau"],
+            bank_id=saved["bank_id"],
+            id_column=saved["id_column"],
+            label=saved["label"],
+            model_dir=Path(model_dir),
+            data=saved["data"],
+            id_type=IdType(saved["id_type"]),
+            batch_size=saved["batch_size"],
+            epochs=saved["epochs"],
+            patience=saved["patience"],
+            optimizer=OptimizerConfig(**saved["optimizer"]),
+            key_bits=saved["key_bits"],
+            compare_bank_only=saved["compare_bank_only"],
+            allow_test_keys=allow_test_keys,
+            saved=saved,
+            positive_label=saved.get("positive_label"),
+            read_options=tables.ReadOptions(**saved.get("read_options", {})),
+            **{name: saved[name] for name in names},
+        )
+
+
+@dataclass
+class Matched:
+    """The bank's rows the bureau knows (in the PSI session's order) and their labels."""
+
+    result: psi.BankPsiResult
+    table: pa.Table
+    y: np.ndarray
+
+
+@dataclass
+class Planned:
+    """What both sides agree on before the first batch, and the bank's design matrix."""
+
+    plan: vlr.TrainingPlan
+    x: np.ndarray
+    recipe: FeatureRecipe
+    train_rows: np.ndarray
+    validation_rows: np.ndarray
+    private_key: he.PrivateKey
+    encryptor: he.OwnerEncryptor
+    limits: vlr.TrainingLimits
+
+
+@dataclass
+class Trained:
+    """The training outcome: the bank's weights and history, the bureau's model id, its
+    features and its scores on the matched rows."""
+
+    outcome: vlr.TrainingResult
+    model_id: str
+    neutral_score: float
+    bureau_features: list[str]
+    bureau_columns: int
+    bureau_scores: np.ndarray
+    counts: dict[str, int]
+
+
+@dataclass
+class Fitted:
+    """A trained model as the bank keeps it: its half (``model.json``), its per-row results
+    on the matched rows (``evaluation.csv``) and the job's summary."""
+
+    bank_half: dict[str, Any]
+    evaluation: pa.Table
+    summary: dict[str, Any]
+
+
+def read(
+    data: Any,
+    id_column: str,
+    label: str,
+    options: tables.ReadOptions | None = None,
+    positive_label: str | None = None,
+) -> tuple[pa.Table, np.ndarray]:
+    """The bank's table (a CSV, TSV, Excel or Parquet file, or a pyarrow Table or pandas
+    DataFrame in memory) and its 0/1 labels (``positive_label`` names the value meaning
+    default, such as ``是`` or ``bad``)."""
+    if isinstance(data, str | Path):
+        table = tables.read_table(data, id_column, options=options)
+    else:
+        table = as_table(data, id_column)
+    return table, read_labels(table, label, positive_label)
+
+
+def prepare(table: pa.Table, labels: np.ndarray, job: TrainingJob) -> PreparedIds:
+    """The bank's data checked before anything leaves the bank (classes, duplicates, unusable
+    columns, see ``data_checks``), and the IDs to match (normalised, checked, each once); the
+    bank's columns default to all usable ones but the ID and the label."""
+    if job.saved is None:  # a resumed job was checked when it started
+        checked = check_bank_data(
+            table, job.id_column, job.id_type, labels, job.bank_features, job.label, say=job.say
+        )
+        job.bank_features = checked.bank_features
+    elif job.bank_features is None:
+        job.bank_features = [c for c in table.column_names if c not in (job.id_column, job.label)]
+    return prepare_ids(table.column(job.id_column), job.id_type)
+
+
+def intersect(
+    connection: BureauConnection,
+    executor: Executor | None,
+    table: pa.Table,
+    labels: np.ndarray,
+    prepared: PreparedIds,
+    job: TrainingJob,
+) -> Matched:
+    """PSI with reveal mode ``both`` (the bureau trains on the same rows), or, for a resumed
+    job, the rows the bureau recorded; then the bank's matched rows in the session's order."""
+    say, saved = job.say, job.saved
+    bars = ProgressBars(enabled=False if job.quiet else None)
+    if saved is None:
+        say(f"private set intersection on {len(prepared.ids):,} IDs")
+        result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
+    else:  # the rows of the job being resumed, as the bureau recorded them
+        result = psi.BankPsiResult(
+            saved["matched_ids"], len(prepared.ids), 0, saved["psi_session_id"], 0
+        )
+    bars.close()
+    say(f"the bureau knows {len(result.matched_ids):,} of them")
+    positions = _id_positions(table, job.id_column, job.id_type, result.matched_ids)
+    return Matched(result, table.take(pa.array(positions)), labels[positions])
+
+
+def plan_training(connection: BureauConnection, matched: Matched, job: TrainingJob) -> Planned:
+    """The split, the bank's prepared columns, the batch size, the job's Paillier key and
+    the plan the bureau is asked to accept."""
+    result, saved, seed = matched.result, job.saved, job.seed
+    assert seed is not None  # set in TrainingJob.__post_init__
+    rows, say, key_bits = len(result.matched_ids), job.say, job.key_bits
+    limits = vlr.TrainingLimits(allow_test_keys=job.allow_test_keys)
+    train_rows, validation_rows = split_rows(rows, job.validation_fraction, seed)
+    recipe = FeatureRecipe.fit(matched.table.take(pa.array(train_rows)), job.bank_features or [])
+    x = _design(recipe, matched.table)
+    if job.patience is None:
+        job.patience = default_patience(len(validation_rows))
+    # the bureau raises an automatic batch to its floor once it knows its columns
+    batch = job.batch_size or auto_batch_size(len(train_rows), x.shape[1], limits)
+    if saved is None:
+        say(f"generating a {key_bits}-bit Paillier key")
+        public_key, private_key = he.generate_keypair(key_bits, job.allow_test_keys)
+    else:
+        p, q = int(saved["p"]), int(saved["q"])
+        public_key = he.PublicKey(p * q)
+        private_key = he.PrivateKey(public_key, p, q)
+    encryptor = he.OwnerEncryptor(private_key)
+    plan = vlr.TrainingPlan(
+        job_id=secrets.token_hex(16) if saved is None else saved["job_id"],
+        psi_session_id=result.session_id,
+        rows=rows,
+        bank_columns=x.shape[1],
+        validation_fraction=job.validation_fraction,
+        seed=seed,
+        batch_size=batch,
+        max_epochs=job.epochs,
+        optimizer=job.optimizer,
+        bureau_features=tuple(job.bureau_features or ()),
+        bank_public_key=public_key,
+        batch_size_adjustable=job.batch_size is None and saved is None,
+    )
+    return Planned(plan, x, recipe, train_rows, validation_rows, private_key, encryptor, limits)
+
+
+def train(
+    connection: BureauConnection,
+    executor: Executor | None,
+    matched: Matched,
+    planned: Planned,
+    job: TrainingJob,
+) -> Trained:
+    """The joint training with the bureau, epoch by epoch, with a checkpoint after each;
+    then the bureau's scores on the matched rows."""
+    # the job's names, as the training block below has always used them
+    plan, x, y, private_key = planned.plan, planned.x, matched.y, planned.private_key
+    limits, encryptor, result, saved = planned.limits, planned.encryptor, matched.result, job.saved
+    train_rows, validation_rows = planned.train_rows, planned.validation_rows
+    bureau, bank_id, data, id_column, label = (
+        job.bureau,
+        job.bank_id,
+        job.data,
+        job.id_column,
+        job.label,
+    )
+    id_type, bank_features, bureau_features = job.id_type, job.bank_features, job.bureau_features
+    validation_fraction, seed, batch = job.validation_fraction, job.seed, plan.batch_size
+    epochs, patience, optimizer, key_bits = job.epochs, job.patience, job.optimizer, job.key_bits
+    compare_bank_only, allow_test_keys, quiet = (
+        job.compare_bank_only,
+        job.allow_test_keys,
+        job.quiet,
+    )
+    say, on_epoch, model_dir, rows = job.say, job.on_epoch, job.model_dir, plan.rows
+    assert patience is not None  # set in plan_training
+
+    def new_trainer(plan: vlr.TrainingPlan) -> vlr.BankTrainer:
+        stopping = vlr.EarlyStopping(patience=patience)
+        return vlr.BankTrainer(plan, x, y, private_key, limits, stopping, executor, encryptor)
+
+    trainer = new_trainer(plan)
+    start_epoch, history = 0, list[vlr.EpochRecord]()
+    if saved is None:
+        accepted_pb = _call(
+            "starting the training job",
+            lambda: connection.training.StartTraining(
+                codec.plan_to_proto(plan), timeout=START_DEADLINE, metadata=connection.metadata
+            ),
+        )
+        adopted = vlr.adopt_batch_size(plan, accepted_pb.batch_size)
+        if adopted is not plan:  # raised to twice the bureau's prepared columns
+            plan, batch, trainer = adopted, adopted.batch_size, new_trainer(adopted)
+            planned.plan = adopted
+    else:
+        start_epoch = int(saved["epoch"])
+        say(f"resuming job {plan.job_id} at epoch {start_epoch + 1}")
+        accepted_pb = _call(
+            "resuming the training job",
+            lambda: connection.training.ResumeTraining(
+                pb.ResumeRequest(job_id=plan.job_id, epoch=start_epoch),
+                timeout=START_DEADLINE,
+                metadata=connection.metadata,
+            ),
+        )
+    checkpoint = {
+        "job_id": plan.job_id,
+        "bureau": bureau,
+        "bank_id": bank_id,
+        "data": None if data is None else str(Path(data).resolve()),
+        "id_column": id_column,
+        "id_type": id_type.value,
+        "label": label,
+        "bank_features": bank_features,
+        "bureau_features": bureau_features,
+        "validation_fraction": validation_fraction,
+        "seed": seed,
+        "batch_size": batch,
+        "epochs": epochs,
+        "patience": patience,
+        "optimizer": optimizer.as_dict(),
+        "key_bits": key_bits,
+        "compare_bank_only": compare_bank_only,
+        "positive_label": job.positive_label,
+        "read_options": vars(job.read_options or tables.ReadOptions()),
+        "psi_session_id": result.session_id,
+        "matched_ids": result.matched_ids,
+        "p": str(private_key.p),
+        "q": str(private_key.q),
+    }
+    done: list[vlr.EpochRecord] = list(history)
+    trainer.accept(codec.accepted_from_proto(accepted_pb, allow_test_keys))
+    if saved is not None:  # after accept: the share of the bureau's weights has its size
+        history = trainer.restore(saved["state"])
+        done.extend(history)
+    chosen = list(accepted_pb.bureau_features)
+    say(
+        f"training on {len(train_rows):,} rows ({len(validation_rows):,} held back): "
+        f"{x.shape[1] - 1} bank columns, {trainer.bureau_columns} bureau columns from "
+        f"{len(chosen)} bureau features; batches of {batch}"
+    )
+
+    peer = GrpcTrainingPeer(connection, allow_test_keys)
+    assert trainer.bureau_key is not None
+    peer.width = he.ciphertext_bytes(trainer.bureau_key)
+    peer.max_rows = 2 * batch  # the rows of a batch; validation steps carry no masks
+    epoch_bars = ProgressBars(enabled=False if quiet else None, unit="batch")
+
+    def on_batch(epoch: int, done: int, total: int) -> None:
+        epoch_bars(f"epoch {epoch + 1}/{epochs}", done, total)
+
+    def report_epoch(record: vlr.EpochRecord) -> None:
+        validation = (
+            f", validation loss {record.validation_loss:.5f}"
+            if record.validation_loss is not None
+            else ""
+        )
+        say(
+            f"epoch {record.epoch + 1}: training loss {record.train_loss:.5f}{validation} "
+            f"({record.seconds:.1f} s)"
+        )
+        log.info("epoch %d: bank operations %s", record.epoch + 1, record.counts)
+        done.append(record)
+        _save_checkpoint(
+            model_dir,
+            {**checkpoint, "epoch": record.epoch + 1, "state": trainer.checkpoint(done)},
+        )
+        if on_epoch is not None:
+            on_epoch(record)
+
+    try:
+        outcome = vlr.drive_training(
+            trainer,
+            peer,
+            on_batch,
+            on_epoch=report_epoch,
+            start_epoch=start_epoch,
+            history=history,
+        )
+    finally:
+        peer.close()
+        epoch_bars.close()
+    finished = _call(
+        "finishing the training job",
+        lambda: connection.training.FinishTraining(
+            pb.FinishRequest(
+                job_id=plan.job_id,
+                epoch=outcome.best_epoch,
+                weight_share=codec.share_to_proto(outcome.bureau_share),
+            ),
+            timeout=STEP_DEADLINE,
+            metadata=connection.metadata,
+        ),
+    )
+    bureau_scores = fetch_bureau_scores(connection, finished.model_id, result.session_id, rows)
+    return Trained(
+        outcome=outcome,
+        model_id=finished.model_id,
+        neutral_score=finished.neutral_score,
+        bureau_features=chosen,
+        bureau_columns=trainer.bureau_columns,
+        bureau_scores=bureau_scores,
+        counts=trainer.counts.as_dict(),
+    )
+
+
+def evaluate_model(
+    matched: Matched, planned: Planned, trained: Trained, job: TrainingJob
+) -> Fitted:
+    """Calibration, metrics (and the bank-only comparison), the bank's half of the model
+    and its per-row results on the matched rows."""
+    result, y, x, recipe = matched.result, matched.y, planned.x, planned.recipe
+    train_rows, validation_rows = planned.train_rows, planned.validation_rows
+    outcome, rows = trained.outcome, len(result.matched_ids)
+    losses = [
+        r.validation_loss if r.validation_loss is not None else r.train_loss
+        for r in outcome.history
+    ]
+    not_converged = convergence_warning(losses, job.epochs)
+    if not_converged:
+        job.say(f"warning: {not_converged}")
+    weights = outcome.weights
+    u = x @ weights + trained.bureau_scores
+    calibration = calibrate(u[train_rows], y[train_rows])
+    probabilities = sigmoid(calibration["slope"] * u + calibration["intercept"])
+    metrics: dict[str, dict[str, Any]] = {
+        "train": evaluate(y[train_rows], probabilities[train_rows]),
+        "validation": evaluate(y[validation_rows], probabilities[validation_rows]),
+    }
+    bank_only = None
+    if job.compare_bank_only:
+        model = bank_only_model(x[train_rows, 1:], y[train_rows])
+        bank_only = model.predict_proba(x[:, 1:])[:, 1]
+        held = validation_rows if len(validation_rows) else train_rows
+        metrics["bank_only"] = evaluate(y[held], bank_only[held])
+        metrics["bank_only"]["evaluated_on"] = "validation" if len(validation_rows) else "train"
+    bank_half = {
+        "format": MODEL_FORMAT,
+        "model_id": trained.model_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "bureau": job.bureau,
+        "bank_id": job.bank_id,
+        "id_column": job.id_column,
+        "id_type": job.id_type.value,
+        "label": job.label,
+        "positive_label": job.positive_label,
+        "psi_session_id": result.session_id,
+        "columns": ["(intercept)", *recipe.outputs],
+        "weights": weights.tolist(),
+        "recipe": recipe.to_json(),
+        "bureau_features": trained.bureau_features,
+        "neutral_bureau_score": trained.neutral_score,
+        "calibration": calibration,
+        "converged": not_converged is None,
+        "epoch": outcome.best_epoch,
+        "history": [vars(r) for r in outcome.history],
+        "metrics": metrics,
+        "settings": {
+            "seed": job.seed,
+            "batch_size": planned.plan.batch_size,
+            "max_epochs": job.epochs,
+            "validation_fraction": job.validation_fraction,
+            "key_bits": job.key_bits,
+            "optimizer": job.optimizer.as_dict(),
+            "patience": job.patience,
+        },
+        "counts": trained.counts,
+    }
+    split = np.full(rows, "train", dtype=object)
+    split[validation_rows] = "validation"
+    evaluation = {
+        job.id_column: pa.array(result.matched_ids, pa.string()),
+        "split": pa.array(split.tolist(), pa.string()),
+        "y": pa.array(y, pa.int8()),
+        "joint": pa.array(probabilities, pa.float64()),
+    }
+    if bank_only is not None:
+        evaluation["bank_only"] = pa.array(bank_only, pa.float64())
+    epochs_run = len(outcome.history)
+    summary = {
+        "model_id": trained.model_id,
+        "model_dir": str(job.model_dir),
+        "rows": rows,
+        "train_rows": len(train_rows),
+        "validation_rows": len(validation_rows),
+        "bank_features": len(recipe.names),
+        "bank_columns": x.shape[1] - 1,
+        "bureau_features": len(trained.bureau_features),
+        "bureau_columns": trained.bureau_columns,
+        "epochs": epochs_run,
+        "best_epoch": outcome.best_epoch + 1,
+        "batch_size": planned.plan.batch_size,
+        "train_auc": metrics["train"]["auc"],
+        "validation_auc": metrics["validation"]["auc"],
+        "validation_ks": metrics["validation"]["ks"],
+        "validation_log_loss": metrics["validation"]["log_loss"],
+        "converged": not_converged is None,
+        "seconds_per_epoch": round(sum(r.seconds for r in outcome.history) / epochs_run, 3),
+        "psi_session_id": result.session_id,
+    }
+    if job.compare_bank_only:
+        summary["bank_only_auc"] = metrics["bank_only"]["auc"]
+        summary["bank_only_ks"] = metrics["bank_only"]["ks"]
+    return Fitted(bank_half, pa.table(evaluation), summary)
+
+
+def save(model_dir: str | Path, fitted: Fitted) -> None:
+    """The bank's half (``model.json``) and its per-row results (``evaluation.csv``); the
+    finished job's checkpoint, which held its key, is removed."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tables.atomic_write_bytes(
+        model_dir / MODEL_FILE, json.dumps(fitted.bank_half, indent=2).encode()
+    )
+    tables.write_csv(fitted.evaluation, model_dir / EVALUATION_FILE)
+    (model_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+
+
+def fit(
+    connection: BureauConnection,
+    executor: Executor | None,
+    table: pa.Table,
+    labels: np.ndarray,
+    job: TrainingJob,
+) -> Fitted:
+    """The steps after reading, top-down: prepare, PSI, plan, train, evaluate."""
+    prepared = prepare(table, labels, job)
+    check_bureau_features(job.bureau_features, bureau_catalogue(connection))  # before PSI
+    matched = intersect(connection, executor, table, labels, prepared, job)
+    planned = plan_training(connection, matched, job)
+    trained = train(connection, executor, matched, planned, job)
+    return evaluate_model(matched, planned, trained, job)
 
 
 def train_job(
@@ -224,7 +718,7 @@ def train_job(
     key_bits: int = he.DEFAULT_KEY_BITS,
     allow_test_keys: bool = False,
     compare_bank_only: bool = False,
-    patience: int = 2,
+    patience: int | None = None,
     workers: int | None = None,
     executor_spec: str | None = None,
     quiet: bool = False,
@@ -232,296 +726,54 @@ def train_job(
     on_epoch: Callable[[vlr.EpochRecord], None] | None = None,
     tls_dir: str | Path | None = None,
     resume: str | None = None,
+    read_options: tables.ReadOptions | None = None,
+    positive_label: str | None = None,
 ) -> dict[str, Any]:
-    """PSI, then joint training, then evaluation; writes ``model_dir/model.json``.
+    """PSI, then joint training, then evaluation, from the bank's file; writes
+    ``model_dir/model.json`` and ``model_dir/evaluation.csv`` and returns the summary.
 
     After every epoch the bank's state goes to ``model_dir/checkpoint.json`` (0600: it holds
     the job's key); ``resume=JOB_ID`` continues that job from there, with the settings it
     was started with, after either side restarted."""
-    saved: dict[str, Any] | None = None
-    if resume is not None:
-        saved = _load_checkpoint(model_dir, resume)
-        data, id_column, label = saved["data"], saved["id_column"], saved["label"]
-        id_type, bank_id = IdType(saved["id_type"]), saved["bank_id"]
-        bank_features, bureau_features = saved["bank_features"], saved["bureau_features"]
-        validation_fraction, seed = saved["validation_fraction"], saved["seed"]
-        batch_size, epochs, patience = saved["batch_size"], saved["epochs"], saved["patience"]
-        optimizer = OptimizerConfig(**saved["optimizer"])
-        key_bits, compare_bank_only = saved["key_bits"], saved["compare_bank_only"]
-        bureau = bureau or saved["bureau"]
-        certified = certs.certified_bank_id(tls_dir) if tls_dir is not None else bank_id
-        if certified != bank_id:
-            raise InputDataError(
-                f"the job {resume} was started by bank {bank_id!r}, but the certificate in "
-                f"{tls_dir} is bank {certified!r}: resume it with {bank_id}'s TLS directory"
-            )
     started = time.perf_counter()
-    say = say or (lambda text: log.info("%s", text))
-    limits = vlr.TrainingLimits(allow_test_keys=allow_test_keys)
-    he.check_key_bits(key_bits, allow_test_keys)
-    optimizer.check()
-    model_dir = Path(model_dir)
-    seed = secrets.randbits(32) if seed is None else seed
-
-    table = tables.read_table(data, id_column)
-    labels_all = read_labels(table, label)
-    if bank_features is None:
-        bank_features = [c for c in table.column_names if c not in (id_column, label)]
-    prepared = prepare_ids(table.column(id_column), id_type)
-    bars = ProgressBars(enabled=False if quiet else None)
+    if resume is not None:
+        job = TrainingJob.resumed(model_dir, resume, bureau, tls_dir, allow_test_keys)
+    else:
+        job = TrainingJob(
+            bureau=bureau,
+            bank_id=bank_id,
+            id_column=id_column,
+            label=label,
+            model_dir=Path(model_dir),
+            data=data,
+            id_type=id_type,
+            bank_features=bank_features,
+            bureau_features=bureau_features,
+            validation_fraction=validation_fraction,
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            seed=seed,
+            key_bits=key_bits,
+            allow_test_keys=allow_test_keys,
+            compare_bank_only=compare_bank_only,
+            patience=patience,
+            read_options=read_options,
+            positive_label=positive_label,
+        )
+    job.quiet, job.on_epoch = quiet, on_epoch
+    if say is not None:
+        job.say = say
+    assert job.data is not None  # a resumed job from memory is refused in resumed()
+    table, labels = read(job.data, job.id_column, job.label, job.read_options, job.positive_label)
     with contextlib.ExitStack() as stack:
         executor = make_executor(workers, executor_spec)
         if executor is not None:
             stack.callback(executor.shutdown, cancel_futures=True)
-        connection = stack.enter_context(BureauConnection(bureau, bank_id, tls_dir=tls_dir))
-        if saved is None:
-            say(f"private set intersection on {len(prepared.ids):,} IDs")
-            result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
-        else:  # the rows of the job being resumed, as the bureau recorded them
-            result = psi.BankPsiResult(
-                saved["matched_ids"], len(prepared.ids), 0, saved["psi_session_id"], 0
-            )
-        bars.close()
-        rows = len(result.matched_ids)
-        say(f"the bureau knows {rows:,} of them")
-        positions = _id_positions(table, id_column, id_type, result.matched_ids)
-        matched = table.take(pa.array(positions))
-        y = labels_all[positions]
-
-        train_rows, validation_rows = split_rows(rows, validation_fraction, seed)
-        recipe = FeatureRecipe.fit(matched.take(pa.array(train_rows)), bank_features)
-        x = _design(recipe, matched)
-        batch = batch_size or auto_batch_size(
-            len(train_rows),
-            max(x.shape[1], _bureau_columns_bound(connection, bureau_features)),
-            limits,
-        )
-        if saved is None:
-            say(f"generating a {key_bits}-bit Paillier key")
-            public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
-        else:
-            p, q = int(saved["p"]), int(saved["q"])
-            public_key = he.PublicKey(p * q)
-            private_key = he.PrivateKey(public_key, p, q)
-        encryptor = he.OwnerEncryptor(private_key)
-        plan = vlr.TrainingPlan(
-            job_id=secrets.token_hex(16) if saved is None else saved["job_id"],
-            psi_session_id=result.session_id,
-            rows=rows,
-            bank_columns=x.shape[1],
-            validation_fraction=validation_fraction,
-            seed=seed,
-            batch_size=batch,
-            max_epochs=epochs,
-            optimizer=optimizer,
-            bureau_features=tuple(bureau_features or ()),
-            bank_public_key=public_key,
-        )
-        trainer = vlr.BankTrainer(
-            plan,
-            x,
-            y,
-            private_key,
-            limits,
-            vlr.EarlyStopping(patience=patience),
-            executor,
-            encryptor,
-        )
-        start_epoch, history = 0, list[vlr.EpochRecord]()
-        if saved is None:
-            accepted_pb = _call(
-                "starting the training job",
-                lambda: connection.training.StartTraining(
-                    codec.plan_to_proto(plan), timeout=START_DEADLINE, metadata=connection.metadata
-                ),
-            )
-        else:
-            start_epoch = int(saved["epoch"])
-            say(f"resuming job {plan.job_id} at epoch {start_epoch + 1}")
-            accepted_pb = _call(
-                "resuming the training job",
-                lambda: connection.training.ResumeTraining(
-                    pb.ResumeRequest(job_id=plan.job_id, epoch=start_epoch),
-                    timeout=START_DEADLINE,
-                    metadata=connection.metadata,
-                ),
-            )
-        checkpoint = {
-            "job_id": plan.job_id,
-            "bureau": bureau,
-            "bank_id": bank_id,
-            "data": str(Path(data).resolve()),
-            "id_column": id_column,
-            "id_type": id_type.value,
-            "label": label,
-            "bank_features": bank_features,
-            "bureau_features": bureau_features,
-            "validation_fraction": validation_fraction,
-            "seed": seed,
-            "batch_size": batch,
-            "epochs": epochs,
-            "patience": patience,
-            "optimizer": optimizer.as_dict(),
-            "key_bits": key_bits,
-            "compare_bank_only": compare_bank_only,
-            "psi_session_id": result.session_id,
-            "matched_ids": result.matched_ids,
-            "p": str(private_key.p),
-            "q": str(private_key.q),
-        }
-        done: list[vlr.EpochRecord] = list(history)
-        trainer.accept(codec.accepted_from_proto(accepted_pb, allow_test_keys))
-        if saved is not None:  # after accept: the share of the bureau's weights has its size
-            history = trainer.restore(saved["state"])
-            done.extend(history)
-        chosen = list(accepted_pb.bureau_features)
-        say(
-            f"training on {len(train_rows):,} rows ({len(validation_rows):,} held back): "
-            f"{x.shape[1] - 1} bank columns, {trainer.bureau_columns} bureau columns from "
-            f"{len(chosen)} bureau features; batches of {batch}"
-        )
-
-        peer = GrpcTrainingPeer(connection, allow_test_keys)
-        assert trainer.bureau_key is not None
-        peer.width = he.ciphertext_bytes(trainer.bureau_key)
-        peer.max_rows = 2 * batch  # the rows of a batch; validation steps carry no masks
-        epoch_bars = ProgressBars(enabled=False if quiet else None, unit="batch")
-
-        def on_batch(epoch: int, done: int, total: int) -> None:
-            epoch_bars(f"epoch {epoch + 1}/{epochs}", done, total)
-
-        def report_epoch(record: vlr.EpochRecord) -> None:
-            validation = (
-                f", validation loss {record.validation_loss:.5f}"
-                if record.validation_loss is not None
-                else ""
-            )
-            say(
-                f"epoch {record.epoch + 1}: training loss {record.train_loss:.5f}{validation} "
-                f"({record.seconds:.1f} s)"
-            )
-            log.info("epoch %d: bank operations %s", record.epoch + 1, record.counts)
-            done.append(record)
-            _save_checkpoint(
-                model_dir,
-                {**checkpoint, "epoch": record.epoch + 1, "state": trainer.checkpoint(done)},
-            )
-            if on_epoch is not None:
-                on_epoch(record)
-
-        try:
-            outcome = vlr.drive_training(
-                trainer,
-                peer,
-                on_batch,
-                on_epoch=report_epoch,
-                start_epoch=start_epoch,
-                history=history,
-            )
-        finally:
-            peer.close()
-            epoch_bars.close()
-        finished = _call(
-            "finishing the training job",
-            lambda: connection.training.FinishTraining(
-                pb.FinishRequest(
-                    job_id=plan.job_id,
-                    epoch=outcome.best_epoch,
-                    weight_share=codec.share_to_proto(outcome.bureau_share),
-                ),
-                timeout=STEP_DEADLINE,
-                metadata=connection.metadata,
-            ),
-        )
-        bureau_scores = fetch_bureau_scores(connection, finished.model_id, result.session_id, rows)
-
-    weights = outcome.weights
-    u = x @ weights + bureau_scores
-    calibration = calibrate(u[train_rows], y[train_rows])
-    probabilities = sigmoid(calibration["slope"] * u + calibration["intercept"])
-    metrics: dict[str, dict[str, Any]] = {
-        "train": evaluate(y[train_rows], probabilities[train_rows]),
-        "validation": evaluate(y[validation_rows], probabilities[validation_rows]),
-    }
-    bank_only = None
-    if compare_bank_only:
-        model = bank_only_model(x[train_rows, 1:], y[train_rows])
-        bank_only = model.predict_proba(x[:, 1:])[:, 1]
-        held = validation_rows if len(validation_rows) else train_rows
-        metrics["bank_only"] = evaluate(y[held], bank_only[held])
-        metrics["bank_only"]["evaluated_on"] = "validation" if len(validation_rows) else "train"
-    counts = trainer.counts.as_dict()
-    bank_half = {
-        "format": MODEL_FORMAT,
-        "model_id": finished.model_id,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "bureau": bureau,
-        "bank_id": bank_id,
-        "id_column": id_column,
-        "id_type": id_type.value,
-        "label": label,
-        "psi_session_id": result.session_id,
-        "columns": ["(intercept)", *recipe.outputs],
-        "weights": weights.tolist(),
-        "recipe": recipe.to_json(),
-        "bureau_features": chosen,
-        "neutral_bureau_score": finished.neutral_score,
-        "calibration": calibration,
-        "epoch": outcome.best_epoch,
-        "history": [vars(r) for r in outcome.history],
-        "metrics": metrics,
-        "settings": {
-            "seed": seed,
-            "batch_size": batch,
-            "max_epochs": epochs,
-            "validation_fraction": validation_fraction,
-            "key_bits": key_bits,
-            "optimizer": optimizer.as_dict(),
-            "patience": patience,
-        },
-        "counts": counts,
-    }
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tables.atomic_write_bytes(model_dir / MODEL_FILE, json.dumps(bank_half, indent=2).encode())
-    split = np.full(rows, "train", dtype=object)
-    split[validation_rows] = "validation"
-    evaluation = {
-        id_column: pa.array(result.matched_ids, pa.string()),
-        "split": pa.array(split.tolist(), pa.string()),
-        "y": pa.array(y, pa.int8()),
-        "joint": pa.array(probabilities, pa.float64()),
-    }
-    if bank_only is not None:
-        evaluation["bank_only"] = pa.array(bank_only, pa.float64())
-    tables.write_csv(pa.table(evaluation), model_dir / EVALUATION_FILE)
-    (model_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the job is done; it held a key
-    seconds = time.perf_counter() - started
-    epochs_run = len(outcome.history)
-    summary = {
-        "model_id": finished.model_id,
-        "model_dir": str(model_dir),
-        "rows": rows,
-        "train_rows": len(train_rows),
-        "validation_rows": len(validation_rows),
-        "bank_features": len(recipe.names),
-        "bank_columns": x.shape[1] - 1,
-        "bureau_features": len(chosen),
-        "bureau_columns": trainer.bureau_columns,
-        "epochs": epochs_run,
-        "best_epoch": outcome.best_epoch + 1,
-        "batch_size": batch,
-        "train_auc": metrics["train"]["auc"],
-        "validation_auc": metrics["validation"]["auc"],
-        "validation_ks": metrics["validation"]["ks"],
-        "validation_log_loss": metrics["validation"]["log_loss"],
-        "seconds": round(seconds, 3),
-        "seconds_per_epoch": round(sum(r.seconds for r in outcome.history) / epochs_run, 3),
-        "psi_session_id": result.session_id,
-    }
-    if compare_bank_only:
-        summary["bank_only_auc"] = metrics["bank_only"]["auc"]
-        summary["bank_only_ks"] = metrics["bank_only"]["ks"]
-    return summary
+        connection = stack.enter_context(BureauConnection(job.bureau, job.bank_id, tls_dir=tls_dir))
+        fitted = fit(connection, executor, table, labels, job)
+    save(job.model_dir, fitted)
+    return {**fitted.summary, "seconds": round(time.perf_counter() - started, 3)}
 
 
 CHECKPOINT_FILE = "checkpoint.json"
@@ -554,11 +806,32 @@ def fetch_bureau_parts(
     connection: BureauConnection, model_id: str, session_id: str, rows: int, points: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """u_B (and the bureau's scorecard points, if asked) for the matched rows."""
+    scores, extra, _ = fetch_bureau_answer(connection, model_id, session_id, rows, points)
+    return scores, extra
 
-    def run() -> tuple[np.ndarray, np.ndarray | None]:
-        parts, point_parts, received = [], [], 0
+
+BureauReasons = tuple[list[str], np.ndarray]  # feature names; rows x k codes, 1 + index
+
+
+def fetch_bureau_answer(
+    connection: BureauConnection,
+    model_id: str,
+    session_id: str,
+    rows: int,
+    points: bool,
+    reasons: int = 0,
+    bureau_features: Sequence[str] = (),
+) -> tuple[np.ndarray, np.ndarray | None, BureauReasons]:
+    """u_B, the bureau's points if asked, and up to ``reasons`` reason codes per row (names
+    among ``bureau_features``, the model's own) for the matched rows."""
+
+    def run() -> tuple[np.ndarray, np.ndarray | None, BureauReasons]:
+        parts, point_parts, codes, received = [], [], [], 0
+        names: list[str] = []
         for chunk in connection.scoring.ScoreApplicants(
-            pb.ScoreRequest(model_id=model_id, psi_session_id=session_id, points=points),
+            pb.ScoreRequest(
+                model_id=model_id, psi_session_id=session_id, points=points, reasons=reasons
+            ),
             timeout=STEP_DEADLINE,
             metadata=connection.metadata,
         ):
@@ -576,16 +849,42 @@ def fetch_bureau_parts(
                 if not np.all(np.isfinite(extra)) or np.any(np.abs(extra) > 1e7):
                     raise ProtocolViolation("the bureau's points do not match its scores")
                 point_parts.append(extra)
+            if received == 0 and chunk.reason_features:
+                names = _check_reason_names(list(chunk.reason_features), bureau_features)
+            codes.append(_check_reason_codes(chunk.reasons, len(values), reasons, len(names)))
             parts.append(values)
             received += len(values)
         if received != rows:
             raise ProtocolViolation(f"the bureau sent {received} scores for {rows} rows")
         scores = np.concatenate(parts) if parts else np.zeros(0)
-        if not points:
-            return scores, None
-        return scores, (np.concatenate(point_parts) if point_parts else np.zeros(0))
+        width = codes[0].shape[1] if codes else 0
+        reason_rows = np.vstack(codes) if codes else np.zeros((0, width), np.uint8)
+        extra_points = (
+            (np.concatenate(point_parts) if point_parts else np.zeros(0)) if points else None
+        )
+        return scores, extra_points, (names, reason_rows)
 
     return _call("fetching the bureau's scores", run)
+
+
+def _check_reason_names(names: list[str], expected: Sequence[str]) -> list[str]:
+    if len(set(names)) != len(names) or not set(names) <= set(expected):
+        raise ProtocolViolation("the bureau's reason codes name features its model does not use")
+    return names
+
+
+def _check_reason_codes(raw: bytes, rows: int, asked: int, names: int) -> np.ndarray:
+    """Rows x k codes (0: none, else 1 + index into the names); k is what was asked, or 0
+    from a bureau that gives none."""
+    if not raw:
+        return np.zeros((rows, 0), dtype=np.uint8)
+    k = min(asked, explain.MAX_REASONS)
+    if not k or len(raw) != rows * k:
+        raise ProtocolViolation("the bureau's reason codes do not match its scores")
+    codes = np.frombuffer(raw, dtype=np.uint8).reshape(rows, k)
+    if codes.size and int(codes.max()) > names:
+        raise ProtocolViolation("the bureau's reason codes point past its feature names")
+    return codes
 
 
 # -- predict -------------------------------------------------------------------------------
@@ -599,6 +898,124 @@ def load_model(model_dir: str | Path) -> dict[str, Any]:
     if model.get("format") != MODEL_FORMAT:
         raise InputDataError(f"{path}: not a Xinrong bank model ({model.get('format')!r})")
     return model
+
+
+# Asks the bureau about the applicants' valid IDs: the matched IDs (in the order sent), the
+# bureau's scores for them and its reason codes.
+BureauLookup = Callable[[list[str]], tuple[list[str], np.ndarray, BureauReasons]]
+
+
+def bureau_lookup(
+    connection: BureauConnection,
+    executor: Executor | None,
+    model: dict[str, Any],
+    quiet: bool,
+    say: Say,
+) -> BureauLookup:
+    """A ``BureauLookup`` over an open connection: PSI on the applicants' IDs, then the
+    bureau's half of the model on the matched ones."""
+
+    def lookup(ids: list[str]) -> tuple[list[str], np.ndarray, BureauReasons]:
+        say(f"private set intersection on {len(ids):,} applicant IDs")
+        with ProgressBars(enabled=False if quiet else None) as bars:
+            result = run_psi(connection, ids, psi.Reveal.BOTH, executor, bars)
+        scores, _, reasons = fetch_bureau_answer(
+            connection,
+            model["model_id"],
+            result.session_id,
+            len(result.matched_ids),
+            points=False,
+            reasons=explain.MAX_REASONS,
+            bureau_features=model.get("bureau_features", []),
+        )
+        return result.matched_ids, scores, reasons
+
+    return lookup
+
+
+@dataclass
+class Scored:
+    """Every applicant's score, in the input's order, and how many the bureau knew."""
+
+    table: pa.Table  # ID (as given), score, bureau_matched (and points)
+    bureau_matched: int
+    invalid_ids: int
+
+
+def score(
+    model: dict[str, Any],
+    table: pa.Table,
+    id_column: str,
+    id_type: IdType,
+    points: bool,
+    lookup: BureauLookup,
+) -> Scored:
+    """Score applicants: the bank's half here, the bureau's half for those it knows. Those it
+    does not know (or whose IDs are invalid) get the bureau's mean training score instead and
+    ``bureau_matched = false``; no row is dropped. ``lookup`` is called only if some ID is
+    valid."""
+    recipe = FeatureRecipe.from_json(model["recipe"])
+    x = _design(recipe, table)
+    u = x @ np.asarray(model["weights"])
+    prepared = prepare_ids(table.column(id_column), id_type)
+    bureau_part = np.full(table.num_rows, float(model["neutral_bureau_score"]))
+    matched_rows = np.zeros(table.num_rows, dtype=bool)
+    card: dict[str, Any] = model.get("scorecard") or {}
+    if points and not card:
+        raise InputDataError(
+            f"model {model['model_id']} has no scorecard yet; make one with `bank-node "
+            "scorecard` (or model.scorecard() in Python)"
+        )
+    bureau_codes = np.zeros((table.num_rows, explain.MAX_REASONS), dtype=np.uint8)
+    reason_names: list[str] = []
+    if prepared.ids:
+        matched_ids, scores, (reason_names, codes) = lookup(prepared.ids)
+        normalised = normalise_column(table.column(id_column).combine_chunks(), id_type)
+        where = pc.index_in(normalised, value_set=pa.array(matched_ids, pa.string()))
+        known = ~np.asarray(where.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        index = where.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        if len(matched_ids):
+            bureau_part[known] = scores[index[known]]
+            bureau_codes[known, : codes.shape[1]] = codes[index[known]]
+        matched_rows = known
+    calibration = model.get("calibration", {"slope": 1.0, "intercept": 0.0})
+    # one calibrated log-odds for the probability and the points, so the two always agree
+    log_odds = calibration["slope"] * (u + bureau_part) + calibration["intercept"]
+    probabilities = sigmoid(log_odds)
+    columns = {
+        id_column: table.column(id_column),
+        "score": pa.array(probabilities, pa.float64()),
+        "bureau_matched": pa.array(matched_rows, pa.bool_()),
+    }
+    if points:
+        scaling = scorecard.Scaling(card["base_score"], card["pdo"], card["base_odds"])
+        columns["points"] = pa.array(scorecard.points_of(log_odds, scaling), pa.float64())
+    columns |= reason_columns(x, model, recipe, reason_names, bureau_codes)
+    return Scored(pa.table(columns), int(matched_rows.sum()), len(prepared.rejects))
+
+
+def reason_columns(
+    x: np.ndarray,
+    model: dict[str, Any],
+    recipe: FeatureRecipe,
+    bureau_names: list[str],
+    bureau_codes: np.ndarray,
+) -> dict[str, pa.Array]:
+    """``reason_1..3``: the bank's features pushing each score most towards default;
+    ``bureau_reason_1..3``: the names the bureau returned (empty for applicants it does
+    not know, or where fewer features push towards default)."""
+    weights = np.asarray(model["weights"])[1:]
+    widths = [len(c.outputs) for c in recipe.columns]
+    bank = explain.top_reasons(explain.contributions(x[:, 1:], weights, widths))
+    bank_names = np.array([c.name for c in recipe.columns] + [""], dtype=object)
+    bureau_lookup = np.array(["", *bureau_names], dtype=object)
+    out: dict[str, pa.Array] = {}
+    for i in range(explain.MAX_REASONS):
+        out[f"reason_{i + 1}"] = pa.array(bank_names[bank[:, i]].tolist(), pa.string())
+    for i in range(explain.MAX_REASONS):
+        codes = bureau_codes[:, i] if i < bureau_codes.shape[1] else np.zeros(len(x), np.int64)
+        out[f"bureau_reason_{i + 1}"] = pa.array(bureau_lookup[codes].tolist(), pa.string())
+    return out
 
 
 def predict_job(
@@ -615,94 +1032,56 @@ def predict_job(
     say: Say | None = None,
     points: bool = False,
     tls_dir: str | Path | None = None,
+    read_options: tables.ReadOptions | None = None,
 ) -> dict[str, Any]:
-    """Score applicants: the bank's half here, the bureau's half for those it knows. Those it
-    does not know (or whose IDs are invalid) get the bureau's mean training score instead and
-    ``bureau_matched = false``; no row is dropped."""
+    """Score the applicants in a file (see ``score``) and write ``out`` (CSV)."""
     started = time.perf_counter()
     say = say or (lambda text: log.info("%s", text))
     model = load_model(model_dir)
-    bureau = bureau or model["bureau"]
-    id_type = id_type or IdType(model["id_type"])
-    recipe = FeatureRecipe.from_json(model["recipe"])
-    table = tables.read_table(data, id_column, columns=recipe.names)
-    x = _design(recipe, table)
-    u = x @ np.asarray(model["weights"])
-    prepared = prepare_ids(table.column(id_column), id_type)
-    bureau_part = np.full(table.num_rows, float(model["neutral_bureau_score"]))
-    matched_rows = np.zeros(table.num_rows, dtype=bool)
-    card: dict[str, Any] = model.get("scorecard") or {}
-    if points and not card:
+    if points and not model.get("scorecard"):
         raise InputDataError(
             f"{Path(model_dir) / MODEL_FILE}: no scorecard yet; make one with `bank-node scorecard`"
         )
-    bureau_points = None
-    if points:  # the documented rule for the unknown: the bureau's mean contribution
-        bureau_points = np.full(
-            table.num_rows,
-            -card["factor"]
-            * model.get("calibration", {"slope": 1.0})["slope"]
-            * float(model["neutral_bureau_score"]),
-        )
-    bars = ProgressBars(enabled=False if quiet else None)
-    if prepared.ids:
+    recipe = FeatureRecipe.from_json(model["recipe"])
+    table = tables.read_table(data, id_column, columns=recipe.names, options=read_options)
+
+    def lookup(ids: list[str]) -> tuple[list[str], np.ndarray, BureauReasons]:
         executor = make_executor(workers, executor_spec)
         try:
-            with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
-                say(f"private set intersection on {len(prepared.ids):,} applicant IDs")
-                result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)
-                bars.close()
-                scores, matched_points = fetch_bureau_parts(
-                    connection,
-                    model["model_id"],
-                    result.session_id,
-                    len(result.matched_ids),
-                    points,
-                )
+            with BureauConnection(bureau or model["bureau"], bank_id, tls_dir=tls_dir) as link:
+                return bureau_lookup(link, executor, model, quiet, say)(ids)
         finally:
             if executor is not None:
                 executor.shutdown(cancel_futures=True)
-        normalised = normalise_column(table.column(id_column).combine_chunks(), id_type)
-        where = pc.index_in(normalised, value_set=pa.array(result.matched_ids, pa.string()))
-        known = ~np.asarray(where.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-        index = where.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-        if len(result.matched_ids):
-            bureau_part[known] = scores[index[known]]
-            if bureau_points is not None and matched_points is not None:
-                bureau_points[known] = matched_points[index[known]]
-        matched_rows = known
-    calibration = model.get("calibration", {"slope": 1.0, "intercept": 0.0})
-    probabilities = sigmoid(calibration["slope"] * (u + bureau_part) + calibration["intercept"])
-    columns = {
-        id_column: table.column(id_column),
-        "score": pa.array(probabilities, pa.float64()),
-        "bureau_matched": pa.array(matched_rows, pa.bool_()),
-    }
-    if bureau_points is not None:
-        bank_points = card["base_points"] + scorecard.row_points(table, recipe, card["points"])
-        columns["points"] = pa.array(np.round(bank_points + bureau_points, 1), pa.float64())
-    tables.write_csv(pa.table(columns), out)
+
+    scored = score(model, table, id_column, id_type or IdType(model["id_type"]), points, lookup)
+    tables.write_csv(scored.table, out)
     return {
         "model_id": model["model_id"],
         "rows": table.num_rows,
-        "bureau_matched": int(matched_rows.sum()),
-        "not_matched": int((~matched_rows).sum()),
-        "invalid_ids": len(prepared.rejects),
+        "bureau_matched": scored.bureau_matched,
+        "not_matched": table.num_rows - scored.bureau_matched,
+        "invalid_ids": scored.invalid_ids,
         "out": str(out),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def bureau_features(connection: BureauConnection) -> list[dict[str, str]]:
+    """The bureau's catalogue: names, kinds and descriptions, never values."""
+    catalogue = _call(
+        "listing the bureau's features",
+        lambda: connection.catalogue.ListFeatures(
+            pb.ListFeaturesRequest(), timeout=60, metadata=connection.metadata
+        ),
+    )
+    return [
+        {"name": f.name, "kind": f.kind, "description": f.description} for f in catalogue.features
+    ]
 
 
 def list_features(
     bureau: str, bank_id: str, tls_dir: str | Path | None = None
 ) -> list[dict[str, str]]:
     with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
-        catalogue = _call(
-            "listing the bureau's features",
-            lambda: connection.catalogue.ListFeatures(
-                pb.ListFeaturesRequest(), timeout=60, metadata=connection.metadata
-            ),
-        )
-    return [
-        {"name": f.name, "kind": f.kind, "description": f.description} for f in catalogue.features
-    ]
+        return bureau_features(connection)

@@ -14,6 +14,7 @@ from node_runtime.cli_common import (
     add_id_arguments,
     add_version_argument,
     print_result,
+    read_options,
     run_main,
 )
 from node_runtime.progress import ProgressBars
@@ -39,6 +40,7 @@ def _node(args: argparse.Namespace) -> BureauNode:
             min_batch_size=getattr(args, "min_batch_size", 64),
             allow_test_keys=getattr(args, "allow_test_keys", False),
         ),
+        read_options=read_options(args),
     )
 
 
@@ -117,7 +119,9 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     from .features import BureauFeatures
 
-    features = BureauFeatures(args.data, args.id_column, IdType(args.id_type))
+    features = BureauFeatures(
+        args.data, args.id_column, IdType(args.id_type), read_options=read_options(args)
+    )
     catalogue = [asdict(f) for f in features.catalogue()]
     for f in catalogue:
         print(f"{f['name']:<32} {f['kind']:<9} {f['description']}", file=sys.stderr)

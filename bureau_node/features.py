@@ -37,9 +37,10 @@ class BureauFeatures:
         id_column: str,
         id_type: IdType,
         descriptions: dict[str, str] | None = None,
+        read_options: tables.ReadOptions | None = None,
     ) -> None:
         data = Path(data)
-        table = tables.read_table(data, id_column)
+        table = tables.read_table(data, id_column, options=read_options)
         self.id_column = id_column
         self.kinds: dict[str, str] = {}
         for name in table.column_names:

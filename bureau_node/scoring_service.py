@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 
-from protocols import scorecard
+from protocols import explain, scorecard
 from protocols import vertical_lr as vlr
 from protocols.errors import PolicyViolation, ProtocolViolation
 from protocols.features import FeatureRecipe
@@ -78,6 +78,7 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
                 points = scorecard.row_points(rows, recipe, model["scorecard"]["points"]).astype(
                     "<f8"
                 )
+            names, reasons = _reason_codes(recipe, model, x, request.reasons)
             self.ctx.record(
                 bank_id,
                 "scoring",
@@ -86,6 +87,7 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
                 psi_session_id=request.psi_session_id,
                 rows=len(ids),
                 points=request.points,
+                reasons=reasons.shape[1],
             )
             log.info(
                 "scored %d applicants with model %s for bank %s",
@@ -101,6 +103,22 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
                     points=b""
                     if points is None
                     else points[start : start + SCORES_PER_MESSAGE].tobytes(),
+                    reason_features=names if start == 0 else [],
+                    reasons=reasons[start : start + SCORES_PER_MESSAGE].tobytes(),
                 )
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "scoring", exc)
+
+
+def _reason_codes(
+    recipe: FeatureRecipe, model: dict, x: np.ndarray, asked: int
+) -> tuple[list[str], np.ndarray]:
+    """Per row, 1 + the index of each of the (at most 3) bureau features pushing the score
+    most towards default (0: none), as uint8; the bank learns names, never values."""
+    k = min(int(asked), explain.MAX_REASONS)
+    names = [c.name for c in recipe.columns]
+    if not k or len(names) > 255:
+        return ([], np.zeros((len(x), 0), dtype=np.uint8))
+    widths = [len(c.outputs) for c in recipe.columns]
+    contrib = explain.contributions(x, np.asarray(model["weights"]), widths)
+    return names, (explain.top_reasons(contrib, k) + 1).astype(np.uint8)

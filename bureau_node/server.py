@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from node_runtime import tables
 from node_runtime.parallel import make_executor
 from node_runtime.transport.certs import bureau_files
 from node_runtime.transport.channels import create_server
@@ -45,8 +46,10 @@ class BureauNode:
         executor: str | None = None,
         tls_dir: str | Path | None = None,
         config: str | Path | None = None,
+        read_options: tables.ReadOptions | None = None,
     ) -> None:
         self.data = Path(data)
+        self.read_options = read_options
         self.id_column = id_column
         self.id_type = id_type
         self.store = BureauStore(state_dir)
@@ -67,16 +70,25 @@ class BureauNode:
         if self.executor is None and (self._workers != 0 or self._executor_spec):
             self.executor = make_executor(self._workers, self._executor_spec)
         kwargs = {"progress": progress} if progress else {}
-        self.features = BureauFeatures(self.data, self.id_column, self.id_type)
+        self.features = BureauFeatures(
+            self.data, self.id_column, self.id_type, read_options=self.read_options
+        )
         return self.store.sync_dataset(
-            self.data, self.id_column, self.id_type, self.executor, **kwargs
+            self.data,
+            self.id_column,
+            self.id_type,
+            self.executor,
+            read_options=self.read_options,
+            **kwargs,
         )
 
     def start(self, address: str = "127.0.0.1:0") -> int:
         if self.store.summary is None:
             self.prepare()
         if self.features is None:
-            self.features = BureauFeatures(self.data, self.id_column, self.id_type)
+            self.features = BureauFeatures(
+                self.data, self.id_column, self.id_type, read_options=self.read_options
+            )
         # the configuration is checked before the port opens: a bad file is a clear error
         policies = load_config(self.config, self.features.names) if self.config else None
         access = Access(self.store.root, policies)

@@ -38,7 +38,7 @@ import pyarrow as pa
 from node_runtime import tables
 from protocols import group, psi
 from protocols.errors import InputDataError, PolicyViolation, UnknownSession
-from protocols.ids import IdReject, IdType, prepare_ids
+from protocols.ids import IdReject, IdType, IdWarning, prepare_ids
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class BureauStore:
         id_type: IdType = IdType.USCC,
         executor: Executor | None = None,
         progress: Progress = _no_progress,
+        read_options: tables.ReadOptions | None = None,
     ) -> DatasetSummary:
         """Bring the store in line with the data file; hash only IDs not seen before."""
         started = time.perf_counter()
@@ -132,9 +133,9 @@ class BureauStore:
             log.info("ID column or type changed: starting a new store")
             self._reset()
 
-        table = tables.read_table(data_path, id_column, columns=[])
+        table = tables.read_table(data_path, id_column, columns=[], options=read_options)
         prepared = prepare_ids(table.column(id_column), id_type)
-        self._write_rejects(prepared.rejects)
+        self._write_rejects(prepared.rejects, prepared.warnings)
         current = prepared.as_bytes()
         known_positions, is_known = self._positions_of(current)
         added = current[~is_known]
@@ -221,8 +222,8 @@ class BureauStore:
         _save_array(self.root / "points.npy", self._points)
         _save_array(self.root / "ids.npy", self._ids)
 
-    def _write_rejects(self, rejects: list[IdReject]) -> None:
-        tables.write_rejects(rejects, self.root / "bureau-rejects.csv")
+    def _write_rejects(self, rejects: list[IdReject], warnings: list[IdWarning]) -> None:
+        tables.write_rejects(rejects, self.root / "bureau-rejects.csv", warnings)
         if rejects:
             log.warning(
                 "%d rows of the bureau's data file have invalid IDs; see %s",

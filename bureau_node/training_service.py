@@ -130,6 +130,9 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             train_rows, _ = plan.schedule()
             recipe = FeatureRecipe.fit(rows.take(train_rows), names)
             x = recipe.transform(rows)
+            raised = vlr.raise_batch_to_floor(plan, limits, x.shape[1])
+            if raised is not plan:  # the plan kept for resuming is the one in force
+                plan, request = raised, codec.plan_to_proto(raised)
             vlr.check_plan(plan, limits, x.shape[1])  # before generating a key
             bits = plan.bank_public_key.n.bit_length()
             _, private_key = he.generate_keypair(bits + (-bits % 8), limits.allow_test_keys)
@@ -183,6 +186,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
     def _accepted(job: _Job) -> pb.TrainingAccepted:
         accepted = codec.accepted_to_proto(job.trainer.accepted())
         accepted.bureau_features.extend(job.recipe.names)
+        accepted.batch_size = job.trainer.plan.batch_size
         return accepted
 
     def _job_path(self, bank_id: str, job_id: str) -> Path:

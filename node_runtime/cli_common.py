@@ -10,6 +10,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
+from node_runtime.tables import ReadOptions
 from protocols.errors import XinrongError
 from protocols.ids import IdType
 
@@ -27,8 +28,11 @@ def add_version_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_id_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="CSV or Parquet file (by extension)")
+    parser.add_argument(
+        "--data", required=True, help="CSV, TSV, Excel (.xlsx/.xls) or Parquet file (by extension)"
+    )
     parser.add_argument("--id-column", required=True, help="column holding the enterprise IDs")
+    add_read_arguments(parser)
     parser.add_argument(
         "--id-type",
         choices=[t.value for t in IdType],
@@ -36,6 +40,27 @@ def add_id_arguments(parser: argparse.ArgumentParser) -> None:
         help="uscc: Unified Social Credit Codes, normalised and checked (default); "
         "text: any non-empty string after trimming",
     )
+
+
+def add_read_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--encoding",
+        default=None,
+        help="text encoding of a CSV/TSV file (default: detected; GBK is read as GB18030)",
+    )
+    parser.add_argument(
+        "--delimiter",
+        default=None,
+        help="field separator of a text file (default: tab for .tsv, else comma)",
+    )
+    parser.add_argument("--sheet", default=None, help="Excel sheet (default: the first)")
+
+
+def read_options(args: argparse.Namespace) -> ReadOptions:
+    delimiter = args.delimiter
+    if delimiter in ("\\t", "tab"):  # a tab is hard to type on a command line
+        delimiter = "\t"
+    return ReadOptions(encoding=args.encoding, delimiter=delimiter, sheet=args.sheet)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

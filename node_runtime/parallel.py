@@ -9,9 +9,10 @@ must be the party's own, inside its trust boundary, never shared with the other 
 
 from __future__ import annotations
 
-import multiprocessing
+import io
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor
+from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
 from typing import Any
 
 from protocols.errors import InputDataError
@@ -50,6 +51,56 @@ class DaskExecutor(Executor):
         self.client.close()
 
 
+# The chunks are functions of ``protocols`` and the modules they need, never of the caller's
+# ``__main__``: the workers import these up front and nothing else.
+PRELOAD = ["protocols.paillier", "protocols.psi"]
+# This library's own fork server, so that the process-wide one (and its preload list, which
+# a caller's own pools may rely on) is left alone.
+_FORK_SERVER = forkserver.ForkServer()
+_FORK_SERVER.set_forkserver_preload(PRELOAD)
+
+
+class _WorkerPopen(popen_forkserver.Popen):
+    """Starts a worker through this library's fork server without the caller's main module.
+
+    multiprocessing re-imports ``__main__`` in every child (by path or by name) so that
+    functions defined there unpickle; from a script without an ``if __name__ ==
+    "__main__"`` guard that re-runs the script in each worker, whose own pool start then
+    fails (BrokenProcessPool). Our chunks never live in ``__main__``, so the child is told
+    nothing about it. The body is CPython's ``popen_forkserver.Popen._launch`` with those
+    two keys dropped and our fork server in place of the global one."""
+
+    def _launch(self, process_obj: Any) -> None:
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        prep_data.pop("init_main_from_path", None)
+        prep_data.pop("init_main_from_name", None)
+        buf = io.BytesIO()
+        context.set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            context.set_spawning_popen(None)
+        # typeshed lacks these two private names of CPython's multiprocessing
+        self.sentinel, w = _FORK_SERVER.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
+        parent_w = os.dup(w)  # the child's sentinel of its parent, as in CPython
+        close = util.close_fds  # type: ignore[attr-defined]
+        self.finalizer = util.Finalize(self, close, (parent_w, self.sentinel))
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _WorkerProcess(context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> _WorkerPopen:
+        return _WorkerPopen(process_obj)
+
+
+class _WorkerContext(context.ForkServerContext):
+    Process = _WorkerProcess
+
+
 def make_executor(workers: int | None = None, spec: str | None = None) -> Executor | None:
     """The executor for a node's heavy work.
 
@@ -58,7 +109,8 @@ def make_executor(workers: int | None = None, spec: str | None = None) -> Execut
     tests); ``"dask://HOST:PORT"`` -- the Dask scheduler at that address.
 
     Local processes start through a fork server: forking a process that already runs gRPC
-    threads is unsafe.
+    threads is unsafe. They never import the caller's main module, so a plain script
+    without a ``__main__`` guard (or a notebook) can run a job.
     """
     if spec and spec.startswith(DASK_SCHEME):
         address = spec[len(DASK_SCHEME) :]
@@ -72,9 +124,7 @@ def make_executor(workers: int | None = None, spec: str | None = None) -> Execut
         raise ValueError("workers must be 0 or more")
     if count == 0:
         return None
-    pool = ProcessPoolExecutor(
-        max_workers=count, mp_context=multiprocessing.get_context("forkserver")
-    )
+    pool = ProcessPoolExecutor(max_workers=count, mp_context=_WorkerContext())
     # Start the workers now, not in the middle of the first session.
     for future in [pool.submit(os.getpid) for _ in range(count)]:
         future.result()

@@ -1,18 +1,23 @@
-"""Progress bars on stderr for long steps; silent when stderr is not a terminal or when
-the user asked for quiet."""
+"""Progress bars for long steps: on stderr in a terminal, as widgets in a Jupyter notebook
+(tqdm.auto), silent elsewhere (a log file, a pipe) or when the user asked for quiet."""
 
 from __future__ import annotations
 
 import sys
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
+
+
+def visible() -> bool:
+    """Whether a bar would be seen: stderr is a terminal, or we run in a Jupyter kernel."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 class ProgressBars:
     """A callable ``(step, done, total)`` that keeps one bar per step."""
 
     def __init__(self, enabled: bool | None = None, unit: str = "id") -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.enabled = visible() if enabled is None else enabled
         self.unit = unit
         self._bars: dict[str, tqdm] = {}
 

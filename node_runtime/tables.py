@@ -1,36 +1,115 @@
-"""Reading the parties' data files (CSV or Parquet, chosen by extension) with clear errors."""
+"""Reading the parties' data files with clear errors: CSV or TSV in any common encoding
+(GBK and GB18030 as Chinese banking systems and Excel on Chinese Windows export them),
+Excel workbooks and Parquet, chosen by extension. Every command and the Python API read
+through :func:`read_table`."""
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from protocols.errors import InputDataError
-from protocols.ids import IdReject
+from protocols.ids import IdReject, IdWarning
 
 CSV_SUFFIXES = {".csv", ".txt"}
+TSV_SUFFIXES = {".tsv", ".tab"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
+EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"}
+# How much of a text file the encoding is guessed from (the whole file is still decoded).
+DETECT_BYTES = 1 << 20
+# GBK and GB2312 are subsets of GB18030: decoding with the superset never fails on a
+# character the narrower one has, and reads the few that exports add beyond GBK.
+_WIDEN = {"gb2312": "gb18030", "gbk": "gb18030", "cp936": "gb18030", "hz": "gb18030"}
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a text file. ``None`` means "find out": the encoding from the bytes
+    (UTF-8 first, then charset-normalizer's guess), the delimiter from the extension."""
+
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | None = None  # Excel: a sheet name (default: the first sheet)
+
+    def __post_init__(self) -> None:
+        if self.encoding is not None:
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise InputDataError(
+                    f"unknown encoding {self.encoding!r}; try utf-8, gb18030 or big5"
+                ) from None
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            raise InputDataError(
+                f"a delimiter is one character, not {self.delimiter!r} (for a tab: $'\\t')"
+            )
 
 
 def _format_of(path: Path) -> str:
     suffix = path.suffix.lower()
-    if suffix in CSV_SUFFIXES:
+    if suffix in CSV_SUFFIXES or suffix in TSV_SUFFIXES:
         return "csv"
     if suffix in PARQUET_SUFFIXES:
         return "parquet"
-    raise InputDataError(f"{path}: unknown file type {suffix!r}; use .csv or .parquet")
+    if suffix in EXCEL_SUFFIXES:
+        return "excel"
+    raise InputDataError(
+        f"{path}: unknown file type {suffix!r}; use .csv, .tsv, .xlsx, .xls or .parquet"
+    )
 
 
-def read_table(path: str | Path, id_column: str, columns: list[str] | None = None) -> pa.Table:
+def detect_encoding(path: Path) -> str:
+    """The encoding of a text file: UTF-8 (with or without a byte-order mark) when the bytes
+    are valid UTF-8, else charset-normalizer's best guess, GBK widened to GB18030."""
+    with path.open("rb") as handle:
+        sample = handle.read(DETECT_BYTES)
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    try:
+        # A cut multi-byte character at the sample's end is not an error.
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(sample).best()
+    if best is None:
+        raise InputDataError(
+            f"{path}: cannot tell the file's text encoding; name it with --encoding "
+            "(for example gb18030 or big5)"
+        )
+    name = codecs.lookup(best.encoding).name
+    return _WIDEN.get(name, name)
+
+
+def _check_utf8(path: Path) -> None:
+    """The header and the first megabyte really are UTF-8 (Arrow checks text values, not
+    column names)."""
+    with path.open("rb") as handle:
+        sample = handle.read(DETECT_BYTES)
+    codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+
+
+def read_table(
+    path: str | Path,
+    id_column: str,
+    columns: list[str] | None = None,
+    options: ReadOptions | None = None,
+) -> pa.Table:
     """Read a data file. The ID column is always read as text, so that codes with leading
     zeros and integer ids survive unchanged. ``columns`` limits what is read (the ID column
     is always included)."""
     path = Path(path)
+    options = options or ReadOptions()
     kind = _format_of(path)
     if not path.exists():
         raise InputDataError(f"{path}: no such file")
@@ -39,16 +118,29 @@ def read_table(path: str | Path, id_column: str, columns: list[str] | None = Non
     if path.stat().st_size == 0:
         raise InputDataError(f"{path}: the file is empty")
     wanted = None if columns is None else list(dict.fromkeys([id_column, *columns]))
+    encoding = None
     try:
         if kind == "csv":
+            encoding = options.encoding or detect_encoding(path)
+            if codecs.lookup(encoding).name == "utf-8":
+                _check_utf8(path)  # Arrow does not decode UTF-8, so it would not notice
             table = pacsv.read_csv(
                 path,
+                read_options=pacsv.ReadOptions(encoding=encoding),
+                parse_options=pacsv.ParseOptions(delimiter=_delimiter(path, options)),
                 convert_options=pacsv.ConvertOptions(
                     column_types={id_column: pa.string()},
                     include_columns=wanted,
                     include_missing_columns=False,
                 ),
             )
+        elif kind == "excel":
+            table = _read_excel(path, id_column, options.sheet)
+            if wanted is not None:
+                missing = [c for c in wanted if c not in table.column_names]
+                if missing:
+                    raise InputDataError(_missing(path, missing[0], table.column_names))
+                table = table.select(wanted)
         else:
             schema = pq.read_schema(path)
             if id_column not in schema.names:
@@ -56,10 +148,15 @@ def read_table(path: str | Path, id_column: str, columns: list[str] | None = Non
             table = pq.read_table(path, columns=wanted)
     except InputDataError:
         raise
+    except UnicodeDecodeError as exc:
+        raise InputDataError(
+            f"{path}: not valid {encoding} text ({exc.reason} at byte {exc.start}); "
+            "name the file's encoding with --encoding"
+        ) from None
     except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
         message = str(exc)
         if "include_columns" in message or "No match for FieldRef" in message:
-            names = _header_names(path, kind)
+            names = _header_names(path, kind, options, encoding)
             missing = [c for c in (wanted or [id_column]) if c not in names]
             raise InputDataError(
                 _missing(path, missing[0] if missing else id_column, names)
@@ -75,11 +172,66 @@ def read_table(path: str | Path, id_column: str, columns: list[str] | None = Non
     return table
 
 
-def _header_names(path: Path, kind: str) -> list[str]:
+def _delimiter(path: Path, options: ReadOptions) -> str:
+    if options.delimiter is not None:
+        return options.delimiter
+    return "\t" if path.suffix.lower() in TSV_SUFFIXES else ","
+
+
+def _read_excel(path: Path, id_column: str, sheet: str | None) -> pa.Table:
+    """The first sheet (or ``sheet``) of a workbook: the first row is the header; a column
+    of numbers only becomes numbers (integers when all are whole), anything else text."""
+    from python_calamine import CalamineWorkbook
+
+    try:
+        book = CalamineWorkbook.from_path(str(path))
+        names = book.sheet_names
+        if sheet is not None and sheet not in names:
+            raise InputDataError(f"{path}: no sheet named {sheet!r}; it has {', '.join(names)}")
+        rows = book.get_sheet_by_name(sheet or names[0]).to_python(skip_empty_area=True)
+    except InputDataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - calamine raises its own error types
+        raise InputDataError(f"{path}: cannot read as a workbook: {exc}") from None
+    if not rows:
+        raise InputDataError(f"{path}: the sheet is empty")
+    header = [_cell_text(h) for h in rows[0]]
+    if len(set(header)) != len(header) or "" in header:
+        raise InputDataError(f"{path}: the first row must name every column once: {header}")
+    body = [list(r) + [""] * (len(header) - len(r)) for r in rows[1:]]
+    data = {
+        name: _excel_column([r[i] for r in body], as_text=name == id_column)
+        for i, name in enumerate(header)
+    }
+    return pa.table(data)
+
+
+def _cell_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # an ID typed as a number shows no ".0" in Excel
+    return str(value).strip()
+
+
+def _excel_column(values: list[Any], as_text: bool) -> pa.Array:
+    cells = [None if v == "" or v is None else v for v in values]
+    present = [v for v in cells if v is not None]
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in present)
+    if as_text or not present or not numeric:
+        return pa.array([None if v is None else _cell_text(v) for v in cells], pa.string())
+    if all(float(v).is_integer() for v in present):
+        return pa.array([None if v is None else int(v) for v in cells], pa.int64())
+    return pa.array([None if v is None else float(v) for v in cells], pa.float64())
+
+
+def _header_names(path: Path, kind: str, options: ReadOptions, encoding: str | None) -> list[str]:
     if kind == "parquet":
         return list(pq.read_schema(path).names)
     with path.open("rb") as handle:
-        reader = pacsv.open_csv(handle)
+        reader = pacsv.open_csv(
+            handle,
+            read_options=pacsv.ReadOptions(encoding=encoding or "utf-8"),
+            parse_options=pacsv.ParseOptions(delimiter=_delimiter(path, options)),
+        )
         return list(reader.schema.names)
 
 
@@ -108,14 +260,22 @@ def write_csv(table: pa.Table, path: str | Path) -> None:
     tmp.replace(path)
 
 
-def write_rejects(rejects: Sequence[IdReject], path: str | Path) -> None:
-    """The rows whose IDs were refused: 1-based data row, the raw value, the reason."""
+def write_rejects(
+    rejects: Sequence[IdReject], path: str | Path, warnings: Sequence[IdWarning] = ()
+) -> None:
+    """The rows whose IDs were refused (1-based data row, the raw value, the reason) and,
+    with an empty reason, the rows kept whose IDs break a structure rule (``warnings``)."""
+    rows = sorted(
+        [(r.row, r.raw, r.reason, "") for r in rejects]
+        + [(w.row, w.raw, "", w.warning) for w in warnings]
+    )
     write_csv(
         pa.table(
             {
-                "row": pa.array([r.row for r in rejects], pa.int64()),
-                "raw": pa.array([r.raw for r in rejects], pa.string()),
-                "reason": pa.array([r.reason for r in rejects], pa.string()),
+                "row": pa.array([r[0] for r in rows], pa.int64()),
+                "raw": pa.array([r[1] for r in rows], pa.string()),
+                "reason": pa.array([r[2] for r in rows], pa.string()),
+                "warnings": pa.array([r[3] for r in rows], pa.string()),
             }
         ),
         path,

@@ -7,7 +7,7 @@ Invalid values never abort: each is reported as an :class:`IdReject` with its ro
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,15 @@ class IdReject:
 
 
 @dataclass(frozen=True)
+class IdWarning:
+    """A valid ID that was kept but looks wrong (a structure rule of GB 32100 broken)."""
+
+    row: int  # 1-based data row
+    raw: str
+    warning: str
+
+
+@dataclass(frozen=True)
 class PreparedIds:
     """The distinct valid IDs of a column, in order of first appearance."""
 
@@ -36,6 +45,7 @@ class PreparedIds:
     rows: int
     rejects: list[IdReject]
     duplicates: int  # valid rows whose ID appeared on an earlier row
+    warnings: list[IdWarning] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
@@ -52,18 +62,26 @@ class PreparedIds:
         return np.array([x.encode() for x in self.distinct.to_pylist()], dtype=bytes)
 
 
+# The ASCII characters uscc.normalise drops, as an RE2 class for whole columns.
+_ASCII_DROPPED = "[" + "".join(f"\\x{ord(c):02x}" for c in sorted(uscc.DROPPED) if c < "\x80") + "]"
+
+
 def normalise_column(values: pa.Array | pa.ChunkedArray, id_type: IdType) -> pa.Array:
-    """Normalised strings (nulls stay null). USCC: NFKC (full-width to half-width), no
-    white space anywhere, upper case. Text: trimmed."""
+    """Normalised strings (nulls stay null). USCC: exactly :func:`uscc.normalise` on every
+    value (ASCII values in Arrow, the rare others in Python). Text: trimmed."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
         values = pc.cast(values, pa.string())
-    if id_type is IdType.USCC:
-        values = pc.utf8_normalize(values, form="NFKC")
-        values = pc.replace_substring_regex(values, pattern=r"\s+", replacement="")
-        return pc.utf8_upper(values)
-    return pc.utf8_trim_whitespace(values)
+    if id_type is IdType.TEXT:
+        return pc.utf8_trim_whitespace(values)
+    ascii_only = pc.fill_null(pc.string_is_ascii(values), True)
+    folded = pc.ascii_upper(pc.replace_substring_regex(values, _ASCII_DROPPED, ""))
+    others = np.flatnonzero(~ascii_only.to_numpy(zero_copy_only=False))
+    if others.size:
+        fixed = [uscc.normalise(v) for v in values.take(pa.array(others)).to_pylist()]
+        folded = pc.replace_with_mask(folded, pc.invert(ascii_only), pa.array(fixed, folded.type))
+    return folded
 
 
 def fixed_width_bytes(values: pa.Array, width: int) -> np.ndarray:
@@ -124,4 +142,22 @@ def prepare_ids(values: pa.Array | pa.ChunkedArray, id_type: IdType = IdType.USC
         rows=len(values),
         rejects=rejects,
         duplicates=len(valid) - len(distinct),
+        warnings=_structure_warnings(values, valid, np.flatnonzero(mask), id_type),
     )
+
+
+def _structure_warnings(
+    raw: pa.Array, valid: pa.Array, rows: np.ndarray, id_type: IdType
+) -> list[IdWarning]:
+    """Valid USCCs that break a structure rule: kept, and listed for the rejects report."""
+    if id_type is not IdType.USCC or not len(valid):
+        return []
+    suspect = np.flatnonzero(uscc.structure_suspect_many(fixed_width_bytes(valid, uscc.LENGTH)))
+    if not suspect.size:
+        return []
+    codes = valid.take(pa.array(suspect)).to_pylist()
+    raws = raw.take(pa.array(rows[suspect])).to_pylist()
+    return [
+        IdWarning(int(row) + 1, str(r), "; ".join(uscc.structure_warnings(code)))
+        for row, r, code in zip(rows[suspect].tolist(), raws, codes)
+    ]

@@ -46,6 +46,18 @@ class Scaling:
         return self.base_score - self.factor * math.log(self.base_odds)
 
 
+def points_of(log_odds_of_default: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """Scorecard points of a calibrated log-odds of default u: offset - factor x u (the
+    odds of being good are e^-u). Not rounded: the probability they imply is the model's."""
+    return scaling.offset - scaling.factor * np.asarray(log_odds_of_default, dtype=np.float64)
+
+
+def probability_of(points: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """The probability of default that ``points`` stand for (the inverse of points_of)."""
+    log_odds_good = (np.asarray(points, dtype=np.float64) - scaling.offset) / scaling.factor
+    return 1.0 / (1.0 + np.exp(log_odds_good))
+
+
 def _column_bins(column: ColumnRecipe) -> tuple[list[str], pa.Array]:
     """Bin labels and one representative raw value per bin."""
     if column.kind == "category":

@@ -44,7 +44,7 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol, TypeVar, cast
 
@@ -112,6 +112,8 @@ class TrainingPlan:
     optimizer: OptimizerConfig
     bureau_features: tuple[str, ...]  # empty: all
     bank_public_key: he.PublicKey
+    # The bureau may raise batch_size to its floor once it knows its own column count.
+    batch_size_adjustable: bool = False
 
     def schedule(self) -> tuple[np.ndarray, np.ndarray]:
         return split_rows(self.rows, self.validation_fraction, self.seed)
@@ -153,6 +155,32 @@ def check_plan(
         )
     plan.optimizer.check()
     he.check_key_bits(_key_bits(plan.bank_public_key), limits.allow_test_keys)
+
+
+def raise_batch_to_floor(
+    plan: TrainingPlan, limits: TrainingLimits, bureau_columns: int
+) -> TrainingPlan:
+    """The bureau's side of an adjustable batch size: the bank proposed a batch from its own
+    columns; the bureau raises it to twice its prepared columns (capped at MAX_BATCH)."""
+    if not plan.batch_size_adjustable:
+        return plan
+    floor = max(limits.min_batch_size, 2 * max(plan.bank_columns, bureau_columns))
+    wanted = min(MAX_BATCH, max(plan.batch_size, floor))
+    return plan if wanted == plan.batch_size else replace(plan, batch_size=wanted)
+
+
+def adopt_batch_size(plan: TrainingPlan, stated: int) -> TrainingPlan:
+    """The bank's side: the batch size the bureau says is in force. Only a plan that allowed
+    it may change, and only upwards (a larger batch hides single rows better); the floors
+    are checked again when the bureau's columns are accepted."""
+    if stated in (0, plan.batch_size):
+        return plan
+    if not plan.batch_size_adjustable or not plan.batch_size < stated <= MAX_BATCH:
+        raise ProtocolViolation(
+            f"the bureau answered batch size {stated} to a plan of {plan.batch_size}"
+            + ("" if plan.batch_size_adjustable else " that was not adjustable")
+        )
+    return replace(plan, batch_size=stated)
 
 
 def _key_bits(key: he.PublicKey) -> int:

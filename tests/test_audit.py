@@ -8,14 +8,18 @@ import sqlite3
 import subprocess
 import sys
 
+import grpc
 import pytest
 
+from bank_node.client import BureauConnection
 from bank_node.jobs import psi_job
 from bank_node.training import predict_job, train_job
 from bureau_node.audit import AuditLog
 from bureau_node.server import BureauNode
+from node_runtime.transport import model_codec as codec
+from protocols import paillier as he
 from protocols import vertical_lr as vlr
-from protocols.errors import PeerError
+from protocols.optim import OptimizerConfig
 from xinrong.synthetic import generate_city, write_city
 
 
@@ -56,19 +60,26 @@ def served(tmp_path_factory):
             workers=0,
             quiet=True,
         )
-        with pytest.raises(PeerError):
-            train_job(
-                address,
-                city["bank"],
-                "uscc",
-                "y",
-                root / "m2",
-                "bank-a",
-                bureau_features=["salary"],
-                key_bits=768,
-                allow_test_keys=True,
-                workers=0,
-                quiet=True,
+        # a plan the bureau refuses (a batch below its floor); the bank's own checks would
+        # catch it first, so it is sent as a bare call
+        matched = psi_job(address, city["bank"], "uscc", root / "m3.csv", "bank-a", workers=0)
+        public_key, _ = he.generate_keypair(768, allow_test_keys=True)
+        plan = vlr.TrainingPlan(
+            job_id="ab" * 16,
+            psi_session_id=matched.session_id,
+            rows=matched.intersection,
+            bank_columns=3,
+            validation_fraction=0.2,
+            seed=1,
+            batch_size=10,
+            max_epochs=1,
+            optimizer=OptimizerConfig(),
+            bureau_features=(),
+            bank_public_key=public_key,
+        )
+        with BureauConnection(address, "bank-a") as connection, pytest.raises(grpc.RpcError):
+            connection.training.StartTraining(
+                codec.plan_to_proto(plan), timeout=60, metadata=connection.metadata
             )
     return root / "state", city
 

@@ -62,13 +62,27 @@ def test_a_bank_not_in_the_configuration_is_refused(node, tmp_path):
         list_features(f"127.0.0.1:{node.port}", "bank-z")
 
 
-def test_features_are_limited_per_bank(node, tmp_path):
+def test_features_are_limited_per_bank(node, tmp_path, monkeypatch):
     address = f"127.0.0.1:{node.port}"
     assert [f["name"] for f in list_features(address, "bank-a")] == [
         "court_judgements_3y",
         "debt_ratio",
     ]
     assert len(list_features(address, "bank-b")) == 16
+    bad = {
+        "bureau_features": ["industry"],
+        "key_bits": 768,
+        "allow_test_keys": True,
+        "workers": 0,
+        "quiet": True,
+    }
+    # the bank's own check, against its catalogue, before PSI
+    with pytest.raises(InputDataError, match="the bureau offers no feature named 'industry'"):
+        train_job(address, node.city["bank"], "uscc", "y", tmp_path / "m", "bank-a", **bad)
+    # and the bureau's, for a bank that skips it
+    import bank_node.training
+
+    monkeypatch.setattr(bank_node.training, "check_bureau_features", lambda *a: None)
     with pytest.raises(PeerError, match="PERMISSION_DENIED.*may not use"):
         train_job(
             address,

@@ -79,9 +79,21 @@ def test_psi_over_grpc_both_sides_learn_the_intersection(city, node, tmp_path: P
     assert summary.intersection == len(city["expected"])
     assert (summary.rows, summary.rejected, summary.duplicates) == (805, 2, 1)
     assert summary.bank_ids == 802 and summary.bureau_ids == 3000
-    rejects = pacsv.read_csv(tmp_path / "out" / "matched.rejects.csv").to_pylist()
+    report = pacsv.read_csv(
+        tmp_path / "out" / "matched.rejects.csv",
+        convert_options=pacsv.ConvertOptions(
+            column_types={"reason": pa.string(), "warnings": pa.string()},
+            strings_can_be_null=False,
+        ),
+    ).to_pylist()
+    rejects = [r for r in report if r["reason"]]
     assert [r["row"] for r in rejects] == [803, 804]
     assert "check character" in rejects[0]["reason"] and rejects[1]["reason"] == "empty"
+    # these made-up codes break GB 32100's structure (letters in the region code, no valid
+    # organisation code): kept and matched, and flagged in the warnings column
+    kept = [r for r in report if not r["reason"]]
+    assert kept and all(r["warnings"] for r in kept)
+    assert summary.id_warnings == len(kept)
     # The bureau recorded the session and the IDs it now shares with this bank, in order.
     sessions = node.store.root / "sessions"
     record = json.loads((sessions / f"{summary.session_id}.json").read_text())
@@ -328,7 +340,8 @@ def test_command_lines_end_to_end(city, tmp_path: Path):
         ("uscc\n", ["--data", "f.csv", "--id-column", "uscc"], "no data rows"),
         ("", ["--data", "f.csv", "--id-column", "uscc"], "empty"),
         ("code\nx\n", ["--data", "f.csv", "--id-column", "uscc"], "no column named 'uscc'"),
-        ("uscc\nx\n", ["--data", "f.xlsx", "--id-column", "uscc"], "unknown file type"),
+        ("uscc\nx\n", ["--data", "f.docx", "--id-column", "uscc"], "unknown file type"),
+        ("uscc\nx\n", ["--data", "f.xlsx", "--id-column", "uscc"], "cannot read as a workbook"),
     ],
 )
 def test_bad_input_files_are_clear_errors(tmp_path: Path, setup, args, text):

@@ -216,3 +216,159 @@ def test_missing_inputs(tmp_path, missing):
 def test_missing_model_dir(tmp_path):
     with pytest.raises(InputDataError, match="no such model directory"):
         build_report(tmp_path / "nowhere", tmp_path / "r.html")
+
+
+# ============================================================================================
+# Governance and the Chinese report
+# ============================================================================================
+
+# WOE (log of the bad share over the good share) per bin, low values first: income and
+# loan_amount rise with their positive weights; age falls against its positive weight.
+WOE_BINS = {
+    "income": [-0.6, -0.2, 0.1, 0.5],
+    "age": [0.4, 0.1, -0.1, -0.3],
+    "loan_amount": [-0.3, 0.0, 0.2, 0.1, 0.4],
+}
+
+
+def _governed_model_dir(root: Path) -> Path:
+    model_dir = make_model_dir(root)
+    (root / "iv.bins.json").write_text(
+        json.dumps([{"feature": k, "woe": v} for k, v in WOE_BINS.items()])
+    )
+    model = json.loads((model_dir / "model.json").read_text())
+    model["calibration"] = {"slope": 0.9, "intercept": -0.1}
+    model["converged"] = False
+    model["scorecard"] = {
+        "base_score": 600.0,
+        "pdo": 50.0,
+        "base_odds": 20.0,
+        "base_points": 512.3,
+        "points": [
+            {"feature": "income", "bin": "[-inf, 10)", "points": -12.5},
+            {"feature": "income", "bin": "[10, inf)", "points": 8.25},
+            {"feature": "region", "bin": "north", "points": 3.0},
+        ],
+    }
+    (model_dir / "model.json").write_text(json.dumps(model))
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def chinese(tmp_path_factory) -> tuple[dict, Path]:
+    import warnings
+
+    from bank_node.report.figures import cjk_font
+
+    if cjk_font() is None:
+        pytest.skip("no CJK font installed (apt-get install fonts-noto-cjk) for the figures")
+    root = tmp_path_factory.mktemp("zh")
+    model_dir = _governed_model_dir(root)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = build_report(model_dir, root / "zh.html", iv_table=root / "iv.csv", lang="zh")
+    missing = [str(w.message) for w in caught if "missing from" in str(w.message).lower()]
+    assert missing == []  # matplotlib drew every glyph of the figures (no tofu boxes)
+    return summary, Path(summary["path"])
+
+
+def test_weights_scorecard_and_sign_checks(tmp_path):
+    model_dir = _governed_model_dir(tmp_path)
+    summary = build_report(model_dir, tmp_path / "en.html", iv_table=tmp_path / "iv.csv")
+    assert summary["sign_flags"] == ["age"]
+    page = (tmp_path / "en.html").read_text()
+    assert 'id="weights-table"' in page and 'id="scorecard-table"' in page
+    assert "contradicts WOE" in page and 'id="sign-flags"' in page
+    assert "512.30" in page and "-12.50" in page
+    assert 'id="not-converged"' in page
+    # 0.9 x 0.5: the calibrated weight of income
+    assert "0.4500" in page
+
+
+def test_chinese_report_uses_chinese_credit_terms(chinese):
+    summary, path = chinese
+    assert summary["lang"] == "zh" and summary["figures"] == 5 and summary["sign_flags"] == ["age"]
+    page = path.read_text(encoding="utf-8")
+    assert "<html lang=zh-Hans>" in page
+    for term in ("信息值", "违约概率", "评分卡", "坏样本率", "基尼系数", "提升度", "KS", "AUC"):
+        assert term in page, term
+    assert "与 WOE 趋势相反" in page and "模型未收敛" in page
+    assert "Discrimination and calibration" not in page
+
+
+def test_every_chinese_text_has_a_translation():
+    from bank_node.report.i18n import EN, ZH
+
+    assert set(EN) <= set(ZH)
+
+
+def _font_file(family: str) -> tuple[str, int]:
+    import subprocess
+
+    out = subprocess.run(
+        ["fc-match", "-f", "%{file}|%{index}", family], capture_output=True, text=True, check=True
+    ).stdout
+    path, index = out.rsplit("|", 1)
+    return path, int(index or 0)
+
+
+def _unrendered_characters(page) -> list[tuple[str, str]]:
+    """(character, element text) for every visible character that none of the fonts
+    Chromium used for its element has a glyph for: what a reader would see as a box."""
+    from fontTools.ttLib import TTFont
+
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("DOM.enable")
+    cdp.send("CSS.enable")
+    root = cdp.send("DOM.getDocument", {"depth": -1, "pierce": False})["root"]
+    cmaps: dict[str, set[int]] = {}
+
+    def covered(family: str) -> set[int]:
+        if family not in cmaps:
+            path, index = _font_file(family)
+            font = TTFont(path, fontNumber=index, lazy=True)
+            cmaps[family] = set(font.getBestCmap())
+        return cmaps[family]
+
+    missing: list[tuple[str, str]] = []
+
+    def walk(node: dict) -> None:
+        children = node.get("children", [])
+        if node.get("nodeName") in ("STYLE", "SCRIPT", "HEAD", "TITLE"):
+            return
+        text = "".join(c.get("nodeValue", "") for c in children if c.get("nodeType") == 3)
+        wanted = {ch for ch in text if not ch.isspace()}
+        if wanted and node.get("nodeType") == 1:
+            fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node["nodeId"]})["fonts"]
+            have: set[int] = set()
+            for f in fonts:
+                have |= covered(f["familyName"])
+            missing.extend((ch, text.strip()[:40]) for ch in sorted(wanted) if ord(ch) not in have)
+        for child in children:
+            walk(child)
+
+    walk(root)
+    return missing
+
+
+def test_chinese_report_renders_without_missing_glyphs(chinese):
+    browser_path = _browser_path()
+    if browser_path is None:
+        pytest.skip("no Chromium on PATH (apt-get install chromium) to render the report")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    summary, path = chinese
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(path.as_uri(), wait_until="load")
+            images = page.eval_on_selector_all(
+                "img", "els => els.map(e => e.complete && e.naturalWidth > 0)"
+            )
+            assert images == [True] * 5
+            assert "信息值" in page.locator("#iv").inner_text()
+            assert page.locator("#weights-table tbody tr").count() == 6
+            assert page.locator("#scorecard-table tbody tr").count() == 4
+            assert _unrendered_characters(page) == []
+        finally:
+            browser.close()

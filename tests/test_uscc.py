@@ -36,6 +36,9 @@ REAL_CODES = [
 ]
 
 # Constructed with the reference: check value 31 (written "0") and a letter check character.
+FAST = settings(max_examples=50, deadline=None)
+prefixes = st.text(alphabet=uscc.ALPHABET, min_size=17, max_size=17)
+
 CONSTRUCTED = ["91350100M000100Y30", "911100007109300250", "91350100M000100YDY"]
 
 
@@ -184,10 +187,97 @@ def test_normalise_typed_forms(raw):
 
 
 def test_normalise_leaves_other_characters_for_problem_to_report():
-    assert uscc.normalise("91350100-M000100Y43") == "91350100-M000100Y43"
+    assert uscc.normalise("9①350100M000100Y43") == "9①350100M000100Y43"
     assert uscc.normalise("") == ""
     assert uscc.normalise(" \t\u3000 ") == ""
     assert uscc.problem(uscc.normalise(" \u3000 ")) == "empty"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "91350100-M000100Y43",  # as some systems print it
+        "9135-0100-M000-100Y-43",
+        "91350100\u2014M000100Y43",
+        "91350100\uff0dM000100Y43",
+        "\ufeff91350100M000100Y43",
+        "91350100M000100Y43\u200b",
+        "9135\x0b0100M000100Y43",
+        "9135\u20280100M000100Y43",
+        "9135\x850100M000100Y43",
+        "9135\x1f0100M000100Y43",
+        "\x1c91350100M000100Y43\u2029",
+    ],
+)
+def test_normalise_drops_hyphens_and_every_white_space(raw):
+    assert uscc.normalise(raw) == VALID
+
+
+def test_normalise_drops_all_python_white_space():
+    every = {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    assert every <= uscc.DROPPED
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "9①350100M000100Y43",
+        "9\u2460350100M000100Y43",
+        "91350100M000100Y4\u00b3",
+        "913501００M000100Y4③",
+    ],
+)
+def test_look_alike_digits_are_not_folded(raw):
+    """Width folding only: NFKC would turn circled or superscript digits into digits and
+    accept a code that was not typed as one."""
+    code = uscc.normalise(raw)
+    assert uscc.problem(code) is not None
+    assert "is not in the USCC alphabet" in uscc.problem(code)
+
+
+# ============================================================================================
+# Structure (warnings, never rejections)
+# ============================================================================================
+
+
+def with_check(first17: str) -> str:
+    return first17 + ref_check(first17)
+
+
+@pytest.mark.parametrize("code", REAL_CODES)
+def test_real_codes_have_no_structure_warning(code):
+    assert uscc.structure_warnings(code) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (with_check("00350100M000100Y4"), "unknown registration authority and category '00'"),
+        (with_check("94350100M000100Y4"), "unknown registration authority and category '94'"),
+        (with_check("91AB0100M000100Y4"), "region code 'AB0100' is not 6 digits"),
+        (with_check("91350100M000100Y5"), "fails its GB 11714 check (expected '4')"),
+    ],
+)
+def test_structure_warnings(code, expected):
+    assert uscc.is_valid(code)  # the check character passes: kept, only flagged
+    warnings = uscc.structure_warnings(code)
+    assert len(warnings) == 1 and expected in warnings[0]
+    assert uscc.structure_suspect_many(np.array([code.encode()], dtype="S18")).tolist() == [True]
+
+
+def test_organisation_check_character_x_and_zero():
+    # sums with remainder 1 and 0 mod 11 give check values 10 ("X") and 11 ("0")
+    assert uscc.organisation_check_value(1) == "X"
+    assert uscc.organisation_check_value(0) == "0"
+    assert uscc.organisation_check("71526726") == "X"  # from 9144030071526726XG
+
+
+@FAST
+@given(prefix=prefixes)
+def test_structure_vectorised_agrees(prefix):
+    code = prefix + uscc.check_character(prefix)
+    got = uscc.structure_suspect_many(np.array([code.encode()], dtype="S18")).tolist()
+    assert got == [bool(uscc.structure_warnings(code))]
 
 
 @pytest.mark.parametrize(
@@ -202,15 +292,13 @@ def test_normalise_idempotent_outside_the_typed_domain(raw):
 # Properties
 # ============================================================================================
 
-FAST = settings(max_examples=50, deadline=None)
-prefixes = st.text(alphabet=uscc.ALPHABET, min_size=17, max_size=17)
 
 # Characters someone could plausibly type or paste into a code field.
 _ASCII_PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
 _TYPED = (
     _ASCII_PRINTABLE
     + full_width(_ASCII_PRINTABLE.replace(" ", ""))
-    + "\t\n\r\u3000\u00a0\u2002\u2003\u202f"
+    + "\t\n\r\u3000\u00a0\u2002\u2003\u202f\x0b\x1f\x85\u2028-\u2014\uff0d\u2460\u00b3\u00e9"
 )
 typed_text = st.text(alphabet=_TYPED, max_size=30)
 
@@ -247,8 +335,8 @@ def test_messy_typing_normalises_to_the_code(prefix, data):
 def test_normalise_is_idempotent(raw):
     once = uscc.normalise(raw)
     assert uscc.normalise(once) == once
-    assert not any(c.isspace() for c in once)
-    assert once == once.upper()
+    assert not any(c.isspace() or c == "-" for c in once)
+    assert not any("a" <= c <= "z" or "\uff01" <= c <= "\uff5e" for c in once)
 
 
 def _near_codes() -> st.SearchStrategy[bytes]:
@@ -308,3 +396,48 @@ def test_check_many_edge_cases():
 def test_check_many_two_dimensional():
     codes = np.array([[VALID.encode(), b"x"], [b"91350100M000100Y44", VALID.encode()]])
     assert uscc.check_many(codes).tolist() == [[True, False], [False, True]]
+
+
+@FAST
+@given(items=st.lists(typed_text, max_size=20))
+def test_column_normaliser_is_the_scalar_one(items):
+    """Whole files (prepare_ids) and single codes agree on every input, including the
+    white space Arrow's regular expressions do not know (vertical tab, U+2028, U+0085)."""
+    import pyarrow as pa
+
+    from protocols.ids import IdType, normalise_column
+
+    got = normalise_column(pa.array(items, pa.string()), IdType.USCC).to_pylist()
+    assert got == [uscc.normalise(x) for x in items]
+
+
+@pytest.mark.parametrize("sep", ["\x0b", "\u2028", "\x85", "\x1f", "-", "\u3000"])
+def test_prepare_ids_accepts_what_normalise_accepts(sep):
+    import pyarrow as pa
+
+    from protocols.ids import IdType, prepare_ids
+
+    raw = "9135" + sep + "0100M000100Y43"
+    prepared = prepare_ids(pa.array([raw, "9①350100M000100Y43"]), IdType.USCC)
+    assert prepared.ids == [VALID]
+    assert [r.row for r in prepared.rejects] == [2]
+    assert "not in the USCC alphabet" in prepared.rejects[0].reason
+
+
+def test_structure_warnings_are_kept_and_reported(tmp_path):
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from node_runtime.tables import write_rejects
+    from protocols.ids import IdType, prepare_ids
+
+    odd = with_check("00AB0100M000100Y5")
+    prepared = prepare_ids(pa.array([VALID, odd, "bad"]), IdType.USCC)
+    assert prepared.ids == [VALID, odd]  # kept
+    assert [w.row for w in prepared.warnings] == [2]
+    assert "'00'" in prepared.warnings[0].warning and "GB 11714" in prepared.warnings[0].warning
+    write_rejects(prepared.rejects, tmp_path / "r.csv", prepared.warnings)
+    table = pacsv.read_csv(tmp_path / "r.csv").to_pylist()
+    assert [(r["row"], r["reason"] or "") for r in table] == [(2, ""), (3, table[1]["reason"])]
+    assert table[0]["warnings"].startswith("unknown registration authority")
+    assert table[1]["reason"].startswith("wrong length")

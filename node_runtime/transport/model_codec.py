@@ -52,6 +52,7 @@ def plan_to_proto(plan: vlr.TrainingPlan) -> pb.TrainingPlan:
         optimizer=pb.OptimizerSettings(**plan.optimizer.as_dict()),
         bureau_features=list(plan.bureau_features),
         bank_public_key=key_to_bytes(plan.bank_public_key),
+        batch_size_adjustable=plan.batch_size_adjustable,
     )
 
 
@@ -74,6 +75,7 @@ def plan_from_proto(msg: pb.TrainingPlan, allow_test_keys: bool) -> vlr.Training
         ),
         bureau_features=tuple(msg.bureau_features),
         bank_public_key=bank_key,
+        batch_size_adjustable=msg.batch_size_adjustable,
     )
 
 

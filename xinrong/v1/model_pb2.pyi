@@ -75,7 +75,7 @@ class OptimizerSettings(_message.Message):
     def __init__(self, name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., beta1: _Optional[float] = ..., beta2: _Optional[float] = ..., epsilon: _Optional[float] = ..., decay: _Optional[float] = ..., penalty: _Optional[str] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class TrainingPlan(_message.Message):
-    __slots__ = ("job_id", "psi_session_id", "rows", "bank_columns", "validation_fraction", "seed", "batch_size", "max_epochs", "optimizer", "bureau_features", "bank_public_key")
+    __slots__ = ("job_id", "psi_session_id", "rows", "bank_columns", "validation_fraction", "seed", "batch_size", "max_epochs", "optimizer", "bureau_features", "bank_public_key", "batch_size_adjustable")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PSI_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,7 @@ class TrainingPlan(_message.Message):
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     BUREAU_FEATURES_FIELD_NUMBER: _ClassVar[int]
     BANK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_ADJUSTABLE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     psi_session_id: str
     rows: int
@@ -98,19 +99,22 @@ class TrainingPlan(_message.Message):
     optimizer: OptimizerSettings
     bureau_features: _containers.RepeatedScalarFieldContainer[str]
     bank_public_key: bytes
-    def __init__(self, job_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., rows: _Optional[int] = ..., bank_columns: _Optional[int] = ..., validation_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_epochs: _Optional[int] = ..., optimizer: _Optional[_Union[OptimizerSettings, _Mapping]] = ..., bureau_features: _Optional[_Iterable[str]] = ..., bank_public_key: _Optional[bytes] = ...) -> None: ...
+    batch_size_adjustable: bool
+    def __init__(self, job_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., rows: _Optional[int] = ..., bank_columns: _Optional[int] = ..., validation_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_epochs: _Optional[int] = ..., optimizer: _Optional[_Union[OptimizerSettings, _Mapping]] = ..., bureau_features: _Optional[_Iterable[str]] = ..., bank_public_key: _Optional[bytes] = ..., batch_size_adjustable: _Optional[bool] = ...) -> None: ...
 
 class TrainingAccepted(_message.Message):
-    __slots__ = ("job_id", "bureau_public_key", "bureau_columns", "bureau_features")
+    __slots__ = ("job_id", "bureau_public_key", "bureau_columns", "bureau_features", "batch_size")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     BUREAU_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     BUREAU_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     BUREAU_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     bureau_public_key: bytes
     bureau_columns: int
     bureau_features: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_id: _Optional[str] = ..., bureau_public_key: _Optional[bytes] = ..., bureau_columns: _Optional[int] = ..., bureau_features: _Optional[_Iterable[str]] = ...) -> None: ...
+    batch_size: int
+    def __init__(self, job_id: _Optional[str] = ..., bureau_public_key: _Optional[bytes] = ..., bureau_columns: _Optional[int] = ..., bureau_features: _Optional[_Iterable[str]] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class Step(_message.Message):
     __slots__ = ("job_id", "epoch", "batch")
@@ -199,14 +203,16 @@ class TrainingFinished(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., model_id: _Optional[str] = ..., epoch: _Optional[int] = ..., neutral_score: _Optional[float] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("model_id", "psi_session_id", "points")
+    __slots__ = ("model_id", "psi_session_id", "points", "reasons")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PSI_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     psi_session_id: str
     points: bool
-    def __init__(self, model_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., points: _Optional[bool] = ...) -> None: ...
+    reasons: int
+    def __init__(self, model_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., points: _Optional[bool] = ..., reasons: _Optional[int] = ...) -> None: ...
 
 class EncryptedLabels(_message.Message):
     __slots__ = ("psi_session_id", "bank_public_key", "max_bins", "min_bin_count", "features", "offset", "total", "labels")
@@ -253,13 +259,17 @@ class BinnedLabelSums(_message.Message):
     def __init__(self, features: _Optional[_Iterable[_Union[FeatureBins, _Mapping]]] = ...) -> None: ...
 
 class ApplicantScores(_message.Message):
-    __slots__ = ("offset", "total", "scores", "points")
+    __slots__ = ("offset", "total", "scores", "points", "reason_features", "reasons")
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
     offset: int
     total: int
     scores: bytes
     points: bytes
-    def __init__(self, offset: _Optional[int] = ..., total: _Optional[int] = ..., scores: _Optional[bytes] = ..., points: _Optional[bytes] = ...) -> None: ...
+    reason_features: _containers.RepeatedScalarFieldContainer[str]
+    reasons: bytes
+    def __init__(self, offset: _Optional[int] = ..., total: _Optional[int] = ..., scores: _Optional[bytes] = ..., points: _Optional[bytes] = ..., reason_features: _Optional[_Iterable[str]] = ..., reasons: _Optional[bytes] = ...) -> None: ...

@@ -1,0 +1,226 @@
+"""Checks on the bank's own file before anything leaves the bank (before PSI, before keys).
+
+A run that cannot succeed must fail here, on the bank's machine, with one line the analyst
+can act on, and not after the bureau has spent quota on PSI and key generation. What can
+be repaired without changing the meaning of the data (a constant column, a column of
+company names) is dropped with a warning instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from protocols.errors import InputDataError
+from protocols.features import column_kind
+from protocols.ids import IdType, normalise_column
+
+# Fewest rows of each class among the bank's distinct IDs: below this no AUC, KS or
+# calibration means anything, and the bureau's bins (at least 30 rows) cannot form.
+MIN_CLASS_COUNT = 30
+# A text column whose values are this unique (and that has this many rows) names entities
+# rather than grouping them: a model learns nothing general from it.
+ID_LIKE_DISTINCT_SHARE = 0.9
+ID_LIKE_MIN_ROWS = 50
+# Column names that hold identities, not characteristics (Chinese and English exports).
+ID_LIKE_NAME = re.compile(
+    r"(企业名称|公司名称|客户名称|单位名称|^名称$|姓名|地址|电话|手机|邮箱|身份证|证件号|账号"
+    r"|帐号|客户号|信用代码|^(company|enterprise|firm|client|customer)?_?name$|address"
+    r"|phone|e-?mail|account_?(no|number|id)$|^id$)",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class CheckedBankData:
+    """What the checks found: the labels, the features to use, what was dropped and why."""
+
+    labels: np.ndarray  # 0/1 per row of the table
+    bank_features: list[str]
+    warnings: list[str] = field(default_factory=list)
+    identical_duplicates: int = 0  # rows repeating an earlier row's ID and label
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "bank_features": self.bank_features,
+            "warnings": self.warnings,
+            "identical_duplicates": self.identical_duplicates,
+        }
+
+
+def read_labels(table: pa.Table, label: str, positive_label: str | None = None) -> np.ndarray:
+    """0/1 labels. Without ``positive_label``: 0/1, true/false, "0.0"/"1.0". With it: that
+    value is a default (1) and the one other value in the column is not (0), so labels
+    written as 是/否 or bad/good train as they are."""
+    if label not in table.column_names:
+        raise InputDataError(
+            f"no label column {label!r}; the file has: {', '.join(table.column_names[:20])}"
+            + suggestion(label, table.column_names)
+        )
+    raw = pc.cast(table.column(label), pa.string()).to_pylist()
+    text = ["" if v is None else str(v).strip() for v in raw]
+    missing = [i + 1 for i, v in enumerate(text) if not v]
+    if missing:
+        raise InputDataError(
+            f"label column {label!r} is empty on {len(missing)} rows (data rows "
+            f"{_rows(missing)}); drop those rows or fill in their labels"
+        )
+    if positive_label is not None:
+        return _labels_by_positive(text, label, positive_label.strip())
+    mapping = {"0": 0, "false": 0, "0.0": 0, "1": 1, "true": 1, "1.0": 1}
+    values = [mapping.get(v.lower(), -1) for v in text]
+    bad = [i + 1 for i, v in enumerate(values) if v < 0]
+    if bad:
+        seen = sorted({text[i - 1] for i in bad[:1000]})[:5]
+        hint = "; name the value that means default with --positive-label (e.g. 是 or bad)"
+        raise InputDataError(
+            f"label column {label!r} must hold 0 or 1 on every row; {len(bad)} rows do not "
+            f"(data rows {_rows(bad)}; values {', '.join(map(repr, seen))}){hint}"
+        )
+    return np.array(values, dtype=np.int64)
+
+
+def _labels_by_positive(text: list[str], label: str, positive: str) -> np.ndarray:
+    distinct = sorted(set(text))
+    if positive not in distinct:
+        raise InputDataError(
+            f"--positive-label {positive!r} never occurs in label column {label!r}; its "
+            f"values are {', '.join(map(repr, distinct[:10]))}"
+        )
+    if len(distinct) > 2:
+        raise InputDataError(
+            f"label column {label!r} has {len(distinct)} different values "
+            f"({', '.join(map(repr, distinct[:10]))}); with --positive-label it must have two"
+        )
+    return np.array([1 if v == positive else 0 for v in text], dtype=np.int64)
+
+
+def check_bank_data(
+    table: pa.Table,
+    id_column: str,
+    id_type: IdType,
+    labels: np.ndarray,
+    bank_features: list[str] | None,
+    label: str,
+    min_class_count: int = MIN_CLASS_COUNT,
+    say: Callable[[str], None] | None = None,
+) -> CheckedBankData:
+    """Duplicates, classes and columns of the bank's file, before PSI. Errors
+    (:class:`InputDataError`) for what no run could repair; warnings for what was dropped."""
+    first, identical = _first_rows(table, id_column, id_type, labels)
+    _check_classes(labels[first], label, min_class_count)
+    named = bank_features is not None
+    candidates = (
+        list(bank_features)
+        if bank_features is not None
+        else [c for c in table.column_names if c not in (id_column, label)]
+    )
+    for name in candidates:
+        if name not in table.column_names:
+            raise InputDataError(
+                f"no bank column named {name!r}" + suggestion(name, table.column_names)
+            )
+        if name in (id_column, label):
+            raise InputDataError(f"{name!r} is the ID or label column, not a feature")
+        column_kind(table.schema.field(name).type)  # unsupported types fail now
+    subset = table.take(pa.array(first))
+    kept, warnings = [], []
+    for name in candidates:
+        why = unusable_column(subset.column(name), name)
+        if why is None:
+            kept.append(name)
+        else:
+            warnings.append(f"bank column {name!r} dropped: {why}")
+    if identical:
+        warnings.append(f"{identical:,} rows repeat an earlier row's ID and label; kept once")
+    for text in warnings:
+        (say or (lambda _: None))(f"warning: {text}")
+    if not kept and named:
+        raise InputDataError("none of the bank features named can be used (see warnings)")
+    return CheckedBankData(labels, kept, warnings, identical)
+
+
+def _first_rows(
+    table: pa.Table, id_column: str, id_type: IdType, labels: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """The first row of each distinct non-empty ID, and how many later rows repeat an ID
+    with the same label. Conflicting labels for one ID are an error naming the IDs."""
+    ids = normalise_column(table.column(id_column), id_type)
+    present = np.flatnonzero(pc.fill_null(pc.greater(pc.utf8_length(ids), 0), False))
+    codes = np.asarray(ids.take(pa.array(present)).to_pylist(), dtype=object)
+    if not len(codes):
+        return present, 0
+    _, first_index, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    first_label = labels[present[first_index]][inverse]
+    conflicts = np.flatnonzero(labels[present] != first_label)
+    if conflicts.size:
+        names = sorted({str(codes[i]) for i in conflicts})
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise InputDataError(
+            f"{len(names)} IDs appear on several rows with different labels ({shown}); "
+            "keep one row per ID with its true label"
+        )
+    return np.sort(present[first_index]), int(len(codes) - len(first_index))
+
+
+def _check_classes(y: np.ndarray, label: str, min_count: int) -> None:
+    defaults, others = int(y.sum()), int(len(y) - y.sum())
+    if defaults == 0 or others == 0:
+        only = "1 (default)" if defaults else "0 (no default)"
+        raise InputDataError(
+            f"label column {label!r} has one class only: all {len(y):,} clients are {only}; "
+            "a model needs both defaults and non-defaults"
+        )
+    if min(defaults, others) < min_count:
+        raise InputDataError(
+            f"label column {label!r} has {defaults:,} defaults and {others:,} non-defaults; "
+            f"a model needs at least {min_count} of each"
+        )
+
+
+def unusable_column(column: pa.ChunkedArray, name: str) -> str | None:
+    """Why a column cannot help a model (all missing, constant, an identity), or None."""
+    kind = column_kind(column.type)
+    values = column if kind == "numeric" else pc.cast(column, pa.string())
+    if kind == "category":
+        values = pc.if_else(pc.equal(pc.utf8_trim_whitespace(values), ""), None, values)
+    present = len(values) - values.null_count
+    if present == 0:
+        return "every value is missing"
+    distinct = len(pc.unique(values.drop_null()))
+    if distinct == 1 and values.null_count == 0:
+        return f"every value is {values.drop_null()[0].as_py()!r}"
+    if ID_LIKE_NAME.search(name):
+        return "its name says it identifies clients (a name, code or address), not a trait"
+    if kind == "category" and present >= ID_LIKE_MIN_ROWS:
+        if distinct >= ID_LIKE_DISTINCT_SHARE * present:
+            return f"{distinct:,} different texts in {present:,} rows: it names, not groups"
+    return None
+
+
+def check_bureau_features(requested: Iterable[str] | None, catalogue: list[str]) -> None:
+    """Every bureau feature the bank asks for is in the bureau's catalogue (from
+    ``ListFeatures``, which costs no quota): a typo fails before PSI and before keys."""
+    unknown = [name for name in requested or () if name not in catalogue]
+    if unknown:
+        raise InputDataError(
+            f"the bureau offers no feature named {unknown[0]!r}"
+            + suggestion(unknown[0], catalogue)
+            + (f" ({len(unknown) - 1} more unknown)" if len(unknown) > 1 else "")
+            + "; `bank-node features` lists them"
+        )
+
+
+def suggestion(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _rows(rows: list[int]) -> str:
+    return ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")

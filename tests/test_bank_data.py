@@ -1,0 +1,368 @@
+"""The bank's own files: one reader for GBK/UTF-8 CSV, TSV and Excel, labels such as 是/否,
+and the checks that stop a run on the bank's machine before PSI, before keys, before any
+bureau quota is spent (a real bureau node on a loopback port, its audit log as witness)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from bank_node import cli as bank_cli
+from bank_node.data_checks import check_bank_data, read_labels, unusable_column
+from bureau_node.audit import AuditLog
+from bureau_node.server import BureauNode
+from node_runtime import tables
+from protocols import vertical_lr as vlr
+from protocols.errors import InputDataError
+from protocols.ids import IdType
+from xinrong.synthetic import generate_city, write_city
+
+HEADERS = ["统一社会信用代码", "是否违约", "行业", "营业收入", "员工人数"]
+ROWS = [
+    ["91350100M000100Y43", "否", "批发和零售业", 1203.5, 12],
+    ["91440300708461136T", "是", "制造业", 88.25, 140],
+    ["9144030071526726XG", "否", "信息传输、软件和信息技术服务业", 5.75, 3],
+    ["91330100716105852F", "是", "住宿和餐饮业", 310.0625, 27],
+]
+
+
+def _expected() -> pa.Table:
+    return pa.table(
+        {
+            "统一社会信用代码": pa.array([r[0] for r in ROWS], pa.string()),
+            "是否违约": pa.array([r[1] for r in ROWS], pa.string()),
+            "行业": pa.array([r[2] for r in ROWS], pa.string()),
+            "营业收入": pa.array([r[3] for r in ROWS], pa.float64()),
+            "员工人数": pa.array([r[4] for r in ROWS], pa.int64()),
+        }
+    )
+
+
+def _text(delimiter: str) -> str:
+    lines = [delimiter.join(HEADERS)] + [delimiter.join(str(v) for v in r) for r in ROWS]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def write_gbk_csv(path: Path) -> Path:
+    path.write_bytes(_text(",").encode("gbk"))  # as Excel on Chinese Windows saves CSV
+    return path
+
+
+def write_xlsx(path: Path) -> Path:
+    import xlsxwriter
+
+    book = xlsxwriter.Workbook(str(path))
+    sheet = book.add_worksheet("客户")
+    for i, row in enumerate([HEADERS, *ROWS]):
+        for j, value in enumerate(row):
+            sheet.write(i, j, value)
+    book.close()
+    return path
+
+
+# ============================================================================================
+# One reader
+# ============================================================================================
+
+
+def test_gbk_csv_xlsx_and_tsv_read_into_the_same_table(tmp_path):
+    gbk = write_gbk_csv(tmp_path / "clients.csv")
+    with pytest.raises(UnicodeDecodeError):
+        gbk.read_bytes().decode("utf-8")  # really not UTF-8
+    tsv = tmp_path / "clients.tsv"
+    tsv.write_text(_text("\t"), encoding="utf-8")
+    xlsx = write_xlsx(tmp_path / "clients.xlsx")
+    semicolons = tmp_path / "clients.txt"
+    semicolons.write_bytes(_text(";").encode("gb18030"))
+    expected = _expected()
+    assert tables.detect_encoding(gbk) == "gb18030"
+    for path, options in [
+        (gbk, None),
+        (tsv, None),
+        (xlsx, None),
+        (semicolons, tables.ReadOptions(delimiter=";")),
+        (gbk, tables.ReadOptions(encoding="gbk")),
+    ]:
+        got = tables.read_table(path, "统一社会信用代码", options=options)
+        assert got.equals(expected), (path, got)
+    only = tables.read_table(xlsx, "统一社会信用代码", columns=["行业"])
+    assert only.column_names == ["统一社会信用代码", "行业"]
+
+
+def test_utf8_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + _text(",").encode("utf-8"))
+    assert tables.read_table(path, "统一社会信用代码").equals(_expected())
+
+
+def test_reader_errors_are_one_line(tmp_path):
+    gbk = write_gbk_csv(tmp_path / "clients.csv")
+    with pytest.raises(InputDataError, match="not valid utf-8 text .* --encoding"):
+        tables.read_table(gbk, "统一社会信用代码", options=tables.ReadOptions(encoding="utf-8"))
+    with pytest.raises(InputDataError, match="unknown encoding 'klingon'"):
+        tables.ReadOptions(encoding="klingon")
+    with pytest.raises(InputDataError, match="no column named '客户代码'; the file has: 统一"):
+        tables.read_table(gbk, "客户代码")
+    xlsx = write_xlsx(tmp_path / "c.xlsx")
+    with pytest.raises(InputDataError, match="no sheet named 'x'; it has 客户"):
+        tables.read_table(xlsx, "统一社会信用代码", options=tables.ReadOptions(sheet="x"))
+    with pytest.raises(InputDataError, match="unknown file type '.docx'"):
+        tables.read_table(tmp_path / "a.docx", "id")
+
+
+def test_excel_ids_typed_as_numbers_stay_text(tmp_path):
+    import xlsxwriter
+
+    path = tmp_path / "ids.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    sheet = book.add_worksheet()
+    for i, row in enumerate([["id", "x"], [1001, 1.5], [1002, None], [1003, 2.5]]):
+        for j, value in enumerate(row):
+            if value is not None:
+                sheet.write(i, j, value)
+    book.close()
+    table = tables.read_table(path, "id")
+    assert table.column("id").to_pylist() == ["1001", "1002", "1003"]
+    assert table.column("x").to_pylist() == [1.5, None, 2.5]
+
+
+# ============================================================================================
+# Labels
+# ============================================================================================
+
+
+def test_positive_label_maps_chinese_and_english_labels():
+    table = _expected()
+    assert read_labels(table, "是否违约", "是").tolist() == [0, 1, 0, 1]
+    words = pa.table({"y": ["bad", "good", "good", " bad "]})
+    assert read_labels(words, "y", "bad").tolist() == [1, 0, 0, 1]
+    with pytest.raises(InputDataError, match="--positive-label"):
+        read_labels(table, "是否违约")
+    with pytest.raises(InputDataError, match="'Y' never occurs .* values are '否', '是'"):
+        read_labels(table, "是否违约", "Y")
+    three = pa.table({"y": ["是", "否", "不详"]})
+    with pytest.raises(InputDataError, match="3 different values"):
+        read_labels(three, "y", "是")
+    with pytest.raises(InputDataError, match="empty on 1 rows \\(data rows 2\\)"):
+        read_labels(pa.table({"y": ["1", None, "0"]}), "y")
+    with pytest.raises(InputDataError, match="no label column 'label'.*did you mean 'labels'"):
+        read_labels(pa.table({"labels": [1]}), "label")
+
+
+# ============================================================================================
+# Checks on the bank's table (no bureau needed)
+# ============================================================================================
+
+
+def _bank(n: int = 200, seed: int = 0) -> pa.Table:
+    from xinrong.synthetic import generate_usccs
+
+    rng = np.random.default_rng(seed)
+    return pa.table(
+        {
+            "uscc": pa.array(generate_usccs(n, rng).astype(str).tolist()),
+            "y": pa.array((np.arange(n) % 4 == 0).astype(np.int64)),
+            "income": pa.array(rng.normal(size=n)),
+            "sector": pa.array(rng.choice(["A", "B", "C"], n).tolist()),
+        }
+    )
+
+
+def test_dropped_columns_warn_and_the_rest_is_kept():
+    table = _bank()
+    n = table.num_rows
+    table = table.append_column("企业名称", pa.array([f"福州某某公司{i}" for i in range(n)]))
+    table = table.append_column("notes", pa.array([f"free text {i}" for i in range(n)]))
+    table = table.append_column("branch", pa.array(["福州"] * n))
+    table = table.append_column("empty", pa.nulls(n, pa.float64()))
+    table = table.append_column("blank", pa.array([""] * n))
+    said: list[str] = []
+    y = read_labels(table, "y")
+    checked = check_bank_data(table, "uscc", IdType.USCC, y, None, "y", say=said.append)
+    assert checked.bank_features == ["income", "sector"]
+    assert len(checked.warnings) == 5 and len(said) == 5
+    text = "\n".join(checked.warnings)
+    assert "'企业名称' dropped: its name says it identifies" in text
+    assert "'notes' dropped: 200 different texts in 200 rows" in text
+    assert "'branch' dropped: every value is '福州'" in text
+    assert "'empty' dropped: every value is missing" in text
+    assert "'blank' dropped: every value is missing" in text
+    assert unusable_column(table.column("income"), "income") is None
+
+
+def test_class_and_duplicate_checks():
+    table = _bank()
+    y = read_labels(table, "y")
+    with pytest.raises(InputDataError, match="one class only: all 200 clients are 0"):
+        check_bank_data(table, "uscc", IdType.USCC, np.zeros(200, np.int64), None, "y")
+    few = np.zeros(200, np.int64)
+    few[:5] = 1
+    with pytest.raises(InputDataError, match="5 defaults and 195 non-defaults; .* at least 30"):
+        check_bank_data(table, "uscc", IdType.USCC, few, None, "y")
+    # the same client twice: once identical (kept once, counted), once conflicting (error)
+    codes = table.column("uscc").to_pylist()
+    twice = pa.concat_tables([table, table.slice(0, 1)])
+    checked = check_bank_data(twice, "uscc", IdType.USCC, read_labels(twice, "y"), None, "y")
+    assert checked.identical_duplicates == 1 and "kept once" in checked.warnings[-1]
+    spaced = codes[1][:4] + " " + codes[1][4:]  # the same code as typed differently
+    other = table.slice(1, 1).set_column(0, "uscc", pa.array([spaced]))
+    other = other.set_column(1, "y", pa.array([1 - y[1]]))
+    clash = pa.concat_tables([table, other])
+    with pytest.raises(InputDataError, match=f"1 IDs appear on several rows .*{codes[1]}"):
+        check_bank_data(clash, "uscc", IdType.USCC, read_labels(clash, "y"), None, "y")
+    with pytest.raises(InputDataError, match="no bank column named 'incme'; did you mean 'income'"):
+        check_bank_data(table, "uscc", IdType.USCC, y, ["incme"], "y")
+
+
+# ============================================================================================
+# Against a real bureau: each case stops before PSI and spends no quota
+# ============================================================================================
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory) -> dict[str, Path]:
+    return write_city(generate_city(3000, 1200, seed=11), tmp_path_factory.mktemp("city"))
+
+
+@pytest.fixture(scope="module")
+def bureau(city, tmp_path_factory):
+    limits = vlr.TrainingLimits(allow_test_keys=True)
+    node = BureauNode(
+        city["bureau"], "uscc", tmp_path_factory.mktemp("state"), workers=0, training_limits=limits
+    )
+    node.start("127.0.0.1:0")
+    yield node
+    node.stop()
+
+
+def _bank_args(bureau, data: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--bureau",
+        f"127.0.0.1:{bureau.port}",
+        "--insecure",
+        "--data",
+        str(data),
+        "--id-column",
+        "uscc",
+        "--label",
+        "y",
+        "--model-dir",
+        str(tmp_path / "model"),
+        "--key-bits",
+        "768",
+        "--allow-test-keys",
+        "--workers",
+        "0",
+        "--quiet",
+        *extra,
+    ]
+
+
+def _variant(city, tmp_path: Path, change) -> Path:  # type: ignore[no-untyped-def]
+    table = pacsv.read_csv(
+        city["bank"], convert_options=pacsv.ConvertOptions(column_types={"uscc": pa.string()})
+    )
+    path = tmp_path / "bank.csv"
+    pacsv.write_csv(change(table), path)
+    return path
+
+
+def _one_class(t: pa.Table) -> pa.Table:
+    return t.set_column(t.column_names.index("y"), "y", pa.array(np.zeros(t.num_rows, np.int8)))
+
+
+def _few_defaults(t: pa.Table) -> pa.Table:
+    y = np.zeros(t.num_rows, np.int8)
+    y[:5] = 1
+    return t.set_column(t.column_names.index("y"), "y", pa.array(y))
+
+
+def _conflict(t: pa.Table) -> pa.Table:
+    row = t.slice(0, 1)
+    flipped = row.set_column(
+        row.column_names.index("y"),
+        "y",
+        pa.array([1 - row["y"][0].as_py()], row.schema.field("y").type),
+    )
+    return pa.concat_tables([t, flipped])
+
+
+@pytest.mark.parametrize(
+    ("change", "extra", "message"),
+    [
+        (_one_class, [], "label column 'y' has one class only"),
+        (_few_defaults, [], "has 5 defaults and 1,19"),  # distinct IDs: repeats count once
+        (_conflict, [], "1 IDs appear on several rows with different labels"),
+        (lambda t: t, ["--bureau-features", "debt_ratoi"], "did you mean 'debt_ratio'"),
+        (lambda t: t, ["--bank-features", "overdue_cnt"], "did you mean 'overdue_count_12m'"),
+        (lambda t: t, ["--positive-label", "bad"], "--positive-label 'bad' never occurs"),
+    ],
+    ids=["one-class", "few-defaults", "conflict", "bureau-typo", "bank-typo", "positive-label"],
+)
+def test_a_run_that_cannot_succeed_stops_before_psi(
+    city, bureau, tmp_path, capsys, change, extra, message
+):
+    data = _variant(city, tmp_path, change)
+    before = AuditLog(bureau.store.root).records()
+    code = bank_cli.main(_bank_args(bureau, data, tmp_path, *extra))
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    after = AuditLog(bureau.store.root).records()
+    assert after == before  # no PSI, no training job: the bureau did no work for it
+    assert not (tmp_path / "model" / "checkpoint.json").exists()
+
+
+def test_chinese_gbk_file_with_yes_no_labels_trains(city, bureau, tmp_path, capsys):
+    """A GBK export with Chinese headers, 是/否 labels and three useless columns."""
+    table = pacsv.read_csv(
+        city["bank"], convert_options=pacsv.ConvertOptions(column_types={"uscc": pa.string()})
+    )
+    n = table.num_rows
+    y = table.column("y").to_pylist()
+    table = table.set_column(
+        table.column_names.index("y"), "是否违约", pa.array(["是" if v else "否" for v in y])
+    )
+    table = table.rename_columns(
+        ["统一社会信用代码" if c == "uscc" else c for c in table.column_names]
+    )
+    table = table.append_column(
+        "企业名称", pa.array([f"福州市某某贸易有限公司{i}" for i in range(n)])
+    )
+    table = table.append_column("分行", pa.array(["福州分行"] * n))
+    path = tmp_path / "客户.csv"
+    text = pacsv.write_csv(table, tmp_path / "utf8.csv") or (tmp_path / "utf8.csv").read_text()
+    path.write_bytes(text.encode("gb18030"))
+    args = _bank_args(bureau, path, tmp_path, "--positive-label", "是", "--epochs", "2")
+    args[args.index("uscc")] = "统一社会信用代码"
+    args[args.index("y")] = "是否违约"
+    args.remove("--quiet")
+    code = bank_cli.main(args)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "warning: bank column '企业名称' dropped" in captured.err
+    assert "warning: bank column '分行' dropped: every value is '福州分行'" in captured.err
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["bank_features"] == 6 and summary["validation_auc"] > 0.6
+    # two epochs from zero weights: the loss is still falling, and the analyst is told
+    assert "warning: the loss was still falling at the last epoch" in captured.err
+    assert summary["converged"] is False
+    model = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert model["positive_label"] == "是"
+    assert "企业名称" not in json.dumps(model["recipe"], ensure_ascii=False)
+
+
+def test_convergence_warning():
+    from bank_node.metrics import convergence_warning
+
+    assert "--epochs 3" in convergence_warning([0.6, 0.5, 0.45], 3)
+    assert convergence_warning([0.6, 0.5, 0.4999999], 3) is None  # levelled off
+    assert convergence_warning([0.6, 0.5, 0.52], 3) is None
+    assert convergence_warning([0.6, 0.5], 5) is None  # early stopping ended it

@@ -1,0 +1,102 @@
+"""Private lookups (labelled PSI): a bank opens exactly the entries of the IDs it holds."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols import group
+from protocols.errors import ProtocolViolation
+from protocols.lookup import (
+    EntryNotAuthentic,
+    TableVersion,
+    lookup_tag,
+    open_all,
+    open_entry,
+    seal_entry,
+    seal_table,
+)
+
+TABLE = TableVersion("size_class", 1, 7)
+
+
+def bureau_table(ids: list[bytes], payloads: list[bytes], b: bytes) -> dict[bytes, bytes]:
+    points = group.split_points(group.exponentiate(b, group.hash_ids(ids)))
+    return dict(seal_table(points, payloads, TABLE))
+
+
+def bank_points(ids: list[bytes], b: bytes) -> list[bytes]:
+    """The bank's side of the PSI exchange: blind with a, the bureau applies b, unblind."""
+    a = group.random_scalar()
+    blinded = group.hash_and_exponentiate(a, ids)
+    answered = group.exponentiate(b, blinded)  # at the bureau: it sees only H(x)^a
+    return group.split_points(group.exponentiate(group.invert_scalar(a), answered))
+
+
+def test_a_bank_opens_exactly_the_ids_it_holds():
+    b = group.random_scalar()
+    bureau_ids = [f"91350100M0001{i:05d}".encode() for i in range(50)]
+    payloads = [f"class-{i}".encode() for i in range(50)]
+    entries = bureau_table(bureau_ids, payloads, b)
+    mine = [bureau_ids[3], b"NOT-AT-THE-BUREAU", bureau_ids[41]]
+    assert open_all(bank_points(mine, b), entries, TABLE) == [b"class-3", None, b"class-41"]
+
+
+def test_another_key_epoch_opens_nothing():
+    b, other = group.random_scalar(), group.random_scalar()
+    ids = [b"A", b"B"]
+    entries = bureau_table(ids, [b"1", b"2"], b)
+    assert open_all(bank_points(ids, other), entries, TABLE) == [None, None]
+
+
+def test_a_tampered_entry_fails_authentication_with_a_clear_error():
+    b = group.random_scalar()
+    entries = bureau_table([b"A"], [b"payload"], b)
+    (point,) = bank_points([b"A"], b)
+    tag = lookup_tag(point)
+    sealed = bytearray(entries[tag])
+    sealed[0] ^= 1
+    with pytest.raises(EntryNotAuthentic, match="failed authentication"):
+        open_entry(point, bytes(sealed), TABLE)
+
+
+def test_an_entry_does_not_open_under_another_product_or_version():
+    point = group.hash_to_group(b"A")
+    _, sealed = seal_entry(point, b"x", TABLE)
+    for other in (TableVersion("watch", 1, 7), TableVersion("size_class", 2, 7)):
+        with pytest.raises(EntryNotAuthentic):
+            open_entry(point, sealed, other)
+    assert open_entry(point, sealed, TABLE) == b"x"
+
+
+def test_an_entry_moved_to_another_tag_does_not_open():
+    p1, p2 = group.hash_to_group(b"A"), group.hash_to_group(b"B")
+    _, sealed = seal_entry(p1, b"x", TABLE)
+    with pytest.raises(EntryNotAuthentic):
+        open_entry(p2, sealed, TABLE)
+
+
+@pytest.mark.parametrize(
+    "table", [TableVersion("Bad", 1, 1), TableVersion("ok", -1, 1), TableVersion("ok", 1, 2**32)]
+)
+def test_table_names_and_numbers_are_checked(table):
+    with pytest.raises(ProtocolViolation):
+        list(seal_table([group.hash_to_group(b"A")], [b"x"], table))
+
+
+def test_sizes_are_checked():
+    point = group.hash_to_group(b"A")
+    with pytest.raises(ProtocolViolation):
+        open_entry(point, b"short", TABLE)
+    with pytest.raises(ProtocolViolation):
+        seal_entry(point, bytes(5000), TABLE)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(min_size=1, max_size=40), st.binary(max_size=200))
+def test_round_trip(identifier, payload):
+    point = group.hash_to_group(identifier)
+    tag, sealed = seal_entry(point, payload, TABLE)
+    assert tag == lookup_tag(point) and len(sealed) == len(payload) + 16
+    assert open_entry(point, sealed, TABLE) == payload
