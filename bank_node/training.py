@@ -96,23 +96,15 @@ class GrpcTrainingPeer:
         self._calls = [c for c in self._calls if not c.done()] + [call]
         return _Pending(doing, lambda: convert(call.result()), call.cancel)
 
-    def scores(self, step: vlr.Step) -> _Pending[vlr.EncryptedScores]:
-        call = self.stub.Scores(
-            codec.step_to_proto(step), timeout=STEP_DEADLINE, metadata=self.metadata
+    def step(self, msg: vlr.EncryptedResiduals) -> _Pending[vlr.StepShares]:
+        call = self.stub.TrainingStep(
+            codec.residuals_to_proto(msg), timeout=STEP_DEADLINE, metadata=self.metadata
         )
         self._calls = [c for c in self._calls if not c.done()] + [call]
         return _Pending(
-            "receiving the bureau's encrypted scores",
-            lambda: codec.scores_from_proto(call, self.width, self.max_rows),
+            "exchanging a training step's shares with the bureau",
+            lambda: codec.shares_from_proto(call, self.width, self.max_rows),
             call.cancel,
-        )
-
-    def gradient(self, msg: vlr.EncryptedResiduals) -> _Pending[vlr.MaskedValues]:
-        return self._unary(
-            "sending encrypted residuals",
-            self.stub.Gradient,
-            codec.residuals_to_proto(msg),
-            codec.masked_from_proto,
         )
 
     def decrypt(self, msg: vlr.MaskedValues) -> _Pending[vlr.DecryptedValues]:
@@ -121,14 +113,6 @@ class GrpcTrainingPeer:
             self.stub.Decrypt,
             codec.masked_to_proto(msg),
             codec.decrypted_from_proto,
-        )
-
-    def update(self, msg: vlr.DecryptedValues) -> _Pending[None]:
-        return self._unary(
-            "returning the bureau's gradient",
-            self.stub.Update,
-            codec.decrypted_to_proto(msg),
-            lambda _: None,
         )
 
     def close(self) -> None:
@@ -471,7 +455,7 @@ def train(
         return vlr.BankTrainer(plan, x, y, private_key, limits, stopping, executor, encryptor)
 
     trainer = new_trainer(plan)
-    start_epoch, history = 0, []
+    start_epoch, history = 0, list[vlr.EpochRecord]()
     if saved is None:
         accepted_pb = _call(
             "starting the training job",
@@ -485,7 +469,6 @@ def train(
             planned.plan = adopted
     else:
         start_epoch = int(saved["epoch"])
-        history = trainer.restore(saved["state"])
         say(f"resuming job {plan.job_id} at epoch {start_epoch + 1}")
         with _ends_with_the_bureau(model_dir, plan.job_id):
             accepted_pb = _call(
@@ -523,6 +506,9 @@ def train(
     }
     done: list[vlr.EpochRecord] = list(history)
     trainer.accept(codec.accepted_from_proto(accepted_pb, allow_test_keys))
+    if saved is not None:  # after accept: the share of the bureau's weights has its size
+        history = trainer.restore(saved["state"])
+        done.extend(history)
     chosen = list(accepted_pb.bureau_features)
     say(
         f"training on {len(train_rows):,} rows ({len(validation_rows):,} held back): "
@@ -533,7 +519,7 @@ def train(
     peer = GrpcTrainingPeer(connection, allow_test_keys)
     assert trainer.bureau_key is not None
     peer.width = he.ciphertext_bytes(trainer.bureau_key)
-    peer.max_rows = max(batch * 2, len(validation_rows))
+    peer.max_rows = 2 * batch  # the rows of a batch; validation steps carry no masks
     epoch_bars = ProgressBars(enabled=False if quiet else None, unit="batch")
 
     def on_batch(epoch: int, done: int, total: int) -> None:
@@ -574,7 +560,11 @@ def train(
     finished = _call(
         "finishing the training job",
         lambda: connection.training.FinishTraining(
-            pb.FinishRequest(job_id=plan.job_id, epoch=outcome.best_epoch),
+            pb.FinishRequest(
+                job_id=plan.job_id,
+                epoch=outcome.best_epoch,
+                weight_share=codec.share_to_proto(outcome.bureau_share),
+            ),
             timeout=STEP_DEADLINE,
             metadata=connection.metadata,
         ),

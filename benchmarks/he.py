@@ -1,12 +1,13 @@
 """How fast the encrypted arithmetic is, beside python-paillier (phe) in the same run.
 
     python benchmarks/he.py micro           # (1) encryptions, decryptions, inner products vs phe
-    python benchmarks/he.py epoch           # (2) a default_credit epoch vs a phe baseline
-    python benchmarks/he.py fate            # (3) 100,000 rows x (30 + 300) features, one epoch
+    python benchmarks/he.py epoch           # (2) a default_credit epoch (target < 20 s wall)
+    python benchmarks/he.py fate            # (3) 100,000 x (30 + 300), one epoch, vs FATE SSHE-LR
     python benchmarks/he.py all
 
 2048-bit keys throughout. Ours runs with the default executor (a process pool with one
-worker per core); phe runs in one process, as it is used. Both nodes of (2) and (3) are
+worker per core); phe runs in one process, as it is used. (2) and (3) run the training
+protocol with the bureau's weights secret-shared (docs/protocol-training.md). Both nodes are
 separate processes talking gRPC over loopback; core-seconds are the CPU time of both nodes'
 whole process trees (workers included) during the epoch.
 """
@@ -28,7 +29,6 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from bureau_process import BANK_ID, start_bureau
-from phe import paillier
 
 from bank_node.training import train_job
 from node_runtime.parallel import make_executor
@@ -258,45 +258,17 @@ def one_epoch(bank_file: Path, bureau_file: Path, work: Path, label: str) -> dic
     }
 
 
-# -- (2) default_credit, and the same protocol with plain phe ----------------------------
+# -- (2) default_credit ------------------------------------------------------------------
 
-
-def phe_protocol_rows(rows: int, bank_columns: int, bureau_columns: int) -> dict:
-    """The protocol's per-row work with phe, element by element, both parties in one
-    process, with the same fixed-point integers as ours (16-bit values, 8-bit scalars): each
-    party encrypts its value, the bureau forms [[4d]] and its X_B^T [[4d]], the bank its
-    X_A^T [[u_B]] and the loss term; per-batch work (masks, decryptions) is timed for a
-    batch of 1,024 rows and spread over it."""
-    rng = np.random.default_rng(3)
-    pub_a, priv_a = paillier.generate_paillier_keypair(n_length=KEY_BITS)
-    pub_b, priv_b = paillier.generate_paillier_keypair(n_length=KEY_BITS)
-    xa = np.rint(rng.normal(size=(rows, bank_columns + 2)) * 256).astype(int)
-    xb = np.rint(rng.normal(size=(rows, bureau_columns)) * 256).astype(int)
-    e = np.rint(rng.normal(size=rows) * 65536).astype(int)
-    u = np.rint(rng.normal(size=rows) * 65536).astype(int)
-    started = time.process_time()
-    enc_e = [pub_a.encrypt(int(v)) for v in e]
-    enc_u = [pub_b.encrypt(int(v)) for v in u]
-    d = [c + int(v) for c, v in zip(enc_e, u, strict=True)]
-    grad_b = [
-        sum((d[i] * int(xb[i, j]) for i in range(1, rows)), d[0] * int(xb[0, j]))
-        for j in range(bureau_columns)
-    ]
-    grad_a = [
-        sum((enc_u[i] * int(xa[i, j]) for i in range(1, rows)), enc_u[0] * int(xa[0, j]))
-        for j in range(xa.shape[1])
-    ]
-    per_row = (time.process_time() - started) / rows
-    started = time.process_time()
-    masked_b = [g + pub_a.encrypt(int(rng.integers(1 << 60))) for g in grad_b]
-    masked_a = [g + pub_b.encrypt(int(rng.integers(1 << 60))) for g in grad_a]
-    [priv_a.decrypt(g) for g in masked_b]
-    [priv_b.decrypt(g) for g in masked_a]
-    per_batch = time.process_time() - started
-    return {"cpu_seconds_per_row": per_row + per_batch / 1024, "rows_timed": rows}
+EPOCH_TARGET_SECONDS = 20.0
+# FATE's SSHE-LR (secret-shared HE logistic regression, the protocol family ours follows) on
+# 100,000 x (30 + 300): 4 min 54 s an epoch on 16 cores with 1,024-bit keys (issue 12).
+FATE_SSHE_CORE_SECONDS = 294 * 16
+FATE_SHAPE_TARGET_CORE_SECONDS = 600.0
 
 
 def epoch(work: Path) -> None:
+    """One epoch of default_credit's 70% split with the shared-weights protocol."""
     guest, host = DATA / "default_credit_hetero_guest.csv", DATA / "default_credit_hetero_host.csv"
     table = pacsv.read_csv(
         guest, convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()})
@@ -306,26 +278,9 @@ def epoch(work: Path) -> None:
     work.mkdir(parents=True, exist_ok=True)
     pacsv.write_csv(train, work / "train.csv")
     ours = one_epoch(work / "train.csv", host, work, "default_credit, xinrong")
+    ours["target_wall_seconds"] = EPOCH_TARGET_SECONDS
+    ours["met"] = ours["epoch_wall_seconds"] < EPOCH_TARGET_SECONDS
     report(**ours)
-    baseline = phe_protocol_rows(128, ours["bank_columns"], ours["bureau_columns"])
-    ours_cpu_per_row = ours["epoch_core_seconds"] / ours["rows"]
-    ours_wall_per_row = ours["epoch_wall_seconds"] / ours["rows"]
-    report(
-        run="default_credit, the same protocol with phe element by element",
-        rows_timed=baseline["rows_timed"],
-        phe_cpu_ms_per_row=round(1000 * baseline["cpu_seconds_per_row"], 2),
-        xinrong_core_ms_per_row=round(1000 * ours_cpu_per_row, 3),
-        xinrong_wall_ms_per_row=round(1000 * ours_wall_per_row, 3),
-        # The target's measure, as in (1): phe in one process, as it is used, against our
-        # wall time with both cores in use (both nodes and their workers on this machine).
-        ratio_wall_vs_phe_one_process=round(baseline["cpu_seconds_per_row"] / ours_wall_per_row, 1),
-        # Stricter views: per core-second, and against phe if its two parties could each
-        # have had a core of their own (half its CPU time as wall time, at best).
-        ratio_core_seconds=round(baseline["cpu_seconds_per_row"] / ours_cpu_per_row, 1),
-        ratio_wall_vs_ideal_two_core_phe=round(
-            baseline["cpu_seconds_per_row"] / 2 / ours_wall_per_row, 1
-        ),
-    )
 
 
 # -- (3) the FATE shape ------------------------------------------------------------------
@@ -345,8 +300,12 @@ def fate(work: Path, rows: int = 100_000) -> None:
     pq.write_table(bureau, work / "bureau.parquet")
     del xa, xb, bank, bureau
     result = one_epoch(work / "bank.parquet", work / "bureau.parquet", work, "FATE shape")
-    result["fate_core_seconds"] = 136 * 16
-    result["efficiency_vs_fate"] = round(2176 / result["epoch_core_seconds"], 2)
+    core = result["epoch_core_seconds"] * 100_000 / rows  # scaled when --fate-rows is smaller
+    result["core_seconds_per_100k_rows"] = round(core, 1)
+    result["target_core_seconds"] = FATE_SHAPE_TARGET_CORE_SECONDS
+    result["fate_sshe_core_seconds"] = FATE_SSHE_CORE_SECONDS
+    result["ratio_per_core_vs_fate_sshe"] = round(FATE_SSHE_CORE_SECONDS / core, 2)
+    result["met"] = core < FATE_SHAPE_TARGET_CORE_SECONDS and FATE_SSHE_CORE_SECONDS / core > 7
     report(**result)
 
 

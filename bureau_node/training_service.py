@@ -413,32 +413,36 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
                 if job.trainer.stage is vlr.BureauStage.FAILED:
                     self._end(bank_id, job_id, "failed", job.trainer.failure)
 
-    def Scores(
-        self, request: pb.Step, context: grpc.ServicerContext
-    ) -> Iterator[pb.EncryptedScores]:
+    def TrainingStep(
+        self, request: pb.EncryptedResiduals, context: grpc.ServicerContext
+    ) -> Iterator[pb.StepShares]:
         try:
-            step = codec.step_from_proto(request)
-            msg, width = self._with_job(
+            msg = codec.residuals_from_proto(request)
+            out, width = self._with_job(
                 context,
-                step.job_id,
+                msg.step.job_id,
                 lambda j: (
-                    j.trainer.scores(step),
+                    self._step(j, msg),
                     he.ciphertext_bytes(j.trainer.private_key.public_key),
                 ),
             )
-            yield from codec.scores_to_proto(msg, width)
+            yield from codec.shares_to_proto(out, width)
         except Exception as exc:  # noqa: BLE001
             abort_with(context, exc)
 
-    def Gradient(
-        self, request: pb.EncryptedResiduals, context: grpc.ServicerContext
-    ) -> pb.MaskedValues:
-        try:
-            msg = codec.residuals_from_proto(request)
-            out = self._with_job(context, msg.step.job_id, lambda j: j.trainer.gradient(msg))
-            return codec.masked_to_proto(out)
-        except Exception as exc:  # noqa: BLE001
-            abort_with(context, exc)
+    @staticmethod
+    def _step(job: _Job, msg: vlr.EncryptedResiduals) -> vlr.StepShares:
+        finished = len(job.trainer.checkpoints)
+        out = job.trainer.step(msg)
+        if len(job.trainer.checkpoints) > finished and job.trainer.epoch_counts:
+            epoch = max(job.trainer.epoch_counts)
+            log.info(
+                "job %s epoch %d: bureau operations %s",
+                job.trainer.plan.job_id,
+                epoch + 1,
+                job.trainer.epoch_counts[epoch],
+            )
+        return out
 
     def Decrypt(
         self, request: pb.MaskedValues, context: grpc.ServicerContext
@@ -471,27 +475,6 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         self._save_ledger(job.bank_id, job.trainer.plan.job_id, job.ledger)  # before it leaves
         return out
 
-    def Update(self, request: pb.DecryptedValues, context: grpc.ServicerContext) -> pb.UpdateAck:
-        try:
-            msg = codec.decrypted_from_proto(request)
-            self._with_job(context, msg.step.job_id, lambda j: self._update(j, msg))
-            return pb.UpdateAck(step=request.step)
-        except Exception as exc:  # noqa: BLE001
-            abort_with(context, exc)
-
-    @staticmethod
-    def _update(job: _Job, msg: vlr.DecryptedValues) -> None:
-        finished = len(job.trainer.epoch_counts)
-        job.trainer.update(msg)
-        if len(job.trainer.epoch_counts) > finished:
-            epoch = max(job.trainer.epoch_counts)
-            log.info(
-                "job %s epoch %d: bureau operations %s",
-                job.trainer.plan.job_id,
-                epoch + 1,
-                job.trainer.epoch_counts[epoch],
-            )
-
     def FinishTraining(
         self, request: pb.FinishRequest, context: grpc.ServicerContext
     ) -> pb.TrainingFinished:
@@ -499,7 +482,8 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             bank_id = self.ctx.access.bank(context)
 
             def finish(job: _Job) -> pb.TrainingFinished:
-                weights, finished = job.trainer.finish(request.epoch)
+                share = codec.share_from_proto(request.weight_share, job.trainer.x.shape[1])
+                weights, finished = job.trainer.finish(request.epoch, share)
                 model_id = secrets.token_hex(16)
                 plan = job.trainer.plan
                 self.ctx.models.save(

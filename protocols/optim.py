@@ -1,8 +1,10 @@
 """Optimisers each party runs on its own half of the weights, and the batch schedule both
 parties derive from the seed they agreed on.
 
-Both halves use the same configuration, so the joint update equals one optimiser over the
-concatenated weights (SGD and Adam are coordinate-wise).
+The bank's own weights are in clear and may use any optimiser here. The bureau's weights exist
+only as two additive shares (``ShareSgd``): the optimiser on them must be linear in the
+weights and the gradient (SGD, momentum, L2), so that each party can update its share alone;
+with ``name = "sgd"`` the joint update equals one optimiser over the concatenated weights.
 """
 
 from __future__ import annotations
@@ -53,6 +55,58 @@ class OptimizerConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+FIXED_BITS = 32  # the optimiser's coefficients as integers over 2^32 (on shares)
+
+
+class ShareSgd:
+    """One party's additive share of weights that nobody holds in clear, updated by SGD with
+    momentum and an L2 penalty: ``m = mu m + g + alpha w; w = w - lr m``. Every operation is
+    linear, so the two parties' shares, each updated alone with its share of the gradient,
+    always sum to the weights one such optimiser would hold, up to one unit of the fixed
+    point per operation (each side rounds its own share down; integers never wrap).
+
+    Shares are integers at scale 2^``scale_bits``; the coefficients are integers over
+    2^FIXED_BITS, identical on both sides, so no float touches a share. Adam and L1 are not
+    linear: with them in the plan, they serve the bank's own weights, and the shares take
+    momentum SGD with the plan's rate, momentum and decay (and no penalty with L1)."""
+
+    def __init__(self, config: OptimizerConfig, size: int, scale_bits: int) -> None:
+        config.check()
+        self.config = config
+        self.scale_bits = scale_bits
+        self.share = [0] * size
+        self.momentum = [0] * size
+
+    def state(self) -> dict[str, object]:
+        # as decimal strings: shares outgrow JSON's exact integers in other readers
+        return {"share": [str(v) for v in self.share], "momentum": [str(v) for v in self.momentum]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        share = [int(v) for v in state["share"]]
+        momentum = [int(v) for v in state["momentum"]]
+        if len(share) != len(self.share) or len(momentum) != len(self.momentum):
+            raise ValueError("the shared optimiser state has the wrong size")
+        self.share, self.momentum = share, momentum
+
+    def _fixed(self, value: float) -> int:
+        return int(round(value * (1 << FIXED_BITS)))
+
+    def step(self, gradient: list[int], gradient_bits: int, divisor: int, epoch: int) -> None:
+        """``gradient``: this party's share of ``divisor * 2^gradient_bits * g``."""
+        c = self.config
+        momentum = self._fixed(c.momentum)  # also when the bank's own weights use Adam
+        alpha = self._fixed(c.alpha if c.penalty == "l2" else 0.0)
+        rate = self._fixed(c.learning_rate / (1.0 + c.decay * epoch))
+        shift = self.scale_bits - gradient_bits + FIXED_BITS
+        if shift < 0:
+            raise ValueError("the gradient is finer than the weights")
+        unit = (1 << shift) // divisor  # 2^(scale - gradient bits) / divisor, over 2^FIXED_BITS
+        for i, g in enumerate(gradient):
+            m = (momentum * self.momentum[i] + alpha * self.share[i] + unit * g) >> FIXED_BITS
+            self.momentum[i] = m
+            self.share[i] -= (rate * m) >> FIXED_BITS
 
 
 class Optimizer:

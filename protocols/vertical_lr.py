@@ -1,25 +1,40 @@
-"""Two-party vertical logistic regression under Paillier, with no third party.
+"""Two-party vertical logistic regression in which the bureau never sees a value that depends
+on the bank's labels: the bureau's weights are additively secret-shared for the whole job.
 
-The protocol of the design notes, section 4 (after Yang, Fan, et al., "Parallel Distributed
-Logistic Regression for Vertical Federated Learning without Third-Party Coordinator",
-arXiv:1911.09824, 2019): each party holds its own key; the bank holds the labels and the
-intercept. Per batch, with the Taylor sigmoid ``s(z) ~ 0.5 + z/4`` and everything times 4 so
-it stays integral:
+The design notes, section 4, "Secret-shared bureau weights", after CAESAR (Chen et al.,
+"When Homomorphic Encryption Marries Secret Sharing: Secure Large-Scale Sparse Logistic
+Regression and Applications in Risk Control", KDD 2021, arXiv:2008.08753), which FATE ships
+as SSHE-LR. Each party holds its own Paillier key; ``[[v]]_A`` is under the bank's key,
+``[[v]]_B`` under the bureau's. The bank keeps its own weights ``w_A`` in clear (it may learn
+its own gradient and the loss); the bureau's weights are ``w_B = s1 + s2``, integers at scale
+2^40, ``s1`` at the bank and ``s2`` at the bureau, both starting at 0 (the known start).
+With the Taylor sigmoid everything is linear in shares; times 4 it stays integral:
 
-  bank:   [[4e]]_A = [[2 + u_A - 4y]]_A                       -> bureau
-  bureau: [[u_B]]_B, [[sum u_B^2]]_B                          -> bank
-  bureau: [[4d]]_A = [[4e]]_A + u_B; X_B^T [[4d]]_A, masked, packed  -> bank decrypts
-  bank:   X_A^T [[u_B]]_B and the loss cross term, masked, packed    -> bureau decrypts
-  each:   removes its masks, g = (X^T 4d) / (4|I|), its own optimiser step.
+  bank -> bureau   [[s1]]_A (k_B values) and [[e]]_A = [[2 + u_A - 4y]]_A per row
+  bureau           [[u_B]]_A = X_B [[s1]]_A + X_B s2   (s1 bases shared by every row)
+                   [[4d]]_A = [[e]]_A [[u_B]]_A        (the residual, under the bank's key)
+  bureau -> bank   [[u_B + r]]_A packed   -> the bank's share v = u_B + r, the bureau's -r
+                   [[-r]]_B per row       (for the bank's own gradient)
+                   [[X_B^T 4d + q]]_A packed -> the bank's gradient share; the bureau's is -q
+                   [[sum (4d)^2 - sum (e + v)^2]]_A -> with its own part, the loss
+  bank -> bureau   [[X_A^T (-r) + t]]_B packed; the bureau decrypts, the bank removes t:
+                   its gradient is X_A^T (e + v) + X_A^T (-r) = X_A^T 4d (over 4|I|)
+  each             steps its share of w_B with the same linear optimiser (``ShareSgd``:
+                   momentum SGD with L2; it commutes with the sum of the shares); the bank
+                   steps w_A with its own optimiser (Adam allowed: those weights are its own).
+  finish           the bank sends s1 of the chosen epoch: the bureau learns its final w_B.
 
-Two state machines, ``BankTrainer`` and ``BureauTrainer``, map messages to messages; the
-gRPC servicer and client only carry them. ``drive_training`` is the bank's schedule over any
-``TrainingPeer`` (in-process in tests, gRPC in the node), with the two parties' heavy steps
-overlapping.
+A variant of the notes' order: the bank encrypts e before it holds a share of u_B, and the
+bureau forms ``[[4d]]`` itself, so the bank encrypts one vector per step (not a second
+``[[e + v]]``) and a step is two round trips.
 
-What each side sees (beyond the allowed leakage: the intersection, its own per-batch
-gradient, and the training loss to the bank): only ciphertexts under the other party's key,
-and plaintexts it decrypts for the other party that are statistically masked (40 bits).
+The bureau's view is ciphertexts under the bank's key, the bank's masked vector ``X_A^T (-r)
++ t`` (a fresh mask 40 bits above the bound of a value the bureau could compute itself), and
+values it drew itself; its share s2 is a function of its own masks only, and it learns w_B
+once, at the end. The bank's view: its share v (u_B under a fresh mask), its gradient share
+of w_B (under a fresh mask), the loss and its own gradient (the allowed leakage). Every
+ciphertext one party decrypts was re-randomised by the other with a textbook ``r^n``.
+docs/protocol-training.md states each view step by step and why the rest is simulatable.
 """
 
 from __future__ import annotations
@@ -27,28 +42,41 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol, TypeVar, cast
 
+import gmpy2
 import numpy as np
 
 from . import paillier as he
 from .errors import PolicyViolation, ProtocolViolation, WrongStage
-from .optim import Optimizer, OptimizerConfig, epoch_batches, split_rows
+from .optim import Optimizer, OptimizerConfig, ShareSgd, epoch_batches, split_rows
 
-SCALE_BITS = 16  # fixed point of every encrypted value (scores, residuals)
-# Fixed point of the plaintext scalars that multiply ciphertexts (feature values, loss
-# coefficients): the cost of an encrypted inner product grows with their bit length, and
-# 2^-8 on a standardised feature is far below the noise of any credit data.
-EXPONENT_BITS = 8
-PRODUCT_SCALE = 1 << (SCALE_BITS + EXPONENT_BITS)
-SCORE_BOUND = 64.0  # |u_A|, |u_B| are clipped here; beyond it the Taylor sigmoid is meaningless
-# Bound of every packed value: rows (2^24) x scalars (features |x| <= 16: 2^12; loss
-# coefficients < 2^16) x encrypted values (scores 2^22, residuals 2^24): below 2^64.
-VALUE_BITS = 64
+# Fixed point. Features multiply ciphertexts as integers at 2^-6 (the cost of an encrypted
+# inner product grows with the scalars' length: 10 bits with the sign shift for |x| < 4.5,
+# against 12 at 2^-8; a step of 1/64 on a standardised feature is far below the noise of
+# credit data, and the test AUCs of benchmarks/accuracy.py do not move in the 4th decimal).
+# The bureau's weights enter u_B at 2^-12, so u_B, e and d are at 2^-18; the shares
+# themselves are kept at 2^-40, so the optimiser's arithmetic is exact to far below what the
+# updates are.
+EXPONENT_BITS = 6
+SCORE_WEIGHT_BITS = 12
+SCALE_BITS = EXPONENT_BITS + SCORE_WEIGHT_BITS  # u_B, e, 4d
+SHARE_BITS = 40  # the shares of w_B
+GRADIENT_BITS = SCALE_BITS + EXPONENT_BITS  # X^T 4d
+SCORE_BOUND = 64.0  # |u_A| is clipped here, and the bureau's final scores
+# Bounds of what is masked (a mask is 40 bits above them): |u_B| < 2^10 (a score beyond 64
+# already saturates the sigmoid; 2^10 is slack for early steps) ...
+SCORE_VALUE_BITS = 10 + SCALE_BITS
+# ... |X^T 4d| < 2^10 (features |x| <= 16) x 2^12 (rows) x 2^29 (|4d| < 2^11) ...
+VALUE_BITS = 4 + EXPONENT_BITS + 12 + 11 + SCALE_BITS
+# ... |X_A^T r| < 2^10 x 2^12 x 2^70 (a score mask with its offset).
+CROSS_VALUE_BITS = 4 + EXPONENT_BITS + 12 + SCORE_VALUE_BITS + he.STATISTICAL_SECURITY + 3
+WEIGHT_BOUND = 2.0**10  # |w_B| at the finish: beyond it the bank sent a corrupt share
+MAX_SHARE_BITS = 512  # a share of the bank's is refused beyond this
 MAX_ROWS = 1 << 24
 MAX_BATCH = 4096  # a batch of 2048-bit (4096-bit) ciphertexts stays under 2 (4) MiB
 VALIDATION = -1  # the batch number of an epoch's validation step
@@ -173,20 +201,29 @@ class TrainingAccepted:
 class Step:
     job_id: str
     epoch: int
-    batch: int  # VALIDATION for the validation step
-
-
-@dataclass(frozen=True)
-class EncryptedScores:
-    step: Step
-    scores: bytes  # [[u_B]]_B per row, fixed point
-    square_sum: bytes  # [[sum u_B^2]]_B, one ciphertext
+    batch: int  # -1 - i for part i of the epoch's validation rows
 
 
 @dataclass(frozen=True)
 class EncryptedResiduals:
+    """The bank's half of a step: its share of the bureau's weights and the residual's own
+    part, both under the bank's key."""
+
     step: Step
-    residuals: bytes  # [[4e]]_A per row
+    weight_share: bytes  # [[s1]]_A at 2^-12, one per bureau column
+    residuals: bytes  # [[2 + u_A - 4y]]_A per row, at 2^-SCALE_BITS
+
+
+@dataclass(frozen=True)
+class StepShares:
+    """The bureau's answer: shares for the bank, under the bank's key (packed, masked and
+    re-randomised) except the bureau's own masks, under the bureau's key."""
+
+    step: Step
+    score_shares: bytes  # packed [[u_B + r]]_A
+    bureau_masks: bytes  # [[-r]]_B per row (training steps only)
+    gradient_share: bytes  # packed [[X_B^T 4d + q]]_A (training steps only)
+    loss_term: bytes  # [[sum (4d)^2 - sum (e + v)^2]]_A, one ciphertext
 
 
 @dataclass(frozen=True)
@@ -209,8 +246,8 @@ class TrainingFinished:
     neutral_score: float  # the bureau's mean u_B over the training rows
 
 
-def _layout(key: he.PublicKey) -> he.SlotLayout:
-    return he.SlotLayout(VALUE_BITS, key.n.bit_length())
+def _layout(bits: int, key: he.PublicKey) -> he.SlotLayout:
+    return he.SlotLayout(bits, key.n.bit_length())
 
 
 def _fixed_matrix(x: np.ndarray) -> np.ndarray:
@@ -226,19 +263,109 @@ def _check_step(got: Step, expected: Step | None, what: str) -> None:
         raise WrongStage(f"{what} for {got} arrived, but the job expects {expected}")
 
 
+def validation_parts(rows: np.ndarray) -> list[np.ndarray]:
+    """The validation rows in steps of at most MAX_BATCH (each one message)."""
+    if len(rows) == 0:
+        return []
+    return list(np.array_split(rows, -(-len(rows) // MAX_BATCH)))
+
+
+def exact_products(matrix: np.ndarray, values: Sequence[int]) -> list[int]:
+    """``matrix @ values`` exactly, for a small int64 matrix and arbitrarily large integers:
+    the values are cut into 24-bit limbs so that numpy never overflows (|entries| < 2^13,
+    at most 2^13 terms: each limb product sum stays below 2^50)."""
+    matrix = np.asarray(matrix, dtype=np.int64)
+    if matrix.shape[1] != len(values):
+        raise ValueError("one value per matrix column")
+    if not len(values):
+        return [0] * matrix.shape[0]
+    shift = max(abs(int(v)) for v in values).bit_length() + 1
+    offset = 1 << shift  # values + offset >= 0
+    shifted = [int(v) + offset for v in values]
+    limbs = -(-(shift + 1) // 24)
+    digits = np.array(
+        [[(v >> (24 * i)) & 0xFFFFFF for i in range(limbs)] for v in shifted], dtype=np.int64
+    )
+    partial = (matrix @ digits).tolist()  # rows x limbs
+    sums = matrix.sum(axis=1).tolist()
+    return [
+        sum(int(p) << (24 * i) for i, p in enumerate(row)) - offset * int(s)
+        for row, s in zip(partial, sums, strict=True)
+    ]
+
+
+def _row_chunk(nsquare: int, bases: list[gmpy2.mpz], matrix: np.ndarray) -> list[gmpy2.mpz]:
+    return he.inner_products_counted(bases, matrix, nsquare)[0]
+
+
+def row_combinations(
+    bases: Sequence[gmpy2.mpz],
+    x: np.ndarray,
+    key: he.PublicKey,
+    executor: Executor | None,
+    counts: he.OpCounts,
+) -> list[gmpy2.mpz]:
+    """``[[x_j . s]]`` for every row j of an integer matrix, from ``[[s]]``: the k bases are
+    shared by all rows (bit-sliced tables of 8 bases each), rows in chunks over the
+    executor."""
+    rows = x.shape[0]
+    size = 2 * he.CHUNK_ROWS
+    chunks = [(a, min(rows, a + size)) for a in range(0, rows, size)] or [(0, 0)]
+    nsquare = int(key.nsquare)
+    if executor is None or len(chunks) == 1:
+        parts = [_row_chunk(nsquare, list(bases), x[a:b].T) for a, b in chunks]
+    else:
+        futures = [executor.submit(_row_chunk, nsquare, list(bases), x[a:b].T) for a, b in chunks]
+        parts = [f.result() for f in futures]
+    counts.inner_product_terms += x.size
+    return [c for part in parts for c in part]
+
+
+def _power_product(
+    bases: Sequence[gmpy2.mpz],
+    exponents: Sequence[int],
+    key: he.PublicKey,
+    executor: Executor | None,
+    counts: he.OpCounts,
+) -> gmpy2.mpz:
+    """``prod bases^exponents`` for non-negative exponents of up to 2^72: two 36-bit halves,
+    each an inner product over the executor."""
+    low = np.array([e & ((1 << 36) - 1) for e in exponents], dtype=np.int64)
+    high = np.array([e >> 36 for e in exponents], dtype=np.int64)
+    if high.size and int(high.max()) >= 1 << 36:
+        raise ValueError("exponent beyond 2^72")
+    lo, hi = he.inner_products(bases, np.stack([low, high], axis=1), key, executor, counts)
+    nsquare = he.mpz(key.nsquare)
+    return lo * gmpy2.powmod(hi, 1 << 36, nsquare) % nsquare
+
+
+def _signed(value: int, key: he.PublicKey) -> int:
+    return he.from_residue(int(value), key.n)
+
+
 # -- the bureau ----------------------------------------------------------------------------
 
 
+@dataclass
+class _Prepared:
+    """A step's masks of the bureau's scores, drawn ahead, and their encryption under the
+    bureau's key (its share -r, for the bank's gradient), under way."""
+
+    step: Step
+    masks: list[int]
+    encrypted: Callable[[], list[gmpy2.mpz]] | None
+
+
 class BureauStage(Enum):
-    READY = "ready"  # waiting for the scores request of the next step
-    SCORED = "scored"
+    READY = "ready"  # waiting for the bank's half of the next step
+    SHARED = "shared"  # answered a training step; waiting for the bank's values to decrypt
     FINISHED = "finished"
     FAILED = "failed"  # a malformed message ended the job: nothing more is answered
 
 
 def _fails_the_job(method: Callable[..., T]) -> Callable[..., T]:
     """A malformed message ends the job for good: no retrying a rejected decryption or
-    update to probe what the bureau accepts."""
+    step to probe what the bureau accepts."""
 
     @functools.wraps(method)
     def guarded(self: BureauTrainer, *args: object) -> T:
@@ -258,8 +385,6 @@ def _fails_the_job(method: Callable[..., T]) -> Callable[..., T]:
 
 def _request_key(msg: object) -> tuple[object, str]:
     """What identifies a request: its step and a digest of its content."""
-    if isinstance(msg, Step):
-        return msg, ""
     step = getattr(msg, "step")  # noqa: B009 - every step message has one
     content = b"".join(
         v if isinstance(v, bytes) else str(v).encode()
@@ -271,8 +396,9 @@ def _request_key(msg: object) -> tuple[object, str]:
 
 def _replayable(method: Callable[..., T]) -> Callable[..., T]:
     """A request that arrives again, identical, after it was answered (a retry after a lost
-    reply) gets the recorded answer; it is never applied twice. A different request for the
-    same step is refused by the stage checks as before."""
+    reply) gets the recorded answer; it is never applied twice (no second decryption, no
+    second step of the shares). A different request for the same step is refused by the
+    stage checks as before."""
 
     @functools.wraps(method)
     def replay(self: BureauTrainer, msg: object) -> T:
@@ -289,7 +415,7 @@ def _replayable(method: Callable[..., T]) -> Callable[..., T]:
 
 class BureauTrainer:
     """The bureau's side of one training job: its features (rows in the PSI order, already
-    preprocessed), its own key and weights."""
+    preprocessed), its own key, and its share s2 of its own weights (never the weights)."""
 
     def __init__(
         self,
@@ -306,145 +432,189 @@ class BureauTrainer:
         check_plan(plan, limits, features.shape[1])
         self.plan = plan
         self.x = features
+        self.x8 = _fixed_matrix(features)
         self.private_key = private_key
         self.encryptor = he.OwnerEncryptor(private_key)
         self.bank_key = plan.bank_public_key
-        self.bank_encryptor = he.PeerEncryptor(self.bank_key)
         self.train_rows, self.validation_rows = plan.schedule()
-        self.optimizer = Optimizer(plan.optimizer, features.shape[1])
-        self.snapshots: dict[int, np.ndarray] = {}
+        self.validation = validation_parts(self.validation_rows)
+        self.shares = ShareSgd(plan.optimizer, features.shape[1], SHARE_BITS)
+        self.snapshots: dict[int, list[int]] = {}  # s2 at the end of each epoch
         self.stage = BureauStage.READY
         self.failure = ""
         self._replies: dict[str, tuple[object, object]] = {}
         self._epoch, self._batch = 0, 0
         self._batches = epoch_batches(self.train_rows, plan.batch_size, plan.seed, 0)
         self._step: Step | None = None
-        self._rows = np.zeros(0, dtype=np.int64)
-        self._fixed_scores: list[int] = []
-        self._gradient_sent = False
-        self._decrypted = False
-        self._packing: he.MaskedPacking | None = None
         self.counts = he.OpCounts()
         self.executor = executor
         self.epoch_counts: dict[int, dict[str, int]] = {}
         self._counts_at_epoch_start = self.counts.as_dict()
         # the state at the start of each epoch, for resuming after a crash (either side)
         self.checkpoints: dict[int, dict[str, object]] = {0: self._state()}
+        # randomness of a coming step, drawn and encrypted while the bank computes
+        self.noise = he.NoisePool(self.bank_key, executor)
+        self._prepared: _Prepared | None = None
+        self._prepare(Step(plan.job_id, 0, 0))
 
     def accepted(self) -> TrainingAccepted:
         return TrainingAccepted(self.plan.job_id, self.private_key.public_key, self.x.shape[1])
 
-    def _next_step(self) -> Step:
-        return Step(self.plan.job_id, self._epoch, self._batch)
+    def _rows_of(self, step: Step) -> np.ndarray:
+        if step.batch >= 0:
+            return self._batches[step.batch]
+        return self.validation[-1 - step.batch]
 
     @_fails_the_job
     @_replayable
-    def scores(self, step: Step) -> EncryptedScores:
-        """[[u_B]] for the rows of the next step (a batch, or the validation rows)."""
+    def step(self, msg: EncryptedResiduals) -> StepShares:
+        """The bureau's half of a step (a batch, or a part of the validation rows)."""
         if self._epoch >= self.plan.max_epochs:
             raise WrongStage(f"the job has run all its {self.plan.max_epochs} epochs: finish it")
         if self.stage is not BureauStage.READY:
-            raise WrongStage(f"scores for {step} asked while the job is {self.stage.value}")
-        _check_step(step, self._next_step(), "a scores request")
-        rows = self._batches[step.batch] if step.batch != VALIDATION else self.validation_rows
-        weights = self.optimizer.weights if step.batch != VALIDATION else self.snapshots[step.epoch]
-        scores = _scores(self.x[rows], weights)
-        fixed = he.encode(scores, SCALE_BITS)
-        ciphertexts = self.encryptor.encrypt_many(fixed, self.executor, self.counts)
-        square = self.encryptor.encrypt_many(
-            he.encode(np.array([np.sum(scores * scores)]), SCALE_BITS + EXPONENT_BITS),
-            None,
-            self.counts,
+            raise WrongStage(f"a step {msg.step} arrived while the job is {self.stage.value}")
+        _check_step(msg.step, Step(self.plan.job_id, self._epoch, self._batch), "a step")
+        rows = self._rows_of(msg.step)
+        training = msg.step.batch >= 0
+        key, columns = self.bank_key, self.x.shape[1]
+        s1 = he.ciphertexts_from_bytes(msg.weight_share, key, columns)
+        e = he.ciphertexts_from_bytes(msg.residuals, key, len(rows))
+        x8 = self.x8[rows]
+        n, nsquare = he.mpz(key.n), he.mpz(key.nsquare)
+        own = exact_products(x8, [s >> (SHARE_BITS - SCORE_WEIGHT_BITS) for s in self.shares.share])
+        shared = row_combinations(s1, x8, key, self.executor, self.counts)
+        u = [c * (1 + (t % n) * n) % nsquare for c, t in zip(shared, own, strict=True)]
+        d4 = [a * b % nsquare for a, b in zip(e, u, strict=True)]
+        prepared = self._take_prepared(msg.step, len(rows))
+        score_shares, scores = he.pack_masked(
+            u, _layout(SCORE_VALUE_BITS, key), key, self.executor, prepared.masks, self.noise
         )
-        self._rows, self._fixed_scores, self._step = rows, fixed, step
-        self._gradient_sent = step.batch == VALIDATION  # no bureau gradient at validation
-        self._decrypted = False
-        self.stage = BureauStage.SCORED
-        return EncryptedScores(
-            step,
-            he.ciphertexts_to_bytes(ciphertexts, self.private_key.public_key),
-            he.ciphertexts_to_bytes(square, self.private_key.public_key),
+        gradient_share, masks = b"", b""
+        if training:
+            products = he.inner_products(d4, x8, key, self.executor, self.counts)
+            packed, gradient = he.pack_masked(
+                products, _layout(VALUE_BITS, key), key, None, None, self.noise
+            )
+            gradient_share = he.ciphertexts_to_bytes(packed, key)
+            own_key = self.private_key.public_key
+            assert prepared.encrypted is not None
+            masks = he.ciphertexts_to_bytes(prepared.encrypted(), own_key)
+            self.counts.encryptions += len(rows)
+            self.counts.peer_encryptions += len(packed)
+            # the bureau's share of X_B^T 4d is -q: its step never sees the gradient
+            self.shares.step(
+                [-q for q in gradient.masks], GRADIENT_BITS, 4 * len(rows), self._epoch
+            )
+        # sum (4d)^2 - sum (e + v)^2 = sum (2 sigma 4d - sigma^2), sigma = -r
+        power = _power_product(d4, [2 * r for r in scores.masks], key, self.executor, self.counts)
+        squares = sum(r * r for r in scores.masks)
+        loss = gmpy2.invert(power, nsquare) * (1 + (-squares % n) * n) % nsquare
+        (noise,) = self.noise.take(1)
+        self.counts.peer_encryptions += len(score_shares) + 1
+        self._step = msg.step
+        answer = StepShares(
+            msg.step,
+            he.ciphertexts_to_bytes(score_shares, key),
+            masks,
+            gradient_share,
+            he.ciphertexts_to_bytes([loss * noise % nsquare], key),
         )
+        if training:
+            self.stage = BureauStage.SHARED
+        else:
+            self._next_validation_part()
+        self._prepare(self._following(msg.step))
+        return answer
 
-    @_fails_the_job
-    @_replayable
-    def gradient(self, msg: EncryptedResiduals) -> MaskedValues:
-        """X_B^T [[4d]]_A, masked and packed for the bank to decrypt."""
-        if self.stage is not BureauStage.SCORED or self._gradient_sent:
-            raise WrongStage(f"residuals for {msg.step} are not expected now")
-        _check_step(msg.step, self._step, "residuals")
-        residuals = he.ciphertexts_from_bytes(msg.residuals, self.bank_key, len(self._rows))
-        d4 = he.add_plain(residuals, self._fixed_scores, self.bank_key)
-        products = he.inner_products(
-            d4, _fixed_matrix(self.x[self._rows]), self.bank_key, self.executor, self.counts
-        )
-        packed, self._packing = he.pack_masked(
-            products, _layout(self.bank_key), self.bank_encryptor
-        )
-        self.counts.peer_encryptions += len(packed)
-        self._gradient_sent = True
-        return MaskedValues(msg.step, len(products), he.ciphertexts_to_bytes(packed, self.bank_key))
+    def _following(self, step: Step) -> Step | None:
+        """The step after ``step`` (None after the last)."""
+        epoch, batch = step.epoch, step.batch
+        if 0 <= batch < len(self._batches) - 1:
+            return Step(step.job_id, epoch, batch + 1)
+        if batch >= 0 and self.validation:
+            return Step(step.job_id, epoch, VALIDATION)
+        if batch < 0 and -1 - batch + 1 < len(self.validation):
+            return Step(step.job_id, epoch, batch - 1)
+        if epoch + 1 < self.plan.max_epochs:
+            return Step(step.job_id, epoch + 1, 0)
+        return None
+
+    def _rows_in(self, step: Step) -> int:
+        if step.batch < 0:
+            return len(self.validation[-1 - step.batch])
+        if step.epoch == self._epoch:
+            return len(self._batches[step.batch])
+        batches = epoch_batches(self.train_rows, self.plan.batch_size, self.plan.seed, step.epoch)
+        return len(batches[step.batch])
+
+    def _prepare(self, step: Step | None) -> None:
+        """Draw the masks of ``step`` and start encrypting the bureau's shares and the
+        textbook randomisers it will need, on the executor (nothing waits for them here)."""
+        self._prepared = None
+        if step is None or self.executor is None:
+            return
+        rows = self._rows_in(step)
+        layout = _layout(SCORE_VALUE_BITS, self.bank_key)
+        masks = he.draw_masks(layout, rows)
+        training = step.batch >= 0
+        encrypted = self.encryptor.encrypt_later([-r for r in masks], self.executor)
+        self._prepared = _Prepared(step, masks, encrypted if training else None)
+        gradient = _layout(VALUE_BITS, self.bank_key).plaintexts_for(self.x.shape[1])
+        self.noise.fill(layout.plaintexts_for(rows) + (gradient if training else 0) + 1)
+
+    def _take_prepared(self, step: Step, rows: int) -> _Prepared:
+        """The randomness drawn for this step, or fresh randomness (each used once)."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared.step == step and len(prepared.masks) == rows:
+            return prepared
+        masks = he.draw_masks(_layout(SCORE_VALUE_BITS, self.bank_key), rows)
+        sigma = [-r for r in masks]
+        return _Prepared(step, masks, (lambda: self.encryptor.encrypt_many(sigma, self.executor)))
+
+    def _next_validation_part(self) -> None:
+        part = -1 - self._batch
+        if part + 1 < len(self.validation):
+            self._batch -= 1
+        else:
+            self._advance()
 
     @_fails_the_job
     @_replayable
     def decrypt(self, msg: MaskedValues) -> DecryptedValues:
-        """Decrypt the bank's masked values: once per step, exactly the expected count."""
-        if self.stage is not BureauStage.SCORED or self._decrypted:
+        """Decrypt the bank's masked values: once per training step, exactly its columns."""
+        if self.stage is not BureauStage.SHARED:
             raise WrongStage(f"a decryption for {msg.step} is not expected now")
         _check_step(msg.step, self._step, "values to decrypt")
-        expected = 1 if msg.step.batch == VALIDATION else self.plan.bank_columns + 1
+        expected = self.plan.bank_columns
         if msg.count != expected:
             raise ProtocolViolation(f"expected {expected} values to decrypt, got {msg.count}")
         own = self.private_key.public_key
-        layout = _layout(own)
+        layout = _layout(CROSS_VALUE_BITS, own)
         ciphertexts = he.ciphertexts_from_bytes(
             msg.ciphertexts, own, layout.plaintexts_for(expected)
         )
         plaintexts = he.decrypt_packed(ciphertexts, self.private_key, layout, expected)
         self.counts.decryptions += len(plaintexts)
-        self._decrypted = True
-        if msg.step.batch == VALIDATION:
-            self._advance()
+        self._end_of_batch()
         return DecryptedValues(msg.step, he.plaintexts_to_bytes(plaintexts, own))
 
-    @_fails_the_job
-    @_replayable
-    def update(self, msg: DecryptedValues) -> None:
-        """Unmask the own gradient and take the optimiser step."""
-        if (
-            self.stage is not BureauStage.SCORED
-            or not self._gradient_sent
-            or self._packing is None
-            or not self._decrypted
-        ):
-            raise WrongStage(f"an update for {msg.step} is not expected now")
-        _check_step(msg.step, self._step, "the decrypted gradient")
-        count = len(self._packing.masks)
-        plain = he.plaintexts_from_bytes(
-            msg.plaintexts, self.bank_key, self._packing.layout.plaintexts_for(count)
-        )
-        values = np.array(he.unpack_masked(plain, self._packing), dtype=np.float64)
-        self._packing = None
-        gradient = values / PRODUCT_SCALE / (4.0 * len(self._rows))
-        self.optimizer.step(gradient, self._epoch)
+    def _end_of_batch(self) -> None:
         self._batch += 1
-        if self._batch == len(self._batches):
-            self.snapshots[self._epoch] = self.optimizer.weights.copy()
-            self.epoch_counts[self._epoch] = self.counts.minus(self._counts_at_epoch_start)
-            self._counts_at_epoch_start = self.counts.as_dict()
-            if self.plan.validation_fraction > 0:
-                self._batch = VALIDATION
-                self.stage = BureauStage.READY
-                return
-            self._batch = 0
-            self._advance()
-            return
         self.stage = BureauStage.READY
+        if self._batch < len(self._batches):
+            return
+        self.snapshots[self._epoch] = list(self.shares.share)
+        self.epoch_counts[self._epoch] = self.counts.minus(self._counts_at_epoch_start)
+        self._counts_at_epoch_start = self.counts.as_dict()
+        if self.validation:
+            self._batch = VALIDATION
+        else:
+            self._advance()
 
     def _state(self) -> dict[str, object]:
         return {
-            "optimizer": self.optimizer.state(),
-            "snapshots": {str(e): w.tolist() for e, w in self.snapshots.items()},
+            "shares": self.shares.state(),
+            "snapshots": {str(e): [str(v) for v in s] for e, s in self.snapshots.items()},
             "counts": self.counts.as_dict(),
             "epoch_counts": {str(e): c for e, c in self.epoch_counts.items()},
         }
@@ -456,24 +626,19 @@ class BureauTrainer:
                 f"job {self.plan.job_id} has no checkpoint at epoch {epoch}; it has "
                 f"{sorted(self.checkpoints)}"
             )
-        state = self.checkpoints[epoch]
-        self.optimizer.load_state(state["optimizer"])  # type: ignore[arg-type]
-        self.snapshots = {
-            int(e): np.asarray(w)
-            for e, w in state["snapshots"].items()  # type: ignore[attr-defined]
-        }
-        self.counts = he.OpCounts(**state["counts"])  # type: ignore[arg-type]
-        self.epoch_counts = {
-            int(e): c
-            for e, c in state["epoch_counts"].items()  # type: ignore[attr-defined]
-        }
+        state: dict[str, Any] = self.checkpoints[epoch]
+        self.shares.load_state(state["shares"])
+        self.snapshots = {int(e): [int(v) for v in s] for e, s in state["snapshots"].items()}
+        self.counts = he.OpCounts(**state["counts"])
+        self.epoch_counts = {int(e): c for e, c in state["epoch_counts"].items()}
         self.checkpoints = {e: s for e, s in self.checkpoints.items() if e <= epoch}
         self._epoch, self._batch = epoch, 0
         self._batches = epoch_batches(self.train_rows, self.plan.batch_size, self.plan.seed, epoch)
         self._replies.clear()
-        self._packing = None
+        self._step = None
         self.stage = BureauStage.READY
         self._counts_at_epoch_start = self.counts.as_dict()
+        self._prepare(Step(self.plan.job_id, epoch, 0))
 
     def _advance(self) -> None:
         self._epoch += 1
@@ -485,11 +650,26 @@ class BureauTrainer:
         self.stage = BureauStage.READY
 
     @_fails_the_job
-    def finish(self, epoch: int) -> tuple[np.ndarray, TrainingFinished]:
-        """Keep the weights of the epoch the bank chose (its best by validation loss)."""
+    def finish(self, epoch: int, bank_share: Sequence[int]) -> tuple[np.ndarray, TrainingFinished]:
+        """The bank's share of the chosen epoch (its best by validation loss): the bureau
+        learns its final weights, and only now."""
+        if self.stage is BureauStage.SHARED:
+            raise WrongStage("a step is still open: finish after its decryption")
         if epoch not in self.snapshots:
             raise WrongStage(f"epoch {epoch} has not finished; finished: {sorted(self.snapshots)}")
-        weights = self.snapshots[epoch]
+        own = self.snapshots[epoch]
+        if len(bank_share) != len(own):
+            raise ProtocolViolation(f"expected {len(own)} weight shares, got {len(bank_share)}")
+        if any(abs(int(s)).bit_length() > MAX_SHARE_BITS for s in bank_share):
+            raise ProtocolViolation("a weight share is larger than any share of this protocol")
+        weights = np.array(
+            [(int(a) + b) / float(1 << SHARE_BITS) for a, b in zip(bank_share, own, strict=True)]
+        )
+        if not np.all(np.abs(weights) < WEIGHT_BOUND):
+            raise ProtocolViolation(
+                "the weights from the bank's share are outside any trained model's range: the "
+                "share is not the one of this job's chosen epoch"
+            )
         neutral = float(np.mean(_scores(self.x[self.train_rows], weights)))
         self.stage = BureauStage.FINISHED
         return weights, TrainingFinished(self.plan.job_id, epoch, neutral)
@@ -526,8 +706,18 @@ class EarlyStopping:
         return self.waited >= self.patience
 
 
+@dataclass
+class _Opened:
+    """What the bank decrypted of a step: its shares and the loss."""
+
+    v: list[int]  # its share of u_B per row (at 2^-SCALE_BITS)
+    gradient: list[int]  # its share of X_B^T 4d (at 2^-GRADIENT_BITS)
+    loss_term: int
+
+
 class BankTrainer:
-    """The bank's side: its model columns (intercept first), labels, own key and weights."""
+    """The bank's side: its model columns (intercept first), labels, own key, own weights in
+    clear, and its share s1 of the bureau's weights."""
 
     def __init__(
         self,
@@ -545,38 +735,53 @@ class BankTrainer:
         check_plan(plan, limits)
         self.plan, self.limits = plan, limits
         self.x, self.y = features, labels.astype(np.float64)
+        self.x8 = _fixed_matrix(features)
         self.private_key = private_key
         self.encryptor = encryptor or he.OwnerEncryptor(private_key)
-        self.bureau_encryptor: he.PeerEncryptor | None = None
         self.train_rows, self.validation_rows = plan.schedule()
+        self.validation = validation_parts(self.validation_rows)
         penalised = np.ones(plan.bank_columns, dtype=bool)
         penalised[0] = False  # the intercept
         self.optimizer = Optimizer(plan.optimizer, plan.bank_columns, penalised)
+        self.shares: ShareSgd | None = None  # of the bureau's weights, once it announced them
         self.early_stopping = early_stopping or EarlyStopping()
         self.snapshots: dict[int, np.ndarray] = {}
+        self.share_snapshots: dict[int, list[int]] = {}
         self.bureau_key: he.PublicKey | None = None
         self.bureau_columns = 0
         self._rows = np.zeros(0, dtype=np.int64)
-        self._u = np.zeros(0)
-        self._e4 = np.zeros(0)
+        self._e: list[int] = []
         self._packing: he.MaskedPacking | None = None
+        self._opened: _Opened | None = None
         self._step: Step | None = None
         self.counts = he.OpCounts()
         self.executor = executor
 
     def checkpoint(self, history: list[EpochRecord]) -> dict[str, object]:
         """The bank's state after an epoch: enough to go on exactly where it was."""
+        assert self.shares is not None
         return {
             "optimizer": self.optimizer.state(),
+            "shares": self.shares.state(),
             "snapshots": {str(e): w.tolist() for e, w in self.snapshots.items()},
+            "share_snapshots": {
+                str(e): [str(v) for v in s] for e, s in self.share_snapshots.items()
+            },
             "early_stopping": vars(self.early_stopping).copy(),
             "counts": self.counts.as_dict(),
             "history": [vars(r) for r in history],
         }
 
     def restore(self, state: dict[str, Any]) -> list[EpochRecord]:
+        """After ``accept``: the state ``checkpoint`` wrote."""
+        if self.shares is None:
+            raise WrongStage("restore a bank's state after the bureau accepted the job")
         self.optimizer.load_state(state["optimizer"])
+        self.shares.load_state(state["shares"])
         self.snapshots = {int(e): np.asarray(w) for e, w in state["snapshots"].items()}
+        self.share_snapshots = {
+            int(e): [int(v) for v in s] for e, s in state["share_snapshots"].items()
+        }
         self.early_stopping = EarlyStopping(**state["early_stopping"])
         self.counts = he.OpCounts(**state["counts"])
         return [EpochRecord(**r) for r in state["history"]]
@@ -587,108 +792,125 @@ class BankTrainer:
         if not 1 <= msg.bureau_columns <= 10_000:
             raise ProtocolViolation(f"the bureau announced {msg.bureau_columns} model columns")
         self.bureau_key = he.public_key_from_n(msg.bureau_public_key.n, self.limits.allow_test_keys)
-        self.bureau_encryptor = he.PeerEncryptor(self.bureau_key)
         self.bureau_columns = msg.bureau_columns
         check_plan(self.plan, self.limits, msg.bureau_columns)
+        self.shares = ShareSgd(self.plan.optimizer, msg.bureau_columns, SHARE_BITS)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         return epoch_batches(self.train_rows, self.plan.batch_size, self.plan.seed, epoch)
 
     def residuals(self, step: Step, rows: np.ndarray) -> EncryptedResiduals:
-        """[[2 + u_A - 4y]] for the batch, under the bank's own key."""
-        self._step, self._rows = step, rows
-        self._u = _scores(self.x[rows], self.optimizer.weights)
-        self._e4 = 2.0 + self._u - 4.0 * self.y[rows]
-        ciphertexts = self.encryptor.encrypt_many(
-            he.encode(self._e4, SCALE_BITS), self.executor, self.counts
-        )
+        """[[s1]] and [[2 + u_A - 4y]] for the rows of a step, under the bank's own key."""
+        assert self.shares is not None
+        self._step, self._rows, self._opened = step, rows, None
+        u = _scores(self.x[rows], self.optimizer.weights)
+        self._e = he.encode(2.0 + u - 4.0 * self.y[rows], SCALE_BITS)
+        own = self.private_key.public_key
+        share = [s >> (SHARE_BITS - SCORE_WEIGHT_BITS) for s in self.shares.share]
         return EncryptedResiduals(
-            step, he.ciphertexts_to_bytes(ciphertexts, self.private_key.public_key)
+            step,
+            he.ciphertexts_to_bytes(self.encryptor.encrypt_many(share, None, self.counts), own),
+            he.ciphertexts_to_bytes(
+                self.encryptor.encrypt_many(self._e, self.executor, self.counts), own
+            ),
         )
 
-    def _cross_terms(
-        self, msg: EncryptedScores, rows: np.ndarray, u: np.ndarray, columns: np.ndarray | None
-    ) -> MaskedValues:
+    def masked_gradient(self, msg: StepShares) -> MaskedValues:
+        """X_A^T [[-r]]_B: the bureau's part of the bank's gradient, masked for it to
+        decrypt."""
         assert self.bureau_key is not None
-        scores = he.ciphertexts_from_bytes(msg.scores, self.bureau_key, len(rows))
-        (square,) = he.ciphertexts_from_bytes(msg.square_sum, self.bureau_key, 1)
-        y_signed = 2.0 * self.y[rows] - 1.0
-        # 8 x the loss cross term: sum (-4y' + 2u_A) u_B + sum u_B^2, at scale 2^(16 + 8)
-        loss_coefficients = _fixed_matrix((-4.0 * y_signed + 2.0 * u)[:, None])
-        matrix = (
-            loss_coefficients
-            if columns is None
-            else np.hstack([_fixed_matrix(columns), loss_coefficients])
+        _check_step(msg.step, self._step, "the bureau's shares")
+        masks = he.ciphertexts_from_bytes(msg.bureau_masks, self.bureau_key, len(self._rows))
+        products = he.inner_products(
+            masks, self.x8[self._rows], self.bureau_key, self.executor, self.counts
         )
-        products = he.inner_products(scores, matrix, self.bureau_key, self.executor, self.counts)
-        products[-1] = products[-1] * square % self.bureau_key.nsquare
-        assert self.bureau_encryptor is not None
         packed, self._packing = he.pack_masked(
-            products, _layout(self.bureau_key), self.bureau_encryptor
+            products, _layout(CROSS_VALUE_BITS, self.bureau_key), self.bureau_key
         )
         self.counts.peer_encryptions += len(packed)
         return MaskedValues(
             msg.step, len(products), he.ciphertexts_to_bytes(packed, self.bureau_key)
         )
 
-    def masked_gradient(self, msg: EncryptedScores) -> MaskedValues:
-        """X_A^T [[u_B]] and the loss cross term, masked and packed for the bureau."""
-        _check_step(msg.step, self._step, "the bureau's scores")
-        return self._cross_terms(msg, self._rows, self._u, self.x[self._rows])
-
-    def decrypt(self, msg: MaskedValues) -> DecryptedValues:
-        """Decrypt the bureau's masked gradient (exactly its column count)."""
-        _check_step(msg.step, self._step, "values to decrypt")
-        if msg.count != self.bureau_columns:
-            raise ProtocolViolation(
-                f"expected {self.bureau_columns} values to decrypt, got {msg.count}"
-            )
+    def open_shares(self, msg: StepShares) -> None:
+        """Decrypt the bureau's packed shares (while it decrypts the bank's values)."""
+        _check_step(msg.step, self._step, "the bureau's shares")
+        if self._opened is not None:
+            return
         own = self.private_key.public_key
-        layout = _layout(own)
-        ciphertexts = he.ciphertexts_from_bytes(
-            msg.ciphertexts, own, layout.plaintexts_for(msg.count)
+        training = msg.step.batch >= 0
+        score_layout = _layout(SCORE_VALUE_BITS, own)
+        rows = len(self._rows)
+        scores = he.ciphertexts_from_bytes(msg.score_shares, own, score_layout.plaintexts_for(rows))
+        columns = self.bureau_columns if training else 0
+        gradient_layout = _layout(VALUE_BITS, own)
+        gradient = he.ciphertexts_from_bytes(
+            msg.gradient_share, own, gradient_layout.plaintexts_for(columns)
         )
-        plaintexts = he.decrypt_packed(ciphertexts, self.private_key, layout, msg.count)
-        self.counts.decryptions += len(plaintexts)
-        return DecryptedValues(msg.step, he.plaintexts_to_bytes(plaintexts, own))
+        (loss,) = he.ciphertexts_from_bytes(msg.loss_term, own, 1)
+        plain = he.decrypt_many([*scores, *gradient, loss], self.private_key, self.executor)
+        self.counts.decryptions += len(plain)
+        v = _unpack_shares(plain[: len(scores)], score_layout, rows)
+        g = _unpack_shares(plain[len(scores) : -1], gradient_layout, columns)
+        self._opened = _Opened(v, g, _signed(plain[-1], own))
 
-    def _unmask(self, msg: DecryptedValues) -> np.ndarray:
+    def _loss(self, opened: _Opened) -> tuple[float, list[int]]:
+        """The batch's Taylor loss (log 2 - 1/2 + (4d)^2 / 8 per row) and e + v."""
+        ev = [a + b for a, b in zip(self._e, opened.v, strict=True)]
+        squares = sum(t * t for t in ev) + opened.loss_term  # sum (4d)^2 at 2^-2 SCALE_BITS
+        if not 0 <= squares < len(ev) << (2 * (SCORE_VALUE_BITS + 1)):
+            raise ProtocolViolation(
+                "the bureau's loss term gives a sum of squared residuals outside its range: "
+                "it computed something else"
+            )
+        mean = squares / float(1 << (2 * SCALE_BITS)) / len(ev)
+        return LN2 - 0.5 + mean / 8.0, ev
+
+    def update(self, msg: DecryptedValues, epoch: int) -> float:
+        """Unmask X_A^T (-r); step the own weights and the share; returns the batch's loss."""
         assert self.bureau_key is not None and self._packing is not None
+        assert self.shares is not None and self._opened is not None
         _check_step(msg.step, self._step, "decrypted values")
         count = len(self._packing.masks)
         plain = he.plaintexts_from_bytes(
             msg.plaintexts, self.bureau_key, self._packing.layout.plaintexts_for(count)
         )
-        values = np.array(he.unpack_masked(plain, self._packing), dtype=np.float64)
+        cross = he.unpack_masked(plain, self._packing)
         self._packing = None
-        return values / PRODUCT_SCALE
-
-    def _own_loss(self, rows: np.ndarray, u: np.ndarray, cross8: float) -> float:
-        y_signed = 2.0 * self.y[rows] - 1.0
-        own = np.sum(LN2 - 0.5 * y_signed * u + 0.125 * u * u)
-        return float((own + cross8 / 8.0) / len(rows))
-
-    def update(self, msg: DecryptedValues, epoch: int) -> float:
-        """Unmask h = X_A^T u_B and the loss term; step; returns the batch's Taylor loss."""
-        values = self._unmask(msg)
-        h, cross8 = values[:-1], values[-1]
-        x = self.x[self._rows]
-        gradient = (x.T @ self._e4 + h) / (4.0 * len(self._rows))
-        loss = self._own_loss(self._rows, self._u, cross8)
+        loss, ev = self._loss(self._opened)
+        own = exact_products(self.x8[self._rows].T, ev)
+        scale = float(1 << GRADIENT_BITS) * 4.0 * len(self._rows)
+        gradient = np.array([(a + b) / scale for a, b in zip(own, cross, strict=True)])
         self.optimizer.step(gradient, epoch)
+        self.shares.step(self._opened.gradient, GRADIENT_BITS, 4 * len(self._rows), epoch)
+        self._opened = None
         return loss
 
-    def validation_request(self, step: Step, msg: EncryptedScores) -> MaskedValues:
-        """The validation loss's cross term with the bureau's scores, masked."""
-        _check_step(msg.step, step, "the bureau's validation scores")
-        self._step = step
-        rows = self.validation_rows
-        self._u = _scores(self.x[rows], self.optimizer.weights)
-        return self._cross_terms(msg, rows, self._u, None)
+    def validation_loss(self, msg: StepShares) -> float:
+        self.open_shares(msg)
+        assert self._opened is not None
+        loss, _ = self._loss(self._opened)
+        self._opened = None
+        return loss
 
-    def validation_loss(self, msg: DecryptedValues) -> float:
-        (cross8,) = self._unmask(msg)
-        return self._own_loss(self.validation_rows, self._u, cross8)
+    def end_epoch(self, epoch: int) -> None:
+        assert self.shares is not None
+        self.snapshots[epoch] = self.optimizer.weights.copy()
+        self.share_snapshots[epoch] = list(self.shares.share)
+
+
+def _unpack_shares(plaintexts: list[int], layout: he.SlotLayout, count: int) -> list[int]:
+    """Slot j holds value + 2^l + mask; the share is the slot minus the offset, checked to
+    fit (a slot beyond its width means the bureau's bound on the value did not hold)."""
+    s, per = layout.slot_bits, layout.slots_per_plaintext
+    slot_mask = (1 << s) - 1
+    out: list[int] = []
+    for i, m in enumerate(plaintexts):
+        here = min(per, count - i * per)
+        if m >> (s * here):
+            raise ProtocolViolation("a packed share is larger than its slots: refusing it")
+        out.extend(((m >> (s * j)) & slot_mask) - (1 << layout.value_bits) for j in range(here))
+    return out
 
 
 class Pending(Protocol[T_co]):
@@ -700,13 +922,9 @@ class Pending(Protocol[T_co]):
 class TrainingPeer(Protocol):
     """The bureau as the bank's driver sees it: each call returns at once, pending."""
 
-    def scores(self, step: Step) -> Pending[EncryptedScores]: ...
-
-    def gradient(self, msg: EncryptedResiduals) -> Pending[MaskedValues]: ...
+    def step(self, msg: EncryptedResiduals) -> Pending[StepShares]: ...
 
     def decrypt(self, msg: MaskedValues) -> Pending[DecryptedValues]: ...
-
-    def update(self, msg: DecryptedValues) -> Pending[None]: ...
 
 
 OnBatch = Callable[[int, int, int], None]  # epoch, batches done, batches in the epoch
@@ -717,6 +935,7 @@ class TrainingResult:
     best_epoch: int
     history: list[EpochRecord] = field(default_factory=list)
     weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    bureau_share: list[int] = field(default_factory=list)  # s1 of the best epoch
 
 
 def drive_training(
@@ -728,9 +947,9 @@ def drive_training(
     start_epoch: int = 0,
     history: list[EpochRecord] | None = None,
 ) -> TrainingResult:
-    """The bank's schedule: epochs of batches, a validation step after each epoch, early
-    stopping on the validation loss (the training loss without a validation split). Each
-    party's heavy step overlaps the other's."""
+    """The bank's schedule: epochs of batches, the validation rows after each epoch, early
+    stopping on the validation loss (the training loss without a validation split). The
+    bank decrypts its shares while the bureau decrypts the bank's values."""
     import time
 
     clock = clock or time.perf_counter
@@ -744,30 +963,23 @@ def drive_training(
         batches = bank.batches(epoch)
         for number, rows in enumerate(batches):
             step = Step(job, epoch, number)
-            scores_f = peer.scores(step)
-            residuals = bank.residuals(step, rows)  # while the bureau encrypts its scores
-            scores = scores_f.result()
-            gradient_f = peer.gradient(residuals)
-            masked = bank.masked_gradient(scores)  # while the bureau computes its gradient
-            decrypted_f = peer.decrypt(masked)
-            bureau_masked = gradient_f.result()
-            for_bureau = bank.decrypt(bureau_masked)
-            own = decrypted_f.result()  # the bureau decrypts once per step, before it steps
-            update_f = peer.update(for_bureau)
-            losses.append(bank.update(own, epoch))
+            shares = peer.step(bank.residuals(step, rows)).result()
+            decrypted_f = peer.decrypt(bank.masked_gradient(shares))
+            bank.open_shares(shares)
+            losses.append(bank.update(decrypted_f.result(), epoch))
             weights_of.append(len(rows))
-            update_f.result()
             if on_batch:
                 on_batch(epoch, number + 1, len(batches))
-        bank.snapshots[epoch] = bank.optimizer.weights.copy()
+        bank.end_epoch(epoch)
         train_loss = float(np.average(losses, weights=weights_of))
         validation_loss = None
-        if bank.plan.validation_fraction > 0:
-            step = Step(job, epoch, VALIDATION)
-            scores = peer.scores(step).result()
-            validation_loss = bank.validation_loss(
-                peer.decrypt(bank.validation_request(step, scores)).result()
-            )
+        if bank.validation:
+            parts = []
+            for part, rows in enumerate(bank.validation):
+                step = Step(job, epoch, VALIDATION - part)
+                shares = peer.step(bank.residuals(step, rows)).result()
+                parts.append(bank.validation_loss(shares))
+            validation_loss = float(np.average(parts, weights=[len(r) for r in bank.validation]))
         history.append(
             EpochRecord(
                 epoch,
@@ -783,4 +995,4 @@ def drive_training(
         if bank.early_stopping.observe(epoch, monitored):
             break
     best = bank.early_stopping.best_epoch
-    return TrainingResult(best, history, bank.snapshots[best])
+    return TrainingResult(best, history, bank.snapshots[best], bank.share_snapshots[best])

@@ -11,7 +11,6 @@ tags are revealed sorted.
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
@@ -330,8 +329,8 @@ def test_job_an_expired_job_ends_for_good(node, city, tmp_path):
         with BureauConnection(_address(node), "bank-a") as connection:
             with pytest.raises(grpc.RpcError) as err:  # the sweep ends it on the next call
                 list(
-                    connection.training.Scores(
-                        codec.step_to_proto(vlr.Step(job, 1, 0)),
+                    connection.training.TrainingStep(
+                        pb.EncryptedResiduals(step=codec.step_to_proto(vlr.Step(job, 1, 0))),
                         timeout=60,
                         metadata=connection.metadata,
                     )
@@ -358,20 +357,6 @@ def test_job_an_expired_job_ends_for_good(node, city, tmp_path):
     assert not (tmp_path / "m" / "checkpoint.json").exists()
 
 
-def _zeros_to_decrypt(node: BureauNode, job_id: str, key: he.PublicKey, step: vlr.Step):
-    """A decryption request of the right shape (encryptions of zero under the bureau's
-    key): what a curious bank can always send in a step."""
-    record = json.loads(_bureau_checkpoint(node, job_id).read_text())
-    plan = pb.TrainingPlan.FromString(base64.b64decode(record["plan"]))
-    count = plan.bank_columns + 1
-    zeros = [
-        he.PeerEncryptor(key).encrypt(0) for _ in range(vlr._layout(key).plaintexts_for(count))
-    ]
-    return pb.MaskedValues(
-        step=codec.step_to_proto(step), count=count, ciphertexts=he.ciphertexts_to_bytes(zeros, key)
-    )
-
-
 def test_job_a_failed_job_cannot_be_resumed(node, city, tmp_path):
     job = _interrupted_job(node, city, tmp_path / "m", after_epoch=0)
     assert _bureau_checkpoint(node, job).exists()
@@ -380,16 +365,15 @@ def test_job_a_failed_job_cannot_be_resumed(node, city, tmp_path):
             pb.ResumeRequest(job_id=job, epoch=1), timeout=60, metadata=connection.metadata
         )
         step = vlr.Step(job, 1, 0)
-        list(
-            connection.training.Scores(
-                codec.step_to_proto(step), timeout=60, metadata=connection.metadata
-            )
-        )
-        with pytest.raises(grpc.RpcError) as err:  # a malformed decryption fails the job
-            connection.training.Decrypt(
-                pb.MaskedValues(step=codec.step_to_proto(step), count=999, ciphertexts=b""),
-                timeout=60,
-                metadata=connection.metadata,
+        with pytest.raises(grpc.RpcError) as err:  # a malformed step fails the job
+            list(
+                connection.training.TrainingStep(
+                    pb.EncryptedResiduals(
+                        step=codec.step_to_proto(step), residuals=b"\x01" * 7, weight_share=b""
+                    ),
+                    timeout=60,
+                    metadata=connection.metadata,
+                )
             )
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert accepted.job_id == job
@@ -412,27 +396,36 @@ def test_job_a_failed_job_cannot_be_resumed(node, city, tmp_path):
     assert ("training_failed", "ENDED") in events
 
 
-def test_job_interrupted_after_a_decryption_cannot_be_resumed(node, city, tmp_path):
+def test_job_interrupted_after_a_decryption_cannot_be_resumed(node, city, tmp_path, monkeypatch):
     """Mid-epoch, the bureau has decrypted a step of the epoch a resume would re-run: the
-    resume would be a second decryption of that step, so it is refused."""
+    resume would be a second decryption of that step, so it is refused. The job runs the
+    real protocol and is cut right after the bureau answered the first decryption of its
+    second epoch; the identical request again (a lost reply) is answered alike."""
     job = _interrupted_job(node, city, tmp_path / "m", after_epoch=0)
-    with BureauConnection(_address(node), "bank-a") as connection:
-        accepted = codec.accepted_from_proto(
-            connection.training.ResumeTraining(
-                pb.ResumeRequest(job_id=job, epoch=1), timeout=60, metadata=connection.metadata
-            ),
+    import bank_node.training as bank_training
+
+    decrypt = bank_training.GrpcTrainingPeer.decrypt
+
+    def decrypt_then_crash(self, msg):
+        answer = decrypt(self, msg).result()
+        assert decrypt(self, msg).result() == answer  # a retry gets the recorded answer
+        raise Interrupted
+
+    monkeypatch.setattr(bank_training.GrpcTrainingPeer, "decrypt", decrypt_then_crash)
+    with pytest.raises(Interrupted):
+        train_job(
+            _address(node),
+            "",
+            "",
+            "",
+            tmp_path / "m",
+            "bank-a",
+            resume=job,
+            quiet=True,
+            workers=0,
             allow_test_keys=True,
         )
-        step = vlr.Step(job, 1, 0)
-        list(
-            connection.training.Scores(
-                codec.step_to_proto(step), timeout=60, metadata=connection.metadata
-            )
-        )
-        request = _zeros_to_decrypt(node, job, accepted.bureau_public_key, step)
-        connection.training.Decrypt(request, timeout=60, metadata=connection.metadata)
-        # the identical request again (a lost reply) is answered alike
-        connection.training.Decrypt(request, timeout=60, metadata=connection.metadata)
+    monkeypatch.undo()
     assert _resume(node, job, 1) is grpc.StatusCode.FAILED_PRECONDITION
     assert not _bureau_checkpoint(node, job).exists()
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import resource
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from bank_node.jobs import psi_job
 from bank_node.training import load_model, train_job
 from bureau_node.server import BureauNode
@@ -66,8 +68,9 @@ def test_banks_at_once_see_nothing_of_each_other(tmp_path):
         model = load_model(tmp_path / f"bank-{i}")
         reference = load_model(tmp_path / f"alone-{i}")
         assert summary["rows"] == alone[0]["rows"]
-        # the same seed and data: the very same weights, whatever ran beside it
-        assert model["weights"] == reference["weights"]
+        # the same seed and data: the same weights, whatever ran beside it (up to the fixed
+        # point: each job splits the bureau's weights with its own fresh masks)
+        np.testing.assert_allclose(model["weights"], reference["weights"], rtol=0, atol=1e-3)
         assert model["model_id"] not in {
             load_model(tmp_path / f"bank-{j}")["model_id"] for j in (1, 2, 3) if j != i
         }

@@ -130,10 +130,13 @@ def test_training_plans(world, rows, columns, fraction, batch, epochs, key, name
 def test_steps_of_unknown_or_malformed_jobs(world, job, epoch, batch, blob, count):
     step = mpb.Step(job_id=job, epoch=epoch, batch=batch)
     stub = world["model"]
-    _precise(lambda: list(stub.Scores(step, metadata=META, timeout=10)))
     _precise(
-        lambda: stub.Gradient(
-            mpb.EncryptedResiduals(step=step, residuals=blob), metadata=META, timeout=10
+        lambda: list(
+            stub.TrainingStep(
+                mpb.EncryptedResiduals(step=step, residuals=blob, weight_share=blob[:512]),
+                metadata=META,
+                timeout=10,
+            )
         )
     )
     _precise(
@@ -142,13 +145,17 @@ def test_steps_of_unknown_or_malformed_jobs(world, job, epoch, batch, blob, coun
         )
     )
     _precise(
-        lambda: stub.Update(
-            mpb.DecryptedValues(step=step, plaintexts=blob), metadata=META, timeout=10
+        lambda: stub.FinishTraining(
+            mpb.FinishRequest(
+                job_id=job, epoch=epoch, weight_share=[blob.hex()[:40], str(count), "-"]
+            ),
+            metadata=META,
+            timeout=10,
         )
     )
     _precise(
-        lambda: stub.FinishTraining(
-            mpb.FinishRequest(job_id=job, epoch=epoch), metadata=META, timeout=10
+        lambda: stub.ResumeTraining(
+            mpb.ResumeRequest(job_id=job, epoch=epoch), metadata=META, timeout=10
         )
     )
     _still_serving(world)
@@ -172,10 +179,13 @@ def live_job(world):
 def test_garbage_at_a_live_job(world, live_job, blob, count, batch):
     step = mpb.Step(job_id=live_job.job_id, epoch=0, batch=batch)
     stub = world["model"]
-    _precise(lambda: list(stub.Scores(step, metadata=META, timeout=30)))
     _precise(
-        lambda: stub.Gradient(
-            mpb.EncryptedResiduals(step=step, residuals=blob), metadata=META, timeout=30
+        lambda: list(
+            stub.TrainingStep(
+                mpb.EncryptedResiduals(step=step, residuals=blob, weight_share=blob[::-1]),
+                metadata=META,
+                timeout=30,
+            )
         )
     )
     _precise(
@@ -184,8 +194,12 @@ def test_garbage_at_a_live_job(world, live_job, blob, count, batch):
         )
     )
     _precise(
-        lambda: stub.Update(
-            mpb.DecryptedValues(step=step, plaintexts=blob), metadata=META, timeout=30
+        lambda: stub.FinishTraining(
+            mpb.FinishRequest(
+                job_id=live_job.job_id, epoch=0, weight_share=[str(count)] * (count % 9)
+            ),
+            metadata=META,
+            timeout=30,
         )
     )
     _still_serving(world)

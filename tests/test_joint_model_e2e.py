@@ -103,7 +103,10 @@ def test_training_over_grpc_reports_and_stores_both_halves(trained, bureau):
     assert bureau_model["model_id"] == bank_half["model_id"]
     # operation counts, per epoch on the bank's side and in all on both sides
     first = bank_half["history"][0]["counts"]
-    assert first["encryptions"] == summary["train_rows"]
+    # each step: its rows' residuals and the bank's share of the bureau's weights
+    steps = summary["train_rows"] // summary["batch_size"] + 1  # the batches, the validation
+    rows = summary["train_rows"] + summary["validation_rows"]
+    assert first["encryptions"] == rows + steps * summary["bureau_columns"]
     assert first["decryptions"] >= 1 and first["inner_product_terms"] > 0
     assert bureau_model["counts"]["encryptions"] >= summary["train_rows"]
     assert set(bureau_model["epoch_counts"]) == {str(e) for e in range(summary["epochs"])}

@@ -1,9 +1,9 @@
 """Interrupted between two epochs, with the bureau restarted on its state directory,
-`train --resume` ends with the same model, to 1e-9, as an uninterrupted run with the same
-seed. Killed in the middle of an epoch (SIGKILL, real processes), after the bureau decrypted
-steps of it, the job cannot be resumed: a re-run of those steps would need a second
-decryption of each, so the bureau refuses and both sides delete their checkpoints (which
-hold the job's keys)."""
+`train --resume` ends with the same model, up to the fixed point (1e-3), as an
+uninterrupted run with the same seed. Killed in the middle of an epoch (SIGKILL, real
+processes), after the bureau decrypted steps of it, the job cannot be resumed: a re-run of
+those steps would need a second decryption of each, so the bureau refuses and both sides
+delete their checkpoints (which hold the job's keys)."""
 
 from __future__ import annotations
 
@@ -142,8 +142,10 @@ def _same_model(model_dir: Path, state: Path, reference) -> None:
     bureau = json.loads(
         (ModelStore(state).root / "bank-r" / f"{bank['model_id']}.json").read_text()
     )
-    np.testing.assert_allclose(bank["weights"], bank_ref["weights"], rtol=0, atol=1e-9)
-    np.testing.assert_allclose(bureau["weights"], bureau_ref["weights"], rtol=0, atol=1e-9)
+    # equal up to the fixed point: each run splits the bureau's weights with fresh masks,
+    # and each side rounds its own share to 2^-12 before the bureau's scores are formed
+    np.testing.assert_allclose(bank["weights"], bank_ref["weights"], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(bureau["weights"], bureau_ref["weights"], rtol=0, atol=1e-3)
     assert len(bank["history"]) == 4 and not (model_dir / "checkpoint.json").exists()
 
 

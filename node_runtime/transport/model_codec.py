@@ -5,6 +5,7 @@ ciphertext vectors are checked by the protocol objects, which know what to expec
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 
 from protocols import paillier as he
@@ -14,6 +15,7 @@ from protocols.optim import OptimizerConfig
 from xinrong.v1 import model_pb2 as pb
 
 SCORES_PER_CHUNK = 4096
+_DECIMAL = re.compile(r"^-?[0-9]+$")
 
 
 def key_to_bytes(key: he.PublicKey) -> bytes:
@@ -31,8 +33,9 @@ def step_to_proto(step: vlr.Step) -> pb.Step:
 
 
 def step_from_proto(msg: pb.Step) -> vlr.Step:
-    if msg.batch < vlr.VALIDATION:
-        raise ProtocolViolation(f"batch number {msg.batch} is negative")
+    # validation parts are -1, -2, ...: never more than the largest validation set needs
+    if msg.batch < vlr.VALIDATION - vlr.MAX_ROWS // vlr.MAX_BATCH:
+        raise ProtocolViolation(f"batch number {msg.batch} is out of range")
     return vlr.Step(msg.job_id, msg.epoch, msg.batch)
 
 
@@ -89,53 +92,82 @@ def accepted_from_proto(msg: pb.TrainingAccepted, allow_test_keys: bool) -> vlr.
     return vlr.TrainingAccepted(msg.job_id, key, msg.bureau_columns)
 
 
-def scores_to_proto(msg: vlr.EncryptedScores, width: int) -> Iterator[pb.EncryptedScores]:
-    total = len(msg.scores) // width
+def shares_to_proto(msg: vlr.StepShares, width: int) -> Iterator[pb.StepShares]:
+    """The bureau's answer in chunks of its per-row masks; the packed parts in the first."""
+    total = len(msg.bureau_masks) // width
     step = step_to_proto(msg.step)
     chunk = SCORES_PER_CHUNK * width
-    for offset in range(0, max(len(msg.scores), 1), chunk):
-        yield pb.EncryptedScores(
+    for offset in range(0, max(len(msg.bureau_masks), 1), chunk):
+        first = offset == 0
+        yield pb.StepShares(
             step=step,
             offset=offset // width,
             total=total,
-            scores=msg.scores[offset : offset + chunk],
-            square_sum=msg.square_sum if offset == 0 else b"",
+            bureau_masks=msg.bureau_masks[offset : offset + chunk],
+            score_shares=msg.score_shares if first else b"",
+            gradient_share=msg.gradient_share if first else b"",
+            loss_term=msg.loss_term if first else b"",
         )
 
 
-def scores_from_proto(
-    chunks: Iterable[pb.EncryptedScores], width: int, max_total: int
-) -> vlr.EncryptedScores:
+def shares_from_proto(
+    chunks: Iterable[pb.StepShares], width: int, max_total: int
+) -> vlr.StepShares:
     parts: list[bytes] = []
+    first: pb.StepShares | None = None
     step = None
-    square = b""
     received = 0
-    total = None
     for chunk in chunks:
         this = step_from_proto(chunk.step)
-        if step is None:
-            step, total, square = this, chunk.total, chunk.square_sum
-            if total > max_total:
-                raise ProtocolViolation(f"{total} scores announced; at most {max_total} expected")
-        elif this != step or chunk.total != total:
-            raise ProtocolViolation("a chunk of scores belongs to another step")
-        if chunk.offset != received or len(chunk.scores) % width:
-            raise ProtocolViolation("chunks of scores arrived out of order or cut")
-        if total is None or received + len(chunk.scores) // width > total:
-            raise ProtocolViolation("the scores run past the count announced")
-        parts.append(chunk.scores)
-        received += len(chunk.scores) // width
-    if step is None or received != total:
-        raise ProtocolViolation("the scores ended before all announced chunks arrived")
-    return vlr.EncryptedScores(step, b"".join(parts), square)
+        if first is None:
+            first, step = chunk, this
+            if chunk.total > max_total:
+                raise ProtocolViolation(
+                    f"{chunk.total} masks announced; at most {max_total} expected"
+                )
+        elif this != step or chunk.total != first.total:
+            raise ProtocolViolation("a chunk of shares belongs to another step")
+        elif chunk.score_shares or chunk.gradient_share or chunk.loss_term:
+            raise ProtocolViolation("packed shares arrived after the first chunk")
+        if chunk.offset != received or len(chunk.bureau_masks) % width:
+            raise ProtocolViolation("chunks of shares arrived out of order or cut")
+        if received + len(chunk.bureau_masks) // width > first.total:
+            raise ProtocolViolation("the masks run past the count announced")
+        parts.append(chunk.bureau_masks)
+        received += len(chunk.bureau_masks) // width
+    if first is None or step is None or received != first.total:
+        raise ProtocolViolation("the shares ended before all announced chunks arrived")
+    return vlr.StepShares(
+        step, first.score_shares, b"".join(parts), first.gradient_share, first.loss_term
+    )
 
 
 def residuals_to_proto(msg: vlr.EncryptedResiduals) -> pb.EncryptedResiduals:
-    return pb.EncryptedResiduals(step=step_to_proto(msg.step), residuals=msg.residuals)
+    return pb.EncryptedResiduals(
+        step=step_to_proto(msg.step), residuals=msg.residuals, weight_share=msg.weight_share
+    )
 
 
 def residuals_from_proto(msg: pb.EncryptedResiduals) -> vlr.EncryptedResiduals:
-    return vlr.EncryptedResiduals(step_from_proto(msg.step), msg.residuals)
+    return vlr.EncryptedResiduals(step_from_proto(msg.step), msg.weight_share, msg.residuals)
+
+
+def share_to_proto(values: list[int]) -> list[str]:
+    return [str(int(v)) for v in values]
+
+
+def share_from_proto(values: Iterable[str], expected: int) -> list[int]:
+    """The bank's weight share: decimal integers, each within a share's size."""
+    values = list(values)
+    if len(values) != expected:
+        raise ProtocolViolation(f"expected {expected} weight shares, got {len(values)}")
+    digits = vlr.MAX_SHARE_BITS // 3 + 2
+    out = []
+    for v in values:
+        if len(v) > digits or not _DECIMAL.match(v):
+            raise ProtocolViolation("a weight share is not a decimal integer of its size")
+        out.append(int(v))
+    return out
 
 
 def masked_to_proto(msg: vlr.MaskedValues) -> pb.MaskedValues:

@@ -126,27 +126,33 @@ class Step(_message.Message):
     batch: int
     def __init__(self, job_id: _Optional[str] = ..., epoch: _Optional[int] = ..., batch: _Optional[int] = ...) -> None: ...
 
-class EncryptedScores(_message.Message):
-    __slots__ = ("step", "offset", "total", "scores", "square_sum")
+class EncryptedResiduals(_message.Message):
+    __slots__ = ("step", "residuals", "weight_share")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    RESIDUALS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    step: Step
+    residuals: bytes
+    weight_share: bytes
+    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., residuals: _Optional[bytes] = ..., weight_share: _Optional[bytes] = ...) -> None: ...
+
+class StepShares(_message.Message):
+    __slots__ = ("step", "offset", "total", "bureau_masks", "score_shares", "gradient_share", "loss_term")
     STEP_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
-    SCORES_FIELD_NUMBER: _ClassVar[int]
-    SQUARE_SUM_FIELD_NUMBER: _ClassVar[int]
+    BUREAU_MASKS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_SHARES_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    LOSS_TERM_FIELD_NUMBER: _ClassVar[int]
     step: Step
     offset: int
     total: int
-    scores: bytes
-    square_sum: bytes
-    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., scores: _Optional[bytes] = ..., square_sum: _Optional[bytes] = ...) -> None: ...
-
-class EncryptedResiduals(_message.Message):
-    __slots__ = ("step", "residuals")
-    STEP_FIELD_NUMBER: _ClassVar[int]
-    RESIDUALS_FIELD_NUMBER: _ClassVar[int]
-    step: Step
-    residuals: bytes
-    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., residuals: _Optional[bytes] = ...) -> None: ...
+    bureau_masks: bytes
+    score_shares: bytes
+    gradient_share: bytes
+    loss_term: bytes
+    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., bureau_masks: _Optional[bytes] = ..., score_shares: _Optional[bytes] = ..., gradient_share: _Optional[bytes] = ..., loss_term: _Optional[bytes] = ...) -> None: ...
 
 class MaskedValues(_message.Message):
     __slots__ = ("step", "count", "ciphertexts")
@@ -166,12 +172,6 @@ class DecryptedValues(_message.Message):
     plaintexts: bytes
     def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., plaintexts: _Optional[bytes] = ...) -> None: ...
 
-class UpdateAck(_message.Message):
-    __slots__ = ("step",)
-    STEP_FIELD_NUMBER: _ClassVar[int]
-    step: Step
-    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ...) -> None: ...
-
 class ResumeRequest(_message.Message):
     __slots__ = ("job_id", "epoch")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -181,12 +181,14 @@ class ResumeRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class FinishRequest(_message.Message):
-    __slots__ = ("job_id", "epoch")
+    __slots__ = ("job_id", "epoch", "weight_share")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_SHARE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     epoch: int
-    def __init__(self, job_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+    weight_share: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., epoch: _Optional[int] = ..., weight_share: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrainingFinished(_message.Message):
     __slots__ = ("job_id", "model_id", "epoch", "neutral_score")

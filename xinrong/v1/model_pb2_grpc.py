@@ -101,7 +101,9 @@ class Catalogue:
 
 
 class JointTrainingStub:
-    """Two-party Paillier training of the joint model (design notes, section 4).
+    """Two-party Paillier training of the joint model with the bureau's weights secret-shared
+    (design notes, section 4, "Secret-shared bureau weights"; docs/protocol-training.md):
+    the bureau never sees a value that depends on the bank's labels.
     """
 
     def __init__(self, channel):
@@ -115,25 +117,15 @@ class JointTrainingStub:
                 request_serializer=xinrong_dot_v1_dot_model__pb2.TrainingPlan.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.TrainingAccepted.FromString,
                 _registered_method=True)
-        self.Scores = channel.unary_stream(
-                '/xinrong.v1.JointTraining/Scores',
-                request_serializer=xinrong_dot_v1_dot_model__pb2.Step.SerializeToString,
-                response_deserializer=xinrong_dot_v1_dot_model__pb2.EncryptedScores.FromString,
-                _registered_method=True)
-        self.Gradient = channel.unary_unary(
-                '/xinrong.v1.JointTraining/Gradient',
+        self.TrainingStep = channel.unary_stream(
+                '/xinrong.v1.JointTraining/TrainingStep',
                 request_serializer=xinrong_dot_v1_dot_model__pb2.EncryptedResiduals.SerializeToString,
-                response_deserializer=xinrong_dot_v1_dot_model__pb2.MaskedValues.FromString,
+                response_deserializer=xinrong_dot_v1_dot_model__pb2.StepShares.FromString,
                 _registered_method=True)
         self.Decrypt = channel.unary_unary(
                 '/xinrong.v1.JointTraining/Decrypt',
                 request_serializer=xinrong_dot_v1_dot_model__pb2.MaskedValues.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.DecryptedValues.FromString,
-                _registered_method=True)
-        self.Update = channel.unary_unary(
-                '/xinrong.v1.JointTraining/Update',
-                request_serializer=xinrong_dot_v1_dot_model__pb2.DecryptedValues.SerializeToString,
-                response_deserializer=xinrong_dot_v1_dot_model__pb2.UpdateAck.FromString,
                 _registered_method=True)
         self.ResumeTraining = channel.unary_unary(
                 '/xinrong.v1.JointTraining/ResumeTraining',
@@ -148,7 +140,9 @@ class JointTrainingStub:
 
 
 class JointTrainingServicer:
-    """Two-party Paillier training of the joint model (design notes, section 4).
+    """Two-party Paillier training of the joint model with the bureau's weights secret-shared
+    (design notes, section 4, "Secret-shared bureau weights"; docs/protocol-training.md):
+    the bureau never sees a value that depends on the bank's labels.
     """
 
     def StartTraining(self, request, context):
@@ -158,29 +152,16 @@ class JointTrainingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Scores(self, request, context):
-        """[[u_B]] for the rows of a step, under the bureau's key, in chunks.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Gradient(self, request, context):
-        """[[4e]] under the bank's key in; the bureau's gradient, masked and packed, out.
+    def TrainingStep(self, request, context):
+        """The bank's half of a step ([[s1]]_A, [[2 + u_A - 4y]]_A) in; the bureau's shares out,
+        in chunks: packed [[u_B + r]]_A, [[-r]]_B per row, packed [[X_B^T 4d + q]]_A, the loss.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Decrypt(self, request, context):
-        """The bank's masked values, decrypted by the bureau (once per step).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Update(self, request, context):
-        """The bureau's masked gradient, decrypted by the bank: the bureau steps its weights.
+        """The bank's masked values, decrypted by the bureau (once per training step).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -194,7 +175,7 @@ class JointTrainingServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FinishTraining(self, request, context):
-        """Keep the weights of the chosen epoch as the bureau's half of the model.
+        """The bank's share of the chosen epoch's bureau weights: the bureau keeps the weights.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -208,25 +189,15 @@ def add_JointTrainingServicer_to_server(servicer, server):
                     request_deserializer=xinrong_dot_v1_dot_model__pb2.TrainingPlan.FromString,
                     response_serializer=xinrong_dot_v1_dot_model__pb2.TrainingAccepted.SerializeToString,
             ),
-            'Scores': grpc.unary_stream_rpc_method_handler(
-                    servicer.Scores,
-                    request_deserializer=xinrong_dot_v1_dot_model__pb2.Step.FromString,
-                    response_serializer=xinrong_dot_v1_dot_model__pb2.EncryptedScores.SerializeToString,
-            ),
-            'Gradient': grpc.unary_unary_rpc_method_handler(
-                    servicer.Gradient,
+            'TrainingStep': grpc.unary_stream_rpc_method_handler(
+                    servicer.TrainingStep,
                     request_deserializer=xinrong_dot_v1_dot_model__pb2.EncryptedResiduals.FromString,
-                    response_serializer=xinrong_dot_v1_dot_model__pb2.MaskedValues.SerializeToString,
+                    response_serializer=xinrong_dot_v1_dot_model__pb2.StepShares.SerializeToString,
             ),
             'Decrypt': grpc.unary_unary_rpc_method_handler(
                     servicer.Decrypt,
                     request_deserializer=xinrong_dot_v1_dot_model__pb2.MaskedValues.FromString,
                     response_serializer=xinrong_dot_v1_dot_model__pb2.DecryptedValues.SerializeToString,
-            ),
-            'Update': grpc.unary_unary_rpc_method_handler(
-                    servicer.Update,
-                    request_deserializer=xinrong_dot_v1_dot_model__pb2.DecryptedValues.FromString,
-                    response_serializer=xinrong_dot_v1_dot_model__pb2.UpdateAck.SerializeToString,
             ),
             'ResumeTraining': grpc.unary_unary_rpc_method_handler(
                     servicer.ResumeTraining,
@@ -247,7 +218,9 @@ def add_JointTrainingServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class JointTraining:
-    """Two-party Paillier training of the joint model (design notes, section 4).
+    """Two-party Paillier training of the joint model with the bureau's weights secret-shared
+    (design notes, section 4, "Secret-shared bureau weights"; docs/protocol-training.md):
+    the bureau never sees a value that depends on the bank's labels.
     """
 
     @staticmethod
@@ -278,7 +251,7 @@ class JointTraining:
             _registered_method=True)
 
     @staticmethod
-    def Scores(request,
+    def TrainingStep(request,
             target,
             options=(),
             channel_credentials=None,
@@ -291,36 +264,9 @@ class JointTraining:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/xinrong.v1.JointTraining/Scores',
-            xinrong_dot_v1_dot_model__pb2.Step.SerializeToString,
-            xinrong_dot_v1_dot_model__pb2.EncryptedScores.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Gradient(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/xinrong.v1.JointTraining/Gradient',
+            '/xinrong.v1.JointTraining/TrainingStep',
             xinrong_dot_v1_dot_model__pb2.EncryptedResiduals.SerializeToString,
-            xinrong_dot_v1_dot_model__pb2.MaskedValues.FromString,
+            xinrong_dot_v1_dot_model__pb2.StepShares.FromString,
             options,
             channel_credentials,
             insecure,
@@ -348,33 +294,6 @@ class JointTraining:
             '/xinrong.v1.JointTraining/Decrypt',
             xinrong_dot_v1_dot_model__pb2.MaskedValues.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.DecryptedValues.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Update(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/xinrong.v1.JointTraining/Update',
-            xinrong_dot_v1_dot_model__pb2.DecryptedValues.SerializeToString,
-            xinrong_dot_v1_dot_model__pb2.UpdateAck.FromString,
             options,
             channel_credentials,
             insecure,
