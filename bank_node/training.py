@@ -840,15 +840,7 @@ def fetch_bureau_scores(
     connection: BureauConnection, model_id: str, session_id: str, rows: int
 ) -> np.ndarray:
     """The bureau's u_B for the matched rows of a PSI session, in the session's order."""
-    return fetch_bureau_parts(connection, model_id, session_id, rows, points=False)[0]
-
-
-def fetch_bureau_parts(
-    connection: BureauConnection, model_id: str, session_id: str, rows: int, points: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """u_B (and the bureau's scorecard points, if asked) for the matched rows."""
-    scores, extra, _ = fetch_bureau_answer(connection, model_id, session_id, rows, points)
-    return scores, extra
+    return fetch_bureau_answer(connection, model_id, session_id, rows)[0]
 
 
 BureauReasons = tuple[list[str], np.ndarray]  # feature names; rows x k codes, 1 + index
@@ -859,20 +851,18 @@ def fetch_bureau_answer(
     model_id: str,
     session_id: str,
     rows: int,
-    points: bool,
     reasons: int = 0,
     bureau_features: Sequence[str] = (),
-) -> tuple[np.ndarray, np.ndarray | None, BureauReasons]:
-    """u_B, the bureau's points if asked, and up to ``reasons`` reason codes per row (names
-    among ``bureau_features``, the model's own) for the matched rows."""
+) -> tuple[np.ndarray, BureauReasons]:
+    """u_B and up to ``reasons`` reason codes per row (names among ``bureau_features``, the
+    model's own) for the matched rows. Scorecard points are the bank's to compute, from the
+    same calibrated log-odds as the probability, so the bureau's own points are not asked."""
 
-    def run() -> tuple[np.ndarray, np.ndarray | None, BureauReasons]:
-        parts, point_parts, codes, received = [], [], [], 0
+    def run() -> tuple[np.ndarray, BureauReasons]:
+        parts, codes, received = [], [], 0
         names: list[str] = []
         for chunk in connection.scoring.ScoreApplicants(
-            pb.ScoreRequest(
-                model_id=model_id, psi_session_id=session_id, points=points, reasons=reasons
-            ),
+            pb.ScoreRequest(model_id=model_id, psi_session_id=session_id, reasons=reasons),
             timeout=STEP_DEADLINE,
             metadata=connection.metadata,
         ):
@@ -883,13 +873,6 @@ def fetch_bureau_answer(
             values = np.frombuffer(chunk.scores, dtype="<f8")
             if not np.all(np.isfinite(values)) or np.any(np.abs(values) > vlr.SCORE_BOUND):
                 raise ProtocolViolation("the bureau sent a score outside its bound")
-            if points:
-                if len(chunk.points) != len(chunk.scores):
-                    raise ProtocolViolation("the bureau's points do not match its scores")
-                extra = np.frombuffer(chunk.points, dtype="<f8")
-                if not np.all(np.isfinite(extra)) or np.any(np.abs(extra) > 1e7):
-                    raise ProtocolViolation("the bureau's points do not match its scores")
-                point_parts.append(extra)
             if received == 0 and chunk.reason_features:
                 names = _check_reason_names(list(chunk.reason_features), bureau_features)
             codes.append(_check_reason_codes(chunk.reasons, len(values), reasons, len(names)))
@@ -900,10 +883,7 @@ def fetch_bureau_answer(
         scores = np.concatenate(parts) if parts else np.zeros(0)
         width = codes[0].shape[1] if codes else 0
         reason_rows = np.vstack(codes) if codes else np.zeros((0, width), np.uint8)
-        extra_points = (
-            (np.concatenate(point_parts) if point_parts else np.zeros(0)) if points else None
-        )
-        return scores, extra_points, (names, reason_rows)
+        return scores, (names, reason_rows)
 
     return _call("fetching the bureau's scores", run)
 
@@ -960,12 +940,11 @@ def bureau_lookup(
         say(f"private set intersection on {len(ids):,} applicant IDs")
         with ProgressBars(enabled=False if quiet else None) as bars:
             result = run_psi(connection, ids, psi.Reveal.BOTH, executor, bars)
-        scores, _, reasons = fetch_bureau_answer(
+        scores, reasons = fetch_bureau_answer(
             connection,
             model["model_id"],
             result.session_id,
             len(result.matched_ids),
-            points=False,
             reasons=explain.MAX_REASONS,
             bureau_features=model.get("bureau_features", []),
         )
