@@ -32,6 +32,7 @@ from protocols.optim import OptimizerConfig
 from . import toolkit, training
 from .client import DEFAULT_BANK_ID, BureauConnection, run_psi
 from .frames import as_table, output
+from .lookup import LookupClient, lookup_rows, private_bureau_lookup
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class Bureau:
         self._executor: Executor | None = None
         self._executor_made = False
         self.quiet = not progress
+        self._lookups: LookupClient | None = None
 
     def __repr__(self) -> str:
         return f"<bank_node.Bureau {self.address} as {self.bank_id}>"
@@ -131,6 +133,32 @@ class Bureau:
 
     def _say(self, text: str) -> None:
         log.info("%s", text)
+
+    @property
+    def lookups(self) -> LookupClient:
+        """The session's private lookups: tables downloaded once, then one round trip per
+        call (keep the session open for many decisions)."""
+        if self._lookups is None:
+            self._lookups = LookupClient(self.connection, say=self._say, executor=self.executor)
+        return self._lookups
+
+    def lookup(
+        self,
+        clients: Any,
+        *,
+        id_column: str,
+        products: list[str] | tuple[str, ...] = ("size_class",),
+        id_type: str = "uscc",
+    ) -> Any:
+        """The bureau's data products for each row of ``clients``, looked up privately (the
+        bureau learns how many IDs, not which): the ID as given, then each product's columns
+        (``size_class``, ``size_class_zh``, ... see docs/private-lookups.md), empty where
+        the bureau holds no entry or the ID is invalid."""
+        table = as_table(clients, id_column)
+        result, _ = lookup_rows(
+            self.connection, table, id_column, IdType(id_type), list(products), client=self.lookups
+        )
+        return output(result)
 
     def features(self) -> Any:
         """The bureau's catalogue: name, kind and description of each feature (never
@@ -329,20 +357,30 @@ class JointModel:
         id_column: str | None = None,
         id_type: str | None = None,
         points: bool = False,
+        scoring: str = "private",
     ) -> Any:
         """One row per applicant, in ``applicants``' order: the ID as given, ``score`` (the
         probability of default), ``bureau_matched`` and reason codes (``reason_1..3`` from the
         bank's features, ``bureau_reason_1..3`` named by the bureau); ``points`` adds scorecard
         points (make the scorecard first), from the same log-odds as the probability.
         Applicants the bureau does not know get its neutral score and ``bureau_matched =
-        False``; none is dropped."""
+        False``; none is dropped. ``scoring="private"`` (default): the bureau's half comes
+        from the model's lookup table and the bureau learns only how many applicants there
+        were; ``"reveal-both"``: PSI tells the bureau who they are."""
         model = self.bank_half
         id_column = id_column or model["id_column"]
         table = as_table(applicants, id_column)
         bureau = self.bureau
-        lookup = training.bureau_lookup(
-            bureau.connection, bureau.executor, model, bureau.quiet, bureau._say
-        )
+        if scoring not in training.SCORING_MODES:
+            raise InputDataError(
+                f"scoring {scoring!r}: choose one of {', '.join(training.SCORING_MODES)}"
+            )
+        if scoring == "private":
+            lookup = private_bureau_lookup(bureau.connection, model, client=bureau.lookups)
+        else:
+            lookup = training.bureau_lookup(
+                bureau.connection, bureau.executor, model, bureau.quiet, bureau._say
+            )
         kind = IdType(id_type or model["id_type"])
         return output(training.score(model, table, id_column, kind, points, lookup).table)
 

@@ -269,10 +269,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         say=_say(args),
         read_options=read_options(args),
+        scoring=args.scoring,
+        fallback=args.fallback,
     )
     _say(args)(
         f"scored {summary['rows']:,} applicants ({summary['bureau_matched']:,} known to the "
         f"bureau) -> {summary['out']}"
+    )
+    print_result(summary)
+    return 0
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    from .lookup import lookup_job
+
+    products = [p.strip() for p in args.products.split(",") if p.strip()]
+    summary = lookup_job(
+        bureau=args.bureau,
+        data=args.data,
+        id_column=args.id_column,
+        products=products,
+        out=args.out,
+        bank_id=args.bank_id,
+        id_type=IdType(args.id_type),
+        tls_dir=args.tls_dir,
+        say=_say(args),
+        read_options=read_options(args),
+    )
+    _say(args)(
+        f"looked up {summary['looked_up']:,} enterprises privately ({summary['known_to_bureau']:,} "
+        f"known to the bureau): {', '.join(products)} -> {summary['out']}"
     )
     print_result(summary)
     return 0
@@ -460,9 +486,39 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--scorecard", action="store_true", help="add scorecard points (make the card first)"
     )
+    predict.add_argument(
+        "--scoring",
+        choices=["private", "reveal-both"],
+        default="private",
+        help="private (default): the bureau learns only how many applicants are scored; "
+        "reveal-both: PSI tells the bureau who they are (only if your bank's rules ask for it)",
+    )
+    predict.add_argument(
+        "--fallback",
+        choices=["bank-only"],
+        default=None,
+        help="if the bureau cannot be reached, score with the model's neutral bureau part "
+        "and flag every row (bureau_fallback)",
+    )
     add_common_arguments(predict)
     _add_tls(predict)
     predict.set_defaults(func=cmd_predict)
+
+    lookup = sub.add_parser(
+        "lookup", help="look up the bureau's data products for your clients, privately"
+    )
+    lookup.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
+    lookup.add_argument(
+        "--products",
+        required=True,
+        help="comma-separated: size_class, headcount, watch, registration",
+    )
+    add_id_arguments(lookup)
+    lookup.add_argument("--out", required=True, help="CSV: the ID column, then the products'")
+    lookup.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
+    add_common_arguments(lookup)
+    _add_tls(lookup)
+    lookup.set_defaults(func=cmd_lookup)
 
     card = sub.add_parser("scorecard", help="points per bin per feature for a trained model")
     card.add_argument("--model-dir", required=True)

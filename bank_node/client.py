@@ -16,10 +16,10 @@ from node_runtime.transport import codec
 from node_runtime.transport.certs import bank_files
 from node_runtime.transport.channels import bank_metadata, open_channel, valid_bank_id
 from node_runtime.transport.errors import raise_from_rpc
-from node_runtime.transport.probe import probe
+from node_runtime.transport.probe import BureauUnreachable, probe
 from protocols import psi
-from protocols.errors import PeerError, ProtocolViolation
-from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
+from protocols.errors import ProtocolViolation
+from xinrong.v1 import lookup_pb2_grpc, model_pb2_grpc, psi_pb2_grpc
 from xinrong.v1 import psi_pb2 as pb
 
 from .receipts import ReceiptCollector, ReceiptStore
@@ -66,11 +66,12 @@ class BureauConnection:
         self.training = model_pb2_grpc.JointTrainingStub(self.channel)
         self.binning = model_pb2_grpc.BinningStub(self.channel)
         self.scoring = model_pb2_grpc.ScoringStub(self.channel)
+        self.lookup = lookup_pb2_grpc.PrivateLookupStub(self.channel)
         try:
             grpc.channel_ready_future(self._raw_channel).result(timeout=connect_timeout)
         except grpc.FutureTimeoutError:
             self._raw_channel.close()
-            raise PeerError(
+            raise BureauUnreachable(
                 f"cannot reach the bureau at {address} within {connect_timeout:g} s: is the "
                 "bureau node running, is the address right"
                 + (", and do both use TLS certificates from the same CA?" if tls_dir else "?")

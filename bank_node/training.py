@@ -1038,6 +1038,10 @@ def reason_columns(
     return out
 
 
+SCORING_MODES = ("private", "reveal-both")
+UNREACHABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+
+
 def predict_job(
     bureau: str | None,
     model_dir: str | Path,
@@ -1053,8 +1057,20 @@ def predict_job(
     points: bool = False,
     tls_dir: str | Path | None = None,
     read_options: tables.ReadOptions | None = None,
+    scoring: str = "private",
+    fallback: str | None = None,
 ) -> dict[str, Any]:
-    """Score the applicants in a file (see ``score``) and write ``out`` (CSV)."""
+    """Score the applicants in a file (see ``score``) and write ``out`` (CSV).
+
+    ``scoring``: ``private`` (default) looks the bureau's half up in the model's table, so
+    the bureau learns only how many applicants were scored; ``reveal-both`` runs PSI in
+    reveal mode BOTH and tells the bureau who they are (the old path, for banks whose own
+    rules ask for it). ``fallback="bank-only"``: if the bureau cannot be reached, score with
+    the model's neutral bureau contribution and flag every row (``bureau_fallback``)."""
+    if scoring not in SCORING_MODES:
+        raise InputDataError(f"scoring {scoring!r}: choose one of {', '.join(SCORING_MODES)}")
+    if fallback not in (None, "bank-only"):
+        raise InputDataError(f"fallback {fallback!r}: the only fallback is bank-only")
     started = time.perf_counter()
     say = say or (lambda text: log.info("%s", text))
     model = load_model(model_dir)
@@ -1064,24 +1080,42 @@ def predict_job(
         )
     recipe = FeatureRecipe.from_json(model["recipe"])
     table = tables.read_table(data, id_column, columns=recipe.names, options=read_options)
+    fell_back: list[str] = []
 
     def lookup(ids: list[str]) -> tuple[list[str], np.ndarray, BureauReasons]:
         executor = make_executor(workers, executor_spec)
         try:
             with BureauConnection(bureau or model["bureau"], bank_id, tls_dir=tls_dir) as link:
+                if scoring == "private":
+                    from .lookup import LookupClient, private_bureau_lookup
+
+                    client = LookupClient(link, say=say, executor=executor)
+                    return private_bureau_lookup(link, model, client=client)(ids)
                 return bureau_lookup(link, executor, model, quiet, say)(ids)
+        except PeerError as exc:
+            if fallback is None or exc.status not in UNREACHABLE:
+                raise
+            say(f"the bureau cannot be reached ({exc}); scoring with the bank's half only")
+            fell_back.append(str(exc))
+            return [], np.zeros(0), ([], np.zeros((0, explain.MAX_REASONS), np.uint8))
         finally:
             if executor is not None:
                 executor.shutdown(cancel_futures=True)
 
     scored = score(model, table, id_column, id_type or IdType(model["id_type"]), points, lookup)
-    tables.write_csv(scored.table, out)
+    result = scored.table
+    if fallback is not None:
+        flag = pa.array(np.full(result.num_rows, bool(fell_back)), pa.bool_())
+        result = result.append_column("bureau_fallback", flag)
+    tables.write_csv(result, out)
     return {
         "model_id": model["model_id"],
         "rows": table.num_rows,
         "bureau_matched": scored.bureau_matched,
         "not_matched": table.num_rows - scored.bureau_matched,
         "invalid_ids": scored.invalid_ids,
+        "scoring": scoring,
+        "bureau_fallback": bool(fell_back),
         "out": str(out),
         "seconds": round(time.perf_counter() - started, 3),
     }

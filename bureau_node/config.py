@@ -5,6 +5,7 @@ federated information value. One TOML file, validated at start.
     [defaults]                       # optional; every key below may also be set per bank
     daily_psi_ids = 2_000_000        # IDs a bank may send to PSI per UTC day
     daily_scored = 200_000           # rows a bank may score per UTC day (training rows too)
+    daily_lookup_ids = 1_000_000     # IDs a bank may look up privately per UTC day
     daily_iv_requests = 20           # information-value requests per UTC day
     min_batch_size = 64              # smallest training batch
     min_intersection = 100           # fewer shared IDs are not revealed for training
@@ -15,6 +16,7 @@ federated information value. One TOML file, validated at start.
 
     [banks.bank-a]                   # a bank the bureau serves, by its certificate identity
     features = ["debt_ratio", "court_judgements_3y", "tax_paid_12m_10k_cny"]  # omitted: all
+    products = ["size_class", "watch"]  # data products it may look up; omitted: all
 
 Without a configuration file the bureau serves any bank with the defaults (development).
 """
@@ -36,9 +38,13 @@ from node_runtime import tables
 from node_runtime.transport.channels import bank_identity, valid_bank_id
 from protocols.errors import InputDataError, NotAuthorised, QuotaExceeded
 
+# the platform's data products (protocols.products); a bank's models are always its own
+DATA_PRODUCTS = ("size_class", "headcount", "watch", "registration")
+
 COUNT_KEYS = {
     "daily_psi_ids",
     "daily_scored",
+    "daily_lookup_ids",
     "daily_iv_requests",
     "min_batch_size",
     "min_intersection",
@@ -47,10 +53,11 @@ COUNT_KEYS = {
 }
 EPSILON_KEYS = {"iv_epsilon_per_feature", "iv_epsilon_per_day"}
 LIMIT_KEYS = COUNT_KEYS | EPSILON_KEYS
-BANK_KEYS = LIMIT_KEYS | {"features"}
+BANK_KEYS = LIMIT_KEYS | {"features", "products"}
 DEFAULTS: dict[str, Any] = {
     "daily_psi_ids": 10_000_000,
     "daily_scored": 1_000_000,
+    "daily_lookup_ids": 1_000_000,  # IDs a bank may look up privately (products, scores)
     "daily_iv_requests": 20,
     "min_batch_size": 64,
     "min_intersection": 1,  # below it the bureau does not reveal (mode BOTH) a session
@@ -69,6 +76,7 @@ class BankPolicy:
     features: tuple[str, ...] | None  # None: every feature
     daily_psi_ids: int
     daily_scored: int
+    daily_lookup_ids: int
     daily_iv_requests: int
     min_batch_size: int
     min_intersection: int
@@ -76,6 +84,7 @@ class BankPolicy:
     max_models_per_session: int
     iv_epsilon_per_feature: float
     iv_epsilon_per_day: float
+    products: tuple[str, ...] | None = None  # data products it may look up; None: all
 
 
 def _limits(table: dict[str, Any], where: str, base: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +153,17 @@ def load_config(path: str | Path, feature_names: list[str] | None = None) -> dic
                 f"{where}: {len(set(features))} features are fewer than min_bureau_features "
                 f"{limits['min_bureau_features']}: the bank could train no model"
             )
-        policies[bank_id] = BankPolicy(bank_id, features, **limits)
+        products = table.get("products")
+        if products is not None:
+            if not isinstance(products, list) or not all(isinstance(p, str) for p in products):
+                raise InputDataError(f"{where}: products must be a list of names")
+            if set(products) - set(DATA_PRODUCTS):
+                raise InputDataError(
+                    f"{where}: no data products {sorted(set(products) - set(DATA_PRODUCTS))}; "
+                    f"the bureau offers {list(DATA_PRODUCTS)}"
+                )
+            products = tuple(products)
+        policies[bank_id] = BankPolicy(bank_id, features, **limits, products=products)
     return policies
 
 

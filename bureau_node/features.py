@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from node_runtime import tables
 from protocols.errors import InputDataError, PolicyViolation, UnknownSession
 from protocols.features import column_kind
 from protocols.ids import IdType, normalise_column
+
+from .store import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,9 @@ class BureauFeatures:
         self.table = table.drop_columns([id_column])
         self._own = (self.table, dict(self.kinds), dict(descriptions))
         self._ids = normalise_column(table.column(id_column).combine_chunks(), id_type)
+        self.data_date = _data_date(data)
+        self._own_version = file_sha256(data)
+        self.version = self._own_version
 
     @property
     def ids(self) -> pa.Array:
@@ -86,6 +95,7 @@ class BureauFeatures:
         self.kinds = kinds
         self.names = list(kinds)
         self.table = table
+        self.version = f"{self._own_version}+graph:{_content_hash(columns)}"
 
     def catalogue(self) -> list[FeatureInfo]:
         return [FeatureInfo(n, self.kinds[n], self.descriptions.get(n, "")) for n in self.names]
@@ -103,9 +113,36 @@ class BureauFeatures:
             )
         return list(dict.fromkeys(requested))
 
-    def rows_of(self, ids: list[str]) -> pa.Table:
+    def rows_of_bytes(self, ids: np.ndarray) -> pa.Table:
+        """:meth:`rows_of` for IDs as the store keeps them (UTF-8 bytes)."""
+        return self.rows_of(pa.array(ids.tolist(), pa.binary()).cast(pa.string()))
+
+    def rows_of(self, ids: list[str] | pa.Array) -> pa.Table:
         """The bureau's rows for matched IDs, in their order."""
-        positions = pc.index_in(pa.array(ids, pa.string()), value_set=self._ids)
+        wanted = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
+        positions = pc.index_in(wanted, value_set=self._ids)
         if positions.null_count:
             raise UnknownSession("the session's matched IDs are no longer in the bureau's data")
         return self.table.take(positions)
+
+
+def _data_date(path: Path) -> str:
+    """The data's date: a Parquet file's ``xinrong.data_date`` metadata, else the day the
+    file was last written (UTC)."""
+    if path.suffix == ".parquet":
+        metadata = pq.read_schema(path).metadata or {}
+        stated = metadata.get(b"xinrong.data_date")
+        if stated:
+            return datetime.date.fromisoformat(stated.decode()).isoformat()
+    stamp = path.stat().st_mtime
+    return datetime.datetime.fromtimestamp(stamp, datetime.UTC).date().isoformat()
+
+
+def _content_hash(table: pa.Table) -> str:
+    digest = hashlib.sha256()
+    for column in table.columns:
+        for chunk in column.chunks:
+            for buffer in chunk.buffers():
+                if buffer is not None:
+                    digest.update(buffer)
+    return digest.hexdigest()[:16]

@@ -77,7 +77,7 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
                 points = scorecard.row_points(rows, recipe, model["scorecard"]["points"]).astype(
                     "<f8"
                 )
-            names, reasons = _reason_codes(recipe, model, x, request.reasons)
+            names, reasons = reason_codes(recipe, model, x, request.reasons)
             self.ctx.record(
                 bank_id,
                 "scoring",
@@ -109,7 +109,7 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
             self.ctx.refuse(context, "scoring", exc)
 
 
-def _reason_codes(
+def reason_codes(
     recipe: FeatureRecipe, model: dict, x: np.ndarray, asked: int
 ) -> tuple[list[str], np.ndarray]:
     """Per row, 1 + the index of each of the (at most 3) bureau features pushing the score

@@ -16,7 +16,7 @@ from node_runtime.transport.channels import create_server
 from protocols import psi
 from protocols import vertical_lr as vlr
 from protocols.ids import IdType
-from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
+from xinrong.v1 import lookup_pb2_grpc, model_pb2_grpc, psi_pb2_grpc
 
 from .audit import AuditLog
 from .binning_service import BinningServicer
@@ -26,6 +26,8 @@ from .context import BureauContext
 from .features import BureauFeatures
 from .graph_source import DEFAULT_REFRESH_SECONDS, GraphSource
 from .interceptors import BureauInterceptor
+from .lookup_service import PrivateLookupServicer
+from .lookup_tables import LookupTables, TableSource
 from .models import ModelStore
 from .scoring_service import ScoringServicer
 from .service import PsiServicer
@@ -121,6 +123,12 @@ class BureauNode:
         model_pb2_grpc.add_JointTrainingServicer_to_server(self.training, self.server)
         model_pb2_grpc.add_BinningServicer_to_server(BinningServicer(context), self.server)
         model_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(context), self.server)
+        self.lookup_tables = LookupTables(
+            self.store, self.models, self.features, self._product_sources, self.executor
+        )
+        lookup_pb2_grpc.add_PrivateLookupServicer_to_server(
+            PrivateLookupServicer(context, self.lookup_tables), self.server
+        )
         self.server.start()
         if self.graph is not None and self.graph_refresh_seconds > 0:
             self.graph.watch(self.features, self.graph_refresh_seconds)
@@ -152,6 +160,9 @@ class BureauNode:
         if self.graph is not None:
             self.graph.load(features)
         self.features = features
+
+    def _product_sources(self) -> list[TableSource]:
+        return []
 
     def stop(self, grace: float | None = 1.0) -> None:
         if self.graph is not None:

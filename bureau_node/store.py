@@ -10,6 +10,7 @@ Layout under ``--state-dir``::
     bureau-rejects.csv      invalid rows of the current data file
     banks/<bank>/key-<epoch>      the bank's secret scalar b (mode 0600)
     banks/<bank>/tags-<epoch>.npy tag of H(id)^b per stored ID (a prefix of ids.npy)
+    banks/<bank>/oprf-<epoch>.npy H(id)^b per stored ID, the keys of lookup tables (0600)
     banks/<bank>/epoch            the current key epoch
     sessions/<id>.json      one finished session: bank, sizes, matched count
     sessions/<id>.matched.csv  the bureau's matched IDs (reveal mode BOTH)
@@ -26,9 +27,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,18 @@ def _save_array(path: Path, array: np.ndarray) -> None:
 
 def _load_array(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class LookupPoints:
+    """What the bureau seals a lookup table with: its current enterprises, their
+    ``H(id)^b`` for one bank's key epoch, and the scalar ``b`` itself (for the OPRF)."""
+
+    key_epoch: int
+    scalar: bytes = field(repr=False)
+    ids: np.ndarray  # UTF-8 bytes
+    points: np.ndarray  # (n, 32) uint8
+    dataset_version: str
 
 
 @dataclass(frozen=True)
@@ -167,7 +180,7 @@ class BureauStore:
         for name in ("ids.npy", "points.npy", "active.npy", "dataset.json"):
             (self.root / name).unlink(missing_ok=True)
         for bank_dir in (self.root / "banks").iterdir():
-            for f in bank_dir.glob("tags-*.npy"):
+            for f in [*bank_dir.glob("tags-*.npy"), *bank_dir.glob("oprf-*.npy")]:
                 f.unlink()
         self._ids = np.zeros(0, dtype="S1")
         self._points = np.zeros((0, group.POINT_BYTES), dtype=np.uint8)
@@ -253,12 +266,17 @@ class BureauStore:
         tables.atomic_write_bytes(self._bank_dir(bank_id) / "epoch", str(epoch).encode())
         return key
 
+    def lookup_scalar(self, bank_id: str, epoch: int) -> bytes:
+        """The bank's secret scalar of ``epoch`` (the OPRF key of its lookups)."""
+        with self._lock(bank_id):
+            return self._key(bank_id, epoch)
+
     def rotate_key(self, bank_id: str) -> int:
         """Start a new key epoch for a bank: a new secret scalar, tags recomputed on use."""
         with self._lock(bank_id):
             old = self.key_epoch(bank_id)
             directory = self._bank_dir(bank_id)
-            for name in (f"key-{old}", f"tags-{old}.npy"):
+            for name in (f"key-{old}", f"tags-{old}.npy", f"oprf-{old}.npy"):
                 (directory / name).unlink(missing_ok=True)
             tables.atomic_write_bytes(directory / "epoch", str(old + 1).encode())
             self._tables.pop(bank_id, None)
@@ -276,24 +294,7 @@ class BureauStore:
                 return
             epoch = self.key_epoch(bank_id)
             scalar = self._key(bank_id, epoch)
-            tags_path = self._bank_dir(bank_id) / f"tags-{epoch}.npy"
-            tags = _load_array(tags_path) if tags_path.exists() else np.zeros(0, psi.TAG_DTYPE)
-            if tags.size > self._ids.size:  # the store was rebuilt under this table
-                tags = tags[:0]
-            missing = self._ids.size - tags.size
-            if missing:
-                log.info(
-                    "bank %s, key epoch %d: preparing tags for %d IDs", bank_id, epoch, missing
-                )
-                first = tags.size
-                spans = list(psi.chunk_offsets(missing, PREPARE_CHUNK))
-                chunks = (self._points[first + a : first + b].tobytes() for a, b in spans)
-                fresh = np.empty(missing, dtype=psi.TAG_DTYPE)
-                for (a, b), data in zip(spans, psi.prepare_tags(scalar, chunks, executor)):
-                    fresh[a:b] = np.frombuffer(data, dtype=psi.TAG_DTYPE)
-                    yield (b, missing)
-                tags = np.concatenate([tags, fresh])
-                _save_array(tags_path, tags)
+            tags = yield from self._prepare_epoch(bank_id, epoch, scalar, executor)
             active_tags = tags[self._active]
             order = np.argsort(active_tags, kind="stable")
             table = psi.BureauTagTable(
@@ -304,6 +305,57 @@ class BureauStore:
             )
             self._tables[bank_id] = (self._version, table)
             yield table
+
+    def _prepare_epoch(
+        self, bank_id: str, epoch: int, scalar: bytes, executor: Executor | None
+    ) -> Generator[tuple[int, int], None, np.ndarray]:
+        """Bring the epoch's tags and OPRF points (``H(id)^b``, which key the lookup tables)
+        up to the store's IDs, yielding progress; returns the tags. Only IDs without both
+        are computed (a store from before lookups has tags and no points: it gets both)."""
+        directory = self._bank_dir(bank_id)
+        tags_path, points_path = directory / f"tags-{epoch}.npy", directory / f"oprf-{epoch}.npy"
+        tags = _load_array(tags_path) if tags_path.exists() else np.zeros(0, psi.TAG_DTYPE)
+        points = (
+            _load_array(points_path)
+            if points_path.exists()
+            else np.zeros((0, group.POINT_BYTES), np.uint8)
+        )
+        first = min(tags.size, points.shape[0])
+        if first > self._ids.size:  # the store was rebuilt under this table
+            first = 0
+        missing = self._ids.size - first
+        if missing:
+            log.info("bank %s, key epoch %d: preparing tags for %d IDs", bank_id, epoch, missing)
+            spans = list(psi.chunk_offsets(missing, PREPARE_CHUNK))
+            chunks = (self._points[first + a : first + b].tobytes() for a, b in spans)
+            fresh_tags = np.empty(missing, dtype=psi.TAG_DTYPE)
+            fresh_points = np.empty((missing, group.POINT_BYTES), dtype=np.uint8)
+            for (a, b), (done_points, done_tags) in zip(
+                spans, psi.prepare_points(scalar, chunks, executor)
+            ):
+                fresh_tags[a:b] = np.frombuffer(done_tags, dtype=psi.TAG_DTYPE)
+                fresh_points[a:b] = np.frombuffer(done_points, np.uint8).reshape(b - a, -1)
+                yield (b, missing)
+            tags = np.concatenate([tags[:first], fresh_tags])
+            points = np.concatenate([points[:first], fresh_points])
+            _save_array(tags_path, tags)
+            _save_array(points_path, points)
+        return tags
+
+    def lookup_points(self, bank_id: str, executor: Executor | None = None) -> LookupPoints:
+        """The bureau's current enterprises and their OPRF points ``H(id)^b`` under this
+        bank's key epoch, in store order (prepared first if need be)."""
+        self.tag_table(bank_id, executor)
+        with self._lock(bank_id):
+            epoch = self.key_epoch(bank_id)
+            points = _load_array(self._bank_dir(bank_id) / f"oprf-{epoch}.npy")
+            return LookupPoints(
+                key_epoch=epoch,
+                scalar=self._key(bank_id, epoch),
+                ids=self._ids[self._active],
+                points=points[: self._ids.size][self._active],
+                dataset_version=self.summary.sha256 if self.summary else "",
+            )
 
     def tag_table(self, bank_id: str, executor: Executor | None = None) -> psi.BureauTagTable:
         for item in self.prepare_bank(bank_id, executor):

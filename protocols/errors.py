@@ -40,6 +40,11 @@ class WrongStage(XinrongError):
     Maps to FAILED_PRECONDITION."""
 
 
+class StaleKeyEpoch(WrongStage):
+    """A lookup names a key epoch or table version the bureau no longer serves (it rotated
+    the bank's key or its data changed): list the tables again. FAILED_PRECONDITION."""
+
+
 class UnknownSession(XinrongError):
     """The session named in a message does not exist (or belongs to another bank).
     Maps to NOT_FOUND."""

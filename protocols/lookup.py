@@ -31,14 +31,17 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 
+import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from . import group, psi
 from .errors import ProtocolViolation
 from .group import POINT_BYTES
 
@@ -149,3 +152,180 @@ def open_all(
         sealed = table_entries.get(lookup_tag(point))
         out.append(None if sealed is None else open_entry(point, sealed, table))
     return out
+
+
+# -------------------------------------------------------------------------- tables
+
+
+TAG_ORDER = np.dtype(">u8")  # tags sort as big-endian numbers: the same as their bytes
+
+
+def sealed_bytes(payload_bytes: int) -> int:
+    return payload_bytes + AEAD_OVERHEAD
+
+
+def seal_chunk(
+    points: bytes, payloads: bytes, payload_bytes: int, table: TableVersion
+) -> tuple[bytes, bytes]:
+    """Entries for a chunk of enterprises: ``points`` (32 bytes each) and their payloads
+    (``payload_bytes`` each), end to end; returns their tags and sealed payloads, end to end,
+    in the same order. Module-level and bytes-only, so an executor can run it elsewhere."""
+    table.check()
+    count = len(points) // POINT_BYTES
+    if len(points) != count * POINT_BYTES or len(payloads) != count * payload_bytes:
+        raise ProtocolViolation("points and payloads of a chunk do not line up")
+    tags, sealed = [], []
+    for i in range(count):
+        point = points[i * POINT_BYTES : (i + 1) * POINT_BYTES]
+        tag, box = seal_entry(point, payloads[i * payload_bytes : (i + 1) * payload_bytes], table)
+        tags.append(tag)
+        sealed.append(box)
+    return b"".join(tags), b"".join(sealed)
+
+
+@dataclass(frozen=True)
+class LookupTable:
+    """A downloaded table: ``tags`` ascending (``TAG_ORDER``), ``sealed[i]`` the entry of
+    ``tags[i]`` (a ``(n, payload_bytes + 16)`` uint8 matrix)."""
+
+    version: TableVersion
+    payload_bytes: int
+    tags: np.ndarray
+    sealed: np.ndarray
+
+    @classmethod
+    def from_chunks(
+        cls,
+        version: TableVersion,
+        payload_bytes: int,
+        total: int,
+        chunks: Iterable[tuple[int, bytes, bytes]],
+    ) -> LookupTable:
+        """Assemble and check a table from ``(offset, tags, sealed)`` chunks as they came
+        from the bureau: contiguous, the announced size, tags strictly ascending."""
+        version.check()
+        if not 0 <= payload_bytes <= MAX_PAYLOAD_BYTES:
+            raise ProtocolViolation(f"a payload length of {payload_bytes} is out of range")
+        width = sealed_bytes(payload_bytes)
+        tags = np.empty(total, dtype=TAG_ORDER)
+        sealed = np.empty((total, width), dtype=np.uint8)
+        filled = 0
+        for offset, tag_bytes, sealed_chunk in chunks:
+            count = len(tag_bytes) // LOOKUP_TAG_BYTES
+            if (
+                offset != filled
+                or len(tag_bytes) != count * LOOKUP_TAG_BYTES
+                or len(sealed_chunk) != count * width
+                or filled + count > total
+            ):
+                raise ProtocolViolation(
+                    f"table chunk at offset {offset} ({len(tag_bytes)} tag bytes, "
+                    f"{len(sealed_chunk)} sealed bytes) does not continue the table at "
+                    f"{filled} of {total} entries of {width} bytes"
+                )
+            tags[filled : filled + count] = np.frombuffer(tag_bytes, dtype=TAG_ORDER)
+            sealed[filled : filled + count] = np.frombuffer(sealed_chunk, np.uint8).reshape(
+                count, width
+            )
+            filled += count
+        if filled != total:
+            raise ProtocolViolation(f"the table ended after {filled} of {total} entries")
+        if total > 1 and not bool(np.all(tags[1:] > tags[:-1])):
+            raise ProtocolViolation("the table's tags are not strictly ascending")
+        return cls(version, payload_bytes, tags, sealed)
+
+    def find(self, points: Sequence[bytes]) -> np.ndarray:
+        """The row of each point's entry, or -1 where the table has none (an enterprise the
+        bureau does not hold)."""
+        wanted = np.frombuffer(b"".join(lookup_tag(p) for p in points), TAG_ORDER)
+        rows = np.searchsorted(self.tags, wanted)
+        inside = rows < self.tags.size
+        found = np.zeros(wanted.size, dtype=bool)
+        found[inside] = self.tags[rows[inside]] == wanted[inside]
+        return np.where(found, rows, -1)
+
+    def open(self, points: Sequence[bytes], executor: Executor | None = None) -> list[bytes | None]:
+        """Payloads for the bank's points, in order; ``None`` where the table has no entry.
+        Raises :class:`EntryNotAuthentic` for an entry that was altered. With an executor,
+        many entries are opened in chunks on its workers."""
+        rows = self.find(points)
+        hit = np.flatnonzero(rows >= 0)
+        spans = list(psi.chunk_offsets(hit.size, OPEN_CHUNK))
+        work = (
+            (
+                b"".join(points[i] for i in hit[a:b]),
+                self.sealed[rows[hit[a:b]]].tobytes(),
+                self.payload_bytes,
+                self.version,
+            )
+            for a, b in spans
+        )
+        run = executor if executor is not None and hit.size > OPEN_CHUNK else None
+        out: list[bytes | None] = [None] * len(points)
+        for (a, b), payloads in zip(spans, psi.ordered_map(run, open_chunk, work)):
+            for i, payload in zip(hit[a:b], payloads):
+                out[i] = payload
+        return out
+
+
+OPEN_CHUNK = 4096  # entries per task when opening with an executor
+
+
+def open_chunk(
+    points: bytes, sealed: bytes, payload_bytes: int, table: TableVersion
+) -> list[bytes]:
+    """Open a chunk of entries (points and their sealed entries end to end); module-level
+    and bytes-only so that an executor can run it in another process."""
+    width = sealed_bytes(payload_bytes)
+    count = len(points) // POINT_BYTES
+    if len(sealed) != count * width:
+        raise ProtocolViolation("points and sealed entries of a chunk do not line up")
+    return [
+        open_entry(
+            points[i * POINT_BYTES : (i + 1) * POINT_BYTES],
+            sealed[i * width : (i + 1) * width],
+            table,
+        )
+        for i in range(count)
+    ]
+
+
+# -------------------------------------------------------------------------- the OPRF
+
+
+@dataclass(frozen=True)
+class BlindedQuery:
+    """The bank's side of one OPRF call: ``H(x)^a`` for its IDs and the secret ``a``."""
+
+    scalar: bytes = field(repr=False)
+    points: bytes
+    count: int
+
+
+def blind(identifiers: Sequence[bytes]) -> BlindedQuery:
+    """A fresh secret scalar (libsodium's randomness) for each query, so two queries of the
+    same ID look unrelated to the bureau."""
+    scalar = group.random_scalar()
+    return BlindedQuery(scalar, group.hash_and_exponentiate(scalar, identifiers), len(identifiers))
+
+
+def unblind(query: BlindedQuery, evaluated: bytes) -> list[bytes]:
+    """``H(x)^b`` for each ID of the query, from the bureau's ``(H(x)^a)^b``: one point per
+    ID asked, each a valid group element (else :class:`InvalidGroupElement`)."""
+    if len(evaluated) != query.count * POINT_BYTES:
+        raise ProtocolViolation(
+            f"the bureau answered {len(evaluated)} bytes for {query.count} points"
+        )
+    inverse = group.invert_scalar(query.scalar)
+    return group.split_points(group.exponentiate(inverse, evaluated, "evaluated point"))
+
+
+def evaluate(scalar: bytes, blinded: bytes, max_points: int) -> bytes:
+    """The bureau's side: ``P^b`` for every blinded point, each checked to be a group element
+    (libsodium's decoding) and the count within ``max_points``."""
+    count = len(blinded) // POINT_BYTES
+    if len(blinded) % POINT_BYTES:
+        raise ProtocolViolation(f"{len(blinded)} bytes are not a whole number of points")
+    if not 0 < count <= max_points:
+        raise ProtocolViolation(f"{count} points in one call; send 1 to {max_points:,}")
+    return group.exponentiate(scalar, blinded, "blinded point")

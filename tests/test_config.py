@@ -112,7 +112,9 @@ def test_features_are_limited_per_bank(node, tmp_path, monkeypatch):
         quiet=True,
     )
     assert summary["bureau_features"] == 3
-    # the training rows were scored on the quota; scoring them again goes over 1,500
+    # the training rows were scored on the quota; scoring them again (the bureau told who
+    # they are) goes over 1,500. Private scoring is charged per ID to daily_lookup_ids
+    # (tests/test_private_lookup.py).
     from bank_node.training import predict_job
 
     with pytest.raises(PeerError, match="RESOURCE_EXHAUSTED.*daily_scored"):
@@ -125,6 +127,7 @@ def test_features_are_limited_per_bank(node, tmp_path, monkeypatch):
             "bank-a",
             workers=0,
             quiet=True,
+            scoring="reveal-both",
         )
 
 

@@ -26,6 +26,13 @@ class ConnectError(PeerError):
     """The bank cannot set up a connection to the bureau (one of four reasons)."""
 
 
+class BureauUnreachable(ConnectError):
+    """Nothing answers at the bureau's address (down, or the network is): the one reason a
+    bank may choose to go on without the bureau (``--fallback bank-only``)."""
+
+    status = "UNAVAILABLE"
+
+
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
@@ -48,7 +55,7 @@ def probe(address: str, tls_dir: str | Path | None, timeout: float = 5.0) -> Non
     try:
         raw = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
-        raise ConnectError(
+        raise BureauUnreachable(
             f"cannot connect to the bureau at {address}: {exc.strerror or exc} (is the bureau "
             "node running, and are the host and port right?)"
         ) from None

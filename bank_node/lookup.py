@@ -1,0 +1,382 @@
+"""The bank's side of private lookups (``protocols.lookup``): the bureau's data products and
+its halves of the bank's models, for the bank's own IDs, without the bureau learning which.
+
+A lookup is: list the tables (one small call), download each table version once per key
+epoch (kept under ``XINRONG_TABLES_DIR``, default ``~/.xinrong/tables``, mode 0700), then one
+OPRF call per up to ``max_points`` IDs (``Evaluate``: the bureau sees fresh random points and
+their count) and open the entries locally. A second lookup with the same versions downloads
+nothing: one applicant costs one round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from node_runtime import tables
+from node_runtime.transport.errors import raise_from_rpc
+from protocols import explain, lookup, psi
+from protocols.errors import InputDataError, PeerError, ProtocolViolation, StaleKeyEpoch
+from protocols.ids import IdType, normalise_column, prepare_ids
+from xinrong.v1 import lookup_pb2 as pb
+
+from .client import BureauConnection
+
+log = logging.getLogger(__name__)
+
+TABLES_ENV = "XINRONG_TABLES_DIR"
+MODEL_PREFIX = "model_"
+BLIND_CHUNK = 8192  # IDs per Evaluate call when there are many
+MODEL_PAYLOAD_BYTES = 8 + explain.MAX_REASONS
+Say = Callable[[str], None]
+
+
+def default_tables_dir() -> Path:
+    return Path(os.environ.get(TABLES_ENV) or Path.home() / ".xinrong" / "tables")
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    product: str
+    version: int
+    key_epoch: int
+    data_date: str
+    entries: int
+    payload_bytes: int
+    description: str
+    neutral_score: float
+    reason_features: tuple[str, ...]
+
+    @property
+    def table_version(self) -> lookup.TableVersion:
+        return lookup.TableVersion(self.product, self.version, self.key_epoch)
+
+
+def _call(doing: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except grpc.RpcError as err:
+        raise_from_rpc(err, doing)
+
+
+class LookupClient:
+    """Lookups over one connection, with the downloaded tables kept in memory and on disk.
+    Keep one for many decisions: after the first, each costs one ``Evaluate`` call."""
+
+    def __init__(
+        self,
+        connection: BureauConnection,
+        tables_dir: str | Path | None = None,
+        say: Say | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.connection = connection
+        self.executor = executor
+        self.say = say or (lambda text: log.info("%s", text))
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{connection.address}-{connection.bank_id}")
+        self.directory = Path(tables_dir or default_tables_dir()) / safe
+        self._catalogue: dict[str, TableInfo] | None = None
+        self._key_epoch = 0
+        self._max_points = 0
+        self._tables: dict[str, lookup.LookupTable] = {}
+
+    # -- what there is --------------------------------------------------------------------
+
+    def catalogue(self, refresh: bool = False) -> dict[str, TableInfo]:
+        if self._catalogue is None or refresh:
+            answer = _call(
+                "listing the bureau's lookup tables",
+                lambda: self.connection.lookup.ListTables(
+                    pb.ListTablesRequest(), timeout=60, metadata=self.connection.metadata
+                ),
+            )
+            if not 0 < answer.max_points <= 1 << 20:
+                raise ProtocolViolation(f"the bureau's max_points {answer.max_points} is absurd")
+            self._key_epoch, self._max_points = answer.key_epoch, answer.max_points
+            self._catalogue = {
+                t.product: TableInfo(
+                    t.product,
+                    t.version,
+                    t.key_epoch,
+                    t.data_date,
+                    t.entries,
+                    t.payload_bytes,
+                    t.description,
+                    t.neutral_score,
+                    tuple(t.reason_features),
+                )
+                for t in answer.tables
+            }
+        return self._catalogue
+
+    def info(self, product: str) -> TableInfo:
+        catalogue = self.catalogue()
+        if product not in catalogue:
+            offered = ", ".join(p for p in catalogue if not p.startswith(MODEL_PREFIX))
+            raise InputDataError(
+                f"the bureau offers this bank no table {product!r} (data products it may "
+                f"look up: {offered or 'none'}; ask the bureau to add it to its configuration)"
+            )
+        return catalogue[product]
+
+    # -- tables ---------------------------------------------------------------------------
+
+    def table(self, product: str) -> lookup.LookupTable:
+        info = self.info(product)
+        cached = self._tables.get(product)
+        if cached is not None and cached.version == info.table_version:
+            return cached
+        table = self._load(info) or self._download(info)
+        self._tables[product] = table
+        return table
+
+    def _paths(self, info: TableInfo) -> tuple[Path, Path, Path]:
+        stem = self.directory / f"{info.product}-v{info.version}-e{info.key_epoch}"
+        return stem.with_suffix(".tags.npy"), stem.with_suffix(".npy"), stem.with_suffix(".json")
+
+    def _load(self, info: TableInfo) -> lookup.LookupTable | None:
+        tags_path, sealed_path, info_path = self._paths(info)
+        if not (tags_path.exists() and sealed_path.exists() and info_path.exists()):
+            return None
+        tags = np.load(tags_path, allow_pickle=False)
+        sealed = np.load(sealed_path, allow_pickle=False)
+        width = lookup.sealed_bytes(info.payload_bytes)
+        if tags.dtype != lookup.TAG_ORDER or sealed.shape != (tags.size, width):
+            log.warning("%s: a kept table does not match its description; downloading", tags_path)
+            return None
+        return lookup.LookupTable(info.table_version, info.payload_bytes, tags, sealed)
+
+    def _download(self, info: TableInfo) -> lookup.LookupTable:
+        self.say(
+            f"downloading the bureau's {info.product} table (version {info.version}, "
+            f"{info.entries:,} enterprises, data of {info.data_date})"
+        )
+        request = pb.FetchTableRequest(
+            product=info.product, version=info.version, key_epoch=info.key_epoch
+        )
+        timeout = 120 + info.entries * 2e-5
+        stream = self.connection.lookup.FetchTable(
+            request, timeout=timeout, metadata=self.connection.metadata
+        )
+
+        def assemble() -> lookup.LookupTable:
+            answers = iter(stream)
+            head = next(answers, None)
+            if head is None:
+                raise ProtocolViolation(f"the bureau sent no {info.product} table")
+            if head.total > info.entries:  # allocated up front: bound it by what was listed
+                raise ProtocolViolation(
+                    f"the bureau announced {head.total:,} entries for a table of "
+                    f"{info.entries:,} enterprises"
+                )
+
+            def chunks() -> Iterator[tuple[int, bytes, bytes]]:
+                yield head.offset, head.tags, head.sealed
+                for chunk in answers:
+                    if chunk.total != head.total:
+                        raise ProtocolViolation("the table's announced size changed mid-way")
+                    yield chunk.offset, chunk.tags, chunk.sealed
+
+            return lookup.LookupTable.from_chunks(
+                info.table_version, info.payload_bytes, head.total, chunks()
+            )
+
+        table = _call(f"downloading the {info.product} table", assemble)
+        tables.private_dir(self.directory)
+        for old in self.directory.glob(f"{info.product}-v*"):
+            old.unlink()
+        tags_path, sealed_path, info_path = self._paths(info)
+        tables.atomic_write(tags_path, lambda h: np.save(h, table.tags, allow_pickle=False))
+        tables.atomic_write(sealed_path, lambda h: np.save(h, table.sealed, allow_pickle=False))
+        tables.atomic_write_bytes(info_path, json.dumps(info.__dict__, default=list).encode())
+        return table
+
+    # -- the OPRF -------------------------------------------------------------------------
+
+    def points(self, ids: Sequence[str]) -> list[bytes]:
+        """``H(x)^b`` for each ID (normalised). Many IDs go in chunks: blinded on the
+        executor's workers, evaluated by the bureau while the next chunks are blinded, and
+        unblinded on the workers."""
+        self.catalogue()
+        size = min(self._max_points, BLIND_CHUNK) if len(ids) > BLIND_CHUNK else len(ids)
+        spans = list(psi.chunk_offsets(len(ids), max(size, 1)))
+        run = self.executor if len(spans) > 1 else None
+        blinded = psi.ordered_map(
+            run, lookup.blind, (([x.encode() for x in ids[a:b]],) for a, b in spans)
+        )
+        evaluated = ((query, self._evaluate(query)) for query in blinded)
+        out: list[bytes] = []
+        for chunk in psi.ordered_map(run, lookup.unblind, evaluated):
+            out.extend(chunk)
+        return out
+
+    def _evaluate(self, query: lookup.BlindedQuery) -> bytes:
+        request = pb.BlindedPoints(key_epoch=self._key_epoch, points=query.points)
+        answer = _call(
+            "looking up applicants privately",
+            lambda: self.connection.lookup.Evaluate(
+                request, timeout=30 + 1e-3 * query.count, metadata=self.connection.metadata
+            ),
+        )
+        if answer.key_epoch != self._key_epoch:
+            raise StaleKeyEpoch("the bureau answered in another key epoch: look up again")
+        return bytes(answer.points)
+
+    def open(self, products: Sequence[str], ids: Sequence[str]) -> dict[str, list[bytes | None]]:
+        """Each product's payloads for the IDs (None: the bureau holds no entry), in order.
+        A key rotation between listing and evaluating is retried once."""
+        for attempt in (1, 2):
+            try:
+                opened = {p: self.table(p) for p in products}
+                points = self.points(ids) if ids else []
+                return {p: t.open(points, self.executor) for p, t in opened.items()}
+            except (StaleKeyEpoch, PeerError) as exc:
+                stale = isinstance(exc, StaleKeyEpoch) or "key epoch" in str(exc)
+                if attempt == 2 or not stale:
+                    raise
+                self.say("the bureau rotated its key or its data: listing its tables again")
+                self.catalogue(refresh=True)
+        raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------------ products
+
+
+def look_up(
+    connection: BureauConnection,
+    ids: Sequence[str],
+    products: Sequence[str],
+    say: Say | None = None,
+    client: LookupClient | None = None,
+) -> pa.Table:
+    """The products' columns (``protocols.products``) for normalised IDs, in their order;
+    nulls where the bureau holds no entry."""
+    from protocols import products as catalogue
+
+    unknown = [p for p in products if p not in catalogue.PRODUCTS]
+    if unknown:
+        raise InputDataError(
+            f"no data products {unknown}; the bureau's are {', '.join(catalogue.PRODUCTS)}"
+        )
+    if not products:
+        raise InputDataError("name at least one data product to look up")
+    client = client or LookupClient(connection, say=say)
+    opened = client.open(products, ids)
+    columns: dict[str, list[Any]] = {}
+    for product in products:
+        names = catalogue.columns(product)
+        values: dict[str, list[Any]] = {name: [] for name in names}
+        for payload in opened[product]:
+            decoded = catalogue.decode(product, payload) if payload is not None else {}
+            for name in names:
+                values[name].append(decoded.get(name))
+        columns |= values
+    return pa.table(columns)
+
+
+def lookup_rows(
+    connection: BureauConnection,
+    table: pa.Table,
+    id_column: str,
+    id_type: IdType,
+    products: Sequence[str],
+    say: Say | None = None,
+    client: LookupClient | None = None,
+) -> tuple[pa.Table, int]:
+    """The products for every row of ``table``, in its order: the ID column as given, then
+    the products' columns (nulls for invalid IDs and IDs the bureau does not hold); and how
+    many distinct IDs the bureau holds. Each distinct valid ID is looked up once."""
+    prepared = prepare_ids(table.column(id_column), id_type)
+    found = look_up(connection, prepared.ids, products, say, client)
+    normalised = normalise_column(table.column(id_column).combine_chunks(), id_type)
+    where = pc.index_in(normalised, value_set=prepared.distinct)
+    spread = found.take(where)
+    result = pa.table({id_column: table.column(id_column)})
+    for name in spread.column_names:
+        result = result.append_column(name, spread.column(name))
+    date = found.column(f"{products[0]}_data_date")
+    return result, len(date) - date.null_count
+
+
+def lookup_job(
+    bureau: str,
+    data: str | Path,
+    id_column: str,
+    products: Sequence[str],
+    out: str | Path,
+    bank_id: str,
+    id_type: IdType = IdType.USCC,
+    tls_dir: str | Path | None = None,
+    say: Say | None = None,
+    read_options: tables.ReadOptions | None = None,
+) -> dict[str, Any]:
+    """``bank-node lookup``: the products for every row of a file, written to ``out`` (the
+    ID column as given, then the products' columns; empty where the bureau has no entry)."""
+    started = time.perf_counter()
+    table = tables.read_table(data, id_column, columns=[], options=read_options)
+    with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
+        result, known = lookup_rows(connection, table, id_column, id_type, products, say)
+    tables.write_csv(result, out)
+    valid = len(prepare_ids(table.column(id_column), id_type))
+    return {
+        "rows": table.num_rows,
+        "looked_up": valid,
+        "known_to_bureau": known,
+        "products": list(products),
+        "out": str(out),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+# ------------------------------------------------------------------------ private scoring
+
+
+def model_table(model_id: str) -> str:
+    return MODEL_PREFIX + model_id
+
+
+def private_bureau_lookup(
+    connection: BureauConnection,
+    model: dict[str, Any],
+    say: Say | None = None,
+    client: LookupClient | None = None,
+) -> Callable[[list[str]], tuple[list[str], np.ndarray, tuple[list[str], np.ndarray]]]:
+    """A ``BureauLookup`` for ``training.score`` that tells the bureau nothing of who is
+    scored: the bureau's ``u_B`` and reason codes come from the model's table."""
+    client = client or LookupClient(connection, say=say)
+    product = model_table(model["model_id"])
+
+    def bureau_part(ids: list[str]) -> tuple[list[str], np.ndarray, tuple[list[str], np.ndarray]]:
+        info = client.info(product)
+        if info.payload_bytes != MODEL_PAYLOAD_BYTES:
+            raise ProtocolViolation(
+                f"the bureau's model table has {info.payload_bytes}-byte entries, not "
+                f"{MODEL_PAYLOAD_BYTES}"
+            )
+        payloads = client.open([product], ids)[product]
+        known = [i for i, p in enumerate(payloads) if p is not None]
+        raw = np.frombuffer(b"".join(payloads[i] for i in known), dtype=np.uint8)  # type: ignore[misc]
+        raw = raw.reshape(len(known), MODEL_PAYLOAD_BYTES)
+        scores = raw[:, :8].copy().view("<f8").ravel().astype(np.float64)
+        if not np.all(np.isfinite(scores)):
+            raise ProtocolViolation("the bureau's model table holds a score that is not finite")
+        codes = raw[:, 8:].copy()
+        names = list(info.reason_features)
+        if codes.size and int(codes.max()) > len(names):
+            raise ProtocolViolation("a reason code names no feature of the model")
+        return [ids[i] for i in known], scores, (names, codes)
+
+    return bureau_part

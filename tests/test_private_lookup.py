@@ -1,0 +1,272 @@
+"""Private lookups between two real nodes over loopback gRPC: private scoring with a joint
+model's table, what the bureau sees of it, tables that do not open, tampering, quotas and
+the bank-only fallback (issue 14)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from bank_node.client import BureauConnection
+from bank_node.lookup import LookupClient, model_table, private_bureau_lookup
+from bank_node.training import load_model, predict_job, train_job
+from bureau_node.audit import AuditLog
+from bureau_node.lookup_service import PrivateLookupServicer
+from bureau_node.server import BureauNode
+from protocols import group, lookup
+from protocols import vertical_lr as vlr
+from protocols.errors import PeerError, QuotaExceeded
+from protocols.ids import IdType, prepare_ids
+from xinrong.synthetic import generate_city, write_city
+
+TEST_KEYS = {"key_bits": 768, "allow_test_keys": True}
+
+
+class Trace:
+    """Every request the bureau's lookup servicer received, as it received it."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, object]] = []
+
+    def wrap(self, name: str, method):  # noqa: ANN001
+        def recorded(servicer, request, context):  # noqa: ANN001
+            self.requests.append((name, request))
+            return method(servicer, request, context)
+
+        return recorded
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory) -> dict[str, Path]:
+    return write_city(
+        generate_city(6000, 2000, seed=7, graph=False), tmp_path_factory.mktemp("city")
+    )
+
+
+@pytest.fixture(scope="module")
+def trace() -> Trace:
+    return Trace()
+
+
+@pytest.fixture(scope="module")
+def bureau(city, trace, tmp_path_factory):
+    config = tmp_path_factory.mktemp("config") / "bureau.toml"
+    # the bureau's policy as a cautious operator sets it: no intersection below 100 revealed
+    config.write_text(
+        "[defaults]\nmin_intersection = 100\ndaily_lookup_ids = 50000\n\n"
+        "[banks.bank-a]\n\n[banks.bank-b]\n\n[banks.bank-poor]\ndaily_lookup_ids = 10\n"
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("ListTables", "Evaluate", "FetchTable"):
+            original = getattr(PrivateLookupServicer, name)
+            patch.setattr(PrivateLookupServicer, name, trace.wrap(name, original))
+        node = BureauNode(
+            city["bureau"],
+            "uscc",
+            tmp_path_factory.mktemp("state"),
+            workers=0,
+            training_limits=vlr.TrainingLimits(allow_test_keys=True),
+            config=config,
+        )
+        node.start("127.0.0.1:0")
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="module")
+def trained(city, bureau, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("model")
+    train_job(
+        f"127.0.0.1:{bureau.port}",
+        city["bank"],
+        "uscc",
+        "y",
+        model_dir,
+        "bank-a",
+        seed=1,
+        quiet=True,
+        **TEST_KEYS,
+    )
+    return model_dir
+
+
+@pytest.fixture(autouse=True)
+def _tables_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XINRONG_TABLES_DIR", str(tmp_path / "tables"))
+
+
+def applicants(city: dict[str, Path], rows: slice) -> pa.Table:
+    table = pacsv.read_csv(
+        city["bank"], convert_options=pacsv.ConvertOptions(column_types={"uscc": pa.string()})
+    )
+    return table.drop_columns(["y"]).slice(rows.start, rows.stop - rows.start)
+
+
+def write(table: pa.Table, path: Path) -> Path:
+    pacsv.write_csv(table, path)
+    return path
+
+
+def scores_of(path: Path) -> pa.Table:
+    return pacsv.read_csv(
+        path, convert_options=pacsv.ConvertOptions(column_types={"uscc": pa.string()})
+    )
+
+
+def audit_records(bureau: BureauNode) -> list[dict]:
+    log = AuditLog(bureau.store.root)
+    return [dict(r) for r in log.records()]
+
+
+def test_one_applicant_is_scored_privately_under_the_default_policy(
+    city, bureau, trained, tmp_path
+):
+    address = f"127.0.0.1:{bureau.port}"
+    one = write(applicants(city, slice(0, 1)), tmp_path / "one.csv")
+    # the old path cannot decide one applicant: the bureau reveals no intersection below 100
+    with pytest.raises(PeerError, match="100"):
+        predict_job(
+            address,
+            trained,
+            one,
+            "uscc",
+            tmp_path / "a.csv",
+            "bank-a",
+            quiet=True,
+            scoring="reveal-both",
+        )
+    result = predict_job(address, trained, one, "uscc", tmp_path / "b.csv", "bank-a", quiet=True)
+    assert result["rows"] == 1 and result["scoring"] == "private"
+    assert 0 < scores_of(tmp_path / "b.csv").column("score")[0].as_py() < 1
+
+
+def test_private_scores_equal_reveal_both_scores(city, bureau, trained, tmp_path):
+    address = f"127.0.0.1:{bureau.port}"
+    data = write(applicants(city, slice(0, 400)), tmp_path / "applicants.csv")
+    predict_job(
+        address,
+        trained,
+        data,
+        "uscc",
+        tmp_path / "old.csv",
+        "bank-a",
+        quiet=True,
+        scoring="reveal-both",
+    )
+    predict_job(address, trained, data, "uscc", tmp_path / "new.csv", "bank-a", quiet=True)
+    old, new = scores_of(tmp_path / "old.csv"), scores_of(tmp_path / "new.csv")
+    assert old.column_names == new.column_names
+    assert new.column("bureau_matched").to_pylist() == old.column("bureau_matched").to_pylist()
+    assert sum(new.column("bureau_matched").to_pylist()) > 300
+    np.testing.assert_allclose(
+        new.column("score").to_numpy(), old.column("score").to_numpy(), rtol=0, atol=1e-9
+    )
+    for i in (1, 2, 3):
+        assert new.column(f"bureau_reason_{i}").equals(old.column(f"bureau_reason_{i}"))
+
+
+def test_the_bureau_sees_blinded_points_and_their_count_nothing_else(
+    city, bureau, trained, trace, tmp_path
+):
+    address = f"127.0.0.1:{bureau.port}"
+    table = applicants(city, slice(400, 450))
+    ids = prepare_ids(table.column("uscc"), IdType.USCC).ids
+    before_trace, before_audit = len(trace.requests), len(audit_records(bureau))
+    data = write(table, tmp_path / "applicants.csv")
+    for run in (1, 2):  # the same applicants twice
+        predict_job(address, trained, data, "uscc", tmp_path / f"{run}.csv", "bank-a", quiet=True)
+    seen = trace.requests[before_trace:]
+    evaluated = [r for name, r in seen if name == "Evaluate"]
+    assert [name for name, _ in seen if name not in ("Evaluate", "ListTables", "FetchTable")] == []
+    assert len(evaluated) == 2 and all(len(r.points) == 32 * len(ids) for r in evaluated)
+    first, second = (group.split_points(r.points) for r in evaluated)
+    # fresh blinding: the same IDs give unrelated points, none of them H(x) itself
+    assert not set(first) & set(second)
+    assert not set(first) & {group.hash_to_group(x.encode()) for x in ids}
+    # no ID, in any encoding, in anything the bureau received
+    raw = b"".join(r.SerializeToString() for _, r in seen)
+    assert not any(x.encode() in raw for x in ids)
+    # on record: the count and the tables, never who
+    added = audit_records(bureau)[before_audit:]
+    lookups = [json.loads(r["details"]) for r in added if r["event"] == "lookup"]
+    assert [d["points"] for d in lookups] == [len(ids), len(ids)]
+    assert {r["event"] for r in added} <= {"lookup", "lookup_table"}
+    assert not any(x in json.dumps(added) for x in ids)
+
+
+def test_entries_open_only_for_the_bank_that_asked_and_tampering_is_named(
+    city, bureau, trained, tmp_path
+):
+    address = f"127.0.0.1:{bureau.port}"
+    model = load_model(trained)
+    ids = prepare_ids(applicants(city, slice(0, 200)).column("uscc"), IdType.USCC).ids
+    with BureauConnection(address, "bank-a") as a, BureauConnection(address, "bank-b") as b:
+        client_a = LookupClient(a, tmp_path / "a")
+        table = client_a.table(model_table(model["model_id"]))
+        opened = table.open(client_a.points(ids))
+        assert 150 < sum(p is not None for p in opened) <= len(ids)
+        # bank-b's points for the same IDs (its own key) open nothing of bank-a's table
+        assert LookupClient(b, tmp_path / "b").points(ids) and all(
+            p is None for p in table.open(LookupClient(b, tmp_path / "b").points(ids))
+        )
+        # nor do the points a bank can compute without the bureau's key
+        assert all(p is None for p in table.open([group.hash_to_group(x.encode()) for x in ids]))
+        # one flipped bit in a kept table is named, not silently mis-scored
+        kept = next((tmp_path / "a").rglob("model_*-e*.npy"))
+        sealed = np.load(kept)
+        sealed[:, 3] ^= 1
+        np.save(kept, sealed)
+        fresh = LookupClient(a, tmp_path / "a")
+        with pytest.raises(lookup.EntryNotAuthentic, match="failed authentication"):
+            private_bureau_lookup(a, model, client=fresh)(ids)
+
+
+def test_lookups_are_charged_to_a_quota(city, bureau, trained, tmp_path):
+    address = f"127.0.0.1:{bureau.port}"
+    ids = prepare_ids(applicants(city, slice(0, 11)).column("uscc"), IdType.USCC).ids
+    with BureauConnection(address, "bank-poor") as connection:
+        client = LookupClient(connection, tmp_path)
+        assert len(client.points(ids[:10])) == 10
+        with pytest.raises(PeerError, match="daily_lookup_ids") as caught:
+            client.points(ids[10:11])
+        assert caught.value.status == "RESOURCE_EXHAUSTED"
+    assert issubclass(QuotaExceeded, Exception)
+
+
+def test_bank_only_fallback_when_the_bureau_cannot_be_reached(city, trained, tmp_path):
+    with contextlib.closing(__import__("socket").socket()) as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = write(applicants(city, slice(0, 20)), tmp_path / "applicants.csv")
+    with pytest.raises(PeerError, match="cannot connect"):
+        predict_job(
+            f"127.0.0.1:{port}", trained, data, "uscc", tmp_path / "x.csv", "bank-a", quiet=True
+        )
+    result = predict_job(
+        f"127.0.0.1:{port}",
+        trained,
+        data,
+        "uscc",
+        tmp_path / "s.csv",
+        "bank-a",
+        quiet=True,
+        fallback="bank-only",
+    )
+    scores = scores_of(tmp_path / "s.csv")
+    assert result["bureau_fallback"] and all(scores.column("bureau_fallback").to_pylist())
+    assert not any(scores.column("bureau_matched").to_pylist())
+    model = load_model(trained)
+    from bank_node.training import _design
+    from protocols.features import FeatureRecipe
+
+    recipe = FeatureRecipe.from_json(model["recipe"])
+    u = _design(recipe, applicants(city, slice(0, 20))) @ np.array(model["weights"])
+    slope, intercept = model["calibration"]["slope"], model["calibration"]["intercept"]
+    expected = 1 / (1 + np.exp(-(slope * (u + model["neutral_bureau_score"]) + intercept)))
+    np.testing.assert_allclose(scores.column("score").to_numpy(), expected, rtol=1e-12)
