@@ -29,7 +29,13 @@ import pyarrow.compute as pc
 from node_runtime import tables
 from node_runtime.transport.errors import raise_from_rpc
 from protocols import explain, lookup, psi
-from protocols.errors import InputDataError, PeerError, ProtocolViolation, StaleKeyEpoch
+from protocols.errors import (
+    InputDataError,
+    PeerError,
+    ProtocolViolation,
+    StaleKeyEpoch,
+    UnknownSession,
+)
 from protocols.ids import IdType, normalise_column, prepare_ids
 from xinrong.v1 import lookup_pb2 as pb
 
@@ -360,6 +366,11 @@ def private_bureau_lookup(
     product = model_table(model["model_id"])
 
     def bureau_part(ids: list[str]) -> tuple[list[str], np.ndarray, tuple[list[str], np.ndarray]]:
+        if product not in client.catalogue():
+            raise UnknownSession(
+                f"the bureau has no model {model['model_id']} for bank "
+                f"{connection.bank_id}: it was deleted there, or trained for another bank"
+            )
         info = client.info(product)
         if info.payload_bytes != MODEL_PAYLOAD_BYTES:
             raise ProtocolViolation(

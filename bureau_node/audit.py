@@ -102,6 +102,21 @@ def load_or_create_key(state_dir: Path) -> Ed25519PrivateKey:
     return key
 
 
+@dataclass
+class _Pending:
+    """A record waiting for its group commit; ``seq`` and ``head`` once durable."""
+
+    time: str
+    bank_id: str
+    event: str
+    outcome: str
+    text: str
+    digest: bytes
+    seq: int = 0
+    head: SignedHead | None = None
+    error: BaseException | None = None
+
+
 class AuditLog:
     def __init__(self, state_dir: str | Path) -> None:
         root = tables.private_dir(state_dir)
@@ -111,6 +126,9 @@ class AuditLog:
         os.fchmod(fd, 0o600)
         os.close(fd)
         self._lock = threading.Lock()
+        self._turn = threading.Condition()  # group commit: who commits, who waits
+        self._queue: list[_Pending] = []
+        self._committing = False
         self._key = load_or_create_key(root)
         self.public_key = self._key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -145,27 +163,73 @@ class AuditLog:
 
     def append(self, bank_id: str, event: str, outcome: str, **details: Any) -> int:
         """Write one record and a head signed over it, durably; returns its number. Inside
-        a served call, the record's receipt goes back to the bank with the answer."""
+        a served call, the record's receipt goes back to the bank with the answer.
+
+        Group commit: records appended while another thread commits wait for it, then go
+        to disk together in one transaction (one fsync for all of them, each still with its
+        own signed head), so concurrent calls do not queue behind one fsync each."""
         time = _now()
         text = json.dumps(details, ensure_ascii=False, sort_keys=True, default=str)
-        digest = _leaf_hash(time, bank_id, event, outcome, text)
+        item = _Pending(
+            time, bank_id, event, outcome, text, _leaf_hash(time, bank_id, event, outcome, text)
+        )
+        with self._turn:
+            self._queue.append(item)
+            while item.seq == 0 and item.error is None:
+                if not self._committing:
+                    self._committing = True
+                    batch, self._queue = self._queue, []
+                    break
+                self._turn.wait()
+            else:
+                return self._finish(item)
+        try:
+            self._commit(batch)
+        except BaseException as exc:  # noqa: BLE001 - every waiter of the batch gets it
+            for pending in batch:
+                pending.error = exc
+        finally:
+            with self._turn:
+                self._committing = False
+                self._turn.notify_all()
+        return self._finish(item)
+
+    def _commit(self, batch: list[_Pending]) -> None:
         with self._lock, self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             last = db.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
             tree = self._tree_at(db, last)
-            seq = last + 1
-            db.execute(
-                "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (seq, time, bank_id, event, outcome, text, digest.hex()),
-            )
-            tree.append(digest)
-            head = sign_head(self._key, self.public_key, seq, tree.root(), time)
-            db.execute("INSERT INTO heads VALUES (?, ?)", (seq, json.dumps(head.to_dict())))
-            db.execute("COMMIT")
+            heads = []
+            try:
+                for pending in batch:
+                    seq = last + 1
+                    db.execute(
+                        "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (seq, pending.time, pending.bank_id, pending.event, pending.outcome,
+                         pending.text, pending.digest.hex()),
+                    )  # fmt: skip
+                    tree.append(pending.digest)
+                    head = sign_head(self._key, self.public_key, seq, tree.root(), pending.time)
+                    db.execute("INSERT INTO heads VALUES (?, ?)", (seq, json.dumps(head.to_dict())))
+                    heads.append((seq, head))
+                    last = seq
+                db.execute("COMMIT")
+            except BaseException:
+                self._tree = merkle.CompactRange()  # rebuilt from the database next time
+                raise
+        for pending, (seq, head) in zip(batch, heads, strict=True):
+            pending.seq, pending.head = seq, head
+
+    def _finish(self, item: _Pending) -> int:
+        if item.error is not None:
+            raise item.error
+        assert item.head is not None
         collected = current_receipts.get()
         if collected is not None:
-            collected.append(Receipt(seq - 1, digest.hex(), head, self.public_key.hex()))
-        return seq
+            collected.append(
+                Receipt(item.seq - 1, item.digest.hex(), item.head, self.public_key.hex())
+            )
+        return item.seq
 
     def refusal(
         self, context: grpc.ServicerContext, event: str, exc: BaseException, **details: Any

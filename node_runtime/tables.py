@@ -249,8 +249,12 @@ def private_dir(path: str | Path) -> Path:
     return path
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], mode: int = 0o600) -> None:
-    """Write a file so that a crash leaves the old one or the new one, never half of one.
+def atomic_write(
+    path: str | Path, write: Callable[[BinaryIO], object], mode: int = 0o600, sync: bool = True
+) -> None:
+    """Write a file so that a crash leaves the old one or the new one, never half of one
+    (``sync=False``: a crash of the process, not of the machine; no fsync, for counters
+    whose every change is also on a durable record).
 
     The temporary file has a random name and is opened with ``O_EXCL | O_NOFOLLOW``, so a
     file or symbolic link planted at a predictable name cannot redirect the write; its mode
@@ -264,16 +268,19 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], mode: in
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o600) -> None:
+def atomic_write_bytes(
+    path: str | Path, data: bytes, mode: int = 0o600, sync: bool = True
+) -> None:
     """:func:`atomic_write` of ``data``."""
-    atomic_write(path, lambda handle: handle.write(data), mode)
+    atomic_write(path, lambda handle: handle.write(data), mode, sync)
 
 
 def write_csv(table: pa.Table, path: str | Path, mode: int = 0o600) -> None:

@@ -19,7 +19,7 @@ from bureau_node.models import ModelStore
 from bureau_node.server import BureauNode
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
-from protocols.errors import InputDataError, PeerError, ProtocolViolation
+from protocols.errors import InputDataError, ProtocolViolation, UnknownSession
 from xinrong.synthetic import generate_city, generate_usccs, write_city
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -248,7 +248,7 @@ def test_models_belong_to_their_bank_and_can_be_deleted(city, bureau, tmp_path):
         **TEST_KEYS,
     )
     other_bank = tmp_path / "other"
-    with pytest.raises(PeerError, match="NOT_FOUND"):
+    with pytest.raises(UnknownSession, match="no model .* for bank bank-z"):
         predict_job(
             address, tmp_path / "m", city["bank"], "uscc", tmp_path / "x.csv", "bank-z", quiet=True
         )
@@ -256,7 +256,7 @@ def test_models_belong_to_their_bank_and_can_be_deleted(city, bureau, tmp_path):
     store = ModelStore(bureau.store.root)
     assert [m["model_id"] for m in store.list("bank-c")] == [summary["model_id"]]
     store.delete("bank-c", summary["model_id"])
-    with pytest.raises(PeerError, match="no model"):
+    with pytest.raises(UnknownSession, match="no model"):
         predict_job(
             address, tmp_path / "m", city["bank"], "uscc", tmp_path / "x.csv", "bank-c", quiet=True
         )
