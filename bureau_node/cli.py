@@ -309,6 +309,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from xinrong.synthetic import generate_city, write_city
 
+    if args.month < 1:
+        raise InputDataError(f"--month counts from 1 (the first data date), got {args.month}")
     city = generate_city(args.enterprises, args.bank_clients, args.seed, month=args.month)
     paths = write_city(city, Path(args.out))
     print_result(

@@ -59,6 +59,13 @@ EVENT_KINDS = (
     "admin_penalty",
 )
 
+# How long a listing stays in force, in months: the watch product's "since" is the latest
+# listing of its kind within that window (an abnormal-operations listing moves to the serious
+# violations list after three years; a serious-violation listing is lifted after five; tax
+# arrears are published while they last, read here as two years).
+IN_FORCE_MONTHS = {"abnormal_operations": 36, "serious_violation": 60, "tax_arrears": 24}
+WATCH_COUNT_MONTHS = 12  # court judgements and penalties "in 12 months"
+
 EPOCH = dt.date(1970, 1, 1)
 NONE_DATE = 0
 NONE_HEADCOUNT = 0xFFFFFFFF
@@ -302,7 +309,8 @@ def columns(product: str) -> list[str]:
     return list(_COLUMNS[product])
 
 
-_INDUSTRY_CODE = re.compile(rb"^[A-T][0-9]{2,4} *$")
+# A GB/T 4754 code as a payload holds it: a section letter and 2-4 digits (space-padded).
+INDUSTRY_CODE_PATTERN = re.compile(rb"^[A-T][0-9]{2,4}$")
 
 
 def decode(product: str, payload: bytes) -> dict[str, object]:
@@ -403,7 +411,7 @@ def _decode_registration(v: dict) -> tuple[object, ...]:
         raise ProtocolViolation("registration: founded after the payload's data date")
     # numpy strips trailing NULs of an S5 field: take the raw bytes back to their width
     code = bytes(v["industry_code"]).ljust(INDUSTRY_CODE_BYTES, b"\0")
-    if not _INDUSTRY_CODE.match(code):
+    if not INDUSTRY_CODE_PATTERN.match(code.rstrip(b" ")):
         raise ProtocolViolation(f"registration: {code!r} is not a GB/T 4754 industry code")
     return (
         STATUSES[status - 1],

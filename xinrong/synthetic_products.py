@@ -61,12 +61,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from protocols.products import EPOCH, EVENT_KINDS, STATUSES, day_number, months_before
+from protocols.products import (
+    EPOCH,
+    EVENT_KINDS,
+    IN_FORCE_MONTHS,
+    STATUSES,
+    day_number,
+    months_before,
+)
 
 MONTH_1_DATE = dt.date(2026, 11, 30)
 DATA_DATE_KEY = b"xinrong.data_date"
-# How long a listing stays in force (the bureau's product reads "since" within it).
-IN_FORCE_MONTHS = {"abnormal_operations": 36, "serious_violation": 60, "tax_arrears": 24}
 COUNT_WINDOW_MONTHS = 36  # court_judgements_3y, admin_penalties_3y
 
 ABNORMAL, SERIOUS, COURT, TAX, PENALTY = range(len(EVENT_KINDS))
@@ -225,12 +230,12 @@ def _draw_codes(industry: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     from .synthetic import INDUSTRIES
 
     out = np.empty(industry.shape[0], dtype="S5")
-    u = rng.random(industry.shape[0])
+    u = np.asarray(rng.random(int(industry.size)), dtype=np.float64)
     for index, name in enumerate(INDUSTRIES):
         rows = np.flatnonzero(industry == index)
         codes = INDUSTRY_CODES[name]
-        p = np.cumsum(list(codes.values()))
-        pick = np.minimum(np.searchsorted(p / p[-1], u[rows], side="right"), len(p) - 1)
+        p = np.cumsum(np.array(list(codes.values()), dtype=np.float64))
+        pick = np.minimum(np.searchsorted(p / p[-1], u[rows], side="right"), p.size - 1)
         out[rows] = np.array([c.encode() for c in codes], dtype="S5")[pick]
     return out
 
@@ -253,7 +258,7 @@ def draw_registry(
 ) -> Products:
     """Month 1's registry and events, consistent with the bureau's table."""
     n = bureau.num_rows
-    c, g, size = drivers.c, drivers.g, drivers.size
+    g, size = drivers.g, drivers.size
     day = day_number(MONTH_1_DATE)
     age = _column(bureau, "reg_age_years")
     founded = day - np.round(age * 365.25).astype(np.int64)
