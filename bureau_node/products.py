@@ -41,8 +41,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from protocols import products as P
+from protocols import uscc
 from protocols.errors import InputDataError
-from protocols.ids import IdReject, IdType, normalise_column, prepare_ids
+from protocols.ids import IdReject, IdType, fixed_width_bytes, normalise_column
 from protocols.size_class import industry_group
 
 log = logging.getLogger(__name__)
@@ -231,21 +232,25 @@ def _first_reason(checks: list[tuple[np.ndarray, str | np.ndarray]], n: int) -> 
 def _ids(table: pa.Table) -> tuple[pa.Array, _Checked]:
     """Normalised IDs; rows with an invalid ID or one that an earlier row has."""
     raw = table.column("uscc").combine_chunks()
-    prepared = prepare_ids(raw, IdType.USCC)
-    n = len(raw)
-    invalid = np.zeros(n, dtype=bool)
-    reason = np.full(n, "uscc appears on an earlier row", dtype=object)
-    for reject in prepared.rejects:
-        invalid[reject.row - 1] = True
-        reason[reject.row - 1] = f"uscc: {reject.reason}"
     ids = normalise_column(raw, IdType.USCC)
-    valid_rows = np.flatnonzero(~invalid)
-    position = pc.index_in(ids.take(pa.array(valid_rows)), value_set=prepared.distinct)
-    _, first = np.unique(position.to_numpy(zero_copy_only=False), return_index=True)
+    n = len(ids)
+    lengths = pc.fill_null(pc.binary_length(ids), 0).to_numpy(zero_copy_only=False)
+    ascii_ = pc.fill_null(pc.string_is_ascii(ids), False).to_numpy(zero_copy_only=False)
+    valid = ascii_ & (lengths == uscc.LENGTH)
+    candidates = np.flatnonzero(valid)
+    valid[candidates] = uscc.check_many(fixed_width_bytes(ids.take(candidates), uscc.LENGTH))
+    reason = np.full(n, "uscc appears on an earlier row", dtype=object)
+    for row in np.flatnonzero(~valid).tolist():
+        code = ids[row].as_py()
+        reason[row] = f"uscc: {uscc.problem(code) or 'invalid'}" if code else "uscc is empty"
+    # a dictionary numbers values in order of first appearance: a row is an ID's first
+    # exactly when its number exceeds every number before it
+    valid_rows = np.flatnonzero(valid)
+    position = pc.dictionary_encode(ids.take(valid_rows)).indices.to_numpy().astype(np.int64)
+    before = np.maximum.accumulate(np.concatenate([[-1], position[:-1]]))
     repeated = np.zeros(n, dtype=bool)
-    repeated[valid_rows] = True
-    repeated[valid_rows[first]] = False
-    return ids, _Checked(invalid | repeated, reason)
+    repeated[valid_rows] = position <= before
+    return ids, _Checked(~valid | repeated, reason)
 
 
 def _industry(codes: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

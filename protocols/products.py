@@ -197,7 +197,7 @@ def _band_low(kind: str, band: int) -> float | None:
 # --------------------------------------------------------------------------- size class
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def _classified(group: int, employees: int, revenue: int, assets: int) -> tuple[int, str]:
     """Size code and rule text of a group and bands (one :func:`classify` per combination)."""
     rule = RULE_OF_GROUP[group]
@@ -233,10 +233,17 @@ def classify_many(
         ],
         axis=1,
     )
-    combos, inverse = np.unique(bands, axis=0, return_inverse=True)
-    sizes = np.array([_classified(*map(int, c))[0] for c in combos], dtype=np.uint8)
+    # One number per combination, and the standard applied to those that occur: O(n).
+    radix = [len(RULES) + 1, *(len(BAND_EDGES[k]) + 1 for k in ("employees", "revenue", "assets"))]
+    key = np.zeros(groups.size, dtype=np.int64)
+    for column, base in enumerate(radix):
+        key = key * base + bands[:, column]
+    size_of_key = np.zeros(int(np.prod(radix)), dtype=np.uint8)
+    for k in np.flatnonzero(np.bincount(key, minlength=size_of_key.size)).tolist():
+        combo = np.unravel_index(k, radix)
+        size_of_key[k] = _classified(*(int(x) for x in combo))[0]
     return {
-        "size": sizes[inverse.reshape(-1)] if combos.size else np.zeros(0, np.uint8),
+        "size": size_of_key[key],
         "group": bands[:, 0],
         "employees_band": bands[:, 1],
         "revenue_band": bands[:, 2],
