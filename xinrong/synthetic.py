@@ -77,6 +77,12 @@ the label the first two were 0.71 and 0.82: the contagion is risk that neither s
 columns see. A single 20% hold-out of this size has only about 75 defaults, so the lift of
 one split scatters by about 0.03.
 
+Data products and later months: the registry (industry codes, founding dates, status,
+revenue, assets, insured headcount now and a year ago) and the dated watch events, and the
+same city a month on (``month=2``: new events, moved headcounts, the bureau's table and the
+bank's clients updated), are drawn in :mod:`xinrong.synthetic_products` from the same latent
+state with streams of their own: month 1's enterprise and bank columns are as they were.
+
 Everything is vectorised numpy and reproducible from the seed: 2,000,000 enterprises take a
 few seconds.
 """
