@@ -29,6 +29,16 @@ bands are the registry's customary steps. Texts read like the standard: "20-49�
 or more and under 50; "300-1999万元" means 300 or more and under 2000 万元 (10,000 yuan).
 
 Employees are the social-insurance headcount (参保人数), the platform's measure of 从业人员.
+
+What a bank learns from an entry: exactly these fields of an enterprise whose ID it holds,
+as of the data date. A curious bank with legitimate inputs can look up any enterprise whose
+ID it knows (USCCs are public), so a product may only carry what the bureau sells per
+enterprise: revenue and assets never leave as figures, only as the band between two of the
+standard's bounds (with the class, that is what the class already implies to within a band);
+the headcount is exact, being the product. Two lookups a month apart show what changed in
+that month (new events, a new band): that is what batch runs are for. Entries are all of a
+length, so the table itself tells nothing about any enterprise.
+
 Pure functions, no I/O. :func:`decode` takes a payload from the other party and refuses a
 wrong length, an out-of-range code or a size class that its own bands contradict.
 """

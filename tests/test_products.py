@@ -516,3 +516,37 @@ def test_payloads_of_many_ids_in_order(city_data):
     codes = registry.column("industry_code").take(where).to_pylist()
     assert [P.decode("registration", p.tobytes())["registration_industry_code"]
             for p in payloads[:500]] == codes  # fmt: skip
+
+
+def test_every_new_event_of_a_month_changes_its_watch_entry(tmp_path):
+    cities = {m: generate_city(8_000, 500, seed=9, month=m) for m in (1, 2)}
+    data = {
+        m: ProductData.load(
+            **{
+                k: v
+                for k, v in write_city(c, tmp_path / str(m)).items()
+                if k in ("registry", "events")
+            }
+        )  # fmt: skip
+        for m, c in cities.items()
+    }
+    assert data[1].version != data[2].version
+    events = cities[2].events
+    new = events.filter(pc.greater(events.column("date"), pa.scalar(DAY, pa.date32())))
+    assert new.num_rows > 50
+    hit = pc.unique(new.column("uscc"))
+    before, _ = data[1].payloads("watch", hit)
+    after, _ = data[2].payloads("watch", hit)
+    for old, fresh, uscc in zip(before, after, hit.to_pylist()):
+        old_watch = P.decode("watch", old.tobytes())
+        new_watch = P.decode("watch", fresh.tobytes())
+        kinds = set(new.filter(pc.equal(new.column("uscc"), uscc)).column("kind").to_pylist())
+        for kind, column in (
+            ("abnormal_operations", "watch_abnormal_operations_since"),
+            ("serious_violation", "watch_serious_violation_since"),
+            ("tax_arrears", "watch_tax_arrears_since"),
+            ("court_judgement", "watch_last_court_judgement"),
+            ("admin_penalty", "watch_last_admin_penalty"),
+        ):
+            if kind in kinds:
+                assert new_watch[column] > DAY and new_watch[column] != old_watch[column]

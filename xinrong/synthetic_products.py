@@ -51,7 +51,10 @@ while old ones leave the 12-month window.
 
 Every event in month ``m``'s events file dated after month ``m - 1``'s data date was drawn in
 month ``m``, and month ``m - 1``'s file has none of them: the events of a month are exactly
-the file's events dated in it, which is what a batch run's "new watch events" must find.
+the file's events dated in it, which is what a batch run's "new watch events" must find. Each
+of them changes its enterprise's ``watch`` payload: a listing comes only to a firm not listed
+(its "since" date appears) and a judgement or penalty is the latest of its kind (its "last"
+date moves).
 """
 
 from __future__ import annotations
