@@ -309,13 +309,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from xinrong.synthetic import generate_city, write_city
 
-    city = generate_city(args.enterprises, args.bank_clients, args.seed)
+    if args.month < 1:
+        raise InputDataError(f"--month counts from 1 (the first data date), got {args.month}")
+    city = generate_city(args.enterprises, args.bank_clients, args.seed, month=args.month)
     paths = write_city(city, Path(args.out))
     print_result(
         {
             "enterprises": city.bureau.num_rows,
             "bank_clients": city.bank.num_rows,
             "seed": args.seed,
+            "month": city.month,
+            "data_date": city.data_date.isoformat(),
             **{k: str(v) for k, v in paths.items()},
         }
     )
@@ -465,6 +469,13 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--enterprises", type=int, default=50_000)
     synth.add_argument("--bank-clients", type=int, default=5_000)
     synth.add_argument("--seed", type=int, default=1)
+    synth.add_argument(
+        "--month",
+        type=int,
+        default=1,
+        help="the city's data as they stand at the end of this month: 1 is 2026-11-30, 2 the "
+        "same city a month on (new watch events, headcounts moved, the same bank clients)",
+    )
     synth.add_argument("--out", required=True, help="directory to write into")
     synth.set_defaults(func=cmd_synth, quiet=False, log_level="INFO")
     return parser

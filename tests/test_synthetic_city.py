@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -157,3 +158,183 @@ def test_the_graph_is_realistic_and_its_features_add_lift(tmp_path):
     for column in range(graph_x.shape[1]):  # no graph column near the label on its own
         single = _auc(graph_x[half:, column], y[half:])
         assert max(single, 1 - single) < 0.75, graph.column_names[column]
+
+
+# --------------------------------------------------------------------------- products
+
+
+def _floats(table, name):
+    return np.array(pc.cast(table.column(name), "float64").to_numpy(), dtype=float)
+
+
+def test_the_registry_agrees_with_the_bureau_table(city):
+    from protocols.products import EVENT_KINDS
+    from xinrong.synthetic import INDUSTRIES
+    from xinrong.synthetic_products import INDUSTRY_CODES
+
+    bureau, registry = city.bureau, city.registry
+    assert registry.column("uscc").equals(bureau.column("uscc"))
+    assert registry.schema.metadata[b"xinrong.data_date"] == b"2026-11-30"
+    assert city.events.schema.metadata[b"xinrong.data_date"] == b"2026-11-30"
+    for name in ("insured_employees", "registered_capital_10k_cny"):
+        assert registry.column(name).to_pylist() == bureau.column(name).to_pylist(), name
+    # founded = data date less reg_age_years
+    days = (np.datetime64("2026-11-30") - registry.column("founded").to_numpy()).astype(int)
+    assert np.abs(days / 365.25 - _floats(bureau, "reg_age_years")).max() < 0.01
+    # industry codes inside the bureau's category
+    for category, code in zip(
+        bureau.column("industry").to_pylist(), registry.column("industry_code").to_pylist()
+    ):
+        assert code in INDUSTRY_CODES[category]
+    assert set(INDUSTRY_CODES) == set(INDUSTRIES)
+    # 12 months ago: now / trend where the trend is known
+    now, ago = (
+        _floats(registry, "insured_employees"),
+        _floats(registry, "insured_employees_12m_ago"),
+    )
+    trend = _floats(bureau, "employee_trend_12m")
+    known = ~np.isnan(trend)
+    assert (ago[known] == np.maximum(1, np.round(now[known] / trend[known]))).all()
+    # money: revenue at least the invoices, assets the audited figure where there is one
+    invoice, revenue = (
+        _floats(bureau, "invoice_amount_12m_10k_cny"),
+        _floats(registry, "revenue_10k_cny"),
+    )
+    assert (np.isnan(invoice) == np.isnan(revenue)).all()
+    assert (revenue[~np.isnan(invoice)] >= invoice[~np.isnan(invoice)] - 0.01).all()
+    audited, assets = (
+        _floats(bureau, "total_assets_10k_cny"),
+        _floats(registry, "total_assets_10k_cny"),
+    )
+    assert (assets[~np.isnan(audited)] == audited[~np.isnan(audited)]).all()
+    # events: the counts and flags of the bureau's table
+    events = city.events
+    assert set(events.column("kind").to_pylist()) == set(EVENT_KINDS)
+    counts = {}
+    for kind, column in (("court_judgement", "court_judgements_3y"),
+                         ("admin_penalty", "admin_penalties_3y"),
+                         ("abnormal_operations", "abnormal_operation")):  # fmt: skip
+        ids = events.filter(pc.equal(events.column("kind"), kind)).column("uscc").to_pylist()
+        counts = {}
+        for x in ids:
+            counts[x] = counts.get(x, 0) + 1
+        expected = bureau.column(column).to_pylist()
+        got = [counts.get(x, 0) for x in bureau.column("uscc").to_pylist()]
+        assert got == expected, kind
+    status = registry.column("status").to_pylist()
+    gone = [s in ("注销", "吊销") for s in status]
+    assert gone == [bool(x) for x in bureau.column("deregistered").to_pylist()]
+
+
+@pytest.fixture(scope="module")
+def months():
+    return {m: generate_city(5_000, 1_500, seed=11, month=m) for m in (1, 2, 3)}
+
+
+def test_a_month_on_is_reproducible_and_keeps_month_one(city, months):
+    again = generate_city(5_000, 1_500, seed=11, month=2)
+    for name in ("bureau", "bank", "registry", "events"):
+        assert getattr(again, name).equals(getattr(months[2], name)), name
+    assert months[1].bureau.equals(city.bureau) and months[1].events.equals(city.events)
+    second = months[2]
+    assert second.data_date.isoformat() == "2026-12-31" and second.month == 2
+    assert months[3].data_date.isoformat() == "2027-01-31"
+    assert second.registry.schema.metadata[b"xinrong.data_date"] == b"2026-12-31"
+    # the same enterprises, the same clients in the same rows with the same labels
+    assert second.bureau.column("uscc").equals(city.bureau.column("uscc"))
+    assert second.bank.column("uscc").equals(city.bank.column("uscc"))
+    assert second.bank.column("y").equals(city.bank.column("y"))
+    # month 1 as the month-2 city remembers it: its events up to month 1's date
+    first_events = second.events.filter(
+        pc.less_equal(second.events.column("date"), pa.scalar(city.data_date, pa.date32()))
+    )
+    assert first_events.equals(city.events.replace_schema_metadata(second.events.schema.metadata))
+
+
+def _dated_in(events, start, end):
+    dates = events.column("date")
+    after = pc.greater(dates, pa.scalar(start, pa.date32()))
+    upto = pc.less_equal(dates, pa.scalar(end, pa.date32()))
+    return events.filter(pc.and_(after, upto))
+
+
+def test_a_months_events_are_exactly_those_dated_in_it(months):
+    one, two, three = months[1], months[2], months[3]
+    new_in_two = _dated_in(two.events, one.data_date, two.data_date)
+    assert new_in_two.num_rows > 20  # a month of a 5,000-firm city
+    assert set(new_in_two.column("kind").to_pylist()) >= {"court_judgement", "admin_penalty"}
+    latest = pc.max(one.events.column("date")).as_py()
+    assert latest <= one.data_date  # month 1's file has nothing of month 2
+    # month 3's file holds month 2's events unchanged, and month 2's none of month 3's
+    assert _dated_in(three.events, one.data_date, two.data_date).equals(
+        new_in_two.replace_schema_metadata(three.events.schema.metadata)
+    )
+    assert pc.max(two.events.column("date")).as_py() <= two.data_date
+    assert _dated_in(three.events, two.data_date, three.data_date).num_rows > 20
+
+
+def test_new_events_come_to_firms_in_trouble():
+    # 30,000 firms: a month brings about 550 new events, enough to see the trouble in them
+    one, two = (generate_city(30_000, 2_000, seed=4, month=m) for m in (1, 2))
+    new = _dated_in(two.events, one.data_date, two.data_date)
+    hit = set(new.column("uscc").to_pylist())
+    got = np.array([x in hit for x in one.bureau.column("uscc").to_pylist()])
+    listed = np.array(one.bureau.column("abnormal_operation").to_pylist()) > 0
+    assert got[listed].mean() > 1.3 * got[~listed].mean()
+
+
+def test_the_bureau_table_moves_with_the_registry(months):
+    from protocols.products import months_before
+
+    one, two = months[1], months[2]
+    bureau, registry, events = two.bureau, two.registry, two.events
+    assert registry.column("insured_employees").equals(bureau.column("insured_employees"))
+    moved = np.array(one.bureau.column("insured_employees").to_pylist(), dtype=float)
+    now = np.array(bureau.column("insured_employees").to_pylist(), dtype=float)
+    known = ~np.isnan(now)
+    assert 0 < (moved[known] != now[known]).mean() < 0.5  # headcounts move, most stay
+    age = _floats(bureau, "reg_age_years") - _floats(one.bureau, "reg_age_years")
+    assert np.abs(age - 31 / 365.25).max() < 0.006
+    since = months_before(two.data_date, 36)
+    window = _dated_in(events, since, two.data_date)
+    for kind, column in (("court_judgement", "court_judgements_3y"),
+                         ("abnormal_operations", "abnormal_operation")):  # fmt: skip
+        ids = window.filter(pc.equal(window.column("kind"), kind)).column("uscc").to_pylist()
+        counts = {}
+        for x in ids:
+            counts[x] = counts.get(x, 0) + 1
+        got = [counts.get(x, 0) for x in bureau.column("uscc").to_pylist()]
+        assert got == bureau.column(column).to_pylist(), kind
+    gone = [s in ("注销", "吊销") for s in registry.column("status").to_pylist()]
+    assert gone == [bool(x) for x in bureau.column("deregistered").to_pylist()]
+    assert sum(gone) >= sum(one.bureau.column("deregistered").to_pylist())
+    trend = _floats(bureau, "employee_trend_12m")
+    ago = _floats(registry, "insured_employees_12m_ago")
+    ok = ~np.isnan(trend)
+    assert np.allclose(trend[ok], np.round(now[ok] / ago[ok], 3))
+
+
+def test_the_banks_clients_drift_a_little(months):
+    one, two = months[1].bank, months[2].bank
+    age = np.array(two.column("account_age_months")) - np.array(one.column("account_age_months"))
+    assert (age == 1).all()
+    overdue = np.array(two.column("overdue_count_12m")) - np.array(one.column("overdue_count_12m"))
+    assert 0 < (overdue != 0).mean() < 0.2 and (overdue > 0).sum() > 0
+    balance = _floats(two, "avg_balance_6m_10k_cny") / np.maximum(
+        _floats(one, "avg_balance_6m_10k_cny"), 0.01
+    )
+    assert 0.8 < np.median(balance) < 1.2
+    assert two.column("loan_amount_10k_cny").equals(one.column("loan_amount_10k_cny"))
+
+
+def test_synth_writes_a_month_on(tmp_path):
+    import pyarrow.parquet as pq
+
+    from bureau_node.cli import main
+
+    assert main(["synth", "--enterprises", "800", "--bank-clients", "100", "--seed", "2",
+                 "--month", "2", "--out", str(tmp_path)]) == 0  # fmt: skip
+    for name in ("registry", "events"):
+        metadata = pq.read_schema(tmp_path / f"{name}.parquet").metadata
+        assert metadata[b"xinrong.data_date"] == b"2026-12-31"
+    assert main(["synth", "--month", "0", "--out", str(tmp_path)]) == 2

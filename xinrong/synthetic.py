@@ -77,12 +77,19 @@ the label the first two were 0.71 and 0.82: the contagion is risk that neither s
 columns see. A single 20% hold-out of this size has only about 75 defaults, so the lift of
 one split scatters by about 0.03.
 
+Data products and later months: the registry (industry codes, founding dates, status,
+revenue, assets, insured headcount now and a year ago) and the dated watch events, and the
+same city a month on (``month=2``: new events, moved headcounts, the bureau's table and the
+bank's clients updated), are drawn in :mod:`xinrong.synthetic_products` from the same latent
+state with streams of their own: month 1's enterprise and bank columns are as they were.
+
 Everything is vectorised numpy and reproducible from the seed: 2,000,000 enterprises take a
 few seconds.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import pathlib
 from collections.abc import Sequence
@@ -96,6 +103,7 @@ import pyarrow.parquet as pq
 
 from protocols import uscc
 
+from . import synthetic_products as sp
 from .synthetic_graph import BETA_CONTAGION, BETA_GUARANTOR, CityGraph, draw_graph
 
 __all__ = [
@@ -570,6 +578,11 @@ class City:
     seed: int | None = None
     composition: dict[str, int] = field(default_factory=dict)
     edges: pa.Table | None = None  # the association graph (see xinrong.synthetic_graph)
+    # the data products' registry and events (see xinrong.synthetic_products)
+    registry: pa.Table | None = None
+    events: pa.Table | None = None
+    month: int = 1
+    data_date: datetime.date = sp.MONTH_1_DATE
 
     def describe(self) -> str:
         y = self.bank.column("y").to_numpy() if self.bank.num_rows else np.zeros(0)
@@ -587,13 +600,19 @@ class City:
         return "\n".join(lines)
 
 
-def generate_city(enterprises: int, bank_clients: int, seed: int, graph: bool = True) -> City:
-    """Draw a city of ``enterprises`` SMEs and a bank with ``bank_clients`` client rows.
+def generate_city(
+    enterprises: int, bank_clients: int, seed: int, graph: bool = True, month: int = 1
+) -> City:
+    """Draw a city of ``enterprises`` SMEs and a bank with ``bank_clients`` client rows, as
+    its data stand at the end of ``month`` (1 is the data date 2026-11-30, each later month
+    the same city a month on: see :mod:`xinrong.synthetic_products`).
 
     ``graph=False`` draws the city exactly as before issue 15: no association graph, no
     contagion, no ``deregistered`` column (for tests about something else)."""
     if enterprises < 0 or bank_clients < 0:
         raise ValueError("sizes must be non-negative")
+    if month < 1:
+        raise ValueError("months count from 1")
     comp = _composition(bank_clients)
     in_city = comp["in_city_clean"] + comp["in_city_reformatted"] + comp["invalid"]
     if in_city > enterprises:
@@ -657,6 +676,26 @@ def generate_city(enterprises: int, bank_clients: int, seed: int, graph: bool = 
     features_out = _bank_features(out_lat, rng)
     features = {k: np.concatenate([features_in[k], features_out[k]]) for k in features_in}
 
+    # The products and the months after the first: streams of their own (month 1's
+    # enterprise and bank columns stay what they were).
+    drivers = sp.Drivers(
+        kind_company=city_lat.kind == _KIND_COMPANY,
+        industry=city_lat.industry,
+        size=city_lat.size,
+        c=city_lat.c,
+        g=city_lat.g,
+    )
+    products = sp.draw_registry(bureau, drivers, deregistered, np.random.default_rng([seed, 14]))
+    month_1_age = bureau.column("reg_age_years").to_numpy()
+    client_c = np.concatenate([client_lat.c, out_lat.c])
+    client_l = np.concatenate([client_lat.l, out_lat.l])
+    for later in range(2, month + 1):
+        products = sp.advance(products, drivers, np.random.default_rng([seed, 14, later, 0]))
+        bank_rng = np.random.default_rng([seed, 14, later, 1])
+        features = sp.drift_bank(features, client_c, client_l, 1, bank_rng)
+    if month > 1:
+        bureau = sp.updated_bureau(bureau, products, month_1_age)
+
     ids = [code.decode("ascii") for code in city_codes[chosen]]
     ids += [code.decode("ascii") for code in outside_codes]
     n_clean = comp["in_city_clean"]
@@ -689,7 +728,18 @@ def generate_city(enterprises: int, bank_clients: int, seed: int, graph: bool = 
     columns["y"] = pa.array(y[rows], type=pa.int8())
     bank = pa.table(columns)
     edges = None if city_graph is None else city_graph.table(_string_array(city_codes), graph_rng)
-    return City(bureau=bureau, bank=bank, seed=seed, composition=comp, edges=edges)
+    ids = bureau.column("uscc").combine_chunks()
+    return City(
+        bureau=bureau,
+        bank=bank,
+        seed=seed,
+        composition=comp,
+        edges=edges,
+        registry=sp.registry_table(ids, products),
+        events=sp.events_table(ids, products),
+        month=month,
+        data_date=products.date,
+    )
 
 
 BUREAU_DESCRIPTIONS = {
@@ -714,7 +764,9 @@ BUREAU_DESCRIPTIONS = {
 
 
 def write_city(city: City, out_dir: pathlib.Path) -> dict[str, pathlib.Path]:
-    """Write ``bureau.parquet`` and ``bank_clients.csv`` (IDs as quoted text) to ``out_dir``."""
+    """Write ``bureau.parquet`` and ``bank_clients.csv`` (IDs as quoted text) to ``out_dir``,
+    and beside them the products' ``registry.parquet`` and ``events.parquet`` (their data
+    date in the parquet metadata key ``xinrong.data_date``)."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -725,6 +777,10 @@ def write_city(city: City, out_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     if city.edges is not None:
         paths["graph"] = out_dir / "edges.parquet"
         pq.write_table(city.edges, paths["graph"], compression="zstd")
+    for name, table in (("registry", city.registry), ("events", city.events)):
+        if table is not None:
+            paths[name] = out_dir / f"{name}.parquet"
+            pq.write_table(table, paths[name], compression="zstd")
     pq.write_table(city.bureau, paths["bureau"], compression="zstd")
     paths["bureau_catalogue"].write_text(json.dumps(BUREAU_DESCRIPTIONS, indent=2) + "\n")
     pacsv.write_csv(
