@@ -276,9 +276,7 @@ def atomic_write(
         raise
 
 
-def atomic_write_bytes(
-    path: str | Path, data: bytes, mode: int = 0o600, sync: bool = True
-) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o600, sync: bool = True) -> None:
     """:func:`atomic_write` of ``data``."""
     atomic_write(path, lambda handle: handle.write(data), mode, sync)
 
