@@ -45,6 +45,8 @@ def _node(args: argparse.Namespace) -> BureauNode:
         graph=getattr(args, "graph", None),
         graph_flags=_graph_flags(getattr(args, "graph_flag", None)),
         graph_refresh_seconds=getattr(args, "graph_refresh", 60.0),
+        registry=getattr(args, "registry", None),
+        events=getattr(args, "events", None),
         training_limits=vlr.TrainingLimits(
             min_batch_size=getattr(args, "min_batch_size", 64),
             allow_test_keys=getattr(args, "allow_test_keys", False),
@@ -368,6 +370,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept Paillier keys below 2048 bits (tests only; insecure)",
     )
     add_graph_arguments(serve, refresh=True)
+    serve.add_argument(
+        "--registry",
+        default=None,
+        help="the registry file behind the data products (Parquet: uscc, industry_code, "
+        "founded, status, capital, revenue, assets, insured employees now and 12 months ago)",
+    )
+    serve.add_argument(
+        "--events",
+        default=None,
+        help="dated watch events (Parquet: uscc, kind, date) for the watch product",
+    )
     add_common_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 

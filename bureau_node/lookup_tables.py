@@ -39,9 +39,11 @@ from protocols import explain, lookup, psi
 from protocols import vertical_lr as vlr
 from protocols.errors import NotAuthorised, UnknownSession
 from protocols.features import FeatureRecipe
+from protocols.products import PAYLOAD_BYTES
 
 from .features import BureauFeatures
 from .models import ModelStore
+from .products import ProductData
 from .store import BureauStore, LookupPoints
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,31 @@ def model_source(features: BureauFeatures, model: dict[str, Any]) -> TableSource
         payloads=payloads,
         neutral_score=float(model.get("neutral_score", 0.0)),
         reason_features=tuple(names),
+    )
+
+
+PRODUCT_DESCRIPTIONS = {
+    "size_class": "企业划型: size class by the 2011 standard, its industry group and the bands "
+    "that decided it",
+    "headcount": "参保人数: insured headcount, its band and its change over 12 months",
+    "watch": "经营异常、严重违法、涉诉、欠税、行政处罚: watch lists and events with their dates",
+    "registration": "登记信息: status, founding date, industry code, registered-capital band",
+}
+
+
+def product_source(data: ProductData, product: str) -> TableSource:
+    """A data product's table, from the bureau's product files."""
+
+    def payloads(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return data.payloads(product, ids_as_strings(ids))
+
+    return TableSource(
+        product=product,
+        payload_bytes=PAYLOAD_BYTES[product],
+        data_date=data.data_date.isoformat(),
+        description=PRODUCT_DESCRIPTIONS[product],
+        content=f"{data.version}",
+        payloads=payloads,
     )
 
 

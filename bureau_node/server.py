@@ -15,7 +15,9 @@ from node_runtime.transport.certs import RevocationList, bureau_files
 from node_runtime.transport.channels import create_server
 from protocols import psi
 from protocols import vertical_lr as vlr
+from protocols.errors import InputDataError
 from protocols.ids import IdType
+from protocols.products import PRODUCTS
 from xinrong.v1 import lookup_pb2_grpc, model_pb2_grpc, psi_pb2_grpc
 
 from .audit import AuditLog
@@ -27,8 +29,9 @@ from .features import BureauFeatures
 from .graph_source import DEFAULT_REFRESH_SECONDS, GraphSource
 from .interceptors import BureauInterceptor
 from .lookup_service import PrivateLookupServicer
-from .lookup_tables import LookupTables, TableSource
+from .lookup_tables import LookupTables, TableSource, product_source
 from .models import ModelStore
+from .products import ProductData
 from .scoring_service import ScoringServicer
 from .service import PsiServicer
 from .store import BureauStore, DatasetSummary, Progress
@@ -54,6 +57,8 @@ class BureauNode:
         graph: str | Path | None = None,
         graph_flags: dict[str, str] | None = None,
         graph_refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+        registry: str | Path | None = None,
+        events: str | Path | None = None,
     ) -> None:
         self.data = Path(data)
         self.read_options = read_options
@@ -76,6 +81,12 @@ class BureauNode:
         self.port: int | None = None
         self.graph = GraphSource(graph, state_dir, graph_flags) if graph else None
         self.graph_refresh_seconds = graph_refresh_seconds
+        if events is not None and registry is None:
+            raise InputDataError("--events needs --registry: watch events belong to registry rows")
+        self.products_files = (
+            (Path(registry), Path(events) if events else None) if registry else None
+        )
+        self.products: ProductData | None = None
 
     def prepare(self, progress: Progress | None = None) -> DatasetSummary:
         """Load the data file into the store (hashing only new IDs)."""
@@ -83,6 +94,7 @@ class BureauNode:
             self.executor = make_executor(self._workers, self._executor_spec)
         kwargs = {"progress": progress} if progress else {}
         self._load_features()
+        self._load_products()
         return self.store.sync_dataset(
             self.data,
             self.id_column,
@@ -97,6 +109,7 @@ class BureauNode:
             self.prepare()
         if self.features is None:
             self._load_features()
+            self._load_products()
         assert self.features is not None
         # the configuration is checked before the port opens: a bad file is a clear error
         policies = load_config(self.config, self.features.names) if self.config else None
@@ -153,6 +166,14 @@ class BureauNode:
             self.audit.append("(bureau)", "configuration_reloaded", "OK", **changes)
         return changes
 
+    def _load_products(self) -> None:
+        if self.products_files is not None:
+            self.products = ProductData.load(*self.products_files)
+            log.info(
+                "data products of %s for %d enterprises (version %d)",
+                self.products.data_date, len(self.products.ids), self.products.version,
+            )  # fmt: skip
+
     def _load_features(self) -> None:
         features = BureauFeatures(
             self.data, self.id_column, self.id_type, read_options=self.read_options
@@ -162,7 +183,10 @@ class BureauNode:
         self.features = features
 
     def _product_sources(self) -> list[TableSource]:
-        return []
+        data = self.products
+        if data is None:
+            return []
+        return [product_source(data, product) for product in PRODUCTS]
 
     def stop(self, grace: float | None = 1.0) -> None:
         if self.graph is not None:

@@ -14,15 +14,16 @@ import pyarrow.csv as pacsv
 import pytest
 
 from bank_node.client import BureauConnection
-from bank_node.lookup import LookupClient, model_table, private_bureau_lookup
+from bank_node.lookup import LookupClient, lookup_job, model_table, private_bureau_lookup
 from bank_node.training import load_model, predict_job, train_job
 from bureau_node.audit import AuditLog
 from bureau_node.lookup_service import PrivateLookupServicer
+from bureau_node.products import ProductData
 from bureau_node.server import BureauNode
-from protocols import group, lookup
+from protocols import group, lookup, products
 from protocols import vertical_lr as vlr
-from protocols.errors import PeerError, QuotaExceeded
-from protocols.ids import IdType, prepare_ids
+from protocols.errors import InputDataError, PeerError, QuotaExceeded
+from protocols.ids import IdType, normalise_column, prepare_ids
 from xinrong.synthetic import generate_city, write_city
 
 TEST_KEYS = {"key_bits": 768, "allow_test_keys": True}
@@ -60,7 +61,8 @@ def bureau(city, trace, tmp_path_factory):
     # the bureau's policy as a cautious operator sets it: no intersection below 100 revealed
     config.write_text(
         "[defaults]\nmin_intersection = 100\ndaily_lookup_ids = 50000\n\n"
-        "[banks.bank-a]\n\n[banks.bank-b]\n\n[banks.bank-poor]\ndaily_lookup_ids = 10\n"
+        '[banks.bank-a]\n\n[banks.bank-b]\nproducts = ["size_class"]\n\n'
+        "[banks.bank-poor]\ndaily_lookup_ids = 10\n"
     )
     with pytest.MonkeyPatch.context() as patch:
         for name in ("ListTables", "Evaluate", "FetchTable"):
@@ -73,6 +75,8 @@ def bureau(city, trace, tmp_path_factory):
             workers=0,
             training_limits=vlr.TrainingLimits(allow_test_keys=True),
             config=config,
+            registry=city["registry"],
+            events=city["events"],
         )
         node.start("127.0.0.1:0")
     yield node
@@ -270,3 +274,49 @@ def test_bank_only_fallback_when_the_bureau_cannot_be_reached(city, trained, tmp
     slope, intercept = model["calibration"]["slope"], model["calibration"]["intercept"]
     expected = 1 / (1 + np.exp(-(slope * (u + model["neutral_bureau_score"]) + intercept)))
     np.testing.assert_allclose(scores.column("score").to_numpy(), expected, rtol=1e-12)
+
+
+def test_data_products_for_a_client_file_are_the_bureaus_payloads(city, bureau, tmp_path):
+    address = f"127.0.0.1:{bureau.port}"
+    clients = applicants(city, slice(0, 300)).select(["uscc"])
+    dirty = pa.table({"uscc": pa.array(["not-a-code", " " + clients.column(0)[0].as_py().lower()])})
+    path = write(pa.concat_tables([clients, dirty]), tmp_path / "clients.csv")
+    out = tmp_path / "products.csv"
+    summary = lookup_job(address, path, "uscc", list(products.PRODUCTS), out, "bank-a")
+    got = pacsv.read_csv(
+        out,
+        convert_options=pacsv.ConvertOptions(
+            column_types={"uscc": pa.string(), "registration_industry_code": pa.string()},
+            strings_can_be_null=True,
+        ),
+    )
+    assert (
+        got.column("uscc").to_pylist() == pa.concat_tables([clients, dirty]).column(0).to_pylist()
+    )
+    assert got.column_names == ["uscc"] + [
+        c for p in products.PRODUCTS for c in products.columns(p)
+    ]
+    truth = ProductData.load(city["registry"], city["events"])
+    rows = got.to_pylist()
+    known = 0
+    for row in rows[:300]:
+        uscc = normalise_column(pa.array([row["uscc"]]), IdType.USCC)  # as the bank sends it
+        payloads = {p: truth.payloads(p, uscc) for p in products.PRODUCTS}
+        if not payloads["size_class"][1][0]:
+            assert row["size_class"] is None
+            continue
+        known += 1
+        for product, (payload, _) in payloads.items():
+            expected = products.decode(product, payload[0].tobytes())
+            for name, value in expected.items():
+                seen = row[name]
+                assert (str(seen) if seen is not None else None) == (
+                    str(value) if value is not None else None
+                ), (product, name)
+    assert known == summary["known_to_bureau"] > 200
+    assert rows[300]["size_class"] is None  # an invalid ID: empty, not dropped
+    assert rows[301]["size_class"] == rows[0]["size_class"]  # a dirty spelling of a client
+    # the bureau's configuration chooses each bank's products
+    with pytest.raises(InputDataError, match="no table 'watch'"):
+        lookup_job(address, path, "uscc", ["watch"], tmp_path / "b.csv", "bank-b")
+    lookup_job(address, path, "uscc", ["size_class"], tmp_path / "b.csv", "bank-b")
