@@ -334,15 +334,23 @@ def psi_alert(s: Stability, thresholds: Thresholds) -> Alert | None:
             f"银行特征 {s.what} 的分布",
             "psi_feature",
         )
+    before, now = _number(s.previous_median), _number(s.current_median)
+    medians = s.previous_median is not None and s.current_median is not None
     return Alert(
         "",
         kind,
-        f"{zh_what}发生{zh_level}偏移：PSI {s.psi:.4f}（≥ {bound:g}）",
-        f"{en_what} shifted ({en_level}): PSI {s.psi:.4f} (>= {bound:g})",
-        "" if s.previous_median is None else f"median {s.previous_median:.6g}",
-        "" if s.current_median is None else f"median {s.current_median:.6g}",
+        f"{zh_what}发生{zh_level}偏移：PSI {s.psi:.4f}（≥ {bound:g}）"
+        + (f"；中位数 {before} → {now}" if medians else ""),
+        f"{en_what} shifted ({en_level}): PSI {s.psi:.4f} (>= {bound:g})"
+        + (f"; median {before} → {now}" if medians else ""),
+        before,
+        now,
         "high" if level == "significant" else "medium",
     )
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
 
 
 # -- per-enterprise changes (tables aligned row by row on the enterprises in both runs) ---------

@@ -38,10 +38,11 @@ EN: dict[str, str] = {
     "why-model": "the previous run used another model",
     "psi-intro": "Population stability index between the two runs' whole portfolios. PSI = "
     "Σ (current share − previous share) × ln(current share / previous share) over bins: a "
-    "number's bins are cut at the previous run's {bins} quantiles (ties merge bins), a "
-    "category has a bin per value, missing values a bin of their own, and an empty bin "
-    "counts as a share of 0.0001. Below {moderate:g}: stable; {moderate:g} to {significant:g}: "
-    "a moderate shift; {significant:g} and above: a significant shift.",
+    "number is cut into {bins} bins of equal count in the previous run (at its quantiles; "
+    "tied quantiles merge bins), a category has a bin per value, missing values have a bin "
+    "of their own, and an empty bin counts as a share of 0.0001. Below {moderate:g}: stable; "
+    "{moderate:g} to {significant:g}: a moderate shift; {significant:g} and above: a "
+    "significant shift.",
     "no-psi": "No PSI: there is no previous run to compare with.",
     "footer": "Generated {when} by bank-node batch. The comparison ran at the bank on the "
     "bank's own files; the bureau saw only the scoring and lookups of this run.",
@@ -63,9 +64,10 @@ ZH: dict[str, str] = {
     "why-baseline": "没有上次跑批",
     "why-model": "上次跑批使用了另一个模型",
     "psi-intro": "两次跑批全部客户之间的群体稳定性指数（PSI）。PSI = Σ（本次占比 − 上次占比）"
-    "× ln（本次占比 / 上次占比），按分箱求和：数值特征按上次跑批的 {bins} 分位数切分（相同分位点"
-    "合并），类别特征每个取值一箱，缺失值单独一箱，空箱占比按 0.0001 计。低于 {moderate:g}："
-    "稳定；{moderate:g} 至 {significant:g}：中度偏移；{significant:g} 及以上：显著偏移。",
+    "× ln（本次占比 / 上次占比），按分箱求和：数值特征按上次跑批的分位数等频切分为 {bins} 箱"
+    "（分位点相同则合并），类别特征每个取值一箱，缺失值单独一箱，空箱占比按 0.0001 计。"
+    "低于 {moderate:g}：稳定；{moderate:g} 至 {significant:g}：中度偏移；"
+    "{significant:g} 及以上：显著偏移。",
     "no-psi": "无 PSI：没有可比较的上次跑批。",
     "footer": "由 bank-node batch 于 {when} 生成。比较在银行内部基于银行自有文件完成；征信机构"
     "只看到本次跑批的评分与查询。",
@@ -95,7 +97,7 @@ ZH: dict[str, str] = {
     "Current": "本次",
     "Score-band migration": "评分档迁移矩阵",
     "Population stability (PSI)": "群体稳定性指数（PSI）",
-    "Previous band": "上次评分档",
+    "Previous band ↓ · now →": "上次评分档 ↓ · 本次 →",
     "Total": "合计",
     "Distribution": "分布",
     "Bins": "分箱数",
@@ -298,7 +300,7 @@ def _migration_section(summary: dict[str, Any], c: Comparison, t: _Texts) -> str
         rows.append(cells)
     totals = [t("Total"), *(f"{int(v):,}" for v in matrix.sum(axis=0)), f"{int(matrix.sum()):,}"]
     rows.append([esc(v) for v in totals])
-    headers = [t("Previous band"), *labels, t("Total")]
+    headers = [t("Previous band ↓ · now →"), *labels, t("Total")]
     parts.append(table(headers, rows, "migration-table", row_classes=[""] * len(labels) + ["gain"]))
     return "".join(parts) + "</section>"
 
