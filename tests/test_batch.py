@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -694,3 +696,115 @@ def test_page_renders_in_chromium(two_runs, lang):
                 assert "abnormal-operations list" in page.locator("#alerts-table").inner_text()
         finally:
             browser.close()
+
+
+# ============================================================================================
+# Two batch runs of the command line against a real bureau node on a loopback port
+# ============================================================================================
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from bank_node.training import train_job
+    from bureau_node.server import BureauNode
+    from protocols import vertical_lr as vlr
+    from xinrong.synthetic import generate_city, write_city
+
+    root = tmp_path_factory.mktemp("served")
+    paths = write_city(generate_city(3000, 1200, seed=3, graph=False), root / "city")
+    node = BureauNode(
+        paths["bureau"],
+        "uscc",
+        root / "state",
+        workers=0,
+        training_limits=vlr.TrainingLimits(allow_test_keys=True),
+    )
+    node.start("127.0.0.1:0")
+    model_dir = root / "model"
+    train_job(
+        f"127.0.0.1:{node.port}",
+        paths["bank"],
+        "uscc",
+        "y",
+        model_dir,
+        "demo-bank",
+        epochs=3,
+        seed=1,
+        key_bits=768,
+        allow_test_keys=True,
+        workers=0,
+        quiet=True,
+    )
+    yield {"paths": paths, "address": f"127.0.0.1:{node.port}", "model": model_dir, "root": root}
+    node.stop()
+
+
+def _bank_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bank_node.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_two_batch_runs_against_a_bureau_node(served):
+    root, model = served["root"], served["model"]
+    clients = pacsv.read_csv(
+        served["paths"]["bank"],
+        convert_options=pacsv.ConvertOptions(column_types={"uscc": pa.string()}),
+    ).drop_columns(["y"])
+    november, december = root / "november.csv", root / "december.csv"
+    pacsv.write_csv(clients, november)
+    # a month later the bank's balances have tripled: its feature has drifted
+    balance = clients.column_names.index("avg_balance_6m_10k_cny")
+    tripled = pa.compute.multiply(clients.column(balance), 3.0)
+    pacsv.write_csv(clients.set_column(balance, "avg_balance_6m_10k_cny", tripled), december)
+    common = ["--insecure", "--bureau", served["address"], "--id-column", "uscc"]
+    common += ["--model-dir", str(model), "--workers", "0", "--json"]
+    runs = root / "runs"
+
+    first = _bank_cli(
+        "batch", *common, "--portfolio", str(november), "--out", str(runs / "2026-11")
+    )
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout.strip().splitlines()[-1])
+    assert result["baseline"] and result["alerts"] == 0 and result["exit_status"] == 0
+    assert result["rows"] == clients.num_rows and result["bureau_matched"] > 800
+    assert result["bands"]["kind"] == "probability"  # the model has no scorecard
+
+    second = _bank_cli(
+        "batch", *common, "--portfolio", str(december), "--out", str(runs / "2026-12")
+    )
+    assert second.returncode == 3, second.stderr
+    result = json.loads(second.stdout.strip().splitlines()[-1])
+    assert result["previous"] == str(runs / "2026-11")  # the newest finished sibling
+    assert not result["baseline"] and result["joined"] == result["left"] == 0
+    assert result["psi"]["avg_balance_6m_10k_cny"]["level"] == "significant"
+    for name in ("account_age_months", "overdue_count_12m", "credit_utilization"):
+        assert result["psi"][name]["psi"] == 0.0  # the other columns did not move
+    alerts = _read(runs / "2026-12" / "alerts.csv").to_pylist()
+    shifted = [a for a in alerts if a["kind"] == "psi_feature"]
+    assert len(shifted) == 1 and shifted[0]["id"] == "" and shifted[0]["severity"] == "high"
+    assert "avg_balance_6m_10k_cny" in shifted[0]["detail_en"]
+    assert len(alerts) == result["alerts"] > 0
+    # both runs scored every client; the matrix counts the enterprises in both runs
+    assert sum(map(sum, result["migration"])) == result["common"] == result["enterprises"]
+    scores = _read(runs / "2026-12" / "scores.csv")
+    assert scores.column("uscc").to_pylist() == clients.column("uscc").to_pylist()
+    assert sum(scores.column("bureau_matched").to_pylist()) == result["bureau_matched"]
+    for name in ("scores.csv", "portfolio.parquet", "alerts.csv", "batch.html", "summary.json"):
+        assert ((runs / "2026-12" / name).stat().st_mode & 0o777) == 0o600, name
+
+    # products need private lookups, which this bank node does not have yet: a clear refusal
+    refused = _bank_cli(
+        "batch", *common, "--portfolio", str(november), "--out", str(runs / "x"),
+        "--products", "watch",
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "private lookups" in refused.stderr and not (runs / "x").exists()
+    again = _bank_cli(
+        "batch", *common, "--portfolio", str(november), "--out", str(runs / "2026-12")
+    )
+    assert again.returncode == 2 and "already holds a finished run" in again.stderr
