@@ -87,8 +87,39 @@ COMPARED_COLUMNS = {
     "registration": ("registration_status",),
 }
 
+# products.csv: these columns of the products asked, in this order
+PRODUCT_COLUMNS = {
+    "size_class": (
+        "size_class",
+        "size_class_zh",
+        "size_class_industry_group",
+        "size_class_rule",
+        "size_class_employees_band",
+        "size_class_revenue_band",
+        "size_class_assets_band",
+        "size_class_data_date",
+    ),
+    "headcount": ("headcount_band", "headcount", "headcount_change_12m", "headcount_data_date"),
+    "watch": (
+        "watch_abnormal_operations_since",
+        "watch_serious_violation_since",
+        "watch_court_judgements_12m",
+        "watch_last_court_judgement",
+        "watch_tax_arrears_since",
+        "watch_admin_penalties_12m",
+        "watch_last_admin_penalty",
+        "watch_data_date",
+    ),
+    "registration": (
+        "registration_status",
+        "registration_founded",
+        "registration_industry_code",
+        "registration_capital_band",
+        "registration_data_date",
+    ),
+}
+
 SEVERITIES = ("high", "medium", "low")
-SEVERITY_ZH = {"high": "高", "medium": "中", "low": "低"}
 
 # -- thresholds and records ------------------------------------------------------------------
 
@@ -582,6 +613,7 @@ class RunData:
     model_id: str
     products_asked: tuple[str, ...]
     features: tuple[str, ...]
+    id_type: str = IdType.USCC.value
 
 
 @dataclass
@@ -622,6 +654,16 @@ def compare_runs(
     out = Comparison([], False, bands, common=len(cur_rows))
     out.joined = len(current.keys) - len(cur_rows)
     out.left = len(previous.keys) - len(cur_rows)
+    if previous.id_type != current.id_type:
+        out.notes.append(
+            Note(
+                "ids",
+                f"the previous run read IDs as {previous.id_type}, this one as "
+                f"{current.id_type}: enterprises may not match between the runs",
+                f"上次跑批的 ID 类型为 {previous.id_type}，本次为 {current.id_type}："
+                "两次跑批的企业可能无法对应",
+            )
+        )
     if previous.model_id == current.model_id:
         _compare_scores(previous, current, prev_rows, cur_rows, ids, thresholds, out)
     else:
@@ -884,6 +926,7 @@ def read_run(directory: str | Path) -> tuple[dict[str, Any], RunData]:
         model_id=str(summary["model_id"]),
         products_asked=tuple(summary.get("products") or ()),
         features=tuple(summary.get("features") or ()),
+        id_type=id_type.value,
     )
 
 
@@ -896,9 +939,9 @@ def _check_scored(scored: pa.Table, portfolio: pa.Table, id_column: str) -> None
         )
 
 
-def _looked_up(
-    look_up: LookUp, keys: list[str], products: tuple[str, ...], id_column: str
-) -> pa.Table:
+def _looked_up(look_up: LookUp, keys: list[str], products: tuple[str, ...]) -> pa.Table:
+    """The lookup's answer: the contract's columns it has, in their order (the compared ones
+    must be there), one row per ID."""
     answer = look_up(keys, products)
     if answer.num_rows != len(keys):
         raise ProtocolViolation(f"the lookup answered {answer.num_rows} rows for {len(keys)} IDs")
@@ -906,9 +949,8 @@ def _looked_up(
     missing = [c for c in wanted if c not in answer.column_names]
     if missing:
         raise ProtocolViolation(f"the lookup's answer has no column {missing[0]!r}")
-    return _typed_products(
-        answer.drop_columns([c for c in (id_column,) if c in answer.column_names])
-    )
+    present = [c for p in products for c in PRODUCT_COLUMNS[p] if c in answer.column_names]
+    return _typed_products(answer.select(present))
 
 
 def _scores_table(
@@ -928,6 +970,72 @@ def _scores_table(
     columns["score_band"] = pa.array(labels[bands.of(probability, points)].tolist(), pa.string())
     columns["bureau_matched"] = pc.cast(scored.column("bureau_matched"), pa.bool_())
     return pa.table(columns), probability, points
+
+
+@dataclass
+class ThisRun:
+    """This run's results before the comparison: per portfolio row (as written) and per
+    enterprise (as compared)."""
+
+    model: dict[str, Any]
+    id_column: str
+    portfolio: pa.Table  # the ID and the model's bank features, as read
+    keys: pa.Array  # each row's normalised ID, null where invalid
+    scores: pa.Table  # scores.csv
+    products: pa.Table | None  # products.csv without its ID column
+    data: RunData
+
+
+def score_and_look_up(
+    portfolio: pa.Table,
+    id_column: str,
+    id_type: IdType,
+    model: dict[str, Any],
+    asked: tuple[str, ...],
+    score: Scorer,
+    look_up: LookUp | None,
+    say: Say,
+) -> ThisRun:
+    """The portfolio scored (every row) and looked up (each valid ID once)."""
+    features = FeatureRecipe.from_json(model["recipe"]).names
+    missing = [c for c in [id_column, *features] if c not in portfolio.column_names]
+    if missing:
+        raise InputDataError(
+            f"the portfolio has no column {missing[0]!r}, which "
+            + ("is its ID column" if missing[0] == id_column else "the model uses")
+        )
+    portfolio = portfolio.select([id_column, *features])
+    if portfolio.num_rows == 0:
+        raise InputDataError("the portfolio has no rows")
+    keys = _row_keys(portfolio.column(id_column), id_type)
+    first = pa.array(_first_rows(keys))
+    say(f"scoring {portfolio.num_rows:,} portfolio rows with model {model['model_id']}")
+    scored = score(portfolio)
+    _check_scored(scored, portfolio, id_column)
+    scores, probability, points = _scores_table(
+        portfolio, scored, id_column, Bands.for_model(model)
+    )
+    product_rows = None
+    if asked:
+        if look_up is None:
+            raise InputDataError("products were asked but no lookup was given")
+        distinct = keys.take(first).to_pylist()
+        say(f"looking up {', '.join(asked)} for {len(distinct):,} enterprises")
+        answer = _looked_up(look_up, distinct, asked)
+        # back to the portfolio's rows: each row gets its ID's answer, invalid IDs none
+        product_rows = answer.take(pc.index_in(keys, value_set=pa.array(distinct, pa.string())))
+    data = RunData(
+        keys=keys.take(first),
+        probability=probability[first.to_numpy()],
+        points=None if points is None else points[first.to_numpy()],
+        portfolio=portfolio.take(first),
+        products=None if product_rows is None else product_rows.take(first),
+        model_id=str(model["model_id"]),
+        products_asked=asked,
+        features=tuple(features),
+        id_type=id_type.value,
+    )
+    return ThisRun(model, id_column, portfolio, keys, scores, product_rows, data)
 
 
 def run_batch(
@@ -952,8 +1060,8 @@ def run_batch(
     ``points`` when the model has a scorecard); ``look_up(ids, products)``: see ``LookUp``
     (needed when products are asked); ``previous``: a finished run's directory (default:
     the newest finished run beside ``out``; none: a baseline run). Enterprises are matched
-    between runs by normalised ID; those in one run only are counted as joined or left."""
-    from bank_node.report.batch_page import write_page
+    between runs by normalised ID; those in one run only are counted as joined or left.
+    Everything is checked before anything is scored or looked up."""
     from bank_node.training import load_model
 
     started = time.perf_counter()
@@ -972,146 +1080,90 @@ def run_batch(
             "runs/$(date +%Y-%m)) or remove it"
         )
     previous_dir = Path(previous) if previous is not None else find_previous(out)
-    before = read_run(previous_dir) if previous_dir is not None else None
+    before_summary, before = read_run(previous_dir) if previous_dir else (None, None)
     model = load_model(model_dir)
     id_type = id_type or IdType(model["id_type"])
-    features = FeatureRecipe.from_json(model["recipe"]).names
-    missing = [c for c in [id_column, *features] if c not in portfolio.column_names]
-    if missing:
-        raise InputDataError(
-            f"the portfolio has no column {missing[0]!r}, which "
-            + ("is its ID column" if missing[0] == id_column else "the model uses")
-        )
-    portfolio = portfolio.select([id_column, *features])
-    if portfolio.num_rows == 0:
-        raise InputDataError("the portfolio has no rows")
-    keys = _row_keys(portfolio.column(id_column), id_type)
-    first = _first_rows(keys)
-    bands = Bands.for_model(model)
-
-    say(f"scoring {portfolio.num_rows:,} portfolio rows with model {model['model_id']}")
-    scored = score(portfolio)
-    _check_scored(scored, portfolio, id_column)
-    scores, probability, points = _scores_table(portfolio, scored, id_column, bands)
-    product_rows = None
-    if asked:
-        assert look_up is not None
-        distinct = keys.take(pa.array(first)).to_pylist()
-        say(f"looking up {', '.join(asked)} for {len(distinct):,} enterprises")
-        answer = _looked_up(look_up, distinct, asked, id_column)
-        # back to the portfolio's rows: each row gets its ID's answer, invalid IDs none
-        where = pc.index_in(keys, value_set=pa.array(distinct, pa.string()))
-        product_rows = answer.take(where)
-    current = RunData(
-        keys=keys.take(pa.array(first)),
-        probability=probability[first],
-        points=None if points is None else points[first],
-        portfolio=portfolio.take(pa.array(first)),
-        products=None if product_rows is None else product_rows.take(pa.array(first)),
-        model_id=str(model["model_id"]),
-        products_asked=asked,
-        features=tuple(features),
-    )
-    before_summary, before_run = before if before is not None else (None, None)
-    comparison = compare_runs(before_run, current, bands, thresholds)
-    if before_summary is not None and before_summary.get("id_type") != id_type.value:
-        comparison.notes.append(
-            Note(
-                "ids",
-                f"the previous run read IDs as {before_summary.get('id_type')}, this one as "
-                f"{id_type.value}: enterprises may not match between them",
-                f"上次跑批的 ID 类型为 {before_summary.get('id_type')}，本次为 {id_type.value}："
-                "两次的企业可能无法对应",
-            )
-        )
-    if comparison.baseline:
-        say("no previous run: this is a baseline run (nothing to compare, no alerts)")
-    else:
-        say(
-            f"compared with {previous_dir}: {comparison.common:,} enterprises in both runs, "
-            f"{comparison.joined:,} joined, {comparison.left:,} left; "
-            f"{len(comparison.alerts):,} alerts"
-        )
-        for note in comparison.notes:
-            say(f"not compared: {note.en}")
-
-    summary = _summary(
-        model,
-        model_dir,
-        portfolio,
-        id_column,
-        id_type,
-        keys,
-        scored,
-        asked,
-        features,
-        previous_dir,
-        before_summary,
-        comparison,
-        thresholds,
-        bands,
-        lang,
-    )
-    summary["started"] = started_at
-    tables.private_dir(out)
-    tables.write_csv(scores, out / SCORES_FILE)
-    if product_rows is not None:
-        tables.write_csv(
-            _with_id(portfolio.column(id_column), id_column, product_rows), out / PRODUCTS_FILE
-        )
-    tables.atomic_write(out / PORTFOLIO_FILE, lambda handle: pq.write_table(portfolio, handle))
-    tables.write_csv(alerts_table(comparison.alerts), out / ALERTS_FILE)
-    write_page(out / PAGE_FILE, summary, comparison, thresholds, lang)
+    this = score_and_look_up(portfolio, id_column, id_type, model, asked, score, look_up, say)
+    comparison = compare_runs(before, this.data, Bands.for_model(model), thresholds)
+    _tell(say, comparison, previous_dir)
+    summary = {
+        **_summary(this, model_dir, previous_dir, before_summary, comparison, thresholds),
+        "lang": lang,
+        "started": started_at,
+    }
+    _write_run(out, this, comparison, summary, thresholds, lang)
     summary["finished"] = clock().isoformat(timespec="seconds")
     summary["seconds"] = round(time.perf_counter() - started, 3)
+    # last: its presence marks a finished run
     tables.atomic_write_bytes(
         out / SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False).encode()
     )
     return Outcome(out, previous_dir, comparison.alerts, summary)
 
 
-def _with_id(ids: pa.ChunkedArray, id_column: str, rows: pa.Table) -> pa.Table:
-    return pa.table({id_column: ids, **{n: rows.column(n) for n in rows.column_names}})
+def _tell(say: Say, comparison: Comparison, previous_dir: Path | None) -> None:
+    if comparison.baseline:
+        say("no previous run: this is a baseline run (nothing to compare, no alerts)")
+        return
+    say(
+        f"compared with {previous_dir}: {comparison.common:,} enterprises in both runs, "
+        f"{comparison.joined:,} joined, {comparison.left:,} left; "
+        f"{len(comparison.alerts):,} alerts"
+    )
+    for note in comparison.notes:
+        say(f"not compared: {note.en}")
+
+
+def _write_run(
+    out: Path,
+    this: ThisRun,
+    comparison: Comparison,
+    summary: dict[str, Any],
+    thresholds: Thresholds,
+    lang: str,
+) -> None:
+    """Every file of the run but summary.json (0600 in a 0700 directory: client data)."""
+    from bank_node.report.batch_page import write_page
+
+    tables.private_dir(out)
+    tables.write_csv(this.scores, out / SCORES_FILE)
+    if this.products is not None:
+        ids = {this.id_column: this.portfolio.column(this.id_column)}
+        products = pa.table({**ids, **dict(zip(this.products.column_names, this.products.columns))})
+        tables.write_csv(products, out / PRODUCTS_FILE)
+    tables.atomic_write(out / PORTFOLIO_FILE, lambda handle: pq.write_table(this.portfolio, handle))
+    tables.write_csv(alerts_table(comparison.alerts), out / ALERTS_FILE)
+    write_page(out / PAGE_FILE, summary, comparison, thresholds, lang)
 
 
 def _summary(
-    model: dict[str, Any],
+    this: ThisRun,
     model_dir: str | Path,
-    portfolio: pa.Table,
-    id_column: str,
-    id_type: IdType,
-    keys: pa.Array,
-    scored: pa.Table,
-    asked: tuple[str, ...],
-    features: list[str],
     previous_dir: Path | None,
     before: dict[str, Any] | None,
     comparison: Comparison,
     thresholds: Thresholds,
-    bands: Bands,
-    lang: str,
 ) -> dict[str, Any]:
     by_kind: dict[str, int] = {}
-    by_severity = {s: 0 for s in SEVERITIES}
+    by_severity = dict.fromkeys(SEVERITIES, 0)
     for alert in comparison.alerts:
         by_kind[alert.kind] = by_kind.get(alert.kind, 0) + 1
         by_severity[alert.severity] += 1
-    matched = pc.sum(pc.cast(scored.column("bureau_matched"), pa.int64())).as_py() or 0
+    matched = pc.sum(pc.cast(this.scores.column("bureau_matched"), pa.int64())).as_py() or 0
     return {
         "format": RUN_FORMAT,
-        "model_id": model["model_id"],
+        "model_id": this.model["model_id"],
         "model_dir": str(model_dir),
-        "id_column": id_column,
-        "id_type": id_type.value,
-        "products": list(asked),
-        "features": features,
-        "rows": portfolio.num_rows,
-        "enterprises": int(pc.count_distinct(keys).as_py()),
-        "invalid_ids": int(keys.null_count),
+        "id_column": this.id_column,
+        "id_type": this.data.id_type,
+        "products": list(this.data.products_asked),
+        "features": list(this.data.features),
+        "rows": this.portfolio.num_rows,
+        "enterprises": len(this.data.keys),
+        "invalid_ids": int(this.keys.null_count),
         "bureau_matched": int(matched),
-        "bands": bands.as_dict(),
+        "bands": comparison.bands.as_dict(),
         "thresholds": asdict(thresholds),
-        "lang": lang,
         "previous": None if previous_dir is None else str(previous_dir),
         "previous_model_id": None if before is None else before.get("model_id"),
         "baseline": comparison.baseline,
@@ -1131,7 +1183,7 @@ def _summary(
         "exit_status": EXIT_ALERTS if comparison.alerts else 0,
         "files": [
             SCORES_FILE,
-            *([PRODUCTS_FILE] if asked else []),
+            *([PRODUCTS_FILE] if this.products is not None else []),
             PORTFOLIO_FILE,
             ALERTS_FILE,
             PAGE_FILE,

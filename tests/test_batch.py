@@ -577,6 +577,40 @@ def test_a_previous_run_with_another_model_and_other_products(tmp_path):
     assert 'id="not-compared"' in page and "model-1" in page
 
 
+def test_products_csv_has_the_contract_columns_in_order(tmp_path):
+    model_dir = _model_dir(tmp_path)
+    portfolio = _portfolio(20, 1)
+    # two invalid IDs and a duplicate: the bureau is asked about each valid ID once
+    ids = portfolio.column("uscc").to_pylist()
+    ids[3], ids[4], ids[5] = "not-a-code", None, ids[0].lower()
+    portfolio = portfolio.set_column(0, "uscc", pa.array(ids, pa.string()))
+    asked: list[list[str]] = []
+
+    def look_up(keys, products):
+        asked.append(keys)
+        rows = [
+            {
+                "extra": "dropped",
+                "headcount_data_date": "2026-11-30",
+                "headcount": 10 + i,
+                "headcount_band": "10-19人",
+                "headcount_change_12m": None,
+            }
+            for i, _ in enumerate(keys)
+        ]
+        return pa.Table.from_pylist(rows)
+
+    run_batch(portfolio, "uscc", model_dir, ("headcount",), tmp_path / "r", _scorer(model_dir),
+              look_up)  # fmt: skip
+    assert len(asked[0]) == 17 and ids[0] in asked[0]
+    products = _read(tmp_path / "r" / "products.csv")
+    assert products.column_names == ["uscc", *batch.PRODUCT_COLUMNS["headcount"]]
+    assert products.column("uscc").to_pylist() == [v or "" for v in ids]
+    heads = products.column("headcount").to_pylist()
+    assert heads[3] is None and heads[4] is None and heads[5] == heads[0] == 10
+    assert str(products.column("headcount_data_date")[0]) == "2026-11-30"
+
+
 def test_bad_inputs(tmp_path):
     model_dir = _model_dir(tmp_path)
     scorer = _scorer(model_dir)
@@ -624,7 +658,7 @@ def two_runs(tmp_path_factory) -> Path:
 
     run_batch(
         portfolio, "uscc", model_dir, ("watch",), root / "runs" / "1", _scorer(model_dir),
-        watch(set()),
+        watch({keys[0]}),
     )  # fmt: skip
     for lang in ("en", "zh"):
         run_batch(
@@ -646,7 +680,8 @@ def test_page_is_self_contained_and_lists_the_alerts(two_runs):
     page = (two_runs / "2-en" / "batch.html").read_text()
     assert "http://" not in page and "https://" not in page
     assert "<script" not in page and "<link" not in page
-    assert summary["alerts_by_kind"]["watch_abnormal_operations"] == 3
+    # listed since the same date in both runs (read back from products.csv): no new event
+    assert summary["alerts_by_kind"]["watch_abnormal_operations"] == 2
     zh = (two_runs / "2-zh" / "batch.html").read_text(encoding="utf-8")
     assert "<html lang=zh-Hans>" in zh
     for term in ("经营异常名录", "评分档迁移矩阵", "群体稳定性指数", "显著偏移"):
