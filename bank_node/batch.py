@@ -283,19 +283,30 @@ def numeric_bins(previous: np.ndarray, current: np.ndarray, bins: int) -> tuple[
     return counts(prev), counts(cur)
 
 
-def category_bins(previous: Sequence[Any], current: Sequence[Any]) -> tuple[list, list]:
-    """Counts per category of both runs: one bin per value seen in either run, one for
-    missing values."""
-    levels = sorted({str(v) for v in [*previous, *current] if v is not None and v != ""})
-    where = {level: i for i, level in enumerate(levels)}
+def category_bins(
+    previous: pa.Array | pa.ChunkedArray | Sequence[Any],
+    current: pa.Array | pa.ChunkedArray | Sequence[Any],
+) -> tuple[list, list]:
+    """Counts per category of both runs: one bin per value seen in either run (as text), one
+    for missing values (null or empty)."""
+    before, now = _texts(previous), _texts(current)
+    seen = pc.unique(pa.concat_arrays([before, now]).drop_null()).to_pylist()
+    levels = pa.array(sorted(v for v in seen if v != ""), pa.string())
 
-    def counts(values: Sequence[Any]) -> list[int]:
-        out = [0] * (len(levels) + 1)
-        for v in values:
-            out[where[str(v)] if v is not None and v != "" else len(levels)] += 1
-        return out
+    def counts(values: pa.Array) -> list[int]:
+        index = pc.index_in(values, value_set=levels).fill_null(len(levels))
+        found = np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.int64)
+        return np.bincount(found, minlength=len(levels) + 1).tolist()
 
-    return counts(previous), counts(current)
+    return counts(before), counts(now)
+
+
+def _texts(values: pa.Array | pa.ChunkedArray | Sequence[Any]) -> pa.Array:
+    if not isinstance(values, pa.Array | pa.ChunkedArray):
+        values = pa.array([None if v is None else str(v) for v in values], pa.string())
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return pc.cast(values, pa.string())
 
 
 @dataclass(frozen=True)
@@ -321,7 +332,7 @@ def stability_of(
     what: str, kind: str, previous: pa.ChunkedArray, current: pa.ChunkedArray, bins: int
 ) -> Stability:
     if kind == "category":
-        prev_counts, cur_counts = category_bins(previous.to_pylist(), current.to_pylist())
+        prev_counts, cur_counts = category_bins(previous, current)
         medians: tuple[float | None, float | None] = (None, None)
     else:
         prev_values, cur_values = _floats(previous), _floats(current)
@@ -425,8 +436,18 @@ WATCH_COUNTS = (
 )
 
 
-def _values(table: pa.Table, name: str) -> list[Any]:
-    return table.column(name).to_pylist()
+def _rows(mask: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The positions where a boolean column is true (null counts as false)."""
+    return pa.array(np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False)))
+
+
+def _at(table: pa.Table, name: str, rows: pa.Array) -> list[Any]:
+    return table.column(name).take(rows).to_pylist()
+
+
+def _later(before: pa.ChunkedArray, now: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Set now and unset before, or later than before (null where now is unset)."""
+    return pc.or_kleene(pc.is_null(before), pc.greater(now, before))
 
 
 def _text(value: Any) -> str:
@@ -436,34 +457,38 @@ def _text(value: Any) -> str:
 def watch_alerts(ids: Sequence[str], previous: pa.Table, current: pa.Table) -> list[Alert]:
     """New watch events: a list's date that became set or moved later; a 12-month count
     that rose or whose last date moved later (one alert per kind and enterprise)."""
+    keys = pa.array(ids, pa.string())
     alerts = []
     for kind, column, severity, en, zh in WATCH_LISTS:
-        for key, before, now in zip(ids, _values(previous, column), _values(current, column)):
-            if now is not None and (before is None or now > before):
-                alerts.append(
-                    Alert(
-                        key,
-                        f"watch_{kind}",
-                        zh.format(d=now),
-                        en.format(d=now),
-                        _text(before),
-                        _text(now),
-                        severity,
-                    )
-                )
-    for kind, count, last, severity, en, zh in WATCH_COUNTS:
-        rows = zip(
-            ids,
-            _values(previous, count),
-            _values(current, count),
-            _values(previous, last),
-            _values(current, last),
+        rows = _rows(
+            pc.and_kleene(pc.is_valid(current[column]), _later(previous[column], current[column]))
         )
-        for key, n_before, n_now, d_before, d_now in rows:
-            rose = n_now is not None and n_now > (n_before or 0)
-            later = d_now is not None and (d_before is None or d_now > d_before)
-            if not (rose or later):
-                continue
+        for key, before, now in zip(
+            keys.take(rows).to_pylist(), _at(previous, column, rows), _at(current, column, rows)
+        ):
+            alerts.append(
+                Alert(
+                    key,
+                    f"watch_{kind}",
+                    zh.format(d=now),
+                    en.format(d=now),
+                    _text(before),
+                    _text(now),
+                    severity,
+                )
+            )
+    for kind, count, last, severity, en, zh in WATCH_COUNTS:
+        rose = pc.greater(current[count], pc.fill_null(previous[count], 0))
+        later = pc.and_kleene(pc.is_valid(current[last]), _later(previous[last], current[last]))
+        rows = _rows(pc.or_kleene(pc.fill_null(rose, False), pc.fill_null(later, False)))
+        changes = zip(
+            keys.take(rows).to_pylist(),
+            _at(previous, count, rows),
+            _at(current, count, rows),
+            _at(previous, last, rows),
+            _at(current, last, rows),
+        )
+        for key, n_before, n_now, d_before, d_now in changes:
             at = f" (last {d_now})" if d_now is not None else ""
             at_zh = f"（最近一次 {d_now}）" if d_now is not None else ""
             change = f"{_text(n_before) or '–'} → {_text(n_now) or '–'}"
@@ -486,20 +511,24 @@ def _with_date(count: Any, date: Any) -> str:
     return f"{text} ({date})" if date is not None else text
 
 
+def _differs(previous: pa.Table, current: pa.Table, column: str) -> pa.Array:
+    """Rows where both runs have a value and the values differ."""
+    return _rows(pc.not_equal(previous[column], current[column]))
+
+
 def size_class_alerts(ids: Sequence[str], previous: pa.Table, current: pa.Table) -> list[Alert]:
     """A size class that changed (both runs having one)."""
+    rows = _differs(previous, current, "size_class")
     alerts = []
-    rows = zip(
-        ids,
-        _values(previous, "size_class"),
-        _values(current, "size_class"),
-        _values(previous, "size_class_zh"),
-        _values(current, "size_class_zh"),
-        _values(current, "size_class_rule"),
+    changes = zip(
+        pa.array(ids, pa.string()).take(rows).to_pylist(),
+        _at(previous, "size_class", rows),
+        _at(current, "size_class", rows),
+        _at(previous, "size_class_zh", rows),
+        _at(current, "size_class_zh", rows),
+        _at(current, "size_class_rule", rows),
     )
-    for key, before, now, before_zh, now_zh, rule in rows:
-        if before is None or now is None or before == now:
-            continue
+    for key, before, now, before_zh, now_zh, rule in changes:
         why = f" ({rule})" if rule else ""
         alerts.append(
             Alert(
@@ -520,24 +549,25 @@ def headcount_alerts(
     ids: Sequence[str], previous: pa.Table, current: pa.Table, thresholds: Thresholds
 ) -> list[Alert]:
     """Insured employees that changed by at least the relative and the absolute threshold."""
+    before = _floats(previous["headcount"])
+    now = _floats(current["headcount"])
+    change = now - before  # NaN where either is unknown, and NaN compares false
+    with np.errstate(invalid="ignore"):
+        big = (np.abs(change) >= thresholds.headcount_absolute) & (
+            np.abs(change) >= thresholds.headcount_relative * np.maximum(before, 1)
+        )
     alerts = []
-    rows = zip(ids, _values(previous, "headcount"), _values(current, "headcount"))
-    for key, before, now in rows:
-        if before is None or now is None:
-            continue
-        change = now - before
-        relative = abs(change) / max(before, 1)
-        if abs(change) < thresholds.headcount_absolute or relative < thresholds.headcount_relative:
-            continue
-        share = f"{change / max(before, 1):+.0%}"
+    for row in np.flatnonzero(big).tolist():
+        was, is_ = int(before[row]), int(now[row])
+        share = f"{(is_ - was) / max(was, 1):+.0%}"
         alerts.append(
             Alert(
-                key,
+                ids[row],
                 "headcount",
-                f"参保人数 {before} → {now}（{share}）",
-                f"insured employees {before} → {now} ({share})",
-                str(before),
-                str(now),
+                f"参保人数 {was} → {is_}（{share}）",
+                f"insured employees {was} → {is_} ({share})",
+                str(was),
+                str(is_),
                 "medium",
             )
         )
@@ -549,13 +579,14 @@ CLOSED_STATUSES = ("注销", "吊销")  # deregistered, licence revoked
 
 def registration_alerts(ids: Sequence[str], previous: pa.Table, current: pa.Table) -> list[Alert]:
     """A registration status that changed; high when the enterprise closed."""
+    rows = _differs(previous, current, "registration_status")
     alerts = []
-    rows = zip(
-        ids, _values(previous, "registration_status"), _values(current, "registration_status")
+    changes = zip(
+        pa.array(ids, pa.string()).take(rows).to_pylist(),
+        _at(previous, "registration_status", rows),
+        _at(current, "registration_status", rows),
     )
-    for key, before, now in rows:
-        if before is None or now is None or before == now:
-            continue
+    for key, before, now in changes:
         alerts.append(
             Alert(
                 key,
@@ -580,13 +611,13 @@ def band_drop_alerts(
     """Enterprises whose score band became riskier by at least ``band_drop`` bands."""
     if thresholds.band_drop == 0:
         return []
+    riskier = (previous >= 0) & (current >= 0) & (previous - current >= thresholds.band_drop)
     alerts = []
-    for key, before, now in zip(ids, previous.tolist(), current.tolist()):
-        if before < 0 or now < 0 or before - now < thresholds.band_drop:
-            continue
+    for row in np.flatnonzero(riskier).tolist():
+        before, now = int(previous[row]), int(current[row])
         alerts.append(
             Alert(
-                key,
+                ids[row],
                 "score_band",
                 f"评分档 {labels[before]} → {labels[now]}（风险上升 {before - now} 档）",
                 f"score band {labels[before]} → {labels[now]} ({before - now} bands riskier)",
@@ -779,10 +810,19 @@ def _compare_products(
 def alerts_table(alerts: Sequence[Alert]) -> pa.Table:
     """Population alerts first, then by severity, enterprise and kind."""
     rank = {s: i for i, s in enumerate(SEVERITIES)}
-    ordered = sorted(alerts, key=lambda a: (a.id != "", rank[a.severity], a.id, a.kind))
-    return pa.table(
-        {name: pa.array([getattr(a, name) for a in ordered], pa.string()) for name in ALERT_COLUMNS}
+    table = pa.table(
+        {name: pa.array([getattr(a, name) for a in alerts], pa.string()) for name in ALERT_COLUMNS}
     )
+    order = pa.table(
+        {
+            "enterprise": pc.not_equal(table["id"], ""),
+            "rank": pa.array([rank[a.severity] for a in alerts], pa.int8()),
+            "id": table["id"],
+            "kind": table["kind"],
+        }
+    )
+    keys = [(name, "ascending") for name in order.column_names]
+    return table.take(pc.sort_indices(order, sort_keys=keys))
 
 
 # == running a batch =============================================================================
