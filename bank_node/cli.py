@@ -9,6 +9,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from node_runtime.cli_common import (
     add_common_arguments,
@@ -27,6 +28,9 @@ from protocols.ids import IdType
 from .client import DEFAULT_BANK_ID
 from .jobs import psi_job
 from .receipts import add_receipts_parser
+
+if TYPE_CHECKING:
+    from .batch import Thresholds
 
 BANK_ID_HELP = (
     "this bank's name at the bureau (default: the one in the --tls-dir certificate; "
@@ -332,6 +336,71 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Exit status 0 without alerts, 3 with alerts (a scheduler's signal), 2 for bad input."""
+    from .batch import Thresholds, batch_job
+
+    products = _names(args.products) or []
+    look_up = _private_lookup() if products else None
+    thresholds = Thresholds(
+        psi_moderate=args.psi_moderate,
+        psi_significant=args.psi_significant,
+        psi_bins=args.psi_bins,
+        headcount_relative=args.headcount_change,
+        headcount_absolute=args.headcount_min,
+        band_drop=args.band_drop,
+    )
+    outcome = batch_job(
+        portfolio=args.portfolio,
+        id_column=args.id_column,
+        model_dir=args.model_dir,
+        out=args.out,
+        bank_id=args.bank_id,
+        bureau=args.bureau,
+        products=products,
+        previous=args.previous,
+        thresholds=thresholds,
+        look_up=look_up,
+        id_type=IdType(args.id_type) if args.id_type else None,
+        lang=args.lang,
+        tls_dir=args.tls_dir,
+        workers=args.workers,
+        executor_spec=args.executor,
+        quiet=args.quiet,
+        say=_say(args),
+        read_options=read_options(args),
+    )
+    summary = outcome.summary
+    if summary["baseline"]:
+        _say(args)(f"baseline run -> {outcome.out} (no previous run: nothing compared)")
+    else:
+        high = summary["alerts_by_severity"]["high"]
+        _say(args)(
+            f"{summary['alerts']:,} alerts ({high:,} high) against {outcome.previous} "
+            f"-> {outcome.out / 'alerts.csv'}"
+        )
+    print_result({"out": str(outcome.out), **summary})
+    return outcome.exit_status
+
+
+def _private_lookup() -> Callable[..., Any]:
+    """``bank_node.lookup.look_up``: private lookups arrive with issue 14's lookup work; a
+    bank node without them refuses --products rather than reveal its clients to look up."""
+    import importlib
+
+    try:
+        module = importlib.import_module("bank_node.lookup")
+    except ModuleNotFoundError as exc:
+        if exc.name != "bank_node.lookup":
+            raise
+        raise InputDataError(
+            "--products needs private lookups (bank_node.lookup), which this version of the "
+            "bank node does not have yet; run the batch without --products to re-score the "
+            "portfolio and check its drift"
+        ) from None
+    return module.look_up  # type: ignore[no-any-return]
+
+
 def _add_tls(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls-dir",
@@ -358,6 +427,12 @@ def _check_transport(args: argparse.Namespace) -> None:
     )
     if hasattr(args, "bank_id"):
         args.bank_id = name
+
+
+def _batch_defaults() -> Thresholds:
+    from .batch import Thresholds
+
+    return Thresholds()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -581,6 +656,82 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--json", action="store_true", help="only the final JSON line")
     _add_tls(features)
     features.set_defaults(func=cmd_features, log_level="WARNING")
+
+    batch = sub.add_parser(
+        "batch",
+        help="re-score (and re-look-up) a portfolio and compare it with the previous run",
+        description="A batch run (自动跑批): scores the portfolio with a joint model, looks up "
+        "data products privately, compares everything with the previous run and writes "
+        "OUT/scores.csv, products.csv, portfolio.parquet, alerts.csv, batch.html and, last, "
+        "summary.json. Exit status: 0 without alerts, 3 with alerts, 2 for bad input.",
+    )
+    batch.add_argument(
+        "--bureau", default=None, help="the bureau node's HOST:PORT (default: as in training)"
+    )
+    batch.add_argument("--portfolio", required=True, help="CSV, TSV, Excel or Parquet of clients")
+    batch.add_argument("--id-column", required=True, help="column holding the enterprise IDs")
+    add_read_arguments(batch)
+    batch.add_argument(
+        "--id-type", choices=[t.value for t in IdType], default=None, help="default: as in training"
+    )
+    batch.add_argument("--model-dir", required=True, help="the model to score with")
+    batch.add_argument(
+        "--products",
+        default=None,
+        help="comma-separated data products to look up privately: size_class, headcount, "
+        "watch, registration (default: none, scores only)",
+    )
+    batch.add_argument("--out", required=True, help="this run's directory (e.g. runs/2026-12)")
+    batch.add_argument(
+        "--previous",
+        default=None,
+        help="the run to compare with (default: the newest finished run beside --out; "
+        "none: a baseline run)",
+    )
+    batch.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
+    batch.add_argument(
+        "--lang", choices=["en", "zh"], default="en", help="batch.html in English or Chinese"
+    )
+    defaults = _batch_defaults()
+    batch.add_argument(
+        "--psi-moderate",
+        type=float,
+        default=defaults.psi_moderate,
+        help="PSI from which a shift is a medium alert (default %(default)s)",
+    )
+    batch.add_argument(
+        "--psi-significant",
+        type=float,
+        default=defaults.psi_significant,
+        help="PSI from which a shift is a high alert (default %(default)s)",
+    )
+    batch.add_argument(
+        "--psi-bins",
+        type=int,
+        default=defaults.psi_bins,
+        help="PSI bins of a number, at the previous run's quantiles (default %(default)s)",
+    )
+    batch.add_argument(
+        "--headcount-change",
+        type=float,
+        default=defaults.headcount_relative,
+        help="relative change of insured employees that is an alert (default %(default)s) ...",
+    )
+    batch.add_argument(
+        "--headcount-min",
+        type=int,
+        default=defaults.headcount_absolute,
+        help="... when at least this many people (default %(default)s)",
+    )
+    batch.add_argument(
+        "--band-drop",
+        type=int,
+        default=defaults.band_drop,
+        help="score bands an enterprise must fall to raise an alert (default %(default)s; 0: none)",
+    )
+    add_common_arguments(batch)
+    _add_tls(batch)
+    batch.set_defaults(func=cmd_batch)
 
     add_receipts_parser(sub)
     return parser
