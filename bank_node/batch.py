@@ -38,6 +38,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from node_runtime import tables
+from protocols import products as products_codec
 from protocols import scorecard
 from protocols.errors import InputDataError, ProtocolViolation
 from protocols.features import FeatureRecipe, column_kind
@@ -50,8 +51,7 @@ SCORES_FILE, PRODUCTS_FILE, PORTFOLIO_FILE = "scores.csv", "products.csv", "port
 ALERTS_FILE, PAGE_FILE, SUMMARY_FILE = "alerts.csv", "batch.html", "summary.json"
 EXIT_ALERTS = 3  # a scheduler's signal: the run finished and found something
 
-# The data products of issue 14's contract (protocols/products.py on the lookup branch).
-PRODUCTS = ("size_class", "headcount", "watch", "registration")
+PRODUCTS = products_codec.PRODUCTS
 # The decoded columns the comparison reads, with their types (the contract's names). Other
 # product columns are carried into products.csv as they come.
 DATE_COLUMNS = (
@@ -87,37 +87,8 @@ COMPARED_COLUMNS = {
     "registration": ("registration_status",),
 }
 
-# products.csv: these columns of the products asked, in this order
-PRODUCT_COLUMNS = {
-    "size_class": (
-        "size_class",
-        "size_class_zh",
-        "size_class_industry_group",
-        "size_class_rule",
-        "size_class_employees_band",
-        "size_class_revenue_band",
-        "size_class_assets_band",
-        "size_class_data_date",
-    ),
-    "headcount": ("headcount_band", "headcount", "headcount_change_12m", "headcount_data_date"),
-    "watch": (
-        "watch_abnormal_operations_since",
-        "watch_serious_violation_since",
-        "watch_court_judgements_12m",
-        "watch_last_court_judgement",
-        "watch_tax_arrears_since",
-        "watch_admin_penalties_12m",
-        "watch_last_admin_penalty",
-        "watch_data_date",
-    ),
-    "registration": (
-        "registration_status",
-        "registration_founded",
-        "registration_industry_code",
-        "registration_capital_band",
-        "registration_data_date",
-    ),
-}
+# products.csv: the products' columns, in the order the codecs decode them
+PRODUCT_COLUMNS = {p: tuple(products_codec.columns(p)) for p in PRODUCTS}
 
 SEVERITIES = ("high", "medium", "low")
 
@@ -1232,11 +1203,6 @@ def _summary(
     }
 
 
-# a private lookup over an open connection: bank_node.lookup.look_up(connection, ids,
-# products, say)
-ConnectedLookUp = Callable[[Any, list[str], Sequence[str], Say], pa.Table]
-
-
 def batch_job(
     portfolio: str | Path,
     id_column: str,
@@ -1247,7 +1213,6 @@ def batch_job(
     products: Sequence[str] = (),
     previous: str | Path | None = None,
     thresholds: Thresholds | None = None,
-    look_up: ConnectedLookUp | None = None,
     id_type: IdType | None = None,
     lang: str = "en",
     tls_dir: str | Path | None = None,
@@ -1258,10 +1223,12 @@ def batch_job(
     read_options: tables.ReadOptions | None = None,
 ) -> Outcome:
     """A batch run from the bank's portfolio file, over one connection to the bureau:
-    scoring by PSI (reveal mode ``both``) and the bureau's half of the model, as
-    ``bank-node predict`` does; products by ``look_up``, a private lookup."""
+    scoring and products by private lookups (the bureau learns how many enterprises, not
+    which), each ID evaluated once for both, as ``bank-node predict`` and ``bank-node
+    lookup`` do."""
     from bank_node.client import BureauConnection
-    from bank_node.training import bureau_lookup, load_model
+    from bank_node.lookup import LookupClient, look_up, private_bureau_lookup
+    from bank_node.training import load_model
     from bank_node.training import score as score_rows
     from node_runtime.parallel import make_executor
 
@@ -1269,24 +1236,24 @@ def batch_job(
     thresholds = thresholds or Thresholds()
     thresholds.check()
     asked = check_products(products)
-    if asked and look_up is None:
-        raise InputDataError("products were asked but this bank node has no private lookup")
     model = load_model(model_dir)
     chosen_type = id_type or IdType(model["id_type"])
     names = FeatureRecipe.from_json(model["recipe"]).names
     table = tables.read_table(portfolio, id_column, columns=names, options=read_options)
     executor = make_executor(workers, executor_spec)
     try:
-        with BureauConnection(bureau or model["bureau"], bank_id, tls_dir=tls_dir) as link:
-            lookup = bureau_lookup(link, executor, model, quiet, say)
+        with (
+            BureauConnection(bureau or model["bureau"], bank_id, tls_dir=tls_dir) as link,
+            LookupClient(link, say=say, executor=executor).reusing_points() as client,
+        ):
+            lookup = private_bureau_lookup(link, model, client=client)
             points = bool(model.get("scorecard"))
 
             def score(rows: pa.Table) -> pa.Table:
                 return score_rows(model, rows, id_column, chosen_type, points, lookup).table
 
             def products_of(ids: list[str], wanted: Sequence[str]) -> pa.Table:
-                assert look_up is not None
-                return look_up(link, ids, wanted, say)
+                return look_up(link, ids, wanted, say, client=client)
 
             return run_batch(
                 table,

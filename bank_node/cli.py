@@ -9,7 +9,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from node_runtime.cli_common import (
     add_common_arguments,
@@ -341,7 +341,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .batch import Thresholds, batch_job
 
     products = _names(args.products) or []
-    look_up = _private_lookup() if products else None
     thresholds = Thresholds(
         psi_moderate=args.psi_moderate,
         psi_significant=args.psi_significant,
@@ -360,7 +359,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
         products=products,
         previous=args.previous,
         thresholds=thresholds,
-        look_up=look_up,
         id_type=IdType(args.id_type) if args.id_type else None,
         lang=args.lang,
         tls_dir=args.tls_dir,
@@ -381,24 +379,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
         )
     print_result({"out": str(outcome.out), **summary})
     return outcome.exit_status
-
-
-def _private_lookup() -> Callable[..., Any]:
-    """``bank_node.lookup.look_up``: private lookups arrive with issue 14's lookup work; a
-    bank node without them refuses --products rather than reveal its clients to look up."""
-    import importlib
-
-    try:
-        module = importlib.import_module("bank_node.lookup")
-    except ModuleNotFoundError as exc:
-        if exc.name != "bank_node.lookup":
-            raise
-        raise InputDataError(
-            "--products needs private lookups (bank_node.lookup), which this version of the "
-            "bank node does not have yet; run the batch without --products to re-score the "
-            "portfolio and check its drift"
-        ) from None
-    return module.look_up  # type: ignore[no-any-return]
 
 
 def _add_tls(parser: argparse.ArgumentParser) -> None:

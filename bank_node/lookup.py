@@ -10,6 +10,7 @@ nothing: one applicant costs one round trip.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -98,6 +99,7 @@ class LookupClient:
         self._key_epoch = 0
         self._max_points = 0
         self._tables: dict[str, lookup.LookupTable] = {}
+        self._remembered: dict[str, bytes] | None = None
 
     # -- what there is --------------------------------------------------------------------
 
@@ -212,10 +214,30 @@ class LookupClient:
 
     # -- the OPRF -------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def reusing_points(self) -> Iterator[LookupClient]:
+        """Within the block, an ID evaluated once is not sent again (a batch run scores and
+        looks up the same portfolio: one ``Evaluate`` per ID, not two). The points are
+        forgotten when the block ends."""
+        self._remembered = {}
+        try:
+            yield self
+        finally:
+            self._remembered = None
+
     def points(self, ids: Sequence[str]) -> list[bytes]:
-        """``H(x)^b`` for each ID (normalised). Many IDs go in chunks: blinded on the
-        executor's workers, evaluated by the bureau while the next chunks are blinded, and
-        unblinded on the workers."""
+        """``H(x)^b`` for each ID (normalised); see :meth:`reusing_points`."""
+        if self._remembered is None:
+            return self._evaluate_all(ids)
+        missing = [x for x in dict.fromkeys(ids) if x not in self._remembered]
+        self._remembered.update(zip(missing, self._evaluate_all(missing), strict=True))
+        return [self._remembered[x] for x in ids]
+
+    def _evaluate_all(self, ids: Sequence[str]) -> list[bytes]:
+        """Many IDs go in chunks: blinded on the executor's workers, evaluated by the
+        bureau while the next chunks are blinded, and unblinded on the workers."""
+        if not ids:
+            return []
         self.catalogue()
         size = min(self._max_points, BLIND_CHUNK) if len(ids) > BLIND_CHUNK else len(ids)
         spans = list(psi.chunk_offsets(len(ids), max(size, 1)))

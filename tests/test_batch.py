@@ -832,13 +832,13 @@ def test_two_batch_runs_against_a_bureau_node(served):
     for name in ("scores.csv", "portfolio.parquet", "alerts.csv", "batch.html", "summary.json"):
         assert ((runs / "2026-12" / name).stat().st_mode & 0o777) == 0o600, name
 
-    # products need private lookups, which this bank node does not have yet: a clear refusal
+    # products this bureau does not serve (it has no registry file): a clear refusal
     refused = _bank_cli(
         "batch", *common, "--portfolio", str(november), "--out", str(runs / "x"),
         "--products", "watch",
     )  # fmt: skip
     assert refused.returncode == 2
-    assert "private lookups" in refused.stderr and not (runs / "x").exists()
+    assert "no table 'watch'" in refused.stderr and not (runs / "x").exists()
     again = _bank_cli(
         "batch", *common, "--portfolio", str(november), "--out", str(runs / "2026-12")
     )
