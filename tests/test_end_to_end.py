@@ -430,8 +430,21 @@ def test_synth_and_demo_command_lines(tmp_path: Path):
     assert "Joint model without graph features" in report
     scores = read_column(Path(result["scores"]), "uscc")
     assert len(scores) == 240
-    for step in ("1/7", "4/7", "7/7"):
+    for step in ("1/9", "4/9", "7/9", "9/9"):
         assert step in demo.stderr
+    # private lookups: one applicant alone, the portfolio's size classes, a month-2 batch run
+    assert 0 < result["one_applicant"]["score"] < 1
+    assert sum(result["portfolio_size_classes"].values()) == 960
+    assert set(result["portfolio_size_classes"]) <= {
+        "大型",
+        "中型",
+        "小型",
+        "微型",
+        "(未知 unknown)",
+    }
+    run = Path(result["batch_run_month_2"])
+    assert (run / "summary.json").exists() and (run / "alerts.csv").exists()
+    assert any(kind.startswith("watch_") for kind in result["batch_alerts_month_2"])
 
 
 def test_a_damaged_state_directory_is_rebuilt(city, tmp_path: Path):

@@ -2,7 +2,8 @@
 from the user: a bureau node on a loopback port serving the city's enterprises and its
 association graph, PSI, information values, joint training beside a bank-only model and
 beside a joint model without the graph features, a scorecard, scoring of new applicants,
-and the report."""
+private lookups (one applicant decided alone, the portfolio's size classes), a batch run a
+month later with its alerts, and the report."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from bureau_node.server import BureauNode
 from node_runtime import tables
 from node_runtime.transport import certs
 from protocols.scorecard import Scaling
+from xinrong import demo_lookups as lookups
 from xinrong.synthetic import generate_city, write_city
 
 DEMO_BANK_ID = "demo-bank"
@@ -60,10 +62,10 @@ def run_demo(
     say = say or (lambda text: print(text, file=sys.stderr))
     quiet = not sys.stderr.isatty()
     workdir.mkdir(parents=True, exist_ok=True)
-    say(f"1/7 generating a city of {enterprises:,} enterprises and {bank_clients:,} bank clients")
+    say(f"1/9 generating a city of {enterprises:,} enterprises and {bank_clients:,} bank clients")
     paths = write_city(generate_city(enterprises, bank_clients, seed), workdir / "data")
     history, applicants = _split_applicants(paths["bank"], seed)
-    say("2/7 a private CA, certificates, and a bureau node on a loopback port (mutual TLS)")
+    say("2/9 a private CA, certificates, and a bureau node on a loopback port (mutual TLS)")
     tls = workdir / "tls"
     if not (tls / "ca.key").exists():
         certs.init_ca(tls)
@@ -83,10 +85,12 @@ def run_demo(
         training_limits=TrainingLimits(allow_test_keys=allow_test_keys),
         tls_dir=tls,
         graph=paths["graph"],
+        registry=paths["registry"],
+        events=paths["events"],
     ) as node:
         port = node.start("127.0.0.1:0")
         address = f"127.0.0.1:{port}"
-        say(f"3/7 private set intersection with the bureau at {address}")
+        say(f"3/9 private set intersection with the bureau at {address}")
         matched = psi_job(
             bureau=address,
             data=history,
@@ -100,7 +104,7 @@ def run_demo(
             f"    the bureau knows {matched.intersection:,} of the bank's "
             f"{matched.bank_ids:,} clients ({matched.rejected} invalid IDs)"
         )
-        say("4/7 information value of every feature (the bureau sees no label)")
+        say("4/9 information value of every feature (the bureau sees no label)")
         iv_table = workdir / "iv.csv"
         iv = iv_job(
             address,
@@ -121,7 +125,7 @@ def run_demo(
         top_graph = [r for r in ranked if r["feature"].startswith("graph_")][:3]
         for r in top_graph:
             say(f"    graph: {r['feature']:<28} IV {r['iv']:.3f} ({r['strength']})")
-        say("5/7 training the joint model under Paillier encryption, and a bank-only model")
+        say("5/9 training the joint model under Paillier encryption, and a bank-only model")
         model_dir = workdir / "model"
         trained = train_job(
             address,
@@ -154,7 +158,7 @@ def run_demo(
             say=lambda text: None,
             **keys,
         )
-        say("6/7 scorecard and scoring of new applicants")
+        say("6/9 scorecard and scoring of new applicants")
         scorecard_job(
             model_dir,
             DEMO_BANK_ID,
@@ -175,7 +179,27 @@ def run_demo(
             points=True,
             tls_dir=bank_tls,
         )
-    say("7/7 writing the report")
+        say("7/9 private lookups: the bureau learns how many enterprises, never which")
+        one = lookups.decide_one(address, DEMO_BANK_ID, bank_tls, model_dir, applicants, workdir)
+        say(f"    one applicant decided alone: default probability {one['score']:.3f} "
+            f"({one['seconds'] * 1000:.0f} ms with the bank-node command)")  # fmt: skip
+        sizes = lookups.portfolio_sizes(address, DEMO_BANK_ID, bank_tls, history, workdir)
+        say("    the portfolio's size classes (企业划型): "
+            + ", ".join(f"{k} {v:,}" for k, v in sizes.items()))  # fmt: skip
+        runs = workdir / "runs"
+        lookups.batch_run(address, DEMO_BANK_ID, bank_tls, history, model_dir, runs / "month-1")
+    say("8/9 a month later: the bureau's data move on, the bank's batch run re-checks its clients")
+    month2 = write_city(
+        generate_city(enterprises, bank_clients, seed, month=2), workdir / "data-month-2"
+    )
+    later = lookups.month_two(month2, workdir / "bureau-state", tls, DEMO_BANK_ID, bank_tls,
+                              month2["bank"], model_dir, runs / "month-2", workers,
+                              allow_test_keys)  # fmt: skip
+    kinds = lookups.alert_counts(runs / "month-2")
+    say(f"    {later['alerts']:,} alerts (exit status {later['exit_status']}): "
+        + ", ".join(f"{k} {v:,}" for k, v in kinds.items())
+        + f"; {runs / 'month-2' / 'alerts.csv'}")  # fmt: skip
+    say("9/9 writing the report")
     from bank_node.report import build_report
 
     report = workdir / "report.html"
@@ -221,5 +245,9 @@ def run_demo(
         "iv_table": str(iv_table),
         "report": str(report),
         "iv_seconds": iv["seconds"],
+        "one_applicant": one,
+        "portfolio_size_classes": sizes,
+        "batch_alerts_month_2": kinds,
+        "batch_run_month_2": str(runs / "month-2"),
         "seconds": round(time.perf_counter() - started, 1),
     }
