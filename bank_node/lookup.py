@@ -11,7 +11,8 @@ nothing: one applicant costs one round trip.
 from __future__ import annotations
 
 import contextlib
-import json
+import datetime as dt
+import itertools
 import logging
 import os
 import re
@@ -93,8 +94,8 @@ class LookupClient:
         self.connection = connection
         self.executor = executor
         self.say = say or (lambda text: log.info("%s", text))
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{connection.address}-{connection.bank_id}")
-        self.directory = Path(tables_dir or default_tables_dir()) / safe
+        self.root = Path(tables_dir or default_tables_dir())
+        self.directory = self.root  # set to this bureau and bank's own by catalogue()
         self._catalogue: dict[str, TableInfo] | None = None
         self._key_epoch = 0
         self._max_points = 0
@@ -114,6 +115,11 @@ class LookupClient:
             if not 0 < answer.max_points <= 1 << 20:
                 raise ProtocolViolation(f"the bureau's max_points {answer.max_points} is absurd")
             self._key_epoch, self._max_points = answer.key_epoch, answer.max_points
+            # by the bureau's lasting name, not its address: a restart on another port, or
+            # another address for the same bureau, finds the tables already kept
+            if not re.fullmatch(r"[0-9a-f]{64}", answer.bureau_id):
+                raise ProtocolViolation("the bureau's ID is not 64 hexadecimal digits")
+            self.directory = self.root / f"{answer.bureau_id[:32]}-{self.connection.bank_id}"
             self._catalogue = {
                 t.product: TableInfo(
                     t.product,
@@ -143,73 +149,124 @@ class LookupClient:
     # -- tables ---------------------------------------------------------------------------
 
     def table(self, product: str) -> lookup.LookupTable:
+        """The product's table at the version the bureau lists: from memory, from the kept
+        copy, brought up to date by an update (what changed since the kept version, same
+        key epoch), or downloaded whole."""
         info = self.info(product)
         cached = self._tables.get(product)
         if cached is not None and cached.version == info.table_version:
             return cached
-        table = self._load(info) or self._download(info)
+        kept = self._load(info)
+        if kept is not None and kept.version != info.table_version:
+            same_epoch = kept.version.key_epoch == info.key_epoch
+            kept = (
+                self._update(info, kept)
+                if same_epoch and kept.version.version < info.version
+                else None
+            )
+        table = kept or self._fetch(info, None)
         self._tables[product] = table
         return table
 
-    def _paths(self, info: TableInfo) -> tuple[Path, Path, Path]:
-        stem = self.directory / f"{info.product}-v{info.version}-e{info.key_epoch}"
-        return stem.with_suffix(".tags.npy"), stem.with_suffix(".npy"), stem.with_suffix(".json")
+    def _path(self, product: str) -> Path:
+        return self.directory / f"{product}.npz"
 
     def _load(self, info: TableInfo) -> lookup.LookupTable | None:
-        tags_path, sealed_path, info_path = self._paths(info)
-        if not (tags_path.exists() and sealed_path.exists() and info_path.exists()):
+        """The kept copy of the product's table, at whatever version it is."""
+        path = self._path(info.product)
+        if not path.exists():
             return None
-        tags = np.load(tags_path, allow_pickle=False)
-        sealed = np.load(sealed_path, allow_pickle=False)
-        width = lookup.sealed_bytes(info.payload_bytes)
-        if tags.dtype != lookup.TAG_ORDER or sealed.shape != (tags.size, width):
-            log.warning("%s: a kept table does not match its description; downloading", tags_path)
+        try:
+            with np.load(path, allow_pickle=False) as kept:
+                version = lookup.TableVersion(
+                    info.product, int(kept["version"]), int(kept["key_epoch"])
+                )
+                table = lookup.LookupTable(
+                    version,
+                    int(kept["payload_bytes"]),
+                    kept["tags"],
+                    kept["sealed"],
+                    kept["revisions"],
+                )
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("%s: the kept table is unreadable (%s); downloading it again", path, exc)
             return None
-        return lookup.LookupTable(info.table_version, info.payload_bytes, tags, sealed)
+        width = lookup.sealed_bytes(table.payload_bytes)
+        if (
+            table.tags.dtype != lookup.TAG_ORDER
+            or table.sealed.shape != (table.tags.size, width)
+            or table.revisions.shape != table.tags.shape
+            or table.payload_bytes != info.payload_bytes
+        ):
+            log.warning("%s: a kept table does not match its description; downloading", path)
+            return None
+        return table
 
-    def _download(self, info: TableInfo) -> lookup.LookupTable:
+    def _save(self, table: lookup.LookupTable) -> None:
+        tables.private_dir(self.directory)
+        tables.atomic_write(
+            self._path(table.version.product),
+            lambda h: np.savez(
+                h,
+                version=np.array(table.version.version),
+                key_epoch=np.array(table.version.key_epoch),
+                payload_bytes=np.array(table.payload_bytes),
+                tags=table.tags,
+                sealed=table.sealed,
+                revisions=table.revisions,
+            ),
+        )
+
+    def _update(self, info: TableInfo, kept: lookup.LookupTable) -> lookup.LookupTable:
+        since = kept.version.version
         self.say(
-            f"downloading the bureau's {info.product} table (version {info.version}, "
-            f"{info.entries:,} enterprises, data of {info.data_date})"
+            f"updating the bureau's {info.product} table from version {since} to {info.version}"
         )
+        return self._fetch(info, kept)
+
+    def _fetch(self, info: TableInfo, kept: lookup.LookupTable | None) -> lookup.LookupTable:
+        """Download the whole table (``kept`` None) or what changed since ``kept``."""
+        since = 0 if kept is None else kept.version.version
+        if kept is None:
+            self.say(
+                f"downloading the bureau's {info.product} table (version {info.version}, "
+                f"{info.entries:,} enterprises, data of {info.data_date})"
+            )
         request = pb.FetchTableRequest(
-            product=info.product, version=info.version, key_epoch=info.key_epoch
-        )
-        timeout = 120 + info.entries * 2e-5
+            product=info.product, version=info.version, key_epoch=info.key_epoch,
+            since_version=since,
+        )  # fmt: skip
         stream = self.connection.lookup.FetchTable(
-            request, timeout=timeout, metadata=self.connection.metadata
+            request, timeout=120 + info.entries * 2e-5, metadata=self.connection.metadata
         )
+        removed: list[bytes] = []
 
         def assemble() -> lookup.LookupTable:
             answers = iter(stream)
             head = next(answers, None)
             if head is None:
                 raise ProtocolViolation(f"the bureau sent no {info.product} table")
-            if head.total > info.entries:  # allocated up front: bound it by what was listed
+            if head.total > info.entries or head.since_version != since:
                 raise ProtocolViolation(
-                    f"the bureau announced {head.total:,} entries for a table of "
-                    f"{info.entries:,} enterprises"
+                    f"the bureau announced {head.total:,} entries since version "
+                    f"{head.since_version} for a table of {info.entries:,} enterprises asked "
+                    f"since version {since}"
                 )
+            removed.append(head.removed)
 
-            def chunks() -> Iterator[tuple[int, bytes, bytes]]:
-                yield head.offset, head.tags, head.sealed
-                for chunk in answers:
+            def chunks() -> Iterator[lookup.TableChunk]:
+                for chunk in itertools.chain([head], answers):
                     if chunk.total != head.total:
                         raise ProtocolViolation("the table's announced size changed mid-way")
-                    yield chunk.offset, chunk.tags, chunk.sealed
+                    yield lookup.TableChunk(chunk.offset, chunk.tags, chunk.sealed, chunk.revisions)
 
             return lookup.LookupTable.from_chunks(
                 info.table_version, info.payload_bytes, head.total, chunks()
             )
 
-        table = _call(f"downloading the {info.product} table", assemble)
-        tables.private_dir(self.directory)
-        for old in self.directory.glob(f"{info.product}-v*"):
-            old.unlink()
-        tags_path, sealed_path, info_path = self._paths(info)
-        tables.atomic_write(tags_path, lambda h: np.save(h, table.tags, allow_pickle=False))
-        tables.atomic_write(sealed_path, lambda h: np.save(h, table.sealed, allow_pickle=False))
-        tables.atomic_write_bytes(info_path, json.dumps(info.__dict__, default=list).encode())
+        fetched = _call(f"downloading the {info.product} table", assemble)
+        table = fetched if kept is None else kept.updated(fetched, removed[0])
+        self._save(table)
         return table
 
     # -- the OPRF -------------------------------------------------------------------------
@@ -307,8 +364,9 @@ def look_up(
     for product in products:
         names = catalogue.columns(product)
         values: dict[str, list[Any]] = {name: [] for name in names}
+        data_date = _iso_date(client.info(product).data_date)
         for payload in opened[product]:
-            decoded = catalogue.decode(product, payload) if payload is not None else {}
+            decoded = {} if payload is None else catalogue.decode(product, payload, data_date)
             for name in names:
                 values[name].append(decoded.get(name))
         columns |= values
@@ -367,6 +425,13 @@ def lookup_job(
         "out": str(out),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _iso_date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ProtocolViolation(f"the bureau's data date {text!r} is not an ISO date") from None
 
 
 # ------------------------------------------------------------------------ private scoring

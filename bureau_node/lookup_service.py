@@ -56,7 +56,10 @@ class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
             allowed = self.ctx.access.policy(bank_id).products
             epoch = self.ctx.store.key_epoch(bank_id)
             infos = [self._info(source, epoch) for source in self.tables.sources(bank_id, allowed)]
-            return pb.TableCatalogue(key_epoch=epoch, max_points=MAX_POINTS, tables=infos)
+            bureau_id = self.ctx.audit.log_id if self.ctx.audit is not None else ""
+            return pb.TableCatalogue(
+                key_epoch=epoch, max_points=MAX_POINTS, tables=infos, bureau_id=bureau_id
+            )
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "lookup_tables", exc)
 
@@ -119,19 +122,34 @@ class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
             source = self.tables.source(bank_id, request.product, allowed)
             table = self.tables.sealed(bank_id, source)
             self._check_current(request, table)
+            if request.since_version >= table.version.version:
+                raise ProtocolViolation(
+                    f"an update since version {request.since_version} of a table at version "
+                    f"{table.version.version}"
+                )
+            rows, removed = table.since(request.since_version)
             self.ctx.record(
                 bank_id,
                 "lookup_table",
                 "OK",
                 product=request.product,
                 version=table.version.version,
+                since_version=request.since_version,
                 key_epoch=table.version.key_epoch,
-                entries=table.entries,
+                entries=int(rows.size),
             )
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "lookup_table", exc)
-        for offset, tags, sealed in table.chunks(ENTRIES_PER_CHUNK):
-            yield pb.TableChunk(offset=offset, total=table.entries, tags=tags, sealed=sealed)
+        for offset, tags, sealed, revisions in table.chunks(rows, ENTRIES_PER_CHUNK):
+            yield pb.TableChunk(
+                offset=offset,
+                total=int(rows.size),
+                tags=tags,
+                sealed=sealed,
+                revisions=revisions,
+                since_version=request.since_version,
+                removed=removed if offset == 0 else b"",
+            )
 
     @staticmethod
     def _check_current(request: pb.FetchTableRequest, table: SealedTable) -> None:

@@ -77,15 +77,29 @@ class SealedTable:
     version: lookup.TableVersion
     tags: np.ndarray  # ascending, lookup.TAG_ORDER
     sealed: np.ndarray  # (n, payload_bytes + 16) uint8
+    revisions: np.ndarray  # lookup.REVISION: the version that sealed each entry
+    removed: np.ndarray  # (tag, at): enterprises gone, and the version they left at
 
     @property
     def entries(self) -> int:
         return int(self.tags.size)
 
-    def chunks(self, size: int) -> Iterator[tuple[int, bytes, bytes]]:
-        for start in range(0, max(self.entries, 1), size):
-            stop = min(self.entries, start + size)
-            yield start, self.tags[start:stop].tobytes(), self.sealed[start:stop].tobytes()
+    def since(self, version: int) -> tuple[np.ndarray, bytes]:
+        """Rows changed after ``version`` (0: all), and the tags gone since it."""
+        if version == 0:
+            return np.arange(self.entries), b""
+        gone = self.removed["tag"][self.removed["at"] > version]
+        return np.flatnonzero(self.revisions > version), gone.astype(lookup.TAG_ORDER).tobytes()
+
+    def chunks(self, rows: np.ndarray, size: int) -> Iterator[tuple[int, bytes, bytes, bytes]]:
+        for start in range(0, max(rows.size, 1), size):
+            part = rows[start : start + size]
+            yield (
+                start,
+                self.tags[part].tobytes(),
+                self.sealed[part].tobytes(),
+                self.revisions[part].tobytes(),
+            )
 
 
 def model_product(model_id: str) -> str:
@@ -155,7 +169,8 @@ def product_source(data: ProductData, product: str) -> TableSource:
 
 
 class TableVersions:
-    """A counter per product, persisted: the version of each content ever published."""
+    """A counter per product, persisted: a new version whenever the content differs from the
+    latest one (content seen long ago gets a new number too: versions never go back)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -164,12 +179,12 @@ class TableVersions:
     def version_of(self, product: str, content: str) -> int:
         with self._lock:
             data = json.loads(self.path.read_text()) if self.path.exists() else {}
-            known = data.setdefault(product, {"latest": 0, "contents": {}})
-            if content not in known["contents"]:
+            known = data.setdefault(product, {"latest": 0, "content": None})
+            if known["content"] != content:
                 known["latest"] += 1
-                known["contents"][content] = known["latest"]
+                known["content"] = content
                 tables.atomic_write_bytes(self.path, json.dumps(data, indent=1).encode())
-            return int(known["contents"][content])
+            return int(known["latest"])
 
 
 class LookupTables:
@@ -190,6 +205,7 @@ class LookupTables:
         self.executor = executor
         self.root = tables.private_dir(store.root / "lookup")
         self.versions = TableVersions(self.root / "versions.json")
+        self.revisions = EntryRevisions(self.root / "revisions")
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -228,18 +244,21 @@ class LookupTables:
             version = lookup.TableVersion(source.product, self.version(source), points.key_epoch)
             version.check()
             directory = tables.private_dir(self.root / bank_id)
-            stem = f"{source.product}-v{version.version}-e{version.key_epoch}"
-            tags_path, sealed_path = directory / f"{stem}.tags.npy", directory / f"{stem}.npy"
-            if tags_path.exists() and sealed_path.exists():
-                tags = np.load(tags_path, allow_pickle=False)
-                sealed = np.load(sealed_path, allow_pickle=False)
-            else:
-                for old in directory.glob(f"{source.product}-v*.npy"):
+            path = directory / f"{source.product}-v{version.version}-e{version.key_epoch}.npz"
+            if not path.exists():
+                for old in directory.glob(f"{source.product}-v*.npz"):
                     old.unlink()  # one version per product and bank is kept
-                tags, sealed = self._seal(source, version, points)
-                tables.atomic_write(tags_path, lambda h: np.save(h, tags, allow_pickle=False))
-                tables.atomic_write(sealed_path, lambda h: np.save(h, sealed, allow_pickle=False))
-            return SealedTable(source, version, tags, sealed)
+                tags, sealed, revisions, removed = self._seal(source, version, points)
+                tables.atomic_write(
+                    path,
+                    lambda h: np.savez(
+                        h, tags=tags, sealed=sealed, revisions=revisions, removed=removed
+                    ),
+                )
+            with np.load(path, allow_pickle=False) as kept:
+                tags, sealed = kept["tags"], kept["sealed"]
+                revisions, removed = kept["revisions"], kept["removed"]
+            return SealedTable(source, version, tags, sealed, revisions, removed)
 
     def _lock_for(self, bank_id: str, product: str) -> threading.Lock:
         with self._guard:
@@ -247,12 +266,19 @@ class LookupTables:
 
     def _seal(
         self, source: TableSource, version: lookup.TableVersion, points: LookupPoints
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every present enterprise's entry under its revision, sorted by tag; and the tags
+        of enterprises gone, each with the version it left at."""
         log.info("sealing %s for %d enterprises", version, points.ids.size)
         payloads, present = source.payloads(points.ids)
         if payloads.shape != (points.ids.size, source.payload_bytes):
             raise ValueError(f"{source.product}: payloads of the wrong shape {payloads.shape}")
+        with self._lock_for("", source.product):  # revisions are the product's, for all banks
+            history = self.revisions.update(
+                source.product, version.version, points, payloads, present
+            )
         keep = np.flatnonzero(present)
+        revisions = history.revision[points.positions[keep]]
         width = lookup.sealed_bytes(source.payload_bytes)
         tags = np.empty(keep.size, dtype=lookup.TAG_ORDER)
         sealed = np.empty((keep.size, width), dtype=np.uint8)
@@ -261,8 +287,10 @@ class LookupTables:
             (
                 points.points[keep[a:b]].tobytes(),
                 payloads[keep[a:b]].tobytes(),
+                revisions[a:b].astype(lookup.REVISION).tobytes(),
                 source.payload_bytes,
-                version,
+                version.product,
+                version.key_epoch,
             )
             for a, b in spans
         )
@@ -272,14 +300,98 @@ class LookupTables:
             tags[a:b] = np.frombuffer(tag_bytes, dtype=lookup.TAG_ORDER)
             sealed[a:b] = np.frombuffer(sealed_bytes, dtype=np.uint8).reshape(b - a, width)
         order = np.argsort(tags, kind="stable")
-        tags, sealed = tags[order], sealed[order]
+        tags, sealed, revisions = tags[order], sealed[order], revisions[order]
         unique = np.ones(tags.size, dtype=bool)
         unique[1:] = tags[1:] != tags[:-1]
         if not unique.all():  # 8-byte tags of 2M enterprises collide with odds of 1 in 10^7
             clash = np.flatnonzero(~unique)
             unique[clash - 1] = False  # neither entry of a clash can be told apart: drop both
             log.warning("%s: %d tag collisions dropped", version, int(clash.size))
-        return tags[unique], sealed[unique]
+        gone = np.flatnonzero(history.removed_at)
+        removed = np.zeros(gone.size, dtype=[("tag", lookup.TAG_ORDER), ("at", "<u4")])
+        removed["tag"] = np.frombuffer(
+            b"".join(lookup.lookup_tag(p.tobytes()) for p in points.every_point[gone]),
+            lookup.TAG_ORDER,
+        )
+        removed["at"] = history.removed_at[gone]
+        return tags[unique], sealed[unique], revisions[unique].astype(lookup.REVISION), removed
+
+
+@dataclass
+class History:
+    """A product's payloads as last published, per store position: ``payload`` (zeros where
+    absent), ``revision`` (the version at which it last changed; 0: absent) and
+    ``removed_at`` (the version at which it left; 0: present or never there)."""
+
+    at_version: int
+    payload: np.ndarray
+    revision: np.ndarray
+    removed_at: np.ndarray
+
+
+class EntryRevisions:
+    """Per product, the revision of every enterprise's entry: the table version at which
+    its payload last changed. Payloads are compared byte for byte, never by a hash: a
+    collision would seal a new payload under an old key."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = tables.private_dir(root)
+
+    def update(
+        self,
+        product: str,
+        version: int,
+        points: LookupPoints,
+        payloads: np.ndarray,
+        present: np.ndarray,
+    ) -> History:
+        path = self.root / f"{product}.npz"
+        stored = points.every_point.shape[0]
+        history = self._load(path, stored, payloads.shape[1])
+        if history.at_version >= version:
+            return history
+        now = np.zeros((stored, payloads.shape[1]), dtype=np.uint8)
+        here = np.zeros(stored, dtype=bool)
+        rows = points.positions[present]
+        now[rows], here[rows] = payloads[present], True
+        was_here = history.revision > 0
+        changed = here & (~was_here | np.any(now != history.payload, axis=1))
+        left = was_here & ~here
+        history.revision[changed], history.removed_at[changed] = version, 0
+        history.revision[left], history.removed_at[left] = 0, version
+        history.payload, history.at_version = now, version
+        tables.atomic_write(
+            path,
+            lambda h: np.savez(
+                h,
+                at_version=np.array(version),
+                payload=history.payload,
+                revision=history.revision,
+                removed_at=history.removed_at,
+            ),
+        )
+        return history
+
+    @staticmethod
+    def _load(path: Path, stored: int, width: int) -> History:
+        empty = History(
+            0,
+            np.zeros((stored, width), np.uint8),
+            np.zeros(stored, np.uint32),
+            np.zeros(stored, np.uint32),
+        )
+        if not path.exists():
+            return empty
+        with np.load(path, allow_pickle=False) as kept:
+            if kept["payload"].shape[1] != width or kept["revision"].size > stored:
+                return empty  # another payload layout, or a rebuilt store: start afresh
+            grown = stored - kept["revision"].size  # IDs only ever join the store's end
+            return History(
+                int(kept["at_version"]),
+                np.concatenate([kept["payload"], np.zeros((grown, width), np.uint8)]),
+                np.concatenate([kept["revision"], np.zeros(grown, np.uint32)]),
+                np.concatenate([kept["removed_at"], np.zeros(grown, np.uint32)]),
+            )
 
 
 def ids_as_strings(ids: np.ndarray) -> pa.Array:

@@ -120,8 +120,7 @@ class ProductData:
                     "product %s file: %d rows left out (first: row %d, %s: %s)",
                     name, len(rejects), first.row, first.raw, first.reason,
                 )  # fmt: skip
-        day = P.day_number(data_date)
-        payloads = {product: _encode(product, fields, watch, day) for product in P.PRODUCTS}
+        payloads = {product: _encode(product, fields, watch) for product in P.PRODUCTS}
         return cls(ids, payloads, data_date, registry_rejects, event_rejects)
 
     @property
@@ -340,7 +339,7 @@ def _registry(
 
 def _no_events(n: int) -> dict[str, np.ndarray]:
     zeros = np.zeros(n, dtype=np.int64)
-    return {name: zeros for name in P.field_names("watch") if name != "data_date"}
+    return {name: zeros for name in P.field_names("watch")}
 
 
 def _events(
@@ -403,16 +402,15 @@ def _watch(
 
 
 def _encode(
-    product: str, fields: dict[str, np.ndarray], watch: dict[str, np.ndarray], day: int
+    product: str, fields: dict[str, np.ndarray], watch: dict[str, np.ndarray]
 ) -> np.ndarray:
-    n = len(fields["group"])
-    date = np.full(n, day, dtype=np.int64)
+    """One product's payloads; its data date is the table's (``ProductData.data_date``)."""
     employees = fields["insured_employees"]
     if product == "size_class":
         classes = P.classify_many(
             fields["group"], employees, fields["revenue_10k_cny"], fields["total_assets_10k_cny"]
         )
-        return P.encode(product, {**classes, "data_date": date})
+        return P.encode(product, classes)
     if product == "headcount":
         known = ~np.isnan(employees)
         ago = fields["insured_employees_12m_ago"]
@@ -424,11 +422,10 @@ def _encode(
                 "band": P.band_index("employees", employees),
                 "headcount": np.where(known, headcount, P.NONE_HEADCOUNT).astype(np.uint32),
                 "change_12m": np.where(known & ~np.isnan(ago), change, P.NONE_CHANGE),
-                "data_date": date,
             },
         )
     if product == "watch":
-        return P.encode(product, {**watch, "data_date": date})
+        return P.encode(product, watch)
     return P.encode(
         product,
         {
@@ -436,7 +433,6 @@ def _encode(
             "founded": fields["founded"],
             "industry_code": fields["industry_code"],
             "capital_band": P.band_index("capital", fields["registered_capital_10k_cny"]),
-            "data_date": date,
         },
     )
 

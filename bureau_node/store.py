@@ -74,9 +74,13 @@ class LookupPoints:
 
     key_epoch: int
     scalar: bytes = field(repr=False)
-    ids: np.ndarray  # UTF-8 bytes
-    points: np.ndarray  # (n, 32) uint8
-    dataset_version: str
+    ids: np.ndarray  # the current enterprises, UTF-8 bytes
+    positions: np.ndarray  # their positions in the store (stable: IDs are only appended)
+    every_point: np.ndarray  # (stored IDs, 32) uint8: every ID's point, current or not
+
+    @property
+    def points(self) -> np.ndarray:
+        return self.every_point[self.positions]
 
 
 @dataclass(frozen=True)
@@ -353,8 +357,8 @@ class BureauStore:
                 key_epoch=epoch,
                 scalar=self._key(bank_id, epoch),
                 ids=self._ids[self._active],
-                points=points[: self._ids.size][self._active],
-                dataset_version=self.summary.sha256 if self.summary else "",
+                positions=np.flatnonzero(self._active),
+                every_point=points[: self._ids.size],
             )
 
     def tag_table(self, bank_id: str, executor: Executor | None = None) -> psi.BureauTagTable:

@@ -11,12 +11,14 @@ encrypted under keys derived from the OPRF output"), as SecretFlow's unbalanced 
 ships it, with the 2HashDH OPRF of the PSI (Jarecki, Kiayias, Krawczyk, ASIACRYPT 2014).
 
 - Key: HKDF-SHA256 (RFC 5869, ``cryptography``) of the point, with a salt naming the
-  protocol, and an info string naming the product, its version and the key epoch, so a key
-  never serves two products, two versions or two epochs.
+  protocol, and an info string naming the product, the entry's revision (the table version
+  at which its payload last changed) and the key epoch, so a key never serves two products,
+  two payloads or two epochs.
 - Payload: ChaCha20-Poly1305 (RFC 8439, ``cryptography``) with that key and a zero nonce:
-  every key encrypts exactly one payload (a new version of a product is a new key), so the
-  nonce never repeats under a key. The tag and the product name are associated data, so an
-  entry cannot be moved to another tag or product without failing authentication.
+  every key encrypts exactly one payload (a changed payload gets a new revision, so a new
+  key), so the nonce never repeats under a key with another plaintext. The tag, product,
+  revision and epoch are associated data: an entry cannot be moved to another tag or
+  product without failing authentication.
 - Tag: 8 bytes of ``SHA-256(domain || point)`` with a domain of its own, so lookup tags are
   not the PSI's tags (a table does not tell which PSI tag it belongs to).
 
@@ -155,9 +157,17 @@ def open_all(
 
 
 # -------------------------------------------------------------------------- tables
+#
+# A table of version v holds, per enterprise, its entry sealed under the entry's *revision*:
+# the table version at which that enterprise's payload last changed (``TableVersion(product,
+# revision, epoch)`` keys it). An unchanged payload keeps its revision, key and ciphertext
+# from one version to the next, so a bank holding version s needs only the entries with a
+# revision above s and the tags removed since s: an incremental update. A payload that
+# changes gets a new revision, hence a new key: no key ever seals two payloads.
 
 
 TAG_ORDER = np.dtype(">u8")  # tags sort as big-endian numbers: the same as their bytes
+REVISION = np.dtype("<u4")
 
 
 def sealed_bytes(payload_bytes: int) -> int:
@@ -165,18 +175,23 @@ def sealed_bytes(payload_bytes: int) -> int:
 
 
 def seal_chunk(
-    points: bytes, payloads: bytes, payload_bytes: int, table: TableVersion
+    points: bytes, payloads: bytes, revisions: bytes, payload_bytes: int, product: str, epoch: int
 ) -> tuple[bytes, bytes]:
-    """Entries for a chunk of enterprises: ``points`` (32 bytes each) and their payloads
-    (``payload_bytes`` each), end to end; returns their tags and sealed payloads, end to end,
-    in the same order. Module-level and bytes-only, so an executor can run it elsewhere."""
-    table.check()
+    """Entries for a chunk of enterprises: ``points`` (32 bytes each), their payloads
+    (``payload_bytes`` each) and revisions (``REVISION``), end to end; returns their tags and
+    sealed payloads, end to end, in the same order. Bytes in and out, so that an executor
+    can run it in another process."""
     count = len(points) // POINT_BYTES
-    if len(points) != count * POINT_BYTES or len(payloads) != count * payload_bytes:
-        raise ProtocolViolation("points and payloads of a chunk do not line up")
+    if (
+        len(points) != count * POINT_BYTES
+        or len(payloads) != count * payload_bytes
+        or len(revisions) != count * REVISION.itemsize
+    ):
+        raise ProtocolViolation("points, payloads and revisions of a chunk do not line up")
     tags, sealed = [], []
-    for i in range(count):
+    for i, revision in enumerate(np.frombuffer(revisions, REVISION).tolist()):
         point = points[i * POINT_BYTES : (i + 1) * POINT_BYTES]
+        table = TableVersion(product, revision, epoch)
         tag, box = seal_entry(point, payloads[i * payload_bytes : (i + 1) * payload_bytes], table)
         tags.append(tag)
         sealed.append(box)
@@ -184,14 +199,26 @@ def seal_chunk(
 
 
 @dataclass(frozen=True)
+class TableChunk:
+    """Part of a table as it travels: consecutive entries from ``offset``."""
+
+    offset: int
+    tags: bytes
+    sealed: bytes
+    revisions: bytes
+
+
+@dataclass(frozen=True)
 class LookupTable:
-    """A downloaded table: ``tags`` ascending (``TAG_ORDER``), ``sealed[i]`` the entry of
-    ``tags[i]`` (a ``(n, payload_bytes + 16)`` uint8 matrix)."""
+    """A table at the bank: ``tags`` ascending (``TAG_ORDER``), ``sealed[i]`` the entry of
+    ``tags[i]`` (a ``(n, payload_bytes + 16)`` uint8 matrix), sealed under revision
+    ``revisions[i]`` (at most ``version.version``)."""
 
     version: TableVersion
     payload_bytes: int
     tags: np.ndarray
     sealed: np.ndarray
+    revisions: np.ndarray
 
     @classmethod
     def from_chunks(
@@ -199,40 +226,72 @@ class LookupTable:
         version: TableVersion,
         payload_bytes: int,
         total: int,
-        chunks: Iterable[tuple[int, bytes, bytes]],
+        chunks: Iterable[TableChunk],
     ) -> LookupTable:
-        """Assemble and check a table from ``(offset, tags, sealed)`` chunks as they came
-        from the bureau: contiguous, the announced size, tags strictly ascending."""
+        """Assemble and check a table (or a delta) from chunks as they came from the bureau:
+        contiguous, the announced size, tags strictly ascending, revisions in range."""
         version.check()
         if not 0 <= payload_bytes <= MAX_PAYLOAD_BYTES:
             raise ProtocolViolation(f"a payload length of {payload_bytes} is out of range")
         width = sealed_bytes(payload_bytes)
         tags = np.empty(total, dtype=TAG_ORDER)
         sealed = np.empty((total, width), dtype=np.uint8)
+        revisions = np.empty(total, dtype=REVISION)
         filled = 0
-        for offset, tag_bytes, sealed_chunk in chunks:
-            count = len(tag_bytes) // LOOKUP_TAG_BYTES
+        for chunk in chunks:
+            count = len(chunk.tags) // LOOKUP_TAG_BYTES
             if (
-                offset != filled
-                or len(tag_bytes) != count * LOOKUP_TAG_BYTES
-                or len(sealed_chunk) != count * width
+                chunk.offset != filled
+                or len(chunk.tags) != count * LOOKUP_TAG_BYTES
+                or len(chunk.sealed) != count * width
+                or len(chunk.revisions) != count * REVISION.itemsize
                 or filled + count > total
             ):
                 raise ProtocolViolation(
-                    f"table chunk at offset {offset} ({len(tag_bytes)} tag bytes, "
-                    f"{len(sealed_chunk)} sealed bytes) does not continue the table at "
+                    f"table chunk at offset {chunk.offset} ({len(chunk.tags)} tag bytes, "
+                    f"{len(chunk.sealed)} sealed bytes) does not continue the table at "
                     f"{filled} of {total} entries of {width} bytes"
                 )
-            tags[filled : filled + count] = np.frombuffer(tag_bytes, dtype=TAG_ORDER)
-            sealed[filled : filled + count] = np.frombuffer(sealed_chunk, np.uint8).reshape(
-                count, width
-            )
+            part = slice(filled, filled + count)
+            tags[part] = np.frombuffer(chunk.tags, dtype=TAG_ORDER)
+            sealed[part] = np.frombuffer(chunk.sealed, np.uint8).reshape(count, width)
+            revisions[part] = np.frombuffer(chunk.revisions, dtype=REVISION)
             filled += count
         if filled != total:
             raise ProtocolViolation(f"the table ended after {filled} of {total} entries")
         if total > 1 and not bool(np.all(tags[1:] > tags[:-1])):
             raise ProtocolViolation("the table's tags are not strictly ascending")
-        return cls(version, payload_bytes, tags, sealed)
+        if total and not (1 <= int(revisions.min()) and int(revisions.max()) <= version.version):
+            raise ProtocolViolation(
+                f"an entry's revision is outside 1..{version.version}, the table's version"
+            )
+        return cls(version, payload_bytes, tags, sealed, revisions)
+
+    def updated(self, delta: LookupTable, removed: bytes) -> LookupTable:
+        """This table brought to ``delta``'s version: entries of ``delta`` replace or join
+        those with the same tag, tags in ``removed`` leave."""
+        if (delta.version.product, delta.version.key_epoch) != (
+            self.version.product,
+            self.version.key_epoch,
+        ) or delta.payload_bytes != self.payload_bytes:
+            raise ProtocolViolation("an update of another product, key epoch or payload size")
+        if delta.version.version <= self.version.version:
+            raise ProtocolViolation("an update to an older or the same version")
+        if delta.revisions.size and int(delta.revisions.min()) <= self.version.version:
+            raise ProtocolViolation("an update holds entries the bank already has")
+        if len(removed) % LOOKUP_TAG_BYTES:
+            raise ProtocolViolation("removed tags are 8 bytes each")
+        gone = np.frombuffer(removed, dtype=TAG_ORDER)
+        keep = ~np.isin(self.tags, gone) & ~np.isin(self.tags, delta.tags)
+        tags = np.concatenate([self.tags[keep], delta.tags])
+        order = np.argsort(tags, kind="stable")
+        return LookupTable(
+            delta.version,
+            self.payload_bytes,
+            tags[order],
+            np.concatenate([self.sealed[keep], delta.sealed])[order],
+            np.concatenate([self.revisions[keep], delta.revisions])[order],
+        )
 
     def find(self, points: Sequence[bytes]) -> np.ndarray:
         """The row of each point's entry, or -1 where the table has none (an enterprise the
@@ -251,12 +310,15 @@ class LookupTable:
         rows = self.find(points)
         hit = np.flatnonzero(rows >= 0)
         spans = list(psi.chunk_offsets(hit.size, OPEN_CHUNK))
+        product, epoch = self.version.product, self.version.key_epoch
         work = (
             (
                 b"".join(points[i] for i in hit[a:b]),
                 self.sealed[rows[hit[a:b]]].tobytes(),
+                self.revisions[rows[hit[a:b]]].tobytes(),
                 self.payload_bytes,
-                self.version,
+                product,
+                epoch,
             )
             for a, b in spans
         )
@@ -272,21 +334,21 @@ OPEN_CHUNK = 4096  # entries per task when opening with an executor
 
 
 def open_chunk(
-    points: bytes, sealed: bytes, payload_bytes: int, table: TableVersion
+    points: bytes, sealed: bytes, revisions: bytes, payload_bytes: int, product: str, epoch: int
 ) -> list[bytes]:
-    """Open a chunk of entries (points and their sealed entries end to end); module-level
-    and bytes-only so that an executor can run it in another process."""
+    """Open a chunk of entries (points, sealed entries and revisions end to end); bytes in
+    and out so that an executor can run it in another process."""
     width = sealed_bytes(payload_bytes)
     count = len(points) // POINT_BYTES
-    if len(sealed) != count * width:
+    if len(sealed) != count * width or len(revisions) != count * REVISION.itemsize:
         raise ProtocolViolation("points and sealed entries of a chunk do not line up")
     return [
         open_entry(
             points[i * POINT_BYTES : (i + 1) * POINT_BYTES],
             sealed[i * width : (i + 1) * width],
-            table,
+            TableVersion(product, revision, epoch),
         )
-        for i in range(count)
+        for i, revision in enumerate(np.frombuffer(revisions, REVISION).tolist())
     ]
 
 

@@ -3,21 +3,24 @@
 A product is one payload per enterprise, sealed by :mod:`protocols.lookup`. Every payload of a
 product has the same length, :data:`PAYLOAD_BYTES`, so a table's entry sizes say nothing about
 an enterprise. Fields are little-endian: small enums and bands as one-byte indices (0 = none),
-dates as ``uint16`` days since 1970-01-01 (0 = none), counts as ``uint16`` (saturating),
+dates as ``uint16`` days since 1970-01-01 (0 = none; the data date is the table's, not in
+the payload), counts as ``uint16`` (saturating),
 the industry code as 5 ASCII bytes.
 
-- ``size_class`` (7 bytes): size (0 none, 1 large, 2 medium, 3 small, 4 micro), industry group
-  (1-16 of the 2011 standard), employees band, revenue band, assets band, data date. The rule
+- ``size_class`` (5 bytes): size (0 none, 1 large, 2 medium, 3 small, 4 micro), industry group
+  (1-16 of the 2011 standard), employees band, revenue band, assets band. The rule
   text is not sent: it follows from the group and the bands (below), and the receiver checks
   that the size agrees with them.
-- ``headcount`` (11 bytes): employees band, insured employees now (``uint32``, all ones =
-  none), change over 12 months (``int32``, its minimum = none), data date.
-- ``watch`` (16 bytes): abnormal operations since, serious violation since, court judgements
+- ``headcount`` (9 bytes): employees band, insured employees now (``uint32``, all ones =
+  none), change over 12 months (``int32``, its minimum = none).
+- ``watch`` (14 bytes): abnormal operations since, serious violation since, court judgements
   as defendant in 12 months, last court judgement, tax arrears since, administrative
-  penalties in 12 months, last administrative penalty, data date.
-- ``registration`` (11 bytes): status (1-5, :data:`STATUSES`), founding date, GB/T 4754-2017
-  industry code (a section letter and 2-4 digits, space-padded), registered-capital band,
-  data date.
+  penalties in 12 months, last administrative penalty.
+- ``registration`` (9 bytes): status (1-5, :data:`STATUSES`), founding date, GB/T 4754-2017
+  industry code (a section letter and 2-4 digits, space-padded), registered-capital band.
+
+Each decoded product also has its ``*_data_date``: the table's data date, which
+:func:`decode` takes as an argument.
 
 Bands. Employees, revenue and assets bands are cut at every bound the standard sets for any
 industry group (read from :data:`protocols.size_class.RULES`), so no band straddles a bound:
@@ -91,12 +94,9 @@ _DTYPES = {
             ("employees_band", "u1"),
             ("revenue_band", "u1"),
             ("assets_band", "u1"),
-            ("data_date", "<u2"),
         ]
     ),
-    "headcount": np.dtype(
-        [("band", "u1"), ("headcount", "<u4"), ("change_12m", "<i4"), ("data_date", "<u2")]
-    ),
+    "headcount": np.dtype([("band", "u1"), ("headcount", "<u4"), ("change_12m", "<i4")]),
     "watch": np.dtype(
         [
             ("abnormal_since", "<u2"),
@@ -106,7 +106,6 @@ _DTYPES = {
             ("tax_arrears_since", "<u2"),
             ("penalties_12m", "<u2"),
             ("penalty_last", "<u2"),
-            ("data_date", "<u2"),
         ]
     ),
     "registration": np.dtype(
@@ -115,7 +114,6 @@ _DTYPES = {
             ("founded", "<u2"),
             ("industry_code", f"S{INDUSTRY_CODE_BYTES}"),
             ("capital_band", "u1"),
-            ("data_date", "<u2"),
         ]
     ),
 }
@@ -330,9 +328,12 @@ def columns(product: str) -> list[str]:
 INDUSTRY_CODE_PATTERN = re.compile(rb"^[A-T][0-9]{2,4}$")
 
 
-def decode(product: str, payload: bytes) -> dict[str, object]:
-    """The columns of one payload. It came from the other party: a wrong length, a code out
-    of range or fields that contradict each other raise :class:`ProtocolViolation`."""
+def decode(product: str, payload: bytes, data_date: dt.date) -> dict[str, object]:
+    """The columns of one payload of a table with this data date (the table's, not the
+    payload's: an entry that did not change keeps its bytes from one month's table to the
+    next, which is what lets a bank update a kept table with the changes only). It came from
+    the other party: a wrong length, a code out of range or fields that contradict each
+    other raise :class:`ProtocolViolation`."""
     dtype = _layout(product)
     if len(payload) != dtype.itemsize:
         raise ProtocolViolation(
@@ -340,8 +341,9 @@ def decode(product: str, payload: bytes) -> dict[str, object]:
         )
     record = np.frombuffer(payload, dtype=dtype)[0]
     values = {name: record[name] for name in dtype.names or ()}
+    values["data_date"] = day_number(data_date)
     if int(values["data_date"]) == NONE_DATE:
-        raise ProtocolViolation(f"a {product} payload without its data date")
+        raise ProtocolViolation(f"a {product} table without its data date")
     decoded = _DECODERS[product](values)
     return dict(zip(_COLUMNS[product], decoded))
 

@@ -100,6 +100,8 @@ def room(tmp_path_factory) -> Path:
     certs.issue_bank(root / "tls", "my-bank")
     certs.issue_bank(root / "tls", "other-bank")
     (root / "city").joinpath("bureau.path").write_text(str(city["bureau"]))
+    (root / "city").joinpath("registry.path").write_text(str(city["registry"]))
+    (root / "city").joinpath("events.path").write_text(str(city["events"]))
     return root
 
 
@@ -113,6 +115,8 @@ def bureau_node(room, tmp_path_factory):
         workers=0,
         tls_dir=room / "tls",
         training_limits=vlr.TrainingLimits(allow_test_keys=True),  # the README uses 2048
+        registry=Path((room / "city" / "registry.path").read_text()),
+        events=Path((room / "city" / "events.path").read_text()),
     ) as node:
         node.start("127.0.0.1:0")
         yield node
@@ -157,6 +161,15 @@ def test_the_readme_example_runs_from_a_plain_script_over_mutual_tls(room, examp
     assert np.allclose(again["score"], scores["score"], rtol=0, atol=1e-12)
     iv = pd.read_csv(room / "iv.csv")
     assert set(iv["party"]) == {"bank", "bureau"} and (iv["iv"] >= 0).all()
+    # the clients' size classes, looked up privately: every client, in order
+    sizes = pd.read_csv(room / "size-classes.csv", dtype={"uscc": str})
+    assert list(sizes.columns[:3]) == ["uscc", "size_class", "size_class_zh"]
+    assert (
+        sizes["uscc"].tolist()
+        == pd.read_csv(room / "clients.csv", dtype={"uscc": str})["uscc"].tolist()
+    )
+    assert set(sizes["size_class_zh"].dropna()) <= {"大型", "中型", "小型", "微型"}
+    assert sizes["size_class"].notna().sum() > 800
 
 
 # -- in memory: DataFrames and pyarrow Tables, typed errors --------------------------------

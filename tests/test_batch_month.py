@@ -15,6 +15,7 @@ import pytest
 
 from bank_node.batch import batch_job
 from bank_node.training import train_job
+from bureau_node.audit import AuditLog
 from bureau_node.server import BureauNode
 from protocols import vertical_lr as vlr
 from protocols.ids import IdType, normalise_column
@@ -96,3 +97,15 @@ def test_the_second_months_alerts_are_the_generators_events(tmp_path):
     assert second.exit_status == 3
     summary = json.loads((runs / "2026-12" / "summary.json").read_text())
     assert summary["previous"] == str(runs / "2026-11")
+
+    # the second month's tables reached the bank as updates: what changed, not everything
+    fetched = [
+        json.loads(r["details"]) for r in AuditLog(state).records() if r["event"] == "lookup_table"
+    ]
+    first_month, second_month = fetched[: len(fetched) // 2], fetched[len(fetched) // 2 :]
+    assert {f["product"] for f in second_month} == {f["product"] for f in first_month}
+    assert all(f["since_version"] == 0 for f in first_month)
+    assert all(f["since_version"] == 1 and f["version"] == 2 for f in second_month)
+    whole = {f["product"]: f["entries"] for f in first_month}
+    watch = next(f for f in second_month if f["product"] == "watch")
+    assert 0 < watch["entries"] < whole["watch"] / 10

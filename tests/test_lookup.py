@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,11 +10,16 @@ from hypothesis import strategies as st
 from protocols import group
 from protocols.errors import ProtocolViolation
 from protocols.lookup import (
+    REVISION,
+    TAG_ORDER,
     EntryNotAuthentic,
+    LookupTable,
+    TableChunk,
     TableVersion,
     lookup_tag,
     open_all,
     open_entry,
+    seal_chunk,
     seal_entry,
     seal_table,
 )
@@ -100,3 +106,63 @@ def test_round_trip(identifier, payload):
     tag, sealed = seal_entry(point, payload, TABLE)
     assert tag == lookup_tag(point) and len(sealed) == len(payload) + 16
     assert open_entry(point, sealed, TABLE) == payload
+
+
+# -- tables with revisions, and incremental updates ---------------------------------------
+
+
+def _table(entries: list[tuple[bytes, bytes, int]], version: int) -> LookupTable:
+    """A table as the bureau builds it from ``(point, payload, revision)``: each entry
+    sealed under its revision, sorted by tag."""
+    revisions = np.array([r for _, _, r in entries], REVISION)
+    tags, sealed = seal_chunk(
+        b"".join(p for p, _, _ in entries), b"".join(q for _, q, _ in entries),
+        revisions.tobytes(), 4, "watch", 7,
+    )  # fmt: skip
+    order = np.argsort(np.frombuffer(tags, TAG_ORDER), kind="stable")
+    chunk = TableChunk(
+        0,
+        np.frombuffer(tags, TAG_ORDER)[order].tobytes(),
+        np.frombuffer(sealed, np.uint8).reshape(len(entries), 4 + 16)[order].tobytes(),
+        revisions[order].tobytes(),
+    )
+    return LookupTable.from_chunks(TableVersion("watch", version, 7), 4, len(entries), [chunk])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    before=st.lists(st.binary(min_size=4, max_size=4), min_size=1, max_size=12),
+    changes=st.lists(st.sampled_from(["same", "changed", "removed"]), min_size=12, max_size=12),
+    joined=st.lists(st.binary(min_size=4, max_size=4), max_size=4),
+)
+def test_an_update_brings_a_kept_table_to_the_new_version(before, changes, joined):
+    points = [group.hash_to_group(b"id-%d" % i) for i in range(len(before) + len(joined))]
+    old = _table([(points[i], p, 1) for i, p in enumerate(before)], 1)
+    # version 2: unchanged payloads keep revision 1, changed and new ones get revision 2,
+    # some enterprises are gone
+    now = [
+        (
+            points[i],
+            p if changes[i] == "same" else bytes(x ^ 0xFF for x in p),
+            1 + (changes[i] == "changed"),
+        )
+        for i, p in enumerate(before)
+        if changes[i] != "removed"
+    ] + [(points[len(before) + i], p, 2) for i, p in enumerate(joined)]
+    gone = [points[i] for i in range(len(before)) if changes[i] == "removed"]
+    delta = _table([e for e in now if e[2] == 2], 2)  # what the bureau sends since version 1
+    updated = old.updated(delta, b"".join(lookup_tag(p) for p in gone))
+    full = _table(now, 2)
+    assert np.array_equal(updated.tags, full.tags)
+    assert np.array_equal(updated.sealed, full.sealed)  # the unchanged kept their ciphertext
+    assert np.array_equal(updated.revisions, full.revisions)
+    assert updated.open([p for p, _, _ in now]) == [q for _, q, _ in now]
+    assert updated.open(gone) == [None] * len(gone)
+
+
+def test_an_entry_under_another_revision_does_not_open():
+    point = group.hash_to_group(b"id")
+    table = _table([(point, b"abcd", 1)], 2)
+    forged = LookupTable(table.version, 4, table.tags, table.sealed, table.revisions + 1)
+    with pytest.raises(EntryNotAuthentic):
+        forged.open([point])

@@ -222,10 +222,11 @@ def test_entries_open_only_for_the_bank_that_asked_and_tampering_is_named(
         # nor do the points a bank can compute without the bureau's key
         assert all(p is None for p in table.open([group.hash_to_group(x.encode()) for x in ids]))
         # one flipped bit in a kept table is named, not silently mis-scored
-        kept = next((tmp_path / "a").rglob("model_*-e*.npy"))
-        sealed = np.load(kept)
-        sealed[:, 3] ^= 1
-        np.save(kept, sealed)
+        kept = next((tmp_path / "a").rglob("model_*.npz"))
+        with np.load(kept) as arrays:
+            table_arrays = dict(arrays)
+        table_arrays["sealed"][:, 3] ^= 1
+        np.savez(kept, **table_arrays)
         fresh = LookupClient(a, tmp_path / "a")
         with pytest.raises(lookup.EntryNotAuthentic, match="failed authentication"):
             private_bureau_lookup(a, model, client=fresh)(ids)
@@ -307,7 +308,7 @@ def test_data_products_for_a_client_file_are_the_bureaus_payloads(city, bureau, 
             continue
         known += 1
         for product, (payload, _) in payloads.items():
-            expected = products.decode(product, payload[0].tobytes())
+            expected = products.decode(product, payload[0].tobytes(), truth.data_date)
             for name, value in expected.items():
                 seen = row[name]
                 assert (str(seen) if seen is not None else None) == (

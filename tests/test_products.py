@@ -38,8 +38,8 @@ def size_payload(code: str, employees=NAN, revenue=NAN, assets=NAN) -> dict[str,
         np.array([revenue], float),
         np.array([assets], float),
     )
-    payload = P.encode("size_class", {**fields, "data_date": np.array([D])})[0].tobytes()
-    return P.decode("size_class", payload)
+    payload = P.encode("size_class", fields)[0].tobytes()
+    return P.decode("size_class", payload, DAY)
 
 
 # --------------------------------------------------------------------------- known answers
@@ -126,7 +126,7 @@ def test_bands_are_cut_at_every_bound_of_the_standard():
 
 
 def test_payload_sizes_are_the_contract():
-    assert P.PAYLOAD_BYTES == {"size_class": 7, "headcount": 11, "watch": 16, "registration": 11}
+    assert P.PAYLOAD_BYTES == {"size_class": 5, "headcount": 9, "watch": 14, "registration": 9}
     for product in P.PRODUCTS:
         assert len(P.columns(product)) == len(set(P.columns(product)))
 
@@ -148,8 +148,8 @@ days = st.one_of(st.none(), st.integers(1, D))
 def test_size_class_round_trip_agrees_with_the_standard(group, employees, revenue, assets):
     values = [NAN if v is None else v for v in (employees, revenue, assets)]
     fields = P.classify_many(np.array([group]), *(np.array([v]) for v in values))
-    decoded = P.decode("size_class", one("size_class", **{k: v[0] for k, v in fields.items()},
-                                         data_date=D))  # fmt: skip
+    decoded = P.decode("size_class", one("size_class", **{k: v[0] for k, v in fields.items()}),
+                       DAY)  # fmt: skip
     try:
         expected = classify(group, employees, revenue, assets)
     except InputDataError:
@@ -183,7 +183,7 @@ def test_headcount_round_trip(headcount, ago):
         change_12m=change,
         data_date=D,
     )
-    decoded = P.decode("headcount", payload)
+    decoded = P.decode("headcount", payload, DAY)
     assert decoded["headcount"] == headcount
     assert decoded["headcount_change_12m"] == (None if change == P.NONE_CHANGE else change)
     assert (decoded["headcount_band"] is None) == (headcount is None)
@@ -210,7 +210,7 @@ def test_watch_round_trip(dates, counts):
         penalty_last=penalty_last or 0,
         data_date=D,
     )
-    decoded = P.decode("watch", payload)
+    decoded = P.decode("watch", payload, DAY)
 
     def date(day):
         return None if day is None else P.EPOCH + dt.timedelta(days=day)
@@ -245,7 +245,7 @@ def test_registration_round_trip(status, founded, code, capital):
         capital_band=band,
         data_date=D,
     )
-    decoded = P.decode("registration", payload)
+    decoded = P.decode("registration", payload, DAY)
     assert decoded["registration_status"] == P.STATUSES[status - 1]
     assert decoded["registration_founded"] == (
         None if founded is None else P.EPOCH + dt.timedelta(days=founded)
@@ -273,12 +273,12 @@ def good(product: str) -> dict[str, object]:
 @pytest.mark.parametrize("product", P.PRODUCTS)
 def test_good_payloads_decode_and_wrong_lengths_are_refused(product):
     payload = one(product, **good(product))
-    assert list(P.decode(product, payload)) == P.columns(product)
+    decoded = P.decode(product, payload, DAY)
+    assert list(decoded) == P.columns(product)
+    assert decoded[f"{product}_data_date"] == DAY  # the table's data date
     for wrong in (payload[:-1], payload + b"\0", b""):
         with pytest.raises(ProtocolViolation, match="bytes"):
-            P.decode(product, wrong)
-    with pytest.raises(ProtocolViolation, match="data date"):
-        P.decode(product, one(product, **{**good(product), "data_date": 0}))
+            P.decode(product, wrong, DAY)
 
 
 @pytest.mark.parametrize(
@@ -309,7 +309,7 @@ def test_good_payloads_decode_and_wrong_lengths_are_refused(product):
 )
 def test_bad_codes_are_refused(product, change, message):
     with pytest.raises(ProtocolViolation, match=message):
-        P.decode(product, one(product, **{**good(product), **change}))
+        P.decode(product, one(product, **{**good(product), **change}), DAY)
 
 
 def test_unknown_products_are_refused():
@@ -388,12 +388,14 @@ def test_bad_rows_are_reported_and_left_out(tmp_path):
     payloads, present = data.payloads("watch", [ids[0], ids[9], ids[1], "nobody"])
     assert present.tolist() == [True, True, False, False]
     assert not payloads[2:].any()
-    first, last = (P.decode("watch", row.tobytes()) for row in payloads[:2])
+    first, last = (P.decode("watch", row.tobytes(), data.data_date) for row in payloads[:2])
     assert first["watch_court_judgements_12m"] == 1
     assert first["watch_last_court_judgement"] == dt.date(2026, 5, 1)
     assert first["watch_admin_penalties_12m"] == 0  # the future one was refused
     assert last["watch_abnormal_operations_since"] == dt.date(2026, 1, 1)
-    registration = P.decode("registration", data.payloads("registration", [ids[9]])[0][0].tobytes())
+    registration = P.decode(
+        "registration", data.payloads("registration", [ids[9]])[0][0].tobytes(), data.data_date
+    )
     assert registration["registration_industry_code"] == "F5212"
     assert registration["registration_status"] == "在业"
 
@@ -418,7 +420,7 @@ def test_watch_windows(tmp_path):
         },
     )
     data = ProductData.load(tmp_path / "r.parquet", tmp_path / "e.parquet")
-    watch = P.decode("watch", data.payloads("watch", ids)[0][0].tobytes())
+    watch = P.decode("watch", data.payloads("watch", ids)[0][0].tobytes(), data.data_date)
     assert watch["watch_abnormal_operations_since"] is None  # 36 months and a day: moved on
     assert watch["watch_tax_arrears_since"] is None  # tax arrears read for 24 months
     assert watch["watch_serious_violation_since"] == dt.date(2021, 12, 1)  # 60 months
@@ -475,7 +477,10 @@ def test_the_city_products_agree_with_its_features(city_data):
     bureau = city.bureau
     ids = bureau.column("uscc").combine_chunks()
     decoded = {
-        product: [P.decode(product, row.tobytes()) for row in data.payloads(product, ids)[0]]
+        product: [
+            P.decode(product, row.tobytes(), data.data_date)
+            for row in data.payloads(product, ids)[0]
+        ]
         for product in ("headcount", "watch", "registration")
     }
     employees = bureau.column("insured_employees").to_pylist()
@@ -514,7 +519,7 @@ def test_payloads_of_many_ids_in_order(city_data):
     registry = city.registry
     where = pc.index_in(shuffled, value_set=registry.column("uscc").combine_chunks())
     codes = registry.column("industry_code").take(where).to_pylist()
-    assert [P.decode("registration", p.tobytes())["registration_industry_code"]
+    assert [P.decode("registration", p.tobytes(), data.data_date)["registration_industry_code"]
             for p in payloads[:500]] == codes  # fmt: skip
 
 
@@ -538,8 +543,8 @@ def test_every_new_event_of_a_month_changes_its_watch_entry(tmp_path):
     before, _ = data[1].payloads("watch", hit)
     after, _ = data[2].payloads("watch", hit)
     for old, fresh, uscc in zip(before, after, hit.to_pylist()):
-        old_watch = P.decode("watch", old.tobytes())
-        new_watch = P.decode("watch", fresh.tobytes())
+        old_watch = P.decode("watch", old.tobytes(), data[1].data_date)
+        new_watch = P.decode("watch", fresh.tobytes(), data[2].data_date)
         kinds = set(new.filter(pc.equal(new.column("uscc"), uscc)).column("kind").to_pylist())
         for kind, column in (
             ("abnormal_operations", "watch_abnormal_operations_since"),

@@ -33,14 +33,16 @@ class TableInfo(_message.Message):
     def __init__(self, product: _Optional[str] = ..., version: _Optional[int] = ..., key_epoch: _Optional[int] = ..., data_date: _Optional[str] = ..., entries: _Optional[int] = ..., payload_bytes: _Optional[int] = ..., description: _Optional[str] = ..., neutral_score: _Optional[float] = ..., reason_features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TableCatalogue(_message.Message):
-    __slots__ = ("key_epoch", "max_points", "tables")
+    __slots__ = ("key_epoch", "max_points", "tables", "bureau_id")
     KEY_EPOCH_FIELD_NUMBER: _ClassVar[int]
     MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
+    BUREAU_ID_FIELD_NUMBER: _ClassVar[int]
     key_epoch: int
     max_points: int
     tables: _containers.RepeatedCompositeFieldContainer[TableInfo]
-    def __init__(self, key_epoch: _Optional[int] = ..., max_points: _Optional[int] = ..., tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ...) -> None: ...
+    bureau_id: str
+    def __init__(self, key_epoch: _Optional[int] = ..., max_points: _Optional[int] = ..., tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ..., bureau_id: _Optional[str] = ...) -> None: ...
 
 class BlindedPoints(_message.Message):
     __slots__ = ("key_epoch", "points")
@@ -59,23 +61,31 @@ class EvaluatedPoints(_message.Message):
     def __init__(self, key_epoch: _Optional[int] = ..., points: _Optional[bytes] = ...) -> None: ...
 
 class FetchTableRequest(_message.Message):
-    __slots__ = ("product", "version", "key_epoch")
+    __slots__ = ("product", "version", "key_epoch", "since_version")
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KEY_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
     product: str
     version: int
     key_epoch: int
-    def __init__(self, product: _Optional[str] = ..., version: _Optional[int] = ..., key_epoch: _Optional[int] = ...) -> None: ...
+    since_version: int
+    def __init__(self, product: _Optional[str] = ..., version: _Optional[int] = ..., key_epoch: _Optional[int] = ..., since_version: _Optional[int] = ...) -> None: ...
 
 class TableChunk(_message.Message):
-    __slots__ = ("offset", "total", "tags", "sealed")
+    __slots__ = ("offset", "total", "tags", "sealed", "revisions", "since_version", "removed")
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     SEALED_FIELD_NUMBER: _ClassVar[int]
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
     offset: int
     total: int
     tags: bytes
     sealed: bytes
-    def __init__(self, offset: _Optional[int] = ..., total: _Optional[int] = ..., tags: _Optional[bytes] = ..., sealed: _Optional[bytes] = ...) -> None: ...
+    revisions: bytes
+    since_version: int
+    removed: bytes
+    def __init__(self, offset: _Optional[int] = ..., total: _Optional[int] = ..., tags: _Optional[bytes] = ..., sealed: _Optional[bytes] = ..., revisions: _Optional[bytes] = ..., since_version: _Optional[int] = ..., removed: _Optional[bytes] = ...) -> None: ...

@@ -73,7 +73,8 @@ class PrivateLookupServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FetchTable(self, request, context):
-        """One table, (tag, sealed payload) for every enterprise, ascending by tag, in chunks.
+        """One table, (tag, sealed payload, revision) for every enterprise, ascending by tag, in
+        chunks; or, with since_version, only what changed since the version the bank holds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
