@@ -17,11 +17,7 @@ callables (scoring and private lookups) and writes the run directory:
 - ``summary.json``: written last, so its presence marks a finished run.
 
 What the bureau learns from a batch run is what it learns from the scoring and lookups the
-run makes (nothing else is sent): the comparison runs at the bank, on the bank's files. With
-today's scoring (``batch_job``: PSI in reveal mode ``both``, as ``bank-node predict``) that
-is which of its enterprises are in the portfolio, at every run; private scoring (issue 14)
-replaces ``score`` without changing anything here. A private lookup tells it how many IDs
-were queried.
+run makes (nothing else is sent): the comparison runs at the bank, on the bank's files.
 """
 
 from __future__ import annotations
