@@ -103,8 +103,8 @@ def run_psi(
     on_progress: OnProgress = _quiet,
     chunk: int = psi.DEFAULT_CHUNK,
 ) -> psi.BankPsiResult:
-    """Run one PSI session with the bureau; returns the matched IDs in tag order (the
-    order the bureau has them in)."""
+    """Run one PSI session with the bureau; returns the matched IDs sorted (the order the
+    bureau has them in too)."""
     session = psi.BankPsiSession(ids, reveal=reveal, chunk=chunk)
     stub, metadata = connection.psi, connection.metadata
 

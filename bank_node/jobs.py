@@ -74,7 +74,7 @@ def psi_job(
             bars.close()
         if executor is not None:
             executor.shutdown(cancel_futures=True)
-    # the bureau holds them in tag order; the bank's own file lists them in its order
+    # both parties hold them sorted; the bank's own file lists them in its order
     position = {v: i for i, v in enumerate(ids)}
     matched = sorted(result.matched_ids, key=position.__getitem__)
     tables.write_csv(pa.table({id_column: pa.array(matched, pa.string())}), out)

@@ -411,8 +411,8 @@ class BureauStore:
         return used + 1
 
     def session_matched_ids(self, bank_id: str, session_id: str) -> list[str]:
-        """The matched IDs of a finished PSI session of this bank (reveal mode BOTH), in the
-        order of their tags (the order the bank revealed them in)."""
+        """The matched IDs of a finished PSI session of this bank (reveal mode BOTH), sorted
+        (the order both parties hold the rows in)."""
         directory = self.root / "sessions"
         record_path = directory / f"{session_id}.json"
         matched_path = directory / f"{session_id}.matched.csv"

@@ -350,7 +350,10 @@ class BureauPsiSession:
                 f"{self.limits.min_intersection}"
             )
         ids = self.table.ids
-        self.matched_ids = [_text(ids[p]) for p in positions.tolist()]
+        # sorted by ID, as the bank sorts its own: the rows' order on both sides from here
+        # on, the same for the same clients in every session (a seeded split then holds
+        # back the same clients whatever the key epoch)
+        self.matched_ids = sorted(_text(ids[p]) for p in positions.tolist())
         self.stage = BureauStage.REVEALED
         return RevealSummary(self.session_id, len(self.matched_ids))
 
@@ -373,7 +376,7 @@ class BankStage(enum.Enum):
 
 @dataclass(frozen=True)
 class BankPsiResult:
-    matched_ids: list[str]  # in the order of their tags (pseudorandom), as the bureau has them
+    matched_ids: list[str]  # sorted, as the bureau has them
     bank_set_size: int
     bureau_set_size: int
     session_id: str
@@ -528,15 +531,16 @@ class BankPsiSession:
             else np.zeros(tags.size, dtype=bool)
         )
         self._tags_in_order = tags
-        # in tag order, not the bank's file order: the order the bureau sees (and the rows'
-        # order on both sides from here on) then says nothing about the bank's file
+        # revealed in tag order, not the bank's file order: the order the bureau sees then
+        # says nothing about the bank's file
         found = np.flatnonzero(matched)
         self._matched_order = found[np.argsort(tags[found], kind="stable")].tolist()
         self._own_tags.clear()
         self._bureau_tags.clear()
         self.stage = BankStage.INTERSECTED
         return BankPsiResult(
-            matched_ids=[self.ids[i] for i in self._matched_order],
+            # sorted by ID, as the bureau sorts them: the rows' order on both sides
+            matched_ids=sorted(self.ids[i] for i in self._matched_order),
             bank_set_size=len(self.ids),
             bureau_set_size=self.params.bureau_set_size,
             session_id=self.session_id,

@@ -98,7 +98,7 @@ def test_psi_over_grpc_both_sides_learn_the_intersection(city, node, tmp_path: P
     sessions = node.store.root / "sessions"
     record = json.loads((sessions / f"{summary.session_id}.json").read_text())
     assert (record["bank_id"], record["matched"], record["bank_ids"]) == ("bank-a", 602, 802)
-    # the same IDs, in tag order: nothing of the bank's file order reaches the bureau
+    # the same IDs, sorted: nothing of the bank's file order reaches the bureau
     at_bureau = read_column(sessions / f"{summary.session_id}.matched.csv", "uscc")
     assert sorted(at_bureau) == sorted(city["expected"]) and at_bureau != city["expected"]
 
