@@ -9,7 +9,7 @@ every run because the matched rows come in the order of the PSI tags, keyed by t
 fresh secret (the last test here).
 
 ``tests/test_vertical_lr.py`` shows that the encrypted protocol computes the plaintext
-updates; these tests show that, with the default flags, those updates reach what the
+updates; the first test here, that with the default flags those updates reach what the
 features allow.
 """
 
@@ -33,7 +33,7 @@ from protocols.ids import IdType
 from protocols.optim import Optimizer, OptimizerConfig, ShareSgd, epoch_batches, split_rows
 from xinrong.synthetic import BANK_COLUMNS, generate_city, write_city
 
-SEED = 3
+SEED = 3  # city and split; seeds 1 to 5 all give within 0.005 of scikit-learn or above it
 
 
 def _matched(tmp: Path) -> tuple[pa.Table, list[str], list[str]]:
