@@ -4,9 +4,10 @@ The demo of 2026-11-30 reported a joint validation AUC of 0.755 against 0.771 fo
 alone. Rebuilt from that run's files, the protocol's plaintext equivalent gives exactly the
 demo's figure and its per-epoch losses, and scikit-learn on the same design matrix and split
 gives 0.754: the training lost nothing. That split was an unlucky one (the worst of 30 split
-seeds on the same rows: the lift averages +0.09 with a spread of 0.04), and it changes with
-every run because the matched rows come in the order of the PSI tags, keyed by the bureau's
-fresh secret (the last test here).
+seeds on the same rows: the lift averages +0.09 with a spread of 0.04), and it changed with
+every run because the matched rows came in the order of the PSI tags, keyed by the bureau's
+fresh secret. Both parties now sort the matched rows by ID, so the same seed holds back the
+same clients in every session (the last test here).
 
 ``tests/test_vertical_lr.py`` shows that the encrypted protocol computes the plaintext
 updates; the first test here, that with the default flags those updates reach what the
@@ -156,13 +157,6 @@ def _psi_order(ids: list[str]) -> list[str]:
     return bank.intersect().matched_ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: the split is drawn over the PSI session's row order (tag order, keyed by "
-    "the bureau's secret), so the same seed holds back other clients in every demo run; "
-    "a split keyed on the matched IDs needs protocols/psi.py or TrainingPlan.schedule and "
-    "the bureau's training servicer to change",
-)
 def test_the_same_seed_holds_back_the_same_clients_in_two_sessions():
     ids = [f"E{i:05d}" for i in range(400)]
     held = []
