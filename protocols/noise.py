@@ -1,15 +1,19 @@
-"""Exact integer noise for differential privacy: the discrete Laplace distribution.
+"""Exact integer noise for differential privacy: the discrete Laplace and discrete Gaussian
+distributions.
 
-The samplers are Algorithms 1 and 2 of C. Canonne, G. Kamath, T. Steinke, "The Discrete
+The samplers are Algorithms 1, 2 and 3 of C. Canonne, G. Kamath, T. Steinke, "The Discrete
 Gaussian for Differential Privacy", NeurIPS 2020 (arXiv:2004.00010). They use only exact
 integer arithmetic on rational parameters and uniform integers from the operating system
 (:mod:`secrets`), so the output follows the stated distribution exactly: no floating point,
 whose rounding can leak the value the noise is meant to hide (Mironov, CCS 2012).
 
 ``discrete_laplace(scale)`` returns an integer ``Z`` with ``P(Z = z)`` proportional to
-``exp(-|z| / scale)``. Added to a count whose value can change by at most ``Delta`` between
-two neighbouring data sets, it gives ``epsilon``-differential privacy for
-``scale = Delta / epsilon`` (the discrete analogue of the Laplace mechanism; CKS 2020, sec. 2).
+``exp(-|z| / scale)``. ``discrete_gaussian(sigma2)`` returns one with ``P(Z = z)``
+proportional to ``exp(-z^2 / (2 sigma2))``. Independent discrete Gaussians of variance
+parameter ``sigma2`` added to the coordinates of an integer vector whose L2 norm changes by
+at most ``Delta`` between neighbouring data sets give ``Delta^2 / (2 sigma2)``-zero-
+concentrated differential privacy (zCDP; CKS 2020, Theorem 14; Bun and Steinke, TCC 2016),
+and zCDP parameters of successive releases add up (Bun and Steinke, Lemma 2.3).
 """
 
 from __future__ import annotations
@@ -60,15 +64,24 @@ def discrete_laplace(scale: Fraction, randbelow: RandBelow = secrets.randbelow) 
         return -y if negative else y
 
 
-def laplace_scale(sensitivity: int, epsilon: float) -> Fraction:
-    """The scale that makes a sum of L1 ``sensitivity`` epsilon-DP, as an exact fraction
-    (epsilon is a configured decimal, read exactly from its shortest representation)."""
-    if sensitivity < 1 or not epsilon > 0:
-        raise ValueError("the sensitivity and epsilon must be positive")
-    return Fraction(sensitivity) / Fraction(repr(float(epsilon)))
+def discrete_gaussian(sigma2: Fraction, randbelow: RandBelow = secrets.randbelow) -> int:
+    """One sample of the discrete Gaussian of variance parameter ``sigma2`` (CKS 2020,
+    Algorithm 3): a discrete Laplace proposal of scale floor(sigma) + 1, accepted with
+    probability exp(-(|y| - sigma2 / t)^2 / (2 sigma2)), all in exact rationals."""
+    if sigma2 <= 0:
+        raise ValueError("the variance parameter must be positive")
+    t = math.isqrt(sigma2.numerator // sigma2.denominator) + 1  # floor(sigma) + 1
+    while True:
+        y = discrete_laplace(Fraction(t), randbelow)
+        gamma = (abs(y) - sigma2 / t) ** 2 / (2 * sigma2)
+        if bernoulli_exp(gamma, randbelow):
+            return y
 
 
-def discrete_laplace_variance(scale: Fraction) -> float:
-    """2 q / (1 - q)^2 with q = exp(-1/scale): what the bank should expect of the noise."""
-    q = math.exp(-1 / float(scale))
-    return 2 * q / (1 - q) ** 2
+def gaussian_sigma2(sensitivity_squared: int, rho: float) -> Fraction:
+    """The variance parameter that makes a vector of L2 sensitivity sqrt(``sensitivity_
+    squared``) rho-zCDP: Delta^2 / (2 rho), exact (rho is a configured decimal, read exactly
+    from its shortest representation)."""
+    if sensitivity_squared < 1 or not rho > 0:
+        raise ValueError("the sensitivity and rho must be positive")
+    return Fraction(sensitivity_squared) / (2 * Fraction(repr(float(rho))))
