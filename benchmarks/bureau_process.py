@@ -42,7 +42,7 @@ def start_bureau(
     config = tls_root / "bureau.toml"  # the one bank, with quotas no benchmark reaches
     config.write_text(
         f"[banks.{BANK_ID}]\ndaily_psi_ids = 100_000_000\ndaily_scored = 100_000_000\n"
-        "daily_iv_requests = 100_000\niv_epsilon_per_day = 1000\n"  # the per-request epsilon
+        "daily_iv_requests = 100_000\niv_rho_per_day = 1000\n"  # the per-request rho
     )  # stays the default
     command = [
         sys.executable,

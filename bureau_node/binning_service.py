@@ -1,10 +1,11 @@
 """Federated binning for information value: the bureau bins its features and sums the
 bank's encrypted labels per bin; it never sees a label, the bank never sees a split point.
 
-Each sum carries discrete Gaussian noise before it is packed (rho-zCDP per feature from the
-bank's policy, charged against its daily budget), so that labels chosen to single out one
-enterprise (all 0 but one) do not point at that enterprise's bins. A feature that falls into
-a single bin is left out of the answer: it has nothing to tell and costs nothing."""
+Each sum carries discrete Gaussian noise before it is packed (summing to zero over a
+feature's bins; rho-zCDP per feature from the bank's policy, charged against its daily
+budget), so that labels chosen to single out one enterprise (all 0 but one) do not point at
+that enterprise's bins. A feature that falls into a single bin is left out of the answer: it
+has nothing to tell and costs nothing."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                 for b, c in zip(bins.index.tolist(), labels, strict=True):
                     sums[b] = sums[b] * c % nsquare
                 # the noise goes in before packing, so no exact count ever leaves
-                sums = he.add_plain(sums, [bin_noise.sample() for _ in sums], key)
+                sums = he.add_plain(sums, bin_noise.sample(len(sums)), key)
                 totals = np.bincount(bins.index, minlength=bins.count)
                 out.features.append(
                     pb.FeatureBins(

@@ -304,10 +304,15 @@ def local_statistics(bins: ColumnBins, labels: np.ndarray) -> BinStatistics:
 
 @dataclass(frozen=True)
 class BinNoise:
-    """The discrete Gaussian noise the bureau adds to each encrypted per-bin count of
+    """The discrete Gaussian noise the bureau adds to a feature's encrypted per-bin counts of
     positives: ``rho`` per feature (rho-zCDP for one enterprise's bin in that feature,
     whatever 0/1 labels the bank chose; a request over F features is F * rho by
-    composition), and the offset that keeps every noisy count non-negative in its slot."""
+    composition), and the offset that keeps every noisy count non-negative in its slot.
+
+    The noise of a feature's bins sums to zero: the bank knows its number of positives, so
+    noise on their total would only cost accuracy (``noise.zero_sum_discrete_gaussian``; the
+    same rho for a move between bins, and about the same differences of noise between bins,
+    which is what a probe compares)."""
 
     rho: float
 
@@ -327,10 +332,11 @@ class BinNoise:
         """Wide enough for a count of 0..rows plus noise in [-bound, bound], offset."""
         return (rows + 2 * NOISE_BOUND).bit_length()
 
-    def sample(self, randbelow: noise.RandBelow = secrets.randbelow) -> int:
-        """Noise plus offset: a non-negative integer to add to an encrypted count."""
-        z = noise.discrete_gaussian(self.sigma2, randbelow)
-        return max(-NOISE_BOUND, min(NOISE_BOUND, z)) + NOISE_BOUND
+    def sample(self, bins: int, randbelow: noise.RandBelow = secrets.randbelow) -> list[int]:
+        """Noise plus offset for each of a feature's ``bins``: non-negative integers to add to
+        its encrypted counts."""
+        z = noise.zero_sum_discrete_gaussian(bins, self.sigma2, randbelow)
+        return [max(-NOISE_BOUND, min(NOISE_BOUND, v)) + NOISE_BOUND for v in z]
 
 
 def noisy_counts(slots: list[int], offset: int, totals: list[int], feature: str) -> list[int]:

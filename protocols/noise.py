@@ -14,6 +14,15 @@ parameter ``sigma2`` added to the coordinates of an integer vector whose L2 norm
 at most ``Delta`` between neighbouring data sets give ``Delta^2 / (2 sigma2)``-zero-
 concentrated differential privacy (zCDP; CKS 2020, Theorem 14; Bun and Steinke, TCC 2016),
 and zCDP parameters of successive releases add up (Bun and Steinke, Lemma 2.3).
+
+``zero_sum_discrete_gaussian(count, sigma2)`` is the same vector conditioned on summing to
+zero: the discrete Gaussian on the lattice ``L = {z in Z^count : sum(z) = 0}``. When the
+receiver knows the exact total anyway, noise on the total is pure loss. For a change ``v`` in
+``L`` (one unit moving between two coordinates, ``|v|^2 = 2``) the guarantee is the same
+``|v|^2 / (2 sigma2)``-zCDP: as in the one-dimensional proof (CKS 2020, Proposition 5) the
+Renyi divergence of order ``a`` is ``a |v|^2 / (2 sigma2)`` plus the logarithm of
+``sum_{z in L} g(z - a v) / sum_{z in L} g(z)`` (``g`` the Gaussian weight), and that ratio is
+at most 1 for every shift, by Poisson summation (the Fourier transform of ``g`` is positive).
 """
 
 from __future__ import annotations
@@ -76,6 +85,22 @@ def discrete_gaussian(sigma2: Fraction, randbelow: RandBelow = secrets.randbelow
         gamma = (abs(y) - sigma2 / t) ** 2 / (2 * sigma2)
         if bernoulli_exp(gamma, randbelow):
             return y
+
+
+def zero_sum_discrete_gaussian(
+    count: int, sigma2: Fraction, randbelow: RandBelow = secrets.randbelow
+) -> list[int]:
+    """``count`` discrete Gaussians of variance parameter ``sigma2`` conditioned on summing to
+    zero, exactly: the first ``count - 1`` drawn independently, the last their negated sum,
+    the whole accepted with probability exp(-last^2 / (2 sigma2)) (rejection sampling, whose
+    output has weight prod exp(-z_i^2 / (2 sigma2)) on L; about 1 in sqrt(count) accepted)."""
+    if count < 1:
+        raise ValueError("the vector needs at least one coordinate")
+    while True:
+        head = [discrete_gaussian(sigma2, randbelow) for _ in range(count - 1)]
+        last = -sum(head)
+        if bernoulli_exp(Fraction(last * last) / (2 * sigma2), randbelow):
+            return [*head, last]
 
 
 def gaussian_sigma2(sensitivity_squared: int, rho: float) -> Fraction:

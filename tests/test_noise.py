@@ -1,6 +1,7 @@
 """The exact samplers (Canonne, Kamath, Steinke 2020) and the bureau's noise on binned
 counts: each distribution against its exact probability mass function (chi-square, mean,
-variance, tails), the zCDP calibration, the slot arithmetic, the bank's cut."""
+variance, tails), the zero-sum vectors, the zCDP calibration, the slot arithmetic, the
+bank's cut."""
 
 from __future__ import annotations
 
@@ -63,6 +64,38 @@ def test_discrete_gaussian_tail_is_sub_gaussian():
     assert np.max(np.abs(draws)) < 30
 
 
+def test_zero_sum_vectors_follow_the_lattice_gaussian():
+    """Three coordinates summing to zero: the first two (the third follows) against the exact
+    pmf on the lattice, weight exp(-(a^2 + b^2 + (a + b)^2) / (2 sigma2)); and the variance
+    of each coordinate against that pmf (a third less than sigma2's, on three bins)."""
+    sigma2 = Fraction(4)
+    vectors = np.array([noise.zero_sum_discrete_gaussian(3, sigma2) for _ in range(DRAWS)])
+    assert np.all(vectors.sum(axis=1) == 0)
+    span = range(-20, 21)
+    weight = {
+        (a, b): math.exp(-(a * a + b * b + (a + b) ** 2) / (2 * float(sigma2)))
+        for a in span
+        for b in span
+    }
+    norm = math.fsum(weight.values())
+    pmf = {cell: w / norm for cell, w in weight.items()}
+    cells = [cell for cell, p in pmf.items() if p * DRAWS >= 5]
+    pairs = [tuple(v) for v in vectors[:, :2].tolist()]
+    counted = {cell: 0 for cell in cells}
+    for pair in pairs:
+        if pair in counted:
+            counted[pair] += 1
+    observed = [counted[c] for c in cells]
+    expected = [pmf[c] * DRAWS for c in cells]
+    observed.append(DRAWS - sum(observed))
+    expected.append(DRAWS - sum(expected))
+    assert stats.chisquare(observed, expected).pvalue > 1e-4
+    variance = math.fsum(p * a * a for (a, _), p in pmf.items())
+    assert variance == pytest.approx(2 / 3 * float(sigma2), rel=0.01)
+    assert np.var(vectors[:, 0]) == pytest.approx(variance, rel=0.06)
+    assert noise.zero_sum_discrete_gaussian(1, sigma2) == [0]
+
+
 @pytest.mark.parametrize("scale", [Fraction(1, 2), Fraction(2), Fraction(7, 3)])
 def test_discrete_laplace_follows_its_exact_pmf(scale):
     draws = np.array([noise.discrete_laplace(scale) for _ in range(DRAWS)])
@@ -90,7 +123,11 @@ def test_bernoulli_exp_matches_exp_minus_gamma():
 def test_the_samplers_use_only_the_integers_they_are_given():
     """Injected randomness (for exact tests; production uses secrets) gives one sample
     deterministically; no float and no other generator is consulted."""
-    for sample in (noise.discrete_laplace, noise.discrete_gaussian):
+    for sample in (
+        noise.discrete_laplace,
+        noise.discrete_gaussian,
+        lambda s2, r: noise.zero_sum_discrete_gaussian(4, s2, r)[0],
+    ):
         first, second = random.Random(3), random.Random(3)
         a = [sample(Fraction(4), first.randrange) for _ in range(50)]
         b = [sample(Fraction(4), second.randrange) for _ in range(50)]
@@ -106,6 +143,8 @@ def test_bad_parameters_are_refused():
         noise.bernoulli_exp(Fraction(-1))
     with pytest.raises(ValueError):
         noise.gaussian_sigma2(2, 0.0)
+    with pytest.raises(ValueError):
+        noise.zero_sum_discrete_gaussian(0, Fraction(1))
 
 
 def test_the_calibration_is_exact_zcdp():
@@ -124,8 +163,9 @@ def test_bin_noise_keeps_slots_non_negative_and_the_bank_recovers_counts():
     rows = 1000
     bits = bin_noise.slot_bits(rows)
     assert (1 << bits) > rows + 2 * bin_noise.offset
-    slots = [5 + bin_noise.sample() for _ in range(200)]
+    slots = [5 + offset for _ in range(20) for offset in bin_noise.sample(10)]
     assert all(0 <= s < (1 << bits) for s in slots)
+    assert sum(slots) == 200 * (5 + bin_noise.offset)  # each feature's noise sums to zero
     counts = binning.noisy_counts(slots, bin_noise.offset, [10] * 200, "f")
     assert all(0 <= c <= 10 for c in counts) and len(set(counts)) > 1
     with pytest.raises(ProtocolViolation, match="out of range"):
