@@ -2,8 +2,8 @@
 single-positive probe against the same noise.
 
 default_credit (guest = bank with the label, host = bureau): the bureau node runs in its own
-process with mutual TLS and the default privacy setting (rho 0.04 per feature: discrete
-Gaussian noise of sigma 5 on every count of defaults per bin, summing to zero over a
+process with mutual TLS and the default privacy setting (rho 0.0625 per feature: discrete
+Gaussian noise of sigma 4 on every count of defaults per bin, summing to zero over a
 feature's bins). ``--repeats`` IV requests, each after its own PSI session, over loopback
 gRPC; each bureau feature's IV is compared with the exact IV of the same bins computed in the
 clear on the joined table.
@@ -131,7 +131,7 @@ def real_runs(args: argparse.Namespace) -> tuple[list[dict[str, float]], list[fl
                     work / f"iv-{n}.csv",
                     BANK_ID,
                     id_type=IdType.TEXT,
-                    bank_features=[],
+                    bank_features=None,  # the bank's own columns too (local, cheap)
                     key_bits=args.key_bits,
                     allow_test_keys=bool(test_keys),
                     quiet=True,

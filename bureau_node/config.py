@@ -10,8 +10,8 @@ federated information value. One TOML file, validated at start.
     min_intersection = 100           # fewer shared IDs are not revealed for training
     min_bureau_features = 3          # bureau features per model (a category counts once)
     max_models_per_session = 3       # training jobs started on one PSI session
-    iv_rho_per_feature = 0.04        # zCDP privacy loss per bureau feature of an IV request
-    iv_rho_per_day = 1.5             # of all of a bank's IV requests in one UTC day
+    iv_rho_per_feature = 0.0625      # zCDP privacy loss per bureau feature of an IV request
+    iv_rho_per_day = 2.5             # of all of a bank's IV requests in one UTC day
 
     [banks.bank-a]                   # a bank the bureau serves, by its certificate identity
     features = ["debt_ratio", "court_judgements_3y", "tax_paid_12m_10k_cny"]  # omitted: all
@@ -60,10 +60,10 @@ DEFAULTS: dict[str, Any] = {
     # values through the bureau's score u_B
     "min_bureau_features": 3,
     "max_models_per_session": 3,
-    # discrete Gaussian noise of sigma 5 on each count of positives per bin (sigma^2 = 2 / (2
+    # discrete Gaussian noise of sigma 4 on each count of positives per bin (sigma^2 = 2 / (2
     # rho)); two requests over 16 features a day
-    "iv_rho_per_feature": 0.04,
-    "iv_rho_per_day": 1.5,
+    "iv_rho_per_feature": 0.0625,
+    "iv_rho_per_day": 2.5,
 }
 
 

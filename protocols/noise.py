@@ -12,17 +12,19 @@ whose rounding can leak the value the noise is meant to hide (Mironov, CCS 2012)
 proportional to ``exp(-z^2 / (2 sigma2))``. Independent discrete Gaussians of variance
 parameter ``sigma2`` added to the coordinates of an integer vector whose L2 norm changes by
 at most ``Delta`` between neighbouring data sets give ``Delta^2 / (2 sigma2)``-zero-
-concentrated differential privacy (zCDP; CKS 2020, Theorem 14; Bun and Steinke, TCC 2016),
-and zCDP parameters of successive releases add up (Bun and Steinke, Lemma 2.3).
+concentrated differential privacy (zCDP; Bun and Steinke, TCC 2016; CKS 2020, sec. 2, for
+the discrete Gaussian and for vectors of independent ones), and the zCDP parameters of
+successive releases add up (Bun and Steinke's composition).
 
 ``zero_sum_discrete_gaussian(count, sigma2)`` is the same vector conditioned on summing to
 zero: the discrete Gaussian on the lattice ``L = {z in Z^count : sum(z) = 0}``. When the
 receiver knows the exact total anyway, noise on the total is pure loss. For a change ``v`` in
 ``L`` (one unit moving between two coordinates, ``|v|^2 = 2``) the guarantee is the same
-``|v|^2 / (2 sigma2)``-zCDP: as in the one-dimensional proof (CKS 2020, Proposition 5) the
-Renyi divergence of order ``a`` is ``a |v|^2 / (2 sigma2)`` plus the logarithm of
-``sum_{z in L} g(z - a v) / sum_{z in L} g(z)`` (``g`` the Gaussian weight), and that ratio is
-at most 1 for every shift, by Poisson summation (the Fourier transform of ``g`` is positive).
+``|v|^2 / (2 sigma2)``-zCDP: as in the one-dimensional proof of CKS 2020, the Renyi
+divergence of order ``a > 1`` is ``a |v|^2 / (2 sigma2)`` plus ``1 / (a - 1)`` times the
+logarithm of ``sum_{z in L} g(z - a v) / sum_{z in L} g(z)`` (``g`` the Gaussian weight), and
+that ratio is at most 1 for every shift within the lattice's span, by Poisson summation (the
+Fourier transform of ``g`` is positive).
 """
 
 from __future__ import annotations

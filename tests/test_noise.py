@@ -59,7 +59,7 @@ def test_discrete_gaussian_follows_its_exact_pmf(sigma2):
 
 
 def test_discrete_gaussian_tail_is_sub_gaussian():
-    """P(|Z| >= 4 sigma) at sigma 5 is about 6e-5: no draw of 20,000 should pass 6 sigma."""
+    """P(|Z| >= 6 sigma) is about 2e-9: no draw of 20,000 at sigma 5 should reach it."""
     draws = np.array([noise.discrete_gaussian(Fraction(25)) for _ in range(DRAWS)])
     assert np.max(np.abs(draws)) < 30
 
@@ -148,18 +148,19 @@ def test_bad_parameters_are_refused():
 
 
 def test_the_calibration_is_exact_zcdp():
-    """sigma^2 = Delta^2 / (2 rho) exactly: rho 0.04 per feature, sensitivity sqrt(2) (one
-    enterprise moving between two bins), is sigma 5."""
-    assert noise.gaussian_sigma2(2, 0.04) == 25
+    """sigma^2 = Delta^2 / (2 rho) exactly: rho 0.0625 per feature (the default), sensitivity
+    sqrt(2) (one enterprise moving between two bins), is sigma 4."""
+    assert noise.gaussian_sigma2(2, 0.0625) == 16
     assert noise.gaussian_sigma2(2, 0.1) == 10
-    bin_noise = binning.BinNoise(0.04)
-    assert bin_noise.sigma2 == 25 and bin_noise.sigma == 5.0
-    # the bound at which noise is clamped is out of reach: P(|Z| >= 2^40) < exp(-2^79 / 25)
+    assert noise.gaussian_sigma2(2, 0.04) == 25
+    bin_noise = binning.BinNoise(0.0625)
+    assert bin_noise.sigma2 == 16 and bin_noise.sigma == 4.0
+    # the bound at which noise is clamped is out of reach: P(|Z| >= 2^40) < exp(-2^79 / 16)
     assert binning.NOISE_BOUND > 1e9 * bin_noise.sigma
 
 
 def test_bin_noise_keeps_slots_non_negative_and_the_bank_recovers_counts():
-    bin_noise = binning.BinNoise(0.04)
+    bin_noise = binning.BinNoise(0.0625)
     rows = 1000
     bits = bin_noise.slot_bits(rows)
     assert (1 << bits) > rows + 2 * bin_noise.offset
