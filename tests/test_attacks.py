@@ -238,6 +238,24 @@ def test_iv_requests_spend_the_budget(node, city):
     assert outcomes == ["OK", "OK", "RESOURCE_EXHAUSTED"]
 
 
+def test_iv_a_request_with_only_single_bin_features_is_refused(node, city):
+    """``deregistered`` has one value over these rows: nothing to release, nothing charged
+    (the budget test above sees 16 features charged of the 17 asked for)."""
+    with BureauConnection(_address(node), "bank-probe") as connection:
+        result = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+        public_key, private_key = he.generate_keypair(768, allow_test_keys=True)
+        labels = [n % 2 for n in range(len(result.matched_ids))]
+        ciphertexts = he.OwnerEncryptor(private_key).encrypt_many(labels)
+        with pytest.raises(grpc.RpcError) as refused:
+            connection.binning.BinLabels(
+                _label_chunks(result.session_id, public_key, ciphertexts, 10, 50, ["deregistered"]),
+                timeout=300,
+                metadata=connection.metadata,
+            )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "falls into a single bin" in refused.value.details()
+
+
 # -- jobs end for good ------------------------------------------------------------------
 
 
