@@ -92,8 +92,8 @@ def _limits(table: dict[str, Any], where: str, base: dict[str, Any]) -> dict[str
     retired = sorted(RETIRED_KEYS & table.keys())
     if retired:
         raise InputDataError(
-            f"{where}: {', '.join(retired)} no longer apply: the information-value budget is "
-            "kept in zero-concentrated DP (discrete Gaussian noise); set iv_rho_per_feature "
+            f"{where}: {', '.join(retired)}: no longer read; the information-value budget is "
+            "kept in zero-concentrated DP (discrete Gaussian noise): set iv_rho_per_feature "
             "and iv_rho_per_day instead (SECURITY.md, 'Noise on information value')"
         )
     for key in RHO_KEYS & table.keys():
