@@ -39,11 +39,11 @@ def start_bureau(
 ) -> BureauProcess:
     """``bureau-node serve`` on a free loopback port; ``extra`` are further serve flags."""
     bank_tls = bank_certificate(tls_root)
-    # the one bank, with quotas no benchmark reaches (the per-request epsilon stays the default)
+    # the one bank, with quotas no benchmark reaches (the per-request rho stays the default)
     config = tls_root / "bureau.toml"
     config.write_text(
         f"[banks.{BANK_ID}]\ndaily_psi_ids = 100_000_000\ndaily_scored = 100_000_000\n"
-        "daily_iv_requests = 100_000\niv_epsilon_per_day = 1000\n"
+        "daily_iv_requests = 100_000\niv_rho_per_day = 1000\n"
         "daily_lookup_ids = 100_000_000\n"
     )
     command = [

@@ -1,9 +1,11 @@
 """Federated binning for information value: the bureau bins its features and sums the
 bank's encrypted labels per bin; it never sees a label, the bank never sees a split point.
 
-Each sum carries discrete Laplace noise before it is packed (epsilon per feature from the
-bank's policy, charged against its daily budget), so that labels chosen to single out one
-enterprise (all 0 but one) do not point at that enterprise's bins."""
+Each sum carries discrete Gaussian noise before it is packed (summing to zero over a
+feature's bins; rho-zCDP per feature from the bank's policy, charged against its daily
+budget), so that labels chosen to single out one enterprise (all 0 but one) do not point at
+that enterprise's bins. A feature that falls into a single bin is left out of the answer: it
+has nothing to tell and costs nothing."""
 
 from __future__ import annotations
 
@@ -57,13 +59,13 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                             f"only {len(ids)} shared rows; information value needs at least "
                             f"{self.ctx.limits.min_rows}"
                         )
-                    names = self.ctx.choose(bank_id, tuple(chunk.features))
-                    bin_noise = binning.BinNoise(
-                        self.ctx.access.policy(bank_id).iv_epsilon_per_feature
-                    )
-                    spent = bin_noise.epsilon * len(names)
+                    # the bureau's own floor: bins smaller than this are merged, never reported
+                    min_count = max(chunk.min_bin_count, self.ctx.limits.min_bin_count)
+                    columns = self._bins(bank_id, chunk, ids, min_count)
+                    bin_noise = binning.BinNoise(self.ctx.access.policy(bank_id).iv_rho_per_feature)
+                    spent = bin_noise.rho * len(columns)  # zCDP composes by addition
                     self.ctx.access.charge_all(
-                        bank_id, {"daily_iv_requests": 1, "iv_epsilon_per_day": spent}
+                        bank_id, {"daily_iv_requests": 1, "iv_rho_per_day": spent}
                     )
                     self.ctx.store.use_session_once(bank_id, chunk.psi_session_id, "binned")
                 elif chunk.total != total:
@@ -77,24 +79,20 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                 labels.extend(parsed)
             if first is None or key is None or len(labels) != total:
                 raise ProtocolViolation("the labels ended before all announced chunks arrived")
-            # the bureau's own floor: bins smaller than this are merged, never reported
-            min_count = max(first.min_bin_count, self.ctx.limits.min_bin_count)
-            rows = self.ctx.features.rows_of(ids)
             peer = he.PeerEncryptor(key)
             nsquare = he.mpz(key.nsquare)
             slot_bits = bin_noise.slot_bits(total)
             out = pb.BinnedLabelSums()
-            for name in names:
-                bins = binning.bin_column(name, rows.column(name), first.max_bins, min_count)
+            for bins in columns:
                 sums = [he.mpz(1)] * bins.count
                 for b, c in zip(bins.index.tolist(), labels, strict=True):
                     sums[b] = sums[b] * c % nsquare
                 # the noise goes in before packing, so no exact count ever leaves
-                sums = he.add_plain(sums, [bin_noise.sample() for _ in sums], key)
+                sums = he.add_plain(sums, bin_noise.sample(len(sums)), key)
                 totals = np.bincount(bins.index, minlength=bins.count)
                 out.features.append(
                     pb.FeatureBins(
-                        name=name,
+                        name=bins.name,
                         kind=bins.kind,
                         totals=totals.tolist(),
                         ordered=bins.ordered,
@@ -102,8 +100,8 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                         slot_bits=slot_bits,
                         sums=he.ciphertexts_to_bytes(he.pack_sums(sums, slot_bits, peer), key),
                         noise_offset=bin_noise.offset,
-                        noise_scale=float(bin_noise.scale),
-                        epsilon=bin_noise.epsilon,
+                        noise_scale=bin_noise.sigma,  # the discrete Gaussian's sigma
+                        epsilon=bin_noise.rho,  # the field carries the zCDP rho charged
                     )
                 )
             self.ctx.record(
@@ -112,17 +110,34 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                 "OK",
                 psi_session_id=first.psi_session_id,
                 rows=total,
-                features=len(names),
+                features=len(columns),
                 min_bin_count=min_count,
-                epsilon=spent,
+                rho=spent,
             )
             log.info(
                 "binned %d labels of bank %s over %d features (bins of at least %d)",
                 total,
                 bank_id,
-                len(names),
+                len(columns),
                 min_count,
             )
             return out
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "information_value", exc)
+
+    def _bins(
+        self, bank_id: str, first: pb.EncryptedLabels, ids: list[str], min_count: int
+    ) -> list[binning.ColumnBins]:
+        """The bins of the features the bank asked for over the session's rows, those of a
+        single bin left out (binned before any charge, so that only released features are
+        charged)."""
+        names = self.ctx.choose(bank_id, tuple(first.features))
+        rows = self.ctx.features.rows_of(ids)
+        columns = [binning.bin_column(n, rows.column(n), first.max_bins, min_count) for n in names]
+        released = [c for c in columns if c.count >= binning.MIN_RELEASED_BINS]
+        if not released:
+            raise PolicyViolation(
+                f"every feature asked for ({', '.join(names)}) falls into a single bin over "
+                f"these {len(ids)} rows: there is no information value to compute"
+            )
+        return released

@@ -11,8 +11,8 @@ federated information value. One TOML file, validated at start.
     min_intersection = 100           # fewer shared IDs are not revealed for training
     min_bureau_features = 3          # bureau features per model (a category counts once)
     max_models_per_session = 3       # training jobs started on one PSI session
-    iv_epsilon_per_feature = 1.0     # privacy loss per bureau feature of an IV request
-    iv_epsilon_per_day = 40.0        # of all of a bank's IV requests in one UTC day
+    iv_rho_per_feature = 0.0625      # zCDP privacy loss per bureau feature of an IV request
+    iv_rho_per_day = 2.5             # of all of a bank's IV requests in one UTC day
 
     [banks.bank-a]                   # a bank the bureau serves, by its certificate identity
     features = ["debt_ratio", "court_judgements_3y", "tax_paid_12m_10k_cny"]  # omitted: all
@@ -51,8 +51,10 @@ COUNT_KEYS = {
     "min_bureau_features",
     "max_models_per_session",
 }
-EPSILON_KEYS = {"iv_epsilon_per_feature", "iv_epsilon_per_day"}
-LIMIT_KEYS = COUNT_KEYS | EPSILON_KEYS
+RHO_KEYS = {"iv_rho_per_feature", "iv_rho_per_day"}
+# the budget was in pure epsilon-DP (discrete Laplace) before the noise became Gaussian
+RETIRED_KEYS = {"iv_epsilon_per_feature", "iv_epsilon_per_day"}
+LIMIT_KEYS = COUNT_KEYS | RHO_KEYS
 BANK_KEYS = LIMIT_KEYS | {"features", "products"}
 DEFAULTS: dict[str, Any] = {
     "daily_psi_ids": 10_000_000,
@@ -65,8 +67,10 @@ DEFAULTS: dict[str, Any] = {
     # values through the bureau's score u_B
     "min_bureau_features": 3,
     "max_models_per_session": 3,
-    "iv_epsilon_per_feature": 1.0,
-    "iv_epsilon_per_day": 40.0,
+    # discrete Gaussian noise of sigma 4 on each count of positives per bin (sigma^2 = 2 / (2
+    # rho)); two requests over 16 features a day
+    "iv_rho_per_feature": 0.0625,
+    "iv_rho_per_day": 2.5,
 }
 
 
@@ -82,8 +86,8 @@ class BankPolicy:
     min_intersection: int
     min_bureau_features: int
     max_models_per_session: int
-    iv_epsilon_per_feature: float
-    iv_epsilon_per_day: float
+    iv_rho_per_feature: float
+    iv_rho_per_day: float
     products: tuple[str, ...] | None = None  # data products it may look up; None: all
 
 
@@ -94,7 +98,14 @@ def _limits(table: dict[str, Any], where: str, base: dict[str, Any]) -> dict[str
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InputDataError(f"{where}: {key} must be a whole number of at least 1")
         out[key] = value
-    for key in EPSILON_KEYS & table.keys():
+    retired = sorted(RETIRED_KEYS & table.keys())
+    if retired:
+        raise InputDataError(
+            f"{where}: {', '.join(retired)}: no longer read; the information-value budget is "
+            "kept in zero-concentrated DP (discrete Gaussian noise): set iv_rho_per_feature "
+            "and iv_rho_per_day instead (SECURITY.md, 'Noise on information value')"
+        )
+    for key in RHO_KEYS & table.keys():
         value = table[key]
         if (
             not isinstance(value, int | float)
@@ -104,11 +115,10 @@ def _limits(table: dict[str, Any], where: str, base: dict[str, Any]) -> dict[str
         ):
             raise InputDataError(f"{where}: {key} must be a number from 0.001 to 1000")
         out[key] = float(value)
-    if out["iv_epsilon_per_feature"] > out["iv_epsilon_per_day"]:
+    if out["iv_rho_per_feature"] > out["iv_rho_per_day"]:
         raise InputDataError(
-            f"{where}: iv_epsilon_per_feature {out['iv_epsilon_per_feature']} is above "
-            "iv_epsilon_per_day "
-            f"{out['iv_epsilon_per_day']}: no request could ever be answered"
+            f"{where}: iv_rho_per_feature {out['iv_rho_per_feature']} is above iv_rho_per_day "
+            f"{out['iv_rho_per_day']}: no request could ever be answered"
         )
     return out
 
@@ -126,7 +136,7 @@ def load_config(path: str | Path, feature_names: list[str] | None = None) -> dic
     if unknown:
         raise InputDataError(f"{path}: unknown section(s) {sorted(unknown)}; use defaults, banks")
     defaults = data.get("defaults", {})
-    if not isinstance(defaults, dict) or set(defaults) - LIMIT_KEYS:
+    if not isinstance(defaults, dict) or set(defaults) - LIMIT_KEYS - RETIRED_KEYS:
         raise InputDataError(f"{path}: [defaults] takes only {sorted(LIMIT_KEYS)}")
     base = _limits(defaults, f"{path} [defaults]", DEFAULTS)
     banks = data.get("banks", {})
@@ -137,7 +147,7 @@ def load_config(path: str | Path, feature_names: list[str] | None = None) -> dic
         where = f"{path} [banks.{bank_id}]"
         if not valid_bank_id(bank_id):
             raise InputDataError(f"{where}: not a valid bank id")
-        if not isinstance(table, dict) or set(table) - BANK_KEYS:
+        if not isinstance(table, dict) or set(table) - BANK_KEYS - RETIRED_KEYS:
             raise InputDataError(f"{where}: takes only {sorted(BANK_KEYS)}")
         features = table.get("features")
         if features is not None:
@@ -197,7 +207,7 @@ class Access:
 
     def charge(self, bank_id: str, what: str, amount: float) -> None:
         """Count ``amount`` against today's quota ``what`` (daily_psi_ids, daily_scored,
-        daily_iv_requests, iv_epsilon_per_day); refuse, counting nothing, if it would go over."""
+        daily_iv_requests, iv_rho_per_day); refuse, counting nothing, if it would go over."""
         self.charge_all(bank_id, {what: amount})
 
     def charge_all(self, bank_id: str, amounts: dict[str, float]) -> None:
@@ -209,7 +219,7 @@ class Access:
             used = json.loads(path.read_text()) if path.exists() else {}
             for what, amount in amounts.items():
                 limit, spent = getattr(policy, what), used.get(what, 0)
-                if spent + amount > limit * (1 + 1e-9):  # sums of epsilons: no rounding refusals
+                if spent + amount > limit * (1 + 1e-9):  # sums of rhos: no rounding refusals
                     raise QuotaExceeded(
                         f"bank {bank_id} has used {_amount(spent)} of its {_amount(limit)} "
                         f"{what} today (UTC); this request needs {_amount(amount)}"

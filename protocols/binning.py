@@ -30,12 +30,16 @@ BUREAU_MIN_BIN_COUNT = 30  # the smallest bin the bureau reports, whatever the b
 DEFAULT_MIN_BIN_COUNT = 50
 SMOOTHING = 0.5  # added to good and bad counts so that empty cells have a finite WOE
 
-# One enterprise's bureau values moving it from one bin of a feature to another changes
-# that feature's sums of positives by at most 1 in two bins: an L1 sensitivity of 2.
-BIN_SENSITIVITY = 2
-# Noise beyond this is clamped so that a slot has a fixed width; with a scale below 2^20
-# (epsilon per feature above 2^-19) the chance of reaching it is below exp(-2^20).
+# One enterprise's bureau values moving it from one bin of a feature to another changes that
+# feature's vector of sums of positives by at most 1 in two bins (its label is 0 or 1): an L2
+# sensitivity of sqrt(2). Adding or removing the enterprise changes one sum by 1, less.
+BIN_SENSITIVITY_SQUARED = 2
+# Noise beyond this is clamped so that a slot has a fixed width; with sigma below 2^30 the
+# chance of reaching it is below exp(-2^19).
 NOISE_BOUND = 1 << 40
+# A feature binned into one bin is not released: its IV is 0 whatever the labels, and it
+# would spend budget to tell the bank nothing.
+MIN_RELEASED_BINS = 2
 
 STRENGTH_BANDS = [  # (lower bound of IV, label): the usual rule of thumb
     (0.5, "suspicious (check for leaks)"),
@@ -300,16 +304,25 @@ def local_statistics(bins: ColumnBins, labels: np.ndarray) -> BinStatistics:
 
 @dataclass(frozen=True)
 class BinNoise:
-    """The discrete Laplace noise the bureau adds to each encrypted per-bin count of
-    positives: ``epsilon`` per feature (epsilon-differential privacy for one enterprise's bin
-    in that feature, whatever labels the bank chose), and the offset that keeps every noisy
-    count non-negative in its slot."""
+    """The discrete Gaussian noise the bureau adds to a feature's encrypted per-bin counts of
+    positives: ``rho`` per feature (rho-zCDP for one enterprise's bin in that feature,
+    whatever 0/1 labels the bank chose; a request over F features is F * rho by
+    composition), and the offset that keeps every noisy count non-negative in its slot.
 
-    epsilon: float
+    The noise of a feature's bins sums to zero: the bank knows its number of positives, so
+    noise on their total would only cost accuracy (``noise.zero_sum_discrete_gaussian``; the
+    same rho for a move between bins, and about the same differences of noise between bins,
+    which is what a probe compares)."""
+
+    rho: float
 
     @property
-    def scale(self) -> Fraction:
-        return noise.laplace_scale(BIN_SENSITIVITY, self.epsilon)
+    def sigma2(self) -> Fraction:
+        return noise.gaussian_sigma2(BIN_SENSITIVITY_SQUARED, self.rho)
+
+    @property
+    def sigma(self) -> float:
+        return math.sqrt(self.sigma2)
 
     @property
     def offset(self) -> int:
@@ -319,10 +332,11 @@ class BinNoise:
         """Wide enough for a count of 0..rows plus noise in [-bound, bound], offset."""
         return (rows + 2 * NOISE_BOUND).bit_length()
 
-    def sample(self, randbelow: noise.RandBelow = secrets.randbelow) -> int:
-        """Noise plus offset: a non-negative integer to add to an encrypted count."""
-        z = noise.discrete_laplace(self.scale, randbelow)
-        return max(-NOISE_BOUND, min(NOISE_BOUND, z)) + NOISE_BOUND
+    def sample(self, bins: int, randbelow: noise.RandBelow = secrets.randbelow) -> list[int]:
+        """Noise plus offset for each of a feature's ``bins``: non-negative integers to add to
+        its encrypted counts."""
+        z = noise.zero_sum_discrete_gaussian(bins, self.sigma2, randbelow)
+        return [max(-NOISE_BOUND, min(NOISE_BOUND, v)) + NOISE_BOUND for v in z]
 
 
 def noisy_counts(slots: list[int], offset: int, totals: list[int], feature: str) -> list[int]:

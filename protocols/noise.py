@@ -1,15 +1,30 @@
-"""Exact integer noise for differential privacy: the discrete Laplace distribution.
+"""Exact integer noise for differential privacy: the discrete Laplace and discrete Gaussian
+distributions.
 
-The samplers are Algorithms 1 and 2 of C. Canonne, G. Kamath, T. Steinke, "The Discrete
+The samplers are Algorithms 1, 2 and 3 of C. Canonne, G. Kamath, T. Steinke, "The Discrete
 Gaussian for Differential Privacy", NeurIPS 2020 (arXiv:2004.00010). They use only exact
 integer arithmetic on rational parameters and uniform integers from the operating system
 (:mod:`secrets`), so the output follows the stated distribution exactly: no floating point,
 whose rounding can leak the value the noise is meant to hide (Mironov, CCS 2012).
 
 ``discrete_laplace(scale)`` returns an integer ``Z`` with ``P(Z = z)`` proportional to
-``exp(-|z| / scale)``. Added to a count whose value can change by at most ``Delta`` between
-two neighbouring data sets, it gives ``epsilon``-differential privacy for
-``scale = Delta / epsilon`` (the discrete analogue of the Laplace mechanism; CKS 2020, sec. 2).
+``exp(-|z| / scale)``. ``discrete_gaussian(sigma2)`` returns one with ``P(Z = z)``
+proportional to ``exp(-z^2 / (2 sigma2))``. Independent discrete Gaussians of variance
+parameter ``sigma2`` added to the coordinates of an integer vector whose L2 norm changes by
+at most ``Delta`` between neighbouring data sets give ``Delta^2 / (2 sigma2)``-zero-
+concentrated differential privacy (zCDP; Bun and Steinke, TCC 2016; CKS 2020, sec. 2, for
+the discrete Gaussian and for vectors of independent ones), and the zCDP parameters of
+successive releases add up (Bun and Steinke's composition).
+
+``zero_sum_discrete_gaussian(count, sigma2)`` is the same vector conditioned on summing to
+zero: the discrete Gaussian on the lattice ``L = {z in Z^count : sum(z) = 0}``. When the
+receiver knows the exact total anyway, noise on the total is pure loss. For a change ``v`` in
+``L`` (one unit moving between two coordinates, ``|v|^2 = 2``) the guarantee is the same
+``|v|^2 / (2 sigma2)``-zCDP: as in the one-dimensional proof of CKS 2020, the Renyi
+divergence of order ``a > 1`` is ``a |v|^2 / (2 sigma2)`` plus ``1 / (a - 1)`` times the
+logarithm of ``sum_{z in L} g(z - a v) / sum_{z in L} g(z)`` (``g`` the Gaussian weight), and
+that ratio is at most 1 for every shift within the lattice's span, by Poisson summation (the
+Fourier transform of ``g`` is positive).
 """
 
 from __future__ import annotations
@@ -60,15 +75,40 @@ def discrete_laplace(scale: Fraction, randbelow: RandBelow = secrets.randbelow) 
         return -y if negative else y
 
 
-def laplace_scale(sensitivity: int, epsilon: float) -> Fraction:
-    """The scale that makes a sum of L1 ``sensitivity`` epsilon-DP, as an exact fraction
-    (epsilon is a configured decimal, read exactly from its shortest representation)."""
-    if sensitivity < 1 or not epsilon > 0:
-        raise ValueError("the sensitivity and epsilon must be positive")
-    return Fraction(sensitivity) / Fraction(repr(float(epsilon)))
+def discrete_gaussian(sigma2: Fraction, randbelow: RandBelow = secrets.randbelow) -> int:
+    """One sample of the discrete Gaussian of variance parameter ``sigma2`` (CKS 2020,
+    Algorithm 3): a discrete Laplace proposal of scale floor(sigma) + 1, accepted with
+    probability exp(-(|y| - sigma2 / t)^2 / (2 sigma2)), all in exact rationals."""
+    if sigma2 <= 0:
+        raise ValueError("the variance parameter must be positive")
+    t = math.isqrt(sigma2.numerator // sigma2.denominator) + 1  # floor(sigma) + 1
+    while True:
+        y = discrete_laplace(Fraction(t), randbelow)
+        gamma = (abs(y) - sigma2 / t) ** 2 / (2 * sigma2)
+        if bernoulli_exp(gamma, randbelow):
+            return y
 
 
-def discrete_laplace_variance(scale: Fraction) -> float:
-    """2 q / (1 - q)^2 with q = exp(-1/scale): what the bank should expect of the noise."""
-    q = math.exp(-1 / float(scale))
-    return 2 * q / (1 - q) ** 2
+def zero_sum_discrete_gaussian(
+    count: int, sigma2: Fraction, randbelow: RandBelow = secrets.randbelow
+) -> list[int]:
+    """``count`` discrete Gaussians of variance parameter ``sigma2`` conditioned on summing to
+    zero, exactly: the first ``count - 1`` drawn independently, the last their negated sum,
+    the whole accepted with probability exp(-last^2 / (2 sigma2)) (rejection sampling, whose
+    output has weight prod exp(-z_i^2 / (2 sigma2)) on L; about 1 in sqrt(count) accepted)."""
+    if count < 1:
+        raise ValueError("the vector needs at least one coordinate")
+    while True:
+        head = [discrete_gaussian(sigma2, randbelow) for _ in range(count - 1)]
+        last = -sum(head)
+        if bernoulli_exp(Fraction(last * last) / (2 * sigma2), randbelow):
+            return [*head, last]
+
+
+def gaussian_sigma2(sensitivity_squared: int, rho: float) -> Fraction:
+    """The variance parameter that makes a vector of L2 sensitivity sqrt(``sensitivity_
+    squared``) rho-zCDP: Delta^2 / (2 rho), exact (rho is a configured decimal, read exactly
+    from its shortest representation)."""
+    if sensitivity_squared < 1 or not rho > 0:
+        raise ValueError("the sensitivity and rho must be positive")
+    return Fraction(sensitivity_squared) / (2 * Fraction(repr(float(rho))))

@@ -451,12 +451,12 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
     )
     rows = read_iv_table(out)
     assert summary["features"] == len(rows) == 22
-    assert summary["bureau_epsilon"] == 16.0  # 1 per feature, the default
+    assert summary["bureau_epsilon"] == 1.0  # rho 0.0625 per feature (the default), 16 of them
     assert [r["iv"] for r in rows] == sorted((r["iv"] for r in rows), reverse=True)
     assert {r["party"] for r in rows} == {"bank", "bureau"}
     # the same bins computed in the clear on the joined data: sizes exact, counts of
-    # defaults within the bureau's noise (discrete Laplace of scale 2: |z| > 40 has
-    # probability e^-20)
+    # defaults within the bureau's noise (discrete Gaussian of sigma 4: |z| > 40 is ten
+    # sigmas, probability about 1e-23)
     import pyarrow.parquet as pq
 
     bank = read_csv(city["bank"])

@@ -1,5 +1,7 @@
-"""The exact discrete Laplace sampler (Canonne, Kamath, Steinke 2020) and the bureau's noise
-on binned counts: the distribution against its formula, the slot arithmetic, the bank's cut."""
+"""The exact samplers (Canonne, Kamath, Steinke 2020) and the bureau's noise on binned
+counts: each distribution against its exact probability mass function (chi-square, mean,
+variance, tails), the zero-sum vectors, the zCDP calibration, the slot arithmetic, the
+bank's cut."""
 
 from __future__ import annotations
 
@@ -9,27 +11,106 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from protocols import binning, noise
 from protocols.errors import ProtocolViolation
 
+DRAWS = 20_000
 
-def _pmf(z: int, scale: float) -> float:
-    q = math.exp(-1 / scale)
-    return (1 - q) / (1 + q) * q ** abs(z)
+
+def _exact_pmf(weight, support: int) -> dict[int, float]:
+    """P(Z = z) for |z| <= support, normalised over a range wide enough that the rest of the
+    mass is below 1e-30."""
+    wide = range(-40 * support, 40 * support + 1)
+    norm = math.fsum(weight(z) for z in wide)
+    return {z: weight(z) / norm for z in range(-support, support + 1)}
+
+
+def _gaussian_weight(sigma2: Fraction):
+    return lambda z: math.exp(-(z * z) / (2 * float(sigma2)))
+
+
+def _chi_square_p(draws: np.ndarray, pmf: dict[int, float]) -> float:
+    """Goodness of fit over the cells of the pmf with an expected count of at least 5, the
+    rest pooled into one tail cell."""
+    cells = [z for z, p in pmf.items() if p * draws.size >= 5]
+    observed = [int(np.sum(draws == z)) for z in cells]
+    expected = [pmf[z] * draws.size for z in cells]
+    observed.append(draws.size - sum(observed))
+    expected.append(draws.size - sum(expected))
+    return float(stats.chisquare(observed, expected).pvalue)
+
+
+@pytest.mark.parametrize("sigma2", [Fraction(1, 4), Fraction(2), Fraction(25)])
+def test_discrete_gaussian_follows_its_exact_pmf(sigma2):
+    draws = np.array([noise.discrete_gaussian(sigma2) for _ in range(DRAWS)])
+    pmf = _exact_pmf(_gaussian_weight(sigma2), math.isqrt(int(sigma2) + 1) * 8 + 2)
+    assert _chi_square_p(draws, pmf) > 1e-4
+    variance = math.fsum(p * z * z for z, p in pmf.items())  # just below sigma2 (CKS, Cor. 9)
+    assert variance <= float(sigma2)
+    assert abs(np.mean(draws)) < 5 * math.sqrt(variance / DRAWS)
+    assert np.var(draws) == pytest.approx(variance, rel=0.06)
+    # the tail beyond 2 sigma, against the exact mass there
+    cut = 2 * math.sqrt(sigma2)
+    tail = math.fsum(p for z, p in pmf.items() if abs(z) > cut)
+    seen = float(np.mean(np.abs(draws) > cut))
+    assert abs(seen - tail) < 5 * math.sqrt(tail * (1 - tail) / DRAWS) + 1e-4
+
+
+def test_discrete_gaussian_tail_is_sub_gaussian():
+    """P(|Z| >= 6 sigma) is about 2e-9: no draw of 20,000 at sigma 5 should reach it."""
+    draws = np.array([noise.discrete_gaussian(Fraction(25)) for _ in range(DRAWS)])
+    assert np.max(np.abs(draws)) < 30
+
+
+def test_zero_sum_vectors_follow_the_lattice_gaussian():
+    """Three coordinates summing to zero: the first two (the third follows) against the exact
+    pmf on the lattice, weight exp(-(a^2 + b^2 + (a + b)^2) / (2 sigma2)); and the variance
+    of each coordinate against that pmf (a third less than sigma2's, on three bins)."""
+    sigma2 = Fraction(4)
+    vectors = np.array([noise.zero_sum_discrete_gaussian(3, sigma2) for _ in range(DRAWS)])
+    assert np.all(vectors.sum(axis=1) == 0)
+    span = range(-20, 21)
+    weight = {
+        (a, b): math.exp(-(a * a + b * b + (a + b) ** 2) / (2 * float(sigma2)))
+        for a in span
+        for b in span
+    }
+    norm = math.fsum(weight.values())
+    pmf = {cell: w / norm for cell, w in weight.items()}
+    cells = [cell for cell, p in pmf.items() if p * DRAWS >= 5]
+    pairs = [tuple(v) for v in vectors[:, :2].tolist()]
+    counted = {cell: 0 for cell in cells}
+    for pair in pairs:
+        if pair in counted:
+            counted[pair] += 1
+    observed = [counted[c] for c in cells]
+    expected = [pmf[c] * DRAWS for c in cells]
+    observed.append(DRAWS - sum(observed))
+    expected.append(DRAWS - sum(expected))
+    assert stats.chisquare(observed, expected).pvalue > 1e-4
+    variance = math.fsum(p * a * a for (a, _), p in pmf.items())
+    assert variance == pytest.approx(2 / 3 * float(sigma2), rel=0.01)
+    assert np.var(vectors[:, 0]) == pytest.approx(variance, rel=0.06)
+    assert noise.zero_sum_discrete_gaussian(1, sigma2) == [0]
 
 
 @pytest.mark.parametrize("scale", [Fraction(1, 2), Fraction(2), Fraction(7, 3)])
-def test_discrete_laplace_follows_its_formula(scale):
-    draws = np.array([noise.discrete_laplace(scale) for _ in range(10_000)])
-    for z in range(-4, 5):
-        expected = _pmf(z, float(scale))
-        observed = np.mean(draws == z)
-        sigma = math.sqrt(expected * (1 - expected) / draws.size)
-        assert abs(observed - expected) < 5 * sigma + 1e-4, (z, observed, expected)
-    variance = noise.discrete_laplace_variance(scale)
+def test_discrete_laplace_follows_its_exact_pmf(scale):
+    draws = np.array([noise.discrete_laplace(scale) for _ in range(DRAWS)])
+    pmf = _exact_pmf(lambda z: math.exp(-abs(z) / float(scale)), 40)
+    assert _chi_square_p(draws, pmf) > 1e-4
+    q = math.exp(-1 / float(scale))
+    variance = 2 * q / (1 - q) ** 2
     assert np.var(draws) == pytest.approx(variance, rel=0.1)
-    assert abs(np.mean(draws)) < 5 * math.sqrt(variance / draws.size)
+    assert abs(np.mean(draws)) < 5 * math.sqrt(variance / DRAWS)
+
+
+def test_the_chi_square_check_can_fail():
+    """The same check rejects draws of a neighbouring sigma: it has the power to fail."""
+    draws = np.array([noise.discrete_gaussian(Fraction(4)) for _ in range(DRAWS)])
+    assert _chi_square_p(draws, _exact_pmf(_gaussian_weight(Fraction(5)), 20)) < 1e-4
 
 
 def test_bernoulli_exp_matches_exp_minus_gamma():
@@ -39,35 +120,54 @@ def test_bernoulli_exp_matches_exp_minus_gamma():
         assert abs(hits / 10_000 - p) < 5 * math.sqrt(p * (1 - p) / 10_000) + 1e-4
 
 
-def test_the_sampler_uses_only_the_integers_it_is_given():
+def test_the_samplers_use_only_the_integers_they_are_given():
     """Injected randomness (for exact tests; production uses secrets) gives one sample
     deterministically; no float and no other generator is consulted."""
-    first = random.Random(3)
-    second = random.Random(3)
-    a = [noise.discrete_laplace(Fraction(2), first.randrange) for _ in range(50)]
-    b = [noise.discrete_laplace(Fraction(2), second.randrange) for _ in range(50)]
-    assert a == b and len(set(a)) > 3
+    for sample in (
+        noise.discrete_laplace,
+        noise.discrete_gaussian,
+        lambda s2, r: noise.zero_sum_discrete_gaussian(4, s2, r)[0],
+    ):
+        first, second = random.Random(3), random.Random(3)
+        a = [sample(Fraction(4), first.randrange) for _ in range(50)]
+        b = [sample(Fraction(4), second.randrange) for _ in range(50)]
+        assert a == b and len(set(a)) > 3
 
 
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError):
         noise.discrete_laplace(Fraction(0))
     with pytest.raises(ValueError):
+        noise.discrete_gaussian(Fraction(0))
+    with pytest.raises(ValueError):
         noise.bernoulli_exp(Fraction(-1))
     with pytest.raises(ValueError):
-        noise.laplace_scale(2, 0.0)
-    assert noise.laplace_scale(2, 0.1) == Fraction(20)
+        noise.gaussian_sigma2(2, 0.0)
+    with pytest.raises(ValueError):
+        noise.zero_sum_discrete_gaussian(0, Fraction(1))
+
+
+def test_the_calibration_is_exact_zcdp():
+    """sigma^2 = Delta^2 / (2 rho) exactly: rho 0.0625 per feature (the default), sensitivity
+    sqrt(2) (one enterprise moving between two bins), is sigma 4."""
+    assert noise.gaussian_sigma2(2, 0.0625) == 16
+    assert noise.gaussian_sigma2(2, 0.1) == 10
+    assert noise.gaussian_sigma2(2, 0.04) == 25
+    bin_noise = binning.BinNoise(0.0625)
+    assert bin_noise.sigma2 == 16 and bin_noise.sigma == 4.0
+    # the bound at which noise is clamped is out of reach: P(|Z| >= 2^40) < exp(-2^79 / 16)
+    assert binning.NOISE_BOUND > 1e9 * bin_noise.sigma
 
 
 def test_bin_noise_keeps_slots_non_negative_and_the_bank_recovers_counts():
-    bin_noise = binning.BinNoise(1.0)
-    assert bin_noise.scale == 2
+    bin_noise = binning.BinNoise(0.0625)
     rows = 1000
     bits = bin_noise.slot_bits(rows)
     assert (1 << bits) > rows + 2 * bin_noise.offset
-    slots = [5 + bin_noise.sample() for _ in range(200)]
+    slots = [5 + offset for _ in range(20) for offset in bin_noise.sample(10)]
     assert all(0 <= s < (1 << bits) for s in slots)
+    assert sum(slots) == 200 * (5 + bin_noise.offset)  # each feature's noise sums to zero
     counts = binning.noisy_counts(slots, bin_noise.offset, [10] * 200, "f")
     assert all(0 <= c <= 10 for c in counts) and len(set(counts)) > 1
     with pytest.raises(ProtocolViolation, match="out of range"):
-        binning.noisy_counts([3 * bin_noise.offset], bin_noise.offset, [10], "f")
+        binning.noisy_counts([3 * bin_noise.offset], bin_noise.offset, [10] * 1, "f")
