@@ -36,6 +36,7 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -54,6 +55,7 @@ MAX_PAYLOAD_BYTES = 4096
 _SALT = b"xinrong/v1/lookup/hkdf-salt"
 _TAG_DOMAIN = b"xinrong/v1/lookup/tag\x00"
 _NONCE = bytes(12)
+_SHA256 = hashes.SHA256()
 _PRODUCT = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
@@ -82,7 +84,7 @@ class TableVersion:
             if not 0 <= value < 2**32:
                 raise ProtocolViolation(f"{name} {value} is out of range")
 
-    @property
+    @cached_property
     def info(self) -> bytes:
         return (
             b"xinrong/v1/lookup/key\x00"
@@ -90,7 +92,7 @@ class TableVersion:
             + self.product.encode()
         )
 
-    @property
+    @cached_property
     def associated(self) -> bytes:
         return self.product.encode() + struct.pack(">II", self.version, self.key_epoch)
 
@@ -102,7 +104,7 @@ def lookup_tag(point: bytes) -> bytes:
 def entry_key(point: bytes, table: TableVersion) -> bytes:
     if len(point) != POINT_BYTES:
         raise ProtocolViolation(f"a point is {POINT_BYTES} bytes, not {len(point)}")
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=_SALT, info=table.info)
+    hkdf = HKDF(algorithm=_SHA256, length=KEY_BYTES, salt=_SALT, info=table.info)
     return hkdf.derive(point)
 
 
@@ -189,9 +191,10 @@ def seal_chunk(
     ):
         raise ProtocolViolation("points, payloads and revisions of a chunk do not line up")
     tags, sealed = [], []
+    tables = _versions(product, epoch)
     for i, revision in enumerate(np.frombuffer(revisions, REVISION).tolist()):
         point = points[i * POINT_BYTES : (i + 1) * POINT_BYTES]
-        table = TableVersion(product, revision, epoch)
+        table = tables[revision]
         tag, box = seal_entry(point, payloads[i * payload_bytes : (i + 1) * payload_bytes], table)
         tags.append(tag)
         sealed.append(box)
@@ -342,14 +345,30 @@ def open_chunk(
     count = len(points) // POINT_BYTES
     if len(sealed) != count * width or len(revisions) != count * REVISION.itemsize:
         raise ProtocolViolation("points and sealed entries of a chunk do not line up")
+    tables = _versions(product, epoch)
     return [
         open_entry(
             points[i * POINT_BYTES : (i + 1) * POINT_BYTES],
             sealed[i * width : (i + 1) * width],
-            TableVersion(product, revision, epoch),
+            tables[revision],
         )
         for i, revision in enumerate(np.frombuffer(revisions, REVISION).tolist())
     ]
+
+
+class _versions(dict[int, TableVersion]):  # noqa: N801 - a dict used like a function
+    """The checked ``TableVersion`` of each revision of a chunk, made once per revision (a
+    chunk of thousands of entries has a handful of revisions)."""
+
+    def __init__(self, product: str, epoch: int) -> None:
+        super().__init__()
+        self.product, self.epoch = product, epoch
+
+    def __missing__(self, revision: int) -> TableVersion:
+        table = TableVersion(self.product, revision, self.epoch)
+        table.check()
+        self[revision] = table
+        return table
 
 
 # -------------------------------------------------------------------------- the OPRF
