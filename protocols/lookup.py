@@ -284,8 +284,10 @@ class LookupTable:
             raise ProtocolViolation("an update holds entries the bank already has")
         if len(removed) % LOOKUP_TAG_BYTES:
             raise ProtocolViolation("removed tags are 8 bytes each")
-        gone = np.frombuffer(removed, dtype=TAG_ORDER)
-        keep = ~np.isin(self.tags, gone) & ~np.isin(self.tags, delta.tags)
+        # compared as native integers: numpy's isin refuses some byte-swapped dtypes
+        native = self.tags.astype(np.uint64)
+        gone = np.frombuffer(removed, dtype=TAG_ORDER).astype(np.uint64)
+        keep = ~np.isin(native, gone) & ~np.isin(native, delta.tags.astype(np.uint64))
         tags = np.concatenate([self.tags[keep], delta.tags])
         order = np.argsort(tags, kind="stable")
         return LookupTable(

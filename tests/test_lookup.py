@@ -129,7 +129,7 @@ def _table(entries: list[tuple[bytes, bytes, int]], version: int) -> LookupTable
     return LookupTable.from_chunks(TableVersion("watch", version, 7), 4, len(entries), [chunk])
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     before=st.lists(st.binary(min_size=4, max_size=4), min_size=1, max_size=12),
     changes=st.lists(st.sampled_from(["same", "changed", "removed"]), min_size=12, max_size=12),
