@@ -13,8 +13,9 @@ Steps, each timed on its own:
      same for a data product when the city has product files;
   4. single-applicant decisions through the Python API (`predict_proba` on one row, the table
      already at the bank): median and 99th percentile over --decisions calls;
-  5. the bureau's throughput on single-applicant lookups: --clients processes, each sending
-     one-ID Evaluate calls back to back for --seconds (the clients share the 2 cores);
+  5. the bureau's throughput on single-applicant lookups: 1, --clients and twice as many
+     processes, each sending one-ID Evaluate calls back to back for --seconds (the clients
+     share the machine's cores with the bureau), and the bureau's CPU time per decision;
   6. --applicants applicants scored privately (`bank-node predict`, table kept) beside a PSI
      session of the same file (`bank-node psi`), process start to exit, in the same run.
 """
@@ -100,23 +101,36 @@ def _evaluate_loop(address: str, tls: str, ids: list[str], seconds: float, queue
         queue.put((done, time.perf_counter() - started))
 
 
-def throughput(address: str, tls: Path, ids: list[str], clients: int, seconds: float) -> dict:
+def throughput(
+    address: str, tls: Path, ids: list[str], clients: int, seconds: float, bureau_pid: int
+) -> dict:
+    """Decisions per second over ``clients`` processes, and the bureau's CPU time per
+    decision (its capacity on this machine's cores, were the clients elsewhere)."""
+    import psutil
+
+    bureau = psutil.Process(bureau_pid)
     ctx = get_context("spawn")
     queue = ctx.Queue()
     procs = [
         ctx.Process(target=_evaluate_loop, args=(address, str(tls), ids, seconds, queue))
         for _ in range(clients)
     ]
+    before = bureau.cpu_times()
     for p in procs:
         p.start()
     results = [queue.get(timeout=seconds + 120) for _ in procs]
+    after = bureau.cpu_times()
     for p in procs:
         p.join()
+    decisions = sum(d for d, _ in results)
+    cpu = (after.user - before.user) + (after.system - before.system)
     return {
         "clients": clients,
         "seconds": seconds,
-        "decisions": sum(d for d, _ in results),
+        "decisions": decisions,
         "per_second": sum(d / s for d, s in results),
+        "bureau_cpu_ms_per_decision": 1e3 * cpu / max(decisions, 1),
+        "bureau_capacity_per_second_all_cores": (os.cpu_count() or 1) * decisions / max(cpu, 1e-9),
     }
 
 
@@ -174,9 +188,10 @@ def main() -> None:
             bureau.address, bureau.bank_tls, model_dir, one, args.decisions
         )
         ids = one.column("uscc").to_pylist()
-        report["throughput"] = throughput(
-            bureau.address, bureau.bank_tls, ids, args.clients, args.seconds
-        )
+        report["throughput"] = [
+            throughput(bureau.address, bureau.bank_tls, ids, n, args.seconds, bureau.process.pid)
+            for n in sorted({1, args.clients, 2 * args.clients})
+        ]
         predict_s, _ = run(
             [str(BIN / "bank-node"), "predict", "--bureau", bureau.address, *tls,
              "--model-dir", str(model_dir), "--data", str(paths["applicants"]),
@@ -215,13 +230,15 @@ def publish(address: str, tls: Path, model_dir: Path) -> dict[str, object]:
             started = time.perf_counter()
             table = client.table(product)
             seconds = time.perf_counter() - started
-            wire = table.tags.nbytes + table.sealed.nbytes
+            wire = table.tags.nbytes + table.sealed.nbytes + table.revisions.nbytes
             out[f"publish_{product.split('_')[0] if product.startswith('model_') else product}"] = {
                 "entries": table.tags.size,
                 "payload_bytes": info.payload_bytes,
                 "seconds": seconds,
                 "wire_mb": wire / 1e6,
-                "entry_bytes": lookup.LOOKUP_TAG_BYTES + lookup.sealed_bytes(info.payload_bytes),
+                "entry_bytes": lookup.LOOKUP_TAG_BYTES
+                + lookup.sealed_bytes(info.payload_bytes)
+                + lookup.REVISION.itemsize,
             }
     return out
 

@@ -129,6 +129,7 @@ class AuditLog:
         self._turn = threading.Condition()  # group commit: who commits, who waits
         self._queue: list[_Pending] = []
         self._committing = False
+        self._writer: sqlite3.Connection | None = None
         self._key = load_or_create_key(root)
         self.public_key = self._key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -143,8 +144,10 @@ class AuditLog:
         if migrated:  # on record, under the first head of the new log
             self.append("(bureau)", "audit_log_migrated", "OK", **migrated)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+    def _connect(self, check_same_thread: bool = True) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, timeout=30, isolation_level=None, check_same_thread=check_same_thread
+        )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # on disk before the answer leaves
         return db
@@ -195,28 +198,34 @@ class AuditLog:
         return self._finish(item)
 
     def _commit(self, batch: list[_Pending]) -> None:
-        with self._lock, self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._lock:
+            if self._writer is None:  # one connection for every commit (one at a time)
+                self._writer = self._connect(check_same_thread=False)
+            self._commit_on(self._writer, batch)
+
+    def _commit_on(self, db: sqlite3.Connection, batch: list[_Pending]) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        heads = []
+        try:
             last = db.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
             tree = self._tree_at(db, last)
-            heads = []
-            try:
-                for pending in batch:
-                    seq = last + 1
-                    db.execute(
-                        "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (seq, pending.time, pending.bank_id, pending.event, pending.outcome,
-                         pending.text, pending.digest.hex()),
-                    )  # fmt: skip
-                    tree.append(pending.digest)
-                    head = sign_head(self._key, self.public_key, seq, tree.root(), pending.time)
-                    db.execute("INSERT INTO heads VALUES (?, ?)", (seq, json.dumps(head.to_dict())))
-                    heads.append((seq, head))
-                    last = seq
-                db.execute("COMMIT")
-            except BaseException:
-                self._tree = merkle.CompactRange()  # rebuilt from the database next time
-                raise
+            for pending in batch:
+                seq = last + 1
+                db.execute(
+                    "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (seq, pending.time, pending.bank_id, pending.event, pending.outcome,
+                     pending.text, pending.digest.hex()),
+                )  # fmt: skip
+                tree.append(pending.digest)
+                head = sign_head(self._key, self.public_key, seq, tree.root(), pending.time)
+                db.execute("INSERT INTO heads VALUES (?, ?)", (seq, json.dumps(head.to_dict())))
+                heads.append((seq, head))
+                last = seq
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._tree = merkle.CompactRange()  # rebuilt from the database next time
+            raise
         for pending, (seq, head) in zip(batch, heads, strict=True):
             pending.seq, pending.head = seq, head
 

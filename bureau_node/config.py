@@ -27,6 +27,7 @@ import datetime
 import json
 import math
 import threading
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from node_runtime import tables
 from node_runtime.transport.channels import bank_identity, valid_bank_id
 from protocols.errors import InputDataError, NotAuthorised, QuotaExceeded
 
+FLUSH_SECONDS = 0.5  # usage counters reach the disk this often, and at shutdown
 # the platform's data products (protocols.products); a bank's models are always its own
 DATA_PRODUCTS = ("size_class", "headcount", "watch", "registration")
 
@@ -186,6 +188,9 @@ class Access:
         self.policies = policies
         self.root = Path(state_dir) / "banks"
         self._lock = threading.Lock()
+        self._usage: dict[Path, dict[str, float]] = {}  # today's usage file -> its counts
+        self._dirty: set[Path] = set()
+        self._flushed = 0.0
 
     def policy(self, bank_id: str) -> BankPolicy:
         if self.policies is None:
@@ -216,20 +221,41 @@ class Access:
         day = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
         path = self.root / bank_id / f"usage-{day}.json"
         with self._lock:
-            used = json.loads(path.read_text()) if path.exists() else {}
+            used = self._usage.get(path)
+            if used is None:  # read once a day per bank; this process keeps it since
+                self._flush_locked()  # yesterday's counts written before they are dropped
+                tables.private_dir(path.parent)
+                used = json.loads(path.read_text()) if path.exists() else {}
+                self._usage = {
+                    path: used,
+                    **{p: u for p, u in self._usage.items() if p.parent != path.parent},
+                }
             for what, amount in amounts.items():
                 limit, spent = getattr(policy, what), used.get(what, 0)
-                if spent + amount > limit * (1 + 1e-9):  # sums of rhos: no rounding refusals
+                if spent + amount > limit * (1 + 1e-9):  # sums of epsilons: no rounding refusals
                     raise QuotaExceeded(
                         f"bank {bank_id} has used {_amount(spent)} of its {_amount(limit)} "
                         f"{what} today (UTC); this request needs {_amount(amount)}"
                     )
             for what, amount in amounts.items():
                 used[what] = used.get(what, 0) + amount
-            tables.private_dir(path.parent)
-            # no fsync: every charged request is also on the audit log, which is durable
-            # before the answer leaves; an fsync here would cap lookups near 200 a second
-            tables.atomic_write_bytes(path, json.dumps(used).encode(), sync=False)
+            # written at most every FLUSH_SECONDS and without fsync: every charged request
+            # is also on the audit log, durable before the answer leaves; a write per call
+            # would cost a busy bureau more than the lookup itself
+            self._dirty.add(path)
+            if time.monotonic() - self._flushed >= FLUSH_SECONDS:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        """Write the usage counters that changed since the last write (at shutdown)."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        for path in self._dirty:
+            tables.atomic_write_bytes(path, json.dumps(self._usage[path]).encode(), sync=False)
+        self._dirty.clear()
+        self._flushed = time.monotonic()
 
 
 def _amount(value: float) -> str:

@@ -180,7 +180,7 @@ class TableVersions:
         with self._lock:
             data = json.loads(self.path.read_text()) if self.path.exists() else {}
             known = data.setdefault(product, {"latest": 0, "content": None})
-            if known["content"] != content:
+            if known.get("content") != content:
                 known["latest"] += 1
                 known["content"] = content
                 tables.atomic_write_bytes(self.path, json.dumps(data, indent=1).encode())

@@ -194,6 +194,8 @@ class BureauNode:
         if self.server is not None:
             self.server.stop(grace).wait()
             self.server = None
+        if self.access is not None:
+            self.access.flush()
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.executor = None

@@ -110,6 +110,8 @@ class BureauStore:
         self._bank_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._tables: dict[str, tuple[int, psi.BureauTagTable]] = {}
+        self._made_dirs: set[str] = set()
+        self._scalars: dict[tuple[str, int], bytes] = {}
         self.summary: DatasetSummary | None = None
 
     # -- the dataset ------------------------------------------------------------------
@@ -249,7 +251,11 @@ class BureauStore:
     # -- per-bank tag tables ------------------------------------------------------------
 
     def _bank_dir(self, bank_id: str) -> Path:
-        return tables.private_dir(self.root / "banks" / bank_id)
+        path = self.root / "banks" / bank_id
+        if bank_id not in self._made_dirs:  # made (0700) once per process, not per call
+            tables.private_dir(path)
+            self._made_dirs.add(bank_id)
+        return path
 
     def _lock(self, bank_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -271,9 +277,15 @@ class BureauStore:
         return key
 
     def lookup_scalar(self, bank_id: str, epoch: int) -> bytes:
-        """The bank's secret scalar of ``epoch`` (the OPRF key of its lookups)."""
+        """The bank's secret scalar of ``epoch`` (the OPRF key of its lookups); a key never
+        changes within its epoch, so it is read from disk once."""
+        cached = self._scalars.get((bank_id, epoch))
+        if cached is not None:
+            return cached
         with self._lock(bank_id):
-            return self._key(bank_id, epoch)
+            scalar = self._key(bank_id, epoch)
+        self._scalars[(bank_id, epoch)] = scalar
+        return scalar
 
     def rotate_key(self, bank_id: str) -> int:
         """Start a new key epoch for a bank: a new secret scalar, tags recomputed on use."""
@@ -284,6 +296,7 @@ class BureauStore:
                 (directory / name).unlink(missing_ok=True)
             tables.atomic_write_bytes(directory / "epoch", str(old + 1).encode())
             self._tables.pop(bank_id, None)
+            self._scalars.pop((bank_id, old), None)
             return old + 1
 
     def prepare_bank(

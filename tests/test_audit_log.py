@@ -210,8 +210,8 @@ def test_a_forged_receipt_is_refused(logged):
 
 
 class _Unsynced(AuditLog):
-    def _connect(self):  # only to write the test's thousands of records quickly
-        db = super()._connect()
+    def _connect(self, check_same_thread=True):  # only to write thousands of records quickly
+        db = super()._connect(check_same_thread)
         db.execute("PRAGMA synchronous=OFF")
         return db
 
