@@ -242,11 +242,11 @@ def _related(
         # nothing but a mailbox
         expanded = (hub_size > 0) & (hub_size <= HUB_CAP)
         used = expanded | (is_enterprise & (hub_size > 0))  # reached by some enterprise
-        step_row = np.cumsum(used, dtype=index) + (n_steps - 1)
+        step_row: np.ndarray = np.cumsum(used, dtype=index) + (n_steps - 1)
         through = used[reached]
         parts["firm"].append(firm[through])
         parts["via"].append(step_row[reached[through]])
-        itself = np.flatnonzero(used[:n_enterprises]).astype(index)
+        itself: np.ndarray = np.flatnonzero(used[:n_enterprises]).astype(index)
         parts["step"].append(step_row[itself])
         parts["tag"].append(itself * k + r)
         two_steps = (neighbour < n_enterprises) & expanded[node]
