@@ -45,7 +45,7 @@ RELATIONS = ("shareholder", "legal_rep", "executive", "address", "phone", "guara
 FLAGS = ("watch_list", "defendant", "deregistered")
 GUARANTEE = RELATIONS.index("guarantee")
 HUB_CAP = 1000  # enterprises; larger hubs are not expanded into pairs (see _related)
-ROW_CHUNK = 131_072  # enterprises per block of the two-step products
+ROW_CHUNK = 65_536  # enterprises per block of the two-step products
 PAGERANK_DAMPING = 0.85
 PAGERANK_TOLERANCE = 1e-10  # L1 change per iteration, relative to the total mass of 1
 PAGERANK_MAX_ITERATIONS = 200
@@ -130,16 +130,18 @@ def graph_features(
         flag_matrix[:, column] = values.astype(bool)
 
     by_relation, guarantee_weight = _distinct_edges(edges, n_nodes)
-    out = _related(by_relation, n_enterprises, n_nodes, flag_matrix, tuple(flags))
-    guarantee_src, guarantee_dst = by_relation[GUARANTEE]
-    out |= _guarantee_features(
-        guarantee_src, guarantee_dst, guarantee_weight, n_enterprises, n_nodes
+    # the whole-graph steps first, while few feature columns are held
+    component_size = _component_sizes(
+        np.concatenate([s for s, _ in by_relation]),
+        np.concatenate([d for _, d in by_relation]),
+        n_enterprises,
+        n_nodes,
     )
-    src = np.concatenate([s for s, _ in by_relation])
-    dst = np.concatenate([d for _, d in by_relation])
-    del by_relation
-    out["graph_component_size"] = _component_sizes(src, dst, n_enterprises, n_nodes)
-    return out
+    guarantee = _guarantee_features(
+        *by_relation[GUARANTEE], guarantee_weight, n_enterprises, n_nodes
+    )
+    out = _related(by_relation, n_enterprises, n_nodes, flag_matrix, tuple(flags))
+    return out | guarantee | {"graph_component_size": component_size}
 
 
 def _index_type(largest: int) -> type:
