@@ -221,7 +221,8 @@ def _related(
     memory follows the edges, not relations times nodes)."""
     k = len(RELATIONS)
     index = _index_type(k * max(n_nodes, 1))
-    is_enterprise = np.arange(n_nodes) < n_enterprises
+    is_enterprise = np.zeros(n_nodes, dtype=bool)
+    is_enterprise[:n_enterprises] = True
     parts: dict[str, list[np.ndarray]] = {p: [] for p in ("firm", "via", "step", "tag")}
     out = {}
     n_steps = 0  # rows of ``steps`` so far
