@@ -99,6 +99,13 @@ def _read_column(source: pa.Table | Path, name: str) -> pa.ChunkedArray | None:
     return table.column(name) if name in table.column_names else None
 
 
+def _required_column(source: pa.Table | Path, name: str) -> pa.ChunkedArray:
+    column = _read_column(source, name)
+    if column is None:
+        raise InputDataError(f"the edge table has no column {name!r}")
+    return column
+
+
 def _text(column: pa.ChunkedArray) -> pa.Array:
     array = column.combine_chunks()
     return array if pa.types.is_string(array.type) else pc.cast(array, pa.string())
@@ -235,14 +242,12 @@ def check_edges(
     time, and each endpoint column's strings are let go as soon as it is numbered: the
     strings are most of the memory of a large file."""
     source = table if isinstance(table, pa.Table) else Path(table)
-    src = _read_column(source, "src")
-    assert src is not None  # a required column
+    src = _required_column(source, "src")
     rows = len(src)
     dtype = np.int32 if len(enterprise_ids) + 2 * rows < 2**31 else np.int64
     src_ends = _endpoints(src, enterprise_ids, dtype)
     del src
-    dst = _read_column(source, "dst")
-    assert dst is not None
+    dst = _required_column(source, "dst")
     dst_ends = _endpoints(dst, enterprise_ids, dtype)
     del dst
     n_nodes = _number_others(src_ends, dst_ends, enterprise_ids, id_type)
@@ -254,8 +259,7 @@ def check_edges(
     src_ok, dst_ok = src_node >= 0, dst_node >= 0
 
     # a handful of distinct relation strings: clean those, not millions of rows
-    relation_column = _read_column(source, "relation")
-    assert relation_column is not None
+    relation_column = _required_column(source, "relation")
     relations = pc.dictionary_encode(_text(relation_column))
     del relation_column
     cleaned = pc.utf8_lower(pc.utf8_trim_whitespace(relations.dictionary))
@@ -272,11 +276,10 @@ def check_edges(
     bad = np.flatnonzero(~good)
     rejects = []
     if bad.size:  # the endpoints' text again, for the refused rows only
-        raw = []
-        for end in ("src", "dst"):
-            column = _read_column(source, end)
-            assert column is not None
-            raw.append(_text_chunks(column).take(pa.array(bad)).to_pylist())
+        raw = [
+            _text_chunks(_required_column(source, end)).take(pa.array(bad)).to_pylist()
+            for end in ("src", "dst")
+        ]
         relation_text = cleaned.take(pa.array(which[bad], mask=which[bad] < 0)).to_pylist()
         rejects = _rejects(
             bad, raw, relation_text, relation_ok, src_ok, dst_ok, weight_ok, self_loop
