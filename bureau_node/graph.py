@@ -140,8 +140,12 @@ def graph_features(
     guarantee = _guarantee_features(
         *by_relation[GUARANTEE], guarantee_weight, n_enterprises, n_nodes
     )
-    out = _related(by_relation, n_enterprises, n_nodes, flag_matrix, tuple(flags))
-    return out | guarantee | {"graph_component_size": component_size}
+    starts, steps, clusters = _two_steps(by_relation, n_enterprises, n_nodes)
+    del by_relation  # the two matrices hold all the counts need
+    counts = _count_related(starts, steps, flag_matrix)
+    del starts, steps
+    related = _related_features(*counts, tuple(flags))
+    return related | clusters | guarantee | {"graph_component_size": component_size}
 
 
 def _index_type(largest: int) -> type:
@@ -201,15 +205,11 @@ def _sorted_distinct(
     return src, dst, summed
 
 
-def _related(
-    by_relation: list[tuple[np.ndarray, np.ndarray]],
-    n_enterprises: int,
-    n_nodes: int,
-    flag_matrix: np.ndarray,
-    flag_names: tuple[str, ...],
-) -> dict[str, np.ndarray]:
-    """Distinct related enterprises per relation and over all relations, and how many of the
-    latter carry each flag; and the largest address and phone clusters.
+def _two_steps(
+    by_relation: list[tuple[np.ndarray, np.ndarray]], n_enterprises: int, n_nodes: int
+) -> tuple[sp.csr_matrix, sp.csr_matrix, dict[str, np.ndarray]]:
+    """The matrices whose product relates enterprises (``starts``, ``steps``), and on the
+    way the largest address and phone clusters.
 
     ``starts @ steps`` reaches every related enterprise: ``starts`` has a row per enterprise
     and a column per relation ``r`` and node ``h`` it reaches through ``r``, and row
@@ -224,7 +224,7 @@ def _related(
     is_enterprise = np.zeros(n_nodes, dtype=bool)
     is_enterprise[:n_enterprises] = True
     parts: dict[str, list[np.ndarray]] = {p: [] for p in ("firm", "via", "step", "tag")}
-    out = {}
+    clusters = {}
     n_steps = 0  # rows of ``steps`` so far
     for r, name in enumerate(RELATIONS):
         src, dst = by_relation[r]
@@ -236,7 +236,7 @@ def _related(
         firms = int(np.searchsorted(node, n_enterprises))  # an enterprise's pairs come first
         firm, reached = node[:firms], neighbour[:firms]
         if name in ("address", "phone"):
-            out[f"graph_largest_{name}_cluster"] = _largest_hub(
+            clusters[f"graph_largest_{name}_cluster"] = _largest_hub(
                 firm, reached, hub_size, n_enterprises
             )
         # a hub of more than HUB_CAP enterprises (a registration-hub address, an agent who
@@ -259,12 +259,23 @@ def _related(
         del node, neighbour, hub_size, expanded, used, step_row
     starts = _ones(parts["firm"], parts["via"], (n_enterprises, n_steps))
     steps = _ones(parts["step"], parts["tag"], (n_steps, k * n_enterprises))
-    per_relation, total, flagged = _count_related(starts, steps, flag_matrix)
-    out |= {f"graph_related_{name}": per_relation[:, r] for r, name in enumerate(RELATIONS)}
+    return starts, steps, clusters
+
+
+def _related_features(
+    per_relation: np.ndarray, total: np.ndarray, flagged: np.ndarray, flag_names: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """Related enterprises per relation, and per flag their count and share."""
+    out = {
+        f"graph_related_{name}": per_relation[:, r].astype(np.float64)
+        for r, name in enumerate(RELATIONS)
+    }
+    total = total.astype(np.float64)
     for column, name in enumerate(flag_names):
-        out[f"graph_related_{name}"] = flagged[:, column]
+        count = flagged[:, column].astype(np.float64)
+        out[f"graph_related_{name}"] = count
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[f"graph_share_{name}"] = np.where(total > 0, flagged[:, column] / total, np.nan)
+            out[f"graph_share_{name}"] = np.where(total > 0, count / total, np.nan)
     return out
 
 
@@ -272,12 +283,15 @@ def _count_related(
     starts: sp.csr_matrix, steps: sp.csr_matrix, flag_matrix: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per enterprise: related enterprises per relation, over all relations, and flagged.
-    Rows go in chunks: a chunk's product bounds the memory, not the whole graph's."""
+    Rows go in chunks: a chunk's product bounds the memory, not the whole graph's. The
+    counts are whole numbers of enterprises: int32, and float32 below 2**24, hold them
+    exactly in half the memory of float64."""
     n_enterprises, k = starts.shape[0], len(RELATIONS)
     index = _index_type(steps.shape[1])
-    per_relation = np.zeros((n_enterprises, k))
-    total = np.zeros(n_enterprises)
-    flagged = np.zeros((n_enterprises, flag_matrix.shape[1]))
+    per_relation = np.zeros((n_enterprises, k), dtype=index)
+    total = np.zeros(n_enterprises, dtype=index)
+    exact = np.float32 if n_enterprises < 2**24 else np.float64
+    flagged = np.zeros((n_enterprises, flag_matrix.shape[1]), dtype=exact)
     for first in range(0, n_enterprises, ROW_CHUNK):
         last = min(first + ROW_CHUNK, n_enterprises)
         reach = starts[first:last] @ steps
