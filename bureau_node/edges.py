@@ -253,9 +253,6 @@ def check_edges(
     n_nodes = _number_others(src_ends, dst_ends, enterprise_ids, id_type)
     src_node, dst_node = src_ends.node, dst_ends.node
     del src_ends, dst_ends
-    # pyarrow's allocator keeps what the strings used for its own reuse; numpy, which
-    # computes the features next, could not use it
-    pa.default_memory_pool().release_unused()
     src_ok, dst_ok = src_node >= 0, dst_node >= 0
 
     # a handful of distinct relation strings: clean those, not millions of rows
@@ -284,6 +281,9 @@ def check_edges(
         rejects = _rejects(
             bad, raw, relation_text, relation_ok, src_ok, dst_ok, weight_ok, self_loop
         )
+    # pyarrow's allocator keeps what the strings used, for its own reuse: hand it back, for
+    # numpy computes the features next
+    pa.default_memory_pool().release_unused()
     return EdgeFile(
         edges=graph.Edges(
             src=src_node[good],
