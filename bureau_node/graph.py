@@ -44,7 +44,7 @@ from scipy.sparse import csgraph
 RELATIONS = ("shareholder", "legal_rep", "executive", "address", "phone", "guarantee")
 FLAGS = ("watch_list", "defendant", "deregistered")
 GUARANTEE = RELATIONS.index("guarantee")
-HUB_CAP = 1000  # enterprises; larger hubs are not expanded into pairs (see _related)
+HUB_CAP = 1000  # enterprises; larger hubs are not expanded into pairs (see _two_steps)
 ROW_CHUNK = 65_536  # enterprises per block of the two-step products
 PAGERANK_DAMPING = 0.85
 PAGERANK_TOLERANCE = 1e-10  # L1 change per iteration, relative to the total mass of 1
