@@ -104,7 +104,7 @@ def _arrays(workdir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     ids = normalise_column(
         pq.read_table(workdir / "bureau.parquet", columns=["uscc"])[0], IdType.USCC
     )
-    checked = edges.check_edges(edges.read_edge_table(workdir / "edges.parquet"), ids, IdType.USCC)
+    checked = edges.check_edges(workdir / "edges.parquet", ids, IdType.USCC)
     e = checked.edges
     guarantee = e.relation == graph.GUARANTEE
     return e.src, e.dst, guarantee, checked.n_nodes

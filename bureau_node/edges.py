@@ -53,35 +53,57 @@ class EdgeFile:
     rejects: list[IdReject]
 
 
-def read_edge_table(path: str | Path) -> pa.Table:
-    """The edge file's columns, endpoints and relation as text, weight as a number."""
+def _column_names(path: Path, suffix: str) -> list[str]:
+    if suffix in tables.CSV_SUFFIXES:
+        with pacsv.open_csv(path) as reader:  # the header and the first block only
+            return reader.schema.names
+    return pq.read_schema(path).names
+
+
+def read_edge_table(path: str | Path, columns: tuple[str, ...] | None = None) -> pa.Table:
+    """The edge file's columns (``src``, ``dst``, ``relation`` and ``weight`` unless told),
+    endpoints and relation as text, weight as a number. ``since`` is not used by any feature:
+    millions of dates need not be read."""
     path = Path(path)
     if not path.is_file():
         raise InputDataError(f"{path}: no such edge file")
     suffix = path.suffix.lower()
+    if suffix not in tables.CSV_SUFFIXES and suffix not in tables.PARQUET_SUFFIXES:
+        raise InputDataError(f"{path}: unknown file type {suffix!r}; use .csv or .parquet")
     try:
+        present = _column_names(path, suffix)
+        missing = [c for c in REQUIRED if c not in present]
+        if missing:
+            raise InputDataError(
+                f"{path}: the edge file needs columns src, dst, relation (optional since, "
+                f"weight); missing {', '.join(missing)}; it has {', '.join(present)}"
+            )
+        wanted = [c for c in (columns or (*REQUIRED, "weight")) if c in present]
         if suffix in tables.CSV_SUFFIXES:
-            table = pacsv.read_csv(
+            return pacsv.read_csv(
                 path,
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.string() for c in (*REQUIRED, *OPTIONAL)},
+                    include_columns=wanted,
                 ),
             )
-        elif suffix in tables.PARQUET_SUFFIXES:
-            present = pq.read_schema(path).names
-            # ``since`` is not used by any feature: millions of dates need not be read
-            table = pq.read_table(path, columns=[c for c in (*REQUIRED, "weight") if c in present])
-        else:
-            raise InputDataError(f"{path}: unknown file type {suffix!r}; use .csv or .parquet")
+        return pq.read_table(path, columns=wanted)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputDataError(f"{path}: cannot read the edge file: {exc}") from None
-    missing = [c for c in REQUIRED if c not in table.column_names]
-    if missing:
-        raise InputDataError(
-            f"{path}: the edge file needs columns src, dst, relation (optional since, "
-            f"weight); missing {', '.join(missing)}; it has {', '.join(table.column_names)}"
-        )
-    return table
+
+
+def _read_column(source: pa.Table | Path, name: str) -> pa.ChunkedArray | None:
+    """One column of the edge file (None if it has none): a file is read one column at a
+    time, so that only one column's strings are in memory at once."""
+    table = source if isinstance(source, pa.Table) else read_edge_table(source, (name,))
+    return table.column(name) if name in table.column_names else None
+
+
+def _required_column(source: pa.Table | Path, name: str) -> pa.ChunkedArray:
+    column = _read_column(source, name)
+    if column is None:
+        raise InputDataError(f"the edge table has no column {name!r}")
+    return column
 
 
 def _text(column: pa.ChunkedArray) -> pa.Array:
@@ -105,100 +127,163 @@ def _outside_usccs(normalised: pa.Array) -> np.ndarray:
     return mask
 
 
-@dataclass(frozen=True)
-class _Nodes:
-    """What each distinct endpoint string is: a row of the enterprise file, or another node
-    (a person, address or phone hash; an enterprise outside the file), numbered from 0."""
-
-    enterprise: np.ndarray  # row of the enterprise file, -1 if not one of them
-    other: np.ndarray  # number among the other nodes, -1 if not one of them
-    n_others: int
+# An endpoint's node number until the hashed IDs of both columns are numbered
+_INVALID, _HASHED, _REST = -1, -2, -3
 
 
-def _classify(values: pa.Array, enterprise_ids: pa.Array, id_type: IdType) -> _Nodes:
-    """Classify distinct endpoint strings. Most are already in their final form (an ID as the
-    enterprise file has it, a lower-case hash), and distinct strings in final form are
-    distinct nodes: only the rest are normalised, and matched against the others by key."""
-    row = pc.index_in(values, value_set=enterprise_ids)
-    enterprise = pc.fill_null(row, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-    exact = pc.fill_null(pc.match_substring_regex(values, HASHED), False)
-    exact = np.asarray(exact.to_numpy(zero_copy_only=False)) & (enterprise < 0)
-    other = np.full(len(values), -1, dtype=np.int64)
-    other[exact] = np.arange(int(exact.sum()))
-    n_others = int(exact.sum())
-    rest = np.flatnonzero((enterprise < 0) & ~exact)
-    if not rest.size:
-        return _Nodes(enterprise, other, n_others)
-    raw = values.take(pa.array(rest))
+@dataclass
+class _Endpoints:
+    """One endpoint column, numbered as far as it can be alone: an enterprise of the file by
+    its row; a hashed ID in final form (lower-case hex) marked _HASHED and any other string
+    marked _REST, their strings kept (in row order) until both columns are read."""
+
+    node: np.ndarray
+    hashed: pa.ChunkedArray
+    rest: pa.ChunkedArray
+
+
+def _endpoints(column: pa.ChunkedArray, enterprise_ids: pa.Array, dtype: type) -> _Endpoints:
+    values = _text_chunks(column)
+    row = pc.index_in(values, value_set=enterprise_ids, skip_nulls=True)
+    node = pc.fill_null(row, _INVALID).to_numpy(zero_copy_only=False).astype(dtype)
+    del row
+    # the enterprises of the file are most endpoints: only the others are looked at further
+    others = values.filter(pa.array(node < 0))
+    hashed = pc.fill_null(pc.match_substring_regex(others, HASHED), False)
+    rest = pc.and_(pc.invert(hashed), pc.is_valid(others))
+    marks = np.where(hashed.to_numpy(zero_copy_only=False), _HASHED, _INVALID)
+    node[node < 0] = np.where(rest.to_numpy(zero_copy_only=False), _REST, marks)
+    return _Endpoints(node, others.filter(hashed), others.filter(rest))
+
+
+def _number_others(
+    src: _Endpoints, dst: _Endpoints, enterprise_ids: pa.Array, id_type: IdType
+) -> int:
+    """Number the endpoints that are not enterprises of the file, in both columns in place,
+    after the enterprises and in order of first appearance (src column first); return how
+    many nodes there are."""
+    n_enterprises = len(enterprise_ids)
+    # one hash table for the distinct hashed IDs only (a third of the endpoint strings)
+    hashed = pa.chunked_array(src.hashed.chunks + dst.hashed.chunks, pa.string())
+    encoded = pc.dictionary_encode(hashed)
+    del hashed
+    hashes = encoded.chunks[-1].dictionary if encoded.num_chunks else pa.array([], pa.string())
+    node = n_enterprises + _indices(encoded)
+    del encoded
+    src.hashed = dst.hashed = pa.chunked_array([], pa.string())  # numbered: let go
+    _fill(src, dst, _HASHED, node)
+    rest = pa.chunked_array(src.rest.chunks + dst.rest.chunks, pa.string())
+    if not len(rest):
+        return n_enterprises + len(hashes)
+    encoded = pc.dictionary_encode(rest)
+    del rest
+    src.rest = dst.rest = pa.chunked_array([], pa.string())
+    value_node, n_fresh = _classify_rest(
+        encoded.chunks[-1].dictionary, enterprise_ids, id_type, hashes
+    )
+    index = _indices(encoded)
+    _fill(src, dst, _REST, np.where(index >= 0, value_node[np.maximum(index, 0)], _INVALID))
+    return n_enterprises + len(hashes) + n_fresh
+
+
+def _indices(encoded: pa.ChunkedArray) -> np.ndarray:
+    if not encoded.num_chunks:
+        return np.zeros(0, dtype=np.int64)
+    parts = [c.indices.fill_null(-1).to_numpy(zero_copy_only=False) for c in encoded.chunks]
+    return np.concatenate(parts).astype(np.int64)
+
+
+def _fill(src: _Endpoints, dst: _Endpoints, mark: int, node: np.ndarray) -> None:
+    """Replace the marks in src then dst (in row order) by ``node``'s numbers, in order."""
+    at = 0
+    for ends in (src, dst):
+        where = np.flatnonzero(ends.node == mark)
+        ends.node[where] = node[at : at + where.size]
+        at += where.size
+
+
+def _classify_rest(
+    raw: pa.Array, enterprise_ids: pa.Array, id_type: IdType, hashes: pa.Array
+) -> tuple[np.ndarray, int]:
+    """The nodes of distinct endpoint strings not in final form (an ID in another case or
+    spacing, a hashed ID in upper case, an enterprise outside the file, or something
+    refused: -1), and how many new nodes they add after the ``hashes``. Normalised, they are
+    matched against the enterprises and the hashed IDs in final form by key."""
+    n_enterprises, n_hashes = len(enterprise_ids), len(hashes)
     normalised = normalise_column(raw, id_type)
-    found = pc.fill_null(pc.index_in(normalised, value_set=enterprise_ids), -1)
-    enterprise[rest] = found.to_numpy(zero_copy_only=False).astype(np.int64)
+    found = pc.index_in(normalised, value_set=enterprise_ids, skip_nulls=True)
+    enterprise = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     hash_key = pc.utf8_lower(pc.utf8_trim_whitespace(raw))
     hashed = pc.fill_null(pc.match_substring_regex(hash_key, HASHED), False)
     hashed = np.asarray(hashed.to_numpy(zero_copy_only=False))
     outside = _outside_usccs(normalised) if id_type is IdType.USCC else np.zeros_like(hashed)
-    is_other = (enterprise[rest] < 0) & (hashed | outside)
+    is_other = (enterprise < 0) & (hashed | outside)
     keys = pc.if_else(pa.array(hashed), hash_key, normalised).filter(pa.array(is_other))
-    chosen = rest[is_other]
-    # a key that is also an exact string elsewhere (an upper-case copy of a hash) is that node
-    same = pc.fill_null(pc.index_in(keys, value_set=values), -1).to_numpy(zero_copy_only=False)
+    # a key that is a hashed ID in final form elsewhere (an upper-case copy) is that node
+    same = pc.fill_null(pc.index_in(keys, value_set=hashes), -1).to_numpy(zero_copy_only=False)
     same = same.astype(np.int64)
-    known = (same >= 0) & (other[np.maximum(same, 0)] >= 0)
-    other[chosen[known]] = other[same[known]]
+    known = same >= 0
     fresh_keys = keys.filter(pa.array(~known))
     distinct = pc.unique(fresh_keys)
-    index = pc.index_in(fresh_keys, value_set=distinct).to_numpy(zero_copy_only=False)
-    other[chosen[~known]] = n_others + index.astype(np.int64)
-    return _Nodes(enterprise, other, n_others + len(distinct))
+    fresh = pc.index_in(fresh_keys, value_set=distinct).to_numpy(zero_copy_only=False)
+    other = np.full(len(raw), -1, dtype=np.int64)
+    chosen = np.flatnonzero(is_other)
+    other[chosen[known]] = same[known]
+    other[chosen[~known]] = n_hashes + fresh.astype(np.int64)
+    node = np.where(enterprise >= 0, enterprise, np.where(other >= 0, n_enterprises + other, -1))
+    return node, len(distinct)
 
 
 def check_edges(
     table: pa.Table | str | Path, enterprise_ids: pa.Array, id_type: IdType
 ) -> EdgeFile:
     """Number the nodes (enterprises by their row in the file, the others after them) and
-    refuse bad edges with a reason each. Given a path, the file is read here and its endpoint
-    strings are let go as soon as they are numbered (the peak memory of a large file)."""
-    if not isinstance(table, pa.Table):
-        table = read_edge_table(table)
-    rows = table.num_rows
-    # Each distinct endpoint is classified once: millions of edges share far fewer nodes.
-    # (chunks of both columns encoded together share one dictionary, without a copy)
-    src_text, dst_text = _text_chunks(table.column("src")), _text_chunks(table.column("dst"))
-    encoded = pc.dictionary_encode(pa.chunked_array(src_text.chunks + dst_text.chunks))
-    del src_text, dst_text
-    table = table.drop_columns(["src", "dst"])
-    dictionary = encoded.chunks[-1].dictionary if encoded.num_chunks else pa.array([], pa.string())
-    indices = pa.chunked_array([chunk.indices for chunk in encoded.chunks], pa.int32())
-    del encoded
-    node = _node_numbers(dictionary, indices, enterprise_ids, id_type)
-    n_nodes = int(node[1])
-    src_node, dst_node = node[0][:rows], node[0][rows:]
+    refuse bad edges with a reason each. Given a path, the file is read one column at a
+    time, and each endpoint column's strings are let go as soon as it is numbered: the
+    strings are most of the memory of a large file."""
+    source = table if isinstance(table, pa.Table) else Path(table)
+    src = _required_column(source, "src")
+    rows = len(src)
+    dtype = np.int32 if len(enterprise_ids) + 2 * rows < 2**31 else np.int64
+    src_ends = _endpoints(src, enterprise_ids, dtype)
+    del src
+    dst = _required_column(source, "dst")
+    dst_ends = _endpoints(dst, enterprise_ids, dtype)
+    del dst
+    n_nodes = _number_others(src_ends, dst_ends, enterprise_ids, id_type)
+    src_node, dst_node = src_ends.node, dst_ends.node
+    del src_ends, dst_ends
     src_ok, dst_ok = src_node >= 0, dst_node >= 0
 
     # a handful of distinct relation strings: clean those, not millions of rows
-    relations = pc.dictionary_encode(_text(table.column("relation")))
+    relation_column = _required_column(source, "relation")
+    relations = pc.dictionary_encode(_text(relation_column))
+    del relation_column
     cleaned = pc.utf8_lower(pc.utf8_trim_whitespace(relations.dictionary))
     codes = pc.fill_null(pc.index_in(cleaned, value_set=pa.array(graph.RELATIONS)), -1)
     codes = codes.to_numpy(zero_copy_only=False).astype(np.int64)
     which = relations.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    del relations
     relation_code = np.where(which >= 0, codes[np.maximum(which, 0)], -1).astype(np.int8)
     relation_ok = relation_code >= 0
-    weight, weight_ok = _weights(table)
-    del table
+    weight, weight_ok = _weights(_read_column(source, "weight"), rows)
 
     self_loop = src_ok & dst_ok & (src_node == dst_node)
     good = relation_ok & src_ok & dst_ok & weight_ok & ~self_loop
     bad = np.flatnonzero(~good)
     rejects = []
-    if bad.size:
+    if bad.size:  # the endpoints' text again, for the refused rows only
         raw = [
-            dictionary.take(indices.take(pa.array(bad + offset))).to_pylist()
-            for offset in (0, rows)
+            _text_chunks(_required_column(source, end)).take(pa.array(bad)).to_pylist()
+            for end in ("src", "dst")
         ]
         relation_text = cleaned.take(pa.array(which[bad], mask=which[bad] < 0)).to_pylist()
         rejects = _rejects(
             bad, raw, relation_text, relation_ok, src_ok, dst_ok, weight_ok, self_loop
         )
+    # pyarrow's allocator keeps what the strings used, for its own reuse: hand it back, for
+    # numpy computes the features next
+    pa.default_memory_pool().release_unused()
     return EdgeFile(
         edges=graph.Edges(
             src=src_node[good],
@@ -212,33 +297,11 @@ def check_edges(
     )
 
 
-def _node_numbers(
-    dictionary: pa.Array, indices: pa.ChunkedArray, enterprise_ids: pa.Array, id_type: IdType
-) -> tuple[np.ndarray, int]:
-    """The node of every endpoint (-1 where invalid), and how many nodes there are."""
-    nodes = _classify(dictionary, enterprise_ids, id_type)
-    n_enterprises = len(enterprise_ids)
-    node_of_value = np.where(
-        nodes.enterprise >= 0,
-        nodes.enterprise,
-        np.where(nodes.other >= 0, n_enterprises + nodes.other, -1),
-    )
-    node = np.empty(len(indices), dtype=np.int64)
-    at = 0
-    for chunk in indices.chunks:
-        position = chunk.fill_null(-1).to_numpy(zero_copy_only=False)
-        node[at : at + position.size] = np.where(
-            position >= 0, node_of_value[np.maximum(position, 0)], -1
-        )
-        at += position.size
-    return node, n_enterprises + nodes.n_others
-
-
-def _weights(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+def _weights(weights: pa.ChunkedArray | None, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Weights as floats (NaN where none was given), and which rows' weights are usable."""
-    if "weight" not in table.column_names:
-        return np.full(table.num_rows, np.nan), np.ones(table.num_rows, dtype=bool)
-    column = table.column("weight").combine_chunks()
+    if weights is None:
+        return np.full(rows, np.nan), np.ones(rows, dtype=bool)
+    column = weights.combine_chunks()
     given = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
     if pa.types.is_string(column.type):
         column = pc.utf8_trim_whitespace(column)

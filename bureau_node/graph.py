@@ -44,8 +44,8 @@ from scipy.sparse import csgraph
 RELATIONS = ("shareholder", "legal_rep", "executive", "address", "phone", "guarantee")
 FLAGS = ("watch_list", "defendant", "deregistered")
 GUARANTEE = RELATIONS.index("guarantee")
-HUB_CAP = 1000  # enterprises; larger hubs are not expanded into pairs (see _related)
-ROW_CHUNK = 131_072  # enterprises per block of the two-step products
+HUB_CAP = 1000  # enterprises; larger hubs are not expanded into pairs (see _two_steps)
+ROW_CHUNK = 65_536  # enterprises per block of the two-step products
 PAGERANK_DAMPING = 0.85
 PAGERANK_TOLERANCE = 1e-10  # L1 change per iteration, relative to the total mass of 1
 PAGERANK_MAX_ITERATIONS = 200
@@ -122,7 +122,6 @@ def graph_features(
     weight)."""
     if n_nodes < n_enterprises:
         raise ValueError("n_nodes counts the enterprises too")
-    src, dst, relation, weight = _distinct_edges(edges, n_nodes)
     for name, values in flags.items():
         if values.shape != (n_enterprises,):
             raise ValueError(f"flag {name!r} needs one value per enterprise")
@@ -130,159 +129,214 @@ def graph_features(
     for column, values in enumerate(flags.values()):
         flag_matrix[:, column] = values.astype(bool)
 
-    is_enterprise = np.zeros(n_nodes, dtype=np.float32)
-    is_enterprise[:n_enterprises] = 1.0
-    adjacency = [_symmetric(src[relation == r], dst[relation == r], n_nodes) for r in range(6)]
-    hub_sizes = [matrix @ is_enterprise for matrix in adjacency]  # enterprises around a node
-    out = _related(adjacency, hub_sizes, n_enterprises, flag_matrix, tuple(flags))
-    for name in ("address", "phone"):
-        r = RELATIONS.index(name)
-        out[f"graph_largest_{name}_cluster"] = _largest_hub(
-            adjacency[r], hub_sizes[r], n_enterprises
-        )
-    del adjacency
-
-    guarantee = relation == GUARANTEE
-    out |= _guarantee_features(
-        src[guarantee], dst[guarantee], weight[guarantee], n_enterprises, n_nodes
+    by_relation, guarantee_weight = _distinct_edges(edges, n_nodes)
+    # the whole-graph steps first, while few feature columns are held
+    component_size = _component_sizes(
+        np.concatenate([s for s, _ in by_relation]),
+        np.concatenate([d for _, d in by_relation]),
+        n_enterprises,
+        n_nodes,
     )
-    out["graph_component_size"] = _component_sizes(src, dst, n_enterprises, n_nodes)
-    return out
+    guarantee = _guarantee_features(
+        *by_relation[GUARANTEE], guarantee_weight, n_enterprises, n_nodes
+    )
+    starts, steps, clusters = _two_steps(by_relation, n_enterprises, n_nodes)
+    del by_relation  # the two matrices hold all the counts need
+    counts = _count_related(starts, steps, flag_matrix)
+    del starts, steps
+    related = _related_features(*counts, tuple(flags))
+    return related | clusters | guarantee | {"graph_component_size": component_size}
+
+
+def _index_type(largest: int) -> type:
+    """int32 for indices that fit (half the memory of int64), else int64."""
+    return np.int32 if largest < 2**31 else np.int64
 
 
 def _distinct_edges(
     edges: Edges, n_nodes: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One edge per (src, dst, relation), self-loops dropped, weights of repeats summed."""
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Per relation, its distinct edges (src, dst) sorted, self-loops dropped; and the weights
+    of the guarantee edges, in their order, repeats summed."""
     if edges.src.size and (
         min(edges.src.min(), edges.dst.min()) < 0
         or max(edges.src.max(), edges.dst.max()) >= n_nodes
     ):
         raise ValueError("edge endpoints must be node indices below n_nodes")
     keep = edges.src != edges.dst
-    weight = np.nan_to_num(edges.weight[keep].astype(np.float64), nan=0.0)
-    if 8 * float(n_nodes) ** 2 < 2.0**62:  # one packed key: sorts fast, and little memory
-        key = edges.relation[keep].astype(np.int64) * n_nodes + edges.src[keep]
-        key = key * n_nodes + edges.dst[keep]
-        order = np.argsort(key, kind="stable")
-        key, weight = key[order], weight[order]
+    by_relation = []
+    guarantee_weight = np.zeros(0)
+    for r in range(len(RELATIONS)):
+        chosen = keep & (edges.relation == r)
+        src, dst = edges.src[chosen], edges.dst[chosen]
+        if r == GUARANTEE:
+            weight = np.nan_to_num(edges.weight[chosen].astype(np.float64), nan=0.0)
+            src, dst, guarantee_weight = _sorted_distinct(src, dst, n_nodes, weight)
+        else:
+            src, dst, _ = _sorted_distinct(src, dst, n_nodes)
+        by_relation.append((src, dst))
+    return by_relation, guarantee_weight
+
+
+def _sorted_distinct(
+    src: np.ndarray, dst: np.ndarray, n_nodes: int, weight: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (src, dst) pairs sorted, as node indices of the smallest type, with the
+    weights of repeats summed in their order (when given)."""
+    index = _index_type(n_nodes)
+    if float(n_nodes) ** 2 < 2.0**63:  # one packed key: sorts fast, and little memory
+        key = src.astype(np.int64) * n_nodes + dst
+        order = np.argsort(key, kind="stable") if weight is not None else None
+        key = key[order] if order is not None else np.sort(key)
         first = np.ones(key.size, dtype=bool)
         first[1:] = key[1:] != key[:-1]
-        starts = np.flatnonzero(first)
-        summed = np.add.reduceat(weight, starts) if starts.size else weight[:0]
-        key = key[starts]
-        relation, rest = np.divmod(key, n_nodes * n_nodes)
-        src, dst = np.divmod(rest, n_nodes)
-        return src, dst, relation, summed
-    src = edges.src[keep].astype(np.int64)
-    dst = edges.dst[keep].astype(np.int64)
-    relation = edges.relation[keep].astype(np.int64)
-    order = np.lexsort((dst, src, relation))
-    src, dst, relation, weight = src[order], dst[order], relation[order], weight[order]
-    first = np.ones(src.size, dtype=bool)
-    first[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1]) | (relation[1:] != relation[:-1])
+        key_src, key_dst = np.divmod(key[first], n_nodes)
+        src, dst = key_src.astype(index), key_dst.astype(index)
+    else:
+        order = np.lexsort((dst, src))
+        src, dst = src[order], dst[order]
+        first = np.ones(src.size, dtype=bool)
+        first[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])
+        src, dst = src[first], dst[first]
+    if weight is None:
+        return src, dst, np.zeros(0)
     starts = np.flatnonzero(first)
-    summed = np.add.reduceat(weight, starts) if starts.size else weight[:0]
-    return src[starts], dst[starts], relation[starts], summed
+    summed = np.add.reduceat(weight[order], starts) if starts.size else weight[:0]
+    return src, dst, summed
 
 
-def _symmetric(src: np.ndarray, dst: np.ndarray, n_nodes: int) -> sp.csr_matrix:
-    """The undirected 0/1 adjacency of one relation."""
-    rows = np.concatenate([src, dst])
-    cols = np.concatenate([dst, src])
-    matrix = sp.csr_matrix(
-        (np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n_nodes, n_nodes)
-    )
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
-    return matrix
+def _two_steps(
+    by_relation: list[tuple[np.ndarray, np.ndarray]], n_enterprises: int, n_nodes: int
+) -> tuple[sp.csr_matrix, sp.csr_matrix, dict[str, np.ndarray]]:
+    """The matrices whose product relates enterprises (``starts``, ``steps``), and on the
+    way the largest address and phone clusters.
 
-
-def _related(
-    adjacency: list[sp.csr_matrix],
-    hub_sizes: list[np.ndarray],
-    n_enterprises: int,
-    flag_matrix: np.ndarray,
-    flag_names: tuple[str, ...],
-) -> dict[str, np.ndarray]:
-    """Distinct related enterprises per relation and over all relations, and how many of the
-    latter carry each flag.
-
-    For relation ``r``, ``A_r[enterprises] @ B_r`` reaches every related enterprise, where
-    row ``h`` of ``B_r`` holds node ``h`` itself if it is an enterprise (one step) and ``h``'s
-    enterprise neighbours (two steps). All relations go in one product, side by side, with
-    each result column tagged by its relation (``6 x + r``): per-relation counts are then
-    counts of tags, and the union is the distinct ``x`` of a row. Rows go in chunks: a chunk's
-    product bounds the memory, not the whole graph's."""
-    n_nodes = adjacency[0].shape[0]
+    ``starts @ steps`` reaches every related enterprise: ``starts`` has a row per enterprise
+    and a column per relation ``r`` and node ``h`` it reaches through ``r``, and row
+    ``(r, h)`` of ``steps`` holds ``h`` itself if it is an enterprise (one step) and ``h``'s
+    enterprise neighbours through ``r`` (two steps). A result column is an enterprise tagged
+    by its relation (``6 x + r``): per-relation counts are counts of tags, and the union is
+    the distinct ``x`` of a row. Both matrices are built from each relation's sorted
+    neighbour lists, with a row of ``steps`` only for the nodes some enterprise reaches (the
+    memory follows the edges, not relations times nodes)."""
     k = len(RELATIONS)
-    index = np.int32 if k * n_nodes < 2**31 else np.int64  # halves the index arrays
-    start_rows, start_cols, step_rows, step_cols = [], [], [], []
-    for r, (matrix, hub_size) in enumerate(zip(adjacency, hub_sizes)):
-        starts = matrix[:n_enterprises].tocoo()
-        start_rows.append(starts.row.astype(index))
-        start_cols.append(starts.col.astype(index) + r * n_nodes)
+    index = _index_type(k * max(n_nodes, 1))
+    is_enterprise = np.zeros(n_nodes, dtype=bool)
+    is_enterprise[:n_enterprises] = True
+    parts: dict[str, list[np.ndarray]] = {p: [] for p in ("firm", "via", "step", "tag")}
+    clusters = {}
+    n_steps = 0  # rows of ``steps`` so far
+    for r, name in enumerate(RELATIONS):
+        src, dst = by_relation[r]
+        node, neighbour, _ = _sorted_distinct(
+            np.concatenate([src, dst]), np.concatenate([dst, src]), n_nodes
+        )
+        node, neighbour = node.astype(index), neighbour.astype(index)
+        hub_size = np.bincount(node[neighbour < n_enterprises], minlength=n_nodes)
+        firms = int(np.searchsorted(node, n_enterprises))  # an enterprise's pairs come first
+        firm, reached = node[:firms], neighbour[:firms]
+        if name in ("address", "phone"):
+            clusters[f"graph_largest_{name}_cluster"] = _largest_hub(
+                firm, reached, hub_size, n_enterprises
+            )
         # a hub of more than HUB_CAP enterprises (a registration-hub address, an agent who
         # represents hundreds of shells) relates its members only through
         # graph_largest_*_cluster: expanding it would relate millions of pairs that share
         # nothing but a mailbox
-        steps = matrix[:, :n_enterprises].tocoo()
-        small = hub_size[steps.row] <= HUB_CAP
-        rows = np.concatenate([steps.row[small], np.arange(n_enterprises)]).astype(index)
-        cols = np.concatenate([steps.col[small], np.arange(n_enterprises)]).astype(index)
-        step_rows.append(rows + r * n_nodes)
-        step_cols.append(cols * k + r)
-        del steps, starts
-    all_starts = _ones(start_rows, start_cols, (n_enterprises, k * n_nodes))
-    all_steps = _ones(step_rows, step_cols, (k * n_nodes, k * n_enterprises))
-    del start_rows, start_cols, step_rows, step_cols
+        expanded = (hub_size > 0) & (hub_size <= HUB_CAP)
+        used = expanded | (is_enterprise & (hub_size > 0))  # reached by some enterprise
+        step_row: np.ndarray = np.cumsum(used, dtype=index) + (n_steps - 1)
+        through = used[reached]
+        parts["firm"].append(firm[through])
+        parts["via"].append(step_row[reached[through]])
+        itself: np.ndarray = np.flatnonzero(used[:n_enterprises]).astype(index)
+        parts["step"].append(step_row[itself])
+        parts["tag"].append(itself * k + r)
+        two_steps = (neighbour < n_enterprises) & expanded[node]
+        parts["step"].append(step_row[node[two_steps]])
+        parts["tag"].append(neighbour[two_steps] * k + r)
+        n_steps += int(used.sum())
+        del node, neighbour, hub_size, expanded, used, step_row
+    starts = _ones(parts["firm"], parts["via"], (n_enterprises, n_steps))
+    steps = _ones(parts["step"], parts["tag"], (n_steps, k * n_enterprises))
+    return starts, steps, clusters
 
-    per_relation = np.zeros((n_enterprises, k))
-    total = np.zeros(n_enterprises)
-    flagged = np.zeros((n_enterprises, len(flag_names)))
+
+def _related_features(
+    per_relation: np.ndarray, total: np.ndarray, flagged: np.ndarray, flag_names: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """Related enterprises per relation, and per flag their count and share."""
+    out = {
+        f"graph_related_{name}": per_relation[:, r].astype(np.float64)
+        for r, name in enumerate(RELATIONS)
+    }
+    total = total.astype(np.float64)
+    for column, name in enumerate(flag_names):
+        count = flagged[:, column].astype(np.float64)
+        out[f"graph_related_{name}"] = count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"graph_share_{name}"] = np.where(total > 0, count / total, np.nan)
+    return out
+
+
+def _count_related(
+    starts: sp.csr_matrix, steps: sp.csr_matrix, flag_matrix: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per enterprise: related enterprises per relation, over all relations, and flagged.
+    Rows go in chunks: a chunk's product bounds the memory, not the whole graph's. The
+    counts are whole numbers of enterprises: int32, and float32 below 2**24, hold them
+    exactly in half the memory of float64."""
+    n_enterprises, k = starts.shape[0], len(RELATIONS)
+    index = _index_type(steps.shape[1])
+    per_relation = np.zeros((n_enterprises, k), dtype=index)
+    total = np.zeros(n_enterprises, dtype=index)
+    exact = np.float32 if n_enterprises < 2**24 else np.float64
+    flagged = np.zeros((n_enterprises, flag_matrix.shape[1]), dtype=exact)
     for first in range(0, n_enterprises, ROW_CHUNK):
         last = min(first + ROW_CHUNK, n_enterprises)
-        reach = all_starts[first:last] @ all_steps
+        reach = starts[first:last] @ steps
         reach.sort_indices()  # within a row: by enterprise, then relation
-        row = np.repeat(np.arange(last - first), np.diff(reach.indptr))
-        enterprise, relation = np.divmod(reach.indices.astype(np.int64), k)
+        row = np.repeat(np.arange(last - first, dtype=index), np.diff(reach.indptr))
+        enterprise, relation = np.divmod(reach.indices.astype(index, copy=False), k)
+        del reach
         keep = enterprise != row + first  # never the enterprise itself
         row, enterprise, relation = row[keep], enterprise[keep], relation[keep]
         per_relation[first:last] = np.bincount(
             row * k + relation, minlength=(last - first) * k
         ).reshape(-1, k)
+        del relation
         new = np.ones(row.size, dtype=bool)
         new[1:] = (row[1:] != row[:-1]) | (enterprise[1:] != enterprise[:-1])
         row, enterprise = row[new], enterprise[new]
         total[first:last] = np.bincount(row, minlength=last - first)
-        for column in range(len(flag_names)):
+        for column in range(flag_matrix.shape[1]):
             flagged[first:last, column] = np.bincount(
                 row, weights=flag_matrix[enterprise, column], minlength=last - first
             )
-    out = {f"graph_related_{name}": per_relation[:, r] for r, name in enumerate(RELATIONS)}
-    for column, name in enumerate(flag_names):
-        out[f"graph_related_{name}"] = flagged[:, column]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[f"graph_share_{name}"] = np.where(total > 0, flagged[:, column] / total, np.nan)
-    return out
+    return per_relation, total, flagged
 
 
 def _ones(rows: list[np.ndarray], cols: list[np.ndarray], shape: tuple[int, int]) -> sp.csr_matrix:
     row, col = np.concatenate(rows), np.concatenate(cols)
+    rows.clear()  # concatenated: the parts can go before the matrix is built
+    cols.clear()
     return sp.csr_matrix((np.ones(row.size, dtype=np.float32), (row, col)), shape=shape)
 
 
-def _largest_hub(adjacency: sp.csr_matrix, hub_size: np.ndarray, n_enterprises: int) -> np.ndarray:
+def _largest_hub(
+    firm: np.ndarray, reached: np.ndarray, hub_size: np.ndarray, n_enterprises: int
+) -> np.ndarray:
     """Per enterprise, the largest hub size among its neighbours that are not enterprises
-    of the file (addresses, phones), counted with itself; 0 when it has none."""
-    rows = adjacency[:n_enterprises].tocsr()
-    is_hub = np.ones(adjacency.shape[0], dtype=bool)
-    is_hub[:n_enterprises] = False
-    sizes = np.where(is_hub[rows.indices], hub_size[rows.indices], 0.0)
+    of the file (addresses, phones), counted with itself; 0 when it has none. ``firm`` is
+    sorted: an enterprise's neighbours are consecutive."""
+    hub = reached >= n_enterprises
+    firm, sizes = firm[hub], hub_size[reached[hub]]
     out = np.zeros(n_enterprises)
-    nonempty = np.flatnonzero(np.diff(rows.indptr))
-    if nonempty.size:
-        out[nonempty] = np.maximum.reduceat(sizes, rows.indptr[nonempty])
+    if firm.size:
+        first = np.ones(firm.size, dtype=bool)
+        first[1:] = firm[1:] != firm[:-1]
+        starts = np.flatnonzero(first)
+        out[firm[starts]] = np.maximum.reduceat(sizes, starts)
     return out
 
 

@@ -228,6 +228,49 @@ def test_bad_edges_are_reported_and_never_abort(bureau_file, tmp_path):
     assert rejects.column("row").to_pylist() == [6, 7, 8, 9, 10, 11, 12]
 
 
+def test_nodes_are_numbered_by_row_then_by_first_appearance(bureau_file, tmp_path):
+    # enterprises by their row; other endpoints after them, in order of first appearance
+    # down the src column, then down the dst column; a hashed ID written otherwise (upper
+    # case, spaces) is the node of its final form, and an enterprise outside the file comes
+    # after the hashed IDs in final form
+    path, codes = bureau_file
+    outside = generate_usccs(1, np.random.default_rng(99))[0].decode()
+    hash_c = "c" * 40
+    rows = [
+        (HASH_B, codes[2], "legal_rep", "", ""),
+        (codes[3], HASH_A, "phone", "", ""),
+        (outside, codes[0], "shareholder", "", ""),
+        (f" {HASH_A.upper()}", codes[1], "legal_rep", "", ""),
+        (codes[1], hash_c, "address", "", ""),
+        (codes[0], HASH_B, "phone", "", ""),
+    ]
+    edges_path = tmp_path / "edges.csv"
+    write_edges(edges_path, rows)
+    ids = BureauFeatures(path, "uscc", IdType.USCC).ids
+    from_file = edge_file.check_edges(edges_path, ids, IdType.USCC)
+    # final form: HASH_B (first in src) 4, then down dst HASH_A 5 and hash_c 6; then the
+    # others: the outside enterprise 7, and the spaced upper-case HASH_A, which is node 5
+    assert from_file.edges.src.tolist() == [4, 3, 7, 5, 1, 0]
+    assert from_file.edges.dst.tolist() == [2, 5, 0, 1, 6, 4]
+    assert from_file.n_nodes == 8 and not from_file.rejects
+    # read whole or one column at a time, the same numbers
+    from_table = edge_file.check_edges(edge_file.read_edge_table(edges_path), ids, IdType.USCC)
+    for field in ("src", "dst", "relation", "weight"):
+        np.testing.assert_array_equal(
+            getattr(from_file.edges, field), getattr(from_table.edges, field), err_msg=field
+        )
+
+
+def test_distinct_pairs_are_the_same_when_nodes_are_too_many_for_one_key():
+    rng = np.random.default_rng(5)
+    src, dst = rng.integers(0, 6, 50), rng.integers(0, 6, 50)
+    weight = rng.random(50)
+    small = graph._sorted_distinct(src, dst, 6, weight)
+    huge = graph._sorted_distinct(src, dst, 2**32, weight)  # sorted by lexsort instead
+    for a, b in zip(small, huge):
+        np.testing.assert_allclose(a, b, rtol=1e-15)
+
+
 def test_edge_file_without_its_columns_is_a_clear_error(tmp_path):
     path = tmp_path / "edges.csv"
     path.write_text("from,to,relation\na,b,phone\n")
