@@ -605,8 +605,11 @@ def test_toolkit_command_lines_for_scripts(city, bureau, tmp_path):
     assert train.returncode == 0, train.stderr
     summary = last_json(train.stdout)
     chosen = load_model(model)["bureau_features"]
-    ivs = {r["feature"]: r["iv"] for r in read_csv(model / "iv.csv").to_pylist()}
-    assert chosen and all(ivs[f] >= 0.02 for f in chosen) and len(chosen) < 16
+    rows = read_csv(model / "iv.csv").to_pylist()
+    # exactly the bureau features whose (noisy) IV reached the threshold: which ones that is
+    # moves with the bureau's noise near 0.02, the rule does not
+    strong = {r["feature"] for r in rows if r["party"] == "bureau" and r["iv"] >= 0.02}
+    assert chosen and set(chosen) == strong
     card = run_cli(
         bank_cli,
         "scorecard",
