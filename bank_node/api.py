@@ -155,7 +155,7 @@ class Bureau:
         (``size_class``, ``size_class_zh``, ... see docs/private-lookups.md), empty where
         the bureau holds no entry or the ID is invalid."""
         table = as_table(clients, id_column)
-        result, _ = lookup_rows(
+        result, _, _ = lookup_rows(
             self.connection, table, id_column, IdType(id_type), list(products), client=self.lookups
         )
         return output(result)

@@ -23,14 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from node_runtime import tables
-from node_runtime.transport.errors import raise_from_rpc
-from protocols import explain, lookup, psi
+from protocols import lookup, psi
 from protocols.errors import (
     InputDataError,
     PeerError,
@@ -39,16 +37,16 @@ from protocols.errors import (
     UnknownSession,
 )
 from protocols.ids import IdType, normalise_column, prepare_ids
+from protocols.lookup import MODEL_PAYLOAD_BYTES, MODEL_PREFIX, model_table
 from xinrong.v1 import lookup_pb2 as pb
 
 from .client import BureauConnection
+from .training import _call
 
 log = logging.getLogger(__name__)
 
 TABLES_ENV = "XINRONG_TABLES_DIR"
-MODEL_PREFIX = "model_"
 BLIND_CHUNK = 8192  # IDs per Evaluate call when there are many
-MODEL_PAYLOAD_BYTES = 8 + explain.MAX_REASONS
 Say = Callable[[str], None]
 
 
@@ -71,13 +69,6 @@ class TableInfo:
     @property
     def table_version(self) -> lookup.TableVersion:
         return lookup.TableVersion(self.product, self.version, self.key_epoch)
-
-
-def _call(doing: str, fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except grpc.RpcError as err:
-        raise_from_rpc(err, doing)
 
 
 class LookupClient:
@@ -381,10 +372,10 @@ def lookup_rows(
     products: Sequence[str],
     say: Say | None = None,
     client: LookupClient | None = None,
-) -> tuple[pa.Table, int]:
+) -> tuple[pa.Table, int, int]:
     """The products for every row of ``table``, in its order: the ID column as given, then
-    the products' columns (nulls for invalid IDs and IDs the bureau does not hold); and how
-    many distinct IDs the bureau holds. Each distinct valid ID is looked up once."""
+    the products' columns (nulls for invalid IDs and IDs the bureau does not hold); how many
+    distinct valid IDs were looked up (each once), and how many of them the bureau holds."""
     prepared = prepare_ids(table.column(id_column), id_type)
     found = look_up(connection, prepared.ids, products, say, client)
     normalised = normalise_column(table.column(id_column).combine_chunks(), id_type)
@@ -394,7 +385,7 @@ def lookup_rows(
     for name in spread.column_names:
         result = result.append_column(name, spread.column(name))
     date = found.column(f"{products[0]}_data_date")
-    return result, len(date) - date.null_count
+    return result, len(prepared), len(date) - date.null_count
 
 
 def lookup_job(
@@ -414,9 +405,8 @@ def lookup_job(
     started = time.perf_counter()
     table = tables.read_table(data, id_column, columns=[], options=read_options)
     with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
-        result, known = lookup_rows(connection, table, id_column, id_type, products, say)
+        result, valid, known = lookup_rows(connection, table, id_column, id_type, products, say)
     tables.write_csv(result, out)
-    valid = len(prepare_ids(table.column(id_column), id_type))
     return {
         "rows": table.num_rows,
         "looked_up": valid,
@@ -435,10 +425,6 @@ def _iso_date(text: str) -> dt.date:
 
 
 # ------------------------------------------------------------------------ private scoring
-
-
-def model_table(model_id: str) -> str:
-    return MODEL_PREFIX + model_id
 
 
 def private_bureau_lookup(

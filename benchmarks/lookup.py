@@ -215,7 +215,7 @@ def main() -> None:
 def publish(address: str, tls: Path, model_dir: Path) -> dict[str, object]:
     """The first download of each table: the bureau seals it for this bank and key epoch."""
     from bank_node.client import BureauConnection
-    from bank_node.lookup import LookupClient, model_table
+    from bank_node.lookup import MODEL_PREFIX, LookupClient, model_table
     from bank_node.training import load_model
     from protocols import lookup
 
@@ -224,7 +224,7 @@ def publish(address: str, tls: Path, model_dir: Path) -> dict[str, object]:
     with BureauConnection(address, BANK_ID, tls_dir=tls) as connection:
         client = LookupClient(connection, say=lambda text: None)
         catalogue = client.catalogue()
-        names = [model_table(model_id)] + [p for p in catalogue if not p.startswith("model_")]
+        names = [model_table(model_id)] + [p for p in catalogue if not p.startswith(MODEL_PREFIX)]
         for product in names:
             info = catalogue[product]
             started = time.perf_counter()

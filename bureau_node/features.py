@@ -19,7 +19,7 @@ from protocols.errors import InputDataError, PolicyViolation, UnknownSession
 from protocols.features import column_kind
 from protocols.ids import IdType, normalise_column
 
-from .store import file_sha256
+from .store import file_sha256, ids_as_strings
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class BureauFeatures:
 
     def rows_of_bytes(self, ids: np.ndarray) -> pa.Table:
         """:meth:`rows_of` for IDs as the store keeps them (UTF-8 bytes)."""
-        return self.rows_of(pa.array(ids.tolist(), pa.binary()).cast(pa.string()))
+        return self.rows_of(ids_as_strings(ids))
 
     def rows_of(self, ids: list[str] | pa.Array) -> pa.Table:
         """The bureau's rows for matched IDs, in their order."""

@@ -32,26 +32,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from node_runtime import tables
 from protocols import explain, lookup, psi
 from protocols import vertical_lr as vlr
 from protocols.errors import NotAuthorised, UnknownSession
 from protocols.features import FeatureRecipe
+from protocols.lookup import MODEL_PAYLOAD_BYTES, MODEL_PREFIX, model_table
 from protocols.products import PAYLOAD_BYTES
 
 from .features import BureauFeatures
 from .models import ModelStore
 from .products import ProductData
-from .store import BureauStore, LookupPoints
+from .store import BureauStore, LookupPoints, ids_as_strings
 
 log = logging.getLogger(__name__)
 
 SEAL_CHUNK = 16_384  # entries per task: about 0.4 s of work, long enough to hide a hand-off
 MODEL_CHUNK = 200_000  # enterprises scored at once when a model table is built
-MODEL_PAYLOAD_BYTES = 8 + explain.MAX_REASONS  # float64 u_B, then one reason code per byte
-MODEL_PREFIX = "model_"
 
 # (n IDs as UTF-8 bytes) -> (payloads (n, payload_bytes) uint8, present (n,) bool)
 Payloads = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -102,10 +100,6 @@ class SealedTable:
             )
 
 
-def model_product(model_id: str) -> str:
-    return MODEL_PREFIX + model_id
-
-
 def model_source(features: BureauFeatures, model: dict[str, Any]) -> TableSource:
     """The table of a model: ``u_B`` and reason codes for every enterprise, computed exactly
     as :class:`ScoringServicer` computes them for matched applicants."""
@@ -132,7 +126,7 @@ def model_source(features: BureauFeatures, model: dict[str, Any]) -> TableSource
         json.dumps([model["recipe"], model["weights"], features.version], default=str).encode()
     ).hexdigest()
     return TableSource(
-        product=model_product(model["model_id"]),
+        product=model_table(model["model_id"]),
         payload_bytes=MODEL_PAYLOAD_BYTES,
         data_date=features.data_date,
         description=f"the bureau's half of model {model['model_id']}: score and reason codes",
@@ -285,7 +279,7 @@ class LookupTables:
         spans = list(psi.chunk_offsets(keep.size, SEAL_CHUNK))
         work = (
             (
-                points.points[keep[a:b]].tobytes(),
+                points.every_point[points.positions[keep[a:b]]].tobytes(),
                 payloads[keep[a:b]].tobytes(),
                 revisions[a:b].astype(lookup.REVISION).tobytes(),
                 source.payload_bytes,
@@ -392,8 +386,3 @@ class EntryRevisions:
                 np.concatenate([kept["revision"], np.zeros(grown, np.uint32)]),
                 np.concatenate([kept["removed_at"], np.zeros(grown, np.uint32)]),
             )
-
-
-def ids_as_strings(ids: np.ndarray) -> pa.Array:
-    """The store's UTF-8 ID bytes as a pyarrow string array."""
-    return pa.array(ids.tolist(), pa.binary()).cast(pa.string())

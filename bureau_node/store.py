@@ -67,6 +67,11 @@ def _load_array(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
+def ids_as_strings(ids: np.ndarray) -> pa.Array:
+    """The store's UTF-8 ID bytes as a pyarrow string array."""
+    return pa.array(ids.tolist(), pa.binary()).cast(pa.string())
+
+
 @dataclass(frozen=True)
 class LookupPoints:
     """What the bureau seals a lookup table with: its current enterprises, their
@@ -77,10 +82,6 @@ class LookupPoints:
     ids: np.ndarray  # the current enterprises, UTF-8 bytes
     positions: np.ndarray  # their positions in the store (stable: IDs are only appended)
     every_point: np.ndarray  # (stored IDs, 32) uint8: every ID's point, current or not
-
-    @property
-    def points(self) -> np.ndarray:
-        return self.every_point[self.positions]
 
 
 @dataclass(frozen=True)

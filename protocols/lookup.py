@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from . import group, psi
 from .errors import ProtocolViolation
+from .explain import MAX_REASONS
 from .group import POINT_BYTES
 
 LOOKUP_TAG_BYTES = 8
@@ -166,6 +167,17 @@ def open_all(
 # from one version to the next, so a bank holding version s needs only the entries with a
 # revision above s and the tags removed since s: an incremental update. A payload that
 # changes gets a new revision, hence a new key: no key ever seals two payloads.
+
+
+# A model's table (private scoring): per enterprise the bureau's score u_B (float64,
+# little-endian), then one reason code per byte (1 + the index of a bureau feature; 0: none).
+MODEL_PREFIX = "model_"
+MODEL_PAYLOAD_BYTES = 8 + MAX_REASONS
+
+
+def model_table(model_id: str) -> str:
+    """The product name of a model's table."""
+    return MODEL_PREFIX + model_id
 
 
 TAG_ORDER = np.dtype(">u8")  # tags sort as big-endian numbers: the same as their bytes
