@@ -17,8 +17,9 @@ from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.optim import OptimizerConfig
 from xinrong.synthetic import generate_city, write_city
+from xinrong.v1 import lookup_pb2 as lpb
+from xinrong.v1 import lookup_pb2_grpc, model_pb2_grpc, psi_pb2_grpc
 from xinrong.v1 import model_pb2 as mpb
-from xinrong.v1 import model_pb2_grpc, psi_pb2_grpc
 from xinrong.v1 import psi_pb2 as ppb
 
 PRECISE = {
@@ -53,6 +54,7 @@ def world(tmp_path_factory):
     yield {
         "model": ModelStubs(channel),
         "psi": psi_pb2_grpc.PrivateSetIntersectionStub(channel),
+        "lookup": lookup_pb2_grpc.PrivateLookupStub(channel),
         "session": session.session_id,
         "rows": session.intersection,
     }
@@ -282,6 +284,36 @@ def test_psi_messages(world, size, reveal, protocol, points, tags, session):
     _precise(
         lambda: stub.RevealIntersection(
             iter([ppb.MatchedTags(session_id=session, tags=tags)]), metadata=META, timeout=10
+        )
+    )
+    _still_serving(world)
+
+
+@FUZZ
+@given(
+    epoch=st.one_of(st.just(1), st.integers(0, 2**64 - 1)),  # 1: the bank's current epoch
+    points=st.one_of(anything, st.binary(min_size=32, max_size=32).map(lambda b: b * 3)),
+    product=st.one_of(st.text(max_size=45), st.sampled_from(["size_class", "model_" + "0" * 32])),
+    version=numbers,
+    since=numbers,
+)
+def test_lookup_messages(world, epoch, points, product, version, since):
+    stub = world["lookup"]
+    # points that are not group elements, not whole points, none, or for a stale key epoch
+    _precise(
+        lambda: stub.Evaluate(
+            lpb.BlindedPoints(key_epoch=epoch, points=points), metadata=META, timeout=10
+        )
+    )
+    _precise(
+        lambda: list(
+            stub.FetchTable(
+                lpb.FetchTableRequest(
+                    product=product, version=version, key_epoch=epoch, since_version=since
+                ),
+                metadata=META,
+                timeout=30,
+            )
         )
     )
     _still_serving(world)
