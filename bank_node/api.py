@@ -119,6 +119,8 @@ class Bureau:
         self.close()
 
     def close(self) -> None:
+        if self._lookups is not None:
+            self._lookups.close()
         if self._executor is not None:
             self._executor.shutdown(cancel_futures=True)
             self._executor = None
@@ -137,9 +139,11 @@ class Bureau:
     @property
     def lookups(self) -> LookupClient:
         """The session's private lookups: tables downloaded once, then one round trip per
-        call (keep the session open for many decisions)."""
+        call on one long-lived stream (keep the session open for many decisions)."""
         if self._lookups is None:
-            self._lookups = LookupClient(self.connection, say=self._say, executor=self.executor)
+            self._lookups = LookupClient(
+                self.connection, say=self._say, executor=self.executor, stream=True
+            )
         return self._lookups
 
     def lookup(

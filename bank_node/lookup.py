@@ -41,12 +41,14 @@ from protocols.lookup import MODEL_PAYLOAD_BYTES, MODEL_PREFIX, model_table
 from xinrong.v1 import lookup_pb2 as pb
 
 from .client import BureauConnection
+from .lookup_stream import EvaluationStream, StreamClosed
 from .training import _call
 
 log = logging.getLogger(__name__)
 
 TABLES_ENV = "XINRONG_TABLES_DIR"
 BLIND_CHUNK = 8192  # IDs per Evaluate call when there are many
+STREAM_POINTS = 1024  # at most this many go on the stream: for them the call is the cost
 Say = Callable[[str], None]
 
 
@@ -81,9 +83,13 @@ class LookupClient:
         tables_dir: str | Path | None = None,
         say: Say | None = None,
         executor: Executor | None = None,
+        stream: bool = False,
     ) -> None:
         self.connection = connection
         self.executor = executor
+        # with ``stream``, small lookups (online decisions, many over the client's life) go
+        # on one long-lived stream when the bureau offers it; a one-off job makes one call
+        self.stream = EvaluationStream(connection) if stream else None
         self.say = say or (lambda text: log.info("%s", text))
         self.root = Path(tables_dir or default_tables_dir())
         self.directory = self.root  # set to this bureau and bank's own by catalogue()
@@ -92,6 +98,11 @@ class LookupClient:
         self._max_points = 0
         self._tables: dict[str, lookup.LookupTable] = {}
         self._remembered: dict[str, bytes] | None = None
+
+    def close(self) -> None:
+        """End the stream, if one is open (the connection stays open)."""
+        if self.stream is not None:
+            self.stream.close()
 
     # -- what there is --------------------------------------------------------------------
 
@@ -106,6 +117,10 @@ class LookupClient:
             if not 0 < answer.max_points <= 1 << 20:
                 raise ProtocolViolation(f"the bureau's max_points {answer.max_points} is absurd")
             self._key_epoch, self._max_points = answer.key_epoch, answer.max_points
+            if answer.max_streams == 0:  # a bureau that offers no streams
+                self.stream = None
+            elif self.stream is not None:
+                self.stream.max_points = answer.max_points
             # by the bureau's lasting name, not its address: a restart on another port, or
             # another address for the same bureau, finds the tables already kept
             if not re.fullmatch(r"[0-9a-f]{64}", answer.bureau_id):
@@ -301,12 +316,21 @@ class LookupClient:
 
     def _evaluate(self, query: lookup.BlindedQuery) -> bytes:
         request = pb.BlindedPoints(key_epoch=self._key_epoch, points=query.points)
-        answer = _call(
-            "looking up applicants privately",
-            lambda: self.connection.lookup.Evaluate(
-                request, timeout=30 + 1e-3 * query.count, metadata=self.connection.metadata
-            ),
-        )
+        timeout = 30 + 1e-3 * query.count
+        answer = None
+        stream = self.stream
+        if stream is not None and query.count <= STREAM_POINTS and stream.available():
+            with contextlib.suppress(StreamClosed):
+                answer = _call(
+                    "looking up applicants privately", lambda: stream.evaluate(request, timeout)
+                )
+        if answer is None:
+            answer = _call(
+                "looking up applicants privately",
+                lambda: self.connection.lookup.Evaluate(
+                    request, timeout=timeout, metadata=self.connection.metadata
+                ),
+            )
         if answer.key_epoch != self._key_epoch:
             raise StaleKeyEpoch("the bureau answered in another key epoch: look up again")
         return bytes(answer.points)

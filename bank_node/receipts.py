@@ -103,16 +103,26 @@ class ReceiptCollector(
     store: ReceiptStore
     received: list[Receipt] = field(default_factory=list)
 
+    def keep(self, value: bytes) -> None:
+        """Check and keep receipts as the bureau encodes them (trailing metadata, or a
+        stream's answer); a bad one is logged, never raised: evidence-keeping does not
+        break a call."""
+        try:
+            receipts = parse_receipts(value)
+            self.store.add(receipts)
+            self.received.extend(receipts)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("an audit receipt from the bureau was not kept: %s", exc)
+
     def _collect(self, call: Any) -> None:
         try:
             metadata = call.trailing_metadata() or ()
-            for key, value in metadata:
-                if key == RECEIPT_METADATA:
-                    receipts = parse_receipts(value)
-                    self.store.add(receipts)
-                    self.received.extend(receipts)
-        except Exception as exc:  # noqa: BLE001 - never let evidence-keeping break a call
+        except Exception as exc:  # noqa: BLE001
             log.warning("an audit receipt from the bureau was not kept: %s", exc)
+            return
+        for key, value in metadata:
+            if key == RECEIPT_METADATA:
+                self.keep(value)
 
     def _intercept(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
         call = continuation(details, request)

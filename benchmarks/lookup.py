@@ -13,9 +13,12 @@ Steps, each timed on its own:
      same for a data product when the city has product files;
   4. single-applicant decisions through the Python API (`predict_proba` on one row, the table
      already at the bank): median and 99th percentile over --decisions calls;
-  5. the bureau's throughput on single-applicant lookups: 1, --clients and twice as many
-     processes, each sending one-ID Evaluate calls back to back for --seconds (the clients
-     share the machine's cores with the bureau), and the bureau's CPU time per decision;
+  5. the bureau's throughput on single-applicant lookups, side by side: 1, --clients and
+     twice as many processes, each deciding one applicant at a time for --seconds, first
+     with a unary Evaluate call per decision, then on one EvaluateStream per process; then
+     1 and 2 processes of --threads threads each (a decision service answering many
+     applicants at once: lookups queued while one is out share the next message). The
+     clients share the machine's cores with the bureau. Also the bureau's CPU per decision;
   6. --applicants applicants scored privately (`bank-node predict`, table kept) beside a PSI
      session of the same file (`bank-node psi`), process start to exit, in the same run.
 """
@@ -87,37 +90,69 @@ def single_decisions(address: str, tls: Path, model_dir: Path, one: pa.Table, co
     }
 
 
-def _evaluate_loop(address: str, tls: str, ids: list[str], seconds: float, queue) -> None:  # noqa: ANN001
+def _evaluate_loop(  # noqa: ANN001
+    address: str, tls: str, ids: list[str], seconds: float, queue, go, stream: bool, threads: int
+) -> None:
+    """One client process: ``threads`` threads each deciding one applicant at a time (the
+    bank's OPRF round trip: blind, the bureau's Evaluate, unblind) on one LookupClient."""
+    import threading
+
     from bank_node.client import BureauConnection
     from bank_node.lookup import LookupClient
 
     with BureauConnection(address, BANK_ID, tls_dir=tls) as connection:
-        client = LookupClient(connection)
-        client.catalogue()
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            client.points([ids[done % len(ids)]])
-            done += 1
-        queue.put((done, time.perf_counter() - started))
+        client = LookupClient(connection, stream=stream)
+        client.points(ids[:1])  # the catalogue, and the stream opened
+        queue.put("ready")
+        go.wait()
+        done = [0] * threads
+        started = time.perf_counter()
+
+        def decide(i: int) -> None:
+            while time.perf_counter() - started < seconds:
+                client.points([ids[(done[i] + i) % len(ids)]])
+                done[i] += 1
+
+        workers = [threading.Thread(target=decide, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        queue.put((sum(done), time.perf_counter() - started))
+        client.close()
 
 
 def throughput(
-    address: str, tls: Path, ids: list[str], clients: int, seconds: float, bureau_pid: int
+    address: str,
+    tls: Path,
+    ids: list[str],
+    clients: int,
+    seconds: float,
+    bureau_pid: int,
+    stream: bool = False,
+    threads: int = 1,
 ) -> dict:
-    """Decisions per second over ``clients`` processes, and the bureau's CPU time per
-    decision (its capacity on this machine's cores, were the clients elsewhere)."""
+    """Decisions per second over ``clients`` processes of ``threads`` threads, unary calls
+    or one stream per process, and the bureau's CPU time per decision (its capacity on this
+    machine's cores, were the clients elsewhere)."""
     import psutil
 
     bureau = psutil.Process(bureau_pid)
     ctx = get_context("spawn")
-    queue = ctx.Queue()
+    queue, go = ctx.Queue(), ctx.Event()
     procs = [
-        ctx.Process(target=_evaluate_loop, args=(address, str(tls), ids, seconds, queue))
+        ctx.Process(
+            target=_evaluate_loop,
+            args=(address, str(tls), ids, seconds, queue, go, stream, threads),
+        )
         for _ in range(clients)
     ]
-    before = bureau.cpu_times()
     for p in procs:
         p.start()
+    for _ in procs:  # the clients' start-up (imports, TLS) is not the bureau's work
+        assert queue.get(timeout=120) == "ready"
+    before = bureau.cpu_times()
+    go.set()
     results = [queue.get(timeout=seconds + 120) for _ in procs]
     after = bureau.cpu_times()
     for p in procs:
@@ -126,6 +161,8 @@ def throughput(
     cpu = (after.user - before.user) + (after.system - before.system)
     return {
         "clients": clients,
+        "threads_per_client": threads,
+        "calls": "one stream per client" if stream else "a unary call per decision",
         "seconds": seconds,
         "decisions": decisions,
         "per_second": sum(d / s for d, s in results),
@@ -143,6 +180,9 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--threads", type=int, default=16, help="applicants decided at once per client process"
+    )
     parser.add_argument("--key-bits", type=int, default=2048, help="of the small model's job")
     parser.add_argument("--workdir", default="bench-out/lookup")
     args = parser.parse_args()
@@ -187,10 +227,25 @@ def main() -> None:
         report["single_decision"] = single_decisions(
             bureau.address, bureau.bank_tls, model_dir, one, args.decisions
         )
-        ids = one.column("uscc").to_pylist()
+        ids = (
+            pacsv.read_csv(
+                paths["applicants"],
+                convert_options=pacsv.ConvertOptions(column_types={"uscc": pa.string()}),
+            )
+            .column("uscc")
+            .to_pylist()[:1000]
+        )
+        at = (bureau.address, bureau.bank_tls, ids)
+        pid = bureau.process.pid
+        # side by side in one run: a unary call per decision, then one stream per client
+        # process (one decision in flight each), then a decision service deciding
+        # --threads applicants at once per process on its one stream
         report["throughput"] = [
-            throughput(bureau.address, bureau.bank_tls, ids, n, args.seconds, bureau.process.pid)
+            throughput(*at, n, args.seconds, pid, stream=stream)
+            for stream in (False, True)
             for n in sorted({1, args.clients, 2 * args.clients})
+        ] + [
+            throughput(*at, n, args.seconds, pid, stream=True, threads=args.threads) for n in (1, 2)
         ]
         predict_s, _ = run(
             [str(BIN / "bank-node"), "predict", "--bureau", bureau.address, *tls,

@@ -23,7 +23,6 @@ Without a configuration file the bureau serves any bank with the defaults (devel
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import threading
@@ -191,6 +190,7 @@ class Access:
         self._usage: dict[Path, dict[str, float]] = {}  # today's usage file -> its counts
         self._dirty: set[Path] = set()
         self._flushed = 0.0
+        self._paths: dict[tuple[str, str], Path] = {}
 
     def policy(self, bank_id: str) -> BankPolicy:
         if self.policies is None:
@@ -218,8 +218,12 @@ class Access:
     def charge_all(self, bank_id: str, amounts: dict[str, float]) -> None:
         """Several quotas at once: all counted, or (one would go over) none."""
         policy = self.policy(bank_id)
-        day = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-        path = self.root / bank_id / f"usage-{day}.json"
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        path = self._paths.get((bank_id, day))
+        if path is None:  # built once a day per bank: a lookup is charged thousands a second
+            if len(self._paths) > 4096:
+                self._paths.clear()
+            path = self._paths[(bank_id, day)] = self.root / bank_id / f"usage-{day}.json"
         with self._lock:
             used = self._usage.get(path)
             if used is None:  # read once a day per bank; this process keeps it since

@@ -40,12 +40,18 @@ log = logging.getLogger(__name__)
 MAX_RECEIPTS_PER_CALL = 8
 
 
-def _attach(context: grpc.ServicerContext, receipts: list[Receipt]) -> None:
+def encode_receipts(receipts: list[Receipt]) -> bytes:
+    """The receipts as the bank reads them (``bank_node.receipts.parse_receipts``); empty
+    for none. Only the last ``MAX_RECEIPTS_PER_CALL`` when a call appended more."""
     if len(receipts) > MAX_RECEIPTS_PER_CALL:
         log.warning("a call appended %d records; only the last receipts go back", len(receipts))
         receipts = receipts[-MAX_RECEIPTS_PER_CALL:]
-    if receipts:
-        value = json.dumps([r.to_dict() for r in receipts]).encode()
+    return json.dumps([r.to_dict() for r in receipts]).encode() if receipts else b""
+
+
+def _attach(context: grpc.ServicerContext, receipts: list[Receipt]) -> None:
+    value = encode_receipts(receipts)
+    if value:
         context.set_trailing_metadata(((RECEIPT_METADATA, value),))
 
 

@@ -4,10 +4,12 @@
 What the bureau learns, call by call:
 
 - ``ListTables``: that the bank asked which tables it may download.
-- ``Evaluate``: how many points the bank sent, and when. The points are ``H(x)^a`` under a
-  fresh secret ``a`` per call: uniformly random group elements, unlinkable to an ID or to
-  another call (DDH in the random-oracle model). On record and charged to the bank's
-  ``daily_lookup_ids`` before the answer leaves.
+- ``Evaluate`` (and each message of ``EvaluateStream``): how many points the bank sent, and
+  when. The points are ``H(x)^a`` under a fresh secret ``a`` per request: uniformly random
+  group elements, unlinkable to an ID or to another request (DDH in the random-oracle
+  model). On record and charged to the bank's ``daily_lookup_ids`` before the answer
+  leaves. A stream also shows that consecutive lookups came from one client process (one
+  long-lived call): the TLS connection they share shows that anyway.
 - ``FetchTable``: which table version the bank downloads (the same bytes whichever IDs it
   holds). On record.
 
@@ -33,7 +35,10 @@ from protocols.errors import ProtocolViolation, StaleKeyEpoch
 from xinrong.v1 import lookup_pb2 as pb
 from xinrong.v1 import lookup_pb2_grpc
 
+from .audit import collecting_receipts
 from .context import BureauContext
+from .interceptors import encode_receipts
+from .lookup_streams import LookupStreams
 from .lookup_tables import LookupTables, SealedTable, TableSource
 
 log = logging.getLogger(__name__)
@@ -44,9 +49,12 @@ PARALLEL_FROM = 4_096  # fewer points are exponentiated in the serving thread
 
 
 class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
-    def __init__(self, ctx: BureauContext, tables: LookupTables) -> None:
+    def __init__(
+        self, ctx: BureauContext, tables: LookupTables, streams: LookupStreams | None = None
+    ) -> None:
         self.ctx = ctx
         self.tables = tables
+        self.streams = streams or LookupStreams()
 
     def ListTables(
         self, request: pb.ListTablesRequest, context: grpc.ServicerContext
@@ -58,7 +66,11 @@ class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
             infos = [self._info(source, epoch) for source in self.tables.sources(bank_id, allowed)]
             bureau_id = self.ctx.audit.log_id if self.ctx.audit is not None else ""
             return pb.TableCatalogue(
-                key_epoch=epoch, max_points=MAX_POINTS, tables=infos, bureau_id=bureau_id
+                key_epoch=epoch,
+                max_points=MAX_POINTS,
+                tables=infos,
+                bureau_id=bureau_id,
+                max_streams=self.streams.per_bank,
             )
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "lookup_tables", exc)
@@ -80,28 +92,56 @@ class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
         self, request: pb.BlindedPoints, context: grpc.ServicerContext
     ) -> pb.EvaluatedPoints:
         try:
-            bank_id = self.ctx.access.bank(context)
-            count = len(request.points) // lookup.POINT_BYTES
-            if len(request.points) % lookup.POINT_BYTES or not 0 < count <= MAX_POINTS:
-                raise ProtocolViolation(
-                    f"{len(request.points)} bytes are not 1 to {MAX_POINTS:,} points of "
-                    f"{lookup.POINT_BYTES} bytes"
-                )
-            epoch = self.ctx.store.key_epoch(bank_id)
-            if request.key_epoch != epoch:
-                raise StaleKeyEpoch(
-                    f"the bank asked for key epoch {request.key_epoch}; the bureau's is now "
-                    f"{epoch}: list the tables again and download their new versions"
-                )
-            self.ctx.access.charge(bank_id, "daily_lookup_ids", count)
-            # on record before any answer: every point that reached the key is counted
-            self.ctx.record(bank_id, "lookup", "OK", points=count, key_epoch=epoch)
-            scalar = self.ctx.store.lookup_scalar(bank_id, epoch)
-            return pb.EvaluatedPoints(
-                key_epoch=epoch, points=self._evaluate(scalar, request.points, count)
-            )
+            return self._answer(self.ctx.access.bank(context), request)
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "lookup", exc)
+
+    def EvaluateStream(
+        self, requests: Iterator[pb.BlindedPoints], context: grpc.ServicerContext
+    ) -> Iterator[pb.EvaluatedPoints]:
+        """``Evaluate`` message by message on one call: what a decision costs the bureau
+        is then the point, its record and its charge, not a call's setup (TLS session
+        lookup, headers, the interceptor's checks). Each answer carries its own receipts."""
+        try:
+            bank_id = self.ctx.access.bank(context)
+            stream = self.streams.open(bank_id, context)
+        except Exception as exc:  # noqa: BLE001
+            self.ctx.refuse(context, "lookup", exc)
+        try:
+            for request in requests:
+                self.streams.used(stream)
+                try:
+                    with collecting_receipts() as receipts:
+                        answer = self._answer(bank_id, request)
+                except Exception as exc:  # noqa: BLE001 - its refusal's receipt ends the stream
+                    self.ctx.refuse(context, "lookup", exc)
+                answer.receipts = encode_receipts(receipts)
+                yield answer
+                if self.streams.expired(stream):
+                    return  # what the bank sent since is not read: not charged, sent again
+        finally:
+            self.streams.close(stream)
+
+    def _answer(self, bank_id: str, request: pb.BlindedPoints) -> pb.EvaluatedPoints:
+        count = len(request.points) // lookup.POINT_BYTES
+        if len(request.points) % lookup.POINT_BYTES or not 0 < count <= MAX_POINTS:
+            raise ProtocolViolation(
+                f"{len(request.points)} bytes are not 1 to {MAX_POINTS:,} points of "
+                f"{lookup.POINT_BYTES} bytes"
+            )
+        epoch = self.ctx.store.key_epoch(bank_id)
+        if request.key_epoch != epoch:
+            raise StaleKeyEpoch(
+                f"the bank asked for key epoch {request.key_epoch}; the bureau's is now "
+                f"{epoch}: list the tables again and download their new versions"
+            )
+        self.ctx.access.charge(bank_id, "daily_lookup_ids", count)
+        # on record before any answer: every point that reached the key is counted
+        self.ctx.record(bank_id, "lookup", "OK", points=count, key_epoch=epoch)
+        scalar = self.ctx.store.lookup_scalar(bank_id, epoch)
+        return pb.EvaluatedPoints(
+            key_epoch=epoch, points=self._evaluate(scalar, request.points, count)
+        )
 
     def _evaluate(self, scalar: bytes, points: bytes, count: int) -> bytes:
         if self.ctx.executor is None or count < PARALLEL_FROM:

@@ -29,6 +29,7 @@ from .features import BureauFeatures
 from .graph_source import DEFAULT_REFRESH_SECONDS, GraphSource
 from .interceptors import BureauInterceptor
 from .lookup_service import PrivateLookupServicer
+from .lookup_streams import LookupStreams
 from .lookup_tables import LookupTables, TableSource, product_source
 from .models import ModelStore
 from .products import ProductData
@@ -38,6 +39,8 @@ from .store import BureauStore, DatasetSummary, Progress
 from .training_service import TrainingServicer
 
 log = logging.getLogger(__name__)
+
+UNARY_THREADS = 16  # the server's threads for unary calls and table downloads
 
 
 class BureauNode:
@@ -117,8 +120,14 @@ class BureauNode:
         self.access = access
         audit = AuditLog(self.store.root)
         self.audit = audit
+        self.lookup_streams = LookupStreams()
         self.server, self.port = create_server(
-            address, tls=self.tls, interceptors=[BureauInterceptor(audit, self.revocations)]
+            address,
+            # a lookup stream holds its thread for as long as it is open: room for all of
+            # them beside the threads of unary calls
+            max_workers=UNARY_THREADS + self.lookup_streams.total,
+            tls=self.tls,
+            interceptors=[BureauInterceptor(audit, self.revocations)],
         )
         servicer = PsiServicer(self.store, self.executor, self.limits, access=access, audit=audit)
         psi_pb2_grpc.add_PrivateSetIntersectionServicer_to_server(servicer, self.server)
@@ -140,7 +149,7 @@ class BureauNode:
             self.store, self.models, self.features, self._product_sources, self.executor
         )
         lookup_pb2_grpc.add_PrivateLookupServicer_to_server(
-            PrivateLookupServicer(context, self.lookup_tables), self.server
+            PrivateLookupServicer(context, self.lookup_tables, self.lookup_streams), self.server
         )
         self.server.start()
         if self.graph is not None and self.graph_refresh_seconds > 0:
@@ -194,6 +203,7 @@ class BureauNode:
         if self.server is not None:
             self.server.stop(grace).wait()
             self.server = None
+            self.lookup_streams.stop()
         if self.access is not None:
             self.access.flush()
         if self.executor is not None:

@@ -113,6 +113,8 @@ class BureauStore:
         self._tables: dict[str, tuple[int, psi.BureauTagTable]] = {}
         self._made_dirs: set[str] = set()
         self._scalars: dict[tuple[str, int], bytes] = {}
+        self._epoch_paths: dict[str, str] = {}
+        self._epochs: dict[str, tuple[tuple[int, int, int], int]] = {}
         self.summary: DatasetSummary | None = None
 
     # -- the dataset ------------------------------------------------------------------
@@ -263,8 +265,24 @@ class BureauStore:
             return self._bank_locks.setdefault(bank_id, threading.Lock())
 
     def key_epoch(self, bank_id: str) -> int:
-        path = self._bank_dir(bank_id) / "epoch"
-        return int(path.read_text()) if path.exists() else 1
+        """The bank's current key epoch. Asked on every lookup, and ``bureau-node
+        rotate-key`` may change it from another process: re-read only when the file was
+        replaced (one stat a call, not an open and a read)."""
+        path = self._epoch_paths.get(bank_id)
+        if path is None:
+            path = self._epoch_paths[bank_id] = str(self._bank_dir(bank_id) / "epoch")
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return 1
+        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = self._epochs.get(bank_id)
+        if cached is not None and cached[0] == seen:
+            return cached[1]
+        with open(path) as handle:
+            epoch = int(handle.read())
+        self._epochs[bank_id] = (seen, epoch)
+        return epoch
 
     def _key(self, bank_id: str, epoch: int) -> bytes:
         path = self._bank_dir(bank_id) / f"key-{epoch}"

@@ -305,6 +305,16 @@ def test_lookup_messages(world, epoch, points, product, version, since):
             lpb.BlindedPoints(key_epoch=epoch, points=points), metadata=META, timeout=10
         )
     )
+    # the same on a stream, twice over: the first bad message ends it with its status
+    _precise(
+        lambda: list(
+            stub.EvaluateStream(
+                iter([lpb.BlindedPoints(key_epoch=epoch, points=points)] * 2),
+                metadata=META,
+                timeout=10,
+            )
+        )
+    )
     _precise(
         lambda: list(
             stub.FetchTable(

@@ -166,3 +166,56 @@ def test_an_entry_under_another_revision_does_not_open():
     forged = LookupTable(table.version, 4, table.tags, table.sealed, table.revisions + 1)
     with pytest.raises(EntryNotAuthentic):
         forged.open([point])
+
+
+# -- the bank's lookup stream: requests that share a message, answers split back ------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 40), min_size=1, max_size=12),
+    epochs=st.lists(st.sampled_from([7, 8]), min_size=12, max_size=12),
+    limit=st.integers(1, 120),
+)
+def test_queued_requests_share_messages_and_get_their_own_answers(counts, epochs, limit):
+    from concurrent.futures import Future
+
+    from bank_node.lookup_stream import _hand_out, _Request, _Stream
+    from xinrong.v1 import lookup_pb2 as pb
+
+    stream = _Stream()
+    requests = [_Request(epochs[i], bytes([i]) * (32 * n), Future()) for i, n in enumerate(counts)]
+    stream.queued.extend(requests)
+    messages = stream.outgoing(limit)
+    answered = []
+    while stream.queued:
+        message = next(messages)
+        batch = stream.sent.popleft()  # what the reader does when the answer comes
+        # one key epoch a message, within the limit unless a single request is larger
+        assert {r.key_epoch for r in batch} == {message.key_epoch}
+        assert len(message.points) <= 32 * limit or len(batch) == 1
+        # the bureau's answer, point by point (here: each point reversed)
+        answer = pb.EvaluatedPoints(
+            key_epoch=message.key_epoch,
+            points=b"".join(p[::-1] for p in group.split_points(message.points)),
+        )
+        _hand_out(answer, batch)
+        answered.extend(batch)
+    assert answered == requests  # in order, none lost, none twice
+    for r in requests:
+        got = r.future.result(0)
+        assert got.points == b"".join(p[::-1] for p in group.split_points(r.points))
+        assert got.key_epoch == r.key_epoch
+
+
+def test_a_short_shared_answer_fails_every_request_it_was_for():
+    from concurrent.futures import Future
+
+    from bank_node.lookup_stream import _hand_out, _Request
+    from xinrong.v1 import lookup_pb2 as pb
+
+    batch = [_Request(1, b"\x01" * 64, Future()), _Request(1, b"\x02" * 32, Future())]
+    _hand_out(pb.EvaluatedPoints(key_epoch=1, points=b"\x00" * 64), batch)
+    for r in batch:
+        with pytest.raises(ProtocolViolation, match="64 bytes of points for 96"):
+            r.future.result(0)

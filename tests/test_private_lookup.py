@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,15 @@ class Trace:
             self.requests.append((name, request))
             return method(servicer, request, context)
 
-        return recorded
+        def recorded_stream(servicer, requests, context):  # noqa: ANN001
+            def each():
+                for request in requests:
+                    self.requests.append((name, request))
+                    yield request
+
+            return method(servicer, each(), context)
+
+        return recorded_stream if name.endswith("Stream") else recorded
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +72,11 @@ def bureau(city, trace, tmp_path_factory):
     config.write_text(
         "[defaults]\nmin_intersection = 100\ndaily_lookup_ids = 50000\n\n"
         '[banks.bank-a]\n\n[banks.bank-b]\nproducts = ["size_class"]\n\n'
-        "[banks.bank-poor]\ndaily_lookup_ids = 10\n"
+        "[banks.bank-poor]\ndaily_lookup_ids = 10\n\n"
+        "[banks.bank-poor-online]\ndaily_lookup_ids = 10\n"
     )
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("ListTables", "Evaluate", "FetchTable"):
+        for name in ("ListTables", "Evaluate", "EvaluateStream", "FetchTable"):
             original = getattr(PrivateLookupServicer, name)
             patch.setattr(PrivateLookupServicer, name, trace.wrap(name, original))
         node = BureauNode(
@@ -204,6 +215,90 @@ def test_the_bureau_sees_blinded_points_and_their_count_nothing_else(
     assert not any(x in json.dumps(added) for x in ids)
 
 
+def test_online_decisions_on_one_stream_are_the_same_lookups_on_record(
+    city, bureau, trace, tmp_path
+):
+    """Decisions one applicant at a time, from one thread and from sixteen at once, on one
+    EvaluateStream: each gets exactly the points a unary Evaluate gives, the bureau sees
+    only fresh points and their count, and every point is on record and charged before its
+    answer, with the record's receipt back at the bank."""
+    address = f"127.0.0.1:{bureau.port}"
+    ids = prepare_ids(applicants(city, slice(500, 548)).column("uscc"), IdType.USCC).ids
+    before_trace, before_audit = len(trace.requests), len(audit_records(bureau))
+    with BureauConnection(address, "bank-a") as connection:
+        expected = dict(zip(ids, LookupClient(connection, tmp_path).points(ids), strict=True))
+        client = LookupClient(connection, tmp_path, stream=True)
+        receipts_before = len(connection.receipts.received)
+        one_by_one = [client.points([x])[0] for x in ids[:8]]
+        with ThreadPoolExecutor(16) as pool:
+            at_once = list(pool.map(lambda x: client.points([x])[0], ids * 2))
+        client.close()
+        kept = len(connection.receipts.received) - receipts_before
+    assert one_by_one == [expected[x] for x in ids[:8]]
+    assert at_once == [expected[x] for x in ids * 2]
+    seen = trace.requests[before_trace:]
+    streamed = [r for name, r in seen if name == "EvaluateStream"]
+    decided = 8 + 2 * len(ids)
+    assert sum(len(r.points) for r in streamed) == 32 * decided
+    points = [p for r in streamed for p in group.split_points(r.points)]
+    assert len(set(points)) == len(points)  # the same IDs twice: fresh points each time
+    raw = b"".join(r.SerializeToString() for _, r in seen)
+    assert not any(x.encode() in raw for x in ids)
+    added = audit_records(bureau)[before_audit:]
+    lookups = [json.loads(r["details"]) for r in added if r["event"] == "lookup"]
+    # one record per message (the unary call's, then the stream's), every point counted
+    assert len(lookups) == 1 + len(streamed)
+    assert sum(d["points"] for d in lookups) == len(ids) + decided
+    assert kept == len(streamed)  # each stream answer brought its record's receipt
+
+
+def _until(condition, seconds: float = 10.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert condition()
+
+
+def test_streams_beyond_the_bureaus_cap_and_idle_ones_fall_back_to_unary_calls(
+    city, bureau, tmp_path, monkeypatch
+):
+    address = f"127.0.0.1:{bureau.port}"
+    ids = prepare_ids(applicants(city, slice(600, 606)).column("uscc"), IdType.USCC).ids
+    streams = bureau.lookup_streams
+    _until(lambda: streams.count("bank-a") == 0)  # earlier tests' streams, closing
+    with contextlib.ExitStack() as stack:
+        connections = [
+            stack.enter_context(BureauConnection(address, "bank-a"))
+            for _ in range(streams.per_bank + 1)
+        ]
+        expected = LookupClient(connections[0], tmp_path).points(ids)
+        clients = [LookupClient(c, tmp_path, stream=True) for c in connections]
+        for client in clients[:-1]:  # each holds a stream open
+            assert client.points(ids[:1]) == expected[:1]
+        assert streams.count("bank-a") == streams.per_bank
+        before = len(audit_records(bureau))
+        # one more stream is refused; the decision is made by a unary call all the same
+        assert clients[-1].points(ids) == expected
+        refused = [r for r in audit_records(bureau)[before:] if r["outcome"] != "OK"]
+        assert [(r["event"], r["outcome"]) for r in refused] == [("lookup", "RESOURCE_EXHAUSTED")]
+        assert "lookup streams" in json.loads(refused[0]["details"])["error"]
+        # idle streams are ended by the bureau (its threads are not held for nothing) ...
+        monkeypatch.setattr(streams, "idle_seconds", 0.2)
+        _until(lambda: streams.count("bank-a") == 0)
+        # ... decisions go on (the first may find the ended stream and be sent unary),
+        # and a new stream is opened
+        assert clients[0].points(ids[1:2]) == expected[1:2]
+        assert clients[0].points(ids[2:3]) == expected[2:3]
+        assert streams.count("bank-a") == 1
+        # a stream is ended after its answer once old (its call's checks were made at its
+        # start): whatever was sent after is answered all the same
+        monkeypatch.setattr(streams, "max_age_seconds", 0.0)
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(lambda x: clients[1].points([x])[0], ids * 3)) == expected * 3
+        for client in clients:
+            client.close()
+
+
 def test_entries_open_only_for_the_bank_that_asked_and_tampering_is_named(
     city, bureau, trained, tmp_path
 ):
@@ -232,11 +327,12 @@ def test_entries_open_only_for_the_bank_that_asked_and_tampering_is_named(
             private_bureau_lookup(a, model, client=fresh)(ids)
 
 
-def test_lookups_are_charged_to_a_quota(city, bureau, trained, tmp_path):
+@pytest.mark.parametrize(("bank", "stream"), [("bank-poor", False), ("bank-poor-online", True)])
+def test_lookups_are_charged_to_a_quota(city, bureau, trained, tmp_path, bank, stream):
     address = f"127.0.0.1:{bureau.port}"
     ids = prepare_ids(applicants(city, slice(0, 11)).column("uscc"), IdType.USCC).ids
-    with BureauConnection(address, "bank-poor") as connection:
-        client = LookupClient(connection, tmp_path)
+    with BureauConnection(address, bank) as connection:
+        client = LookupClient(connection, tmp_path, stream=stream)
         assert len(client.points(ids[:10])) == 10
         with pytest.raises(PeerError, match="daily_lookup_ids") as caught:
             client.points(ids[10:11])

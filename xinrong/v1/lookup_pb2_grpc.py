@@ -45,6 +45,11 @@ class PrivateLookupStub:
                 request_serializer=xinrong_dot_v1_dot_lookup__pb2.BlindedPoints.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_lookup__pb2.EvaluatedPoints.FromString,
                 _registered_method=True)
+        self.EvaluateStream = channel.stream_stream(
+                '/xinrong.v1.PrivateLookup/EvaluateStream',
+                request_serializer=xinrong_dot_v1_dot_lookup__pb2.BlindedPoints.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_lookup__pb2.EvaluatedPoints.FromString,
+                _registered_method=True)
         self.FetchTable = channel.unary_stream(
                 '/xinrong.v1.PrivateLookup/FetchTable',
                 request_serializer=xinrong_dot_v1_dot_lookup__pb2.FetchTableRequest.SerializeToString,
@@ -72,6 +77,16 @@ class PrivateLookupServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateStream(self, request_iterator, context):
+        """Evaluate on one long-lived stream, for online decisions one applicant at a time: each
+        BlindedPoints in is answered by one EvaluatedPoints out, in order, each charged and on
+        record before its answer exactly as Evaluate's. A stream holds one of the bureau's
+        threads: it caps open streams (max_streams per bank) and ends idle ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FetchTable(self, request, context):
         """One table, (tag, sealed payload, revision) for every enterprise, ascending by tag, in
         chunks; or, with since_version, only what changed since the version the bank holds.
@@ -90,6 +105,11 @@ def add_PrivateLookupServicer_to_server(servicer, server):
             ),
             'Evaluate': grpc.unary_unary_rpc_method_handler(
                     servicer.Evaluate,
+                    request_deserializer=xinrong_dot_v1_dot_lookup__pb2.BlindedPoints.FromString,
+                    response_serializer=xinrong_dot_v1_dot_lookup__pb2.EvaluatedPoints.SerializeToString,
+            ),
+            'EvaluateStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.EvaluateStream,
                     request_deserializer=xinrong_dot_v1_dot_lookup__pb2.BlindedPoints.FromString,
                     response_serializer=xinrong_dot_v1_dot_lookup__pb2.EvaluatedPoints.SerializeToString,
             ),
@@ -152,6 +172,33 @@ class PrivateLookup:
             request,
             target,
             '/xinrong.v1.PrivateLookup/Evaluate',
+            xinrong_dot_v1_dot_lookup__pb2.BlindedPoints.SerializeToString,
+            xinrong_dot_v1_dot_lookup__pb2.EvaluatedPoints.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/xinrong.v1.PrivateLookup/EvaluateStream',
             xinrong_dot_v1_dot_lookup__pb2.BlindedPoints.SerializeToString,
             xinrong_dot_v1_dot_lookup__pb2.EvaluatedPoints.FromString,
             options,
