@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -297,6 +299,32 @@ def test_streams_beyond_the_bureaus_cap_and_idle_ones_fall_back_to_unary_calls(
             assert list(pool.map(lambda x: clients[1].points([x])[0], ids * 3)) == expected * 3
         for client in clients:
             client.close()
+
+
+def test_a_bank_hoarding_streams_cannot_starve_the_bureau(city, bureau, tmp_path):
+    """The attack: open stream after stream and send nothing, to hold the bureau's server
+    threads. Beyond its cap each is refused at once, and another bank is served as ever."""
+    address = f"127.0.0.1:{bureau.port}"
+    streams = bureau.lookup_streams
+    _until(lambda: streams.count() == 0)
+    ids = prepare_ids(applicants(city, slice(700, 702)).column("uscc"), IdType.USCC).ids
+    silence = threading.Event()
+    with BureauConnection(address, "bank-a") as hoarder, BureauConnection(address, "bank-b") as b:
+        calls = [
+            hoarder.lookup.EvaluateStream(iter(silence.wait, True), metadata=hoarder.metadata)
+            for _ in range(3 * streams.per_bank)
+        ]
+        _until(lambda: sum(not c.done() for c in calls) == streams.per_bank)
+        assert streams.count("bank-a") == streams.per_bank
+        refused = [c for c in calls if c.done()]
+        assert {c.code() for c in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        started = time.monotonic()
+        assert len(LookupClient(b, tmp_path).points(ids)) == len(ids)
+        assert time.monotonic() - started < 5
+        silence.set()
+        for c in calls:
+            c.cancel()
+    _until(lambda: streams.count() == 0)
 
 
 def test_entries_open_only_for_the_bank_that_asked_and_tampering_is_named(
