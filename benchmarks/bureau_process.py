@@ -44,7 +44,7 @@ def start_bureau(
     config.write_text(
         f"[banks.{BANK_ID}]\ndaily_psi_ids = 100_000_000\ndaily_scored = 100_000_000\n"
         "daily_iv_requests = 100_000\niv_rho_per_day = 1000\n"
-        "daily_lookup_ids = 100_000_000\n"
+        "daily_lookup_ids = 100_000_000\nmax_lookup_streams = 8\n"
     )
     command = [
         sys.executable,

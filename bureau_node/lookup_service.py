@@ -70,7 +70,7 @@ class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
                 max_points=MAX_POINTS,
                 tables=infos,
                 bureau_id=bureau_id,
-                max_streams=self.streams.per_bank,
+                max_streams=self.ctx.access.policy(bank_id).max_lookup_streams,
             )
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "lookup_tables", exc)
@@ -104,7 +104,8 @@ class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
         lookup, headers, the interceptor's checks). Each answer carries its own receipts."""
         try:
             bank_id = self.ctx.access.bank(context)
-            stream = self.streams.open(bank_id, context)
+            cap = self.ctx.access.policy(bank_id).max_lookup_streams
+            stream = self.streams.open(bank_id, context, cap)
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "lookup", exc)
         try:

@@ -3,13 +3,13 @@
 gRPC Python's server gives every call one thread from a fixed pool for as long as the call
 lasts, so a stream an online-decision service keeps open holds a thread all day. Without a
 bound, a few banks holding streams (or one bank opening many) would starve PSI, training
-and everyone else's lookups. Hence: at most ``per_bank`` streams per bank and ``total`` in
-all (refused with RESOURCE_EXHAUSTED: the bank's client falls back to unary ``Evaluate``),
-a stream that carried nothing for ``idle_seconds`` is cancelled (the client opens a new
-one for its next decision), and one older than ``max_age_seconds`` is ended after its next
-answer: the certificate checks (revocation) run when a call starts, so no stream outlives
-them by long. The server's pool is sized for ``total`` streams on top of the
-threads unary calls need (``BureauNode``).
+and everyone else's lookups. Hence: at most ``max_lookup_streams`` streams per bank (its
+configuration; 4 by default) and ``total`` in all (refused with RESOURCE_EXHAUSTED: the
+bank's client falls back to unary ``Evaluate``); a stream that carried nothing for
+``idle_seconds`` is cancelled (the client opens a new one for its next decision); and one
+older than ``max_age_seconds`` is ended after its next answer: the certificate checks
+(revocation) run when a call starts, so no stream outlives them by long. The server's pool
+is sized for ``total`` streams on top of the threads unary calls need (``BureauNode``).
 """
 
 from __future__ import annotations
@@ -55,13 +55,18 @@ class LookupStreams:
         self._reaper: threading.Thread | None = None
         self._stopping = threading.Event()
 
-    def open(self, bank_id: str, context: grpc.ServicerContext) -> OpenStream:
+    def open(
+        self, bank_id: str, context: grpc.ServicerContext, per_bank: int | None = None
+    ) -> OpenStream:
+        """Register a stream; ``per_bank`` is this bank's own cap (its configuration's
+        ``max_lookup_streams``), ``self.per_bank`` when not given."""
+        cap = self.per_bank if per_bank is None else per_bank
         with self._lock:
             mine = sum(1 for s in self._open if s.bank_id == bank_id)
-            if mine >= self.per_bank:
+            if mine >= cap:
                 raise QuotaExceeded(
                     f"bank {bank_id} already holds {mine} lookup streams, the most the bureau "
-                    f"allows a bank ({self.per_bank}); close one, or use Evaluate"
+                    f"allows it (max_lookup_streams {cap}); close one, or use Evaluate"
                 )
             if len(self._open) >= self.total:
                 raise QuotaExceeded(

@@ -73,7 +73,7 @@ def bureau(city, trace, tmp_path_factory):
     # the bureau's policy as a cautious operator sets it: no intersection below 100 revealed
     config.write_text(
         "[defaults]\nmin_intersection = 100\ndaily_lookup_ids = 50000\n\n"
-        '[banks.bank-a]\n\n[banks.bank-b]\nproducts = ["size_class"]\n\n'
+        '[banks.bank-a]\nmax_lookup_streams = 3\n\n[banks.bank-b]\nproducts = ["size_class"]\n\n'
         "[banks.bank-poor]\ndaily_lookup_ids = 10\n\n"
         "[banks.bank-poor-online]\ndaily_lookup_ids = 10\n"
     )
@@ -267,17 +267,18 @@ def test_streams_beyond_the_bureaus_cap_and_idle_ones_fall_back_to_unary_calls(
     address = f"127.0.0.1:{bureau.port}"
     ids = prepare_ids(applicants(city, slice(600, 606)).column("uscc"), IdType.USCC).ids
     streams = bureau.lookup_streams
+    cap = bureau.access.policy("bank-a").max_lookup_streams
     _until(lambda: streams.count("bank-a") == 0)  # earlier tests' streams, closing
     with contextlib.ExitStack() as stack:
         connections = [
             stack.enter_context(BureauConnection(address, "bank-a"))
-            for _ in range(streams.per_bank + 1)
+            for _ in range(cap + 1)
         ]
         expected = LookupClient(connections[0], tmp_path).points(ids)
         clients = [LookupClient(c, tmp_path, stream=True) for c in connections]
         for client in clients[:-1]:  # each holds a stream open
             assert client.points(ids[:1]) == expected[:1]
-        assert streams.count("bank-a") == streams.per_bank
+        assert streams.count("bank-a") == cap
         before = len(audit_records(bureau))
         # one more stream is refused; the decision is made by a unary call all the same
         assert clients[-1].points(ids) == expected
@@ -306,16 +307,17 @@ def test_a_bank_hoarding_streams_cannot_starve_the_bureau(city, bureau, tmp_path
     threads. Beyond its cap each is refused at once, and another bank is served as ever."""
     address = f"127.0.0.1:{bureau.port}"
     streams = bureau.lookup_streams
+    cap = bureau.access.policy("bank-a").max_lookup_streams
     _until(lambda: streams.count() == 0)
     ids = prepare_ids(applicants(city, slice(700, 702)).column("uscc"), IdType.USCC).ids
     silence = threading.Event()
     with BureauConnection(address, "bank-a") as hoarder, BureauConnection(address, "bank-b") as b:
         calls = [
             hoarder.lookup.EvaluateStream(iter(silence.wait, True), metadata=hoarder.metadata)
-            for _ in range(3 * streams.per_bank)
+            for _ in range(3 * cap)
         ]
-        _until(lambda: sum(not c.done() for c in calls) == streams.per_bank)
-        assert streams.count("bank-a") == streams.per_bank
+        _until(lambda: sum(not c.done() for c in calls) == cap)
+        assert streams.count("bank-a") == cap
         refused = [c for c in calls if c.done()]
         assert {c.code() for c in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
         started = time.monotonic()
