@@ -271,8 +271,7 @@ def test_streams_beyond_the_bureaus_cap_and_idle_ones_fall_back_to_unary_calls(
     _until(lambda: streams.count("bank-a") == 0)  # earlier tests' streams, closing
     with contextlib.ExitStack() as stack:
         connections = [
-            stack.enter_context(BureauConnection(address, "bank-a"))
-            for _ in range(cap + 1)
+            stack.enter_context(BureauConnection(address, "bank-a")) for _ in range(cap + 1)
         ]
         expected = LookupClient(connections[0], tmp_path).points(ids)
         clients = [LookupClient(c, tmp_path, stream=True) for c in connections]
