@@ -52,14 +52,20 @@ class ReceiptStore:
     def __init__(self, directory: str | Path | None = None) -> None:
         self.directory = Path(directory) if directory else default_receipts_dir()
         self._lock = threading.Lock()
+        self._made = False
 
     def add(self, receipts: list[Receipt]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Append, durably (one write and one fsync per audit log)."""
+        lines: dict[str, list[str]] = {}
+        for r in receipts:
+            lines.setdefault(r.head.log_id, []).append(json.dumps(r.to_dict()) + "\n")
         with self._lock:
-            for r in receipts:
-                path = self.directory / f"{r.head.log_id}.jsonl"
-                with path.open("a") as handle:
-                    handle.write(json.dumps(r.to_dict()) + "\n")
+            if not self._made:  # once, not per decision
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._made = True
+            for log_id, text in lines.items():
+                with open(self.directory / f"{log_id}.jsonl", "a") as handle:
+                    handle.write("".join(text))
                     handle.flush()
                     os.fsync(handle.fileno())
 
