@@ -475,6 +475,7 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
     joined = bureau_table.take(bureau_rows)
     by_name = {r["feature"]: r for r in rows}
     details = {d["feature"]: d for d in json.loads((tmp_path / "iv.bins.json").read_text())}
+    noises = []
     for name in ("debt_ratio", "industry", "court_judgements_3y"):
         bins = binning.bin_column(name, joined.column(name), 10, 50)
         expected = binning.evaluate_feature(
@@ -488,7 +489,8 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
         )
         assert details[name]["totals"] == expected.totals
         noise = np.subtract(details[name]["bads"], expected.bads)
-        assert np.all(np.abs(noise) <= 40) and np.any(noise != 0)
+        assert np.all(np.abs(noise) <= 40)
+        noises.append(noise)
         # the IV is that of the noisy counts; with a few dozen defaults per bin it can be
         # far from the exact one (default_credit's 30,000 rows: BENCHMARKS.md)
         noisy = binning.BinStatistics(details[name]["totals"], details[name]["bads"])
@@ -497,6 +499,8 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
         )
         assert by_name[name]["iv"] == pytest.approx(got.iv, abs=1e-6)
         assert by_name[name]["bins"] == expected.bins
+    # noise there is (a feature of three bins gets none at all about 1% of the time)
+    assert any(np.any(noise != 0) for noise in noises)
     assert all(min(d["totals"]) >= 30 for d in details.values() if d["party"] == "bureau")
     bank_features, bureau_features = select_by_iv(out, 0.02)
     assert bureau_features and all(by_name[f]["iv"] >= 0.02 for f in bureau_features)
