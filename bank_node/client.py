@@ -79,6 +79,7 @@ class BureauConnection:
 
     def close(self) -> None:
         self._raw_channel.close()
+        self.receipts.store.sync()
 
     def __enter__(self) -> BureauConnection:
         return self

@@ -302,6 +302,9 @@ class LookupClient:
         if not ids:
             return []
         self.catalogue()
+        if len(ids) <= STREAM_POINTS:  # an online decision: no chunks, no pipeline
+            query = lookup.blind([x.encode() for x in ids])
+            return lookup.unblind(query, self._evaluate(query))
         size = min(self._max_points, BLIND_CHUNK) if len(ids) > BLIND_CHUNK else len(ids)
         spans = list(psi.chunk_offsets(len(ids), max(size, 1)))
         run = self.executor if len(spans) > 1 else None

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 RECEIPTS_ENV = "XINRONG_RECEIPTS_DIR"
 MAX_RECEIPTS_PER_CALL = 64
+SYNC_SECONDS = 0.5  # receipts of online decisions reach the disk at least this often
 
 
 def default_receipts_dir() -> Path:
@@ -53,9 +55,16 @@ class ReceiptStore:
         self.directory = Path(directory) if directory else default_receipts_dir()
         self._lock = threading.Lock()
         self._made = False
+        self._unsynced: set[Path] = set()
+        self._synced = time.monotonic()
 
-    def add(self, receipts: list[Receipt]) -> None:
-        """Append, durably (one write and one fsync per audit log)."""
+    def add(self, receipts: list[Receipt], sync: bool = True) -> None:
+        """Append (one write per audit log). ``sync``: on disk before this returns (one
+        fsync per log). Without it, in the operating system's hands at once (a crash of
+        this process loses nothing) and on disk within ``SYNC_SECONDS`` or at ``sync()``:
+        the receipts of online decisions, where an fsync each would cost more than the
+        decision (a machine crash can lose the last second's; the bureau's log keeps
+        their records)."""
         lines: dict[str, list[str]] = {}
         for r in receipts:
             lines.setdefault(r.head.log_id, []).append(json.dumps(r.to_dict()) + "\n")
@@ -64,10 +73,34 @@ class ReceiptStore:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 self._made = True
             for log_id, text in lines.items():
-                with open(self.directory / f"{log_id}.jsonl", "a") as handle:
+                path = self.directory / f"{log_id}.jsonl"
+                with open(path, "a") as handle:
                     handle.write("".join(text))
                     handle.flush()
-                    os.fsync(handle.fileno())
+                    if sync:
+                        os.fsync(handle.fileno())
+                    else:
+                        self._unsynced.add(path)
+            if self._unsynced and (sync or time.monotonic() - self._synced >= SYNC_SECONDS):
+                self._sync_locked()
+
+    def sync(self) -> None:
+        """Every receipt written so far, on disk."""
+        with self._lock:
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        for path in self._unsynced:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:  # evidence-keeping never breaks a call
+                log.warning("the bank's audit receipts in %s were not synced: %s", path, exc)
+        self._unsynced.clear()
+        self._synced = time.monotonic()
 
     def load(self) -> list[Receipt]:
         out: list[Receipt] = []
@@ -109,13 +142,13 @@ class ReceiptCollector(
     store: ReceiptStore
     received: list[Receipt] = field(default_factory=list)
 
-    def keep(self, value: bytes) -> None:
+    def keep(self, value: bytes, sync: bool = True) -> None:
         """Check and keep receipts as the bureau encodes them (trailing metadata, or a
-        stream's answer); a bad one is logged, never raised: evidence-keeping does not
-        break a call."""
+        stream's answer: ``sync`` False, see ``ReceiptStore.add``); a bad one is logged,
+        never raised: evidence-keeping does not break a call."""
         try:
             receipts = parse_receipts(value)
-            self.store.add(receipts)
+            self.store.add(receipts, sync)
             self.received.extend(receipts)
         except Exception as exc:  # noqa: BLE001
             log.warning("an audit receipt from the bureau was not kept: %s", exc)

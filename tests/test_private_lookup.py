@@ -301,6 +301,28 @@ def test_streams_beyond_the_bureaus_cap_and_idle_ones_fall_back_to_unary_calls(
             client.close()
 
 
+def test_a_fault_reading_the_stream_fails_the_decision_at_once(city, bureau, tmp_path):
+    """Whatever goes wrong in the thread that reads the stream reaches the decisions that
+    wait on it, at once: none waits for its deadline."""
+    address = f"127.0.0.1:{bureau.port}"
+    ids = prepare_ids(applicants(city, slice(710, 711)).column("uscc"), IdType.USCC).ids
+    with BureauConnection(address, "bank-b") as connection:
+        client = LookupClient(connection, tmp_path, stream=True)
+        expected = client.points(ids)
+
+        def broken(value: bytes, sync: bool = True) -> None:
+            raise RuntimeError("a fault in the bank's own code")
+
+        connection.receipts.keep = broken
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="a fault in the bank's own code"):
+            client.points(ids)
+        assert time.monotonic() - started < 5
+        del connection.receipts.keep
+        assert client.points(ids) == expected  # and the next decision has a new stream
+        client.close()
+
+
 def test_a_bank_hoarding_streams_cannot_starve_the_bureau(city, bureau, tmp_path):
     """The attack: open stream after stream and send nothing, to hold the bureau's server
     threads. Beyond its cap each is refused at once, and another bank is served as ever."""
