@@ -764,6 +764,117 @@ def pack_masked(
     return out, MaskedPacking(layout, masks)
 
 
+def _copies_product(
+    nsquare: int, bases: list[gmpy2.mpz], exponents: np.ndarray, slot_bits: int, bits: int
+) -> list[gmpy2.mpz]:
+    """One part of ``packed_combinations``: the shifted copies ``b^(2^(slot_bits i))`` of its
+    bases, then ``prod copies^exponents`` per plaintext over shared bit-sliced tables.
+    ``exponents`` is (slots, bases, plaintexts), each in [0, 2^bits)."""
+    modulus = mpz(nsquare)
+    slots, k, plaintexts = exponents.shape
+    shift = mpz(1) << slot_bits
+    chains = []
+    for base in bases:
+        chain = [base]
+        for _ in range(slots - 1):
+            chain.append(gmpy2.powmod(chain[-1], shift, modulus))
+        chains.append(chain)
+    copies = [chains[b][i] for i in range(slots) for b in range(k)]  # the order of the rows
+    products, _ = _bit_sliced(copies, exponents.reshape(slots * k, plaintexts), bits, modulus)
+    return products
+
+
+def packed_combinations(
+    bases: Sequence[gmpy2.mpz],
+    matrix: np.ndarray,
+    slot_bits: int,
+    slots: int,
+    public_key: PublicKey,
+    executor: Executor | None = None,
+) -> list[gmpy2.mpz]:
+    """``[[sum_i 2^(slot_bits i) (a_(g slots + i) . v)]]`` for each group g of ``slots`` rows
+    of an integer matrix A (rows x k), from ``[[v]]`` (k ciphertexts): the rows' products with
+    v already packed, without a ciphertext per row.
+
+    The plaintext is linear in v: ``prod_(i,b) ([[v_b]]^(2^(slot_bits i)))^(a_(g slots+i, b))``,
+    so the k x slots shifted copies of the bases serve every plaintext (slot_bits squarings
+    per copy), and each plaintext costs one pass over shared bit-sliced tables, against
+    slot_bits squarings per row by Horner. Signed entries are shifted by 2^(b-1) and the
+    shift removed once: every plaintext carries the same ``(prod [[v]])^(2^(b-1) sum_i
+    2^(slot_bits i))``. Rows past the end count as zero, so a short last group is exact.
+    With an executor the bases are split in two parts (their partial products multiply)."""
+    matrix = np.asarray(matrix, dtype=np.int64)
+    rows, k = matrix.shape
+    if k != len(bases) or k == 0:
+        raise ValueError("one base per matrix column, at least one")
+    groups = -(-rows // slots)
+    if groups == 0:
+        return []
+    modulus = mpz(public_key.nsquare)
+    padded = np.zeros((groups * slots, k), dtype=np.int64)
+    padded[:rows] = matrix
+    exponents = padded.reshape(groups, slots, k).transpose(1, 2, 0)  # slot, base, group
+    bits = _offset_bits(exponents)
+    shifted = exponents + (1 << (bits - 1))
+    cuts = [0, k] if executor is None or k < 2 else [0, k // 2, k]
+    jobs = [
+        (int(modulus), list(bases[a:b]), np.ascontiguousarray(shifted[:, a:b]), slot_bits, bits)
+        for a, b in zip(cuts, cuts[1:])
+    ]
+    if executor is None or len(jobs) == 1:
+        parts = [_copies_product(*job) for job in jobs]
+    else:
+        futures = [executor.submit(_copies_product, *job) for job in jobs]
+        parts = [f.result() for f in futures]
+    total = mpz(1)
+    for base in bases:
+        total = total * base % modulus
+    every_slot = sum(1 << (slot_bits * i) for i in range(slots))
+    correction = gmpy2.invert(gmpy2.powmod(total, every_slot << (bits - 1), modulus), modulus)
+    out = [p * correction % modulus for p in parts[0]]
+    for part in parts[1:]:
+        out = [x * y % modulus for x, y in zip(out, part, strict=True)]
+    return out
+
+
+def copies_pay(rows: int, columns: int, slots: int) -> bool:
+    """Whether ``packed_combinations`` is cheaper than a ciphertext per row packed by Horner:
+    its shifted copies (columns x slots of them, slot_bits squarings each) against the
+    slot_bits squarings of every row. Measured at 2048 bits, 10 columns and 1,024 rows: 0.4
+    core-seconds against 0.7."""
+    return columns * slots <= rows
+
+
+def mask_packed(
+    packed: Sequence[gmpy2.mpz],
+    plain: Sequence[int],
+    layout: SlotLayout,
+    peer_key: PublicKey,
+    masks: list[int] | None = None,
+    noise: NoisePool | None = None,
+) -> tuple[list[gmpy2.mpz], MaskedPacking]:
+    """What ``pack_masked`` sends, from plaintexts already packed (``packed_combinations``):
+    slot j gets ``plain[j]`` added (a part of the value the sender holds in clear), the
+    offset 2^value_bits and its mask, and each ciphertext a textbook ``r^n``. The slots
+    hold exactly what ``pack_masked`` would put there for the values ``packed + plain``."""
+    n, nsquare = mpz(peer_key.n), mpz(peer_key.nsquare)
+    s, per = layout.slot_bits, layout.slots_per_plaintext
+    offset = 1 << layout.value_bits
+    if masks is None:
+        masks = draw_masks(layout, len(plain))
+    if len(masks) != len(plain) or len(packed) != layout.plaintexts_for(len(plain)):
+        raise ValueError("one mask and one clear part per value, one ciphertext per group")
+    noises = noise.take(len(packed)) if noise is not None else [None] * len(packed)
+    out = []
+    for g, (c, r) in enumerate(zip(packed, noises, strict=True)):
+        added = 0
+        for j in range(g * per, min(len(plain), (g + 1) * per)):
+            added += (int(plain[j]) + offset + masks[j]) << (s * (j - g * per))
+        noise_g = textbook_noise(peer_key) if r is None else r
+        out.append(c * (1 + (mpz(added) % n) * n) % nsquare * noise_g % nsquare)
+    return out, MaskedPacking(layout, masks)
+
+
 def pack_sums(
     values: Sequence[gmpy2.mpz], slot_bits: int, peer: PeerEncryptor | PublicKey
 ) -> list[gmpy2.mpz]:

@@ -275,3 +275,55 @@ def test_operation_counts_add_up(keys):
     before = counts.as_dict()
     enc.encrypt_many([1, 2], None, counts)
     assert counts.minus(before)["encryptions"] == 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_packed_combinations_equal_integer_arithmetic(keys, data):
+    """Rows' products with an encrypted vector, packed from shifted copies of its
+    ciphertexts, are exactly the packed integers (signed entries, short last groups)."""
+    pub, priv, enc = keys
+    k = data.draw(st.integers(1, 5), label="columns")
+    rows = data.draw(st.integers(1, 25), label="rows")
+    slots = data.draw(st.integers(1, 8), label="slots")
+    v = data.draw(st.lists(st.integers(-(2**20), 2**20), min_size=k, max_size=k))
+    entries = st.lists(st.integers(-(2**11), 2**11), min_size=k, max_size=k)
+    a = data.draw(st.lists(entries, min_size=rows, max_size=rows))
+    slot_bits = 60  # 8 slots of 60 bits fit a 512-bit plaintext; |a . v| < 2^35
+    out = he.packed_combinations(enc.encrypt(v), np.array(a), slot_bits, slots, pub)
+    values = [sum(x * y for x, y in zip(row, v, strict=True)) for row in a]
+    expected = [
+        sum(value << (slot_bits * i) for i, value in enumerate(values[g : g + slots])) % pub.n
+        for g in range(0, rows, slots)
+    ]
+    assert [he.decrypt(priv, c) for c in out] == expected
+
+
+def test_packed_combinations_over_a_pool_and_masked(keys):
+    """With the bases split over worker processes, then masked and re-randomised for the
+    key owner: it unpacks to the rows' products plus the clear parts, as pack_masked of the
+    same values would."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    pub, priv, enc = keys
+    rng = np.random.default_rng(3)
+    v = rng.integers(-(2**30), 2**30, size=6).tolist()
+    a = rng.integers(-1024, 1024, size=(50, 6))
+    plain = rng.integers(-(2**30), 2**30, size=50).tolist()
+    layout = he.SlotLayout(45, pub.n.bit_length())
+    with ProcessPoolExecutor(2) as pool:
+        packed = he.packed_combinations(
+            enc.encrypt(v), a, layout.slot_bits, layout.slots_per_plaintext, pub, pool
+        )
+    masked, packing = he.mask_packed(packed, plain, layout, pub)
+    values = [int(x) for x in (a.astype(object) @ np.array(v, dtype=object))]
+    plaintexts = he.decrypt_packed(masked, priv, layout, len(values))
+    assert he.unpack_masked(plaintexts, packing) == [x + p for x, p in zip(values, plain)]
+    # each ciphertext was re-randomised, not only shifted by its clear part and masks
+    added = (plaintexts[0] - he.decrypt(priv, packed[0])) % pub.n
+    assert masked[0] != packed[0] * (1 + added * pub.n) % pub.nsquare
+
+
+def test_shifted_copies_are_chosen_only_when_they_cost_less():
+    assert he.copies_pay(1024, 10, 29)  # default_credit: 290 copies for 1,024 rows
+    assert not he.copies_pay(1200, 300, 29)  # the FATE shape: a ciphertext per row

@@ -147,6 +147,40 @@ def test_encrypted_training_computes_the_plaintext_updates(bank_keys, bureau_key
     assert bank.counts.encryptions > 0 and bureau.counts.decryptions > 0
 
 
+@pytest.mark.parametrize("validation", [False, True])
+def test_both_routes_give_the_bank_the_same_plaintexts(bank_keys, bureau_keys, validation):
+    """A ciphertext per row (wide bureaus) and shifted copies of [[s1]] with the Gram matrix
+    (narrow ones): with the same masks the bank decrypts the same integers."""
+    xa, xb, y = _data()
+    rng = np.random.default_rng(8)
+    s1 = [int(v) for v in rng.integers(-(2**41), 2**41, size=xb.shape[1])]
+    s2 = [int(v) for v in rng.integers(-(2**41), 2**41, size=xb.shape[1])]
+    opened = []
+    for by_copies in (False, True):
+        draws = np.random.default_rng(9)  # the same masks for both routes (a test only)
+        plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y)
+        bank.shares.share, bureau.shares.share = list(s1), list(s2)
+        bureau.by_copies = by_copies
+        step, rows = vlr.Step(plan.job_id, 0, 0), bank.batches(0)[0]
+        if validation:
+            bureau._batch = vlr.VALIDATION
+            step, rows = vlr.Step(plan.job_id, 0, vlr.VALIDATION), bank.validation[0]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(
+                he,
+                "draw_masks",
+                lambda layout, count, draws=draws: [
+                    int.from_bytes(draws.bytes(16), "big") % (1 << layout.mask_bits)
+                    for _ in range(count)
+                ],
+            )
+            shares = bureau.step(bank.residuals(step, rows))
+        bank.open_shares(shares)
+        opened.append((bank._opened, bureau.shares.share))
+    assert opened[0] == opened[1]
+    assert any(opened[0][0].v) and len(opened[0][0].gradient) == (0 if validation else 4)
+
+
 def test_adam_for_the_bank_momentum_for_the_shares(bank_keys, bureau_keys):
     xa, xb, y = _data()
     plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, optimizer=OptimizerConfig())
