@@ -119,12 +119,18 @@ def ciphertexts_from_bytes(
     if expected is not None and count != expected:
         raise InvalidCiphertext(f"expected {expected} ciphertexts, got {count}")
     n, nsquare = mpz(public_key.n), mpz(public_key.nsquare)
-    out = []
-    for i in range(count):
-        c = mpz(int.from_bytes(data[i * width : (i + 1) * width], "big"))
-        if not 0 < c < nsquare or gmpy2.gcd(c, n) != 1:
-            raise InvalidCiphertext(f"ciphertext {i} is not in Z*_(n^2) of the key it claims")
-        out.append(c)
+    out = [mpz(int.from_bytes(data[i * width : (i + 1) * width], "big")) for i in range(count)]
+    # one gcd for all: a prime factor of n divides the product mod n iff it divides a factor
+    product = mpz(1)
+    for c in out:
+        if not 0 < c < nsquare:
+            product = mpz(0)
+            break
+        product = product * (c % n) % n
+    if gmpy2.gcd(product, n) != 1:
+        for i, c in enumerate(out):
+            if not 0 < c < nsquare or gmpy2.gcd(c, n) != 1:
+                raise InvalidCiphertext(f"ciphertext {i} is not in Z*_(n^2) of the key it claims")
     return out
 
 
@@ -324,6 +330,31 @@ class OwnerEncryptor:
             counts.encryptions += len(values)
         return out
 
+    def encrypt_with(
+        self, values: Sequence[int], randomisers: Sequence[gmpy2.mpz]
+    ) -> list[gmpy2.mpz]:
+        """Encrypt with randomisers computed ahead (``randomisers_later``), each used once:
+        the same ciphertexts as ``encrypt`` gives, one multiplication each."""
+        n, nsquare = self.n, self.nsquare
+        return [
+            (1 + (v % n) * n) * noise % nsquare
+            for v, noise in zip(values, randomisers, strict=True)
+        ]
+
+    def randomisers_later(
+        self, count: int, executor: Executor | None = None
+    ) -> Callable[[], list[gmpy2.mpz]]:
+        """Start computing ``count`` fresh randomisers ``h^x`` on the executor now (they
+        depend on nothing but the key), collect later: the encryptions of values not yet
+        known are then one multiplication each."""
+        if executor is None:
+            return lambda: self.randomisers(count)
+        factors = (int(self.public_key.n), int(self._factors[0]), int(self._factors[1]))
+        futures = [
+            executor.submit(_randomiser_chunk, factors, b - a) for a, b in _chunks(count, executor)
+        ]
+        return lambda: [c for f in futures for c in f.result()]
+
     def encrypt_later(
         self, values: Sequence[int], executor: Executor | None = None
     ) -> Callable[[], list[gmpy2.mpz]]:
@@ -353,7 +384,7 @@ def worker_key_count() -> int:
     return len(_WORKER_ENCRYPTORS)
 
 
-def _encrypt_chunk(factors: tuple[int, int, int], values: list[int]) -> list[gmpy2.mpz]:
+def _worker_encryptor(factors: tuple[int, int, int]) -> OwnerEncryptor:
     """In a worker: the encryptor of this key, built once per worker and kept."""
     n, p, q = factors
     encryptor = _WORKER_ENCRYPTORS.get(n)
@@ -362,7 +393,15 @@ def _encrypt_chunk(factors: tuple[int, int, int], values: list[int]) -> list[gmp
         encryptor = _WORKER_ENCRYPTORS[n] = OwnerEncryptor(private)
         while len(_WORKER_ENCRYPTORS) > 4:  # keys of finished jobs
             del _WORKER_ENCRYPTORS[next(iter(_WORKER_ENCRYPTORS))]
-    return encryptor.encrypt(values)
+    return encryptor
+
+
+def _encrypt_chunk(factors: tuple[int, int, int], values: list[int]) -> list[gmpy2.mpz]:
+    return _worker_encryptor(factors).encrypt(values)
+
+
+def _randomiser_chunk(factors: tuple[int, int, int], count: int) -> list[gmpy2.mpz]:
+    return _worker_encryptor(factors).randomisers(count)
 
 
 def textbook_noise(public_key: PublicKey) -> gmpy2.mpz:

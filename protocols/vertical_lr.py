@@ -816,6 +816,8 @@ class BankTrainer:
         self.bureau_columns = 0
         self._rows = np.zeros(0, dtype=np.int64)
         self._e: list[int] = []
+        # randomisers of the next step's residuals, under way on the workers (rows, collect)
+        self._randomisers: tuple[int, Callable[[], list[gmpy2.mpz]]] | None = None
         self._packing: he.MaskedPacking | None = None
         self._opened: _Opened | None = None
         self._step: Step | None = None
@@ -872,13 +874,24 @@ class BankTrainer:
         self._e = he.encode(2.0 + u - 4.0 * self.y[rows], SCALE_BITS)
         own = self.private_key.public_key
         share = [s >> (SHARE_BITS - SCORE_WEIGHT_BITS) for s in self.shares.share]
+        ahead, self._randomisers = self._randomisers, None
+        if ahead is not None and ahead[0] == len(rows):
+            residuals = self.encryptor.encrypt_with(self._e, ahead[1]())
+            self.counts.encryptions += len(rows)
+        else:
+            residuals = self.encryptor.encrypt_many(self._e, self.executor, self.counts)
         return EncryptedResiduals(
             step,
             he.ciphertexts_to_bytes(self.encryptor.encrypt_many(share, None, self.counts), own),
-            he.ciphertexts_to_bytes(
-                self.encryptor.encrypt_many(self._e, self.executor, self.counts), own
-            ),
+            he.ciphertexts_to_bytes(residuals, own),
         )
+
+    def prepare_residuals(self, rows: int) -> None:
+        """Start the randomisers of the next step's ``rows`` encryptions on the workers:
+        they depend on nothing but the key, and the workers would otherwise wait for the
+        bureau. Used once, by the next ``residuals`` if it has as many rows."""
+        if self.executor is not None and rows:
+            self._randomisers = (rows, self.encryptor.randomisers_later(rows, self.executor))
 
     def masked_gradient(self, msg: StepShares) -> MaskedValues:
         """X_A^T [[-r]]_B: the bureau's part of the bank's gradient, masked for it to
@@ -1026,9 +1039,12 @@ def drive_training(
         counts_before = bank.counts.as_dict()
         losses, weights_of = [], []
         batches = bank.batches(epoch)
+        ahead = [len(r) for r in batches[1:]] + [len(r) for r in bank.validation[:1]] + [0]
         for number, rows in enumerate(batches):
             step = Step(job, epoch, number)
-            shares = peer.step(bank.residuals(step, rows)).result()
+            pending = peer.step(bank.residuals(step, rows))
+            bank.prepare_residuals(ahead[number])  # while the bureau computes
+            shares = pending.result()
             decrypted_f = peer.decrypt(bank.masked_gradient(shares))
             bank.open_shares(shares)
             losses.append(bank.update(decrypted_f.result(), epoch))
@@ -1040,9 +1056,12 @@ def drive_training(
         validation_loss = None
         if bank.validation:
             parts = []
+            ahead = [len(r) for r in bank.validation[1:]] + [0]
             for part, rows in enumerate(bank.validation):
                 step = Step(job, epoch, VALIDATION - part)
-                shares = peer.step(bank.residuals(step, rows)).result()
+                pending = peer.step(bank.residuals(step, rows))
+                bank.prepare_residuals(ahead[part])
+                shares = pending.result()
                 parts.append(bank.validation_loss(shares))
             validation_loss = float(np.average(parts, weights=[len(r) for r in bank.validation]))
         history.append(

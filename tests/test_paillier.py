@@ -327,3 +327,41 @@ def test_packed_combinations_over_a_pool_and_masked(keys):
 def test_shifted_copies_are_chosen_only_when_they_cost_less():
     assert he.copies_pay(1024, 10, 29)  # default_credit: 290 copies for 1,024 rows
     assert not he.copies_pay(1200, 300, 29)  # the FATE shape: a ciphertext per row
+
+
+def test_randomisers_computed_ahead_encrypt_like_encrypt(keys):
+    """The owner's randomisers, computed on workers before the values are known, give
+    ciphertexts that decrypt to the values (in phe too), each with its own randomness."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    pub, priv, enc = keys
+    values = [-(2**90), -1, 0, 1, 2**90] * 60  # 300 values: two chunks over the pool
+    with ProcessPoolExecutor(2) as pool:
+        collect = enc.randomisers_later(len(values), pool)
+        ciphertexts = enc.encrypt_with(values, collect())
+    assert [he.from_residue(he.decrypt(priv, c), pub.n) for c in ciphertexts] == values
+    assert priv.decrypt(paillier.EncryptedNumber(pub, int(ciphertexts[3]), 0)) == 1
+    assert len(set(ciphertexts)) == len(values)
+    inline = enc.encrypt_with(values[:5], enc.randomisers_later(5)())
+    assert [he.from_residue(he.decrypt(priv, c), pub.n) for c in inline] == values[:5]
+    with pytest.raises(ValueError):
+        enc.encrypt_with(values[:5], enc.randomisers(4))
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_one_bad_ciphertext_among_many_is_named(keys, data):
+    """The check of a batch (one gcd of the product) finds a ciphertext sharing a factor
+    with n, or out of range, wherever it is, and names it."""
+    pub, priv, enc = keys
+    good = enc.encrypt(list(range(data.draw(st.integers(1, 12), label="count"))))
+    assert he.ciphertexts_from_bytes(he.ciphertexts_to_bytes(good, pub), pub) == good
+    at = data.draw(st.integers(0, len(good) - 1), label="at")
+    multiple = data.draw(st.integers(1, 2**64), label="multiple")
+    bad = list(good)
+    bad[at] = data.draw(
+        st.sampled_from([priv.p * multiple, priv.q * multiple, 0, pub.nsquare]), label="bad"
+    )
+    width = he.ciphertext_bytes(pub)
+    with pytest.raises(InvalidCiphertext, match=f"ciphertext {at} "):
+        he.ciphertexts_from_bytes(b"".join(int(c).to_bytes(width, "big") for c in bad), pub)
