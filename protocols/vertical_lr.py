@@ -578,7 +578,8 @@ class BureauTrainer:
             gram = x8.T @ x8  # |entries| < 2^10 x 2^10 x 2^12 rows: exact in int64
             from_e = he.inner_products(e, x8, key, self.executor, self.counts)
             from_s1 = he.inner_products(s1, gram, key, None, self.counts)
-            from_s2 = exact_products(gram, s2)
+            # k x k products of 2^33 entries with shares: Python integers (numpy limbs overflow)
+            from_s2 = [sum(g * t for g, t in zip(row, s2, strict=True)) for row in gram.tolist()]
             gradient = [
                 a * b % nsquare * (1 + (t % n) * n) % nsquare
                 for a, b, t in zip(from_e, from_s1, from_s2, strict=True)
