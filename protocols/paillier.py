@@ -119,12 +119,18 @@ def ciphertexts_from_bytes(
     if expected is not None and count != expected:
         raise InvalidCiphertext(f"expected {expected} ciphertexts, got {count}")
     n, nsquare = mpz(public_key.n), mpz(public_key.nsquare)
-    out = []
-    for i in range(count):
-        c = mpz(int.from_bytes(data[i * width : (i + 1) * width], "big"))
-        if not 0 < c < nsquare or gmpy2.gcd(c, n) != 1:
-            raise InvalidCiphertext(f"ciphertext {i} is not in Z*_(n^2) of the key it claims")
-        out.append(c)
+    out = [mpz(int.from_bytes(data[i * width : (i + 1) * width], "big")) for i in range(count)]
+    # one gcd for all: a prime factor of n divides the product mod n iff it divides a factor
+    product = mpz(1)
+    for c in out:
+        if not 0 < c < nsquare:
+            product = mpz(0)
+            break
+        product = product * (c % n) % n
+    if gmpy2.gcd(product, n) != 1:
+        for i, c in enumerate(out):
+            if not 0 < c < nsquare or gmpy2.gcd(c, n) != 1:
+                raise InvalidCiphertext(f"ciphertext {i} is not in Z*_(n^2) of the key it claims")
     return out
 
 
@@ -324,6 +330,31 @@ class OwnerEncryptor:
             counts.encryptions += len(values)
         return out
 
+    def encrypt_with(
+        self, values: Sequence[int], randomisers: Sequence[gmpy2.mpz]
+    ) -> list[gmpy2.mpz]:
+        """Encrypt with randomisers computed ahead (``randomisers_later``), each used once:
+        the same ciphertexts as ``encrypt`` gives, one multiplication each."""
+        n, nsquare = self.n, self.nsquare
+        return [
+            (1 + (v % n) * n) * noise % nsquare
+            for v, noise in zip(values, randomisers, strict=True)
+        ]
+
+    def randomisers_later(
+        self, count: int, executor: Executor | None = None
+    ) -> Callable[[], list[gmpy2.mpz]]:
+        """Start computing ``count`` fresh randomisers ``h^x`` on the executor now (they
+        depend on nothing but the key), collect later: the encryptions of values not yet
+        known are then one multiplication each."""
+        if executor is None:
+            return lambda: self.randomisers(count)
+        factors = (int(self.public_key.n), int(self._factors[0]), int(self._factors[1]))
+        futures = [
+            executor.submit(_randomiser_chunk, factors, b - a) for a, b in _chunks(count, executor)
+        ]
+        return lambda: [c for f in futures for c in f.result()]
+
     def encrypt_later(
         self, values: Sequence[int], executor: Executor | None = None
     ) -> Callable[[], list[gmpy2.mpz]]:
@@ -353,7 +384,7 @@ def worker_key_count() -> int:
     return len(_WORKER_ENCRYPTORS)
 
 
-def _encrypt_chunk(factors: tuple[int, int, int], values: list[int]) -> list[gmpy2.mpz]:
+def _worker_encryptor(factors: tuple[int, int, int]) -> OwnerEncryptor:
     """In a worker: the encryptor of this key, built once per worker and kept."""
     n, p, q = factors
     encryptor = _WORKER_ENCRYPTORS.get(n)
@@ -362,7 +393,15 @@ def _encrypt_chunk(factors: tuple[int, int, int], values: list[int]) -> list[gmp
         encryptor = _WORKER_ENCRYPTORS[n] = OwnerEncryptor(private)
         while len(_WORKER_ENCRYPTORS) > 4:  # keys of finished jobs
             del _WORKER_ENCRYPTORS[next(iter(_WORKER_ENCRYPTORS))]
-    return encryptor.encrypt(values)
+    return encryptor
+
+
+def _encrypt_chunk(factors: tuple[int, int, int], values: list[int]) -> list[gmpy2.mpz]:
+    return _worker_encryptor(factors).encrypt(values)
+
+
+def _randomiser_chunk(factors: tuple[int, int, int], count: int) -> list[gmpy2.mpz]:
+    return _worker_encryptor(factors).randomisers(count)
 
 
 def textbook_noise(public_key: PublicKey) -> gmpy2.mpz:
@@ -761,6 +800,117 @@ def pack_masked(
             executor.submit(_pack_group, nsquare, n, g, s, m, r) for (g, m), r in zip(jobs, noises)
         ]
         out = [f.result() for f in futures]
+    return out, MaskedPacking(layout, masks)
+
+
+def _copies_product(
+    nsquare: int, bases: list[gmpy2.mpz], exponents: np.ndarray, slot_bits: int, bits: int
+) -> list[gmpy2.mpz]:
+    """One part of ``packed_combinations``: the shifted copies ``b^(2^(slot_bits i))`` of its
+    bases, then ``prod copies^exponents`` per plaintext over shared bit-sliced tables.
+    ``exponents`` is (slots, bases, plaintexts), each in [0, 2^bits)."""
+    modulus = mpz(nsquare)
+    slots, k, plaintexts = exponents.shape
+    shift = mpz(1) << slot_bits
+    chains = []
+    for base in bases:
+        chain = [base]
+        for _ in range(slots - 1):
+            chain.append(gmpy2.powmod(chain[-1], shift, modulus))
+        chains.append(chain)
+    copies = [chains[b][i] for i in range(slots) for b in range(k)]  # the order of the rows
+    products, _ = _bit_sliced(copies, exponents.reshape(slots * k, plaintexts), bits, modulus)
+    return products
+
+
+def packed_combinations(
+    bases: Sequence[gmpy2.mpz],
+    matrix: np.ndarray,
+    slot_bits: int,
+    slots: int,
+    public_key: PublicKey,
+    executor: Executor | None = None,
+) -> list[gmpy2.mpz]:
+    """``[[sum_i 2^(slot_bits i) (a_(g slots + i) . v)]]`` for each group g of ``slots`` rows
+    of an integer matrix A (rows x k), from ``[[v]]`` (k ciphertexts): the rows' products with
+    v already packed, without a ciphertext per row.
+
+    The plaintext is linear in v: ``prod_(i,b) ([[v_b]]^(2^(slot_bits i)))^(a_(g slots+i, b))``,
+    so the k x slots shifted copies of the bases serve every plaintext (slot_bits squarings
+    per copy), and each plaintext costs one pass over shared bit-sliced tables, against
+    slot_bits squarings per row by Horner. Signed entries are shifted by 2^(b-1) and the
+    shift removed once: every plaintext carries the same ``(prod [[v]])^(2^(b-1) sum_i
+    2^(slot_bits i))``. Rows past the end count as zero, so a short last group is exact.
+    With an executor the bases are split in two parts (their partial products multiply)."""
+    matrix = np.asarray(matrix, dtype=np.int64)
+    rows, k = matrix.shape
+    if k != len(bases) or k == 0:
+        raise ValueError("one base per matrix column, at least one")
+    groups = -(-rows // slots)
+    if groups == 0:
+        return []
+    modulus = mpz(public_key.nsquare)
+    padded = np.zeros((groups * slots, k), dtype=np.int64)
+    padded[:rows] = matrix
+    exponents = padded.reshape(groups, slots, k).transpose(1, 2, 0)  # slot, base, group
+    bits = _offset_bits(exponents)
+    shifted = exponents + (1 << (bits - 1))
+    cuts = [0, k] if executor is None or k < 2 else [0, k // 2, k]
+    jobs = [
+        (int(modulus), list(bases[a:b]), np.ascontiguousarray(shifted[:, a:b]), slot_bits, bits)
+        for a, b in zip(cuts, cuts[1:])
+    ]
+    if executor is None or len(jobs) == 1:
+        parts = [_copies_product(*job) for job in jobs]
+    else:
+        futures = [executor.submit(_copies_product, *job) for job in jobs]
+        parts = [f.result() for f in futures]
+    total = mpz(1)
+    for base in bases:
+        total = total * base % modulus
+    every_slot = sum(1 << (slot_bits * i) for i in range(slots))
+    correction = gmpy2.invert(gmpy2.powmod(total, every_slot << (bits - 1), modulus), modulus)
+    out = [p * correction % modulus for p in parts[0]]
+    for part in parts[1:]:
+        out = [x * y % modulus for x, y in zip(out, part, strict=True)]
+    return out
+
+
+def copies_pay(rows: int, columns: int, slots: int) -> bool:
+    """Whether ``packed_combinations`` is cheaper than a ciphertext per row packed by Horner:
+    its shifted copies (columns x slots of them, slot_bits squarings each) against the
+    slot_bits squarings of every row. Measured at 2048 bits, 10 columns and 1,024 rows: 0.4
+    core-seconds against 0.7."""
+    return columns * slots <= rows
+
+
+def mask_packed(
+    packed: Sequence[gmpy2.mpz],
+    plain: Sequence[int],
+    layout: SlotLayout,
+    peer_key: PublicKey,
+    masks: list[int] | None = None,
+    noise: NoisePool | None = None,
+) -> tuple[list[gmpy2.mpz], MaskedPacking]:
+    """What ``pack_masked`` sends, from plaintexts already packed (``packed_combinations``):
+    slot j gets ``plain[j]`` added (a part of the value the sender holds in clear), the
+    offset 2^value_bits and its mask, and each ciphertext a textbook ``r^n``. The slots
+    hold exactly what ``pack_masked`` would put there for the values ``packed + plain``."""
+    n, nsquare = mpz(peer_key.n), mpz(peer_key.nsquare)
+    s, per = layout.slot_bits, layout.slots_per_plaintext
+    offset = 1 << layout.value_bits
+    if masks is None:
+        masks = draw_masks(layout, len(plain))
+    if len(masks) != len(plain) or len(packed) != layout.plaintexts_for(len(plain)):
+        raise ValueError("one mask and one clear part per value, one ciphertext per group")
+    noises = noise.take(len(packed)) if noise is not None else [None] * len(packed)
+    out = []
+    for g, (c, r) in enumerate(zip(packed, noises, strict=True)):
+        added = 0
+        for j in range(g * per, min(len(plain), (g + 1) * per)):
+            added += (int(plain[j]) + offset + masks[j]) << (s * (j - g * per))
+        noise_g = textbook_noise(peer_key) if r is None else r
+        out.append(c * (1 + (mpz(added) % n) * n) % nsquare * noise_g % nsquare)
     return out, MaskedPacking(layout, masks)
 
 

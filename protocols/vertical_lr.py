@@ -456,6 +456,8 @@ class BureauTrainer:
         self.noise = he.NoisePool(self.bank_key, executor)
         self._prepared: _Prepared | None = None
         self._prepare(Step(plan.job_id, 0, 0))
+        # None: by shifted copies of [[s1]] when they cost less than a ciphertext per row
+        self.by_copies: bool | None = None
 
     def accepted(self) -> TrainingAccepted:
         return TrainingAccepted(self.plan.job_id, self.private_key.public_key, self.x.shape[1])
@@ -481,19 +483,18 @@ class BureauTrainer:
         e = he.ciphertexts_from_bytes(msg.residuals, key, len(rows))
         x8 = self.x8[rows]
         n, nsquare = he.mpz(key.n), he.mpz(key.nsquare)
-        own = exact_products(x8, [s >> (SHARE_BITS - SCORE_WEIGHT_BITS) for s in self.shares.share])
-        shared = row_combinations(s1, x8, key, self.executor, self.counts)
-        u = [c * (1 + (t % n) * n) % nsquare for c, t in zip(shared, own, strict=True)]
-        d4 = [a * b % nsquare for a, b in zip(e, u, strict=True)]
+        s2 = [s >> (SHARE_BITS - SCORE_WEIGHT_BITS) for s in self.shares.share]
         prepared = self._take_prepared(msg.step, len(rows))
-        score_shares, scores = he.pack_masked(
-            u, _layout(SCORE_VALUE_BITS, key), key, self.executor, prepared.masks, self.noise
-        )
+        layout = _layout(SCORE_VALUE_BITS, key)
+        by_copies = self.by_copies
+        if by_copies is None:
+            by_copies = he.copies_pay(len(rows), columns, layout.slots_per_plaintext)
+        linear = self._by_copies if by_copies else self._by_rows
+        score_shares, scores, gradient_sum, power = linear(s1, e, x8, s2, prepared.masks, training)
         gradient_share, masks = b"", b""
         if training:
-            products = he.inner_products(d4, x8, key, self.executor, self.counts)
             packed, gradient = he.pack_masked(
-                products, _layout(VALUE_BITS, key), key, None, None, self.noise
+                gradient_sum, _layout(VALUE_BITS, key), key, None, None, self.noise
             )
             gradient_share = he.ciphertexts_to_bytes(packed, key)
             own_key = self.private_key.public_key
@@ -506,7 +507,6 @@ class BureauTrainer:
                 [-q for q in gradient.masks], GRADIENT_BITS, 4 * len(rows), self._epoch
             )
         # sum (4d)^2 - sum (e + v)^2 = sum (2 sigma 4d - sigma^2), sigma = -r
-        power = _power_product(d4, [2 * r for r in scores.masks], key, self.executor, self.counts)
         squares = sum(r * r for r in scores.masks)
         loss = gmpy2.invert(power, nsquare) * (1 + (-squares % n) * n) % nsquare
         (noise,) = self.noise.take(1)
@@ -525,6 +525,72 @@ class BureauTrainer:
             self._next_validation_part()
         self._prepare(self._following(msg.step))
         return answer
+
+    def _by_rows(
+        self,
+        s1: list[gmpy2.mpz],
+        e: list[gmpy2.mpz],
+        x8: np.ndarray,
+        s2: list[int],
+        masks: list[int],
+        training: bool,
+    ) -> tuple[list[gmpy2.mpz], he.MaskedPacking, list[gmpy2.mpz], gmpy2.mpz]:
+        """The step's linear parts through a ciphertext per row (wide bureaus):
+        ``[[u_B]]`` and ``[[4d]]`` per row, the shares packed by Horner. Returns the packed
+        shares of ``u_B``, their masks, ``[[X_B^T 4d]]`` (training) and ``[[sum 2 r 4d]]``."""
+        key = self.bank_key
+        n, nsquare = he.mpz(key.n), he.mpz(key.nsquare)
+        own = exact_products(x8, s2)
+        shared = row_combinations(s1, x8, key, self.executor, self.counts)
+        u = [c * (1 + (t % n) * n) % nsquare for c, t in zip(shared, own, strict=True)]
+        d4 = [a * b % nsquare for a, b in zip(e, u, strict=True)]
+        layout = _layout(SCORE_VALUE_BITS, key)
+        score_shares, scores = he.pack_masked(u, layout, key, self.executor, masks, self.noise)
+        gradient = he.inner_products(d4, x8, key, self.executor, self.counts) if training else []
+        power = _power_product(d4, [2 * r for r in masks], key, self.executor, self.counts)
+        return score_shares, scores, gradient, power
+
+    def _by_copies(
+        self,
+        s1: list[gmpy2.mpz],
+        e: list[gmpy2.mpz],
+        x8: np.ndarray,
+        s2: list[int],
+        masks: list[int],
+        training: bool,
+    ) -> tuple[list[gmpy2.mpz], he.MaskedPacking, list[gmpy2.mpz], gmpy2.mpz]:
+        """The same plaintexts as ``_by_rows`` without a ciphertext per row (narrow
+        bureaus): everything is linear in s1, and with u_B = X_B s1 + X_B s2,
+          packed u_B        from shifted copies of [[s1]] (``he.packed_combinations``)
+          X_B^T 4d          = X_B^T e + G s1 + G s2, with the Gram matrix G = X_B^T X_B
+          sum 2 r 4d        = sum 2 r e + (2 r^T X_B) s1 + 2 r^T X_B s2
+        The bank decrypts the same integers, masked and re-randomised the same way."""
+        key = self.bank_key
+        n, nsquare = he.mpz(key.n), he.mpz(key.nsquare)
+        own = exact_products(x8, s2)
+        layout = _layout(SCORE_VALUE_BITS, key)
+        packed = he.packed_combinations(
+            s1, x8, layout.slot_bits, layout.slots_per_plaintext, key, self.executor
+        )
+        score_shares, scores = he.mask_packed(packed, own, layout, key, masks, self.noise)
+        gradient: list[gmpy2.mpz] = []
+        if training:
+            gram = x8.T @ x8  # |entries| < 2^10 x 2^10 x 2^12 rows: exact in int64
+            from_e = he.inner_products(e, x8, key, self.executor, self.counts)
+            from_s1 = he.inner_products(s1, gram, key, None, self.counts)
+            # k x k products of 2^33 entries with shares: Python integers (numpy limbs overflow)
+            from_s2 = [sum(g * t for g, t in zip(row, s2, strict=True)) for row in gram.tolist()]
+            gradient = [
+                a * b % nsquare * (1 + (t % n) * n) % nsquare
+                for a, b, t in zip(from_e, from_s1, from_s2, strict=True)
+            ]
+        twice = [2 * r for r in masks]
+        power = _power_product(e, twice, key, self.executor, self.counts)
+        for c, k in zip(s1, exact_products(x8.T, twice), strict=True):
+            power = power * gmpy2.powmod(c, k, nsquare) % nsquare  # k < 0: an inverse
+        cross = sum(r * t for r, t in zip(twice, own, strict=True))
+        power = power * (1 + (cross % n) * n) % nsquare
+        return score_shares, scores, gradient, power
 
     def _following(self, step: Step) -> Step | None:
         """The step after ``step`` (None after the last)."""
@@ -751,6 +817,8 @@ class BankTrainer:
         self.bureau_columns = 0
         self._rows = np.zeros(0, dtype=np.int64)
         self._e: list[int] = []
+        # randomisers of the next step's residuals, under way on the workers (rows, collect)
+        self._randomisers: tuple[int, Callable[[], list[gmpy2.mpz]]] | None = None
         self._packing: he.MaskedPacking | None = None
         self._opened: _Opened | None = None
         self._step: Step | None = None
@@ -807,13 +875,24 @@ class BankTrainer:
         self._e = he.encode(2.0 + u - 4.0 * self.y[rows], SCALE_BITS)
         own = self.private_key.public_key
         share = [s >> (SHARE_BITS - SCORE_WEIGHT_BITS) for s in self.shares.share]
+        ahead, self._randomisers = self._randomisers, None
+        if ahead is not None and ahead[0] == len(rows):
+            residuals = self.encryptor.encrypt_with(self._e, ahead[1]())
+            self.counts.encryptions += len(rows)
+        else:
+            residuals = self.encryptor.encrypt_many(self._e, self.executor, self.counts)
         return EncryptedResiduals(
             step,
             he.ciphertexts_to_bytes(self.encryptor.encrypt_many(share, None, self.counts), own),
-            he.ciphertexts_to_bytes(
-                self.encryptor.encrypt_many(self._e, self.executor, self.counts), own
-            ),
+            he.ciphertexts_to_bytes(residuals, own),
         )
+
+    def prepare_residuals(self, rows: int) -> None:
+        """Start the randomisers of the next step's ``rows`` encryptions on the workers:
+        they depend on nothing but the key, and the workers would otherwise wait for the
+        bureau. Used once, by the next ``residuals`` if it has as many rows."""
+        if self.executor is not None and rows:
+            self._randomisers = (rows, self.encryptor.randomisers_later(rows, self.executor))
 
     def masked_gradient(self, msg: StepShares) -> MaskedValues:
         """X_A^T [[-r]]_B: the bureau's part of the bank's gradient, masked for it to
@@ -961,9 +1040,12 @@ def drive_training(
         counts_before = bank.counts.as_dict()
         losses, weights_of = [], []
         batches = bank.batches(epoch)
+        ahead = [len(r) for r in batches[1:]] + [len(r) for r in bank.validation[:1]] + [0]
         for number, rows in enumerate(batches):
             step = Step(job, epoch, number)
-            shares = peer.step(bank.residuals(step, rows)).result()
+            pending = peer.step(bank.residuals(step, rows))
+            bank.prepare_residuals(ahead[number])  # while the bureau computes
+            shares = pending.result()
             decrypted_f = peer.decrypt(bank.masked_gradient(shares))
             bank.open_shares(shares)
             losses.append(bank.update(decrypted_f.result(), epoch))
@@ -975,9 +1057,12 @@ def drive_training(
         validation_loss = None
         if bank.validation:
             parts = []
+            ahead = [len(r) for r in bank.validation[1:]] + [0]
             for part, rows in enumerate(bank.validation):
                 step = Step(job, epoch, VALIDATION - part)
-                shares = peer.step(bank.residuals(step, rows)).result()
+                pending = peer.step(bank.residuals(step, rows))
+                bank.prepare_residuals(ahead[part])
+                shares = pending.result()
                 parts.append(bank.validation_loss(shares))
             validation_loss = float(np.average(parts, weights=[len(r) for r in bank.validation]))
         history.append(

@@ -275,3 +275,93 @@ def test_operation_counts_add_up(keys):
     before = counts.as_dict()
     enc.encrypt_many([1, 2], None, counts)
     assert counts.minus(before)["encryptions"] == 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_packed_combinations_equal_integer_arithmetic(keys, data):
+    """Rows' products with an encrypted vector, packed from shifted copies of its
+    ciphertexts, are exactly the packed integers (signed entries, short last groups)."""
+    pub, priv, enc = keys
+    k = data.draw(st.integers(1, 5), label="columns")
+    rows = data.draw(st.integers(1, 25), label="rows")
+    slots = data.draw(st.integers(1, 8), label="slots")
+    v = data.draw(st.lists(st.integers(-(2**20), 2**20), min_size=k, max_size=k))
+    entries = st.lists(st.integers(-(2**11), 2**11), min_size=k, max_size=k)
+    a = data.draw(st.lists(entries, min_size=rows, max_size=rows))
+    slot_bits = 60  # 8 slots of 60 bits fit a 512-bit plaintext; |a . v| < 2^35
+    out = he.packed_combinations(enc.encrypt(v), np.array(a), slot_bits, slots, pub)
+    values = [sum(x * y for x, y in zip(row, v, strict=True)) for row in a]
+    expected = [
+        sum(value << (slot_bits * i) for i, value in enumerate(values[g : g + slots])) % pub.n
+        for g in range(0, rows, slots)
+    ]
+    assert [he.decrypt(priv, c) for c in out] == expected
+
+
+def test_packed_combinations_over_a_pool_and_masked(keys):
+    """With the bases split over worker processes, then masked and re-randomised for the
+    key owner: it unpacks to the rows' products plus the clear parts, as pack_masked of the
+    same values would."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    pub, priv, enc = keys
+    rng = np.random.default_rng(3)
+    v = rng.integers(-(2**30), 2**30, size=6).tolist()
+    a = rng.integers(-1024, 1024, size=(50, 6))
+    plain = rng.integers(-(2**30), 2**30, size=50).tolist()
+    layout = he.SlotLayout(45, pub.n.bit_length())
+    with ProcessPoolExecutor(2) as pool:
+        packed = he.packed_combinations(
+            enc.encrypt(v), a, layout.slot_bits, layout.slots_per_plaintext, pub, pool
+        )
+    masked, packing = he.mask_packed(packed, plain, layout, pub)
+    values = [int(x) for x in (a.astype(object) @ np.array(v, dtype=object))]
+    plaintexts = he.decrypt_packed(masked, priv, layout, len(values))
+    assert he.unpack_masked(plaintexts, packing) == [x + p for x, p in zip(values, plain)]
+    # each ciphertext was re-randomised, not only shifted by its clear part and masks
+    added = (plaintexts[0] - he.decrypt(priv, packed[0])) % pub.n
+    assert masked[0] != packed[0] * (1 + added * pub.n) % pub.nsquare
+
+
+def test_shifted_copies_are_chosen_only_when_they_cost_less():
+    assert he.copies_pay(1024, 10, 29)  # default_credit: 290 copies for 1,024 rows
+    assert not he.copies_pay(1200, 300, 29)  # the FATE shape: a ciphertext per row
+
+
+def test_randomisers_computed_ahead_encrypt_like_encrypt(keys):
+    """The owner's randomisers, computed on workers before the values are known, give
+    ciphertexts that decrypt to the values (in phe too), each with its own randomness."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    pub, priv, enc = keys
+    values = [-(2**90), -1, 0, 1, 2**90] * 60  # 300 values: two chunks over the pool
+    with ProcessPoolExecutor(2) as pool:
+        collect = enc.randomisers_later(len(values), pool)
+        ciphertexts = enc.encrypt_with(values, collect())
+    assert [he.from_residue(he.decrypt(priv, c), pub.n) for c in ciphertexts] == values
+    assert priv.decrypt(paillier.EncryptedNumber(pub, int(ciphertexts[3]), 0)) == 1
+    assert len(set(ciphertexts)) == len(values)
+    inline = enc.encrypt_with(values[:5], enc.randomisers_later(5)())
+    assert [he.from_residue(he.decrypt(priv, c), pub.n) for c in inline] == values[:5]
+    with pytest.raises(ValueError):
+        enc.encrypt_with(values[:5], enc.randomisers(4))
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_one_bad_ciphertext_among_many_is_named(keys, data):
+    """The check of a batch (one gcd of the product) finds a ciphertext sharing a factor
+    with n, or out of range, wherever it is, and names it."""
+    pub, priv, enc = keys
+    good = enc.encrypt(list(range(data.draw(st.integers(1, 12), label="count"))))
+    assert he.ciphertexts_from_bytes(he.ciphertexts_to_bytes(good, pub), pub) == good
+    at = data.draw(st.integers(0, len(good) - 1), label="at")
+    multiple = data.draw(st.integers(1, 2**64), label="multiple")
+    bad = list(good)
+    bad[at] = data.draw(
+        st.sampled_from([priv.p * multiple, priv.q * multiple, 0, pub.nsquare]), label="bad"
+    )
+    width = he.ciphertext_bytes(pub)
+    with pytest.raises(InvalidCiphertext, match=f"ciphertext {at} "):
+        he.ciphertexts_from_bytes(b"".join(int(c).to_bytes(width, "big") for c in bad), pub)

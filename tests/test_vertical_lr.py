@@ -147,6 +147,52 @@ def test_encrypted_training_computes_the_plaintext_updates(bank_keys, bureau_key
     assert bank.counts.encryptions > 0 and bureau.counts.decryptions > 0
 
 
+@pytest.mark.parametrize(
+    ("validation", "columns"), [(False, 0), (True, 0), (False, 100), (True, 100)]
+)
+def test_both_routes_give_the_bank_the_same_plaintexts(bank_keys, bureau_keys, validation, columns):
+    """A ciphertext per row (wide bureaus) and shifted copies of [[s1]] with the Gram matrix
+    (narrow ones): with the same masks the bank decrypts the same integers. Also with 100
+    bureau columns of features up to their bound (|x| <= 16) and batches of 1,024: about the
+    widest a bureau takes the copies at with these keys (100 x 10 slots)."""
+    xa, xb, y = _data()
+    rng = np.random.default_rng(8)
+    changes = {}
+    if columns:
+        xa, _, y = _data(2400)
+        xb = rng.choice([-16.0, 16.0], size=(2400, columns)) * rng.random((2400, columns))
+        changes = {"rows": 2400, "batch_size": 1024}
+        assert he.copies_pay(1024, columns, 10)
+    bound = 2**33 if columns else 2**41  # |w_B| below 1/128 or 2: |u_B| within its 2^10
+    s1 = [int(v) for v in rng.integers(-bound, bound, size=xb.shape[1])]
+    s2 = [int(v) for v in rng.integers(-bound, bound, size=xb.shape[1])]
+    opened = []
+    for by_copies in (False, True):
+        draws = np.random.default_rng(9)  # the same masks for both routes (a test only)
+        plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, **changes)
+        bank.shares.share, bureau.shares.share = list(s1), list(s2)
+        bureau.by_copies = by_copies
+        step, rows = vlr.Step(plan.job_id, 0, 0), bank.batches(0)[0]
+        if validation:
+            bureau._batch = vlr.VALIDATION
+            step, rows = vlr.Step(plan.job_id, 0, vlr.VALIDATION), bank.validation[0]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(
+                he,
+                "draw_masks",
+                lambda layout, count, draws=draws: [
+                    int.from_bytes(draws.bytes(16), "big") % (1 << layout.mask_bits)
+                    for _ in range(count)
+                ],
+            )
+            shares = bureau.step(bank.residuals(step, rows))
+        bank.open_shares(shares)
+        opened.append((bank._opened, bureau.shares.share))
+    assert opened[0] == opened[1]
+    assert any(opened[0][0].v)
+    assert len(opened[0][0].gradient) == (0 if validation else xb.shape[1])
+
+
 def test_adam_for_the_bank_momentum_for_the_shares(bank_keys, bureau_keys):
     xa, xb, y = _data()
     plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, optimizer=OptimizerConfig())
