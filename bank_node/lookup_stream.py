@@ -184,7 +184,7 @@ class EvaluationStream:
         error: BaseException = StreamClosed("the bureau ended the lookup stream")
         try:
             for answer in stream.call:  # type: ignore[union-attr]
-                if answer.receipts:  # on disk within a second, not one fsync each
+                if answer.receipts:  # written now, synced with later ones: not an fsync each
                     self._connection.receipts.keep(answer.receipts, sync=False)
                 with stream.turn:
                     batch = stream.sent.popleft() if stream.sent else None

@@ -61,7 +61,8 @@ class ReceiptStore:
     def add(self, receipts: list[Receipt], sync: bool = True) -> None:
         """Append (one write per audit log). ``sync``: on disk before this returns (one
         fsync per log). Without it, in the operating system's hands at once (a crash of
-        this process loses nothing) and on disk within ``SYNC_SECONDS`` or at ``sync()``:
+        this process loses nothing), and on disk with the first write ``SYNC_SECONDS``
+        later, or at ``sync()`` (the connection's close):
         the receipts of online decisions, where an fsync each would cost more than the
         decision (a machine crash can lose the last second's; the bureau's log keeps
         their records)."""
