@@ -17,13 +17,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
 from protocols.errors import QuotaExceeded
 
-PER_BANK = 4
 TOTAL = 16
 IDLE_SECONDS = 30.0
 MAX_AGE_SECONDS = 300.0
@@ -35,19 +34,17 @@ class OpenStream:
     context: grpc.ServicerContext
     last_used: float
     opened: float
-    closed: bool = field(default=False)
 
 
 class LookupStreams:
     def __init__(
         self,
-        per_bank: int = PER_BANK,
         total: int = TOTAL,
         idle_seconds: float = IDLE_SECONDS,
         max_age_seconds: float = MAX_AGE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.per_bank, self.total, self.idle_seconds = per_bank, total, idle_seconds
+        self.total, self.idle_seconds = total, idle_seconds
         self.max_age_seconds = max_age_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -55,12 +52,8 @@ class LookupStreams:
         self._reaper: threading.Thread | None = None
         self._stopping = threading.Event()
 
-    def open(
-        self, bank_id: str, context: grpc.ServicerContext, per_bank: int | None = None
-    ) -> OpenStream:
-        """Register a stream; ``per_bank`` is this bank's own cap (its configuration's
-        ``max_lookup_streams``), ``self.per_bank`` when not given."""
-        cap = self.per_bank if per_bank is None else per_bank
+    def open(self, bank_id: str, context: grpc.ServicerContext, cap: int) -> OpenStream:
+        """Register a stream; ``cap`` is this bank's own (its ``max_lookup_streams``)."""
         with self._lock:
             mine = sum(1 for s in self._open if s.bank_id == bank_id)
             if mine >= cap:
@@ -92,7 +85,6 @@ class LookupStreams:
 
     def close(self, stream: OpenStream) -> None:
         with self._lock:
-            stream.closed = True
             if stream in self._open:
                 self._open.remove(stream)
 
@@ -106,7 +98,6 @@ class LookupStreams:
         with self._lock:
             idle = [s for s in self._open if now - s.last_used >= self.idle_seconds]
             for s in idle:
-                s.closed = True
                 self._open.remove(s)
         for s in idle:
             s.context.cancel()  # its thread leaves the request iterator and is free again
