@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import grpc
 from cryptography.hazmat.primitives import serialization
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 RECEIPTS_ENV = "XINRONG_RECEIPTS_DIR"
 MAX_RECEIPTS_PER_CALL = 64
 SYNC_SECONDS = 0.5  # receipts of online decisions reach the disk at least this often
+VERIFIED_HEADS = 64
 
 
 def default_receipts_dir() -> Path:
@@ -55,6 +56,9 @@ class ReceiptStore:
         self.directory = Path(directory) if directory else default_receipts_dir()
         self._lock = threading.Lock()
         self._made = False
+        # the files of online decisions' receipts stay open between writes (an open and a
+        # close each would cost a decision more than its write); closed at sync()
+        self._open: dict[Path, TextIO] = {}
         self._unsynced: set[Path] = set()
         self._synced = time.monotonic()
 
@@ -75,31 +79,33 @@ class ReceiptStore:
                 self._made = True
             for log_id, text in lines.items():
                 path = self.directory / f"{log_id}.jsonl"
-                with open(path, "a") as handle:
-                    handle.write("".join(text))
-                    handle.flush()
-                    if sync:
-                        os.fsync(handle.fileno())
-                    else:
-                        self._unsynced.add(path)
-            if self._unsynced and (sync or time.monotonic() - self._synced >= SYNC_SECONDS):
+                handle = self._open.get(path)
+                if handle is None:
+                    handle = self._open[path] = open(path, "a")  # noqa: SIM115 - kept open
+                handle.write("".join(text))
+                handle.flush()
+                if sync:
+                    os.fsync(handle.fileno())
+                else:
+                    self._unsynced.add(path)
+            if sync or (self._unsynced and time.monotonic() - self._synced >= SYNC_SECONDS):
                 self._sync_locked()
 
     def sync(self) -> None:
-        """Every receipt written so far, on disk."""
+        """Every receipt written so far, on disk; the files closed."""
         with self._lock:
             self._sync_locked()
 
     def _sync_locked(self) -> None:
-        for path in self._unsynced:
+        for path, handle in self._open.items():
             try:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                if path in self._unsynced:
+                    os.fsync(handle.fileno())
             except OSError as exc:  # evidence-keeping never breaks a call
                 log.warning("the bank's audit receipts in %s were not synced: %s", path, exc)
+            finally:
+                handle.close()
+        self._open.clear()
         self._unsynced.clear()
         self._synced = time.monotonic()
 
@@ -118,8 +124,12 @@ class ReceiptStore:
         return out
 
 
-def parse_receipts(value: bytes) -> list[Receipt]:
-    """The receipts of one call, from the bureau (untrusted: sizes, shapes, signatures)."""
+def parse_receipts(
+    value: bytes, verified: set[tuple[str, SignedHead]] | None = None
+) -> list[Receipt]:
+    """The receipts of one call, from the bureau (untrusted: sizes, shapes, signatures).
+    ``verified``: heads whose signatures were checked already (the records the bureau
+    commits together share a head), updated with the ones checked here."""
     if len(value) > MAX_RECEIPT_BYTES * MAX_RECEIPTS_PER_CALL:
         raise InputDataError("the bureau's receipts are too large")
     items = json.loads(value)
@@ -127,7 +137,11 @@ def parse_receipts(value: bytes) -> list[Receipt]:
         raise InputDataError("the bureau's receipts are not a list")
     receipts = [Receipt.from_dict(item) for item in items]
     for r in receipts:
-        r.verify()
+        signed = (r.public_key, r.head)  # every field the signature covers, and the key
+        if verified is None or signed not in verified:
+            r.verify()
+            if verified is not None:
+                verified.add(signed)
     return receipts
 
 
@@ -141,16 +155,22 @@ class ReceiptCollector(
     """A client interceptor that keeps every receipt the bureau sends, when the call ends."""
 
     store: ReceiptStore
-    received: list[Receipt] = field(default_factory=list)
+    kept: int = 0  # how many (a count, not the receipts: a decision service runs for months)
+    # heads already checked: the latest few (a commit's records share one)
+    _verified: set[tuple[str, SignedHead]] = field(default_factory=set, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def keep(self, value: bytes, sync: bool = True) -> None:
         """Check and keep receipts as the bureau encodes them (trailing metadata, or a
         stream's answer: ``sync`` False, see ``ReceiptStore.add``); a bad one is logged,
         never raised: evidence-keeping does not break a call."""
         try:
-            receipts = parse_receipts(value)
+            with self._lock:
+                if len(self._verified) > VERIFIED_HEADS:
+                    self._verified.clear()
+                receipts = parse_receipts(value, self._verified)
+                self.kept += len(receipts)
             self.store.add(receipts, sync)
-            self.received.extend(receipts)
         except Exception as exc:  # noqa: BLE001
             log.warning("an audit receipt from the bureau was not kept: %s", exc)
 

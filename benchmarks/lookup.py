@@ -19,6 +19,9 @@ Steps, each timed on its own:
      1 and 2 processes of --threads threads each (a decision service answering many
      applicants at once: lookups queued while one is out share the next message). The
      clients share the machine's cores with the bureau. Also the bureau's CPU per decision;
+     then the bureau's own capacity for decisions that each come alone in a message: 2x
+     --clients and 8 processes of a load generator (points blinded beforehand, receipts
+     not checked: none of the bank's work), unary calls and then a stream each;
   6. --applicants applicants scored privately (`bank-node predict`, table kept) beside a PSI
      session of the same file (`bank-node psi`), process start to exit, in the same run.
 """
@@ -122,6 +125,55 @@ def _evaluate_loop(  # noqa: ANN001
         client.close()
 
 
+def _load_loop(  # noqa: ANN001
+    address: str, tls: str, ids: list[str], seconds: float, queue, go, stream: bool, threads: int
+) -> None:
+    """A load generator, not a bank: single-applicant lookups, each in its own message (one
+    in flight per process), of points blinded beforehand, with the answers' sizes checked
+    and their receipts left unchecked. The bureau does all its work for each (checks,
+    charge, audit record and signature, the OPRF); what is left out is the bank's (blinding,
+    unblinding, checking the receipt), which runs on the bank's machine, not the bureau's."""
+    import queue as queues
+
+    from node_runtime.transport.certs import bank_files
+    from node_runtime.transport.channels import bank_metadata, open_channel
+    from protocols import lookup
+    from xinrong.v1 import lookup_pb2 as pb
+    from xinrong.v1 import lookup_pb2_grpc
+
+    channel = open_channel(address, bank_files(tls))
+    stub, metadata = lookup_pb2_grpc.PrivateLookupStub(channel), bank_metadata(BANK_ID)
+    epoch = stub.ListTables(pb.ListTablesRequest(), metadata=metadata).key_epoch
+    requests = [
+        pb.BlindedPoints(key_epoch=epoch, points=lookup.blind([x.encode()]).points)
+        for x in ids[:500]
+    ]
+    if stream:
+        outgoing: queues.SimpleQueue = queues.SimpleQueue()
+        call = stub.EvaluateStream(iter(outgoing.get, None), metadata=metadata)
+
+        def one(request: pb.BlindedPoints) -> pb.EvaluatedPoints:
+            outgoing.put(request)
+            return next(call)
+    else:
+
+        def one(request: pb.BlindedPoints) -> pb.EvaluatedPoints:
+            return stub.Evaluate(request, metadata=metadata)
+
+    one(requests[0])
+    queue.put("ready")
+    go.wait()
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        answer = one(requests[done % len(requests)])
+        assert len(answer.points) == lookup.POINT_BYTES
+        done += 1
+    queue.put((done, time.perf_counter() - started))
+    if stream:
+        outgoing.put(None)
+    channel.close()
+
+
 def throughput(
     address: str,
     tls: Path,
@@ -131,10 +183,12 @@ def throughput(
     bureau_pid: int,
     stream: bool = False,
     threads: int = 1,
+    load_generator: bool = False,
 ) -> dict:
     """Decisions per second over ``clients`` processes of ``threads`` threads, unary calls
     or one stream per process, and the bureau's CPU time per decision (its capacity on this
-    machine's cores, were the clients elsewhere)."""
+    machine's cores, were the clients elsewhere). ``load_generator``: the processes are
+    ``_load_loop``s instead of banks."""
     import psutil
 
     bureau = psutil.Process(bureau_pid)
@@ -142,7 +196,7 @@ def throughput(
     queue, go = ctx.Queue(), ctx.Event()
     procs = [
         ctx.Process(
-            target=_evaluate_loop,
+            target=_load_loop if load_generator else _evaluate_loop,
             args=(address, str(tls), ids, seconds, queue, go, stream, threads),
         )
         for _ in range(clients)
@@ -162,6 +216,7 @@ def throughput(
     return {
         "clients": clients,
         "threads_per_client": threads,
+        "clients_are": "a load generator (the bank's work left out)" if load_generator else "banks",
         "calls": "one stream per client" if stream else "a unary call per decision",
         "seconds": seconds,
         "decisions": decisions,
@@ -246,6 +301,13 @@ def main() -> None:
             for n in sorted({1, args.clients, 2 * args.clients})
         ] + [
             throughput(*at, n, args.seconds, pid, stream=True, threads=args.threads) for n in (1, 2)
+        ]
+        # the bureau's own capacity for decisions that each come alone: a load generator
+        # with none of the bank's work, up to the bank's stream cap (max_lookup_streams)
+        report["bureau_capacity"] = [
+            throughput(*at, n, args.seconds, pid, stream=stream, load_generator=True)
+            for stream in (False, True)
+            for n in (args.clients * 2, 8)
         ]
         predict_s, _ = run(
             [str(BIN / "bank-node"), "predict", "--bureau", bureau.address, *tls,

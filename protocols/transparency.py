@@ -4,7 +4,8 @@ regulator). Pure logic over bytes and dicts: no files, no gRPC.
 
 A signed head commits the bureau to the first ``size`` records of its log (the Merkle root
 of their leaf hashes, RFC 9162) under its Ed25519 audit key. A receipt is one record's
-index and leaf hash with the head signed right after it was appended. Whoever holds a
+index and leaf hash with a head signed over it (by the commit that wrote it, which may
+have written other records too). Whoever holds a
 receipt or a head can later show that the log still holds exactly those records in that
 order: a record deleted, rewritten or moved changes the root, even if every hash after it
 was recomputed, and the bureau cannot sign a second root for the same size without that
@@ -19,8 +20,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from . import merkle
 from .errors import InputDataError
@@ -86,11 +88,9 @@ class SignedHead:
             raise InputDataError(
                 f"the head of size {self.size} is from another audit log ({self.log_id[:16]})"
             )
-        try:
-            Ed25519PublicKey.from_public_bytes(public_key).verify(
-                bytes.fromhex(self.signature), self.message()
-            )
-        except (InvalidSignature, ValueError):
+        try:  # libsodium's check: half the time of OpenSSL's, once per online decision
+            VerifyKey(public_key).verify(self.message(), bytes.fromhex(self.signature))
+        except (BadSignatureError, ValueError, TypeError):
             raise InputDataError(
                 f"the head of size {self.size} signed {self.time} has a bad signature"
             ) from None

@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,13 @@ import pytest
 
 from bank_node import receipts as bank_receipts
 from bank_node.jobs import psi_job
-from bureau_node.audit import AuditLog, load_or_create_key, read_evidence
+from bureau_node.audit import (
+    AuditLog,
+    _leaf_hash,
+    collecting_receipts,
+    load_or_create_key,
+    read_evidence,
+)
 from bureau_node.server import BureauNode
 from protocols import merkle
 from protocols.transparency import leaf_bytes, sign_head
@@ -207,6 +214,57 @@ def test_a_forged_receipt_is_refused(logged):
     data["head"]["root"] = "00" * 32
     with pytest.raises(Exception, match="bad signature"):
         bank_receipts.parse_receipts(json.dumps([data]).encode())
+
+
+def test_a_head_checked_once_does_not_vouch_for_an_altered_copy(logged):
+    """The bank checks a head shared by several receipts once; a copy with any signed field
+    changed (the time, the size) is checked afresh and refused."""
+    (receipt, *_) = _receipts(logged)
+    checked: set = set()
+    genuine = json.dumps([receipt.to_dict()]).encode()
+    assert bank_receipts.parse_receipts(genuine, checked) == [receipt] and len(checked) == 1
+    for field, value in (("time", "2020-01-01T00:00:00Z"), ("size", receipt.head.size + 1)):
+        data = receipt.to_dict()
+        data["head"][field] = value
+        with pytest.raises(Exception, match="bad signature"):
+            bank_receipts.parse_receipts(json.dumps([data]).encode(), checked)
+
+
+def test_records_committed_together_share_one_signed_head_that_proves_each(tmp_path):
+    """Calls that arrive while a commit is on disk go together: one transaction, one
+    signature. Each record's receipt (its place and leaf hash under that shared head) still
+    verifies, and still names its record when the log is rewritten."""
+    log = AuditLog(tmp_path)
+    kept: list = []
+
+    def call(i: int) -> None:
+        with collecting_receipts() as receipts:
+            log.append("bank-a", "lookup", "OK", points=i)
+        kept.extend(receipts)
+
+    with log._lock:  # the first call's commit waits on the disk; four more arrive meanwhile
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(5)]
+        for t in threads:
+            t.start()
+        while len(log._queue) < 4:
+            time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert sorted(r.index for r in kept) == [0, 1, 2, 3, 4]
+    assert len(log.heads()) == 2  # the first record's head, then one for the other four
+    shared = {r.head for r in kept if r.index > 0}
+    assert len(shared) == 1 and next(iter(shared)).size == 5
+    for r in kept:
+        r.verify(log.public_key)
+    assert log.verify(kept) == (5, [])
+    with sqlite3.connect(log.path) as db:  # the third record rewritten, its hash too
+        db.execute("UPDATE records SET details = '{\"points\": 9}' WHERE seq = 3")
+        row = db.execute(
+            "SELECT time, bank_id, event, outcome, details FROM records WHERE seq = 3"
+        ).fetchone()
+        db.execute("UPDATE records SET leaf_hash = ? WHERE seq = 3", (_leaf_hash(*row).hex(),))
+    _, problems = AuditLog(tmp_path).verify(kept)
+    assert any("record 3 was rewritten" in p.what for p in problems), problems
 
 
 class _Unsynced(AuditLog):

@@ -230,12 +230,12 @@ def test_online_decisions_on_one_stream_are_the_same_lookups_on_record(
     with BureauConnection(address, "bank-a") as connection:
         expected = dict(zip(ids, LookupClient(connection, tmp_path).points(ids), strict=True))
         client = LookupClient(connection, tmp_path, stream=True)
-        receipts_before = len(connection.receipts.received)
+        receipts_before = connection.receipts.kept
         one_by_one = [client.points([x])[0] for x in ids[:8]]
         with ThreadPoolExecutor(16) as pool:
             at_once = list(pool.map(lambda x: client.points([x])[0], ids * 2))
         client.close()
-        kept = len(connection.receipts.received) - receipts_before
+        kept = connection.receipts.kept - receipts_before
     assert one_by_one == [expected[x] for x in ids[:8]]
     assert at_once == [expected[x] for x in ids * 2]
     seen = trace.requests[before_trace:]
