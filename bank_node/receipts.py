@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 RECEIPTS_ENV = "XINRONG_RECEIPTS_DIR"
 MAX_RECEIPTS_PER_CALL = 64
 SYNC_SECONDS = 0.5  # receipts of online decisions reach the disk at least this often
-VERIFIED_HEADS = 64
+VERIFIED_HEADS = 64  # heads remembered as checked (the records of a commit share one)
 
 
 def default_receipts_dir() -> Path:
