@@ -136,12 +136,12 @@ def parse_receipts(
     if not isinstance(items, list) or len(items) > MAX_RECEIPTS_PER_CALL:
         raise InputDataError("the bureau's receipts are not a list")
     receipts = [Receipt.from_dict(item) for item in items]
+    checked = set() if verified is None else verified
     for r in receipts:
         signed = (r.public_key, r.head)  # every field the signature covers, and the key
-        if verified is None or signed not in verified:
+        if signed not in checked:
             r.verify()
-            if verified is not None:
-                verified.add(signed)
+            checked.add(signed)
     return receipts
 
 
