@@ -13,7 +13,8 @@ decrypts what this module encrypts and the other way round (tested). What is fas
 * Many masked values travel and are decrypted as one packed plaintext (``pack_masked``).
 
 Everything the other party will decrypt is masked with statistically hiding masks (a full 40
-bits of slack above the value's range) and re-randomised with a textbook ``r^n`` under the
+bits of slack above the value's range; values it only decrypts and returns are padded over
+all of Z_n instead, ``pack_padded``) and re-randomised with a textbook ``r^n`` under the
 other party's key, r uniform in Z*_n from ``secrets``. Not with a DJN ``h^x``: the decrypting
 party holds the factorisation, can recover any ciphertext's randomness, and the DJN analysis
 does not cover such an adversary (issue 12, item 6); a uniform n-th residue is exactly what a
@@ -801,6 +802,69 @@ def pack_masked(
         ]
         out = [f.result() for f in futures]
     return out, MaskedPacking(layout, masks)
+
+
+@dataclass
+class PaddedPacking:
+    """What the requester keeps to read back values it had the peer decrypt (``pack_padded``):
+    the layout, how many values, and the pad of each plaintext."""
+
+    layout: SlotLayout
+    count: int
+    pads: list[int]
+    modulus: int  # the peer's n
+
+
+def pack_padded(
+    values: Sequence[gmpy2.mpz], layout: SlotLayout, peer_key: PublicKey
+) -> tuple[list[gmpy2.mpz], PaddedPacking]:
+    """[[v_0]], ..., [[v_k]] under the peer's key -> few ciphertexts whose plaintexts are the
+    packed ``v_j + 2^value_bits`` plus a one-time pad uniform in Z_n (from ``secrets``), each
+    re-randomised with a textbook ``r^n``: for values the peer only decrypts and sends back.
+
+    The peer sees a uniform element of Z_n whatever the values were. Slot masks
+    (``pack_masked``) hide a value only within its bound, and the peer may have chosen the
+    inputs out of bound: a bureau that made some of its ``-r`` huge would otherwise read the
+    bank's features from the bits above a slot, then return the honest low part."""
+    n = int(peer_key.n)
+    s, per = layout.slot_bits, layout.slots_per_plaintext
+    offsets = sum(1 << layout.value_bits << (s * j) for j in range(per))
+    out, pads = [], []
+    for start in range(0, len(values), per):
+        group = list(values[start : start + per])
+        pad = secrets.randbelow(n)
+        here = offsets & ((1 << (s * len(group))) - 1)
+        out.append(_pack_group(int(peer_key.nsquare), n, group, s, here + pad, None))
+        pads.append(pad)
+    return out, PaddedPacking(layout, len(values), pads, n)
+
+
+def unpack_padded(plaintexts: Sequence[int], packing: PaddedPacking) -> list[int]:
+    """The requesting side: remove each pad mod n; the packed plaintext must have nothing
+    above its slots and every value must be within its bound."""
+    layout = packing.layout
+    s, per = layout.slot_bits, layout.slots_per_plaintext
+    offset = 1 << layout.value_bits
+    if len(plaintexts) != len(packing.pads):
+        raise ProtocolViolation("the peer returned the wrong number of packed plaintexts")
+    values: list[int] = []
+    for g, (m, pad) in enumerate(zip(plaintexts, packing.pads, strict=True)):
+        here = min(per, packing.count - g * per)
+        packed = (int(m) - pad) % packing.modulus
+        if packed >> (s * here):
+            raise ProtocolViolation(
+                "a value decrypted by the peer is larger than its slots: the peer decrypted "
+                "something else or the computation was corrupted"
+            )
+        for j in range(here):
+            v = ((packed >> (s * j)) & ((1 << s) - 1)) - offset
+            if not -offset < v < offset:
+                raise ProtocolViolation(
+                    "a value decrypted by the peer is outside its bound: the peer decrypted "
+                    "something else or the computation was corrupted"
+                )
+            values.append(v)
+    return values
 
 
 def _copies_product(

@@ -659,7 +659,9 @@ class BureauTrainer:
         ciphertexts = he.ciphertexts_from_bytes(
             msg.ciphertexts, own, layout.plaintexts_for(expected)
         )
-        plaintexts = he.decrypt_packed(ciphertexts, self.private_key, layout, expected)
+        # each plaintext is the bank's values plus a pad uniform in Z_n (``he.pack_padded``):
+        # nothing in it to check or to read
+        plaintexts = he.decrypt_many(ciphertexts, self.private_key)
         self.counts.decryptions += len(plaintexts)
         self._end_of_batch()
         return DecryptedValues(msg.step, he.plaintexts_to_bytes(plaintexts, own))
@@ -819,7 +821,7 @@ class BankTrainer:
         self._e: list[int] = []
         # randomisers of the next step's residuals, under way on the workers (rows, collect)
         self._randomisers: tuple[int, Callable[[], list[gmpy2.mpz]]] | None = None
-        self._packing: he.MaskedPacking | None = None
+        self._packing: he.PaddedPacking | None = None
         self._opened: _Opened | None = None
         self._step: Step | None = None
         self.counts = he.OpCounts()
@@ -903,7 +905,7 @@ class BankTrainer:
         products = he.inner_products(
             masks, self.x8[self._rows], self.bureau_key, self.executor, self.counts
         )
-        packed, self._packing = he.pack_masked(
+        packed, self._packing = he.pack_padded(
             products, _layout(CROSS_VALUE_BITS, self.bureau_key), self.bureau_key
         )
         self.counts.peer_encryptions += len(packed)
@@ -950,11 +952,8 @@ class BankTrainer:
         assert self.bureau_key is not None and self._packing is not None
         assert self.shares is not None and self._opened is not None
         _check_step(msg.step, self._step, "decrypted values")
-        count = len(self._packing.masks)
-        plain = he.plaintexts_from_bytes(
-            msg.plaintexts, self.bureau_key, self._packing.layout.plaintexts_for(count)
-        )
-        cross = he.unpack_masked(plain, self._packing)
+        plain = he.plaintexts_from_bytes(msg.plaintexts, self.bureau_key, len(self._packing.pads))
+        cross = he.unpack_padded(plain, self._packing)
         self._packing = None
         loss, ev = self._loss(self._opened)
         own = exact_products(self.x8[self._rows].T, ev)

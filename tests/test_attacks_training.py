@@ -37,6 +37,7 @@ class BureauView:
         self.gradient_shares: list[list[int]] = []  # its share of X_B^T 4d, per step
         self.weight_shares: list[list[int]] = []  # s2 after each step
         self.decrypted: list[list[int]] = []  # the slots of what it decrypted for the bank
+        self.plaintexts: list[int] = []  # ... and the whole plaintexts, over n
         self.received: list[bytes] = []
         record = bureau.shares.step
 
@@ -61,6 +62,7 @@ class BureauView:
         self.decrypted.append(
             [(plain[j // per] >> (s * (j % per))) & ((1 << s) - 1) for j in range(msg.count)]
         )
+        self.plaintexts += [m / float(key.n) for m in plain]
         return _done(out)
 
 
@@ -167,11 +169,14 @@ def test_training_the_bureaus_view_does_not_depend_on_the_labels(keys):
     flipped = 1 - y  # the other extreme: every label different
     _, bank_a, view_a = _run(keys, xa, xb, y)
     _, bank_b, view_b = _run(keys, xa, xb, flipped)
-    mask_bits = vlr.CROSS_VALUE_BITS + 1 + he.STATISTICAL_SECURITY
+    layout = he.SlotLayout(vlr.CROSS_VALUE_BITS, keys[1][0].n.bit_length())
     gradient_bits = vlr.VALUE_BITS + 1 + he.STATISTICAL_SECURITY
-    # what it decrypted: uniform, and the same distribution for both label vectors
-    first = _uniform([v for d in view_a.decrypted for v in d], mask_bits)
-    second = _uniform([v for d in view_b.decrypted for v in d], mask_bits)
+    # what it decrypted: uniform over Z_n as a whole (a one-time pad), uniform slot by slot,
+    # and the same distribution for both label vectors
+    for view in (view_a, view_b):
+        assert stats.kstest(view.plaintexts, "uniform").pvalue > 1e-3
+    first = _uniform([v for d in view_a.decrypted for v in d], layout.slot_bits)
+    second = _uniform([v for d in view_b.decrypted for v in d], layout.slot_bits)
     assert stats.kstest(first, "uniform").pvalue > 1e-3
     assert stats.kstest(second, "uniform").pvalue > 1e-3
     assert stats.ks_2samp(first, second).pvalue > 1e-3
@@ -202,3 +207,57 @@ def test_training_the_bureaus_view_does_not_depend_on_the_labels(keys):
         return np.array([int.from_bytes(c, "big") / key.nsquare for c in cells])
 
     assert stats.ks_2samp(spread(view_a), spread(view_b)).pvalue > 1e-3
+
+
+def _centred(value: int, bits: int) -> int:
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+
+def test_training_a_bureau_with_oversized_masks_reads_none_of_the_banks_features(keys):
+    """A malicious bureau adds 2^(K + 16t) to its -r of four rows t: the bank's cross term
+    X_A^T [[-r]] then carries those rows' features above every slot. With slot masks alone
+    (40 bits above the honest range) the bureau read them exactly and returned the low
+    part, which the bank accepted; under a pad uniform in Z_n it reads noise, and the bank
+    refuses whatever it returns."""
+    bank_pub, bank_priv = keys[0]
+    bureau_pub, bureau_priv = he.generate_keypair(1024, True)  # room above 4 slots
+    rng = np.random.default_rng(1)
+    rows, k = 200, 4
+    x = np.hstack([np.ones((rows, 1)), np.clip(rng.normal(size=(rows, k - 1)), -4, 4)])
+    y = (rng.random(rows) < 0.3).astype(np.int64)
+    plan = vlr.TrainingPlan("job", "psi", rows, k, 0.0, 7, 64, 1, OptimizerConfig(), (), bank_pub)
+    bank = vlr.BankTrainer(plan, x, y, bank_priv, LIMITS)
+    bank.accept(vlr.TrainingAccepted("job", bureau_pub, 5))
+    batch = bank.batches(0)[0]
+    step = vlr.Step("job", 0, 0)
+    bank.residuals(step, batch)
+    layout = he.SlotLayout(vlr.CROSS_VALUE_BITS, bureau_pub.n.bit_length())
+    base = layout.slot_bits * k  # every honest slot lies below this bit
+    sigma = [-m for m in he.draw_masks(he.SlotLayout(vlr.SCORE_VALUE_BITS, 768), len(batch))]
+    targets = range(4)
+    for t in targets:
+        sigma[t] += 1 << (base + 16 * t)
+    encrypted = [he.encrypt_for_peer(bureau_pub, v) for v in sigma]
+    shares = vlr.StepShares(step, b"", he.ciphertexts_to_bytes(encrypted, bureau_pub), b"", b"")
+    masked = bank.masked_gradient(shares)
+    (plain,) = [
+        he.decrypt(bureau_priv, c)
+        for c in he.ciphertexts_from_bytes(masked.ciphertexts, bureau_pub)
+    ]
+    n = bureau_pub.n
+    high = (plain - n if plain > n // 2 else plain) >> base
+    read = np.zeros((len(targets), k), dtype=np.int64)
+    for j in range(k):
+        z = _centred(high, layout.slot_bits)
+        high = (high - z) >> layout.slot_bits
+        for t in targets:
+            d = _centred(z, 16)
+            z = (z - d) >> 16
+            read[t, j] = d
+    truth = vlr._fixed_matrix(x[batch[list(targets)]])
+    assert np.mean(read == truth) < 0.5  # noise: a chance match now and then, not the rows
+    low = plain & ((1 << base) - 1)
+    for returned in (plain, low):  # the true decryption, or the honest-looking low part
+        with pytest.raises(he.ProtocolViolation):
+            he.unpack_padded([returned], bank._packing)

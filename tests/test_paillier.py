@@ -163,6 +163,30 @@ def test_masked_packing_round_trip(keys, values):
         assert slot - (1 << 80) != value
 
 
+@settings(max_examples=30, deadline=None)
+@given(values=st.lists(st.integers(-(2**79) + 1, 2**79 - 1), min_size=1, max_size=12))
+def test_padded_packing_round_trip(keys, values):
+    pub, priv, enc = keys
+    layout = he.SlotLayout(80, pub.n.bit_length())
+    packed, packing = he.pack_padded(enc.encrypt(values), layout, pub)
+    assert len(packed) == layout.plaintexts_for(len(values))
+    plaintexts = [he.decrypt(priv, c) for c in packed]
+    assert he.unpack_padded(plaintexts, packing) == values
+    # the decrypting party sees each plaintext padded over all of Z_n, not only its slots
+    assert all(m >> (layout.slot_bits * layout.slots_per_plaintext) for m in plaintexts[:1])
+
+
+def test_padded_unpacking_refuses_what_does_not_fit(keys):
+    pub, priv, enc = keys
+    layout = he.SlotLayout(40, pub.n.bit_length())
+    for value, message in ((2**41, "outside its bound"), (2**200, "larger than its slots")):
+        packed, packing = he.pack_padded(enc.encrypt([value]), layout, pub)
+        with pytest.raises(ProtocolViolation, match=message):
+            he.unpack_padded([he.decrypt(priv, c) for c in packed], packing)
+    with pytest.raises(ProtocolViolation, match="wrong number"):
+        he.unpack_padded([], packing)
+
+
 def test_packing_fills_a_2048_bit_plaintext(full_keys):
     pub, _, _ = full_keys
     layout = he.SlotLayout(80, pub.n.bit_length())
