@@ -73,6 +73,7 @@ class TrainingJobs:
         self.idle = idle_seconds
         self.max_per_bank = max_per_bank
         self._jobs: dict[str, _Job] = {}
+        self._reserved: dict[str, str] = {}  # job id -> bank id, for starts under way
         self._lock = threading.Lock()
         self.on_end: Callable[[], None] = lambda: None  # a job ended: workers drop its key
         # told of every job that expired, so that it ends for good (checkpoint deleted)
@@ -95,29 +96,37 @@ class TrainingJobs:
             self.on_end()
 
     def add(self, job_id: str, job: _Job) -> None:
+        """Register a job; a start takes the place ``reserve`` held for it."""
         self.expire_idle()
         with self._lock:
-            if job_id in self._jobs:
-                raise PolicyViolation(f"a training job {job_id} is already running")
-            mine = [j for j in self._jobs.values() if j.bank_id == job.bank_id]
-            if len(mine) >= self.max_per_bank:
-                raise PolicyViolation(
-                    f"bank {job.bank_id} already runs {len(mine)} training jobs; the limit is "
-                    f"{self.max_per_bank}: wait for one to finish or for it to expire"
-                )
+            if self._reserved.get(job_id) == job.bank_id:
+                del self._reserved[job_id]
+            else:
+                self._check_free(job_id, job.bank_id)
             self._jobs[job_id] = job
 
-    def check_capacity(self, bank_id: str) -> None:
-        now = time.monotonic()
+    def reserve(self, bank_id: str, job_id: str) -> None:
+        """Hold a place for a job about to start, before its heavy work (features, key
+        generation): concurrent starts beyond the bank's limit, or with an id in use, are
+        refused before they cost the bureau anything. ``release`` gives it back."""
+        self.expire_idle()
         with self._lock:
-            mine = [
-                j
-                for j in self._jobs.values()
-                if j.bank_id == bank_id and now - j.last_used <= self.idle
-            ]
-        if len(mine) >= self.max_per_bank:
+            self._check_free(job_id, bank_id)
+            self._reserved[job_id] = bank_id
+
+    def release(self, job_id: str) -> None:
+        with self._lock:
+            self._reserved.pop(job_id, None)
+
+    def _check_free(self, job_id: str, bank_id: str) -> None:
+        """(Under the lock.) The id is free and the bank below its limit of jobs."""
+        if job_id in self._jobs or job_id in self._reserved:
+            raise PolicyViolation(f"a training job {job_id} is already running")
+        mine = sum(1 for j in self._jobs.values() if j.bank_id == bank_id)
+        mine += sum(1 for b in self._reserved.values() if b == bank_id)
+        if mine >= self.max_per_bank:
             raise PolicyViolation(
-                f"bank {bank_id} already runs {len(mine)} training jobs; the limit is "
+                f"bank {bank_id} already runs {mine} training jobs; the limit is "
                 f"{self.max_per_bank}: wait for one to finish or for it to expire"
             )
 
@@ -163,32 +172,18 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
                     f"the plan names {plan.rows} rows; PSI session {plan.psi_session_id} "
                     f"matched {len(ids)}"
                 )
-            limits = self.ctx.limits_for(bank_id)
-            vlr.check_plan(plan, limits)
-            self.jobs.check_capacity(bank_id)  # before any heavy work
-            names = self.ctx.choose_for_model(bank_id, plan.bureau_features)
-            self.ctx.store.count_session_use(
-                bank_id,
-                plan.psi_session_id,
-                "models",
-                self.ctx.access.policy(bank_id).max_models_per_session,
-            )
-            rows = self.ctx.features.rows_of(ids)
-            train_rows, _ = plan.schedule()
-            recipe = FeatureRecipe.fit(rows.take(train_rows), names)
-            x = recipe.transform(rows)
-            raised = vlr.raise_batch_to_floor(plan, limits, x.shape[1])
-            if raised is not plan:  # the plan kept for resuming is the one in force
-                plan, request = raised, codec.plan_to_proto(raised)
-            vlr.check_plan(plan, limits, x.shape[1])  # before generating a key
-            bits = plan.bank_public_key.n.bit_length()
-            _, private_key = he.generate_keypair(bits + (-bits % 8), limits.allow_test_keys)
-            trainer = vlr.BureauTrainer(plan, x, private_key, limits, self.ctx.executor)
             if self._ledger_path(bank_id, plan.job_id).exists():
                 raise PolicyViolation(
                     f"job id {plan.job_id} was used before: a job id names one job for good"
                 )
-            job = self._register(bank_id, trainer, recipe, request.SerializeToString())
+            limits = self.ctx.limits_for(bank_id)
+            vlr.check_plan(plan, limits)
+            self.jobs.reserve(bank_id, plan.job_id)  # before any heavy work
+            try:
+                job = self._start(bank_id, plan, request, ids, limits)
+            finally:
+                self.jobs.release(plan.job_id)  # taken by the job, or given back
+            plan = job.trainer.plan
             job.ledger = {"state": "running", "decrypted": {}, "resumed_at": None}
             try:
                 self._save_ledger(job.bank_id, plan.job_id, job.ledger)
@@ -196,12 +191,13 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             except BaseException:
                 self.jobs.remove(plan.job_id)  # a job that cannot be resumed is not started
                 raise
+            names = job.recipe.names
             log.info(
                 "training job %s for bank %s: %d rows, %d bureau columns from %d features",
                 plan.job_id,
                 bank_id,
                 plan.rows,
-                x.shape[1],
+                job.trainer.x.shape[1],
                 len(names),
             )
             self.ctx.record(
@@ -218,6 +214,36 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             return self._accepted(job)
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "training_started", exc)
+
+    def _start(
+        self,
+        bank_id: str,
+        plan: vlr.TrainingPlan,
+        request: pb.TrainingPlan,
+        ids: list[str],
+        limits: vlr.TrainingLimits,
+    ) -> _Job:
+        """The heavy part of a start (features, the bureau's key, its trainer); the session's
+        model count is charged only once all of it succeeded."""
+        names = self.ctx.choose_for_model(bank_id, plan.bureau_features)
+        rows = self.ctx.features.rows_of(ids)
+        train_rows, _ = plan.schedule()
+        recipe = FeatureRecipe.fit(rows.take(train_rows), names)
+        x = recipe.transform(rows)
+        raised = vlr.raise_batch_to_floor(plan, limits, x.shape[1])
+        if raised is not plan:  # the plan kept for resuming is the one in force
+            plan, request = raised, codec.plan_to_proto(raised)
+        vlr.check_plan(plan, limits, x.shape[1])  # before generating a key
+        bits = plan.bank_public_key.n.bit_length()
+        _, private_key = he.generate_keypair(bits + (-bits % 8), limits.allow_test_keys)
+        trainer = vlr.BureauTrainer(plan, x, private_key, limits, self.ctx.executor)
+        self.ctx.store.count_session_use(
+            bank_id,
+            plan.psi_session_id,
+            "models",
+            self.ctx.access.policy(bank_id).max_models_per_session,
+        )
+        return self._register(bank_id, trainer, recipe, request.SerializeToString())
 
     def _register(
         self,

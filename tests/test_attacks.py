@@ -110,36 +110,41 @@ def test_policy_a_model_on_fewer_than_three_bureau_features_is_refused(
         )
 
 
+def _start(connection: BureauConnection, session, job: int) -> grpc.StatusCode:
+    public_key, _ = he.generate_keypair(768, allow_test_keys=True)
+    train_rows = int(len(session.matched_ids) * 0.8)
+    plan = vlr.TrainingPlan(
+        job_id=f"{job:032x}",
+        psi_session_id=session.session_id,
+        rows=len(session.matched_ids),
+        bank_columns=3,
+        validation_fraction=0.2,
+        seed=1,
+        batch_size=min(128, train_rows),
+        max_epochs=1,
+        optimizer=vlr.OptimizerConfig(),
+        bureau_features=(),
+        bank_public_key=public_key,
+    )
+    try:
+        connection.training.StartTraining(
+            codec.plan_to_proto(plan), timeout=120, metadata=connection.metadata
+        )
+        return grpc.StatusCode.OK
+    except grpc.RpcError as err:
+        return err.code()
+
+
 def test_policy_models_per_psi_session_are_capped(node, city):
-    """A second model on the same rows is refused when the bank's cap is one."""
+    """A second model on the same rows is refused when the bank's cap is one; a start
+    refused for a reused job id does not use up a session's model."""
     with BureauConnection(_address(node), "bank-one-model") as connection:
-        result = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
-        public_key, _ = he.generate_keypair(768, allow_test_keys=True)
-        train_rows = int(len(result.matched_ids) * 0.8)
-        codes = []
-        for n in range(2):
-            plan = vlr.TrainingPlan(
-                job_id=f"{n:032x}",
-                psi_session_id=result.session_id,
-                rows=len(result.matched_ids),
-                bank_columns=3,
-                validation_fraction=0.2,
-                seed=1,
-                batch_size=min(128, train_rows),
-                max_epochs=1,
-                optimizer=vlr.OptimizerConfig(),
-                bureau_features=(),
-                bank_public_key=public_key,
-            )
-            try:
-                connection.training.StartTraining(
-                    codec.plan_to_proto(plan), timeout=120, metadata=connection.metadata
-                )
-                codes.append(grpc.StatusCode.OK)
-            except grpc.RpcError as err:
-                codes.append(err.code())
-                assert "max_models_per_session" in err.details()
-    assert codes == [grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED]
+        first = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+        codes = [_start(connection, first, n) for n in range(2)]
+        assert codes == [grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED]
+        second = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+        codes = [_start(connection, second, 0), _start(connection, second, 2)]
+        assert codes == [grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OK]
 
 
 # -- the single-positive information-value probe ----------------------------------------
