@@ -58,10 +58,19 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
             bank_id = self.ctx.access.bank(context)
             model = self.ctx.models.load(bank_id, request.model_id)
             ids = self.ctx.store.session_matched_ids(bank_id, request.psi_session_id)
-            # every row counts, the model's own training rows too: their scores u_B are
-            # the bureau's features seen through the model's weights
-            self.ctx.access.charge(bank_id, "daily_scored", len(ids))
             recipe = FeatureRecipe.from_json(model["recipe"])
+            # the bank's policy today, not the one the model was trained under: a feature
+            # taken out of its configuration is not scored any more
+            self.ctx.choose_for_model(bank_id, tuple(recipe.names))
+            if request.points and "scorecard" not in model:
+                raise PolicyViolation(
+                    f"model {request.model_id} has no scorecard yet: make one first "
+                    "(bank-node scorecard)"
+                )
+            # every row counts, the model's own training rows too: their scores u_B are
+            # the bureau's features seen through the model's weights (charged last: a
+            # refused request costs nothing)
+            self.ctx.access.charge(bank_id, "daily_scored", len(ids))
             rows = self.ctx.features.rows_of(ids)
             x = recipe.transform(rows)
             scores = np.clip(
@@ -69,11 +78,6 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
             ).astype("<f8")
             points = None
             if request.points:
-                if "scorecard" not in model:
-                    raise PolicyViolation(
-                        f"model {request.model_id} has no scorecard yet: make one first "
-                        "(bank-node scorecard)"
-                    )
                 points = scorecard.row_points(rows, recipe, model["scorecard"]["points"]).astype(
                     "<f8"
                 )
