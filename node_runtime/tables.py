@@ -72,17 +72,26 @@ def detect_encoding(path: Path) -> str:
     are valid UTF-8, else charset-normalizer's best guess, GBK widened to GB18030."""
     with path.open("rb") as handle:
         sample = handle.read(DETECT_BYTES)
-    if sample.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    try:
-        # A cut multi-byte character at the sample's end is not an error.
-        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
-        return "utf-8"
-    except UnicodeDecodeError:
-        pass
+        if sample.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            # The whole file, a chunk at a time: a GBK export can be plain ASCII for its
+            # first megabyte (its rows with Chinese text sorted last). A multi-byte
+            # character cut at a chunk's end is not an error.
+            while sample:
+                decoder.decode(sample, final=False)
+                sample = handle.read(DETECT_BYTES)
+            decoder.decode(b"", final=True)
+            return "utf-8"
+        except UnicodeDecodeError:
+            pass  # ``sample`` holds the first chunk that is not UTF-8: guess from it
     from charset_normalizer import from_bytes
 
-    best = from_bytes(sample).best()
+    # Judged on the lines that are not plain ASCII: in a mostly-ASCII chunk a few short
+    # Chinese values are too little for the detector (it guessed cp1250 for GBK).
+    text = b"\n".join(line for line in sample.split(b"\n") if not line.isascii())
+    best = from_bytes(text[: 1 << 16] or sample).best()
     if best is None:
         raise InputDataError(
             f"{path}: cannot tell the file's text encoding; name it with --encoding "

@@ -94,6 +94,19 @@ def test_gbk_csv_xlsx_and_tsv_read_into_the_same_table(tmp_path):
     assert only.column_names == ["统一社会信用代码", "行业"]
 
 
+def test_a_gbk_file_that_is_ascii_for_its_first_megabyte_is_read_as_gbk(tmp_path):
+    """An export sorted so that its rows with Chinese text come last."""
+    lines = ["id,industry,amount"]
+    lines += [f"{i:07d},manufacturing,{i}" for i in range(40_000)]  # about 1.1 MB
+    lines += [f"{40_000 + i:07d},制造业,{i}" for i in range(50)]
+    path = tmp_path / "late.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode("gbk"))
+    assert path.stat().st_size > tables.DETECT_BYTES
+    assert tables.detect_encoding(path) == "gb18030"
+    industry = tables.read_table(path, "id").column("industry").to_pylist()
+    assert industry[0] == "manufacturing" and industry[-1] == "制造业"
+
+
 def test_utf8_with_a_byte_order_mark(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes(b"\xef\xbb\xbf" + _text(",").encode("utf-8"))
