@@ -33,6 +33,7 @@ from protocols import merkle
 from protocols.errors import InputDataError
 from protocols.transparency import (
     MAX_RECEIPT_BYTES,
+    RECORD_FIELDS,
     Receipt,
     SignedHead,
     check_log,
@@ -75,13 +76,16 @@ class ReceiptStore:
             lines.setdefault(r.head.log_id, []).append(json.dumps(r.to_dict()) + "\n")
         with self._lock:
             if not self._made:  # once, not per decision
-                self.directory.mkdir(parents=True, exist_ok=True)
+                # private: the receipts say when the bank called and for what
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.directory.chmod(0o700)
                 self._made = True
             for log_id, text in lines.items():
                 path = self.directory / f"{log_id}.jsonl"
                 handle = self._open.get(path)
                 if handle is None:
-                    handle = self._open[path] = open(path, "a")  # noqa: SIM115 - kept open
+                    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                    handle = self._open[path] = os.fdopen(fd, "a")
                 handle.write("".join(text))
                 handle.flush()
                 if sync:
@@ -213,9 +217,11 @@ def load_public_key(path: str | Path) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def read_export(path: str | Path) -> tuple[list[bytes], SignedHead, bytes]:
-    """The leaf hashes of a full export (recomputed from the records), its head, its key."""
+def read_export(path: str | Path) -> tuple[list[bytes], SignedHead, bytes, list[str]]:
+    """The leaf hashes of a full export (recomputed from the records), its head, its key,
+    and the bank of each record."""
     leaves: list[bytes] = []
+    banks: list[str] = []
     head: SignedHead | None = None
     key = b""
     lines = Path(path).read_text().splitlines()
@@ -230,13 +236,28 @@ def read_export(path: str | Path) -> tuple[list[bytes], SignedHead, bytes]:
                 f"{path}:{number}: records are not numbered from 1 without gaps: an export "
                 "made with --since cannot check receipts; export the whole log"
             )
-        content = leaf_bytes(
-            item["time"], item["bank_id"], item["event"], item["outcome"], item["details"]
-        )
-        leaves.append(merkle.leaf_hash(content))
+        leaves.append(merkle.leaf_hash(leaf_bytes(*(item[f] for f in RECORD_FIELDS))))
+        banks.append(item["bank_id"])
     if head is None:
         raise InputDataError(f"{path}: no signed head in it (an export of `bureau-node audit`)")
-    return leaves, head, key
+    return leaves, head, key, banks
+
+
+def _one_bank(owners: dict[int, str | None]) -> list[str]:
+    """A bank's receipts are for its own calls: every record they name is the same bank's
+    (``None``: the bureau said it is another bank's)."""
+    problems = [
+        f"record {index + 1} is another bank's: its receipt was not for a call of this bank"
+        for index, bank in sorted(owners.items())
+        if bank is None
+    ]
+    banks = {bank for bank in owners.values() if bank is not None}
+    if len(banks) > 1:
+        problems.append(
+            f"the receipts name records of {len(banks)} banks ({', '.join(sorted(banks))}): "
+            "a bank's receipts are for its own calls"
+        )
+    return problems
 
 
 def verify_proof(receipts: list[Receipt], path: str | Path, public_key: bytes | None) -> list[str]:
@@ -251,6 +272,7 @@ def verify_proof(receipts: list[Receipt], path: str | Path, public_key: bytes | 
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputDataError(f"{path}: not a proof of `bureau-node audit prove` ({exc})") from None
     problems = []
+    owners: dict[int, str | None] = {}
     for r in receipts:
         if r.head.log_id != head.log_id:
             continue
@@ -265,6 +287,15 @@ def verify_proof(receipts: list[Receipt], path: str | Path, public_key: bytes | 
         if proof is None:
             problems.append(f"the bureau gave no proof for record {number}")
             continue
+        record = proof.get("record")
+        if record is None:
+            owners[r.index] = None
+        elif not (isinstance(record, list) and len(record) == len(RECORD_FIELDS)) or (
+            merkle.leaf_hash(leaf_bytes(*(str(v) for v in record))).hex() != r.leaf_hash
+        ):
+            problems.append(f"record {number} as the bureau shows it is not what its receipt names")
+        else:
+            owners[r.index] = str(record[1])
         try:
             merkle.verify_consistency(
                 r.head.size,
@@ -284,7 +315,7 @@ def verify_proof(receipts: list[Receipt], path: str | Path, public_key: bytes | 
             problems.append(
                 f"record {number} is not in the bureau's log as its receipt says: {exc}"
             )
-    return problems
+    return problems + _one_bank(owners)
 
 
 def verify(
@@ -308,11 +339,25 @@ def verify(
     for (_, size), found in roots.items():
         if len(found) > 1:  # proof on its own: the bureau contradicted itself
             problems.append(f"the bureau signed {len(found)} different logs of {size} records")
+    calls: dict[tuple[str, int], int] = {}
+    for r in good:
+        calls[(r.head.log_id, r.index)] = calls.get((r.head.log_id, r.index), 0) + 1
+    problems += [
+        f"record {index + 1} was given as the receipt of {count} calls: a record is one "
+        "call's, so the bureau answered a call without recording it"
+        for (_, index), count in sorted(calls.items())
+        if count > 1
+    ]
+    if public_key is None and len({r.public_key for r in good}) > 1:
+        problems.append(
+            f"the receipts are signed with {len({r.public_key for r in good})} different audit "
+            "keys: check them against the bureau's (--bureau-key)"
+        )
     if proof is not None:
         problems.extend(verify_proof(good, proof, public_key))
     if export is None:
         return problems
-    leaves, head, key = read_export(export)
+    leaves, head, key, banks = read_export(export)
     try:
         head.verify(public_key or key)
     except InputDataError as exc:
@@ -321,6 +366,7 @@ def verify(
     if head.size != len(leaves):
         problems.append(f"the export holds {len(leaves)} records but its head signs {head.size}")
     problems.extend(check_log(leaves, [head], mine))
+    problems.extend(_one_bank({r.index: banks[r.index] for r in mine if r.index < len(banks)}))
     return problems
 
 

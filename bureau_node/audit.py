@@ -37,6 +37,7 @@ from node_runtime.transport.errors import status_for
 from protocols import merkle
 from protocols.errors import InputDataError
 from protocols.transparency import (
+    RECORD_FIELDS,
     Receipt,
     SignedHead,
     check_log,
@@ -342,14 +343,18 @@ class AuditLog:
                 heads.pop()
         return heads
 
-    def prove(self, receipts: Iterable[Receipt]) -> dict[str, Any]:
+    def prove(self, receipts: Iterable[Receipt], bank_id: str) -> dict[str, Any]:
         """For a bank's receipts: the latest signed head and, per receipt, the proof that
         its record is in that head's tree (inclusion) and that the receipt's head is a
-        prefix of it (consistency). Lets a bank check its records without seeing anyone
-        else's (an export would show it every bank's records)."""
+        prefix of it (consistency), with the record itself when it is ``bank_id``'s (the
+        bank recomputes its leaf hash: a receipt given for a call that was never recorded,
+        another call's or another bank's, shows); another bank's record is only said to
+        be one. Lets a bank check its records without seeing anyone else's (an export
+        would show it every bank's records)."""
+        records = self.records()
         leaves = [
             _leaf_hash(r["time"], r["bank_id"], r["event"], r["outcome"], r["details"])
-            for r in self.records()
+            for r in records
         ]
         head = self.latest_head()
         if head is None or head.size != len(leaves):
@@ -358,12 +363,15 @@ class AuditLog:
         for r in receipts:
             if r.head.log_id != self.log_id or r.head.size > head.size:
                 continue  # another log's, or beyond this one: the bank's check names it
+            record = records[r.index]
+            mine = record["bank_id"] == bank_id
             proofs.append(
                 {
                     "index": r.index,
                     "head_size": r.head.size,
                     "inclusion": [h.hex() for h in merkle.inclusion_proof(r.index, leaves)],
                     "consistency": [h.hex() for h in merkle.consistency_proof(r.head.size, leaves)],
+                    "record": [record[c] for c in RECORD_FIELDS] if mine else None,
                 }
             )
         return {

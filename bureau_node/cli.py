@@ -299,7 +299,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 0
     if args.audit_command == "prove":
         receipts = [r for r in read_evidence(args.receipts) if isinstance(r, Receipt)]
-        proof = log.prove(receipts)
+        proof = log.prove(receipts, args.bank)
         Path(args.out).write_text(json.dumps(proof) + "\n")
         print_result({"proofs": len(proof["proofs"]), "out": args.out})
         return 0
@@ -474,6 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prove.add_argument("--state-dir", required=True)
     prove.add_argument("--receipts", required=True, help="the bank's receipts (JSON lines)")
+    prove.add_argument(
+        "--bank",
+        required=True,
+        help="the bank the receipts are from: its records go into the proof (so that it can "
+        "check each is the one its receipt names), never another bank's",
+    )
     prove.add_argument("--out", required=True)
     for p in (verify, export, key, prove):
         p.set_defaults(func=cmd_audit, quiet=False, log_level="WARNING")

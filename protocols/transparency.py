@@ -36,6 +36,9 @@ def log_id(public_key: bytes) -> str:
     return hashlib.sha256(public_key).hexdigest()
 
 
+RECORD_FIELDS = ("time", "bank_id", "event", "outcome", "details")  # a leaf's content, in order
+
+
 def leaf_bytes(time: str, bank_id: str, event: str, outcome: str, details: str) -> bytes:
     """A record's leaf: its content, canonically serialised (its place is its index)."""
     return json.dumps(
@@ -112,7 +115,7 @@ class Receipt:
     index: int  # 0-based leaf index; the record's number is index + 1
     leaf_hash: str
     head: SignedHead
-    public_key: str  # hex: the bank pins it on first use, or checks it against the bureau's
+    public_key: str  # hex: checked against the bureau's (receipts verify --bureau-key)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -102,6 +102,8 @@ def test_every_answer_carried_a_receipt_that_verifies(logged):
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     receipts = _receipts(logged)
     assert [r.index for r in receipts] == list(range(RECORDS))
+    assert stat.S_IMODE((logged / "receipts").stat().st_mode) == 0o700
+    assert stat.S_IMODE(_receipts_file(logged).stat().st_mode) == 0o600
     assert bank_receipts.verify(receipts, export=logged / "late.jsonl") == []
     count, problems = AuditLog(logged / "state").verify(read_evidence(_receipts_file(logged)))
     assert count == RECORDS and problems == []
@@ -322,7 +324,7 @@ def test_an_old_hash_chained_log_is_migrated_or_refused(tmp_path):
 def _proof_problems(state: Path, root: Path, tmp_path: Path) -> list[str]:
     receipts = _receipts(root)
     proof = tmp_path / "proof.json"
-    proof.write_text(json.dumps(AuditLog(state).prove(receipts)))
+    proof.write_text(json.dumps(AuditLog(state).prove(receipts, "bank-a")))
     return bank_receipts.verify(receipts, AuditLog(root / "state").public_key, proof=proof)
 
 
@@ -351,11 +353,39 @@ def test_a_bank_checks_its_records_with_proofs_without_seeing_others(logged, tmp
     assert any(p.startswith("record 4 is not in the bureau's log") for p in found)
 
 
+def test_a_replayed_receipt_or_another_banks_record_is_named(logged, tmp_path):
+    """A bureau that answers a call without recording it can only hand back a receipt of
+    some other record: an earlier one of the bank's (the same record for two calls), or
+    another bank's. The proof carries the bank's own records, so both show."""
+    state = tmp_path / "state"
+    shutil.copytree(logged / "state", state)
+    log = AuditLog(state)
+    with collecting_receipts() as got:
+        log.append("bank-b", "psi_opened", "OK", ids=5)
+    receipts = _receipts(logged)
+    replayed = [*receipts, receipts[3]]
+    foreign = [*receipts, *got]
+    for given, expected in (
+        (replayed, "record 4 was given as the receipt of 2 calls"),
+        (foreign, f"record {got[0].index + 1} is another bank's"),
+    ):
+        proof = tmp_path / "proof.json"
+        proof.write_text(json.dumps(log.prove(given, "bank-a")))
+        found = bank_receipts.verify(given, log.public_key, proof=proof)
+        assert any(p.startswith(expected) for p in found), found
+        assert "bank-b" not in proof.read_text()  # nothing of the other bank's record
+    log.export(tmp_path / "all.jsonl")
+    found = bank_receipts.verify(foreign, export=tmp_path / "all.jsonl")
+    assert any("records of 2 banks" in p for p in found), found
+    assert bank_receipts.verify(receipts, export=tmp_path / "all.jsonl") == []
+
+
 def test_prove_and_verify_on_the_command_line(logged, tmp_path):
     proof = tmp_path / "proof.json"
     made = subprocess.run(
         [sys.executable, "-m", "bureau_node", "audit", "prove", "--state-dir"]
-        + [str(logged / "state"), "--receipts", str(_receipts_file(logged)), "--out", str(proof)],
+        + [str(logged / "state"), "--receipts", str(_receipts_file(logged))]
+        + ["--bank", "bank-a", "--out", str(proof)],
         capture_output=True,
         text=True,
         timeout=60,
