@@ -16,6 +16,7 @@ decryption), and only once per interruption (some step answered since the last r
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -138,6 +139,12 @@ class TrainingJobs:
             raise UnknownSession(f"no running training job {job_id!r} for bank {bank_id!r}")
         job.last_used = time.monotonic()
         return job
+
+    def peek(self, bank_id: str, job_id: str) -> _Job | None:
+        """The running job of that id and bank, if any (without touching it)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        return job if job is not None and job.bank_id == bank_id else None
 
     def remove(self, job_id: str) -> None:
         with self._lock:
@@ -346,50 +353,58 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
     ) -> pb.TrainingAccepted:
         try:
             bank_id = self.ctx.access.bank(context)
-            path = self._job_path(bank_id, request.job_id)
-            ledger = self._load_ledger(bank_id, request.job_id)
-            if ledger is not None and ledger.get("state") != "running":
-                raise JobEnded(
-                    f"training job {request.job_id} has ended for good ({ledger['state']}: "
-                    f"{ledger.get('reason', '')}); start a new job"
-                )
-            if ledger is None or not path.exists():
-                raise UnknownSession(
-                    f"no training job {request.job_id} of bank {bank_id} to resume"
-                )
-            record = json.loads(path.read_text())
-            checkpoints = {int(e): s for e, s in record["checkpoints"].items()}
-            self._check_resume(bank_id, request.job_id, request.epoch, checkpoints, ledger)
-            plan_bytes = base64.b64decode(record["plan"])
-            proto = pb.TrainingPlan.FromString(plan_bytes)
-            plan = codec.plan_from_proto(proto, self.ctx.limits.allow_test_keys)
-            ids = self.ctx.store.session_matched_ids(bank_id, plan.psi_session_id)
-            recipe = FeatureRecipe.from_json(record["recipe"])
-            x = recipe.transform(self.ctx.features.rows_of(ids))
-            n = int(record["p"]) * int(record["q"])
-            private_key = he.PrivateKey(he.PublicKey(n), int(record["p"]), int(record["q"]))
-            trainer = vlr.BureauTrainer(
-                plan, x, private_key, self.ctx.limits_for(bank_id), self.ctx.executor
-            )
-            trainer.checkpoints = checkpoints
-            trainer.restore(request.epoch)
-            self.jobs.remove(plan.job_id)  # the interrupted run, if the bureau still has it
-            job = self._register(bank_id, trainer, recipe, plan_bytes, max(trainer.checkpoints))
-            ledger["resumed_at"] = len(ledger["decrypted"])
-            job.ledger = ledger
-            self._save_ledger(bank_id, plan.job_id, ledger)
-            self.ctx.record(
-                bank_id, "training_resumed", "OK", job_id=plan.job_id, epoch=request.epoch
-            )
-            log.info(
-                "training job %s of bank %s resumed at epoch %d",
-                plan.job_id,
-                bank_id,
-                request.epoch + 1,
-            )
+            # the interrupted run, if the bureau still has it: its lock is held for the whole
+            # resume and it leaves the registry at once, so that none of its steps or
+            # decryptions runs beside the resume or after it (its ledger would overwrite
+            # the resumed job's)
+            interrupted = self.jobs.peek(bank_id, request.job_id)
+            with interrupted.lock if interrupted is not None else contextlib.nullcontext():
+                if interrupted is not None:
+                    self.jobs.remove(request.job_id)
+                job = self._resume(bank_id, request)
             return self._accepted(job)
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "training_resumed", exc)
+
+    def _resume(self, bank_id: str, request: pb.ResumeRequest) -> _Job:
+        """The job rebuilt from its latest checkpoint, after `_check_resume`."""
+        path = self._job_path(bank_id, request.job_id)
+        ledger = self._load_ledger(bank_id, request.job_id)
+        if ledger is not None and ledger.get("state") != "running":
+            raise JobEnded(
+                f"training job {request.job_id} has ended for good ({ledger['state']}: "
+                f"{ledger.get('reason', '')}); start a new job"
+            )
+        if ledger is None or not path.exists():
+            raise UnknownSession(f"no training job {request.job_id} of bank {bank_id} to resume")
+        record = json.loads(path.read_text())
+        checkpoints = {int(e): s for e, s in record["checkpoints"].items()}
+        self._check_resume(bank_id, request.job_id, request.epoch, checkpoints, ledger)
+        plan_bytes = base64.b64decode(record["plan"])
+        proto = pb.TrainingPlan.FromString(plan_bytes)
+        plan = codec.plan_from_proto(proto, self.ctx.limits.allow_test_keys)
+        ids = self.ctx.store.session_matched_ids(bank_id, plan.psi_session_id)
+        recipe = FeatureRecipe.from_json(record["recipe"])
+        x = recipe.transform(self.ctx.features.rows_of(ids))
+        n = int(record["p"]) * int(record["q"])
+        private_key = he.PrivateKey(he.PublicKey(n), int(record["p"]), int(record["q"]))
+        trainer = vlr.BureauTrainer(
+            plan, x, private_key, self.ctx.limits_for(bank_id), self.ctx.executor
+        )
+        trainer.checkpoints = checkpoints
+        trainer.restore(request.epoch)
+        job = self._register(bank_id, trainer, recipe, plan_bytes, max(trainer.checkpoints))
+        ledger["resumed_at"] = len(ledger["decrypted"])
+        job.ledger = ledger
+        self._save_ledger(bank_id, plan.job_id, ledger)
+        self.ctx.record(bank_id, "training_resumed", "OK", job_id=plan.job_id, epoch=request.epoch)
+        log.info(
+            "training job %s of bank %s resumed at epoch %d",
+            plan.job_id,
+            bank_id,
+            request.epoch + 1,
+        )
+        return job
 
     def _check_resume(
         self,
@@ -431,6 +446,10 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         bank_id = self.ctx.access.bank(context)
         job = self.jobs.get(bank_id, job_id)
         with job.lock:
+            if self.jobs.peek(bank_id, job_id) is not job:  # resumed or ended meanwhile
+                raise UnknownSession(
+                    f"training job {job_id} was resumed or has ended while this call waited"
+                )
             try:
                 answer = action(job)
                 self._checkpoint(job)  # durably, before the answer leaves
