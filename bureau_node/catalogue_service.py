@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grpc
 
-from node_runtime.transport.errors import abort_with
 from xinrong.v1 import model_pb2 as pb
 from xinrong.v1 import model_pb2_grpc
 
@@ -30,4 +29,4 @@ class CatalogueServicer(model_pb2_grpc.CatalogueServicer):
                 enterprises=self.ctx.features.table.num_rows,
             )
         except Exception as exc:  # noqa: BLE001
-            abort_with(context, exc)
+            self.ctx.refuse(context, "catalogue", exc)

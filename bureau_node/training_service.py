@@ -33,7 +33,6 @@ import grpc
 
 from node_runtime import tables
 from node_runtime.transport import model_codec as codec
-from node_runtime.transport.errors import abort_with
 from node_runtime.workers import forget_keys
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
@@ -473,7 +472,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             )
             yield from codec.shares_to_proto(out, width)
         except Exception as exc:  # noqa: BLE001
-            abort_with(context, exc)
+            self.ctx.refuse(context, "training_step", exc)
 
     @staticmethod
     def _step(job: _Job, msg: vlr.EncryptedResiduals) -> vlr.StepShares:
@@ -500,7 +499,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             )
             return codec.decrypted_to_proto(out)
         except Exception as exc:  # noqa: BLE001
-            abort_with(context, exc)
+            self.ctx.refuse(context, "training_decrypt", exc)
 
     def _decrypt_once(self, job: _Job, msg: vlr.MaskedValues, digest: str) -> vlr.DecryptedValues:
         """Decrypt a step's values once in the job's life: the same request again (a retry

@@ -21,6 +21,7 @@ from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.optim import OptimizerConfig
 from xinrong.synthetic import generate_city, write_city
+from xinrong.v1 import model_pb2 as pb
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +78,15 @@ def served(tmp_path_factory):
             bureau_features=(),
             bank_public_key=public_key,
         )
-        with BureauConnection(address, "bank-a") as connection, pytest.raises(grpc.RpcError):
-            connection.training.StartTraining(
-                codec.plan_to_proto(plan), timeout=60, metadata=connection.metadata
-            )
+        with BureauConnection(address, "bank-a") as connection:
+            with pytest.raises(grpc.RpcError):
+                connection.training.StartTraining(
+                    codec.plan_to_proto(plan), timeout=60, metadata=connection.metadata
+                )
+            # a step of a job this bank does not have (another bank's id, a guess)
+            step = pb.EncryptedResiduals(step=pb.Step(job_id="cd" * 16, epoch=0, batch=0))
+            with pytest.raises(grpc.RpcError):
+                list(connection.training.TrainingStep(step, metadata=connection.metadata))
     return root / "state", city
 
 
@@ -94,10 +100,13 @@ def test_what_happened_is_on_record_without_ids(served):
         ("training_finished", "OK"),
         ("scoring", "OK"),
         ("training_started", "FAILED_PRECONDITION"),
+        ("training_step", "NOT_FOUND"),
     ]:
         assert expected in events
     assert all(r["bank_id"] == "bank-a" for r in records)
     (refused,) = [r for r in records if r["outcome"] == "FAILED_PRECONDITION"]
+    (probe,) = [r for r in records if r["event"] == "training_step"]
+    assert "cd" * 16 in probe["details"]  # the job id it asked for
     assert json.loads(refused["details"])["peer"].startswith("ipv4:127.0.0.1:")  # who asked
     text = json.dumps(records)
     import pyarrow.csv as pacsv
