@@ -454,6 +454,10 @@ def train(
         stopping = vlr.EarlyStopping(patience=patience)
         return vlr.BankTrainer(plan, x, y, private_key, limits, stopping, executor, encryptor)
 
+    if saved is not None and saved.get("finished"):
+        # the bureau finished the job, the bank had not yet its scores: only they remain
+        say(f"job {plan.job_id} finished at the bureau; fetching its scores")
+        return _scored(connection, saved["finished"], result.session_id, rows)
     trainer = new_trainer(plan)
     start_epoch, history = 0, list[vlr.EpochRecord]()
     if saved is None:
@@ -569,15 +573,41 @@ def train(
             metadata=connection.metadata,
         ),
     )
-    bureau_scores = fetch_bureau_scores(connection, finished.model_id, result.session_id, rows)
+    # On disk before the scores are fetched: the job has ended at the bureau, so if the
+    # scores fail (a quota, the network) a resume starts from here, not from a job the
+    # bureau no longer has. (The checkpoint still holds the job's key until the model is
+    # saved.)
+    ended = {
+        "model_id": finished.model_id,
+        "neutral_score": finished.neutral_score,
+        "bureau_features": chosen,
+        "bureau_columns": trainer.bureau_columns,
+        "counts": trainer.counts.as_dict(),
+        "best_epoch": outcome.best_epoch,
+        "weights": outcome.weights.tolist(),
+        "history": [vars(r) for r in outcome.history],
+    }
+    _save_checkpoint(model_dir, {**checkpoint, "epoch": len(done), "finished": ended})
+    return _scored(connection, ended, result.session_id, rows)
+
+
+def _scored(
+    connection: BureauConnection, ended: dict[str, Any], session_id: str, rows: int
+) -> Trained:
+    """The finished job with the bureau's scores of its matched rows."""
+    outcome = vlr.TrainingResult(
+        best_epoch=int(ended["best_epoch"]),
+        history=[vlr.EpochRecord(**r) for r in ended["history"]],
+        weights=np.asarray(ended["weights"], dtype=np.float64),
+    )
     return Trained(
         outcome=outcome,
-        model_id=finished.model_id,
-        neutral_score=finished.neutral_score,
-        bureau_features=chosen,
-        bureau_columns=trainer.bureau_columns,
-        bureau_scores=bureau_scores,
-        counts=trainer.counts.as_dict(),
+        model_id=ended["model_id"],
+        neutral_score=float(ended["neutral_score"]),
+        bureau_features=list(ended["bureau_features"]),
+        bureau_columns=int(ended["bureau_columns"]),
+        bureau_scores=fetch_bureau_scores(connection, ended["model_id"], session_id, rows),
+        counts=dict(ended["counts"]),
     )
 
 

@@ -206,6 +206,39 @@ def test_the_bureau_restarted_between_epochs(reference):
     _same_model(model, state, reference)
 
 
+def test_scores_refused_after_the_bureau_finished_the_job(reference, monkeypatch):
+    """The bureau finished the job (and ended it), then the bank's request for its scores
+    failed (a quota, the network): the bank kept the finish in its checkpoint, and a
+    resume fetches the scores and saves the same model, without training again."""
+    import bank_node.training as training
+    from protocols.errors import PeerError
+
+    root, city, _, _ = reference
+    state, model = root / "state-2", root / "model-2"
+    shutil.copytree(root / "ref-state", state)
+    limits = vlr.TrainingLimits(allow_test_keys=True)
+    fetch = training.fetch_bureau_scores
+
+    def refused(*args, **kwargs):
+        raise PeerError("RESOURCE_EXHAUSTED: bank-r's daily_scored quota is used up")
+
+    settings = dict(patience=99, seed=3, key_bits=768, allow_test_keys=True, workers=0)
+    with BureauNode(city["bureau"], "uscc", state, workers=0, training_limits=limits) as node:
+        node.start("127.0.0.1:0")
+        address = f"127.0.0.1:{node.port}"
+        monkeypatch.setattr(training, "fetch_bureau_scores", refused)
+        with pytest.raises(PeerError, match="daily_scored"):
+            train_job(address, city["bank"], "uscc", "y", model, "bank-r", epochs=4,
+                      quiet=True, **settings)  # fmt: skip
+        saved = json.loads((model / "checkpoint.json").read_text())
+        assert saved["finished"]["model_id"] and not (model / "model.json").exists()
+        monkeypatch.setattr(training, "fetch_bureau_scores", fetch)
+        summary = train_job(address, "", "", "", model, "bank-r", allow_test_keys=True,
+                            workers=0, quiet=True, resume=saved["job_id"])  # fmt: skip
+    assert summary["model_id"] == saved["finished"]["model_id"] and summary["epochs"] == 4
+    _same_model(model, state, reference)
+
+
 def _wait_for_a_decryption_in(state: Path, job: str, epoch: int, process) -> None:
     """Until the bureau's ledger shows a step of ``epoch`` decrypted."""
     path = state / "jobs" / "bank-r" / f"{job}.ledger.json"
