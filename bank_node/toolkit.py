@@ -23,7 +23,7 @@ from node_runtime.transport import model_codec as codec
 from protocols import binning, psi, scorecard
 from protocols import paillier as he
 from protocols.errors import InputDataError, ProtocolViolation
-from protocols.features import FeatureRecipe
+from protocols.features import FeatureRecipe, check_peer_names
 from protocols.ids import IdType, prepare_ids
 from xinrong.v1 import model_pb2 as pb
 
@@ -179,6 +179,7 @@ def information_values(
                 name, "bank", bins.kind, stats, bins.ordered, bins.missing_bin, monotonic
             )
         )
+    check_peer_names([f.name for f in answer.features], "the bureau's information values")
     for feature in answer.features:
         values.append(_bureau_feature(feature, private_key, public_key, rows, monotonic))
     values.sort(key=lambda v: -v.iv)

@@ -34,7 +34,7 @@ from protocols import explain, psi, scorecard
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.errors import InputDataError, PeerError, ProtocolViolation
-from protocols.features import FeatureRecipe
+from protocols.features import FeatureRecipe, check_peer_names
 from protocols.ids import IdType, PreparedIds, normalise_column, prepare_ids
 from protocols.optim import OptimizerConfig, split_rows
 from xinrong.v1 import model_pb2 as pb
@@ -513,7 +513,7 @@ def train(
     if saved is not None:  # after accept: the share of the bureau's weights has its size
         history = trainer.restore(saved["state"])
         done.extend(history)
-    chosen = list(accepted_pb.bureau_features)
+    chosen = check_peer_names(accepted_pb.bureau_features, "the bureau's model features")
     say(
         f"training on {len(train_rows):,} rows ({len(validation_rows):,} held back): "
         f"{x.shape[1] - 1} bank columns, {trainer.bureau_columns} bureau columns from "
@@ -1159,6 +1159,7 @@ def bureau_features(connection: BureauConnection) -> list[dict[str, str]]:
             pb.ListFeaturesRequest(), timeout=60, metadata=connection.metadata
         ),
     )
+    check_peer_names([f.name for f in catalogue.features], "the bureau's catalogue")
     return [
         {"name": f.name, "kind": f.kind, "description": f.description} for f in catalogue.features
     ]

@@ -10,6 +10,7 @@ values a level of their own; levels are standardised like numbers.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import InputDataError
+from .errors import InputDataError, ProtocolViolation
 
 CLIP_QUANTILE = 0.005
 MAX_LEVELS = 30  # categories kept per text column
@@ -139,6 +140,31 @@ def _fit_column(name: str, column: pa.ChunkedArray) -> ColumnRecipe:
     recipe.means = means.tolist()
     recipe.stds = np.where(stds > 1e-12, stds, 1.0).tolist()
     return recipe
+
+
+MAX_NAME_LENGTH = 128
+# A spreadsheet reads a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+def check_peer_names(names: Iterable[str], what: str) -> list[str]:
+    """Feature names from the other party, before they reach the bank's files (CSV and
+    Excel cells, reports): printable, at most 128 characters, none a spreadsheet would run
+    as a formula, none twice."""
+    out = list(names)
+    for name in out:
+        if not (
+            0 < len(name) <= MAX_NAME_LENGTH
+            and name.isprintable()
+            and not name.startswith(FORMULA_STARTS)
+        ):
+            raise ProtocolViolation(
+                f"{what}: the name {name[:40]!r} is not a feature name (printable, at most "
+                f"{MAX_NAME_LENGTH} characters, not starting with {' '.join(FORMULA_STARTS)})"
+            )
+    if len(set(out)) != len(out):
+        raise ProtocolViolation(f"{what}: a feature is named twice")
+    return out
 
 
 @dataclass

@@ -379,3 +379,30 @@ def test_convergence_warning():
     assert convergence_warning([0.6, 0.5, 0.4999999], 3) is None  # levelled off
     assert convergence_warning([0.6, 0.5, 0.52], 3) is None
     assert convergence_warning([0.6, 0.5], 5) is None  # early stopping ended it
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ['=HYPERLINK("http://x","点击")', "tax_paid"],
+        ["+1+1"],
+        ["-2+3"],
+        ["@SUM(A1)"],
+        ["tax\tpaid"],
+        [""],
+        ["x" * 129],
+        ["tax_paid", "tax_paid"],
+    ],
+)
+def test_bureau_feature_names_that_a_spreadsheet_would_run_are_refused(names):
+    """The bureau's names go into the bank's scores.csv, iv.csv and reports: a name a
+    spreadsheet would read as a formula is refused where it arrives."""
+    from protocols.errors import ProtocolViolation
+    from protocols.features import check_peer_names
+
+    with pytest.raises(ProtocolViolation):
+        check_peer_names(names, "the bureau's catalogue")
+    assert check_peer_names(["纳税信用等级", "court_judgements_3y"], "x") == [
+        "纳税信用等级",
+        "court_judgements_3y",
+    ]
