@@ -8,6 +8,7 @@ over gRPC and writes the bank's half of the model.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import secrets
@@ -246,6 +247,13 @@ class TrainingJob:
             raise InputDataError(
                 f"the job {job_id} was trained from a table in memory: train it again "
                 "(resuming reads the bank's file named in the checkpoint)"
+            )
+        digest = saved.get("data_sha256")  # absent from checkpoints of older versions
+        if digest is not None and _file_digest(saved["data"]) != digest:
+            raise InputDataError(
+                f"{saved['data']} has changed since job {job_id} started (its SHA-256 "
+                "differs): a resume must read the same rows; put the original file back, or "
+                "start a new job"
             )
         certified = certs.certified_bank_id(tls_dir) if tls_dir is not None else saved["bank_id"]
         if certified != saved["bank_id"]:
@@ -488,6 +496,7 @@ def train(
         "bureau": bureau,
         "bank_id": bank_id,
         "data": None if data is None else str(Path(data).resolve()),
+        "data_sha256": saved.get("data_sha256") if saved else _file_digest(data),
         "id_column": id_column,
         "id_type": id_type.value,
         "label": label,
@@ -784,6 +793,7 @@ def train_job(
     if resume is not None:
         job = TrainingJob.resumed(model_dir, resume, bureau, tls_dir, allow_test_keys)
     else:
+        _refuse_a_held_checkpoint(model_dir)
         job = TrainingJob(
             bureau=bureau,
             bank_id=bank_id,
@@ -854,6 +864,34 @@ def _ends_with_the_bureau(model_dir: str | Path, job_id: str) -> Iterator[None]:
         )
         ended.status = exc.status
         raise ended from None
+
+
+def _refuse_a_held_checkpoint(model_dir: str | Path) -> None:
+    """A new job would overwrite the checkpoint of an interrupted one (its key, its epochs):
+    the bank says so instead, with the command that resumes it."""
+    path = Path(model_dir) / CHECKPOINT_FILE
+    if not path.exists():
+        return
+    try:
+        held = json.loads(path.read_text()).get("job_id", "?")
+    except (OSError, ValueError, AttributeError):
+        held = "?"
+    raise InputDataError(
+        f"{model_dir} holds the checkpoint of the interrupted job {held}: resume it with "
+        f"`bank-node train --resume {held} --model-dir {model_dir}`, or delete {path} (it "
+        "holds that job's key) or choose another --model-dir to start a new job"
+    )
+
+
+def _file_digest(path: str | Path | None) -> str | None:
+    """SHA-256 of the bank's data file (None for a table in memory): a resume checks it."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise InputDataError(f"{path}: cannot read the bank's data file ({exc})") from None
 
 
 def _load_checkpoint(model_dir: str | Path, job_id: str) -> dict[str, Any]:

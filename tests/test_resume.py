@@ -239,6 +239,40 @@ def test_scores_refused_after_the_bureau_finished_the_job(reference, monkeypatch
     _same_model(model, state, reference)
 
 
+def test_a_resume_refuses_a_data_file_that_changed(reference, tmp_path):
+    """The checkpoint keeps the data file's SHA-256: a resume that would read other rows
+    (the file replaced, re-exported, edited) is refused before anything is sent."""
+    from protocols.errors import InputDataError
+
+    root, city, _, _ = reference
+    data = tmp_path / "clients.csv"
+    shutil.copy(city["bank"], data)
+    limits = vlr.TrainingLimits(allow_test_keys=True)
+
+    def stop(record: vlr.EpochRecord) -> None:
+        raise Interrupted
+
+    settings = dict(patience=99, seed=3, key_bits=768, allow_test_keys=True, workers=0)
+    with BureauNode(
+        city["bureau"], "uscc", tmp_path / "state", workers=0, training_limits=limits
+    ) as node:
+        node.start("127.0.0.1:0")
+        address = f"127.0.0.1:{node.port}"
+        with pytest.raises(Interrupted):
+            train_job(address, data, "uscc", "y", tmp_path / "m", "bank-r", epochs=2,
+                      quiet=True, on_epoch=stop, **settings)  # fmt: skip
+        job = json.loads((tmp_path / "m" / "checkpoint.json").read_text())["job_id"]
+        data.write_text(data.read_text().replace(",1\n", ",0\n", 5))  # five labels changed
+        with pytest.raises(InputDataError, match="has changed since job"):
+            train_job(address, "", "", "", tmp_path / "m", "bank-r", allow_test_keys=True,
+                      workers=0, quiet=True, resume=job)  # fmt: skip
+        # and a new job into the same directory does not overwrite the interrupted one's
+        with pytest.raises(InputDataError, match=f"--resume {job}"):
+            train_job(address, data, "uscc", "y", tmp_path / "m", "bank-r", epochs=1,
+                      quiet=True, **settings)  # fmt: skip
+        assert json.loads((tmp_path / "m" / "checkpoint.json").read_text())["job_id"] == job
+
+
 def _wait_for_a_decryption_in(state: Path, job: str, epoch: int, process) -> None:
     """Until the bureau's ledger shows a step of ``epoch`` decrypted."""
     path = state / "jobs" / "bank-r" / f"{job}.ledger.json"
