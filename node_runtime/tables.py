@@ -6,6 +6,7 @@ through :func:`read_table`."""
 from __future__ import annotations
 
 import codecs
+import math
 import os
 import secrets
 from collections.abc import Callable, Sequence
@@ -26,6 +27,8 @@ PARQUET_SUFFIXES = {".parquet", ".pq"}
 EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"}
 # How much of a text file the encoding is guessed from (the whole file is still decoded).
 DETECT_BYTES = 1 << 20
+# What exports put in an empty numeric cell; in a column of numbers, a missing value.
+MISSING_MARKS = ("", "-", "--", "---", "—", "——", "/", "N/A", "NA", "#N/A", "NULL", "null")
 # GBK and GB2312 are subsets of GB18030: decoding with the superset never fails on a
 # character the narrower one has, and reads the few that exports add beyond GBK.
 _WIDEN = {"gb2312": "gb18030", "gbk": "gb18030", "cp936": "gb18030", "hz": "gb18030"}
@@ -142,6 +145,9 @@ def read_table(
                     column_types={id_column: pa.string()},
                     include_columns=wanted,
                     include_missing_columns=False,
+                    # a numeric column with "-" for its empty cells stays numeric; text
+                    # columns keep these marks as they are
+                    null_values=[*pacsv.ConvertOptions().null_values, *MISSING_MARKS, " "],
                 ),
             )
         elif kind == "excel":
@@ -222,12 +228,38 @@ def _cell_text(value: Any) -> str:
     return str(value).strip()
 
 
+def _number(value: Any) -> int | float | None:
+    """A cell's number: a number, or text that is one (Excel's "number stored as text",
+    thousands separators allowed); None if it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    text = str(value).strip().replace(",", "")
+    if text.lstrip("-")[:1] == "0" and text.lstrip("-")[1:2].isdigit():
+        return None  # "007": a code kept as text for its leading zero, not a number
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _excel_column(values: list[Any], as_text: bool) -> pa.Array:
-    cells = [None if v == "" or v is None else v for v in values]
+    """Text, or numbers when every cell is a number, a number stored as text, or a mark of
+    a missing value (blank, "-", "--", "/"...: what exports put in an empty numeric cell)."""
+    cells = [None if v is None or str(v).strip() in MISSING_MARKS else v for v in values]
     present = [v for v in cells if v is not None]
-    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in present)
-    if as_text or not present or not numeric:
+    numbers = [_number(v) for v in present]
+    if as_text or not present or any(n is None for n in numbers):
+        cells = [None if v == "" or v is None else v for v in values]
         return pa.array([None if v is None else _cell_text(v) for v in cells], pa.string())
+    cells = [None if v is None else _number(v) for v in cells]
+    present = [v for v in cells if v is not None]
     if all(float(v).is_integer() for v in present):
         return pa.array([None if v is None else int(v) for v in cells], pa.int64())
     return pa.array([None if v is None else float(v) for v in cells], pa.float64())

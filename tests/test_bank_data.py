@@ -406,3 +406,33 @@ def test_bureau_feature_names_that_a_spreadsheet_would_run_are_refused(names):
         "纳税信用等级",
         "court_judgements_3y",
     ]
+
+
+def test_numeric_columns_with_dashes_and_numbers_stored_as_text_stay_numeric(tmp_path):
+    """Bank exports put "-" or "--" in an empty numeric cell, and Excel keeps numbers typed
+    as text: such a column is numbers with missing values, not a category. Codes kept as
+    text for their leading zeros stay text."""
+    import xlsxwriter
+
+    rows = [
+        ["统一社会信用代码", "授信额度", "逾期天数", "行业代码"],
+        ["91440300MA5F000001", 1200.5, "3", "001"],
+        ["91440300MA5F000002", "-", "--", "002"],
+        ["91440300MA5F000003", "1,300", 0, "017"],
+        ["91440300MA5F000004", 900, " ", "-"],
+    ]
+    path = tmp_path / "clients.xlsx"
+    book = xlsxwriter.Workbook(path)
+    sheet = book.add_worksheet()
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            sheet.write_string(i, j, value) if isinstance(value, str) else sheet.write(i, j, value)
+    book.close()
+    csv = tmp_path / "clients.csv"
+    csv.write_text("\n".join(",".join(str(v).replace(",", "") for v in r) for r in rows) + "\n")
+    for source in (path, csv):
+        table = tables.read_table(source, "统一社会信用代码")
+        assert table.column("授信额度").to_pylist() == [1200.5, None, 1300, 900], source
+        assert table.column("逾期天数").to_pylist() == [3, None, 0, None], source
+        if source is path:  # a CSV has no "stored as text": its codes are numbers there
+            assert table.column("行业代码").to_pylist() == ["001", "002", "017", "-"]
