@@ -289,7 +289,8 @@ class LookupClient:
             self._remembered = None
 
     def points(self, ids: Sequence[str]) -> list[bytes]:
-        """``H(x)^b`` for each ID (normalised); see :meth:`reusing_points`."""
+        """``H(x)^k`` for each ID (normalised), ``k`` the bureau's lookup key for this bank;
+        see :meth:`reusing_points`."""
         if self._remembered is None:
             return self._evaluate_all(ids)
         missing = [x for x in dict.fromkeys(ids) if x not in self._remembered]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import signal
@@ -174,6 +175,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                 for item in node.store.prepare_bank(bank_id, node.executor):
                     if isinstance(item, tuple):
                         bars(f"tags for {bank_id}", *item)
+                # the lookup key's points too, so a first lookup does not wait for them
+                node.store.lookup_points(
+                    bank_id,
+                    node.executor,
+                    functools.partial(bars, f"lookup points for {bank_id}"),
+                )
             banks.append({"bank_id": bank_id, "key_epoch": node.store.key_epoch(bank_id)})
     finally:
         node.stop()

@@ -13,14 +13,14 @@ What the bureau learns, call by call:
 - ``FetchTable``: which table version the bank downloads (the same bytes whichever IDs it
   holds). On record.
 
-What the bank learns: with ``(H(x)^a)^b`` it gets ``H(x)^b`` for the IDs it asked about and
+What the bank learns: with ``(H(x)^a)^k`` it gets ``H(x)^k`` for the IDs it asked about and
 opens exactly their entries (and learns which of them the bureau holds: that is the point of
 a lookup). It learns the table's size, nothing of other enterprises' payloads (each is
-encrypted under a key from a point it cannot compute without ``b``). A curious bank with
+encrypted under a key from a point it cannot compute without ``k``). A curious bank with
 legitimate inputs: USCCs are public, so a bank could look up enterprises that are not its
 clients; every point costs quota and is on record, which is how the platform bounds and bills
-its products today. Points evaluated through PSI in the same key epoch open the same entries:
-both are charged per ID.
+its products today. ``k`` is the bank's lookup scalar, not its PSI scalar ``b``: PSI's
+``Exponentiate`` is charged to ``daily_psi_ids``, and its answers open no lookup entry.
 """
 
 from __future__ import annotations

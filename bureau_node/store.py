@@ -8,15 +8,22 @@ Layout under ``--state-dir``::
     points.npy              H(id) for each, 32 bytes (append-only, aligned with ids.npy)
     active.npy              which of them are in the current data file
     bureau-rejects.csv      invalid rows of the current data file
-    banks/<bank>/key-<epoch>      the bank's secret scalar b (mode 0600)
-    banks/<bank>/tags-<epoch>.npy tag of H(id)^b per stored ID (a prefix of ids.npy)
-    banks/<bank>/oprf-<epoch>.npy H(id)^b per stored ID, the keys of lookup tables (0600)
-    banks/<bank>/epoch            the current key epoch
+    banks/<bank>/key-<epoch>        the bank's PSI scalar b (mode 0600)
+    banks/<bank>/lookup-key-<epoch> the bank's lookup OPRF scalar k, independent of b (0600)
+    banks/<bank>/tags-<epoch>.npy   PSI tag of H(id)^b per stored ID (a prefix of ids.npy)
+    banks/<bank>/oprf-<epoch>.npy   H(id)^k per stored ID, the keys of lookup tables (0600)
+    banks/<bank>/epoch              the current key epoch
     sessions/<id>.json      one finished session: bank, sizes, matched count
     sessions/<id>.matched.csv  the bureau's matched IDs (reveal mode BOTH)
 
 Adding or removing IDs from the data file costs only the added IDs: hashes and tags are
 never recomputed for an ID the store already holds.
+
+Two scalars per bank and key epoch, because PSI and lookups are charged to different quotas:
+with one scalar, ``(H(x)^a)^b`` from PSI's ``Exponentiate`` (``daily_psi_ids``) would unblind
+to the ``H(x)^b`` that opens lookup tables (``daily_lookup_ids``). A state directory of an
+earlier version has only ``key-<epoch>``, which served both: :meth:`BureauStore.__init__`
+moves such a bank to a new key epoch (see :meth:`BureauStore._retire_shared_keys`).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +44,14 @@ import numpy as np
 import pyarrow as pa
 
 from node_runtime import tables
-from protocols import group, psi
-from protocols.errors import InputDataError, PolicyViolation, QuotaExceeded, UnknownSession
+from protocols import group, lookup, psi
+from protocols.errors import (
+    InputDataError,
+    PolicyViolation,
+    QuotaExceeded,
+    StaleKeyEpoch,
+    UnknownSession,
+)
 from protocols.ids import IdReject, IdType, IdWarning, prepare_ids
 
 log = logging.getLogger(__name__)
@@ -74,11 +87,10 @@ def ids_as_strings(ids: np.ndarray) -> pa.Array:
 
 @dataclass(frozen=True)
 class LookupPoints:
-    """What the bureau seals a lookup table with: its current enterprises, their
-    ``H(id)^b`` for one bank's key epoch, and the scalar ``b`` itself (for the OPRF)."""
+    """What the bureau seals a lookup table with: its current enterprises and their
+    ``H(id)^k`` under one bank's lookup scalar ``k`` of a key epoch."""
 
     key_epoch: int
-    scalar: bytes = field(repr=False)
     ids: np.ndarray  # the current enterprises, UTF-8 bytes
     positions: np.ndarray  # their positions in the store (stable: IDs are only appended)
     every_point: np.ndarray  # (stored IDs, 32) uint8: every ID's point, current or not
@@ -116,6 +128,7 @@ class BureauStore:
         self._epoch_paths: dict[str, str] = {}
         self._epochs: dict[str, tuple[tuple[int, int, int], int]] = {}
         self.summary: DatasetSummary | None = None
+        self._retire_shared_keys()
 
     # -- the dataset ------------------------------------------------------------------
 
@@ -284,39 +297,90 @@ class BureauStore:
         self._epochs[bank_id] = (seen, epoch)
         return epoch
 
-    def _key(self, bank_id: str, epoch: int) -> bytes:
-        path = self._bank_dir(bank_id) / f"key-{epoch}"
-        if path.exists():
-            key = path.read_bytes()
+    def _keys(self, bank_id: str, epoch: int) -> tuple[bytes, bytes]:
+        """The bank's PSI scalar and lookup scalar of ``epoch``, both made on first use
+        (with the bank's lock held). The lookup key is written first, so a PSI key without
+        one is only ever a key epoch of an earlier version, whose one scalar served both."""
+        directory = self._bank_dir(bank_id)
+        psi_path, lookup_path = directory / f"key-{epoch}", directory / f"lookup-key-{epoch}"
+        if not (psi_path.exists() and lookup_path.exists()):
+            current = self.key_epoch(bank_id)
+            if epoch != current:  # rotated by another process since the caller asked
+                raise StaleKeyEpoch(
+                    f"key epoch {epoch} of bank {bank_id} has ended; the bureau's is now "
+                    f"{current}: list the tables again"
+                )
+        if not lookup_path.exists():
+            if psi_path.exists():  # not retired at start: another process wrote it since
+                now = self._rotate(bank_id)
+                raise StaleKeyEpoch(
+                    f"bank {bank_id}'s key epoch {epoch} had one scalar for PSI and lookups "
+                    f"(an earlier version's state); it is now key epoch {now} with separate "
+                    "keys: list the tables again and download their new versions"
+                )
+            tables.atomic_write_bytes(lookup_path, group.random_scalar(), mode=0o600)
+        if not psi_path.exists():
+            tables.atomic_write_bytes(psi_path, group.random_scalar(), mode=0o600)
+            tables.atomic_write_bytes(directory / "epoch", str(epoch).encode())
+        keys = psi_path.read_bytes(), lookup_path.read_bytes()
+        for key in keys:
             group.check_scalar(key)
-            return key
-        key = group.random_scalar()
-        tables.atomic_write_bytes(path, key, mode=0o600)
-        tables.atomic_write_bytes(self._bank_dir(bank_id) / "epoch", str(epoch).encode())
-        return key
+        if keys[0] == keys[1]:  # only a hand-copied file could do this: refuse to serve it
+            raise ValueError(f"{lookup_path} is the PSI key {psi_path}; rotate the bank's key")
+        return keys
 
     def lookup_scalar(self, bank_id: str, epoch: int) -> bytes:
-        """The bank's secret scalar of ``epoch`` (the OPRF key of its lookups); a key never
-        changes within its epoch, so it is read from disk once."""
+        """The bank's lookup OPRF key of ``epoch`` (never its PSI scalar: PSI's cheaper
+        quota would otherwise open lookup tables); a key never changes within its epoch,
+        so it is read from disk once."""
         cached = self._scalars.get((bank_id, epoch))
         if cached is not None:
             return cached
         with self._lock(bank_id):
-            scalar = self._key(bank_id, epoch)
+            scalar = self._keys(bank_id, epoch)[1]
         self._scalars[(bank_id, epoch)] = scalar
         return scalar
 
     def rotate_key(self, bank_id: str) -> int:
-        """Start a new key epoch for a bank: a new secret scalar, tags recomputed on use."""
+        """Start a new key epoch for a bank: new secret scalars, tags and OPRF points
+        recomputed on use."""
         with self._lock(bank_id):
-            old = self.key_epoch(bank_id)
-            directory = self._bank_dir(bank_id)
-            for name in (f"key-{old}", f"tags-{old}.npy", f"oprf-{old}.npy"):
-                (directory / name).unlink(missing_ok=True)
-            tables.atomic_write_bytes(directory / "epoch", str(old + 1).encode())
-            self._tables.pop(bank_id, None)
-            self._scalars.pop((bank_id, old), None)
-            return old + 1
+            return self._rotate(bank_id)
+
+    def _rotate(self, bank_id: str) -> int:
+        old = self.key_epoch(bank_id)
+        directory = self._bank_dir(bank_id)
+        for name in (f"key-{old}", f"lookup-key-{old}", f"tags-{old}.npy", f"oprf-{old}.npy"):
+            (directory / name).unlink(missing_ok=True)
+        tables.atomic_write_bytes(directory / "epoch", str(old + 1).encode())
+        self._tables.pop(bank_id, None)
+        self._scalars.pop((bank_id, old), None)
+        return old + 1
+
+    def _retire_shared_keys(self) -> None:
+        """Move every bank whose current key epoch has a PSI key and no lookup key (written
+        by a version whose one scalar served both PSI and lookups) to a new key epoch. Its
+        lookup tables, sealed under the old scalar, are rebuilt under the new lookup key;
+        a bank's kept copies name the old epoch, so it downloads them anew instead of
+        opening nothing, and its points of the old epoch are refused as stale. The old
+        scalar is deleted: a bank may hold PSI answers under it for any number of IDs."""
+        for directory in sorted((self.root / "banks").iterdir()):
+            if not directory.is_dir():
+                continue
+            bank_id = directory.name
+            epoch = self.key_epoch(bank_id)
+            if (directory / f"key-{epoch}").exists() and not (
+                directory / f"lookup-key-{epoch}"
+            ).exists():
+                now = self.rotate_key(bank_id)
+                log.warning(
+                    "bank %s: key epoch %d used one scalar for PSI and lookups (a state "
+                    "directory of an earlier version); moved to key epoch %d with a lookup "
+                    "key of its own: its lookup tables are rebuilt and downloaded anew",
+                    bank_id,
+                    epoch,
+                    now,
+                )
 
     def prepare_bank(
         self, bank_id: str, executor: Executor | None = None
@@ -329,8 +393,8 @@ class BureauStore:
                 yield cached[1]
                 return
             epoch = self.key_epoch(bank_id)
-            scalar = self._key(bank_id, epoch)
-            tags = yield from self._prepare_epoch(bank_id, epoch, scalar, executor)
+            scalar = self._keys(bank_id, epoch)[0]
+            tags = yield from self._prepare_tags(bank_id, epoch, scalar, executor)
             active_tags = tags[self._active]
             order = np.argsort(active_tags, kind="stable")
             table = psi.BureauTagTable(
@@ -342,52 +406,59 @@ class BureauStore:
             self._tables[bank_id] = (self._version, table)
             yield table
 
-    def _prepare_epoch(
+    def _prepare_tags(
         self, bank_id: str, epoch: int, scalar: bytes, executor: Executor | None
     ) -> Generator[tuple[int, int], None, np.ndarray]:
-        """Bring the epoch's tags and OPRF points (``H(id)^b``, which key the lookup tables)
-        up to the store's IDs, yielding progress; returns the tags. Only IDs without both
-        are computed (a store from before lookups has tags and no points: it gets both)."""
-        directory = self._bank_dir(bank_id)
-        tags_path, points_path = directory / f"tags-{epoch}.npy", directory / f"oprf-{epoch}.npy"
-        tags = _load_array(tags_path) if tags_path.exists() else np.zeros(0, psi.TAG_DTYPE)
-        points = (
-            _load_array(points_path)
-            if points_path.exists()
-            else np.zeros((0, group.POINT_BYTES), np.uint8)
-        )
-        first = min(tags.size, points.shape[0])
-        if first > self._ids.size:  # the store was rebuilt under this table
-            first = 0
+        """Bring the epoch's PSI tags (of ``H(id)^b``) up to the store's IDs, yielding
+        progress; only IDs without a tag are computed."""
+        path = self._bank_dir(bank_id) / f"tags-{epoch}.npy"
+        tags = _load_array(path) if path.exists() else np.zeros(0, psi.TAG_DTYPE)
+        first = tags.size if tags.size <= self._ids.size else 0  # 0: the store was rebuilt
         missing = self._ids.size - first
         if missing:
             log.info("bank %s, key epoch %d: preparing tags for %d IDs", bank_id, epoch, missing)
             spans = list(psi.chunk_offsets(missing, PREPARE_CHUNK))
             chunks = (self._points[first + a : first + b].tobytes() for a, b in spans)
-            fresh_tags = np.empty(missing, dtype=psi.TAG_DTYPE)
-            fresh_points = np.empty((missing, group.POINT_BYTES), dtype=np.uint8)
-            for (a, b), (done_points, done_tags) in zip(
-                spans, psi.prepare_points(scalar, chunks, executor)
-            ):
-                fresh_tags[a:b] = np.frombuffer(done_tags, dtype=psi.TAG_DTYPE)
-                fresh_points[a:b] = np.frombuffer(done_points, np.uint8).reshape(b - a, -1)
+            fresh = np.empty(missing, dtype=psi.TAG_DTYPE)
+            for (a, b), done in zip(spans, psi.prepare_tags(scalar, chunks, executor)):
+                fresh[a:b] = np.frombuffer(done, dtype=psi.TAG_DTYPE)
                 yield (b, missing)
-            tags = np.concatenate([tags[:first], fresh_tags])
-            points = np.concatenate([points[:first], fresh_points])
-            _save_array(tags_path, tags)
-            _save_array(points_path, points)
+            tags = np.concatenate([tags[:first], fresh])
+            _save_array(path, tags)
         return tags
 
-    def lookup_points(self, bank_id: str, executor: Executor | None = None) -> LookupPoints:
-        """The bureau's current enterprises and their OPRF points ``H(id)^b`` under this
-        bank's key epoch, in store order (prepared first if need be)."""
-        self.tag_table(bank_id, executor)
+    def lookup_points(
+        self, bank_id: str, executor: Executor | None = None, progress: Progress = _no_progress
+    ) -> LookupPoints:
+        """The bureau's current enterprises and their OPRF points ``H(id)^k`` under this
+        bank's lookup scalar of its key epoch, in store order; only IDs without a point are
+        computed (one scalar multiplication each, with the worker pool)."""
         with self._lock(bank_id):
             epoch = self.key_epoch(bank_id)
-            points = _load_array(self._bank_dir(bank_id) / f"oprf-{epoch}.npy")
+            scalar = self._keys(bank_id, epoch)[1]
+            path = self._bank_dir(bank_id) / f"oprf-{epoch}.npy"
+            points = (
+                _load_array(path) if path.exists() else np.zeros((0, group.POINT_BYTES), np.uint8)
+            )
+            first = points.shape[0] if points.shape[0] <= self._ids.size else 0
+            missing = self._ids.size - first
+            if missing:
+                log.info(
+                    "bank %s, key epoch %d: preparing lookup points for %d IDs",
+                    bank_id,
+                    epoch,
+                    missing,
+                )
+                spans = list(psi.chunk_offsets(missing, PREPARE_CHUNK))
+                chunks = (self._points[first + a : first + b].tobytes() for a, b in spans)
+                fresh = np.empty((missing, group.POINT_BYTES), dtype=np.uint8)
+                for (a, b), done in zip(spans, lookup.oprf_points(scalar, chunks, executor)):
+                    fresh[a:b] = np.frombuffer(done, np.uint8).reshape(b - a, group.POINT_BYTES)
+                    progress(b, missing)
+                points = np.concatenate([points[:first], fresh])
+                _save_array(path, points)
             return LookupPoints(
                 key_epoch=epoch,
-                scalar=self._key(bank_id, epoch),
                 ids=self._ids[self._active],
                 positions=np.flatnonzero(self._active),
                 every_point=points[: self._ids.size],

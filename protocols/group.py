@@ -100,12 +100,3 @@ def exponentiate_and_tag(
 ) -> bytes:
     """Tags of ``P^scalar``: the bureau's preparation and the bank's unblinding end here."""
     return tag_points(exponentiate(scalar, chunk, what, first_index))
-
-
-def exponentiate_keeping_points(
-    scalar: bytes, chunk: bytes, what: str = "point", first_index: int = 0
-) -> tuple[bytes, bytes]:
-    """``P^scalar`` and its tags: the bureau keeps the points, which key its lookup tables
-    (design notes, section 8), as well as the tags it sends."""
-    points = exponentiate(scalar, chunk, what, first_index)
-    return points, tag_points(points)

@@ -1,14 +1,17 @@
 """Private lookups: labelled unbalanced PSI (PSI with payloads), design notes section 8.
 
-The bureau already holds ``H(y)^b`` for every enterprise ``y`` (its PSI preparation for one
-bank and key epoch); the bank obtains ``H(x)^b`` for each of its own IDs from an ordinary
-PSI exchange (it sends ``H(x)^a``, gets ``H(x)^ab`` back and unblinds). Both sides derive from
-that point a lookup tag and a per-enterprise key; the bureau publishes, for all of its
-enterprises, ``tag -> AEAD(key, payload)``, and the bank can open exactly the entries of IDs
-it holds. This is the OPRF-based labelled PSI of Chen, Huang, Laine, Rindal, "Labeled PSI
-from Fully Homomorphic Encryption with Malicious Security" (CCS 2018, section 2.4's "labels
-encrypted under keys derived from the OPRF output"), as SecretFlow's unbalanced PSI also
-ships it, with the 2HashDH OPRF of the PSI (Jarecki, Kiayias, Krawczyk, ASIACRYPT 2014).
+The bureau holds ``H(y)^k`` for every enterprise ``y`` under a lookup scalar ``k`` of one
+bank and key epoch (:func:`oprf_points`); the bank obtains ``H(x)^k`` for each of its own IDs
+from the same exchange as PSI's (it sends ``H(x)^a``, gets ``H(x)^ak`` back and unblinds),
+but against ``k``, not the PSI scalar ``b``: PSI's answers are charged to another, larger
+quota, and with one scalar they would open lookup tables. Both sides derive from that point
+a lookup tag and a per-enterprise key; the bureau publishes, for all of its enterprises,
+``tag -> AEAD(key, payload)``, and the bank can open exactly the entries of IDs it holds.
+This is the OPRF-based labelled PSI of Chen, Huang, Laine, Rindal, "Labeled PSI from Fully
+Homomorphic Encryption with Malicious Security" (CCS 2018, section 2.4's "labels encrypted
+under keys derived from the OPRF output"), as SecretFlow's unbalanced PSI also ships it,
+with the 2HashDH OPRF of the PSI (Jarecki, Kiayias, Krawczyk, ASIACRYPT 2014) under a key
+of its own.
 
 - Key: HKDF-SHA256 (RFC 5869, ``cryptography``) of the point, with a salt naming the
   protocol, and an info string naming the product, the entry's revision (the table version
@@ -22,8 +25,8 @@ ships it, with the 2HashDH OPRF of the PSI (Jarecki, Kiayias, Krawczyk, ASIACRYP
 - Tag: 8 bytes of ``SHA-256(domain || point)`` with a domain of its own, so lookup tags are
   not the PSI's tags (a table does not tell which PSI tag it belongs to).
 
-What each side learns: the bureau, the number of points the bank blinded (the PSI step, on
-record and counted against a quota); the bank, the payloads of the IDs it holds, and the
+What each side learns: the bureau, the number of points the bank blinded (the OPRF step, on
+record and counted against the lookup quota); the bank, the payloads of the IDs it holds, and the
 table's size. A payload is a projection of the bureau's data: which products a bank may look
 up is the bureau's policy.
 """
@@ -68,7 +71,7 @@ class EntryNotAuthentic(ProtocolViolation):
 @dataclass(frozen=True)
 class TableVersion:
     """What a lookup table is of: a product (``size_class``, ``model_<id>`` ...), its
-    version (a new one whenever any payload changes) and the PSI key epoch."""
+    version (a new one whenever any payload changes) and the bank's key epoch."""
 
     product: str
     version: int
@@ -131,7 +134,7 @@ def seal_table(
 
 
 def open_entry(point: bytes, sealed: bytes, table: TableVersion) -> bytes:
-    """The bank opens the entry of an ID it holds (``point`` is its unblinded ``H(x)^b``)."""
+    """The bank opens the entry of an ID it holds (``point`` is its unblinded ``H(x)^k``)."""
     if not AEAD_OVERHEAD <= len(sealed) <= MAX_PAYLOAD_BYTES + AEAD_OVERHEAD:
         raise ProtocolViolation(f"a sealed entry of {len(sealed)} bytes is out of range")
     tag = lookup_tag(point)
@@ -405,7 +408,7 @@ def blind(identifiers: Sequence[bytes]) -> BlindedQuery:
 
 
 def unblind(query: BlindedQuery, evaluated: bytes) -> list[bytes]:
-    """``H(x)^b`` for each ID of the query, from the bureau's ``(H(x)^a)^b``: one point per
+    """``H(x)^k`` for each ID of the query, from the bureau's ``(H(x)^a)^k``: one point per
     ID asked, each a valid group element (else :class:`InvalidGroupElement`)."""
     if len(evaluated) != query.count * POINT_BYTES:
         raise ProtocolViolation(
@@ -415,8 +418,16 @@ def unblind(query: BlindedQuery, evaluated: bytes) -> list[bytes]:
     return group.split_points(group.exponentiate(inverse, evaluated, "evaluated point"))
 
 
+def oprf_points(
+    scalar: bytes, points: Iterable[bytes], executor: Executor | None = None
+) -> Iterator[bytes]:
+    """The bureau's one-time work per (bank, key epoch) for its tables: ``H(y)^k`` under the
+    lookup scalar ``k`` for chunks of precomputed ``H(y)``, one chunk out per chunk in."""
+    return psi.ordered_map(executor, group.exponentiate, ((scalar, c) for c in points))
+
+
 def evaluate(scalar: bytes, blinded: bytes, max_points: int) -> bytes:
-    """The bureau's side: ``P^b`` for every blinded point, each checked to be a group element
+    """The bureau's side: ``P^k`` for every blinded point, each checked to be a group element
     (libsodium's decoding) and the count within ``max_points``."""
     count = len(blinded) // POINT_BYTES
     if len(blinded) % POINT_BYTES:

@@ -179,13 +179,6 @@ def prepare_tags(
     return ordered_map(executor, group.exponentiate_and_tag, ((scalar, c) for c in points))
 
 
-def prepare_points(
-    scalar: bytes, points: Iterable[bytes], executor: Executor | None = None
-) -> Iterator[tuple[bytes, bytes]]:
-    """:func:`prepare_tags`, keeping the points ``H(y)^b`` too: ``(points, tags)`` per chunk."""
-    return ordered_map(executor, group.exponentiate_keeping_points, ((scalar, c) for c in points))
-
-
 def check_request(request: PsiRequest, limits: PsiLimits) -> None:
     """The bureau's checks on a session request, before any work is done for it."""
     if request.protocol != PROTOCOL:

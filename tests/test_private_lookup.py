@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 from bank_node.client import BureauConnection
@@ -24,11 +25,14 @@ from bureau_node.audit import AuditLog
 from bureau_node.lookup_service import PrivateLookupServicer
 from bureau_node.products import ProductData
 from bureau_node.server import BureauNode
-from protocols import group, lookup, products
+from bureau_node.store import BureauStore
+from node_runtime import tables
+from protocols import group, lookup, products, psi
 from protocols import vertical_lr as vlr
-from protocols.errors import InputDataError, PeerError, QuotaExceeded
+from protocols.errors import InputDataError, PeerError, QuotaExceeded, StaleKeyEpoch
 from protocols.ids import IdType, normalise_column, prepare_ids
 from xinrong.synthetic import generate_city, write_city
+from xinrong.v1 import lookup_pb2, psi_pb2
 
 TEST_KEYS = {"key_bits": 768, "allow_test_keys": True}
 
@@ -75,7 +79,8 @@ def bureau(city, trace, tmp_path_factory):
         "[defaults]\nmin_intersection = 100\ndaily_lookup_ids = 50000\n\n"
         '[banks.bank-a]\nmax_lookup_streams = 3\n\n[banks.bank-b]\nproducts = ["size_class"]\n\n'
         "[banks.bank-poor]\ndaily_lookup_ids = 10\n\n"
-        "[banks.bank-poor-online]\ndaily_lookup_ids = 10\n"
+        "[banks.bank-poor-online]\ndaily_lookup_ids = 10\n\n"
+        "[banks.bank-psi]\ndaily_lookup_ids = 10\n"
     )
     with pytest.MonkeyPatch.context() as patch:
         for name in ("ListTables", "Evaluate", "EvaluateStream", "FetchTable"):
@@ -389,6 +394,156 @@ def test_lookups_are_charged_to_a_quota(city, bureau, trained, tmp_path, bank, s
             client.points(ids[10:11])
         assert caught.value.status == "RESOURCE_EXHAUSTED"
     assert issubclass(QuotaExceeded, Exception)
+
+
+def bureau_ids(city: dict[str, Path], count: int) -> list[str]:
+    """IDs the bureau holds (its own data file's first ``count``)."""
+    column = pq.read_table(city["bureau"], columns=["uscc"]).column("uscc").slice(0, count)
+    return prepare_ids(column, IdType.USCC).ids
+
+
+def psi_points(connection: BureauConnection, ids: list[str]) -> tuple[list[bytes], int]:
+    """One PSI session in reveal mode ``bank`` over ``ids``, as a bank can run it by hand:
+    the unblinded answers of ``Exponentiate`` (``H(x)^b``, charged to ``daily_psi_ids``),
+    and how many of their tags the bureau's tag table holds (the PSI result)."""
+    stub, metadata = connection.psi, connection.metadata
+    request = psi_pb2.OpenSessionRequest(
+        protocol=psi.PROTOCOL, bank_set_size=len(ids), reveal=psi_pb2.REVEAL_MODE_BANK
+    )
+    updates = stub.OpenSession(request, timeout=60, metadata=metadata)
+    session = [u.opened for u in updates if u.HasField("opened")][-1].session_id
+    query = lookup.blind([x.encode() for x in ids])
+    blinded = psi_pb2.BlindedIds(session_id=session, offset=0, points=query.points)
+    answers = stub.Exponentiate(iter([blinded]), timeout=60, metadata=metadata)
+    points = lookup.unblind(query, b"".join(a.points for a in answers))
+    fetched = stub.FetchTags(psi_pb2.FetchTagsRequest(session_id=session), metadata=metadata)
+    held = set(np.concatenate([psi.tags_of(t.tags) for t in fetched]).tolist())
+    tags = psi.tags_of(group.tag_points(b"".join(points))).tolist()
+    return points, sum(t in held for t in tags)
+
+
+def test_psi_answers_open_no_lookup_entry_so_the_lookup_quota_holds(
+    city, bureau, trained, tmp_path
+):
+    """The review's attack: PSI's ``Exponentiate`` is the same exchange as ``Evaluate`` and
+    is charged to ``daily_psi_ids``, not ``daily_lookup_ids``. Under one scalar its answers
+    opened every lookup entry of the IDs sent; under a lookup key of its own they open none,
+    while PSI itself and the lookups still work and the lookup quota still stops Evaluate."""
+    address = f"127.0.0.1:{bureau.port}"
+    ids = bureau_ids(city, 300)
+    with BureauConnection(address, "bank-psi") as connection:
+        client = LookupClient(connection, tmp_path / "psi")
+        table = client.table("size_class")
+        assert all(p is not None for p in table.open(client.points(ids[:10])))
+        with pytest.raises(PeerError, match="daily_lookup_ids") as caught:
+            client.points(ids[10:11])
+        assert caught.value.status == "RESOURCE_EXHAUSTED"
+        points, matched = psi_points(connection, ids)
+        assert matched == len(ids)  # the PSI found every ID
+        assert sum(p is not None for p in table.open(points)) == 0
+    # a model's table (u_B and reason codes of every enterprise) is out of reach the same way
+    model = load_model(trained)
+    with BureauConnection(address, "bank-a") as connection:
+        client = LookupClient(connection, tmp_path / "a")
+        table = client.table(model_table(model["model_id"]))
+        points, matched = psi_points(connection, ids)
+        assert matched == len(ids)
+        assert sum(p is not None for p in table.open(points)) == 0
+        assert all(p is not None for p in table.open(client.points(ids)))
+    banks = bureau.store.root / "banks"
+    for bank in ("bank-psi", "bank-a"):
+        epoch = bureau.store.key_epoch(bank)
+        psi_key, lookup_key = banks / bank / f"key-{epoch}", banks / bank / f"lookup-key-{epoch}"
+        assert psi_key.read_bytes() != lookup_key.read_bytes()
+        assert lookup_key.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_state_directory_with_one_scalar_moves_to_a_new_key_epoch(tmp_path, monkeypatch):
+    """A bureau of an earlier version keyed PSI and lookups with one scalar (``key-<epoch>``,
+    no ``lookup-key-<epoch>``), and its banks keep tables sealed under it. The new version
+    retires that epoch at start: the bank's kept tables name the old epoch, so it downloads
+    the new ones (not a silent "the bureau holds none of these"); PSI answers of either
+    epoch open nothing; a stale Evaluate is refused by name."""
+    city = write_city(generate_city(600, 200, seed=3, graph=False), tmp_path / "city")
+    ids = bureau_ids(city, 100)
+    state, kept = tmp_path / "state", tmp_path / "tables"
+
+    def one_scalar(self, bank_id: str, epoch: int) -> tuple[bytes, bytes]:
+        """The earlier version's key: ``key-<epoch>`` alone, for PSI and lookups alike."""
+        path = self._bank_dir(bank_id) / f"key-{epoch}"
+        if not path.exists():
+            tables.atomic_write_bytes(path, group.random_scalar(), mode=0o600)
+            tables.atomic_write_bytes(self._bank_dir(bank_id) / "epoch", str(epoch).encode())
+        return path.read_bytes(), path.read_bytes()
+
+    def start() -> BureauNode:
+        node = BureauNode(city["bureau"], "uscc", state, workers=0, registry=city["registry"])
+        node.start("127.0.0.1:0")
+        return node
+
+    with monkeypatch.context() as patch:
+        patch.setattr(BureauStore, "_keys", one_scalar)
+        old = start()
+        try:
+            with BureauConnection(f"127.0.0.1:{old.port}", "bank-a") as connection:
+                client = LookupClient(connection, kept)
+                before = client.table("size_class").open(client.points(ids))
+                old_psi, _ = psi_points(connection, ids)
+                # the flaw under one scalar, as the review found it: PSI opens the entries
+                assert client.table("size_class").open(old_psi) == before
+        finally:
+            old.stop()
+    bank_dir = state / "banks" / "bank-a"
+    assert not (bank_dir / "lookup-key-1").exists() and (bank_dir / "oprf-1.npy").exists()
+
+    new = start()
+    try:
+        assert new.store.key_epoch("bank-a") == 2
+        assert not any((bank_dir / n).exists() for n in ("key-1", "oprf-1.npy", "tags-1.npy"))
+        with BureauConnection(f"127.0.0.1:{new.port}", "bank-a") as connection:
+            with pytest.raises(grpc.RpcError) as caught:
+                connection.lookup.Evaluate(
+                    lookup_pb2.BlindedPoints(key_epoch=1, points=lookup.blind([b"x"]).points),
+                    metadata=connection.metadata,
+                    timeout=10,
+                )
+            assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "key epoch 1" in caught.value.details()
+            client = LookupClient(connection, kept)
+            table = client.table("size_class")
+            assert table.version.key_epoch == 2
+            assert table.open(client.points(ids)) == before
+            new_psi, matched = psi_points(connection, ids)
+            assert matched == len(ids)
+            assert all(p is None for p in table.open(old_psi) + table.open(new_psi))
+        assert (bank_dir / "lookup-key-2").read_bytes() != (bank_dir / "key-2").read_bytes()
+    finally:
+        new.stop()
+
+
+def test_rotation_replaces_both_scalars_and_a_shared_one_is_never_served(tmp_path):
+    store = BureauStore(tmp_path / "state")
+    bank = store.root / "banks" / "bank-a"
+    first = store.lookup_scalar("bank-a", 1)
+    assert first == (bank / "lookup-key-1").read_bytes() != (bank / "key-1").read_bytes()
+    assert store.rotate_key("bank-a") == 2
+    assert not (bank / "key-1").exists() and not (bank / "lookup-key-1").exists()
+    assert store.lookup_scalar("bank-a", 2) != first
+    # a caller still naming the ended epoch is refused, not given fresh keys for it
+    with pytest.raises(StaleKeyEpoch, match="key epoch 1 of bank bank-a has ended"):
+        store.lookup_scalar("bank-a", 1)
+    assert store.key_epoch("bank-a") == 2 and not (bank / "key-1").exists()
+    # a PSI key with no lookup key of its epoch is only ever an earlier version's shared
+    # scalar (here written behind the running store's back): it is retired, not served
+    store.rotate_key("bank-a")
+    tables.atomic_write_bytes(bank / "key-3", group.random_scalar())
+    with pytest.raises(StaleKeyEpoch, match="key epoch 4"):
+        store.lookup_scalar("bank-a", 3)
+    assert store.key_epoch("bank-a") == 4 and not (bank / "key-3").exists()
+    # and one found at start is retired there
+    store.rotate_key("bank-a")
+    tables.atomic_write_bytes(bank / "key-5", group.random_scalar())
+    assert BureauStore(tmp_path / "state").key_epoch("bank-a") == 6
 
 
 def test_bank_only_fallback_when_the_bureau_cannot_be_reached(city, trained, tmp_path):
