@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from node_runtime import tables
 from protocols import lookup, psi
+from protocols import vertical_lr as vlr
 from protocols.errors import (
     InputDataError,
     PeerError,
@@ -36,6 +37,7 @@ from protocols.errors import (
     StaleKeyEpoch,
     UnknownSession,
 )
+from protocols.features import check_peer_names
 from protocols.ids import IdType, normalise_column, prepare_ids
 from protocols.lookup import MODEL_PAYLOAD_BYTES, MODEL_PREFIX, model_table
 from xinrong.v1 import lookup_pb2 as pb
@@ -384,12 +386,31 @@ def look_up(
         names = catalogue.columns(product)
         values: dict[str, list[Any]] = {name: [] for name in names}
         data_date = _iso_date(client.info(product).data_date)
+        unreadable = 0
         for payload in opened[product]:
-            decoded = {} if payload is None else catalogue.decode(product, payload, data_date)
+            decoded: dict[str, object] = {}
+            if payload is not None:
+                try:
+                    decoded = catalogue.decode(product, payload, data_date)
+                except ProtocolViolation:
+                    unreadable += 1
             for name in names:
                 values[name].append(decoded.get(name))
+        _tell_unreadable(client, product, unreadable)
         columns |= values
     return pa.table(columns)
+
+
+def _tell_unreadable(client: LookupClient, table: str, count: int) -> None:
+    """An entry that opened but does not decode is taken as not held, and said, never
+    raised: stopping at one would tell the bureau, by the calls that do not follow, that
+    the bank looked up the enterprise it had made that entry unreadable for."""
+    if count:
+        client.say(
+            f"{count} entries of the bureau's {table} table opened but could not be read; "
+            "they are taken as not held (ask the bureau's operator to check the table)"
+        )
+        log.warning("%d unreadable entries in the bureau's %s table", count, table)
 
 
 def lookup_rows(
@@ -478,17 +499,21 @@ def private_bureau_lookup(
                 f"the bureau's model table has {info.payload_bytes}-byte entries, not "
                 f"{MODEL_PAYLOAD_BYTES}"
             )
+        names = check_peer_names(info.reason_features, "the bureau's model table")
+        if not set(names) <= set(model["bureau_features"]):
+            raise ProtocolViolation("the bureau's model table names features its model lacks")
         payloads = client.open([product], ids)[product]
         known = [i for i, p in enumerate(payloads) if p is not None]
         raw = np.frombuffer(b"".join(payloads[i] for i in known), dtype=np.uint8)  # type: ignore[misc]
         raw = raw.reshape(len(known), MODEL_PAYLOAD_BYTES)
         scores = raw[:, :8].copy().view("<f8").ravel().astype(np.float64)
-        if not np.all(np.isfinite(scores)):
-            raise ProtocolViolation("the bureau's model table holds a score that is not finite")
         codes = raw[:, 8:].copy()
-        names = list(info.reason_features)
-        if codes.size and int(codes.max()) > len(names):
-            raise ProtocolViolation("a reason code names no feature of the model")
-        return [ids[i] for i in known], scores, (names, codes)
+        # a score beyond any model's (not finite, or past the bound the training clips the
+        # bureau's scores to) or a code naming no feature: that entry is taken as not held
+        readable = np.isfinite(scores) & (np.abs(scores) <= vlr.SCORE_BOUND)
+        readable &= (codes <= len(names)).all(axis=1)
+        _tell_unreadable(client, product, int((~readable).sum()))
+        chosen = [ids[i] for i, ok in zip(known, readable, strict=True) if ok]
+        return chosen, scores[readable], (names, codes[readable])
 
     return bureau_part

@@ -555,3 +555,28 @@ def test_every_new_event_of_a_month_changes_its_watch_entry(tmp_path):
         ):
             if kind in kinds:
                 assert new_watch[column] > DAY and new_watch[column] != old_watch[column]
+
+
+def test_an_entry_that_opens_but_does_not_decode_is_taken_as_not_held():
+    """A bureau that made one enterprise's sealed entry unreadable would learn, if the bank
+    stopped there, that the bank looked that enterprise up (the calls that follow do not
+    come). The bank takes the entry as not held, says so, and goes on."""
+    from types import SimpleNamespace
+
+    from bank_node.lookup import look_up
+
+    said: list[str] = []
+
+    class Opened:  # what the bank's lookup client returns once the entries are opened
+        say = staticmethod(said.append)
+
+        def open(self, products, ids):
+            bad = one("size_class", **(good("size_class") | {"size": 5}))
+            return {"size_class": [one("size_class", **good("size_class")), None, bad]}
+
+        def info(self, product):
+            return SimpleNamespace(data_date=DAY.isoformat())
+
+    got = look_up(None, ["a", "b", "c"], ["size_class"], client=Opened())
+    assert got.column("size_class_data_date").to_pylist() == [DAY, None, None]
+    assert any("1 entries of the bureau's size_class table" in s for s in said)
