@@ -215,9 +215,15 @@ def test_a_call_idle_on_its_bank_is_cancelled_and_a_busy_one_is_not(setting):
             _until(quiet.done)
             assert quiet.code() is grpc.StatusCode.CANCELLED
             assert 1.0 <= time.monotonic() - started < 10
-            ended = [r for r in _records(node, before) if r["outcome"] == "CANCELLED"]
-            assert sorted(r["event"] for r in ended) == ["call_ended", "psi"]
-            details = {r["event"]: json.loads(r["details"]) for r in ended}
+
+            def ended() -> list[dict]:
+                return [r for r in _records(node, before) if r["outcome"] == "CANCELLED"]
+
+            # the servicer records its end as its thread unwinds, after the bank saw it
+            _until(lambda: len(_records(node, before)) >= 2)
+            assert len(ended()) == 2, _records(node, before)
+            assert sorted(r["event"] for r in ended()) == ["call_ended", "psi"]
+            details = {r["event"]: json.loads(r["details"]) for r in ended()}
             assert "the bureau ended this call" in details["psi"]["error"]
             assert (
                 details["call_ended"]["method"] == "/xinrong.v1.PrivateSetIntersection/Exponentiate"
@@ -238,9 +244,8 @@ def test_a_call_idle_on_its_bank_is_cancelled_and_a_busy_one_is_not(setting):
             with pytest.raises(grpc.RpcError) as err:
                 list(download)
             assert err.value.code() is grpc.StatusCode.CANCELLED
-            assert [r["event"] for r in _records(node, before) if r["outcome"] == "CANCELLED"][
-                -1
-            ] == "call_ended"
+            _until(lambda: len(ended()) == 3)
+            assert ended()[-1]["event"] == "call_ended"
             # a bank that keeps its messages flowing is not idle, however long it runs
             assert len(run_psi(a, _bank_ids(setting, 300), psi.Reveal.BOTH).matched_ids) > 0
             silence.set()
