@@ -40,7 +40,7 @@ from .client import BureauConnection
 log = logging.getLogger(__name__)
 
 # A stream idle this long is closed and a fresh one opened: the bureau ends streams idle for
-# 30 s (bureau_node.lookup_streams), and a request must not race its cancellation.
+# 30 s (bureau_node.admission), and a request must not race its cancellation.
 REOPEN_AFTER = 20.0
 # After the bureau refused a stream (all it allows are open), unary calls for this long.
 REFUSED_FOR = 60.0

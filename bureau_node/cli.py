@@ -27,6 +27,7 @@ from protocols import vertical_lr as vlr
 from protocols.errors import InputDataError, XinrongError
 from protocols.ids import IdType
 
+from .admission import STREAM_IDLE_SECONDS, STREAMS_TOTAL
 from .server import BureauNode
 
 log = logging.getLogger("bureau_node")
@@ -53,6 +54,8 @@ def _node(args: argparse.Namespace) -> BureauNode:
             allow_test_keys=getattr(args, "allow_test_keys", False),
         ),
         read_options=read_options(args),
+        streams_total=getattr(args, "max_streams_total", STREAMS_TOTAL),
+        stream_idle_seconds=getattr(args, "stream_idle_seconds", STREAM_IDLE_SECONDS),
     )
 
 
@@ -375,6 +378,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-test-keys",
         action="store_true",
         help="accept Paillier keys below 2048 bits (tests only; insecure)",
+    )
+    serve.add_argument(
+        "--stream-idle-seconds",
+        type=float,
+        default=STREAM_IDLE_SECONDS,
+        help="end a streaming call (PSI, binning, training step, scoring, table download) "
+        "that waited this long on its bank, for a message or to take an answer "
+        f"(default {STREAM_IDLE_SECONDS:g}; lookup streams: 30)",
+    )
+    serve.add_argument(
+        "--max-streams-total",
+        type=int,
+        default=STREAMS_TOTAL,
+        help="streaming calls of all banks open at once, lookup streams aside; each holds a "
+        f"server thread (default {STREAMS_TOTAL}; per bank: max_streams in --config)",
     )
     add_graph_arguments(serve, refresh=True)
     serve.add_argument(

@@ -12,6 +12,7 @@ federated information value. One TOML file, validated at start.
     min_bureau_features = 3          # bureau features per model (a category counts once)
     max_models_per_session = 3       # training jobs started on one PSI session
     max_lookup_streams = 4           # lookup streams (online decisions) open at once
+    max_streams = 8                  # other streaming calls (PSI, training, ...) open at once
     iv_rho_per_feature = 0.0625      # zCDP privacy loss per bureau feature of an IV request
     iv_rho_per_day = 2.5             # of all of a bank's IV requests in one UTC day
 
@@ -53,6 +54,7 @@ COUNT_KEYS = {
     "min_bureau_features",
     "max_models_per_session",
     "max_lookup_streams",
+    "max_streams",
 }
 RHO_KEYS = {"iv_rho_per_feature", "iv_rho_per_day"}
 # the budget was in pure epsilon-DP (discrete Laplace) before the noise became Gaussian
@@ -70,8 +72,11 @@ DEFAULTS: dict[str, Any] = {
     # values through the bureau's score u_B
     "min_bureau_features": 3,
     "max_models_per_session": 3,
-    # each open stream holds one of the bureau's server threads (bureau_node.lookup_streams)
+    # each open stream holds one of the bureau's server threads (bureau_node.admission)
     "max_lookup_streams": 4,
+    # so does every other streaming call (PSI, binning, training steps, scoring, table
+    # downloads), at the bank's pace: a PSI session uses one at a time, a training job one
+    "max_streams": 8,
     # discrete Gaussian noise of sigma 4 on each count of positives per bin (sigma^2 = 2 / (2
     # rho)); two requests over 16 features a day
     "iv_rho_per_feature": 0.0625,
@@ -92,6 +97,7 @@ class BankPolicy:
     min_bureau_features: int
     max_models_per_session: int
     max_lookup_streams: int
+    max_streams: int
     iv_rho_per_feature: float
     iv_rho_per_day: float
     products: tuple[str, ...] | None = None  # data products it may look up; None: all

@@ -4,6 +4,9 @@
   UNAUTHENTICATED, and the refusal is on record with the peer's address and the
   certificate's subject and serial (gRPC Python cannot check a revocation list during the
   handshake, so it is checked on every call; the list is re-read when it changes);
+- a streaming call is admitted into its pool (``bureau_node.admission``: per bank and in
+  all, RESOURCE_EXHAUSTED on record beyond, before its servicer charges anything), and its
+  time waiting on the bank (for a request, or to take an answer) is tracked for the reaper;
 - the receipts of the audit records a call appended go back to the bank in its trailing
   metadata (``x-xinrong-receipt-bin``, a JSON list of receipts), whether the call succeeded
   or was refused.
@@ -26,10 +29,11 @@ import grpc
 
 from node_runtime.transport.certs import RevocationList
 from node_runtime.transport.channels import RECEIPT_METADATA, peer_certificate
-from node_runtime.transport.errors import IdentityError, abort_with
-from protocols.errors import InputDataError
+from node_runtime.transport.errors import CallEnded, IdentityError, abort_with
+from protocols.errors import InputDataError, QuotaExceeded
 from protocols.transparency import Receipt
 
+from .admission import Admission, HeldCall
 from .audit import AuditLog, current_receipts
 
 log = logging.getLogger(__name__)
@@ -56,25 +60,40 @@ def _attach(context: grpc.ServicerContext, receipts: list[Receipt]) -> None:
 
 
 Admit = Callable[[grpc.ServicerContext], None]
+# admits a streaming call into its pool (None: not held, its servicer refuses the caller)
+Hold = Callable[[grpc.ServicerContext], HeldCall | None]
 
 
-def _unary_response(behaviour: Callable[..., Any], admit: Admit) -> Callable[..., Any]:
+def _unary_response(
+    behaviour: Callable[..., Any], admit: Admit, hold: Hold | None, streaming: bool
+) -> Callable[..., Any]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
         receipts: list[Receipt] = []
         token = current_receipts.set(receipts)
+        call = None
         try:
             admit(context)
+            call = hold(context) if hold is not None else None
+            if call is not None and streaming:
+                request = call.requests(request)
             return behaviour(request, context)
+        except CallEnded as exc:  # the call is gone: its status is nobody's to read
+            abort_with(context, exc)
         finally:
+            if call is not None:
+                call.close()
             current_receipts.reset(token)
             _attach(context, receipts)  # read by gRPC when it sends the status, even an abort
 
     return wrapped
 
 
-def _stream_response(behaviour: Callable[..., Any], admit: Admit) -> Callable[..., Any]:
+def _stream_response(
+    behaviour: Callable[..., Any], admit: Admit, hold: Hold | None, streaming: bool
+) -> Callable[..., Any]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         receipts: list[Receipt] = []
+        call = None
 
         def step(fn: Callable[[], Any]) -> Any:
             # a generator's body runs at each next(): collect around each step
@@ -86,14 +105,29 @@ def _stream_response(behaviour: Callable[..., Any], admit: Admit) -> Callable[..
 
         try:
             step(lambda: admit(context))
+            call = step(lambda: hold(context)) if hold is not None else None
+            if call is not None and streaming:
+                request = call.requests(request)
             responses = step(lambda: iter(behaviour(request, context)))
             while True:
                 try:
                     item = step(lambda: next(responses))
                 except StopIteration:
                     return
+                except CallEnded as exc:
+                    abort_with(context, exc)
+                if call is None:
+                    yield item
+                    continue
+                call.waiting()  # gRPC asks for the next answer once the bank took this one
                 yield item
+                call.working()
+                if call.expired():  # what the bank sent since is not read (nor charged)
+                    step(getattr(responses, "close", lambda: None))
+                    return
         finally:
+            if call is not None:
+                call.close()
             _attach(context, receipts)
 
     return wrapped
@@ -101,10 +135,35 @@ def _stream_response(behaviour: Callable[..., Any], admit: Admit) -> Callable[..
 
 class BureauInterceptor(grpc.ServerInterceptor):
     def __init__(
-        self, audit: AuditLog | None = None, revocations: RevocationList | None = None
+        self,
+        audit: AuditLog | None = None,
+        revocations: RevocationList | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.audit = audit
         self.revocations = revocations
+        self.admission = admission
+
+    def _holder(self, method: str) -> Hold | None:
+        admission = self.admission
+        if admission is None:
+            return None
+        pool, event = admission.place(method)
+
+        def hold(context: grpc.ServicerContext) -> HeldCall | None:
+            try:
+                bank_id = admission.access.bank(context)
+                cap = pool.cap(admission.access.policy(bank_id))
+            except Exception:  # noqa: BLE001 - not a bank it serves: its servicer refuses it
+                return None
+            try:
+                return pool.open(bank_id, method, context, cap)
+            except QuotaExceeded as exc:  # before the servicer: nothing is charged
+                if self.audit is not None:
+                    self.audit.refusal(context, event, exc, method=method)
+                abort_with(context, exc)
+
+        return hold
 
     def _admitter(self, method: str) -> Admit:
         def admit(context: grpc.ServicerContext) -> None:
@@ -156,18 +215,22 @@ class BureauInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        admit = self._admitter(handler_call_details.method)
+        method = handler_call_details.method
+        admit = self._admitter(method)
+        # every streaming call can hold its thread at the bank's pace: admitted (bureau_node.
+        # admission); a unary one runs at the bureau's pace once its request is in
+        hold = self._holder(method)
         kinds = {
-            "unary_unary": (grpc.unary_unary_rpc_method_handler, _unary_response),
-            "stream_unary": (grpc.stream_unary_rpc_method_handler, _unary_response),
-            "unary_stream": (grpc.unary_stream_rpc_method_handler, _stream_response),
-            "stream_stream": (grpc.stream_stream_rpc_method_handler, _stream_response),
+            "unary_unary": (grpc.unary_unary_rpc_method_handler, _unary_response, None, False),
+            "stream_unary": (grpc.stream_unary_rpc_method_handler, _unary_response, hold, True),
+            "unary_stream": (grpc.unary_stream_rpc_method_handler, _stream_response, hold, False),
+            "stream_stream": (grpc.stream_stream_rpc_method_handler, _stream_response, hold, True),
         }
-        for attribute, (make, wrap) in kinds.items():
+        for attribute, (make, wrap, held, streaming) in kinds.items():
             behaviour = getattr(handler, attribute)
             if behaviour is not None:
                 return make(  # type: ignore[operator]
-                    wrap(behaviour, admit),
+                    wrap(behaviour, admit, held, streaming),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )

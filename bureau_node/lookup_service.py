@@ -38,7 +38,6 @@ from xinrong.v1 import lookup_pb2_grpc
 from .audit import collecting_receipts
 from .context import BureauContext
 from .interceptors import encode_receipts
-from .lookup_streams import LookupStreams
 from .lookup_tables import LookupTables, SealedTable, TableSource
 
 log = logging.getLogger(__name__)
@@ -49,12 +48,9 @@ PARALLEL_FROM = 4_096  # fewer points are exponentiated in the serving thread
 
 
 class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
-    def __init__(
-        self, ctx: BureauContext, tables: LookupTables, streams: LookupStreams | None = None
-    ) -> None:
+    def __init__(self, ctx: BureauContext, tables: LookupTables) -> None:
         self.ctx = ctx
         self.tables = tables
-        self.streams = streams or LookupStreams()
 
     def ListTables(
         self, request: pb.ListTablesRequest, context: grpc.ServicerContext
@@ -102,26 +98,20 @@ class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
         """``Evaluate`` message by message on one call: what a decision costs the bureau
         is then the point, its record and its charge, not a call's setup (TLS session
         lookup, headers, the interceptor's checks). Each answer carries its own receipts."""
+        # admitted by the interceptor (bureau_node.admission): at most max_lookup_streams
+        # per bank, cancelled when idle, ended after an answer once old
         try:
             bank_id = self.ctx.access.bank(context)
-            cap = self.ctx.access.policy(bank_id).max_lookup_streams
-            stream = self.streams.open(bank_id, context, cap)
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "lookup", exc)
-        try:
-            for request in requests:
-                self.streams.used(stream)
-                try:
-                    with collecting_receipts() as receipts:
-                        answer = self._answer(bank_id, request)
-                except Exception as exc:  # noqa: BLE001 - its refusal's receipt ends the stream
-                    self.ctx.refuse(context, "lookup", exc)
-                answer.receipts = encode_receipts(receipts)
-                yield answer
-                if self.streams.expired(stream):
-                    return  # what the bank sent since is not read: not charged, sent again
-        finally:
-            self.streams.close(stream)
+        for request in requests:
+            try:
+                with collecting_receipts() as receipts:
+                    answer = self._answer(bank_id, request)
+            except Exception as exc:  # noqa: BLE001 - its refusal's receipt ends the stream
+                self.ctx.refuse(context, "lookup", exc)
+            answer.receipts = encode_receipts(receipts)
+            yield answer
 
     def _answer(self, bank_id: str, request: pb.BlindedPoints) -> pb.EvaluatedPoints:
         count = len(request.points) // lookup.POINT_BYTES

@@ -20,6 +20,7 @@ from protocols.ids import IdType
 from protocols.products import PRODUCTS
 from xinrong.v1 import lookup_pb2_grpc, model_pb2_grpc, psi_pb2_grpc
 
+from .admission import STREAM_IDLE_SECONDS, STREAMS_TOTAL, Admission
 from .audit import AuditLog
 from .binning_service import BinningServicer
 from .catalogue_service import CatalogueServicer
@@ -29,7 +30,6 @@ from .features import BureauFeatures
 from .graph_source import DEFAULT_REFRESH_SECONDS, GraphSource
 from .interceptors import BureauInterceptor
 from .lookup_service import PrivateLookupServicer
-from .lookup_streams import LookupStreams
 from .lookup_tables import LookupTables, TableSource, product_source
 from .models import ModelStore
 from .products import ProductData
@@ -40,7 +40,9 @@ from .training_service import TrainingServicer
 
 log = logging.getLogger(__name__)
 
-UNARY_THREADS = 16  # the server's threads for unary calls and table downloads
+# the server's threads for unary calls, on top of those the admitted streaming calls may hold
+# (bureau_node.admission): whatever banks hold open, unary calls find threads
+UNARY_THREADS = 16
 
 
 class BureauNode:
@@ -62,7 +64,16 @@ class BureauNode:
         graph_refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
         registry: str | Path | None = None,
         events: str | Path | None = None,
+        streams_total: int = STREAMS_TOTAL,
+        stream_idle_seconds: float = STREAM_IDLE_SECONDS,
     ) -> None:
+        if streams_total < 1 or not stream_idle_seconds > 0:
+            raise InputDataError(
+                "the bureau needs room for at least 1 streaming call and a positive idle time "
+                f"(got {streams_total} and {stream_idle_seconds} s)"
+            )
+        self.streams_total = streams_total
+        self.stream_idle_seconds = stream_idle_seconds
         self.data = Path(data)
         self.read_options = read_options
         self.id_column = id_column
@@ -120,14 +131,17 @@ class BureauNode:
         self.access = access
         audit = AuditLog(self.store.root)
         self.audit = audit
-        self.lookup_streams = LookupStreams()
+        self.admission = Admission(access, audit, self.streams_total, self.stream_idle_seconds)
+        self.lookup_streams = self.admission.lookup  # the EvaluateStream calls, for tests
+        threads = UNARY_THREADS + self.admission.threads
         self.server, self.port = create_server(
             address,
-            # a lookup stream holds its thread for as long as it is open: room for all of
-            # them beside the threads of unary calls
-            max_workers=UNARY_THREADS + self.lookup_streams.total,
+            max_workers=threads,
+            # calls beyond the threads wait for one (unary calls, milliseconds each); beyond
+            # as many again they are refused at once rather than queued without bound
+            maximum_concurrent_rpcs=2 * threads,
             tls=self.tls,
-            interceptors=[BureauInterceptor(audit, self.revocations)],
+            interceptors=[BureauInterceptor(audit, self.revocations, self.admission)],
         )
         servicer = PsiServicer(self.store, self.executor, self.limits, access=access, audit=audit)
         psi_pb2_grpc.add_PrivateSetIntersectionServicer_to_server(servicer, self.server)
@@ -149,9 +163,10 @@ class BureauNode:
             self.store, self.models, self.features, self._product_sources, self.executor
         )
         lookup_pb2_grpc.add_PrivateLookupServicer_to_server(
-            PrivateLookupServicer(context, self.lookup_tables, self.lookup_streams), self.server
+            PrivateLookupServicer(context, self.lookup_tables), self.server
         )
         self.server.start()
+        self.admission.start()
         if self.graph is not None and self.graph_refresh_seconds > 0:
             self.graph.watch(self.features, self.graph_refresh_seconds)
         log.info("bureau node listening on %s (port %d)", address, self.port)
@@ -203,7 +218,7 @@ class BureauNode:
         if self.server is not None:
             self.server.stop(grace).wait()
             self.server = None
-            self.lookup_streams.stop()
+            self.admission.stop()
         if self.access is not None:
             self.access.flush()
         if self.executor is not None:

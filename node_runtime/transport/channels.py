@@ -35,13 +35,17 @@ def create_server(
     max_workers: int = 16,
     tls: TlsFiles | None = None,
     interceptors: Sequence[grpc.ServerInterceptor] = (),
+    maximum_concurrent_rpcs: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """A gRPC server bound to ``address`` (port 0 picks a free port); returns it and the port.
-    With ``tls``, mutual TLS: a client must present a certificate from the same CA."""
+    With ``tls``, mutual TLS: a client must present a certificate from the same CA. Beyond
+    ``maximum_concurrent_rpcs`` calls (running or waiting for a thread) gRPC refuses a new
+    one at once, RESOURCE_EXHAUSTED."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
         options=_OPTIONS,
         interceptors=list(interceptors),
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
     if tls is None:
         port = server.add_insecure_port(address)

@@ -31,6 +31,10 @@ class IdentityError(XinrongError):
     """The caller did not say who it is, or said it badly."""
 
 
+class CallEnded(XinrongError):
+    """The call ended under its servicer: the peer cancelled it, or the server did (idle)."""
+
+
 STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (ProtocolViolation, grpc.StatusCode.INVALID_ARGUMENT),
     (QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),  # before PolicyViolation, its base
@@ -42,6 +46,7 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (InputDataError, grpc.StatusCode.FAILED_PRECONDITION),
     (UnknownSession, grpc.StatusCode.NOT_FOUND),
     (IdentityError, grpc.StatusCode.UNAUTHENTICATED),
+    (CallEnded, grpc.StatusCode.CANCELLED),
 ]
 
 
