@@ -38,8 +38,10 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
             bank_id = self.ctx.access.bank(context)
             first: pb.EncryptedLabels | None = None
             key = None
-            labels: list = []
-            total = 0
+            received = total = 0
+            # per feature and bin, the product of its rows' encrypted labels so far: summed
+            # as the chunks arrive, so no label ciphertext is kept past its chunk
+            sums: list[list[he.mpz]] = []
             for chunk in request_iterator:
                 if first is None:
                     first, total = chunk, chunk.total
@@ -64,31 +66,34 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                     columns = self._bins(bank_id, chunk, ids, min_count)
                     bin_noise = binning.BinNoise(self.ctx.access.policy(bank_id).iv_rho_per_feature)
                     spent = bin_noise.rho * len(columns)  # zCDP composes by addition
+                    # the session first: a request refused for a used session costs no budget
+                    self.ctx.store.use_session_once(bank_id, chunk.psi_session_id, "binned")
                     self.ctx.access.charge_all(
                         bank_id, {"daily_iv_requests": 1, "iv_rho_per_day": spent}
                     )
-                    self.ctx.store.use_session_once(bank_id, chunk.psi_session_id, "binned")
+                    sums = [[he.mpz(1)] * bins.count for bins in columns]
+                    nsquare = he.mpz(key.nsquare)
                 elif chunk.total != total:
                     raise ProtocolViolation("chunks of labels disagree on the total")
-                if chunk.offset != len(labels):
+                if chunk.offset != received:
                     raise ProtocolViolation("chunks of labels arrived out of order")
                 assert key is not None
                 parsed = he.ciphertexts_from_bytes(chunk.labels, key)
-                if len(labels) + len(parsed) > total:
+                if received + len(parsed) > total:
                     raise ProtocolViolation("more labels than announced")
-                labels.extend(parsed)
-            if first is None or key is None or len(labels) != total:
+                for bins, feature_sums in zip(columns, sums, strict=True):
+                    rows = bins.index[received : received + len(parsed)].tolist()
+                    for b, c in zip(rows, parsed, strict=True):
+                        feature_sums[b] = feature_sums[b] * c % nsquare
+                received += len(parsed)
+            if first is None or key is None or received != total:
                 raise ProtocolViolation("the labels ended before all announced chunks arrived")
             peer = he.PeerEncryptor(key)
-            nsquare = he.mpz(key.nsquare)
             slot_bits = bin_noise.slot_bits(total)
             out = pb.BinnedLabelSums()
-            for bins in columns:
-                sums = [he.mpz(1)] * bins.count
-                for b, c in zip(bins.index.tolist(), labels, strict=True):
-                    sums[b] = sums[b] * c % nsquare
+            for bins, feature_sums in zip(columns, sums, strict=True):
                 # the noise goes in before packing, so no exact count ever leaves
-                sums = he.add_plain(sums, bin_noise.sample(len(sums)), key)
+                noisy = he.add_plain(feature_sums, bin_noise.sample(bins.count), key)
                 totals = np.bincount(bins.index, minlength=bins.count)
                 out.features.append(
                     pb.FeatureBins(
@@ -98,7 +103,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                         ordered=bins.ordered,
                         missing_bin=-1 if bins.missing_bin is None else bins.missing_bin,
                         slot_bits=slot_bits,
-                        sums=he.ciphertexts_to_bytes(he.pack_sums(sums, slot_bits, peer), key),
+                        sums=he.ciphertexts_to_bytes(he.pack_sums(noisy, slot_bits, peer), key),
                         noise_offset=bin_noise.offset,
                         noise_scale=bin_noise.sigma,  # the discrete Gaussian's sigma
                         epsilon=bin_noise.rho,  # the field carries the zCDP rho charged

@@ -17,7 +17,7 @@ import grpc
 from node_runtime.transport import codec
 from node_runtime.transport.errors import abort_with, status_for
 from protocols import psi
-from protocols.errors import ProtocolViolation, UnknownSession
+from protocols.errors import PolicyViolation, ProtocolViolation, UnknownSession
 from xinrong.v1 import psi_pb2 as pb
 from xinrong.v1 import psi_pb2_grpc
 
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 READ_AHEAD = 8  # chunks being exponentiated at once per stream
 PROGRESS_EVERY = 0.5  # seconds between preparation progress messages
+# The bureau's whole tag table goes out with every fetch (80 MB at 10,000,000 enterprises):
+# once per session, and once more for a bank whose first download broke off.
+MAX_TAG_FETCHES = 2
 
 
 @dataclass
@@ -38,6 +41,7 @@ class _Entry:
     opened: float
     exponentiated: bool = False
     tags_sent: bool = False
+    tag_fetches: int = 0  # a session's tags are sent at most MAX_TAG_FETCHES times
 
 
 class SessionRegistry:
@@ -110,6 +114,8 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
             bank_id = self.access.bank(context)
             psi_request = codec.psi_request_from_proto(request)
             psi.check_request(psi_request, self.limits)
+            if psi_request.bank_set_size == 0:  # it would only fetch the bureau's tags
+                raise ProtocolViolation("a PSI session needs at least one of the bank's IDs")
             self.access.charge(bank_id, "daily_psi_ids", psi_request.bank_set_size)
             table = None
             last = 0.0
@@ -196,6 +202,12 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
         try:
             bank_id = self.access.bank(context)
             entry = self.sessions.get(bank_id, request.session_id)
+            entry.tag_fetches += 1
+            if entry.tag_fetches > MAX_TAG_FETCHES:
+                raise PolicyViolation(
+                    f"the tags of session {request.session_id} were sent {MAX_TAG_FETCHES} "
+                    "times already: open a new session"
+                )
             for chunk in entry.session.tags(self.limits.max_chunk):
                 yield codec.tags_to_proto(chunk)
             entry.tags_sent = True

@@ -458,3 +458,21 @@ def test_a_damaged_state_directory_is_rebuilt(city, tmp_path: Path):
         with BureauConnection(f"127.0.0.1:{bureau.port}", "bank-a") as conn:
             matched = run_psi(conn, city["expected"][:5]).matched_ids
             assert sorted(matched) == sorted(city["expected"][:5])
+
+
+def test_a_sessions_tags_go_out_twice_at_most_and_a_session_needs_an_id(node):
+    """The whole tag table goes out with every fetch: once, and once more after a broken
+    download, then the bank opens a new session (which is on record and charged)."""
+    stub = psi_pb2_grpc.PrivateSetIntersectionStub(open_channel(f"127.0.0.1:{node.port}"))
+    session_id = _open(stub, "bank-a", 1)
+    fetch = pb.FetchTagsRequest(session_id=session_id)
+    for _ in range(2):
+        assert list(stub.FetchTags(fetch, metadata=bank_metadata("bank-a"), timeout=10))
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.FetchTags(fetch, metadata=bank_metadata("bank-a"), timeout=10))
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "open a new session" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        _open(stub, "bank-a", 0)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "at least one" in err.value.details()
