@@ -4,8 +4,8 @@
     python benchmarks/lookup.py --enterprises 200000 --applicants 10000 --decisions 300
 
 Steps, each timed on its own:
-  1. the bureau's preparation for the bank (its OPRF points and PSI tags, once per key epoch;
-     shared with PSI), through `bureau-node prepare`;
+  1. the bureau's preparation for the bank (its PSI tags and its lookup points, once per key
+     epoch), through `bureau-node prepare --lookups`;
   2. a joint model trained on a small client file (the table covers every enterprise,
      whatever the training set: this only makes a model to publish);
   3. publishing the model's table: the bank's first `FetchTable` (sealing at the bureau, the
@@ -256,7 +256,7 @@ def main() -> None:
     }
     prep_s, _ = run(
         [str(BIN / "bureau-node"), "prepare", "--data", str(paths["bureau"]), "--id-column",
-         "uscc", "--state-dir", str(state), "--bank-id", BANK_ID, "--quiet"]
+         "uscc", "--state-dir", str(state), "--bank-id", BANK_ID, "--lookups", "--quiet"]
     )  # fmt: skip
     report["bureau_preparation_s"] = prep_s
     test_keys = ["--allow-test-keys"] if args.key_bits < 2048 else []

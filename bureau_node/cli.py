@@ -178,12 +178,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                 for item in node.store.prepare_bank(bank_id, node.executor):
                     if isinstance(item, tuple):
                         bars(f"tags for {bank_id}", *item)
-                # the lookup key's points too, so a first lookup does not wait for them
-                node.store.lookup_points(
-                    bank_id,
-                    node.executor,
-                    functools.partial(bars, f"lookup points for {bank_id}"),
-                )
+                if args.lookups:  # so that the bank's first table download does not wait
+                    node.store.lookup_points(
+                        bank_id,
+                        node.executor,
+                        functools.partial(bars, f"lookup points for {bank_id}"),
+                    )
             banks.append({"bank_id": bank_id, "key_epoch": node.store.key_epoch(bank_id)})
     finally:
         node.stop()
@@ -433,6 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_arguments(prepare)
     prepare.add_argument("--state-dir", required=True)
     prepare.add_argument("--bank-id", action="append", default=[], help="repeatable")
+    prepare.add_argument(
+        "--lookups",
+        action="store_true",
+        help="the banks' lookup points too (a scalar multiplication per ID under the lookup "
+        "key, as much work again as the PSI tags): for banks that use private lookups; "
+        "otherwise their first table download computes them",
+    )
     add_common_arguments(prepare)
     prepare.set_defaults(func=cmd_prepare)
 

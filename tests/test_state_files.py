@@ -76,3 +76,24 @@ def test_the_bureau_state_is_private_under_any_umask(tmp_path, open_umask):
     for path in paths:
         mode = stat.S_IMODE(path.lstat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+
+
+def test_prepare_makes_the_lookup_points_only_when_asked(tmp_path):
+    """`bureau-node prepare` does a bank's PSI tags; its lookup points (as much work again,
+    under their own key) only with --lookups, for banks that use lookups."""
+    import subprocess
+    import sys
+
+    city = write_city(generate_city(400, 60, seed=3), tmp_path / "city")
+    for flag, expected in (([], False), (["--lookups"], True)):
+        state = tmp_path / f"state{len(flag)}"
+        done = subprocess.run(
+            [sys.executable, "-m", "bureau_node", "prepare", "--data", str(city["bureau"]),
+             "--id-column", "uscc", "--state-dir", str(state), "--bank-id", "bank-a",
+             "--workers", "0", "--quiet", *flag],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        bank = state / "banks" / "bank-a"
+        assert list(bank.glob("tags-*.npy"))
+        assert bool(list(bank.glob("oprf-*.npy"))) is expected
