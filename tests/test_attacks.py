@@ -50,7 +50,10 @@ iv_rho_per_day = 1000
 
 [banks.bank-one-model]
 max_models_per_session = 1
+
+[banks.bank-policy]
 """
+POLICY_FEATURES = ["debt_ratio", "court_judgements_3y", "tax_paid_12m_10k_cny"]
 
 
 @pytest.fixture(scope="module")
@@ -526,3 +529,38 @@ def test_psi_matched_tags_are_revealed_sorted():
         bureau.receive_matched(message)
     bureau.finish_reveal()
     assert bureau.matched_ids == result.matched_ids == sorted(ids[::2]) != ids[::2]
+
+
+def test_policy_a_feature_taken_out_of_a_banks_configuration_is_no_longer_served(
+    node, city, tmp_path
+):
+    """A model trained while the bank could use a feature is not scored, nor its lookup
+    table served, once the operator took that feature out of the bank's configuration."""
+    from protocols.lookup import model_table
+    from xinrong.v1 import lookup_pb2
+
+    summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m",
+                        "bank-policy", bureau_features=POLICY_FEATURES, epochs=1, workers=0,
+                        quiet=True, **TEST_KEYS)  # fmt: skip
+    assert node.config is not None
+    original = node.config.read_text()
+    kept = [f for f in node.features.names if f != POLICY_FEATURES[0]]
+    node.config.write_text(original + f"features = {json.dumps(kept)}\n")
+    try:
+        node.reload()
+        with BureauConnection(_address(node), "bank-policy") as connection:
+            session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+            request = pb.ScoreRequest(
+                model_id=summary["model_id"], psi_session_id=session.session_id
+            )
+            with pytest.raises(grpc.RpcError) as err:
+                list(connection.scoring.ScoreApplicants(request, metadata=connection.metadata))
+            assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+            assert POLICY_FEATURES[0] in err.value.details()
+            fetch = lookup_pb2.FetchTableRequest(product=model_table(summary["model_id"]))
+            with pytest.raises(grpc.RpcError) as err:
+                list(connection.lookup.FetchTable(fetch, metadata=connection.metadata))
+            assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        node.config.write_text(original)
+        node.reload()
