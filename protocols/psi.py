@@ -376,6 +376,11 @@ class BankPsiResult:
     key_epoch: int
 
 
+# The bank keeps the bureau's tags in memory (8 bytes each): a city's registry holds a few
+# million enterprises, and a bureau announcing more than this is refused before they come.
+MAX_BUREAU_SET_SIZE = 50_000_000
+
+
 class BankPsiSession:
     """The bank's side: blinds its IDs, unblinds the bureau's answer, intersects."""
 
@@ -385,7 +390,7 @@ class BankPsiSession:
         reveal: Reveal = Reveal.BOTH,
         chunk: int = DEFAULT_CHUNK,
         scalar: bytes | None = None,
-        max_bureau_set_size: int = 500_000_000,
+        max_bureau_set_size: int = MAX_BUREAU_SET_SIZE,
     ) -> None:
         if chunk < 1 or chunk > MAX_CHUNK:
             raise ValueError(f"chunk must be between 1 and {MAX_CHUNK}")
