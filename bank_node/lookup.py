@@ -325,20 +325,27 @@ class LookupClient:
         timeout = 30 + 1e-3 * query.count
         answer = None
         stream = self.stream
+        extra = None
         if stream is not None and query.count <= STREAM_POINTS and stream.available():
             with contextlib.suppress(StreamClosed):
                 answer = _call(
                     "looking up applicants privately", lambda: stream.evaluate(request, timeout)
                 )
+            if answer is None:  # the stream broke, perhaps after sending these points
+                extra, points = lookup.blind_again(query.points)
+                request = pb.BlindedPoints(key_epoch=self._key_epoch, points=points)
         if answer is None:
+            fallback = request
             answer = _call(
                 "looking up applicants privately",
                 lambda: self.connection.lookup.Evaluate(
-                    request, timeout=timeout, metadata=self.connection.metadata
+                    fallback, timeout=timeout, metadata=self.connection.metadata
                 ),
             )
         if answer.key_epoch != self._key_epoch:
             raise StaleKeyEpoch("the bureau answered in another key epoch: look up again")
+        if extra is not None:
+            return lookup.unblind_again(extra, bytes(answer.points))
         return bytes(answer.points)
 
     def open(self, products: Sequence[str], ids: Sequence[str]) -> dict[str, list[bytes | None]]:

@@ -407,6 +407,19 @@ def blind(identifiers: Sequence[bytes]) -> BlindedQuery:
     return BlindedQuery(scalar, group.hash_and_exponentiate(scalar, identifiers), len(identifiers))
 
 
+def blind_again(points: bytes) -> tuple[bytes, bytes]:
+    """The same query under a fresh extra scalar c: ``(c, P^c)``. For sending points again
+    (a stream broke after it may have sent them): the same bytes twice would let the bureau
+    link the two calls; these look unrelated to the first."""
+    extra = group.random_scalar()
+    return extra, group.exponentiate(extra, points, "blinded point")
+
+
+def unblind_again(extra: bytes, evaluated: bytes) -> bytes:
+    """``(P^k)`` from the bureau's ``(P^c)^k``: the answer to the original points."""
+    return group.exponentiate(group.invert_scalar(extra), evaluated, "evaluated point")
+
+
 def unblind(query: BlindedQuery, evaluated: bytes) -> list[bytes]:
     """``H(x)^k`` for each ID of the query, from the bureau's ``(H(x)^a)^k``: one point per
     ID asked, each a valid group element (else :class:`InvalidGroupElement`)."""

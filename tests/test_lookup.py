@@ -219,3 +219,18 @@ def test_a_short_shared_answer_fails_every_request_it_was_for():
     for r in batch:
         with pytest.raises(ProtocolViolation, match="64 bytes of points for 96"):
             r.future.result(0)
+
+
+def test_points_sent_again_are_blinded_again_and_open_the_same_entries():
+    """After a broken stream the bank sends its points again on a unary call: under a fresh
+    extra scalar, so the bureau cannot link the two calls, with the same answer."""
+    from protocols import group
+    from protocols import lookup as oprf
+
+    key = group.random_scalar()
+    query = oprf.blind([b"91440300MA5F000001", b"91440300MA5F000002"])
+    direct = oprf.unblind(query, oprf.evaluate(key, query.points, 10))
+    extra, again = oprf.blind_again(query.points)
+    assert again != query.points and len(again) == len(query.points)
+    answered = oprf.unblind_again(extra, oprf.evaluate(key, again, 10))
+    assert oprf.unblind(query, answered) == direct
