@@ -844,7 +844,6 @@ def unpack_padded(plaintexts: Sequence[int], packing: PaddedPacking) -> list[int
     above its slots and every value must be within its bound."""
     layout = packing.layout
     s, per = layout.slot_bits, layout.slots_per_plaintext
-    offset = 1 << layout.value_bits
     if len(plaintexts) != len(packing.pads):
         raise ProtocolViolation("the peer returned the wrong number of packed plaintexts")
     values: list[int] = []
@@ -856,15 +855,21 @@ def unpack_padded(plaintexts: Sequence[int], packing: PaddedPacking) -> list[int
                 "a value decrypted by the peer is larger than its slots: the peer decrypted "
                 "something else or the computation was corrupted"
             )
-        for j in range(here):
-            v = ((packed >> (s * j)) & ((1 << s) - 1)) - offset
-            if not -offset < v < offset:
-                raise ProtocolViolation(
-                    "a value decrypted by the peer is outside its bound: the peer decrypted "
-                    "something else or the computation was corrupted"
-                )
-            values.append(v)
+        values.extend(_peer_value(packed, j, layout) for j in range(here))
     return values
+
+
+def _peer_value(plaintext: int, slot: int, layout: SlotLayout, mask: int = 0) -> int:
+    """Slot ``slot`` of a plaintext the peer decrypted for the requester, less its offset
+    and mask; refused beyond the value's bound."""
+    s, offset = layout.slot_bits, 1 << layout.value_bits
+    v = ((plaintext >> (s * slot)) & ((1 << s) - 1)) - offset - mask
+    if not -offset < v < offset:
+        raise ProtocolViolation(
+            "a value decrypted by the peer is outside its bound: the peer decrypted "
+            "something else or the computation was corrupted"
+        )
+    return v
 
 
 def _copies_product(
@@ -1057,9 +1062,7 @@ def decrypt_many(
 def unpack_masked(plaintexts: Sequence[int], packing: MaskedPacking) -> list[int]:
     """The requesting side: remove the masks; each value checked against its bound."""
     layout = packing.layout
-    s, per = layout.slot_bits, layout.slots_per_plaintext
-    slot_mask = (1 << s) - 1
-    offset = 1 << layout.value_bits
+    per = layout.slots_per_plaintext
     if len(plaintexts) != layout.plaintexts_for(len(packing.masks)):
         raise ProtocolViolation("the peer returned the wrong number of packed plaintexts")
     values = []
@@ -1067,13 +1070,7 @@ def unpack_masked(plaintexts: Sequence[int], packing: MaskedPacking) -> list[int
         m = int(plaintexts[k // per])
         if m < 0:
             raise ProtocolViolation("a decrypted packed value is negative")
-        v = ((m >> (s * (k % per))) & slot_mask) - offset - r
-        if not -offset < v < offset:
-            raise ProtocolViolation(
-                "a value decrypted by the peer is outside its bound: the peer decrypted "
-                "something else or the computation was corrupted"
-            )
-        values.append(v)
+        values.append(_peer_value(m, k % per, layout, r))
     return values
 
 
