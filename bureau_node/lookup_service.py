@@ -151,11 +151,10 @@ class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
             bank_id = self.ctx.access.bank(context)
             allowed = self.ctx.access.policy(bank_id).products
             source = self.tables.source(bank_id, request.product, allowed)
-            if request.product.startswith(lookup.MODEL_PREFIX):
+            if source.model_features:
                 # the bank's policy today, as for scoring: a model on a feature taken out
                 # of its configuration is no longer served
-                model = self.ctx.models.load(bank_id, request.product[len(lookup.MODEL_PREFIX) :])
-                self.ctx.choose_for_model(bank_id, tuple(c["name"] for c in model["recipe"]))
+                self.ctx.choose_for_model(bank_id, source.model_features)
             table = self.tables.sealed(bank_id, source)
             self._check_current(request, table)
             if request.since_version >= table.version.version:

@@ -67,6 +67,7 @@ class TableSource:
     payloads: Payloads = field(repr=False, compare=False)
     neutral_score: float = 0.0
     reason_features: tuple[str, ...] = ()
+    model_features: tuple[str, ...] = ()  # a model's table: the bureau features it uses
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def model_source(features: BureauFeatures, model: dict[str, Any]) -> TableSource
         payloads=payloads,
         neutral_score=float(model.get("neutral_score", 0.0)),
         reason_features=tuple(names),
+        model_features=tuple(recipe.names),
     )
 
 
