@@ -74,21 +74,13 @@ def detect_encoding(path: Path) -> str:
     """The encoding of a text file: UTF-8 (with or without a byte-order mark) when the bytes
     are valid UTF-8, else charset-normalizer's best guess, GBK widened to GB18030."""
     with path.open("rb") as handle:
-        sample = handle.read(DETECT_BYTES)
-        if sample.startswith(codecs.BOM_UTF8):
+        if handle.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
             return "utf-8-sig"
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        try:
-            # The whole file, a chunk at a time: a GBK export can be plain ASCII for its
-            # first megabyte (its rows with Chinese text sorted last). A multi-byte
-            # character cut at a chunk's end is not an error.
-            while sample:
-                decoder.decode(sample, final=False)
-                sample = handle.read(DETECT_BYTES)
-            decoder.decode(b"", final=True)
-            return "utf-8"
-        except UnicodeDecodeError:
-            pass  # ``sample`` holds the first chunk that is not UTF-8: guess from it
+        handle.seek(0)
+        failure = _utf8_failure(handle)
+    if failure is None:
+        return "utf-8"
+    sample = failure[0]  # the first chunk that is not UTF-8: guessed from it
     from charset_normalizer import from_bytes
 
     # Judged on the lines that are not plain ASCII: in a mostly-ASCII chunk a few short
@@ -104,12 +96,32 @@ def detect_encoding(path: Path) -> str:
     return _WIDEN.get(name, name)
 
 
+def _utf8_failure(handle: BinaryIO) -> tuple[bytes, UnicodeDecodeError] | None:
+    """Where the file stops being UTF-8: the chunk and the error (its position counted from
+    the file's start, to within a character), or None. The whole file, a chunk at a time:
+    an export can be plain ASCII for its first megabyte (its rows with Chinese text sorted
+    last), and Arrow reads a column that is not UTF-8 as bytes without a word. A multi-byte
+    character cut at a chunk's end is not an error."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, chunk = 0, b""
+    try:
+        while data := handle.read(DETECT_BYTES):
+            chunk = data
+            decoder.decode(chunk, final=False)
+            offset += len(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        exc.start, exc.end = exc.start + offset, exc.end + offset
+        return chunk, exc
+    return None
+
+
 def _check_utf8(path: Path) -> None:
-    """The header and the first megabyte really are UTF-8 (Arrow checks text values, not
-    column names)."""
+    """A file named UTF-8 really is, all of it."""
     with path.open("rb") as handle:
-        sample = handle.read(DETECT_BYTES)
-    codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+        failure = _utf8_failure(handle)
+    if failure is not None:
+        raise failure[1]
 
 
 def read_table(
@@ -134,9 +146,9 @@ def read_table(
     encoding = None
     try:
         if kind == "csv":
-            encoding = options.encoding or detect_encoding(path)
-            if codecs.lookup(encoding).name == "utf-8":
-                _check_utf8(path)  # Arrow does not decode UTF-8, so it would not notice
+            encoding = options.encoding or detect_encoding(path)  # detected: checked
+            if options.encoding and codecs.lookup(encoding).name == "utf-8":
+                _check_utf8(path)
             table = pacsv.read_csv(
                 path,
                 read_options=pacsv.ReadOptions(encoding=encoding),
@@ -252,17 +264,15 @@ def _number(value: Any) -> int | float | None:
 def _excel_column(values: list[Any], as_text: bool) -> pa.Array:
     """Text, or numbers when every cell is a number, a number stored as text, or a mark of
     a missing value (blank, "-", "--", "/"...: what exports put in an empty numeric cell)."""
-    cells = [None if v is None or str(v).strip() in MISSING_MARKS else v for v in values]
-    present = [v for v in cells if v is not None]
-    numbers = [_number(v) for v in present]
-    if as_text or not present or any(n is None for n in numbers):
-        cells = [None if v == "" or v is None else v for v in values]
-        return pa.array([None if v is None else _cell_text(v) for v in cells], pa.string())
-    cells = [None if v is None else _number(v) for v in cells]
-    present = [v for v in cells if v is not None]
-    if all(float(v).is_integer() for v in present):
-        return pa.array([None if v is None else int(v) for v in cells], pa.int64())
-    return pa.array([None if v is None else float(v) for v in cells], pa.float64())
+    if not as_text:
+        marked = [v is None or str(v).strip() in MISSING_MARKS for v in values]
+        numbers = [None if m else _number(v) for v, m in zip(values, marked, strict=True)]
+        present = [n for n in numbers if n is not None]
+        if present and len(present) == marked.count(False):  # every unmarked cell a number
+            if all(float(n).is_integer() for n in present):
+                return pa.array([None if n is None else int(n) for n in numbers], pa.int64())
+            return pa.array([None if n is None else float(n) for n in numbers], pa.float64())
+    return pa.array([None if v == "" or v is None else _cell_text(v) for v in values], pa.string())
 
 
 def _header_names(path: Path, kind: str, options: ReadOptions, encoding: str | None) -> list[str]:

@@ -105,6 +105,9 @@ def test_a_gbk_file_that_is_ascii_for_its_first_megabyte_is_read_as_gbk(tmp_path
     assert tables.detect_encoding(path) == "gb18030"
     industry = tables.read_table(path, "id").column("industry").to_pylist()
     assert industry[0] == "manufacturing" and industry[-1] == "制造业"
+    # named UTF-8 by mistake: refused, not read as bytes (the whole file is checked too)
+    with pytest.raises(InputDataError, match="not valid utf-8 text .* --encoding"):
+        tables.read_table(path, "id", options=tables.ReadOptions(encoding="utf-8"))
 
 
 def test_utf8_with_a_byte_order_mark(tmp_path):
