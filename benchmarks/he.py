@@ -194,8 +194,10 @@ class Tree:
         self._stop.set()
 
 
-def one_epoch(bank_file: Path, bureau_file: Path, work: Path, label: str) -> dict:
-    """One epoch, no validation split: wall, core-seconds of both nodes, peak memory."""
+def one_epoch(bank_file: Path, bureau_file: Path, work: Path, label: str, epochs: int = 1) -> dict:
+    """The first epoch (with what a job does once: from cross moments, the bank's rows
+    encrypted and the bureau's moments formed) and any later ones, no validation split:
+    wall, core-seconds of both nodes, peak memory."""
     bureau = start_bureau(
         bureau_file,
         "id",
@@ -209,6 +211,7 @@ def one_epoch(bank_file: Path, bureau_file: Path, work: Path, label: str) -> dic
     bureau_tree = Tree(bureau.process.pid)
     bank_tree = Tree(os.getpid(), exclude=bureau.process.pid)
     marks: dict[str, float] = {}
+    later: list[tuple[float, float]] = []  # (wall, core-seconds) of epochs after the first
 
     def say(text: str) -> None:
         if text.startswith("training on"):
@@ -216,9 +219,13 @@ def one_epoch(bank_file: Path, bureau_file: Path, work: Path, label: str) -> dic
             marks["wall0"] = time.perf_counter()
 
     def on_epoch(record) -> None:  # noqa: ANN001
-        marks["cpu1"] = bureau_tree.cpu() + bank_tree.cpu()
-        marks["wall1"] = time.perf_counter()
-        marks["counts"] = record.counts  # type: ignore[assignment]
+        cpu, wall = bureau_tree.cpu() + bank_tree.cpu(), time.perf_counter()
+        if "wall1" in marks:
+            later.append((wall - marks["wall_last"], cpu - marks["cpu_last"]))
+        else:
+            marks["cpu1"], marks["wall1"] = cpu, wall
+            marks["counts"] = record.counts  # type: ignore[assignment]
+        marks["cpu_last"], marks["wall_last"] = cpu, wall
 
     try:
         summary = train_job(
@@ -230,7 +237,7 @@ def one_epoch(bank_file: Path, bureau_file: Path, work: Path, label: str) -> dic
             BANK_ID,
             IdType.TEXT,
             validation_fraction=0.0,
-            epochs=1,
+            epochs=epochs,
             seed=1,
             quiet=True,
             tls_dir=bureau.bank_tls,
@@ -250,6 +257,8 @@ def one_epoch(bank_file: Path, bureau_file: Path, work: Path, label: str) -> dic
         "batch_size": summary["batch_size"],
         "epoch_wall_seconds": round(wall, 2),
         "epoch_core_seconds": round(marks["cpu1"] - marks["cpu0"], 1),
+        "later_epochs_wall_seconds": [round(w, 2) for w, _ in later],
+        "later_epochs_core_seconds": [round(c, 1) for _, c in later],
         "wall_ms_per_row": round(1000 * wall / summary["train_rows"], 3),
         "peak_rss_mb_bureau": round(bureau_tree.peak / 2**20),
         "peak_rss_mb_bank": round(bank_tree.peak / 2**20),
@@ -267,8 +276,9 @@ FATE_SSHE_CORE_SECONDS = 294 * 16
 FATE_SHAPE_TARGET_CORE_SECONDS = 600.0
 
 
-def epoch(work: Path) -> None:
-    """One epoch of default_credit's 70% split with the shared-weights protocol."""
+def epoch(work: Path, epochs: int = 1) -> None:
+    """Epochs of default_credit's 70% split with the shared-weights protocol: the first
+    (the figure against the target: it carries the job's once-only work) and later ones."""
     guest, host = DATA / "default_credit_hetero_guest.csv", DATA / "default_credit_hetero_host.csv"
     table = pacsv.read_csv(
         guest, convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()})
@@ -277,9 +287,11 @@ def epoch(work: Path) -> None:
     train = table.take(np.sort(order[: int(0.7 * table.num_rows)]))  # 21,000 rows
     work.mkdir(parents=True, exist_ok=True)
     pacsv.write_csv(train, work / "train.csv")
-    ours = one_epoch(work / "train.csv", host, work, "default_credit, xinrong")
+    ours = one_epoch(work / "train.csv", host, work, "default_credit, xinrong", epochs)
     ours["target_wall_seconds"] = EPOCH_TARGET_SECONDS
-    ours["met"] = ours["epoch_wall_seconds"] < EPOCH_TARGET_SECONDS
+    ours["met"] = max([ours["epoch_wall_seconds"], *ours["later_epochs_wall_seconds"]]) < (
+        EPOCH_TARGET_SECONDS
+    )
     report(**ours)
 
 
@@ -313,6 +325,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("part", choices=["micro", "epoch", "fate", "all"])
     parser.add_argument("--fate-rows", type=int, default=100_000)
+    parser.add_argument("--epochs", type=int, default=3, help="default_credit epochs to time")
     args = parser.parse_args()
     report(
         machine=platform.platform(),
@@ -326,7 +339,7 @@ def main() -> None:
         if args.part in ("micro", "all"):
             micro()
         if args.part in ("epoch", "all"):
-            epoch(Path(tmp) / "epoch")
+            epoch(Path(tmp) / "epoch", args.epochs)
         if args.part in ("fate", "all"):
             fate(Path(tmp) / "fate", args.fate_rows)
 

@@ -10,7 +10,9 @@ over the job's whole life: a decryption request for a step already answered is r
 unless it is the identical request again (a retry after a lost reply), so a resumed or
 rewound job is never a second decryption oracle. A job resumes only from its latest
 checkpoint, only if no step of that epoch was decrypted yet (a re-run would need a second
-decryption), and only once per interruption (some step answered since the last resume).
+decryption), and only once per interruption (some step answered since the last resume). On
+the route from cross moments the bureau decrypts nothing; the ledger then records each
+training step it answered, and the same rules hold with "answered" for "decrypted".
 """
 
 from __future__ import annotations
@@ -393,7 +395,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         trainer.checkpoints = checkpoints
         trainer.restore(request.epoch)
         job = self._register(bank_id, trainer, recipe, plan_bytes, max(trainer.checkpoints))
-        ledger["resumed_at"] = len(ledger["decrypted"])
+        ledger["resumed_at"] = _progress(ledger)
         job.ledger = ledger
         self._save_ledger(bank_id, plan.job_id, ledger)
         self.ctx.record(bank_id, "training_resumed", "OK", job_id=plan.job_id, epoch=request.epoch)
@@ -417,7 +419,8 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         again to rewind it), unless it is from the latest checkpoint, before any step of
         that epoch was decrypted, and the first since the job last made progress."""
         latest = max(checkpoints)
-        since = [k for k in ledger["decrypted"] if int(k.split(":")[0]) >= latest]
+        done = [*ledger["decrypted"], *ledger.get("answered", {})]
+        since = [k for k in done if int(k.split(":")[0]) >= latest]
         idle = time.time() - float(ledger.get("last_active", 0))
         if idle > self.jobs.idle:
             reason = f"idle for {idle:.0f} s, more than the bureau's {self.jobs.idle:.0f} s"
@@ -427,11 +430,11 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             state = "refused"
         elif since:
             reason = (
-                f"interrupted in epoch {latest + 1} after the bureau had decrypted "
-                f"{len(since)} of its steps; it decrypts each step once in a job's life"
+                f"interrupted in epoch {latest + 1} after the bureau had answered "
+                f"{len(since)} of its steps; it answers each step once in a job's life"
             )
             state = "refused"
-        elif ledger.get("resumed_at") == len(ledger["decrypted"]):
+        elif ledger.get("resumed_at") == _progress(ledger):
             reason = "resumed already, and no step was answered since"
             state = "refused"
         else:
@@ -466,13 +469,23 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
                 context,
                 msg.step.job_id,
                 lambda j: (
-                    self._step(j, msg),
+                    self._step_once(j, msg),
                     he.ciphertext_bytes(j.trainer.private_key.public_key),
                 ),
             )
             yield from codec.shares_to_proto(out, width)
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "training_step", exc)
+
+    def _step_once(self, job: _Job, msg: vlr.EncryptedResiduals) -> vlr.StepShares:
+        """A step; from cross moments a training step is the one the bureau answers with
+        the bank's shares (nothing to decrypt after it), so it goes on the ledger before
+        its answer leaves, as a decryption does on the per-row route."""
+        out = self._step(job, msg)
+        if job.trainer.by_moments and msg.step.batch >= 0:
+            job.ledger.setdefault("answered", {})[f"{msg.step.epoch}:{msg.step.batch}"] = True
+            self._save_ledger(job.bank_id, job.trainer.plan.job_id, job.ledger)
+        return out
 
     @staticmethod
     def _step(job: _Job, msg: vlr.EncryptedResiduals) -> vlr.StepShares:
@@ -577,3 +590,9 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             return out
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "training_finished", exc)
+
+
+def _progress(ledger: dict[str, Any]) -> int:
+    """How many steps the bureau answered with a job's shares: decrypted (per row) or
+    answered from cross moments."""
+    return len(ledger["decrypted"]) + len(ledger.get("answered", {}))

@@ -184,3 +184,14 @@ def epoch_batches(
     order = np.random.default_rng([seed, 1, epoch]).permutation(train_rows)
     count = max(1, len(order) // batch_size)
     return list(np.array_split(order, count))
+
+
+def fixed_batches(
+    train_rows: np.ndarray, batch_size: int, seed: int, epoch: int
+) -> list[np.ndarray]:
+    """The first epoch's batches in every epoch, in a fresh order each epoch: a step from
+    cross moments (``protocols.moments``) needs a batch's rows to stay together for the
+    whole job."""
+    batches = epoch_batches(train_rows, batch_size, seed, 0)
+    order = np.random.default_rng([seed, 2, epoch]).permutation(len(batches))
+    return [batches[i] for i in order.tolist()]

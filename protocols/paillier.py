@@ -575,7 +575,8 @@ def _bit_sliced(
 
     Bases are taken 8 at a time; each group's 256 subset products are built once and shared
     by every column, then each column costs one table look-up per group per bit (a
-    bit-sliced Straus method). Cheaper than the bucket method from about 40 columns on."""
+    bit-sliced Straus method). Cheaper than the bucket method from about 40 columns on.
+    Exponents beyond int64 come as an object array of Python integers."""
     group = 8
     rows, columns = exponents.shape
     tables = []
@@ -586,7 +587,7 @@ def _bit_sliced(
             table.extend(t * base % modulus for t in table[: 1 << k])
         tables.append(table)
     mults = sum(len(t) - len(bases[i * group : (i + 1) * group]) - 1 for i, t in enumerate(tables))
-    padded = np.zeros((len(tables) * group, columns), dtype=np.int64)
+    padded = np.zeros((len(tables) * group, columns), dtype=exponents.dtype)
     padded[:rows] = exponents
     weights = (1 << np.arange(group, dtype=np.int64))[None, :, None]
     grouped = padded.reshape(len(tables), group, columns)
@@ -645,6 +646,27 @@ def inner_products_counted(
         mults += bits
     mults += columns
     return [p * shifts[b] % modulus for p, b in zip(products, column_bits, strict=True)], mults
+
+
+def power_products(
+    bases: Sequence[gmpy2.mpz], exponents: Sequence[Sequence[int]], public_key: PublicKey
+) -> list[gmpy2.mpz]:
+    """``prod_i bases[i]^exponents[i][j]`` for every column j, for signed exponents of any
+    length (few bases and columns: a step from cross moments, ``protocols.moments``). One
+    shift to non-negative for all, bit-sliced tables shared by every column, the shift
+    removed once as in ``inner_products_counted``."""
+    modulus = mpz(public_key.nsquare)
+    matrix = np.array([[int(e) for e in row] for row in exponents], dtype=object)
+    if matrix.ndim != 2 or matrix.shape[0] != len(bases):
+        raise ValueError("one row of exponents per base")
+    bits = _offset_bits(matrix)
+    shifted = matrix + (1 << (bits - 1))
+    products, _ = _bit_sliced(list(bases), shifted, bits, modulus)
+    total = mpz(1)
+    for base in bases:
+        total = total * base % modulus
+    shift = gmpy2.invert(gmpy2.powmod(total, mpz(1) << (bits - 1), modulus), modulus)
+    return [p * shift % modulus for p in products]
 
 
 def _inner_chunk(

@@ -51,9 +51,17 @@ from typing import Any, Protocol, TypeVar, cast
 import gmpy2
 import numpy as np
 
+from . import moments
 from . import paillier as he
 from .errors import PolicyViolation, ProtocolViolation, WrongStage
-from .optim import Optimizer, OptimizerConfig, ShareSgd, epoch_batches, split_rows
+from .optim import (
+    Optimizer,
+    OptimizerConfig,
+    ShareSgd,
+    epoch_batches,
+    fixed_batches,
+    split_rows,
+)
 
 # Fixed point. Features multiply ciphertexts as integers at 2^-6 (the cost of an encrypted
 # inner product grows with the scalars' length: 10 bits with the sign shift for |x| < 4.5,
@@ -117,6 +125,17 @@ class TrainingPlan:
 
     def schedule(self) -> tuple[np.ndarray, np.ndarray]:
         return split_rows(self.rows, self.validation_fraction, self.seed)
+
+    def by_moments(self, bureau_columns: int) -> bool:
+        """Whether the job's steps go from cross moments (``protocols.moments``): both
+        parties decide alike from the plan and the bureau's column count."""
+        return moments.pays(
+            self.bank_columns, bureau_columns, self.batch_size, _key_bits(self.bank_public_key)
+        )
+
+    def batches(self, train_rows: np.ndarray, epoch: int, fixed: bool) -> list[np.ndarray]:
+        schedule = fixed_batches if fixed else epoch_batches
+        return schedule(train_rows, self.batch_size, self.seed, epoch)
 
 
 def check_plan(
@@ -211,7 +230,10 @@ class EncryptedResiduals:
 
     step: Step
     weight_share: bytes  # [[s1]]_A at 2^-12, one per bureau column
-    residuals: bytes  # [[2 + u_A - 4y]]_A per row, at 2^-SCALE_BITS
+    # per row: [[2 + u_A - 4y]]_A at 2^-SCALE_BITS; from cross moments: the batch's packed
+    # rows [[y', x_A]]_A the first time it comes (else empty)
+    residuals: bytes
+    bank_weights: bytes = b""  # from cross moments: [[w_A]]_A at 2^-12
 
 
 @dataclass(frozen=True)
@@ -224,6 +246,14 @@ class StepShares:
     bureau_masks: bytes  # [[-r]]_B per row (training steps only)
     gradient_share: bytes  # packed [[X_B^T 4d + q]]_A (training steps only)
     loss_term: bytes  # [[sum (4d)^2 - sum (e + v)^2]]_A, one ciphertext
+    # from cross moments (``protocols.moments``): M the first time a batch comes, P, the
+    # W_l, Z and the bound of the shares; gradient_share is then D and loss_term the rest
+    # of the loss
+    cross_moments: bytes = b""
+    gram_share: bytes = b""
+    share_moments: bytes = b""
+    bank_gradient: bytes = b""
+    share_bits: int = 0
 
 
 @dataclass(frozen=True)
@@ -444,7 +474,11 @@ class BureauTrainer:
         self.failure = ""
         self._replies: dict[str, tuple[object, object]] = {}
         self._epoch, self._batch = 0, 0
-        self._batches = epoch_batches(self.train_rows, plan.batch_size, plan.seed, 0)
+        # from cross moments: what the bureau keeps of each batch, by its first row (a
+        # validation part by its step number)
+        self.by_moments = plan.by_moments(features.shape[1])
+        self._moments: dict[int, moments.BatchMoments] = {}
+        self._batches = plan.batches(self.train_rows, 0, self.by_moments)
         self._step: Step | None = None
         self.counts = he.OpCounts()
         self.executor = executor
@@ -478,6 +512,8 @@ class BureauTrainer:
         _check_step(msg.step, Step(self.plan.job_id, self._epoch, self._batch), "a step")
         rows = self._rows_of(msg.step)
         training = msg.step.batch >= 0
+        if self.by_moments:
+            return self._from_moments(msg, rows, training)
         key, columns = self.bank_key, self.x.shape[1]
         s1 = he.ciphertexts_from_bytes(msg.weight_share, key, columns)
         e = he.ciphertexts_from_bytes(msg.residuals, key, len(rows))
@@ -525,6 +561,62 @@ class BureauTrainer:
             self._next_validation_part()
         self._prepare(self._following(msg.step))
         return answer
+
+    def _from_moments(
+        self, msg: EncryptedResiduals, rows: np.ndarray, training: bool
+    ) -> StepShares:
+        """A step from the batch's cross moments (``protocols.moments``); the bank's rows
+        come with the batch's first step in the job and are kept as ``[[C]]``."""
+        key, columns, bank_columns = self.bank_key, self.x.shape[1], self.plan.bank_columns
+        share = he.ciphertexts_from_bytes(msg.weight_share, key, columns)
+        weights = he.ciphertexts_from_bytes(msg.bank_weights, key, bank_columns)
+        batch = msg.step.batch if msg.step.batch < 0 else int(rows[0])
+        sent = b""
+        if msg.residuals:
+            packed = he.ciphertexts_from_bytes(msg.residuals, key, len(rows))
+            layout = moments.row_layout(columns, _key_bits(key))
+            self._moments[batch], cross = moments.batch_moments(
+                packed,
+                self.x8[rows],
+                bank_columns,
+                layout,
+                key,
+                self.executor,
+                self.counts,
+                self.noise,
+            )
+            sent = he.ciphertexts_to_bytes(cross, key)
+        held = self._moments.get(batch)
+        if held is None:
+            raise ProtocolViolation(
+                f"step {msg.step} came without its rows, and the bureau holds no moments of "
+                "that batch in this run"
+            )
+        s2 = [s >> (SHARE_BITS - SCORE_WEIGHT_BITS) for s in self.shares.share]
+        answer = moments.step_answer(
+            held, share, weights, s2, training, key, self.executor, self.counts, self.noise
+        )
+        if training:  # the bureau's share of X_B^T 4d is -q, as by rows
+            self.shares.step([-q for q in answer.masks], GRADIENT_BITS, 4 * len(rows), self._epoch)
+        self._step = msg.step
+        out = StepShares(
+            msg.step,
+            b"",
+            b"",
+            he.ciphertexts_to_bytes(answer.gradient, key),
+            he.ciphertexts_to_bytes([answer.loss_term], key),
+            cross_moments=sent,
+            gram_share=he.ciphertexts_to_bytes(answer.gram, key),
+            share_moments=he.ciphertexts_to_bytes(answer.limbs, key),
+            bank_gradient=he.ciphertexts_to_bytes(answer.cross, key),
+            share_bits=answer.share_bits,
+        )
+        if training:
+            self._end_of_batch()  # nothing for the bureau to decrypt on this route
+        else:
+            self._next_validation_part()
+        self._prepare(self._following(msg.step))
+        return out
 
     def _by_rows(
         self,
@@ -610,14 +702,16 @@ class BureauTrainer:
             return len(self.validation[-1 - step.batch])
         if step.epoch == self._epoch:
             return len(self._batches[step.batch])
-        batches = epoch_batches(self.train_rows, self.plan.batch_size, self.plan.seed, step.epoch)
-        return len(batches[step.batch])
+        return len(self.plan.batches(self.train_rows, step.epoch, self.by_moments)[step.batch])
 
     def _prepare(self, step: Step | None) -> None:
         """Draw the masks of ``step`` and start encrypting the bureau's shares and the
         textbook randomisers it will need, on the executor (nothing waits for them here)."""
         self._prepared = None
         if step is None or self.executor is None:
+            return
+        if self.by_moments:  # about ten textbook randomisers a step, k_B more for new rows
+            self.noise.fill(8 + self.x.shape[1])
             return
         rows = self._rows_in(step)
         layout = _layout(SCORE_VALUE_BITS, self.bank_key)
@@ -701,7 +795,8 @@ class BureauTrainer:
         self.epoch_counts = {int(e): c for e, c in state["epoch_counts"].items()}
         self.checkpoints = {e: s for e, s in self.checkpoints.items() if e <= epoch}
         self._epoch, self._batch = epoch, 0
-        self._batches = epoch_batches(self.train_rows, self.plan.batch_size, self.plan.seed, epoch)
+        self._batches = self.plan.batches(self.train_rows, epoch, self.by_moments)
+        self._moments.clear()  # the bank sends its rows again after a resume
         self._replies.clear()
         self._step = None
         self.stage = BureauStage.READY
@@ -712,9 +807,7 @@ class BureauTrainer:
         self._epoch += 1
         self.checkpoints[self._epoch] = self._state()
         self._batch = 0
-        self._batches = epoch_batches(
-            self.train_rows, self.plan.batch_size, self.plan.seed, self._epoch
-        )
+        self._batches = self.plan.batches(self.train_rows, self._epoch, self.by_moments)
         self.stage = BureauStage.READY
 
     @_fails_the_job
@@ -826,6 +919,12 @@ class BankTrainer:
         self._step: Step | None = None
         self.counts = he.OpCounts()
         self.executor = executor
+        # from cross moments: M of each batch (by its first row; a validation part by its
+        # step number), this step's batch, weights and share at 2^-12, rows encrypted ahead
+        self.by_moments = False
+        self._cross: dict[int, list[list[int]]] = {}
+        self._moment_step: tuple[int, bool, list[int], list[int]] | None = None
+        self._rows_ahead: tuple[int, Callable[[], list[gmpy2.mpz]]] | None = None
 
     def checkpoint(self, history: list[EpochRecord]) -> dict[str, object]:
         """The bank's state after an epoch: enough to go on exactly where it was."""
@@ -865,13 +964,26 @@ class BankTrainer:
         self.bureau_columns = msg.bureau_columns
         check_plan(self.plan, self.limits, msg.bureau_columns)
         self.shares = ShareSgd(self.plan.optimizer, msg.bureau_columns, SHARE_BITS)
+        self.by_moments = self.plan.by_moments(msg.bureau_columns)
+        self._cross.clear()  # a resumed job's bureau holds no moments: send the rows again
 
     def batches(self, epoch: int) -> list[np.ndarray]:
-        return epoch_batches(self.train_rows, self.plan.batch_size, self.plan.seed, epoch)
+        return self.plan.batches(self.train_rows, epoch, self.by_moments)
+
+    @staticmethod
+    def _batch_key(step: Step, rows: np.ndarray) -> int:
+        return step.batch if step.batch < 0 else int(rows[0])
+
+    def _packed_rows(self, rows: np.ndarray) -> list[int]:
+        layout = moments.row_layout(self.bureau_columns, _key_bits(self.private_key.public_key))
+        return moments.packed_rows(self.x8[rows], self.y[rows], layout)
 
     def residuals(self, step: Step, rows: np.ndarray) -> EncryptedResiduals:
-        """[[s1]] and [[2 + u_A - 4y]] for the rows of a step, under the bank's own key."""
+        """[[s1]] and [[2 + u_A - 4y]] for the rows of a step, under the bank's own key (from
+        cross moments: [[s1]], [[w_A]] and the batch's packed rows if the bureau has none)."""
         assert self.shares is not None
+        if self.by_moments:
+            return self._moment_residuals(step, rows)
         self._step, self._rows, self._opened = step, rows, None
         u = _scores(self.x[rows], self.optimizer.weights)
         self._e = he.encode(2.0 + u - 4.0 * self.y[rows], SCALE_BITS)
@@ -889,11 +1001,123 @@ class BankTrainer:
             he.ciphertexts_to_bytes(residuals, own),
         )
 
+    def _moment_residuals(self, step: Step, rows: np.ndarray) -> EncryptedResiduals:
+        assert self.shares is not None
+        weights = self.optimizer.weights
+        if not np.all(np.abs(weights) < WEIGHT_BOUND):
+            raise PolicyViolation(
+                f"the bank's own weights left +-{WEIGHT_BOUND:g}: training diverged; lower the "
+                "learning rate"
+            )
+        own = self.private_key.public_key
+        fixed = [int(w) for w in np.rint(weights * float(1 << SCORE_WEIGHT_BITS)).tolist()]
+        share = [s >> (SHARE_BITS - SCORE_WEIGHT_BITS) for s in self.shares.share]
+        key = self._batch_key(step, rows)
+        packed: list[gmpy2.mpz] = []
+        if key not in self._cross:
+            ahead, self._rows_ahead = self._rows_ahead, None
+            if ahead is not None and ahead[0] == key:
+                packed = ahead[1]()
+                self.counts.encryptions += len(packed)
+            else:
+                packed = self.encryptor.encrypt_many(
+                    self._packed_rows(rows), self.executor, self.counts
+                )
+        self._step, self._rows, self._opened = step, rows, None
+        self._moment_step = (key, bool(packed), fixed, share)
+        return EncryptedResiduals(
+            step,
+            he.ciphertexts_to_bytes(self.encryptor.encrypt_many(share, None, self.counts), own),
+            he.ciphertexts_to_bytes(packed, own),
+            he.ciphertexts_to_bytes(self.encryptor.encrypt_many(fixed, None, self.counts), own),
+        )
+
+    def prepare_rows(self, step: Step, rows: np.ndarray) -> None:
+        """From cross moments: start encrypting the next step's packed rows on the workers
+        if the bureau will need them (the first time a batch comes)."""
+        key = self._batch_key(step, rows)
+        if self.by_moments and self.executor is not None and key not in self._cross:
+            self._rows_ahead = (
+                key,
+                self.encryptor.encrypt_later(self._packed_rows(rows), self.executor),
+            )
+
+    def _open_moments(self, msg: StepShares) -> tuple[float, moments.Opened, list[int]]:
+        """Decrypt a step's answer from cross moments: the loss, what was opened, and the
+        bank's own part of each row's residual."""
+        assert self._moment_step is not None
+        _check_step(msg.step, self._step, "the bureau's shares")
+        key, sent_rows, fixed, share = self._moment_step
+        own = self.private_key.public_key
+        if not moments.WEIGHT_BITS <= msg.share_bits <= moments.MAX_SHARE_BITS:
+            raise ProtocolViolation(f"the bureau stated a share bound of {msg.share_bits} bits")
+        if any(abs(s) >> msg.share_bits for s in share):
+            raise ProtocolViolation(
+                "the bureau's bound on the shares does not cover the bank's own share"
+            )
+        kb, ka = self.bureau_columns, self.plan.bank_columns
+        lay = moments.Layouts.of(_key_bits(own), ka, kb, msg.share_bits)
+        training = msg.step.batch >= 0
+        cross = he.ciphertexts_from_bytes(msg.cross_moments, own, kb if sent_rows else 0)
+        received = [
+            *he.ciphertexts_from_bytes(msg.gradient_share, own, lay.gradient.plaintexts_for(kb)),
+            *he.ciphertexts_from_bytes(msg.gram_share, own, lay.gram.plaintexts_for(kb)),
+            *he.ciphertexts_from_bytes(msg.share_moments, own, lay.limbs),
+            *he.ciphertexts_from_bytes(
+                msg.bank_gradient, own, lay.cross.plaintexts_for(ka) if training else 0
+            ),
+            *he.ciphertexts_from_bytes(msg.loss_term, own, 1),
+        ]
+        if msg.score_shares or msg.bureau_masks:
+            raise ProtocolViolation("the bureau sent per-row shares to a step from moments")
+        plain = he.decrypt_many([*cross, *received], self.private_key, self.executor)
+        self.counts.decryptions += len(plain)
+        if sent_rows:
+            self._cross[key] = [
+                moments.slot_values([m], lay.rows, ka + 1, bounded=False) for m in plain[:kb]
+            ]
+        held = self._cross.get(key)
+        if held is None:
+            raise ProtocolViolation("the bureau sent no moments for a batch's first step")
+        opened = moments.open_step(
+            plain[len(cross) :],
+            held,
+            share,
+            [1 << SCORE_WEIGHT_BITS, *fixed],
+            lay,
+            kb,
+            training,
+            int(own.n),
+        )
+        parts = moments.row_parts(self.x8[self._rows], self.y[self._rows], fixed)
+        squares = sum(t * t for t in parts) + opened.interaction
+        if not 0 <= squares < len(parts) << (2 * (SCORE_VALUE_BITS + 1)):
+            raise ProtocolViolation(
+                "the bureau's loss term gives a sum of squared residuals outside its range: "
+                "it computed something else"
+            )
+        mean = squares / float(1 << (2 * SCALE_BITS)) / len(parts)
+        return LN2 - 0.5 + mean / 8.0, opened, parts
+
+    def update_from_moments(self, msg: StepShares, epoch: int) -> float:
+        """A training step from cross moments: open, step w_A and s1; the batch's loss."""
+        assert self.shares is not None
+        loss, opened, parts = self._open_moments(msg)
+        own = exact_products(self.x8[self._rows].T, parts)
+        scale = float(1 << GRADIENT_BITS) * 4.0 * len(self._rows)
+        gradient = np.array(
+            [(a + b) / scale for a, b in zip(own, opened.cross_gradient, strict=True)]
+        )
+        self.optimizer.step(gradient, epoch)
+        self.shares.step(opened.gradient_share, GRADIENT_BITS, 4 * len(self._rows), epoch)
+        self._moment_step = None
+        return loss
+
     def prepare_residuals(self, rows: int) -> None:
         """Start the randomisers of the next step's ``rows`` encryptions on the workers:
         they depend on nothing but the key, and the workers would otherwise wait for the
         bureau. Used once, by the next ``residuals`` if it has as many rows."""
-        if self.executor is not None and rows:
+        if self.executor is not None and rows and not self.by_moments:
             self._randomisers = (rows, self.encryptor.randomisers_later(rows, self.executor))
 
     def masked_gradient(self, msg: StepShares) -> MaskedValues:
@@ -965,6 +1189,10 @@ class BankTrainer:
         return loss
 
     def validation_loss(self, msg: StepShares) -> float:
+        if self.by_moments:
+            loss, _, _ = self._open_moments(msg)
+            self._moment_step = None
+            return loss
         self.open_shares(msg)
         assert self._opened is not None
         loss, _ = self._loss(self._opened)
@@ -1040,14 +1268,21 @@ def drive_training(
         losses, weights_of = [], []
         batches = bank.batches(epoch)
         ahead = [len(r) for r in batches[1:]] + [len(r) for r in bank.validation[:1]] + [0]
+        following = [(Step(job, epoch, i + 1), r) for i, r in enumerate(batches[1:])]
+        following += [(Step(job, epoch, VALIDATION - i), r) for i, r in enumerate(bank.validation)]
         for number, rows in enumerate(batches):
             step = Step(job, epoch, number)
             pending = peer.step(bank.residuals(step, rows))
             bank.prepare_residuals(ahead[number])  # while the bureau computes
+            if number < len(following):
+                bank.prepare_rows(*following[number])
             shares = pending.result()
-            decrypted_f = peer.decrypt(bank.masked_gradient(shares))
-            bank.open_shares(shares)
-            losses.append(bank.update(decrypted_f.result(), epoch))
+            if bank.by_moments:
+                losses.append(bank.update_from_moments(shares, epoch))
+            else:
+                decrypted_f = peer.decrypt(bank.masked_gradient(shares))
+                bank.open_shares(shares)
+                losses.append(bank.update(decrypted_f.result(), epoch))
             weights_of.append(len(rows))
             if on_batch:
                 on_batch(epoch, number + 1, len(batches))
@@ -1061,6 +1296,8 @@ def drive_training(
                 step = Step(job, epoch, VALIDATION - part)
                 pending = peer.step(bank.residuals(step, rows))
                 bank.prepare_residuals(ahead[part])
+                if part + 1 < len(bank.validation):
+                    bank.prepare_rows(Step(job, epoch, step.batch - 1), bank.validation[part + 1])
                 shares = pending.result()
                 parts.append(bank.validation_loss(shares))
             validation_loss = float(np.average(parts, weights=[len(r) for r in bank.validation]))

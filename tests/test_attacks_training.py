@@ -49,7 +49,7 @@ class BureauView:
         bureau.shares.step = step  # type: ignore[method-assign]
 
     def step(self, msg):
-        self.received += [msg.weight_share, msg.residuals]
+        self.received += [msg.weight_share, msg.residuals, msg.bank_weights]
         return _done(self.bureau.step(msg))
 
     def decrypt(self, msg):
@@ -80,7 +80,7 @@ def _data(seed=7, rows=480):
     return xa, xb, y
 
 
-def _run(keys, xa, xb, y, epochs=1):
+def _run(keys, xa, xb, y, epochs=1, moments=False):
     (bank_pub, bank_priv), (_, bureau_priv) = keys
     plan = vlr.TrainingPlan(
         "a" * 32,
@@ -98,6 +98,9 @@ def _run(keys, xa, xb, y, epochs=1):
     bureau = vlr.BureauTrainer(plan, xb, bureau_priv, LIMITS)
     bank = vlr.BankTrainer(plan, xa, y, bank_priv, LIMITS)
     bank.accept(bureau.accepted())
+    if moments:  # 42 bureau columns take the per-row route on their own: chosen here
+        bureau.by_moments = bank.by_moments = True
+        bureau._batches = plan.batches(bureau.train_rows, 0, True)
     view = BureauView(bureau)
     bank.early_stopping = vlr.EarlyStopping(patience=99)
     vlr.drive_training(bank, view)
@@ -202,7 +205,7 @@ def test_training_the_bureaus_view_does_not_depend_on_the_labels(keys):
     width = he.ciphertext_bytes(key)
 
     def spread(view):
-        data = b"".join(view.received[1::3][:4])  # the residuals of the first steps
+        data = b"".join(view.received[1::4][:4])  # the residuals of the first steps
         cells = [data[i : i + width] for i in range(0, len(data), width)]
         return np.array([int.from_bytes(c, "big") / key.nsquare for c in cells])
 
@@ -261,3 +264,29 @@ def test_training_a_bureau_with_oversized_masks_reads_none_of_the_banks_features
     for returned in (plain, low):  # the true decryption, or the honest-looking low part
         with pytest.raises(he.ProtocolViolation):
             he.unpack_padded([returned], bank._packing)
+
+
+def test_training_from_moments_the_bureau_holds_its_own_masks_and_ciphertexts(keys):
+    """The route from cross moments: the bureau decrypts nothing at all; its share of its
+    gradient is its own mask, uniform and the same for two opposite label vectors, and the
+    label program on it does no better than the majority class."""
+    xa, xb, y = _data(seed=13)
+    flipped = 1 - y
+    _, bank_a, view_a = _run(keys, xa, xb, y, moments=True)
+    _, bank_b, view_b = _run(keys, xa, xb, flipped, moments=True)
+    gradient_bits = vlr.VALUE_BITS + 1 + he.STATISTICAL_SECURITY
+    for bank, view, labels in ((bank_a, view_a, y), (bank_b, view_b, flipped)):
+        assert view.bureau.counts.decryptions == 0 and not view.decrypted
+        rows = bank.batches(0)[0]
+        x8 = vlr._fixed_matrix(xb[rows])
+        truth = labels[rows]
+        majority = max(truth.mean(), 1 - truth.mean())
+        for held in (view.gradient_shares[0], view.weight_shares[0]):
+            assert np.mean(_label_program(x8, held) == truth) <= majority
+    shares_a = _uniform([-g for s in view_a.gradient_shares for g in s], gradient_bits)
+    shares_b = _uniform([-g for s in view_b.gradient_shares for g in s], gradient_bits)
+    assert stats.kstest(shares_a, "uniform").pvalue > 1e-3
+    assert stats.ks_2samp(shares_a, shares_b).pvalue > 1e-3
+    # the bank's rows came once per batch, the sizes do not depend on the labels
+    assert [len(b) for b in view_a.received] == [len(b) for b in view_b.received]
+    assert sum(1 for b in view_a.received[1::3] if b) == len(bank_a.batches(0))

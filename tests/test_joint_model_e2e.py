@@ -17,9 +17,10 @@ import pytest
 from bank_node.training import list_features, load_model, predict_job, train_job
 from bureau_node.models import ModelStore
 from bureau_node.server import BureauNode
+from protocols import moments
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
-from protocols.errors import InputDataError, ProtocolViolation, UnknownSession
+from protocols.errors import InputDataError, PeerError, ProtocolViolation, UnknownSession
 from xinrong.synthetic import generate_city, generate_usccs, write_city
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -231,6 +232,115 @@ def test_chosen_bureau_features_and_unknown_names(city, bureau, tmp_path):
             quiet=True,
             **TEST_KEYS,
         )
+
+
+def test_a_narrow_job_trains_from_cross_moments_over_grpc(city, bureau, tmp_path):
+    """Three bank and three bureau columns: both nodes take the route from cross moments on
+    their own (protocols/moments.py). The bank never encrypts for the bureau and the bureau
+    decrypts nothing; the rows go over once per job; the model learns and scores."""
+    history: list[vlr.EpochRecord] = []
+    summary = train_job(
+        f"127.0.0.1:{bureau.port}",
+        city["bank"],
+        "uscc",
+        "y",
+        tmp_path / "m",
+        "bank-m",
+        bank_features=["overdue_count_12m", "credit_utilization", "account_age_months"],
+        bureau_features=["debt_ratio", "court_judgements_3y", "registered_capital_10k_cny"],
+        batch_size=128,
+        epochs=3,
+        compare_bank_only=True,
+        seed=4,
+        quiet=True,
+        on_epoch=history.append,
+        **TEST_KEYS,
+    )
+    columns = (summary["bank_columns"] + 1, summary["bureau_columns"], summary["batch_size"])
+    assert moments.pays(*columns, 768)  # the intercept counts as a bank column
+    assert len(history) == 3
+    # the bank's counts: no encryption under the bureau's key, its rows encrypted in the
+    # first epoch only (later epochs encrypt a few weights and shares a step)
+    assert all(r.counts["peer_encryptions"] == 0 for r in history)
+    first, later = history[0].counts["encryptions"], history[1].counts["encryptions"]
+    assert first > summary["rows"] * 0.9 and later < first / 10
+    stored = ModelStore(bureau.store.root).load("bank-m", summary["model_id"])
+    assert stored["counts"]["decryptions"] == 0
+    assert summary["validation_auc"] > summary["bank_only_auc"] + 0.02
+    result = predict_job(
+        f"127.0.0.1:{bureau.port}",
+        tmp_path / "m",
+        city["bank"],
+        "uscc",
+        tmp_path / "scores.csv",
+        "bank-m",
+        quiet=True,
+    )
+    assert result["rows"] == read_csv(city["bank"]).num_rows
+    assert read_csv(tmp_path / "scores.csv").column("score").null_count == 0
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_narrow_job_resumes_after_each_interruption(city, bureau, tmp_path):
+    """From cross moments the bureau decrypts nothing, so its ledger counts the steps it
+    answered: a job interrupted twice, each time between epochs, resumes twice (the rows go
+    over again after each resume) and ends with all its epochs; a job interrupted in the
+    middle of an epoch cannot be resumed, as on the per-row route."""
+    address = f"127.0.0.1:{bureau.port}"
+    narrow = {
+        "bank_features": ["overdue_count_12m", "credit_utilization", "account_age_months"],
+        "bureau_features": ["debt_ratio", "court_judgements_3y", "registered_capital_10k_cny"],
+        "batch_size": 128,
+    }
+    model = tmp_path / "m"
+    resumed: list[vlr.EpochRecord] = []
+
+    def stop_after(epoch):
+        def stop(record):
+            resumed.append(record)
+            if record.epoch == epoch:
+                raise Interrupted
+
+        return stop
+
+    with pytest.raises(Interrupted):
+        train_job(
+            address, city["bank"], "uscc", "y", model, "bank-r", epochs=4, patience=99,
+            seed=5, quiet=True, on_epoch=stop_after(0), **narrow, **TEST_KEYS,
+        )  # fmt: skip
+    job = json.loads((model / "checkpoint.json").read_text())["job_id"]
+    again = {"allow_test_keys": True, "quiet": True, "resume": job}
+    with pytest.raises(Interrupted):
+        train_job(address, "", "", "", model, "bank-r", on_epoch=stop_after(1), **again)
+    summary = train_job(address, "", "", "", model, "bank-r", on_epoch=resumed.append, **again)
+    assert summary["epochs"] == 4 and [r.epoch for r in resumed] == [0, 1, 2, 3]
+    # each run after a resume sent the rows again in its first epoch
+    rows = resumed[0].counts["encryptions"]
+    assert resumed[1].counts["encryptions"] >= rows > 10 * resumed[3].counts["encryptions"]
+
+    # in the middle of an epoch (the bureau has answered one of its steps): refused
+    original = vlr.BankTrainer.update_from_moments
+
+    def crash_in_second_epoch(self, msg, epoch):
+        if epoch == 1:
+            raise Interrupted
+        return original(self, msg, epoch)
+
+    model = tmp_path / "m2"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vlr.BankTrainer, "update_from_moments", crash_in_second_epoch)
+        with pytest.raises(Interrupted):
+            train_job(
+                address, city["bank"], "uscc", "y", model, "bank-r", epochs=4, seed=5,
+                quiet=True, **narrow, **TEST_KEYS,
+            )  # fmt: skip
+    job = json.loads((model / "checkpoint.json").read_text())["job_id"]
+    with pytest.raises(PeerError, match="answered 1 of its steps"):
+        train_job(address, "", "", "", model, "bank-r", **again | {"resume": job})
+    assert not (model / "checkpoint.json").exists()
 
 
 def test_models_belong_to_their_bank_and_can_be_deleted(city, bureau, tmp_path):

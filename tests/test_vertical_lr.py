@@ -20,7 +20,7 @@ from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.errors import PolicyViolation, ProtocolViolation, WrongStage
 from protocols.features import VALUE_BOUND, FeatureRecipe
-from protocols.optim import Optimizer, OptimizerConfig, epoch_batches, split_rows
+from protocols.optim import Optimizer, OptimizerConfig, epoch_batches, fixed_batches, split_rows
 
 LIMITS = vlr.TrainingLimits(allow_test_keys=True, min_batch_size=32)
 SGD = OptimizerConfig(name="sgd", learning_rate=0.1)
@@ -73,7 +73,9 @@ def bureau_keys():
     return he.generate_keypair(768, allow_test_keys=True)
 
 
-def _pair(bank_keys, bureau_keys, xa, xb, y, **plan_changes):
+def _pair(bank_keys, bureau_keys, xa, xb, y, moments=False, **plan_changes):
+    """A bank and a bureau on one plan; ``moments`` chooses the route (these shapes take the
+    route from cross moments on their own: a test chooses to check each)."""
     encryptor = he.OwnerEncryptor(bank_keys[1])
     plan = vlr.TrainingPlan(
         "a" * 32,
@@ -92,17 +94,25 @@ def _pair(bank_keys, bureau_keys, xa, xb, y, **plan_changes):
     bureau = vlr.BureauTrainer(plan, xb, bureau_keys[1], LIMITS)
     bank = vlr.BankTrainer(plan, xa, y, bank_keys[1], LIMITS, encryptor=encryptor)
     bank.accept(bureau.accepted())
+    assert plan.by_moments(xb.shape[1]) or not moments
+    bureau.by_moments = bank.by_moments = moments
+    bureau._batches = plan.batches(bureau.train_rows, 0, moments)
     return plan, bank, bureau
+
+
+ROUTES = pytest.mark.parametrize("moments", [False, True], ids=["by_rows", "from_moments"])
 
 
 def _weights(share_sum):
     return np.array([v / 2.0**vlr.SHARE_BITS for v in share_sum])
 
 
-def _plaintext_reference(plan, xa, xb, y):
+def _plaintext_reference(plan, xa, xb, y, moments=False):
     """The same schedule and optimisers over plaintext, with the protocol's fixed point
     (8-bit features in the products, the bureau's weights at 2^-12 in u_B): what the
-    protocol must compute. The bureau's weights follow momentum SGD with L2."""
+    protocol must compute. The bureau's weights follow momentum SGD with L2. From cross
+    moments the batches stay together and the bank's scores come from its fixed point too
+    (its weights at 2^-12, unclipped)."""
     train, validation = split_rows(plan.rows, plan.validation_fraction, plan.seed)
     penalised = np.ones(xa.shape[1], dtype=bool)
     penalised[0] = False
@@ -113,13 +123,17 @@ def _plaintext_reference(plan, xa, xb, y):
     xa8, xb8 = np.rint(xa * unit) / unit, np.rint(xb * unit) / unit
 
     def d4_of(rows):
-        ua = np.clip(xa[rows] @ oa.weights, -vlr.SCORE_BOUND, vlr.SCORE_BOUND)
+        if moments:
+            ua = xa8[rows] @ (np.rint(oa.weights * 2**vlr.SCORE_WEIGHT_BITS) / 2**12)
+        else:
+            ua = np.clip(xa[rows] @ oa.weights, -vlr.SCORE_BOUND, vlr.SCORE_BOUND)
         ub = xb8[rows] @ (np.floor(wb * 2**vlr.SCORE_WEIGHT_BITS) / 2**vlr.SCORE_WEIGHT_BITS)
         return 2 + ua + ub - 4 * y[rows]
 
     history = []
     for epoch in range(plan.max_epochs):
-        for rows in epoch_batches(train, plan.batch_size, plan.seed, epoch):
+        schedule = fixed_batches if moments else epoch_batches
+        for rows in schedule(train, plan.batch_size, plan.seed, epoch):
             d4 = d4_of(rows)
             oa.step(xa8[rows].T @ d4 / (4 * len(rows)), epoch)
             alpha = c.alpha if c.penalty == "l2" else 0.0  # L1 is for the bank's own only
@@ -130,12 +144,13 @@ def _plaintext_reference(plan, xa, xb, y):
     return oa.weights, wb, history
 
 
-def test_encrypted_training_computes_the_plaintext_updates(bank_keys, bureau_keys):
+@ROUTES
+def test_encrypted_training_computes_the_plaintext_updates(bank_keys, bureau_keys, moments):
     xa, xb, y = _data()
-    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y)
+    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, moments)
     bank.early_stopping = vlr.EarlyStopping(patience=99)
     result = vlr.drive_training(bank, RecordingPeer(bureau))
-    wa, wb, losses = _plaintext_reference(plan, xa, xb, y)
+    wa, wb, losses = _plaintext_reference(plan, xa, xb, y, moments)
     last = plan.max_epochs - 1
     assert len(result.history) == plan.max_epochs
     np.testing.assert_allclose(bank.snapshots[last], wa, atol=5e-4)
@@ -144,7 +159,9 @@ def test_encrypted_training_computes_the_plaintext_updates(bank_keys, bureau_key
     np.testing.assert_allclose(weights, wb, atol=5e-4)  # shares rounded to 2^-12 in u_B
     # the joint model learned the planted signal
     assert np.corrcoef(xb @ weights, xb @ [1, 0, -0.7, 0.4])[0, 1] > 0.9
-    assert bank.counts.encryptions > 0 and bureau.counts.decryptions > 0
+    assert bank.counts.encryptions > 0
+    # from moments the bureau decrypts nothing: its view is ciphertexts under the bank's key
+    assert (bureau.counts.decryptions == 0) is moments
 
 
 @pytest.mark.parametrize(
@@ -193,23 +210,27 @@ def test_both_routes_give_the_bank_the_same_plaintexts(bank_keys, bureau_keys, v
     assert len(opened[0][0].gradient) == (0 if validation else xb.shape[1])
 
 
-def test_adam_for_the_bank_momentum_for_the_shares(bank_keys, bureau_keys):
+@ROUTES
+def test_adam_for_the_bank_momentum_for_the_shares(bank_keys, bureau_keys, moments):
     xa, xb, y = _data()
-    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, optimizer=OptimizerConfig())
+    plan, bank, bureau = _pair(
+        bank_keys, bureau_keys, xa, xb, y, moments, optimizer=OptimizerConfig()
+    )
     bank.early_stopping = vlr.EarlyStopping(patience=99)
     result = vlr.drive_training(bank, RecordingPeer(bureau))
-    wa, wb, losses = _plaintext_reference(plan, xa, xb, y)
+    wa, wb, losses = _plaintext_reference(plan, xa, xb, y, moments)
     np.testing.assert_allclose(bank.snapshots[plan.max_epochs - 1], wa, atol=5e-4)
     np.testing.assert_allclose([r.validation_loss for r in result.history], losses, atol=1e-4)
 
 
-def test_l1_penalises_the_banks_own_weights_only(bank_keys, bureau_keys):
+@ROUTES
+def test_l1_penalises_the_banks_own_weights_only(bank_keys, bureau_keys, moments):
     xa, xb, y = _data()
     config = replace(SGD, penalty="l1", alpha=0.01)
-    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, optimizer=config)
+    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, moments, optimizer=config)
     bank.early_stopping = vlr.EarlyStopping(patience=99)
     vlr.drive_training(bank, RecordingPeer(bureau))
-    wa, wb, _ = _plaintext_reference(replace(plan, optimizer=config), xa, xb, y)
+    wa, wb, _ = _plaintext_reference(replace(plan, optimizer=config), xa, xb, y, moments)
     last = plan.max_epochs - 1
     np.testing.assert_allclose(bank.snapshots[last], wa, atol=5e-4)
     weights, _ = bureau.finish(last, bank.share_snapshots[last])
@@ -241,9 +262,10 @@ def _float_patterns(values):
     return {p for p in out if p.count(0) <= 3 and p.count(0xFF) <= 3}
 
 
-def test_traces_hold_no_plaintext_of_the_other_party(bank_keys, bureau_keys):
+@ROUTES
+def test_traces_hold_no_plaintext_of_the_other_party(bank_keys, bureau_keys, moments):
     xa, xb, y = _data(rows=300, seed=3)
-    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, max_epochs=2)
+    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, moments, max_epochs=2)
     peer = RecordingPeer(bureau)
     vlr.drive_training(bank, peer)
     seen_by_bureau = b"".join(peer.to_bureau)
@@ -477,13 +499,14 @@ def test_recipe_outputs_are_always_bounded(values):
     assert np.all(np.isfinite(x)) and np.all(np.abs(x) <= VALUE_BOUND)
 
 
-def test_resuming_from_a_checkpoint_ends_with_the_same_model(bank_keys, bureau_keys):
+@ROUTES
+def test_resuming_from_a_checkpoint_ends_with_the_same_model(bank_keys, bureau_keys, moments):
     xa, xb, y = _data()
-    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, max_epochs=3)
+    plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, moments, max_epochs=3)
     bank.early_stopping = vlr.EarlyStopping(patience=99)
     whole = vlr.drive_training(bank, RecordingPeer(bureau))
     # again, stopped after the first epoch, both sides restarted from their checkpoints
-    plan2, bank2, bureau2 = _pair(bank_keys, bureau_keys, xa, xb, y, max_epochs=3)
+    plan2, bank2, bureau2 = _pair(bank_keys, bureau_keys, xa, xb, y, moments, max_epochs=3)
     bank2.early_stopping = vlr.EarlyStopping(patience=99)
     saved: dict = {}
 
@@ -495,7 +518,7 @@ def test_resuming_from_a_checkpoint_ends_with_the_same_model(bank_keys, bureau_k
     with pytest.raises(KeyboardInterrupt):
         vlr.drive_training(bank2, RecordingPeer(bureau2), on_epoch=stop_after_first)
     bureau_saved = json.loads(json.dumps(bureau2.checkpoints))  # what the bureau wrote
-    _, bank3, bureau3 = _pair(bank_keys, bureau_keys, xa, xb, y, max_epochs=3)
+    _, bank3, bureau3 = _pair(bank_keys, bureau_keys, xa, xb, y, moments, max_epochs=3)
     bureau3.checkpoints = {int(e): s for e, s in bureau_saved.items()}
     bureau3.restore(1)
     bank3.early_stopping = vlr.EarlyStopping(patience=99)
@@ -512,19 +535,20 @@ def test_resuming_from_a_checkpoint_ends_with_the_same_model(bank_keys, bureau_k
     assert [r.epoch for r in resumed.history] == [0, 1, 2]
 
 
-def test_with_worker_processes_the_same_model(bank_keys, bureau_keys):
+@ROUTES
+def test_with_worker_processes_the_same_model(bank_keys, bureau_keys, moments):
     """Chunks over process pools on both sides, the bureau's randomness drawn ahead."""
     from concurrent.futures import ProcessPoolExecutor
 
     xa, xb, y = _data()
     with ProcessPoolExecutor(2) as bank_pool, ProcessPoolExecutor(2) as bureau_pool:
-        plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, max_epochs=2)
+        plan, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, moments, max_epochs=2)
         bank.executor, bureau.executor = bank_pool, bureau_pool
         bureau.noise.executor = bureau_pool
         bureau._prepare(vlr.Step(plan.job_id, 0, 0))
         bank.early_stopping = vlr.EarlyStopping(patience=99)
         result = vlr.drive_training(bank, RecordingPeer(bureau))
-    wa, wb, losses = _plaintext_reference(plan, xa, xb, y)
+    wa, wb, losses = _plaintext_reference(plan, xa, xb, y, moments)
     np.testing.assert_allclose(bank.snapshots[1], wa, atol=5e-4)
     np.testing.assert_allclose([r.validation_loss for r in result.history], losses, atol=1e-4)
     weights, _ = bureau.finish(1, bank.share_snapshots[1])

@@ -92,6 +92,19 @@ def accepted_from_proto(msg: pb.TrainingAccepted, allow_test_keys: bool) -> vlr.
     return vlr.TrainingAccepted(msg.job_id, key, msg.bureau_columns)
 
 
+# what only the first chunk of a step's answer carries
+_FIRST_CHUNK_ONLY = (
+    "score_shares",
+    "gradient_share",
+    "loss_term",
+    "cross_moments",
+    "gram_share",
+    "share_moments",
+    "bank_gradient",
+    "share_bits",
+)
+
+
 def shares_to_proto(msg: vlr.StepShares, width: int) -> Iterator[pb.StepShares]:
     """The bureau's answer in chunks of its per-row masks; the packed parts in the first."""
     total = len(msg.bureau_masks) // width
@@ -107,6 +120,11 @@ def shares_to_proto(msg: vlr.StepShares, width: int) -> Iterator[pb.StepShares]:
             score_shares=msg.score_shares if first else b"",
             gradient_share=msg.gradient_share if first else b"",
             loss_term=msg.loss_term if first else b"",
+            cross_moments=msg.cross_moments if first else b"",
+            gram_share=msg.gram_share if first else b"",
+            share_moments=msg.share_moments if first else b"",
+            bank_gradient=msg.bank_gradient if first else b"",
+            share_bits=msg.share_bits if first else 0,
         )
 
 
@@ -127,7 +145,7 @@ def shares_from_proto(
                 )
         elif this != step or chunk.total != first.total:
             raise ProtocolViolation("a chunk of shares belongs to another step")
-        elif chunk.score_shares or chunk.gradient_share or chunk.loss_term:
+        elif any(getattr(chunk, name) for name in _FIRST_CHUNK_ONLY):
             raise ProtocolViolation("packed shares arrived after the first chunk")
         if chunk.offset != received or len(chunk.bureau_masks) % width:
             raise ProtocolViolation("chunks of shares arrived out of order or cut")
@@ -138,18 +156,32 @@ def shares_from_proto(
     if first is None or step is None or received != first.total:
         raise ProtocolViolation("the shares ended before all announced chunks arrived")
     return vlr.StepShares(
-        step, first.score_shares, b"".join(parts), first.gradient_share, first.loss_term
+        step,
+        first.score_shares,
+        b"".join(parts),
+        first.gradient_share,
+        first.loss_term,
+        cross_moments=first.cross_moments,
+        gram_share=first.gram_share,
+        share_moments=first.share_moments,
+        bank_gradient=first.bank_gradient,
+        share_bits=first.share_bits,
     )
 
 
 def residuals_to_proto(msg: vlr.EncryptedResiduals) -> pb.EncryptedResiduals:
     return pb.EncryptedResiduals(
-        step=step_to_proto(msg.step), residuals=msg.residuals, weight_share=msg.weight_share
+        step=step_to_proto(msg.step),
+        residuals=msg.residuals,
+        weight_share=msg.weight_share,
+        bank_weights=msg.bank_weights,
     )
 
 
 def residuals_from_proto(msg: pb.EncryptedResiduals) -> vlr.EncryptedResiduals:
-    return vlr.EncryptedResiduals(step_from_proto(msg.step), msg.weight_share, msg.residuals)
+    return vlr.EncryptedResiduals(
+        step_from_proto(msg.step), msg.weight_share, msg.residuals, msg.bank_weights
+    )
 
 
 def share_to_proto(values: list[int]) -> list[str]:

@@ -127,17 +127,19 @@ class Step(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., epoch: _Optional[int] = ..., batch: _Optional[int] = ...) -> None: ...
 
 class EncryptedResiduals(_message.Message):
-    __slots__ = ("step", "residuals", "weight_share")
+    __slots__ = ("step", "residuals", "weight_share", "bank_weights")
     STEP_FIELD_NUMBER: _ClassVar[int]
     RESIDUALS_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    BANK_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     step: Step
     residuals: bytes
     weight_share: bytes
-    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., residuals: _Optional[bytes] = ..., weight_share: _Optional[bytes] = ...) -> None: ...
+    bank_weights: bytes
+    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., residuals: _Optional[bytes] = ..., weight_share: _Optional[bytes] = ..., bank_weights: _Optional[bytes] = ...) -> None: ...
 
 class StepShares(_message.Message):
-    __slots__ = ("step", "offset", "total", "bureau_masks", "score_shares", "gradient_share", "loss_term")
+    __slots__ = ("step", "offset", "total", "bureau_masks", "score_shares", "gradient_share", "loss_term", "cross_moments", "gram_share", "share_moments", "bank_gradient", "share_bits")
     STEP_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +147,11 @@ class StepShares(_message.Message):
     SCORE_SHARES_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_SHARE_FIELD_NUMBER: _ClassVar[int]
     LOSS_TERM_FIELD_NUMBER: _ClassVar[int]
+    CROSS_MOMENTS_FIELD_NUMBER: _ClassVar[int]
+    GRAM_SHARE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_MOMENTS_FIELD_NUMBER: _ClassVar[int]
+    BANK_GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    SHARE_BITS_FIELD_NUMBER: _ClassVar[int]
     step: Step
     offset: int
     total: int
@@ -152,7 +159,12 @@ class StepShares(_message.Message):
     score_shares: bytes
     gradient_share: bytes
     loss_term: bytes
-    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., bureau_masks: _Optional[bytes] = ..., score_shares: _Optional[bytes] = ..., gradient_share: _Optional[bytes] = ..., loss_term: _Optional[bytes] = ...) -> None: ...
+    cross_moments: bytes
+    gram_share: bytes
+    share_moments: bytes
+    bank_gradient: bytes
+    share_bits: int
+    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., bureau_masks: _Optional[bytes] = ..., score_shares: _Optional[bytes] = ..., gradient_share: _Optional[bytes] = ..., loss_term: _Optional[bytes] = ..., cross_moments: _Optional[bytes] = ..., gram_share: _Optional[bytes] = ..., share_moments: _Optional[bytes] = ..., bank_gradient: _Optional[bytes] = ..., share_bits: _Optional[int] = ...) -> None: ...
 
 class MaskedValues(_message.Message):
     __slots__ = ("step", "count", "ciphertexts")
