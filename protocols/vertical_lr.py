@@ -1056,7 +1056,12 @@ class BankTrainer:
                 "the bureau's bound on the shares does not cover the bank's own share"
             )
         kb, ka = self.bureau_columns, self.plan.bank_columns
-        lay = moments.Layouts.of(_key_bits(own), ka, kb, msg.share_bits)
+        try:
+            lay = moments.Layouts.of(_key_bits(own), ka, kb, msg.share_bits)
+        except ValueError as exc:  # a slot wider than the key
+            raise ProtocolViolation(
+                f"the bureau's share bound does not fit the key: {exc}"
+            ) from exc
         training = msg.step.batch >= 0
         cross = he.ciphertexts_from_bytes(msg.cross_moments, own, kb if sent_rows else 0)
         received = [
