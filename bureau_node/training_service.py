@@ -419,8 +419,10 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         again to rewind it), unless it is from the latest checkpoint, before any step of
         that epoch was decrypted, and the first since the job last made progress."""
         latest = max(checkpoints)
-        done = [*ledger["decrypted"], *ledger.get("answered", {})]
-        since = [k for k in done if int(k.split(":")[0]) >= latest]
+        since = [k for k in ledger["decrypted"] if int(k.split(":")[0]) >= latest]
+        since += [
+            e for e, count in ledger.get("answered", {}).items() if int(e) >= latest and count
+        ]
         idle = time.time() - float(ledger.get("last_active", 0))
         if idle > self.jobs.idle:
             reason = f"idle for {idle:.0f} s, more than the bureau's {self.jobs.idle:.0f} s"
@@ -430,8 +432,8 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             state = "refused"
         elif since:
             reason = (
-                f"interrupted in epoch {latest + 1} after the bureau had answered "
-                f"{len(since)} of its steps; it answers each step once in a job's life"
+                f"interrupted in epoch {latest + 1} after the bureau had answered steps of "
+                "it; it answers each step once in a job's life"
             )
             state = "refused"
         elif ledger.get("resumed_at") == _progress(ledger):
@@ -483,8 +485,16 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         its answer leaves, as a decryption does on the per-row route."""
         out = self._step(job, msg)
         if job.trainer.by_moments and msg.step.batch >= 0:
-            job.ledger.setdefault("answered", {})[f"{msg.step.epoch}:{msg.step.batch}"] = True
-            self._save_ledger(job.bank_id, job.trainer.plan.job_id, job.ledger)
+            # steps answered per epoch: the ledger stays small however long the job; an
+            # epoch's first answer is on disk before it leaves, which is what refuses a
+            # resume into that epoch (and marks progress since the last resume)
+            answered = job.ledger.setdefault("answered", {})
+            epoch = str(msg.step.epoch)
+            first = epoch not in answered
+            answered[epoch] = answered.get(epoch, 0) + 1
+            stale = time.time() - float(job.ledger.get("last_active", 0)) > 60  # idle clock
+            if first or stale:
+                self._save_ledger(job.bank_id, job.trainer.plan.job_id, job.ledger)
         return out
 
     @staticmethod
@@ -595,4 +605,4 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
 def _progress(ledger: dict[str, Any]) -> int:
     """How many steps the bureau answered with a job's shares: decrypted (per row) or
     answered from cross moments."""
-    return len(ledger["decrypted"]) + len(ledger.get("answered", {}))
+    return len(ledger["decrypted"]) + sum(ledger.get("answered", {}).values())

@@ -46,7 +46,8 @@ import numpy as np
 from . import paillier as he
 from .errors import ProtocolViolation
 
-# |C_jk| < 2^33: at most 2^12 rows of |x8| <= 2^10 times |y'8| = 2^7 or |x8| <= 2^10
+# |C_jk| < 2^33: a batch has fewer than 2^13 rows (at most twice MAX_BATCH less one) of
+# |x8| <= 2^10 times |y'8| = 2^7 or |x8| <= 2^10; |G_jk| < 2^33 likewise
 MOMENT_BITS = 33
 # R, the masks of the cross moments: 41 bits above their bound
 CROSS_MASK_BITS = MOMENT_BITS + 1 + he.STATISTICAL_SECURITY
@@ -96,7 +97,7 @@ class Layouts:
         limbs = (share_bits + LIMB_BITS) // LIMB_BITS  # balanced digits of |s| < 2^share_bits
         # |R a| < k_A 2^74 2^22; 2^12 R_0, G w_B and q are smaller
         gradient = CROSS_MASK_BITS + WEIGHT_BITS + _bits(bank_columns) + 1
-        gram = 32 + share_bits + _bits(bureau_columns)  # |G_jk| <= 2^32
+        gram = MOMENT_BITS + share_bits + _bits(bureau_columns)
         cross = 1 + max(
             CROSS_MASK_BITS + share_bits + _bits(bureau_columns),
             LIMB_BITS * (limbs - 1) + rows.mask_bits + 1,
@@ -113,9 +114,12 @@ class Layouts:
 
 def share_bits_for(own_share: Sequence[int]) -> int:
     """The bound the bureau states: an honest bank's share is ``w_B - s2`` (give or take a
-    unit), so |s1| < 2^(bits + 2) with bits covering both |s2| and |w_B| < 2^22."""
+    unit), so |s1| < 2^(bits + 2) with bits covering both |s2| and |w_B| < 2^22; rounded up
+    to whole 24-bit digits, so that it tells the bank no more than how many digits its own
+    share has (its masks' growth, not its weights)."""
     largest = max((abs(int(s)) for s in own_share), default=0)
-    return max(largest.bit_length(), WEIGHT_BITS) + 2
+    bits = max(largest.bit_length(), WEIGHT_BITS) + 2
+    return -(-bits // LIMB_BITS) * LIMB_BITS
 
 
 def balanced_digits(values: Sequence[int], count: int) -> np.ndarray:

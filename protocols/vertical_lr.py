@@ -573,6 +573,11 @@ class BureauTrainer:
         batch = msg.step.batch if msg.step.batch < 0 else int(rows[0])
         sent = b""
         if msg.residuals:
+            if batch in self._moments:  # each would be a fresh masking and a pass over rows
+                raise ProtocolViolation(
+                    f"the rows of step {msg.step}'s batch came again: the bureau keeps a "
+                    "batch's moments for the whole run"
+                )
             packed = he.ciphertexts_from_bytes(msg.residuals, key, len(rows))
             layout = moments.row_layout(columns, _key_bits(key))
             self._moments[batch], cross = moments.batch_moments(
@@ -1095,6 +1100,10 @@ class BankTrainer:
             int(own.n),
         )
         parts = moments.row_parts(self.x8[self._rows], self.y[self._rows], fixed)
+        if max(abs(t) for t in parts) >> (SCORE_VALUE_BITS + 1):  # |2 + u_A - 4y| >= 2^11
+            raise PolicyViolation(
+                "the bank's own scores left +-2048: training diverged; lower the learning rate"
+            )
         squares = sum(t * t for t in parts) + opened.interaction
         if not 0 <= squares < len(parts) << (2 * (SCORE_VALUE_BITS + 1)):
             raise ProtocolViolation(

@@ -190,3 +190,31 @@ def test_the_route_is_taken_where_it_pays():
     assert not moments.pays(40, 10, 4096, 2048)
     # small batches: per row
     assert not moments.pays(14, 10, 200, 2048)
+
+
+def test_the_bureau_takes_a_batchs_rows_once_per_run(keys):
+    """Rows again for a batch whose moments the bureau holds would be a fresh masking of
+    the same moments and a pass over the rows: refused, and the job ends."""
+    rng = np.random.default_rng(3)
+    xa = np.hstack([np.ones((400, 1)), rng.normal(size=(400, 3))])
+    xb = rng.normal(size=(400, 4))
+    y = (rng.random(400) < 0.4).astype(np.int64)
+    pub, priv = keys
+    plan = vlr.TrainingPlan("r" * 32, "s" * 32, 400, 4, 0.0, 1, 64, 2, OptimizerConfig(), (), pub)
+    bureau = vlr.BureauTrainer(plan, xb, he.generate_keypair(768, True)[1], LIMITS)
+    bank = vlr.BankTrainer(plan, xa, y, priv, LIMITS)
+    bank.accept(bureau.accepted())
+    batches = bank.batches(0)
+    for number, rows in enumerate(batches):
+        step = vlr.Step(plan.job_id, 0, number)
+        bank.update_from_moments(bureau.step(bank.residuals(step, rows)), 0)
+    step, rows = vlr.Step(plan.job_id, 1, 0), bank.batches(1)[0]
+    request = bank.residuals(step, rows)
+    assert not request.residuals  # the bank holds M: no rows in a later epoch
+    packed = bank.encryptor.encrypt(bank._packed_rows(rows))
+    again = vlr.EncryptedResiduals(
+        **{**vars(request), "residuals": he.ciphertexts_to_bytes(packed, pub)}
+    )
+    with pytest.raises(ProtocolViolation, match="came again"):
+        bureau.step(again)
+    assert bureau.stage is vlr.BureauStage.FAILED
