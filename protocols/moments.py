@@ -69,14 +69,17 @@ def row_layout(bureau_columns: int, modulus_bits: int) -> he.SlotLayout:
 
 
 def pays(bank_columns: int, bureau_columns: int, batch_rows: int, modulus_bits: int) -> bool:
-    """Whether a job takes this route. A row (the intercept, y' and the bank's columns) must
-    fit one packed plaintext, and the step's work, which grows with k_B (k_A + k_B) terms of
-    ~74-bit exponents, must be well under the per-row route's two encryptions per row
-    (default_credit: 10 x 24 against 1,024 rows; the FATE shape's 300 bureau columns stay
-    per row)."""
+    """Whether a job takes this route. A row (y' and the bank's columns) must fit one packed
+    plaintext, and a step must cost well under the per-row route's. Measured at 2048 bits
+    on a 2-core machine (BENCHMARKS.md): a step from moments about 0.2 s + 0.1 ms x
+    k_B (k_A + k_B), what a job does once about 1.1 ms + 0.035 ms x k_B a row, against
+    about 2.2 ms + 0.028 ms x k_B a row and step per row. With the once-only work spread
+    over ten epochs and a margin of 20% this is ``k_B (k_A + k_B) <= 16 m - 2000``: 10 x 24
+    (default_credit) or 43 x 50 at 1,024 rows go from moments; batches of a few hundred rows
+    or fewer, and the FATE shape (300 bureau columns), per row."""
     if 1 + bank_columns > row_layout(bureau_columns, modulus_bits).slots_per_plaintext:
         return False
-    return 2 * bureau_columns * (bank_columns + bureau_columns) <= batch_rows
+    return bureau_columns * (bank_columns + bureau_columns) <= 16 * batch_rows - 2000
 
 
 @dataclass(frozen=True)

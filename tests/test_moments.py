@@ -107,9 +107,11 @@ def _step(keys, rows=256, ka=5, kb=6, s2_bits=90, training=True, seed=0):
     return answer, opened, cross, truth, lay
 
 
-@pytest.mark.parametrize("training", [True, False])
-def test_a_step_opens_to_exactly_the_shares_the_gradient_and_the_loss(keys, training):
-    answer, opened, cross, truth, _ = _step(keys, training=training)
+@pytest.mark.parametrize(
+    ("training", "ka", "kb"), [(True, 5, 6), (False, 5, 6), (True, 6, 43), (True, 1, 2)]
+)
+def test_a_step_opens_to_exactly_the_shares_the_gradient_and_the_loss(keys, training, ka, kb):
+    answer, opened, cross, truth, _ = _step(keys, ka=ka, kb=kb, training=training)
     # the bank's share of X_B^T 4d plus the bureau's (-q) is the gradient, exactly
     assert [s - q for s, q in zip(opened.gradient_share, answer.masks, strict=True)] == truth[
         "bureau_gradient"
@@ -141,7 +143,7 @@ def test_a_share_bound_that_does_not_cover_the_share_is_refused(keys):
     xb = rng.normal(size=(400, 4))
     y = (rng.random(400) < 0.4).astype(np.int64)
     pub, priv = keys
-    plan = vlr.TrainingPlan("j" * 32, "s" * 32, 400, 4, 0.0, 1, 64, 2, OptimizerConfig(), (), pub)
+    plan = vlr.TrainingPlan("j" * 32, "s" * 32, 400, 4, 0.0, 1, 128, 2, OptimizerConfig(), (), pub)
     bureau = vlr.BureauTrainer(plan, xb, he.generate_keypair(768, True)[1], LIMITS)
     bank = vlr.BankTrainer(plan, xa, y, priv, LIMITS)
     bank.accept(bureau.accepted())
@@ -162,7 +164,7 @@ def test_the_bureau_refuses_a_step_without_the_batchs_rows_and_decrypts_nothing(
     xb = rng.normal(size=(400, 4))
     y = (rng.random(400) < 0.4).astype(np.int64)
     pub, priv = keys
-    plan = vlr.TrainingPlan("k" * 32, "s" * 32, 400, 4, 0.0, 1, 64, 2, OptimizerConfig(), (), pub)
+    plan = vlr.TrainingPlan("k" * 32, "s" * 32, 400, 4, 0.0, 1, 128, 2, OptimizerConfig(), (), pub)
     bureau = vlr.BureauTrainer(plan, xb, he.generate_keypair(768, True)[1], LIMITS)
     bank = vlr.BankTrainer(plan, xa, y, priv, LIMITS)
     bank.accept(bureau.accepted())
@@ -184,12 +186,16 @@ def test_the_bureau_refuses_a_step_without_the_batchs_rows_and_decrypts_nothing(
 def test_the_route_is_taken_where_it_pays():
     # default_credit: 13 bank columns and the intercept, 10 bureau columns, 1,024 rows
     assert moments.pays(14, 10, 1024, 2048)
+    # a bureau of 43 columns against 7 bank columns at 1,024 rows: 0.49 s a step against
+    # about 3.5 per row (BENCHMARKS.md)
+    assert moments.pays(7, 43, 1024, 2048)
     # the FATE shape: 300 bureau columns stay per row
     assert not moments.pays(32, 300, 1024, 2048)
+    assert not moments.pays(18, 300, 1024, 2048)
     # a row must fit one plaintext
     assert not moments.pays(40, 10, 4096, 2048)
-    # small batches: per row
-    assert not moments.pays(14, 10, 200, 2048)
+    # small batches: per row (the step's fixed cost would not pay)
+    assert not moments.pays(14, 10, 120, 2048)
 
 
 def test_the_bureau_takes_a_batchs_rows_once_per_run(keys):
@@ -200,7 +206,7 @@ def test_the_bureau_takes_a_batchs_rows_once_per_run(keys):
     xb = rng.normal(size=(400, 4))
     y = (rng.random(400) < 0.4).astype(np.int64)
     pub, priv = keys
-    plan = vlr.TrainingPlan("r" * 32, "s" * 32, 400, 4, 0.0, 1, 64, 2, OptimizerConfig(), (), pub)
+    plan = vlr.TrainingPlan("r" * 32, "s" * 32, 400, 4, 0.0, 1, 128, 2, OptimizerConfig(), (), pub)
     bureau = vlr.BureauTrainer(plan, xb, he.generate_keypair(768, True)[1], LIMITS)
     bank = vlr.BankTrainer(plan, xa, y, priv, LIMITS)
     bank.accept(bureau.accepted())
