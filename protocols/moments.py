@@ -13,7 +13,8 @@ batches are the same in every epoch (in a fresh order each epoch), so:
                 the bureau forms ``[[C]]_A`` per batch (one packed ciphertext per bureau
                 column) and sends it masked, ``M = C + R`` (R uniform, 41 bits above |C|):
                 the bank keeps M, the bureau keeps R.
-  each step     the bank sends ``[[s1]]_A`` and ``[[w_A]]_A``; with ``a = (1, w_A)`` and the
+  each step     the bank sends ``[[s1]]_A`` and ``[[w_A]]_A``; with ``a = (1, w_A)`` (at
+                2^-12, as every weight and share here) and the
                 bureau's share ``s2`` the bureau answers, all under the bank's key:
                   D = -R a + G (s1 + s2) + q      -> the bank's share of X_B^T 4d is M a + D,
                                                      the bureau's is -q (as in vertical_lr)
