@@ -162,28 +162,6 @@ def row_parts(x8: np.ndarray, labels: np.ndarray, weights: Sequence[int]) -> lis
     return [(int(y) << 12) + v for y, v in zip(y8.tolist(), own, strict=True)]
 
 
-def slot_values(
-    plaintexts: Sequence[int], layout: he.SlotLayout, count: int, bounded: bool
-) -> list[int]:
-    """Each slot less its offset ``2^value_bits``; nothing may lie above the slots. A masked
-    value is only checked to fit its slot; an unmasked one (``bounded``) must be within
-    its bound."""
-    s, per = layout.slot_bits, layout.slots_per_plaintext
-    if len(plaintexts) != layout.plaintexts_for(count):
-        raise ProtocolViolation("the bureau sent the wrong number of packed values")
-    out: list[int] = []
-    for i, m in enumerate(plaintexts):
-        here = min(per, count - i * per)
-        if int(m) >> (s * here):
-            raise ProtocolViolation("a packed value is larger than its slots: refusing it")
-        for j in range(here):
-            if bounded:
-                out.append(he._peer_value(int(m), j, layout))
-            else:
-                out.append(((int(m) >> (s * j)) & ((1 << s) - 1)) - (1 << layout.value_bits))
-    return out
-
-
 @dataclass
 class Opened:
     """What the bank takes from one step."""
@@ -218,11 +196,11 @@ def open_step(
         raise ProtocolViolation(f"expected {sum(counts)} values from the bureau, got {len(plain)}")
     cuts = np.cumsum([0, *counts]).tolist()
     part = [list(plain[a:b]) for a, b in itertools.pairwise(cuts)]
-    d = slot_values(part[0], layouts.gradient, kb, bounded=True)
-    p = slot_values(part[1], layouts.gram, kb, bounded=False)
+    d = he.unpack_slots(part[0], layouts.gradient, kb, bounded=True)
+    p = he.unpack_slots(part[1], layouts.gram, kb, bounded=False)
     v = [0] * ka1
     for limb, m in enumerate(part[2]):
-        for k, w in enumerate(slot_values([m], layouts.rows, ka1, bounded=False)):
+        for k, w in enumerate(he.unpack_slots([m], layouts.rows, ka1, bounded=False)):
             v[k] += w << (LIMB_BITS * limb)
     term = he.from_residue(int(part[4][0]), modulus)
     a = [int(w) for w in weights]
@@ -239,7 +217,7 @@ def open_step(
     )
     cross_gradient: list[int] = []
     if training:
-        z = slot_values(part[3], layouts.cross, ka1 - 1, bounded=True)
+        z = he.unpack_slots(part[3], layouts.cross, ka1 - 1, bounded=True)
         cross_gradient = [ms1[k] + v[k] + z[k - 1] for k in range(1, ka1)]
     return Opened([x + y for x, y in zip(ma, d, strict=True)], cross_gradient, interaction)
 

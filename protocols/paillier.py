@@ -894,6 +894,31 @@ def _peer_value(plaintext: int, slot: int, layout: SlotLayout, mask: int = 0) ->
     return v
 
 
+def unpack_slots(
+    plaintexts: Sequence[int], layout: SlotLayout, count: int, bounded: bool = False
+) -> list[int]:
+    """The requesting side of packed values the peer masked (``pack_masked``,
+    ``mask_packed``): each slot less its offset ``2^value_bits``, nothing above the slots. A
+    masked value (value + mask) is only checked to fit its slot; a value that carries no
+    mask of its own (``bounded``) must be within its bound."""
+    s, per = layout.slot_bits, layout.slots_per_plaintext
+    if len(plaintexts) != layout.plaintexts_for(count):
+        raise ProtocolViolation("the peer sent the wrong number of packed values")
+    out: list[int] = []
+    for i, m in enumerate(plaintexts):
+        m = int(m)
+        here = min(per, count - i * per)
+        if m >> (s * here):
+            raise ProtocolViolation("a packed value is larger than its slots: refusing it")
+        if bounded:
+            out.extend(_peer_value(m, j, layout) for j in range(here))
+        else:
+            out.extend(
+                ((m >> (s * j)) & ((1 << s) - 1)) - (1 << layout.value_bits) for j in range(here)
+            )
+    return out
+
+
 def _copies_product(
     nsquare: int, bases: list[gmpy2.mpz], exponents: np.ndarray, slot_bits: int, bits: int
 ) -> list[gmpy2.mpz]:

@@ -1037,11 +1037,19 @@ class BankTrainer:
             he.ciphertexts_to_bytes(self.encryptor.encrypt_many(fixed, None, self.counts), own),
         )
 
-    def prepare_rows(self, step: Step, rows: np.ndarray) -> None:
-        """From cross moments: start encrypting the next step's packed rows on the workers
-        if the bureau will need them (the first time a batch comes)."""
+    def prepare(self, step: Step, rows: np.ndarray) -> None:
+        """Start the next step's encryptions on the workers while the bureau computes (they
+        would otherwise wait for it), each used once by the next ``residuals``: per row, the
+        randomisers of its residuals (they depend on nothing but the key); from cross
+        moments, its packed rows if the bureau will need them (a batch's first step)."""
+        if self.executor is None:
+            return
+        if not self.by_moments:
+            count = len(rows)
+            self._randomisers = (count, self.encryptor.randomisers_later(count, self.executor))
+            return
         key = self._batch_key(step, rows)
-        if self.by_moments and self.executor is not None and key not in self._cross:
+        if key not in self._cross:
             self._rows_ahead = (
                 key,
                 self.encryptor.encrypt_later(self._packed_rows(rows), self.executor),
@@ -1084,7 +1092,7 @@ class BankTrainer:
         self.counts.decryptions += len(plain)
         if sent_rows:
             self._cross[key] = [
-                moments.slot_values([m], lay.rows, ka + 1, bounded=False) for m in plain[:kb]
+                he.unpack_slots([m], lay.rows, ka + 1, bounded=False) for m in plain[:kb]
             ]
         held = self._cross.get(key)
         if held is None:
@@ -1127,13 +1135,6 @@ class BankTrainer:
         self._moment_step = None
         return loss
 
-    def prepare_residuals(self, rows: int) -> None:
-        """Start the randomisers of the next step's ``rows`` encryptions on the workers:
-        they depend on nothing but the key, and the workers would otherwise wait for the
-        bureau. Used once, by the next ``residuals`` if it has as many rows."""
-        if self.executor is not None and rows and not self.by_moments:
-            self._randomisers = (rows, self.encryptor.randomisers_later(rows, self.executor))
-
     def masked_gradient(self, msg: StepShares) -> MaskedValues:
         """X_A^T [[-r]]_B: the bureau's part of the bank's gradient, masked for it to
         decrypt."""
@@ -1169,8 +1170,8 @@ class BankTrainer:
         (loss,) = he.ciphertexts_from_bytes(msg.loss_term, own, 1)
         plain = he.decrypt_many([*scores, *gradient, loss], self.private_key, self.executor)
         self.counts.decryptions += len(plain)
-        v = _unpack_shares(plain[: len(scores)], score_layout, rows)
-        g = _unpack_shares(plain[len(scores) : -1], gradient_layout, columns)
+        v = he.unpack_slots(plain[: len(scores)], score_layout, rows)
+        g = he.unpack_slots(plain[len(scores) : -1], gradient_layout, columns)
         self._opened = _Opened(v, g, _signed(plain[-1], own))
 
     def _loss(self, opened: _Opened) -> tuple[float, list[int]]:
@@ -1217,20 +1218,6 @@ class BankTrainer:
         assert self.shares is not None
         self.snapshots[epoch] = self.optimizer.weights.copy()
         self.share_snapshots[epoch] = list(self.shares.share)
-
-
-def _unpack_shares(plaintexts: list[int], layout: he.SlotLayout, count: int) -> list[int]:
-    """Slot j holds value + 2^l + mask; the share is the slot minus the offset, checked to
-    fit (a slot beyond its width means the bureau's bound on the value did not hold)."""
-    s, per = layout.slot_bits, layout.slots_per_plaintext
-    slot_mask = (1 << s) - 1
-    out: list[int] = []
-    for i, m in enumerate(plaintexts):
-        here = min(per, count - i * per)
-        if m >> (s * here):
-            raise ProtocolViolation("a packed share is larger than its slots: refusing it")
-        out.extend(((m >> (s * j)) & slot_mask) - (1 << layout.value_bits) for j in range(here))
-    return out
 
 
 class Pending(Protocol[T_co]):
@@ -1281,15 +1268,15 @@ def drive_training(
         counts_before = bank.counts.as_dict()
         losses, weights_of = [], []
         batches = bank.batches(epoch)
-        ahead = [len(r) for r in batches[1:]] + [len(r) for r in bank.validation[:1]] + [0]
-        following = [(Step(job, epoch, i + 1), r) for i, r in enumerate(batches[1:])]
-        following += [(Step(job, epoch, VALIDATION - i), r) for i, r in enumerate(bank.validation)]
+        # the epoch's steps in order: each prepares the next while the bureau computes
+        steps = [(Step(job, epoch, i), r) for i, r in enumerate(batches)]
+        steps += [(Step(job, epoch, VALIDATION - i), r) for i, r in enumerate(bank.validation)]
+        following = steps[1:]
         for number, rows in enumerate(batches):
             step = Step(job, epoch, number)
             pending = peer.step(bank.residuals(step, rows))
-            bank.prepare_residuals(ahead[number])  # while the bureau computes
             if number < len(following):
-                bank.prepare_rows(*following[number])
+                bank.prepare(*following[number])
             shares = pending.result()
             if bank.by_moments:
                 losses.append(bank.update_from_moments(shares, epoch))
@@ -1305,13 +1292,11 @@ def drive_training(
         validation_loss = None
         if bank.validation:
             parts = []
-            ahead = [len(r) for r in bank.validation[1:]] + [0]
             for part, rows in enumerate(bank.validation):
                 step = Step(job, epoch, VALIDATION - part)
                 pending = peer.step(bank.residuals(step, rows))
-                bank.prepare_residuals(ahead[part])
-                if part + 1 < len(bank.validation):
-                    bank.prepare_rows(Step(job, epoch, step.batch - 1), bank.validation[part + 1])
+                if len(batches) + part < len(following):
+                    bank.prepare(*following[len(batches) + part])
                 shares = pending.result()
                 parts.append(bank.validation_loss(shares))
             validation_loss = float(np.average(parts, weights=[len(r) for r in bank.validation]))
