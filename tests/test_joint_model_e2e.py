@@ -234,6 +234,15 @@ def test_chosen_bureau_features_and_unknown_names(city, bureau, tmp_path):
         )
 
 
+# three bank and three bureau features (four columns) in batches of 128: both nodes take the
+# route from cross moments on their own
+NARROW = {
+    "bank_features": ["overdue_count_12m", "credit_utilization", "account_age_months"],
+    "bureau_features": ["debt_ratio", "court_judgements_3y", "registered_capital_10k_cny"],
+    "batch_size": 128,
+}
+
+
 def test_a_narrow_job_trains_from_cross_moments_over_grpc(city, bureau, tmp_path):
     """Three bank and three bureau columns: both nodes take the route from cross moments on
     their own (protocols/moments.py). The bank never encrypts for the bureau and the bureau
@@ -246,14 +255,12 @@ def test_a_narrow_job_trains_from_cross_moments_over_grpc(city, bureau, tmp_path
         "y",
         tmp_path / "m",
         "bank-m",
-        bank_features=["overdue_count_12m", "credit_utilization", "account_age_months"],
-        bureau_features=["debt_ratio", "court_judgements_3y", "registered_capital_10k_cny"],
-        batch_size=128,
         epochs=3,
         compare_bank_only=True,
         seed=4,
         quiet=True,
         on_epoch=history.append,
+        **NARROW,
         **TEST_KEYS,
     )
     columns = (summary["bank_columns"] + 1, summary["bureau_columns"], summary["batch_size"])
@@ -290,11 +297,6 @@ def test_a_narrow_job_resumes_after_each_interruption(city, bureau, tmp_path):
     over again after each resume) and ends with all its epochs; a job interrupted in the
     middle of an epoch cannot be resumed, as on the per-row route."""
     address = f"127.0.0.1:{bureau.port}"
-    narrow = {
-        "bank_features": ["overdue_count_12m", "credit_utilization", "account_age_months"],
-        "bureau_features": ["debt_ratio", "court_judgements_3y", "registered_capital_10k_cny"],
-        "batch_size": 128,
-    }
     model = tmp_path / "m"
     resumed: list[vlr.EpochRecord] = []
 
@@ -309,7 +311,7 @@ def test_a_narrow_job_resumes_after_each_interruption(city, bureau, tmp_path):
     with pytest.raises(Interrupted):
         train_job(
             address, city["bank"], "uscc", "y", model, "bank-r", epochs=4, patience=99,
-            seed=5, quiet=True, on_epoch=stop_after(0), **narrow, **TEST_KEYS,
+            seed=5, quiet=True, on_epoch=stop_after(0), **NARROW, **TEST_KEYS,
         )  # fmt: skip
     job = json.loads((model / "checkpoint.json").read_text())["job_id"]
     again = {"allow_test_keys": True, "quiet": True, "resume": job}
@@ -335,7 +337,7 @@ def test_a_narrow_job_resumes_after_each_interruption(city, bureau, tmp_path):
         with pytest.raises(Interrupted):
             train_job(
                 address, city["bank"], "uscc", "y", model, "bank-r", epochs=4, seed=5,
-                quiet=True, **narrow, **TEST_KEYS,
+                quiet=True, **NARROW, **TEST_KEYS,
             )  # fmt: skip
     job = json.loads((model / "checkpoint.json").read_text())["job_id"]
     with pytest.raises(PeerError, match="after the bureau had answered steps of it"):

@@ -88,7 +88,7 @@ def _step(keys, rows=256, ka=5, kb=6, s2_bits=90, training=True, seed=0):
         batch, encryptor.encrypt(s1), encryptor.encrypt(w_a), s2, training, pub, None, counts, None
     )
     lay = moments.Layouts.of(pub.n.bit_length(), ka, kb, answer.share_bits)
-    cross = [moments.slot_values([he.decrypt(priv, c)], lay.rows, ka + 1, False) for c in sent]
+    cross = [he.unpack_slots([he.decrypt(priv, c)], lay.rows, ka + 1, False) for c in sent]
     received = [*answer.gradient, *answer.gram, *answer.limbs, *answer.cross, answer.loss_term]
     plain = [he.decrypt(priv, c) for c in received]
     a = [1 << 12, *w_a]
@@ -135,18 +135,27 @@ def test_what_the_bank_decrypts_besides_its_outputs_is_masked(keys):
     assert stats.kstest(spread, "uniform").pvalue > 1e-3
 
 
-def test_a_share_bound_that_does_not_cover_the_share_is_refused(keys):
-    """A bureau stating a bound too small for an honest share would have the bank cut its
-    values; the bank refuses before reading anything, and refuses an absurd bound."""
-    rng = np.random.default_rng(0)
+def _narrow_pair(keys, seed):
+    """A bank (3 columns and the intercept) and a bureau (4 columns) on 400 rows in batches
+    of 128: a plan that takes the route from cross moments on its own."""
+    rng = np.random.default_rng(seed)
     xa = np.hstack([np.ones((400, 1)), rng.normal(size=(400, 3))])
     xb = rng.normal(size=(400, 4))
     y = (rng.random(400) < 0.4).astype(np.int64)
     pub, priv = keys
-    plan = vlr.TrainingPlan("j" * 32, "s" * 32, 400, 4, 0.0, 1, 128, 2, OptimizerConfig(), (), pub)
+    plan = vlr.TrainingPlan(
+        f"job{seed}", "s" * 32, 400, 4, 0.0, 1, 128, 2, OptimizerConfig(), (), pub
+    )
     bureau = vlr.BureauTrainer(plan, xb, he.generate_keypair(768, True)[1], LIMITS)
     bank = vlr.BankTrainer(plan, xa, y, priv, LIMITS)
     bank.accept(bureau.accepted())
+    return plan, bank, bureau
+
+
+def test_a_share_bound_that_does_not_cover_the_share_is_refused(keys):
+    """A bureau stating a bound too small for an honest share would have the bank cut its
+    values; the bank refuses before reading anything, and refuses an absurd bound."""
+    plan, bank, bureau = _narrow_pair(keys, 0)
     assert bank.by_moments and bureau.by_moments
     shares = bureau.step(bank.residuals(vlr.Step(plan.job_id, 0, 0), bank.batches(0)[0]))
     bank.update_from_moments(shares, 0)
@@ -159,15 +168,7 @@ def test_a_share_bound_that_does_not_cover_the_share_is_refused(keys):
 
 
 def test_the_bureau_refuses_a_step_without_the_batchs_rows_and_decrypts_nothing(keys):
-    rng = np.random.default_rng(2)
-    xa = np.hstack([np.ones((400, 1)), rng.normal(size=(400, 3))])
-    xb = rng.normal(size=(400, 4))
-    y = (rng.random(400) < 0.4).astype(np.int64)
-    pub, priv = keys
-    plan = vlr.TrainingPlan("k" * 32, "s" * 32, 400, 4, 0.0, 1, 128, 2, OptimizerConfig(), (), pub)
-    bureau = vlr.BureauTrainer(plan, xb, he.generate_keypair(768, True)[1], LIMITS)
-    bank = vlr.BankTrainer(plan, xa, y, priv, LIMITS)
-    bank.accept(bureau.accepted())
+    plan, bank, bureau = _narrow_pair(keys, 2)
     step = vlr.Step(plan.job_id, 0, 0)
     request = bank.residuals(step, bank.batches(0)[0])
     shares = bureau.step(request)
@@ -201,15 +202,7 @@ def test_the_route_is_taken_where_it_pays():
 def test_the_bureau_takes_a_batchs_rows_once_per_run(keys):
     """Rows again for a batch whose moments the bureau holds would be a fresh masking of
     the same moments and a pass over the rows: refused, and the job ends."""
-    rng = np.random.default_rng(3)
-    xa = np.hstack([np.ones((400, 1)), rng.normal(size=(400, 3))])
-    xb = rng.normal(size=(400, 4))
-    y = (rng.random(400) < 0.4).astype(np.int64)
-    pub, priv = keys
-    plan = vlr.TrainingPlan("r" * 32, "s" * 32, 400, 4, 0.0, 1, 128, 2, OptimizerConfig(), (), pub)
-    bureau = vlr.BureauTrainer(plan, xb, he.generate_keypair(768, True)[1], LIMITS)
-    bank = vlr.BankTrainer(plan, xa, y, priv, LIMITS)
-    bank.accept(bureau.accepted())
+    plan, bank, bureau = _narrow_pair(keys, 3)
     batches = bank.batches(0)
     for number, rows in enumerate(batches):
         step = vlr.Step(plan.job_id, 0, number)
@@ -219,7 +212,7 @@ def test_the_bureau_takes_a_batchs_rows_once_per_run(keys):
     assert not request.residuals  # the bank holds M: no rows in a later epoch
     packed = bank.encryptor.encrypt(bank._packed_rows(rows))
     again = vlr.EncryptedResiduals(
-        **{**vars(request), "residuals": he.ciphertexts_to_bytes(packed, pub)}
+        **{**vars(request), "residuals": he.ciphertexts_to_bytes(packed, plan.bank_public_key)}
     )
     with pytest.raises(ProtocolViolation, match="came again"):
         bureau.step(again)
