@@ -56,7 +56,7 @@ WEIGHT_BITS = 22  # |w| < 2^10 at 2^-12, for the bank's own weights and the bure
 LIMB_BITS = 24  # the digits of s2 that multiply the packed cross moments
 MAX_SHARE_BITS = 480  # a share bound beyond this is refused (shares stay near 2^100)
 # the bureau's share of X_B^T 4d is masked as in vertical_lr (VALUE_BITS there)
-GRADIENT_VALUE_BITS = 51
+GRADIENT_VALUE_BITS = 52
 
 
 def _bits(count: int) -> int:

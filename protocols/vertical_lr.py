@@ -79,14 +79,21 @@ SCORE_BOUND = 64.0  # |u_A| is clipped here, and the bureau's final scores
 # Bounds of what is masked (a mask is 40 bits above them): |u_B| < 2^10 (a score beyond 64
 # already saturates the sigmoid; 2^10 is slack for early steps) ...
 SCORE_VALUE_BITS = 10 + SCALE_BITS
-# ... |X^T 4d| < 2^10 (features |x| <= 16) x 2^12 (rows) x 2^29 (|4d| < 2^11) ...
-VALUE_BITS = 4 + EXPONENT_BITS + 12 + 11 + SCALE_BITS
-# ... |X_A^T r| < 2^10 x 2^12 x 2^70 (a score mask with its offset).
-CROSS_VALUE_BITS = 4 + EXPONENT_BITS + 12 + SCORE_VALUE_BITS + he.STATISTICAL_SECURITY + 3
+# ... |X^T 4d| < 2^10 (features |x| <= 16) x 2^13 (rows: a batch has at most twice
+# MAX_BATCH less one) x 2^29 (|4d| < 2^11) ...
+BATCH_ROW_BITS = 13
+VALUE_BITS = 4 + EXPONENT_BITS + BATCH_ROW_BITS + 11 + SCALE_BITS
+# ... |X_A^T r| < 2^10 x 2^13 x 2^70 (a score mask with its offset).
+CROSS_VALUE_BITS = (
+    4 + EXPONENT_BITS + BATCH_ROW_BITS + SCORE_VALUE_BITS + he.STATISTICAL_SECURITY + 3
+)
 WEIGHT_BOUND = 2.0**10  # |w_B| at the finish: beyond it the bank sent a corrupt share
 MAX_SHARE_BITS = 512  # a share of the bank's is refused beyond this
 MAX_ROWS = 1 << 24
-MAX_BATCH = 4096  # a batch of 2048-bit (4096-bit) ciphertexts stays under 2 (4) MiB
+MAX_BATCH = 4096  # batches have fewer than twice this many rows
+# a step's message carries a ciphertext per row of the batch; the transport takes 8 MiB a
+# message (node_runtime.transport), so a batch's ciphertexts stay under this
+MAX_BATCH_BYTES = 6 << 20
 VALIDATION = -1  # the batch number of an epoch's validation step
 LN2 = math.log(2.0)
 T = TypeVar("T")
@@ -166,6 +173,14 @@ def check_plan(
     if len(train) < plan.batch_size:
         raise PolicyViolation(
             f"{len(train)} training rows are fewer than one batch of {plan.batch_size}"
+        )
+    largest = -(-len(train) // max(1, len(train) // plan.batch_size))  # as epoch_batches cuts
+    row_bytes = 2 * -(-_key_bits(plan.bank_public_key) // 8)  # a ciphertext mod n^2
+    if largest * row_bytes > MAX_BATCH_BYTES:
+        raise PolicyViolation(
+            f"batch size {plan.batch_size} makes batches of up to {largest} rows here, "
+            f"{largest * row_bytes / 2**20:.1f} MiB of ciphertexts with this key: use a batch "
+            f"size of at most {MAX_BATCH_BYTES // row_bytes // 2}"
         )
     if plan.validation_fraction and len(validation) < limits.min_batch_size:
         raise PolicyViolation(
@@ -672,7 +687,7 @@ class BureauTrainer:
         score_shares, scores = he.mask_packed(packed, own, layout, key, masks, self.noise)
         gradient: list[gmpy2.mpz] = []
         if training:
-            gram = x8.T @ x8  # |entries| < 2^10 x 2^10 x 2^12 rows: exact in int64
+            gram = x8.T @ x8  # |entries| < 2^10 x 2^10 x 2^13 rows: exact in int64
             from_e = he.inner_products(e, x8, key, self.executor, self.counts)
             from_s1 = he.inner_products(s1, gram, key, None, self.counts)
             # k x k products of 2^33 entries with shares: Python integers (numpy limbs overflow)

@@ -59,6 +59,18 @@ def test_the_bureau_raises_an_adjustable_batch_to_its_floor():
         vlr.check_plan(huge, limits, 9000)
 
 
+def test_a_batch_must_fit_a_message_with_the_largest_keys():
+    """Batches run to twice the batch size less one, a ciphertext a row: with 4096-bit keys
+    the largest batch would not fit the transport's messages, and the plan says so first."""
+    limits = vlr.TrainingLimits(allow_test_keys=True)
+    big_key = he.PublicKey((1 << 4095) + 1)  # only its size matters to the plan's checks
+    plan = replace(_plan(vlr.MAX_BATCH, adjustable=False), rows=9_000, bank_public_key=big_key)
+    with pytest.raises(vlr.PolicyViolation, match="batch size of at most 3072"):
+        vlr.check_plan(plan, limits)  # one batch of 7,200 rows: 7.0 MiB
+    vlr.check_plan(replace(plan, batch_size=3072), limits)
+    vlr.check_plan(replace(plan, bank_public_key=_plan(64, False).bank_public_key), limits)
+
+
 def test_the_bank_adopts_only_a_larger_batch_it_allowed():
     plan = _plan(64, adjustable=True)
     assert vlr.adopt_batch_size(plan, 0) is plan  # a bureau from before the field
