@@ -55,8 +55,10 @@ CROSS_MASK_BITS = MOMENT_BITS + 1 + he.STATISTICAL_SECURITY
 WEIGHT_BITS = 22  # |w| < 2^10 at 2^-12, for the bank's own weights and the bureau's
 LIMB_BITS = 24  # the digits of s2 that multiply the packed cross moments
 MAX_SHARE_BITS = 480  # a share bound beyond this is refused (shares stay near 2^100)
-# the bureau's share of X_B^T 4d is masked as in vertical_lr (VALUE_BITS there)
-GRADIENT_VALUE_BITS = 52
+# the bureau's share of X_B^T 4d is masked as in vertical_lr (VALUE_BITS there), with one
+# bit more: here u_A is not clipped, and an honest bank stops only once |2 + u_A - 4y|
+# reaches 2^11 (``BankTrainer._open_moments``), so |4d| < 2^11 + 2^10 < 2^12
+GRADIENT_VALUE_BITS = 53
 
 
 def _bits(count: int) -> int:

@@ -91,9 +91,10 @@ WEIGHT_BOUND = 2.0**10  # |w_B| at the finish: beyond it the bank sent a corrupt
 MAX_SHARE_BITS = 512  # a share of the bank's is refused beyond this
 MAX_ROWS = 1 << 24
 MAX_BATCH = 4096  # batches have fewer than twice this many rows
-# a step's message carries a ciphertext per row of the batch; the transport takes 8 MiB a
-# message (node_runtime.transport), so a batch's ciphertexts stay under this
-MAX_BATCH_BYTES = 6 << 20
+# a step's message carries a ciphertext per row of the batch and per column of either party;
+# the transport takes 8 MiB a message (node_runtime.transport): these stay under it, with
+# room for the message's framing
+MAX_STEP_BYTES = (8 << 20) - (64 << 10)
 VALIDATION = -1  # the batch number of an epoch's validation step
 LN2 = math.log(2.0)
 T = TypeVar("T")
@@ -175,12 +176,19 @@ def check_plan(
             f"{len(train)} training rows are fewer than one batch of {plan.batch_size}"
         )
     largest = -(-len(train) // max(1, len(train) // plan.batch_size))  # as epoch_batches cuts
-    row_bytes = 2 * -(-_key_bits(plan.bank_public_key) // 8)  # a ciphertext mod n^2
-    if largest * row_bytes > MAX_BATCH_BYTES:
+    columns = plan.bank_columns + (bureau_columns or 0)
+    each = 2 * -(-_key_bits(plan.bank_public_key) // 8)  # a ciphertext mod n^2
+    if (largest + columns) * each > MAX_STEP_BYTES:
+        fits = (MAX_STEP_BYTES // each - columns) // 2  # batches run to twice the size
+        advice = (
+            f"use a batch size of at most {fits}"
+            if fits >= floor
+            else "use a 2048-bit key or fewer features"
+        )
         raise PolicyViolation(
-            f"batch size {plan.batch_size} makes batches of up to {largest} rows here, "
-            f"{largest * row_bytes / 2**20:.1f} MiB of ciphertexts with this key: use a batch "
-            f"size of at most {MAX_BATCH_BYTES // row_bytes // 2}"
+            f"batch size {plan.batch_size} makes batches of up to {largest} rows here: with "
+            f"{columns} columns, {(largest + columns) * each / 2**20:.1f} MiB of ciphertexts a "
+            f"step with this key, more than one message takes; {advice}"
         )
     if plan.validation_fraction and len(validation) < limits.min_batch_size:
         raise PolicyViolation(

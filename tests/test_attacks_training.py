@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
+from protocols import moments
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.optim import OptimizerConfig
@@ -274,7 +275,7 @@ def test_training_from_moments_the_bureau_holds_its_own_masks_and_ciphertexts(ke
     flipped = 1 - y
     _, bank_a, view_a = _run(keys, xa, xb, y, moments=True)
     _, bank_b, view_b = _run(keys, xa, xb, flipped, moments=True)
-    gradient_bits = vlr.VALUE_BITS + 1 + he.STATISTICAL_SECURITY
+    gradient_bits = moments.GRADIENT_VALUE_BITS + 1 + he.STATISTICAL_SECURITY
     for bank, view, labels in ((bank_a, view_a, y), (bank_b, view_b, flipped)):
         assert view.bureau.counts.decryptions == 0 and not view.decrypted
         rows = bank.batches(0)[0]

@@ -64,11 +64,16 @@ def test_a_batch_must_fit_a_message_with_the_largest_keys():
     the largest batch would not fit the transport's messages, and the plan says so first."""
     limits = vlr.TrainingLimits(allow_test_keys=True)
     big_key = he.PublicKey((1 << 4095) + 1)  # only its size matters to the plan's checks
-    plan = replace(_plan(vlr.MAX_BATCH, adjustable=False), rows=9_000, bank_public_key=big_key)
-    with pytest.raises(vlr.PolicyViolation, match="batch size of at most 3072"):
-        vlr.check_plan(plan, limits)  # one batch of 7,200 rows: 7.0 MiB
-    vlr.check_plan(replace(plan, batch_size=3072), limits)
+    plan = replace(_plan(vlr.MAX_BATCH, adjustable=False), rows=10_200, bank_public_key=big_key)
+    with pytest.raises(vlr.PolicyViolation, match="batch size of at most 4060"):
+        vlr.check_plan(plan, limits)  # one batch of 8,160 rows: 8.0 MiB
+    vlr.check_plan(replace(plan, batch_size=3600), limits)
     vlr.check_plan(replace(plan, bank_public_key=_plan(64, False).bank_public_key), limits)
+    # the columns travel in the same message: 6,144 rows and 2,048 bureau columns do not fit
+    wide = replace(plan, rows=6144, validation_fraction=0.0)
+    vlr.check_plan(wide, limits, 1000)
+    with pytest.raises(vlr.PolicyViolation, match="a 2048-bit key or fewer features"):
+        vlr.check_plan(wide, limits, 2048)
 
 
 def test_the_bank_adopts_only_a_larger_batch_it_allowed():
