@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
@@ -127,7 +128,8 @@ def information_values(
 ) -> InformationValues:
     """PSI, the bank's labels encrypted under its own key and binned at the bureau, and WOE
     and IV per bin of every bank (locally) and bureau (decrypted sums) feature."""
-    check_bureau_features(bureau_features, bureau_catalogue(connection))  # before PSI
+    catalogue = bureau_catalogue(connection)
+    check_bureau_features(bureau_features, catalogue)  # before PSI
     prepared = prepare_ids(table.column(id_column), id_type)
     bars = ProgressBars(enabled=False if quiet else None)
     say(f"private set intersection on {len(prepared.ids):,} IDs")
@@ -180,6 +182,15 @@ def information_values(
             )
         )
     check_peer_names([f.name for f in answer.features], "the bureau's information values")
+    if not 0.0 <= answer.rho_charged < math.inf:
+        raise ProtocolViolation(f"the bureau says it charged rho {answer.rho_charged}")
+    released = {f.name for f in answer.features}
+    withheld = [n for n in (bureau_features or catalogue) if n not in released]
+    if withheld:  # charged all the same: whether a feature has one bin is the bureau's data
+        say(
+            f"the bureau released no bins of {', '.join(withheld)}: one bin over these "
+            "clients (each was charged to the budget like the others)"
+        )
     for feature in answer.features:
         values.append(_bureau_feature(feature, private_key, public_key, rows, monotonic))
     values.sort(key=lambda v: -v.iv)
@@ -190,7 +201,7 @@ def information_values(
         len(bank_features),
         len(answer.features),
         result.session_id,
-        round(sum(f.epsilon for f in answer.features), 6),
+        round(answer.rho_charged, 6),
     )
 
 

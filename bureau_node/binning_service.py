@@ -4,8 +4,15 @@ bank's encrypted labels per bin; it never sees a label, the bank never sees a sp
 Each sum carries discrete Gaussian noise before it is packed (summing to zero over a
 feature's bins; rho-zCDP per feature from the bank's policy, charged against its daily
 budget), so that labels chosen to single out one enterprise (all 0 but one) do not point at
-that enterprise's bins. A feature that falls into a single bin is left out of the answer: it
-has nothing to tell and costs nothing."""
+that enterprise's bins.
+
+Every refusal comes before the data are touched and depends only on what the bank sent and
+knows (its session's size, the catalogue, its budget); the request is charged for every
+feature it names before a feature is binned. A feature that falls into a single bin is then
+left out of the answer (it has nothing to tell), but it was charged like the others: whether
+a feature is released depends on the bureau's values, and a free answer to that question
+would be an oracle on them (a bank choosing ``max_bins = 2`` and ``min_bin_count`` could
+read a flag of one enterprise per PSI session, with no noise and no budget)."""
 
 from __future__ import annotations
 
@@ -61,16 +68,17 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                             f"only {len(ids)} shared rows; information value needs at least "
                             f"{self.ctx.limits.min_rows}"
                         )
-                    # the bureau's own floor: bins smaller than this are merged, never reported
-                    min_count = max(chunk.min_bin_count, self.ctx.limits.min_bin_count)
-                    columns = self._bins(bank_id, chunk, ids, min_count)
+                    min_count = self._min_count(chunk.min_bin_count, len(ids))
+                    names = self.ctx.choose(bank_id, tuple(chunk.features))
                     bin_noise = binning.BinNoise(self.ctx.access.policy(bank_id).iv_rho_per_feature)
-                    spent = bin_noise.rho * len(columns)  # zCDP composes by addition
-                    # the session first: a request refused for a used session costs no budget
+                    spent = bin_noise.rho * len(names)  # zCDP composes by addition
+                    # the session first: a request refused for a used session costs no budget;
+                    # then the charge, for every feature named, before any is binned
                     self.ctx.store.use_session_once(bank_id, chunk.psi_session_id, "binned")
                     self.ctx.access.charge_all(
                         bank_id, {"daily_iv_requests": 1, "iv_rho_per_day": spent}
                     )
+                    columns = self._bins(names, ids, chunk.max_bins, min_count)
                     sums = [[he.mpz(1)] * bins.count for bins in columns]
                     nsquare = he.mpz(key.nsquare)
                 elif chunk.total != total:
@@ -90,7 +98,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                 raise ProtocolViolation("the labels ended before all announced chunks arrived")
             peer = he.PeerEncryptor(key)
             slot_bits = bin_noise.slot_bits(total)
-            out = pb.BinnedLabelSums()
+            out = pb.BinnedLabelSums(rho_charged=spent)
             for bins, feature_sums in zip(columns, sums, strict=True):
                 # the noise goes in before packing, so no exact count ever leaves
                 noisy = he.add_plain(feature_sums, bin_noise.sample(bins.count), key)
@@ -116,6 +124,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                 psi_session_id=first.psi_session_id,
                 rows=total,
                 features=len(columns),
+                features_charged=len(names),
                 min_bin_count=min_count,
                 rho=spent,
             )
@@ -130,19 +139,23 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "information_value", exc)
 
-    def _bins(
-        self, bank_id: str, first: pb.EncryptedLabels, ids: list[str], min_count: int
-    ) -> list[binning.ColumnBins]:
-        """The bins of the features the bank asked for over the session's rows, those of a
-        single bin left out (binned before any charge, so that only released features are
-        charged)."""
-        names = self.ctx.choose(bank_id, tuple(first.features))
-        rows = self.ctx.features.rows_of(ids)
-        columns = [binning.bin_column(n, rows.column(n), first.max_bins, min_count) for n in names]
-        released = [c for c in columns if c.count >= binning.MIN_RELEASED_BINS]
-        if not released:
-            raise PolicyViolation(
-                f"every feature asked for ({', '.join(names)}) falls into a single bin over "
-                f"these {len(ids)} rows: there is no information value to compute"
+    def _min_count(self, asked: int, rows: int) -> int:
+        """The smallest bin: the bank's, never below the bureau's floor (smaller bins are
+        merged, never reported), and at most half the session's rows (above that every
+        feature is one bin: refused before the charge, from numbers the bank knows)."""
+        floor = self.ctx.limits.min_bin_count
+        if asked > max(floor, rows // 2):
+            raise ProtocolViolation(
+                f"min_bin_count {asked} is more than half of the session's {rows} rows: every "
+                "feature would fall into a single bin"
             )
-        return released
+        return max(asked, floor)
+
+    def _bins(
+        self, names: list[str], ids: list[str], max_bins: int, min_count: int
+    ) -> list[binning.ColumnBins]:
+        """The bins of the features named over the session's rows, those of a single bin
+        left out (after the charge: see the module's note)."""
+        rows = self.ctx.features.rows_of(ids)
+        columns = [binning.bin_column(n, rows.column(n), max_bins, min_count) for n in names]
+        return [c for c in columns if c.count >= binning.MIN_RELEASED_BINS]

@@ -231,9 +231,18 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         ids: list[str],
         limits: vlr.TrainingLimits,
     ) -> _Job:
-        """The heavy part of a start (features, the bureau's key, its trainer); the session's
-        model count is charged only once all of it succeeded."""
+        """The heavy part of a start (features, the bureau's key, its trainer). The session's
+        model count is charged before the bureau's data are read: what follows can be
+        refused for reasons that depend on them (a batch below twice the bureau's prepared
+        columns, which count the category levels among the session's rows), and a free
+        refusal would answer such questions without limit."""
         names = self.ctx.choose_for_model(bank_id, plan.bureau_features)
+        self.ctx.store.count_session_use(
+            bank_id,
+            plan.psi_session_id,
+            "models",
+            self.ctx.access.policy(bank_id).max_models_per_session,
+        )
         rows = self.ctx.features.rows_of(ids)
         train_rows, _ = plan.schedule()
         recipe = FeatureRecipe.fit(rows.take(train_rows), names)
@@ -245,12 +254,6 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         bits = plan.bank_public_key.n.bit_length()
         _, private_key = he.generate_keypair(bits + (-bits % 8), limits.allow_test_keys)
         trainer = vlr.BureauTrainer(plan, x, private_key, limits, self.ctx.executor)
-        self.ctx.store.count_session_use(
-            bank_id,
-            plan.psi_session_id,
-            "models",
-            self.ctx.access.policy(bank_id).max_models_per_session,
-        )
         return self._register(bank_id, trainer, recipe, request.SerializeToString())
 
     def _register(

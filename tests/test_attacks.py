@@ -51,7 +51,13 @@ iv_rho_per_day = 1000
 [banks.bank-one-model]
 max_models_per_session = 1
 
-[banks.bank-policy]
+[banks.bank-one-start]           # its own jobs (bank-one-model's run to the limit)
+max_models_per_session = 1
+
+[banks.bank-oracle]              # two IV requests a day
+daily_iv_requests = 2
+
+[banks.bank-policy]              # last: a test appends to it
 """
 POLICY_FEATURES = ["debt_ratio", "court_judgements_3y", "tax_paid_12m_10k_cny"]
 
@@ -113,7 +119,7 @@ def test_policy_a_model_on_fewer_than_three_bureau_features_is_refused(
         )
 
 
-def _start(connection: BureauConnection, session, job: int) -> grpc.StatusCode:
+def _start(connection: BureauConnection, session, job: int, batch: int = 128) -> grpc.StatusCode:
     public_key, _ = he.generate_keypair(768, allow_test_keys=True)
     train_rows = int(len(session.matched_ids) * 0.8)
     plan = vlr.TrainingPlan(
@@ -123,7 +129,7 @@ def _start(connection: BureauConnection, session, job: int) -> grpc.StatusCode:
         bank_columns=3,
         validation_fraction=0.2,
         seed=1,
-        batch_size=min(128, train_rows),
+        batch_size=min(batch, train_rows),
         max_epochs=1,
         optimizer=vlr.OptimizerConfig(),
         bureau_features=(),
@@ -148,6 +154,19 @@ def test_policy_models_per_psi_session_are_capped(node, city):
         second = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
         codes = [_start(connection, second, 0), _start(connection, second, 2)]
         assert codes == [grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OK]
+
+
+def test_policy_a_start_refused_on_the_bureaus_data_uses_up_a_model(node, city):
+    """Whether a fixed batch is at least twice the bureau's prepared columns depends on the
+    session's rows (a category's levels among them): a refusal that cost nothing would
+    answer that without limit (a session with and without one enterprise: is its level new
+    there?). The refusal comes after the session's model count, so the cap of one model a
+    session stops the second question."""
+    with BureauConnection(_address(node), "bank-one-start") as connection:
+        session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+        codes = [_start(connection, session, 10, batch=64), _start(connection, session, 11)]
+    # 64 rows against about 44 prepared bureau columns: refused, then the cap
+    assert codes == [grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED]
 
 
 # -- the single-positive information-value probe ----------------------------------------
@@ -221,8 +240,9 @@ def test_iv_probe_succeeds_without_noise_the_control(node, city):
 
 def test_iv_requests_spend_the_budget(node, city):
     """The default zCDP budget (rho 2.5 a day at 0.0625 per feature) answers two requests over
-    the 16 released features (1.0 each); the third would bring the day to 3.0 and is refused,
-    through the real node, with a message naming the budget."""
+    the 17 features named (1.0625 each: 16 released, and ``deregistered``, one bin here, left
+    out but charged); the third would bring the day to 3.1875 and is refused, through the
+    real node, with a message naming the budget."""
     outcomes = []
     for _ in range(3):
         with BureauConnection(_address(node), "bank-a") as connection:
@@ -239,29 +259,60 @@ def test_iv_requests_spend_the_budget(node, city):
                 outcomes.append("OK")
                 assert len(answer.features) == 16
                 assert {(f.epsilon, f.noise_scale) for f in answer.features} == {(0.0625, 4.0)}
+                assert answer.rho_charged == 17 * 0.0625
             except grpc.RpcError as err:
                 outcomes.append(err.code().name)
-                assert "has used 2.0 of its 2.5 iv_rho_per_day" in err.details()
-                assert "this request needs 1.0" in err.details()
+                assert "has used 2.125 of its 2.5 iv_rho_per_day" in err.details()
+                assert "this request needs 1.0625" in err.details()
     assert outcomes == ["OK", "OK", "RESOURCE_EXHAUSTED"]
 
 
-def test_iv_a_request_with_only_single_bin_features_is_refused(node, city):
-    """``deregistered`` has one value over these rows: nothing to release, nothing charged
-    (the budget test above sees 16 features charged of the 17 asked for)."""
-    with BureauConnection(_address(node), "bank-probe") as connection:
-        result = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
-        public_key, private_key = he.generate_keypair(768, allow_test_keys=True)
-        labels = [n % 2 for n in range(len(result.matched_ids))]
-        ciphertexts = he.OwnerEncryptor(private_key).encrypt_many(labels)
-        with pytest.raises(grpc.RpcError) as refused:
-            connection.binning.BinLabels(
-                _label_chunks(result.session_id, public_key, ciphertexts, 10, 50, ["deregistered"]),
-                timeout=300,
-                metadata=connection.metadata,
-            )
-    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "falls into a single bin" in refused.value.details()
+def _bin_labels(connection, session, matched, features, max_bins=10, min_bin_count=50):
+    public_key, private_key = he.generate_keypair(768, allow_test_keys=True)
+    labels = he.OwnerEncryptor(private_key).encrypt_many([n % 2 for n in range(matched)])
+    return connection.binning.BinLabels(
+        _label_chunks(session, public_key, labels, max_bins, min_bin_count, features),
+        timeout=300,
+        metadata=connection.metadata,
+    )
+
+
+def test_iv_whether_a_feature_is_released_is_never_free(node, city):
+    """A review's oracle: whether a feature is released (more than one bin of at least
+    ``min_bin_count`` rows, ``max_bins = 2``) tells the bank how many of its session's rows
+    have a value; over a session with and without a target, a binary search read one
+    enterprise's flag, and the refusal of a one-bin request cost nothing. Now every
+    request is charged for every feature it names before anything is binned, a one-bin
+    feature is answered (with no bins) like any other, and the only refusals before the
+    charge depend on what the bank knows: the search runs into the budget at once."""
+    with BureauConnection(_address(node), "bank-oracle") as connection:
+        ids = _bank_ids(city)
+        sessions = [run_psi(connection, ids, psi.Reveal.BOTH) for _ in range(3)]
+        matched = len(sessions[0].matched_ids)
+        with pytest.raises(grpc.RpcError) as too_big:  # every feature one bin: no question
+            _bin_labels(connection, sessions[0].session_id, matched, ["deregistered"], 2, matched)
+        assert too_big.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "more than half of the session's" in too_big.value.details()
+        one_bin = _bin_labels(connection, sessions[0].session_id, matched, ["deregistered"], 2)
+        assert list(one_bin.features) == [] and one_bin.rho_charged == 0.0625
+        released = _bin_labels(connection, sessions[1].session_id, matched, ["debt_ratio"], 2)
+        assert [f.name for f in released.features] == ["debt_ratio"]
+        assert released.rho_charged == 0.0625
+        with pytest.raises(grpc.RpcError) as spent:  # one-bin or not, the third is refused
+            _bin_labels(connection, sessions[2].session_id, matched, ["deregistered"], 2)
+    assert spent.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "daily_iv_requests" in spent.value.details()
+    records = [
+        (r["outcome"], json.loads(r["details"]).get("features_charged"))
+        for r in AuditLog(node.store.root).records()
+        if r["bank_id"] == "bank-oracle" and r["event"] == "information_value"
+    ]
+    assert records == [
+        ("INVALID_ARGUMENT", None),
+        ("OK", 1),
+        ("OK", 1),
+        ("RESOURCE_EXHAUSTED", None),
+    ]
 
 
 # -- jobs end for good ------------------------------------------------------------------

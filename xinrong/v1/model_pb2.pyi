@@ -271,10 +271,12 @@ class FeatureBins(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., totals: _Optional[_Iterable[int]] = ..., ordered: _Optional[bool] = ..., missing_bin: _Optional[int] = ..., slot_bits: _Optional[int] = ..., sums: _Optional[bytes] = ..., noise_offset: _Optional[int] = ..., noise_scale: _Optional[float] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class BinnedLabelSums(_message.Message):
-    __slots__ = ("features",)
+    __slots__ = ("features", "rho_charged")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    RHO_CHARGED_FIELD_NUMBER: _ClassVar[int]
     features: _containers.RepeatedCompositeFieldContainer[FeatureBins]
-    def __init__(self, features: _Optional[_Iterable[_Union[FeatureBins, _Mapping]]] = ...) -> None: ...
+    rho_charged: float
+    def __init__(self, features: _Optional[_Iterable[_Union[FeatureBins, _Mapping]]] = ..., rho_charged: _Optional[float] = ...) -> None: ...
 
 class ApplicantScores(_message.Message):
     __slots__ = ("offset", "total", "scores", "points", "reason_features", "reasons")
