@@ -200,6 +200,7 @@ class Bureau:
         bureau_features: list[str] | None = None,
         bins: int = binning.DEFAULT_BINS,
         min_bin_count: int = binning.DEFAULT_MIN_BIN_COUNT,
+        min_bin_share: float = binning.DEFAULT_MIN_BIN_SHARE,
         monotonic: bool = True,
         key_bits: int = he.DEFAULT_KEY_BITS,
         allow_test_keys: bool = False,
@@ -210,7 +211,7 @@ class Bureau:
         the clients the bureau knows, most informative first: feature, party, kind, bins,
         iv, strength."""
         he.check_key_bits(key_bits, allow_test_keys)
-        min_bin_count = toolkit.check_binning(bins, min_bin_count)
+        min_bin_count = toolkit.check_binning(bins, min_bin_count, min_bin_share)
         table, labels = training.read(data, id_column, label, positive_label=positive_label)
         kind = IdType(id_type)
         bank_features = toolkit.usable_bank_features(
@@ -227,6 +228,7 @@ class Bureau:
             bureau_features=bureau_features,
             max_bins=bins,
             min_bin_count=min_bin_count,
+            min_bin_share=min_bin_share,
             monotonic=monotonic,
             key_bits=key_bits,
             allow_test_keys=allow_test_keys,

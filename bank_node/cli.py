@@ -221,6 +221,7 @@ def cmd_iv(args: argparse.Namespace) -> int:
         bureau_features=_names(args.bureau_features),
         max_bins=args.bins,
         min_bin_count=args.min_bin_count,
+        min_bin_share=args.min_bin_share,
         monotonic=not args.no_monotonic,
         tls_dir=args.tls_dir,
         key_bits=args.key_bits,
@@ -618,6 +619,13 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--bureau-features", default=None, help="comma-separated (default: all)")
     iv.add_argument("--bins", type=int, default=10, help="quantile bins per number (max 50)")
     iv.add_argument("--min-bin-count", type=int, default=50, help="smaller bins are merged")
+    iv.add_argument(
+        "--min-bin-share",
+        type=float,
+        default=0.02,
+        help="bins below this share of the matched clients are merged too (default 0.02: "
+        "the bureau's noise moves a small bin's WOE; 0 for --min-bin-count alone)",
+    )
     iv.add_argument(
         "--no-monotonic",
         action="store_true",

@@ -120,6 +120,7 @@ def information_values(
     bureau_features: list[str] | None,
     max_bins: int,
     min_bin_count: int,
+    min_bin_share: float,
     monotonic: bool,
     key_bits: int,
     allow_test_keys: bool,
@@ -147,6 +148,8 @@ def information_values(
             f"all {rows:,} matched clients have label {int(y[0])}: information value "
             "needs both defaults and non-defaults"
         )
+    min_bin_count = binning.min_bin_rows(rows, min_bin_count, min_bin_share)
+    say(f"bins of at least {min_bin_count:,} clients (smaller ones are merged)")
 
     public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
     encryptor = he.OwnerEncryptor(private_key)
@@ -205,11 +208,16 @@ def information_values(
     )
 
 
-def check_binning(max_bins: int, min_bin_count: int) -> int:
+def check_binning(max_bins: int, min_bin_count: int, min_bin_share: float = 0.0) -> int:
     """The bin settings checked; the bank's own bins follow the floor the bureau enforces on
     its bins."""
     if not 2 <= max_bins <= binning.MAX_BINS:
         raise InputDataError(f"--bins must be from 2 to {binning.MAX_BINS}")
+    if not 0.0 <= min_bin_share <= binning.MAX_MIN_BIN_SHARE:
+        raise InputDataError(
+            f"--min-bin-share must be from 0 to {binning.MAX_MIN_BIN_SHARE} (a share of the "
+            f"matched clients), not {min_bin_share}"
+        )
     return max(min_bin_count, binning.BUREAU_MIN_BIN_COUNT)
 
 
@@ -225,6 +233,7 @@ def iv_job(
     bureau_features: list[str] | None = None,
     max_bins: int = binning.DEFAULT_BINS,
     min_bin_count: int = binning.DEFAULT_MIN_BIN_COUNT,
+    min_bin_share: float = binning.DEFAULT_MIN_BIN_SHARE,
     monotonic: bool = True,
     key_bits: int = he.DEFAULT_KEY_BITS,
     allow_test_keys: bool = False,
@@ -242,7 +251,7 @@ def iv_job(
     say = say or (lambda text: log.info("%s", text))
     out = Path(out)
     he.check_key_bits(key_bits, allow_test_keys)
-    min_bin_count = check_binning(max_bins, min_bin_count)
+    min_bin_count = check_binning(max_bins, min_bin_count, min_bin_share)
     table, labels_all = read(data, id_column, label, read_options, positive_label)
     bank_features = usable_bank_features(
         table, labels_all, id_column, id_type, label, bank_features, say
@@ -263,6 +272,7 @@ def iv_job(
             bureau_features=bureau_features,
             max_bins=max_bins,
             min_bin_count=min_bin_count,
+            min_bin_share=min_bin_share,
             monotonic=monotonic,
             key_bits=key_bits,
             allow_test_keys=allow_test_keys,

@@ -107,3 +107,17 @@ def test_many_categories_are_capped_and_a_lone_small_bin_is_not_reported():
 def test_information_value_is_zero_without_both_classes():
     woe, iv = binning.woe_and_iv(binning.BinStatistics([900, 100], [0, 0]))
     assert iv == 0.0 and woe == [0.0, 0.0]
+
+
+def test_the_smallest_bin_is_a_count_or_a_share_of_the_matched_rows():
+    assert binning.min_bin_rows(1_600, 50, binning.DEFAULT_MIN_BIN_SHARE) == 50
+    assert binning.min_bin_rows(30_000, 50, binning.DEFAULT_MIN_BIN_SHARE) == 600
+    assert binning.min_bin_rows(30_001, 50, 0.02) == 601  # rounded up, never below the share
+    assert binning.min_bin_rows(30_000, 50, 0.0) == 50
+    with pytest.raises(ValueError):
+        binning.min_bin_rows(100, 50, 0.6)
+    from bank_node.toolkit import check_binning
+    from protocols.errors import InputDataError
+
+    with pytest.raises(InputDataError, match="--min-bin-share must be from 0 to 0.5"):
+        check_binning(10, 50, -0.1)
