@@ -144,7 +144,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
         merged, never reported), and at most half the session's rows (above that every
         feature is one bin: refused before the charge, from numbers the bank knows)."""
         floor = self.ctx.limits.min_bin_count
-        if asked > max(floor, rows // 2):
+        if asked > max(floor, (rows + 1) // 2):  # the bank's own limit is half, rounded up
             raise ProtocolViolation(
                 f"min_bin_count {asked} is more than half of the session's {rows} rows: every "
                 "feature would fall into a single bin"
