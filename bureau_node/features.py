@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from node_runtime import tables
 from protocols.errors import InputDataError, PolicyViolation, UnknownSession
-from protocols.features import column_kind
+from protocols.features import ColumnLayout, column_kind, column_layout
 from protocols.ids import IdType, normalise_column
 
 from .store import file_sha256, ids_as_strings
@@ -69,6 +69,8 @@ class BureauFeatures:
         self.data_date = _data_date(data)
         self._own_version = file_sha256(data)
         self.version = self._own_version
+        self._layouts: dict[str, ColumnLayout] = {}
+        self._layouts_version = ""
 
     @property
     def ids(self) -> pa.Array:
@@ -112,6 +114,17 @@ class BureauFeatures:
                 f"ask ListFeatures for its catalogue"
             )
         return list(dict.fromkeys(requested))
+
+    def layouts(self, names: list[str]) -> dict[str, ColumnLayout]:
+        """Each feature's model outputs, decided from the whole table (``protocols.features.
+        ColumnLayout``: never from a session's rows), kept until the data change."""
+        table, version = self.table, self.version  # swapped whole on a reload or new graph
+        cache = self._layouts if self._layouts_version == version else {}
+        for name in names:
+            if name not in cache:
+                cache[name] = column_layout(table.column(name))
+        self._layouts, self._layouts_version = cache, version
+        return {name: cache[name] for name in names}
 
     def rows_of_bytes(self, ids: np.ndarray) -> pa.Table:
         """:meth:`rows_of` for IDs as the store keeps them (UTF-8 bytes)."""

@@ -245,7 +245,8 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         )
         rows = self.ctx.features.rows_of(ids)
         train_rows, _ = plan.schedule()
-        recipe = FeatureRecipe.fit(rows.take(train_rows), names)
+        # the columns follow the whole table, not the session's rows (their count is told)
+        recipe = FeatureRecipe.fit(rows.take(train_rows), names, self.ctx.features.layouts(names))
         x = recipe.transform(rows)
         raised = vlr.raise_batch_to_floor(plan, limits, x.shape[1])
         if raised is not plan:  # the plan kept for resuming is the one in force

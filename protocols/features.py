@@ -6,6 +6,10 @@ out of its accurate range: design notes, section 4), missing values filled with 
 training median and flagged in a column of their own, then standardised. Text: one level per
 frequent category, rarer ones and categories never seen in training share "other", missing
 values a level of their own; levels are standardised like numbers.
+
+The bureau decides which outputs a column has (the missing-value flag, the levels) from its
+whole table (``ColumnLayout``), never from a session's rows: the bank is told how many
+columns the bureau prepared.
 """
 
 from __future__ import annotations
@@ -99,13 +103,49 @@ class ColumnRecipe:
         return out
 
 
-def _fit_column(name: str, column: pa.ChunkedArray) -> ColumnRecipe:
+@dataclass(frozen=True)
+class ColumnLayout:
+    """Which outputs a column has, decided from a whole table rather than from the training
+    rows: the bureau's columns must not depend on which enterprises a bank's session holds
+    (a flag column for missing values, or a category level, present only when one target
+    is in the session would tell the bank that target's value through the column count it
+    is told). ``fill`` stands in when the training rows have no value at all."""
+
+    missing_flag: bool = False
+    levels: tuple[str, ...] = ()
+    fill: float = 0.0
+
+
+def column_layout(column: pa.ChunkedArray | pa.Array) -> ColumnLayout:
+    """The layout of a column over all its rows (the bureau's whole table)."""
+    if column_kind(column.type) == "numeric":
+        x = _numbers(column)
+        present = x[~np.isnan(x)]
+        fill = float(np.median(present)) if present.size else 0.0
+        return ColumnLayout(missing_flag=bool(present.size < x.size), fill=fill)
+    return ColumnLayout(levels=tuple(_frequent_levels(_texts(column))) + (OTHER,))
+
+
+def _frequent_levels(texts: np.ndarray) -> list[str]:
+    levels, counts = np.unique(texts, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    floor = max(1, int(MIN_LEVEL_SHARE * len(texts)))
+    kept = [str(levels[i]) for i in order[:MAX_LEVELS] if counts[i] >= floor and levels[i] != OTHER]
+    return sorted(kept)
+
+
+def _fit_column(
+    name: str, column: pa.ChunkedArray, layout: ColumnLayout | None = None
+) -> ColumnRecipe:
     kind = column_kind(column.type)
     if kind == "numeric":
         x = _numbers(column)
         present = x[~np.isnan(x)]
-        if present.size == 0:
+        if present.size == 0 and layout is None:
             raise InputDataError(f"feature {name!r} has no values in the training rows")
+        if present.size == 0:  # a constant column, as the layout's fill
+            assert layout is not None
+            present = np.array([layout.fill])
         low, high = np.quantile(present, [CLIP_QUANTILE, 1 - CLIP_QUANTILE])
         recipe = ColumnRecipe(
             name,
@@ -113,7 +153,7 @@ def _fit_column(name: str, column: pa.ChunkedArray) -> ColumnRecipe:
             float(low),
             float(high),
             float(np.median(present)),
-            bool(present.size < x.size),
+            layout.missing_flag if layout is not None else bool(present.size < x.size),
         )
         clipped = np.clip(present, low, high)
         edges = np.unique(np.quantile(clipped, np.linspace(0.1, 0.9, 9)))
@@ -124,14 +164,11 @@ def _fit_column(name: str, column: pa.ChunkedArray) -> ColumnRecipe:
             for b in range(len(edges) + 1)
         ]
     else:
-        texts = _texts(column)
-        levels, counts = np.unique(texts, return_counts=True)
-        order = np.argsort(-counts, kind="stable")
-        floor = max(1, int(MIN_LEVEL_SHARE * len(texts)))
-        kept = [
-            str(levels[i]) for i in order[:MAX_LEVELS] if counts[i] >= floor and levels[i] != OTHER
-        ]
-        recipe = ColumnRecipe(name, kind, levels=sorted(kept) + [OTHER])
+        if layout is not None:
+            levels = list(layout.levels)
+        else:
+            levels = [*_frequent_levels(_texts(column)), OTHER]
+        recipe = ColumnRecipe(name, kind, levels=levels)
     raw = recipe.raw(column)
     with np.errstate(over="ignore", invalid="ignore"):
         means, stds = raw.mean(axis=0), raw.std(axis=0)
@@ -174,13 +211,21 @@ class FeatureRecipe:
     columns: list[ColumnRecipe]
 
     @classmethod
-    def fit(cls, table: pa.Table, names: list[str]) -> FeatureRecipe:
+    def fit(
+        cls,
+        table: pa.Table,
+        names: list[str],
+        layouts: dict[str, ColumnLayout] | None = None,
+    ) -> FeatureRecipe:
+        """Fitted on ``table``'s rows; with ``layouts`` (the bureau's, from its whole table)
+        the outputs of each column are those of its layout, whatever the rows."""
         missing = [n for n in names if n not in table.column_names]
         if missing:
             raise InputDataError(f"feature columns not found: {', '.join(missing)}")
         if table.num_rows == 0:
             raise InputDataError("no training rows to fit the feature preprocessing on")
-        return cls([_fit_column(n, table.column(n)) for n in names])
+        chosen = layouts or {}
+        return cls([_fit_column(n, table.column(n), chosen.get(n)) for n in names])
 
     @property
     def outputs(self) -> list[str]:

@@ -54,6 +54,8 @@ max_models_per_session = 1
 [banks.bank-one-start]           # its own jobs (bank-one-model's run to the limit)
 max_models_per_session = 1
 
+[banks.bank-columns]
+
 [banks.bank-oracle]              # two IV requests a day
 daily_iv_requests = 2
 
@@ -167,6 +169,46 @@ def test_policy_a_start_refused_on_the_bureaus_data_uses_up_a_model(node, city):
         codes = [_start(connection, session, 10, batch=64), _start(connection, session, 11)]
     # 64 rows against about 44 prepared bureau columns: refused, then the cap
     assert codes == [grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED]
+
+
+def test_policy_the_bureaus_column_count_does_not_name_a_targets_value(node, city):
+    """A review's demonstration: the bureau states how many model columns it prepared, and
+    they were fitted on the session's training rows, so a column for missing values (or a
+    category level) existed only when some row of the session had one. A session of 99
+    enterprises with the value present, plus one target, read the target's missing flag
+    from the count (3 columns or 4). The columns now follow the bureau's whole table."""
+    bureau = tables.read_table(city["bureau"], "uscc")
+    codes = prepare_ids(bureau.column("uscc"), IdType.USCC).ids
+    absent = bureau.column("tax_paid_12m_10k_cny").is_null().to_pylist()
+    present = [c for c, a in zip(codes, absent, strict=True) if not a]
+    missing = [c for c, a in zip(codes, absent, strict=True) if a]
+    assert missing  # the synthetic city has enterprises without tax records
+    base = present[:99]
+    features = ("tax_paid_12m_10k_cny", "court_judgements_3y", "admin_penalties_3y")
+    counts = []
+    for job, target in enumerate([present[200], missing[0], missing[1]]):
+        with BureauConnection(_address(node), "bank-columns") as connection:
+            session = run_psi(connection, [*base, target], psi.Reveal.BOTH)
+            public_key, _ = he.generate_keypair(768, allow_test_keys=True)
+            plan = vlr.TrainingPlan(
+                job_id=f"{0xC0 + job:032x}",
+                psi_session_id=session.session_id,
+                rows=len(session.matched_ids),
+                bank_columns=3,
+                validation_fraction=0.0,
+                seed=1,
+                batch_size=64,
+                max_epochs=1,
+                optimizer=vlr.OptimizerConfig(),
+                bureau_features=features,
+                bank_public_key=public_key,
+            )
+            accepted = connection.training.StartTraining(
+                codec.plan_to_proto(plan), timeout=120, metadata=connection.metadata
+            )
+            counts.append(accepted.bureau_columns)
+            node.training.jobs.remove(plan.job_id)  # the bank's limit of running jobs
+    assert counts[0] == counts[1] == counts[2] == 4  # a missing flag: the table has some
 
 
 # -- the single-positive information-value probe ----------------------------------------
