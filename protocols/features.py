@@ -114,6 +114,7 @@ class ColumnLayout:
     missing_flag: bool = False
     levels: tuple[str, ...] = ()
     fill: float = 0.0
+    edges: tuple[float, ...] = ()  # numbers: the scorecard's decile bins
 
 
 def column_layout(column: pa.ChunkedArray | pa.Array) -> ColumnLayout:
@@ -121,9 +122,19 @@ def column_layout(column: pa.ChunkedArray | pa.Array) -> ColumnLayout:
     if column_kind(column.type) == "numeric":
         x = _numbers(column)
         present = x[~np.isnan(x)]
-        fill = float(np.median(present)) if present.size else 0.0
-        return ColumnLayout(missing_flag=bool(present.size < x.size), fill=fill)
+        if not present.size:
+            return ColumnLayout(missing_flag=bool(x.size))
+        return ColumnLayout(
+            missing_flag=bool(present.size < x.size),
+            fill=float(np.median(present)),
+            edges=tuple(_decile_edges(present).tolist()),
+        )
     return ColumnLayout(levels=tuple(_frequent_levels(_texts(column))) + (OTHER,))
+
+
+def _decile_edges(present: np.ndarray) -> np.ndarray:
+    low, high = np.quantile(present, [CLIP_QUANTILE, 1 - CLIP_QUANTILE])
+    return np.unique(np.quantile(np.clip(present, low, high), np.linspace(0.1, 0.9, 9)))
 
 
 def _frequent_levels(texts: np.ndarray) -> list[str]:
@@ -156,7 +167,12 @@ def _fit_column(
             layout.missing_flag if layout is not None else bool(present.size < x.size),
         )
         clipped = np.clip(present, low, high)
-        edges = np.unique(np.quantile(clipped, np.linspace(0.1, 0.9, 9)))
+        # a scorecard's bins: the deciles of the whole table where there is one (their count
+        # is told to the bank), else of the training rows
+        if layout is not None and layout.edges:
+            edges = np.array(layout.edges)
+        else:
+            edges = _decile_edges(present)
         where = np.searchsorted(edges, clipped, side="right")
         recipe.bin_edges = edges.tolist()
         recipe.bin_values = [

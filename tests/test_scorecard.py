@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from protocols.errors import InputDataError, ProtocolViolation
-from protocols.features import FeatureRecipe
+from protocols.features import FeatureRecipe, column_layout
 from protocols.scorecard import Scaling, points_table, row_points
 
 
@@ -62,3 +62,30 @@ def test_models_without_bins_are_a_clear_error():
     recipe.columns[0].bin_values = []
     with pytest.raises(InputDataError, match="train the model again"):
         points_table(recipe, np.zeros(len(recipe.outputs)), Scaling())
+
+
+def test_the_bureaus_outputs_and_bins_follow_its_whole_table_not_the_rows():
+    """Two sessions that differ in one enterprise (missing its income, in a sector of its
+    own) get the same columns and the same scorecard bins from the bureau's layouts; fitted
+    on the rows alone, the odd one out adds a missing flag and a level."""
+    rng = np.random.default_rng(3)
+    income = [float(v) for v in rng.normal(100, 20, 400)] + [None]
+    sector = ["retail", "trade"] * 200 + ["mining"]
+    whole = pa.table({"income": income, "sector": sector})
+    layouts = {name: column_layout(whole.column(name)) for name in whole.column_names}
+    names = ["income", "sector"]
+    without, with_target = whole.slice(0, 150), whole.take(list(range(149)) + [400])
+    plain = [FeatureRecipe.fit(t, names) for t in (without, with_target)]
+    assert plain[0].outputs != plain[1].outputs  # the leak the layouts close
+    fitted = [FeatureRecipe.fit(t, names, layouts) for t in (without, with_target)]
+    assert fitted[0].outputs == fitted[1].outputs
+    # the missing flag: the table has a missing income; "mining", one row in 401, is rare
+    assert fitted[0].outputs == [
+        "income",
+        "income[missing]",
+        "sector=retail",
+        "sector=trade",
+        "sector=__other__",
+    ]
+    assert [c.bin_edges for c in fitted[0].columns] == [c.bin_edges for c in fitted[1].columns]
+    assert fitted[0].columns[0].bin_edges == list(layouts["income"].edges)
