@@ -187,9 +187,11 @@ def information_values(
     check_peer_names([f.name for f in answer.features], "the bureau's information values")
     if not 0.0 <= answer.rho_charged < math.inf:
         raise ProtocolViolation(f"the bureau says it charged rho {answer.rho_charged}")
+    # a bureau from before the field charges the released features only, and says so in each
+    charged = answer.rho_charged or sum(f.epsilon for f in answer.features)
     released = {f.name for f in answer.features}
     withheld = [n for n in (bureau_features or catalogue) if n not in released]
-    if withheld:  # charged all the same: whether a feature has one bin is the bureau's data
+    if withheld and answer.rho_charged:  # charged: whether a feature has one bin is data
         say(
             f"the bureau released no bins of {', '.join(withheld)}: one bin over these "
             "clients (each was charged to the budget like the others)"
@@ -204,7 +206,7 @@ def information_values(
         len(bank_features),
         len(answer.features),
         result.session_id,
-        round(answer.rho_charged, 6),
+        round(charged, 6),
     )
 
 

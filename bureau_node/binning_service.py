@@ -42,6 +42,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
         self, request_iterator: Iterator[pb.EncryptedLabels], context: grpc.ServicerContext
     ) -> pb.BinnedLabelSums:
         try:
+            charged: dict[str, object] = {}  # on the record of a failure after the charge
             bank_id = self.ctx.access.bank(context)
             first: pb.EncryptedLabels | None = None
             key = None
@@ -78,6 +79,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                     self.ctx.access.charge_all(
                         bank_id, {"daily_iv_requests": 1, "iv_rho_per_day": spent}
                     )
+                    charged = {"rho": spent, "features_charged": len(names)}
                     columns = self._bins(names, ids, chunk.max_bins, min_count)
                     sums = [[he.mpz(1)] * bins.count for bins in columns]
                     nsquare = he.mpz(key.nsquare)
@@ -137,7 +139,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
             )
             return out
         except Exception as exc:  # noqa: BLE001
-            self.ctx.refuse(context, "information_value", exc)
+            self.ctx.refuse(context, "information_value", exc, **charged)
 
     def _min_count(self, asked: int, rows: int) -> int:
         """The smallest bin: the bank's, never below the bureau's floor (smaller bins are

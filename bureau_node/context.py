@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
@@ -38,10 +38,12 @@ class BureauContext:
         if self.audit is not None:
             self.audit.append(bank_id, event, outcome, **details)
 
-    def refuse(self, context: grpc.ServicerContext, event: str, exc: BaseException) -> NoReturn:
+    def refuse(
+        self, context: grpc.ServicerContext, event: str, exc: BaseException, **details: Any
+    ) -> NoReturn:
         """Record the refusal (before the answer leaves), then answer with its status."""
         if self.audit is not None:
-            self.audit.refusal(context, event, exc)
+            self.audit.refusal(context, event, exc, **details)
         abort_with(context, exc)
 
     def limits_for(self, bank_id: str) -> vlr.TrainingLimits:
