@@ -69,8 +69,7 @@ class BureauFeatures:
         self.data_date = _data_date(data)
         self._own_version = file_sha256(data)
         self.version = self._own_version
-        self._layouts: dict[str, ColumnLayout] = {}
-        self._layouts_version = ""
+        self._layouts: tuple[str, dict[str, ColumnLayout]] = ("", {})
 
     @property
     def ids(self) -> pa.Array:
@@ -93,10 +92,12 @@ class BureauFeatures:
         for name in columns.column_names:
             table = table.append_column(name, columns.column(name))
         kinds = own_kinds | {n: "numeric" for n in columns.column_names}
+        # the table first and the version last: a request that sees a new name or version
+        # finds the new table (``layouts`` reads the version before the table)
+        self.table = table
         self.descriptions = own_descriptions | descriptions
         self.kinds = kinds
         self.names = list(kinds)
-        self.table = table
         self.version = f"{self._own_version}+graph:{_content_hash(columns)}"
 
     def catalogue(self) -> list[FeatureInfo]:
@@ -118,12 +119,15 @@ class BureauFeatures:
     def layouts(self, names: list[str]) -> dict[str, ColumnLayout]:
         """Each feature's model outputs, decided from the whole table (``protocols.features.
         ColumnLayout``: never from a session's rows), kept until the data change."""
-        table, version = self.table, self.version  # swapped whole on a reload or new graph
-        cache = self._layouts if self._layouts_version == version else {}
+        version = self.version  # then the table: set_graph writes them the other way round
+        table = self.table
+        cached, cache = self._layouts  # one attribute: a cache never meets another version
+        if cached != version:
+            cache = {}
         for name in names:
             if name not in cache:
                 cache[name] = column_layout(table.column(name))
-        self._layouts, self._layouts_version = cache, version
+        self._layouts = (version, cache)
         return {name: cache[name] for name in names}
 
     def rows_of_bytes(self, ids: np.ndarray) -> pa.Table:

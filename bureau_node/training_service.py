@@ -231,12 +231,19 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         ids: list[str],
         limits: vlr.TrainingLimits,
     ) -> _Job:
-        """The heavy part of a start (features, the bureau's key, its trainer). The session's
-        model count is charged before the bureau's data are read: what follows can be
-        refused for reasons that depend on them (a batch below twice the bureau's prepared
-        columns, which count the category levels among the session's rows), and a free
-        refusal would answer such questions without limit."""
+        """The heavy part of a start (features, the bureau's key, its trainer). The plan is
+        checked against the bureau's columns, which follow its whole table (never the
+        session's rows: their count is told to the bank); then the session's model count is
+        charged, before the session's rows are read, since what can still fail after that
+        (values too large to standardise) depends on them, and a free refusal would be a
+        free question."""
         names = self.ctx.choose_for_model(bank_id, plan.bureau_features)
+        layouts = self.ctx.features.layouts(names)
+        columns = sum(layouts[n].outputs for n in names)
+        raised = vlr.raise_batch_to_floor(plan, limits, columns)
+        if raised is not plan:  # the plan kept for resuming is the one in force
+            plan, request = raised, codec.plan_to_proto(raised)
+        vlr.check_plan(plan, limits, columns)  # before the charge, and before a key
         self.ctx.store.count_session_use(
             bank_id,
             plan.psi_session_id,
@@ -245,13 +252,10 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         )
         rows = self.ctx.features.rows_of(ids)
         train_rows, _ = plan.schedule()
-        # the columns follow the whole table, not the session's rows (their count is told)
-        recipe = FeatureRecipe.fit(rows.take(train_rows), names, self.ctx.features.layouts(names))
+        recipe = FeatureRecipe.fit(rows.take(train_rows), names, layouts)
         x = recipe.transform(rows)
-        raised = vlr.raise_batch_to_floor(plan, limits, x.shape[1])
-        if raised is not plan:  # the plan kept for resuming is the one in force
-            plan, request = raised, codec.plan_to_proto(raised)
-        vlr.check_plan(plan, limits, x.shape[1])  # before generating a key
+        if x.shape[1] != columns:
+            raise RuntimeError(f"{x.shape[1]} prepared columns against {columns} laid out")
         bits = plan.bank_public_key.n.bit_length()
         _, private_key = he.generate_keypair(bits + (-bits % 8), limits.allow_test_keys)
         trainer = vlr.BureauTrainer(plan, x, private_key, limits, self.ctx.executor)

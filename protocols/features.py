@@ -14,6 +14,7 @@ columns the bureau prepared.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -109,12 +110,24 @@ class ColumnLayout:
     rows: the bureau's columns must not depend on which enterprises a bank's session holds
     (a flag column for missing values, or a category level, present only when one target
     is in the session would tell the bank that target's value through the column count it
-    is told). ``fill`` stands in when the training rows have no value at all."""
+    is told). For numbers it also carries the whole table's clipping range (training values
+    are held inside it, so no one enterprise's extreme value decides whether a session can
+    be standardised), its median (``fill``, when the training rows have no value) and its
+    decile bins with each bin's median (a scorecard's bins, and the points of a bin no
+    training row falls in)."""
 
     missing_flag: bool = False
     levels: tuple[str, ...] = ()
     fill: float = 0.0
-    edges: tuple[float, ...] = ()  # numbers: the scorecard's decile bins
+    low: float = -math.inf
+    high: float = math.inf
+    edges: tuple[float, ...] = ()
+    medians: tuple[float, ...] = ()
+
+    @property
+    def outputs(self) -> int:
+        """How many model columns the feature has."""
+        return len(self.levels) if self.levels else 1 + int(self.missing_flag)
 
 
 def column_layout(column: pa.ChunkedArray | pa.Array) -> ColumnLayout:
@@ -124,17 +137,30 @@ def column_layout(column: pa.ChunkedArray | pa.Array) -> ColumnLayout:
         present = x[~np.isnan(x)]
         if not present.size:
             return ColumnLayout(missing_flag=bool(x.size))
+        low, high = np.quantile(present, [CLIP_QUANTILE, 1 - CLIP_QUANTILE])
+        clipped = np.clip(present, low, high)
+        edges = _decile_edges(clipped)
         return ColumnLayout(
             missing_flag=bool(present.size < x.size),
             fill=float(np.median(present)),
-            edges=tuple(_decile_edges(present).tolist()),
+            low=float(low),
+            high=float(high),
+            edges=tuple(edges.tolist()),
+            medians=tuple(_bin_medians(clipped, edges, float(low))),
         )
     return ColumnLayout(levels=tuple(_frequent_levels(_texts(column))) + (OTHER,))
 
 
-def _decile_edges(present: np.ndarray) -> np.ndarray:
-    low, high = np.quantile(present, [CLIP_QUANTILE, 1 - CLIP_QUANTILE])
-    return np.unique(np.quantile(np.clip(present, low, high), np.linspace(0.1, 0.9, 9)))
+def _decile_edges(clipped: np.ndarray) -> np.ndarray:
+    return np.unique(np.quantile(clipped, np.linspace(0.1, 0.9, 9)))
+
+
+def _bin_medians(clipped: np.ndarray, edges: np.ndarray, empty: float) -> list[float]:
+    where = np.searchsorted(edges, clipped, side="right")
+    return [
+        float(np.median(clipped[where == b])) if np.any(where == b) else empty
+        for b in range(len(edges) + 1)
+    ]
 
 
 def _frequent_levels(texts: np.ndarray) -> list[str]:
@@ -154,8 +180,9 @@ def _fit_column(
         present = x[~np.isnan(x)]
         if present.size == 0 and layout is None:
             raise InputDataError(f"feature {name!r} has no values in the training rows")
-        if present.size == 0:  # a constant column, as the layout's fill
-            assert layout is not None
+        if layout is not None and present.size:  # inside the whole table's range
+            present = np.clip(present, layout.low, layout.high)
+        elif layout is not None:  # no value in the training rows: a constant column
             present = np.array([layout.fill])
         low, high = np.quantile(present, [CLIP_QUANTILE, 1 - CLIP_QUANTILE])
         recipe = ColumnRecipe(
@@ -168,17 +195,17 @@ def _fit_column(
         )
         clipped = np.clip(present, low, high)
         # a scorecard's bins: the deciles of the whole table where there is one (their count
-        # is told to the bank), else of the training rows
+        # is told to the bank), else of the training rows; each bin's value is its training
+        # median, or for a bin without training rows the whole table's
         if layout is not None and layout.edges:
             edges = np.array(layout.edges)
+            empty = [min(max(m, float(low)), float(high)) for m in layout.medians]
         else:
-            edges = _decile_edges(present)
-        where = np.searchsorted(edges, clipped, side="right")
+            edges = _decile_edges(clipped)
+            empty = [float(low)] * (len(edges) + 1)
+        medians = _bin_medians(clipped, edges, math.nan)
         recipe.bin_edges = edges.tolist()
-        recipe.bin_values = [
-            float(np.median(clipped[where == b])) if np.any(where == b) else float(low)
-            for b in range(len(edges) + 1)
-        ]
+        recipe.bin_values = [e if math.isnan(m) else m for m, e in zip(medians, empty, strict=True)]
     else:
         if layout is not None:
             levels = list(layout.levels)

@@ -89,3 +89,16 @@ def test_the_bureaus_outputs_and_bins_follow_its_whole_table_not_the_rows():
     ]
     assert [c.bin_edges for c in fitted[0].columns] == [c.bin_edges for c in fitted[1].columns]
     assert fitted[0].columns[0].bin_edges == list(layouts["income"].edges)
+
+
+def test_a_bin_without_training_rows_takes_the_whole_tables_median():
+    """With the bins from the whole table, a session's values can leave a middle bin empty;
+    its points are then those of the whole table's median there, not of the training
+    minimum (which gave 4 or 5 court judgements the points of none)."""
+    whole = pa.table({"judgements": [float(v % 10) for v in range(1000)]})
+    layout = column_layout(whole.column("judgements"))
+    train = pa.table({"judgements": [float(v) for v in [0, 1, 2, 7, 8, 9] * 50]})
+    column = FeatureRecipe.fit(train, ["judgements"], {"judgements": layout}).columns[0]
+    where = int(np.searchsorted(np.array(column.bin_edges), 4.5, side="right"))
+    assert 4.0 <= column.bin_values[where] <= 5.0
+    assert column.bin_values[0] == 0.0 and column.bin_values[-1] == 9.0
