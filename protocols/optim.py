@@ -182,8 +182,16 @@ def epoch_batches(
     """The batches of one epoch: a fresh permutation cut into nearly equal batches of at
     least ``batch_size`` rows (the remainder is spread, never a small last batch)."""
     order = np.random.default_rng([seed, 1, epoch]).permutation(train_rows)
-    count = max(1, len(order) // batch_size)
-    return list(np.array_split(order, count))
+    return list(np.array_split(order, _batch_count(len(order), batch_size)))
+
+
+def _batch_count(rows: int, batch_size: int) -> int:
+    return max(1, rows // batch_size)
+
+
+def largest_batch(rows: int, batch_size: int) -> int:
+    """The most rows a batch of ``epoch_batches`` holds (under twice the batch size)."""
+    return -(-rows // _batch_count(rows, batch_size))
 
 
 def fixed_batches(

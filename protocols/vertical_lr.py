@@ -60,6 +60,7 @@ from .optim import (
     ShareSgd,
     epoch_batches,
     fixed_batches,
+    largest_batch,
     split_rows,
 )
 
@@ -175,7 +176,7 @@ def check_plan(
         raise PolicyViolation(
             f"{len(train)} training rows are fewer than one batch of {plan.batch_size}"
         )
-    largest = -(-len(train) // max(1, len(train) // plan.batch_size))  # as epoch_batches cuts
+    largest = largest_batch(len(train), plan.batch_size)
     columns = plan.bank_columns + (bureau_columns or 0)
     each = 2 * -(-_key_bits(plan.bank_public_key) // 8)  # a ciphertext mod n^2
     if (largest + columns) * each > MAX_STEP_BYTES:
@@ -390,6 +391,20 @@ def _power_product(
     lo, hi = he.inner_products(bases, np.stack([low, high], axis=1), key, executor, counts)
     nsquare = he.mpz(key.nsquare)
     return lo * gmpy2.powmod(hi, 1 << 36, nsquare) % nsquare
+
+
+def _taylor_loss(parts: Sequence[int], from_bureau: int) -> float:
+    """The batch's Taylor loss, log 2 - 1/2 + (4d)^2 / 8 per row: sum (4d)^2 (at 2^-2
+    SCALE_BITS) is the sum of the bank's parts squared plus the term the bureau's answer
+    opened to; outside its range the bureau computed something else."""
+    squares = sum(t * t for t in parts) + from_bureau
+    if not 0 <= squares < len(parts) << (2 * (SCORE_VALUE_BITS + 1)):
+        raise ProtocolViolation(
+            "the bureau's loss term gives a sum of squared residuals outside its range: "
+            "it computed something else"
+        )
+    mean = squares / float(1 << (2 * SCALE_BITS)) / len(parts)
+    return LN2 - 0.5 + mean / 8.0
 
 
 def _signed(value: int, key: he.PublicKey) -> int:
@@ -1135,14 +1150,7 @@ class BankTrainer:
             raise PolicyViolation(
                 "the bank's own scores left +-2048: training diverged; lower the learning rate"
             )
-        squares = sum(t * t for t in parts) + opened.interaction
-        if not 0 <= squares < len(parts) << (2 * (SCORE_VALUE_BITS + 1)):
-            raise ProtocolViolation(
-                "the bureau's loss term gives a sum of squared residuals outside its range: "
-                "it computed something else"
-            )
-        mean = squares / float(1 << (2 * SCALE_BITS)) / len(parts)
-        return LN2 - 0.5 + mean / 8.0, opened, parts
+        return _taylor_loss(parts, opened.interaction), opened, parts
 
     def update_from_moments(self, msg: StepShares, epoch: int) -> float:
         """A training step from cross moments: open, step w_A and s1; the batch's loss."""
@@ -1198,16 +1206,9 @@ class BankTrainer:
         self._opened = _Opened(v, g, _signed(plain[-1], own))
 
     def _loss(self, opened: _Opened) -> tuple[float, list[int]]:
-        """The batch's Taylor loss (log 2 - 1/2 + (4d)^2 / 8 per row) and e + v."""
+        """The batch's Taylor loss and e + v."""
         ev = [a + b for a, b in zip(self._e, opened.v, strict=True)]
-        squares = sum(t * t for t in ev) + opened.loss_term  # sum (4d)^2 at 2^-2 SCALE_BITS
-        if not 0 <= squares < len(ev) << (2 * (SCORE_VALUE_BITS + 1)):
-            raise ProtocolViolation(
-                "the bureau's loss term gives a sum of squared residuals outside its range: "
-                "it computed something else"
-            )
-        mean = squares / float(1 << (2 * SCALE_BITS)) / len(ev)
-        return LN2 - 0.5 + mean / 8.0, ev
+        return _taylor_loss(ev, opened.loss_term), ev
 
     def update(self, msg: DecryptedValues, epoch: int) -> float:
         """Unmask X_A^T (-r); step the own weights and the share; returns the batch's loss."""
