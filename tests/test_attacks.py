@@ -121,22 +121,27 @@ def test_policy_a_model_on_fewer_than_three_bureau_features_is_refused(
         )
 
 
-def _start(connection: BureauConnection, session, job: int, batch: int = 128) -> grpc.StatusCode:
+def _plan(session, job: int, batch: int = 128, validation=0.2, features=()) -> vlr.TrainingPlan:
+    """A one-epoch plan of 3 bank columns on a PSI session (the batch capped at its rows)."""
     public_key, _ = he.generate_keypair(768, allow_test_keys=True)
-    train_rows = int(len(session.matched_ids) * 0.8)
-    plan = vlr.TrainingPlan(
+    train_rows = int(len(session.matched_ids) * (1 - validation))
+    return vlr.TrainingPlan(
         job_id=f"{job:032x}",
         psi_session_id=session.session_id,
         rows=len(session.matched_ids),
         bank_columns=3,
-        validation_fraction=0.2,
+        validation_fraction=validation,
         seed=1,
         batch_size=min(batch, train_rows),
         max_epochs=1,
         optimizer=vlr.OptimizerConfig(),
-        bureau_features=(),
+        bureau_features=features,
         bank_public_key=public_key,
     )
+
+
+def _start(connection: BureauConnection, session, job: int, batch: int = 128) -> grpc.StatusCode:
+    plan = _plan(session, job, batch)
     try:
         connection.training.StartTraining(
             codec.plan_to_proto(plan), timeout=120, metadata=connection.metadata
@@ -189,20 +194,7 @@ def test_policy_the_bureaus_column_count_does_not_name_a_targets_value(node, cit
     for job, target in enumerate([present[200], missing[0], missing[1]]):
         with BureauConnection(_address(node), "bank-columns") as connection:
             session = run_psi(connection, [*base, target], psi.Reveal.BOTH)
-            public_key, _ = he.generate_keypair(768, allow_test_keys=True)
-            plan = vlr.TrainingPlan(
-                job_id=f"{0xC0 + job:032x}",
-                psi_session_id=session.session_id,
-                rows=len(session.matched_ids),
-                bank_columns=3,
-                validation_fraction=0.0,
-                seed=1,
-                batch_size=64,
-                max_epochs=1,
-                optimizer=vlr.OptimizerConfig(),
-                bureau_features=features,
-                bank_public_key=public_key,
-            )
+            plan = _plan(session, 0xC0 + job, 64, validation=0.0, features=features)
             accepted = connection.training.StartTraining(
                 codec.plan_to_proto(plan), timeout=120, metadata=connection.metadata
             )
@@ -280,6 +272,16 @@ def test_iv_probe_succeeds_without_noise_the_control(node, city):
     assert len(outcomes) == 16 and all(hit for _, hit in outcomes)
 
 
+def _bin_labels(connection, session, matched, features, max_bins=10, min_bin_count=50):
+    public_key, private_key = he.generate_keypair(768, allow_test_keys=True)
+    labels = he.OwnerEncryptor(private_key).encrypt_many([n % 2 for n in range(matched)])
+    return connection.binning.BinLabels(
+        _label_chunks(session, public_key, labels, max_bins, min_bin_count, features),
+        timeout=300,
+        metadata=connection.metadata,
+    )
+
+
 def test_iv_requests_spend_the_budget(node, city):
     """The default zCDP budget (rho 2.5 a day at 0.0625 per feature) answers two requests over
     the 17 features named (1.0625 each: 16 released, and ``deregistered``, one bin here, left
@@ -289,15 +291,8 @@ def test_iv_requests_spend_the_budget(node, city):
     for _ in range(3):
         with BureauConnection(_address(node), "bank-a") as connection:
             result = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
-            public_key, private_key = he.generate_keypair(768, allow_test_keys=True)
-            labels = [n % 2 for n in range(len(result.matched_ids))]
-            ciphertexts = he.OwnerEncryptor(private_key).encrypt_many(labels)
             try:
-                answer = connection.binning.BinLabels(
-                    _label_chunks(result.session_id, public_key, ciphertexts, 10, 50, []),
-                    timeout=300,
-                    metadata=connection.metadata,
-                )
+                answer = _bin_labels(connection, result.session_id, len(result.matched_ids), [])
                 outcomes.append("OK")
                 assert len(answer.features) == 16
                 assert {(f.epsilon, f.noise_scale) for f in answer.features} == {(0.0625, 4.0)}
@@ -307,16 +302,6 @@ def test_iv_requests_spend_the_budget(node, city):
                 assert "has used 2.125 of its 2.5 iv_rho_per_day" in err.details()
                 assert "this request needs 1.0625" in err.details()
     assert outcomes == ["OK", "OK", "RESOURCE_EXHAUSTED"]
-
-
-def _bin_labels(connection, session, matched, features, max_bins=10, min_bin_count=50):
-    public_key, private_key = he.generate_keypair(768, allow_test_keys=True)
-    labels = he.OwnerEncryptor(private_key).encrypt_many([n % 2 for n in range(matched)])
-    return connection.binning.BinLabels(
-        _label_chunks(session, public_key, labels, max_bins, min_bin_count, features),
-        timeout=300,
-        metadata=connection.metadata,
-    )
 
 
 def test_iv_whether_a_feature_is_released_is_never_free(node, city):
