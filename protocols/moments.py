@@ -272,11 +272,6 @@ class StepAnswer:
     masks: list[int]  # q: the bureau's share of X_B^T 4d is -q (kept, never sent)
 
 
-def _times_plain(c: gmpy2.mpz, value: int, key: he.PublicKey) -> gmpy2.mpz:
-    n = he.mpz(key.n)
-    return c * (1 + (he.mpz(value) % n) * n) % he.mpz(key.nsquare)
-
-
 def step_answer(
     batch: BatchMoments,
     share: Sequence[gmpy2.mpz],
@@ -303,12 +298,11 @@ def step_answer(
     )
     gs2 = [sum(int(g) * int(t) for g, t in zip(row, own, strict=True)) for row in gram.tolist()]
     q = [secrets.randbits(GRADIENT_VALUE_BITS + 1 + he.STATISTICAL_SECURITY) for _ in range(kb)]
-    d = [
-        _times_plain(
-            gs1[j] * gmpy2.invert(ra[j], nsquare) % nsquare, gs2[j] + q[j] - (r[j][0] << 12), key
-        )
-        for j in range(kb)
-    ]
+    d = he.add_plain(
+        [g * gmpy2.invert(c, nsquare) % nsquare for g, c in zip(gs1, ra, strict=True)],
+        [gs2[j] + q[j] - (r[j][0] << 12) for j in range(kb)],
+        key,
+    )
     gradient, _ = he.pack_masked(d, lay.gradient, key, None, [0] * kb, noise)
     q_gram = he.draw_masks(lay.gram, kb)
     gram_share, _ = he.pack_masked(gs1, lay.gram, key, None, q_gram, noise)
@@ -328,10 +322,7 @@ def step_answer(
         rs1 = he.power_products(
             list(share), [[r[j][k + 1] for k in range(ka)] for j in range(kb)], key
         )
-        z = [
-            _times_plain(gmpy2.invert(c, nsquare), -rho_total[k + 1], key)
-            for k, c in enumerate(rs1)
-        ]
+        z = he.add_plain([gmpy2.invert(c, nsquare) for c in rs1], [-t for t in rho_total[1:]], key)
         cross, _ = he.pack_masked(z, lay.cross, key, None, [0] * ka, noise)
     # the loss term: s1^T (q' - 2q) - 2 a^T rho + s2^T G s2
     exponents = [[-2 * rho_total[k + 1]] for k in range(ka)] + [
@@ -339,7 +330,7 @@ def step_answer(
     ]
     (term,) = he.power_products([*weights, *share], exponents, key)
     own_gram = sum(int(t) * g for t, g in zip(own, gs2, strict=True))
-    term = _times_plain(term, own_gram - (rho_total[0] << 13), key)
+    (term,) = he.add_plain([term], [own_gram - (rho_total[0] << 13)], key)
     (fresh,) = noise.take(1) if noise is not None else [he.textbook_noise(key)]
     counts.peer_encryptions += len(gradient) + len(gram_share) + len(limbs) + len(cross) + 1
     return StepAnswer(bits, gradient, gram_share, limbs, cross, term * fresh % nsquare, q)
