@@ -636,16 +636,23 @@ def inner_products_counted(
             product, used = multiexp_counted(ciphertexts, shifted_column, modulus)
             products.append(product)
             mults += used
-    total = mpz(1)
-    for c in ciphertexts:
-        total = total * c % modulus
-    mults += rows
-    shifts = {}
-    for bits in sorted(set(column_bits)):
-        shifts[bits] = gmpy2.invert(gmpy2.powmod(total, mpz(1) << (bits - 1), modulus), modulus)
-        mults += bits
-    mults += columns
+    shifts = _shift_inverses(ciphertexts, column_bits, modulus)
+    mults += rows + sum(shifts) + columns
     return [p * shifts[b] % modulus for p, b in zip(products, column_bits, strict=True)], mults
+
+
+def _shift_inverses(
+    bases: Sequence[gmpy2.mpz], offsets: Sequence[int], modulus: gmpy2.mpz
+) -> dict[int, gmpy2.mpz]:
+    """``(prod bases)^-(2^(b-1))`` for each offset size b: what takes the shift to
+    non-negative exponents back out of a product of powers."""
+    total = mpz(1)
+    for base in bases:
+        total = total * base % modulus
+    return {
+        b: gmpy2.invert(gmpy2.powmod(total, mpz(1) << (b - 1), modulus), modulus)
+        for b in sorted(set(offsets))
+    }
 
 
 def power_products(
@@ -662,10 +669,7 @@ def power_products(
     bits = _offset_bits(matrix)
     shifted = matrix + (1 << (bits - 1))
     products, _ = _bit_sliced(list(bases), shifted, bits, modulus)
-    total = mpz(1)
-    for base in bases:
-        total = total * base % modulus
-    shift = gmpy2.invert(gmpy2.powmod(total, mpz(1) << (bits - 1), modulus), modulus)
+    shift = _shift_inverses(bases, [bits], modulus)[bits]
     return [p * shift % modulus for p in products]
 
 
