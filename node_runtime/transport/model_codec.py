@@ -110,21 +110,14 @@ def shares_to_proto(msg: vlr.StepShares, width: int) -> Iterator[pb.StepShares]:
     total = len(msg.bureau_masks) // width
     step = step_to_proto(msg.step)
     chunk = SCORES_PER_CHUNK * width
+    packed = {name: getattr(msg, name) for name in _FIRST_CHUNK_ONLY}
     for offset in range(0, max(len(msg.bureau_masks), 1), chunk):
-        first = offset == 0
         yield pb.StepShares(
             step=step,
             offset=offset // width,
             total=total,
             bureau_masks=msg.bureau_masks[offset : offset + chunk],
-            score_shares=msg.score_shares if first else b"",
-            gradient_share=msg.gradient_share if first else b"",
-            loss_term=msg.loss_term if first else b"",
-            cross_moments=msg.cross_moments if first else b"",
-            gram_share=msg.gram_share if first else b"",
-            share_moments=msg.share_moments if first else b"",
-            bank_gradient=msg.bank_gradient if first else b"",
-            share_bits=msg.share_bits if first else 0,
+            **(packed if offset == 0 else {}),
         )
 
 
@@ -156,16 +149,9 @@ def shares_from_proto(
     if first is None or step is None or received != first.total:
         raise ProtocolViolation("the shares ended before all announced chunks arrived")
     return vlr.StepShares(
-        step,
-        first.score_shares,
-        b"".join(parts),
-        first.gradient_share,
-        first.loss_term,
-        cross_moments=first.cross_moments,
-        gram_share=first.gram_share,
-        share_moments=first.share_moments,
-        bank_gradient=first.bank_gradient,
-        share_bits=first.share_bits,
+        step=step,
+        bureau_masks=b"".join(parts),
+        **{name: getattr(first, name) for name in _FIRST_CHUNK_ONLY},
     )
 
 
