@@ -28,8 +28,13 @@ from typing import Any
 import grpc
 
 from node_runtime.transport.certs import RevocationList
-from node_runtime.transport.channels import RECEIPT_METADATA, peer_certificate
-from node_runtime.transport.errors import CallEnded, IdentityError, abort_with
+from node_runtime.transport.channels import RECEIPT_METADATA, check_protocol, peer_certificate
+from node_runtime.transport.errors import (
+    CallEnded,
+    IdentityError,
+    IncompatibleRelease,
+    abort_with,
+)
 from protocols.errors import InputDataError, QuotaExceeded
 from protocols.transparency import Receipt
 
@@ -167,45 +172,52 @@ class BureauInterceptor(grpc.ServerInterceptor):
 
     def _admitter(self, method: str) -> Admit:
         def admit(context: grpc.ServicerContext) -> None:
-            if self.revocations is None:
-                return
-            certificate = peer_certificate(context)
-            if certificate is None:
-                return
+            self._check_revocation(context, method)
             try:
-                when = self.revocations.revoked(certificate.serial_number)
-            except InputDataError as exc:  # fail closed: no call while the list is unreadable
-                log.error("the revocation list cannot be read: %s", exc)
+                check_protocol(context)
+            except IncompatibleRelease as exc:
+                if self.audit is not None:
+                    self.audit.refusal(context, "call_refused", exc, method=method)
                 abort_with(context, exc)
-            if when is None:
-                return
-            serial = format(certificate.serial_number, "x")
-            subject = certificate.subject.rfc4514_string()
-            names = context.auth_context().get("x509_common_name") or [b"(unnamed)"]
-            bank_id = names[0].decode("utf-8", "replace")
-            log.warning(
-                "refused revoked certificate %s (%s) from %s", serial, subject, context.peer()
-            )
-            if self.audit is not None:
-                self.audit.append(
-                    bank_id,
-                    "call_refused",
-                    grpc.StatusCode.UNAUTHENTICATED.name,
-                    reason="certificate revoked",
-                    method=method,
-                    peer=context.peer(),
-                    subject=subject,
-                    serial=serial,
-                )
-            abort_with(
-                context,
-                IdentityError(
-                    f"the bureau refused your certificate (serial {serial}, {subject}): it was "
-                    f"revoked on {when:%Y-%m-%d %H:%M} UTC; ask the bureau for a new one"
-                ),
-            )
 
         return admit
+
+    def _check_revocation(self, context: grpc.ServicerContext, method: str) -> None:
+        if self.revocations is None:
+            return
+        certificate = peer_certificate(context)
+        if certificate is None:
+            return
+        try:
+            when = self.revocations.revoked(certificate.serial_number)
+        except InputDataError as exc:  # fail closed: no call while the list is unreadable
+            log.error("the revocation list cannot be read: %s", exc)
+            abort_with(context, exc)
+        if when is None:
+            return
+        serial = format(certificate.serial_number, "x")
+        subject = certificate.subject.rfc4514_string()
+        names = context.auth_context().get("x509_common_name") or [b"(unnamed)"]
+        bank_id = names[0].decode("utf-8", "replace")
+        log.warning("refused revoked certificate %s (%s) from %s", serial, subject, context.peer())
+        if self.audit is not None:
+            self.audit.append(
+                bank_id,
+                "call_refused",
+                grpc.StatusCode.UNAUTHENTICATED.name,
+                reason="certificate revoked",
+                method=method,
+                peer=context.peer(),
+                subject=subject,
+                serial=serial,
+            )
+        abort_with(
+            context,
+            IdentityError(
+                f"the bureau refused your certificate (serial {serial}, {subject}): it was "
+                f"revoked on {when:%Y-%m-%d %H:%M} UTC; ask the bureau for a new one"
+            ),
+        )
 
     def intercept_service(
         self,

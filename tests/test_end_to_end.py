@@ -17,8 +17,15 @@ import pytest
 
 from bank_node.client import BureauConnection, run_psi
 from bank_node.jobs import psi_job
+from bureau_node.audit import AuditLog
 from bureau_node.server import BureauNode
-from node_runtime.transport.channels import bank_metadata, open_channel
+from node_runtime.transport.channels import (
+    BANK_ID_METADATA,
+    PROTOCOL_METADATA,
+    PROTOCOL_VERSION,
+    bank_metadata,
+    open_channel,
+)
 from protocols import group, psi, uscc
 from protocols.errors import PeerError
 from protocols.ids import IdType
@@ -248,6 +255,27 @@ def test_sessions_are_private_to_their_bank_and_need_an_identity(node):
             timeout=10,
         )
     assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_bank_node_of_another_release_is_refused_before_anything_is_done(node, tmp_path):
+    """The bank names its wire protocol on every call; the bureau refuses any other at once,
+    FAILED_PRECONDITION naming both, on record, with nothing opened or charged."""
+    stub = psi_pb2_grpc.PrivateSetIntersectionStub(open_channel(f"127.0.0.1:{node.port}"))
+    request = pb.OpenSessionRequest(protocol=psi.PROTOCOL, bank_set_size=5)
+    identity = (BANK_ID_METADATA, "bank-old")
+    for sent, said in (([], "no protocol version"), ([(PROTOCOL_METADATA, "2")], "protocol '2'")):
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.OpenSession(request, metadata=[identity, *sent], timeout=10))
+        assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        details = err.value.details()
+        assert f"speaks Xinrong protocol {PROTOCOL_VERSION}" in details and said in details
+    # the only records of this bank: no session was opened (OpenSession records one first)
+    refused = [r for r in AuditLog(tmp_path / "state").records() if r["bank_id"] == "bank-old"]
+    assert [(r["event"], r["outcome"]) for r in refused] == 2 * [
+        ("call_refused", "FAILED_PRECONDITION")
+    ]
+    assert all("OpenSession" in json.loads(r["details"])["method"] for r in refused)
+    assert _open(stub, "bank-old", 5)  # the same bank at this release is served
 
 
 def test_too_large_a_request_is_refused_before_any_work(city, tmp_path: Path):

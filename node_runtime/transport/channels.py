@@ -16,12 +16,21 @@ from concurrent import futures
 import grpc
 from cryptography import x509
 
+from node_runtime.cli_common import distribution_version
+
 from .certs import BUREAU_NAME, TlsFiles
-from .errors import IdentityError
+from .errors import IdentityError, IncompatibleRelease
 
 # Largest message either side accepts: chunks are at most 2 MiB (65,536 points).
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 BANK_ID_METADATA = "x-xinrong-bank-id"
+# The wire protocol both nodes speak: the messages' meaning, not only their fields (a new
+# field that an older node would ignore, a bound that moved, a step that changed). The bank
+# names it on every call and the bureau refuses any other at once, FAILED_PRECONDITION,
+# before a servicer reads the call: a bank and a bureau of different releases would
+# otherwise fail late or, worse, train a wrong model. Raise it with any such change.
+PROTOCOL_METADATA = "x-xinrong-protocol"
+PROTOCOL_VERSION = 1
 # the audit receipts of a call, in its trailing metadata (bureau_node/interceptors.py)
 RECEIPT_METADATA = "x-xinrong-receipt-bin"
 _OPTIONS = [
@@ -105,7 +114,28 @@ def open_channel(address: str, tls: TlsFiles | None = None) -> grpc.Channel:
 
 
 def bank_metadata(bank_id: str) -> tuple[tuple[str, str], ...]:
-    return ((BANK_ID_METADATA, bank_id),)
+    return ((BANK_ID_METADATA, bank_id), (PROTOCOL_METADATA, str(PROTOCOL_VERSION)))
+
+
+def check_protocol(context: grpc.ServicerContext) -> None:
+    """Raises IncompatibleRelease unless the caller speaks this node's ``PROTOCOL_VERSION``.
+    A caller that does not name itself is left to its servicer (UNAUTHENTICATED): a bank
+    node of any release names itself on every call."""
+    metadata = context.invocation_metadata() or ()
+    said = [v for k, v in metadata if k == PROTOCOL_METADATA]
+    if said == [str(PROTOCOL_VERSION)] or all(k != BANK_ID_METADATA for k, _ in metadata):
+        return
+    theirs = f"protocol {said[0][:16]!r}" if len(said) == 1 else "no protocol version"
+    if len(said) > 1:
+        theirs = "several protocol versions"
+    raise IncompatibleRelease(
+        f"this bureau speaks Xinrong protocol {PROTOCOL_VERSION} (release "
+        f"{distribution_version()}) and the bank node sent {theirs}"
+        + (" (a release from before protocol versions)" if not said else "")
+        + ": both nodes must speak the same protocol, so run the bureau's release on the bank "
+        "node (or ask the bureau's operators when they will move to yours); nothing was done "
+        "or charged"
+    )
 
 
 def valid_bank_id(bank_id: str) -> bool:

@@ -31,6 +31,11 @@ class IdentityError(XinrongError):
     """The caller did not say who it is, or said it badly."""
 
 
+class IncompatibleRelease(WrongStage):
+    """The bank node speaks another wire protocol than the bureau (another release).
+    FAILED_PRECONDITION."""
+
+
 class CallEnded(XinrongError):
     """The call ended under its servicer: the peer cancelled it, or the server did (idle)."""
 
@@ -80,4 +85,4 @@ def raise_from_rpc(err: grpc.RpcError, doing: str) -> NoReturn:
     raise exc from None
 
 
-__all__ = ["IdentityError", "abort_with", "raise_from_rpc", "status_for"]
+__all__ = ["IdentityError", "IncompatibleRelease", "abort_with", "raise_from_rpc", "status_for"]
