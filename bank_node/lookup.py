@@ -353,9 +353,13 @@ class LookupClient:
         A key rotation between listing and evaluating is retried once."""
         for attempt in (1, 2):
             try:
-                opened = {p: self.table(p) for p in products}
+                tables = {p: self.table(p) for p in products}
                 points = self.points(ids) if ids else []
-                return {p: t.open(points, self.executor) for p, t in opened.items()}
+                opened = {}
+                for product, table in tables.items():
+                    opened[product], failed = table.open_counted(points, self.executor)
+                    _tell_unreadable(self, product, failed, "failed authentication")
+                return opened
             except (StaleKeyEpoch, PeerError) as exc:
                 stale = isinstance(exc, StaleKeyEpoch) or "key epoch" in str(exc)
                 if attempt == 2 or not stale:
@@ -408,16 +412,19 @@ def look_up(
     return pa.table(columns)
 
 
-def _tell_unreadable(client: LookupClient, table: str, count: int) -> None:
-    """An entry that opened but does not decode is taken as not held, and said, never
-    raised: stopping at one would tell the bureau, by the calls that do not follow, that
-    the bank looked up the enterprise it had made that entry unreadable for."""
+def _tell_unreadable(
+    client: LookupClient, table: str, count: int, why: str = "opened but could not be read"
+) -> None:
+    """An entry that fails authentication, or opens but does not decode, is taken as not
+    held, and said, never raised: stopping at one would tell the bureau, by the calls that
+    do not follow, that the bank looked up the enterprise it had made that entry bad for."""
     if count:
         client.say(
-            f"{count} entries of the bureau's {table} table opened but could not be read; "
-            "they are taken as not held (ask the bureau's operator to check the table)"
+            f"{count} entries of the bureau's {table} table {why}; they are taken as not "
+            "held (the table kept in the tables directory was altered, or the bureau sent "
+            "bad entries: ask the bureau's operator to check the table)"
         )
-        log.warning("%d unreadable entries in the bureau's %s table", count, table)
+        log.warning("%d entries of the bureau's %s table %s", count, table, why)
 
 
 def lookup_rows(

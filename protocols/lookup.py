@@ -178,6 +178,9 @@ MODEL_PREFIX = "model_"
 MODEL_PAYLOAD_BYTES = 8 + MAX_REASONS
 
 
+MODEL_ID = re.compile(r"^[0-9a-f]{32}$")  # the bureau's secrets.token_hex(16)
+
+
 def model_table(model_id: str) -> str:
     """The product name of a model's table."""
     return MODEL_PREFIX + model_id
@@ -324,9 +327,18 @@ class LookupTable:
         return np.where(found, rows, -1)
 
     def open(self, points: Sequence[bytes], executor: Executor | None = None) -> list[bytes | None]:
-        """Payloads for the bank's points, in order; ``None`` where the table has no entry.
-        Raises :class:`EntryNotAuthentic` for an entry that was altered. With an executor,
-        many entries are opened in chunks on its workers."""
+        """Payloads for the bank's points, in order; ``None`` where the table has no entry
+        or its entry fails authentication (``open_counted`` says how many did)."""
+        return self.open_counted(points, executor)[0]
+
+    def open_counted(
+        self, points: Sequence[bytes], executor: Executor | None = None
+    ) -> tuple[list[bytes | None], int]:
+        """Payloads for the bank's points, in order (``None`` where the table has no entry),
+        and how many entries failed authentication, which are ``None`` too: never raised,
+        because stopping at one would tell the bureau, by the calls that did not follow,
+        that the bank had looked up the enterprise whose entry it had altered. With an
+        executor, many entries are opened in chunks on its workers."""
         rows = self.find(points)
         hit = np.flatnonzero(rows >= 0)
         spans = list(psi.chunk_offsets(hit.size, OPEN_CHUNK))
@@ -344,10 +356,12 @@ class LookupTable:
         )
         run = executor if executor is not None and hit.size > OPEN_CHUNK else None
         out: list[bytes | None] = [None] * len(points)
+        failed = 0
         for (a, b), payloads in zip(spans, psi.ordered_map(run, open_chunk, work)):
             for i, payload in zip(hit[a:b], payloads):
                 out[i] = payload
-        return out
+                failed += payload is None
+        return out, failed
 
 
 OPEN_CHUNK = 4096  # entries per task when opening with an executor
@@ -355,22 +369,27 @@ OPEN_CHUNK = 4096  # entries per task when opening with an executor
 
 def open_chunk(
     points: bytes, sealed: bytes, revisions: bytes, payload_bytes: int, product: str, epoch: int
-) -> list[bytes]:
-    """Open a chunk of entries (points, sealed entries and revisions end to end); bytes in
-    and out so that an executor can run it in another process."""
+) -> list[bytes | None]:
+    """Open a chunk of entries (points, sealed entries and revisions end to end), ``None``
+    for one that fails authentication; bytes in and out so that an executor can run it in
+    another process."""
     width = sealed_bytes(payload_bytes)
     count = len(points) // POINT_BYTES
     if len(sealed) != count * width or len(revisions) != count * REVISION.itemsize:
         raise ProtocolViolation("points and sealed entries of a chunk do not line up")
     tables = _versions(product, epoch)
-    return [
-        open_entry(
-            points[i * POINT_BYTES : (i + 1) * POINT_BYTES],
-            sealed[i * width : (i + 1) * width],
-            tables[revision],
-        )
-        for i, revision in enumerate(np.frombuffer(revisions, REVISION).tolist())
-    ]
+    out: list[bytes | None] = []
+    for i, revision in enumerate(np.frombuffer(revisions, REVISION).tolist()):
+        try:
+            payload: bytes | None = open_entry(
+                points[i * POINT_BYTES : (i + 1) * POINT_BYTES],
+                sealed[i * width : (i + 1) * width],
+                tables[revision],
+            )
+        except EntryNotAuthentic:
+            payload = None
+        out.append(payload)
+    return out
 
 
 class _versions(dict[int, TableVersion]):  # noqa: N801 - a dict used like a function
