@@ -12,16 +12,22 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
+import numpy as np
 
 from node_runtime.transport.errors import abort_with
 from protocols import vertical_lr as vlr
 from protocols.errors import NotAuthorised
+from protocols.features import FeatureRecipe
 
 from .audit import AuditLog
 from .config import Access
 from .features import BureauFeatures
 from .models import ModelStore
 from .store import BureauStore
+
+# A feature counts towards min_bureau_features in a finished model only if it carries at
+# least this share of the spread of the model's bureau score over the bureau's enterprises
+MIN_SCORE_SHARE = 0.02
 
 
 @dataclass
@@ -76,3 +82,27 @@ class BureauContext:
                 "--bureau-features, or leave it out to use all of them"
             )
         return names
+
+    def check_model_spread(
+        self, bank_id: str, recipe: FeatureRecipe, weights: np.ndarray
+    ) -> dict[str, float]:
+        """A finished model's bureau score must rest on ``min_bureau_features`` features
+        over the bureau's whole table, not only name them: a feature constant on a chosen
+        session (every row missing, one category) or left with no weight adds nothing, and
+        the score the bank can look up for any enterprise would then be an affine function
+        of one raw value. Each feature's share of the score's spread is returned; raises
+        NotAuthorised when too few carry ``MIN_SCORE_SHARE``."""
+        shares = recipe.contribution_shares(weights, self.features.table)
+        minimum = self.access.policy(bank_id).min_bureau_features
+        carrying = [n for n, share in shares.items() if share >= MIN_SCORE_SHARE]
+        if len(carrying) < minimum:
+            idle = [n for n in shares if n not in carrying]
+            raise NotAuthorised(
+                f"the model is not kept: its bureau score rests on {len(carrying)} of the "
+                f"bureau's features over its enterprises, and a model needs {minimum}, each "
+                f"with at least {MIN_SCORE_SHARE:.0%} of the score's spread; "
+                f"{', '.join(idle)} carried less (a feature with the same value on every "
+                "training row, e.g. missing for all of them, carries none): train with "
+                "bureau features that vary among your clients"
+            )
+        return shares

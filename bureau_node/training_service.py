@@ -40,6 +40,7 @@ from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.errors import (
     JobEnded,
+    NotAuthorised,
     PolicyViolation,
     ProtocolViolation,
     UnknownSession,
@@ -559,8 +560,13 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             def finish(job: _Job) -> pb.TrainingFinished:
                 share = codec.share_from_proto(request.weight_share, job.trainer.x.shape[1])
                 weights, finished = job.trainer.finish(request.epoch, share)
-                model_id = secrets.token_hex(16)
                 plan = job.trainer.plan
+                try:
+                    self.ctx.check_model_spread(bank_id, job.recipe, weights)
+                except NotAuthorised as exc:  # after the charge at start: not a free question
+                    self._end(bank_id, plan.job_id, "refused", str(exc))
+                    raise
+                model_id = secrets.token_hex(16)
                 self.ctx.models.save(
                     bank_id,
                     {

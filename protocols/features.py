@@ -27,7 +27,11 @@ from .errors import InputDataError, ProtocolViolation
 
 CLIP_QUANTILE = 0.005
 MAX_LEVELS = 30  # categories kept per text column
+# a category keeps a level of its own when it holds this share of the table, or this many
+# rows in a large one: in a national or provincial table a share alone would fold a city's
+# industries or districts (a bank's whole portfolio, perhaps) into one "other" column
 MIN_LEVEL_SHARE = 0.005
+MIN_LEVEL_ROWS = 100
 VALUE_BOUND = 16.0  # |model input| after standardising; the encrypted arithmetic relies on it
 OTHER = "__other__"
 MISSING = "__missing__"
@@ -166,7 +170,7 @@ def _bin_medians(clipped: np.ndarray, edges: np.ndarray, empty: float) -> list[f
 def _frequent_levels(texts: np.ndarray) -> list[str]:
     levels, counts = np.unique(texts, return_counts=True)
     order = np.argsort(-counts, kind="stable")
-    floor = max(1, int(MIN_LEVEL_SHARE * len(texts)))
+    floor = max(1, min(int(MIN_LEVEL_SHARE * len(texts)), MIN_LEVEL_ROWS))
     kept = [str(levels[i]) for i in order[:MAX_LEVELS] if counts[i] >= floor and levels[i] != OTHER]
     return sorted(kept)
 
@@ -218,7 +222,10 @@ def _fit_column(
     if not (np.all(np.isfinite(means)) and np.all(np.isfinite(stds))):
         raise InputDataError(f"feature {name!r} has values too large to standardise")
     recipe.means = means.tolist()
-    recipe.stds = np.where(stds > 1e-12, stds, 1.0).tolist()
+    # constant on the rows: an input of 0 (up to rounding), not a second intercept; relative,
+    # because a constant's computed spread grows with its size (547.175 gave 5e-12)
+    constant = stds <= 1e-9 * np.maximum(1.0, np.abs(means))
+    recipe.stds = np.where(constant, 1.0, stds).tolist()
     return recipe
 
 
@@ -288,6 +295,32 @@ class FeatureRecipe:
         if not parts:
             return np.zeros((table.num_rows, 0))
         return np.clip(np.column_stack(parts), -VALUE_BOUND, VALUE_BOUND)
+
+    def contribution_shares(
+        self, weights: np.ndarray, table: pa.Table, chunk: int = 1 << 16
+    ) -> dict[str, float]:
+        """Each feature's share of a linear score's spread over ``table``'s rows: the
+        variance of its own part of the score (``w_f . z_f``, a category's levels and a
+        number's missing flag together) over the sum of every feature's. A feature that is
+        constant after its recipe (all its training rows missing, or of one level) or whose
+        weights are 0 has a share of 0 whatever the rows; all 0 when the score is flat."""
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (len(self.outputs),):
+            raise ValueError(f"{weights.size} weights for {len(self.outputs)} model inputs")
+        spread: dict[str, float] = {}
+        start = 0
+        for c in self.columns:
+            w = weights[start : start + len(c.outputs)]
+            start += len(c.outputs)
+            part = np.concatenate(
+                [
+                    FeatureRecipe([c]).transform(table.slice(a, chunk)) @ w
+                    for a in range(0, max(table.num_rows, 1), chunk)
+                ]
+            )
+            spread[c.name] = float(np.var(part)) if part.size else 0.0
+        total = sum(spread.values())
+        return {n: (v / total if total > 0 else 0.0) for n, v in spread.items()}
 
     def to_json(self) -> list[dict[str, Any]]:
         return [asdict(c) for c in self.columns]

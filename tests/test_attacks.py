@@ -17,6 +17,8 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 
 from bank_node.client import BureauConnection, run_psi
@@ -58,6 +60,8 @@ max_models_per_session = 1
 
 [banks.bank-oracle]              # two IV requests a day
 daily_iv_requests = 2
+
+[banks.bank-constant]
 
 [banks.bank-policy]              # last: a test appends to it
 """
@@ -119,6 +123,43 @@ def test_policy_a_model_on_fewer_than_three_bureau_features_is_refused(
             quiet=True,
             **TEST_KEYS,
         )
+
+
+def test_policy_features_constant_on_the_session_do_not_make_up_the_three(node, city, tmp_path):
+    """A review's attack: a session of individual businesses only (the USCC's second
+    character, public), none of which files statements, makes total assets and the debt ratio
+    missing on every training row: clipped to one value for every enterprise, they add
+    nothing, and the model's score, which the bank can look up for any enterprise, was an
+    affine function of the third feature's raw value (2,000 of 2,000 court counts read
+    exactly). Now such a model is not kept: each of three features must carry a share of its
+    score over the bureau's enterprises."""
+    clients = tables.read_table(city["bank"], "uscc", columns=["y"])
+    individual = [str(u)[1] == "2" for u in clients.column("uscc").to_pylist()]
+    chosen = clients.filter(pa.array(individual))
+    # labels of the bank's choosing (enough defaults for a model; the attack needs none)
+    more = np.random.default_rng(5).random(chosen.num_rows) < 0.3
+    labels = np.maximum(chosen.column("y").to_numpy(), more.astype(np.int64))
+    session = tmp_path / "individual.csv"
+    pacsv.write_csv(chosen.set_column(1, "y", pa.array(labels)), session)
+    constant = ["total_assets_10k_cny", "debt_ratio"]
+    with pytest.raises(PeerError, match="PERMISSION_DENIED: the model is not kept.*rests on 1"):
+        train_job(
+            _address(node),
+            session,
+            "uscc",
+            "y",
+            tmp_path / "m",
+            "bank-constant",
+            bureau_features=["court_judgements_3y", *constant],
+            epochs=2,
+            validation_fraction=0,
+            workers=0,
+            quiet=True,
+            **TEST_KEYS,
+        )
+    assert node.models.list("bank-constant") == []
+    ended = [r for r in AuditLog(node.store.root).records() if r["bank_id"] == "bank-constant"]
+    assert "training_refused" in [r["event"] for r in ended]
 
 
 def _plan(session, job: int, batch: int = 128, validation=0.2, features=()) -> vlr.TrainingPlan:
