@@ -58,7 +58,7 @@ class BureauConnection:
         probe(address, tls_dir)  # names why a connection cannot be made, in about a second
         self._raw_channel = open_channel(address, bank_files(tls_dir) if tls_dir else None)
         # every answer's audit receipts are kept (receipts.py): the bank's own evidence
-        self.receipts = ReceiptCollector(ReceiptStore(receipts_dir))
+        self.receipts = ReceiptCollector(ReceiptStore(receipts_dir, bank_id))
         self.channel = grpc.intercept_channel(self._raw_channel, self.receipts)
         self.metadata = bank_metadata(bank_id)
         self.psi = psi_pb2_grpc.PrivateSetIntersectionStub(self.channel)

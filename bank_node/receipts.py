@@ -52,9 +52,13 @@ def default_receipts_dir() -> Path:
     return Path(os.environ.get(RECEIPTS_ENV) or Path.home() / ".xinrong" / "receipts")
 
 
+BANK_FILE = "bank-id"  # whose receipts a directory keeps: what `verify` checks them against
+
+
 class ReceiptStore:
-    def __init__(self, directory: str | Path | None = None) -> None:
+    def __init__(self, directory: str | Path | None = None, bank_id: str | None = None) -> None:
         self.directory = Path(directory) if directory else default_receipts_dir()
+        self.bank_id = bank_id
         self._lock = threading.Lock()
         self._made = False
         # the files of online decisions' receipts stay open between writes (an open and a
@@ -79,6 +83,7 @@ class ReceiptStore:
                 # private: the receipts say when the bank called and for what
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 self.directory.chmod(0o700)
+                self._remember_bank()
                 self._made = True
             for log_id, text in lines.items():
                 path = self.directory / f"{log_id}.jsonl"
@@ -94,6 +99,26 @@ class ReceiptStore:
                     self._unsynced.add(path)
             if sync or (self._unsynced and time.monotonic() - self._synced >= SYNC_SECONDS):
                 self._sync_locked()
+
+    def _remember_bank(self) -> None:
+        """The banks that kept receipts here, one a line (a machine may run several)."""
+        if self.bank_id is None or self.bank_id in self._banks():
+            return
+        fd = os.open(self.directory / BANK_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as handle:
+            handle.write(self.bank_id + "\n")
+
+    def _banks(self) -> list[str]:
+        try:
+            return (self.directory / BANK_FILE).read_text().split()
+        except OSError:
+            return []
+
+    def stored_bank(self) -> str | None:
+        """The bank whose receipts this directory keeps; None when not said (older files) or
+        several banks kept theirs here (then ``verify --bank`` names it)."""
+        banks = self._banks()
+        return banks[0] if len(banks) == 1 else None
 
     def sync(self) -> None:
         """Every receipt written so far, on disk; the files closed."""
@@ -243,13 +268,15 @@ def read_export(path: str | Path) -> tuple[list[bytes], SignedHead, bytes, list[
     return leaves, head, key, banks
 
 
-def _one_bank(owners: dict[int, str | None]) -> list[str]:
-    """A bank's receipts are for its own calls: every record they name is the same bank's
-    (``None``: the bureau said it is another bank's)."""
+def _one_bank(owners: dict[int, str | None], bank_id: str | None) -> list[str]:
+    """A bank's receipts are for its own calls: every record they name is this bank's
+    (``bank_id``; when not known, at least all the same bank's). ``None``: the bureau said
+    it is another bank's. Without the check on whose, a bureau that recorded none of this
+    bank's calls could answer each with a receipt of one record of another bank's."""
     problems = [
         f"record {index + 1} is another bank's: its receipt was not for a call of this bank"
         for index, bank in sorted(owners.items())
-        if bank is None
+        if bank is None or (bank_id is not None and bank != bank_id)
     ]
     banks = {bank for bank in owners.values() if bank is not None}
     if len(banks) > 1:
@@ -260,7 +287,23 @@ def _one_bank(owners: dict[int, str | None]) -> list[str]:
     return problems
 
 
-def verify_proof(receipts: list[Receipt], path: str | Path, public_key: bytes | None) -> list[str]:
+def _other_logs(receipts: list[Receipt], log_id: str, what: str) -> list[str]:
+    """Receipts of another audit log than the one shown are not checked by it: said, so
+    that a proof or an export of a second log (another key) does not pass for this one."""
+    return [
+        f"the receipt for record {r.index + 1} is of audit log {r.head.log_id[:16]}, not "
+        f"{log_id[:16]} of the {what}: the {what} does not cover it"
+        for r in receipts
+        if r.head.log_id != log_id
+    ]
+
+
+def verify_proof(
+    receipts: list[Receipt],
+    path: str | Path,
+    public_key: bytes | None,
+    bank_id: str | None = None,
+) -> list[str]:
     """Problems with the bureau's log shown by its proof (``bureau-node audit prove``): every
     receipt's record must be in the latest signed head's tree, and every receipt's head a
     prefix of that tree."""
@@ -271,7 +314,7 @@ def verify_proof(receipts: list[Receipt], path: str | Path, public_key: bytes | 
         proofs = {(int(p["index"]), int(p["head_size"])): p for p in data["proofs"]}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputDataError(f"{path}: not a proof of `bureau-node audit prove` ({exc})") from None
-    problems = []
+    problems = _other_logs(receipts, head.log_id, "proof")
     owners: dict[int, str | None] = {}
     for r in receipts:
         if r.head.log_id != head.log_id:
@@ -315,7 +358,7 @@ def verify_proof(receipts: list[Receipt], path: str | Path, public_key: bytes | 
             problems.append(
                 f"record {number} is not in the bureau's log as its receipt says: {exc}"
             )
-    return problems + _one_bank(owners)
+    return problems + _one_bank(owners, bank_id)
 
 
 def verify(
@@ -323,8 +366,10 @@ def verify(
     public_key: bytes | None = None,
     export: str | Path | None = None,
     proof: str | Path | None = None,
+    bank_id: str | None = None,
 ) -> list[str]:
-    """Problems with the receipts and, given an export or a proof, with the bureau's log."""
+    """Problems with the receipts and, given an export or a proof, with the bureau's log;
+    with ``bank_id``, every record the receipts name must be that bank's."""
     problems: list[str] = []
     good: list[Receipt] = []
     for r in receipts:
@@ -354,7 +399,7 @@ def verify(
             "keys: check them against the bureau's (--bureau-key)"
         )
     if proof is not None:
-        problems.extend(verify_proof(good, proof, public_key))
+        problems.extend(verify_proof(good, proof, public_key, bank_id))
     if export is None:
         return problems
     leaves, head, key, banks = read_export(export)
@@ -363,10 +408,12 @@ def verify(
     except InputDataError as exc:
         return [*problems, f"the export's {exc}"]
     mine = [r for r in good if r.head.log_id == head.log_id]
+    problems.extend(_other_logs(good, head.log_id, "export"))
     if head.size != len(leaves):
         problems.append(f"the export holds {len(leaves)} records but its head signs {head.size}")
     problems.extend(check_log(leaves, [head], mine))
-    problems.extend(_one_bank({r.index: banks[r.index] for r in mine if r.index < len(banks)}))
+    owners: dict[int, str | None] = {r.index: banks[r.index] for r in mine if r.index < len(banks)}
+    problems.extend(_one_bank(owners, bank_id))
     return problems
 
 
@@ -385,7 +432,8 @@ def cmd_receipts(args: argparse.Namespace) -> int:
     if not receipts:
         raise InputDataError(f"no receipts in {store.directory}")
     key = load_public_key(args.bureau_key) if args.bureau_key else None
-    problems = verify(receipts, key, args.export, args.proof)
+    bank_id = args.bank or store.stored_bank()
+    problems = verify(receipts, key, args.export, args.proof, bank_id)
     for problem in problems:
         print(f"BROKEN: {problem}", file=sys.stderr)
     print_result(
@@ -393,6 +441,7 @@ def cmd_receipts(args: argparse.Namespace) -> int:
             "receipts": len(receipts),
             "signatures_checked_against": "bureau key" if key else "each receipt's own key",
             "log_checked": bool(args.export or args.proof),
+            "records_checked_as_of_bank": bank_id,
             "intact": not problems,
             "problems": problems,
         }
@@ -415,6 +464,12 @@ def add_receipts_parser(sub: Any) -> None:
     )
     checking.add_argument(
         "--export", default=None, help="the bureau's full export (bureau-node audit export)"
+    )
+    checking.add_argument(
+        "--bank",
+        default=None,
+        help="the bank whose receipts these are: every record they name must be its own "
+        "(default: the bank the receipts directory was kept for)",
     )
     checking.add_argument(
         "--proof",

@@ -380,6 +380,30 @@ def test_a_replayed_receipt_or_another_banks_record_is_named(logged, tmp_path):
     assert bank_receipts.verify(receipts, export=tmp_path / "all.jsonl") == []
 
 
+def test_receipts_of_another_banks_records_or_another_log_are_named(logged, tmp_path):
+    """A review's two ways past the checks above: a bureau that recorded none of bank-b's
+    calls answered each with a receipt of one of bank-a's records (all the same bank's, so
+    no mix showed), and a proof of a second audit log under another key covered none of
+    the receipts and was reported intact."""
+    receipts = _receipts(logged)
+    log = AuditLog(logged / "state")
+    assert bank_receipts.ReceiptStore(logged / "receipts").stored_bank() == "bank-a"
+    proof = tmp_path / "proof.json"
+    proof.write_text(json.dumps(log.prove(receipts, "bank-a")))
+    for evidence in ({"proof": proof}, {"export": logged / "late.jsonl"}):
+        assert bank_receipts.verify(receipts, log.public_key, bank_id="bank-a", **evidence) == []
+        found = bank_receipts.verify(receipts, log.public_key, bank_id="bank-b", **evidence)
+        assert sum("is another bank's" in p for p in found) == RECORDS, found
+    other = AuditLog(tmp_path / "other")  # a second log: another key, none of these records
+    other.append("bank-z", "psi_opened", "OK", ids=5)
+    proof.write_text(json.dumps(other.prove(receipts, "bank-a")))
+    found = bank_receipts.verify(receipts, proof=proof)
+    assert sum("the proof does not cover it" in p for p in found) == RECORDS, found
+    other.export(tmp_path / "other.jsonl")
+    found = bank_receipts.verify(receipts, export=tmp_path / "other.jsonl")
+    assert sum("the export does not cover it" in p for p in found) == RECORDS, found
+
+
 def test_prove_and_verify_on_the_command_line(logged, tmp_path):
     proof = tmp_path / "proof.json"
     made = subprocess.run(
