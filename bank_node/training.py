@@ -37,6 +37,7 @@ from protocols import vertical_lr as vlr
 from protocols.errors import InputDataError, PeerError, ProtocolViolation
 from protocols.features import FeatureRecipe, check_peer_names
 from protocols.ids import IdType, PreparedIds, normalise_column, prepare_ids
+from protocols.lookup import MODEL_ID
 from protocols.optim import OptimizerConfig, split_rows
 from xinrong.v1 import model_pb2 as pb
 
@@ -582,6 +583,10 @@ def train(
             metadata=connection.metadata,
         ),
     )
+    if not MODEL_ID.match(finished.model_id):  # it names files and tables at the bank
+        raise ProtocolViolation(
+            f"the bureau named its model {finished.model_id[:40]!r}, not a model id"
+        )
     # On disk before the scores are fetched: the job has ended at the bureau, so if the
     # scores fail (a quota, the network) a resume starts from here, not from a job the
     # bureau no longer has. (The checkpoint still holds the job's key until the model is

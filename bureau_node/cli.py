@@ -220,6 +220,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from .lookup_tables import remove_model_tables
     from .models import ModelStore
 
     models = ModelStore(args.state_dir)
@@ -227,10 +228,17 @@ def cmd_models(args: argparse.Namespace) -> int:
         from .audit import AuditLog
 
         models.delete(args.bank_id, args.model_id)
+        removed = remove_model_tables(args.state_dir, args.bank_id, args.model_id)
         AuditLog(args.state_dir).append(
             args.bank_id, "model_deleted", "OK", model_id=args.model_id, by="bureau operator"
         )
-        print_result({"deleted": args.model_id, "bank_id": args.bank_id})
+        print_result(
+            {
+                "deleted": args.model_id,
+                "bank_id": args.bank_id,
+                "lookup_tables_removed": len(removed),
+            }
+        )
         return 0
     listed = models.list(args.bank_id)
     for m in listed:

@@ -101,6 +101,19 @@ class SealedTable:
             )
 
 
+def remove_model_tables(state_dir: str | Path, bank_id: str, model_id: str) -> list[Path]:
+    """A deleted model's lookup tables (sealed for its bank, and its entries' revisions):
+    removed with it, or every model a bank ever trained would stay on the bureau's disk
+    (about 60 bytes an enterprise each)."""
+    root = Path(state_dir) / "lookup"
+    product = model_table(model_id)
+    files = [*(root / bank_id).glob(f"{product}-v*.npz"), root / "revisions" / f"{product}.npz"]
+    removed = [f for f in files if f.exists()]
+    for f in removed:
+        f.unlink()
+    return removed
+
+
 def model_source(features: BureauFeatures, model: dict[str, Any]) -> TableSource:
     """The table of a model: ``u_B`` and reason codes for every enterprise, computed exactly
     as :class:`ScoringServicer` computes them for matched applicants."""

@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from node_runtime import tables
 from protocols.errors import UnknownSession
-
-MODEL_ID = re.compile(r"^[0-9a-f]{32}$")
+from protocols.lookup import MODEL_ID
 
 
 class ModelStore:

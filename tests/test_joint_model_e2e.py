@@ -486,6 +486,8 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
         assert [f["name"] for f in last_json(features.stdout)["features"]][:2] == ["x0", "x1"]
         listed = run_cli("bureau_node.cli", "models", "list", "--state-dir", str(state))
         assert [m["model_id"] for m in last_json(listed.stdout)["models"]] == [summary["model_id"]]
+        tables_of_model = f"lookup/**/model_{summary['model_id']}*.npz"
+        assert len(list(state.glob(tables_of_model))) == 2  # sealed for the bank, revisions
         deleted = run_cli(
             "bureau_node.cli",
             "models",
@@ -497,6 +499,8 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
             summary["model_id"],
         )
         assert deleted.returncode == 0
+        assert last_json(deleted.stdout)["lookup_tables_removed"] == 2
+        assert not list(state.glob(tables_of_model))  # its lookup tables went with it
         again = run_cli(
             "bureau_node.cli",
             "models",
