@@ -162,6 +162,9 @@ def _reload(node: BureauNode) -> None:
     except XinrongError as exc:
         log.error("configuration NOT reloaded, the previous one stays in force: %s", exc)
         return
+    except Exception:  # noqa: BLE001 - a reload never takes the node down with it
+        log.exception("configuration NOT reloaded, the previous one stays in force")
+        return
     summary = "; ".join(f"{k}: {', '.join(v)}" for k, v in changes.items() if v)
     log.warning("configuration reloaded (%s)", summary or "no bank changed")
 

@@ -139,9 +139,19 @@ def load_config(path: str | Path, feature_names: list[str] | None = None) -> dic
     """Read and check the file: unknown keys, wrong types and unknown features are errors."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        # UTF-8 as TOML requires; a BOM (Notepad's "UTF-8") is dropped, not an error
+        data = tomllib.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except FileNotFoundError:
         raise InputDataError(f"{path}: no such configuration file") from None
+    except OSError as exc:
+        raise InputDataError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputDataError(
+            f"{path}: line {line} is not UTF-8 (a comment saved as GBK?): save the file as "
+            "UTF-8, as TOML requires"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise InputDataError(f"{path}: not valid TOML: {exc}") from None
     unknown = set(data) - {"defaults", "banks"}

@@ -167,6 +167,15 @@ def test_bad_configurations_are_clear_errors(tmp_path, text, message):
         load_config(path, ["debt_ratio"])
 
 
+def test_a_configuration_saved_with_a_bom_reads_and_one_in_gbk_is_named(tmp_path):
+    path = tmp_path / "bureau.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + "# 城商行\n[banks.a]\n".encode())
+    assert list(load_config(path, ["debt_ratio"])) == ["a"]
+    path.write_bytes("[banks.a]\n# 城商行\n".encode("gbk"))
+    with pytest.raises(InputDataError, match="line 2 is not UTF-8"):
+        load_config(path, ["debt_ratio"])
+
+
 def test_serve_refuses_a_bad_configuration(tmp_path):
     city = write_city(generate_city(500, 50, seed=1), tmp_path / "city")
     (tmp_path / "bad.toml").write_text("[banks.a]\nquota = 5\n")

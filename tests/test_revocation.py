@@ -154,14 +154,19 @@ def test_sighup_reloads_the_configuration_and_says_what_changed(tmp_path):
                 break
             assert time.monotonic() < deadline, "bank-b still served after SIGHUP"
             time.sleep(0.2)
-        config.write_text("[banks.bank-a]\nno_such_key = 1\n")  # a bad file keeps the old
-        os.kill(bureau.pid, signal.SIGHUP)
-        time.sleep(1)
-        _list(port, pki / "banks" / "bank-a").ListFeatures(
-            request, metadata=bank_metadata("bank-a"), timeout=10
-        )
+        for bad in (  # a bad file keeps the old: a wrong key, a comment saved as GBK
+            b"[banks.bank-a]\nno_such_key = 1\n",
+            "# 新增银行\n[banks.bank-a]\n".encode("gbk"),
+        ):
+            config.write_bytes(bad)
+            os.kill(bureau.pid, signal.SIGHUP)
+            time.sleep(1)
+            _list(port, pki / "banks" / "bank-a").ListFeatures(
+                request, metadata=bank_metadata("bank-a"), timeout=10
+            )
     finally:
         bureau.terminate()
         _, err = bureau.communicate(timeout=30)
     assert "configuration reloaded (removed: bank-b; changed: bank-a)" in err
     assert "configuration NOT reloaded" in err
+    assert "line 1 is not UTF-8 (a comment saved as GBK?)" in err
