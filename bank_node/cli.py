@@ -16,6 +16,7 @@ from node_runtime.cli_common import (
     add_id_arguments,
     add_read_arguments,
     add_version_argument,
+    check_writable,
     print_result,
     read_options,
     run_main,
@@ -396,9 +397,21 @@ def _add_tls(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# what the commands write where the user said (argument, flag, a directory?), checked before
+# anything reaches the bureau (a charge for an IV request, a training job) and is lost to a
+# directory that cannot be written; any other --out is a file
+_OUTPUT_DIRS = {"train": ("model_dir", "--model-dir"), "batch": ("out", "--out")}
+
+
 def _check_transport(args: argparse.Namespace) -> None:
-    """TLS unless the user explicitly asked for plaintext to a loopback bureau; the bank's
-    name is its certificate's, or DEFAULT_BANK_ID on plaintext (``api.bank_identity``)."""
+    """Outputs writable; TLS unless the user explicitly asked for plaintext to a loopback
+    bureau; the bank's name is its certificate's, or DEFAULT_BANK_ID on plaintext
+    (``api.bank_identity``)."""
+    if args.command in _OUTPUT_DIRS:
+        name, flag = _OUTPUT_DIRS[args.command]
+        check_writable(getattr(args, name), flag, directory=True)
+    elif getattr(args, "out", None):
+        check_writable(args.out, "--out")
     if not hasattr(args, "insecure"):
         return
     from .api import bank_identity

@@ -6,14 +6,16 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from node_runtime.tables import ReadOptions
-from protocols.errors import XinrongError
+from protocols.errors import InputDataError, XinrongError
 from protocols.ids import IdType
 
 
@@ -125,12 +127,37 @@ def print_result(result: dict[str, Any]) -> None:
     print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
+def check_writable(path: str | Path, flag: str, directory: bool = False) -> None:
+    """Before any work is charged: ``path`` (a file, or with ``directory`` a directory,
+    made if need be) can be written, or InputDataError naming ``flag``."""
+    target = Path(path)
+    if target.exists() and target.is_dir() != directory:
+        kind = "a directory" if target.is_dir() else "a file"
+        raise InputDataError(
+            f"{flag} {target} is {kind}: name a {'directory' if directory else 'file'}"
+        )
+    existing = target if directory and target.exists() else target.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK) or (
+        target.exists() and not os.access(target, os.W_OK)
+    ):
+        raise InputDataError(
+            f"{flag} {target}: {existing if not target.exists() else target} is not writable "
+            "by this user; choose another place (nothing was sent to the bureau)"
+        )
+
+
 def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a sub-command; typed errors become one clear line on stderr and exit status 2."""
     try:
         return command(args)
     except XinrongError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a disk full, a directory not writable: said, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

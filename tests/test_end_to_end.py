@@ -396,6 +396,33 @@ def test_bad_input_files_are_clear_errors(tmp_path: Path, setup, args, text):
     assert not (tmp_path / "o.csv").exists()
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_the_bureau_is_asked(tmp_path):
+    """Before, a directory the bank cannot write to showed a traceback after the bureau had
+    done (and charged) the work: an IV request's budget, a training job."""
+    (tmp_path / "f.csv").write_text("uscc\nx\n")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    data = ["--data", str(tmp_path / "f.csv"), "--id-column", "uscc"]
+    cases = [
+        (["psi", *data, "--out", str(tmp_path)], "--out " + str(tmp_path) + " is a directory"),
+        (["iv", *data, "--label", "y", "--out", str(locked / "iv.csv")], "is not writable"),
+        (["train", *data, "--label", "y", "--model-dir", str(locked / "m")], "is not writable"),
+        (
+            ["batch", "--portfolio", str(tmp_path / "f.csv"), "--id-column", "uscc"]
+            + ["--model-dir", str(tmp_path), "--out", str(tmp_path / "f.csv")],
+            "is a file",
+        ),
+    ]
+    for command, text in cases:
+        if "not writable" in text and os.geteuid() == 0:
+            continue  # root writes anywhere
+        # nothing listens at the bureau's address: the check must come first
+        done = run_cli("bank_node", *command, "--insecure", "--bureau", "127.0.0.1:1")
+        assert done.returncode == 2, done.stderr
+        assert text in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert "cannot connect" not in done.stderr
+
+
 @pytest.mark.skipif(not SHARED.exists(), reason="the shared data sets are not beside the repo")
 def test_public_split_data_sets_intersect_on_their_ids(tmp_path: Path):
     with BureauNode(
