@@ -6,6 +6,7 @@ through :func:`read_table`."""
 from __future__ import annotations
 
 import codecs
+import logging
 import math
 import os
 import secrets
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -27,8 +29,13 @@ PARQUET_SUFFIXES = {".parquet", ".pq"}
 EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"}
 # How much of a text file the encoding is guessed from (the whole file is still decoded).
 DETECT_BYTES = 1 << 20
+log = logging.getLogger(__name__)
+
 # What exports put in an empty numeric cell; in a column of numbers, a missing value.
-MISSING_MARKS = ("", "-", "--", "---", "—", "——", "/", "N/A", "NA", "#N/A", "NULL", "null")
+MISSING_MARKS = (
+    *("", "-", "--", "---", "—", "——", "/", "N/A", "NA", "#N/A", "NULL", "null"),
+    *("暂无", "不详", "无数据"),  # "not yet available", "unknown", "no data"
+)
 # GBK and GB2312 are subsets of GB18030: decoding with the superset never fails on a
 # character the narrower one has, and reads the few that exports add beyond GBK.
 _WIDEN = {"gb2312": "gb18030", "gbk": "gb18030", "cp936": "gb18030", "hz": "gb18030"}
@@ -93,7 +100,29 @@ def detect_encoding(path: Path) -> str:
             "(for example gb18030 or big5)"
         )
     name = codecs.lookup(best.encoding).name
-    return _WIDEN.get(name, name)
+    name = _WIDEN.get(name, name)
+    if name not in _TRADITIONAL and _decodes(sample, "gb18030"):
+        # a few short Chinese values (是/否, full-width digits) among ASCII read like a
+        # European or Korean code page to the detector (cp1250, cp949): GB18030 is this
+        # platform's normal case, and such text rarely decodes strictly as it
+        name = "gb18030"
+    if name not in ("gb18030", "big5"):
+        log.warning("%s: read as %s (a guess; name the encoding with --encoding)", path, name)
+    return name
+
+
+# the detector's guesses kept even when the bytes decode as GB18030 too (Big5 text often
+# does: Hong Kong and Taiwan exports)
+_TRADITIONAL = {"big5", "big5hkscs", "cp950"}
+
+
+def _decodes(sample: bytes, encoding: str) -> bool:
+    """The sample decodes strictly (a character cut at its end is not an error)."""
+    try:
+        codecs.getincrementaldecoder(encoding)().decode(sample, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _utf8_failure(handle: BinaryIO) -> tuple[bytes, UnicodeDecodeError] | None:
@@ -197,6 +226,24 @@ def read_table(
     if not pa.types.is_string(table.schema.field(id_column).type):
         index = table.column_names.index(id_column)
         table = table.set_column(index, id_column, table.column(id_column).cast(pa.string()))
+    if kind == "csv":
+        table = _numbers_stored_as_text(table, id_column)
+    return table
+
+
+def _numbers_stored_as_text(table: pa.Table, id_column: str) -> pa.Table:
+    """A CSV text column whose every cell is a number written with thousands separators (as
+    Excel saves "1,143.00"), or a missing-value mark, becomes numbers, as a workbook's does:
+    read as text it became a category of every amount. Other text columns are unchanged."""
+    for index, name in enumerate(table.column_names):
+        column = table.column(name)
+        if name == id_column or not pa.types.is_string(column.type):
+            continue
+        if not pc.any(pc.match_substring_regex(column, r",\d{3}")).as_py():
+            continue  # nothing Arrow did not already parse (the common case: no pass in Python)
+        converted = _excel_column(column.to_pylist(), as_text=False)
+        if not pa.types.is_string(converted.type):
+            table = table.set_column(index, name, converted)
     return table
 
 

@@ -54,13 +54,30 @@ def column_kind(array_type: pa.DataType) -> str:
     raise InputDataError(f"columns of type {array_type} are not supported as features")
 
 
-def _numbers(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    values = pc.cast(column, pa.float64())
+def _numbers(column: pa.ChunkedArray | pa.Array, name: str = "") -> np.ndarray:
+    try:
+        values = pc.cast(column, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        bad = next(
+            (v for v in pc.cast(column, pa.string()).to_pylist() if v and not _is_number(v)), "?"
+        )
+        raise InputDataError(
+            f"column {name or '(unnamed)'!r} holds {str(bad)[:40]!r} where a number is expected "
+            "(it was numeric when the model or bins were made): fix or blank such cells"
+        ) from None
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     out = values.to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
     out[~np.isfinite(out)] = np.nan
     return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _texts(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -94,7 +111,7 @@ class ColumnRecipe:
     def raw(self, column: pa.ChunkedArray | pa.Array) -> np.ndarray:
         """Unstandardised outputs (rows x outputs)."""
         if self.kind == "numeric":
-            x = _numbers(column)
+            x = _numbers(column, self.name)
             missing = np.isnan(x)
             x = np.clip(np.where(missing, self.fill, x), self.low, self.high)
             parts = [x] + ([missing.astype(np.float64)] if self.missing_flag else [])

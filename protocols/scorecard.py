@@ -106,7 +106,7 @@ def _bin_of_rows(column: ColumnRecipe, values: pa.ChunkedArray | pa.Array) -> np
         known = {level: i for i, level in enumerate(column.levels)}
         other = known[column.levels[-1]]
         return np.array([known.get(t, other) for t in texts.tolist()], dtype=np.int64)
-    x = _numbers(values)
+    x = _numbers(values, column.name)
     missing = np.isnan(x)
     x = np.clip(np.where(missing, column.fill, x), column.low, column.high)
     bins = np.searchsorted(np.array(column.bin_edges), x, side="right")

@@ -439,3 +439,47 @@ def test_numeric_columns_with_dashes_and_numbers_stored_as_text_stay_numeric(tmp
         assert table.column("逾期天数").to_pylist() == [3, None, 0, None], source
         if source is path:  # a CSV has no "stored as text": its codes are numbers there
             assert table.column("行业代码").to_pylist() == ["001", "002", "017", "-"]
+
+
+def test_a_csv_of_amounts_with_thousands_separators_reads_as_numbers(tmp_path):
+    """Excel saves a formatted amount as "1,143.00" in a CSV: the column was read as text
+    and trained as a category of every amount. Now it is numbers, with 暂无 ("not yet
+    available") a missing value, as in a workbook; a text column is left alone."""
+    path = tmp_path / "clients.csv"
+    path.write_bytes(
+        "统一社会信用代码,贷款金额,评级\n"
+        '91440300MA5F000001,"1,143.00",A\n'
+        "91440300MA5F000002,暂无,B\n"
+        '91440300MA5F000003,"12,000",A\n'
+        "91440300MA5F000004,87.5,C\n".encode("gb18030")
+    )
+    table = tables.read_table(path, "统一社会信用代码")
+    assert table.column("贷款金额").to_pylist() == [1143.0, None, 12000.0, 87.5]
+    assert table.column("评级").to_pylist() == ["A", "B", "A", "C"]
+
+
+def test_text_where_a_model_expects_a_number_is_named():
+    from protocols.features import FeatureRecipe
+
+    recipe = FeatureRecipe.fit(pa.table({"amount": [1.0, 2.0, 3.0, 4.0]}), ["amount"])
+    scoring = pa.table({"amount": ["5", "approx. 7", None, "8"]})
+    with pytest.raises(InputDataError, match="column 'amount' holds 'approx. 7' where a number"):
+        recipe.transform(scoring)
+
+
+def test_a_gbk_file_with_few_chinese_characters_is_read_as_gbk(tmp_path):
+    """An ASCII header, a 是/否 column and some full-width codes: the detector named cp1250
+    or cp949, six clients' codes became garbage and the labels levels nobody wrote."""
+    full_width = {c: chr(ord(c) + 0xFEE0) for c in "0123456789ABCDEFGHJKLMNPQRTUWXY"}
+    lines = ["uscc,default,amount"]
+    for i in range(300):
+        code = f"91440300MA5F{i:06d}"
+        if i % 50 == 7:
+            code = "".join(full_width.get(c, c) for c in code)
+        lines.append(f"{code},{'是' if i % 9 == 0 else '否'},{i}")
+    path = tmp_path / "clients.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode("gbk"))
+    assert tables.detect_encoding(path) == "gb18030"
+    table = tables.read_table(path, "uscc")
+    assert set(table.column("default").to_pylist()) == {"是", "否"}
+    assert table.column("uscc")[7].as_py() == "".join(full_width.get(c, c) for c in lines[8][:18])
