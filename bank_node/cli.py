@@ -124,30 +124,33 @@ def _train(args: argparse.Namespace, job_id: str, announce: Callable[[str], None
     from .training import train_job
 
     bank_features, bureau_features = _names(args.bank_features), _names(args.bureau_features)
+    if args.iv_table is not None and args.min_iv is None:
+        raise InputDataError("--iv-table is read with --min-iv: name the IV to keep features at")
     if args.min_iv is not None and args.resume is None:
         from .toolkit import iv_job, select_by_iv
 
-        iv_table = Path(args.model_dir) / "iv.csv"
-        iv_job(
-            bureau=args.bureau,
-            data=args.data,
-            id_column=args.id_column,
-            label=args.label,
-            out=iv_table,
-            bank_id=args.bank_id,
-            id_type=IdType(args.id_type),
-            bank_features=bank_features,
-            bureau_features=bureau_features,
-            key_bits=args.key_bits,
-            allow_test_keys=args.allow_test_keys,
-            workers=args.workers,
-            executor_spec=args.executor,
-            quiet=args.quiet,
-            say=_say(args),
-            tls_dir=args.tls_dir,
-            read_options=read_options(args),
-            positive_label=args.positive_label,
-        )
+        iv_table = Path(args.iv_table or Path(args.model_dir) / "iv.csv")
+        if args.iv_table is None:  # an IV request of its own (charged to the day's budget)
+            iv_job(
+                bureau=args.bureau,
+                data=args.data,
+                id_column=args.id_column,
+                label=args.label,
+                out=iv_table,
+                bank_id=args.bank_id,
+                id_type=IdType(args.id_type),
+                bank_features=bank_features,
+                bureau_features=bureau_features,
+                key_bits=args.key_bits,
+                allow_test_keys=args.allow_test_keys,
+                workers=args.workers,
+                executor_spec=args.executor,
+                quiet=args.quiet,
+                say=_say(args),
+                tls_dir=args.tls_dir,
+                read_options=read_options(args),
+                positive_label=args.positive_label,
+            )
         bank_features, bureau_features = select_by_iv(iv_table, args.min_iv)
         if not bureau_features:
             print(
@@ -529,6 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="first compute information values (into MODEL_DIR/iv.csv) and keep only the "
         "features with at least this IV",
+    )
+    train.add_argument(
+        "--iv-table",
+        default=None,
+        help="with --min-iv: the IV table `bank-node iv` wrote (its CSV), read instead of a "
+        "new IV request (which spends the day's privacy budget again)",
     )
     train.add_argument(
         "--compare-bank-only",

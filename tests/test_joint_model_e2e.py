@@ -733,6 +733,19 @@ def test_toolkit_command_lines_for_scripts(city, bureau, tmp_path):
     # moves with the bureau's noise near 0.02, the rule does not
     strong = {r["feature"] for r in rows if r["party"] == "bureau" and r["iv"] >= 0.02}
     assert chosen and set(chosen) == strong
+    # the table `iv` wrote, read again instead of a second request: no budget spent
+    again = run_cli(
+        bank_cli,
+        *("train", "--insecure", "--bureau", address, "--data", str(city["bank"])),
+        *("--id-column", "uscc", "--label", "y", "--model-dir", str(tmp_path / "again")),
+        *("--key-bits", "768", "--allow-test-keys", "--bank-id", "bank-cli", "--epochs", "1"),
+        *("--min-iv", "0.02", "--iv-table", str(tmp_path / "iv.csv"), "--quiet"),
+    )
+    assert again.returncode == 0, again.stderr
+    given = read_csv(tmp_path / "iv.csv").to_pylist()
+    expected = {r["feature"] for r in given if r["party"] == "bureau" and r["iv"] >= 0.02}
+    assert set(load_model(tmp_path / "again")["bureau_features"]) == expected
+    assert not (tmp_path / "again" / "iv.csv").exists()
     card = run_cli(
         bank_cli,
         "scorecard",
