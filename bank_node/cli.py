@@ -102,8 +102,14 @@ def _resume_hint(args: argparse.Namespace, job_id: str) -> str:
     except (OSError, ValueError):
         resumable = False
     if not resumable:
-        return "no epoch had finished, so there is nothing to resume: run the command again"
+        return (
+            "it cannot be resumed (no epoch had finished, or steps of the next one had gone to "
+            "the bureau, which decrypts each step once), so the bank ended it at the bureau: "
+            "run the command again for a new job"
+        )
     transport = f"--tls-dir {shlex.quote(args.tls_dir)}" if args.tls_dir else "--insecure"
+    if args.allow_test_keys:
+        transport += " --allow-test-keys"
     return (
         f"resume it with: bank-node train --bureau {shlex.quote(args.bureau)} --model-dir "
         f"{shlex.quote(str(args.model_dir))} --resume {job_id} {transport}"

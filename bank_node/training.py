@@ -89,12 +89,16 @@ class GrpcTrainingPeer:
         self.allow_test_keys = allow_test_keys
         self.width = 0  # bytes per bureau ciphertext, known after StartTraining
         self.max_rows = 0
+        # calls sent since the last checkpoint: once one has, the bureau may have decrypted
+        # a step of the new epoch, and it decrypts each step once, so no resume can redo it
+        self.sent_since_checkpoint = 0
         self._calls: list[Any] = []
 
     def _unary(
         self, doing: str, method: Any, request: Any, convert: Callable[[Any], T]
     ) -> _Pending[T]:
         call = method.future(request, timeout=STEP_DEADLINE, metadata=self.metadata)
+        self.sent_since_checkpoint += 1
         self._calls = [c for c in self._calls if not c.done()] + [call]
         return _Pending(doing, lambda: convert(call.result()), call.cancel)
 
@@ -102,6 +106,7 @@ class GrpcTrainingPeer:
         call = self.stub.TrainingStep(
             codec.residuals_to_proto(msg), timeout=STEP_DEADLINE, metadata=self.metadata
         )
+        self.sent_since_checkpoint += 1
         self._calls = [c for c in self._calls if not c.done()] + [call]
         return _Pending(
             "exchanging a training step's shares with the bureau",
@@ -555,6 +560,7 @@ def train(
             model_dir,
             {**checkpoint, "epoch": record.epoch + 1, "state": trainer.checkpoint(done)},
         )
+        peer.sent_since_checkpoint = 0
         if on_epoch is not None:
             on_epoch(record)
 
@@ -568,6 +574,10 @@ def train(
                 start_epoch=start_epoch,
                 history=history,
             )
+    except BaseException as exc:  # an interruption too: the job is given up unless resumable
+        peer.close()
+        _give_up_unless_resumable(connection, model_dir, plan.job_id, peer, exc)
+        raise
     finally:
         peer.close()
         epoch_bars.close()
@@ -871,6 +881,43 @@ def _ends_with_the_bureau(model_dir: str | Path, job_id: str) -> Iterator[None]:
         raise ended from None
 
 
+def _give_up_unless_resumable(
+    connection: BureauConnection,
+    model_dir: str | Path,
+    job_id: str,
+    peer: GrpcTrainingPeer,
+    exc: BaseException,
+) -> None:
+    """A run that stopped where no resume can continue it (no epoch finished, or steps of
+    the next epoch went out: the bureau decrypts each step once) ends its job at the
+    bureau at once and deletes its checkpoint (the job's key); otherwise it would hold one
+    of the bank's job slots until it expired, and a new run could be refused meanwhile."""
+    path = Path(model_dir) / CHECKPOINT_FILE
+    try:
+        held = json.loads(path.read_text()).get("job_id") == job_id
+    except (OSError, ValueError, AttributeError):
+        held = False
+    if held and peer.sent_since_checkpoint == 0:
+        return  # stopped between epochs: `--resume` continues from the checkpoint
+    if isinstance(exc, PeerError) and exc.status in JOB_ENDING_STATUSES:
+        return  # the bureau ended it already (and _ends_with_the_bureau said so)
+    reason = f"{type(exc).__name__}: {exc}"[:300]
+    try:
+        connection.training.AbandonTraining(
+            pb.AbandonRequest(job_id=job_id, reason=reason),
+            timeout=10,
+            metadata=connection.metadata,
+        )
+    except grpc.RpcError as err:
+        # the bureau gone: the checkpoint stays, and a `--resume` then ends the job on both
+        # sides (refused, as it cannot be resumed) or it expires at the bureau
+        log.warning("training job %s could not be ended at the bureau: %s", job_id, err)
+        return
+    log.info("training job %s ended at the bureau: it cannot be resumed", job_id)
+    if held:
+        path.unlink(missing_ok=True)
+
+
 def _refuse_a_held_checkpoint(model_dir: str | Path) -> None:
     """A new job would overwrite the checkpoint of an interrupted one (its key, its epochs):
     the bank says so instead, with the command that resumes it."""
@@ -883,7 +930,8 @@ def _refuse_a_held_checkpoint(model_dir: str | Path) -> None:
         held = "?"
     raise InputDataError(
         f"{model_dir} holds the checkpoint of the interrupted job {held}: resume it with "
-        f"`bank-node train --resume {held} --model-dir {model_dir}`, or delete {path} (it "
+        f"`bank-node train --resume {held} --model-dir {model_dir}` and the same --bureau "
+        f"and --tls-dir (or --insecure), or delete {path} (it "
         "holds that job's key) or choose another --model-dir to start a new job"
     )
 

@@ -376,6 +376,28 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "training_resumed", exc)
 
+    def AbandonTraining(
+        self, request: pb.AbandonRequest, context: grpc.ServicerContext
+    ) -> pb.TrainingAbandoned:
+        """The bank gives its job up: ended for good at once, as a failure would end it, so
+        that an interrupted run does not hold one of the bank's job slots for an hour."""
+        try:
+            bank_id = self.ctx.access.bank(context)
+            running = self.jobs.peek(bank_id, request.job_id)
+            ledger = self._load_ledger(bank_id, request.job_id)
+            if running is None and (ledger is None or ledger.get("state") != "running"):
+                raise UnknownSession(
+                    f"no running training job {request.job_id} of bank {bank_id} to end"
+                )
+            reason = "given up by the bank: " + "".join(
+                c for c in request.reason[:300] if c.isprintable()
+            )
+            with running.lock if running is not None else contextlib.nullcontext():
+                self._end(bank_id, request.job_id, "abandoned", reason)
+            return pb.TrainingAbandoned(job_id=request.job_id)
+        except Exception as exc:  # noqa: BLE001
+            self.ctx.refuse(context, "training_abandoned", exc)
+
     def _resume(self, bank_id: str, request: pb.ResumeRequest) -> _Job:
         """The job rebuilt from its latest checkpoint, after `_check_resume`."""
         path = self._job_path(bank_id, request.job_id)

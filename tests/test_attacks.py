@@ -63,6 +63,8 @@ daily_iv_requests = 2
 
 [banks.bank-constant]
 
+[banks.bank-slots]
+
 [banks.bank-policy]              # last: a test appends to it
 """
 POLICY_FEATURES = ["debt_ratio", "court_judgements_3y", "tax_paid_12m_10k_cny"]
@@ -587,6 +589,38 @@ def test_job_interrupted_after_a_decryption_cannot_be_resumed(node, city, tmp_pa
     monkeypatch.undo()
     assert _resume(node, job, 1) is grpc.StatusCode.FAILED_PRECONDITION
     assert not _bureau_checkpoint(node, job).exists()
+
+
+def test_job_a_run_interrupted_where_it_cannot_resume_frees_its_slot(node, city, monkeypatch):
+    """A review pressed Ctrl-C twice during the first epoch: each interrupted job held one
+    of the bank's two job slots for an hour, and the third run was refused. Now a run that
+    stops where no resume can continue it ends its job at the bureau at once."""
+    import bank_node.training as bank_training
+
+    def interrupted(self, msg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bank_training.GrpcTrainingPeer, "decrypt", interrupted)
+    for _ in range(3):  # the third would have been refused: the bank's limit is 2 jobs
+        with pytest.raises(KeyboardInterrupt):
+            train_job(
+                _address(node),
+                city["bank"],
+                "uscc",
+                "y",
+                node.store.root.parent / f"slots-{_}",
+                "bank-slots",
+                epochs=1,
+                workers=0,
+                quiet=True,
+                **TEST_KEYS,
+            )
+    records = [r for r in AuditLog(node.store.root).records() if r["bank_id"] == "bank-slots"]
+    ended = [r for r in records if r["event"] == "training_abandoned"]
+    assert len(ended) == 3 and all("KeyboardInterrupt" in r["details"] for r in ended)
+    for record in ended:  # the key's factors are gone with the checkpoint
+        job_id = json.loads(record["details"])["job_id"]
+        assert not (node.store.root / "jobs" / "bank-slots" / f"{job_id}.json").exists()
 
 
 # -- PSI on record ----------------------------------------------------------------------

@@ -137,6 +137,11 @@ class JointTrainingStub:
                 request_serializer=xinrong_dot_v1_dot_model__pb2.FinishRequest.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.TrainingFinished.FromString,
                 _registered_method=True)
+        self.AbandonTraining = channel.unary_unary(
+                '/xinrong.v1.JointTraining/AbandonTraining',
+                request_serializer=xinrong_dot_v1_dot_model__pb2.AbandonRequest.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_model__pb2.TrainingAbandoned.FromString,
+                _registered_method=True)
 
 
 class JointTrainingServicer:
@@ -181,6 +186,15 @@ class JointTrainingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AbandonTraining(self, request, context):
+        """The bank gives a job up (interrupted, or failed at its end, where it cannot resume):
+        the bureau ends it for good at once (its key and checkpoint deleted, on record), so it
+        no longer holds one of the bank's job slots until it expires.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JointTrainingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -208,6 +222,11 @@ def add_JointTrainingServicer_to_server(servicer, server):
                     servicer.FinishTraining,
                     request_deserializer=xinrong_dot_v1_dot_model__pb2.FinishRequest.FromString,
                     response_serializer=xinrong_dot_v1_dot_model__pb2.TrainingFinished.SerializeToString,
+            ),
+            'AbandonTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbandonTraining,
+                    request_deserializer=xinrong_dot_v1_dot_model__pb2.AbandonRequest.FromString,
+                    response_serializer=xinrong_dot_v1_dot_model__pb2.TrainingAbandoned.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -348,6 +367,33 @@ class JointTraining:
             '/xinrong.v1.JointTraining/FinishTraining',
             xinrong_dot_v1_dot_model__pb2.FinishRequest.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.TrainingFinished.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbandonTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinrong.v1.JointTraining/AbandonTraining',
+            xinrong_dot_v1_dot_model__pb2.AbandonRequest.SerializeToString,
+            xinrong_dot_v1_dot_model__pb2.TrainingAbandoned.FromString,
             options,
             channel_credentials,
             insecure,
