@@ -901,7 +901,8 @@ def _give_up_unless_resumable(
         return  # stopped between epochs: `--resume` continues from the checkpoint
     if isinstance(exc, PeerError) and exc.status in JOB_ENDING_STATUSES:
         return  # the bureau ended it already (and _ends_with_the_bureau said so)
-    reason = f"{type(exc).__name__}: {exc}"[:300]
+    # the kind of stop only: the message could carry the bank's paths or data
+    reason = type(exc).__name__
     try:
         connection.training.AbandonTraining(
             pb.AbandonRequest(job_id=job_id, reason=reason),
