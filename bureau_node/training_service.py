@@ -584,7 +584,8 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
                 weights, finished = job.trainer.finish(request.epoch, share)
                 plan = job.trainer.plan
                 try:
-                    self.ctx.check_model_spread(bank_id, job.recipe, weights)
+                    training = job.trainer.x[job.trainer.train_rows]
+                    self.ctx.check_model_features(bank_id, job.recipe, weights, training)
                 except NotAuthorised as exc:  # after the charge at start: not a free question
                     self._end(bank_id, plan.job_id, "refused", str(exc))
                     raise

@@ -313,6 +313,20 @@ class FeatureRecipe:
             return np.zeros((table.num_rows, 0))
         return np.clip(np.column_stack(parts), -VALUE_BOUND, VALUE_BOUND)
 
+    def varying(self, inputs: np.ndarray, share: float) -> set[str]:
+        """The features whose model inputs (``inputs``: rows x outputs, as ``transform``
+        gives them) differ from their most common value on at least ``share`` of the rows."""
+        out, start = set(), 0
+        for c in self.columns:
+            part = np.round(inputs[:, start : start + len(c.outputs)], 9)
+            start += len(c.outputs)
+            if part.shape[0] == 0:
+                continue
+            _, counts = np.unique(part, axis=0, return_counts=True)
+            if part.shape[0] - counts.max() >= max(1.0, share * part.shape[0]):
+                out.add(c.name)
+        return out
+
     def contribution_shares(
         self, weights: np.ndarray, table: pa.Table, chunk: int = 1 << 16
     ) -> dict[str, float]:

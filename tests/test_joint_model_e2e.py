@@ -15,12 +15,13 @@ import pyarrow.csv as pacsv
 import pytest
 
 from bank_node.training import list_features, load_model, predict_job, train_job
+from bureau_node.audit import AuditLog
 from bureau_node.models import ModelStore
 from bureau_node.server import BureauNode
 from protocols import moments
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
-from protocols.errors import InputDataError, PeerError, ProtocolViolation, UnknownSession
+from protocols.errors import InputDataError, ProtocolViolation, UnknownSession
 from xinrong.synthetic import generate_city, generate_usccs, write_city
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -323,7 +324,8 @@ def test_a_narrow_job_resumes_after_each_interruption(city, bureau, tmp_path):
     rows = resumed[0].counts["encryptions"]
     assert resumed[1].counts["encryptions"] >= rows > 10 * resumed[3].counts["encryptions"]
 
-    # in the middle of an epoch (the bureau has answered one of its steps): refused
+    # in the middle of an epoch (the bureau has answered one of its steps): no resume can
+    # continue it, so the bank gives the job up at once (the bureau ends it, on record)
     original = vlr.BankTrainer.update_from_moments
 
     def crash_in_second_epoch(self, msg, epoch):
@@ -339,10 +341,13 @@ def test_a_narrow_job_resumes_after_each_interruption(city, bureau, tmp_path):
                 address, city["bank"], "uscc", "y", model, "bank-r", epochs=4, seed=5,
                 quiet=True, **NARROW, **TEST_KEYS,
             )  # fmt: skip
-    job = json.loads((model / "checkpoint.json").read_text())["job_id"]
-    with pytest.raises(PeerError, match="after the bureau had answered steps of it"):
-        train_job(address, "", "", "", model, "bank-r", **again | {"resume": job})
     assert not (model / "checkpoint.json").exists()
+    ended = [r for r in AuditLog(bureau.store.root).records() if r["bank_id"] == "bank-r"]
+    assert ended[-1]["event"] == "training_abandoned"
+    job = json.loads(ended[-1]["details"])["job_id"]
+    jobs = bureau.store.root / "jobs" / "bank-r"
+    assert not (jobs / f"{job}.json").exists()  # with the key's factors
+    assert json.loads((jobs / f"{job}.ledger.json").read_text())["state"] == "abandoned"
 
 
 def test_models_belong_to_their_bank_and_can_be_deleted(city, bureau, tmp_path):
