@@ -134,7 +134,11 @@ class Bureau:
         return self._executor
 
     def _say(self, text: str) -> None:
-        log.info("%s", text)
+        # a notebook shows warnings (logging's default level), not progress
+        if text.startswith("warning: "):
+            log.warning("%s", text.removeprefix("warning: "))
+        else:
+            log.info("%s", text)
 
     @property
     def lookups(self) -> LookupClient:

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from protocols.errors import InputDataError
 from protocols.features import column_kind
-from protocols.ids import IdType, normalise_column
+from protocols.ids import IdType, PreparedIds, normalise_column
 
 # Fewest rows of each class among the bank's distinct IDs: below this no AUC, KS or
 # calibration means anything, and the bureau's bins (at least 30 rows) cannot form.
@@ -144,6 +144,18 @@ def check_bank_data(
     if not kept and named:
         raise InputDataError("none of the bank features named can be used (see warnings)")
     return CheckedBankData(labels, kept, warnings, identical)
+
+
+def warn_rejected_ids(prepared: PreparedIds, say: Callable[[str], None]) -> None:
+    """Rows whose ID cannot be matched are left out of PSI: said, with the first of them
+    (`bank-node psi` writes them all to a rejects file)."""
+    if prepared.rejects:
+        first = prepared.rejects[0]
+        say(
+            f"warning: {len(prepared.rejects):,} of {prepared.rows:,} rows have no usable ID "
+            f"and are left out (data row {first.row}: {first.raw!r}, {first.reason}); "
+            "`bank-node psi` lists them all in its rejects file"
+        )
 
 
 def _first_rows(

@@ -420,7 +420,7 @@ def _tell_unreadable(
     do not follow, that the bank looked up the enterprise it had made that entry bad for."""
     if count:
         client.say(
-            f"{count} entries of the bureau's {table} table {why}; they are taken as not "
+            f"warning: {count} entries of the bureau's {table} table {why}; they are taken as not "
             "held (the table kept in the tables directory was altered, or the bureau sent "
             "bad entries: ask the bureau's operator to check the table)"
         )

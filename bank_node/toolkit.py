@@ -29,7 +29,7 @@ from protocols.ids import IdType, prepare_ids
 from xinrong.v1 import model_pb2 as pb
 
 from .client import BureauConnection, run_psi
-from .data_checks import check_bank_data, check_bureau_features
+from .data_checks import check_bank_data, check_bureau_features, warn_rejected_ids
 from .training import (
     MODEL_FILE,
     START_DEADLINE,
@@ -132,6 +132,7 @@ def information_values(
     catalogue = bureau_catalogue(connection)
     check_bureau_features(bureau_features, catalogue)  # before PSI
     prepared = prepare_ids(table.column(id_column), id_type)
+    warn_rejected_ids(prepared, say)
     bars = ProgressBars(enabled=False if quiet else None)
     say(f"private set intersection on {len(prepared.ids):,} IDs")
     result = run_psi(connection, prepared.ids, psi.Reveal.BOTH, executor, bars)

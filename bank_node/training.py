@@ -42,7 +42,12 @@ from protocols.optim import OptimizerConfig, split_rows
 from xinrong.v1 import model_pb2 as pb
 
 from .client import BureauConnection, run_psi
-from .data_checks import check_bank_data, check_bureau_features, read_labels
+from .data_checks import (
+    check_bank_data,
+    check_bureau_features,
+    read_labels,
+    warn_rejected_ids,
+)
 from .frames import as_table
 
 log = logging.getLogger(__name__)
@@ -366,7 +371,9 @@ def prepare(table: pa.Table, labels: np.ndarray, job: TrainingJob) -> PreparedId
         job.bank_features = checked.bank_features
     elif job.bank_features is None:
         job.bank_features = [c for c in table.column_names if c not in (job.id_column, job.label)]
-    return prepare_ids(table.column(job.id_column), job.id_type)
+    prepared = prepare_ids(table.column(job.id_column), job.id_type)
+    warn_rejected_ids(prepared, job.say)
+    return prepared
 
 
 def intersect(

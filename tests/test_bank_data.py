@@ -483,3 +483,17 @@ def test_a_gbk_file_with_few_chinese_characters_is_read_as_gbk(tmp_path):
     table = tables.read_table(path, "uscc")
     assert set(table.column("default").to_pylist()) == {"是", "否"}
     assert table.column("uscc")[7].as_py() == "".join(full_width.get(c, c) for c in lines[8][:18])
+
+
+def test_rows_without_a_usable_id_are_counted_before_training():
+    """train and iv left such rows out without a word (801 rows, "PSI on 794 IDs")."""
+    from bank_node.data_checks import warn_rejected_ids
+    from protocols import uscc
+    from protocols.ids import IdType, prepare_ids
+
+    good = "91350100M000100Y3" + uscc.check_character("91350100M000100Y3")
+    codes = [good, good[:-1] + ("X" if good[-1] != "X" else "Y"), "", good]
+    said: list[str] = []
+    warn_rejected_ids(prepare_ids(pa.array(codes), IdType.USCC), said.append)
+    assert len(said) == 1 and said[0].startswith("warning: 2 of 4 rows have no usable ID")
+    assert "data row 2" in said[0]
