@@ -46,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--bank-clients", type=int, default=5_000)
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--key-bits", type=int, default=2048, help="Paillier key size")
-    demo.add_argument("--allow-test-keys", action="store_true", help=argparse.SUPPRESS)
+    demo.add_argument(
+        "--allow-test-keys",
+        action="store_true",
+        help="allow keys under 2048 bits (for tests and quick looks; never for real data)",
+    )
     add_common_arguments(demo)
     demo.set_defaults(log_level="WARNING")  # the story on stderr, not the nodes' logs
     demo.set_defaults(func=cmd_demo)

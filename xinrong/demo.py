@@ -22,6 +22,7 @@ from bank_node.training import predict_job, train_job
 from bureau_node.server import BureauNode
 from node_runtime import tables
 from node_runtime.transport import certs
+from protocols import paillier as he
 from protocols.scorecard import Scaling
 from xinrong import demo_lookups as lookups
 from xinrong.synthetic import generate_city, write_city
@@ -58,6 +59,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Generate, serve, match, rank, train, score, report; returns the summary (also what
     the last stdout line holds)."""
+    he.check_key_bits(key_bits, allow_test_keys)  # before anything is set up, not at step 4
     started = time.perf_counter()
     say = say or (lambda text: print(text, file=sys.stderr))
     quiet = not sys.stderr.isatty()
