@@ -25,6 +25,7 @@ Without a configuration file the bureau serves any bank with the defaults (devel
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import threading
@@ -135,6 +136,17 @@ def _limits(table: dict[str, Any], where: str, base: dict[str, Any]) -> dict[str
     return out
 
 
+def _unknown_keys(where: str, table: object, known: set[str] | frozenset[str]) -> str:
+    """The keys a table has that the bureau does not read, each with its likeliest meaning."""
+    if not isinstance(table, dict):
+        return f"{where}: not a table of settings; it takes {', '.join(sorted(known))}"
+    named = []
+    for key in sorted(set(table) - set(known) - RETIRED_KEYS):
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        named.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"{where}: unknown setting {', '.join(named)}; it takes only {sorted(known)}"
+
+
 def load_config(path: str | Path, feature_names: list[str] | None = None) -> dict[str, BankPolicy]:
     """Read and check the file: unknown keys, wrong types and unknown features are errors."""
     path = Path(path)
@@ -159,7 +171,7 @@ def load_config(path: str | Path, feature_names: list[str] | None = None) -> dic
         raise InputDataError(f"{path}: unknown section(s) {sorted(unknown)}; use defaults, banks")
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict) or set(defaults) - LIMIT_KEYS - RETIRED_KEYS:
-        raise InputDataError(f"{path}: [defaults] takes only {sorted(LIMIT_KEYS)}")
+        raise InputDataError(_unknown_keys(f"{path}: [defaults]", defaults, LIMIT_KEYS))
     base = _limits(defaults, f"{path} [defaults]", DEFAULTS)
     banks = data.get("banks", {})
     if not isinstance(banks, dict) or not banks:
@@ -170,7 +182,7 @@ def load_config(path: str | Path, feature_names: list[str] | None = None) -> dic
         if not valid_bank_id(bank_id):
             raise InputDataError(f"{where}: not a valid bank id")
         if not isinstance(table, dict) or set(table) - BANK_KEYS - RETIRED_KEYS:
-            raise InputDataError(f"{where}: takes only {sorted(BANK_KEYS)}")
+            raise InputDataError(_unknown_keys(where, table, BANK_KEYS))
         features = table.get("features")
         if features is not None:
             if not isinstance(features, list) or not all(isinstance(f, str) for f in features):

@@ -142,7 +142,8 @@ def test_daily_psi_quota(node, tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[banks.a]\nfeature = ['x']\n", "takes only"),
+        ("[banks.a]\nfeature = ['x']\n", "unknown setting 'feature' .did you mean 'features'"),
+        ("[defaults]\ndaily_scored_ids = 5\n[banks.a]\n", "did you mean 'daily_scored'"),
         ("[bank.a]\n", "unknown section"),
         ("[defaults]\ndaily_scored = 0\n[banks.a]\n", "at least 1"),
         ("[banks.a]\nfeatures = ['salary']\n", "no features"),
