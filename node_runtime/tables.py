@@ -271,6 +271,11 @@ def _read_excel(path: Path, id_column: str, sheet: str | None) -> pa.Table:
     if not rows:
         raise InputDataError(f"{path}: the sheet is empty")
     header = [_cell_text(h) for h in rows[0]]
+    if sheet is None and len(names) > 1 and id_column not in header:
+        raise InputDataError(
+            f"{path}: its first sheet {names[0]!r} has no column {id_column!r}; the workbook "
+            f"has the sheets {', '.join(map(repr, names))}: name the data's with --sheet"
+        )
     if len(set(header)) != len(header) or "" in header:
         raise InputDataError(f"{path}: the first row must name every column once: {header}")
     body = [list(r) + [""] * (len(header) - len(r)) for r in rows[1:]]

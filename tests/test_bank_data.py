@@ -497,3 +497,20 @@ def test_rows_without_a_usable_id_are_counted_before_training():
     warn_rejected_ids(prepare_ids(pa.array(codes), IdType.USCC), said.append)
     assert len(said) == 1 and said[0].startswith("warning: 2 of 4 rows have no usable ID")
     assert "data row 2" in said[0]
+
+
+def test_a_workbook_whose_first_sheet_is_notes_names_its_sheets(tmp_path):
+    import xlsxwriter
+
+    path = tmp_path / "clients.xlsx"
+    book = xlsxwriter.Workbook(path)
+    book.add_worksheet("说明").write(0, 0, "本表为授信客户清单")
+    data = book.add_worksheet("客户")
+    for i, row in enumerate([["统一社会信用代码", "额度"], ["91440300MA5F000001", 5]]):
+        for j, value in enumerate(row):
+            data.write(i, j, value)
+    book.close()
+    with pytest.raises(InputDataError, match="sheets '说明', '客户': name the data's with --sheet"):
+        tables.read_table(path, "统一社会信用代码")
+    options = tables.ReadOptions(sheet="客户")
+    assert tables.read_table(path, "统一社会信用代码", options=options).num_rows == 1
