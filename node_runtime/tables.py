@@ -9,6 +9,7 @@ import codecs
 import logging
 import math
 import os
+import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -101,11 +102,17 @@ def detect_encoding(path: Path) -> str:
         )
     name = codecs.lookup(best.encoding).name
     name = _WIDEN.get(name, name)
-    if name not in _TRADITIONAL and _decodes(sample, "gb18030"):
+    if name not in _TRADITIONAL and name != "gb18030" and _decodes(sample, "gb18030"):
         # a few short Chinese values (是/否, full-width digits) among ASCII read like a
         # European or Korean code page to the detector (cp1250, cp949): GB18030 is this
-        # platform's normal case, and such text rarely decodes strictly as it
-        name = "gb18030"
+        # platform's normal case. Said, since accented Latin text can decode as it too.
+        log.warning(
+            "%s: read as GB18030, which its bytes decode as (the detector guessed %s; name "
+            "the encoding with --encoding if its text looks wrong)",
+            path,
+            name,
+        )
+        return "gb18030"
     if name not in ("gb18030", "big5"):
         log.warning("%s: read as %s (a guess; name the encoding with --encoding)", path, name)
     return name
@@ -292,6 +299,10 @@ def _cell_text(value: Any) -> str:
     return str(value).strip()
 
 
+# thousands separators where they belong: "1,143.00", "-12,000"
+_GROUPED = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d+)?$")
+
+
 def _number(value: Any) -> int | float | None:
     """A cell's number: a number, or text that is one (Excel's "number stored as text",
     thousands separators allowed); None if it is not one."""
@@ -299,7 +310,11 @@ def _number(value: Any) -> int | float | None:
         return None
     if isinstance(value, int | float):
         return value
-    text = str(value).strip().replace(",", "")
+    text = str(value).strip()
+    if "," in text:
+        if not _GROUPED.match(text):
+            return None  # "3011,3012": a list of codes, not 30113012
+        text = text.replace(",", "")
     if text.lstrip("-")[:1] == "0" and text.lstrip("-")[1:2].isdigit():
         return None  # "007": a code kept as text for its leading zero, not a number
     try:

@@ -514,3 +514,12 @@ def test_a_workbook_whose_first_sheet_is_notes_names_its_sheets(tmp_path):
         tables.read_table(path, "统一社会信用代码")
     options = tables.ReadOptions(sheet="客户")
     assert tables.read_table(path, "统一社会信用代码", options=options).num_rows == 1
+
+
+def test_commas_count_as_thousands_separators_only_where_they_belong(tmp_path):
+    """A column of code lists ("3011,3012") stayed text, not 30113012."""
+    path = tmp_path / "codes.csv"
+    path.write_text('id,codes,amount\n1,"3011,3012","1,200"\n2,5412,"12,000.5"\n3,"7210,7220",7\n')
+    table = tables.read_table(path, "id")
+    assert table.column("codes").to_pylist() == ["3011,3012", "5412", "7210,7220"]
+    assert table.column("amount").to_pylist() == [1200.0, 12000.5, 7.0]
