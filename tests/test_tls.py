@@ -15,7 +15,7 @@ import pytest
 from bank_node.jobs import psi_job
 from bureau_node.server import BureauNode
 from node_runtime.transport import certs
-from node_runtime.transport.channels import bank_metadata, open_channel
+from node_runtime.transport.channels import PROTOCOL_METADATA, bank_metadata, open_channel
 from protocols.errors import InputDataError, PeerError
 from xinrong.synthetic import generate_city, write_city
 from xinrong.v1 import model_pb2 as pb
@@ -73,6 +73,11 @@ def test_the_certificate_is_the_identity(node, pki):
         stub.ListFeatures(pb.ListFeaturesRequest(), metadata=bank_metadata("bank-b"), timeout=10)
     assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
     assert "certificate is bank 'bank-a'" in err.value.details()
+    # named by its certificate alone, a caller still has to speak this protocol
+    for metadata in ((), ((PROTOCOL_METADATA, "999"),)):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ListFeatures(pb.ListFeaturesRequest(), metadata=metadata, timeout=10)
+        assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
 
 
 def test_clients_without_a_certificate_of_this_ca_are_refused(node, pki, tmp_path):

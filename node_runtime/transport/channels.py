@@ -119,11 +119,14 @@ def bank_metadata(bank_id: str) -> tuple[tuple[str, str], ...]:
 
 def check_protocol(context: grpc.ServicerContext) -> None:
     """Raises IncompatibleRelease unless the caller speaks this node's ``PROTOCOL_VERSION``.
-    A caller that does not name itself is left to its servicer (UNAUTHENTICATED): a bank
-    node of any release names itself on every call."""
+    A caller that names itself neither in metadata nor by a certificate is left to its
+    servicer (UNAUTHENTICATED)."""
     metadata = context.invocation_metadata() or ()
     said = [v for k, v in metadata if k == PROTOCOL_METADATA]
-    if said == [str(PROTOCOL_VERSION)] or all(k != BANK_ID_METADATA for k, _ in metadata):
+    if said == [str(PROTOCOL_VERSION)]:
+        return
+    named = any(k == BANK_ID_METADATA for k, _ in metadata)
+    if not named and not context.auth_context().get("x509_common_name"):
         return
     theirs = f"protocol {said[0][:16]!r}" if len(said) == 1 else "no protocol version"
     if len(said) > 1:
