@@ -104,8 +104,7 @@ def _resume_hint(args: argparse.Namespace, job_id: str) -> str:
     if not resumable:
         return (
             "it cannot be resumed (no epoch had finished, or steps of the next one had gone to "
-            "the bureau, which decrypts each step once), so the bank ended it at the bureau: "
-            "run the command again for a new job"
+            "the bureau, which decrypts each step once): run the command again for a new job"
         )
     transport = f"--tls-dir {shlex.quote(args.tls_dir)}" if args.tls_dir else "--insecure"
     if args.allow_test_keys:

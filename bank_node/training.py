@@ -97,6 +97,8 @@ class GrpcTrainingPeer:
         # calls sent since the last checkpoint: once one has, the bureau may have decrypted
         # a step of the new epoch, and it decrypts each step once, so no resume can redo it
         self.sent_since_checkpoint = 0
+        # a resumed run must have an epoch answered before another resume is accepted
+        self.resume_pending = False
         self._calls: list[Any] = []
 
     def _unary(
@@ -543,6 +545,7 @@ def train(
     )
 
     peer = GrpcTrainingPeer(connection, allow_test_keys)
+    peer.resume_pending = saved is not None  # the bureau takes one resume per interruption
     assert trainer.bureau_key is not None
     peer.width = he.ciphertext_bytes(trainer.bureau_key)
     peer.max_rows = 2 * batch  # the rows of a batch; validation steps carry no masks
@@ -568,6 +571,7 @@ def train(
             {**checkpoint, "epoch": record.epoch + 1, "state": trainer.checkpoint(done)},
         )
         peer.sent_since_checkpoint = 0
+        peer.resume_pending = False
         if on_epoch is not None:
             on_epoch(record)
 
@@ -895,16 +899,18 @@ def _give_up_unless_resumable(
     peer: GrpcTrainingPeer,
     exc: BaseException,
 ) -> None:
-    """A run that stopped where no resume can continue it (no epoch finished, or steps of
-    the next epoch went out: the bureau decrypts each step once) ends its job at the
-    bureau at once and deletes its checkpoint (the job's key); otherwise it would hold one
-    of the bank's job slots until it expired, and a new run could be refused meanwhile."""
+    """A run that stopped where no resume can continue it (no epoch finished, steps of the
+    next epoch went out: the bureau decrypts each step once, or a resumed run stopped
+    before an epoch was answered: the bureau takes one resume per interruption) ends its
+    job at the bureau at once and deletes its checkpoint (the job's key); otherwise it
+    would hold one of the bank's job slots until it expired, and a new run could be
+    refused meanwhile."""
     path = Path(model_dir) / CHECKPOINT_FILE
     try:
         held = json.loads(path.read_text()).get("job_id") == job_id
     except (OSError, ValueError, AttributeError):
         held = False
-    if held and peer.sent_since_checkpoint == 0:
+    if held and peer.sent_since_checkpoint == 0 and not peer.resume_pending:
         return  # stopped between epochs: `--resume` continues from the checkpoint
     if isinstance(exc, PeerError) and exc.status in JOB_ENDING_STATUSES:
         return  # the bureau ended it already (and _ends_with_the_bureau said so)

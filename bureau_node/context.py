@@ -7,6 +7,7 @@ all read and write through one :class:`BureauContext`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -24,6 +25,8 @@ from .config import Access
 from .features import BureauFeatures
 from .models import ModelStore
 from .store import BureauStore
+
+log = logging.getLogger(__name__)
 
 # A feature counts towards min_bureau_features in a finished model only if its inputs vary
 # among the training rows (at least this share of them off its most common value) ...
@@ -102,12 +105,15 @@ class BureauContext:
         counted = [n for n in recipe.names if n in varying and shares[n] >= MIN_SCORE_SHARE]
         minimum = self.access.policy(bank_id).min_bureau_features
         if len(counted) < minimum:
+            # the count only: which features carried nothing is a bit about the session's
+            # rows per feature (a session built around one target would read them)
             idle = [n for n in recipe.names if n not in counted]
+            log.info("a model of bank %s refused: %s carried nothing", bank_id, idle)
             raise NotAuthorised(
-                f"the model is not kept: its bureau score rests on {len(counted)} of the "
-                f"bureau's features and a model needs {minimum}; {', '.join(idle)} carried "
-                f"nothing (the same value on at least {1 - MIN_VARYING_SHARE:.0%} of the "
-                "training rows, e.g. missing for all of them, or no weight): train with "
-                "bureau features that vary among your clients"
+                f"the model is not kept: its bureau score rests on {len(counted)} of its "
+                f"{len(recipe.names)} bureau features and a model needs {minimum}; the others "
+                f"carried nothing (the same value on at least {1 - MIN_VARYING_SHARE:.0%} of "
+                "the training rows, e.g. missing for all of them, or no weight): train with "
+                "more bureau features, or ones that vary among your clients"
             )
         return counted

@@ -184,7 +184,8 @@ def test_the_job_id_comes_first_and_every_failure_says_how_to_resume(setting, tm
         assert job, early.stderr
         assert early.returncode == 2
         assert f"error: training job {job[1]}: " in early.stderr
-        assert "nothing to resume: run the command again" in early.stderr
+        assert "it cannot be resumed (no epoch had finished" in early.stderr
+        assert "run the command again for a new job" in early.stderr
 
         model = tmp_path / "m2"
         log_file = tmp_path / "bank.log"
@@ -207,7 +208,7 @@ def test_the_job_id_comes_first_and_every_failure_says_how_to_resume(setting, tm
         assert late.returncode == 2
         command = (
             f"resume it with: bank-node train --bureau 127.0.0.1:{port} --model-dir {model} "
-            f"--resume {job_id} --insecure"
+            f"--resume {job_id} --insecure --allow-test-keys"
         )
         assert command in err, err
         assert "epoch 1: bank operations" in log_file.read_text()  # --log-file, with --quiet off
