@@ -52,6 +52,7 @@ def _node(args: argparse.Namespace) -> BureauNode:
         training_limits=vlr.TrainingLimits(
             min_batch_size=getattr(args, "min_batch_size", 64),
             allow_test_keys=getattr(args, "allow_test_keys", False),
+            max_feature_exposure=getattr(args, "max_feature_exposure", 0.05),
         ),
         read_options=read_options(args),
         streams_total=getattr(args, "max_streams_total", STREAMS_TOTAL),
@@ -384,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=64,
         help="smallest training batch a bank may use (default 64)",
+    )
+    serve.add_argument(
+        "--max-feature-exposure",
+        type=float,
+        default=0.05,
+        help="refuse a model whose score, on more than this share of the enterprises, would "
+        "be an affine function of one bureau feature (every other one at its commonest "
+        "value); default 0.05, 1 to turn the check off (SECURITY.md)",
     )
     serve.add_argument(
         "--allow-test-keys",

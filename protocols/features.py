@@ -327,6 +327,38 @@ class FeatureRecipe:
                 out.add(c.name)
         return out
 
+    def exposure(self, table: pa.Table, chunk: int = 1 << 16) -> dict[str, float]:
+        """Per feature, the share of ``table``'s rows on which every other feature sits at
+        its most common input (statements missing, no court case, the commonest level),
+        if this feature takes two values or more there, else 0: on those rows a linear
+        score is an affine function of this feature alone, so the score of such an
+        enterprise, looked up, reads its value."""
+        hashes = {c.name: self._input_hash(c, table, chunk) for c in self.columns}
+        at_mode = {}
+        for name, h in hashes.items():
+            values, counts = np.unique(h, return_counts=True)
+            at_mode[name] = h == values[counts.argmax()]
+        modal = np.sum(list(at_mode.values()), axis=0) if at_mode else np.zeros(0)
+        out = {}
+        for name, h in hashes.items():
+            others = (modal - at_mode[name]) == len(self.columns) - 1
+            varies = bool(others.any()) and np.unique(h[others]).size > 1
+            out[name] = float(others.mean()) if varies and table.num_rows else 0.0
+        return out
+
+    @staticmethod
+    def _input_hash(column: ColumnRecipe, table: pa.Table, chunk: int) -> np.ndarray:
+        """One 64-bit FNV-1a hash per row of a column's model inputs (rounded)."""
+        parts = []
+        for start in range(0, max(table.num_rows, 1), chunk):
+            x = FeatureRecipe([column]).transform(table.slice(start, chunk))
+            words = np.ascontiguousarray(np.round(x, 9) + 0.0).view(np.uint64)  # -0.0 is 0.0
+            h = np.full(words.shape[0], np.uint64(0xCBF29CE484222325))
+            for j in range(words.shape[1]):
+                h = (h ^ words[:, j]) * np.uint64(0x100000001B3)
+            parts.append(h)
+        return np.concatenate(parts)[: table.num_rows]
+
     def contribution_shares(
         self, weights: np.ndarray, table: pa.Table, chunk: int = 1 << 16
     ) -> dict[str, float]:

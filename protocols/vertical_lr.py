@@ -112,6 +112,9 @@ class TrainingLimits:
     max_epochs: int = 200
     min_bin_count: int = 30  # information value: smaller bins are merged, never reported
     # (binning.BUREAU_MIN_BIN_COUNT is the same floor, applied by the bank to its own bins)
+    # a model is refused when, on more than this share of the bureau's enterprises, its
+    # score would be an affine function of one feature (FeatureRecipe.exposure)
+    max_feature_exposure: float = 0.05
 
 
 @dataclass(frozen=True)

@@ -102,3 +102,28 @@ def test_a_bin_without_training_rows_takes_the_whole_tables_median():
     where = int(np.searchsorted(np.array(column.bin_edges), 4.5, side="right"))
     assert 4.0 <= column.bin_values[where] <= 5.0
     assert column.bin_values[0] == 0.0 and column.bin_values[-1] == 9.0
+
+
+def test_exposure_and_varying_name_features_that_leave_the_score_to_one_other():
+    """Where every feature but one sits at its commonest value, a linear score is an affine
+    function of that one (FeatureRecipe.exposure); a feature constant on the training rows
+    varies nowhere there (FeatureRecipe.varying)."""
+    n = 1000
+    rng = np.random.default_rng(3)
+    missing = np.arange(n) < 600  # 60% file no statements
+    table = pa.table(
+        {
+            "court": rng.integers(0, 4, n).astype(float),
+            "assets": np.where(missing, np.nan, rng.lognormal(3, 1, n)),
+            "debt": np.where(missing, np.nan, rng.uniform(0, 1, n)),
+            "capital": rng.lognormal(4, 1, n),
+            "age": rng.uniform(0, 30, n),
+        }
+    )
+    narrow = FeatureRecipe.fit(table, ["court", "assets", "debt"])
+    exposure = narrow.exposure(table)
+    assert exposure["court"] == pytest.approx(0.6) and exposure["assets"] == 0.0
+    wide = FeatureRecipe.fit(table, ["court", "assets", "debt", "capital", "age"])
+    assert max(wide.exposure(table).values()) < 0.01  # capital and age vary everywhere
+    inputs = narrow.transform(table.slice(0, 600))  # the non-filers only
+    assert narrow.varying(inputs, 0.01) == {"court"}
