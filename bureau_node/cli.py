@@ -391,8 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.05,
         help="refuse a model whose score, on more than this share of the enterprises, would "
-        "be an affine function of one bureau feature (every other one at its commonest "
-        "value); default 0.05, 1 to turn the check off (SECURITY.md)",
+        "be an affine function of one bureau feature (in groups sharing the others' values); "
+        "default 0.05, 1 to turn the check off (SECURITY.md)",
     )
     serve.add_argument(
         "--allow-test-keys",

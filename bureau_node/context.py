@@ -94,19 +94,20 @@ class BureauContext:
 
     def check_exposure(self, recipe: FeatureRecipe, limit: float) -> None:
         """Refuses a model whose score, on more than ``limit`` of the bureau's enterprises,
-        would be an affine function of one feature: where every other feature sits at its
-        commonest value (a review trained honestly on court judgements, total assets and the
-        debt ratio, and read the court counts of the 62% of enterprises that file no
-        statements exactly, by looking their scores up)."""
+        would be an affine function of one feature: in groups of enterprises that share all
+        the other features' values (a review trained honestly on court judgements, total
+        assets and the debt ratio, and read the court counts of the 62% of enterprises that
+        file no statements exactly, by looking their scores up)."""
         exposed = {n: e for n, e in recipe.exposure(self.features.table).items() if e > limit}
         if exposed:
             log.info("a model refused: exposure %s", exposed)
             raise NotAuthorised(
                 f"this model is refused: on more than {limit:.0%} of the bureau's enterprises "
-                f"every bureau feature but one sits at its commonest value (missing "
-                "statements, no records), so a looked-up score would give that feature's value "
-                f"({len(exposed)} of the {len(recipe.names)} features): train with more bureau "
-                "features, or with features that vary among more enterprises"
+                "its score would be one feature's value, in groups that share the values of "
+                "all the other features (missing statements, no records, one industry), so a "
+                f"looked-up score would give that value ({len(exposed)} of the "
+                f"{len(recipe.names)} features): train with more bureau features, or with "
+                "features that vary among more enterprises"
             )
 
     def check_model_features(

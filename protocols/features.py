@@ -327,23 +327,37 @@ class FeatureRecipe:
                 out.add(c.name)
         return out
 
-    def exposure(self, table: pa.Table, chunk: int = 1 << 16) -> dict[str, float]:
-        """Per feature, the share of ``table``'s rows on which every other feature sits at
-        its most common input (statements missing, no court case, the commonest level),
-        if this feature takes two values or more there, else 0: on those rows a linear
-        score is an affine function of this feature alone, so the score of such an
-        enterprise, looked up, reads its value."""
-        hashes = {c.name: self._input_hash(c, table, chunk) for c in self.columns}
-        at_mode = {}
-        for name, h in hashes.items():
-            values, counts = np.unique(h, return_counts=True)
-            at_mode[name] = h == values[counts.argmax()]
-        modal = np.sum(list(at_mode.values()), axis=0) if at_mode else np.zeros(0)
+    def exposure(
+        self, table: pa.Table, min_group: int = 10, chunk: int = 1 << 16
+    ) -> dict[str, float]:
+        """Per feature, the share of ``table``'s rows in groups of at least ``min_group``
+        rows that share every other feature's input (statements missing, no court case,
+        one industry and legal form) and differ in this one: within such a group a linear
+        score is an affine function of this feature alone, so the scores of its members,
+        looked up, read their values (their levels, for a count or a category)."""
+        names = [c.name for c in self.columns]
+        salts = [np.uint64((2 * k + 1) * 0x9E3779B97F4A7C15 % (1 << 64)) for k in range(len(names))]
+
+        def salted(k: int) -> np.ndarray:
+            return self._input_hash(self.columns[k], table, chunk) * salts[k]
+
+        every = np.zeros(table.num_rows, dtype=np.uint64)
+        for k in range(len(names)):
+            every ^= salted(k)
         out = {}
-        for name, h in hashes.items():
-            others = (modal - at_mode[name]) == len(self.columns) - 1
-            varies = bool(others.any()) and np.unique(h[others]).size > 1
-            out[name] = float(others.mean()) if varies and table.num_rows else 0.0
+        for k, name in enumerate(names):
+            own = salted(k)  # computed again: k hashes of every row kept would be k x 8 bytes
+            groups = (
+                pa.table({"others": every ^ own, "own": own})
+                .group_by("others")
+                .aggregate([("own", "count"), ("own", "count_distinct")])
+            )
+            exposed = pc.and_(
+                pc.greater_equal(groups["own_count"], min_group),
+                pc.greater(groups["own_count_distinct"], 1),
+            )
+            rows = pc.sum(groups.filter(exposed)["own_count"]).as_py() or 0
+            out[name] = rows / table.num_rows if table.num_rows else 0.0
         return out
 
     @staticmethod

@@ -67,7 +67,12 @@ daily_iv_requests = 2
 
 [banks.bank-policy]              # last: a test appends to it
 """
-POLICY_FEATURES = ["debt_ratio", "registered_capital_10k_cny", "reg_age_years"]
+POLICY_FEATURES = [
+    "debt_ratio",
+    "registered_capital_10k_cny",
+    "invoice_amount_12m_10k_cny",
+    "reg_age_years",
+]
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +263,7 @@ def test_policy_the_bureaus_column_count_does_not_name_a_targets_value(node, cit
     base = present[:99]
     # two features that vary across the city beside it (a model the exposure policy keeps)
     features = ("tax_paid_12m_10k_cny", "registered_capital_10k_cny", "reg_age_years")
+    features += ("invoice_amount_12m_10k_cny",)
     counts = []
     for job, target in enumerate([present[200], missing[0], missing[1]]):
         with BureauConnection(_address(node), "bank-columns") as connection:
@@ -268,7 +274,7 @@ def test_policy_the_bureaus_column_count_does_not_name_a_targets_value(node, cit
             )
             counts.append(accepted.bureau_columns)
             node.training.jobs.remove(plan.job_id)  # the bank's limit of running jobs
-    assert counts[0] == counts[1] == counts[2] == 4  # a missing flag: the table has some
+    assert counts[0] == counts[1] == counts[2] == 6  # missing flags: the table has some
 
 
 # -- the single-positive information-value probe ----------------------------------------

@@ -105,9 +105,9 @@ def test_a_bin_without_training_rows_takes_the_whole_tables_median():
 
 
 def test_exposure_and_varying_name_features_that_leave_the_score_to_one_other():
-    """Where every feature but one sits at its commonest value, a linear score is an affine
-    function of that one (FeatureRecipe.exposure); a feature constant on the training rows
-    varies nowhere there (FeatureRecipe.varying)."""
+    """Where the enterprises of a group share every feature but one, a linear score is an
+    affine function of that one (FeatureRecipe.exposure); a feature constant on the training
+    rows varies nowhere there (FeatureRecipe.varying)."""
     n = 1000
     rng = np.random.default_rng(3)
     missing = np.arange(n) < 600  # 60% file no statements
@@ -125,5 +125,10 @@ def test_exposure_and_varying_name_features_that_leave_the_score_to_one_other():
     assert exposure["court"] == pytest.approx(0.6) and exposure["assets"] == 0.0
     wide = FeatureRecipe.fit(table, ["court", "assets", "debt", "capital", "age"])
     assert max(wide.exposure(table).values()) < 0.01  # capital and age vary everywhere
+    # not only the commonest values: any group that shares the others (public categories)
+    categories = table.append_column("industry", pa.array([f"i{i % 7}" for i in range(n)]))
+    categories = categories.append_column("form", pa.array([f"f{i % 3}" for i in range(n)]))
+    public = FeatureRecipe.fit(categories, ["court", "industry", "form"])
+    assert public.exposure(categories)["court"] > 0.99
     inputs = narrow.transform(table.slice(0, 600))  # the non-filers only
     assert narrow.varying(inputs, 0.01) == {"court"}
