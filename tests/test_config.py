@@ -22,7 +22,9 @@ CONFIG = """
 daily_psi_ids = 100000
 
 [banks.bank-a]
-features = ["debt_ratio", "court_judgements_3y", "tax_paid_12m_10k_cny"]
+features = [
+    "debt_ratio", "registered_capital_10k_cny", "invoice_amount_12m_10k_cny", "reg_age_years"
+]
 daily_scored = 1500
 
 [banks.bank-b]
@@ -65,9 +67,10 @@ def test_a_bank_not_in_the_configuration_is_refused(node, tmp_path):
 def test_features_are_limited_per_bank(node, tmp_path, monkeypatch):
     address = f"127.0.0.1:{node.port}"
     assert sorted(f["name"] for f in list_features(address, "bank-a")) == [
-        "court_judgements_3y",
         "debt_ratio",
-        "tax_paid_12m_10k_cny",
+        "invoice_amount_12m_10k_cny",
+        "reg_age_years",
+        "registered_capital_10k_cny",
     ]
     assert len(list_features(address, "bank-b")) == 17  # every column but the ID
     bad = {
@@ -111,7 +114,7 @@ def test_features_are_limited_per_bank(node, tmp_path, monkeypatch):
         workers=0,
         quiet=True,
     )
-    assert summary["bureau_features"] == 3
+    assert summary["bureau_features"] == 4
     # the training rows were scored on the quota; scoring them again (the bureau told who
     # they are) goes over 1,500. Private scoring is charged per ID to daily_lookup_ids
     # (tests/test_private_lookup.py).
