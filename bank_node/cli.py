@@ -9,7 +9,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from node_runtime.cli_common import (
     add_common_arguments,
@@ -136,26 +136,7 @@ def _train(args: argparse.Namespace, job_id: str, announce: Callable[[str], None
 
         iv_table = Path(args.iv_table or Path(args.model_dir) / "iv.csv")
         if args.iv_table is None:  # an IV request of its own (charged to the day's budget)
-            iv_job(
-                bureau=args.bureau,
-                data=args.data,
-                id_column=args.id_column,
-                label=args.label,
-                out=iv_table,
-                bank_id=args.bank_id,
-                id_type=IdType(args.id_type),
-                bank_features=bank_features,
-                bureau_features=bureau_features,
-                key_bits=args.key_bits,
-                allow_test_keys=args.allow_test_keys,
-                workers=args.workers,
-                executor_spec=args.executor,
-                quiet=args.quiet,
-                say=_say(args),
-                tls_dir=args.tls_dir,
-                read_options=read_options(args),
-                positive_label=args.positive_label,
-            )
+            iv_job(out=iv_table, **_iv_job_arguments(args))
         bank_features, bureau_features = select_by_iv(iv_table, args.min_iv)
         if not bureau_features:
             print(
@@ -215,32 +196,39 @@ def _train(args: argparse.Namespace, job_id: str, announce: Callable[[str], None
     return 0
 
 
+def _iv_job_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """What `iv` and `train --min-iv` pass alike to ``toolkit.iv_job``."""
+    return {
+        "bureau": args.bureau,
+        "data": args.data,
+        "id_column": args.id_column,
+        "label": args.label,
+        "bank_id": args.bank_id,
+        "id_type": IdType(args.id_type),
+        "bank_features": _names(args.bank_features),
+        "bureau_features": _names(args.bureau_features),
+        "tls_dir": args.tls_dir,
+        "key_bits": args.key_bits,
+        "allow_test_keys": args.allow_test_keys,
+        "workers": args.workers,
+        "executor_spec": args.executor,
+        "quiet": args.quiet,
+        "say": _say(args),
+        "read_options": read_options(args),
+        "positive_label": args.positive_label,
+    }
+
+
 def cmd_iv(args: argparse.Namespace) -> int:
     from .toolkit import format_iv_table, iv_job, read_iv_table
 
     summary = iv_job(
-        bureau=args.bureau,
-        data=args.data,
-        id_column=args.id_column,
-        label=args.label,
         out=args.out,
-        bank_id=args.bank_id,
-        id_type=IdType(args.id_type),
-        bank_features=_names(args.bank_features),
-        bureau_features=_names(args.bureau_features),
         max_bins=args.bins,
         min_bin_count=args.min_bin_count,
         min_bin_share=args.min_bin_share,
         monotonic=not args.no_monotonic,
-        tls_dir=args.tls_dir,
-        key_bits=args.key_bits,
-        allow_test_keys=args.allow_test_keys,
-        workers=args.workers,
-        executor_spec=args.executor,
-        quiet=args.quiet,
-        say=_say(args),
-        read_options=read_options(args),
-        positive_label=args.positive_label,
+        **_iv_job_arguments(args),
     )
     if not args.quiet:
         print(format_iv_table(read_iv_table(summary["out"])), file=sys.stderr)
