@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import shlex
 import sys
@@ -94,14 +93,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _resume_hint(args: argparse.Namespace, job_id: str) -> str:
-    from .training import CHECKPOINT_FILE
+    from .training import held_job
 
-    checkpoint = Path(args.model_dir) / CHECKPOINT_FILE
-    try:
-        resumable = json.loads(checkpoint.read_text()).get("job_id") == job_id
-    except (OSError, ValueError):
-        resumable = False
-    if not resumable:
+    if held_job(args.model_dir) != job_id:
         return (
             "it cannot be resumed (no epoch had finished, or steps of the next one had gone to "
             "the bureau, which decrypts each step once): run the command again for a new job"

@@ -878,11 +878,9 @@ def _ends_with_the_bureau(model_dir: str | Path, job_id: str) -> Iterator[None]:
     try:
         yield
     except PeerError as exc:
+        if exc.status not in JOB_ENDING_STATUSES or held_job(model_dir) != job_id:
+            raise
         path = Path(model_dir) / CHECKPOINT_FILE
-        if exc.status not in JOB_ENDING_STATUSES or not path.exists():
-            raise
-        if json.loads(path.read_text()).get("job_id") != job_id:
-            raise
         path.unlink()
         ended = PeerError(
             f"{exc}; the job has ended, so the bank deleted its checkpoint {path} too (it "
@@ -905,11 +903,7 @@ def _give_up_unless_resumable(
     job at the bureau at once and deletes its checkpoint (the job's key); otherwise it
     would hold one of the bank's job slots until it expired, and a new run could be
     refused meanwhile."""
-    path = Path(model_dir) / CHECKPOINT_FILE
-    try:
-        held = json.loads(path.read_text()).get("job_id") == job_id
-    except (OSError, ValueError, AttributeError):
-        held = False
+    held = held_job(model_dir) == job_id
     if held and peer.sent_since_checkpoint == 0 and not peer.resume_pending:
         return  # stopped between epochs: `--resume` continues from the checkpoint
     if isinstance(exc, PeerError) and exc.status in JOB_ENDING_STATUSES:
@@ -929,7 +923,16 @@ def _give_up_unless_resumable(
         return
     log.info("training job %s ended at the bureau: it cannot be resumed", job_id)
     if held:
-        path.unlink(missing_ok=True)
+        (Path(model_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
+
+
+def held_job(model_dir: str | Path) -> str | None:
+    """The job whose checkpoint ``model_dir`` holds (None: none, or not readable)."""
+    try:
+        job_id = json.loads((Path(model_dir) / CHECKPOINT_FILE).read_text()).get("job_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return job_id if isinstance(job_id, str) else None
 
 
 def _refuse_a_held_checkpoint(model_dir: str | Path) -> None:
@@ -938,10 +941,7 @@ def _refuse_a_held_checkpoint(model_dir: str | Path) -> None:
     path = Path(model_dir) / CHECKPOINT_FILE
     if not path.exists():
         return
-    try:
-        held = json.loads(path.read_text()).get("job_id", "?")
-    except (OSError, ValueError, AttributeError):
-        held = "?"
+    held = held_job(model_dir) or "?"
     raise InputDataError(
         f"{model_dir} holds the checkpoint of the interrupted job {held}: resume it with "
         f"`bank-node train --resume {held} --model-dir {model_dir}` and the same --bureau "
