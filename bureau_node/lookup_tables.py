@@ -101,13 +101,26 @@ class SealedTable:
             )
 
 
+# STATE_DIR/lookup/BANK_ID/PRODUCT-vVERSION-eEPOCH.npz: a table sealed for a bank;
+# STATE_DIR/lookup/revisions/PRODUCT.npz: the revision of each of a product's entries
+LOOKUP_DIR = "lookup"
+REVISIONS_DIR = "revisions"
+
+
+def _sealed_files(root: Path, bank_id: str, product: str) -> list[Path]:
+    """Every version of a product's table sealed for a bank under ``root`` (the lookup
+    directory)."""
+    return list((root / bank_id).glob(f"{product}-v*.npz"))
+
+
 def remove_model_tables(state_dir: str | Path, bank_id: str, model_id: str) -> list[Path]:
     """A deleted model's lookup tables (sealed for its bank, and its entries' revisions):
     removed with it, or every model a bank ever trained would stay on the bureau's disk
     (about 60 bytes an enterprise each)."""
-    root = Path(state_dir) / "lookup"
+    root = Path(state_dir) / LOOKUP_DIR
     product = model_table(model_id)
-    files = [*(root / bank_id).glob(f"{product}-v*.npz"), root / "revisions" / f"{product}.npz"]
+    revisions = EntryRevisions.file_in(root / REVISIONS_DIR, product)
+    files = [*_sealed_files(root, bank_id, product), revisions]
     removed = [f for f in files if f.exists()]
     for f in removed:
         f.unlink()
@@ -212,9 +225,9 @@ class LookupTables:
         self.features = features
         self.products = products or (lambda: [])
         self.executor = executor
-        self.root = tables.private_dir(store.root / "lookup")
+        self.root = tables.private_dir(store.root / LOOKUP_DIR)
         self.versions = TableVersions(self.root / "versions.json")
-        self.revisions = EntryRevisions(self.root / "revisions")
+        self.revisions = EntryRevisions(self.root / REVISIONS_DIR)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -255,7 +268,7 @@ class LookupTables:
             directory = tables.private_dir(self.root / bank_id)
             path = directory / f"{source.product}-v{version.version}-e{version.key_epoch}.npz"
             if not path.exists():
-                for old in directory.glob(f"{source.product}-v*.npz"):
+                for old in _sealed_files(self.root, bank_id, source.product):
                     old.unlink()  # one version per product and bank is kept
                 tags, sealed, revisions, removed = self._seal(source, version, points)
                 tables.atomic_write(
@@ -346,6 +359,10 @@ class EntryRevisions:
     def __init__(self, root: Path) -> None:
         self.root = tables.private_dir(root)
 
+    @staticmethod
+    def file_in(root: Path, product: str) -> Path:
+        return root / f"{product}.npz"
+
     def update(
         self,
         product: str,
@@ -354,7 +371,7 @@ class EntryRevisions:
         payloads: np.ndarray,
         present: np.ndarray,
     ) -> History:
-        path = self.root / f"{product}.npz"
+        path = self.file_in(self.root, product)
         stored = points.every_point.shape[0]
         history = self._load(path, stored, payloads.shape[1])
         if history.at_version >= version:
