@@ -15,7 +15,7 @@ columns the bureau prepared.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -313,13 +313,26 @@ class FeatureRecipe:
             return np.zeros((table.num_rows, 0))
         return np.clip(np.column_stack(parts), -VALUE_BOUND, VALUE_BOUND)
 
+    def _output_slices(self) -> Iterator[tuple[ColumnRecipe, slice]]:
+        """Each column and where its outputs sit among the model's inputs."""
+        start = 0
+        for c in self.columns:
+            yield c, slice(start, start + len(c.outputs))
+            start += len(c.outputs)
+
+    @staticmethod
+    def _column_inputs(column: ColumnRecipe, table: pa.Table, chunk: int) -> Iterator[np.ndarray]:
+        """One column's model inputs over ``table``, a chunk of rows at a time (a whole
+        table's inputs at once would be its rows times all outputs)."""
+        for start in range(0, max(table.num_rows, 1), chunk):
+            yield FeatureRecipe([column]).transform(table.slice(start, chunk))
+
     def varying(self, inputs: np.ndarray, share: float) -> set[str]:
         """The features whose model inputs (``inputs``: rows x outputs, as ``transform``
         gives them) differ from their most common value on at least ``share`` of the rows."""
-        out, start = set(), 0
-        for c in self.columns:
-            part = np.round(inputs[:, start : start + len(c.outputs)], 9)
-            start += len(c.outputs)
+        out = set()
+        for c, where in self._output_slices():
+            part = np.round(inputs[:, where], 9)
             if part.shape[0] == 0:
                 continue
             _, counts = np.unique(part, axis=0, return_counts=True)
@@ -364,8 +377,7 @@ class FeatureRecipe:
     def _input_hash(column: ColumnRecipe, table: pa.Table, chunk: int) -> np.ndarray:
         """One 64-bit FNV-1a hash per row of a column's model inputs (rounded)."""
         parts = []
-        for start in range(0, max(table.num_rows, 1), chunk):
-            x = FeatureRecipe([column]).transform(table.slice(start, chunk))
+        for x in FeatureRecipe._column_inputs(column, table, chunk):
             words = np.ascontiguousarray(np.round(x, 9) + 0.0).view(np.uint64)  # -0.0 is 0.0
             h = np.full(words.shape[0], np.uint64(0xCBF29CE484222325))
             for j in range(words.shape[1]):
@@ -385,15 +397,9 @@ class FeatureRecipe:
         if weights.shape != (len(self.outputs),):
             raise ValueError(f"{weights.size} weights for {len(self.outputs)} model inputs")
         spread: dict[str, float] = {}
-        start = 0
-        for c in self.columns:
-            w = weights[start : start + len(c.outputs)]
-            start += len(c.outputs)
+        for c, where in self._output_slices():
             part = np.concatenate(
-                [
-                    FeatureRecipe([c]).transform(table.slice(a, chunk)) @ w
-                    for a in range(0, max(table.num_rows, 1), chunk)
-                ]
+                [x @ weights[where] for x in self._column_inputs(c, table, chunk)]
             )
             spread[c.name] = float(np.var(part)) if part.size else 0.0
         total = sum(spread.values())
