@@ -128,14 +128,16 @@ def check_protocol(context: grpc.ServicerContext) -> None:
     named = any(k == BANK_ID_METADATA for k, _ in metadata)
     if not named and not context.auth_context().get("x509_common_name"):
         return
-    theirs = f"protocol {said[0][:16]!r}" if len(said) == 1 else "no protocol version"
-    if len(said) > 1:
+    if not said:
+        theirs = "no protocol version (a release from before protocol versions)"
+    elif len(said) > 1:
         theirs = "several protocol versions"
+    else:
+        theirs = f"protocol {said[0][:16]!r}"
     raise IncompatibleRelease(
         f"this bureau speaks Xinrong protocol {PROTOCOL_VERSION} (release "
         f"{distribution_version()}) and the bank node sent {theirs}"
-        + (" (a release from before protocol versions)" if not said else "")
-        + ": both nodes must speak the same protocol, so run the bureau's release on the bank "
+        ": both nodes must speak the same protocol, so run the bureau's release on the bank "
         "node (or ask the bureau's operators when they will move to yours); nothing was done "
         "or charged"
     )
