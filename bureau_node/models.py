@@ -18,7 +18,7 @@ class ModelStore:
 
     def _path(self, bank_id: str, model_id: str) -> Path:
         if not MODEL_ID.match(model_id):
-            raise UnknownSession(f"{model_id!r} is not a model id")
+            raise UnknownSession(f"{model_id[:40]!r} is not a model id")
         return self.root / bank_id / f"{model_id}.json"
 
     def save(self, bank_id: str, model: dict[str, Any]) -> None:

@@ -288,7 +288,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
 
     def _job_path(self, bank_id: str, job_id: str) -> Path:
         if not JOB_ID.match(job_id):
-            raise UnknownSession(f"{job_id!r} is not a job id")
+            raise UnknownSession(f"{job_id[:40]!r} is not a job id")
         return self.ctx.store.root / "jobs" / bank_id / f"{job_id}.json"
 
     def _ledger_path(self, bank_id: str, job_id: str) -> Path:
