@@ -165,7 +165,15 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         self.jobs.on_expired = lambda job_id, job: self._end(
             job.bank_id, job_id, "expired", f"idle for more than {self.jobs.idle:.0f} s"
         )
+        # a resume, a give-up and an expiry of one stored job run one at a time: without
+        # this, a give-up could end a job between a resume's reading of its checkpoint and
+        # its registration, and the resumed job then ran on with a ledger marked running
+        self._transitions = [threading.Lock() for _ in range(64)]
         self._expire_stored()  # jobs a stopped bureau left behind, key and all
+
+    def _transition(self, bank_id: str, job_id: str) -> threading.Lock:
+        """The lock of one job's resume, give-up and expiry (striped: bounded memory)."""
+        return self._transitions[hash((bank_id, job_id)) % len(self._transitions)]
 
     def StartTraining(
         self, request: pb.TrainingPlan, context: grpc.ServicerContext
@@ -338,7 +346,8 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             idle = time.time() - float(ledger.get("last_active", 0))
             job_id = path.name.removesuffix(".ledger.json")
             if ledger.get("state") == "running" and idle > self.jobs.idle and JOB_ID.match(job_id):
-                self._end(path.parent.name, job_id, "expired", f"idle for {idle:.0f} s")
+                with self._transition(path.parent.name, job_id):
+                    self._end(path.parent.name, job_id, "expired", f"idle for {idle:.0f} s")
 
     def _checkpoint(self, job: _Job) -> None:
         """The job's plan, key and per-epoch states, written (0600, atomically) whenever an
@@ -364,15 +373,16 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
     ) -> pb.TrainingAccepted:
         try:
             bank_id = self.ctx.access.bank(context)
-            # the interrupted run, if the bureau still has it: its lock is held for the whole
-            # resume and it leaves the registry at once, so that none of its steps or
-            # decryptions runs beside the resume or after it (its ledger would overwrite
-            # the resumed job's)
-            interrupted = self.jobs.peek(bank_id, request.job_id)
-            with interrupted.lock if interrupted is not None else contextlib.nullcontext():
-                if interrupted is not None:
-                    self.jobs.remove(request.job_id)
-                job = self._resume(bank_id, request)
+            with self._transition(bank_id, request.job_id):
+                # the interrupted run, if the bureau still has it: its lock is held for the
+                # whole resume and it leaves the registry at once, so that none of its steps
+                # or decryptions runs beside the resume or after it (its ledger would
+                # overwrite the resumed job's)
+                interrupted = self.jobs.peek(bank_id, request.job_id)
+                with interrupted.lock if interrupted is not None else contextlib.nullcontext():
+                    if interrupted is not None:
+                        self.jobs.remove(request.job_id)
+                    job = self._resume(bank_id, request)
             return self._accepted(job)
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "training_resumed", exc)
@@ -384,17 +394,18 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         that an interrupted run does not hold one of the bank's job slots for an hour."""
         try:
             bank_id = self.ctx.access.bank(context)
-            running = self.jobs.peek(bank_id, request.job_id)
-            ledger = self._load_ledger(bank_id, request.job_id)
-            if running is None and (ledger is None or ledger.get("state") != "running"):
-                raise UnknownSession(
-                    f"no running training job {request.job_id} of bank {bank_id} to end"
-                )
             reason = "given up by the bank: " + "".join(
                 c for c in request.reason[:300] if c.isprintable()
             )
-            with running.lock if running is not None else contextlib.nullcontext():
-                self._end(bank_id, request.job_id, "abandoned", reason)
+            with self._transition(bank_id, request.job_id):
+                running = self.jobs.peek(bank_id, request.job_id)
+                ledger = self._load_ledger(bank_id, request.job_id)
+                if running is None and (ledger is None or ledger.get("state") != "running"):
+                    raise UnknownSession(
+                        f"no running training job {request.job_id} of bank {bank_id} to end"
+                    )
+                with running.lock if running is not None else contextlib.nullcontext():
+                    self._end(bank_id, request.job_id, "abandoned", reason)
             return pb.TrainingAbandoned(job_id=request.job_id)
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "training_abandoned", exc)

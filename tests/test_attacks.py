@@ -513,6 +513,42 @@ def test_job_resuming_twice_without_progress_is_refused(node, city, tmp_path):
     assert not _bureau_checkpoint(node, job).exists()
 
 
+def test_job_a_give_up_during_a_resume_of_a_stored_job_ends_it(node, city, tmp_path, monkeypatch):
+    """A give-up that arrived while a resume of a job the bureau held only on disk was
+    rebuilding it ended the job (checkpoint deleted, ledger marked) and the resume then
+    registered it anyway: a job ended on record ran on. One ran after the other now."""
+    import threading
+    import time
+
+    from bureau_node.training_service import TrainingServicer
+
+    job = _interrupted_job(node, city, tmp_path / "m", after_epoch=0)
+    node.training.jobs.remove(job)  # as after a restart: only the stored checkpoint
+    check = TrainingServicer._check_resume
+
+    def slow_check(self, *args):
+        time.sleep(1.0)  # the window in which the give-up arrives
+        return check(self, *args)
+
+    monkeypatch.setattr(TrainingServicer, "_check_resume", slow_check)
+    resumed: list[grpc.StatusCode] = []
+    resume = threading.Thread(target=lambda: resumed.append(_resume(node, job, 1)))
+    resume.start()
+    time.sleep(0.3)
+    with BureauConnection(_address(node), "bank-a") as connection:
+        connection.training.AbandonTraining(
+            pb.AbandonRequest(job_id=job, reason="KeyboardInterrupt"),
+            timeout=60,
+            metadata=connection.metadata,
+        )
+    resume.join()
+    assert resumed == [grpc.StatusCode.OK]  # the resume ran first, then the give-up ended it
+    assert node.training.jobs.peek("bank-a", job) is None
+    assert not _bureau_checkpoint(node, job).exists()
+    ledger = json.loads(_bureau_checkpoint(node, job).with_suffix(".ledger.json").read_text())
+    assert ledger["state"] == "abandoned"
+
+
 def test_job_an_expired_job_ends_for_good(node, city, tmp_path):
     job = _interrupted_job(node, city, tmp_path / "m", after_epoch=0)
     jobs = node.training.jobs
