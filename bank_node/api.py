@@ -157,12 +157,15 @@ class Bureau:
         id_column: str,
         products: list[str] | tuple[str, ...] = ("size_class",),
         id_type: str = "uscc",
+        encoding: str | None = None,
+        sheet: str | None = None,
     ) -> Any:
         """The bureau's data products for each row of ``clients``, looked up privately (the
         bureau learns how many IDs, not which): the ID as given, then each product's columns
         (``size_class``, ``size_class_zh``, ... see docs/private-lookups.md), empty where
-        the bureau holds no entry or the ID is invalid."""
-        table = as_table(clients, id_column)
+        the bureau holds no entry or the ID is invalid. A file's path is read as
+        ``bank-node`` reads it (``encoding`` and ``sheet`` as its --encoding and --sheet)."""
+        table = as_table(clients, id_column, _read_options(encoding, sheet))
         result, _, _ = lookup_rows(
             self.connection, table, id_column, IdType(id_type), list(products), client=self.lookups
         )
@@ -174,12 +177,21 @@ class Bureau:
         rows = training.bureau_features(self.connection)
         return output(_from_rows(rows, ["name", "kind", "description"]))
 
-    def psi(self, data: Any, *, id_column: str, id_type: str = "uscc", reveal: str = "both") -> Any:
+    def psi(
+        self,
+        data: Any,
+        *,
+        id_column: str,
+        id_type: str = "uscc",
+        reveal: str = "both",
+        encoding: str | None = None,
+        sheet: str | None = None,
+    ) -> Any:
         """The normalised IDs of ``data`` the bureau knows, in ``data``'s order, each once
         (column ``id_column``). ``reveal="bank"`` leaves the bureau with the set sizes only;
         ``"both"`` (default) lets it learn the intersection, as training needs. Invalid IDs
         are left out (and counted in the log)."""
-        table = as_table(data, id_column)
+        table = as_table(data, id_column, _read_options(encoding, sheet))
         prepared = prepare_ids(table.column(id_column), IdType(id_type))
         if prepared.rejects:
             log.warning("%d rows have invalid IDs and were left out", len(prepared.rejects))
@@ -209,6 +221,8 @@ class Bureau:
         key_bits: int = he.DEFAULT_KEY_BITS,
         allow_test_keys: bool = False,
         positive_label: str | None = None,
+        encoding: str | None = None,
+        sheet: str | None = None,
     ) -> Any:
         """Weight of evidence and information value of every bank feature (here) and every
         bureau feature (binned at the bureau on labels encrypted under this bank's key), over
@@ -216,7 +230,8 @@ class Bureau:
         iv, strength."""
         he.check_key_bits(key_bits, allow_test_keys)
         min_bin_count = toolkit.check_binning(bins, min_bin_count, min_bin_share)
-        table, labels = training.read(data, id_column, label, positive_label=positive_label)
+        options = _read_options(encoding, sheet)
+        table, labels = training.read(data, id_column, label, options, positive_label)
         kind = IdType(id_type)
         bank_features = toolkit.usable_bank_features(
             table, labels, id_column, kind, label, bank_features, self._say
@@ -266,6 +281,8 @@ class Bureau:
         compare_bank_only: bool = False,
         model_dir: str | Path | None = None,
         on_epoch: Callable[[vlr.EpochRecord], None] | None = None,
+        encoding: str | None = None,
+        sheet: str | None = None,
     ) -> JointModel:
         """Trains a joint model on ``data`` (the bank's clients: ID, features, 0/1 label) and
         the bureau's features, as ``bank-node train`` does: PSI, a held-back validation
@@ -273,7 +290,9 @@ class Bureau:
 
         ``model_dir``: where the per-epoch checkpoint (it holds the job's key) and the model
         are written; by default a private temporary directory, removed afterwards, and
-        the model stays in memory until ``save()``."""
+        the model stays in memory until ``save()``. A file's path is read as ``bank-node``
+        reads it (``encoding`` and ``sheet`` as its --encoding and --sheet)."""
+        options = _read_options(encoding, sheet)
         job_settings: dict[str, Any] = {
             "bureau": self.address,
             "bank_id": self.bank_id,
@@ -301,8 +320,9 @@ class Bureau:
             "quiet": self.quiet,
             "say": self._say,
             "on_epoch": on_epoch,
+            "read_options": options,
         }
-        table, labels = training.read(data, id_column, label, positive_label=positive_label)
+        table, labels = training.read(data, id_column, label, options, positive_label)
         if model_dir is not None:
             job = training.TrainingJob(model_dir=Path(model_dir), **job_settings)
             fitted = training.fit(self.connection, self.executor, table, labels, job)
@@ -368,6 +388,8 @@ class JointModel:
         id_type: str | None = None,
         points: bool = False,
         scoring: str = "private",
+        encoding: str | None = None,
+        sheet: str | None = None,
     ) -> Any:
         """One row per applicant, in ``applicants``' order: the ID as given, ``score`` (the
         probability of default), ``bureau_matched`` and reason codes (``reason_1..3`` from the
@@ -379,7 +401,7 @@ class JointModel:
         were; ``"reveal-both"``: PSI tells the bureau who they are."""
         model = self.bank_half
         id_column = id_column or model["id_column"]
-        table = as_table(applicants, id_column)
+        table = as_table(applicants, id_column, _read_options(encoding, sheet))
         bureau = self.bureau
         if scoring not in training.SCORING_MODES:
             raise InputDataError(
@@ -433,6 +455,11 @@ def load(directory: str | Path, bureau: Bureau) -> JointModel:
     if evaluation_path.exists():
         evaluation = tables.read_table(evaluation_path, model["id_column"])
     return JointModel(model, bureau, evaluation)
+
+
+def _read_options(encoding: str | None, sheet: str | None) -> tables.ReadOptions:
+    """How a file's path given to the API is read (``None``: found out, as the CLI does)."""
+    return tables.ReadOptions(encoding=encoding, sheet=sheet)
 
 
 def _from_rows(rows: list[dict[str, Any]], names: list[str]) -> pa.Table:

@@ -13,14 +13,15 @@ from node_runtime import tables
 from protocols.errors import InputDataError
 
 
-def as_table(data: Any, id_column: str) -> pa.Table:
-    """A pyarrow Table of ``data`` (a DataFrame, a pyarrow Table, or a CSV or Parquet file's
-    path) with its ID column as text, as the file reader gives it.
+def as_table(data: Any, id_column: str, options: tables.ReadOptions | None = None) -> pa.Table:
+    """A pyarrow Table of ``data`` (a DataFrame, a pyarrow Table, or a CSV, TSV, Excel or
+    Parquet file's path, read with ``options``) with its ID column as text, as the file
+    reader gives it.
 
     IDs must arrive as text or integers: a float column (pandas turns integers with gaps into
     floats) would turn ``123`` into ``"123.0"`` and silently match nothing."""
     if isinstance(data, str | Path):
-        return tables.read_table(data, id_column)
+        return tables.read_table(data, id_column, options=options)
     if isinstance(data, pa.Table):
         table = data
     elif _is_dataframe(data):

@@ -355,10 +355,7 @@ def read(
     """The bank's table (a CSV, TSV, Excel or Parquet file, or a pyarrow Table or pandas
     DataFrame in memory) and its 0/1 labels (``positive_label`` names the value meaning
     default, such as ``是`` or ``bad``)."""
-    if isinstance(data, str | Path):
-        table = tables.read_table(data, id_column, options=options)
-    else:
-        table = as_table(data, id_column)
+    table = as_table(data, id_column, options)
     return table, read_labels(table, label, positive_label)
 
 

@@ -204,6 +204,22 @@ def test_dataframes_and_pyarrow_tables_give_the_same_answers(room, bureau, monke
     assert catalogue.column_names == ["name", "kind", "description"]
 
 
+def test_a_gbk_file_is_read_with_the_encoding_named(room, bureau, tmp_path):
+    """The bank's files are GBK; the API reads a path as ``bank-node --encoding`` does."""
+    table = clients_table(room).slice(0, 400)
+    frame = table.to_pandas().rename(columns={"uscc": "统一社会信用代码"})
+    frame["行业"] = "制造业"
+    path = tmp_path / "客户.csv"
+    frame.to_csv(path, index=False, encoding="gbk")
+    column = "统一社会信用代码"
+    expected = bureau.psi(table, id_column="uscc")["uscc"].tolist()
+    assert bureau.psi(path, id_column=column, encoding="gbk")[column].tolist() == expected
+    with pytest.raises(InputDataError, match="not valid utf-8"):
+        bureau.psi(path, id_column=column, encoding="utf-8")
+    with pytest.raises(InputDataError, match="unknown encoding"):
+        bureau.psi(path, id_column=column, encoding="gbk2")
+
+
 def test_a_saved_model_predicts_and_keeps_its_scorecard(room, bureau, example_run, tmp_path):
     model = bank_node.load(room / "model", bureau)
     applicants = pacsv.read_csv(
