@@ -11,6 +11,7 @@ federated information value. One TOML file, validated at start.
     min_intersection = 100           # fewer shared IDs are not revealed for training
     min_bureau_features = 3          # bureau features per model (a category counts once)
     max_models_per_session = 3       # training jobs started on one PSI session
+    max_models = 20                  # models a bank keeps at the bureau (each with its tables)
     max_lookup_streams = 4           # lookup streams (online decisions) open at once
     max_streams = 8                  # other streaming calls (PSI, training, ...) open at once
     iv_rho_per_feature = 0.0625      # zCDP privacy loss per bureau feature of an IV request
@@ -54,6 +55,7 @@ COUNT_KEYS = {
     "min_intersection",
     "min_bureau_features",
     "max_models_per_session",
+    "max_models",
     "max_lookup_streams",
     "max_streams",
 }
@@ -73,6 +75,9 @@ DEFAULTS: dict[str, Any] = {
     # values through the bureau's score u_B
     "min_bureau_features": 3,
     "max_models_per_session": 3,
+    # each kept model has a lookup table over every enterprise the bureau holds (for private
+    # scoring) on the bureau's disk; a bank deletes the ones it no longer needs
+    "max_models": 20,
     # each open stream holds one of the bureau's server threads (bureau_node.admission)
     "max_lookup_streams": 4,
     # so does every other streaming call (PSI, binning, training steps, scoring, table
@@ -97,6 +102,7 @@ class BankPolicy:
     min_intersection: int
     min_bureau_features: int
     max_models_per_session: int
+    max_models: int
     max_lookup_streams: int
     max_streams: int
     iv_rho_per_feature: float

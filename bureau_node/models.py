@@ -32,6 +32,10 @@ class ModelStore:
             raise UnknownSession(f"the bureau has no model {model_id} for bank {bank_id}")
         return json.loads(path.read_text())
 
+    def count(self, bank_id: str) -> int:
+        """How many models this bank keeps here."""
+        return sum(1 for _ in (self.root / bank_id).glob("*.json"))
+
     def list(self, bank_id: str | None = None) -> list[dict[str, Any]]:
         banks = [self.root / bank_id] if bank_id else sorted(self.root.glob("*"))
         out = []

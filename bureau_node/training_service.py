@@ -43,6 +43,7 @@ from protocols.errors import (
     NotAuthorised,
     PolicyViolation,
     ProtocolViolation,
+    QuotaExceeded,
     UnknownSession,
 )
 from protocols.features import FeatureRecipe
@@ -147,6 +148,11 @@ class TrainingJobs:
         with self._lock:
             job = self._jobs.get(job_id)
         return job if job is not None and job.bank_id == bank_id else None
+
+    def running(self, bank_id: str) -> int:
+        """How many jobs of this bank are running (starts under way not counted)."""
+        with self._lock:
+            return sum(1 for j in self._jobs.values() if j.bank_id == bank_id)
 
     def remove(self, job_id: str) -> None:
         with self._lock:
@@ -253,6 +259,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         if raised is not plan:  # the plan kept for resuming is the one in force
             plan, request = raised, codec.plan_to_proto(raised)
         vlr.check_plan(plan, limits, columns)  # before the charge, and before a key
+        self._check_room_for_a_model(bank_id)
         self.ctx.store.count_session_use(
             bank_id,
             plan.psi_session_id,
@@ -270,6 +277,20 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         _, private_key = he.generate_keypair(bits + (-bits % 8), limits.allow_test_keys)
         trainer = vlr.BureauTrainer(plan, x, private_key, limits, self.ctx.executor)
         return self._register(bank_id, trainer, recipe, request.SerializeToString())
+
+    def _check_room_for_a_model(self, bank_id: str) -> None:
+        """Refused, before anything is charged, when the bank keeps its limit of models: each
+        model's lookup table covers every enterprise the bureau holds, on its disk."""
+        limit = self.ctx.access.policy(bank_id).max_models
+        kept = self.ctx.models.count(bank_id)
+        running = self.jobs.running(bank_id)
+        if kept + running >= limit:
+            raise QuotaExceeded(
+                f"bank {bank_id} keeps {kept} models at the bureau"
+                + (f" and trains {running} more" if running else "")
+                + f", its limit (max_models, {limit}): ask the bureau's operator to delete "
+                "the models it no longer needs (`bureau-node models delete`), then train again"
+            )
 
     def _register(
         self,

@@ -65,6 +65,10 @@ daily_iv_requests = 2
 
 [banks.bank-slots]
 
+[banks.bank-full-shelf]          # two models kept at most, one model per session
+max_models = 2
+max_models_per_session = 1
+
 [banks.bank-policy]              # last: a test appends to it
 """
 POLICY_FEATURES = [
@@ -233,6 +237,28 @@ def test_policy_models_per_psi_session_are_capped(node, city):
         second = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
         codes = [_start(connection, second, 0), _start(connection, second, 2)]
         assert codes == [grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OK]
+
+
+def test_policy_a_bank_keeps_a_bounded_number_of_models(node, city):
+    """Each kept model has a lookup table over every enterprise on the bureau's disk: a bank
+    at its ``max_models`` is refused before anything is charged, and told what to do."""
+    shelf = node.models.root / "bank-full-shelf"
+    shelf.mkdir(parents=True)
+    for n in range(2):
+        (shelf / f"{n:032x}.json").write_text("{}")
+    with BureauConnection(_address(node), "bank-full-shelf") as connection:
+        session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+        with pytest.raises(grpc.RpcError) as full:
+            connection.training.StartTraining(
+                codec.plan_to_proto(_plan(session, 20)), timeout=120, metadata=connection.metadata
+            )
+        assert full.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "keeps 2 models" in full.value.details()
+        assert "max_models, 2" in full.value.details()
+        assert "bureau-node models delete" in full.value.details()
+        (shelf / f"{0:032x}.json").unlink()  # the operator deleted one
+        # the refusal charged nothing: the session's one model is still there to start
+        assert _start(connection, session, 21) is grpc.StatusCode.OK
 
 
 def test_policy_a_start_refused_for_its_batch_is_refused_the_same_for_every_session(node, city):
