@@ -55,6 +55,7 @@ def bins_path_for(out: Path) -> Path:
 def _label_chunks(
     session_id: str,
     key: he.PublicKey,
+    key_proof: he.KeyProof,
     ciphertexts: list,
     max_bins: int,
     min_bin_count: int,
@@ -70,6 +71,7 @@ def _label_chunks(
         if start == 0:
             chunk.psi_session_id = session_id
             chunk.bank_public_key = codec.key_to_bytes(key)
+            chunk.bank_key_proof.extend(codec.key_proof_to_bytes(key_proof, key))
             chunk.max_bins = max_bins
             chunk.min_bin_count = min_bin_count
             chunk.features.extend(features)
@@ -167,6 +169,7 @@ def information_values(
             _label_chunks(
                 result.session_id,
                 public_key,
+                he.prove_key(private_key),
                 ciphertexts,
                 max_bins,
                 min_bin_count,

@@ -435,6 +435,7 @@ def plan_training(connection: BureauConnection, matched: Matched, job: TrainingJ
         bureau_features=tuple(job.bureau_features or ()),
         bank_public_key=public_key,
         batch_size_adjustable=job.batch_size is None and saved is None,
+        bank_key_proof=he.prove_key(private_key),
     )
     return Planned(plan, x, recipe, train_rows, validation_rows, private_key, encryptor, limits)
 

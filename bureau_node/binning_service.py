@@ -54,7 +54,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                 if first is None:
                     first, total = chunk, chunk.total
                     key = codec.key_from_bytes(
-                        chunk.bank_public_key, self.ctx.limits.allow_test_keys
+                        chunk.bank_public_key, self.ctx.limits.allow_test_keys, chunk.bank_key_proof
                     )
                     ids = self.ctx.store.session_matched_ids(bank_id, chunk.psi_session_id)
                     if total != len(ids):

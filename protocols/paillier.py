@@ -19,10 +19,20 @@ other party's key, r uniform in Z*_n from ``secrets``. Not with a DJN ``h^x``: t
 party holds the factorisation, can recover any ciphertext's randomness, and the DJN analysis
 does not cover such an adversary (issue 12, item 6); a uniform n-th residue is exactly what a
 fresh encryption carries, whoever looks at it.
+
+Both arguments assume the other party's modulus is a Paillier modulus: with ``gcd(n,
+phi(n)) = 1``, every element of Z*_(n^2) is ``(1 + n)^m s^n`` for one m, and a pad and an
+``r^n`` hide everything but the padded plaintext. A party that chose n otherwise (small
+primes dividing another factor minus one) has characters of Z*_(n^2) that both leave
+unchanged, and reads through them what was multiplied into its ciphertexts (a review read a
+bank's features so). So a public key never comes alone: its owner proves ``gcd(n, phi(n)) =
+1`` (``prove_key``, ``public_key_from_n``).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future
@@ -66,11 +76,74 @@ def check_key_bits(bits: int, allow_test_keys: bool = False) -> None:
         )
 
 
-def public_key_from_n(n: int, allow_test_keys: bool = False) -> PublicKey:
-    """The other party's public key, checked: odd, of an allowed size, not a perfect power."""
+# The proof that a modulus is a Paillier modulus, gcd(n, phi(n)) = 1: Goldberg, Reyzin,
+# Sagga and Baldimtsi, "Efficient Noninteractive Certification of RSA Moduli and Beyond"
+# (ASIACRYPT 2019), section 3.2. n has no prime factor below KEY_PROOF_PRIME_BOUND (trial
+# division), and its owner gives n-th roots mod n of KEY_PROOF_ROOTS challenges drawn from a
+# hash of n. If a prime divided both n and phi(n) it would be at least the bound, and at most
+# one element in that many of Z*_n would be an n-th power: all the challenges are with
+# probability below 2^-16 each, 2^-128 for the eight (the paper's m = ceil(kappa / log2 alpha)).
+KEY_PROOF_PRIME_BOUND = 1 << 16
+KEY_PROOF_ROOTS = 8
+_KEY_PROOF_DOMAIN = b"xinrong paillier modulus proof v1"
+
+KeyProof = tuple[int, ...]
+
+
+@functools.cache
+def _small_primes_product() -> gmpy2.mpz:
+    product, p = mpz(1), mpz(2)
+    while p < KEY_PROOF_PRIME_BOUND:
+        product *= p
+        p = gmpy2.next_prime(p)
+    return product
+
+
+def _key_challenges(n: int) -> list[int]:
+    """The challenges for modulus n, uniform in Z_n to 2^-128 (128 extra bits, reduced)."""
+    width = (n.bit_length() + 128 + 7) // 8
+    head = _KEY_PROOF_DOMAIN + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return [
+        int.from_bytes(hashlib.shake_256(head + i.to_bytes(4, "big")).digest(width), "big") % n
+        for i in range(KEY_PROOF_ROOTS)
+    ]
+
+
+def prove_key(private_key: PrivateKey) -> KeyProof:
+    """The key owner's proof that its n is a Paillier modulus: n-th roots of the challenges
+    (``n^-1 mod phi(n)``, by CRT)."""
+    p, q = mpz(private_key.p), mpz(private_key.q)
+    n = p * q
+    roots = []
+    for challenge in _key_challenges(int(n)):
+        mod_p = gmpy2.powmod(challenge, gmpy2.invert(n, p - 1), p)
+        mod_q = gmpy2.powmod(challenge, gmpy2.invert(n, q - 1), q)
+        roots.append(int(mod_q + q * ((mod_p - mod_q) * gmpy2.invert(q, p) % p)))
+    return tuple(roots)
+
+
+def public_key_from_n(n: int, allow_test_keys: bool, proof: Sequence[int]) -> PublicKey:
+    """The other party's public key, checked: odd, of an allowed size, not a perfect power,
+    and proven a Paillier modulus (``prove_key``); otherwise ProtocolViolation."""
     check_key_bits(n.bit_length(), allow_test_keys)  # exact: 2,041 bits is not 2,048
     if n % 2 == 0 or gmpy2.is_prime(n) or gmpy2.is_square(n):
         raise ProtocolViolation("the Paillier modulus received is not a valid RSA modulus")
+    if gmpy2.gcd(n, _small_primes_product()) != 1:
+        raise ProtocolViolation(
+            f"the Paillier modulus received has a prime factor below {KEY_PROOF_PRIME_BOUND}"
+        )
+    if len(proof) != KEY_PROOF_ROOTS:
+        raise ProtocolViolation(
+            f"the Paillier key came with {len(proof)} roots in its proof; {KEY_PROOF_ROOTS} "
+            "are needed (the other party runs an older release?)"
+        )
+    for i, (root, challenge) in enumerate(zip(proof, _key_challenges(n), strict=True)):
+        unit = 0 < root < n and gmpy2.gcd(challenge, n) == 1
+        if not unit or gmpy2.powmod(root, n, n) != challenge:
+            raise ProtocolViolation(
+                f"the proof that the Paillier key received is a Paillier modulus fails at root "
+                f"{i + 1}: the key is refused (gcd(n, phi(n)) = 1 is what keeps masks hiding)"
+            )
     return paillier.PaillierPublicKey(int(n))
 
 

@@ -134,6 +134,8 @@ class TrainingPlan:
     bank_public_key: he.PublicKey
     # The bureau may raise batch_size to its floor once it knows its own column count.
     batch_size_adjustable: bool = False
+    # that bank_public_key is a Paillier modulus (he.prove_key): the bureau refuses without
+    bank_key_proof: he.KeyProof = ()
 
     def schedule(self) -> tuple[np.ndarray, np.ndarray]:
         return split_rows(self.rows, self.validation_fraction, self.seed)
@@ -241,6 +243,7 @@ class TrainingAccepted:
     job_id: str
     bureau_public_key: he.PublicKey
     bureau_columns: int
+    bureau_key_proof: he.KeyProof = ()  # he.prove_key: the bank refuses the key without
 
 
 @dataclass(frozen=True)
@@ -501,10 +504,13 @@ class BureauTrainer:
                 f"the plan names {plan.rows} rows; the PSI session has {features.shape[0]}"
             )
         check_plan(plan, limits, features.shape[1])
+        # the bureau computes on the bank's ciphertexts and sends what the bank decrypts
+        he.public_key_from_n(plan.bank_public_key.n, limits.allow_test_keys, plan.bank_key_proof)
         self.plan = plan
         self.x = features
         self.x8 = _fixed_matrix(features)
         self.private_key = private_key
+        self.key_proof = he.prove_key(private_key)
         self.encryptor = he.OwnerEncryptor(private_key)
         self.bank_key = plan.bank_public_key
         self.train_rows, self.validation_rows = plan.schedule()
@@ -535,7 +541,9 @@ class BureauTrainer:
         self.by_copies: bool | None = None
 
     def accepted(self) -> TrainingAccepted:
-        return TrainingAccepted(self.plan.job_id, self.private_key.public_key, self.x.shape[1])
+        return TrainingAccepted(
+            self.plan.job_id, self.private_key.public_key, self.x.shape[1], self.key_proof
+        )
 
     def _rows_of(self, step: Step) -> np.ndarray:
         if step.batch >= 0:
@@ -1006,7 +1014,9 @@ class BankTrainer:
             raise ProtocolViolation("the bureau accepted another job")
         if not 1 <= msg.bureau_columns <= 10_000:
             raise ProtocolViolation(f"the bureau announced {msg.bureau_columns} model columns")
-        self.bureau_key = he.public_key_from_n(msg.bureau_public_key.n, self.limits.allow_test_keys)
+        self.bureau_key = he.public_key_from_n(
+            msg.bureau_public_key.n, self.limits.allow_test_keys, msg.bureau_key_proof
+        )
         self.bureau_columns = msg.bureau_columns
         check_plan(self.plan, self.limits, msg.bureau_columns)
         self.shares = ShareSgd(self.plan.optimizer, msg.bureau_columns, SHARE_BITS)

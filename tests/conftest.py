@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
+
+import gmpy2
 import pytest
 
 
@@ -14,3 +17,43 @@ def _receipts_out_of_home(tmp_path_factory):
     mp.setenv("XINRONG_TABLES_DIR", str(tmp_path_factory.mktemp("lookup-tables")))
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def crafted_key() -> tuple[int, tuple[int, ...]]:
+    """A review's malicious Paillier modulus (768 bits, for tests) and the best proof its
+    owner can make. n = l_1 ... l_10 q with 24-bit primes l_i dividing q - 1: gcd(n, phi(n))
+    > 1, and the owner reads through characters of order l_i whatever the other party
+    multiplies into its ciphertexts, past any pad over Z_n and any r^n. The best try at the
+    proof (protocols.paillier.prove_key) inverts n prime by prime where it can and joins the
+    roots by CRT: mod q, x -> x^n is not onto, so the challenges have no roots there."""
+    from protocols import paillier as he
+
+    smalls: set[int] = set()
+    while len(smalls) < 10:
+        candidate = int(gmpy2.next_prime(secrets.randbits(24) | 1 << 23))
+        if candidate.bit_length() == 24:
+            smalls.add(candidate)
+    product = 1
+    for prime in smalls:
+        product *= prime
+    spare = 768 - 2 * product.bit_length()
+    while True:
+        q = 2 * (secrets.randbits(spare) | 1 << (spare - 1)) * product + 1
+        if (product * q).bit_length() == 768 and gmpy2.is_prime(q, 30):
+            break
+    n = product * q
+    roots = []
+    for challenge in he._key_challenges(n):
+        parts = [
+            (int(gmpy2.powmod(challenge, gmpy2.invert(n, f - 1), f)), f)
+            for f in smalls
+            if gmpy2.gcd(n, f - 1) == 1
+        ]
+        parts.append((int(gmpy2.powmod(challenge, gmpy2.invert(n, (q - 1) // product), q)), q))
+        root, modulus = 0, 1
+        for value, f in parts:
+            root += modulus * ((value - root) * int(gmpy2.invert(modulus, f)) % f)
+            modulus *= f
+        roots.append(root)
+    return n, tuple(roots)

@@ -13,6 +13,7 @@ tags are revealed sorted.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -32,7 +33,7 @@ from node_runtime.transport import model_codec as codec
 from protocols import binning, group, psi
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
-from protocols.errors import PeerError
+from protocols.errors import PeerError, ProtocolViolation
 from protocols.ids import IdType, prepare_ids
 from xinrong.synthetic import generate_city, write_city
 from xinrong.v1 import model_pb2 as pb
@@ -199,7 +200,7 @@ def test_policy_a_score_that_is_one_feature_on_most_enterprises_is_refused(node,
 
 def _plan(session, job: int, batch: int = 128, validation=0.2, features=()) -> vlr.TrainingPlan:
     """A one-epoch plan of 3 bank columns on a PSI session (the batch capped at its rows)."""
-    public_key, _ = he.generate_keypair(768, allow_test_keys=True)
+    public_key, private_key = he.generate_keypair(768, allow_test_keys=True)
     train_rows = int(len(session.matched_ids) * (1 - validation))
     return vlr.TrainingPlan(
         job_id=f"{job:032x}",
@@ -213,6 +214,7 @@ def _plan(session, job: int, batch: int = 128, validation=0.2, features=()) -> v
         optimizer=vlr.OptimizerConfig(),
         bureau_features=features,
         bank_public_key=public_key,
+        bank_key_proof=he.prove_key(private_key),
     )
 
 
@@ -303,6 +305,57 @@ def test_policy_the_bureaus_column_count_does_not_name_a_targets_value(node, cit
     assert counts[0] == counts[1] == counts[2] == 6  # missing flags: the table has some
 
 
+# -- a Paillier modulus that is not one ------------------------------------------------
+
+
+def test_training_a_bureau_key_without_its_proof_is_refused(node, city, tmp_path, crafted_key):
+    """A review's malicious bureau answered with n = l_1 ... l_41 q (24-bit primes l_i
+    dividing q - 1): through characters of order l_i it read the bank's feature rows out of
+    the padded, re-randomised gradients, 180 of 180 rows exactly, and training went on
+    normally. The bank now refuses a key whose owner cannot prove gcd(n, phi(n)) = 1, before
+    it computes anything with it."""
+    n, best_try = crafted_key
+    accepted = vlr.BureauTrainer.accepted
+    steps = []
+
+    def crafted(self):
+        honest = accepted(self)
+        return vlr.TrainingAccepted(honest.job_id, he.PublicKey(n), honest.bureau_columns, best_try)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vlr.BureauTrainer, "accepted", crafted)
+        patch.setattr(vlr.BureauTrainer, "step", lambda self, msg: steps.append(msg))
+        with pytest.raises(ProtocolViolation, match="Paillier modulus.*fails at root"):
+            train_job(
+                _address(node),
+                city["bank"],
+                "uscc",
+                "y",
+                tmp_path / "m",
+                "bank-a",
+                epochs=1,
+                workers=0,
+                quiet=True,
+                **TEST_KEYS,
+            )
+    assert steps == []  # nothing computed under the crafted key reached the bureau
+
+
+def test_training_a_bank_key_without_its_proof_is_refused(node, city, crafted_key):
+    """The same attack the other way: the bureau computes on the bank's ciphertexts and sends
+    what the bank decrypts. A plan with a crafted key is refused before anything runs."""
+    n, best_try = crafted_key
+    with BureauConnection(_address(node), "bank-a") as connection:
+        session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+        plan = replace(_plan(session, 30), bank_public_key=he.PublicKey(n), bank_key_proof=best_try)
+        with pytest.raises(grpc.RpcError) as refused:
+            connection.training.StartTraining(
+                codec.plan_to_proto(plan), timeout=120, metadata=connection.metadata
+            )
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "fails at root" in refused.value.details()
+
+
 # -- the single-positive information-value probe ----------------------------------------
 
 
@@ -316,7 +369,9 @@ def _probe(node: BureauNode, city, bank_id: str, target: str, rng: np.random.Gen
         public_key, private_key = he.generate_keypair(768, allow_test_keys=True)
         ciphertexts = he.OwnerEncryptor(private_key).encrypt_many(labels)
         answer = connection.binning.BinLabels(
-            _label_chunks(result.session_id, public_key, ciphertexts, 10, 50, []),
+            _label_chunks(
+                result.session_id, public_key, he.prove_key(private_key), ciphertexts, 10, 50, []
+            ),
             timeout=300,
             metadata=connection.metadata,
         )
@@ -376,7 +431,15 @@ def _bin_labels(connection, session, matched, features, max_bins=10, min_bin_cou
     public_key, private_key = he.generate_keypair(768, allow_test_keys=True)
     labels = he.OwnerEncryptor(private_key).encrypt_many([n % 2 for n in range(matched)])
     return connection.binning.BinLabels(
-        _label_chunks(session, public_key, labels, max_bins, min_bin_count, features),
+        _label_chunks(
+            session,
+            public_key,
+            he.prove_key(private_key),
+            labels,
+            max_bins,
+            min_bin_count,
+            features,
+        ),  # fmt: skip
         timeout=300,
         metadata=connection.metadata,
     )

@@ -95,6 +95,7 @@ def _run(keys, xa, xb, y, epochs=1, moments=False):
         OptimizerConfig(name="sgd", learning_rate=0.1),
         (),
         bank_pub,
+        bank_key_proof=he.prove_key(bank_priv),
     )
     bureau = vlr.BureauTrainer(plan, xb, bureau_priv, LIMITS)
     bank = vlr.BankTrainer(plan, xa, y, bank_priv, LIMITS)
@@ -232,7 +233,7 @@ def test_training_a_bureau_with_oversized_masks_reads_none_of_the_banks_features
     y = (rng.random(rows) < 0.3).astype(np.int64)
     plan = vlr.TrainingPlan("job", "psi", rows, k, 0.0, 7, 64, 1, OptimizerConfig(), (), bank_pub)
     bank = vlr.BankTrainer(plan, x, y, bank_priv, LIMITS)
-    bank.accept(vlr.TrainingAccepted("job", bureau_pub, 5))
+    bank.accept(vlr.TrainingAccepted("job", bureau_pub, 5, he.prove_key(bureau_priv)))
     batch = bank.batches(0)[0]
     step = vlr.Step("job", 0, 0)
     bank.residuals(step, batch)

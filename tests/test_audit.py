@@ -64,7 +64,7 @@ def served(tmp_path_factory):
         # a plan the bureau refuses (a batch below its floor); the bank's own checks would
         # catch it first, so it is sent as a bare call
         matched = psi_job(address, city["bank"], "uscc", root / "m3.csv", "bank-a", workers=0)
-        public_key, _ = he.generate_keypair(768, allow_test_keys=True)
+        public_key, private_key = he.generate_keypair(768, allow_test_keys=True)
         plan = vlr.TrainingPlan(
             job_id="ab" * 16,
             psi_session_id=matched.session_id,
@@ -77,6 +77,7 @@ def served(tmp_path_factory):
             optimizer=OptimizerConfig(),
             bureau_features=(),
             bank_public_key=public_key,
+            bank_key_proof=he.prove_key(private_key),
         )
         with BureauConnection(address, "bank-a") as connection:
             with pytest.raises(grpc.RpcError):

@@ -263,7 +263,8 @@ def test_a_bank_node_of_another_release_is_refused_before_anything_is_done(node,
     stub = psi_pb2_grpc.PrivateSetIntersectionStub(open_channel(f"127.0.0.1:{node.port}"))
     request = pb.OpenSessionRequest(protocol=psi.PROTOCOL, bank_set_size=5)
     identity = (BANK_ID_METADATA, "bank-old")
-    for sent, said in (([], "no protocol version"), ([(PROTOCOL_METADATA, "2")], "protocol '2'")):
+    other = str(PROTOCOL_VERSION + 1)
+    for sent, said in (([], "no protocol version"), ([(PROTOCOL_METADATA, other)], f"'{other}'")):
         with pytest.raises(grpc.RpcError) as err:
             list(stub.OpenSession(request, metadata=[identity, *sent], timeout=10))
         assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION

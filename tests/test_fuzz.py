@@ -168,8 +168,9 @@ def live_job(world):
     """A real job, started with a good plan, for garbage aimed at its steps."""
     pub, priv = he.generate_keypair(768, allow_test_keys=True)
     plan = vlr.TrainingPlan(
-        "f" * 32, world["session"], world["rows"], 7, 0.2, 1, 128, 2, OptimizerConfig(), (), pub
-    )
+        "f" * 32, world["session"], world["rows"], 7, 0.2, 1, 128, 2, OptimizerConfig(), (), pub,
+        bank_key_proof=he.prove_key(priv),
+    )  # fmt: skip
     from node_runtime.transport import model_codec
 
     world["model"].StartTraining(model_codec.plan_to_proto(plan), metadata=META, timeout=60)

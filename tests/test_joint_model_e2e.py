@@ -641,6 +641,7 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
         chunks = _label_chunks(
             summary["psi_session_id"],
             pub,
+            he.prove_key(priv),
             he.OwnerEncryptor(priv).encrypt([0] * summary["matched"]),
             10,
             50,

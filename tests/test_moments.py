@@ -144,8 +144,9 @@ def _narrow_pair(keys, seed):
     y = (rng.random(400) < 0.4).astype(np.int64)
     pub, priv = keys
     plan = vlr.TrainingPlan(
-        f"job{seed}", "s" * 32, 400, 4, 0.0, 1, 128, 2, OptimizerConfig(), (), pub
-    )
+        f"job{seed}", "s" * 32, 400, 4, 0.0, 1, 128, 2, OptimizerConfig(), (), pub,
+        bank_key_proof=he.prove_key(priv),
+    )  # fmt: skip
     bureau = vlr.BureauTrainer(plan, xb, he.generate_keypair(768, True)[1], LIMITS)
     bank = vlr.BankTrainer(plan, xa, y, priv, LIMITS)
     bank.accept(bureau.accepted())

@@ -118,10 +118,12 @@ def test_key_sizes_are_exact():
     short = modulus(1021, 2)  # two 1,021-bit primes: a 2,041-bit modulus
     assert short.bit_length() == 2041
     with pytest.raises(ProtocolViolation, match="2041 bits is not allowed"):
-        he.public_key_from_n(short)
+        he.public_key_from_n(short, False, ())
     full = modulus(1024, 3)
     assert full.bit_length() == 2048
-    assert he.public_key_from_n(full).n == full
+    p = int(gmpy2.next_prime(3 << (1024 - 2)))
+    key = he.PrivateKey(he.PublicKey(full), p, full // p)
+    assert he.public_key_from_n(full, False, he.prove_key(key)).n == full
 
 
 def _bureau(city, state, *extra: str) -> tuple[subprocess.Popen, int]:

@@ -228,20 +228,52 @@ def test_received_ciphertexts_are_checked(keys):
 
 
 def test_key_sizes_and_moduli_are_checked(keys):
-    pub, _, _ = keys
+    pub, priv, _ = keys
+    proof = he.prove_key(priv)
     with pytest.raises(ProtocolViolation, match="test flag"):
         he.check_key_bits(1024)
     he.check_key_bits(1024, allow_test_keys=True)
     with pytest.raises(ProtocolViolation, match="not allowed"):
         he.check_key_bits(8192, allow_test_keys=True)
-    assert he.public_key_from_n(pub.n, allow_test_keys=True).n == pub.n
+    assert he.public_key_from_n(pub.n, True, proof).n == pub.n
     with pytest.raises(ProtocolViolation):
-        he.public_key_from_n(pub.n, allow_test_keys=False)
+        he.public_key_from_n(pub.n, False, proof)
     with pytest.raises(ProtocolViolation, match="RSA modulus"):
-        he.public_key_from_n(pub.n + 1, allow_test_keys=True)
+        he.public_key_from_n(pub.n + 1, True, proof)
     prime = int(gmpy2.next_prime(gmpy2.mpz(2) ** 511))
     with pytest.raises(ProtocolViolation, match="RSA modulus"):
-        he.public_key_from_n(prime, allow_test_keys=True)
+        he.public_key_from_n(prime, True, proof)
+
+
+def test_a_key_comes_with_its_proof_of_being_a_paillier_modulus(keys):
+    """Goldberg, Reyzin, Sagga and Baldimtsi (ASIACRYPT 2019), section 3.2: n-th roots of
+    challenges hashed from n; trial division below 2^16."""
+    pub, priv, _ = keys
+    proof = he.prove_key(priv)
+    assert len(proof) == he.KEY_PROOF_ROOTS and all(0 < r < pub.n for r in proof)
+    assert he.prove_key(priv) == proof  # the challenges are n's alone: the roots are unique
+    with pytest.raises(ProtocolViolation, match="0 roots"):
+        he.public_key_from_n(pub.n, True, ())
+    with pytest.raises(ProtocolViolation, match="fails at root 3"):
+        he.public_key_from_n(pub.n, True, (*proof[:2], proof[2] + 1, *proof[3:]))
+    other, _ = he.generate_keypair(512, allow_test_keys=True)
+    with pytest.raises(ProtocolViolation, match="fails at root 1"):  # another key's proof
+        he.public_key_from_n(other.n, True, proof)
+    # a prime factor below 2^16 is refused before the roots are looked at
+    small = 65521 * int(gmpy2.next_prime(gmpy2.mpz(3) << 750))
+    assert small.bit_length() == 768
+    with pytest.raises(ProtocolViolation, match="prime factor below 65536"):
+        he.public_key_from_n(small, True, proof)
+
+
+def test_a_crafted_modulus_cannot_be_proven(crafted_key):
+    """Its owner knows every factor and still cannot take n-th roots of the challenges:
+    x -> x^n mod q loses a factor l_i of q - 1 for each l_i dividing n."""
+    n, best_try = crafted_key
+    assert n.bit_length() == 768 and not gmpy2.is_prime(n) and not gmpy2.is_square(n)
+    he.check_key_bits(n.bit_length(), True)  # every former check of a key passed
+    with pytest.raises(ProtocolViolation, match="fails at root"):
+        he.public_key_from_n(n, True, best_try)
 
 
 @settings(max_examples=50, deadline=None)

@@ -27,7 +27,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _plan(batch: int, adjustable: bool, bank_columns: int = 7) -> vlr.TrainingPlan:
-    key, _ = he.generate_keypair(512, allow_test_keys=True)
+    key, private_key = he.generate_keypair(512, allow_test_keys=True)
     return vlr.TrainingPlan(
         job_id="ab" * 16,
         psi_session_id="s",
@@ -41,6 +41,7 @@ def _plan(batch: int, adjustable: bool, bank_columns: int = 7) -> vlr.TrainingPl
         bureau_features=(),
         bank_public_key=key,
         batch_size_adjustable=adjustable,
+        bank_key_proof=he.prove_key(private_key),
     )
 
 

@@ -90,6 +90,7 @@ def _pair(bank_keys, bureau_keys, xa, xb, y, moments=False, **plan_changes):
         SGD,
         (),
         bank_keys[0],
+        bank_key_proof=he.prove_key(bank_keys[1]),
     )
     plan = replace(plan, **plan_changes)
     bureau = vlr.BureauTrainer(plan, xb, bureau_keys[1], LIMITS)
@@ -395,6 +396,7 @@ def test_plans_below_the_floor_are_refused(bank_keys, bureau_keys):
         OptimizerConfig(),
         (),
         bank_keys[0],
+        bank_key_proof=he.prove_key(bank_keys[1]),
     )
     with pytest.raises(ProtocolViolation, match="test flag"):
         vlr.BureauTrainer(plan, xb, bureau_keys[1], strict)

@@ -6,7 +6,7 @@ ciphertext vectors are checked by the protocol objects, which know what to expec
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
@@ -22,10 +22,25 @@ def key_to_bytes(key: he.PublicKey) -> bytes:
     return key.n.to_bytes((key.n.bit_length() + 7) // 8, "big")
 
 
-def key_from_bytes(data: bytes, allow_test_keys: bool) -> he.PublicKey:
+def key_proof_to_bytes(proof: he.KeyProof, key: he.PublicKey) -> list[bytes]:
+    width = (key.n.bit_length() + 7) // 8
+    return [root.to_bytes(width, "big") for root in proof]
+
+
+def key_proof_from_bytes(roots: Sequence[bytes], key_bytes: int) -> he.KeyProof:
+    if len(roots) > he.KEY_PROOF_ROOTS or any(len(r) > key_bytes for r in roots):
+        raise ProtocolViolation(
+            f"a key proof of {len(roots)} roots, each at most {key_bytes} bytes, is expected"
+        )
+    return tuple(int.from_bytes(r, "big") for r in roots)
+
+
+def key_from_bytes(data: bytes, allow_test_keys: bool, proof: Sequence[bytes]) -> he.PublicKey:
+    """The other party's public key, with its proof of being a Paillier modulus, checked."""
     if not data or len(data) > he.MAX_KEY_BITS // 8:
         raise ProtocolViolation(f"a public key of {len(data)} bytes is not acceptable")
-    return he.public_key_from_n(int.from_bytes(data, "big"), allow_test_keys)
+    roots = key_proof_from_bytes(proof, len(data))
+    return he.public_key_from_n(int.from_bytes(data, "big"), allow_test_keys, roots)
 
 
 def step_to_proto(step: vlr.Step) -> pb.Step:
@@ -53,6 +68,7 @@ def plan_to_proto(plan: vlr.TrainingPlan) -> pb.TrainingPlan:
         bureau_features=list(plan.bureau_features),
         bank_public_key=key_to_bytes(plan.bank_public_key),
         batch_size_adjustable=plan.batch_size_adjustable,
+        bank_key_proof=key_proof_to_bytes(plan.bank_key_proof, plan.bank_public_key),
     )
 
 
@@ -60,7 +76,7 @@ def plan_from_proto(msg: pb.TrainingPlan, allow_test_keys: bool) -> vlr.Training
     if not msg.HasField("optimizer"):
         raise ProtocolViolation("the training plan has no optimizer settings")
     o = msg.optimizer
-    bank_key = key_from_bytes(msg.bank_public_key, allow_test_keys)
+    bank_key = key_from_bytes(msg.bank_public_key, allow_test_keys, msg.bank_key_proof)
     return vlr.TrainingPlan(
         job_id=msg.job_id,
         psi_session_id=msg.psi_session_id,
@@ -76,6 +92,7 @@ def plan_from_proto(msg: pb.TrainingPlan, allow_test_keys: bool) -> vlr.Training
         bureau_features=tuple(msg.bureau_features),
         bank_public_key=bank_key,
         batch_size_adjustable=msg.batch_size_adjustable,
+        bank_key_proof=key_proof_from_bytes(msg.bank_key_proof, len(msg.bank_public_key)),
     )
 
 
@@ -84,12 +101,14 @@ def accepted_to_proto(msg: vlr.TrainingAccepted) -> pb.TrainingAccepted:
         job_id=msg.job_id,
         bureau_public_key=key_to_bytes(msg.bureau_public_key),
         bureau_columns=msg.bureau_columns,
+        bureau_key_proof=key_proof_to_bytes(msg.bureau_key_proof, msg.bureau_public_key),
     )
 
 
 def accepted_from_proto(msg: pb.TrainingAccepted, allow_test_keys: bool) -> vlr.TrainingAccepted:
-    key = key_from_bytes(msg.bureau_public_key, allow_test_keys)
-    return vlr.TrainingAccepted(msg.job_id, key, msg.bureau_columns)
+    key = key_from_bytes(msg.bureau_public_key, allow_test_keys, msg.bureau_key_proof)
+    proof = key_proof_from_bytes(msg.bureau_key_proof, len(msg.bureau_public_key))
+    return vlr.TrainingAccepted(msg.job_id, key, msg.bureau_columns, proof)
 
 
 # what only the first chunk of a step's answer carries

@@ -75,7 +75,7 @@ class OptimizerSettings(_message.Message):
     def __init__(self, name: _Optional[str] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., beta1: _Optional[float] = ..., beta2: _Optional[float] = ..., epsilon: _Optional[float] = ..., decay: _Optional[float] = ..., penalty: _Optional[str] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class TrainingPlan(_message.Message):
-    __slots__ = ("job_id", "psi_session_id", "rows", "bank_columns", "validation_fraction", "seed", "batch_size", "max_epochs", "optimizer", "bureau_features", "bank_public_key", "batch_size_adjustable")
+    __slots__ = ("job_id", "psi_session_id", "rows", "bank_columns", "validation_fraction", "seed", "batch_size", "max_epochs", "optimizer", "bureau_features", "bank_public_key", "batch_size_adjustable", "bank_key_proof")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PSI_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class TrainingPlan(_message.Message):
     BUREAU_FEATURES_FIELD_NUMBER: _ClassVar[int]
     BANK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_ADJUSTABLE_FIELD_NUMBER: _ClassVar[int]
+    BANK_KEY_PROOF_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     psi_session_id: str
     rows: int
@@ -100,21 +101,24 @@ class TrainingPlan(_message.Message):
     bureau_features: _containers.RepeatedScalarFieldContainer[str]
     bank_public_key: bytes
     batch_size_adjustable: bool
-    def __init__(self, job_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., rows: _Optional[int] = ..., bank_columns: _Optional[int] = ..., validation_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_epochs: _Optional[int] = ..., optimizer: _Optional[_Union[OptimizerSettings, _Mapping]] = ..., bureau_features: _Optional[_Iterable[str]] = ..., bank_public_key: _Optional[bytes] = ..., batch_size_adjustable: _Optional[bool] = ...) -> None: ...
+    bank_key_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, job_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., rows: _Optional[int] = ..., bank_columns: _Optional[int] = ..., validation_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_epochs: _Optional[int] = ..., optimizer: _Optional[_Union[OptimizerSettings, _Mapping]] = ..., bureau_features: _Optional[_Iterable[str]] = ..., bank_public_key: _Optional[bytes] = ..., batch_size_adjustable: _Optional[bool] = ..., bank_key_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class TrainingAccepted(_message.Message):
-    __slots__ = ("job_id", "bureau_public_key", "bureau_columns", "bureau_features", "batch_size")
+    __slots__ = ("job_id", "bureau_public_key", "bureau_columns", "bureau_features", "batch_size", "bureau_key_proof")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     BUREAU_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     BUREAU_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     BUREAU_FEATURES_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BUREAU_KEY_PROOF_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     bureau_public_key: bytes
     bureau_columns: int
     bureau_features: _containers.RepeatedScalarFieldContainer[str]
     batch_size: int
-    def __init__(self, job_id: _Optional[str] = ..., bureau_public_key: _Optional[bytes] = ..., bureau_columns: _Optional[int] = ..., bureau_features: _Optional[_Iterable[str]] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    bureau_key_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, job_id: _Optional[str] = ..., bureau_public_key: _Optional[bytes] = ..., bureau_columns: _Optional[int] = ..., bureau_features: _Optional[_Iterable[str]] = ..., batch_size: _Optional[int] = ..., bureau_key_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Step(_message.Message):
     __slots__ = ("job_id", "epoch", "batch")
@@ -241,7 +245,7 @@ class ScoreRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., points: _Optional[bool] = ..., reasons: _Optional[int] = ...) -> None: ...
 
 class EncryptedLabels(_message.Message):
-    __slots__ = ("psi_session_id", "bank_public_key", "max_bins", "min_bin_count", "features", "offset", "total", "labels")
+    __slots__ = ("psi_session_id", "bank_public_key", "max_bins", "min_bin_count", "features", "offset", "total", "labels", "bank_key_proof")
     PSI_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     BANK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     MAX_BINS_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +254,7 @@ class EncryptedLabels(_message.Message):
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    BANK_KEY_PROOF_FIELD_NUMBER: _ClassVar[int]
     psi_session_id: str
     bank_public_key: bytes
     max_bins: int
@@ -258,7 +263,8 @@ class EncryptedLabels(_message.Message):
     offset: int
     total: int
     labels: bytes
-    def __init__(self, psi_session_id: _Optional[str] = ..., bank_public_key: _Optional[bytes] = ..., max_bins: _Optional[int] = ..., min_bin_count: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., labels: _Optional[bytes] = ...) -> None: ...
+    bank_key_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, psi_session_id: _Optional[str] = ..., bank_public_key: _Optional[bytes] = ..., max_bins: _Optional[int] = ..., min_bin_count: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., labels: _Optional[bytes] = ..., bank_key_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class FeatureBins(_message.Message):
     __slots__ = ("name", "kind", "totals", "ordered", "missing_bin", "slot_bits", "sums", "noise_offset", "noise_scale", "epsilon")
