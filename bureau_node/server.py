@@ -3,9 +3,12 @@ that the CLI, the demo and the tests start the same way."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 from concurrent.futures import Executor
 from pathlib import Path
+from typing import TextIO
 
 import grpc
 
@@ -90,6 +93,7 @@ class BureauNode:
         self.config = Path(config) if config else None
         self.executor: Executor | None = None
         self.server: grpc.Server | None = None
+        self._state_lock: TextIO | None = None
         self.audit: AuditLog | None = None
         self.access: Access | None = None
         self.port: int | None = None
@@ -119,6 +123,7 @@ class BureauNode:
         )
 
     def start(self, address: str = "127.0.0.1:0") -> int:
+        self._lock_state_dir()
         if self.store.summary is None:
             self.prepare()
         if self.features is None:
@@ -212,7 +217,35 @@ class BureauNode:
             return []
         return [product_source(data, product) for product in PRODUCTS]
 
+    def _lock_state_dir(self) -> None:
+        """One serving node per state directory: two would keep two audit logs' heads,
+        quotas and key epochs apart in one place (the lock goes with the process)."""
+        if self._state_lock is not None:
+            return
+        path = self.store.root / "serve.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)  # whatever the umask, as every state file
+        handle = os.fdopen(fd, "r+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise InputDataError(
+                f"{self.store.root} is in use by another bureau node ({holder}): one "
+                "`bureau-node serve` per state directory; stop the other one first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        self._state_lock = handle
+
     def stop(self, grace: float | None = 1.0) -> None:
+        if self._state_lock is not None:
+            self._state_lock.close()  # releases the lock
+            self._state_lock = None
         if self.graph is not None:
             self.graph.close()
         if self.server is not None:

@@ -13,6 +13,7 @@ from bank_node.toolkit import iv_job
 from bureau_node.server import BureauNode
 from node_runtime import tables
 from protocols import vertical_lr as vlr
+from protocols.errors import InputDataError
 from xinrong.synthetic import generate_city, write_city
 
 
@@ -97,3 +98,21 @@ def test_prepare_makes_the_lookup_points_only_when_asked(tmp_path):
         bank = state / "banks" / "bank-a"
         assert list(bank.glob("tags-*.npy"))
         assert bool(list(bank.glob("oprf-*.npy"))) is expected
+
+
+def test_one_serving_bureau_per_state_directory_and_per_port(tmp_path):
+    """A review started a second `bureau-node serve` on the same port and state directory:
+    gRPC's SO_REUSEPORT let both listen, and half of a bank's PSI sessions went to the other
+    one (its own data, audit log and quotas)."""
+    city = write_city(generate_city(600, 100, seed=4), tmp_path / "city")
+    with BureauNode(city["bureau"], "uscc", tmp_path / "state", workers=0) as first:
+        first.start("127.0.0.1:0")
+        second = BureauNode(city["bureau"], "uscc", tmp_path / "state", workers=0)
+        with pytest.raises(InputDataError, match="in use by another bureau node .pid"):
+            second.start("127.0.0.1:0")
+        other = BureauNode(city["bureau"], "uscc", tmp_path / "other-state", workers=0)
+        with pytest.raises(OSError, match="cannot listen"):
+            other.start(f"127.0.0.1:{first.port}")
+        other.stop()
+    with BureauNode(city["bureau"], "uscc", tmp_path / "state", workers=0) as again:
+        again.start("127.0.0.1:0")  # the first one stopped: its lock went with it

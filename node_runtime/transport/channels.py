@@ -52,19 +52,27 @@ def create_server(
     one at once, RESOURCE_EXHAUSTED."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
-        options=_OPTIONS,
+        # no SO_REUSEPORT: a second node on the same port would otherwise share its calls
+        # with the first (a review's two bureaus answered half of a bank's PSI sessions each)
+        options=[*_OPTIONS, ("grpc.so_reuseport", 0)],
         interceptors=list(interceptors),
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        credentials = grpc.ssl_server_credentials(
-            [(tls.key, tls.cert)], root_certificates=tls.ca, require_client_auth=True
-        )
-        port = server.add_secure_port(address, credentials)
+    try:
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key, tls.cert)], root_certificates=tls.ca, require_client_auth=True
+            )
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpc's "failed to bind"
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {address}")
+        raise OSError(
+            f"cannot listen on {address}: the port is in use (another node?) or the address "
+            "is not this machine's"
+        )
     return server, port
 
 
