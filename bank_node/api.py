@@ -172,10 +172,11 @@ class Bureau:
         return output(result)
 
     def features(self) -> Any:
-        """The bureau's catalogue: name, kind and description of each feature (never
-        values)."""
+        """The bureau's catalogue: name, kind, description of each feature and whether anyone
+        can look it up (``public``: it does not count towards a model's minimum of bureau
+        features), never values."""
         rows = training.bureau_features(self.connection)
-        return output(_from_rows(rows, ["name", "kind", "description"]))
+        return output(_from_rows(rows, ["name", "kind", "description", "public"]))
 
     def psi(
         self,

@@ -309,7 +309,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     ) as bureau:
         features = records(bureau.features())
     for f in features:
-        _say(args)(f"{f['name']:<32} {f['kind']:<9} {f['description']}")
+        public = "public" if f.get("public") else ""
+        _say(args)(f"{f['name']:<32} {f['kind']:<9} {public:<7} {f['description']}")
     print_result({"features": features})
     return 0
 

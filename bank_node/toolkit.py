@@ -89,7 +89,7 @@ class InformationValues:
     bank_features: int
     bureau_features: int
     psi_session_id: str
-    bureau_epsilon: float  # the privacy loss the bureau charged for its noisy counts
+    rho_charged: float  # the privacy loss (zCDP) the bureau charged for its noisy counts
 
     def table(self) -> pa.Table:
         """The IV table: feature, party, kind, bins, iv, strength."""
@@ -297,7 +297,7 @@ def iv_job(
         "bank_features": found.bank_features,
         "bureau_features": found.bureau_features,
         # the privacy loss the bureau charged for its noisy counts (its daily budget)
-        "bureau_epsilon": found.bureau_epsilon,
+        "rho_charged": found.rho_charged,
         "top": [{"feature": v.feature, "party": v.party, "iv": v.iv} for v in found.values[:5]],
         "out": str(out),
         "bins": str(details),

@@ -1254,8 +1254,9 @@ def predict_job(
     }
 
 
-def bureau_features(connection: BureauConnection) -> list[dict[str, str]]:
-    """The bureau's catalogue: names, kinds and descriptions, never values."""
+def bureau_features(connection: BureauConnection) -> list[dict[str, Any]]:
+    """The bureau's catalogue: names, kinds, descriptions and whether anyone can look the
+    feature up (public: it does not count towards a model's minimum), never values."""
     catalogue = _call(
         "listing the bureau's features",
         lambda: connection.catalogue.ListFeatures(
@@ -1264,12 +1265,13 @@ def bureau_features(connection: BureauConnection) -> list[dict[str, str]]:
     )
     check_peer_names([f.name for f in catalogue.features], "the bureau's catalogue")
     return [
-        {"name": f.name, "kind": f.kind, "description": f.description} for f in catalogue.features
+        {"name": f.name, "kind": f.kind, "description": f.description, "public": f.public}
+        for f in catalogue.features
     ]
 
 
 def list_features(
     bureau: str, bank_id: str, tls_dir: str | Path | None = None
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
         return bureau_features(connection)

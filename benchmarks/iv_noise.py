@@ -150,7 +150,7 @@ def real_runs(args: argparse.Namespace) -> tuple[list[dict[str, float]], list[fl
                 seconds.append(time.perf_counter() - started)
                 rows = read_iv_table(work / f"iv-{n}.csv")
                 runs.append({r["feature"]: r["iv"] for r in rows if r["party"] == "bureau"})
-                rho = summary["bureau_epsilon"]  # the wire field carries the rho charged
+                rho = summary["rho_charged"]  # the wire field carries the rho charged
         finally:
             bureau.stop()
     return runs, seconds, rho

@@ -22,7 +22,9 @@ class CatalogueServicer(model_pb2_grpc.CatalogueServicer):
             allowed = set(self.ctx.access.features(bank_id, self.ctx.features.names))
             return pb.FeatureCatalogue(
                 features=[
-                    pb.FeatureInfo(name=f.name, kind=f.kind, description=f.description)
+                    pb.FeatureInfo(
+                        name=f.name, kind=f.kind, description=f.description, public=f.public
+                    )
                     for f in self.ctx.features.catalogue()
                     if f.name in allowed
                 ],

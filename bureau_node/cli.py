@@ -218,7 +218,8 @@ def cmd_features(args: argparse.Namespace) -> int:
             GraphSource(args.graph, scratch, _graph_flags(args.graph_flag)).load(features)
     catalogue = [asdict(f) for f in features.catalogue()]
     for f in catalogue:
-        print(f"{f['name']:<32} {f['kind']:<9} {f['description']}", file=sys.stderr)
+        public = "public" if f["public"] else ""
+        print(f"{f['name']:<32} {f['kind']:<9} {public:<7} {f['description']}", file=sys.stderr)
     print_result({"features": catalogue, "enterprises": features.table.num_rows})
     return 0
 

@@ -254,8 +254,9 @@ class Access:
         daily_iv_requests, iv_rho_per_day); refuse, counting nothing, if it would go over."""
         self.charge_all(bank_id, {what: amount})
 
-    def charge_all(self, bank_id: str, amounts: dict[str, float]) -> None:
-        """Several quotas at once: all counted, or (one would go over) none."""
+    def charge_all(self, bank_id: str, amounts: dict[str, float], dry_run: bool = False) -> None:
+        """Several quotas at once: all counted, or (one would go over) none; ``dry_run``:
+        refused the same way, never counted (a job's later charges, checked at its start)."""
         policy = self.policy(bank_id)
         day = time.strftime("%Y-%m-%d", time.gmtime())
         path = self._paths.get((bank_id, day))
@@ -280,6 +281,8 @@ class Access:
                         f"bank {bank_id} has used {_amount(spent)} of its {_amount(limit)} "
                         f"{what} today (UTC); this request needs {_amount(amount)}"
                     )
+            if dry_run:
+                return
             for what, amount in amounts.items():
                 used[what] = used.get(what, 0) + amount
             # written at most every FLUSH_SECONDS and without fsync: every charged request

@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 
 from node_runtime.transport.errors import abort_with
+from protocols import scorecard
 from protocols import vertical_lr as vlr
 from protocols.errors import NotAuthorised
 from protocols.features import FeatureRecipe
@@ -57,9 +58,8 @@ class BureauContext:
         self, context: grpc.ServicerContext, event: str, exc: BaseException, **details: Any
     ) -> NoReturn:
         """Record the refusal (before the answer leaves), then answer with its status."""
-        if self.audit is not None:
-            self.audit.refusal(context, event, exc, **details)
-        abort_with(context, exc)
+        recorded = self.audit.refusal(context, event, exc, **details) if self.audit else True
+        abort_with(context, exc, quiet=not recorded)
 
     def limits_for(self, bank_id: str) -> vlr.TrainingLimits:
         """The bureau-wide floor, raised by the bank's own configuration."""
@@ -83,12 +83,18 @@ class BureauContext:
         names each row's level), and the bank receives that score for every training row."""
         names = self.choose(bank_id, requested)
         minimum = self.access.policy(bank_id).min_bureau_features
-        if len(names) < minimum:  # names are features: a category counts once
+        # names are features: a category counts once; a public one not at all (the bank can
+        # look it up and take its part out of the score)
+        private = [n for n in names if n not in self.features.public]
+        if len(private) < minimum:
+            public = len(names) - len(private)
             raise NotAuthorised(
-                f"a joint model must use at least {minimum} of the bureau's features (a "
-                f"category counts once, however many levels it has); this plan names "
-                f"{len(names)} ({', '.join(names)}): add bureau features with "
-                "--bureau-features, or leave it out to use all of them"
+                f"a joint model must use at least {minimum} of the bureau's non-public "
+                f"features (a category counts once, however many levels it has; a public one, "
+                f"such as a registry field, not at all); this plan names {len(private)}"
+                + (f" and {public} public" if public else "")
+                + f" ({', '.join(names)}): add bureau features with --bureau-features, or "
+                "leave it out to use all of them (`bank-node features` marks the public ones)"
             )
         return names
 
@@ -98,7 +104,8 @@ class BureauContext:
         the other features' values (a review trained honestly on court judgements, total
         assets and the debt ratio, and read the court counts of the 62% of enterprises that
         file no statements exactly, by looking their scores up)."""
-        exposed = {n: e for n, e in recipe.exposure(self.features.table).items() if e > limit}
+        exposure = recipe.exposure(self.features.table, self.features.public)
+        exposed = {n: e for n, e in exposure.items() if e > limit}
         if exposed:
             log.info("a model refused: exposure %s", exposed)
             raise NotAuthorised(
@@ -108,6 +115,23 @@ class BureauContext:
                 f"looked-up score would give that value ({len(exposed)} of the "
                 f"{len(recipe.names)} features): train with more bureau features, or with "
                 "features that vary among more enterprises"
+            )
+
+    def check_points_exposure(self, recipe: FeatureRecipe, limit: float) -> None:
+        """Refuses a scorecard whose points, on more than ``limit`` of the bureau's
+        enterprises, would name one feature's bin (``scorecard.points_exposure``): a review
+        found a kept model whose inputs exposed at most 0.3% per feature, while its points
+        exposed 22% to 93%, since ten bins a number group enterprises far more coarsely."""
+        exposure = scorecard.points_exposure(recipe, self.features.table, self.features.public)
+        exposed = {n: e for n, e in exposure.items() if e > limit}
+        if exposed:
+            log.info("a scorecard refused: exposure %s", exposed)
+            raise NotAuthorised(
+                f"no scorecard for this model: on more than {limit:.0%} of the bureau's "
+                "enterprises its points would be one feature's bin, in groups that share the "
+                "bins of all the other features, so looked-up points would give that bin "
+                f"({len(exposed)} of the {len(recipe.names)} features); the model itself "
+                "still scores: for a scorecard, train with more bureau features"
             )
 
     def check_model_features(
@@ -120,7 +144,11 @@ class BureauContext:
         training rows. Returns the features that count; raises NotAuthorised when too few."""
         shares = recipe.contribution_shares(weights, self.features.table)
         varying = recipe.varying(training, MIN_VARYING_SHARE)
-        counted = [n for n in recipe.names if n in varying and shares[n] >= MIN_SCORE_SHARE]
+        counted = [
+            n
+            for n in recipe.names
+            if n in varying and shares[n] >= MIN_SCORE_SHARE and n not in self.features.public
+        ]
         minimum = self.access.policy(bank_id).min_bureau_features
         if len(counted) < minimum:
             # the count only: which features carried nothing is a bit about the session's
@@ -129,9 +157,10 @@ class BureauContext:
             log.info("a model of bank %s refused: %s carried nothing", bank_id, idle)
             raise NotAuthorised(
                 f"the model is not kept: its bureau score rests on {len(counted)} of its "
-                f"{len(recipe.names)} bureau features and a model needs {minimum}; the others "
-                f"carried nothing (the same value on at least {1 - MIN_VARYING_SHARE:.0%} of "
-                "the training rows, e.g. missing for all of them, or no weight): train with "
-                "more bureau features, or ones that vary among your clients"
+                f"{len(recipe.names)} bureau features that are not public and a model needs "
+                f"{minimum}; the others are public or carried nothing (the same value on at "
+                f"least {1 - MIN_VARYING_SHARE:.0%} of the training rows, e.g. missing for all "
+                "of them, or no weight): train with more bureau features, or ones that vary "
+                "among your clients"
             )
         return counted

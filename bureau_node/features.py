@@ -29,11 +29,42 @@ class FeatureInfo:
     name: str
     kind: str
     description: str
+    public: bool = False  # anyone can look it up (the business registry, court records)
 
 
 def descriptions_path_for(data: Path) -> Path:
-    """``bureau.parquet`` -> ``bureau.features.json`` (optional: name -> description)."""
+    """``bureau.parquet`` -> ``bureau.features.json`` (optional: name -> description, or
+    name -> {"description": ..., "public": true})."""
     return data.with_name(data.name.split(".")[0] + ".features.json")
+
+
+def read_catalogue(path: Path) -> tuple[dict[str, str], frozenset[str]]:
+    """A features sidecar: each name's description, and the names marked ``"public": true``
+    (values anyone can look up for any enterprise: registry fields, court judgements, the
+    abnormal-operation list). The model policy neither protects public features nor lets
+    them hide the others (SECURITY.md, "Model policy")."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{path}: not a readable JSON object of features ({exc})") from None
+    if not isinstance(raw, dict):
+        raise InputDataError(f"{path}: expected a JSON object, feature name -> description")
+    descriptions: dict[str, str] = {}
+    public = set()
+    for name, entry in raw.items():
+        if isinstance(entry, str):
+            descriptions[name] = entry
+            continue
+        unknown = set(entry) - {"description", "public"} if isinstance(entry, dict) else None
+        if unknown is None or unknown or not isinstance(entry.get("public", False), bool):
+            raise InputDataError(
+                f"{path}: {name!r}: expected a description, or an object with "
+                '"description" (text) and "public" (true or false)'
+            )
+        descriptions[name] = str(entry.get("description", ""))
+        if entry.get("public"):
+            public.add(name)
+    return descriptions, frozenset(public)
 
 
 class BureauFeatures:
@@ -57,10 +88,12 @@ class BureauFeatures:
             except InputDataError as exc:
                 log.warning("%s: column %r is not offered as a feature: %s", data, name, exc)
         self.names = list(self.kinds)
+        public: frozenset[str] = frozenset()
         if descriptions is None:
             sidecar = descriptions_path_for(data)
-            descriptions = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+            descriptions, public = read_catalogue(sidecar) if sidecar.exists() else ({}, public)
         self.descriptions = descriptions
+        self.public = frozenset(n for n in public if n in self.kinds)
         self.data = data
         self.id_type = id_type
         self.table = table.drop_columns([id_column])
@@ -101,7 +134,10 @@ class BureauFeatures:
         self.version = f"{self._own_version}+graph:{_content_hash(columns)}"
 
     def catalogue(self) -> list[FeatureInfo]:
-        return [FeatureInfo(n, self.kinds[n], self.descriptions.get(n, "")) for n in self.names]
+        return [
+            FeatureInfo(n, self.kinds[n], self.descriptions.get(n, ""), n in self.public)
+            for n in self.names
+        ]
 
     def choose(self, requested: tuple[str, ...]) -> list[str]:
         if not self.names:

@@ -38,6 +38,8 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
             slope = request.slope or 1.0
             if not (np.isfinite(slope) and 0 < slope < 100):
                 raise ProtocolViolation(f"a calibration slope of {slope} is not plausible")
+            limit = self.ctx.limits_for(bank_id).max_feature_exposure
+            self.ctx.check_points_exposure(recipe, limit)
             points = scorecard.points_table(recipe, slope * np.asarray(model["weights"]), scaling)
             model["scorecard"] = {"scaling": vars(scaling), "points": points}
             self.ctx.models.save(bank_id, model)

@@ -201,19 +201,22 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
                 )
             limits = self.ctx.limits_for(bank_id)
             vlr.check_plan(plan, limits)
-            self.jobs.reserve(bank_id, plan.job_id)  # before any heavy work
-            try:
-                job = self._start(bank_id, plan, request, ids, limits)
-            finally:
-                self.jobs.release(plan.job_id)  # taken by the job, or given back
-            plan = job.trainer.plan
-            job.ledger = {"state": "running", "decrypted": {}, "resumed_at": None}
-            try:
-                self._save_ledger(job.bank_id, plan.job_id, job.ledger)
-                self._checkpoint(job)
-            except BaseException:
-                self.jobs.remove(plan.job_id)  # a job that cannot be resumed is not started
-                raise
+            # a give-up of this job id waits until the job is registered and on disk: landing
+            # in between, it recorded the job abandoned, and the start then wrote it running
+            with self._transition(bank_id, plan.job_id):
+                self.jobs.reserve(bank_id, plan.job_id)  # before any heavy work
+                try:
+                    job = self._start(bank_id, plan, request, ids, limits)
+                finally:
+                    self.jobs.release(plan.job_id)  # taken by the job, or given back
+                plan = job.trainer.plan
+                job.ledger = {"state": "running", "decrypted": {}, "resumed_at": None}
+                try:
+                    self._save_ledger(job.bank_id, plan.job_id, job.ledger)
+                    self._checkpoint(job)
+                except BaseException:
+                    self.jobs.remove(plan.job_id)  # a job that cannot be resumed is not started
+                    raise
             names = job.recipe.names
             log.info(
                 "training job %s for bank %s: %d rows, %d bureau columns from %d features",
@@ -260,6 +263,14 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             plan, request = raised, codec.plan_to_proto(raised)
         vlr.check_plan(plan, limits, columns)  # before the charge, and before a key
         self._check_room_for_a_model(bank_id)
+        try:  # the bank scores the session's rows once trained: today's quota must hold them
+            self.ctx.access.charge_all(bank_id, {"daily_scored": plan.rows}, dry_run=True)
+        except QuotaExceeded as exc:
+            raise QuotaExceeded(
+                f"{exc}: a trained model's evaluation scores its {plan.rows:,} rows, and the "
+                "job would fail at its end; train tomorrow (UTC) or ask the bureau's operator "
+                "to raise daily_scored"
+            ) from None
         self.ctx.store.count_session_use(
             bank_id,
             plan.psi_session_id,

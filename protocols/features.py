@@ -15,7 +15,7 @@ columns the bureau prepared.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -271,6 +271,49 @@ def check_peer_names(names: Iterable[str], what: str) -> list[str]:
     return out
 
 
+def exposure_of(
+    names: list[str],
+    row_hash: Callable[[int], np.ndarray],
+    rows: int,
+    public: frozenset[str] = frozenset(),
+    min_group: int = 10,
+) -> dict[str, float]:
+    """Per feature (``row_hash(k)``: one 64-bit hash per row of feature k's part of the
+    score, its model inputs or its scorecard bin), the share of the rows in groups of at
+    least ``min_group`` that share every other non-public feature's hash and differ in this
+    one (``FeatureRecipe.exposure``); public features 0."""
+    salts = [np.uint64((2 * k + 1) * 0x9E3779B97F4A7C15 % (1 << 64)) for k in range(len(names))]
+    private = [k for k, name in enumerate(names) if name not in public]
+    every = np.zeros(rows, dtype=np.uint64)
+    for k in private:
+        every ^= row_hash(k) * salts[k]
+    out = dict.fromkeys(names, 0.0)
+    for k in private:
+        own = row_hash(k) * salts[k]  # again: k hashes of every row kept would be k x 8 bytes
+        groups = (
+            pa.table({"others": every ^ own, "own": own})
+            .group_by("others")
+            .aggregate([("own", "count"), ("own", "count_distinct")])
+        )
+        exposed = pc.and_(
+            pc.greater_equal(groups["own_count"], min_group),
+            pc.greater(groups["own_count_distinct"], 1),
+        )
+        count = pc.sum(groups.filter(exposed)["own_count"]).as_py() or 0
+        out[names[k]] = count / rows if rows else 0.0
+    return out
+
+
+def row_hashes(values: np.ndarray) -> np.ndarray:
+    """One 64-bit FNV-1a hash per row of ``values`` (rows x k, rounded; -0.0 is 0.0)."""
+    values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    words = np.ascontiguousarray(np.round(values, 9) + 0.0).view(np.uint64)
+    h = np.full(words.shape[0], np.uint64(0xCBF29CE484222325))
+    for j in range(words.shape[1]):
+        h = (h ^ words[:, j]) * np.uint64(0x100000001B3)
+    return h
+
+
 @dataclass
 class FeatureRecipe:
     """A party's preprocessing, fitted on its training rows. JSON-able."""
@@ -341,48 +384,32 @@ class FeatureRecipe:
         return out
 
     def exposure(
-        self, table: pa.Table, min_group: int = 10, chunk: int = 1 << 16
+        self,
+        table: pa.Table,
+        public: frozenset[str] = frozenset(),
+        min_group: int = 10,
+        chunk: int = 1 << 16,
     ) -> dict[str, float]:
         """Per feature, the share of ``table``'s rows in groups of at least ``min_group``
         rows that share every other feature's input (statements missing, no court case,
         one industry and legal form) and differ in this one: within such a group a linear
         score is an affine function of this feature alone, so the scores of its members,
-        looked up, read their values (their levels, for a count or a category)."""
-        names = [c.name for c in self.columns]
-        salts = [np.uint64((2 * k + 1) * 0x9E3779B97F4A7C15 % (1 << 64)) for k in range(len(names))]
-
-        def salted(k: int) -> np.ndarray:
-            return self._input_hash(self.columns[k], table, chunk) * salts[k]
-
-        every = np.zeros(table.num_rows, dtype=np.uint64)
-        for k in range(len(names)):
-            every ^= salted(k)
-        out = {}
-        for k, name in enumerate(names):
-            own = salted(k)  # computed again: k hashes of every row kept would be k x 8 bytes
-            groups = (
-                pa.table({"others": every ^ own, "own": own})
-                .group_by("others")
-                .aggregate([("own", "count"), ("own", "count_distinct")])
-            )
-            exposed = pc.and_(
-                pc.greater_equal(groups["own_count"], min_group),
-                pc.greater(groups["own_count_distinct"], 1),
-            )
-            rows = pc.sum(groups.filter(exposed)["own_count"]).as_py() or 0
-            out[name] = rows / table.num_rows if table.num_rows else 0.0
-        return out
+        looked up, read their values (their levels, for a count or a category). A
+        ``public`` feature hides nothing (the bank can look its values up and take its part
+        out of the score), so groups are formed over the other non-public features only, and
+        a public feature itself has nothing to protect (0)."""
+        return exposure_of(
+            [c.name for c in self.columns],
+            lambda k: self._input_hash(self.columns[k], table, chunk),
+            table.num_rows,
+            public,
+            min_group,
+        )
 
     @staticmethod
     def _input_hash(column: ColumnRecipe, table: pa.Table, chunk: int) -> np.ndarray:
         """One 64-bit FNV-1a hash per row of a column's model inputs (rounded)."""
-        parts = []
-        for x in FeatureRecipe._column_inputs(column, table, chunk):
-            words = np.ascontiguousarray(np.round(x, 9) + 0.0).view(np.uint64)  # -0.0 is 0.0
-            h = np.full(words.shape[0], np.uint64(0xCBF29CE484222325))
-            for j in range(words.shape[1]):
-                h = (h ^ words[:, j]) * np.uint64(0x100000001B3)
-            parts.append(h)
+        parts = [row_hashes(x) for x in FeatureRecipe._column_inputs(column, table, chunk)]
         return np.concatenate(parts)[: table.num_rows]
 
     def contribution_shares(

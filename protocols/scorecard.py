@@ -19,7 +19,15 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import InputDataError, ProtocolViolation
-from .features import VALUE_BOUND, ColumnRecipe, FeatureRecipe, _numbers, _texts
+from .features import (
+    VALUE_BOUND,
+    ColumnRecipe,
+    FeatureRecipe,
+    _numbers,
+    _texts,
+    exposure_of,
+    row_hashes,
+)
 
 
 @dataclass(frozen=True)
@@ -124,3 +132,17 @@ def row_points(table: pa.Table, recipe: FeatureRecipe, points: list[dict]) -> np
             raise InputDataError(f"the data has no column {column.name!r}, which the model uses")
         total += np.asarray(mine)[_bin_of_rows(column, table.column(column.name))]
     return total
+
+
+def points_exposure(
+    recipe: FeatureRecipe, table: pa.Table, public: frozenset[str] = frozenset()
+) -> dict[str, float]:
+    """``FeatureRecipe.exposure`` of a scorecard: a row's points are one value per feature's
+    bin, so where enterprises share every other non-public feature's bin (ten bins a number
+    make far larger groups than its inputs do) their looked-up points name this one's bin."""
+    return exposure_of(
+        recipe.names,
+        lambda k: row_hashes(_bin_of_rows(recipe.columns[k], table.column(recipe.names[k]))),
+        table.num_rows,
+        public,
+    )

@@ -201,7 +201,7 @@ def test_dataframes_and_pyarrow_tables_give_the_same_answers(room, bureau, monke
     assert from_table.column("uscc").to_pylist() == from_frame["uscc"].tolist()
     catalogue = bureau.features()
     assert isinstance(catalogue, pa.Table) and catalogue.num_rows == 17
-    assert catalogue.column_names == ["name", "kind", "description"]
+    assert catalogue.column_names == ["name", "kind", "description", "public"]
 
 
 def test_a_gbk_file_is_read_with_the_encoding_named(room, bureau, tmp_path):

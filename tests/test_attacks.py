@@ -70,6 +70,10 @@ daily_iv_requests = 2
 max_models = 2
 max_models_per_session = 1
 
+[banks.bank-small-quota]         # scores fewer rows a day than its sessions hold
+daily_scored = 100
+max_models_per_session = 1
+
 [banks.bank-policy]              # last: a test appends to it
 """
 POLICY_FEATURES = [
@@ -121,7 +125,7 @@ def test_policy_a_model_on_fewer_than_three_bureau_features_is_refused(
     node, city, tmp_path, features
 ):
     """A one-feature model handed the bank u_B, an affine function of the raw column."""
-    with pytest.raises(PeerError, match="PERMISSION_DENIED.*at least 3 of the bureau's features"):
+    with pytest.raises(PeerError, match="PERMISSION_DENIED.*at least 3 of the bureau's non-public"):
         train_job(
             _address(node),
             city["bank"],
@@ -261,6 +265,68 @@ def test_policy_a_bank_keeps_a_bounded_number_of_models(node, city):
         (shelf / f"{0:032x}.json").unlink()  # the operator deleted one
         # the refusal charged nothing: the session's one model is still there to start
         assert _start(connection, session, 21) is grpc.StatusCode.OK
+
+
+def test_policy_a_job_the_days_scoring_quota_cannot_finish_is_refused_at_its_start(node, city):
+    """A review's bank with daily_scored = 100 trained every epoch, then was refused the
+    scores of its 1,369 rows for the evaluation: the job was lost, and so was its resume.
+    The start says so now, before anything is charged."""
+    with BureauConnection(_address(node), "bank-small-quota") as connection:
+        session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+        with pytest.raises(grpc.RpcError) as refused:
+            connection.training.StartTraining(
+                codec.plan_to_proto(_plan(session, 40)), timeout=120, metadata=connection.metadata
+            )
+    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "daily_scored" in refused.value.details()
+    assert "evaluation scores its" in refused.value.details()
+    usage = node.store.root / "sessions" / f"{session.session_id}.models"
+    assert not usage.exists()  # the session's one model was not used up
+
+
+def test_policy_public_features_neither_count_nor_hide_the_others(city, tmp_path_factory):
+    """A review trained honestly on court judgements and the four registry fields: the
+    registry is public, so it subtracted their part from the looked-up scores and read the
+    court count of 2,557 of 2,561 enterprises outside its clients (and, alike, penalties and
+    the abnormal-operation flag). With the registry marked public in the catalogue, such a
+    model has one feature that counts, and one on three non-public features among which the
+    court count varies alone on most enterprises is exposed."""
+    from xinrong.synthetic import REGISTRY_FEATURES
+
+    public_city = write_city(
+        generate_city(4000, 1600, seed=12), tmp_path_factory.mktemp("city"), REGISTRY_FEATURES
+    )
+    registry = sorted(REGISTRY_FEATURES - {"deregistered"})
+    with BureauNode(
+        public_city["bureau"],
+        "uscc",
+        tmp_path_factory.mktemp("state"),
+        workers=0,
+        training_limits=vlr.TrainingLimits(allow_test_keys=True),
+    ) as bureau:
+        bureau.start("127.0.0.1:0")
+        with BureauConnection(_address(bureau), "bank-a") as connection:
+            listed = connection.catalogue.ListFeatures(
+                pb.ListFeaturesRequest(), timeout=30, metadata=connection.metadata
+            )
+            assert {f.name for f in listed.features if f.public} == REGISTRY_FEATURES
+            session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+            refusals = []
+            for n, features in enumerate(
+                (
+                    ("court_judgements_3y", *registry),  # the review's model
+                    ("court_judgements_3y", "admin_penalties_3y", "abnormal_operation", *registry),
+                )
+            ):
+                plan = _plan(session, 50 + n, features=features)
+                with pytest.raises(grpc.RpcError) as refused:
+                    connection.training.StartTraining(
+                        codec.plan_to_proto(plan), timeout=120, metadata=connection.metadata
+                    )
+                refusals.append((refused.value.code(), refused.value.details()))
+    assert all(code is grpc.StatusCode.PERMISSION_DENIED for code, _ in refusals)
+    assert "names 1 and 4 public" in refusals[0][1]
+    assert "its score would be one feature's value" in refusals[1][1]
 
 
 def test_policy_a_start_refused_for_its_batch_is_refused_the_same_for_every_session(node, city):

@@ -196,7 +196,8 @@ def test_catalogue_lists_names_kinds_descriptions_never_values(bureau):
     assert by_name["industry"]["kind"] == "category"
     assert by_name["debt_ratio"]["kind"] == "numeric"
     assert "liabilities" in by_name["debt_ratio"]["description"]
-    assert set(features[0]) == {"name", "kind", "description"}
+    assert set(features[0]) == {"name", "kind", "description", "public"}
+    assert not any(f["public"] for f in features)  # this city's catalogue marks none
 
 
 def test_chosen_bureau_features_and_unknown_names(city, bureau, tmp_path):
@@ -575,7 +576,7 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
     )
     rows = read_iv_table(out)
     assert summary["features"] == len(rows) == 22
-    assert summary["bureau_epsilon"] == 1.0  # rho 0.0625 per feature (the default), 16 named
+    assert summary["rho_charged"] == 1.0  # rho 0.0625 per feature (the default), 16 named
     assert [r["iv"] for r in rows] == sorted((r["iv"] for r in rows), reverse=True)
     assert {r["party"] for r in rows} == {"bank", "bureau"}
     # the same bins computed in the clear on the joined data: sizes exact, counts of

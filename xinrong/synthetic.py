@@ -761,12 +761,31 @@ BUREAU_DESCRIPTIONS = {
     "revenue_growth": "revenue growth year on year from filed statements",
     "deregistered": "1 if deregistered or its licence revoked (business registry)",
 }
+# Values anyone can look up for any enterprise: the registry fields (the bureau also sells
+# them as its registration product). Marked public in the catalogue only when asked
+# (``write_city(..., public=REGISTRY_FEATURES)``): with them known, the model policy finds
+# the city's model on all 17 features exposed (SECURITY.md, "Model policy"). Court
+# judgements, penalties and the abnormal-operation list are published in China too.
+REGISTRY_FEATURES = frozenset(
+    {"reg_age_years", "registered_capital_10k_cny", "industry", "legal_form", "deregistered"}
+)
 
 
-def write_city(city: City, out_dir: pathlib.Path) -> dict[str, pathlib.Path]:
+def bureau_catalogue(public: frozenset[str] = frozenset()) -> dict[str, object]:
+    """The features sidecar the city's bureau reads (``bureau.features.json``)."""
+    return {
+        name: {"description": text, "public": True} if name in public else text
+        for name, text in BUREAU_DESCRIPTIONS.items()
+    }
+
+
+def write_city(
+    city: City, out_dir: pathlib.Path, public: frozenset[str] = frozenset()
+) -> dict[str, pathlib.Path]:
     """Write ``bureau.parquet`` and ``bank_clients.csv`` (IDs as quoted text) to ``out_dir``,
     and beside them the products' ``registry.parquet`` and ``events.parquet`` (their data
-    date in the parquet metadata key ``xinrong.data_date``)."""
+    date in the parquet metadata key ``xinrong.data_date``), and the catalogue (``public``:
+    the features it marks public)."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -782,7 +801,9 @@ def write_city(city: City, out_dir: pathlib.Path) -> dict[str, pathlib.Path]:
             paths[name] = out_dir / f"{name}.parquet"
             pq.write_table(table, paths[name], compression="zstd")
     pq.write_table(city.bureau, paths["bureau"], compression="zstd")
-    paths["bureau_catalogue"].write_text(json.dumps(BUREAU_DESCRIPTIONS, indent=2) + "\n")
+    paths["bureau_catalogue"].write_text(
+        json.dumps(bureau_catalogue(public), indent=2, ensure_ascii=False) + "\n"
+    )
     pacsv.write_csv(
         city.bank,
         paths["bank"],

@@ -35,14 +35,16 @@ class ListFeaturesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class FeatureInfo(_message.Message):
-    __slots__ = ("name", "kind", "description")
+    __slots__ = ("name", "kind", "description", "public")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     description: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    public: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., description: _Optional[str] = ..., public: _Optional[bool] = ...) -> None: ...
 
 class FeatureCatalogue(_message.Message):
     __slots__ = ("features", "enterprises")
