@@ -164,9 +164,9 @@ class BureauInterceptor(grpc.ServerInterceptor):
             try:
                 return pool.open(bank_id, method, context, cap)
             except QuotaExceeded as exc:  # before the servicer: nothing is charged
-                if self.audit is not None:
-                    self.audit.refusal(context, event, exc, method=method)
-                abort_with(context, exc)
+                audit = self.audit
+                recorded = audit.refusal(context, event, exc, method=method) if audit else True
+                abort_with(context, exc, quiet=not recorded)
 
         return hold
 
@@ -176,9 +176,11 @@ class BureauInterceptor(grpc.ServerInterceptor):
             try:
                 check_protocol(context)
             except IncompatibleRelease as exc:
-                if self.audit is not None:
-                    self.audit.refusal(context, "call_refused", exc, method=method)
-                abort_with(context, exc)
+                audit = self.audit
+                recorded = (
+                    audit.refusal(context, "call_refused", exc, method=method) if audit else True
+                )
+                abort_with(context, exc, quiet=not recorded)
 
         return admit
 

@@ -241,9 +241,8 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
         self, context: grpc.ServicerContext, exc: BaseException, **details: object
     ) -> NoReturn:
         """A session ended by an error: on record (before the answer leaves), then answered."""
-        if self.audit is not None:
-            self.audit.refusal(context, "psi", exc, **details)
-        abort_with(context, exc)
+        recorded = self.audit.refusal(context, "psi", exc, **details) if self.audit else True
+        abort_with(context, exc, quiet=not recorded)
 
     def _note(self, bank_id: str, event: str, outcome: str, **details: object) -> None:
         if self.audit is not None:

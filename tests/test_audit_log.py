@@ -425,3 +425,39 @@ def test_prove_and_verify_on_the_command_line(logged, tmp_path):
         check=False,
     )
     assert checked.returncode == 0 and json.loads(checked.stdout)["intact"]
+
+
+def test_a_flood_of_refused_calls_is_answered_and_counted_not_written_one_by_one(tmp_path):
+    """A review's bank sent 5,712 calls in 10 s that were each refused, and each wrote a
+    signed record (8.5 MB): about 73 GB a day from one thread. Beyond a burst a caller's
+    refusals are still answered alike, and go on record as a count."""
+    import grpc
+
+    from bank_node.client import BureauConnection
+    from bureau_node.audit import RefusalBudget
+    from xinrong.v1 import model_pb2 as pb
+
+    city = write_city(generate_city(600, 100, seed=7), tmp_path / "city")
+    with BureauNode(city["bureau"], "uscc", tmp_path / "state", workers=0) as node:
+        node.start("127.0.0.1:0")
+        assert node.audit is not None
+        node.audit.refusals = RefusalBudget(burst=20, per_second=1e-9)
+        codes = []
+        with BureauConnection(f"127.0.0.1:{node.port}", "bank-flood") as connection:
+            for _ in range(100):
+                try:
+                    connection.training.AbandonTraining(
+                        pb.AbandonRequest(job_id="0" * 32), timeout=10, metadata=connection.metadata
+                    )
+                except grpc.RpcError as err:
+                    codes.append(err.code())
+            node.audit.refusals.per_second = 1e9  # the budget refills: the next is recorded
+            with pytest.raises(grpc.RpcError):
+                connection.training.AbandonTraining(
+                    pb.AbandonRequest(job_id="0" * 32), timeout=10, metadata=connection.metadata
+                )
+        records = [r for r in node.audit.records() if r["bank_id"] == "bank-flood"]
+    assert codes == 100 * [grpc.StatusCode.NOT_FOUND]  # every call answered alike
+    events = [r["event"] for r in records]
+    assert events == 20 * ["training_abandoned"] + ["refusals_not_recorded", "training_abandoned"]
+    assert json.loads(records[20]["details"])["count"] == 80

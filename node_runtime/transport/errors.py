@@ -62,12 +62,15 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def abort_with(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+def abort_with(context: grpc.ServicerContext, exc: BaseException, quiet: bool = False) -> NoReturn:
+    """Answer with the error's status; logged unless ``quiet`` (a refusal beyond its caller's
+    budget: counted on the audit log instead, not a line each)."""
     code = status_for(exc)
     if code is grpc.StatusCode.INTERNAL:
         log.exception("internal error while serving a request", exc_info=exc)
         context.abort(code, "internal error in the bureau node; see its log")
-    log.warning("request refused (%s): %s", code.name, exc)
+    if not quiet:
+        log.warning("request refused (%s): %s", code.name, exc)
     context.abort(code, str(exc))
     raise AssertionError("unreachable")  # context.abort raises
 
