@@ -389,10 +389,10 @@ class BureauStore:
         (only for IDs without one yet), then the ready :class:`BureauTagTable`."""
         with self._lock(bank_id):
             cached = self._tables.get(bank_id)
-            if cached is not None and cached[0] == self._version:
+            epoch = self.key_epoch(bank_id)  # `bureau-node rotate-key` is another process
+            if cached is not None and cached[0] == self._version and cached[1].key_epoch == epoch:
                 yield cached[1]
                 return
-            epoch = self.key_epoch(bank_id)
             scalar = self._keys(bank_id, epoch)[0]
             tags = yield from self._prepare_tags(bank_id, epoch, scalar, executor)
             active_tags = tags[self._active]

@@ -36,7 +36,11 @@ log = logging.getLogger(__name__)
 MISSING_MARKS = (
     *("", "-", "--", "---", "—", "——", "/", "N/A", "NA", "#N/A", "NULL", "null"),
     *("暂无", "不详", "无数据"),  # "not yet available", "unknown", "no data"
+    *("(空)", "（空）", "空值"),  # "(empty)", as some exports write it
 )
+# A unit every number of a column is written with ("79.8%", "99万元"): dropped, the number
+# kept as written (a model standardises it; mixed units stay text, and are said).
+UNITS = ("%", "‰", "万元", "亿元", "元", "万")
 # GBK and GB2312 are subsets of GB18030: decoding with the superset never fails on a
 # character the narrower one has, and reads the few that exports add beyond GBK.
 _WIDEN = {"gb2312": "gb18030", "gbk": "gb18030", "cp936": "gb18030", "hz": "gb18030"}
@@ -246,12 +250,17 @@ def _numbers_stored_as_text(table: pa.Table, id_column: str) -> pa.Table:
         column = table.column(name)
         if name == id_column or not pa.types.is_string(column.type):
             continue
-        if not pc.any(pc.match_substring_regex(column, r",\d{3}")).as_py():
+        if not pc.any(pc.match_substring_regex(column, _MAYBE_NUMBERS)).as_py():
             continue  # nothing Arrow did not already parse (the common case: no pass in Python)
-        converted = _excel_column(column.to_pylist(), as_text=False)
+        converted = _excel_column(column.to_pylist(), as_text=False, name=name)
         if not pa.types.is_string(converted.type):
             table = table.set_column(index, name, converted)
     return table
+
+
+# a cell Arrow leaves as text that may still be a number: grouped digits, a unit, or a
+# number at all (a column of numbers with one odd cell is said, in ``_excel_column``)
+_MAYBE_NUMBERS = r",\d{3}|\d\s*(%|‰|万元|亿元|元|万)\s*$|^\s*[-+]?\d+(\.\d+)?\s*$"
 
 
 def _delimiter(path: Path, options: ReadOptions) -> str:
@@ -286,11 +295,26 @@ def _read_excel(path: Path, id_column: str, sheet: str | None) -> pa.Table:
     if len(set(header)) != len(header) or "" in header:
         raise InputDataError(f"{path}: the first row must name every column once: {header}")
     body = [list(r) + [""] * (len(header) - len(r)) for r in rows[1:]]
+    if id_column in header:
+        _say_ids_stored_as_numbers(path, id_column, [r[header.index(id_column)] for r in body])
     data = {
-        name: _excel_column([r[i] for r in body], as_text=name == id_column)
+        name: _excel_column([r[i] for r in body], as_text=name == id_column, name=name)
         for i, name in enumerate(header)
     }
     return pa.table(data)
+
+
+def _say_ids_stored_as_numbers(path: Path, id_column: str, cells: list[Any]) -> None:
+    """Excel keeps 15 significant digits of a number: an 18-digit USCC typed as a number
+    has lost its last digits, and failed its check character with no word of why."""
+    long = [c for c in cells if isinstance(c, int | float) and abs(c) >= 1e15]
+    if long:
+        log.warning(
+            "%s: %d IDs in %r are stored by Excel as numbers (e.g. %s): Excel keeps 15 "
+            "significant digits, so their last digits are lost; format the column as text "
+            "and enter them again, or export them as text",
+            path, len(long), id_column, _cell_text(long[0]),
+        )  # fmt: skip
 
 
 def _cell_text(value: Any) -> str:
@@ -328,18 +352,64 @@ def _number(value: Any) -> int | float | None:
     return number if math.isfinite(number) else None
 
 
-def _excel_column(values: list[Any], as_text: bool) -> pa.Array:
-    """Text, or numbers when every cell is a number, a number stored as text, or a mark of
-    a missing value (blank, "-", "--", "/"...: what exports put in an empty numeric cell)."""
+def _excel_column(values: list[Any], as_text: bool, name: str = "") -> pa.Array:
+    """Text, or numbers when every cell is a number, a number stored as text (with one unit
+    for the whole column, ``UNITS``), or a mark of a missing value (blank, "-", "--",
+    "/"...: what exports put in an empty numeric cell). A column of numbers but for a few
+    cells stays text, a category, and says which cells."""
     if not as_text:
         marked = [v is None or str(v).strip() in MISSING_MARKS for v in values]
-        numbers = [None if m else _number(v) for v, m in zip(values, marked, strict=True)]
+        unit = _common_unit([v for v, m in zip(values, marked, strict=True) if not m])
+        cells = [str(v).strip()[: -len(unit)] if unit and isinstance(v, str) else v for v in values]
+        numbers = [None if m else _number(v) for v, m in zip(cells, marked, strict=True)]
         present = [n for n in numbers if n is not None]
-        if present and len(present) == marked.count(False):  # every unmarked cell a number
+        unmarked = marked.count(False)
+        if present and len(present) < unmarked and len(present) >= 0.9 * unmarked:
+            odd = sorted({str(v).strip() for v, n, m in zip(values, numbers, marked, strict=True)
+                          if n is None and not m})  # fmt: skip
+            log.warning(
+                "column %r: %d of %d values are numbers but %d are not (%s): it is read as "
+                "text, a category of every value; make those cells empty (or a missing mark "
+                "such as --) to read it as numbers",
+                name, len(present), unmarked, unmarked - len(present),
+                ", ".join(map(repr, odd[:5])) + (", ..." if len(odd) > 5 else ""),
+            )  # fmt: skip
+        if not unit and len(present) < unmarked:
+            _say_mixed_units(name, [v for v, m in zip(values, marked, strict=True) if not m])
+        if present and len(present) == unmarked:  # every unmarked cell a number
             if all(float(n).is_integer() for n in present):
                 return pa.array([None if n is None else int(n) for n in numbers], pa.int64())
             return pa.array([None if n is None else float(n) for n in numbers], pa.float64())
     return pa.array([None if v == "" or v is None else _cell_text(v) for v in values], pa.string())
+
+
+def _say_mixed_units(name: str, cells: list[Any]) -> None:
+    """A column of numbers in several units ("99万元", "1.2亿元") stays text: said."""
+    units: set[str] = set()
+    for cell in cells:
+        text = str(cell).strip()
+        unit = next((u for u in sorted(UNITS, key=len, reverse=True) if text.endswith(u)), "")
+        if not unit or _number(text[: -len(unit)]) is None:
+            return
+        units.add(unit)
+    if len(units) > 1:
+        examples = ", ".join(repr(str(c).strip()) for c in cells[:3])
+        log.warning(
+            "column %r: numbers in %d units (%s; e.g. %s): it is read as text, a category of "
+            "every value; write the column in one unit to read it as numbers",
+            name, len(units), ", ".join(sorted(units)), examples,
+        )  # fmt: skip
+
+
+def _common_unit(cells: list[Any]) -> str:
+    """The unit every cell of a column ends with (``UNITS``, longest first), or ""."""
+    texts = [str(c).strip() for c in cells if isinstance(c, str)]
+    if not texts or len(texts) < len(cells):
+        return ""
+    for unit in sorted(UNITS, key=len, reverse=True):
+        if all(t.endswith(unit) and _number(t[: -len(unit)]) is not None for t in texts):
+            return unit
+    return ""
 
 
 def _header_names(path: Path, kind: str, options: ReadOptions, encoding: str | None) -> list[str]:

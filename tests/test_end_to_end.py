@@ -486,6 +486,9 @@ def test_synth_and_demo_command_lines(tmp_path: Path):
     assert "Joint model without graph features" in report
     scores = read_column(Path(result["scores"]), "uscc")
     assert len(scores) == 240
+    # the bank's receipts and lookup tables of the demo's bureau stay in the demo's directory
+    assert any((tmp_path / "demo" / "receipts").iterdir())
+    assert (tmp_path / "demo" / "lookup-tables").is_dir()
     for step in ("1/9", "4/9", "7/9", "9/9"):
         assert step in demo.stderr
     # private lookups: one applicant alone, the portfolio's size classes, a month-2 batch run
@@ -532,3 +535,23 @@ def test_a_sessions_tags_go_out_twice_at_most_and_a_session_needs_an_id(node):
         _open(stub, "bank-a", 0)
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "at least one" in err.value.details()
+
+
+def test_a_second_demo_in_the_same_directory_sets_the_first_aside(tmp_path: Path):
+    """A review ran the README's demo twice: the second run overwrote the first's model and
+    scores and then failed at step 7 (its batch run's directory was taken)."""
+    from xinrong.demo import MARKER, _fresh
+
+    said: list[str] = []
+    workdir = tmp_path / "xinrong-demo"
+    _fresh(workdir, said.append)
+    (workdir / "report.html").write_text("first")
+    _fresh(workdir, said.append)
+    assert (tmp_path / "xinrong-demo-previous" / "report.html").read_text() == "first"
+    assert (workdir / MARKER).exists() and not (workdir / "report.html").exists()
+    assert said == [f"    an earlier demo run was moved to {tmp_path / 'xinrong-demo-previous'}"]
+    mine = tmp_path / "mine"  # a directory the demo did not make is used as it is
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    _fresh(mine, said.append)
+    assert (mine / "notes.txt").read_text() == "keep"

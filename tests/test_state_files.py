@@ -116,3 +116,19 @@ def test_one_serving_bureau_per_state_directory_and_per_port(tmp_path):
         other.stop()
     with BureauNode(city["bureau"], "uscc", tmp_path / "state", workers=0) as again:
         again.start("127.0.0.1:0")  # the first one stopped: its lock went with it
+
+
+def test_a_key_rotated_by_the_command_line_takes_effect_on_the_running_bureau(tmp_path):
+    """`bureau-node rotate-key` runs in another process: a review's serving bureau kept
+    answering PSI under the old key epoch until it was restarted."""
+    from bureau_node.store import BureauStore
+
+    city = write_city(generate_city(600, 100, seed=4), tmp_path / "city")
+    with BureauNode(city["bureau"], "uscc", tmp_path / "state", workers=0) as node:
+        node.start("127.0.0.1:0")
+        address = f"127.0.0.1:{node.port}"
+        first = psi_job(address, city["bank"], "uscc", tmp_path / "a.csv", "bank-a", workers=0)
+        assert BureauStore(tmp_path / "state").rotate_key("bank-a") == first.key_epoch + 1
+        after = psi_job(address, city["bank"], "uscc", tmp_path / "b.csv", "bank-a", workers=0)
+    assert after.key_epoch == first.key_epoch + 1
+    assert after.intersection == first.intersection

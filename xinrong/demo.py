@@ -7,8 +7,12 @@ month later with its alerts, and the report."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from bank_node.jobs import psi_job
+from bank_node.lookup import TABLES_ENV
+from bank_node.receipts import RECEIPTS_ENV
 from bank_node.toolkit import iv_job, read_iv_table, scorecard_job
 from bank_node.training import predict_job, train_job
 from bureau_node.server import BureauNode
@@ -47,6 +53,39 @@ def _split_applicants(bank_file: Path, seed: int) -> tuple[Path, Path]:
     return history_file, applicants_file
 
 
+MARKER = ".xinrong-demo"  # a directory the demo made, and may set aside for a new run
+
+
+def _fresh(workdir: Path, say: Any) -> None:
+    """An earlier demo's directory is moved aside to ``<workdir>-previous`` (replacing an
+    older one): a second run in it failed at step 7 after overwriting the first's model."""
+    if (workdir / MARKER).exists() or (workdir / "bureau-state").is_dir():
+        previous = workdir.with_name(workdir.name + "-previous")
+        if previous.exists():
+            shutil.rmtree(previous)
+        workdir.rename(previous)
+        say(f"    an earlier demo run was moved to {previous}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("made by `xinrong demo`; moved aside by the next run\n")
+
+
+@contextlib.contextmanager
+def _kept_in(workdir: Path) -> Iterator[None]:
+    """The bank's receipts and lookup tables under the demo's directory, not ~/.xinrong
+    (where a real bank's receipts of another bureau would be mixed with the demo's)."""
+    saved = {name: os.environ.get(name) for name in (RECEIPTS_ENV, TABLES_ENV)}
+    os.environ[RECEIPTS_ENV] = str(workdir / "receipts")
+    os.environ[TABLES_ENV] = str(workdir / "lookup-tables")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_demo(
     workdir: Path,
     enterprises: int = 50_000,
@@ -60,10 +99,25 @@ def run_demo(
     """Generate, serve, match, rank, train, score, report; returns the summary (also what
     the last stdout line holds)."""
     he.check_key_bits(key_bits, allow_test_keys)  # before anything is set up, not at step 4
-    started = time.perf_counter()
     say = say or (lambda text: print(text, file=sys.stderr))
+    _fresh(workdir, say)
+    with _kept_in(workdir):
+        return _steps(workdir, enterprises, bank_clients, seed, workers, say, key_bits,
+                      allow_test_keys)  # fmt: skip
+
+
+def _steps(
+    workdir: Path,
+    enterprises: int,
+    bank_clients: int,
+    seed: int,
+    workers: int | None,
+    say: Any,
+    key_bits: int,
+    allow_test_keys: bool,
+) -> dict[str, Any]:
+    started = time.perf_counter()
     quiet = not sys.stderr.isatty()
-    workdir.mkdir(parents=True, exist_ok=True)
     say(f"1/9 generating a city of {enterprises:,} enterprises and {bank_clients:,} bank clients")
     paths = write_city(generate_city(enterprises, bank_clients, seed), workdir / "data")
     history, applicants = _split_applicants(paths["bank"], seed)
