@@ -143,8 +143,10 @@ class RefusalBudget:
         """Whether this refusal goes on record, and how many earlier ones did not (to be
         recorded now: with it, or alone once a minute); the count is then reset."""
         with self._lock:
-            if len(self._callers) > 10_000:  # bounded: idle callers' buckets are full anyway
-                self._callers.clear()
+            if len(self._callers) > 10_000:  # bounded: forget callers with nothing pending
+                self._callers = {k: v for k, v in self._callers.items() if v[2]}
+                if len(self._callers) > 100_000:
+                    self._callers.clear()  # a flood from that many hosts: counts are lost
             state = self._callers.setdefault(caller, [float(self.burst), now, 0.0, now])
             state[0] = min(self.burst, state[0] + (now - state[1]) * self.per_second)
             state[1] = now
@@ -157,6 +159,14 @@ class RefusalBudget:
                 skipped, state[2], state[3] = int(state[2]), 0.0, now
                 return False, skipped
             return False, 0
+
+    def pending(self) -> dict[str, int]:
+        """The counts not yet on record, per caller (taken: reset to 0)."""
+        with self._lock:
+            out = {k: int(v[2]) for k, v in self._callers.items() if v[2]}
+            for key in out:
+                self._callers[key][2] = 0.0
+            return out
 
 
 class AuditLog:
@@ -287,6 +297,12 @@ class AuditLog:
             )
         return item.seq
 
+    def flush_refusals(self) -> None:
+        """The refusal counts not yet on record (at the node's stop)."""
+        for caller, count in self.refusals.pending().items():
+            self.append("(bureau)", "refusals_not_recorded", "RESOURCE_EXHAUSTED",
+                        count=count, caller=caller)  # fmt: skip
+
     def refusal(
         self, context: grpc.ServicerContext, event: str, exc: BaseException, **details: Any
     ) -> bool:
@@ -297,8 +313,19 @@ class AuditLog:
             bank_id = bank_identity(context)
         except Exception:  # noqa: BLE001 - no identity is itself what is recorded
             bank_id = "(unidentified)"
-        caller = bank_id if bank_id != "(unidentified)" else _peer(context).rsplit(":", 1)[0]
-        recorded, skipped = self.refusals.admit(caller, monotonic())
+        certificate = peer_certificate(context)
+        # whose budget: the certificate's (a bank cannot shed it by naming another id), else
+        # the bank's, else the unidentified caller's host
+        caller = str(details.pop("caller", "")) or (
+            f"certificate {certificate.serial_number:x}"
+            if certificate is not None
+            else bank_id
+            if bank_id != "(unidentified)"
+            else _peer(context).rsplit(":", 1)[0]
+        )
+        # a refusal that carries what was charged or decided is always recorded
+        decided = set(details) - {"method", "reason", "serial"}
+        recorded, skipped = (True, 0) if decided else self.refusals.admit(caller, monotonic())
         if skipped:
             self.append(
                 bank_id, "refusals_not_recorded", "RESOURCE_EXHAUSTED", count=skipped,
@@ -306,7 +333,6 @@ class AuditLog:
             )  # fmt: skip
         if not recorded:
             return False
-        certificate = peer_certificate(context)
         if certificate is not None:
             details["subject"] = certificate.subject.rfc4514_string()
         self.append(

@@ -93,7 +93,7 @@ class BureauFeatures:
             sidecar = descriptions_path_for(data)
             descriptions, public = read_catalogue(sidecar) if sidecar.exists() else ({}, public)
         self.descriptions = descriptions
-        self.public = frozenset(n for n in public if n in self.kinds)
+        self._marked_public = public  # graph features, added later, may be among them
         self.data = data
         self.id_type = id_type
         self.table = table.drop_columns([id_column])
@@ -132,6 +132,11 @@ class BureauFeatures:
         self.kinds = kinds
         self.names = list(kinds)
         self.version = f"{self._own_version}+graph:{_content_hash(columns)}"
+
+    @property
+    def public(self) -> frozenset[str]:
+        """The features offered that the catalogue marks public."""
+        return self._marked_public & self.kinds.keys()
 
     def catalogue(self) -> list[FeatureInfo]:
         return [

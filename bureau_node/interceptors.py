@@ -199,27 +199,25 @@ class BureauInterceptor(grpc.ServerInterceptor):
             return
         serial = format(certificate.serial_number, "x")
         subject = certificate.subject.rfc4514_string()
-        names = context.auth_context().get("x509_common_name") or [b"(unnamed)"]
-        bank_id = names[0].decode("utf-8", "replace")
-        log.warning("refused revoked certificate %s (%s) from %s", serial, subject, context.peer())
+        refused = IdentityError(
+            f"the bureau refused your certificate (serial {serial}, {subject}): it was "
+            f"revoked on {when:%Y-%m-%d %H:%M} UTC; ask the bureau for a new one"
+        )
+        recorded = True  # within the caller's budget of refusals on record, as any other
         if self.audit is not None:
-            self.audit.append(
-                bank_id,
+            recorded = self.audit.refusal(
+                context,
                 "call_refused",
-                grpc.StatusCode.UNAUTHENTICATED.name,
+                refused,
                 reason="certificate revoked",
                 method=method,
-                peer=context.peer(),
-                subject=subject,
                 serial=serial,
+                caller=f"certificate {serial}",
             )
-        abort_with(
-            context,
-            IdentityError(
-                f"the bureau refused your certificate (serial {serial}, {subject}): it was "
-                f"revoked on {when:%Y-%m-%d %H:%M} UTC; ask the bureau for a new one"
-            ),
-        )
+        if recorded:
+            peer = context.peer()
+            log.warning("refused revoked certificate %s (%s) from %s", serial, subject, peer)
+        abort_with(context, refused, quiet=True)
 
     def intercept_service(
         self,

@@ -243,9 +243,6 @@ class BureauNode:
         self._state_lock = handle
 
     def stop(self, grace: float | None = 1.0) -> None:
-        if self._state_lock is not None:
-            self._state_lock.close()  # releases the lock
-            self._state_lock = None
         if self.graph is not None:
             self.graph.close()
         if self.server is not None:
@@ -254,9 +251,14 @@ class BureauNode:
             self.admission.stop()
         if self.access is not None:
             self.access.flush()
+        if self.audit is not None:
+            self.audit.flush_refusals()
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.executor = None
+        if self._state_lock is not None:  # last: the calls in their grace period are done
+            self._state_lock.close()  # releases the lock
+            self._state_lock = None
 
     def __enter__(self) -> BureauNode:
         return self

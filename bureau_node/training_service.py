@@ -150,9 +150,10 @@ class TrainingJobs:
         return job if job is not None and job.bank_id == bank_id else None
 
     def running(self, bank_id: str) -> int:
-        """How many jobs of this bank are running (starts under way not counted)."""
+        """How many jobs of this bank are running or starting."""
         with self._lock:
-            return sum(1 for j in self._jobs.values() if j.bank_id == bank_id)
+            jobs = sum(1 for j in self._jobs.values() if j.bank_id == bank_id)
+            return jobs + sum(1 for b in self._reserved.values() if b == bank_id)
 
     def remove(self, job_id: str) -> None:
         with self._lock:
@@ -266,10 +267,12 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         try:  # the bank scores the session's rows once trained: today's quota must hold them
             self.ctx.access.charge_all(bank_id, {"daily_scored": plan.rows}, dry_run=True)
         except QuotaExceeded as exc:
+            whole = plan.rows > self.ctx.access.policy(bank_id).daily_scored
             raise QuotaExceeded(
                 f"{exc}: a trained model's evaluation scores its {plan.rows:,} rows, and the "
-                "job would fail at its end; train tomorrow (UTC) or ask the bureau's operator "
-                "to raise daily_scored"
+                "job would fail at its end; "
+                + ("more than a whole day's: ask" if whole else "train tomorrow (UTC) or ask")
+                + " the bureau's operator to raise daily_scored"
             ) from None
         self.ctx.store.count_session_use(
             bank_id,
@@ -294,7 +297,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         model's lookup table covers every enterprise the bureau holds, on its disk."""
         limit = self.ctx.access.policy(bank_id).max_models
         kept = self.ctx.models.count(bank_id)
-        running = self.jobs.running(bank_id)
+        running = self.jobs.running(bank_id) - 1  # not this start (reserved already)
         if kept + running >= limit:
             raise QuotaExceeded(
                 f"bank {bank_id} keeps {kept} models at the bureau"

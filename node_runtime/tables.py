@@ -6,6 +6,7 @@ through :func:`read_table`."""
 from __future__ import annotations
 
 import codecs
+import decimal
 import logging
 import math
 import os
@@ -38,9 +39,11 @@ MISSING_MARKS = (
     *("暂无", "不详", "无数据"),  # "not yet available", "unknown", "no data"
     *("(空)", "（空）", "空值"),  # "(empty)", as some exports write it
 )
-# A unit every number of a column is written with ("79.8%", "99万元"): dropped, the number
-# kept as written (a model standardises it; mixed units stay text, and are said).
-UNITS = ("%", "‰", "万元", "亿元", "元", "万")
+# A unit every number of a column is written with ("79.8%", "99万元"): read in its base unit,
+# as a workbook holds it (Excel keeps a cell shown as 79.8% as 0.798), so that a model fitted
+# on a CSV export scores the workbook alike; mixed units stay text, and are said.
+UNITS = {"%": 0.01, "‰": 0.001, "万元": 10_000, "亿元": 100_000_000, "元": 1, "万": 10_000}
+UNITS |= {"亿": 100_000_000}
 # GBK and GB2312 are subsets of GB18030: decoding with the superset never fails on a
 # character the narrower one has, and reads the few that exports add beyond GBK.
 _WIDEN = {"gb2312": "gb18030", "gbk": "gb18030", "cp936": "gb18030", "hz": "gb18030"}
@@ -260,7 +263,7 @@ def _numbers_stored_as_text(table: pa.Table, id_column: str) -> pa.Table:
 
 # a cell Arrow leaves as text that may still be a number: grouped digits, a unit, or a
 # number at all (a column of numbers with one odd cell is said, in ``_excel_column``)
-_MAYBE_NUMBERS = r",\d{3}|\d\s*(%|‰|万元|亿元|元|万)\s*$|^\s*[-+]?\d+(\.\d+)?\s*$"
+_MAYBE_NUMBERS = r",\d{3}|\d\s*(%|‰|万元|亿元|元|万|亿)\s*$|^\s*[-+]?\d+(\.\d+)?\s*$"
 
 
 def _delimiter(path: Path, options: ReadOptions) -> str:
@@ -362,6 +365,8 @@ def _excel_column(values: list[Any], as_text: bool, name: str = "") -> pa.Array:
         unit = _common_unit([v for v, m in zip(values, marked, strict=True) if not m])
         cells = [str(v).strip()[: -len(unit)] if unit and isinstance(v, str) else v for v in values]
         numbers = [None if m else _number(v) for v, m in zip(cells, marked, strict=True)]
+        if unit:
+            numbers = [None if n is None else _in_base_unit(n, UNITS[unit]) for n in numbers]
         present = [n for n in numbers if n is not None]
         unmarked = marked.count(False)
         if present and len(present) < unmarked and len(present) >= 0.9 * unmarked:
@@ -381,6 +386,13 @@ def _excel_column(values: list[Any], as_text: bool, name: str = "") -> pa.Array:
                 return pa.array([None if n is None else int(n) for n in numbers], pa.int64())
             return pa.array([None if n is None else float(n) for n in numbers], pa.float64())
     return pa.array([None if v == "" or v is None else _cell_text(v) for v in values], pa.string())
+
+
+def _in_base_unit(number: int | float, factor: int | float) -> int | float:
+    """99 (万元) -> 990000; 79.8 (%) -> 0.798 (to the nearest double, as Excel holds it)."""
+    if isinstance(factor, int) and isinstance(number, int):
+        return number * factor
+    return float(decimal.Decimal(repr(number)) * decimal.Decimal(repr(factor)))
 
 
 def _say_mixed_units(name: str, cells: list[Any]) -> None:

@@ -456,8 +456,20 @@ def test_a_flood_of_refused_calls_is_answered_and_counted_not_written_one_by_one
                 connection.training.AbandonTraining(
                     pb.AbandonRequest(job_id="0" * 32), timeout=10, metadata=connection.metadata
                 )
-        records = [r for r in node.audit.records() if r["bank_id"] == "bank-flood"]
+            node.audit.refusals = RefusalBudget(burst=0, per_second=1e-9)
+            for _ in range(5):  # a last burst, and then nothing: counted at the stop
+                with pytest.raises(grpc.RpcError):
+                    connection.training.AbandonTraining(
+                        pb.AbandonRequest(job_id="0" * 32),
+                        timeout=10,
+                        metadata=connection.metadata,
+                    )
+        audit = node.audit
+    records = [r for r in audit.records() if r["bank_id"] == "bank-flood"]
     assert codes == 100 * [grpc.StatusCode.NOT_FOUND]  # every call answered alike
     events = [r["event"] for r in records]
     assert events == 20 * ["training_abandoned"] + ["refusals_not_recorded", "training_abandoned"]
     assert json.loads(records[20]["details"])["count"] == 80
+    last = audit.records()[-1]
+    assert (last["bank_id"], last["event"]) == ("(bureau)", "refusals_not_recorded")
+    assert json.loads(last["details"]) == {"caller": "bank-flood", "count": 5}

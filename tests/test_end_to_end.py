@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from node_runtime.transport.channels import (
     open_channel,
 )
 from protocols import group, psi, uscc
-from protocols.errors import PeerError
+from protocols.errors import InputDataError, PeerError
 from protocols.ids import IdType
 from xinrong.v1 import psi_pb2 as pb
 from xinrong.v1 import psi_pb2_grpc
@@ -539,7 +540,8 @@ def test_a_sessions_tags_go_out_twice_at_most_and_a_session_needs_an_id(node):
 
 def test_a_second_demo_in_the_same_directory_sets_the_first_aside(tmp_path: Path):
     """A review ran the README's demo twice: the second run overwrote the first's model and
-    scores and then failed at step 7 (its batch run's directory was taken)."""
+    scores and then failed at step 7 (its batch run's directory was taken). A directory the
+    demo did not make is never moved or deleted."""
     from xinrong.demo import MARKER, _fresh
 
     said: list[str] = []
@@ -547,11 +549,23 @@ def test_a_second_demo_in_the_same_directory_sets_the_first_aside(tmp_path: Path
     _fresh(workdir, said.append)
     (workdir / "report.html").write_text("first")
     _fresh(workdir, said.append)
-    assert (tmp_path / "xinrong-demo-previous" / "report.html").read_text() == "first"
+    previous = tmp_path / "xinrong-demo-previous"
+    assert (previous / "report.html").read_text() == "first"
     assert (workdir / MARKER).exists() and not (workdir / "report.html").exists()
-    assert said == [f"    an earlier demo run was moved to {tmp_path / 'xinrong-demo-previous'}"]
-    mine = tmp_path / "mine"  # a directory the demo did not make is used as it is
+    assert said == [f"    an earlier demo run was moved to {previous}"]
+    _fresh(workdir, said.append)  # a third run replaces the marked -previous
+    assert not (previous / "report.html").exists() and (previous / MARKER).exists()
+    mine = tmp_path / "mine"  # the user's own directory: refused, untouched
     mine.mkdir()
-    (mine / "notes.txt").write_text("keep")
-    _fresh(mine, said.append)
-    assert (mine / "notes.txt").read_text() == "keep"
+    (mine / "thesis.docx").write_text("keep")
+    (mine / "bureau-state").mkdir()
+    with pytest.raises(InputDataError, match="files the demo did not make"):
+        _fresh(mine, said.append)
+    assert sorted(p.name for p in mine.iterdir()) == ["bureau-state", "thesis.docx"]
+    backup = tmp_path / "xinrong-demo-previous"  # a user's own directory of that name
+    shutil.rmtree(backup)
+    backup.mkdir()
+    (backup / "notes.txt").write_text("keep")
+    with pytest.raises(InputDataError, match="is not an earlier demo's"):
+        _fresh(workdir, said.append)
+    assert (backup / "notes.txt").read_text() == "keep" and (workdir / MARKER).exists()

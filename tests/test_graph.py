@@ -331,3 +331,25 @@ def test_bureau_features_command_lists_graph_features(bureau_file, tmp_path, cap
     assert "graph_largest_phone_cluster" in names and "abnormal_operation" in names
     # no deregistered column in this file: its flag's features are left out, not zero
     assert "graph_share_deregistered" not in names
+
+
+def test_a_graph_feature_can_be_marked_public(tmp_path):
+    """The public marks were kept only for the file's own columns: a graph feature marked
+    public in the catalogue (shareholder links are registry data) was listed as not."""
+    import json
+
+    import pyarrow as pa
+
+    from bureau_node.features import BureauFeatures
+    from protocols.ids import IdType
+    from xinrong.synthetic import generate_city, write_city
+
+    paths = write_city(generate_city(300, 50, seed=1), tmp_path)
+    catalogue = json.loads(paths["bureau_catalogue"].read_text())
+    catalogue["graph_links"] = {"description": "links", "public": True}
+    paths["bureau_catalogue"].write_text(json.dumps(catalogue))
+    features = BureauFeatures(paths["bureau"], "uscc", IdType.USCC)
+    assert features.public == frozenset()
+    features.set_graph(pa.table({"graph_links": [1.0] * features.table.num_rows}), {})
+    assert features.public == {"graph_links"}
+    assert [f.public for f in features.catalogue() if f.name == "graph_links"] == [True]

@@ -29,6 +29,7 @@ from bureau_node.server import BureauNode
 from node_runtime import tables
 from node_runtime.transport import certs
 from protocols import paillier as he
+from protocols.errors import InputDataError
 from protocols.scorecard import Scaling
 from xinrong import demo_lookups as lookups
 from xinrong.synthetic import generate_city, write_city
@@ -57,14 +58,28 @@ MARKER = ".xinrong-demo"  # a directory the demo made, and may set aside for a n
 
 
 def _fresh(workdir: Path, say: Any) -> None:
-    """An earlier demo's directory is moved aside to ``<workdir>-previous`` (replacing an
-    older one): a second run in it failed at step 7 after overwriting the first's model."""
-    if (workdir / MARKER).exists() or (workdir / "bureau-state").is_dir():
+    """The demo runs in a directory it made (or found empty), and marks it. An earlier run's
+    (marked) directory is moved aside to ``<workdir>-previous`` (a marked one of that name is
+    replaced; anything else there stops the demo): a second run in it failed at step 7
+    after overwriting the first's model. A directory the demo did not make is never moved,
+    emptied or deleted: with files of its own it is refused."""
+    workdir = workdir.resolve()
+    if (workdir / MARKER).exists():
         previous = workdir.with_name(workdir.name + "-previous")
+        if previous.exists() and not (previous / MARKER).exists():
+            raise InputDataError(
+                f"{previous} exists and is not an earlier demo's: move it, or give the demo "
+                "another --workdir"
+            )
         if previous.exists():
             shutil.rmtree(previous)
         workdir.rename(previous)
         say(f"    an earlier demo run was moved to {previous}")
+    elif workdir.exists() and any(workdir.iterdir()):
+        raise InputDataError(
+            f"{workdir} holds files the demo did not make: give the demo an empty or new "
+            "directory (--workdir)"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / MARKER).write_text("made by `xinrong demo`; moved aside by the next run\n")
 
