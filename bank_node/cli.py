@@ -402,7 +402,8 @@ def _check_transport(args: argparse.Namespace) -> None:
         name, flag = _OUTPUT_DIRS[args.command]
         check_writable(getattr(args, name), flag, directory=True)
     elif getattr(args, "out", None):
-        check_writable(args.out, "--out")
+        data = getattr(args, "data", None)
+        check_writable(args.out, "--out", inputs={"--data": data} if data else None)
     if not hasattr(args, "insecure"):
         return
     from .api import bank_identity

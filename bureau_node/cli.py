@@ -198,7 +198,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     from .store import BureauStore
 
-    epoch = BureauStore(args.state_dir).rotate_key(args.bank_id)
+    store = BureauStore(args.state_dir)
+    if not (store.root / "banks" / args.bank_id).is_dir():
+        raise InputDataError(
+            f"the bureau has no key for bank {args.bank_id!r} in {args.state_dir} (it has "
+            "never run PSI): check the bank id; its first PSI session makes its key"
+        )
+    epoch = store.rotate_key(args.bank_id)
     print_result({"bank_id": args.bank_id, "key_epoch": epoch})
     return 0
 
@@ -266,6 +272,13 @@ def cmd_certs(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     elif args.certs_command == "issue-bank":
+        serials = [e["serial"] for e in certs.issued(args.tls_dir, args.bank_id)]
+        if serials:  # a second issue replaced the bank's files, and the old stayed valid
+            raise InputDataError(
+                f"bank {args.bank_id} has a certificate already (serial {serials[-1]}): "
+                f"`certs renew {args.bank_id}` issues a new one and names the old ones to "
+                "revoke once the bank uses it"
+            )
         made = dict(certs.issue_bank(args.tls_dir, args.bank_id))
         print(f"give the directory {made['dir']} to bank {args.bank_id}", file=sys.stderr)
     elif args.certs_command == "renew":

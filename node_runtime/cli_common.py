@@ -127,10 +127,23 @@ def print_result(result: dict[str, Any]) -> None:
     print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
-def check_writable(path: str | Path, flag: str, directory: bool = False) -> None:
+def check_writable(
+    path: str | Path,
+    flag: str,
+    directory: bool = False,
+    inputs: dict[str, str | Path] | None = None,
+) -> None:
     """Before any work is charged: ``path`` (a file, or with ``directory`` a directory,
-    made if need be) can be written, or InputDataError naming ``flag``."""
+    made if need be) can be written, and is none of the command's ``inputs`` (flag -> path:
+    a review's `psi --out` equal to `--data` replaced the bank's client file), or
+    InputDataError naming ``flag``."""
     target = Path(path)
+    for input_flag, given in (inputs or {}).items():
+        if given and target.exists() and target.resolve() == Path(given).resolve():
+            raise InputDataError(
+                f"{flag} {target} is the file given as {input_flag}: it would be overwritten; "
+                "name another file (nothing was sent to the bureau)"
+            )
     if target.exists() and target.is_dir() != directory:
         kind = "a directory" if target.is_dir() else "a file"
         raise InputDataError(

@@ -407,6 +407,8 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_bureau_is_asked(
     data = ["--data", str(tmp_path / "f.csv"), "--id-column", "uscc"]
     cases = [
         (["psi", *data, "--out", str(tmp_path)], "--out " + str(tmp_path) + " is a directory"),
+        # a review's `--out` equal to `--data` replaced the bank's client file
+        (["psi", *data, "--out", str(tmp_path / "f.csv")], "is the file given as --data"),
         (["iv", *data, "--label", "y", "--out", str(locked / "iv.csv")], "is not writable"),
         (["train", *data, "--label", "y", "--model-dir", str(locked / "m")], "is not writable"),
         (

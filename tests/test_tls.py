@@ -118,6 +118,11 @@ def test_certs_command_lines(tmp_path):
     assert Path(json.loads(issued.stdout.splitlines()[-1])["cert"]).exists()
     again = run("certs", "init", "--tls-dir", str(tmp_path / "ca"))
     assert again.returncode == 2 and "already has a CA" in again.stderr
+    # a second issue silently replaced the bank's key and left the old certificate valid
+    twice = run("certs", "issue-bank", "bank-x", "--tls-dir", str(tmp_path / "ca"))
+    assert twice.returncode == 2 and "`certs renew bank-x`" in twice.stderr
+    unknown = run("rotate-key", "--state-dir", str(tmp_path / "state"), "--bank-id", "bank-zz")
+    assert unknown.returncode == 2 and "no key for bank 'bank-zz'" in unknown.stderr
 
 
 def test_plaintext_needs_an_explicit_flag_and_loopback(tmp_path):
