@@ -117,6 +117,23 @@ class BureauContext:
                 "features that vary among more enterprises"
             )
 
+    def check_model_served(self, bank_id: str, model: dict[str, Any]) -> None:
+        """A kept model is served (scored, its lookup table fetched) under today's policy:
+        the bank's features and minimum, and the exposure rules again whenever the bureau's
+        table or the features it marks public changed since the model was last checked (a
+        model kept before a feature was marked public would otherwise be served on)."""
+        recipe = FeatureRecipe.from_json(model["recipe"])
+        self.choose_for_model(bank_id, tuple(recipe.names))
+        stamp = [self.features.version, sorted(self.features.public)]
+        if model.get("policy_checked") == stamp:
+            return
+        limit = self.limits_for(bank_id).max_feature_exposure
+        self.check_exposure(recipe, limit)
+        if "scorecard" in model:
+            self.check_points_exposure(recipe, limit)
+        model["policy_checked"] = stamp
+        self.models.save(bank_id, model)
+
     def check_points_exposure(self, recipe: FeatureRecipe, limit: float) -> None:
         """Refuses a scorecard whose points, on more than ``limit`` of the bureau's
         enterprises, would name one feature's bin (``scorecard.points_exposure``): a review

@@ -154,7 +154,8 @@ class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
             if source.model_features:
                 # the bank's policy today, as for scoring: a model on a feature taken out
                 # of its configuration is no longer served
-                self.ctx.choose_for_model(bank_id, source.model_features)
+                model_id = request.product.removeprefix(lookup.MODEL_PREFIX)
+                self.ctx.check_model_served(bank_id, self.ctx.models.load(bank_id, model_id))
             table = self.tables.sealed(bank_id, source)
             self._check_current(request, table)
             if request.since_version >= table.version.version:

@@ -63,7 +63,7 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
             recipe = FeatureRecipe.from_json(model["recipe"])
             # the bank's policy today, not the one the model was trained under: a feature
             # taken out of its configuration is not scored any more
-            self.ctx.choose_for_model(bank_id, tuple(recipe.names))
+            self.ctx.check_model_served(bank_id, model)
             if request.points and "scorecard" not in model:
                 raise PolicyViolation(
                     f"model {request.model_id} has no scorecard yet: make one first "

@@ -939,3 +939,38 @@ def test_policy_a_feature_taken_out_of_a_banks_configuration_is_no_longer_served
     finally:
         node.config.write_text(original)
         node.reload()
+
+
+def test_policy_a_kept_model_is_checked_again_once_features_are_marked_public(node, city, tmp_path):
+    """A review: the exposure rule ran only when a job started, so a model kept before the
+    operator marked the registry public was scored and its lookup table served on. A model is
+    checked again whenever the bureau's table or its public marks changed."""
+    from protocols.lookup import model_table
+    from xinrong.v1 import lookup_pb2
+
+    features = ["tax_paid_12m_10k_cny", "insured_employees", "invoice_amount_12m_10k_cny",
+                "reg_age_years", "registered_capital_10k_cny"]  # fmt: skip
+    summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m", "bank-a",
+                        bureau_features=features, epochs=1, workers=0, quiet=True,
+                        **TEST_KEYS)  # fmt: skip
+    marked = node.features._marked_public
+    node.features._marked_public = frozenset({"reg_age_years", "registered_capital_10k_cny"})
+    try:
+        with BureauConnection(_address(node), "bank-a") as connection:
+            session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+            request = pb.ScoreRequest(
+                model_id=summary["model_id"], psi_session_id=session.session_id
+            )
+            with pytest.raises(grpc.RpcError) as err:
+                list(connection.scoring.ScoreApplicants(request, metadata=connection.metadata))
+            assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+            assert "its score would be one feature's value" in err.value.details()
+            fetch = lookup_pb2.FetchTableRequest(product=model_table(summary["model_id"]))
+            with pytest.raises(grpc.RpcError) as err:
+                list(connection.lookup.FetchTable(fetch, metadata=connection.metadata))
+            assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        node.features._marked_public = marked
+    with BureauConnection(_address(node), "bank-a") as connection:  # unmarked: served again
+        scored = list(connection.scoring.ScoreApplicants(request, metadata=connection.metadata))
+    assert scored
