@@ -919,7 +919,20 @@ def _give_up_unless_resumable(
         # sides (refused, as it cannot be resumed) or it expires at the bureau
         log.warning("training job %s could not be ended at the bureau: %s", job_id, err)
         return
-    log.info("training job %s ended at the bureau: it cannot be resumed", job_id)
+    if not held:
+        why = "before its first epoch had finished: there is nothing to resume from"
+    elif peer.resume_pending:
+        why = (
+            "before the bureau had answered the resumed run's first step: it takes one resume "
+            "per interruption"
+        )
+    else:
+        why = (
+            f"after {peer.sent_since_checkpoint} step(s) of an epoch had gone to the bureau, "
+            "which answers each step once in a job's life: the finished epochs cannot be run "
+            "on from (stop a run between epochs, after an epoch line, to resume it)"
+        )
+    log.warning("training job %s stopped %s; it was ended at the bureau", job_id, why)
     if held:
         (Path(model_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
 

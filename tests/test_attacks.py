@@ -813,7 +813,9 @@ def test_job_interrupted_after_a_decryption_cannot_be_resumed(node, city, tmp_pa
     assert not _bureau_checkpoint(node, job).exists()
 
 
-def test_job_a_run_interrupted_where_it_cannot_resume_frees_its_slot(node, city, monkeypatch):
+def test_job_a_run_interrupted_where_it_cannot_resume_frees_its_slot(
+    node, city, monkeypatch, caplog
+):
     """A review pressed Ctrl-C twice during the first epoch: each interrupted job held one
     of the bank's two job slots for an hour, and the third run was refused. Now a run that
     stops where no resume can continue it ends its job at the bureau at once."""
@@ -837,6 +839,8 @@ def test_job_a_run_interrupted_where_it_cannot_resume_frees_its_slot(node, city,
                 quiet=True,
                 **TEST_KEYS,
             )
+    # and says why this stop cannot be resumed (a review read one message for two causes)
+    assert "stopped before its first epoch had finished: there is nothing to resume" in caplog.text
     records = [r for r in AuditLog(node.store.root).records() if r["bank_id"] == "bank-slots"]
     ended = [r for r in records if r["event"] == "training_abandoned"]
     assert len(ended) == 3 and all("KeyboardInterrupt" in r["details"] for r in ended)
