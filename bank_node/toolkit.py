@@ -8,7 +8,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,26 +56,34 @@ def _label_chunks(
     session_id: str,
     key: he.PublicKey,
     key_proof: he.KeyProof,
-    ciphertexts: list,
+    ciphertexts: Sequence[Any] | Callable[[int, int], Sequence[Any]],
     max_bins: int,
     min_bin_count: int,
     features: list[str],
+    total: int | None = None,
 ) -> Iterator[pb.EncryptedLabels]:
-    total = len(ciphertexts)
-    for start in range(0, max(total, 1), LABELS_PER_CHUNK):
-        chunk = pb.EncryptedLabels(
-            offset=start,
-            total=total,
-            labels=he.ciphertexts_to_bytes(ciphertexts[start : start + LABELS_PER_CHUNK], key),
+    """The request's settings first, with no labels: the bureau charges (or refuses) on
+    them, before the bank encrypts a label. Then the labels, a chunk at a time:
+    ``ciphertexts`` is the list, or a function encrypting the labels ``[start, end)``."""
+    if total is None:
+        assert not callable(ciphertexts)
+        total = len(ciphertexts)
+    span = ciphertexts if callable(ciphertexts) else (lambda a, b: ciphertexts[a:b])
+    yield pb.EncryptedLabels(
+        offset=0,
+        total=total,
+        psi_session_id=session_id,
+        bank_public_key=codec.key_to_bytes(key),
+        bank_key_proof=codec.key_proof_to_bytes(key_proof, key),
+        max_bins=max_bins,
+        min_bin_count=min_bin_count,
+        features=features,
+    )
+    for start in range(0, total, LABELS_PER_CHUNK):
+        end = min(total, start + LABELS_PER_CHUNK)
+        yield pb.EncryptedLabels(
+            offset=start, total=total, labels=he.ciphertexts_to_bytes(span(start, end), key)
         )
-        if start == 0:
-            chunk.psi_session_id = session_id
-            chunk.bank_public_key = codec.key_to_bytes(key)
-            chunk.bank_key_proof.extend(codec.key_proof_to_bytes(key_proof, key))
-            chunk.max_bins = max_bins
-            chunk.min_bin_count = min_bin_count
-            chunk.features.extend(features)
-        yield chunk
 
 
 @dataclass
@@ -156,29 +164,34 @@ def information_values(
 
     public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
     encryptor = he.OwnerEncryptor(private_key)
-    say(f"encrypting {rows:,} labels")
+    labels = [int(v) for v in y]
+    say(f"encrypting {rows:,} labels as the bureau takes them")
     with ProgressBars(enabled=False if quiet else None, unit="label") as label_bars:
-        ciphertexts = encryptor.encrypt_many(
-            [int(v) for v in y],
-            executor,
-            on_progress=lambda done, total: label_bars("encrypting labels", done, total),
-        )
-    answer = _call(
-        "binning the encrypted labels at the bureau",
-        lambda: connection.binning.BinLabels(
-            _label_chunks(
-                result.session_id,
-                public_key,
-                he.prove_key(private_key),
-                ciphertexts,
-                max_bins,
-                min_bin_count,
-                list(bureau_features or []),
+
+        def encrypted(start: int, end: int) -> list[Any]:
+            # encrypted as the stream goes: a request the bureau refuses on its settings
+            # (its privacy budget spent) costs the bank no encryption
+            out = encryptor.encrypt_many(labels[start:end], executor)
+            label_bars("encrypting labels", end, rows)
+            return out
+
+        answer = _call(
+            "binning the encrypted labels at the bureau",
+            lambda: connection.binning.BinLabels(
+                _label_chunks(
+                    result.session_id,
+                    public_key,
+                    he.prove_key(private_key),
+                    encrypted,
+                    max_bins,
+                    min_bin_count,
+                    list(bureau_features or []),
+                    total=rows,
+                ),
+                timeout=START_DEADLINE + rows * 0.01,
+                metadata=connection.metadata,
             ),
-            timeout=START_DEADLINE + rows * 0.01,
-            metadata=connection.metadata,
-        ),
-    )
+        )
     values: list[binning.FeatureValue] = []
     for name in bank_features:
         bins = binning.bin_column(name, matched.column(name), max_bins, min_bin_count)
