@@ -236,6 +236,15 @@ def _start(connection: BureauConnection, session, job: int, batch: int = 128) ->
         return err.code()
 
 
+def _refused(connection: BureauConnection, plan: vlr.TrainingPlan) -> tuple[grpc.StatusCode, str]:
+    """A start the bureau refuses: its status and message."""
+    with pytest.raises(grpc.RpcError) as err:
+        connection.training.StartTraining(
+            codec.plan_to_proto(plan), timeout=120, metadata=connection.metadata
+        )
+    return err.value.code(), err.value.details()
+
+
 def test_policy_models_per_psi_session_are_capped(node, city):
     """A second model on the same rows is refused when the bank's cap is one; a start
     refused for a reused job id does not use up a session's model."""
@@ -257,14 +266,10 @@ def test_policy_a_bank_keeps_a_bounded_number_of_models(node, city):
         (shelf / f"{n:032x}.json").write_text("{}")
     with BureauConnection(_address(node), "bank-full-shelf") as connection:
         session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
-        with pytest.raises(grpc.RpcError) as full:
-            connection.training.StartTraining(
-                codec.plan_to_proto(_plan(session, 20)), timeout=120, metadata=connection.metadata
-            )
-        assert full.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "keeps 2 models" in full.value.details()
-        assert "max_models, 2" in full.value.details()
-        assert "bureau-node models delete" in full.value.details()
+        code, details = _refused(connection, _plan(session, 20))
+        assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "keeps 2 models" in details and "max_models, 2" in details
+        assert "bureau-node models delete" in details
         (shelf / f"{0:032x}.json").unlink()  # the operator deleted one
         # the refusal charged nothing: the session's one model is still there to start
         assert _start(connection, session, 21) is grpc.StatusCode.OK
@@ -276,13 +281,9 @@ def test_policy_a_job_the_days_scoring_quota_cannot_finish_is_refused_at_its_sta
     The start says so now, before anything is charged."""
     with BureauConnection(_address(node), "bank-small-quota") as connection:
         session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
-        with pytest.raises(grpc.RpcError) as refused:
-            connection.training.StartTraining(
-                codec.plan_to_proto(_plan(session, 40)), timeout=120, metadata=connection.metadata
-            )
-    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "daily_scored" in refused.value.details()
-    assert "evaluation scores its" in refused.value.details()
+        code, details = _refused(connection, _plan(session, 40))
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "daily_scored" in details and "evaluation scores its" in details
     usage = node.store.root / "sessions" / f"{session.session_id}.models"
     assert not usage.exists()  # the session's one model was not used up
 
@@ -321,12 +322,7 @@ def test_policy_public_features_neither_count_nor_hide_the_others(city, tmp_path
                     ("court_judgements_3y", "admin_penalties_3y", "abnormal_operation", *registry),
                 )
             ):
-                plan = _plan(session, 50 + n, features=features)
-                with pytest.raises(grpc.RpcError) as refused:
-                    connection.training.StartTraining(
-                        codec.plan_to_proto(plan), timeout=120, metadata=connection.metadata
-                    )
-                refusals.append((refused.value.code(), refused.value.details()))
+                refusals.append(_refused(connection, _plan(session, 50 + n, features=features)))
     assert all(code is grpc.StatusCode.PERMISSION_DENIED for code, _ in refusals)
     assert "names 1 and 4 public" in refusals[0][1]
     assert "its score would be one feature's value" in refusals[1][1]
@@ -417,12 +413,8 @@ def test_training_a_bank_key_without_its_proof_is_refused(node, city, crafted_ke
     with BureauConnection(_address(node), "bank-a") as connection:
         session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
         plan = replace(_plan(session, 30), bank_public_key=he.PublicKey(n), bank_key_proof=best_try)
-        with pytest.raises(grpc.RpcError) as refused:
-            connection.training.StartTraining(
-                codec.plan_to_proto(plan), timeout=120, metadata=connection.metadata
-            )
-    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "fails at root" in refused.value.details()
+        code, details = _refused(connection, plan)
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "fails at root" in details
 
 
 # -- the single-positive information-value probe ----------------------------------------
