@@ -16,6 +16,7 @@ from node_runtime.cli_common import (
     add_read_arguments,
     add_version_argument,
     check_writable,
+    pad,
     print_result,
     read_options,
     run_main,
@@ -310,7 +311,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         features = records(bureau.features())
     for f in features:
         public = "public" if f.get("public") else ""
-        _say(args)(f"{f['name']:<32} {f['kind']:<9} {public:<7} {f['description']}")
+        _say(args)(f"{pad(f['name'], 32)} {f['kind']:<9} {public:<7} {f['description']}")
     print_result({"features": features})
     return 0
 

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from node_runtime import tables
+from node_runtime.cli_common import pad
 from node_runtime.parallel import make_executor
 from node_runtime.progress import ProgressBars
 from node_runtime.transport import model_codec as codec
@@ -357,7 +358,8 @@ def format_iv_table(values: list[dict[str, Any]]) -> str:
     lines = [f"{'feature':<32} {'party':<7} {'bins':>4} {'IV':>8}  strength"]
     for v in values:
         lines.append(
-            f"{v['feature']:<32} {v['party']:<7} {v['bins']:>4} {v['iv']:>8.4f}  {v['strength']}"
+            f"{pad(v['feature'], 32)} {v['party']:<7} {v['bins']:>4} {v['iv']:>8.4f}  "
+            f"{v['strength']}"
         )
     return "\n".join(lines)
 

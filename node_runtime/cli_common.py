@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import sys
+import unicodedata
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -120,6 +121,13 @@ def setup_logging(level: str, quiet: bool = False, log_file: str | None = None) 
             raise SystemExit(f"error: --log-file {log_file}: {exc.strerror}") from None
         handlers[-1].setLevel(chosen)
     logging.basicConfig(level=min(h.level for h in handlers), format=_FORMAT, handlers=handlers)
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` left-aligned in ``width`` terminal columns: a Chinese character takes two
+    (f-string padding counts it as one, and a table of 中文 names went askew)."""
+    shown = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(0, width - shown)
 
 
 def print_result(result: dict[str, Any]) -> None:

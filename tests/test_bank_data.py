@@ -579,3 +579,23 @@ def test_commas_count_as_thousands_separators_only_where_they_belong(tmp_path):
     table = tables.read_table(path, "id")
     assert table.column("codes").to_pylist() == ["3011,3012", "5412", "7210,7220"]
     assert table.column("amount").to_pylist() == [1200.0, 12000.5, 7.0]
+
+
+def test_the_iv_table_lines_up_with_chinese_feature_names():
+    """A review's IV table on stderr went askew: f-string padding counts 额 as one column,
+    a terminal shows it in two."""
+    import unicodedata
+
+    from bank_node.toolkit import format_iv_table
+
+    rows = [
+        {"feature": "额度使用率", "party": "bank", "bins": 5, "iv": 0.59, "strength": "strong"},
+        {"feature": "debt_ratio", "party": "bureau", "bins": 9, "iv": 0.1, "strength": "medium"},
+    ]
+
+    def columns(text: str) -> int:
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+    lines = format_iv_table(rows).splitlines()
+    where = [columns(line[: line.index(party)]) for line, party in zip(lines[1:], ("bank", "bur"))]
+    assert where == [33, 33]
