@@ -159,13 +159,15 @@ class Bureau:
         id_type: str = "uscc",
         encoding: str | None = None,
         sheet: str | None = None,
+        skip_rows: int = 0,
     ) -> Any:
         """The bureau's data products for each row of ``clients``, looked up privately (the
         bureau learns how many IDs, not which): the ID as given, then each product's columns
         (``size_class``, ``size_class_zh``, ... see docs/private-lookups.md), empty where
         the bureau holds no entry or the ID is invalid. A file's path is read as
-        ``bank-node`` reads it (``encoding`` and ``sheet`` as its --encoding and --sheet)."""
-        table = as_table(clients, id_column, _read_options(encoding, sheet))
+        ``bank-node`` reads it (``encoding``, ``sheet``, ``skip_rows``: its --encoding,
+        --sheet, --skip-rows)."""
+        table = as_table(clients, id_column, _read_options(encoding, sheet, skip_rows))
         result, _, _ = lookup_rows(
             self.connection, table, id_column, IdType(id_type), list(products), client=self.lookups
         )
@@ -187,12 +189,13 @@ class Bureau:
         reveal: str = "both",
         encoding: str | None = None,
         sheet: str | None = None,
+        skip_rows: int = 0,
     ) -> Any:
         """The normalised IDs of ``data`` the bureau knows, in ``data``'s order, each once
         (column ``id_column``). ``reveal="bank"`` leaves the bureau with the set sizes only;
         ``"both"`` (default) lets it learn the intersection, as training needs. Invalid IDs
         are left out (and counted in the log)."""
-        table = as_table(data, id_column, _read_options(encoding, sheet))
+        table = as_table(data, id_column, _read_options(encoding, sheet, skip_rows))
         prepared = prepare_ids(table.column(id_column), IdType(id_type))
         if prepared.rejects:
             log.warning("%d rows have invalid IDs and were left out", len(prepared.rejects))
@@ -224,6 +227,7 @@ class Bureau:
         positive_label: str | None = None,
         encoding: str | None = None,
         sheet: str | None = None,
+        skip_rows: int = 0,
     ) -> Any:
         """Weight of evidence and information value of every bank feature (here) and every
         bureau feature (binned at the bureau on labels encrypted under this bank's key), over
@@ -231,7 +235,7 @@ class Bureau:
         iv, strength."""
         he.check_key_bits(key_bits, allow_test_keys)
         min_bin_count = toolkit.check_binning(bins, min_bin_count, min_bin_share)
-        options = _read_options(encoding, sheet)
+        options = _read_options(encoding, sheet, skip_rows)
         table, labels = training.read(data, id_column, label, options, positive_label)
         kind = IdType(id_type)
         bank_features = toolkit.usable_bank_features(
@@ -284,6 +288,7 @@ class Bureau:
         on_epoch: Callable[[vlr.EpochRecord], None] | None = None,
         encoding: str | None = None,
         sheet: str | None = None,
+        skip_rows: int = 0,
     ) -> JointModel:
         """Trains a joint model on ``data`` (the bank's clients: ID, features, 0/1 label) and
         the bureau's features, as ``bank-node train`` does: PSI, a held-back validation
@@ -292,8 +297,9 @@ class Bureau:
         ``model_dir``: where the per-epoch checkpoint (it holds the job's key) and the model
         are written; by default a private temporary directory, removed afterwards, and
         the model stays in memory until ``save()``. A file's path is read as ``bank-node``
-        reads it (``encoding`` and ``sheet`` as its --encoding and --sheet)."""
-        options = _read_options(encoding, sheet)
+        reads it (``encoding``, ``sheet``, ``skip_rows``: its --encoding, --sheet,
+        --skip-rows)."""
+        options = _read_options(encoding, sheet, skip_rows)
         job_settings: dict[str, Any] = {
             "bureau": self.address,
             "bank_id": self.bank_id,
@@ -391,6 +397,7 @@ class JointModel:
         scoring: str = "private",
         encoding: str | None = None,
         sheet: str | None = None,
+        skip_rows: int = 0,
     ) -> Any:
         """One row per applicant, in ``applicants``' order: the ID as given, ``score`` (the
         probability of default), ``bureau_matched`` and reason codes (``reason_1..3`` from the
@@ -402,7 +409,7 @@ class JointModel:
         were; ``"reveal-both"``: PSI tells the bureau who they are."""
         model = self.bank_half
         id_column = id_column or model["id_column"]
-        table = as_table(applicants, id_column, _read_options(encoding, sheet))
+        table = as_table(applicants, id_column, _read_options(encoding, sheet, skip_rows))
         bureau = self.bureau
         if scoring not in training.SCORING_MODES:
             raise InputDataError(
@@ -458,9 +465,9 @@ def load(directory: str | Path, bureau: Bureau) -> JointModel:
     return JointModel(model, bureau, evaluation)
 
 
-def _read_options(encoding: str | None, sheet: str | None) -> tables.ReadOptions:
+def _read_options(encoding: str | None, sheet: str | None, skip_rows: int) -> tables.ReadOptions:
     """How a file's path given to the API is read (``None``: found out, as the CLI does)."""
-    return tables.ReadOptions(encoding=encoding, sheet=sheet)
+    return tables.ReadOptions(encoding=encoding, sheet=sheet, skip_rows=skip_rows)
 
 
 def _from_rows(rows: list[dict[str, Any]], names: list[str]) -> pa.Table:

@@ -70,13 +70,21 @@ def add_read_arguments(parser: argparse.ArgumentParser) -> None:
         help="field separator of a text file (default: tab for .tsv, else comma)",
     )
     parser.add_argument("--sheet", default=None, help="Excel sheet (default: the first)")
+    parser.add_argument(
+        "--skip-rows",
+        type=int,
+        default=0,
+        help="rows above the header to pass over (a title row, notes; default 0)",
+    )
 
 
 def read_options(args: argparse.Namespace) -> ReadOptions:
     delimiter = args.delimiter
     if delimiter in ("\\t", "tab"):  # a tab is hard to type on a command line
         delimiter = "\t"
-    return ReadOptions(encoding=args.encoding, delimiter=delimiter, sheet=args.sheet)
+    return ReadOptions(
+        encoding=args.encoding, delimiter=delimiter, sheet=args.sheet, skip_rows=args.skip_rows
+    )
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

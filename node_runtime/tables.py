@@ -57,6 +57,7 @@ class ReadOptions:
     encoding: str | None = None
     delimiter: str | None = None
     sheet: str | None = None  # Excel: a sheet name (default: the first sheet)
+    skip_rows: int = 0  # rows above the header (a title, notes), as exports often have
 
     def __post_init__(self) -> None:
         if self.encoding is not None:
@@ -66,6 +67,8 @@ class ReadOptions:
                 raise InputDataError(
                     f"unknown encoding {self.encoding!r}; try utf-8, gb18030 or big5"
                 ) from None
+        if not 0 <= self.skip_rows <= 1000:
+            raise InputDataError(f"--skip-rows {self.skip_rows}: a number from 0 to 1000")
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise InputDataError(
                 f"a delimiter is one character, not {self.delimiter!r} (for a tab: $'\\t')"
@@ -194,7 +197,7 @@ def read_table(
                 _check_utf8(path)
             table = pacsv.read_csv(
                 path,
-                read_options=pacsv.ReadOptions(encoding=encoding),
+                read_options=pacsv.ReadOptions(encoding=encoding, skip_rows=options.skip_rows),
                 parse_options=pacsv.ParseOptions(delimiter=_delimiter(path, options)),
                 convert_options=pacsv.ConvertOptions(
                     column_types={id_column: pa.string()},
@@ -206,7 +209,7 @@ def read_table(
                 ),
             )
         elif kind == "excel":
-            table = _read_excel(path, id_column, options.sheet)
+            table = _read_excel(path, id_column, options.sheet, options.skip_rows)
             if wanted is not None:
                 missing = [c for c in wanted if c not in table.column_names]
                 if missing:
@@ -232,6 +235,8 @@ def read_table(
             raise InputDataError(
                 _missing(path, missing[0] if missing else id_column, names)
             ) from None
+        if "Expected 1 columns" in message and not options.skip_rows:  # a title line first
+            message += " (a title above the header? --skip-rows N passes N rows)"
         raise InputDataError(f"{path}: cannot read as {kind.upper()}: {message}") from None
     if id_column not in table.column_names:
         raise InputDataError(_missing(path, id_column, table.column_names))
@@ -272,9 +277,10 @@ def _delimiter(path: Path, options: ReadOptions) -> str:
     return "\t" if path.suffix.lower() in TSV_SUFFIXES else ","
 
 
-def _read_excel(path: Path, id_column: str, sheet: str | None) -> pa.Table:
-    """The first sheet (or ``sheet``) of a workbook: the first row is the header; a column
-    of numbers only becomes numbers (integers when all are whole), anything else text."""
+def _read_excel(path: Path, id_column: str, sheet: str | None, skip_rows: int = 0) -> pa.Table:
+    """The first sheet (or ``sheet``) of a workbook: the first row (after ``skip_rows``) is
+    the header; a column of numbers only becomes numbers (integers when all are whole),
+    anything else text."""
     from python_calamine import CalamineWorkbook
 
     try:
@@ -287,6 +293,7 @@ def _read_excel(path: Path, id_column: str, sheet: str | None) -> pa.Table:
         raise
     except Exception as exc:  # noqa: BLE001 - calamine raises its own error types
         raise InputDataError(f"{path}: cannot read as a workbook: {exc}") from None
+    rows = rows[skip_rows:]
     if not rows:
         raise InputDataError(f"{path}: the sheet is empty")
     header = [_cell_text(h) for h in rows[0]]
@@ -296,7 +303,10 @@ def _read_excel(path: Path, id_column: str, sheet: str | None) -> pa.Table:
             f"has the sheets {', '.join(map(repr, names))}: name the data's with --sheet"
         )
     if len(set(header)) != len(header) or "" in header:
-        raise InputDataError(f"{path}: the first row must name every column once: {header}")
+        raise InputDataError(
+            f"{path}: the first row must name every column once: {header}"
+            + ("" if skip_rows else " (a title above the header? --skip-rows N passes N rows)")
+        )
     body = [list(r) + [""] * (len(header) - len(r)) for r in rows[1:]]
     if id_column in header:
         _say_ids_stored_as_numbers(path, id_column, [r[header.index(id_column)] for r in body])
@@ -430,7 +440,9 @@ def _header_names(path: Path, kind: str, options: ReadOptions, encoding: str | N
     with path.open("rb") as handle:
         reader = pacsv.open_csv(
             handle,
-            read_options=pacsv.ReadOptions(encoding=encoding or "utf-8"),
+            read_options=pacsv.ReadOptions(
+                encoding=encoding or "utf-8", skip_rows=options.skip_rows
+            ),
             parse_options=pacsv.ParseOptions(delimiter=_delimiter(path, options)),
         )
         return list(reader.schema.names)
@@ -438,7 +450,8 @@ def _header_names(path: Path, kind: str, options: ReadOptions, encoding: str | N
 
 def _missing(path: Path, column: str, names: list[str]) -> str:
     shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-    return f"{path}: no column named {column!r}; the file has: {shown}"
+    hint = " (a title above the header? --skip-rows N passes N rows)" if len(names) <= 2 else ""
+    return f"{path}: no column named {column!r}; the file has: {shown}{hint}"
 
 
 def private_dir(path: str | Path) -> Path:

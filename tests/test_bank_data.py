@@ -599,3 +599,31 @@ def test_the_iv_table_lines_up_with_chinese_feature_names():
     lines = format_iv_table(rows).splitlines()
     where = [columns(line[: line.index(party)]) for line, party in zip(lines[1:], ("bank", "bur"))]
     assert where == [33, 33]
+
+
+def test_a_title_row_above_the_header_is_named_and_passed_with_skip_rows(tmp_path):
+    """Bank exports often start with a title (XX银行客户清单) above the header: a review's
+    workbook failed with "the first row must name every column once" and no way round."""
+    import xlsxwriter
+
+    book_path = tmp_path / "clients.xlsx"
+    book = xlsxwriter.Workbook(str(book_path))
+    sheet = book.add_worksheet()
+    sheet.write_row(0, 0, ["XX银行小微企业客户清单（2026年11月）"])
+    sheet.write_row(1, 0, ["统一社会信用代码", "贷款金额"])
+    sheet.write_row(2, 0, ["91440300MA5F000001", 99])
+    book.close()
+    with pytest.raises(InputDataError, match="a title above the header\\? --skip-rows"):
+        tables.read_table(book_path, "统一社会信用代码")
+    table = tables.read_table(
+        book_path, "统一社会信用代码", options=tables.ReadOptions(skip_rows=1)
+    )
+    assert table.column("贷款金额").to_pylist() == [99]
+    csv_path = tmp_path / "clients.csv"
+    csv_path.write_bytes(
+        "XX银行客户清单\n统一社会信用代码,贷款金额\n91440300MA5F000001,99\n".encode("gb18030")
+    )
+    with pytest.raises(InputDataError, match="--skip-rows"):
+        tables.read_table(csv_path, "统一社会信用代码")
+    table = tables.read_table(csv_path, "统一社会信用代码", options=tables.ReadOptions(skip_rows=1))
+    assert table.column("统一社会信用代码").to_pylist() == ["91440300MA5F000001"]
