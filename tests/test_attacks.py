@@ -675,8 +675,10 @@ def test_job_a_give_up_during_a_resume_of_a_stored_job_ends_it(node, city, tmp_p
     job = _interrupted_job(node, city, tmp_path / "m", after_epoch=0)
     node.training.jobs.remove(job)  # as after a restart: only the stored checkpoint
     check = TrainingServicer._check_resume
+    inside = threading.Event()
 
     def slow_check(self, *args):
+        inside.set()  # the resume has read the checkpoint and the ledger
         time.sleep(1.0)  # the window in which the give-up arrives
         return check(self, *args)
 
@@ -684,7 +686,7 @@ def test_job_a_give_up_during_a_resume_of_a_stored_job_ends_it(node, city, tmp_p
     resumed: list[grpc.StatusCode] = []
     resume = threading.Thread(target=lambda: resumed.append(_resume(node, job, 1)))
     resume.start()
-    time.sleep(0.3)
+    assert inside.wait(60)
     with BureauConnection(_address(node), "bank-a") as connection:
         connection.training.AbandonTraining(
             pb.AbandonRequest(job_id=job, reason="KeyboardInterrupt"),
