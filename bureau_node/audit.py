@@ -316,7 +316,7 @@ class AuditLog:
         certificate = peer_certificate(context)
         # whose budget: the certificate's (a bank cannot shed it by naming another id), else
         # the bank's, else the unidentified caller's host
-        caller = str(details.pop("caller", "")) or (
+        caller = (
             f"certificate {certificate.serial_number:x}"
             if certificate is not None
             else bank_id

@@ -212,7 +212,6 @@ class BureauInterceptor(grpc.ServerInterceptor):
                 reason="certificate revoked",
                 method=method,
                 serial=serial,
-                caller=f"certificate {serial}",
             )
         if recorded:
             peer = context.peer()
