@@ -42,8 +42,11 @@ MISSING_MARKS = (
 # A unit every number of a column is written with ("79.8%", "99万元"): read in its base unit,
 # as a workbook holds it (Excel keeps a cell shown as 79.8% as 0.798), so that a model fitted
 # on a CSV export scores the workbook alike; mixed units stay text, and are said.
-UNITS = {"%": 0.01, "‰": 0.001, "万元": 10_000, "亿元": 100_000_000, "元": 1, "万": 10_000}
-UNITS |= {"亿": 100_000_000}
+UNITS = {
+    **{"%": 0.01, "‰": 0.001, "元": 1},
+    **{"万": 10_000, "万元": 10_000, "亿": 100_000_000, "亿元": 100_000_000},
+}
+_UNITS_LONGEST_FIRST = sorted(UNITS, key=len, reverse=True)  # 万元 before 元
 # GBK and GB2312 are subsets of GB18030: decoding with the superset never fails on a
 # character the narrower one has, and reads the few that exports add beyond GBK.
 _WIDEN = {"gb2312": "gb18030", "gbk": "gb18030", "cp936": "gb18030", "hz": "gb18030"}
@@ -268,7 +271,8 @@ def _numbers_stored_as_text(table: pa.Table, id_column: str) -> pa.Table:
 
 # a cell Arrow leaves as text that may still be a number: grouped digits, a unit, or a
 # number at all (a column of numbers with one odd cell is said, in ``_excel_column``)
-_MAYBE_NUMBERS = r",\d{3}|\d\s*(%|‰|万元|亿元|元|万|亿)\s*$|^\s*[-+]?\d+(\.\d+)?\s*$"
+_UNIT_ALTERNATIVES = "|".join(_UNITS_LONGEST_FIRST)  # none of them a regex character
+_MAYBE_NUMBERS = rf",\d{{3}}|\d\s*({_UNIT_ALTERNATIVES})\s*$|^\s*[-+]?\d+(\.\d+)?\s*$"
 
 
 def _delimiter(path: Path, options: ReadOptions) -> str:
@@ -410,7 +414,7 @@ def _say_mixed_units(name: str, cells: list[Any]) -> None:
     units: set[str] = set()
     for cell in cells:
         text = str(cell).strip()
-        unit = next((u for u in sorted(UNITS, key=len, reverse=True) if text.endswith(u)), "")
+        unit = next((u for u in _UNITS_LONGEST_FIRST if text.endswith(u)), "")
         if not unit or _number(text[: -len(unit)]) is None:
             return
         units.add(unit)
@@ -428,7 +432,7 @@ def _common_unit(cells: list[Any]) -> str:
     texts = [str(c).strip() for c in cells if isinstance(c, str)]
     if not texts or len(texts) < len(cells):
         return ""
-    for unit in sorted(UNITS, key=len, reverse=True):
+    for unit in _UNITS_LONGEST_FIRST:
         if all(t.endswith(unit) and _number(t[: -len(unit)]) is not None for t in texts):
             return unit
     return ""
