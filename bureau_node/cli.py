@@ -16,6 +16,7 @@ from node_runtime.cli_common import (
     add_common_arguments,
     add_id_arguments,
     add_version_argument,
+    pad,
     print_result,
     read_options,
     resolves_to_loopback,
@@ -225,7 +226,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     catalogue = [asdict(f) for f in features.catalogue()]
     for f in catalogue:
         public = "public" if f["public"] else ""
-        print(f"{f['name']:<32} {f['kind']:<9} {public:<7} {f['description']}", file=sys.stderr)
+        line = f"{pad(f['name'], 32)} {f['kind']:<9} {public:<7} {f['description']}"
+        print(line, file=sys.stderr)
     print_result({"features": catalogue, "enterprises": features.table.num_rows})
     return 0
 
