@@ -104,8 +104,7 @@ class BureauContext:
         the other features' values (a review trained honestly on court judgements, total
         assets and the debt ratio, and read the court counts of the 62% of enterprises that
         file no statements exactly, by looking their scores up)."""
-        exposure = recipe.exposure(self.features.table, self.features.public)
-        exposed = {n: e for n, e in exposure.items() if e > limit}
+        exposed = _over(recipe.exposure(self.features.table, self.features.public), limit)
         if exposed:
             log.info("a model refused: exposure %s", exposed)
             raise NotAuthorised(
@@ -139,8 +138,8 @@ class BureauContext:
         enterprises, would name one feature's bin (``scorecard.points_exposure``): a review
         found a kept model whose inputs exposed at most 0.3% per feature, while its points
         exposed 22% to 93%, since ten bins a number group enterprises far more coarsely."""
-        exposure = scorecard.points_exposure(recipe, self.features.table, self.features.public)
-        exposed = {n: e for n, e in exposure.items() if e > limit}
+        public = self.features.public
+        exposed = _over(scorecard.points_exposure(recipe, self.features.table, public), limit)
         if exposed:
             log.info("a scorecard refused: exposure %s", exposed)
             raise NotAuthorised(
@@ -181,3 +180,8 @@ class BureauContext:
                 "among your clients"
             )
         return counted
+
+
+def _over(exposure: dict[str, float], limit: float) -> dict[str, float]:
+    """The features exposed beyond ``limit``."""
+    return {name: share for name, share in exposure.items() if share > limit}
