@@ -907,14 +907,27 @@ def test_psi_matched_tags_are_revealed_sorted():
     assert bureau.matched_ids == result.matched_ids == sorted(ids[::2]) != ids[::2]
 
 
+def _refused_service(node, city, bank_id: str, model_id: str) -> tuple[grpc.RpcError, ...]:
+    """A kept model's scoring and its lookup table, both refused: the two errors."""
+    from protocols.lookup import model_table
+    from xinrong.v1 import lookup_pb2
+
+    with BureauConnection(_address(node), bank_id) as connection:
+        session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+        request = pb.ScoreRequest(model_id=model_id, psi_session_id=session.session_id)
+        with pytest.raises(grpc.RpcError) as scoring:
+            list(connection.scoring.ScoreApplicants(request, metadata=connection.metadata))
+        fetch = lookup_pb2.FetchTableRequest(product=model_table(model_id))
+        with pytest.raises(grpc.RpcError) as table:
+            list(connection.lookup.FetchTable(fetch, metadata=connection.metadata))
+    return scoring.value, table.value
+
+
 def test_policy_a_feature_taken_out_of_a_banks_configuration_is_no_longer_served(
     node, city, tmp_path
 ):
     """A model trained while the bank could use a feature is not scored, nor its lookup
     table served, once the operator took that feature out of the bank's configuration."""
-    from protocols.lookup import model_table
-    from xinrong.v1 import lookup_pb2
-
     summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m",
                         "bank-policy", bureau_features=POLICY_FEATURES, epochs=1, workers=0,
                         quiet=True, **TEST_KEYS)  # fmt: skip
@@ -924,19 +937,10 @@ def test_policy_a_feature_taken_out_of_a_banks_configuration_is_no_longer_served
     node.config.write_text(original + f"features = {json.dumps(kept)}\n")
     try:
         node.reload()
-        with BureauConnection(_address(node), "bank-policy") as connection:
-            session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
-            request = pb.ScoreRequest(
-                model_id=summary["model_id"], psi_session_id=session.session_id
-            )
-            with pytest.raises(grpc.RpcError) as err:
-                list(connection.scoring.ScoreApplicants(request, metadata=connection.metadata))
-            assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
-            assert POLICY_FEATURES[0] in err.value.details()
-            fetch = lookup_pb2.FetchTableRequest(product=model_table(summary["model_id"]))
-            with pytest.raises(grpc.RpcError) as err:
-                list(connection.lookup.FetchTable(fetch, metadata=connection.metadata))
-            assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        scoring, table = _refused_service(node, city, "bank-policy", summary["model_id"])
+        assert scoring.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert POLICY_FEATURES[0] in scoring.details()
+        assert table.code() is grpc.StatusCode.PERMISSION_DENIED
     finally:
         node.config.write_text(original)
         node.reload()
@@ -946,9 +950,6 @@ def test_policy_a_kept_model_is_checked_again_once_features_are_marked_public(no
     """A review: the exposure rule ran only when a job started, so a model kept before the
     operator marked the registry public was scored and its lookup table served on. A model is
     checked again whenever the bureau's table or its public marks changed."""
-    from protocols.lookup import model_table
-    from xinrong.v1 import lookup_pb2
-
     features = ["tax_paid_12m_10k_cny", "insured_employees", "invoice_amount_12m_10k_cny",
                 "reg_age_years", "registered_capital_10k_cny"]  # fmt: skip
     summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m", "bank-a",
@@ -957,22 +958,15 @@ def test_policy_a_kept_model_is_checked_again_once_features_are_marked_public(no
     marked = node.features._marked_public
     node.features._marked_public = frozenset({"reg_age_years", "registered_capital_10k_cny"})
     try:
-        with BureauConnection(_address(node), "bank-a") as connection:
-            session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
-            request = pb.ScoreRequest(
-                model_id=summary["model_id"], psi_session_id=session.session_id
-            )
-            with pytest.raises(grpc.RpcError) as err:
-                list(connection.scoring.ScoreApplicants(request, metadata=connection.metadata))
-            assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
-            assert "its score would be one feature's value" in err.value.details()
-            fetch = lookup_pb2.FetchTableRequest(product=model_table(summary["model_id"]))
-            with pytest.raises(grpc.RpcError) as err:
-                list(connection.lookup.FetchTable(fetch, metadata=connection.metadata))
-            assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        scoring, table = _refused_service(node, city, "bank-a", summary["model_id"])
+        assert scoring.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "its score would be one feature's value" in scoring.details()
+        assert table.code() is grpc.StatusCode.PERMISSION_DENIED
     finally:
         node.features._marked_public = marked
     with BureauConnection(_address(node), "bank-a") as connection:  # unmarked: served again
+        session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+        request = pb.ScoreRequest(model_id=summary["model_id"], psi_session_id=session.session_id)
         scored = list(connection.scoring.ScoreApplicants(request, metadata=connection.metadata))
     assert scored
 
