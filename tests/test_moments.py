@@ -19,6 +19,12 @@ from protocols import vertical_lr as vlr
 from protocols.errors import ProtocolViolation, WrongStage
 from protocols.optim import OptimizerConfig
 
+# A uniformity check on fresh masks (drawn from secrets) fails by chance at its threshold's
+# rate; 1e-6 keeps the suite's false alarms negligible, and a mask that depends on the
+# labels or leaves the value readable moves these statistics far below it.
+FALSE_ALARM = 1e-6
+
+
 LIMITS = vlr.TrainingLimits(allow_test_keys=True, min_batch_size=32)
 
 
@@ -132,7 +138,7 @@ def test_what_the_bank_decrypts_besides_its_outputs_is_masked(keys):
                 assert 0 <= r < 1 << moments.CROSS_MASK_BITS
                 spread.append(r / float(1 << moments.CROSS_MASK_BITS))
     assert len(spread) == 6 * 6 * 6
-    assert stats.kstest(spread, "uniform").pvalue > 1e-3
+    assert stats.kstest(spread, "uniform").pvalue > FALSE_ALARM
 
 
 def _narrow_pair(keys, seed):
