@@ -258,7 +258,7 @@ class Access:
         """Several quotas at once: all counted, or (one would go over) none; ``dry_run``:
         refused the same way, never counted (a job's later charges, checked at its start)."""
         policy = self.policy(bank_id)
-        day = time.strftime("%Y-%m-%d", time.gmtime())
+        day = quota_day()
         path = self._paths.get((bank_id, day))
         if path is None:  # built once a day per bank: a lookup is charged thousands a second
             if len(self._paths) > 4096:
@@ -302,6 +302,11 @@ class Access:
             tables.atomic_write_bytes(path, json.dumps(self._usage[path]).encode(), sync=False)
         self._dirty.clear()
         self._flushed = time.monotonic()
+
+
+def quota_day() -> str:
+    """The day a quota counts on: the UTC date."""
+    return time.strftime("%Y-%m-%d", time.gmtime())
 
 
 def _amount(value: float) -> str:

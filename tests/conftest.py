@@ -19,6 +19,16 @@ def _receipts_out_of_home(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(autouse=True)
+def _one_quota_day(monkeypatch):
+    """Daily quotas count per UTC day: a test that spends one and then expects a refusal
+    would see the quota reset if midnight fell between the two. In-process bureaus count on
+    one fixed day (the roll-over itself is tested with its own clock)."""
+    from bureau_node import config
+
+    monkeypatch.setattr(config, "quota_day", lambda: "2026-12-01")
+
+
 @pytest.fixture(scope="session")
 def crafted_key() -> tuple[int, tuple[int, ...]]:
     """A review's malicious Paillier modulus (768 bits, for tests) and the best proof its
@@ -40,7 +50,9 @@ def crafted_key() -> tuple[int, tuple[int, ...]]:
     spare = 768 - 2 * product.bit_length()
     while True:
         q = 2 * (secrets.randbits(spare) | 1 << (spare - 1)) * product + 1
-        if (product * q).bit_length() == 768 and gmpy2.is_prime(q, 30):
+        # (q - 1) / product prime to every l_i, so that n is invertible modulo it below
+        fits = (product * q).bit_length() == 768 and gmpy2.gcd(product, (q - 1) // product) == 1
+        if fits and gmpy2.is_prime(q, 30):
             break
     n = product * q
     roots = []

@@ -96,6 +96,8 @@ def _silent(silence: threading.Event) -> Iterator[object]:
 
 
 def _served_quickly(connection: BureauConnection) -> float:
+    """Seconds to answer a unary call. A call starved of threads waits for its 5 s deadline
+    (and fails); the bound the tests put is 4 s, far above a loaded machine's pauses."""
     started = time.monotonic()
     connection.catalogue.ListFeatures(
         mpb.ListFeaturesRequest(), timeout=5, metadata=connection.metadata
@@ -145,10 +147,10 @@ def test_one_bank_holding_silent_streams_cannot_stall_the_bureau(bureau, setting
             json.loads(r["details"])["method"] for r in records
         }
         # another bank: its unary calls do not wait, and it runs a whole PSI session
-        assert max(_served_quickly(b) for _ in range(5)) < 1.0
+        assert max(_served_quickly(b) for _ in range(5)) < 4.0
         assert len(run_psi(b, _bank_ids(setting, 50), psi.Reveal.BOTH).matched_ids) > 0
         # bank-a itself is still served unary calls
-        assert _served_quickly(a) < 1.0
+        assert _served_quickly(a) < 4.0
         silence.set()
         for c in calls:
             c.cancel()
@@ -176,7 +178,7 @@ def test_the_bureaus_total_leaves_other_banks_unary_calls_their_threads(bureau, 
             b.binning.BinLabels(_silent(silence), timeout=10, metadata=b.metadata)
         assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         # unary calls find threads; and lookup streams are a pool of their own
-        assert max(_served_quickly(b) for _ in range(5)) < 1.0
+        assert max(_served_quickly(b) for _ in range(5)) < 4.0
         lookup_stream = b.lookup.EvaluateStream(_silent(silence), metadata=b.metadata)
         _until(lambda: lookups.count("bank-b") == 1)
         assert not lookup_stream.done()

@@ -3,6 +3,7 @@ bank, daily quotas hold, and a bad file is a clear error at start."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from bank_node.training import list_features, train_job
 from bureau_node.config import load_config
 from bureau_node.server import BureauNode
 from protocols import vertical_lr as vlr
-from protocols.errors import InputDataError, PeerError
+from protocols.errors import InputDataError, PeerError, QuotaExceeded
 from xinrong.synthetic import generate_city, write_city
 
 CONFIG = """
@@ -140,6 +141,30 @@ def test_daily_psi_quota(node, tmp_path):
     assert first.bank_ids > 750  # the first run fits in 1,500 IDs; the second does not
     with pytest.raises(PeerError, match="RESOURCE_EXHAUSTED.*daily_psi_ids"):
         psi_job(address, node.city["bank"], "uscc", tmp_path / "2.csv", "bank-b", workers=0)
+
+
+def test_quotas_start_afresh_each_utc_day(tmp_path, monkeypatch):
+    """A day's quota, spent, is refused until the next UTC day; each day's usage has its
+    own file, and a restarted bureau reads today's."""
+    from bureau_node import config as bureau_config
+
+    (tmp_path / "bureau.toml").write_text("[banks.bank-b]\ndaily_scored = 100\n")
+    policies = load_config(tmp_path / "bureau.toml")
+    access = bureau_config.Access(tmp_path / "state", policies)
+    monkeypatch.setattr(bureau_config, "quota_day", lambda: "2026-12-01")
+    access.charge("bank-b", "daily_scored", 80)
+    with pytest.raises(QuotaExceeded, match="used 80 of its 100 daily_scored today"):
+        access.charge("bank-b", "daily_scored", 30)
+    monkeypatch.setattr(bureau_config, "quota_day", lambda: "2026-12-02")
+    access.charge("bank-b", "daily_scored", 90)
+    access.flush()
+    restarted = bureau_config.Access(tmp_path / "state", policies)
+    with pytest.raises(QuotaExceeded, match="used 90 of its 100"):
+        restarted.charge("bank-b", "daily_scored", 20)
+    usage = sorted(p.name for p in (tmp_path / "state" / "banks" / "bank-b").iterdir())
+    assert usage == ["usage-2026-12-01.json", "usage-2026-12-02.json"]
+    monkeypatch.undo()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", bureau_config.quota_day())
 
 
 @pytest.mark.parametrize(

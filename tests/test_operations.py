@@ -98,7 +98,7 @@ def test_each_connection_failure_has_its_own_line_and_exit_status(setting, case,
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and re.search(message, errors[0]), run.stderr
     assert not RAW_GRPC.search(run.stderr), run.stderr
-    assert time.monotonic() - started < 10  # not after gRPC's retries
+    assert time.monotonic() - started < 30  # not after gRPC's retries (a minute or more)
 
 
 def test_insecure_is_judged_by_the_resolved_address():

@@ -292,6 +292,8 @@ def test_streams_beyond_the_bureaus_cap_and_idle_ones_fall_back_to_unary_calls(
         # idle streams are ended by the bureau (its threads are not held for nothing) ...
         monkeypatch.setattr(streams, "idle_seconds", 0.2)
         _until(lambda: streams.count("bank-a") == 0)
+        # (long again: the new stream below must not be ended idle while it is counted)
+        monkeypatch.setattr(streams, "idle_seconds", 3600)
         # ... decisions go on (the first may find the ended stream and be sent unary),
         # and a new stream is opened
         assert clients[0].points(ids[1:2]) == expected[1:2]
