@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,10 +54,16 @@ class CheckedBankData:
         }
 
 
-def read_labels(table: pa.Table, label: str, positive_label: str | None = None) -> np.ndarray:
+def read_labels(
+    table: pa.Table,
+    label: str,
+    positive_label: str | None = None,
+    where: Callable[[Sequence[int]], str] = lambda rows: "",
+) -> np.ndarray:
     """0/1 labels. Without ``positive_label``: 0/1, true/false, "0.0"/"1.0". With it: that
     value is a default (1) and the one other value in the column is not (0), so labels
-    written as 是/否 or bad/good train as they are."""
+    written as 是/否 or bad/good train as they are. ``where`` says where data rows stand in
+    their file (``tables.Whereabouts``)."""
     if label not in table.column_names:
         raise InputDataError(
             f"no label column {label!r}; the file has: {', '.join(table.column_names[:20])}"
@@ -69,7 +75,7 @@ def read_labels(table: pa.Table, label: str, positive_label: str | None = None) 
     if missing:
         raise InputDataError(
             f"label column {label!r} is empty on {len(missing)} rows (data rows "
-            f"{_rows(missing)}); drop those rows or fill in their labels"
+            f"{_rows(missing)}{where(missing)}); drop those rows or fill in their labels"
         )
     if positive_label is not None:
         return _labels_by_positive(text, label, positive_label.strip())
@@ -81,7 +87,7 @@ def read_labels(table: pa.Table, label: str, positive_label: str | None = None) 
         hint = "; name the value that means default with --positive-label (e.g. 是 or bad)"
         raise InputDataError(
             f"label column {label!r} must hold 0 or 1 on every row; {len(bad)} rows do not "
-            f"(data rows {_rows(bad)}; values {', '.join(map(repr, seen))}){hint}"
+            f"(data rows {_rows(bad)}{where(bad)}; values {', '.join(map(repr, seen))}){hint}"
         )
     return np.array(values, dtype=np.int64)
 
@@ -146,14 +152,19 @@ def check_bank_data(
     return CheckedBankData(labels, kept, warnings, identical)
 
 
-def warn_rejected_ids(prepared: PreparedIds, say: Callable[[str], None]) -> None:
+def warn_rejected_ids(
+    prepared: PreparedIds,
+    say: Callable[[str], None],
+    where: Callable[[Sequence[int]], str] = lambda rows: "",
+) -> None:
     """Rows whose ID cannot be matched are left out of PSI: said, with the first of them
     (`bank-node psi` writes them all to a rejects file)."""
     if prepared.rejects:
         first = prepared.rejects[0]
         say(
             f"warning: {len(prepared.rejects):,} of {prepared.rows:,} rows have no usable ID "
-            f"and are left out (data row {first.row}: {first.raw!r}, {first.reason}); "
+            f"and are left out (data row {first.row}{where([first.row])}: {first.raw!r}, "
+            f"{first.reason}); "
             "`bank-node psi` lists them all in its rejects file"
         )
 

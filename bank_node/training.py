@@ -356,7 +356,17 @@ def read(
     DataFrame in memory) and its 0/1 labels (``positive_label`` names the value meaning
     default, such as ``是`` or ``bad``)."""
     table = as_table(data, id_column, options)
-    return table, read_labels(table, label, positive_label)
+    return table, read_labels(table, label, positive_label, whereabouts(data, table, options))
+
+
+def whereabouts(
+    data: Any, table: pa.Table, options: tables.ReadOptions | None
+) -> Callable[[Sequence[int]], str]:
+    """Where data rows stand in the bank's file, for messages (nothing for a table in
+    memory)."""
+    if isinstance(data, str | Path):
+        return tables.Whereabouts(data, table.num_rows, options)
+    return lambda rows: ""
 
 
 def prepare(table: pa.Table, labels: np.ndarray, job: TrainingJob) -> PreparedIds:
@@ -371,7 +381,7 @@ def prepare(table: pa.Table, labels: np.ndarray, job: TrainingJob) -> PreparedId
     elif job.bank_features is None:
         job.bank_features = [c for c in table.column_names if c not in (job.id_column, job.label)]
     prepared = prepare_ids(table.column(job.id_column), job.id_type)
-    warn_rejected_ids(prepared, job.say)
+    warn_rejected_ids(prepared, job.say, whereabouts(job.data, table, job.read_options))
     return prepared
 
 

@@ -168,7 +168,9 @@ class BureauStore:
 
         table = tables.read_table(data_path, id_column, columns=[], options=read_options)
         prepared = prepare_ids(table.column(id_column), id_type)
-        self._write_rejects(prepared.rejects, prepared.warnings)
+        located = prepared.rejects or prepared.warnings
+        lines = tables.source_lines(data_path, table.num_rows, read_options) if located else None
+        self._write_rejects(prepared.rejects, prepared.warnings, lines)
         current = prepared.as_bytes()
         known_positions, is_known = self._positions_of(current)
         added = current[~is_known]
@@ -255,8 +257,10 @@ class BureauStore:
         _save_array(self.root / "points.npy", self._points)
         _save_array(self.root / "ids.npy", self._ids)
 
-    def _write_rejects(self, rejects: list[IdReject], warnings: list[IdWarning]) -> None:
-        tables.write_rejects(rejects, self.root / "bureau-rejects.csv", warnings)
+    def _write_rejects(
+        self, rejects: list[IdReject], warnings: list[IdWarning], lines: np.ndarray | None
+    ) -> None:
+        tables.write_rejects(rejects, self.root / "bureau-rejects.csv", warnings, lines)
         if rejects:
             log.warning(
                 "%d rows of the bureau's data file have invalid IDs; see %s",

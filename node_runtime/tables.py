@@ -6,6 +6,7 @@ through :func:`read_table`."""
 from __future__ import annotations
 
 import codecs
+import csv
 import decimal
 import logging
 import math
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -508,19 +510,114 @@ def write_csv(table: pa.Table, path: str | Path, mode: int = 0o600) -> None:
     )
 
 
+def source_lines(
+    path: str | Path, rows: int, options: ReadOptions | None = None
+) -> np.ndarray | None:
+    """Where each data row that :func:`read_table` reads stands in the file, 1-based as an
+    editor (a CSV's line) or Excel (a sheet's row) numbers it: element ``r - 1`` for data
+    row ``r``. The two differ once a file has a title, blank lines (which the CSV reader
+    passes over) or a row whose quoted cell spans lines. ``None`` when the file cannot be
+    followed line by line (Parquet has no lines), or when what is found here is not the
+    ``rows`` data rows read (a CSV Python's reader parses otherwise than Arrow's)."""
+    path = Path(path)
+    options = options or ReadOptions()
+    try:
+        kind = _format_of(path)
+        if kind == "excel":
+            lines = _sheet_rows(path, options)
+        elif kind == "csv":
+            lines = _csv_lines(path, options)
+        else:
+            return None
+    except (InputDataError, OSError, UnicodeDecodeError, csv.Error, LookupError):
+        return None
+    return lines if lines is not None and lines.size == rows else None
+
+
+class Whereabouts:
+    """Where data rows stand in their file, for messages: ``where([3, 7])`` is ``"; lines
+    5, 9 in the file"`` (sheet rows for a workbook), or "" when the file has no lines or
+    they match the data rows anyway. The file is followed only when a message asks."""
+
+    def __init__(self, path: str | Path, rows: int, options: ReadOptions | None = None) -> None:
+        self.path, self.rows, self.options = Path(path), rows, options
+        self._lines: np.ndarray | None = None
+        self._followed = False
+
+    def lines(self) -> np.ndarray | None:
+        if not self._followed:
+            self._lines = source_lines(self.path, self.rows, self.options)
+            self._followed = True
+        return self._lines
+
+    def __call__(self, data_rows: Sequence[int]) -> str:
+        lines = self.lines()
+        if lines is None or not data_rows:
+            return ""
+        shown = [int(lines[r - 1]) for r in data_rows[:10]]
+        if all(line == r + 1 for line, r in zip(shown, data_rows, strict=False)):
+            return ""  # a plain file: line = data row + 1, as the header is line 1
+        unit = "sheet row" if _format_of(self.path) == "excel" else "line"
+        unit += "s" if len(data_rows) > 1 else ""
+        more = " ..." if len(data_rows) > 10 else ""
+        return f"; {unit} {', '.join(map(str, shown))}{more} in the file"
+
+
+def _csv_lines(path: Path, options: ReadOptions) -> np.ndarray | None:
+    """Arrow's reading, followed with Python's: the first ``skip_rows`` records go (blank
+    lines among them), then blank lines are passed over, the first record left is the
+    header and each record after it a data row, starting on the line after the last one's
+    end."""
+    encoding = options.encoding or detect_encoding(path)
+    starts: list[int] = []
+    with open(path, encoding=encoding, newline="") as handle:
+        reader = csv.reader(handle, delimiter=_delimiter(path, options))
+        ended, header_seen = 0, False
+        for number, record in enumerate(reader):
+            start, ended = ended + 1, reader.line_num
+            if number < options.skip_rows or not record:
+                continue
+            if header_seen:
+                starts.append(start)
+            header_seen = True
+    return np.array(starts, dtype=np.int64)
+
+
+def _sheet_rows(path: Path, options: ReadOptions) -> np.ndarray | None:
+    """A workbook keeps its blank rows as rows; only the empty area above the first used
+    cell, the skipped rows and the header come before data row 1."""
+    from python_calamine import CalamineWorkbook
+
+    book = CalamineWorkbook.from_path(str(path))
+    sheet = book.get_sheet_by_name(options.sheet or book.sheet_names[0])
+    if sheet.start is None:
+        return None
+    first = sheet.start[0] + options.skip_rows + 2  # 0-based start, the header, 1-based
+    return np.arange(first, first + max(sheet.height - options.skip_rows - 1, 0), dtype=np.int64)
+
+
 def write_rejects(
-    rejects: Sequence[IdReject], path: str | Path, warnings: Sequence[IdWarning] = ()
+    rejects: Sequence[IdReject],
+    path: str | Path,
+    warnings: Sequence[IdWarning] = (),
+    lines: np.ndarray | None = None,
 ) -> None:
     """The rows whose IDs were refused (1-based data row, the raw value, the reason) and,
-    with an empty reason, the rows kept whose IDs break a structure rule (``warnings``)."""
+    with an empty reason, the rows kept whose IDs break a structure rule (``warnings``).
+    With ``lines`` (:func:`source_lines`), a ``line`` column says where each stands in the
+    file, as an editor or Excel numbers it."""
     rows = sorted(
         [(r.row, r.raw, r.reason, "") for r in rejects]
         + [(w.row, w.raw, "", w.warning) for w in warnings]
     )
+    located = {}
+    if lines is not None:
+        located["line"] = pa.array([int(lines[r[0] - 1]) for r in rows], pa.int64())
     write_csv(
         pa.table(
             {
                 "row": pa.array([r[0] for r in rows], pa.int64()),
+                **located,
                 "raw": pa.array([r[1] for r in rows], pa.string()),
                 "reason": pa.array([r[2] for r in rows], pa.string()),
                 "warnings": pa.array([r[3] for r in rows], pa.string()),

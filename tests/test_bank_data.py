@@ -373,7 +373,9 @@ def test_chinese_gbk_file_with_yes_no_labels_trains(city, bureau, tmp_path, caps
     path = tmp_path / "客户.csv"
     text = pacsv.write_csv(table, tmp_path / "utf8.csv") or (tmp_path / "utf8.csv").read_text()
     path.write_bytes(text.encode("gb18030"))
-    args = _bank_args(bureau, path, tmp_path, "--positive-label", "是", "--epochs", "2")
+    args = _bank_args(
+        bureau, path, tmp_path, "--positive-label", "是", "--epochs", "2", "--seed", "1"
+    )
     args[args.index("uscc")] = "统一社会信用代码"
     args[args.index("y")] = "是否违约"
     args.remove("--quiet")
@@ -627,3 +629,49 @@ def test_a_title_row_above_the_header_is_named_and_passed_with_skip_rows(tmp_pat
         tables.read_table(csv_path, "统一社会信用代码")
     table = tables.read_table(csv_path, "统一社会信用代码", options=tables.ReadOptions(skip_rows=1))
     assert table.column("统一社会信用代码").to_pylist() == ["91440300MA5F000001"]
+
+
+def test_messages_about_rows_name_the_line_or_sheet_row_the_bank_sees(tmp_path):
+    """The reader passes over a CSV's blank lines and a workbook's empty area above its
+    table, and a quoted cell may span lines: a data row's number is then not where the bank
+    finds it. Messages about labels give the line (the sheet row) as well."""
+    import xlsxwriter
+
+    from bank_node import training
+
+    csv_path = tmp_path / "clients.csv"
+    text = (
+        "XX银行客户清单\n"  # line 1: a title
+        "统一社会信用代码,是否违约,备注\n"  # 2: the header
+        "\n"  # 3: blank
+        '91440300MA5F000001,否,"两行\n的备注"\n'  # 4-5: data row 1, one cell over two lines
+        "91440300MA5F000002,,\n"  # 6: data row 2, no label
+        "\n\n"  # 7-8: blank
+        "91440300MA5F000003,可能,\n"  # 9: data row 3, a label that is not one
+    )
+    csv_path.write_bytes(text.encode("gb18030"))
+    options = tables.ReadOptions(skip_rows=1)
+    table = tables.read_table(csv_path, "统一社会信用代码", options=options)
+    assert table.num_rows == 3
+    assert tables.source_lines(csv_path, 3, options).tolist() == [4, 6, 9]
+    with pytest.raises(InputDataError, match=r"\(data rows 2; line 6 in the file\)"):
+        training.read(csv_path, "统一社会信用代码", "是否违约", options)
+    # what does not match the rows read is not guessed at
+    assert tables.source_lines(csv_path, 4, options) is None
+    book_path = tmp_path / "clients.xlsx"
+    book = xlsxwriter.Workbook(str(book_path))
+    sheet = book.add_worksheet()
+    sheet.write_row(2, 1, ["统一社会信用代码", "是否违约"])  # the table starts at B3
+    sheet.write_row(3, 1, ["91440300MA5F000001", "是"])
+    sheet.write_row(5, 1, ["91440300MA5F000003", "否"])  # sheet row 5 left blank
+    book.close()
+    table = tables.read_table(book_path, "统一社会信用代码")
+    assert tables.source_lines(book_path, table.num_rows).tolist() == [4, 5, 6]
+    with pytest.raises(InputDataError, match=r"\(data rows 2; sheet row 5 in the file\)"):
+        training.read(book_path, "统一社会信用代码", "是否违约", positive_label="是")
+    # a plain file says nothing more than its data rows
+    plain = tmp_path / "plain.csv"
+    plain.write_text("uscc,label\n91440300MA5F000001,\n", encoding="utf-8")
+    with pytest.raises(InputDataError) as refused:
+        training.read(plain, "uscc", "label")
+    assert "data rows 1)" in str(refused.value) and "line" not in str(refused.value)

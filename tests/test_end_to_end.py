@@ -20,6 +20,7 @@ from bank_node.client import BureauConnection, run_psi
 from bank_node.jobs import psi_job
 from bureau_node.audit import AuditLog
 from bureau_node.server import BureauNode
+from node_runtime import tables
 from node_runtime.transport.channels import (
     BANK_ID_METADATA,
     PROTOCOL_METADATA,
@@ -109,6 +110,40 @@ def test_psi_over_grpc_both_sides_learn_the_intersection(city, node, tmp_path: P
     # the same IDs, sorted: nothing of the bank's file order reaches the bureau
     at_bureau = read_column(sessions / f"{summary.session_id}.matched.csv", "uscc")
     assert sorted(at_bureau) == sorted(city["expected"]) and at_bureau != city["expected"]
+
+
+def test_the_rejects_report_names_the_line_a_bank_sees_in_its_file(city, node, tmp_path: Path):
+    """An export with a title line and blank lines: the reader passes over both, so the
+    rejected IDs' data rows are not their lines; the report gives the line too, and the line
+    holds the raw value."""
+    body = city["bank"].read_text(encoding="utf-8").splitlines()
+    header, rows = body[0], body[1:]
+    lines = ["对公客户清单 2026-11", header]
+    for i, row in enumerate(rows):
+        lines += [row, ""] if i % 100 == 99 else [row]  # a blank line after every 100 rows
+    exported = tmp_path / "export.csv"
+    exported.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out" / "matched.csv"
+    summary = psi_job(
+        f"127.0.0.1:{node.port}",
+        exported,
+        "uscc",
+        out,
+        "bank-a",
+        read_options=tables.ReadOptions(skip_rows=1),
+    )
+    assert (summary.rows, summary.rejected) == (805, 2)
+    report = pacsv.read_csv(
+        tmp_path / "out" / "matched.rejects.csv",
+        convert_options=pacsv.ConvertOptions(
+            column_types={"raw": pa.string(), "reason": pa.string()}, strings_can_be_null=False
+        ),
+    ).to_pylist()
+    rejects = [r for r in report if r["reason"]]
+    assert [r["row"] for r in rejects] == [803, 804]  # data rows, as before
+    assert [r["line"] for r in rejects] == [813, 814]  # a title, a header, 8 blank lines
+    for r in report:
+        assert lines[r["line"] - 1].strip('"') == r["raw"]
 
 
 def test_bank_only_reveal_leaves_the_bureau_with_sizes(city, node, tmp_path: Path):
