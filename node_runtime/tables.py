@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # What exports put in an empty numeric cell; in a column of numbers, a missing value.
 MISSING_MARKS = (
     *("", "-", "--", "---", "—", "——", "/", "N/A", "NA", "#N/A", "NULL", "null"),
-    *("暂无", "不详", "无数据"),  # "not yet available", "unknown", "no data"
+    *("暂无", "不详", "未知", "无数据"),  # "not yet available", "unknown" (twice), "no data"
     *("(空)", "（空）", "空值"),  # "(empty)", as some exports write it
 )
 # A unit every number of a column is written with ("79.8%", "99万元"): read in its base unit,
@@ -49,6 +49,10 @@ UNITS = {
     **{"万": 10_000, "万元": 10_000, "亿": 100_000_000, "亿元": 100_000_000},
 }
 _UNITS_LONGEST_FIRST = sorted(UNITS, key=len, reverse=True)  # 万元 before 元
+# Full-width forms Chinese input methods type in numbers ("72.3％", "１，１４３．００", "－5"),
+# and the minus sign U+2212: folded before a cell is read as a number (a text cell is kept
+# as written).
+_FULL_WIDTH_NUMBER = str.maketrans("０１２３４５６７８９．，－＋％−", "0123456789.,-+%-")
 # GBK and GB2312 are subsets of GB18030: decoding with the superset never fails on a
 # character the narrower one has, and reads the few that exports add beyond GBK.
 _WIDEN = {"gb2312": "gb18030", "gbk": "gb18030", "cp936": "gb18030", "hz": "gb18030"}
@@ -274,7 +278,9 @@ def _numbers_stored_as_text(table: pa.Table, id_column: str) -> pa.Table:
 # a cell Arrow leaves as text that may still be a number: grouped digits, a unit, or a
 # number at all (a column of numbers with one odd cell is said, in ``_excel_column``)
 _UNIT_ALTERNATIVES = "|".join(_UNITS_LONGEST_FIRST)  # none of them a regex character
-_MAYBE_NUMBERS = rf",\d{{3}}|\d\s*({_UNIT_ALTERNATIVES})\s*$|^\s*[-+]?\d+(\.\d+)?\s*$"
+_MAYBE_NUMBERS = (
+    rf",\d{{3}}|\d\s*({_UNIT_ALTERNATIVES})\s*$|^\s*[-+]?\d+(\.\d+)?\s*$|[０-９％，．－−]"
+)
 
 
 def _delimiter(path: Path, options: ReadOptions) -> str:
@@ -377,15 +383,17 @@ def _excel_column(values: list[Any], as_text: bool, name: str = "") -> pa.Array:
     "/"...: what exports put in an empty numeric cell). A column of numbers but for a few
     cells stays text, a category, and says which cells."""
     if not as_text:
-        marked = [v is None or str(v).strip() in MISSING_MARKS for v in values]
-        unit = _common_unit([v for v, m in zip(values, marked, strict=True) if not m])
-        cells = [str(v).strip()[: -len(unit)] if unit and isinstance(v, str) else v for v in values]
+        folded = [v.translate(_FULL_WIDTH_NUMBER) if isinstance(v, str) else v for v in values]
+        marked = [v is None or str(v).strip() in MISSING_MARKS for v in folded]
+        unit = _common_unit([v for v, m in zip(folded, marked, strict=True) if not m])
+        cells = [str(v).strip()[: -len(unit)] if unit and isinstance(v, str) else v for v in folded]
         numbers = [None if m else _number(v) for v, m in zip(cells, marked, strict=True)]
         if unit:
             numbers = [None if n is None else _in_base_unit(n, UNITS[unit]) for n in numbers]
         present = [n for n in numbers if n is not None]
         unmarked = marked.count(False)
-        if present and len(present) < unmarked and len(present) >= 0.9 * unmarked:
+        # mostly numbers (half or more): said with its odd cells, whatever their share
+        if present and len(present) < unmarked and len(present) >= 0.5 * unmarked:
             odd = sorted({str(v).strip() for v, n, m in zip(values, numbers, marked, strict=True)
                           if n is None and not m})  # fmt: skip
             log.warning(
@@ -396,7 +404,7 @@ def _excel_column(values: list[Any], as_text: bool, name: str = "") -> pa.Array:
                 ", ".join(map(repr, odd[:5])) + (", ..." if len(odd) > 5 else ""),
             )  # fmt: skip
         if not unit and len(present) < unmarked:
-            _say_mixed_units(name, [v for v, m in zip(values, marked, strict=True) if not m])
+            _say_mixed_units(name, [v for v, m in zip(folded, marked, strict=True) if not m])
         if present and len(present) == unmarked:  # every unmarked cell a number
             if all(float(n).is_integer() for n in present):
                 return pa.array([None if n is None else int(n) for n in numbers], pa.int64())
