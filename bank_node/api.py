@@ -180,6 +180,20 @@ class Bureau:
         rows = training.bureau_features(self.connection)
         return output(_from_rows(rows, ["name", "kind", "description", "public"]))
 
+    def models(self) -> Any:
+        """The models this bank keeps at the bureau: model_id, created, features (the
+        bureau's), epoch (the one kept, 1-based), psi_session_id, scorecard. The bureau
+        refuses a new job while the bank keeps its limit (``max_models``)."""
+        rows, _ = toolkit.kept_models(self.connection)
+        names = ["model_id", "created", "features", "epoch", "psi_session_id", "scorecard"]
+        return output(_from_rows(rows, names))
+
+    def delete_model(self, model_id: str) -> dict[str, Any]:
+        """Delete one of this bank's models at the bureau, with its scorecard and lookup
+        tables (and this machine's copy of its table); it no longer scores. The model's
+        directory at the bank is left as it is."""
+        return toolkit.delete_model(self.connection, model_id)
+
     def psi(
         self,
         data: Any,

@@ -316,6 +316,29 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from .api import connect
+    from .toolkit import kept_models
+
+    with connect(
+        args.bureau, tls_dir=args.tls_dir, bank_id=args.bank_id, insecure=args.insecure
+    ) as bureau:
+        if args.models_command == "delete":
+            print_result(bureau.delete_model(args.model_id))
+            return 0
+        models, limit = kept_models(bureau.connection)
+    say = _say(args)
+    for m in models:
+        card = ", scorecard" if m["scorecard"] else ""
+        say(
+            f"{m['model_id']} {m['created']} epoch {m['epoch']}, "
+            f"{len(m['features'])} bureau features{card}"
+        )
+    say(f"{len(models)} of at most {limit} models kept at the bureau")
+    print_result({"models": models, "limit": limit})
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bank_node.report import build_report
 
@@ -656,6 +679,21 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--json", action="store_true", help="only the final JSON line")
     _add_tls(features)
     features.set_defaults(func=cmd_features, log_level="WARNING")
+
+    models = sub.add_parser("models", help="the models this bank keeps at the bureau")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    listing = models_sub.add_parser("list", help="list them, and the bureau's limit")
+    deleting = models_sub.add_parser(
+        "delete", help="delete one at the bureau, with its scorecard and lookup tables"
+    )
+    deleting.add_argument("model_id", help="the model's id (`models list`, model.json)")
+    for command in (listing, deleting):
+        command.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
+        command.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
+        command.add_argument("--quiet", action="store_true", help="no table on stderr")
+        command.add_argument("--json", action="store_true", help="only the final JSON line")
+        _add_tls(command)
+        command.set_defaults(func=cmd_models, log_level="WARNING")
 
     batch = sub.add_parser(
         "batch",

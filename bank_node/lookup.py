@@ -154,6 +154,17 @@ class LookupClient:
             )
         return catalogue[product]
 
+    def forget(self, product: str) -> int:
+        """Remove this machine's copy of a product's table (a deleted model's): how many
+        files went (0 or 1)."""
+        self.catalogue(refresh=True)  # the directory is named by the bureau's lasting id
+        self._tables.pop(product, None)
+        path = self._path(product)
+        if not path.exists():
+            return 0
+        path.unlink()
+        return 1
+
     # -- tables ---------------------------------------------------------------------------
 
     def table(self, product: str) -> lookup.LookupTable:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
@@ -27,10 +28,12 @@ from protocols import paillier as he
 from protocols.errors import InputDataError, ProtocolViolation
 from protocols.features import FeatureRecipe, check_peer_names
 from protocols.ids import IdType, prepare_ids
+from protocols.lookup import MODEL_ID, model_table
 from xinrong.v1 import model_pb2 as pb
 
 from .client import BureauConnection, run_psi
 from .data_checks import check_bank_data, check_bureau_features, warn_rejected_ids
+from .lookup import LookupClient
 from .training import (
     MODEL_FILE,
     START_DEADLINE,
@@ -465,4 +468,64 @@ def scorecard_job(
         "bureau_features": made.bureau_features,
         "bureau_bins": made.bureau_bins,
         "out": str(out),
+    }
+
+
+# -- the models the bank keeps at the bureau --------------------------------------------
+
+_CREATED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_SESSION = re.compile(r"^[0-9a-f]{1,64}$")
+
+
+def kept_models(connection: BureauConnection) -> tuple[list[dict[str, Any]], int]:
+    """The models this bank keeps at the bureau (id, when made, bureau features, kept
+    epoch 1-based, PSI session, whether a scorecard is kept) and how many it may keep."""
+    answer = _call(
+        "listing the models kept at the bureau",
+        lambda: connection.scoring.ListModels(
+            pb.ListModelsRequest(), timeout=60, metadata=connection.metadata
+        ),
+    )
+    models = []
+    for m in answer.models:
+        checks = (
+            MODEL_ID.match(m.model_id),
+            _CREATED.match(m.created),
+            _SESSION.match(m.psi_session_id),
+            0 < m.epoch <= 100_000,  # any plausible count of epochs
+        )
+        if not all(checks):
+            raise ProtocolViolation(f"the bureau listed a malformed model {m.model_id[:40]!r}")
+        features = check_peer_names(m.features, f"model {m.model_id}")
+        models.append(
+            {
+                "model_id": m.model_id,
+                "created": m.created,
+                "features": features,
+                "epoch": m.epoch,
+                "psi_session_id": m.psi_session_id,
+                "scorecard": m.scorecard,
+            }
+        )
+    return models, answer.limit
+
+
+def delete_model(connection: BureauConnection, model_id: str) -> dict[str, Any]:
+    """Delete one of this bank's models at the bureau (its half, scorecard and lookup
+    tables) and this machine's copy of its lookup table. The model no longer scores; its
+    directory at the bank (model.json, evaluation, report) is left to the bank."""
+    if not MODEL_ID.match(model_id):
+        raise InputDataError(f"{model_id[:40]!r} is not a model id (32 hexadecimal digits)")
+    deleted = _call(
+        f"deleting model {model_id} at the bureau",
+        lambda: connection.scoring.DeleteModel(
+            pb.DeleteModelRequest(model_id=model_id), timeout=60, metadata=connection.metadata
+        ),
+    )
+    if deleted.model_id != model_id:
+        raise ProtocolViolation(f"the bureau deleted {deleted.model_id[:40]!r}, not {model_id}")
+    return {
+        "deleted": model_id,
+        "bureau_lookup_tables_removed": deleted.lookup_tables_removed,
+        "local_tables_removed": LookupClient(connection).forget(model_table(model_id)),
     }

@@ -233,15 +233,13 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .lookup_tables import remove_model_tables
     from .models import ModelStore
 
     models = ModelStore(args.state_dir)
     if args.models_command == "delete":
         from .audit import AuditLog
 
-        models.delete(args.bank_id, args.model_id)
-        removed = remove_model_tables(args.state_dir, args.bank_id, args.model_id)
+        removed = models.delete(args.bank_id, args.model_id)
         AuditLog(args.state_dir).append(
             args.bank_id, "model_deleted", "OK", model_id=args.model_id, by="bureau operator"
         )
@@ -256,7 +254,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     listed = models.list(args.bank_id)
     for m in listed:
         print(
-            f"{m['bank_id']:<20} {m['model_id']} {m['created']} {len(m['features'])} features",
+            f"{m['bank_id']:<20} {m['model_id']} {m['created']} {len(m['features'])} features"
+            f", epoch {m['epoch']}" + (", scorecard" if m["scorecard"] else ""),
             file=sys.stderr,
         )
     print_result({"models": listed})

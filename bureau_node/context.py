@@ -131,7 +131,7 @@ class BureauContext:
         if "scorecard" in model:
             self.check_points_exposure(recipe, limit)
         model["policy_checked"] = stamp
-        self.models.save(bank_id, model)
+        self.models.update(bank_id, model)
 
     def check_points_exposure(self, recipe: FeatureRecipe, limit: float) -> None:
         """Refuses a scorecard whose points, on more than ``limit`` of the bureau's

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,12 @@ from protocols.lookup import MODEL_ID
 
 
 class ModelStore:
+    """One lock for writes and deletes: a model deleted while a scorecard or a policy check
+    was writing it must stay deleted, not come back with the write."""
+
     def __init__(self, state_dir: str | Path) -> None:
         self.root = Path(state_dir) / "models"
+        self._lock = threading.Lock()
 
     def _path(self, bank_id: str, model_id: str) -> Path:
         if not MODEL_ID.match(model_id):
@@ -22,43 +27,61 @@ class ModelStore:
         return self.root / bank_id / f"{model_id}.json"
 
     def save(self, bank_id: str, model: dict[str, Any]) -> None:
+        """A new model."""
         path = self._path(bank_id, model["model_id"])
-        tables.private_dir(path.parent)
-        tables.atomic_write_bytes(path, json.dumps(model, indent=2).encode(), mode=0o600)
+        with self._lock:
+            tables.private_dir(path.parent)
+            tables.atomic_write_bytes(path, json.dumps(model, indent=2).encode(), mode=0o600)
+
+    def update(self, bank_id: str, model: dict[str, Any]) -> None:
+        """A kept model changed (its scorecard, its policy stamp); refused if deleted since
+        it was loaded."""
+        path = self._path(bank_id, model["model_id"])
+        with self._lock:
+            if not path.exists():
+                raise UnknownSession(f"model {model['model_id']} was deleted meanwhile")
+            tables.atomic_write_bytes(path, json.dumps(model, indent=2).encode(), mode=0o600)
 
     def load(self, bank_id: str, model_id: str) -> dict[str, Any]:
         path = self._path(bank_id, model_id)
-        if not path.exists():
-            raise UnknownSession(f"the bureau has no model {model_id} for bank {bank_id}")
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UnknownSession(f"the bureau has no model {model_id} for bank {bank_id}") from None
 
     def count(self, bank_id: str) -> int:
         """How many models this bank keeps here."""
         return sum(1 for _ in (self.root / bank_id).glob("*.json"))
 
     def list(self, bank_id: str | None = None) -> list[dict[str, Any]]:
+        """Each model's id, bank, creation, bureau features, epoch (1-based, as the bank's
+        history counts them), PSI session and whether it has a scorecard."""
         banks = [self.root / bank_id] if bank_id else sorted(self.root.glob("*"))
         out = []
         for directory in banks:
             for path in sorted(directory.glob("*.json")):
-                model = json.loads(path.read_text())
+                try:
+                    model = json.loads(path.read_text())
+                except FileNotFoundError:
+                    continue  # deleted while listed
+                keys = ("model_id", "bank_id", "created", "features", "psi_session_id")
                 out.append(
                     {
-                        k: model[k]
-                        for k in (
-                            "model_id",
-                            "bank_id",
-                            "created",
-                            "features",
-                            "epoch",
-                            "psi_session_id",
-                        )
+                        **{k: model[k] for k in keys},
+                        "epoch": int(model["epoch"]) + 1,
+                        "scorecard": "scorecard" in model,
                     }
                 )
         return out
 
-    def delete(self, bank_id: str, model_id: str) -> None:
+    def delete(self, bank_id: str, model_id: str) -> tuple[Path, ...]:
+        """The model and its lookup tables (sealed for its bank, and their revisions), which
+        would otherwise stay on the bureau's disk; returns the tables removed."""
+        from .lookup_tables import remove_model_tables
+
         path = self._path(bank_id, model_id)
-        if not path.exists():
-            raise UnknownSession(f"the bureau has no model {model_id} for bank {bank_id}")
-        path.unlink()
+        with self._lock:
+            if not path.exists():
+                raise UnknownSession(f"the bureau has no model {model_id} for bank {bank_id}")
+            path.unlink()
+            return tuple(remove_model_tables(self.root.parent, bank_id, model_id))

@@ -42,7 +42,7 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
             self.ctx.check_points_exposure(recipe, limit)
             points = scorecard.points_table(recipe, slope * np.asarray(model["weights"]), scaling)
             model["scorecard"] = {"scaling": vars(scaling), "points": points}
-            self.ctx.models.save(bank_id, model)
+            self.ctx.models.update(bank_id, model)
             log.info(
                 "scorecard for model %s of bank %s: %d bins", request.model_id, bank_id, len(points)
             )
@@ -52,6 +52,41 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
             )
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "scorecard", exc)
+
+    def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.ServicerContext
+    ) -> pb.KeptModels:
+        """What the bank already knows of its own models, and its limit: no record needed."""
+        try:
+            bank_id = self.ctx.access.bank(context)
+            kept = [
+                pb.KeptModel(
+                    model_id=m["model_id"],
+                    created=m["created"],
+                    features=m["features"],
+                    epoch=m["epoch"],
+                    psi_session_id=m["psi_session_id"],
+                    scorecard=m["scorecard"],
+                )
+                for m in self.ctx.models.list(bank_id)
+            ]
+            limit = self.ctx.access.policy(bank_id).max_models
+            return pb.KeptModels(models=kept, limit=limit)
+        except Exception as exc:  # noqa: BLE001
+            self.ctx.refuse(context, "models_listed", exc)
+
+    def DeleteModel(
+        self, request: pb.DeleteModelRequest, context: grpc.ServicerContext
+    ) -> pb.ModelDeleted:
+        """One of the calling bank's own models, with its lookup tables, on record."""
+        try:
+            bank_id = self.ctx.access.bank(context)
+            removed = self.ctx.models.delete(bank_id, request.model_id)
+            self.ctx.record(bank_id, "model_deleted", "OK", model_id=request.model_id, by="bank")
+            log.info("model %s of bank %s deleted by the bank", request.model_id, bank_id)
+            return pb.ModelDeleted(model_id=request.model_id, lookup_tables_removed=len(removed))
+        except Exception as exc:  # noqa: BLE001
+            self.ctx.refuse(context, "model_deleted", exc, model_id=request.model_id[:40])
 
     def ScoreApplicants(
         self, request: pb.ScoreRequest, context: grpc.ServicerContext

@@ -302,8 +302,9 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             raise QuotaExceeded(
                 f"bank {bank_id} keeps {kept} models at the bureau"
                 + (f" and trains {running} more" if running else "")
-                + f", its limit (max_models, {limit}): ask the bureau's operator to delete "
-                "the models it no longer needs (`bureau-node models delete`), then train again"
+                + f", its limit (max_models, {limit}): delete the models it no longer needs "
+                "(`bank-node models delete MODEL_ID`; `bank-node models list` shows them), "
+                "then train again"
             )
 
     def _register(

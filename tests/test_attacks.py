@@ -36,7 +36,13 @@ from node_runtime.transport import model_codec as codec
 from protocols import binning, group, psi
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
-from protocols.errors import PeerError, ProtocolViolation, QuotaExceeded
+from protocols.errors import (
+    InputDataError,
+    PeerError,
+    ProtocolViolation,
+    QuotaExceeded,
+    UnknownSession,
+)
 from protocols.ids import IdType, prepare_ids
 from xinrong.synthetic import generate_city, write_city
 from xinrong.v1 import model_pb2 as pb
@@ -272,10 +278,63 @@ def test_policy_a_bank_keeps_a_bounded_number_of_models(node, city):
         code, details = _refused(connection, _plan(session, 20))
         assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "keeps 2 models" in details and "max_models, 2" in details
-        assert "bureau-node models delete" in details
-        (shelf / f"{0:032x}.json").unlink()  # the operator deleted one
+        assert "bank-node models delete MODEL_ID" in details
+        (shelf / f"{0:032x}.json").unlink()  # the bank deleted one
         # the refusal charged nothing: the session's one model is still there to start
         assert _start(connection, session, 21) is grpc.StatusCode.OK
+
+
+def test_policy_a_bank_lists_and_deletes_its_own_models_and_no_other(node, city, tmp_path, capsys):
+    """At its ``max_models`` a bank had to ask the bureau's operator to delete a model. It
+    lists and deletes its own now: the model, its scorecard and its lookup tables go (its
+    table's copy at the bank too), on record; another bank's call finds nothing to delete,
+    and the model is then neither scored nor served."""
+    from bank_node import cli as bank_cli
+    from bank_node.lookup import LookupClient
+    from bank_node.toolkit import delete_model, kept_models
+    from protocols.lookup import model_table
+
+    features = ["tax_paid_12m_10k_cny", "insured_employees", "invoice_amount_12m_10k_cny",
+                "reg_age_years", "registered_capital_10k_cny"]  # fmt: skip
+    summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m", "bank-a",
+                        bureau_features=features, epochs=2, workers=0, quiet=True,
+                        **TEST_KEYS)  # fmt: skip
+    model_id = summary["model_id"]
+    with BureauConnection(_address(node), "bank-a") as connection:
+        LookupClient(connection).table(model_table(model_id))  # its table, at both ends
+        models, limit = kept_models(connection)
+    assert limit == 20
+    (listed,) = [m for m in models if m["model_id"] == model_id]
+    assert listed["features"] == features and listed["epoch"] in (1, 2)
+    assert listed["scorecard"] is False
+    tables_of_model = list(node.store.root.glob(f"lookup/**/{model_table(model_id)}*.npz"))
+    assert tables_of_model
+    with BureauConnection(_address(node), "bank-slots") as other:
+        with pytest.raises(PeerError, match="NOT_FOUND"):
+            delete_model(other, model_id)
+        assert kept_models(other)[0] == []  # nor does it see bank-a's
+        with pytest.raises(InputDataError, match="not a model id"):
+            delete_model(other, "../bank-a/" + model_id)
+    assert node.models.count("bank-a") >= 1
+    before = len(AuditLog(node.store.root).records())
+    address = ["--bureau", _address(node), "--insecure", "--bank-id", "bank-a", "--json"]
+    assert bank_cli.main(["models", "delete", model_id, *address]) == 0
+    deleted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert deleted["deleted"] == model_id
+    assert deleted["bureau_lookup_tables_removed"] == len(tables_of_model)
+    assert deleted["local_tables_removed"] == 1
+    assert not any(path.exists() for path in tables_of_model)
+    records = AuditLog(node.store.root).records()[before:]
+    assert [(r["event"], r["outcome"]) for r in records] == [("model_deleted", "OK")]
+    assert json.loads(records[0]["details"])["by"] == "bank"
+    assert bank_cli.main(["models", "list", *address]) == 0
+    listing = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert model_id not in [m["model_id"] for m in listing["models"]]
+    scoring, table = _refused_service(node, city, "bank-a", model_id)
+    assert scoring.code() is table.code() is grpc.StatusCode.NOT_FOUND
+    # a scorecard or policy stamp written after a delete does not bring the model back
+    with pytest.raises(UnknownSession, match="deleted meanwhile"):
+        node.models.update("bank-a", {"model_id": model_id})
 
 
 def test_policy_a_job_the_days_scoring_quota_cannot_finish_is_refused_at_its_start(node, city):

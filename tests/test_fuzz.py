@@ -252,6 +252,10 @@ def test_scoring_scorecards_and_binning(
         labels=labels,
     )
     _precise(lambda: stub.BinLabels(iter([chunk]), metadata=META, timeout=30))
+    _precise(
+        lambda: stub.DeleteModel(mpb.DeleteModelRequest(model_id=model), metadata=META, timeout=10)
+    )
+    assert stub.ListModels(mpb.ListModelsRequest(), metadata=META, timeout=10).limit >= 1
     _still_serving(world)
 
 

@@ -94,6 +94,7 @@ _RETRY = json.dumps(
                         ("JointTraining", "ResumeTraining"),
                         ("JointTraining", "FinishTraining"),
                         ("Scoring", "MakeScorecard"),
+                        ("Scoring", "ListModels"),
                     )
                 ],
                 "retryPolicy": {

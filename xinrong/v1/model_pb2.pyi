@@ -6,6 +6,48 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class KeptModel(_message.Message):
+    __slots__ = ("model_id", "created", "features", "epoch", "psi_session_id", "scorecard")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PSI_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORECARD_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    created: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    epoch: int
+    psi_session_id: str
+    scorecard: bool
+    def __init__(self, model_id: _Optional[str] = ..., created: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ..., psi_session_id: _Optional[str] = ..., scorecard: _Optional[bool] = ...) -> None: ...
+
+class KeptModels(_message.Message):
+    __slots__ = ("models", "limit")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[KeptModel]
+    limit: int
+    def __init__(self, models: _Optional[_Iterable[_Union[KeptModel, _Mapping]]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class DeleteModelRequest(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class ModelDeleted(_message.Message):
+    __slots__ = ("model_id", "lookup_tables_removed")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_TABLES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    lookup_tables_removed: int
+    def __init__(self, model_id: _Optional[str] = ..., lookup_tables_removed: _Optional[int] = ...) -> None: ...
+
 class ScorecardRequest(_message.Message):
     __slots__ = ("model_id", "base_score", "pdo", "base_odds", "slope")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]

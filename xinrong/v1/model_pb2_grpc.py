@@ -506,6 +506,16 @@ class ScoringStub:
                 request_serializer=xinrong_dot_v1_dot_model__pb2.ScorecardRequest.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.ScorecardMade.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/xinrong.v1.Scoring/ListModels',
+                request_serializer=xinrong_dot_v1_dot_model__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_model__pb2.KeptModels.FromString,
+                _registered_method=True)
+        self.DeleteModel = channel.unary_unary(
+                '/xinrong.v1.Scoring/DeleteModel',
+                request_serializer=xinrong_dot_v1_dot_model__pb2.DeleteModelRequest.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_model__pb2.ModelDeleted.FromString,
+                _registered_method=True)
 
 
 class ScoringServicer:
@@ -526,6 +536,21 @@ class ScoringServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The models this bank keeps at the bureau, and how many it may keep (max_models).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModel(self, request, context):
+        """Delete one of this bank's models at the bureau: its half, its scorecard and its lookup
+        tables. The model no longer scores; the bank's own files are the bank's to remove.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScoringServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -538,6 +563,16 @@ def add_ScoringServicer_to_server(servicer, server):
                     servicer.MakeScorecard,
                     request_deserializer=xinrong_dot_v1_dot_model__pb2.ScorecardRequest.FromString,
                     response_serializer=xinrong_dot_v1_dot_model__pb2.ScorecardMade.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=xinrong_dot_v1_dot_model__pb2.ListModelsRequest.FromString,
+                    response_serializer=xinrong_dot_v1_dot_model__pb2.KeptModels.SerializeToString,
+            ),
+            'DeleteModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModel,
+                    request_deserializer=xinrong_dot_v1_dot_model__pb2.DeleteModelRequest.FromString,
+                    response_serializer=xinrong_dot_v1_dot_model__pb2.ModelDeleted.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -595,6 +630,60 @@ class Scoring:
             '/xinrong.v1.Scoring/MakeScorecard',
             xinrong_dot_v1_dot_model__pb2.ScorecardRequest.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.ScorecardMade.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinrong.v1.Scoring/ListModels',
+            xinrong_dot_v1_dot_model__pb2.ListModelsRequest.SerializeToString,
+            xinrong_dot_v1_dot_model__pb2.KeptModels.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinrong.v1.Scoring/DeleteModel',
+            xinrong_dot_v1_dot_model__pb2.DeleteModelRequest.SerializeToString,
+            xinrong_dot_v1_dot_model__pb2.ModelDeleted.FromString,
             options,
             channel_credentials,
             insecure,
