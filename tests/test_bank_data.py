@@ -683,10 +683,11 @@ def test_full_width_numbers_read_as_numbers_and_unknown_is_a_missing_mark(tmp_pa
     AUC 0.733 -> 0.675). A column that is mostly numbers and stays text is named."""
     path = tmp_path / "clients.csv"
     rows = ["uscc,使用率,员工,余额,变动,状态,备注"]
+    wide = str.maketrans("0123456789", "０１２３４５６７８９")
     for i in range(40):
         odd = "待核实" if i == 3 else f"{i}.5"
         rows.append(
-            f"91440300MA5F{i:06d},{i}.5％,{str(i).translate(str.maketrans('0123456789', '０１２３４５６７８９'))},"
+            f"91440300MA5F{i:06d},{i}.5％,{str(i).translate(wide)},"
             f'"1，{i:03d}.00",－{i},{"未知" if i % 5 == 0 else i},{odd}'
         )
     path.write_bytes("\n".join(rows).encode("gb18030"))
