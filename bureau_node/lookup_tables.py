@@ -134,7 +134,8 @@ def model_source(features: BureauFeatures, model: dict[str, Any]) -> TableSource
 
     recipe = FeatureRecipe.from_json(model["recipe"])
     weights = np.asarray(model["weights"], dtype=np.float64)
-    names, _ = reason_codes(recipe, model, np.zeros((0, len(weights))), explain.MAX_REASONS)
+    public = features.public
+    names, _ = reason_codes(recipe, model, np.zeros((0, len(weights))), explain.MAX_REASONS, public)
 
     def payloads(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = np.zeros((ids.size, MODEL_PAYLOAD_BYTES), dtype=np.uint8)
@@ -143,14 +144,16 @@ def model_source(features: BureauFeatures, model: dict[str, Any]) -> TableSource
             rows = features.rows_of_bytes(part)
             x = recipe.transform(rows)
             scores = np.clip(x @ weights, -vlr.SCORE_BOUND, vlr.SCORE_BOUND).astype("<f8")
-            _, codes = reason_codes(recipe, model, x, explain.MAX_REASONS)
+            _, codes = reason_codes(recipe, model, x, explain.MAX_REASONS, public)
             block = out[start : start + part.size]
             block[:, :8] = scores.view(np.uint8).reshape(-1, 8)
             block[:, 8 : 8 + codes.shape[1]] = codes
         return out, np.ones(ids.size, dtype=bool)
 
     digest = hashlib.sha256(
-        json.dumps([model["recipe"], model["weights"], features.version], default=str).encode()
+        json.dumps(
+            [model["recipe"], model["weights"], features.version, sorted(public)], default=str
+        ).encode()
     ).hexdigest()
     return TableSource(
         product=model_table(model["model_id"]),

@@ -118,7 +118,8 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
                 points = scorecard.row_points(rows, recipe, model["scorecard"]["points"]).astype(
                     "<f8"
                 )
-            names, reasons = reason_codes(recipe, model, x, request.reasons)
+            public = self.ctx.features.public
+            names, reasons = reason_codes(recipe, model, x, request.reasons, public)
             self.ctx.record(
                 bank_id,
                 "scoring",
@@ -151,14 +152,23 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
 
 
 def reason_codes(
-    recipe: FeatureRecipe, model: dict, x: np.ndarray, asked: int
+    recipe: FeatureRecipe, model: dict, x: np.ndarray, asked: int, public: frozenset[str]
 ) -> tuple[list[str], np.ndarray]:
     """Per row, 1 + the index of each of the (at most 3) bureau features pushing the score
-    most towards default (0: none), as uint8; the bank learns names, never values."""
+    most towards default (0: none), as uint8, ranked among the ``public`` features only.
+
+    Naming a feature tells on which side of the average training client its value lies:
+    for a 0/1 flag (the abnormal-operation list) that is the value itself, and a review read
+    three private flags of every enterprise exactly from a model's lookup table. A public
+    feature's value is anyone's to look up, so naming it tells nothing new; private features
+    are neither named nor ranked (ranking them would show through which public ones are
+    left out)."""
     k = min(int(asked), explain.MAX_REASONS)
     names = [c.name for c in recipe.columns]
     if not k or len(names) > 255:
         return ([], np.zeros((len(x), 0), dtype=np.uint8))
     widths = [len(c.outputs) for c in recipe.columns]
     contrib = explain.contributions(x, np.asarray(model["weights"]), widths)
+    nameable = np.array([n in public for n in names], dtype=bool)
+    contrib = np.where(nameable[None, :], contrib, -np.inf)
     return names, (explain.top_reasons(contrib, k) + 1).astype(np.uint8)

@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 from bank_node.client import BureauConnection, run_psi
@@ -335,6 +336,44 @@ def test_policy_a_bank_lists_and_deletes_its_own_models_and_no_other(node, city,
     # a scorecard or policy stamp written after a delete does not bring the model back
     with pytest.raises(UnknownSession, match="deleted meanwhile"):
         node.models.update("bank-a", {"model_id": model_id})
+
+
+def test_reason_codes_name_no_private_feature_so_no_flag_is_read(node, city, tmp_path):
+    """A review trained the default model on every bureau feature, looked its lookup table
+    up for every enterprise of the city and read abnormal_operation and penalties >= 1 of
+    4,000 of 4,000 enterprises from whether each was among the reason codes (the rarer
+    side of "named" is the flag's 1), never from the score. Reason codes now rank and name
+    public features only: here none at first, then the two the catalogue marks."""
+    from bank_node.lookup import LookupClient, private_bureau_lookup
+
+    summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m", "bank-a",
+                        epochs=2, workers=0, quiet=True, seed=1, **TEST_KEYS)  # fmt: skip
+    model = json.loads((tmp_path / "m" / "model.json").read_text())
+    bureau = pq.read_table(city["bureau"])
+    ids = [str(u) for u in bureau.column("uscc").to_pylist()[:1500]]
+
+    def looked_up(directory):
+        with BureauConnection(_address(node), "bank-a") as connection:
+            lookup = private_bureau_lookup(
+                connection, model, client=LookupClient(connection, tmp_path / directory)
+            )
+            chosen, _, (names, codes) = lookup(ids)
+        return chosen, names, codes
+
+    chosen, names, codes = looked_up("tables")
+    assert len(chosen) > 1000 and "abnormal_operation" in names
+    assert not codes.any()  # no feature of this catalogue is public: nothing is named
+    marked = node.features._marked_public
+    node.features._marked_public = frozenset({"industry", "legal_form"})
+    try:
+        assert summary["model_id"]  # the same model, its table rebuilt with the marks
+        chosen, names, codes = looked_up("tables-marked")
+    finally:
+        node.features._marked_public = marked
+    named = {names[k - 1] for k in np.unique(codes) if k}
+    assert named and named <= {"industry", "legal_form"}
+    flag = names.index("abnormal_operation") + 1
+    assert not (codes == flag).any()
 
 
 def test_policy_a_job_the_days_scoring_quota_cannot_finish_is_refused_at_its_start(node, city):

@@ -34,7 +34,10 @@ def city(tmp_path_factory) -> dict[str, Path]:
     # the city as before issue 15 (no graph, no deregistered column): these tests are about
     # the joint model (test_graph.py and the demo's test cover the graph), and the
     # scorecard's fidelity bar was set on this city
-    return write_city(generate_city(8000, 3000, seed=5, graph=False), root)
+    # the business registry's industry and legal form are public (anyone may look them
+    # up): the only bureau features a reason code may name
+    public = frozenset({"industry", "legal_form"})
+    return write_city(generate_city(8000, 3000, seed=5, graph=False), root, public=public)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +168,8 @@ def test_predict_scores_everyone_and_flags_the_unknown(city, bureau, trained, tm
     top = np.argmax(contrib, axis=1)
     assert first == [names[i] if contrib[r, i] > 0 else None for r, i in enumerate(top)]
     bureau_first = scores.column("bureau_reason_1").to_pylist()
-    assert all(b in model["bureau_features"] for b, m in zip(bureau_first, matched) if m and b)
+    named = {b for b, m in zip(bureau_first, matched) if m and b}
+    assert named and named <= {"industry", "legal_form"}  # public features only
     assert sum(1 for b, m in zip(bureau_first, matched) if m and b) > 100
     assert not any(bureau_first[-3:])
     for row in scores.select(["bureau_reason_1", "bureau_reason_2"]).to_pylist()[:300]:
@@ -197,7 +201,8 @@ def test_catalogue_lists_names_kinds_descriptions_never_values(bureau):
     assert by_name["debt_ratio"]["kind"] == "numeric"
     assert "liabilities" in by_name["debt_ratio"]["description"]
     assert set(features[0]) == {"name", "kind", "description", "public"}
-    assert not any(f["public"] for f in features)  # this city's catalogue marks none
+    # this city's catalogue marks two registry fields
+    assert {f["name"] for f in features if f["public"]} == {"industry", "legal_form"}
 
 
 def test_chosen_bureau_features_and_unknown_names(city, bureau, tmp_path):
@@ -209,17 +214,18 @@ def test_chosen_bureau_features_and_unknown_names(city, bureau, tmp_path):
         "y",
         tmp_path / "m",
         "bank-b",
-        bureau_features=["debt_ratio", "court_judgements_3y", "industry"],
+        bureau_features=["debt_ratio", "court_judgements_3y", "tax_paid_12m_10k_cny", "industry"],
         epochs=2,
         validation_fraction=0.0,
         seed=2,
         quiet=True,
         **TEST_KEYS,
     )
-    assert summary["bureau_features"] == 3 and summary["validation_auc"] is None
+    assert summary["bureau_features"] == 4 and summary["validation_auc"] is None
     assert load_model(tmp_path / "m")["bureau_features"] == [
         "debt_ratio",
         "court_judgements_3y",
+        "tax_paid_12m_10k_cny",
         "industry",
     ]
     # the bank checks names against the bureau's catalogue before PSI (the bureau's own
