@@ -7,7 +7,10 @@ all read and write through one :class:`BureauContext`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
+import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -49,6 +52,8 @@ class BureauContext:
     access: Access
     audit: AuditLog | None = None
     executor: Executor | None = None
+    _exposure_cache: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    _exposure_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def record(self, bank_id: str, event: str, outcome: str, **details: object) -> None:
         if self.audit is not None:
@@ -120,26 +125,26 @@ class BureauContext:
         """A kept model is served (scored, its lookup table fetched) under today's policy:
         the bank's features and minimum, and the exposure rules again whenever the bureau's
         table or the features it marks public changed since the model was last checked (a
-        model kept before a feature was marked public would otherwise be served on)."""
+        model kept before a feature was marked public would otherwise be served on), or
+        the exposure limit was changed (a model kept under a looser one stayed served)."""
         recipe = FeatureRecipe.from_json(model["recipe"])
         self.choose_for_model(bank_id, tuple(recipe.names))
-        stamp = [self.features.version, sorted(self.features.public)]
+        limit = self.limits_for(bank_id).max_feature_exposure
+        carded = "scorecard" in model
+        stamp = [self.features.version, sorted(self.features.public), limit, carded]
         if model.get("policy_checked") == stamp:
             return
-        limit = self.limits_for(bank_id).max_feature_exposure
         self.check_exposure(recipe, limit)
-        if "scorecard" in model:
+        if carded:
             self.check_points_exposure(recipe, limit)
-        model["policy_checked"] = stamp
-        self.models.update(bank_id, model)
+        self.models.amend(bank_id, model["model_id"], {"policy_checked": stamp})
 
     def check_points_exposure(self, recipe: FeatureRecipe, limit: float) -> None:
         """Refuses a scorecard whose points, on more than ``limit`` of the bureau's
         enterprises, would name one feature's bin (``scorecard.points_exposure``): a review
         found a kept model whose inputs exposed at most 0.3% per feature, while its points
         exposed 22% to 93%, since ten bins a number group enterprises far more coarsely."""
-        public = self.features.public
-        exposed = _over(scorecard.points_exposure(recipe, self.features.table, public), limit)
+        exposed = _over(self._points_exposure(recipe), limit)
         if exposed:
             log.info("a scorecard refused: exposure %s", exposed)
             raise NotAuthorised(
@@ -149,6 +154,25 @@ class BureauContext:
                 f"({len(exposed)} of the {len(recipe.names)} features); the model itself "
                 "still scores: for a scorecard, train with more bureau features"
             )
+
+    def _points_exposure(self, recipe: FeatureRecipe) -> dict[str, float]:
+        """``scorecard.points_exposure`` over the whole table, kept per recipe, table
+        version and public marks: a bank asking for a scorecard again and again (or many
+        banks the same) costs one pass over the table."""
+        public = self.features.public
+        recipe_json = json.dumps(recipe.to_json(), sort_keys=True, default=str)
+        key = hashlib.sha256(
+            json.dumps([recipe_json, self.features.version, sorted(public)]).encode()
+        ).hexdigest()
+        with self._exposure_lock:
+            found = self._exposure_cache.get(key)
+        if found is None:
+            found = scorecard.points_exposure(recipe, self.features.table, public)
+            with self._exposure_lock:
+                if len(self._exposure_cache) >= 256:
+                    self._exposure_cache.clear()
+                self._exposure_cache[key] = found
+        return found
 
     def check_model_features(
         self, bank_id: str, recipe: FeatureRecipe, weights: np.ndarray, training: np.ndarray

@@ -33,13 +33,18 @@ class ModelStore:
             tables.private_dir(path.parent)
             tables.atomic_write_bytes(path, json.dumps(model, indent=2).encode(), mode=0o600)
 
-    def update(self, bank_id: str, model: dict[str, Any]) -> None:
-        """A kept model changed (its scorecard, its policy stamp); refused if deleted since
-        it was loaded."""
-        path = self._path(bank_id, model["model_id"])
+    def amend(self, bank_id: str, model_id: str, changes: dict[str, Any]) -> None:
+        """Set ``changes`` in a kept model (its scorecard, its policy stamp), read afresh
+        under the lock: two amendments at once both land (a stamp written from a copy
+        loaded before a scorecard was made had undone the scorecard); refused if the model
+        was deleted since it was loaded."""
+        path = self._path(bank_id, model_id)
         with self._lock:
-            if not path.exists():
-                raise UnknownSession(f"model {model['model_id']} was deleted meanwhile")
+            try:
+                model = json.loads(path.read_text())
+            except FileNotFoundError:
+                raise UnknownSession(f"model {model_id} was deleted meanwhile") from None
+            model.update(changes)
             tables.atomic_write_bytes(path, json.dumps(model, indent=2).encode(), mode=0o600)
 
     def load(self, bank_id: str, model_id: str) -> dict[str, Any]:

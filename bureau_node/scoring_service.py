@@ -3,7 +3,9 @@ the bureau's half of a scorecard."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -11,7 +13,7 @@ import numpy as np
 
 from protocols import explain, scorecard
 from protocols import vertical_lr as vlr
-from protocols.errors import PolicyViolation, ProtocolViolation
+from protocols.errors import PolicyViolation, ProtocolViolation, QuotaExceeded
 from protocols.features import FeatureRecipe
 from xinrong.v1 import model_pb2 as pb
 from xinrong.v1 import model_pb2_grpc
@@ -25,33 +27,57 @@ SCORES_PER_MESSAGE = 65_536
 class ScoringServicer(model_pb2_grpc.ScoringServicer):
     def __init__(self, ctx: BureauContext) -> None:
         self.ctx = ctx
+        self._making: set[str] = set()  # banks with a scorecard being made
+        self._making_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _one_scorecard_at_a_time(self, bank_id: str) -> Iterator[None]:
+        """A scorecard checks its points over the bureau's whole table: one bank holding
+        many such calls open would hold the bureau's threads (a review starved another
+        bank's calls for 104 s), so each bank makes one at a time."""
+        with self._making_lock:
+            if bank_id in self._making:
+                raise QuotaExceeded(
+                    f"bank {bank_id} is making a scorecard already: one at a time; try again "
+                    "when it is made"
+                )
+            self._making.add(bank_id)
+        try:
+            yield
+        finally:
+            with self._making_lock:
+                self._making.discard(bank_id)
 
     def MakeScorecard(
         self, request: pb.ScorecardRequest, context: grpc.ServicerContext
     ) -> pb.ScorecardMade:
         try:
             bank_id = self.ctx.access.bank(context)
-            scaling = scorecard.Scaling(request.base_score, request.pdo, request.base_odds)
-            scaling.check()
-            model = self.ctx.models.load(bank_id, request.model_id)
-            recipe = FeatureRecipe.from_json(model["recipe"])
-            slope = request.slope or 1.0
-            if not (np.isfinite(slope) and 0 < slope < 100):
-                raise ProtocolViolation(f"a calibration slope of {slope} is not plausible")
-            limit = self.ctx.limits_for(bank_id).max_feature_exposure
-            self.ctx.check_points_exposure(recipe, limit)
-            points = scorecard.points_table(recipe, slope * np.asarray(model["weights"]), scaling)
-            model["scorecard"] = {"scaling": vars(scaling), "points": points}
-            self.ctx.models.update(bank_id, model)
-            log.info(
-                "scorecard for model %s of bank %s: %d bins", request.model_id, bank_id, len(points)
-            )
-            self.ctx.record(bank_id, "scorecard", "OK", model_id=request.model_id, bins=len(points))
-            return pb.ScorecardMade(
-                model_id=request.model_id, features=len(recipe.columns), bins=len(points)
-            )
+            with self._one_scorecard_at_a_time(bank_id):
+                return self._make_scorecard(bank_id, request)
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "scorecard", exc)
+
+    def _make_scorecard(self, bank_id: str, request: pb.ScorecardRequest) -> pb.ScorecardMade:
+        scaling = scorecard.Scaling(request.base_score, request.pdo, request.base_odds)
+        scaling.check()
+        model = self.ctx.models.load(bank_id, request.model_id)
+        recipe = FeatureRecipe.from_json(model["recipe"])
+        slope = request.slope or 1.0
+        if not (np.isfinite(slope) and 0 < slope < 100):
+            raise ProtocolViolation(f"a calibration slope of {slope} is not plausible")
+        limit = self.ctx.limits_for(bank_id).max_feature_exposure
+        self.ctx.check_points_exposure(recipe, limit)
+        points = scorecard.points_table(recipe, slope * np.asarray(model["weights"]), scaling)
+        made = {"scaling": vars(scaling), "points": points}
+        self.ctx.models.amend(bank_id, request.model_id, {"scorecard": made})
+        log.info(
+            "scorecard for model %s of bank %s: %d bins", request.model_id, bank_id, len(points)
+        )
+        self.ctx.record(bank_id, "scorecard", "OK", model_id=request.model_id, bins=len(points))
+        return pb.ScorecardMade(
+            model_id=request.model_id, features=len(recipe.columns), bins=len(points)
+        )
 
     def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.ServicerContext

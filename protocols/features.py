@@ -304,13 +304,23 @@ def exposure_of(
     return out
 
 
+def _mixed(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (Steele, Lea and Flood, OOPSLA 2014): every input bit moves
+    every output bit. A product alone moves bits only upwards, and small whole numbers as
+    doubles differ only in their top bits: a review found 39,763 distinct bin tuples in
+    21,280 hashes, and grouping on them slowed to 50 s where it takes 0.3."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
 def row_hashes(values: np.ndarray) -> np.ndarray:
-    """One 64-bit FNV-1a hash per row of ``values`` (rows x k, rounded; -0.0 is 0.0)."""
+    """One 64-bit hash per row of ``values`` (rows x k, rounded; -0.0 is 0.0)."""
     values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
     words = np.ascontiguousarray(np.round(values, 9) + 0.0).view(np.uint64)
     h = np.full(words.shape[0], np.uint64(0xCBF29CE484222325))
     for j in range(words.shape[1]):
-        h = (h ^ words[:, j]) * np.uint64(0x100000001B3)
+        h = _mixed(h ^ words[:, j])
     return h
 
 

@@ -36,6 +36,7 @@ from node_runtime.transport import codec as psi_codec
 from node_runtime.transport import model_codec as codec
 from protocols import binning, group, psi
 from protocols import paillier as he
+from protocols import scorecard as scorecard_module
 from protocols import vertical_lr as vlr
 from protocols.errors import (
     InputDataError,
@@ -335,7 +336,7 @@ def test_policy_a_bank_lists_and_deletes_its_own_models_and_no_other(node, city,
     assert scoring.code() is table.code() is grpc.StatusCode.NOT_FOUND
     # a scorecard or policy stamp written after a delete does not bring the model back
     with pytest.raises(UnknownSession, match="deleted meanwhile"):
-        node.models.update("bank-a", {"model_id": model_id})
+        node.models.amend("bank-a", model_id, {"policy_checked": []})
 
 
 def test_reason_codes_name_no_private_feature_so_no_flag_is_read(node, city, tmp_path):
@@ -1050,6 +1051,73 @@ def test_policy_a_feature_taken_out_of_a_banks_configuration_is_no_longer_served
     finally:
         node.config.write_text(original)
         node.reload()
+
+
+def test_policy_a_model_kept_under_a_looser_exposure_limit_is_refused_once_it_is_tightened(
+    node, city, tmp_path
+):
+    """A review: the check of a kept model was stamped with the table's version and public
+    marks but not the limit, so a model kept and scored under --max-feature-exposure 1 was
+    scored on after the operator restarted with 0.05 (while a new start of it was refused).
+    And a stamp written from a copy loaded before a scorecard was made had undone it."""
+    ctx = node.training.ctx
+    features = ["court_judgements_3y", "total_assets_10k_cny", "debt_ratio"]
+    strict = ctx.limits
+    ctx.limits = replace(strict, max_feature_exposure=1.0)
+    try:
+        summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m",
+                            "bank-policy", bureau_features=features, epochs=1, workers=0,
+                            quiet=True, **TEST_KEYS)  # fmt: skip
+        stale = node.models.load("bank-policy", summary["model_id"])
+        ctx.check_model_served("bank-policy", stale)  # served, and stamped, under 1.0
+        # a scorecard made meanwhile survives a stamp written from the older copy
+        node.models.amend("bank-policy", summary["model_id"], {"scorecard": {"points": []}})
+        ctx.limits = replace(strict, max_feature_exposure=0.99)
+        ctx.check_model_served("bank-policy", stale)
+        assert "scorecard" in node.models.load("bank-policy", summary["model_id"])
+    finally:
+        ctx.limits = strict
+    scoring, table = _refused_service(node, city, "bank-policy", summary["model_id"])
+    assert scoring.code() is table.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "its score would be one feature's value" in scoring.details()
+
+
+def test_policy_a_bank_makes_one_scorecard_at_a_time(node, city, tmp_path, monkeypatch):
+    """A scorecard's check passes over the whole table: a review held 33 such calls open
+    and another bank's calls waited 104 s for a thread. A second call of the same bank
+    while one is made is refused at once (the check's result is also kept, so asking again
+    costs no pass)."""
+    summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m", "bank-a",
+                        epochs=1, workers=0, quiet=True, seed=3, **TEST_KEYS)  # fmt: skip
+    ctx = node.training.ctx
+    entered, release = threading.Event(), threading.Event()
+    check = ctx.check_points_exposure
+
+    def slow_check(recipe, limit):
+        entered.set()
+        assert release.wait(60)
+        return check(recipe, limit)
+
+    monkeypatch.setattr(ctx, "check_points_exposure", slow_check)
+    request = pb.ScorecardRequest(model_id=summary["model_id"], base_score=600, pdo=50,
+                                  base_odds=20, slope=1.0)  # fmt: skip
+    with BureauConnection(_address(node), "bank-a") as connection:
+        first = connection.scoring.MakeScorecard.future(request, metadata=connection.metadata)
+        assert entered.wait(60)
+        with pytest.raises(grpc.RpcError) as second:
+            connection.scoring.MakeScorecard(request, metadata=connection.metadata, timeout=30)
+        assert second.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "one at a time" in second.value.details()
+        release.set()
+        assert first.result(timeout=120).bins > 0
+        monkeypatch.undo()
+        passes = []
+        exposure = scorecard_module.points_exposure
+        monkeypatch.setattr(
+            scorecard_module, "points_exposure", lambda *a: passes.append(1) or exposure(*a)
+        )
+        assert connection.scoring.MakeScorecard(request, metadata=connection.metadata).bins > 0
+        assert passes == []  # the same recipe, table and marks: the kept result
 
 
 def test_policy_a_kept_model_is_checked_again_once_features_are_marked_public(node, city, tmp_path):
