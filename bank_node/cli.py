@@ -121,7 +121,10 @@ def _train(args: argparse.Namespace, job_id: str, announce: Callable[[str], None
             raise InputDataError(f"train needs {', '.join(missing)} (or --resume JOB_ID)")
     from protocols.optim import OptimizerConfig
 
-    from .training import train_job
+    from .training import refuse_a_kept_model, train_job
+
+    if args.resume is None:  # before an IV request of --min-iv is charged
+        refuse_a_kept_model(args.model_dir, args.overwrite)
 
     bank_features, bureau_features = _names(args.bank_features), _names(args.bureau_features)
     if args.iv_table is not None and args.min_iv is None:
@@ -175,6 +178,7 @@ def _train(args: argparse.Namespace, job_id: str, announce: Callable[[str], None
         resume=args.resume,
         job_id=job_id,
         on_start=announce,
+        overwrite=args.overwrite,
         quiet=args.quiet,
         say=_say(args),
         read_options=read_options(args),
@@ -487,6 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
         "its data and settings come from the checkpoint",
     )
     train.add_argument("--model-dir", required=True, help="where the bank's half is written")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the model MODEL_DIR holds (refused without: it may be in production)",
+    )
     train.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
     train.add_argument(
         "--bank-features",

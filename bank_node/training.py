@@ -764,6 +764,7 @@ def save(model_dir: str | Path, fitted: Fitted) -> None:
     )
     tables.write_csv(fitted.evaluation, model_dir / EVALUATION_FILE)
     (model_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    (model_dir / "scorecard.csv").unlink(missing_ok=True)  # a replaced model's points
 
 
 def fit(
@@ -814,11 +815,14 @@ def train_job(
     positive_label: str | None = None,
     job_id: str | None = None,
     on_start: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """PSI, then joint training, then evaluation, from the bank's file; writes
     ``model_dir/model.json`` and ``model_dir/evaluation.csv`` and returns the summary.
     ``job_id``: the new job's ID (default: a fresh one); ``on_start`` is told it once the
-    bank's data passed its checks, before anything is sent to the bureau.
+    bank's data passed its checks, before anything is sent to the bureau. A ``model_dir``
+    that holds a model is refused unless ``overwrite`` (then that model's files go once the
+    new one is trained).
 
     After every epoch the bank's state goes to ``model_dir/checkpoint.json`` (0600: it holds
     the job's key); ``resume=JOB_ID`` continues that job from there, with the settings it
@@ -828,6 +832,7 @@ def train_job(
         job = TrainingJob.resumed(model_dir, resume, bureau, tls_dir, allow_test_keys)
     else:
         _refuse_a_held_checkpoint(model_dir)
+        refuse_a_kept_model(model_dir, overwrite)
         job = TrainingJob(
             bureau=bureau,
             bank_id=bank_id,
@@ -968,6 +973,23 @@ def _refuse_a_held_checkpoint(model_dir: str | Path) -> None:
         f"`bank-node train --resume {held} --model-dir {model_dir}` and the same --bureau "
         f"and --tls-dir (or --insecure), or delete {path} (it "
         "holds that job's key) or choose another --model-dir to start a new job"
+    )
+
+
+def refuse_a_kept_model(model_dir: str | Path, overwrite: bool) -> None:
+    """A model directory in use (a review's second `train` replaced the production model,
+    left the old scorecard beside it, and the next batch run switched models unsaid)."""
+    path = Path(model_dir) / MODEL_FILE
+    if overwrite or not path.exists():
+        return
+    try:
+        kept = json.loads(path.read_text())
+        what = f"model {kept.get('model_id', '?')} (made {kept.get('created', '?')})"
+    except (OSError, ValueError):
+        what = "a model file"
+    raise InputDataError(
+        f"{model_dir} already holds {what}: choose another --model-dir, or add --overwrite "
+        "to replace it (its evaluation, scorecard and report go with it)"
     )
 
 

@@ -353,6 +353,30 @@ def test_a_run_that_cannot_succeed_stops_before_psi(
     assert not (tmp_path / "model" / "checkpoint.json").exists()
 
 
+def test_a_model_directory_in_use_is_refused_before_psi_and_replaced_with_overwrite(
+    city, bureau, tmp_path, capsys
+):
+    """A review's second `train` into a production --model-dir replaced the model and left
+    the old scorecard beside it; the next batch run switched models unsaid. It is refused
+    before anything is sent (with --min-iv, before an IV request is charged); --overwrite
+    replaces the model, and the old scorecard goes."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps({"model_id": "f" * 32, "created": "2026-11-01"}))
+    (model / "scorecard.csv").write_text("feature,bin,points\n")
+    before = AuditLog(bureau.store.root).records()
+    for extra in ([], ["--min-iv", "0.02"]):
+        code = bank_cli.main(_bank_args(bureau, city["bank"], tmp_path, *extra))
+        err = capsys.readouterr().err
+        assert code == 2 and f"already holds model {'f' * 32} (made 2026-11-01)" in err, err
+        assert "--overwrite" in err
+    assert AuditLog(bureau.store.root).records() == before
+    args = _bank_args(bureau, city["bank"], tmp_path, "--overwrite", "--epochs", "1")
+    assert bank_cli.main([*args, "--seed", "1"]) == 0
+    assert json.loads((model / "model.json").read_text())["model_id"] != "f" * 32
+    assert not (model / "scorecard.csv").exists()
+
+
 def test_chinese_gbk_file_with_yes_no_labels_trains(city, bureau, tmp_path, capsys):
     """A GBK export with Chinese headers, 是/否 labels and three useless columns."""
     table = pacsv.read_csv(

@@ -324,7 +324,7 @@ def test_the_bureau_killed_mid_epoch(reference):
 
 def test_the_bank_killed_mid_epoch(reference):
     root, city, _, _ = reference
-    state, model = root / "state-2", root / "model-2"
+    state, model = root / "state-2", root / "model-3"
     bureau, address = _serve(city, state)
     try:
         bank = _train(
