@@ -431,7 +431,12 @@ def _check_transport(args: argparse.Namespace) -> None:
         check_writable(getattr(args, name), flag, directory=True)
     elif getattr(args, "out", None):
         data = getattr(args, "data", None)
-        check_writable(args.out, "--out", inputs={"--data": data} if data else None)
+        inputs: dict[str, str | Path] = {"--data": data} if data else {}
+        model_dir = getattr(args, "model_dir", None)
+        if model_dir:  # a review's `predict --out MODEL_DIR/model.json` replaced the model
+            for name in ("model.json", "evaluation.csv", "scorecard.csv", "checkpoint.json"):
+                inputs[f"--model-dir's {name}"] = Path(model_dir) / name
+        check_writable(args.out, "--out", inputs=inputs)
     if not hasattr(args, "insecure"):
         return
     from .api import bank_identity

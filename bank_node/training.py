@@ -1093,9 +1093,16 @@ def load_model(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / MODEL_FILE
     if not path.exists():
         raise InputDataError(f"{path}: no model here; train one with `bank-node train`")
-    model = json.loads(path.read_text())
-    if model.get("format") != MODEL_FORMAT:
-        raise InputDataError(f"{path}: not a Xinrong bank model ({model.get('format')!r})")
+    try:
+        model = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError):
+        raise InputDataError(
+            f"{path}: not a Xinrong bank model (not JSON: overwritten by another file?); "
+            "train again into this directory with --overwrite, or use another model"
+        ) from None
+    if not isinstance(model, dict) or model.get("format") != MODEL_FORMAT:
+        found = model.get("format") if isinstance(model, dict) else type(model).__name__
+        raise InputDataError(f"{path}: not a Xinrong bank model ({found!r})")
     return model
 
 

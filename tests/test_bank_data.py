@@ -724,3 +724,23 @@ def test_full_width_numbers_read_as_numbers_and_unknown_is_a_missing_mark(tmp_pa
     assert table.column("状态").to_pylist()[:2] == [None, 1]  # 未知: unknown, missing
     assert pa.types.is_string(table.column("备注").type)  # one odd cell in 40: said
     assert "'待核实'" in caplog.text and "column '备注'" in caplog.text
+
+
+def test_predict_will_not_write_over_its_model_and_a_broken_model_is_named(
+    bureau, city, tmp_path, capsys
+):
+    """A review's `predict --out MODEL_DIR/model.json` replaced the model, and the next
+    predict ended in a JSON traceback."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text('{"format": "xinrong-bank-model/1"}')
+    address = ["--bureau", f"127.0.0.1:{bureau.port}", "--insecure", "--quiet"]
+    common = ["predict", *address, "--model-dir", str(model), "--data", str(city["bank"])]
+    code = bank_cli.main([*common, "--id-column", "uscc", "--out", str(model / "model.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is the file given as --model-dir's model.json" in err, err
+    assert (model / "model.json").read_text() == '{"format": "xinrong-bank-model/1"}'
+    (model / "model.json").write_text("uscc,score\n91440300MA5F000001,0.1\n")
+    code = bank_cli.main([*common, "--id-column", "uscc", "--out", str(tmp_path / "s.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a Xinrong bank model (not JSON" in err and "Traceback" not in err
