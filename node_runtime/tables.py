@@ -114,6 +114,15 @@ def detect_encoding(path: Path) -> str:
     # Chinese values are too little for the detector (it guessed cp1250 for GBK).
     text = b"\n".join(line for line in sample.split(b"\n") if not line.isascii())
     best = from_bytes(text[: 1 << 16] or sample).best()
+    if best is None and _decodes(sample, "gb18030"):
+        # the detector gave up (a review: a 200-row GBK export with a Chinese header and a
+        # few full-width IDs); GB18030 is this platform's normal case and its bytes decode
+        log.warning(
+            "%s: read as GB18030, which its bytes decode as (the detector could not tell; "
+            "name the encoding with --encoding if its text looks wrong)",
+            path,
+        )
+        return "gb18030"
     if best is None:
         raise InputDataError(
             f"{path}: cannot tell the file's text encoding; name it with --encoding "

@@ -744,3 +744,25 @@ def test_predict_will_not_write_over_its_model_and_a_broken_model_is_named(
     code = bank_cli.main([*common, "--id-column", "uscc", "--out", str(tmp_path / "s.csv")])
     err = capsys.readouterr().err
     assert code == 2 and "not a Xinrong bank model (not JSON" in err and "Traceback" not in err
+
+
+def test_a_gbk_file_whose_only_chinese_is_its_header_is_read(tmp_path, caplog):
+    """A review's 200-row GBK export (a Chinese header over codes and numbers) was refused
+    with "cannot tell the file's text encoding": the detector gives up on one short line.
+    Bytes that decode as GB18030 are read as it, and said."""
+    path = tmp_path / "clients.csv"
+    rows = ["统一社会信用代码,开户月数,逾期次数,贷款金额"]
+    rows += [f"91440300MA5F{i:06d},{i % 90},{i % 3},{1000 + i}" for i in range(200)]
+    typed = (  # the review's IDs typed in full-width forms
+        "９３３５０２０３ＭＡＨＪＷＢ２Ｆ５９ ９１３５０１１１１２５２８６２８４Ｃ "
+        "９１３５０１０５ＭＡＢ０５ＦＬＬ０Ａ ９２３５０２０３ＭＡ１６ＸＣ７７９Ｒ "
+        "９１３５０１８１ＭＡＰ６ＥＭ０８Ｘ３ ９１３５０１１１００７０７２８６７Ｑ "
+        "９１３５０１０４ＭＡ６ＹＨＥＸＥ４９"
+    ).split()
+    for k, code in enumerate(typed):
+        rows[10 + 25 * k] = code + rows[10 + 25 * k][18:]
+    path.write_bytes("\r\n".join(rows).encode("gbk"))
+    with caplog.at_level("WARNING"):
+        table = tables.read_table(path, "统一社会信用代码")
+    assert table.column_names == rows[0].split(",") and table.num_rows == 200
+    assert "read as GB18030" in caplog.text
