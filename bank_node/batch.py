@@ -43,6 +43,7 @@ from protocols import scorecard
 from protocols.errors import InputDataError, ProtocolViolation
 from protocols.features import FeatureRecipe, column_kind
 from protocols.ids import IdType, normalise_column, prepare_ids
+from protocols.size_class import Size
 
 log = logging.getLogger(__name__)
 
@@ -487,6 +488,14 @@ def _differs(previous: pa.Table, current: pa.Table, column: str) -> pa.Array:
     return _rows(pc.not_equal(previous[column], current[column]))
 
 
+def _size_zh(size: str | None) -> str | None:
+    """The Chinese name of a size class, for a run whose products file had none."""
+    try:
+        return Size(size).zh if size else size
+    except ValueError:
+        return size
+
+
 def size_class_alerts(ids: Sequence[str], previous: pa.Table, current: pa.Table) -> list[Alert]:
     """A size class that changed (both runs having one)."""
     rows = _differs(previous, current, "size_class")
@@ -505,7 +514,7 @@ def size_class_alerts(ids: Sequence[str], previous: pa.Table, current: pa.Table)
             Alert(
                 key,
                 "size_class",
-                f"企业划型 {before_zh or before} → {now_zh or now}"
+                f"企业划型 {before_zh or _size_zh(before)} → {now_zh or _size_zh(now)}"
                 + (f"（{rule}）" if rule else ""),
                 f"size class {before} → {now}{why}",
                 before,

@@ -843,3 +843,20 @@ def test_two_batch_runs_against_a_bureau_node(served):
         "batch", *common, "--portfolio", str(november), "--out", str(runs / "2026-12")
     )
     assert again.returncode == 2 and "already holds a finished run" in again.stderr
+
+
+def test_size_class_changes_read_in_chinese_on_the_chinese_page():
+    """A review's Chinese batch page showed size classes as micro/small: a run whose
+    products file had no size_class_zh column, and the previous/current columns."""
+    from bank_node.report.batch_page import _value
+
+    empty = pa.array([None, None], pa.string())
+    before = pa.table({"size_class": ["micro", "small"], "size_class_zh": empty})
+    after = pa.table(
+        {"size_class": ["small", "small"], "size_class_zh": empty, "size_class_rule": empty}
+    )
+    (alert,) = batch.size_class_alerts(["a", "b"], before, after)
+    assert alert.detail_zh == "企业划型 微型 → 小型"
+    row = {"kind": "size_class", "previous": "micro", "current": "small"}
+    assert (_value(row, "previous", "zh"), _value(row, "current", "zh")) == ("微型", "小型")
+    assert _value(row, "previous", "en") == "micro"

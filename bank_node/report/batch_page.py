@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from node_runtime.tables import atomic_write_bytes
+from protocols.size_class import Size
 
 from .i18n import LANGUAGES
 from .markup import CSS, esc, facts, num, table
@@ -45,7 +46,8 @@ EN: dict[str, str] = {
     "significant shift.",
     "no-psi": "No PSI: there is no previous run to compare with.",
     "footer": "Generated {when} by bank-node batch. The comparison ran at the bank on the "
-    "bank's own files; the bureau saw only the scoring and lookups of this run.",
+    "bank's own files; the bureau learnt how many enterprises this run looked up, not which, "
+    "and no score or result (private lookups).",
 }
 
 ZH: dict[str, str] = {
@@ -70,7 +72,7 @@ ZH: dict[str, str] = {
     "{significant:g} 及以上：显著偏移。",
     "no-psi": "无 PSI：没有可比较的上次跑批。",
     "footer": "由 bank-node batch 于 {when} 生成。比较在银行内部基于银行自有文件完成；征信机构"
-    "只看到本次跑批的评分与查询。",
+    "只得知本次跑批查询了多少家企业，不知道是哪些，也看不到任何评分或结果（隐私查询）。",
     # short texts, keyed by their English
     "Run": "跑批",
     "Started (UTC)": "开始时间（UTC）",
@@ -263,8 +265,8 @@ def _alerts_section(c: Comparison, t: _Texts) -> str:
             f'<span class="sev-{esc(a["severity"])}">{esc(t(a["severity"]))}</span>',
             esc(t(a["kind"])),
             esc(a["detail_zh"] if t.lang == "zh" else a["detail_en"]),
-            esc(a["previous"]),
-            esc(a["current"]),
+            esc(_value(a, "previous", t.lang)),
+            esc(_value(a, "current", t.lang)),
         ]
         for a in shown
     ]
@@ -344,3 +346,15 @@ def _psi_section(c: Comparison, thresholds: Thresholds, t: _Texts) -> str:
         )
     )
     return "".join(parts) + "</section>"
+
+
+def _value(alert: dict, key: str, lang: str) -> str:
+    """An alert's previous or current value as the page's language names it (a size
+    class in Chinese on the Chinese page)."""
+    value = alert[key]
+    if lang == "zh" and alert["kind"] == "size_class" and value:
+        try:
+            return Size(value).zh
+        except ValueError:
+            return str(value)
+    return "" if value is None else str(value)
