@@ -518,13 +518,17 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o600, sync: b
 
 
 def write_csv(table: pa.Table, path: str | Path, mode: int = 0o600) -> None:
+    """UTF-8 with a byte-order mark: Excel on Chinese Windows reads a CSV without one as GBK
+    and shows its Chinese headers, names and reason codes garbled; Arrow, pandas and this
+    reader skip the mark."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(
-        path,
-        lambda handle: pacsv.write_csv(table, handle, pacsv.WriteOptions(quoting_style="needed")),
-        mode,
-    )
+
+    def write(handle: BinaryIO) -> None:
+        handle.write(codecs.BOM_UTF8)
+        pacsv.write_csv(table, handle, pacsv.WriteOptions(quoting_style="needed"))
+
+    atomic_write(path, write, mode)
 
 
 def source_lines(

@@ -766,3 +766,13 @@ def test_a_gbk_file_whose_only_chinese_is_its_header_is_read(tmp_path, caplog):
         table = tables.read_table(path, "统一社会信用代码")
     assert table.column_names == rows[0].split(",") and table.num_rows == 200
     assert "read as GB18030" in caplog.text
+
+
+def test_output_csvs_carry_a_byte_order_mark_that_readers_skip(tmp_path):
+    """Excel on Chinese Windows reads a CSV without a byte-order mark as GBK: a review's
+    scores, scorecards and IV tables showed garbled Chinese headers and reason codes."""
+    path = tmp_path / "scores.csv"
+    tables.write_csv(pa.table({"统一社会信用代码": ["91440300MA5F000001"], "理由": ["涉诉"]}), path)
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    for read in (lambda: pacsv.read_csv(path), lambda: tables.read_table(path, "统一社会信用代码")):
+        assert read().column_names == ["统一社会信用代码", "理由"]
