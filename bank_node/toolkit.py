@@ -3,6 +3,7 @@ bureau's features (the bureau's computed on encrypted labels), and scorecards.""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -85,8 +86,15 @@ def _label_chunks(
     )
     for start in range(0, total, LABELS_PER_CHUNK):
         end = min(total, start + LABELS_PER_CHUNK)
+        try:
+            chunk = span(start, end)
+        except concurrent.futures.CancelledError:
+            # the call ended (the bureau refused on the settings) and the bank's workers
+            # were stopped under this chunk: the refusal is the error to say, not a
+            # traceback of gRPC's request thread
+            return
         yield pb.EncryptedLabels(
-            offset=start, total=total, labels=he.ciphertexts_to_bytes(span(start, end), key)
+            offset=start, total=total, labels=he.ciphertexts_to_bytes(chunk, key)
         )
 
 

@@ -1183,3 +1183,26 @@ def test_iv_a_request_beyond_the_budget_is_refused_before_the_labels_are_encrypt
         iv_job(_address(node), city["bank"], "uscc", "y", tmp_path / "b.csv", "bank-one-iv", **run)
     # of about 1,500 labels, only the chunks gRPC took ahead before the refusal came back
     assert sum(encrypted) <= first["matched"] // 3, encrypted
+
+
+def test_iv_labels_stop_quietly_when_the_refused_calls_workers_are_cancelled():
+    """A review's second IV request of the day printed gRPC's "Exception iterating
+    requests!" traceback before the refusal: the bank's workers were stopped under a chunk
+    being encrypted. The chunks then end, and the refusal is what the bank says."""
+    from concurrent.futures import CancelledError
+
+    from bank_node.toolkit import _label_chunks
+
+    public, private = he.generate_keypair(768, allow_test_keys=True)
+
+    def cancelled(start, end):
+        raise CancelledError
+
+    chunks = list(_label_chunks("s", public, he.prove_key(private), cancelled, 10, 50, [], 9))
+    assert len(chunks) == 1 and not chunks[0].labels  # the settings, then nothing
+
+    def broken(start, end):
+        raise ValueError("a real failure is not swallowed")
+
+    with pytest.raises(ValueError):
+        list(_label_chunks("s", public, he.prove_key(private), broken, 10, 50, [], 9))
