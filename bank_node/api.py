@@ -26,6 +26,7 @@ from protocols import binning, psi, scorecard
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.errors import InputDataError
+from protocols.features import FeatureRecipe
 from protocols.ids import IdType, prepare_ids
 from protocols.optim import OptimizerConfig
 
@@ -424,6 +425,8 @@ class JointModel:
         model = self.bank_half
         id_column = id_column or model["id_column"]
         table = as_table(applicants, id_column, _read_options(encoding, sheet, skip_rows))
+        recipe = FeatureRecipe.from_json(model["recipe"])
+        training.warn_outside_training_range(recipe, table, self.bureau._say)
         bureau = self.bureau
         if scoring not in training.SCORING_MODES:
             raise InputDataError(

@@ -1147,6 +1147,21 @@ class Scored:
     invalid_ids: int
 
 
+def warn_outside_training_range(recipe: FeatureRecipe, table: pa.Table, say: Say) -> list[str]:
+    """Said (and returned): columns whose values mostly lie beyond the training range, as a
+    file in another unit would have them; their scores are computed all the same."""
+    out = []
+    for name, outside, present, low, high in recipe.outside_training_range(table):
+        out.append(
+            f"column {name!r}: {outside:,} of {present:,} values lie outside the range the "
+            f"model was trained on ({low:,.6g} to {high:,.6g}); is the file in another unit "
+            "(%, 万元) than the training file? Their scores are clipped to that range"
+        )
+    for text in out:
+        say(f"warning: {text}")
+    return out
+
+
 def score(
     model: dict[str, Any],
     table: pa.Table,
@@ -1265,6 +1280,7 @@ def predict_job(
         )
     recipe = FeatureRecipe.from_json(model["recipe"])
     table = tables.read_table(data, id_column, columns=recipe.names, options=read_options)
+    warnings = warn_outside_training_range(recipe, table, say)
     fell_back: list[str] = []
 
     def lookup(ids: list[str]) -> tuple[list[str], np.ndarray, BureauReasons]:
@@ -1301,6 +1317,7 @@ def predict_job(
         "invalid_ids": scored.invalid_ids,
         "scoring": scoring,
         "bureau_fallback": bool(fell_back),
+        "warnings": warnings,
         "out": str(out),
         "seconds": round(time.perf_counter() - started, 3),
     }

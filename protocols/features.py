@@ -351,6 +351,25 @@ class FeatureRecipe:
     def outputs(self) -> list[str]:
         return [name for c in self.columns for name in c.outputs]
 
+    def outside_training_range(
+        self, table: pa.Table, share: float = 0.2
+    ) -> list[tuple[str, int, int, float, float]]:
+        """Numeric columns of ``table`` with more than ``share`` of their values beyond the
+        range the recipe clips to (the training rows' 0.5% and 99.5% quantiles, so about 1%
+        of rows from the same population): (name, outside, present, low, high). The sign of
+        a file in another unit than the training file's (72.3 for 0.723, 8.86 for 88,600):
+        a review's applicants scored from such a file all changed, without a word."""
+        found = []
+        for c in self.columns:
+            if c.kind != "numeric" or c.name not in table.column_names or c.high <= c.low:
+                continue
+            x = _numbers(table.column(c.name), c.name)
+            present = x[~np.isnan(x)]
+            outside = int(np.count_nonzero((present < c.low) | (present > c.high)))
+            if present.size and outside > share * present.size:
+                found.append((c.name, outside, int(present.size), c.low, c.high))
+        return found
+
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
 
@@ -791,3 +792,25 @@ def test_toolkit_command_lines_for_scripts(city, bureau, tmp_path):
         "-5",
     )
     assert bad.returncode == 2 and "pdo" in bad.stderr
+
+
+def test_predict_warns_when_a_column_is_in_another_unit_than_the_training_file(
+    trained, city, bureau, tmp_path
+):
+    """A review trained on "72.3%" (read 0.723) and scored a file holding 72.3: every
+    score changed, without a word. Most values beyond the training range are said."""
+    _, model_dir = trained
+    model = json.loads((model_dir / "model.json").read_text())
+    numeric = next(c["name"] for c in model["recipe"] if c["kind"] == "numeric")
+    applicants = read_csv(city["bank"]).slice(0, 200)
+    scaled = pc.multiply(pc.cast(applicants.column(numeric), pa.float64()), 10_000)
+    moved = applicants.set_column(applicants.column_names.index(numeric), numeric, scaled)
+    said: list[str] = []
+    for table, expected in ((applicants, 0), (moved, 1)):
+        path = tmp_path / f"applicants-{expected}.csv"
+        pacsv.write_csv(table, path)
+        summary = predict_job(f"127.0.0.1:{bureau.port}", model_dir, path, "uscc",
+                              tmp_path / f"s{expected}.csv", "bank-a", quiet=True,
+                              say=said.append)  # fmt: skip
+        assert len(summary["warnings"]) == expected
+    assert f"column {numeric!r}" in summary["warnings"][0] and "another unit" in said[-1]
