@@ -3,7 +3,10 @@ that the CLI, the demo and the tests start the same way."""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import hashlib
+import json
 import logging
 import os
 from concurrent.futures import Executor
@@ -18,7 +21,7 @@ from node_runtime.transport.certs import RevocationList, bureau_files
 from node_runtime.transport.channels import create_server
 from protocols import psi
 from protocols import vertical_lr as vlr
-from protocols.errors import InputDataError
+from protocols.errors import InputDataError, NotAuthorised
 from protocols.ids import IdType
 from protocols.products import PRODUCTS
 from xinrong.v1 import lookup_pb2_grpc, model_pb2_grpc, psi_pb2_grpc
@@ -42,6 +45,7 @@ from .store import BureauStore, DatasetSummary, Progress
 from .training_service import TrainingServicer
 
 log = logging.getLogger(__name__)
+SERVING_POLICY = "serving-policy"  # per bank: the digest its key epoch began under
 
 # the server's threads for unary calls, on top of those the admitted streaming calls may hold
 # (bureau_node.admission): whatever banks hold open, unary calls find threads
@@ -170,6 +174,8 @@ class BureauNode:
         lookup_pb2_grpc.add_PrivateLookupServicer_to_server(
             PrivateLookupServicer(context, self.lookup_tables), self.server
         )
+        self._rotate_keys_where_serving_changed()
+        self.store.on_new_key_epoch = self._note_serving_policy
         self.server.start()
         self.admission.start()
         if self.graph is not None and self.graph_refresh_seconds > 0:
@@ -193,7 +199,48 @@ class BureauNode:
         self.access.policies = new  # one reference swap: a call sees the old or the new
         if self.audit is not None:
             self.audit.append("(bureau)", "configuration_reloaded", "OK", **changes)
+        self._rotate_keys_where_serving_changed()
         return changes
+
+    def _serving_policy(self, bank_id: str) -> str:
+        """What decides which models and products a bank may open: its configuration, the
+        features marked public and the model policy's limits (a digest)."""
+        assert self.access is not None and self.features is not None
+        try:
+            policy = dataclasses.asdict(self.access.policy(bank_id))
+        except NotAuthorised:
+            policy = None  # no longer served at all
+        limits = self.training_limits
+        what = [policy, sorted(self.features.public), limits.max_feature_exposure]
+        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _rotate_keys_where_serving_changed(self) -> None:
+        """A bank keeps the lookup tables it downloaded, and ``Evaluate`` opens any of them:
+        a model or product the bureau stopped serving it (a feature taken out of its
+        configuration, features marked public, a tighter exposure limit) still opened from
+        its kept copy (a review, for 4,000 of 4,000 enterprises). When what decides that
+        changed since the bank's key epoch began, the epoch ends: its kept tables no longer
+        open, and a new download is checked against today's policy."""
+        for directory in sorted((self.store.root / "banks").glob("*")):
+            if not directory.is_dir():
+                continue
+            bank_id, path = directory.name, directory / SERVING_POLICY
+            now = self._serving_policy(bank_id)
+            before = path.read_text().strip() if path.exists() else None
+            # no record, but keys: an epoch begun by a version that kept none
+            keyed = before is not None or any(directory.glob("lookup-key-*"))
+            if before == now or not keyed:
+                continue
+            epoch = self.store.rotate_key(bank_id)
+            log.info("bank %s: what it may open changed; key epoch %d begins", bank_id, epoch)
+            if self.audit is not None:
+                self.audit.append(bank_id, "key_rotated", "OK", epoch=epoch, cause="policy")
+            tables.atomic_write_bytes(path, now.encode())
+
+    def _note_serving_policy(self, bank_id: str) -> None:
+        """A bank's key epoch began (its lookup key made): under today's serving policy."""
+        path = self.store.root / "banks" / bank_id / SERVING_POLICY
+        tables.atomic_write_bytes(path, self._serving_policy(bank_id).encode())
 
     def _load_products(self) -> None:
         if self.products_files is not None:

@@ -125,6 +125,9 @@ class BureauStore:
         self._tables: dict[str, tuple[int, psi.BureauTagTable]] = {}
         self._made_dirs: set[str] = set()
         self._scalars: dict[tuple[str, int], bytes] = {}
+        # told when a bank's key epoch begins (its lookup key made): the node records the
+        # serving policy it began under
+        self.on_new_key_epoch: Callable[[str], None] | None = None
         self._epoch_paths: dict[str, str] = {}
         self._epochs: dict[str, tuple[tuple[int, int, int], int]] = {}
         self.summary: DatasetSummary | None = None
@@ -323,6 +326,8 @@ class BureauStore:
                     "keys: list the tables again and download their new versions"
                 )
             tables.atomic_write_bytes(lookup_path, group.random_scalar(), mode=0o600)
+            if self.on_new_key_epoch is not None:
+                self.on_new_key_epoch(bank_id)
         if not psi_path.exists():
             tables.atomic_write_bytes(psi_path, group.random_scalar(), mode=0o600)
             tables.atomic_write_bytes(directory / "epoch", str(epoch).encode())

@@ -1034,20 +1034,35 @@ def test_policy_a_feature_taken_out_of_a_banks_configuration_is_no_longer_served
     node, city, tmp_path
 ):
     """A model trained while the bank could use a feature is not scored, nor its lookup
-    table served, once the operator took that feature out of the bank's configuration."""
+    table served, once the operator took that feature out of the bank's configuration.
+    Nor does the table the bank downloaded before open any more (a review opened scores of
+    4,000 of 4,000 enterprises from its kept copy): the bank's key epoch ended."""
+    from bank_node.lookup import LookupClient, private_bureau_lookup
+
     summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m",
                         "bank-policy", bureau_features=POLICY_FEATURES, epochs=1, workers=0,
                         quiet=True, **TEST_KEYS)  # fmt: skip
+    model = json.loads((tmp_path / "m" / "model.json").read_text())
+    ids = [str(u) for u in pq.read_table(city["bureau"]).column("uscc").to_pylist()[:300]]
+    connection = BureauConnection(_address(node), "bank-policy")
+    client = LookupClient(connection, tmp_path / "tables")
+    chosen, _, _ = private_bureau_lookup(connection, model, client=client)(ids)
+    assert len(chosen) > 200  # its table downloaded, and kept
     assert node.config is not None
     original = node.config.read_text()
     kept = [f for f in node.features.names if f != POLICY_FEATURES[0]]
     node.config.write_text(original + f"features = {json.dumps(kept)}\n")
     try:
+        epoch = node.store.key_epoch("bank-policy")
         node.reload()
+        assert node.store.key_epoch("bank-policy") == epoch + 1
         scoring, table = _refused_service(node, city, "bank-policy", summary["model_id"])
         assert scoring.code() is grpc.StatusCode.PERMISSION_DENIED
         assert POLICY_FEATURES[0] in scoring.details()
         assert table.code() is grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(PeerError, match="PERMISSION_DENIED"):  # the kept copy: no more
+            private_bureau_lookup(connection, model, client=client)(ids)
+        connection.close()
     finally:
         node.config.write_text(original)
         node.reload()
