@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from . import noise
 from .errors import ProtocolViolation
-from .features import MISSING, _numbers, _texts, column_kind
+from .features import MISSING, _numbers, _texts, column_kind, interval_labels
 
 DEFAULT_BINS = 10
 MAX_BINS = 50
@@ -149,8 +149,7 @@ def bin_column(
         else:
             edges = np.unique(np.quantile(present, np.linspace(0, 1, max_bins + 1)[1:-1]))
         index = np.searchsorted(edges, x, side="right")
-        bounds = [-math.inf, *edges.tolist(), math.inf]
-        labels = [f"[{bounds[i]:.6g}, {bounds[i + 1]:.6g})" for i in range(len(edges) + 1)]
+        labels = interval_labels(edges.tolist())
         ordered = True
     else:
         texts = _texts(column)

@@ -15,7 +15,7 @@ columns the bureau prepared.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -269,6 +269,23 @@ def check_peer_names(names: Iterable[str], what: str) -> list[str]:
     if len(set(out)) != len(out):
         raise ProtocolViolation(f"{what}: a feature is named twice")
     return out
+
+
+def readable_number(value: float) -> str:
+    """A bin edge as a credit committee reads it: whole numbers with thousands separators
+    (1,410,920, not 1.41092e+06, which dropped digits), others to six decimals at most."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:,.6f}".rstrip("0").rstrip(".")
+
+
+def interval_labels(edges: Sequence[float]) -> list[str]:
+    """The labels of the bins that ``edges`` cut the line into: "< 10", "[10, 20)", ">= 20"."""
+    if not len(edges):
+        return ["all values"]
+    shown = [readable_number(e) for e in edges]
+    middle = [f"[{a}, {b})" for a, b in zip(shown, shown[1:], strict=False)]
+    return [f"< {shown[0]}", *middle, f">= {shown[-1]}"]
 
 
 def exposure_of(

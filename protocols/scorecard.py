@@ -26,6 +26,7 @@ from .features import (
     _numbers,
     _texts,
     exposure_of,
+    interval_labels,
     row_hashes,
 )
 
@@ -75,8 +76,9 @@ def _column_bins(column: ColumnRecipe) -> tuple[list[str], pa.Array]:
             f"the model's recipe for {column.name!r} has no bins (trained before scorecards "
             "were supported): train the model again"
         )
-    bounds = [-math.inf, *column.bin_edges, math.inf]
-    labels = [f"[{bounds[b]:.6g}, {bounds[b + 1]:.6g})" for b in range(len(column.bin_values))]
+    labels = interval_labels(column.bin_edges)
+    if len(labels) != len(column.bin_values):
+        raise InputDataError(f"the model's recipe for {column.name!r} has bins that disagree")
     values: list[float | None] = list(column.bin_values)
     if column.missing_flag:
         labels.append("missing")

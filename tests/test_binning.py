@@ -121,3 +121,21 @@ def test_the_smallest_bin_is_a_count_or_a_share_of_the_matched_rows():
 
     with pytest.raises(InputDataError, match="--min-bin-share must be from 0 to 0.5"):
         check_binning(10, 50, -0.1)
+
+
+def test_bin_labels_read_as_a_committee_reads_numbers():
+    """A review's report showed [745720, 1.41092e+06): six significant digits lost the
+    amount's last ones, and the open ends read [-inf, ...)."""
+    from protocols.features import interval_labels, readable_number
+
+    assert readable_number(1410920.0) == "1,410,920" and readable_number(-3.0) == "-3"
+    assert readable_number(0.27) == "0.27" and readable_number(1234.5678912) == "1,234.567891"
+    assert interval_labels([745720.0, 1410920.0]) == [
+        "< 745,720",
+        "[745,720, 1,410,920)",
+        ">= 1,410,920",
+    ]
+    assert interval_labels([]) == ["all values"]
+    column = pa.array([0, 0, 1, 2, 2, 5] * 20, pa.int64())
+    counted = binning.bin_column("逾期次数", column, 10, 1)
+    assert counted.labels == ["< 1", "[1, 2)", "[2, 5)", ">= 5"]

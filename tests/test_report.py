@@ -283,6 +283,9 @@ def test_weights_scorecard_and_sign_checks(tmp_path):
     assert 'id="not-converged"' in page
     # 0.9 x 0.5: the calibrated weight of income
     assert "0.4500" in page
+    # the optimizer as a modeller reads it, not a dump of its settings (a review)
+    assert "Adam, learning rate 0.05 (divided by 1 + 0.5 x epoch), L2 penalty" in page
+    assert "name=adam" not in page
 
 
 def test_chinese_report_uses_chinese_credit_terms(chinese):

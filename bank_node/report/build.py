@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -15,6 +16,7 @@ import numpy as np
 
 from bank_node.metrics import evaluate
 from protocols.errors import InputDataError
+from protocols.optim import OptimizerConfig
 
 from . import figures as fig
 from .governance import read_bins, scorecard_section, sign_checks, weights_section
@@ -446,8 +448,18 @@ def _history_section(model: dict[str, Any], t: Texts) -> tuple[str, int]:
             (t("Early-stopping patience"), settings.get("patience")),
         ]
         optimizer = settings.get("optimizer")
-        if isinstance(optimizer, dict):
-            shown.append((t("Optimizer"), ", ".join(f"{k}={v}" for k, v in optimizer.items())))
+        if isinstance(optimizer, dict):  # the settings a modeller compares, not a dump
+            optimizer = {**dataclasses.asdict(OptimizerConfig()), **optimizer}
+            text = t(
+                "{name}, learning rate {rate} (divided by 1 + {decay} x epoch), "
+                "{penalty} penalty {alpha}",
+                name={"adam": "Adam", "sgd": "SGD"}.get(str(optimizer.get("name")), "?"),
+                rate=optimizer.get("learning_rate"),
+                decay=optimizer.get("decay"),
+                penalty=str(optimizer.get("penalty", "")).upper(),
+                alpha=optimizer.get("alpha"),
+            )
+            shown.append((t("Optimizer"), text))
         parts.append(facts([(k, str(v)) for k, v in shown if v is not None]))
     bureau_features = list(model.get("bureau_features") or [])
     if bureau_features:

@@ -178,6 +178,9 @@ ZH: dict[str, str] = {
     "Paillier key bits": "Paillier 密钥位数",
     "Early-stopping patience": "早停耐心轮数",
     "Optimizer": "优化器",
+    "{name}, learning rate {rate} (divided by 1 + {decay} x epoch), {penalty} penalty {alpha}": (
+        "{name}，学习率 {rate}（按 1 + {decay} × 轮次递减），{penalty} 正则 {alpha}"
+    ),
     "Bureau features used: {names}.": "使用的征信特征：{names}。",
     "Joint credit model {id}": "联合信贷模型 {id}",
     "Information value of the features": "特征信息值（IV）",
