@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import csv
 import decimal
+import itertools
 import logging
 import math
 import os
@@ -101,8 +102,11 @@ def detect_encoding(path: Path) -> str:
     """The encoding of a text file: UTF-8 (with or without a byte-order mark) when the bytes
     are valid UTF-8, else charset-normalizer's best guess, GBK widened to GB18030."""
     with path.open("rb") as handle:
-        if handle.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
+        start = handle.read(len(codecs.BOM_UTF8))
+        if start == codecs.BOM_UTF8:
             return "utf-8-sig"
+        if start[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            return "utf-16"  # Excel's "Unicode text" export
         handle.seek(0)
         failure = _utf8_failure(handle)
     if failure is None:
@@ -216,7 +220,7 @@ def read_table(
             table = pacsv.read_csv(
                 path,
                 read_options=pacsv.ReadOptions(encoding=encoding, skip_rows=options.skip_rows),
-                parse_options=pacsv.ParseOptions(delimiter=_delimiter(path, options)),
+                parse_options=pacsv.ParseOptions(delimiter=_delimiter(path, options, encoding)),
                 convert_options=pacsv.ConvertOptions(
                     column_types={id_column: pa.string()},
                     include_columns=wanted,
@@ -292,10 +296,20 @@ _MAYBE_NUMBERS = (
 )
 
 
-def _delimiter(path: Path, options: ReadOptions) -> str:
+def _delimiter(path: Path, options: ReadOptions, encoding: str | None = None) -> str:
+    """Named, or by extension; a .csv or .txt whose header has tabs and no comma is
+    tab-separated (Excel's "Unicode text" export is a tab-separated .txt)."""
     if options.delimiter is not None:
         return options.delimiter
-    return "\t" if path.suffix.lower() in TSV_SUFFIXES else ","
+    if path.suffix.lower() in TSV_SUFFIXES:
+        return "\t"
+    try:
+        with open(path, encoding=encoding or "utf-8", errors="replace", newline="") as handle:
+            lines = [line for line in itertools.islice(handle, options.skip_rows + 50)]
+    except (OSError, LookupError):
+        return ","
+    header = next((ln for ln in lines[options.skip_rows :] if ln.strip()), "")
+    return "\t" if "\t" in header and "," not in header else ","
 
 
 def _read_excel(path: Path, id_column: str, sheet: str | None, skip_rows: int = 0) -> pa.Table:
@@ -466,7 +480,7 @@ def _header_names(path: Path, kind: str, options: ReadOptions, encoding: str | N
             read_options=pacsv.ReadOptions(
                 encoding=encoding or "utf-8", skip_rows=options.skip_rows
             ),
-            parse_options=pacsv.ParseOptions(delimiter=_delimiter(path, options)),
+            parse_options=pacsv.ParseOptions(delimiter=_delimiter(path, options, encoding)),
         )
         return list(reader.schema.names)
 
@@ -592,7 +606,7 @@ def _csv_lines(path: Path, options: ReadOptions) -> np.ndarray | None:
     encoding = options.encoding or detect_encoding(path)
     starts: list[int] = []
     with open(path, encoding=encoding, newline="") as handle:
-        reader = csv.reader(handle, delimiter=_delimiter(path, options))
+        reader = csv.reader(handle, delimiter=_delimiter(path, options, encoding))
         ended, header_seen = 0, False
         for number, record in enumerate(reader):
             start, ended = ended + 1, reader.line_num

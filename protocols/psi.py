@@ -340,7 +340,8 @@ class BureauPsiSession:
             self._fail()
             raise PolicyViolation(
                 f"the intersection has {positions.size} IDs; the bureau reveals none below "
-                f"{self.limits.min_intersection}"
+                f"{self.limits.min_intersection} (a joint model needs that many; to learn only "
+                "which of these clients the bureau knows, run psi with --reveal bank)"
             )
         ids = self.table.ids
         # sorted by ID, as the bank sorts its own: the rows' order on both sides from here

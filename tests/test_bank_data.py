@@ -776,3 +776,19 @@ def test_output_csvs_carry_a_byte_order_mark_that_readers_skip(tmp_path):
     assert path.read_bytes().startswith(b"\xef\xbb\xbf")
     for read in (lambda: pacsv.read_csv(path), lambda: tables.read_table(path, "统一社会信用代码")):
         assert read().column_names == ["统一社会信用代码", "理由"]
+
+
+def test_a_tab_separated_txt_and_excels_unicode_text_export_are_read(tmp_path):
+    """A review's tab-separated .txt (Excel's "Unicode text" export is one, in UTF-16)
+    failed with "no column named ...; the file has: 统一社会信用代码\\t企业名称 ... (a title
+    above the header?)"."""
+    text = "统一社会信用代码\t企业名称\t贷款金额\r\n91440300MA5F000001\t某某贸易有限公司\t99\r\n"
+    for name, data in (
+        ("gbk.txt", text.encode("gb18030")),
+        ("unicode.txt", text.encode("utf-16")),  # with its byte-order mark, as Excel writes
+    ):
+        path = tmp_path / name
+        path.write_bytes(data)
+        table = tables.read_table(path, "统一社会信用代码")
+        assert table.column_names == ["统一社会信用代码", "企业名称", "贷款金额"]
+        assert table.column("贷款金额").to_pylist() == [99]
