@@ -424,8 +424,9 @@ class JointModel:
         were; ``"reveal-both"``: PSI tells the bureau who they are."""
         model = self.bank_half
         id_column = id_column or model["id_column"]
-        table = as_table(applicants, id_column, _read_options(encoding, sheet, skip_rows))
         recipe = FeatureRecipe.from_json(model["recipe"])
+        options = training.as_trained(_read_options(encoding, sheet, skip_rows), recipe)
+        table = as_table(applicants, id_column, options)
         training.warn_outside_training_range(recipe, table, self.bureau._say)
         bureau = self.bureau
         if scoring not in training.SCORING_MODES:

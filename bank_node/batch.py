@@ -1237,7 +1237,7 @@ def batch_job(
     lookup`` do."""
     from bank_node.client import BureauConnection
     from bank_node.lookup import LookupClient, look_up, private_bureau_lookup
-    from bank_node.training import load_model
+    from bank_node.training import as_trained, load_model
     from bank_node.training import score as score_rows
     from node_runtime.parallel import make_executor
 
@@ -1247,8 +1247,9 @@ def batch_job(
     asked = check_products(products)
     model = load_model(model_dir)
     chosen_type = id_type or IdType(model["id_type"])
-    names = FeatureRecipe.from_json(model["recipe"]).names
-    table = tables.read_table(portfolio, id_column, columns=names, options=read_options)
+    recipe = FeatureRecipe.from_json(model["recipe"])
+    options = as_trained(read_options, recipe)
+    table = tables.read_table(portfolio, id_column, columns=recipe.names, options=options)
     executor = make_executor(workers, executor_spec)
     try:
         with (

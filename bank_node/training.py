@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -1147,6 +1147,14 @@ class Scored:
     invalid_ids: int
 
 
+def as_trained(options: tables.ReadOptions | None, recipe: FeatureRecipe) -> tables.ReadOptions:
+    """How to read a file to score with a model: its category columns as text whatever they
+    hold, as when it was trained (a later reader reading "３" or 未知 as a number or a missing
+    value would move such rows to another level, without a word)."""
+    categories = tuple(c.name for c in recipe.columns if c.kind == "category")
+    return replace(options or tables.ReadOptions(), text_columns=categories)
+
+
 def warn_outside_training_range(recipe: FeatureRecipe, table: pa.Table, say: Say) -> list[str]:
     """Said (and returned): columns whose values mostly lie beyond the training range, as a
     file in another unit would have them; their scores are computed all the same."""
@@ -1279,7 +1287,8 @@ def predict_job(
             f"{Path(model_dir) / MODEL_FILE}: no scorecard yet; make one with `bank-node scorecard`"
         )
     recipe = FeatureRecipe.from_json(model["recipe"])
-    table = tables.read_table(data, id_column, columns=recipe.names, options=read_options)
+    options = as_trained(read_options, recipe)
+    table = tables.read_table(data, id_column, columns=recipe.names, options=options)
     warnings = warn_outside_training_range(recipe, table, say)
     fell_back: list[str] = []
 

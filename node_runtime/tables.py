@@ -68,6 +68,9 @@ class ReadOptions:
     delimiter: str | None = None
     sheet: str | None = None  # Excel: a sheet name (default: the first sheet)
     skip_rows: int = 0  # rows above the header (a title, notes), as exports often have
+    # columns read as text whatever they hold: a model's categories, read for scoring as
+    # they were read for training, whatever a later reader makes of numbers in text
+    text_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.encoding is not None:
@@ -222,7 +225,7 @@ def read_table(
                 read_options=pacsv.ReadOptions(encoding=encoding, skip_rows=options.skip_rows),
                 parse_options=pacsv.ParseOptions(delimiter=_delimiter(path, options, encoding)),
                 convert_options=pacsv.ConvertOptions(
-                    column_types={id_column: pa.string()},
+                    column_types={c: pa.string() for c in (id_column, *options.text_columns)},
                     include_columns=wanted,
                     include_missing_columns=False,
                     # a numeric column with "-" for its empty cells stays numeric; text
@@ -231,7 +234,7 @@ def read_table(
                 ),
             )
         elif kind == "excel":
-            table = _read_excel(path, id_column, options.sheet, options.skip_rows)
+            table = _read_excel(path, (id_column, *options.text_columns), options)
             if wanted is not None:
                 missing = [c for c in wanted if c not in table.column_names]
                 if missing:
@@ -268,17 +271,17 @@ def read_table(
         index = table.column_names.index(id_column)
         table = table.set_column(index, id_column, table.column(id_column).cast(pa.string()))
     if kind == "csv":
-        table = _numbers_stored_as_text(table, id_column)
+        table = _numbers_stored_as_text(table, (id_column, *options.text_columns))
     return table
 
 
-def _numbers_stored_as_text(table: pa.Table, id_column: str) -> pa.Table:
+def _numbers_stored_as_text(table: pa.Table, text_columns: Sequence[str]) -> pa.Table:
     """A CSV text column whose every cell is a number written with thousands separators (as
     Excel saves "1,143.00"), or a missing-value mark, becomes numbers, as a workbook's does:
     read as text it became a category of every amount. Other text columns are unchanged."""
     for index, name in enumerate(table.column_names):
         column = table.column(name)
-        if name == id_column or not pa.types.is_string(column.type):
+        if name in text_columns or not pa.types.is_string(column.type):
             continue
         if not pc.any(pc.match_substring_regex(column, _MAYBE_NUMBERS)).as_py():
             continue  # nothing Arrow did not already parse (the common case: no pass in Python)
@@ -312,10 +315,11 @@ def _delimiter(path: Path, options: ReadOptions, encoding: str | None = None) ->
     return "\t" if "\t" in header and "," not in header else ","
 
 
-def _read_excel(path: Path, id_column: str, sheet: str | None, skip_rows: int = 0) -> pa.Table:
+def _read_excel(path: Path, text_columns: Sequence[str], options: ReadOptions) -> pa.Table:
     """The first sheet (or ``sheet``) of a workbook: the first row (after ``skip_rows``) is
     the header; a column of numbers only becomes numbers (integers when all are whole),
-    anything else text."""
+    anything else text, and ``text_columns`` (the ID column first) text always."""
+    id_column, sheet, skip_rows = text_columns[0], options.sheet, options.skip_rows
     from python_calamine import CalamineWorkbook
 
     try:
@@ -346,7 +350,7 @@ def _read_excel(path: Path, id_column: str, sheet: str | None, skip_rows: int = 
     if id_column in header:
         _say_ids_stored_as_numbers(path, id_column, [r[header.index(id_column)] for r in body])
     data = {
-        name: _excel_column([r[i] for r in body], as_text=name == id_column, name=name)
+        name: _excel_column([r[i] for r in body], as_text=name in text_columns, name=name)
         for i, name in enumerate(header)
     }
     return pa.table(data)

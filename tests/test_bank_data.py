@@ -792,3 +792,26 @@ def test_a_tab_separated_txt_and_excels_unicode_text_export_are_read(tmp_path):
         table = tables.read_table(path, "统一社会信用代码")
         assert table.column_names == ["统一社会信用代码", "企业名称", "贷款金额"]
         assert table.column("贷款金额").to_pylist() == [99]
+
+
+def test_a_models_categories_are_read_for_scoring_as_they_were_for_training(tmp_path):
+    """A review: a model fitted when "３" and 未知 were read as text (categories) saw the same
+    file, read by a later reader as numbers and missing values, move every row to another
+    level, without a word. Scoring reads a model's category columns as text."""
+    from bank_node.training import as_trained
+    from protocols.features import FeatureRecipe
+
+    path = tmp_path / "clients.csv"
+    wide = "０１２３４５６７８９"
+    rows = ["id,等级,年限"] + [
+        f"E{i:05d},{wide[1 + i % 5]},{'未知' if i % 10 == 0 else 1 + i % 29}" for i in range(400)
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    as_text = tables.ReadOptions(text_columns=("等级", "年限"))  # as the older reader had it
+    recipe = FeatureRecipe.fit(tables.read_table(path, "id", options=as_text), ["等级", "年限"])
+    assert [c.kind for c in recipe.columns] == ["category", "category"]
+    trained = recipe.transform(tables.read_table(path, "id", options=as_text))
+    scored = recipe.transform(tables.read_table(path, "id", options=as_trained(None, recipe)))
+    np.testing.assert_array_equal(scored, trained)
+    plain = recipe.transform(tables.read_table(path, "id"))  # today's reading: numbers
+    assert np.any(plain != trained)
