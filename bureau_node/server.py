@@ -3,7 +3,6 @@ that the CLI, the demo and the tests start the same way."""
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -207,11 +206,17 @@ class BureauNode:
         features marked public and the model policy's limits (a digest)."""
         assert self.access is not None and self.features is not None
         try:
-            policy = dataclasses.asdict(self.access.policy(bank_id))
+            policy = self.access.policy(bank_id)
+            # its features, products and minimum; not its quotas (raising one ends nothing)
+            served: list[object] | None = [
+                policy.features,
+                policy.products,
+                policy.min_bureau_features,
+            ]
         except NotAuthorised:
-            policy = None  # no longer served at all
+            served = None  # no longer served at all
         limits = self.training_limits
-        what = [policy, sorted(self.features.public), limits.max_feature_exposure]
+        what = [served, sorted(self.features.public), limits.max_feature_exposure]
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
     def _rotate_keys_where_serving_changed(self) -> None:

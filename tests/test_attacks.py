@@ -1050,10 +1050,13 @@ def test_policy_a_feature_taken_out_of_a_banks_configuration_is_no_longer_served
     assert len(chosen) > 200  # its table downloaded, and kept
     assert node.config is not None
     original = node.config.read_text()
+    epoch = node.store.key_epoch("bank-policy")
+    node.config.write_text(original + "daily_scored = 123456\n")
+    node.reload()
+    assert node.store.key_epoch("bank-policy") == epoch  # a quota changes nothing served
     kept = [f for f in node.features.names if f != POLICY_FEATURES[0]]
     node.config.write_text(original + f"features = {json.dumps(kept)}\n")
     try:
-        epoch = node.store.key_epoch("bank-policy")
         node.reload()
         assert node.store.key_epoch("bank-policy") == epoch + 1
         scoring, table = _refused_service(node, city, "bank-policy", summary["model_id"])
