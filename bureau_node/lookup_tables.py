@@ -240,7 +240,12 @@ class LookupTables:
         offered = [
             s for s in self.products() if allowed_products is None or s.product in allowed_products
         ]
-        models = [self.models.load(bank_id, m["model_id"]) for m in self.models.list(bank_id)]
+        models = []
+        for listed in self.models.list(bank_id):
+            try:
+                models.append(self.models.load(bank_id, listed["model_id"]))
+            except UnknownSession:
+                continue  # deleted since it was listed
         return offered + [model_source(self.features, m) for m in models]
 
     def source(
@@ -280,6 +285,12 @@ class LookupTables:
                         h, tags=tags, sealed=sealed, revisions=revisions, removed=removed
                     ),
                 )
+            model_id = source.product[len(MODEL_PREFIX) :]
+            if source.product.startswith(MODEL_PREFIX) and not self.models.exists(
+                bank_id, model_id
+            ):  # deleted while it was sealed: what was just written goes too
+                remove_model_tables(self.root.parent, bank_id, model_id)
+                raise UnknownSession(f"model {model_id} was deleted")
             with np.load(path, allow_pickle=False) as kept:
                 tags, sealed = kept["tags"], kept["sealed"]
                 revisions, removed = kept["revisions"], kept["removed"]

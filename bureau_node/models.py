@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +18,24 @@ from protocols.lookup import MODEL_ID
 
 
 class ModelStore:
-    """One lock for writes and deletes: a model deleted while a scorecard or a policy check
-    was writing it must stay deleted, not come back with the write."""
+    """One lock for writes and deletes, across processes too (`bureau-node models delete`
+    runs beside the serving node): a model deleted while a scorecard or a policy check was
+    writing it must stay deleted, not come back with the write."""
 
     def __init__(self, state_dir: str | Path) -> None:
         self.root = Path(state_dir) / "models"
-        self._lock = threading.Lock()
+        self._threads = threading.Lock()
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with self._threads:
+            tables.private_dir(self.root)
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # the lock goes with the descriptor
 
     def _path(self, bank_id: str, model_id: str) -> Path:
         if not MODEL_ID.match(model_id):
@@ -29,7 +45,7 @@ class ModelStore:
     def save(self, bank_id: str, model: dict[str, Any]) -> None:
         """A new model."""
         path = self._path(bank_id, model["model_id"])
-        with self._lock:
+        with self._lock():
             tables.private_dir(path.parent)
             tables.atomic_write_bytes(path, json.dumps(model, indent=2).encode(), mode=0o600)
 
@@ -39,7 +55,7 @@ class ModelStore:
         loaded before a scorecard was made had undone the scorecard); refused if the model
         was deleted since it was loaded."""
         path = self._path(bank_id, model_id)
-        with self._lock:
+        with self._lock():
             try:
                 model = json.loads(path.read_text())
             except FileNotFoundError:
@@ -53,6 +69,9 @@ class ModelStore:
             return json.loads(path.read_text())
         except FileNotFoundError:
             raise UnknownSession(f"the bureau has no model {model_id} for bank {bank_id}") from None
+
+    def exists(self, bank_id: str, model_id: str) -> bool:
+        return self._path(bank_id, model_id).exists()
 
     def count(self, bank_id: str) -> int:
         """How many models this bank keeps here."""
@@ -85,7 +104,7 @@ class ModelStore:
         from .lookup_tables import remove_model_tables
 
         path = self._path(bank_id, model_id)
-        with self._lock:
+        with self._lock():
             if not path.exists():
                 raise UnknownSession(f"the bureau has no model {model_id} for bank {bank_id}")
             path.unlink()

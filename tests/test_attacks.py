@@ -286,7 +286,9 @@ def test_policy_a_bank_keeps_a_bounded_number_of_models(node, city):
         assert _start(connection, session, 21) is grpc.StatusCode.OK
 
 
-def test_policy_a_bank_lists_and_deletes_its_own_models_and_no_other(node, city, tmp_path, capsys):
+def test_policy_a_bank_lists_and_deletes_its_own_models_and_no_other(
+    node, city, tmp_path, capsys, monkeypatch
+):
     """At its ``max_models`` a bank had to ask the bureau's operator to delete a model. It
     lists and deletes its own now: the model, its scorecard and its lookup tables go (its
     table's copy at the bank too), on record; another bank's call finds nothing to delete,
@@ -294,6 +296,7 @@ def test_policy_a_bank_lists_and_deletes_its_own_models_and_no_other(node, city,
     from bank_node import cli as bank_cli
     from bank_node.lookup import LookupClient
     from bank_node.toolkit import delete_model, kept_models
+    from bureau_node.lookup_tables import model_source
     from protocols.lookup import model_table
 
     features = ["tax_paid_12m_10k_cny", "insured_employees", "invoice_amount_12m_10k_cny",
@@ -302,6 +305,7 @@ def test_policy_a_bank_lists_and_deletes_its_own_models_and_no_other(node, city,
                         bureau_features=features, epochs=2, workers=0, quiet=True,
                         **TEST_KEYS)  # fmt: skip
     model_id = summary["model_id"]
+    bureau_half = node.models.load("bank-a", model_id)
     with BureauConnection(_address(node), "bank-a") as connection:
         LookupClient(connection).table(model_table(model_id))  # its table, at both ends
         models, limit = kept_models(connection)
@@ -337,6 +341,15 @@ def test_policy_a_bank_lists_and_deletes_its_own_models_and_no_other(node, city,
     # a scorecard or policy stamp written after a delete does not bring the model back
     with pytest.raises(UnknownSession, match="deleted meanwhile"):
         node.models.amend("bank-a", model_id, {"policy_checked": []})
+    # nor does a table sealed from a copy loaded before the delete stay on the disk, and a
+    # listing that still named the model lists the others
+    with pytest.raises(UnknownSession, match="was deleted"):
+        node.lookup_tables.sealed("bank-a", model_source(node.features, bureau_half))
+    assert not list(node.store.root.glob(f"lookup/**/{model_table(model_id)}*.npz"))
+    listed = node.models.list("bank-a")
+    stale = [*listed, {"model_id": model_id}]
+    monkeypatch.setattr(node.models, "list", lambda bank_id=None: stale)
+    assert len(node.lookup_tables.sources("bank-a", None)) >= len(listed)
 
 
 def test_reason_codes_name_no_private_feature_so_no_flag_is_read(node, city, tmp_path):
