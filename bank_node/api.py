@@ -304,6 +304,7 @@ class Bureau:
         encoding: str | None = None,
         sheet: str | None = None,
         skip_rows: int = 0,
+        overwrite: bool = False,
     ) -> JointModel:
         """Trains a joint model on ``data`` (the bank's clients: ID, features, 0/1 label) and
         the bureau's features, as ``bank-node train`` does: PSI, a held-back validation
@@ -313,7 +314,9 @@ class Bureau:
         are written; by default a private temporary directory, removed afterwards, and
         the model stays in memory until ``save()``. A file's path is read as ``bank-node``
         reads it (``encoding``, ``sheet``, ``skip_rows``: its --encoding, --sheet,
-        --skip-rows)."""
+        --skip-rows). A ``model_dir`` that holds a model is refused unless ``overwrite``."""
+        if model_dir is not None:
+            training.refuse_a_kept_model(model_dir, overwrite)
         options = _read_options(encoding, sheet, skip_rows)
         job_settings: dict[str, Any] = {
             "bureau": self.address,
@@ -462,6 +465,7 @@ class JointModel:
         then works with the command lines too (``bank-node predict --model-dir``)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        training.drop_stale_companions(directory, "scorecard" in self.bank_half)
         model = json.dumps(self.bank_half, indent=2).encode()
         tables.atomic_write_bytes(directory / training.MODEL_FILE, model)
         if self.evaluation is not None:

@@ -759,12 +759,28 @@ def save(model_dir: str | Path, fitted: Fitted) -> None:
     finished job's checkpoint, which held its key, is removed."""
     model_dir = Path(model_dir)
     model_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # files in it are 0600
+    drop_stale_companions(model_dir, "scorecard" in fitted.bank_half)
     tables.atomic_write_bytes(
         model_dir / MODEL_FILE, json.dumps(fitted.bank_half, indent=2).encode()
     )
     tables.write_csv(fitted.evaluation, model_dir / EVALUATION_FILE)
     (model_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
-    (model_dir / "scorecard.csv").unlink(missing_ok=True)  # a replaced model's points
+
+
+def drop_stale_companions(model_dir: Path, has_scorecard: bool) -> None:
+    """Before a model replaces the one ``model_dir`` holds: the old one's scorecard, and an
+    IV table written before it (a review's report showed the old job's IV beside the new
+    model; an IV table of this run, written after the old model, stays)."""
+    if not has_scorecard:
+        (model_dir / "scorecard.csv").unlink(missing_ok=True)
+    old = model_dir / MODEL_FILE
+    if not old.exists():
+        return
+    made = old.stat().st_mtime_ns
+    for name in ("iv.csv", "iv.bins.json"):
+        path = model_dir / name
+        if path.exists() and path.stat().st_mtime_ns <= made:
+            path.unlink()
 
 
 def fit(
@@ -984,12 +1000,13 @@ def refuse_a_kept_model(model_dir: str | Path, overwrite: bool) -> None:
         return
     try:
         kept = json.loads(path.read_text())
-        what = f"model {kept.get('model_id', '?')} (made {kept.get('created', '?')})"
-    except (OSError, ValueError):
+        what = f"model {kept['model_id']} (made {kept.get('created', '?')})"
+    except (OSError, ValueError, TypeError, KeyError):
         what = "a model file"
     raise InputDataError(
         f"{model_dir} already holds {what}: choose another --model-dir, or add --overwrite "
-        "to replace it (its evaluation, scorecard and report go with it)"
+        "to replace it once the new one is trained (its evaluation, scorecard and IV table "
+        "go with it)"
     )
 
 

@@ -108,6 +108,7 @@ def run_set(name: str, data_dir: Path, work: Path, seed: int, key_bits: int) -> 
             work / "model",
             BANK_ID,
             IdType.TEXT,
+            overwrite=True,  # a rerun in the same work directory
             key_bits=key_bits,
             allow_test_keys=key_bits < 2048,
             seed=seed,

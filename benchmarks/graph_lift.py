@@ -62,7 +62,8 @@ def joint_run(seed: int, args: argparse.Namespace, workdir: Path) -> dict[str, o
         for label, chosen in (("without_graph", own), ("with_graph", names)):
             trained = train_job(
                 address, paths["bank"], "uscc", "y", workdir / label, BANK_ID,
-                bureau_features=chosen, seed=seed, workers=args.workers, quiet=True, **keys,
+                bureau_features=chosen, seed=seed, workers=args.workers, quiet=True,
+                overwrite=True, **keys,
             )  # fmt: skip
             results[label] = trained["validation_auc"]
             results[f"{label}_seconds"] = trained["seconds"]

@@ -236,6 +236,7 @@ def one_epoch(bank_file: Path, bureau_file: Path, work: Path, label: str, epochs
             work / "model",
             BANK_ID,
             IdType.TEXT,
+            overwrite=True,  # a rerun in the same work directory
             validation_fraction=0.0,
             epochs=epochs,
             seed=1,

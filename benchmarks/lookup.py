@@ -271,6 +271,7 @@ def main() -> None:
             [str(BIN / "bank-node"), "train", "--bureau", bureau.address, *tls, "--data",
              str(paths["train"]), "--id-column", "uscc", "--label", "y", "--model-dir",
              str(model_dir), "--key-bits", str(args.key_bits), "--epochs", "2", "--quiet",
+             "--overwrite",
              *test_keys]
         )  # fmt: skip
         report["small_model_training_s"] = train_s

@@ -77,6 +77,7 @@ def run(data_dir: Path, work: Path, seed: int, key_bits: int) -> dict:
             work / "model",
             BANK_ID,
             IdType.TEXT,
+            overwrite=True,  # a rerun in the same work directory
             key_bits=key_bits,
             allow_test_keys=key_bits < 2048,
             seed=seed,

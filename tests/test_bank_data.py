@@ -5,6 +5,7 @@ bureau quota is spent (a real bureau node on a loopback port, its audit log as w
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -362,6 +363,8 @@ def test_a_model_directory_in_use_is_refused_before_psi_and_replaced_with_overwr
     replaces the model, and the old scorecard goes."""
     model = tmp_path / "model"
     model.mkdir()
+    (model / "iv.csv").write_text("feature,iv\n")  # the old model's IV, from before it
+    os.utime(model / "iv.csv", (1e9, 1e9))
     (model / "model.json").write_text(json.dumps({"model_id": "f" * 32, "created": "2026-11-01"}))
     (model / "scorecard.csv").write_text("feature,bin,points\n")
     before = AuditLog(bureau.store.root).records()
@@ -374,7 +377,7 @@ def test_a_model_directory_in_use_is_refused_before_psi_and_replaced_with_overwr
     args = _bank_args(bureau, city["bank"], tmp_path, "--overwrite", "--epochs", "1")
     assert bank_cli.main([*args, "--seed", "1"]) == 0
     assert json.loads((model / "model.json").read_text())["model_id"] != "f" * 32
-    assert not (model / "scorecard.csv").exists()
+    assert not (model / "scorecard.csv").exists() and not (model / "iv.csv").exists()
 
 
 def test_chinese_gbk_file_with_yes_no_labels_trains(city, bureau, tmp_path, capsys):
