@@ -74,7 +74,8 @@ def read_labels(
     missing = [i + 1 for i, v in enumerate(text) if not v]
     if missing:
         raise InputDataError(
-            f"label column {label!r} is empty on {len(missing)} rows (data rows "
+            f"label column {label!r} is empty (or a missing mark such as 未知 or --) on "
+            f"{len(missing)} rows (data rows "
             f"{_rows(missing)}{where(missing)}); drop those rows or fill in their labels"
         )
     if positive_label is not None:

@@ -295,7 +295,10 @@ def _numbers_stored_as_text(table: pa.Table, text_columns: Sequence[str]) -> pa.
 # number at all (a column of numbers with one odd cell is said, in ``_excel_column``)
 _UNIT_ALTERNATIVES = "|".join(_UNITS_LONGEST_FIRST)  # none of them a regex character
 _MAYBE_NUMBERS = (
-    rf",\d{{3}}|\d\s*({_UNIT_ALTERNATIVES})\s*$|^\s*[-+]?\d+(\.\d+)?\s*$|[０-９％，．－−]"
+    rf",\d{{3}}|\d\s*({_UNIT_ALTERNATIVES})\s*$|^\s*[-+]?\d+(\.\d+)?\s*$"
+    # full-width forms only as numbers write them: a digit, or a sign or separator beside
+    # one (a review: any Chinese text with "，" had sent its column through the slow pass)
+    r"|[０-９]|[0-9]，[0-9]{3}|[0-9]．[0-9]|^\s*[－−]|％\s*$"
 )
 
 
@@ -649,9 +652,11 @@ def write_rejects(
         [(r.row, r.raw, r.reason, "") for r in rejects]
         + [(w.row, w.raw, "", w.warning) for w in warnings]
     )
-    located = {}
-    if lines is not None:
-        located["line"] = pa.array([int(lines[r[0] - 1]) for r in rows], pa.int64())
+    located = {
+        "line": pa.array(
+            [None if lines is None else int(lines[r[0] - 1]) for r in rows], pa.int64()
+        )
+    }
     write_csv(
         pa.table(
             {
