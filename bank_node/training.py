@@ -12,6 +12,8 @@ import hashlib
 import json
 import logging
 import secrets
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
@@ -582,9 +584,12 @@ def train(
         peer.resume_pending = False
         if on_epoch is not None:
             on_epoch(record)
+        if pause.requested and record.epoch + 1 < epochs:
+            log.warning("stopped after epoch %d, as asked: it can be resumed", record.epoch + 1)
+            raise KeyboardInterrupt
 
     try:
-        with _ends_with_the_bureau(model_dir, plan.job_id):
+        with _ends_with_the_bureau(model_dir, plan.job_id), _pause_on_interrupt() as pause:
             outcome = vlr.drive_training(
                 trainer,
                 peer,
@@ -898,6 +903,38 @@ def _save_checkpoint(model_dir: str | Path, state: dict[str, Any]) -> None:
 
 # the bureau's answers that end a job for good there (it deleted its checkpoint and key)
 JOB_ENDING_STATUSES = {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND"}
+
+
+@dataclass
+class _Pause:
+    requested: bool = False
+
+
+@contextlib.contextmanager
+def _pause_on_interrupt() -> Iterator[_Pause]:
+    """The first Ctrl-C finishes the epoch under way and stops after its checkpoint, where
+    `--resume` continues; a second stops at once. A review's Ctrl-C one second after an
+    epoch line lost the whole job: the bureau answers each step once, so a run stopped
+    inside an epoch cannot be resumed. (Only in the main thread, where signals arrive.)"""
+    pause = _Pause()
+    if threading.current_thread() is not threading.main_thread():
+        yield pause
+        return
+
+    def interrupted(signum: int, frame: object) -> None:
+        if pause.requested:
+            raise KeyboardInterrupt
+        pause.requested = True
+        log.warning(  # a warning: said even with --quiet
+            "interrupt: finishing this epoch, then stopping where the job can be resumed; "
+            "press Ctrl-C again to stop at once (the job then ends)"
+        )
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield pause
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager

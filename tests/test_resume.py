@@ -338,3 +338,33 @@ def test_the_bank_killed_mid_epoch(reference):
     finally:
         bureau.terminate()
         bureau.wait(30)
+
+
+def test_a_first_ctrl_c_finishes_the_epoch_and_the_job_resumes(reference):
+    """A review's Ctrl-C one second after an epoch line lost the whole job (the bureau
+    answers each step once, so a run stopped inside an epoch cannot be resumed). The first
+    Ctrl-C finishes the epoch under way and stops at its checkpoint; the resume the bank
+    prints then ends with the uninterrupted run's model."""
+    root, city, _, _ = reference
+    state, model = root / "state-int", root / "model-int"
+    shutil.copytree(root / "ref-state", state)  # the reference's keys: the same row order
+    bureau, address = _serve(city, state)
+    try:
+        bank = _train(
+            address, city, model, "--data", str(city["bank"]), "--id-column", "uscc", "--label", "y"
+        )
+        job = _wait_for_epoch(model, 1, bank)
+        _wait_for_a_decryption_in(state, job, 1, bank)  # inside the second epoch
+        os.kill(bank.pid, signal.SIGINT)
+        out, err = bank.communicate(timeout=300)
+        assert bank.returncode == 130, err
+        assert "finishing this epoch" in err and "stopped after epoch 2, as asked" in err
+        assert f"--resume {job}" in err
+        assert json.loads((model / "checkpoint.json").read_text())["epoch"] == 2
+        resumed = _train(address, city, model, "--resume", job)
+        out, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, err
+    finally:
+        bureau.terminate()
+        bureau.wait(30)
+    _same_model(model, state, reference)
