@@ -153,6 +153,15 @@ def information_values(
     and IV per bin of every bank (locally) and bureau (decrypted sums) feature."""
     catalogue = bureau_catalogue(connection)
     check_bureau_features(bureau_features, catalogue)  # before PSI
+    budget = _call(  # before PSI too: a request beyond today's budget costs no session
+        "checking the day's information-value budget at the bureau",
+        lambda: connection.binning.CheckIvBudget(
+            pb.IvBudgetRequest(features=list(bureau_features or [])),
+            timeout=60,
+            metadata=connection.metadata,
+        ),
+    )
+    log.info("this request will be charged rho %.4g (%d features)", budget.rho, budget.features)
     prepared = prepare_ids(table.column(id_column), id_type)
     warn_rejected_ids(prepared, say)
     bars = ProgressBars(enabled=False if quiet else None)

@@ -38,6 +38,24 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
     def __init__(self, ctx: BureauContext) -> None:
         self.ctx = ctx
 
+    def CheckIvBudget(
+        self, request: pb.IvBudgetRequest, context: grpc.ServicerContext
+    ) -> pb.IvBudget:
+        """The charge a request over these features would make, checked against today's
+        budget and counted nowhere (a review's bank ran its PSI session, charged to its
+        PSI quota, only to be refused on the budget after it)."""
+        try:
+            bank_id = self.ctx.access.bank(context)
+            names = self.ctx.choose(bank_id, tuple(request.features))
+            spent = binning.BinNoise(self.ctx.access.policy(bank_id).iv_rho_per_feature).rho
+            spent *= len(names)
+            self.ctx.access.charge_all(
+                bank_id, {"daily_iv_requests": 1, "iv_rho_per_day": spent}, dry_run=True
+            )
+            return pb.IvBudget(rho=spent, features=len(names))
+        except Exception as exc:  # noqa: BLE001
+            self.ctx.refuse(context, "iv_budget", exc)
+
     def BinLabels(
         self, request_iterator: Iterator[pb.EncryptedLabels], context: grpc.ServicerContext
     ) -> pb.BinnedLabelSums:

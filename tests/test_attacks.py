@@ -1179,14 +1179,26 @@ def test_policy_a_kept_model_is_checked_again_once_features_are_marked_public(no
 def test_iv_a_request_beyond_the_budget_is_refused_before_the_labels_are_encrypted(
     node, city, tmp_path, monkeypatch
 ):
-    """A review's refused IV request had encrypted every label first (19 s for 30,000):
-    the settings go first now, and the bureau refuses on them."""
+    """A review's refused IV request had encrypted every label first (19 s for 30,000),
+    after its PSI session (charged to the PSI quota). The bank asks the budget before PSI
+    now; and a bank that does not is refused on the settings, before its labels go."""
     from bank_node import toolkit
     from bank_node.toolkit import iv_job
 
     run = {"key_bits": 768, "allow_test_keys": True, "workers": 0, "quiet": True}
     first = iv_job(
         _address(node), city["bank"], "uscc", "y", tmp_path / "a.csv", "bank-one-iv", **run
+    )
+    before = len(AuditLog(node.store.root).records())
+    with pytest.raises(PeerError, match="RESOURCE_EXHAUSTED.*daily_iv_requests"):
+        iv_job(_address(node), city["bank"], "uscc", "y", tmp_path / "c.csv", "bank-one-iv", **run)
+    events = [r["event"] for r in AuditLog(node.store.root).records()[before:]]
+    assert events == ["iv_budget"]  # refused before any PSI session opened
+    # a bank that skips the question: refused on the request's settings
+    call = toolkit._call
+    skipped = pb.IvBudget(rho=0.0, features=0)
+    monkeypatch.setattr(
+        toolkit, "_call", lambda doing, fn: skipped if "budget" in doing else call(doing, fn)
     )
     encrypted = []
     encrypt_many = he.OwnerEncryptor.encrypt_many

@@ -256,6 +256,11 @@ def test_scoring_scorecards_and_binning(
         lambda: stub.DeleteModel(mpb.DeleteModelRequest(model_id=model), metadata=META, timeout=10)
     )
     assert stub.ListModels(mpb.ListModelsRequest(), metadata=META, timeout=10).limit >= 1
+    _precise(
+        lambda: stub.CheckIvBudget(
+            mpb.IvBudgetRequest(features=[model, session]), metadata=META, timeout=10
+        )
+    )
     _still_serving(world)
 
 

@@ -422,6 +422,11 @@ class BinningStub:
                 request_serializer=xinrong_dot_v1_dot_model__pb2.EncryptedLabels.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.FromString,
                 _registered_method=True)
+        self.CheckIvBudget = channel.unary_unary(
+                '/xinrong.v1.Binning/CheckIvBudget',
+                request_serializer=xinrong_dot_v1_dot_model__pb2.IvBudgetRequest.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_model__pb2.IvBudget.FromString,
+                _registered_method=True)
 
 
 class BinningServicer:
@@ -436,6 +441,14 @@ class BinningServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckIvBudget(self, request, context):
+        """Whether an IV request over these features fits today's budget, before its PSI session
+        is run (nothing charged): the rho it would be charged, or RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BinningServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -443,6 +456,11 @@ def add_BinningServicer_to_server(servicer, server):
                     servicer.BinLabels,
                     request_deserializer=xinrong_dot_v1_dot_model__pb2.EncryptedLabels.FromString,
                     response_serializer=xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.SerializeToString,
+            ),
+            'CheckIvBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckIvBudget,
+                    request_deserializer=xinrong_dot_v1_dot_model__pb2.IvBudgetRequest.FromString,
+                    response_serializer=xinrong_dot_v1_dot_model__pb2.IvBudget.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -475,6 +493,33 @@ class Binning:
             '/xinrong.v1.Binning/BinLabels',
             xinrong_dot_v1_dot_model__pb2.EncryptedLabels.SerializeToString,
             xinrong_dot_v1_dot_model__pb2.BinnedLabelSums.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckIvBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinrong.v1.Binning/CheckIvBudget',
+            xinrong_dot_v1_dot_model__pb2.IvBudgetRequest.SerializeToString,
+            xinrong_dot_v1_dot_model__pb2.IvBudget.FromString,
             options,
             channel_credentials,
             insecure,
