@@ -1169,7 +1169,11 @@ def _summary(
     for alert in comparison.alerts:
         by_kind[alert.kind] = by_kind.get(alert.kind, 0) + 1
         by_severity[alert.severity] += 1
-    matched = pc.sum(pc.cast(this.scores.column("bureau_matched"), pa.int64())).as_py() or 0
+    # distinct enterprises, as "enterprises" and PSI count them (a review: rows of repeated
+    # IDs made the page's known count disagree with both)
+    flags = pc.cast(this.scores.column("bureau_matched"), pa.bool_())
+    known = pc.filter(this.keys, pc.and_(flags, pc.is_valid(this.keys)))
+    matched = len(pc.unique(known))
     return {
         "format": RUN_FORMAT,
         "model_id": this.model["model_id"],
