@@ -228,7 +228,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         public = "public" if f["public"] else ""
         line = f"{pad(f['name'], 32)} {f['kind']:<9} {public:<7} {f['description']}"
         print(line, file=sys.stderr)
-    print_result({"features": catalogue, "enterprises": features.table.num_rows})
+    print_result({"features": catalogue, "enterprises": features.enterprises})
     return 0
 
 

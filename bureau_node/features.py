@@ -99,6 +99,15 @@ class BureauFeatures:
         self.table = table.drop_columns([id_column])
         self._own = (self.table, dict(self.kinds), dict(descriptions))
         self._ids = normalise_column(table.column(id_column).combine_chunks(), id_type)
+        self.enterprises = len(pc.unique(self._ids.drop_null()))
+        repeated = self.table.num_rows - self._ids.null_count - self.enterprises
+        if repeated:  # a lookup or session takes the first row of an ID
+            log.warning(
+                "%s: %d rows repeat an earlier row's enterprise ID; the first row of each is "
+                "the enterprise's (remove the repeats to say which)",
+                data,
+                repeated,
+            )
         self.data_date = _data_date(data)
         self._own_version = file_sha256(data)
         self.version = self._own_version

@@ -218,3 +218,21 @@ def test_the_job_id_comes_first_and_every_failure_says_how_to_resume(setting, tm
         if bureau.poll() is None:
             bureau.kill()
             bureau.wait(30)
+
+
+def test_the_bureau_counts_enterprises_once_and_names_repeated_ids(tmp_path, caplog):
+    """A review: `bureau-node features` reported 5,005 enterprises for 5,000 distinct IDs,
+    without a word about the repeats."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bureau_node.features import BureauFeatures
+    from protocols.ids import IdType
+
+    path = tmp_path / "bureau.parquet"
+    ids = [f"E{i:04d}" for i in range(50)] + ["E0001", "E0002"]
+    pq.write_table(pa.table({"id": ids, "x": list(range(52))}), path)
+    with caplog.at_level("WARNING"):
+        features = BureauFeatures(path, "id", IdType.TEXT)
+    assert features.enterprises == 50
+    assert "2 rows repeat an earlier row's enterprise ID" in caplog.text
