@@ -402,6 +402,18 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return outcome.exit_status
 
 
+def _add_bureau_question(
+    parser: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int]
+) -> None:
+    """A short question to the bureau: its address, the bank, a table on stderr or not."""
+    parser.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
+    parser.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
+    parser.add_argument("--quiet", action="store_true", help="no table on stderr")
+    parser.add_argument("--json", action="store_true", help="only the final JSON line")
+    _add_tls(parser)
+    parser.set_defaults(func=func, log_level="WARNING")
+
+
 def _add_tls(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls-dir",
@@ -687,12 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
     iv.set_defaults(func=cmd_iv)
 
     features = sub.add_parser("features", help="list the bureau's feature catalogue")
-    features.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
-    features.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
-    features.add_argument("--quiet", action="store_true", help="no table on stderr")
-    features.add_argument("--json", action="store_true", help="only the final JSON line")
-    _add_tls(features)
-    features.set_defaults(func=cmd_features, log_level="WARNING")
+    _add_bureau_question(features, cmd_features)
 
     models = sub.add_parser("models", help="the models this bank keeps at the bureau")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -702,12 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deleting.add_argument("model_id", help="the model's id (`models list`, model.json)")
     for command in (listing, deleting):
-        command.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
-        command.add_argument("--bank-id", default=None, help=BANK_ID_HELP)
-        command.add_argument("--quiet", action="store_true", help="no table on stderr")
-        command.add_argument("--json", action="store_true", help="only the final JSON line")
-        _add_tls(command)
-        command.set_defaults(func=cmd_models, log_level="WARNING")
+        _add_bureau_question(command, cmd_models)
 
     batch = sub.add_parser(
         "batch",
