@@ -465,7 +465,7 @@ class JointModel:
         then works with the command lines too (``bank-node predict --model-dir``)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        training.drop_stale_companions(directory, "scorecard" in self.bank_half)
+        training.drop_stale_companions(directory, self.bank_half, keep_iv_table=False)
         model = json.dumps(self.bank_half, indent=2).encode()
         tables.atomic_write_bytes(directory / training.MODEL_FILE, model)
         if self.evaluation is not None:

@@ -179,6 +179,7 @@ def _train(args: argparse.Namespace, job_id: str, announce: Callable[[str], None
         job_id=job_id,
         on_start=announce,
         overwrite=args.overwrite,
+        keep_iv_table=args.min_iv is not None,  # the features were chosen from it
         quiet=args.quiet,
         say=_say(args),
         read_options=read_options(args),

@@ -26,7 +26,7 @@ from node_runtime.progress import ProgressBars
 from node_runtime.transport import model_codec as codec
 from protocols import binning, psi, scorecard
 from protocols import paillier as he
-from protocols.errors import InputDataError, ProtocolViolation
+from protocols.errors import InputDataError, PeerError, ProtocolViolation
 from protocols.features import FeatureRecipe, check_peer_names
 from protocols.ids import IdType, prepare_ids
 from protocols.lookup import MODEL_ID, model_table
@@ -153,15 +153,20 @@ def information_values(
     and IV per bin of every bank (locally) and bureau (decrypted sums) feature."""
     catalogue = bureau_catalogue(connection)
     check_bureau_features(bureau_features, catalogue)  # before PSI
-    budget = _call(  # before PSI too: a request beyond today's budget costs no session
-        "checking the day's information-value budget at the bureau",
-        lambda: connection.binning.CheckIvBudget(
-            pb.IvBudgetRequest(features=list(bureau_features or [])),
-            timeout=60,
-            metadata=connection.metadata,
-        ),
-    )
-    log.info("this request will be charged rho %.4g (%d features)", budget.rho, budget.features)
+    try:  # before PSI too: a request beyond today's budget costs no session
+        budget = _call(
+            "checking the day's information-value budget at the bureau",
+            lambda: connection.binning.CheckIvBudget(
+                pb.IvBudgetRequest(features=list(bureau_features or [])),
+                timeout=60,
+                metadata=connection.metadata,
+            ),
+        )
+        log.info("the request will be charged rho %.4g (%d features)", budget.rho, budget.features)
+    except PeerError as exc:
+        if getattr(exc, "status", None) != "UNIMPLEMENTED":
+            raise
+        log.info("the bureau answers no budget question (an earlier version); asking on")
     prepared = prepare_ids(table.column(id_column), id_type)
     warn_rejected_ids(prepared, say)
     bars = ProgressBars(enabled=False if quiet else None)

@@ -236,6 +236,11 @@ class TrainingJob:
     job_id: str | None = None  # a new job's ID, chosen by the caller (default: a fresh one)
     # told the job's ID once the bank's data passed its checks and the job starts
     on_start: Callable[[str], None] | None = None
+    # a first Ctrl-C finishes the epoch and stops where `--resume` continues: only for a
+    # job whose checkpoint outlives the call (train_job), not the API's temporary one
+    pause_on_interrupt: bool = False
+    # an IV table written for this job (train --min-iv) stays beside the model it replaces
+    keep_iv_table: bool = False
 
     def __post_init__(self) -> None:
         he.check_key_bits(self.key_bits, self.allow_test_keys)
@@ -589,7 +594,10 @@ def train(
             raise KeyboardInterrupt
 
     try:
-        with _ends_with_the_bureau(model_dir, plan.job_id), _pause_on_interrupt() as pause:
+        with (
+            _ends_with_the_bureau(model_dir, plan.job_id),
+            _pause_on_interrupt(job.pause_on_interrupt) as pause,
+        ):
             outcome = vlr.drive_training(
                 trainer,
                 peer,
@@ -759,12 +767,12 @@ def evaluate_model(
     return Fitted(bank_half, pa.table(evaluation), summary)
 
 
-def save(model_dir: str | Path, fitted: Fitted) -> None:
+def save(model_dir: str | Path, fitted: Fitted, keep_iv_table: bool = False) -> None:
     """The bank's half (``model.json``) and its per-row results (``evaluation.csv``); the
     finished job's checkpoint, which held its key, is removed."""
     model_dir = Path(model_dir)
     model_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # files in it are 0600
-    drop_stale_companions(model_dir, "scorecard" in fitted.bank_half)
+    drop_stale_companions(model_dir, fitted.bank_half, keep_iv_table)
     tables.atomic_write_bytes(
         model_dir / MODEL_FILE, json.dumps(fitted.bank_half, indent=2).encode()
     )
@@ -772,14 +780,21 @@ def save(model_dir: str | Path, fitted: Fitted) -> None:
     (model_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
 
 
-def drop_stale_companions(model_dir: Path, has_scorecard: bool) -> None:
-    """Before a model replaces the one ``model_dir`` holds: the old one's scorecard, and an
-    IV table written before it (a review's report showed the old job's IV beside the new
-    model; an IV table of this run, written after the old model, stays)."""
-    if not has_scorecard:
-        (model_dir / "scorecard.csv").unlink(missing_ok=True)
+def drop_stale_companions(model_dir: Path, model: dict[str, Any], keep_iv_table: bool) -> None:
+    """Before ``model`` replaces another one ``model_dir`` holds: the old one's scorecard,
+    and its IV table (a review's report showed the old job's IV beside the new model),
+    unless this job's features were chosen from it (``keep_iv_table``). A model saved again
+    over itself keeps both."""
     old = model_dir / MODEL_FILE
-    if not old.exists():
+    try:
+        before = json.loads(old.read_text()).get("model_id") if old.exists() else None
+    except (OSError, ValueError, AttributeError):
+        before = "?"
+    if before is None or before == model.get("model_id"):
+        return
+    if "scorecard" not in model:
+        (model_dir / "scorecard.csv").unlink(missing_ok=True)
+    if keep_iv_table:
         return
     made = old.stat().st_mtime_ns
     for name in ("iv.csv", "iv.bins.json"):
@@ -837,6 +852,7 @@ def train_job(
     job_id: str | None = None,
     on_start: Callable[[str], None] | None = None,
     overwrite: bool = False,
+    keep_iv_table: bool = False,
 ) -> dict[str, Any]:
     """PSI, then joint training, then evaluation, from the bank's file; writes
     ``model_dir/model.json`` and ``model_dir/evaluation.csv`` and returns the summary.
@@ -878,6 +894,7 @@ def train_job(
             job_id=job_id,
         )
     job.quiet, job.on_epoch, job.on_start = quiet, on_epoch, on_start
+    job.pause_on_interrupt, job.keep_iv_table = True, keep_iv_table
     if say is not None:
         job.say = say
     assert job.data is not None  # a resumed job from memory is refused in resumed()
@@ -888,7 +905,7 @@ def train_job(
             stack.callback(executor.shutdown, cancel_futures=True)
         connection = stack.enter_context(BureauConnection(job.bureau, job.bank_id, tls_dir=tls_dir))
         fitted = fit(connection, executor, table, labels, job)
-    save(job.model_dir, fitted)
+    save(job.model_dir, fitted, job.keep_iv_table)
     return {**fitted.summary, "seconds": round(time.perf_counter() - started, 3)}
 
 
@@ -911,13 +928,15 @@ class _Pause:
 
 
 @contextlib.contextmanager
-def _pause_on_interrupt() -> Iterator[_Pause]:
+def _pause_on_interrupt(wanted: bool) -> Iterator[_Pause]:
     """The first Ctrl-C finishes the epoch under way and stops after its checkpoint, where
     `--resume` continues; a second stops at once. A review's Ctrl-C one second after an
     epoch line lost the whole job: the bureau answers each step once, so a run stopped
     inside an epoch cannot be resumed. (Only in the main thread, where signals arrive.)"""
     pause = _Pause()
-    if threading.current_thread() is not threading.main_thread():
+    previous = signal.getsignal(signal.SIGINT) if wanted else None
+    own_handler = threading.current_thread() is threading.main_thread() and callable(previous)
+    if not own_handler:  # not asked, another thread, SIGINT ignored, or a handler from C
         yield pause
         return
 
@@ -930,7 +949,7 @@ def _pause_on_interrupt() -> Iterator[_Pause]:
             "press Ctrl-C again to stop at once (the job then ends)"
         )
 
-    previous = signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     try:
         yield pause
     finally:

@@ -238,8 +238,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     models = ModelStore(args.state_dir)
     if args.models_command == "delete":
         from .audit import AuditLog
+        from .store import BureauStore
 
         removed = models.delete(args.bank_id, args.model_id)
+        # the bank's kept copy of the model's table opened on: its key epoch ends
+        epoch = BureauStore(args.state_dir).rotate_key(args.bank_id)
         AuditLog(args.state_dir).append(
             args.bank_id, "model_deleted", "OK", model_id=args.model_id, by="bureau operator"
         )
@@ -248,6 +251,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "deleted": args.model_id,
                 "bank_id": args.bank_id,
                 "lookup_tables_removed": len(removed),
+                "key_epoch": epoch,
             }
         )
         return 0

@@ -123,7 +123,7 @@ def remove_model_tables(state_dir: str | Path, bank_id: str, model_id: str) -> l
     files = [*_sealed_files(root, bank_id, product), revisions]
     removed = [f for f in files if f.exists()]
     for f in removed:
-        f.unlink()
+        f.unlink(missing_ok=True)  # a seal and a delete may both remove it
     return removed
 
 
@@ -291,9 +291,12 @@ class LookupTables:
             ):  # deleted while it was sealed: what was just written goes too
                 remove_model_tables(self.root.parent, bank_id, model_id)
                 raise UnknownSession(f"model {model_id} was deleted")
-            with np.load(path, allow_pickle=False) as kept:
-                tags, sealed = kept["tags"], kept["sealed"]
-                revisions, removed = kept["revisions"], kept["removed"]
+            try:
+                with np.load(path, allow_pickle=False) as kept:
+                    tags, sealed = kept["tags"], kept["sealed"]
+                    revisions, removed = kept["revisions"], kept["removed"]
+            except FileNotFoundError:  # its model deleted since the check above
+                raise UnknownSession(f"{source.product} is no longer served") from None
             return SealedTable(source, version, tags, sealed, revisions, removed)
 
     def _lock_for(self, bank_id: str, product: str) -> threading.Lock:

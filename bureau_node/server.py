@@ -232,9 +232,10 @@ class BureauNode:
             bank_id, path = directory.name, directory / SERVING_POLICY
             now = self._serving_policy(bank_id)
             before = path.read_text().strip() if path.exists() else None
-            # no record, but keys: an epoch begun by a version that kept none
-            keyed = before is not None or any(directory.glob("lookup-key-*"))
-            if before == now or not keyed:
+            if before is None:  # keys made by `bureau-node prepare` or an earlier version:
+                tables.atomic_write_bytes(path, now.encode())  # under today's policy
+                continue
+            if before == now:
                 continue
             epoch = self.store.rotate_key(bank_id)
             log.info("bank %s: what it may open changed; key epoch %d begins", bank_id, epoch)

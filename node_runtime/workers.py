@@ -41,7 +41,10 @@ def forget_keys(executor: Executor | None) -> None:
 
 
 def start(node_pid: int, generation: Any) -> None:
-    """The pool's initializer: die with the node, whatever kills it."""
+    """The pool's initializer: die with the node, whatever kills it; and leave Ctrl-C to
+    the node (a terminal sends it to the whole process group: workers dying of it broke a
+    training run the node was finishing its epoch for)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

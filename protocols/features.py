@@ -273,10 +273,14 @@ def check_peer_names(names: Iterable[str], what: str) -> list[str]:
 
 def readable_number(value: float) -> str:
     """A bin edge as a credit committee reads it: whole numbers with thousands separators
-    (1,410,920, not 1.41092e+06, which dropped digits), others to six decimals at most."""
+    (1,410,920, not 1.41092e+06, which dropped digits), others in their shortest exact
+    decimals (never an exponent)."""
     if float(value).is_integer() and abs(value) < 1e15:
         return f"{int(value):,}"
-    return f"{value:,.6f}".rstrip("0").rstrip(".")
+    # the shortest digits that give the value back: two edges never read alike
+    whole, _, fraction = np.format_float_positional(float(value), trim="-").partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    return f"{sign}{int(whole.lstrip('-') or 0):,}" + (f".{fraction}" if fraction else "")
 
 
 def interval_labels(edges: Sequence[float]) -> list[str]:

@@ -129,7 +129,8 @@ def test_bin_labels_read_as_a_committee_reads_numbers():
     from protocols.features import interval_labels, readable_number
 
     assert readable_number(1410920.0) == "1,410,920" and readable_number(-3.0) == "-3"
-    assert readable_number(0.27) == "0.27" and readable_number(1234.5678912) == "1,234.567891"
+    assert readable_number(0.27) == "0.27" and readable_number(1234.5678912) == "1,234.5678912"
+    assert readable_number(-0.5) == "-0.5" and readable_number(1e-7) == "0.0000001"
     assert interval_labels([745720.0, 1410920.0]) == [
         "< 745,720",
         "[745,720, 1,410,920)",

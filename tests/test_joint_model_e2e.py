@@ -515,6 +515,8 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
         )
         assert deleted.returncode == 0
         assert last_json(deleted.stdout)["lookup_tables_removed"] == 2
+        # the bank's kept copy of the table no longer opens: its key epoch ended
+        assert last_json(deleted.stdout)["key_epoch"] == 2
         assert not list(state.glob(tables_of_model))  # its lookup tables went with it
         again = run_cli(
             "bureau_node.cli",

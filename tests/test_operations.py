@@ -236,3 +236,29 @@ def test_the_bureau_counts_enterprises_once_and_names_repeated_ids(tmp_path, cap
         features = BureauFeatures(path, "id", IdType.TEXT)
     assert features.enterprises == 50
     assert "2 rows repeat an earlier row's enterprise ID" in caplog.text
+
+
+def test_the_first_serve_keeps_what_prepare_made(tmp_path):
+    """A review: `bureau-node prepare` made a bank's keys, tags and lookup points without a
+    record of the serving policy, and the first `serve` read that as a change and rotated
+    them all away."""
+    from bureau_node.server import BureauNode
+    from protocols import vertical_lr as vlr
+    from xinrong.synthetic import generate_city, write_city
+
+    city = write_city(generate_city(1500, 300, seed=3, graph=False), tmp_path / "city")
+    state = tmp_path / "state"
+    node = BureauNode(city["bureau"], "uscc", state, workers=0)
+    node.prepare()
+    for _ in node.store.prepare_bank("bank-a", node.executor):
+        pass
+    node.store.lookup_points("bank-a", node.executor)
+    node.stop()
+    prepared = sorted(p.name for p in (state / "banks" / "bank-a").iterdir())
+    limits = vlr.TrainingLimits(allow_test_keys=True)
+    for _ in range(2):
+        with BureauNode(city["bureau"], "uscc", state, workers=0, training_limits=limits) as node:
+            node.start("127.0.0.1:0")
+            assert node.store.key_epoch("bank-a") == 1
+    kept = sorted(p.name for p in (state / "banks" / "bank-a").iterdir())
+    assert set(prepared) <= set(kept)

@@ -165,3 +165,23 @@ def test_workers_drop_cached_keys_when_a_job_ends():
         _wait_for(gone, 50 * WATCHDOG_SECONDS, "the worker to drop the key")
     finally:
         pool.shutdown()
+
+
+def test_workers_leave_ctrl_c_to_the_node():
+    """A terminal's Ctrl-C goes to the whole process group: workers that died of it broke
+    the training run the node was finishing its epoch for (a review, BrokenProcessPool).
+    The node decides; its workers ignore the signal and go on working."""
+    from node_runtime.parallel import make_executor
+    from protocols import paillier as he
+
+    pool = make_executor(1)
+    try:
+        pid = pool.submit(os.getpid).result()
+        os.kill(pid, signal.SIGINT)
+        _, private = he.generate_keypair(768, allow_test_keys=True)
+        values = list(range(3 * he.CHUNK_ROWS))
+        encrypted = he.OwnerEncryptor(private).encrypt_many(values, pool)
+        assert [he.decrypt(private, c) for c in encrypted[:5]] == values[:5]
+        assert pool.submit(os.getpid).result() == pid  # the same worker, alive
+    finally:
+        pool.shutdown()
