@@ -79,9 +79,8 @@ def psi_job(
     matched = sorted(result.matched_ids, key=position.__getitem__)
     tables.write_csv(pa.table({id_column: pa.array(matched, pa.string())}), out)
     rejects = rejects_path_for(out)
-    located = prepared.rejects or prepared.warnings
-    lines = tables.source_lines(data, table.num_rows, read_options) if located else None
-    tables.write_rejects(prepared.rejects, rejects, prepared.warnings, lines)
+    where = tables.Whereabouts(data, table.num_rows, read_options)
+    tables.write_rejects(prepared.rejects, rejects, prepared.warnings, where)
     return PsiSummary(
         rows=prepared.rows,
         bank_ids=len(ids),

@@ -171,9 +171,8 @@ class BureauStore:
 
         table = tables.read_table(data_path, id_column, columns=[], options=read_options)
         prepared = prepare_ids(table.column(id_column), id_type)
-        located = prepared.rejects or prepared.warnings
-        lines = tables.source_lines(data_path, table.num_rows, read_options) if located else None
-        self._write_rejects(prepared.rejects, prepared.warnings, lines)
+        where = tables.Whereabouts(data_path, table.num_rows, read_options)
+        self._write_rejects(prepared.rejects, prepared.warnings, where)
         current = prepared.as_bytes()
         known_positions, is_known = self._positions_of(current)
         added = current[~is_known]
@@ -261,9 +260,9 @@ class BureauStore:
         _save_array(self.root / "ids.npy", self._ids)
 
     def _write_rejects(
-        self, rejects: list[IdReject], warnings: list[IdWarning], lines: np.ndarray | None
+        self, rejects: list[IdReject], warnings: list[IdWarning], where: tables.Whereabouts
     ) -> None:
-        tables.write_rejects(rejects, self.root / "bureau-rejects.csv", warnings, lines)
+        tables.write_rejects(rejects, self.root / "bureau-rejects.csv", warnings, where)
         if rejects:
             log.warning(
                 "%d rows of the bureau's data file have invalid IDs; see %s",

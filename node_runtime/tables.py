@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import csv
 import decimal
+import functools
 import itertools
 import logging
 import math
@@ -583,17 +584,14 @@ class Whereabouts:
 
     def __init__(self, path: str | Path, rows: int, options: ReadOptions | None = None) -> None:
         self.path, self.rows, self.options = Path(path), rows, options
-        self._lines: np.ndarray | None = None
-        self._followed = False
 
+    @functools.cached_property
     def lines(self) -> np.ndarray | None:
-        if not self._followed:
-            self._lines = source_lines(self.path, self.rows, self.options)
-            self._followed = True
-        return self._lines
+        """:func:`source_lines` of the file, followed on first use."""
+        return source_lines(self.path, self.rows, self.options)
 
     def __call__(self, data_rows: Sequence[int]) -> str:
-        lines = self.lines()
+        lines = self.lines
         if lines is None or not data_rows:
             return ""
         shown = [int(lines[r - 1]) for r in data_rows[:10]]
@@ -642,26 +640,25 @@ def write_rejects(
     rejects: Sequence[IdReject],
     path: str | Path,
     warnings: Sequence[IdWarning] = (),
-    lines: np.ndarray | None = None,
+    where: Whereabouts | None = None,
 ) -> None:
     """The rows whose IDs were refused (1-based data row, the raw value, the reason) and,
     with an empty reason, the rows kept whose IDs break a structure rule (``warnings``).
-    With ``lines`` (:func:`source_lines`), a ``line`` column says where each stands in the
-    file, as an editor or Excel numbers it."""
+    With ``where`` (the file they were read from), the ``line`` column says where each
+    stands in it, as an editor or Excel numbers it; the file is followed only when there
+    is a row to place."""
     rows = sorted(
         [(r.row, r.raw, r.reason, "") for r in rejects]
         + [(w.row, w.raw, "", w.warning) for w in warnings]
     )
-    located = {
-        "line": pa.array(
-            [None if lines is None else int(lines[r[0] - 1]) for r in rows], pa.int64()
-        )
-    }
+    lines = where.lines if where is not None and rows else None
     write_csv(
         pa.table(
             {
                 "row": pa.array([r[0] for r in rows], pa.int64()),
-                **located,
+                "line": pa.array(
+                    [None if lines is None else int(lines[r[0] - 1]) for r in rows], pa.int64()
+                ),
                 "raw": pa.array([r[1] for r in rows], pa.string()),
                 "reason": pa.array([r[2] for r in rows], pa.string()),
                 "warnings": pa.array([r[3] for r in rows], pa.string()),
