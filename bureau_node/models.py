@@ -47,7 +47,7 @@ class ModelStore:
         path = self._path(bank_id, model["model_id"])
         with self._lock():
             tables.private_dir(path.parent)
-            tables.atomic_write_bytes(path, json.dumps(model, indent=2).encode(), mode=0o600)
+            _write(path, model)
 
     def amend(self, bank_id: str, model_id: str, changes: dict[str, Any]) -> None:
         """Set ``changes`` in a kept model (its scorecard, its policy stamp), read afresh
@@ -61,7 +61,7 @@ class ModelStore:
             except FileNotFoundError:
                 raise UnknownSession(f"model {model_id} was deleted meanwhile") from None
             model.update(changes)
-            tables.atomic_write_bytes(path, json.dumps(model, indent=2).encode(), mode=0o600)
+            _write(path, model)
 
     def load(self, bank_id: str, model_id: str) -> dict[str, Any]:
         path = self._path(bank_id, model_id)
@@ -109,3 +109,7 @@ class ModelStore:
                 raise UnknownSession(f"the bureau has no model {model_id} for bank {bank_id}")
             path.unlink()
             return tuple(remove_model_tables(self.root.parent, bank_id, model_id))
+
+
+def _write(path: Path, model: dict[str, Any]) -> None:
+    tables.atomic_write_bytes(path, json.dumps(model, indent=2).encode(), mode=0o600)

@@ -232,15 +232,15 @@ class BureauNode:
             bank_id, path = directory.name, directory / SERVING_POLICY
             now = self._serving_policy(bank_id)
             before = path.read_text().strip() if path.exists() else None
-            if before is None:  # keys made by `bureau-node prepare` or an earlier version:
-                tables.atomic_write_bytes(path, now.encode())  # under today's policy
-                continue
             if before == now:
                 continue
-            epoch = self.store.rotate_key(bank_id)
-            log.info("bank %s: what it may open changed; key epoch %d begins", bank_id, epoch)
-            if self.audit is not None:
-                self.audit.append(bank_id, "key_rotated", "OK", epoch=epoch, cause="policy")
+            # no record: keys made by `bureau-node prepare` or an earlier version, adopted
+            # under today's policy
+            if before is not None:
+                epoch = self.store.rotate_key(bank_id)
+                log.info("bank %s: what it may open changed; key epoch %d", bank_id, epoch)
+                if self.audit is not None:
+                    self.audit.append(bank_id, "key_rotated", "OK", epoch=epoch, cause="policy")
             tables.atomic_write_bytes(path, now.encode())
 
     def _note_serving_policy(self, bank_id: str) -> None:
