@@ -89,6 +89,9 @@ def _train(address: str, city, model: Path, *extra: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal has it: a suite run in the background of a shell inherits
+        # SIGINT ignored, and the bank rightly leaves an ignored SIGINT alone
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
