@@ -430,7 +430,7 @@ class JointModel:
         recipe = FeatureRecipe.from_json(model["recipe"])
         options = training.as_trained(_read_options(encoding, sheet, skip_rows), recipe)
         table = as_table(applicants, id_column, options)
-        training.warn_outside_training_range(recipe, table, self.bureau._say)
+        training.warn_unlike_training(recipe, table, self.bureau._say)
         bureau = self.bureau
         if scoring not in training.SCORING_MODES:
             raise InputDataError(

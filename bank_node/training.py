@@ -1228,15 +1228,24 @@ def as_trained(options: tables.ReadOptions | None, recipe: FeatureRecipe) -> tab
     return replace(options or tables.ReadOptions(), text_columns=categories)
 
 
-def warn_outside_training_range(recipe: FeatureRecipe, table: pa.Table, say: Say) -> list[str]:
+def warn_unlike_training(recipe: FeatureRecipe, table: pa.Table, say: Say) -> list[str]:
     """Said (and returned): columns whose values mostly lie beyond the training range, as a
-    file in another unit would have them; their scores are computed all the same."""
+    file in another unit would have them, and category columns whose levels the model mostly
+    never saw; their scores are computed all the same."""
     out = []
     for name, outside, present, low, high in recipe.outside_training_range(table):
         out.append(
             f"column {name!r}: {outside:,} of {present:,} values lie outside the range the "
             f"model was trained on ({low:,.6g} to {high:,.6g}); is the file in another unit "
             "(%, 万元) than the training file? Their scores are clipped to that range"
+        )
+    for name, unseen, rows, before, commonest in recipe.unseen_levels(table):
+        shown = ", ".join(repr(v) for v in commonest)
+        out.append(
+            f"column {name!r}: {unseen:,} of {rows:,} values are levels the model never saw "
+            f"in training (commonest {shown}; {before:.0%} of the training rows were in its "
+            "pooled other levels); does the file spell its levels otherwise than the training "
+            "file? They are scored as the other levels"
         )
     for text in out:
         say(f"warning: {text}")
@@ -1362,7 +1371,7 @@ def predict_job(
     recipe = FeatureRecipe.from_json(model["recipe"])
     options = as_trained(read_options, recipe)
     table = tables.read_table(data, id_column, columns=recipe.names, options=options)
-    warnings = warn_outside_training_range(recipe, table, say)
+    warnings = warn_unlike_training(recipe, table, say)
     fell_back: list[str] = []
 
     def lookup(ids: list[str]) -> tuple[list[str], np.ndarray, BureauReasons]:

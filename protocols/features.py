@@ -391,6 +391,30 @@ class FeatureRecipe:
                 found.append((c.name, outside, int(present.size), c.low, c.high))
         return found
 
+    def unseen_levels(
+        self, table: pa.Table, margin: float = 0.2
+    ) -> list[tuple[str, int, int, float, list[str]]]:
+        """Category columns of ``table`` whose values fall into the pooled "other levels"
+        output on more than ``margin`` more of the rows than the training rows did: (name,
+        such rows, rows, training share, the commonest such values). The sign of a file that
+        spells its levels otherwise (有限责任公司 against "LLC", a code list of another
+        year): its rows all score as "other levels", without a word."""
+        found = []
+        for c in self.columns:
+            if c.kind != "category" or c.name not in table.column_names or OTHER not in c.levels:
+                continue
+            texts = _texts(table.column(c.name))
+            unseen = ~np.isin(texts, np.array(c.levels, dtype=object))
+            before = c.means[c.levels.index(OTHER)]  # the share of training rows in it
+            if texts.size and unseen.sum() > (before + margin) * texts.size:
+                values, counts = np.unique(texts[unseen], return_counts=True)
+                commonest = [
+                    "(empty)" if values[i] == MISSING else str(values[i])
+                    for i in np.argsort(-counts, kind="stable")[:3]
+                ]
+                found.append((c.name, int(unseen.sum()), int(texts.size), before, commonest))
+        return found
+
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]

@@ -818,3 +818,24 @@ def test_a_models_categories_are_read_for_scoring_as_they_were_for_training(tmp_
     np.testing.assert_array_equal(scored, trained)
     plain = recipe.transform(tables.read_table(path, "id"))  # today's reading: numbers
     assert np.any(plain != trained)
+
+
+def test_levels_the_model_never_saw_are_said_when_they_are_most_of_a_column():
+    """A file that spells its categories otherwise than the training file ("LLC" for
+    有限责任公司) scores every row as the pooled other levels. Predict says so; levels seen in
+    training, and a few new ones, are not worth a word."""
+    from bank_node.training import warn_unlike_training
+    from protocols.features import FeatureRecipe
+
+    forms = ["有限责任公司"] * 60 + ["个体工商户"] * 30 + ["股份有限公司"] * 10
+    train = pa.table({"legal_form": forms, "capital": [float(i) for i in range(100)]})
+    recipe = FeatureRecipe.fit(train, ["legal_form", "capital"])
+    said: list[str] = []
+    same = pa.table({"legal_form": forms[::-1], "capital": [1.0] * 100})
+    assert warn_unlike_training(recipe, same, said.append) == [] and said == []
+    a_few_new = pa.table({"legal_form": ["合伙企业"] * 10 + forms[:90], "capital": [1.0] * 100})
+    assert warn_unlike_training(recipe, a_few_new, said.append) == []
+    english = pa.table({"legal_form": ["LLC"] * 70 + ["sole"] * 30, "capital": [1.0] * 100})
+    (warning,) = warn_unlike_training(recipe, english, said.append)
+    assert "'legal_form'" in warning and "100 of 100" in warning and "'LLC'" in warning
+    assert said == [f"warning: {warning}"]
