@@ -179,7 +179,9 @@ def _train(args: argparse.Namespace, job_id: str, announce: Callable[[str], None
         job_id=job_id,
         on_start=announce,
         overwrite=args.overwrite,
-        keep_iv_table=args.min_iv is not None,  # the features were chosen from it
+        # the features were chosen from MODEL_DIR/iv.csv, which this run wrote; one named
+        # with --iv-table leaves an older MODEL_DIR/iv.csv stale, to go with the old model
+        keep_iv_table=args.min_iv is not None and args.iv_table is None,
         quiet=args.quiet,
         say=_say(args),
         read_options=read_options(args),

@@ -122,7 +122,7 @@ def check_bank_data(
     (:class:`InputDataError`) for what no run could repair; warnings for what was dropped."""
     first, identical = _first_rows(table, id_column, id_type, labels)
     _check_classes(labels[first], label, min_class_count)
-    named = bank_features is not None
+    named = bool(bank_features)  # [] names none: --min-iv kept no bank feature
     candidates = (
         list(bank_features)
         if bank_features is not None

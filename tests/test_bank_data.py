@@ -21,7 +21,7 @@ from node_runtime import tables
 from protocols import vertical_lr as vlr
 from protocols.errors import InputDataError
 from protocols.ids import IdType
-from xinrong.synthetic import generate_city, write_city
+from xinrong.synthetic import BUREAU_DESCRIPTIONS, REGISTRY_FEATURES, generate_city, write_city
 
 HEADERS = ["统一社会信用代码", "是否违约", "行业", "营业收入", "员工人数"]
 ROWS = [
@@ -378,6 +378,15 @@ def test_a_model_directory_in_use_is_refused_before_psi_and_replaced_with_overwr
     assert bank_cli.main([*args, "--seed", "1"]) == 0
     assert json.loads((model / "model.json").read_text())["model_id"] != "f" * 32
     assert not (model / "scorecard.csv").exists() and not (model / "iv.csv").exists()
+    # features chosen from an IV table elsewhere: the directory's own, older one goes too
+    (model / "iv.csv").write_text("feature,party,iv\n")
+    os.utime(model / "iv.csv", (1e9, 1e9))
+    chosen = tmp_path / "chosen-iv.csv"
+    bureau_names = sorted(set(BUREAU_DESCRIPTIONS) - REGISTRY_FEATURES)
+    chosen.write_text("feature,party,iv\n" + "".join(f"{n},bureau,0.5\n" for n in bureau_names))
+    again = [*args, "--seed", "2", "--min-iv", "0.1", "--iv-table", str(chosen)]
+    assert bank_cli.main(again) == 0, capsys.readouterr().err
+    assert not (model / "iv.csv").exists() and chosen.exists()
 
 
 def test_chinese_gbk_file_with_yes_no_labels_trains(city, bureau, tmp_path, capsys):
