@@ -989,7 +989,9 @@ def _give_up_unless_resumable(
     would hold one of the bank's job slots until it expired, and a new run could be
     refused meanwhile."""
     held = held_job(model_dir) == job_id
-    if held and peer.sent_since_checkpoint == 0 and not peer.resume_pending:
+    # a stopping bureau refuses an epoch's first step before doing any of it
+    unanswered = 1 if isinstance(exc, PeerError) and exc.nothing_done else 0
+    if held and peer.sent_since_checkpoint <= unanswered and not peer.resume_pending:
         return  # stopped between epochs: `--resume` continues from the checkpoint
     if isinstance(exc, PeerError) and exc.status in JOB_ENDING_STATUSES:
         return  # the bureau ended it already (and _ends_with_the_bureau said so)

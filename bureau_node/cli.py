@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -132,11 +133,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     node = _node(args)
-    # the handlers only raise flags: taking a lock in a handler (Event.set, the audit log)
-    # can deadlock with the main thread it interrupted
-    raised = {"stop": False, "reload": False}
-    signal.signal(signal.SIGTERM, lambda *_: raised.__setitem__("stop", True))
-    signal.signal(signal.SIGHUP, lambda *_: raised.__setitem__("reload", True))
+    # the handlers only count: taking a lock in a handler (Event.set, the audit log) can
+    # deadlock with the main thread it interrupted
+    raised = {"stop": 0, "reload": 0}
+
+    def count(name: str) -> Callable[..., None]:
+        return lambda *_: raised.__setitem__(name, raised[name] + 1)
+
+    signal.signal(signal.SIGTERM, count("stop"))
+    signal.signal(signal.SIGHUP, count("reload"))
     try:
         summary = _prepare_dataset(node, args.quiet)
         port = node.start(args.listen)
@@ -144,17 +149,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if node.graph is not None and node.graph.summary is not None:
             result["graph"] = asdict(node.graph.summary)
         print_result(result)
-        try:
-            while not raised["stop"]:
-                time.sleep(0.2)
-                if raised["reload"]:
-                    raised["reload"] = False
-                    _reload(node)
-        except KeyboardInterrupt:
-            pass
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, count("stop"))  # Ctrl-C as SIGTERM, once served
+        while not raised["stop"]:
+            time.sleep(0.2)
+            if raised["reload"]:
+                raised["reload"] = 0
+                _reload(node)
+        _let_jobs_pause(node, args.stop_seconds, raised)
+    except KeyboardInterrupt:
+        pass
     finally:
         node.stop(grace=5)
     return 0
+
+
+def _let_jobs_pause(node: BureauNode, seconds: float, raised: dict[str, int]) -> None:
+    """Stopping: no new job or epoch starts, and the jobs inside an epoch run to its end,
+    where their banks stop with a job they can resume (the bureau answers each step once in
+    a job's life, so a job stopped inside an epoch is lost), for up to ``seconds``."""
+    node.training.stopping.set()
+    deadline = time.monotonic() + seconds
+    waiting = node.training.pausing_jobs()
+    if waiting:
+        log.warning(
+            "stopping: %d training job(s) finish their epoch first, for up to %.0f s "
+            "(signal again to stop at once)",
+            len(waiting),
+            seconds,
+        )
+    while waiting and raised["stop"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        waiting = node.training.pausing_jobs()
+    if waiting:
+        log.warning("stopping with %d training job(s) inside an epoch: they end", len(waiting))
 
 
 def _reload(node: BureauNode) -> None:
@@ -398,6 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure",
         action="store_true",
         help="plaintext gRPC, banks naming themselves: loopback only (development, tests)",
+    )
+    serve.add_argument(
+        "--stop-seconds",
+        type=float,
+        default=60.0,
+        help="on SIGTERM or Ctrl-C, wait up to this long for training jobs inside an epoch to "
+        "finish it and pause where their banks can resume them (default 60; a second signal "
+        "stops at once)",
     )
     serve.add_argument(
         "--min-batch-size",

@@ -60,8 +60,11 @@ def encode_receipts(receipts: list[Receipt]) -> bytes:
 
 def _attach(context: grpc.ServicerContext, receipts: list[Receipt]) -> None:
     value = encode_receipts(receipts)
-    if value:
-        context.set_trailing_metadata(((RECEIPT_METADATA, value),))
+    if value:  # beside what the servicer set (a stopping bureau's "nothing done")
+        kept = getattr(context, "trailing_metadata", lambda: None)() or ()
+        context.set_trailing_metadata(
+            (*(m for m in kept if m[0] != RECEIPT_METADATA), (RECEIPT_METADATA, value))
+        )
 
 
 Admit = Callable[[grpc.ServicerContext], None]

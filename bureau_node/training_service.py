@@ -44,6 +44,7 @@ from protocols.errors import (
     PolicyViolation,
     ProtocolViolation,
     QuotaExceeded,
+    ShuttingDown,
     UnknownSession,
 )
 from protocols.features import FeatureRecipe
@@ -68,6 +69,7 @@ class _Job:
     plan_bytes: bytes = b""
     saved_epoch: int = -1
     ledger: dict[str, Any] = field(default_factory=dict)
+    paused: bool = False  # told, while the bureau stops, that it pauses after its epoch
 
 
 class TrainingJobs:
@@ -160,6 +162,10 @@ class TrainingJobs:
             self._jobs.pop(job_id, None)
         self.on_end()
 
+    def all(self) -> list[tuple[str, _Job]]:
+        with self._lock:
+            return list(self._jobs.items())
+
     def __len__(self) -> int:
         return len(self._jobs)
 
@@ -177,6 +183,33 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         # its registration, and the resumed job then ran on with a ledger marked running
         self._transitions = [threading.Lock() for _ in range(64)]
         self._expire_stored()  # jobs a stopped bureau left behind, key and all
+        # set when the operator stops the bureau: jobs run to the end of their epoch and
+        # pause there (``pausing_jobs``), where they can be resumed once it is back
+        self.stopping = threading.Event()
+
+    def _refuse_while_stopping(self, what: str) -> None:
+        if self.stopping.is_set():
+            raise ShuttingDown(
+                f"the bureau is restarting (its operator stopped it): {what} when it is back"
+            )
+
+    def pausing_jobs(self, recent: float = 60.0, between: float = 10.0) -> list[str]:
+        """What a stopping bureau waits for: jobs inside an epoch whose bank was heard from
+        in the last ``recent`` seconds (one that went quiet mid-epoch would never reach its
+        end), and jobs between epochs not yet told that they pause, heard from in the last
+        ``between`` seconds (the bank's next step, refused, tells it so; a bank that
+        finished its last epoch sends none)."""
+        now = time.monotonic()
+        return [
+            job_id
+            for job_id, job in self.jobs.all()
+            if job.trainer.stage is not vlr.BureauStage.FAILED
+            and (
+                now - job.last_used < recent
+                if not job.trainer.at_epoch_start
+                else not job.paused and now - job.last_used < between
+            )
+        ]
 
     def _transition(self, bank_id: str, job_id: str) -> threading.Lock:
         """The lock of one job's resume, give-up and expiry (striped: bounded memory)."""
@@ -187,6 +220,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
     ) -> pb.TrainingAccepted:
         try:
             bank_id = self.ctx.access.bank(context)
+            self._refuse_while_stopping("start the job")
             plan = codec.plan_from_proto(request, self.ctx.limits.allow_test_keys)
             if not JOB_ID.match(plan.job_id):
                 raise ProtocolViolation("a job id is 32 lower-case hex digits")
@@ -409,6 +443,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
     ) -> pb.TrainingAccepted:
         try:
             bank_id = self.ctx.access.bank(context)
+            self._refuse_while_stopping("resume the job")
             with self._transition(bank_id, request.job_id):
                 # the interrupted run, if the bureau still has it: its lock is held for the
                 # whole resume and it leaves the registry at once, so that none of its steps
@@ -561,7 +596,17 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
     def _step_once(self, job: _Job, msg: vlr.EncryptedResiduals) -> vlr.StepShares:
         """A step; from cross moments a training step is the one the bureau answers with
         the bank's shares (nothing to decrypt after it), so it goes on the ledger before
-        its answer leaves, as a decryption does on the per-row route."""
+        its answer leaves, as a decryption does on the per-row route. While the bureau
+        stops, an epoch's first step is refused before any of it is done: the job pauses
+        after its last whole epoch, where the bank can resume it."""
+        if msg.step.batch == 0 and job.trainer.at_epoch_start:
+            finished = job.trainer.epoch
+            job.paused = self.stopping.is_set()
+            self._refuse_while_stopping(
+                f"training job {msg.step.job_id} paused after epoch {finished}; resume it"
+                if finished
+                else f"training job {msg.step.job_id} had not begun; start a new job"
+            )
         out = self._step(job, msg)
         if job.trainer.by_moments and msg.step.batch >= 0:
             # steps answered per epoch: the ledger stays small however long the job; an

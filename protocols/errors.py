@@ -69,8 +69,16 @@ class JobEnded(WrongStage):
     checkpoint and key are deleted) and a new job must be started. FAILED_PRECONDITION."""
 
 
+class ShuttingDown(XinrongError):
+    """The bureau is stopping (its operator restarts it) and refused the call before doing
+    any of it: the caller may send it again once the bureau is back. UNAVAILABLE, marked so
+    that a caller can tell it from a call lost with a server that went away."""
+
+
 class PeerError(XinrongError):
     """The other party ended the exchange with an error; the message says what it said,
-    ``status`` the gRPC status name (None when the other party was not reached)."""
+    ``status`` the gRPC status name (None when the other party was not reached), and
+    ``nothing_done`` whether the other party said it did none of the call (it is stopping)."""
 
     status: str | None = None
+    nothing_done: bool = False

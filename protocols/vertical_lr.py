@@ -540,6 +540,16 @@ class BureauTrainer:
         # None: by shifted copies of [[s1]] when they cost less than a ciphertext per row
         self.by_copies: bool | None = None
 
+    @property
+    def at_epoch_start(self) -> bool:
+        """Between epochs (or before the first): no step of the coming epoch answered, so
+        the job can be resumed from its latest checkpoint."""
+        return self._batch == 0 and self.stage is BureauStage.READY
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
     def accepted(self) -> TrainingAccepted:
         return TrainingAccepted(
             self.plan.job_id, self.private_key.public_key, self.x.shape[1], self.key_proof

@@ -371,3 +371,41 @@ def test_a_first_ctrl_c_finishes_the_epoch_and_the_job_resumes(reference):
         bureau.terminate()
         bureau.wait(30)
     _same_model(model, state, reference)
+
+
+def test_a_bureau_stopped_by_its_operator_lets_the_epoch_finish_and_the_job_resumes(reference):
+    """An operator restarting the bureau (SIGTERM) during an epoch lost every bank's running
+    job: the bureau answers each step once, so a job stopped inside an epoch cannot be
+    resumed. The bureau now lets the epoch under way finish, refuses the next one's first
+    step before doing any of it, and stops; the bank stops with its job resumable, and the
+    resume on the restarted bureau ends with the uninterrupted run's model."""
+    root, city, _, _ = reference
+    state, model = root / "state-stop", root / "model-stop"
+    shutil.copytree(root / "ref-state", state)  # the reference's keys: the same row order
+    bureau, address = _serve(city, state)
+    try:
+        bank = _train(
+            address, city, model, "--data", str(city["bank"]), "--id-column", "uscc", "--label", "y"
+        )
+        job = _wait_for_epoch(model, 1, bank)
+        _wait_for_a_decryption_in(state, job, 1, bank)  # inside the second epoch
+        bureau.send_signal(signal.SIGTERM)
+        assert bureau.wait(120) == 0
+        out, err = bank.communicate(timeout=120)
+        assert bank.returncode == 2, err
+        assert "the bureau is restarting" in err and "paused after epoch 2" in err, err
+        assert f"--resume {job}" in err, err
+        assert json.loads((model / "checkpoint.json").read_text())["epoch"] == 2
+    finally:
+        if bureau.poll() is None:
+            bureau.kill()
+        bureau.wait(30)
+    bureau, address = _serve(city, state)
+    try:
+        resumed = _train(address, city, model, "--resume", job)
+        out, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, err
+    finally:
+        bureau.terminate()
+        bureau.wait(30)
+    _same_model(model, state, reference)

@@ -19,6 +19,7 @@ from protocols.errors import (
     PolicyViolation,
     ProtocolViolation,
     QuotaExceeded,
+    ShuttingDown,
     UnknownSession,
     WrongStage,
     XinrongError,
@@ -52,7 +53,11 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (UnknownSession, grpc.StatusCode.NOT_FOUND),
     (IdentityError, grpc.StatusCode.UNAUTHENTICATED),
     (CallEnded, grpc.StatusCode.CANCELLED),
+    (ShuttingDown, grpc.StatusCode.UNAVAILABLE),
 ]
+# Trailing metadata of a call refused by a stopping bureau before it did any of it: a bare
+# UNAVAILABLE (a server gone mid-call) says nothing of what was done.
+NOTHING_DONE = ("x-xinrong-nothing-done", "1")
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
@@ -71,6 +76,8 @@ def abort_with(context: grpc.ServicerContext, exc: BaseException, quiet: bool = 
         context.abort(code, "internal error in the bureau node; see its log")
     if not quiet:
         log.warning("request refused (%s): %s", code.name, exc)
+    if isinstance(exc, ShuttingDown):
+        context.set_trailing_metadata((NOTHING_DONE,))
     context.abort(code, str(exc))
     raise AssertionError("unreachable")  # context.abort raises
 
@@ -79,6 +86,11 @@ def raise_from_rpc(err: grpc.RpcError, doing: str) -> NoReturn:
     code = err.code() if hasattr(err, "code") else None
     details = err.details() if hasattr(err, "details") else str(err)
     name = code.name if code is not None else "UNKNOWN"
+    trailing = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+    if code is grpc.StatusCode.UNAVAILABLE and NOTHING_DONE in tuple(trailing or ()):
+        stopping = PeerError(f"{doing}: {details}")
+        stopping.status, stopping.nothing_done = name, True
+        raise stopping from None
     if code is grpc.StatusCode.UNAVAILABLE:
         raise PeerError(f"{doing}: the bureau is unreachable ({details})") from None
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -88,4 +100,11 @@ def raise_from_rpc(err: grpc.RpcError, doing: str) -> NoReturn:
     raise exc from None
 
 
-__all__ = ["IdentityError", "IncompatibleRelease", "abort_with", "raise_from_rpc", "status_for"]
+__all__ = [
+    "NOTHING_DONE",
+    "IdentityError",
+    "IncompatibleRelease",
+    "abort_with",
+    "raise_from_rpc",
+    "status_for",
+]
