@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import secrets
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +25,7 @@ from node_runtime.cli_common import (
 )
 from node_runtime.progress import ProgressBars
 from protocols import psi
-from protocols.errors import InputDataError, XinrongError
+from protocols.errors import InputDataError, PeerError, XinrongError
 from protocols.ids import IdType
 
 from .client import DEFAULT_BANK_ID
@@ -32,6 +34,8 @@ from .receipts import add_receipts_parser
 
 if TYPE_CHECKING:
     from .batch import Thresholds
+
+log = logging.getLogger("bank_node")
 
 BANK_ID_HELP = (
     "this bank's name at the bureau (default: the one in the --tls-dir certificate; "
@@ -81,7 +85,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         started.append(started_id)
 
     try:
-        return _train(args, job_id, announce)
+        while True:
+            try:
+                return _train(args, job_id, announce)
+            except PeerError as exc:
+                if not (started and exc.nothing_done and _wait_for_restart(args, job_id, exc)):
+                    raise
+                args.resume = job_id  # the bureau is back: on from the job's checkpoint
     except XinrongError as exc:
         if started:
             exc.args = (f"training job {job_id}: {exc}; {_resume_hint(args, job_id)}",)
@@ -91,6 +101,40 @@ def cmd_train(args: argparse.Namespace) -> int:
             hint = _resume_hint(args, job_id)
             print(f"training job {job_id} interrupted; {hint}", file=sys.stderr)
         raise
+
+
+def _wait_for_restart(args: argparse.Namespace, job_id: str, exc: PeerError) -> bool:
+    """The bureau stops (its operator restarts it) and refused the job's next epoch, or its
+    resume, before doing any of it: wait for it to be back, up to --wait-for-bureau seconds.
+    True: try the resume (again)."""
+    from node_runtime.transport.probe import BureauUnreachable, probe
+
+    from .training import held_job
+
+    if held_job(args.model_dir) != job_id or args.wait_for_bureau <= 0:
+        return False
+    deadline = args.__dict__.setdefault(
+        "_restart_deadline", time.monotonic() + args.wait_for_bureau
+    )
+    if time.monotonic() >= deadline:
+        return False
+    log.warning(  # said even with --quiet: the run may wait minutes
+        "%s: waiting for the bureau to be back (up to %.0f s in all, --wait-for-bureau), "
+        "then resuming the job",
+        exc,
+        args.wait_for_bureau,
+    )
+    time.sleep(RESTART_POLL_SECONDS)  # a stopping bureau still answers, refusing
+    while time.monotonic() < deadline:
+        try:
+            probe(args.bureau, args.tls_dir)
+            return True
+        except BureauUnreachable:
+            time.sleep(RESTART_POLL_SECONDS)
+    return False
+
+
+RESTART_POLL_SECONDS = 5.0
 
 
 def _resume_hint(args: argparse.Namespace, job_id: str) -> str:
@@ -509,6 +553,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JOB_ID",
         help="continue this job from MODEL_DIR/checkpoint.json (after either side restarted); "
         "its data and settings come from the checkpoint",
+    )
+    train.add_argument(
+        "--wait-for-bureau",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="when the bureau is restarted by its operator, the job pauses after its epoch: "
+        "wait up to this long for the bureau to be back and resume it (default 600; 0 stops "
+        "with the --resume command instead)",
     )
     train.add_argument("--model-dir", required=True, help="where the bank's half is written")
     train.add_argument(

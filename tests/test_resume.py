@@ -43,7 +43,7 @@ SETTINGS = [
 ]
 
 
-def _serve(city, state: Path) -> tuple[subprocess.Popen, str]:
+def _serve(city, state: Path, listen: str = "127.0.0.1:0") -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [
             sys.executable,
@@ -57,7 +57,7 @@ def _serve(city, state: Path) -> tuple[subprocess.Popen, str]:
             "--state-dir",
             str(state),
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--insecure",
             "--allow-test-keys",
             "--workers",
@@ -384,9 +384,8 @@ def test_a_bureau_stopped_by_its_operator_lets_the_epoch_finish_and_the_job_resu
     shutil.copytree(root / "ref-state", state)  # the reference's keys: the same row order
     bureau, address = _serve(city, state)
     try:
-        bank = _train(
-            address, city, model, "--data", str(city["bank"]), "--id-column", "uscc", "--label", "y"
-        )
+        bank = _train(address, city, model, "--data", str(city["bank"]), "--id-column", "uscc",
+                      "--label", "y", "--wait-for-bureau", "0")  # fmt: skip
         job = _wait_for_epoch(model, 1, bank)
         _wait_for_a_decryption_in(state, job, 1, bank)  # inside the second epoch
         bureau.send_signal(signal.SIGTERM)
@@ -406,6 +405,34 @@ def test_a_bureau_stopped_by_its_operator_lets_the_epoch_finish_and_the_job_resu
         out, err = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, err
     finally:
+        bureau.terminate()
+        bureau.wait(30)
+    _same_model(model, state, reference)
+
+
+def test_a_bank_waits_for_a_restarted_bureau_and_resumes_on_its_own(reference):
+    """By default the bank waits for a bureau its operator restarts (up to
+    --wait-for-bureau) and resumes the paused job itself: the run ends as an uninterrupted
+    one would, with no command typed."""
+    root, city, _, _ = reference
+    state, model = root / "state-wait", root / "model-wait"
+    shutil.copytree(root / "ref-state", state)
+    bureau, address = _serve(city, state)
+    bank = _train(
+        address, city, model, "--data", str(city["bank"]), "--id-column", "uscc", "--label", "y"
+    )
+    try:
+        job = _wait_for_epoch(model, 1, bank)
+        _wait_for_a_decryption_in(state, job, 1, bank)
+        bureau.send_signal(signal.SIGTERM)
+        assert bureau.wait(120) == 0
+        bureau, _ = _serve(city, state, address)  # the same port, as a restart has it
+        out, err = bank.communicate(timeout=300)
+        assert bank.returncode == 0, err
+        assert "waiting for the bureau to be back" in err, err
+    finally:
+        if bank.poll() is None:
+            bank.kill()
         bureau.terminate()
         bureau.wait(30)
     _same_model(model, state, reference)
