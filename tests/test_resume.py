@@ -364,6 +364,15 @@ def test_a_first_ctrl_c_finishes_the_epoch_and_the_job_resumes(reference):
         assert "finishing this epoch" in err and "stopped after epoch 2, as asked" in err
         assert f"--resume {job}" in err
         assert json.loads((model / "checkpoint.json").read_text())["epoch"] == 2
+    except BaseException:
+        bureau.terminate()
+        raise
+    _resumed_as_the_reference(bureau, address, city, model, state, job, reference)
+
+
+def _resumed_as_the_reference(bureau, address, city, model, state, job, reference) -> None:
+    """``--resume job`` on ``bureau`` ends with the uninterrupted run's model."""
+    try:
         resumed = _train(address, city, model, "--resume", job)
         out, err = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, err
@@ -399,15 +408,7 @@ def test_a_bureau_stopped_by_its_operator_lets_the_epoch_finish_and_the_job_resu
         if bureau.poll() is None:
             bureau.kill()
         bureau.wait(30)
-    bureau, address = _serve(city, state)
-    try:
-        resumed = _train(address, city, model, "--resume", job)
-        out, err = resumed.communicate(timeout=300)
-        assert resumed.returncode == 0, err
-    finally:
-        bureau.terminate()
-        bureau.wait(30)
-    _same_model(model, state, reference)
+    _resumed_as_the_reference(*_serve(city, state), city, model, state, job, reference)
 
 
 def test_a_bank_waits_for_a_restarted_bureau_and_resumes_on_its_own(reference):
