@@ -21,7 +21,7 @@ import numpy as np
 from node_runtime.transport.errors import abort_with
 from protocols import scorecard
 from protocols import vertical_lr as vlr
-from protocols.errors import NotAuthorised
+from protocols.errors import NotAuthorised, PolicyViolation
 from protocols.features import FeatureRecipe
 
 from .audit import AuditLog
@@ -74,9 +74,14 @@ class BureauContext:
     def choose(self, bank_id: str, requested: tuple[str, ...]) -> list[str]:
         """The features a job uses: those asked for (default: all), all of them allowed."""
         allowed = self.access.features(bank_id, self.features.names)
-        denied = [f for f in requested if f in self.features.names and f not in allowed]
-        if denied:
-            raise NotAuthorised(f"bank {bank_id} may not use the bureau features {denied}")
+        # a feature withheld from this bank is answered as one the bureau does not hold: a
+        # review read which features exist (licensed to other banks) from the difference
+        unknown = [f for f in requested if f not in allowed]
+        if unknown:
+            raise PolicyViolation(
+                f"the bureau has no features named {', '.join(unknown)} for bank {bank_id}; "
+                "ask ListFeatures for its catalogue"
+            )
         names = self.features.choose(requested or tuple(allowed))
         if not names:
             raise NotAuthorised(f"bank {bank_id} may use none of the bureau's features")

@@ -88,20 +88,26 @@ def test_features_are_limited_per_bank(node, tmp_path, monkeypatch):
     import bank_node.training
 
     monkeypatch.setattr(bank_node.training, "check_bureau_features", lambda *a: None)
-    with pytest.raises(PeerError, match="PERMISSION_DENIED.*may not use"):
-        train_job(
-            address,
-            node.city["bank"],
-            "uscc",
-            "y",
-            tmp_path / "m",
-            "bank-a",
-            bureau_features=["industry"],
-            key_bits=768,
-            allow_test_keys=True,
-            workers=0,
-            quiet=True,
-        )
+    # a withheld feature is answered as one the bureau does not hold: a review enumerated
+    # the features licensed to other banks from the difference
+    answers = []
+    for name in ("industry", "no_such_feature"):
+        with pytest.raises(PeerError, match="FAILED_PRECONDITION.*has no features named") as err:
+            train_job(
+                address,
+                node.city["bank"],
+                "uscc",
+                "y",
+                tmp_path / "m",
+                "bank-a",
+                bureau_features=[name],
+                key_bits=768,
+                allow_test_keys=True,
+                workers=0,
+                quiet=True,
+            )
+        answers.append(str(err.value).split("bureau answered ", 1)[1].replace(name, "NAME"))
+    assert answers[0] == answers[1]
     summary = train_job(
         address,
         node.city["bank"],
