@@ -81,6 +81,9 @@ daily_iv_requests = 2
 max_models = 2
 max_models_per_session = 1
 
+[banks.bank-shelf-resume]        # one model kept or training at most
+max_models = 1
+
 [banks.bank-small-quota]         # scores fewer rows a day than its sessions hold
 daily_scored = 100
 max_models_per_session = 1
@@ -284,6 +287,28 @@ def test_policy_a_bank_keeps_a_bounded_number_of_models(node, city):
         (shelf / f"{0:032x}.json").unlink()  # the bank deleted one
         # the refusal charged nothing: the session's one model is still there to start
         assert _start(connection, session, 21) is grpc.StatusCode.OK
+
+
+def test_policy_a_resumed_job_counts_against_the_banks_models(node, city):
+    """A review waited for a restart, when its running job was on disk only, started a
+    second job (admitted: one job in memory is none), then resumed the first: two models
+    under a limit of one. The resume is refused too, and stays possible."""
+    with BureauConnection(_address(node), "bank-shelf-resume") as connection:
+        first, second = (run_psi(connection, _bank_ids(city), psi.Reveal.BOTH) for _ in "ab")
+        assert _start(connection, first, 40) is grpc.StatusCode.OK
+        assert _start(connection, second, 41) is grpc.StatusCode.RESOURCE_EXHAUSTED
+        node.training.jobs.remove(f"{40:032x}")  # a restart: the job is on disk only
+        assert _start(connection, second, 41) is grpc.StatusCode.OK
+        with pytest.raises(grpc.RpcError) as err:
+            connection.training.ResumeTraining(
+                pb.ResumeRequest(job_id=f"{40:032x}", epoch=0),
+                timeout=60,
+                metadata=connection.metadata,
+            )
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_models, 1" in err.value.details() and "then resume the job" in err.value.details()
+    ledger = node.training._load_ledger("bank-shelf-resume", f"{40:032x}")
+    assert ledger is not None and ledger["state"] == "running"
 
 
 def test_policy_a_bank_lists_and_deletes_its_own_models_and_no_other(
