@@ -25,7 +25,7 @@ import numpy as np
 from node_runtime.transport import model_codec as codec
 from protocols import binning
 from protocols import paillier as he
-from protocols.errors import PolicyViolation, ProtocolViolation
+from protocols.errors import PolicyViolation, ProtocolViolation, QuotaExceeded
 from xinrong.v1 import model_pb2 as pb
 from xinrong.v1 import model_pb2_grpc
 
@@ -94,9 +94,13 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                     # the session first: a request refused for a used session costs no budget;
                     # then the charge, for every feature named, before any is binned
                     self.ctx.store.use_session_once(bank_id, chunk.psi_session_id, "binned")
-                    self.ctx.access.charge_all(
-                        bank_id, {"daily_iv_requests": 1, "iv_rho_per_day": spent}
-                    )
+                    try:
+                        self.ctx.access.charge_all(
+                            bank_id, {"daily_iv_requests": 1, "iv_rho_per_day": spent}
+                        )
+                    except QuotaExceeded:
+                        self.ctx.store.release_session_use(chunk.psi_session_id, "binned")
+                        raise
                     charged = {"rho": spent, "features_charged": len(names)}
                     columns = self._bins(names, ids, chunk.max_bins, min_count)
                     sums = [[he.mpz(1)] * bins.count for bins in columns]

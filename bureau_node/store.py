@@ -506,6 +506,11 @@ class BureauStore:
             ) from None
         os.close(fd)
 
+    def release_session_use(self, session_id: str, purpose: str) -> None:
+        """Undo ``use_session_once`` for a request refused before it used the session (a
+        quota): a review's refused IV request had burnt its PSI session for good."""
+        (self.root / "sessions" / f"{session_id}.{purpose}").unlink(missing_ok=True)
+
     def count_session_use(self, bank_id: str, session_id: str, purpose: str, limit: int) -> int:
         """Count one more use of a PSI session for ``purpose`` (a trained model), refused
         beyond ``limit``: each model on the same rows gives the bank another view of them."""

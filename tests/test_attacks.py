@@ -1247,10 +1247,14 @@ def test_iv_a_request_beyond_the_budget_is_refused_before_the_labels_are_encrypt
     monkeypatch.setattr(node.access, "charge_all", charged)
     monkeypatch.setattr(he.OwnerEncryptor, "encrypt_many", counted)
     monkeypatch.setattr(toolkit, "LABELS_PER_CHUNK", 100)
+    sessions = node.store.root / "sessions"
+    used = set(sessions.glob("*.binned"))
     with pytest.raises(PeerError, match="RESOURCE_EXHAUSTED.*daily_iv_requests"):
         iv_job(_address(node), city["bank"], "uscc", "y", tmp_path / "b.csv", "bank-one-iv", **run)
     # of about 1,500 labels, only the chunks gRPC took ahead before the refusal came back
     assert sum(encrypted) <= first["matched"] // 3, encrypted
+    # and the refused request left its PSI session usable tomorrow (a review's was burnt)
+    assert set(sessions.glob("*.binned")) == used
 
 
 def test_iv_labels_stop_quietly_when_the_refused_calls_workers_are_cancelled():
