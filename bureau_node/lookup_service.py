@@ -30,7 +30,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from protocols import lookup
+from protocols import group, lookup
 from protocols.errors import ProtocolViolation, StaleKeyEpoch
 from xinrong.v1 import lookup_pb2 as pb
 from xinrong.v1 import lookup_pb2_grpc
@@ -126,6 +126,9 @@ class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
                 f"the bank asked for key epoch {request.key_epoch}; the bureau's is now "
                 f"{epoch}: list the tables again and download their new versions"
             )
+        # a malformed request is refused before it is charged (a review's three refused
+        # calls had each been charged, and recorded OK beside the refusal)
+        group.check_points(request.points, "blinded point")
         self.ctx.access.charge(bank_id, "daily_lookup_ids", count)
         # on record before any answer: every point that reached the key is counted
         self.ctx.record(bank_id, "lookup", "OK", points=count, key_epoch=epoch)

@@ -58,6 +58,19 @@ def split_points(chunk: bytes, what: str = "point") -> list[bytes]:
     return [chunk[i : i + POINT_BYTES] for i in range(0, len(chunk), POINT_BYTES)]
 
 
+IDENTITY = bytes(POINT_BYTES)
+
+
+def check_points(chunk: bytes, what: str = "point") -> None:
+    """Every point of the chunk a canonical encoding of a group element other than the
+    identity (libsodium's check, about a tenth of an exponentiation): what a party checks
+    before it charges for, or spends its key on, points it received."""
+    valid = rbcl.crypto_core_ristretto255_is_valid_point
+    for i, point in enumerate(split_points(chunk, what)):
+        if point == IDENTITY or not valid(point):
+            raise InvalidGroupElement(i, what)
+
+
 def hash_ids(identifiers: Sequence[bytes]) -> bytes:
     """H(x) for each identifier, as one chunk."""
     return b"".join(hash_to_group(x) for x in identifiers)

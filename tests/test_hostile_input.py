@@ -1,0 +1,69 @@
+"""Messages a bank should never send, each against a real bureau node over loopback gRPC:
+refused with a precise status before anything is charged or kept, and no stream held open
+by them. (A review, 2026-12-01, sent each of these.)"""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from bank_node.client import BureauConnection
+from bureau_node.audit import AuditLog
+from bureau_node.server import BureauNode
+from protocols import group
+from protocols import vertical_lr as vlr
+from xinrong.synthetic import generate_city, write_city
+from xinrong.v1 import lookup_pb2 as lpb
+
+BANK = "bank-h"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    city = write_city(generate_city(2000, 500, seed=31), root / "city")
+    with BureauNode(
+        city["bureau"],
+        "uscc",
+        root / "state",
+        workers=0,
+        training_limits=vlr.TrainingLimits(allow_test_keys=True),
+    ) as bureau:
+        bureau.start("127.0.0.1:0")
+        yield bureau
+
+
+def _connect(node: BureauNode) -> BureauConnection:
+    return BureauConnection(f"127.0.0.1:{node.port}", BANK)
+
+
+def _usage(node: BureauNode) -> dict[str, float]:
+    node.access.flush()
+    files = sorted((node.access.root / BANK).glob("usage-*.json"))
+    return json.loads(files[-1].read_text()) if files else {}
+
+
+def test_lookup_points_that_are_not_group_elements_are_refused_before_the_charge(node):
+    """Three requests of malformed points (the identity, a non-canonical string, a valid
+    point beside the identity) were each refused, but charged to the day's lookups and
+    recorded OK beside the refusal. Now refused first: nothing charged, one record each."""
+    before = len(AuditLog(node.store.root).records())
+    good = group.hash_to_group(b"an enterprise")
+    with _connect(node) as connection:
+        epoch = connection.lookup.ListTables(
+            lpb.ListTablesRequest(), metadata=connection.metadata, timeout=30
+        ).key_epoch
+        for points in (group.IDENTITY, b"\xff" * 32, good + group.IDENTITY):
+            with pytest.raises(grpc.RpcError) as err:
+                connection.lookup.Evaluate(
+                    lpb.BlindedPoints(key_epoch=epoch, points=points),
+                    metadata=connection.metadata,
+                    timeout=30,
+                )
+            assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert "not a valid Ristretto255 element" in err.value.details()
+    assert _usage(node).get("daily_lookup_ids", 0) == 0
+    outcomes = [(r["event"], r["outcome"]) for r in AuditLog(node.store.root).records()[before:]]
+    assert outcomes == [("lookup", "INVALID_ARGUMENT")] * 3
