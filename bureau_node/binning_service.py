@@ -111,6 +111,8 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                     raise ProtocolViolation("chunks of labels arrived out of order")
                 assert key is not None
                 parsed = he.ciphertexts_from_bytes(chunk.labels, key)
+                if not parsed and chunk is not first:  # kept the stream open, doing nothing
+                    raise ProtocolViolation("an empty chunk of labels after the first")
                 if received + len(parsed) > total:
                     raise ProtocolViolation("more labels than announced")
                 for bins, feature_sums in zip(columns, sums, strict=True):

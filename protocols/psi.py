@@ -303,6 +303,10 @@ class BureauPsiSession:
         self._expect(BureauStage.EXPONENTIATED)
         try:
             tags = tags_of(msg.tags)
+            if tags.size == 0 and self._matched_positions:
+                # an empty intersection is one empty chunk; more of them only keep a stream
+                # (and its server thread) open without progress
+                raise ProtocolViolation("an empty chunk of matched tags after the first")
             if tags.size > self.limits.max_chunk:
                 raise ProtocolViolation(
                     f"chunk of {tags.size} matched tags exceeds the limit of "

@@ -9,13 +9,18 @@ import json
 import grpc
 import pytest
 
-from bank_node.client import BureauConnection
+from bank_node.client import BureauConnection, run_psi
+from bank_node.toolkit import _label_chunks
 from bureau_node.audit import AuditLog
 from bureau_node.server import BureauNode
-from protocols import group
+from node_runtime import tables
+from protocols import group, psi
+from protocols import paillier as he
 from protocols import vertical_lr as vlr
+from protocols.ids import IdType, prepare_ids
 from xinrong.synthetic import generate_city, write_city
 from xinrong.v1 import lookup_pb2 as lpb
+from xinrong.v1 import model_pb2 as pb
 
 BANK = "bank-h"
 
@@ -24,6 +29,7 @@ BANK = "bank-h"
 def node(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     city = write_city(generate_city(2000, 500, seed=31), root / "city")
+    ids = tables.read_table(city["bank"], "uscc", columns=[]).column("uscc")
     with BureauNode(
         city["bureau"],
         "uscc",
@@ -32,6 +38,7 @@ def node(tmp_path_factory):
         training_limits=vlr.TrainingLimits(allow_test_keys=True),
     ) as bureau:
         bureau.start("127.0.0.1:0")
+        bureau.bank_ids = prepare_ids(ids, IdType.USCC).ids  # type: ignore[attr-defined]
         yield bureau
 
 
@@ -67,3 +74,22 @@ def test_lookup_points_that_are_not_group_elements_are_refused_before_the_charge
     assert _usage(node).get("daily_lookup_ids", 0) == 0
     outcomes = [(r["event"], r["outcome"]) for r in AuditLog(node.store.root).records()[before:]]
     assert outcomes == [("lookup", "INVALID_ARGUMENT")] * 3
+
+
+def test_an_empty_chunk_of_labels_after_the_first_ends_the_iv_request(node):
+    """A review kept an IV stream open past the bureau's idle limit, doing nothing, with an
+    empty chunk of labels now and then. Only the first chunk (the settings) may be empty."""
+    public, private = he.generate_keypair(768, allow_test_keys=True)
+    with _connect(node) as connection:
+        session = run_psi(connection, node.bank_ids, psi.Reveal.BOTH)
+        total = len(session.matched_ids)
+        labels = he.OwnerEncryptor(private).encrypt([0] * 10)
+        settings, ten = _label_chunks(session.session_id, public, he.prove_key(private),
+                                      labels, 10, 50, [], total)  # fmt: skip
+        empty = pb.EncryptedLabels(offset=10, total=total, labels=b"")
+        with pytest.raises(grpc.RpcError) as err:
+            connection.binning.BinLabels(
+                iter([settings, ten, empty]), metadata=connection.metadata, timeout=60
+            )
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "empty chunk of labels" in err.value.details()

@@ -217,6 +217,22 @@ def test_bureau_rejects_unknown_and_repeated_matched_tags():
         bureau.receive_matched(psi.MatchedTags(bureau.session_id, b"\x00" * 7))
 
 
+def test_an_empty_chunk_of_matched_tags_is_taken_only_as_the_first():
+    """A review kept a reveal stream (and its server thread) open for as long as it liked
+    by sending an empty chunk now and then. An empty intersection is one empty chunk."""
+    table = make_table(["a", "b"])
+    for first in (b"", table.sorted_tags[:1].tobytes()):
+        bureau = psi.BureauPsiSession(table, psi.PsiRequest(2, psi.Reveal.BOTH))
+        bureau.stage = psi.BureauStage.EXPONENTIATED
+        bureau.receive_matched(psi.MatchedTags(bureau.session_id, first))
+        with pytest.raises(ProtocolViolation, match="empty chunk of matched tags"):
+            bureau.receive_matched(psi.MatchedTags(bureau.session_id, b""))
+    bureau = psi.BureauPsiSession(table, psi.PsiRequest(2, psi.Reveal.BOTH))
+    bureau.stage = psi.BureauStage.EXPONENTIATED
+    bureau.receive_matched(psi.MatchedTags(bureau.session_id, b""))
+    assert bureau.finish_reveal().matched == 0
+
+
 def test_bureau_policy_limits():
     table = make_table(["a", "b"])
     with pytest.raises(PolicyViolation, match="at most 5"):
