@@ -133,6 +133,13 @@ class BureauContext:
         model kept before a feature was marked public would otherwise be served on), or
         the exposure limit was changed (a model kept under a looser one stayed served)."""
         recipe = FeatureRecipe.from_json(model["recipe"])
+        allowed = set(self.access.features(bank_id, self.features.names))
+        withheld = [n for n in recipe.names if n not in allowed]
+        if withheld:  # the bank trained on them: naming them tells it nothing new
+            raise NotAuthorised(
+                f"model {model['model_id']} uses bureau features bank {bank_id} may no longer "
+                f"use ({', '.join(withheld)}): it is not served; train a new model"
+            )
         self.choose_for_model(bank_id, tuple(recipe.names))
         limit = self.limits_for(bank_id).max_feature_exposure
         carded = "scorecard" in model
