@@ -4,6 +4,7 @@ federated information value. One TOML file, validated at start.
 
     [defaults]                       # optional; every key below may also be set per bank
     daily_psi_ids = 2_000_000        # IDs a bank may send to PSI per UTC day
+    daily_psi_sessions = 100         # PSI sessions a bank may open per UTC day
     daily_scored = 200_000           # rows a bank may score per UTC day (training rows too)
     daily_lookup_ids = 200_000       # IDs a bank may look up privately per UTC day
     daily_iv_requests = 20           # information-value requests per UTC day
@@ -48,6 +49,7 @@ DATA_PRODUCTS = ("size_class", "headcount", "watch", "registration")
 
 COUNT_KEYS = {
     "daily_psi_ids",
+    "daily_psi_sessions",
     "daily_scored",
     "daily_lookup_ids",
     "daily_iv_requests",
@@ -66,6 +68,9 @@ LIMIT_KEYS = COUNT_KEYS | RHO_KEYS
 BANK_KEYS = LIMIT_KEYS | {"features", "products"}
 DEFAULTS: dict[str, Any] = {
     "daily_psi_ids": 10_000_000,
+    # each session may download the bureau's whole tag table (8 bytes an enterprise) twice:
+    # a review's sessions of one ID each made the bureau stream 40 tables for 20 IDs
+    "daily_psi_sessions": 100,
     "daily_scored": 1_000_000,
     "daily_lookup_ids": 200_000,  # IDs a bank may look up privately (products, scores)
     "daily_iv_requests": 20,
@@ -95,6 +100,7 @@ class BankPolicy:
     bank_id: str
     features: tuple[str, ...] | None  # None: every feature
     daily_psi_ids: int
+    daily_psi_sessions: int
     daily_scored: int
     daily_lookup_ids: int
     daily_iv_requests: int

@@ -116,18 +116,26 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
             psi.check_request(psi_request, self.limits)
             if psi_request.bank_set_size == 0:  # it would only fetch the bureau's tags
                 raise ProtocolViolation("a PSI session needs at least one of the bank's IDs")
-            self.access.charge(bank_id, "daily_psi_ids", psi_request.bank_set_size)
+            charged: dict[str, float] = {
+                "daily_psi_ids": psi_request.bank_set_size,
+                "daily_psi_sessions": 1,
+            }
+            self.access.charge_all(bank_id, charged)
             table = None
             last = 0.0
-            for item in self.store.prepare_bank(bank_id, self.executor):
-                if isinstance(item, psi.BureauTagTable):
-                    table = item
-                elif time.monotonic() - last > PROGRESS_EVERY:
-                    last = time.monotonic()
-                    done, total = item
-                    yield pb.OpenSessionUpdate(
-                        progress=pb.PreparationProgress(done=done, total=total)
-                    )
+            try:
+                for item in self.store.prepare_bank(bank_id, self.executor):
+                    if isinstance(item, psi.BureauTagTable):
+                        table = item
+                    elif time.monotonic() - last > PROGRESS_EVERY:
+                        last = time.monotonic()
+                        done, total = item
+                        yield pb.OpenSessionUpdate(
+                            progress=pb.PreparationProgress(done=done, total=total)
+                        )
+            except GeneratorExit:  # the bank hung up while the bureau prepared: charged
+                self._note(bank_id, "psi_opened", "CANCELLED", bank_ids=psi_request.bank_set_size)
+                raise
             assert table is not None
             floor = max(self.limits.min_intersection, self.access.policy(bank_id).min_intersection)
             limits = dataclasses.replace(self.limits, min_intersection=floor)

@@ -287,8 +287,9 @@ class BureauPsiSession:
             )
 
     def tags(self, chunk: int = MAX_CHUNK) -> Iterator[BureauTags]:
-        """The bureau's sorted tag table, in chunks. Allowed at any stage but FAILED."""
-        self._expect(BureauStage.OPEN, BureauStage.EXPONENTIATED, BureauStage.REVEALED)
+        """The bureau's sorted tag table, in chunks: once the bank's blinded IDs are all in
+        (a review fetched whole tables from sessions that never sent one)."""
+        self._expect(BureauStage.EXPONENTIATED, BureauStage.REVEALED)
         data = self.table.sorted_tags
         for start, stop in chunk_offsets(data.size, chunk):
             yield BureauTags(self.session_id, start, data[start:stop].tobytes())

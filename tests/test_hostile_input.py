@@ -5,6 +5,7 @@ by them. (A review, 2026-12-01, sent each of these.)"""
 from __future__ import annotations
 
 import json
+import time
 
 import grpc
 import pytest
@@ -17,17 +18,25 @@ from node_runtime import tables
 from protocols import group, psi
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
+from protocols.errors import PeerError
 from protocols.ids import IdType, prepare_ids
 from xinrong.synthetic import generate_city, write_city
 from xinrong.v1 import lookup_pb2 as lpb
 from xinrong.v1 import model_pb2 as pb
 
 BANK = "bank-h"
+CONFIG = """
+[banks.bank-h]
+
+[banks.bank-few-sessions]
+daily_psi_sessions = 2
+"""
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
+    (root / "bureau.toml").write_text(CONFIG)
     city = write_city(generate_city(2000, 500, seed=31), root / "city")
     ids = tables.read_table(city["bank"], "uscc", columns=[]).column("uscc")
     with BureauNode(
@@ -36,19 +45,20 @@ def node(tmp_path_factory):
         root / "state",
         workers=0,
         training_limits=vlr.TrainingLimits(allow_test_keys=True),
+        config=root / "bureau.toml",
     ) as bureau:
         bureau.start("127.0.0.1:0")
         bureau.bank_ids = prepare_ids(ids, IdType.USCC).ids  # type: ignore[attr-defined]
         yield bureau
 
 
-def _connect(node: BureauNode) -> BureauConnection:
-    return BureauConnection(f"127.0.0.1:{node.port}", BANK)
+def _connect(node: BureauNode, bank: str = BANK) -> BureauConnection:
+    return BureauConnection(f"127.0.0.1:{node.port}", bank)
 
 
-def _usage(node: BureauNode) -> dict[str, float]:
+def _usage(node: BureauNode, bank: str = BANK) -> dict[str, float]:
     node.access.flush()
-    files = sorted((node.access.root / BANK).glob("usage-*.json"))
+    files = sorted((node.access.root / bank).glob("usage-*.json"))
     return json.loads(files[-1].read_text()) if files else {}
 
 
@@ -93,3 +103,45 @@ def test_an_empty_chunk_of_labels_after_the_first_ends_the_iv_request(node):
             )
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "empty chunk of labels" in err.value.details()
+
+
+def test_psi_sessions_a_day_are_counted(node):
+    """Each session may download the bureau's whole tag table: a review's sessions of one ID
+    each made it stream 40 tables for 20 IDs. Sessions a bank opens a day are a quota."""
+    with _connect(node, "bank-few-sessions") as connection:
+        for _ in range(2):
+            run_psi(connection, node.bank_ids[:50], psi.Reveal.BANK)
+        with pytest.raises(PeerError, match="RESOURCE_EXHAUSTED.*2 daily_psi_sessions"):
+            run_psi(connection, node.bank_ids[:50], psi.Reveal.BANK)
+    assert _usage(node, "bank-few-sessions") == {"daily_psi_ids": 100, "daily_psi_sessions": 2}
+
+
+def test_a_bank_hanging_up_while_the_bureau_prepares_is_on_record(node, monkeypatch):
+    """The first session of a key epoch waits minutes for the bureau's preparation at ten
+    million enterprises, and is charged first. A review hung up meanwhile: charged, with no
+    session and nothing on record. The charge is on record now, as cancelled."""
+    from node_runtime.transport import codec as psi_codec
+
+    real = node.store.prepare_bank
+
+    def slow(bank_id, executor=None):
+        for done in range(50):
+            time.sleep(0.1)
+            yield (done, 50)
+        yield from real(bank_id, executor)
+
+    monkeypatch.setattr(node.store, "prepare_bank", slow)
+    before = len(AuditLog(node.store.root).records())
+    request = psi_codec.psi_request_to_proto(psi.PsiRequest(40, psi.Reveal.BOTH))
+    with _connect(node) as connection:
+        call = connection.psi.OpenSession(request, metadata=connection.metadata, timeout=60)
+        assert next(call).WhichOneof("update") == "progress"
+        call.cancel()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        records = AuditLog(node.store.root).records()[before:]
+        if records:
+            break
+        time.sleep(0.1)
+    assert [(r["event"], r["outcome"]) for r in records] == [("psi_opened", "CANCELLED")]
+    assert json.loads(records[0]["details"]) == {"bank_ids": 40}

@@ -233,6 +233,19 @@ def test_an_empty_chunk_of_matched_tags_is_taken_only_as_the_first():
     assert bureau.finish_reveal().matched == 0
 
 
+def test_the_bureaus_tags_only_after_the_banks_blinded_ids(opened):
+    """A review opened sessions of one ID, sent none, and downloaded the bureau's whole tag
+    table twice from each: 40 tables for 20 IDs. Tags follow the blinded IDs now (and the
+    sessions a bank opens a day are counted: ``daily_psi_sessions``)."""
+    bank, bureau = opened
+    with pytest.raises(WrongStage):
+        next(bureau.tags())
+    for message in bank.blinded_ids():
+        bureau.exponentiate(message).result()
+    bureau.blinded_stream_ended()
+    assert b"".join(t.tags for t in bureau.tags()) == bureau.table.sorted_tags.tobytes()
+
+
 def test_bureau_policy_limits():
     table = make_table(["a", "b"])
     with pytest.raises(PolicyViolation, match="at most 5"):
@@ -268,6 +281,7 @@ def test_bank_rejects_a_bureau_answer_outside_the_group(opened):
     bad = bytes.fromhex("00ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")
     bank.receive_exponentiated(psi.ExponentiatedIds(bank.session_id, 0, bad + valid_points(1)))
     bank.receive_exponentiated(psi.ExponentiatedIds(bank.session_id, 2, valid_points(1)))
+    bureau.stage = psi.BureauStage.EXPONENTIATED
     for tags in bureau.tags():
         bank.receive_bureau_tags(tags)
     with pytest.raises(InvalidGroupElement, match="exponentiated ID #0"):
