@@ -128,6 +128,10 @@ class LookupClient:
             if not re.fullmatch(r"[0-9a-f]{64}", answer.bureau_id):
                 raise ProtocolViolation("the bureau's ID is not 64 hexadecimal digits")
             self.directory = self.root / f"{answer.bureau_id[:32]}-{self.connection.bank_id}"
+            for t in answer.tables:  # before a download is sized or timed by these numbers
+                lookup.check_table_size(
+                    t.entries, t.payload_bytes, f"the bureau's {t.product!r} table"
+                )
             self._catalogue = {
                 t.product: TableInfo(
                     t.product,

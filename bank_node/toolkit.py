@@ -362,6 +362,12 @@ def _bureau_feature(
         raise ProtocolViolation(f"feature {feature.name!r}: slot width {feature.slot_bits}")
     if not -1 <= feature.missing_bin < count:
         raise ProtocolViolation(f"feature {feature.name!r}: no bin {feature.missing_bin}")
+    # free text from the bureau that goes into the IV table's CSV: only the two kinds there are
+    if feature.kind not in ("numeric", "category"):
+        raise ProtocolViolation(
+            f"feature {feature.name!r}: kind {feature.kind[:40]!r} is neither 'numeric' nor "
+            "'category'"
+        )
     packed = he.ciphertexts_from_bytes(feature.sums, public_key)
     slots = he.unpack_sums(packed, private_key, feature.slot_bits, count)
     totals = [int(t) for t in feature.totals]

@@ -194,6 +194,29 @@ def sealed_bytes(payload_bytes: int) -> int:
     return payload_bytes + AEAD_OVERHEAD
 
 
+# The bank holds a whole table in memory (tag, sealed entry and revision per enterprise): a
+# city's registry is a few million enterprises of tens of bytes each. A bureau announcing
+# more is refused before anything is allocated, as PSI refuses a larger set.
+MAX_TABLE_ENTRIES = psi.MAX_BUREAU_SET_SIZE
+MAX_TABLE_BYTES = 4 << 30
+
+
+def check_table_size(entries: int, payload_bytes: int, what: str) -> None:
+    """Refuse a table (``what``: which, for the message) the bank could not hold."""
+    if not 0 <= payload_bytes <= MAX_PAYLOAD_BYTES:
+        raise ProtocolViolation(
+            f"{what}: a payload length of {payload_bytes} is out of range "
+            f"(0 to {MAX_PAYLOAD_BYTES} bytes)"
+        )
+    width = LOOKUP_TAG_BYTES + sealed_bytes(payload_bytes) + REVISION.itemsize
+    if not 0 <= entries <= MAX_TABLE_ENTRIES or entries * width > MAX_TABLE_BYTES:
+        raise ProtocolViolation(
+            f"{what} is announced with {entries:,} entries of {payload_bytes} bytes; the bank "
+            f"takes at most {MAX_TABLE_ENTRIES:,} entries and {MAX_TABLE_BYTES >> 30} GiB in "
+            "all: ask the bureau's operator what it serves"
+        )
+
+
 def seal_chunk(
     points: bytes, payloads: bytes, revisions: bytes, payload_bytes: int, product: str, epoch: int
 ) -> tuple[bytes, bytes]:
@@ -252,8 +275,7 @@ class LookupTable:
         """Assemble and check a table (or a delta) from chunks as they came from the bureau:
         contiguous, the announced size, tags strictly ascending, revisions in range."""
         version.check()
-        if not 0 <= payload_bytes <= MAX_PAYLOAD_BYTES:
-            raise ProtocolViolation(f"a payload length of {payload_bytes} is out of range")
+        check_table_size(total, payload_bytes, f"the {version.product} table")
         width = sealed_bytes(payload_bytes)
         tags = np.empty(total, dtype=TAG_ORDER)
         sealed = np.empty((total, width), dtype=np.uint8)
@@ -306,14 +328,16 @@ class LookupTable:
         native = self.tags.astype(np.uint64)
         gone = np.frombuffer(removed, dtype=TAG_ORDER).astype(np.uint64)
         keep = ~np.isin(native, gone) & ~np.isin(native, delta.tags.astype(np.uint64))
-        tags = np.concatenate([self.tags[keep], delta.tags])
+        # concatenate gives native byte order: cast back, or the kept copy no longer loads
+        tags = np.concatenate([self.tags[keep], delta.tags]).astype(TAG_ORDER, copy=False)
         order = np.argsort(tags, kind="stable")
+        revisions = np.concatenate([self.revisions[keep], delta.revisions])
         return LookupTable(
             delta.version,
             self.payload_bytes,
             tags[order],
             np.concatenate([self.sealed[keep], delta.sealed])[order],
-            np.concatenate([self.revisions[keep], delta.revisions])[order],
+            revisions.astype(REVISION, copy=False)[order],
         )
 
     def find(self, points: Sequence[bytes]) -> np.ndarray:

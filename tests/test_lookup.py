@@ -235,3 +235,26 @@ def test_points_sent_again_are_blinded_again_and_open_the_same_entries():
     assert again != query.points and len(again) == len(query.points)
     answered = oprf.unblind_again(extra, oprf.evaluate(key, again, 10))
     assert oprf.unblind(query, answered) == direct
+
+
+def test_a_table_larger_than_the_bank_can_hold_is_refused_before_any_memory_is_taken():
+    """A hostile bureau announced a table of 2**40 entries: the bank allocated for them before
+    the first chunk came and died of a MemoryError. Now the size is refused, named."""
+    with pytest.raises(ProtocolViolation, match="1,099,511,627,776 entries"):
+        LookupTable.from_chunks(TableVersion("watch", 1, 7), 4, 2**40, [])
+    # within the count, but entries of the largest payload would take 200 GB
+    with pytest.raises(ProtocolViolation, match="50,000,000 entries of 4096 bytes"):
+        LookupTable.from_chunks(TableVersion("watch", 1, 7), 4096, 50_000_000, [])
+    assert LookupTable.from_chunks(TableVersion("watch", 1, 7), 4, 0, []).tags.size == 0
+
+
+def test_an_updated_table_keeps_its_tags_in_tag_order():
+    """A monthly update merged the kept tags with the new ones, and numpy 2 gave them native
+    byte order: the saved table no longer matched TAG_ORDER and was downloaded again at the
+    next run. Tags and revisions now keep their dtypes through an update."""
+    points = [group.hash_to_group(b"id-%d" % i) for i in range(3)]
+    old = _table([(points[0], b"aaaa", 1), (points[1], b"bbbb", 1)], 1)
+    delta = _table([(points[1], b"BBBB", 2), (points[2], b"cccc", 2)], 2)
+    updated = old.updated(delta, b"")
+    assert updated.tags.dtype == TAG_ORDER and updated.revisions.dtype == REVISION
+    assert updated.open(points) == [b"aaaa", b"BBBB", b"cccc"]

@@ -638,3 +638,86 @@ def test_data_products_for_a_client_file_are_the_bureaus_payloads(city, bureau, 
     with pytest.raises(InputDataError, match="no table 'watch'"):
         lookup_job(address, path, "uscc", ["watch"], tmp_path / "b.csv", "bank-b")
     lookup_job(address, path, "uscc", ["size_class"], tmp_path / "b.csv", "bank-b")
+
+
+class _ScriptedLookup:
+    """A bureau's lookup service as a test scripts it: one ``watch`` table of ``entries``
+    at ``version``, and the chunks it sends for each ``since_version``."""
+
+    def __init__(self, entries: int, version: int, chunks: dict[int, list]) -> None:
+        self.entries, self.version, self.chunks = entries, version, chunks
+        self.fetched: list[int] = []  # since_version of every FetchTable call
+
+    def ListTables(self, request, timeout, metadata):  # noqa: ANN001, N802
+        info = lookup_pb2.TableInfo(
+            product="watch", version=self.version, key_epoch=7, data_date="2026-01-01",
+            entries=self.entries, payload_bytes=4,
+        )  # fmt: skip
+        return lookup_pb2.TableCatalogue(
+            key_epoch=7, max_points=1024, tables=[info], bureau_id="ab" * 32, max_streams=0
+        )
+
+    def FetchTable(self, request, timeout, metadata):  # noqa: ANN001, N802
+        self.fetched.append(request.since_version)
+        return iter(self.chunks[request.since_version])
+
+
+def _scripted_client(service: _ScriptedLookup, tables_dir: Path) -> LookupClient:
+    connection = type("Connection", (), {"lookup": service, "metadata": (), "bank_id": "bank-a"})
+    return LookupClient(connection, tables_dir=tables_dir)  # type: ignore[arg-type]
+
+
+def _sealed_chunk(entries: list[tuple[bytes, bytes, int]], since: int, removed: bytes = b""):
+    """The bureau's one chunk of ``(point, payload, revision)`` entries, sorted by tag."""
+    revisions = np.array([r for _, _, r in entries], lookup.REVISION)
+    tags, sealed = lookup.seal_chunk(
+        b"".join(p for p, _, _ in entries), b"".join(q for _, q, _ in entries),
+        revisions.tobytes(), 4, "watch", 7,
+    )  # fmt: skip
+    order = np.argsort(np.frombuffer(tags, lookup.TAG_ORDER), kind="stable")
+    return lookup_pb2.TableChunk(
+        offset=0,
+        total=len(entries),
+        tags=np.frombuffer(tags, lookup.TAG_ORDER)[order].tobytes(),
+        sealed=np.frombuffer(sealed, np.uint8).reshape(len(entries), 20)[order].tobytes(),
+        revisions=revisions[order].tobytes(),
+        since_version=since,
+        removed=removed,
+    )
+
+
+def test_a_table_updated_once_is_kept_and_not_downloaded_again(tmp_path):
+    """A bank's lookups ran monthly: each month's update was saved with its tags in the
+    wrong byte order, refused at the next run, and the whole table downloaded again. Now
+    the updated table is kept: the next run opens it without a download."""
+    points = [group.hash_to_group(b"id-%d" % i) for i in range(4)]
+    first = [(points[0], b"aaaa", 1), (points[1], b"bbbb", 1), (points[2], b"cccc", 1)]
+    changed = [(points[1], b"BBBB", 2), (points[3], b"dddd", 2)]  # and points[2] left
+    service = _ScriptedLookup(3, 1, {0: [_sealed_chunk(first, 0)]})
+    client = _scripted_client(service, tmp_path)
+    assert client.table("watch").open(points) == [b"aaaa", b"bbbb", b"cccc", None]
+    service.version, service.entries = 2, 3
+    service.chunks[1] = [_sealed_chunk(changed, 1, lookup.lookup_tag(points[2]))]
+    client.catalogue(refresh=True)
+    assert client.table("watch").open(points) == [b"aaaa", b"BBBB", None, b"dddd"]
+    assert service.fetched == [0, 1]
+    # the next run: a new client finds the updated table kept, and downloads nothing
+    again = _scripted_client(service, tmp_path).table("watch")
+    assert service.fetched == [0, 1]
+    assert again.open(points) == [b"aaaa", b"BBBB", None, b"dddd"]
+
+
+@pytest.mark.parametrize("entries", [2**40, 2**63])
+def test_a_bureau_announcing_a_table_too_large_to_hold_is_refused_before_the_download(
+    tmp_path, entries
+):
+    """A hostile bureau listed a table of 2**40 entries (or 2**63, which overflowed the
+    download's timeout): the bank allocated memory for all of them and died of a
+    MemoryError. Now its catalogue is refused with the announced size, nothing fetched."""
+    from protocols.errors import ProtocolViolation
+
+    head = lookup_pb2.TableChunk(offset=0, total=entries, since_version=0)
+    service = _ScriptedLookup(entries, 1, {0: [head]})
+    with pytest.raises(ProtocolViolation, match=f"{entries:,} entries"):
+        _scripted_client(service, tmp_path).table("watch")
+    assert service.fetched == []
