@@ -132,8 +132,14 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
                 )
             # every row counts, the model's own training rows too: their scores u_B are
             # the bureau's features seen through the model's weights (charged last: a
-            # refused request costs nothing)
-            self.ctx.access.charge(bank_id, "daily_scored", len(ids))
+            # refused request costs nothing). And as lookups: a session of any enterprises
+            # the bank names reads their u_B as a private lookup would (a review read 300
+            # after its lookup quota of 10 was spent); the model's own training session
+            # not, whose scores the bank received with the model
+            charges = {"daily_scored": len(ids)}
+            if request.psi_session_id != model.get("psi_session_id"):
+                charges["daily_lookup_ids"] = len(ids)
+            self.ctx.access.charge_all(bank_id, charges)
             rows = self.ctx.features.rows_of(ids)
             x = recipe.transform(rows)
             scores = np.clip(

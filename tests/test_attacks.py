@@ -84,6 +84,9 @@ max_models_per_session = 1
 [banks.bank-shelf-resume]        # one model kept or training at most
 max_models = 1
 
+[banks.bank-few-lookups]         # a lookup quota of 2,500 enterprises a day
+daily_lookup_ids = 2500
+
 [banks.bank-small-quota]         # scores fewer rows a day than its sessions hold
 daily_scored = 100
 max_models_per_session = 1
@@ -1199,6 +1202,29 @@ def test_policy_a_kept_model_is_checked_again_once_features_are_marked_public(no
         request = pb.ScoreRequest(model_id=summary["model_id"], psi_session_id=session.session_id)
         scored = list(connection.scoring.ScoreApplicants(request, metadata=connection.metadata))
     assert scored
+
+
+def test_policy_scoring_a_session_counts_as_lookups(node, city, tmp_path):
+    """A review spent its lookup quota (10), then read the model's u_B of 300 enterprises
+    that were not its clients: a PSI session (reveal both) of their public USCCs and
+    ``ScoreApplicants``, charged to the far larger ``daily_scored``. Scoring a session reads
+    what a private lookup reads, so it counts against the lookup quota too."""
+    features = ["tax_paid_12m_10k_cny", "insured_employees", "invoice_amount_12m_10k_cny",
+                "reg_age_years", "registered_capital_10k_cny"]  # fmt: skip
+    summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m",
+                        "bank-few-lookups", bureau_features=features, epochs=1, workers=0,
+                        quiet=True, **TEST_KEYS)  # fmt: skip
+    with BureauConnection(_address(node), "bank-few-lookups") as connection:
+        session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+        request = pb.ScoreRequest(model_id=summary["model_id"], psi_session_id=session.session_id)
+        assert list(connection.scoring.ScoreApplicants(request, metadata=connection.metadata))
+        with pytest.raises(grpc.RpcError) as err:
+            list(connection.scoring.ScoreApplicants(request, metadata=connection.metadata))
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "2,500 daily_lookup_ids" in err.value.details()
+    node.access.flush()  # the training's own scores were not lookups; the session's were
+    (usage,) = (node.access.root / "bank-few-lookups").glob("usage-*.json")
+    assert json.loads(usage.read_text())["daily_lookup_ids"] == len(session.matched_ids)
 
 
 def test_iv_a_request_beyond_the_budget_is_refused_before_the_labels_are_encrypted(
