@@ -136,7 +136,7 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
             # the bank names reads their u_B as a private lookup would (a review read 300
             # after its lookup quota of 10 was spent); the model's own training session
             # not, whose scores the bank received with the model
-            charges = {"daily_scored": len(ids)}
+            charges: dict[str, float] = {"daily_scored": len(ids)}
             if request.psi_session_id != model.get("psi_session_id"):
                 charges["daily_lookup_ids"] = len(ids)
             self.ctx.access.charge_all(bank_id, charges)

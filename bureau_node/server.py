@@ -110,7 +110,10 @@ class BureauNode:
         self.products: ProductData | None = None
 
     def prepare(self, progress: Progress | None = None) -> DatasetSummary:
-        """Load the data file into the store (hashing only new IDs)."""
+        """Load the data file into the store (hashing only new IDs), holding the state
+        directory's lock first: a second node refused on it had already rewritten the
+        running node's dataset files (a review)."""
+        self._lock_state_dir()
         if self.executor is None and (self._workers != 0 or self._executor_spec):
             self.executor = make_executor(self._workers, self._executor_spec)
         kwargs = {"progress": progress} if progress else {}
@@ -202,8 +205,12 @@ class BureauNode:
         return changes
 
     def _serving_policy(self, bank_id: str) -> str:
-        """What decides which models and products a bank may open: its configuration, the
-        features marked public and the model policy's limits (a digest)."""
+        """What decides which models and products a bank may open, and what their entries
+        hold: its configuration, the features marked public, the model policy's limits and
+        the versions of the bureau's data (a digest). A new month's data ends the epoch too:
+        a review opened the next version of a model's table with last month's points, for
+        free, and read from each enterprise's change of score the events of its month
+        (newly on the abnormal-operation list, a new judgement); each re-read is a lookup."""
         assert self.access is not None and self.features is not None
         try:
             policy = self.access.policy(bank_id)
@@ -216,7 +223,8 @@ class BureauNode:
         except NotAuthorised:
             served = None  # no longer served at all
         limits = self.training_limits
-        what = [served, sorted(self.features.public), limits.max_feature_exposure]
+        data = [self.features.version, self.products.version if self.products else None]
+        what = [served, sorted(self.features.public), limits.max_feature_exposure, data]
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
     def _rotate_keys_where_serving_changed(self) -> None:
@@ -234,13 +242,19 @@ class BureauNode:
             before = path.read_text().strip() if path.exists() else None
             if before == now:
                 continue
-            # no record: keys made by `bureau-node prepare` or an earlier version, adopted
-            # under today's policy
-            if before is not None:
+            # no record: keys made by `bureau-node prepare` or an earlier version; adopted
+            # under today's policy only if no lookup key was made yet (an epoch that served
+            # tables under an older policy would stay open: a review, after an upgrade)
+            if before is not None or self.store.has_lookup_key(bank_id):
                 epoch = self.store.rotate_key(bank_id)
-                log.info("bank %s: what it may open changed; key epoch %d", bank_id, epoch)
+                log.info(
+                    "bank %s: what it may open, or the bureau's data, changed; key epoch %d",
+                    bank_id,
+                    epoch,
+                )
                 if self.audit is not None:
-                    self.audit.append(bank_id, "key_rotated", "OK", epoch=epoch, cause="policy")
+                    cause = "policy or data" if before is not None else "upgrade"
+                    self.audit.append(bank_id, "key_rotated", "OK", epoch=epoch, cause=cause)
             tables.atomic_write_bytes(path, now.encode())
 
     def _note_serving_policy(self, bank_id: str) -> None:

@@ -337,6 +337,11 @@ class BureauStore:
             raise ValueError(f"{lookup_path} is the PSI key {psi_path}; rotate the bank's key")
         return keys
 
+    def has_lookup_key(self, bank_id: str) -> bool:
+        """Whether the bank's current key epoch has made its lookup key (served lookups)."""
+        epoch = self.key_epoch(bank_id)
+        return (self._bank_dir(bank_id) / f"lookup-key-{epoch}").exists()
+
     def lookup_scalar(self, bank_id: str, epoch: int) -> bytes:
         """The bank's lookup OPRF key of ``epoch`` (never its PSI scalar: PSI's cheaper
         quota would otherwise open lookup tables); a key never changes within its epoch,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -110,6 +111,15 @@ def test_one_serving_bureau_per_state_directory_and_per_port(tmp_path):
         second = BureauNode(city["bureau"], "uscc", tmp_path / "state", workers=0)
         with pytest.raises(InputDataError, match="in use by another bureau node .pid"):
             second.start("127.0.0.1:0")
+        # nor does a refused one first rewrite the running node's dataset files with another
+        # data file (a review's `serve` of a test file did, before it was refused)
+        files = [tmp_path / "state" / n for n in ("dataset.json", "active.npy", "ids.npy")]
+        before = {p.name: p.stat().st_mtime_ns for p in files}
+        small = write_city(generate_city(300, 50, seed=5), tmp_path / "small")
+        third = BureauNode(small["bureau"], "uscc", tmp_path / "state", workers=0)
+        with pytest.raises(InputDataError, match="in use by another bureau node .pid"):
+            third.prepare()
+        assert {p.name: p.stat().st_mtime_ns for p in files} == before
         other = BureauNode(city["bureau"], "uscc", tmp_path / "other-state", workers=0)
         with pytest.raises(OSError, match="cannot listen"):
             other.start(f"127.0.0.1:{first.port}")
@@ -132,3 +142,33 @@ def test_a_key_rotated_by_the_command_line_takes_effect_on_the_running_bureau(tm
         after = psi_job(address, city["bank"], "uscc", tmp_path / "b.csv", "bank-a", workers=0)
     assert after.key_epoch == first.key_epoch + 1
     assert after.intersection == first.intersection
+
+
+def test_a_new_months_data_or_an_upgraded_state_directory_ends_the_key_epoch(tmp_path):
+    """Two reviews. Kept lookup points opened the next month's tables for free, and the
+    changes of a model's scores named each enterprise's new events: the bureau's data
+    changing now ends every bank's key epoch. And a state directory from before the record
+    of what a bank may open was adopted as it was, so an operator who tightened a bank's
+    policy in the same restart left its kept tables open: adopted now only if the bank
+    never looked anything up in it."""
+    from bureau_node.audit import AuditLog
+
+    month1 = write_city(generate_city(600, 100, seed=4), tmp_path / "m1")
+    month2 = write_city(generate_city(600, 100, seed=4, month=2), tmp_path / "m2")
+    state = tmp_path / "state"
+
+    def served(city) -> int:
+        with BureauNode(city["bureau"], "uscc", state, workers=0) as node:
+            node.start("127.0.0.1:0")
+            epoch = node.store.key_epoch("bank-a")
+            node.store.lookup_scalar("bank-a", epoch)  # the bank looked something up
+            return epoch
+
+    first = served(month1)
+    assert served(month1) == first  # the same data: the same epoch
+    (state / "banks" / "bank-a" / "serving-policy").unlink()  # as an earlier version left it
+    assert served(month1) == first + 1
+    assert served(month2) == first + 2  # a month on
+    assert served(month2) == first + 2
+    causes = [r["details"] for r in AuditLog(state).records() if r["event"] == "key_rotated"]
+    assert [json.loads(c)["cause"] for c in causes] == ["upgrade", "policy or data"]
