@@ -35,7 +35,7 @@ from .features import BureauFeatures
 from .graph_source import DEFAULT_REFRESH_SECONDS, GraphSource
 from .interceptors import BureauInterceptor
 from .lookup_service import PrivateLookupServicer
-from .lookup_tables import LookupTables, TableSource, product_source
+from .lookup_tables import LOOKUP_DIR, LookupTables, TableSource, product_source
 from .models import ModelStore
 from .products import ProductData
 from .scoring_service import ScoringServicer
@@ -44,7 +44,12 @@ from .store import BureauStore, DatasetSummary, Progress
 from .training_service import TrainingServicer
 
 log = logging.getLogger(__name__)
-SERVING_POLICY = "serving-policy"  # per bank: the digest its key epoch began under
+SERVING_POLICY = "serving-policy"  # per bank: the digests its key epoch began under
+
+
+def _digest(what: object) -> str:
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
 
 # the server's threads for unary calls, on top of those the admitted streaming calls may hold
 # (bureau_node.admission): whatever banks hold open, unary calls find threads
@@ -205,12 +210,8 @@ class BureauNode:
         return changes
 
     def _serving_policy(self, bank_id: str) -> str:
-        """What decides which models and products a bank may open, and what their entries
-        hold: its configuration, the features marked public, the model policy's limits and
-        the versions of the bureau's data (a digest). A new month's data ends the epoch too:
-        a review opened the next version of a model's table with last month's points, for
-        free, and read from each enterprise's change of score the events of its month
-        (newly on the abnormal-operation list, a new judgement); each re-read is a lookup."""
+        """What decides which models and products a bank may open: its configuration, the
+        features marked public and the model policy's limits (a digest)."""
         assert self.access is not None and self.features is not None
         try:
             policy = self.access.policy(bank_id)
@@ -223,9 +224,19 @@ class BureauNode:
         except NotAuthorised:
             served = None  # no longer served at all
         limits = self.training_limits
-        data = [self.features.version, self.products.version if self.products else None]
-        what = [served, sorted(self.features.public), limits.max_feature_exposure, data]
-        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+        what = [served, sorted(self.features.public), limits.max_feature_exposure]
+        return _digest(what)
+
+    def _data_versions(self) -> str:
+        """What the entries of a bank's tables hold: the versions of the bureau's data file,
+        graph and products (a digest)."""
+        assert self.features is not None
+        return _digest([self.features.version, self.products.version if self.products else None])
+
+    def _served_tables(self, bank_id: str) -> bool:
+        """Whether a table was sealed for the bank in its current key epoch (downloaded)."""
+        epoch = self.store.key_epoch(bank_id)
+        return any((self.store.root / LOOKUP_DIR / bank_id).glob(f"*-e{epoch}.npz"))
 
     def _rotate_keys_where_serving_changed(self) -> None:
         """A bank keeps the lookup tables it downloaded, and ``Evaluate`` opens any of them:
@@ -233,34 +244,47 @@ class BureauNode:
         configuration, features marked public, a tighter exposure limit) still opened from
         its kept copy (a review, for 4,000 of 4,000 enterprises). When what decides that
         changed since the bank's key epoch began, the epoch ends: its kept tables no longer
-        open, and a new download is checked against today's policy."""
+        open, and a new download is checked against today's policy.
+
+        New data (a month on) ends the lookup key only, and keeps the PSI key and its tags
+        (each month's new IDs are all PSI prepares again): a review opened the next version
+        of a model's table with last month's points, for free, and read from each
+        enterprise's change of score the events of its month (newly on the abnormal-
+        operation list, a new judgement). Each re-read is a lookup now."""
         for directory in sorted((self.store.root / "banks").glob("*")):
             if not directory.is_dir():
                 continue
             bank_id, path = directory.name, directory / SERVING_POLICY
-            now = self._serving_policy(bank_id)
-            before = path.read_text().strip() if path.exists() else None
-            if before == now:
+            policy, data = self._serving_policy(bank_id), self._data_versions()
+            before = path.read_text().split() if path.exists() else []
+            if before == [policy, data]:
                 continue
+            served = self._served_tables(bank_id)
             # no record: keys made by `bureau-node prepare` or an earlier version; adopted
-            # under today's policy only if no lookup key was made yet (an epoch that served
-            # tables under an older policy would stay open: a review, after an upgrade)
-            if before is not None or self.store.has_lookup_key(bank_id):
+            # under today's policy unless a table was downloaded in the epoch (it could have
+            # been served under an older policy: a review, after an upgrade)
+            cause = None
+            if not before:
+                cause = "upgrade" if served else None
+            elif before[0] != policy:
+                cause = "policy"
+            elif served:
+                cause = "data"
+            if cause == "data":
+                epoch = self.store.rotate_lookup_key(bank_id)
+            elif cause is not None:
                 epoch = self.store.rotate_key(bank_id)
-                log.info(
-                    "bank %s: what it may open, or the bureau's data, changed; key epoch %d",
-                    bank_id,
-                    epoch,
-                )
+            if cause is not None:
+                log.info("bank %s: key epoch %d (%s changed)", bank_id, epoch, cause)
                 if self.audit is not None:
-                    cause = "policy or data" if before is not None else "upgrade"
                     self.audit.append(bank_id, "key_rotated", "OK", epoch=epoch, cause=cause)
-            tables.atomic_write_bytes(path, now.encode())
+            tables.atomic_write_bytes(path, f"{policy}\n{data}\n".encode())
 
     def _note_serving_policy(self, bank_id: str) -> None:
         """A bank's key epoch began (its lookup key made): under today's serving policy."""
         path = self.store.root / "banks" / bank_id / SERVING_POLICY
-        tables.atomic_write_bytes(path, self._serving_policy(bank_id).encode())
+        text = f"{self._serving_policy(bank_id)}\n{self._data_versions()}\n"
+        tables.atomic_write_bytes(path, text.encode())
 
     def _load_products(self) -> None:
         if self.products_files is not None:

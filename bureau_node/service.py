@@ -110,17 +110,19 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
     def OpenSession(
         self, request: pb.OpenSessionRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.OpenSessionUpdate]:
+        charged = False
         try:
             bank_id = self.access.bank(context)
             psi_request = codec.psi_request_from_proto(request)
             psi.check_request(psi_request, self.limits)
             if psi_request.bank_set_size == 0:  # it would only fetch the bureau's tags
                 raise ProtocolViolation("a PSI session needs at least one of the bank's IDs")
-            charged: dict[str, float] = {
+            amounts: dict[str, float] = {
                 "daily_psi_ids": psi_request.bank_set_size,
                 "daily_psi_sessions": 1,
             }
-            self.access.charge_all(bank_id, charged)
+            self.access.charge_all(bank_id, amounts)
+            charged = True
             table = None
             last = 0.0
             try:
@@ -164,7 +166,11 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
             )
             yield pb.OpenSessionUpdate(opened=codec.psi_params_to_proto(session.params))
         except Exception as exc:  # noqa: BLE001 - every error leaves through the catalogue
-            self._refused(context, exc, bank_ids=request.bank_set_size)
+            # what was charged is always on record; a refusal that charged nothing is
+            # within the caller's refusal budget (a review's 400 in half a second were not)
+            if charged:
+                self._refused(context, exc, bank_ids=request.bank_set_size)
+            self._refused(context, exc)
 
     def Exponentiate(
         self, request_iterator: Iterator[pb.BlindedIds], context: grpc.ServicerContext
@@ -210,13 +216,14 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
         try:
             bank_id = self.access.bank(context)
             entry = self.sessions.get(bank_id, request.session_id)
+            chunks = entry.session.tags(self.limits.max_chunk)  # refused before it counts
             entry.tag_fetches += 1
             if entry.tag_fetches > MAX_TAG_FETCHES:
                 raise PolicyViolation(
                     f"the tags of session {request.session_id} were sent {MAX_TAG_FETCHES} "
                     "times already: open a new session"
                 )
-            for chunk in entry.session.tags(self.limits.max_chunk):
+            for chunk in chunks:
                 yield codec.tags_to_proto(chunk)
             entry.tags_sent = True
             self._finish_if_bank_only(entry)

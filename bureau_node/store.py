@@ -337,11 +337,6 @@ class BureauStore:
             raise ValueError(f"{lookup_path} is the PSI key {psi_path}; rotate the bank's key")
         return keys
 
-    def has_lookup_key(self, bank_id: str) -> bool:
-        """Whether the bank's current key epoch has made its lookup key (served lookups)."""
-        epoch = self.key_epoch(bank_id)
-        return (self._bank_dir(bank_id) / f"lookup-key-{epoch}").exists()
-
     def lookup_scalar(self, bank_id: str, epoch: int) -> bytes:
         """The bank's lookup OPRF key of ``epoch`` (never its PSI scalar: PSI's cheaper
         quota would otherwise open lookup tables); a key never changes within its epoch,
@@ -359,6 +354,28 @@ class BureauStore:
         recomputed on use."""
         with self._lock(bank_id):
             return self._rotate(bank_id)
+
+    def rotate_lookup_key(self, bank_id: str) -> int:
+        """A new key epoch with a new lookup key that keeps the PSI key and its tags (the
+        bureau's data changed: what a bank's kept points open must end, while a PSI tag of
+        an ID does not change and a big bureau's tags take minutes to make)."""
+        with self._lock(bank_id):
+            old = self.key_epoch(bank_id)
+            directory = self._bank_dir(bank_id)
+            new = old + 1
+            # the lookup key first: a PSI key without one is an earlier version's epoch
+            tables.atomic_write_bytes(
+                directory / f"lookup-key-{new}", group.random_scalar(), mode=0o600
+            )
+            for name in ("key-{}", "tags-{}.npy"):
+                if (directory / name.format(old)).exists():
+                    os.replace(directory / name.format(old), directory / name.format(new))
+            tables.atomic_write_bytes(directory / "epoch", str(new).encode())
+            for name in (f"lookup-key-{old}", f"oprf-{old}.npy"):
+                (directory / name).unlink(missing_ok=True)
+            self._tables.pop(bank_id, None)
+            self._scalars.pop((bank_id, old), None)
+            return new
 
     def _rotate(self, bank_id: str) -> int:
         old = self.key_epoch(bank_id)

@@ -183,7 +183,7 @@ def check_request(request: PsiRequest, limits: PsiLimits) -> None:
     """The bureau's checks on a session request, before any work is done for it."""
     if request.protocol != PROTOCOL:
         raise ProtocolViolation(
-            f"the bank speaks {request.protocol!r}; this bureau speaks {PROTOCOL!r}"
+            f"the bank speaks {request.protocol[:40]!r}; this bureau speaks {PROTOCOL!r}"
         )
     if request.bank_set_size < 0:
         raise ProtocolViolation("bank set size is negative")
@@ -289,10 +289,12 @@ class BureauPsiSession:
     def tags(self, chunk: int = MAX_CHUNK) -> Iterator[BureauTags]:
         """The bureau's sorted tag table, in chunks: once the bank's blinded IDs are all in
         (a review fetched whole tables from sessions that never sent one)."""
-        self._expect(BureauStage.EXPONENTIATED, BureauStage.REVEALED)
+        self._expect(BureauStage.EXPONENTIATED, BureauStage.REVEALED)  # now, not at next()
         data = self.table.sorted_tags
-        for start, stop in chunk_offsets(data.size, chunk):
-            yield BureauTags(self.session_id, start, data[start:stop].tobytes())
+        return (
+            BureauTags(self.session_id, start, data[start:stop].tobytes())
+            for start, stop in chunk_offsets(data.size, chunk)
+        )
 
     def receive_matched(self, msg: MatchedTags) -> None:
         """Map a chunk of the bank's matched tags to the bureau's own IDs."""

@@ -56,9 +56,11 @@ CONFIG = """
 [banks.bank-probe]               # the default noise, a budget large enough for many probes
 daily_iv_requests = 1000
 iv_rho_per_day = 1000
+daily_psi_sessions = 1000
 
 [banks.bank-exact]               # the control: noise so small the counts are exact
 daily_iv_requests = 1000
+daily_psi_sessions = 1000
 iv_rho_per_feature = 50          # sigma^2 = 0.02: P(noise != 0) is below 1e-10
 iv_rho_per_day = 1000
 

@@ -109,4 +109,4 @@ def test_the_second_months_alerts_are_the_generators_events(tmp_path):
     epochs = {f["key_epoch"] for f in first_month}, {f["key_epoch"] for f in second_month}
     assert len(epochs[0]) == len(epochs[1]) == 1 and epochs[1] == {epochs[0].pop() + 1}
     rotated = [json.loads(r["details"]) for r in records if r["event"] == "key_rotated"]
-    assert [r["cause"] for r in rotated] == ["policy or data"]
+    assert [r["cause"] for r in rotated] == ["data"]

@@ -563,6 +563,11 @@ def test_a_sessions_tags_go_out_twice_at_most_and_a_session_needs_an_id(node):
     stub = psi_pb2_grpc.PrivateSetIntersectionStub(open_channel(f"127.0.0.1:{node.port}"))
     session_id = _open(stub, "bank-a", 1)
     fetch = pb.FetchTagsRequest(session_id=session_id)
+    with pytest.raises(grpc.RpcError) as err:  # the bank's blinded IDs first
+        list(stub.FetchTags(fetch, metadata=bank_metadata("bank-a"), timeout=10))
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    blinded = pb.BlindedIds(session_id=session_id, offset=0, points=group.hash_to_group(b"x"))
+    assert list(stub.Exponentiate(iter([blinded]), metadata=bank_metadata("bank-a"), timeout=10))
     for _ in range(2):
         assert list(stub.FetchTags(fetch, metadata=bank_metadata("bank-a"), timeout=10))
     with pytest.raises(grpc.RpcError) as err:

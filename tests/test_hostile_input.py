@@ -145,3 +145,36 @@ def test_a_bank_hanging_up_while_the_bureau_prepares_is_on_record(node, monkeypa
         time.sleep(0.1)
     assert [(r["event"], r["outcome"]) for r in records] == [("psi_opened", "CANCELLED")]
     assert json.loads(records[0]["details"]) == {"bank_ids": 40}
+
+
+def test_refusals_of_nothing_stay_within_the_callers_budget_and_messages_are_bounded(node):
+    """A review's 400 refused `OpenSession` calls (and `DeleteModel` alike) were each
+    recorded, past the refusal budget that bounds how fast a caller writes the audit log;
+    and a 1 MB protocol name came back whole in the refusal (and in the bureau's log), which
+    the bank's gRPC then reported as RESOURCE_EXHAUSTED."""
+    from bureau_node.audit import RefusalBudget
+    from node_runtime.transport import codec as psi_codec
+    from xinrong.v1 import model_pb2 as mpb
+
+    assert node.audit is not None
+    budget = node.audit.refusals
+    node.audit.refusals = RefusalBudget(burst=5, per_second=1e-9)
+    before = len(AuditLog(node.store.root).records())
+    request = psi_codec.psi_request_to_proto(psi.PsiRequest(10, psi.Reveal.BOTH))
+    request.protocol = "x" * 1_000_000
+    try:
+        with _connect(node, "bank-few-sessions") as connection:
+            for _ in range(20):
+                with pytest.raises(grpc.RpcError) as err:
+                    list(connection.psi.OpenSession(request, metadata=connection.metadata))
+                assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+                assert len(err.value.details()) < 300
+                with pytest.raises(grpc.RpcError):
+                    connection.scoring.DeleteModel(
+                        mpb.DeleteModelRequest(model_id="0" * 32), metadata=connection.metadata
+                    )
+    finally:
+        node.audit.refusals = budget
+    records = AuditLog(node.store.root).records()[before:]
+    assert len(records) <= 5 + 1  # the budget, and the count of those beyond it
+    assert _usage(node, "bank-few-sessions").get("daily_psi_sessions", 0) <= 2

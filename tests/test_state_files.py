@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bank_node.jobs import psi_job
@@ -146,29 +147,38 @@ def test_a_key_rotated_by_the_command_line_takes_effect_on_the_running_bureau(tm
 
 def test_a_new_months_data_or_an_upgraded_state_directory_ends_the_key_epoch(tmp_path):
     """Two reviews. Kept lookup points opened the next month's tables for free, and the
-    changes of a model's scores named each enterprise's new events: the bureau's data
-    changing now ends every bank's key epoch. And a state directory from before the record
-    of what a bank may open was adopted as it was, so an operator who tightened a bank's
-    policy in the same restart left its kept tables open: adopted now only if the bank
-    never looked anything up in it."""
+    changes of a model's scores named each enterprise's new events: the bureau's new data
+    end the lookup key (the PSI key and its tags stay: they do not change with the data).
+    And a state directory from before the record of what a bank may open was adopted as it
+    was, so an operator who tightened a bank's policy in the same restart left its kept
+    tables open: adopted now only if no table was downloaded in it."""
     from bureau_node.audit import AuditLog
 
     month1 = write_city(generate_city(600, 100, seed=4), tmp_path / "m1")
     month2 = write_city(generate_city(600, 100, seed=4, month=2), tmp_path / "m2")
     state = tmp_path / "state"
+    bank = state / "banks" / "bank-a"
 
-    def served(city) -> int:
-        with BureauNode(city["bureau"], "uscc", state, workers=0) as node:
+    def served(city, download: bool = True) -> int:
+        with BureauNode(city["bureau"], "uscc", state, workers=0, registry=city["registry"],
+                        events=city["events"]) as node:  # fmt: skip
             node.start("127.0.0.1:0")
-            epoch = node.store.key_epoch("bank-a")
-            node.store.lookup_scalar("bank-a", epoch)  # the bank looked something up
-            return epoch
+            for _ in node.store.prepare_bank("bank-a"):
+                pass
+            if download:  # as the bank's first FetchTable of the epoch
+                (source,) = [s for s in node._product_sources() if s.product == "size_class"]
+                node.lookup_tables.sealed("bank-a", source)
+            return node.store.key_epoch("bank-a")
 
-    first = served(month1)
+    first = served(month1, download=False)
+    (bank / "serving-policy").unlink()  # as an earlier version left it: nothing downloaded
+    assert served(month1) == first  # adopted
     assert served(month1) == first  # the same data: the same epoch
-    (state / "banks" / "bank-a" / "serving-policy").unlink()  # as an earlier version left it
+    (bank / "serving-policy").unlink()  # now with a table downloaded in the epoch
     assert served(month1) == first + 1
+    tags = np.load(bank / f"tags-{first + 1}.npy")
     assert served(month2) == first + 2  # a month on
     assert served(month2) == first + 2
+    assert np.array_equal(np.load(bank / f"tags-{first + 2}.npy")[: tags.size], tags)
     causes = [r["details"] for r in AuditLog(state).records() if r["event"] == "key_rotated"]
-    assert [json.loads(c)["cause"] for c in causes] == ["upgrade", "policy or data"]
+    assert [json.loads(c)["cause"] for c in causes] == ["upgrade", "data"]

@@ -58,6 +58,8 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
 # Trailing metadata of a call refused by a stopping bureau before it did any of it: a bare
 # UNAVAILABLE (a server gone mid-call) says nothing of what was done.
 NOTHING_DONE = ("x-xinrong-nothing-done", "1")
+# A refusal's message goes to the log and into the status's trailer (gRPC's 8 KiB of metadata)
+MAX_MESSAGE_CHARS = 2000
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
@@ -74,11 +76,14 @@ def abort_with(context: grpc.ServicerContext, exc: BaseException, quiet: bool = 
     if code is grpc.StatusCode.INTERNAL:
         log.exception("internal error while serving a request", exc_info=exc)
         context.abort(code, "internal error in the bureau node; see its log")
+    message = str(exc)
+    if len(message) > MAX_MESSAGE_CHARS:  # a message echoing a huge field: the log, the wire
+        message = message[:MAX_MESSAGE_CHARS] + " [...]"
     if not quiet:
-        log.warning("request refused (%s): %s", code.name, exc)
+        log.warning("request refused (%s): %s", code.name, message)
     if isinstance(exc, ShuttingDown):
         context.set_trailing_metadata((NOTHING_DONE,))
-    context.abort(code, str(exc))
+    context.abort(code, message)
     raise AssertionError("unreachable")  # context.abort raises
 
 
