@@ -348,10 +348,11 @@ class Bureau:
             "read_options": options,
         }
         table, labels = training.read(data, id_column, label, options, positive_label)
-        if model_dir is not None:
-            job = training.TrainingJob(model_dir=Path(model_dir), **job_settings)
-            fitted = training.fit(self.connection, self.executor, table, labels, job)
-            training.save(model_dir, fitted)
+        if model_dir is not None:  # one job at a time in a directory, as on the command line
+            with training.hold_directory(model_dir, "training job", "model_dir"):
+                job = training.TrainingJob(model_dir=Path(model_dir), **job_settings)
+                fitted = training.fit(self.connection, self.executor, table, labels, job)
+                training.save(model_dir, fitted)
         else:
             with tempfile.TemporaryDirectory(prefix="xinrong-job-") as scratch:
                 job = training.TrainingJob(model_dir=Path(scratch), **job_settings)

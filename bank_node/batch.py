@@ -1082,7 +1082,7 @@ def run_batch(
     the newest finished run beside ``out``; none: a baseline run). Enterprises are matched
     between runs by normalised ID; those in one run only are counted as joined or left.
     Everything is checked before anything is scored or looked up."""
-    from bank_node.training import load_model
+    from bank_node.training import hold_directory, load_model
 
     started = time.perf_counter()
     clock = now or (lambda: dt.datetime.now(dt.UTC))
@@ -1094,31 +1094,34 @@ def run_batch(
     if asked and look_up is None:
         raise InputDataError("products were asked but no lookup was given")
     out = Path(out)
-    if is_finished_run(out):
-        raise InputDataError(
-            f"{out} already holds a finished run; give each run its own directory (e.g. "
-            "runs/$(date +%Y-%m)) or remove it"
+    # until summary.json is written: a second run into the same --out is refused at once
+    # (a review's two runs both wrote their files there, the last summary over a mixed run)
+    with hold_directory(out, "batch run", "--out"):
+        if is_finished_run(out):
+            raise InputDataError(
+                f"{out} already holds a finished run; give each run its own directory (e.g. "
+                "runs/$(date +%Y-%m)) or remove it"
+            )
+        previous_dir = Path(previous) if previous is not None else find_previous(out)
+        before_summary, before = read_run(previous_dir) if previous_dir else (None, None)
+        model = load_model(model_dir)
+        id_type = id_type or IdType(model["id_type"])
+        this = score_and_look_up(portfolio, id_column, id_type, model, asked, score, look_up, say)
+        comparison = compare_runs(before, this.data, Bands.for_model(model), thresholds)
+        _tell(say, comparison, previous_dir)
+        summary = {
+            **_summary(this, model_dir, previous_dir, before_summary, comparison, thresholds),
+            "lang": lang,
+            "started": started_at,
+        }
+        _write_run(out, this, comparison, summary, thresholds, lang)
+        summary["finished"] = clock().isoformat(timespec="seconds")
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        # last: its presence marks a finished run
+        tables.atomic_write_bytes(
+            out / SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False).encode()
         )
-    previous_dir = Path(previous) if previous is not None else find_previous(out)
-    before_summary, before = read_run(previous_dir) if previous_dir else (None, None)
-    model = load_model(model_dir)
-    id_type = id_type or IdType(model["id_type"])
-    this = score_and_look_up(portfolio, id_column, id_type, model, asked, score, look_up, say)
-    comparison = compare_runs(before, this.data, Bands.for_model(model), thresholds)
-    _tell(say, comparison, previous_dir)
-    summary = {
-        **_summary(this, model_dir, previous_dir, before_summary, comparison, thresholds),
-        "lang": lang,
-        "started": started_at,
-    }
-    _write_run(out, this, comparison, summary, thresholds, lang)
-    summary["finished"] = clock().isoformat(timespec="seconds")
-    summary["seconds"] = round(time.perf_counter() - started, 3)
-    # last: its presence marks a finished run
-    tables.atomic_write_bytes(
-        out / SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False).encode()
-    )
-    return Outcome(out, previous_dir, comparison.alerts, summary)
+        return Outcome(out, previous_dir, comparison.alerts, summary)
 
 
 def _tell(say: Say, comparison: Comparison, previous_dir: Path | None) -> None:
@@ -1241,7 +1244,7 @@ def batch_job(
     lookup`` do."""
     from bank_node.client import BureauConnection
     from bank_node.lookup import LookupClient, look_up, private_bureau_lookup
-    from bank_node.training import as_trained, load_model
+    from bank_node.training import as_trained, hold_directory, load_model
     from bank_node.training import score as score_rows
     from node_runtime.parallel import make_executor
 
@@ -1257,6 +1260,7 @@ def batch_job(
     executor = make_executor(workers, executor_spec)
     try:
         with (
+            hold_directory(out, "batch run", "--out"),  # before the bureau is asked anything
             BureauConnection(bureau or model["bureau"], bank_id, tls_dir=tls_dir) as link,
             LookupClient(link, say=say, executor=executor).reusing_points() as client,
         ):

@@ -84,14 +84,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"training job {started_id}", file=sys.stderr, flush=True)
         started.append(started_id)
 
+    from .training import hold_directory
+
     try:
-        while True:
-            try:
-                return _train(args, job_id, announce)
-            except PeerError as exc:
-                if not (started and exc.nothing_done and _wait_for_restart(args, job_id, exc)):
-                    raise
-                args.resume = job_id  # the bureau is back: on from the job's checkpoint
+        # one run at a time in --model-dir, held across a restarted bureau's wait too
+        with hold_directory(args.model_dir, "training job", "--model-dir"):
+            if args.resume is not None:  # as the user gave it, not the bank's own resume below
+                _refuse_settings_a_resume_keeps(args)
+            while True:
+                try:
+                    return _train(args, job_id, announce)
+                except PeerError as exc:
+                    if not (started and exc.nothing_done and _wait_for_restart(args, job_id, exc)):
+                        raise
+                    args.resume = job_id  # the bureau is back: on from the job's checkpoint
     except XinrongError as exc:
         if started:
             exc.args = (f"training job {job_id}: {exc}; {_resume_hint(args, job_id)}",)
@@ -152,6 +158,66 @@ def _resume_hint(args: argparse.Namespace, job_id: str) -> str:
         f"resume it with: bank-node train --bureau {shlex.quote(args.bureau)} --model-dir "
         f"{shlex.quote(str(args.model_dir))} --resume {job_id} {transport}"
     )
+
+
+# what a job's checkpoint fixes: given with --resume, they would be taken and not used
+RESUME_FIXED = (
+    "data",
+    "id_column",
+    "id_type",
+    "label",
+    "positive_label",
+    "encoding",
+    "delimiter",
+    "sheet",
+    "skip_rows",
+    "bank_features",
+    "bureau_features",
+    "validation_fraction",
+    "epochs",
+    "patience",
+    "batch_size",
+    "optimizer",
+    "learning_rate",
+    "decay",
+    "penalty",
+    "alpha",
+    "seed",
+    "key_bits",
+    "compare_bank_only",
+    "min_iv",
+    "iv_table",
+)
+
+
+def _refuse_settings_a_resume_keeps(args: argparse.Namespace) -> None:
+    """``--resume`` with a setting other than the job's (a review's ``--epochs 4
+    --learning-rate 0.5`` were parsed and silently not used): refused, naming them. The
+    same values as the job's pass, so the first command with ``--resume`` added works."""
+    from .training import _load_checkpoint
+
+    saved = _load_checkpoint(args.model_dir, args.resume)
+    theirs = {**saved, **saved["optimizer"], **saved.get("read_options", {})}
+    theirs["optimizer"] = saved["optimizer"]["name"]
+    ours = {**vars(args), **vars(read_options(args))}  # the delimiter as the job reads it
+    ours["data"] = args.data and str(Path(args.data).resolve())
+    for name in ("bank_features", "bureau_features"):  # lists: the order does not matter
+        ours[name] = sorted(_names(getattr(args, name)) or [])
+        theirs[name] = sorted(theirs.get(name) or [])
+    defaults = getattr(args, "resume_defaults", {})  # from the parser: given, or not
+    changed = [
+        f"--{dest.replace('_', '-')} {getattr(args, dest)}"
+        + (f" (the job's: {theirs[dest]})" if dest in theirs else "")
+        for dest in RESUME_FIXED
+        if dest in defaults
+        and getattr(args, dest) != defaults[dest]
+        and (dest not in theirs or ours[dest] != theirs[dest])
+    ]
+    if changed:
+        raise InputDataError(
+            f"--resume continues job {args.resume} with the settings it started with; drop "
+            f"{', '.join(changed)} (or start a new job with them)"
+        )
 
 
 def _train(args: argparse.Namespace, job_id: str, announce: Callable[[str], None]) -> int:
@@ -641,7 +707,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_arguments(train)
     _add_tls(train)
-    train.set_defaults(func=cmd_train)
+    # what was given with --resume is told from these, before cmd_train sets args.resume
+    resume_defaults = {dest: train.get_default(dest) for dest in RESUME_FIXED}
+    train.set_defaults(func=cmd_train, resume_defaults=resume_defaults)
 
     predict = sub.add_parser("predict", help="score applicants with a joint model")
     predict.add_argument(

@@ -8,9 +8,11 @@ over gRPC and writes the bank's half of the model.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import secrets
 import signal
 import threading
@@ -37,7 +39,7 @@ from protocols import explain, psi, scorecard
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.errors import InputDataError, PeerError, ProtocolViolation
-from protocols.features import FeatureRecipe, check_peer_names
+from protocols.features import FORMULA_STARTS, FeatureRecipe, check_peer_names
 from protocols.ids import IdType, PreparedIds, normalise_column, prepare_ids
 from protocols.lookup import MODEL_ID
 from protocols.optim import OptimizerConfig, split_rows
@@ -629,6 +631,17 @@ def train(
         raise ProtocolViolation(
             f"the bureau named its model {finished.model_id[:40]!r}, not a model id"
         )
+    # the bureau part of every applicant it does not hold: bounded as its other scores are
+    # (NaN would go into model.json, +-1e6 would refuse or approve them all)
+    if not (np.isfinite(finished.neutral_score) and abs(finished.neutral_score) <= vlr.SCORE_BOUND):
+        # the job has ended at the bureau: its checkpoint (the job's key) is of no more use
+        (Path(model_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
+        raise ProtocolViolation(
+            f"the bureau's neutral score {finished.neutral_score!r} for model "
+            f"{finished.model_id} is not a score (finite, at most {vlr.SCORE_BOUND:g} in size); "
+            f"the model is not saved: delete it at the bureau with `bank-node models delete "
+            f"{finished.model_id}` and ask the bureau's operator"
+        )
     # On disk before the scores are fetched: the job has ended at the bureau, so if the
     # scores fail (a quota, the network) a resume starts from here, not from a job the
     # bureau no longer has. (The checkpoint still holds the job's key until the model is
@@ -865,48 +878,56 @@ def train_job(
     the job's key); ``resume=JOB_ID`` continues that job from there, with the settings it
     was started with, after either side restarted."""
     started = time.perf_counter()
-    if resume is not None:
-        job = TrainingJob.resumed(model_dir, resume, bureau, tls_dir, allow_test_keys)
-    else:
-        _refuse_a_held_checkpoint(model_dir)
-        refuse_a_kept_model(model_dir, overwrite)
-        job = TrainingJob(
-            bureau=bureau,
-            bank_id=bank_id,
-            id_column=id_column,
-            label=label,
-            model_dir=Path(model_dir),
-            data=data,
-            id_type=id_type,
-            bank_features=bank_features,
-            bureau_features=bureau_features,
-            validation_fraction=validation_fraction,
-            epochs=epochs,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            seed=seed,
-            key_bits=key_bits,
-            allow_test_keys=allow_test_keys,
-            compare_bank_only=compare_bank_only,
-            patience=patience,
-            read_options=read_options,
-            positive_label=positive_label,
-            job_id=job_id,
+    # from before the checks until the model is saved: a second run into the directory is
+    # refused at once (a review's two runs both succeeded, the second's model replacing the
+    # first's unsaid)
+    with hold_directory(model_dir, "training job", "--model-dir"):
+        if resume is not None:
+            job = TrainingJob.resumed(model_dir, resume, bureau, tls_dir, allow_test_keys)
+        else:
+            _refuse_a_held_checkpoint(model_dir)
+            refuse_a_kept_model(model_dir, overwrite)
+            job = TrainingJob(
+                bureau=bureau,
+                bank_id=bank_id,
+                id_column=id_column,
+                label=label,
+                model_dir=Path(model_dir),
+                data=data,
+                id_type=id_type,
+                bank_features=bank_features,
+                bureau_features=bureau_features,
+                validation_fraction=validation_fraction,
+                epochs=epochs,
+                batch_size=batch_size,
+                optimizer=optimizer,
+                seed=seed,
+                key_bits=key_bits,
+                allow_test_keys=allow_test_keys,
+                compare_bank_only=compare_bank_only,
+                patience=patience,
+                read_options=read_options,
+                positive_label=positive_label,
+                job_id=job_id,
+            )
+        job.quiet, job.on_epoch, job.on_start = quiet, on_epoch, on_start
+        job.pause_on_interrupt, job.keep_iv_table = True, keep_iv_table
+        if say is not None:
+            job.say = say
+        assert job.data is not None  # a resumed job from memory is refused in resumed()
+        table, labels = read(
+            job.data, job.id_column, job.label, job.read_options, job.positive_label
         )
-    job.quiet, job.on_epoch, job.on_start = quiet, on_epoch, on_start
-    job.pause_on_interrupt, job.keep_iv_table = True, keep_iv_table
-    if say is not None:
-        job.say = say
-    assert job.data is not None  # a resumed job from memory is refused in resumed()
-    table, labels = read(job.data, job.id_column, job.label, job.read_options, job.positive_label)
-    with contextlib.ExitStack() as stack:
-        executor = make_executor(workers, executor_spec)
-        if executor is not None:
-            stack.callback(executor.shutdown, cancel_futures=True)
-        connection = stack.enter_context(BureauConnection(job.bureau, job.bank_id, tls_dir=tls_dir))
-        fitted = fit(connection, executor, table, labels, job)
-    save(job.model_dir, fitted, job.keep_iv_table)
-    return {**fitted.summary, "seconds": round(time.perf_counter() - started, 3)}
+        with contextlib.ExitStack() as stack:
+            executor = make_executor(workers, executor_spec)
+            if executor is not None:
+                stack.callback(executor.shutdown, cancel_futures=True)
+            connection = stack.enter_context(
+                BureauConnection(job.bureau, job.bank_id, tls_dir=tls_dir)
+            )
+            fitted = fit(connection, executor, table, labels, job)
+        save(job.model_dir, fitted, job.keep_iv_table)
+        return {**fitted.summary, "seconds": round(time.perf_counter() - started, 3)}
 
 
 CHECKPOINT_FILE = "checkpoint.json"
@@ -1066,6 +1087,51 @@ def refuse_a_kept_model(model_dir: str | Path, overwrite: bool) -> None:
         "to replace it once the new one is trained (its evaluation, scorecard and IV table "
         "go with it)"
     )
+
+
+LOCK_FILE = ".xinrong.lock"
+# directories this process holds, and the thread holding each: a command holds its directory
+# across its steps (a restarted bureau's wait, an IV request) and the job inside it again
+_held: dict[Path, int] = {}
+
+
+@contextlib.contextmanager
+def hold_directory(directory: str | Path, what: str, option: str) -> Iterator[None]:
+    """One run at a time writes ``directory``: an exclusive lock on a file in it, held until
+    the block ends (and by the kernel only as long as the process lives, so a killed run
+    leaves none behind); another run, in this process or any other, is refused at once. A
+    directory made here and left empty is removed again (a refused run leaves nothing)."""
+    path = Path(directory)
+    key = path.resolve()
+    if _held.get(key) == threading.get_ident():
+        yield
+        return
+    made = not path.exists()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = path / LOCK_FILE
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise InputDataError(
+            f"{directory} is in use by another {what} ({holder}), which writes its files "
+            f"there: wait for it to finish, or choose another {option}"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}\n".encode())
+    _held[key] = threading.get_ident()
+    try:
+        yield
+    finally:
+        del _held[key]
+        if made and [p.name for p in path.iterdir()] == [LOCK_FILE]:
+            # unlinked while still held: a run that opened it meanwhile is refused
+            with contextlib.suppress(OSError):
+                lock.unlink()
+                path.rmdir()
+        os.close(fd)
 
 
 def _file_digest(path: str | Path | None) -> str | None:
@@ -1426,6 +1492,8 @@ def bureau_features(connection: BureauConnection) -> list[dict[str, Any]]:
         ),
     )
     check_peer_names([f.name for f in catalogue.features], "the bureau's catalogue")
+    for f in catalogue.features:
+        _check_catalogue_entry(f.name, f.kind, f.description)
     return [
         {"name": f.name, "kind": f.kind, "description": f.description, "public": f.public}
         for f in catalogue.features
@@ -1437,3 +1505,30 @@ def list_features(
 ) -> list[dict[str, Any]]:
     with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
         return bureau_features(connection)
+
+
+FEATURE_KINDS = ("numeric", "category")
+MAX_DESCRIPTION_LENGTH = 500
+
+
+def _check_catalogue_entry(name: str, kind: str, description: str) -> None:
+    """A feature's kind and description from the bureau, before `bank-node features` prints
+    them on the operator's terminal (a control sequence there could rewrite what it shows)
+    and the catalogue reaches the bank's files (a spreadsheet runs a cell starting with =)."""
+    if kind not in FEATURE_KINDS:
+        raise ProtocolViolation(
+            f"the bureau's catalogue: feature {name!r} is of kind {kind[:40]!r}, not one of "
+            f"{', '.join(FEATURE_KINDS)}"
+        )
+    # "-1 if unknown" is a description; "=HYPERLINK(...)" is not
+    formula = tuple(c for c in FORMULA_STARTS if c != "-")
+    if not (
+        description.isprintable()
+        and len(description) <= MAX_DESCRIPTION_LENGTH
+        and not description.startswith(formula)
+    ):
+        raise ProtocolViolation(
+            f"the bureau's catalogue: the description of feature {name!r} ({description[:40]!r}) "
+            f"is not a description (printable, at most {MAX_DESCRIPTION_LENGTH} characters, "
+            f"not starting with {' '.join(formula)})"
+        )

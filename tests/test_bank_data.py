@@ -848,3 +848,150 @@ def test_levels_the_model_never_saw_are_said_when_they_are_most_of_a_column():
     (warning,) = warn_unlike_training(recipe, english, said.append)
     assert "'legal_form'" in warning and "100 of 100" in warning and "'LLC'" in warning
     assert said == [f"warning: {warning}"]
+
+
+def _held_elsewhere(directory: Path):  # type: ignore[no-untyped-def]
+    """``directory`` locked by another training run (a thread here: the lock is the same
+    across processes), until the returned function is called."""
+    import threading
+
+    from bank_node.training import hold_directory
+
+    held, release = threading.Event(), threading.Event()
+
+    def run() -> None:
+        with hold_directory(directory, "training job", "--model-dir"):
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert held.wait(10)
+
+    def done() -> None:
+        release.set()
+        thread.join(10)
+
+    return done
+
+
+def test_a_second_run_into_a_model_directory_in_use_is_refused_at_once(
+    city, bureau, tmp_path, capsys
+):
+    """A review started two `bank-node train` runs into one fresh --model-dir: both
+    succeeded, and the second's model silently replaced the first's. While a run holds the
+    directory (from before PSI until its model is saved), a second one, a resume too, is
+    refused before anything is sent, naming the directory; then it can be used again."""
+    from bank_node.training import hold_directory, train_job
+
+    model = tmp_path / "model"
+    before = AuditLog(bureau.store.root).records()
+    release = _held_elsewhere(model)
+    try:
+        for extra in ([], ["--resume", "ab" * 16]):
+            args = _bank_args(bureau, city["bank"], tmp_path, "--epochs", "1", *extra)
+            assert bank_cli.main(args) == 2
+            err = capsys.readouterr().err
+            assert f"{model} is in use by another training job (pid {os.getpid()})" in err, err
+            assert "choose another --model-dir" in err
+        with pytest.raises(InputDataError, match="is in use by another training job"):
+            train_job(
+                f"127.0.0.1:{bureau.port}", city["bank"], "uscc", "y", model, "bank-a",
+                key_bits=768, allow_test_keys=True, workers=0, quiet=True,
+            )  # fmt: skip
+        assert AuditLog(bureau.store.root).records() == before
+        assert not (model / "model.json").exists() and not (model / "checkpoint.json").exists()
+    finally:
+        release()
+    assert not model.exists()  # made for the lock alone, and removed with it
+    with hold_directory(model, "training job", "--model-dir"):  # free again
+        assert model.is_dir()
+
+
+def _checkpoint(model: Path, data: Path) -> str:
+    """The checkpoint of an interrupted job (the fields a resume's settings are checked
+    against), as a run with the default settings and --epochs 6 wrote it."""
+    job = "c" * 32
+    model.mkdir()
+    state = {
+        "job_id": job,
+        "data": str(data.resolve()),
+        "id_column": "uscc",
+        "id_type": "uscc",
+        "label": "y",
+        "positive_label": None,
+        "bank_features": ["a", "b"],
+        "bureau_features": None,
+        "validation_fraction": 0.2,
+        "seed": 7,
+        "batch_size": 128,
+        "epochs": 6,
+        "patience": 4,
+        "optimizer": {"name": "adam", "learning_rate": 0.05, "penalty": "l2", "alpha": 1e-4,
+                      "decay": 0.5, "momentum": 0.9, "beta1": 0.9, "beta2": 0.999,
+                      "epsilon": 1e-8},
+        "key_bits": 768,
+        "compare_bank_only": False,
+        "read_options": {"encoding": None, "delimiter": None, "sheet": None, "skip_rows": 0,
+                         "text_columns": []},
+    }  # fmt: skip
+    (model / "checkpoint.json").write_text(json.dumps(state))
+    return job
+
+
+def test_settings_given_with_resume_that_differ_from_the_jobs_are_refused(
+    city, tmp_path, monkeypatch, capsys
+):
+    """A review resumed a 6-epoch job with --epochs 4 --learning-rate 0.5 and other bureau
+    features: all were parsed and silently not used (the job went on with its own). They are
+    refused, named with the job's values; the job's own values (the first command with
+    --resume added), and the resume command the bank prints, pass. The bank's own resume
+    after a restarted bureau keeps the first run's settings and is not refused."""
+    from protocols.errors import PeerError
+
+    ran: list[str | None] = []
+
+    def fake_train(args, job_id, announce):  # type: ignore[no-untyped-def]
+        ran.append(args.resume)
+        return 0
+
+    monkeypatch.setattr(bank_cli, "_train", fake_train)
+    model = tmp_path / "model"
+    job = _checkpoint(model, city["bank"])
+    base = ["train", "--bureau", "127.0.0.1:1", "--insecure", "--allow-test-keys"]
+    base += ["--model-dir", str(model), "--resume", job]
+    changed = [
+        "--epochs", "4", "--learning-rate", "0.5", "--bureau-features", "debt_ratio",
+        "--data", str(tmp_path / "other.csv"), "--min-iv", "0.02",
+    ]  # fmt: skip
+    assert bank_cli.main([*base, *changed]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume continues job {job} with the settings it started with; drop" in err
+    for said in ("--epochs 4 (the job's: 6)", "--learning-rate 0.5 (the job's: 0.05)",
+                 "--bureau-features debt_ratio", "--data", "--min-iv 0.02"):  # fmt: skip
+        assert said in err, err
+    assert ran == []
+    same = ["--epochs", "6", "--seed", "7", "--key-bits", "768", "--data", str(city["bank"])]
+    same += ["--id-column", "uscc", "--label", "y", "--bank-features", "b,a"]
+    assert bank_cli.main([*base, *same]) == 0 and ran == [job]
+    assert bank_cli.main(base) == 0 and ran == [job, job]  # as _resume_hint prints it
+
+    # a new job with its own settings; the bureau restarts, the bank resumes on its own
+    attempts = iter([PeerError("the bureau is stopping"), None])
+
+    def restarting(args, job_id, announce):  # type: ignore[no-untyped-def]
+        announce(job_id)
+        exc = next(attempts)
+        if exc is not None:
+            exc.nothing_done = True
+            raise exc
+        ran.append(args.resume)
+        return 0
+
+    monkeypatch.setattr(bank_cli, "_train", restarting)
+    monkeypatch.setattr(bank_cli, "_wait_for_restart", lambda args, job_id, exc: True)
+    fresh = tmp_path / "fresh"
+    new = ["train", "--bureau", "127.0.0.1:1", "--insecure", "--model-dir", str(fresh)]
+    new += ["--data", str(city["bank"]), "--id-column", "uscc", "--label", "y", "--epochs", "4"]
+    assert bank_cli.main(new) == 0
+    assert ran[-1] is not None and len(ran) == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -816,3 +817,95 @@ def test_predict_warns_when_a_column_is_in_another_unit_than_the_training_file(
                               say=said.append)  # fmt: skip
         assert len(summary["warnings"]) == expected
     assert f"column {numeric!r}" in summary["warnings"][0] and "another unit" in said[-1]
+
+
+@pytest.mark.parametrize("neutral", [math.nan, -1e6])
+def test_a_neutral_score_out_of_bounds_from_the_bureau_is_refused(
+    city, bureau, tmp_path, monkeypatch, neutral
+):
+    """A hostile bureau finished a job with a neutral score of NaN (written into model.json,
+    no longer strict JSON) or -1e6 (every applicant it does not hold approved): the score of
+    everyone it does not know. Bounded as its other scores are: refused at FinishTraining,
+    no model saved, and the job's checkpoint (its key) gone, as the job has ended."""
+    from bank_node import client as bank_client
+
+    opened = bank_client.BureauConnection.__init__
+
+    def hostile(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened(self, *args, **kwargs)
+        finish = self.training.FinishTraining
+
+        def finished(*call_args, **call_kwargs):  # type: ignore[no-untyped-def]
+            answer = finish(*call_args, **call_kwargs)
+            answer.neutral_score = neutral
+            return answer
+
+        self.training.FinishTraining = finished
+
+    monkeypatch.setattr(bank_client.BureauConnection, "__init__", hostile)
+    model_dir = tmp_path / "m"
+    with pytest.raises(ProtocolViolation, match="neutral score .* is not a score") as refused:
+        train_job(
+            f"127.0.0.1:{bureau.port}", city["bank"], "uscc", "y", model_dir, "bank-a",
+            epochs=1, seed=4, quiet=True, workers=0, **TEST_KEYS,
+            bureau_features=["debt_ratio", "tax_paid_12m_10k_cny", "insured_employees"],
+        )  # fmt: skip
+    assert not (model_dir / "model.json").exists()
+    assert not (model_dir / "checkpoint.json").exists()
+    # the command that deletes the model the bureau kept works as said
+    kept = re.search(r"models delete ([0-9a-f]{32})", str(refused.value))
+    assert kept is not None
+    ModelStore(bureau.store.root).delete("bank-a", kept.group(1))
+
+
+def _hostile_catalogue(kind: str, description: str):  # type: ignore[no-untyped-def]
+    """A bureau whose catalogue has one feature of this kind and description."""
+    from concurrent import futures
+
+    import grpc
+
+    from xinrong.v1 import model_pb2 as mpb
+    from xinrong.v1 import model_pb2_grpc
+
+    class Catalogue(model_pb2_grpc.CatalogueServicer):
+        def ListFeatures(self, request, context):  # type: ignore[no-untyped-def]
+            feature = mpb.FeatureInfo(name="debt_ratio", kind=kind, description=description)
+            return mpb.FeatureCatalogue(enterprises=1, features=[feature])
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    model_pb2_grpc.add_CatalogueServicer_to_server(Catalogue(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "description", "message"),
+    [
+        ("numeric\x1b[2J\x1b]0;owned\x07", "fine", "of kind 'numeric\\x1b"),
+        ("numeric", "ok\r\x1b[1A\x1b[31mFAKE: bureau certified\x1b[0m", "is not a description"),
+        ("numeric", "x" * 501, "at most 500 characters"),
+        ("category", '=HYPERLINK("http://x","click")', "not starting with ="),
+    ],
+    ids=["kind-escapes", "description-escapes", "description-long", "description-formula"],
+)
+def test_a_catalogue_a_terminal_or_spreadsheet_would_run_is_refused(
+    kind, description, message, capsys
+):
+    """A hostile bureau's catalogue carried terminal escape sequences in a feature's kind and
+    description: `bank-node features` printed them raw on the operator's terminal (clearing
+    it, faking lines) and into its JSON. Kinds are numeric or category; descriptions are
+    printable, bounded and not a spreadsheet formula; anything else is refused, shown
+    escaped."""
+    from bank_node import cli as bank_cli
+
+    server, address = _hostile_catalogue(kind, description)
+    try:
+        with pytest.raises(ProtocolViolation, match=re.escape(message)):
+            list_features(address, "bank-a")
+        assert bank_cli.main(["features", "--bureau", address, "--insecure"]) == 2
+        out, err = capsys.readouterr()
+        assert "\x1b" not in out + err and "\r" not in out + err and "HYPERLINK" not in out
+        assert "the bureau's catalogue: the" in err or "is of kind" in err
+    finally:
+        server.stop(None)
