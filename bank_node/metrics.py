@@ -49,3 +49,26 @@ def convergence_warning(losses: list[float], max_epochs: int) -> str | None:
             f"model may not have converged; train again with more than --epochs {max_epochs}"
         )
     return None
+
+
+def mean_preserving_part(
+    own: np.ndarray, other: np.ndarray, slope: float, intercept: float, bound: float
+) -> float | None:
+    """The constant ``c`` in place of another party's score parts ``other`` that keeps the
+    mean probability of rows scored ``sigmoid(slope (own + part) + intercept)``: what an
+    applicant the bureau does not hold (or every applicant, the bureau unreachable) gets.
+    The mean part itself would not do: the sigmoid is convex where defaults are rare, so a
+    review's bank-only fallback scored its training file at 0.060 a default where 8.5% had
+    defaulted. None when there are no rows or the slope is not positive. (Bisection: the
+    mean is increasing in ``c``.)"""
+    if own.size == 0 or not slope > 0:
+        return None
+    target = float(np.mean(sigmoid(slope * (own + other) + intercept)))
+    low, high = -bound, bound
+    for _ in range(60):
+        middle = (low + high) / 2
+        if float(np.mean(sigmoid(slope * (own + middle) + intercept))) < target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2

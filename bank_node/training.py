@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bank_node.metrics import convergence_warning, evaluate, sigmoid
+from bank_node.metrics import convergence_warning, evaluate, mean_preserving_part, sigmoid
 from node_runtime import tables
 from node_runtime.parallel import make_executor
 from node_runtime.progress import ProgressBars
@@ -698,6 +698,15 @@ def evaluate_model(
     weights = outcome.weights
     u = x @ weights + trained.bureau_scores
     calibration = calibrate(u[train_rows], y[train_rows])
+    # the bureau part of applicants it does not hold: one that keeps the training rows' mean
+    # probability (the bureau's mean score would lower it), else the bureau's
+    neutral = mean_preserving_part(
+        (x @ weights)[train_rows],
+        trained.bureau_scores[train_rows],
+        float(calibration["slope"]),
+        float(calibration["intercept"]),
+        vlr.SCORE_BOUND,
+    )
     probabilities = sigmoid(calibration["slope"] * u + calibration["intercept"])
     metrics: dict[str, dict[str, Any]] = {
         "train": evaluate(y[train_rows], probabilities[train_rows]),
@@ -725,7 +734,8 @@ def evaluate_model(
         "weights": weights.tolist(),
         "recipe": recipe.to_json(),
         "bureau_features": trained.bureau_features,
-        "neutral_bureau_score": trained.neutral_score,
+        "neutral_bureau_score": trained.neutral_score if neutral is None else neutral,
+        "bureau_mean_score": trained.neutral_score,
         "calibration": calibration,
         "converged": not_converged is None,
         "epoch": outcome.best_epoch,
@@ -1329,7 +1339,7 @@ def score(
     lookup: BureauLookup,
 ) -> Scored:
     """Score applicants: the bank's half here, the bureau's half for those it knows. Those it
-    does not know (or whose IDs are invalid) get the bureau's mean training score instead and
+    does not know (or whose IDs are invalid) get the model's neutral bureau part instead and
     ``bureau_matched = false``; no row is dropped. ``lookup`` is called only if some ID is
     valid."""
     recipe = FeatureRecipe.from_json(model["recipe"])

@@ -909,3 +909,35 @@ def test_a_catalogue_a_terminal_or_spreadsheet_would_run_is_refused(
         assert "the bureau's catalogue: the" in err or "is of kind" in err
     finally:
         server.stop(None)
+
+
+def test_applicants_the_bureau_does_not_hold_keep_the_mean_probability(city, trained, tmp_path):
+    """A review's bank-only fallback scored the model's own training file at 0.060 a default,
+    where 8.5% had defaulted (the bank alone: 0.087): the bureau's mean score went inside
+    the sigmoid, which is convex where defaults are rare. The neutral part keeps the
+    training rows' mean probability."""
+    import contextlib
+    import socket
+
+    from protocols.ids import IdType, normalise_column
+
+    _, model_dir = trained
+    model = json.loads((model_dir / "model.json").read_text())
+    with contextlib.closing(socket.socket()) as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    predict_job(f"127.0.0.1:{port}", model_dir, city["bank"], "uscc", tmp_path / "s.csv",
+                "bank-a", quiet=True, fallback="bank-only")  # fmt: skip
+    scored = read_csv(tmp_path / "s.csv")
+    ids = normalise_column(scored.column("uscc").combine_chunks(), IdType.USCC).to_pylist()
+    fallback = dict(zip(ids, scored.column("score").to_pylist(), strict=True))
+    evaluation = read_csv(model_dir / "evaluation.csv").to_pylist()
+    train = [r for r in evaluation if r["split"] == "train"]
+    joint = np.mean([r["joint"] for r in train])
+    alone = np.array([fallback[r["uscc"]] for r in train])
+    assert abs(alone.mean() - joint) < 1e-3
+    # what it was: the bureau's mean score inside the sigmoid, a lower mean probability
+    a, b = model["calibration"]["slope"], model["calibration"]["intercept"]
+    own = (np.log(alone / (1 - alone)) - b) / a - model["neutral_bureau_score"]
+    before = 1 / (1 + np.exp(-(a * (own + model["bureau_mean_score"]) + b)))
+    assert before.mean() < joint - 1e-3
