@@ -34,6 +34,7 @@ from protocols.errors import (
     InputDataError,
     PeerError,
     ProtocolViolation,
+    QuotaExceeded,
     StaleKeyEpoch,
     UnknownSession,
 )
@@ -314,6 +315,24 @@ class LookupClient:
         self._remembered.update(zip(missing, self._evaluate_all(missing), strict=True))
         return [self._remembered[x] for x in ids]
 
+    def _check_quota_left(self, count: int) -> None:
+        """A run larger than what is left of the day's lookups is refused before its first
+        chunk: a review's run of 200,000 was charged chunk by chunk until the bureau refused
+        one, and ended with no output and the day's quota spent."""
+        answer = _call(
+            "asking the bureau what is left of today's lookups",
+            lambda: self.connection.lookup.ListTables(
+                pb.ListTablesRequest(), timeout=30, metadata=self.connection.metadata
+            ),
+        )
+        if answer.HasField("lookups_left_today") and count > answer.lookups_left_today:
+            raise QuotaExceeded(
+                f"this run looks up {count:,} enterprises and bank {self.connection.bank_id} "
+                f"has {answer.lookups_left_today:,} lookups left today (daily_lookup_ids, "
+                "counted by UTC day): nothing was sent or charged; look up fewer at a time "
+                "(split the file), wait for 00:00 UTC, or ask the bureau's operator"
+            )
+
     def _evaluate_all(self, ids: Sequence[str]) -> list[bytes]:
         """Many IDs go in chunks: blinded on the executor's workers, evaluated by the
         bureau while the next chunks are blinded, and unblinded on the workers."""
@@ -323,6 +342,7 @@ class LookupClient:
         if len(ids) <= STREAM_POINTS:  # an online decision: no chunks, no pipeline
             query = lookup.blind([x.encode() for x in ids])
             return lookup.unblind(query, self._evaluate(query))
+        self._check_quota_left(len(ids))
         size = min(self._max_points, BLIND_CHUNK) if len(ids) > BLIND_CHUNK else len(ids)
         spans = list(psi.chunk_offsets(len(ids), max(size, 1)))
         run = self.executor if len(spans) > 1 else None

@@ -260,6 +260,16 @@ class Access:
         daily_iv_requests, iv_rho_per_day); refuse, counting nothing, if it would go over."""
         self.charge_all(bank_id, {what: amount})
 
+    def left(self, bank_id: str, what: str) -> float:
+        """What is left today (UTC) of the bank's quota ``what``."""
+        limit = getattr(self.policy(bank_id), what)
+        path = self.root / bank_id / f"usage-{quota_day()}.json"
+        with self._lock:
+            used = self._usage.get(path)
+            if used is None:
+                used = json.loads(path.read_text()) if path.exists() else {}
+            return max(0.0, limit - used.get(what, 0))
+
     def charge_all(self, bank_id: str, amounts: dict[str, float], dry_run: bool = False) -> None:
         """Several quotas at once: all counted, or (one would go over) none; ``dry_run``:
         refused the same way, never counted (a job's later charges, checked at its start)."""

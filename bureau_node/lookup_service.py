@@ -67,6 +67,7 @@ class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
                 tables=infos,
                 bureau_id=bureau_id,
                 max_streams=self.ctx.access.policy(bank_id).max_lookup_streams,
+                lookups_left_today=int(self.ctx.access.left(bank_id, "daily_lookup_ids")),
             )
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "lookup_tables", exc)

@@ -80,7 +80,8 @@ def bureau(city, trace, tmp_path_factory):
         '[banks.bank-a]\nmax_lookup_streams = 3\n\n[banks.bank-b]\nproducts = ["size_class"]\n\n'
         "[banks.bank-poor]\ndaily_lookup_ids = 10\n\n"
         "[banks.bank-poor-online]\ndaily_lookup_ids = 10\n\n"
-        "[banks.bank-psi]\ndaily_lookup_ids = 10\n"
+        "[banks.bank-psi]\ndaily_lookup_ids = 10\n\n"
+        "[banks.bank-portfolio]\ndaily_lookup_ids = 3000\n"
     )
     with pytest.MonkeyPatch.context() as patch:
         for name in ("ListTables", "Evaluate", "EvaluateStream", "FetchTable"):
@@ -409,6 +410,23 @@ def test_lookups_are_charged_to_a_quota(city, bureau, trained, tmp_path, bank, s
             client.points(ids[10:11])
         assert caught.value.status == "RESOURCE_EXHAUSTED"
     assert issubclass(QuotaExceeded, Exception)
+
+
+def test_a_run_larger_than_the_days_lookups_left_is_refused_before_any_is_charged(
+    city, bureau, tmp_path
+):
+    """A review's lookup of 200,000 enterprises was charged chunk by chunk until the bureau
+    refused one: no output, and the day's quota spent. A run asks first what is left."""
+    ids = bureau_ids(city, 2500)
+    address = f"127.0.0.1:{bureau.port}"
+    with BureauConnection(address, "bank-portfolio") as connection:
+        client = LookupClient(connection, tmp_path)
+        assert len(client.points(ids)) == 2500
+        with pytest.raises(QuotaExceeded, match="has 500 lookups left today.*nothing was sent"):
+            client.points(ids)
+    bureau.access.flush()
+    (usage,) = (bureau.access.root / "bank-portfolio").glob("usage-*.json")
+    assert json.loads(usage.read_text()) == {"daily_lookup_ids": 2500}
 
 
 def bureau_ids(city: dict[str, Path], count: int) -> list[str]:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17xinrong/v1/lookup.proto\x12\nxinrong.v1\"\x13\n\x11ListTablesRequest\"\xc0\x01\n\tTableInfo\x12\x0f\n\x07product\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\tkey_epoch\x18\x03 \x01(\x04\x12\x11\n\tdata_date\x18\x04 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x05 \x01(\x04\x12\x15\n\rpayload_bytes\x18\x06 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x15\n\rneutral_score\x18\x08 \x01(\x01\x12\x17\n\x0freason_features\x18\t \x03(\t\"\x86\x01\n\x0eTableCatalogue\x12\x11\n\tkey_epoch\x18\x01 \x01(\x04\x12\x12\n\nmax_points\x18\x02 \x01(\r\x12%\n\x06tables\x18\x03 \x03(\x0b\x32\x15.xinrong.v1.TableInfo\x12\x11\n\tbureau_id\x18\x04 \x01(\t\x12\x13\n\x0bmax_streams\x18\x05 \x01(\r\"2\n\rBlindedPoints\x12\x11\n\tkey_epoch\x18\x01 \x01(\x04\x12\x0e\n\x06points\x18\x02 \x01(\x0c\"F\n\x0f\x45valuatedPoints\x12\x11\n\tkey_epoch\x18\x01 \x01(\x04\x12\x0e\n\x06points\x18\x02 \x01(\x0c\x12\x10\n\x08receipts\x18\x03 \x01(\x0c\"_\n\x11\x46\x65tchTableRequest\x12\x0f\n\x07product\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\tkey_epoch\x18\x03 \x01(\x04\x12\x15\n\rsince_version\x18\x04 \x01(\r\"\x84\x01\n\nTableChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x0c\n\x04tags\x18\x03 \x01(\x0c\x12\x0e\n\x06sealed\x18\x04 \x01(\x0c\x12\x11\n\trevisions\x18\x05 \x01(\x0c\x12\x15\n\rsince_version\x18\x06 \x01(\r\x12\x0f\n\x07removed\x18\x07 \x01(\x0c\x32\xb1\x02\n\rPrivateLookup\x12G\n\nListTables\x12\x1d.xinrong.v1.ListTablesRequest\x1a\x1a.xinrong.v1.TableCatalogue\x12\x42\n\x08\x45valuate\x12\x19.xinrong.v1.BlindedPoints\x1a\x1b.xinrong.v1.EvaluatedPoints\x12L\n\x0e\x45valuateStream\x12\x19.xinrong.v1.BlindedPoints\x1a\x1b.xinrong.v1.EvaluatedPoints(\x01\x30\x01\x12\x45\n\nFetchTable\x12\x1d.xinrong.v1.FetchTableRequest\x1a\x16.xinrong.v1.TableChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17xinrong/v1/lookup.proto\x12\nxinrong.v1\"\x13\n\x11ListTablesRequest\"\xc0\x01\n\tTableInfo\x12\x0f\n\x07product\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\tkey_epoch\x18\x03 \x01(\x04\x12\x11\n\tdata_date\x18\x04 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x05 \x01(\x04\x12\x15\n\rpayload_bytes\x18\x06 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x15\n\rneutral_score\x18\x08 \x01(\x01\x12\x17\n\x0freason_features\x18\t \x03(\t\"\xbe\x01\n\x0eTableCatalogue\x12\x11\n\tkey_epoch\x18\x01 \x01(\x04\x12\x12\n\nmax_points\x18\x02 \x01(\r\x12%\n\x06tables\x18\x03 \x03(\x0b\x32\x15.xinrong.v1.TableInfo\x12\x11\n\tbureau_id\x18\x04 \x01(\t\x12\x13\n\x0bmax_streams\x18\x05 \x01(\r\x12\x1f\n\x12lookups_left_today\x18\x06 \x01(\x04H\x00\x88\x01\x01\x42\x15\n\x13_lookups_left_today\"2\n\rBlindedPoints\x12\x11\n\tkey_epoch\x18\x01 \x01(\x04\x12\x0e\n\x06points\x18\x02 \x01(\x0c\"F\n\x0f\x45valuatedPoints\x12\x11\n\tkey_epoch\x18\x01 \x01(\x04\x12\x0e\n\x06points\x18\x02 \x01(\x0c\x12\x10\n\x08receipts\x18\x03 \x01(\x0c\"_\n\x11\x46\x65tchTableRequest\x12\x0f\n\x07product\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x11\n\tkey_epoch\x18\x03 \x01(\x04\x12\x15\n\rsince_version\x18\x04 \x01(\r\"\x84\x01\n\nTableChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x0c\n\x04tags\x18\x03 \x01(\x0c\x12\x0e\n\x06sealed\x18\x04 \x01(\x0c\x12\x11\n\trevisions\x18\x05 \x01(\x0c\x12\x15\n\rsince_version\x18\x06 \x01(\r\x12\x0f\n\x07removed\x18\x07 \x01(\x0c\x32\xb1\x02\n\rPrivateLookup\x12G\n\nListTables\x12\x1d.xinrong.v1.ListTablesRequest\x1a\x1a.xinrong.v1.TableCatalogue\x12\x42\n\x08\x45valuate\x12\x19.xinrong.v1.BlindedPoints\x1a\x1b.xinrong.v1.EvaluatedPoints\x12L\n\x0e\x45valuateStream\x12\x19.xinrong.v1.BlindedPoints\x1a\x1b.xinrong.v1.EvaluatedPoints(\x01\x30\x01\x12\x45\n\nFetchTable\x12\x1d.xinrong.v1.FetchTableRequest\x1a\x16.xinrong.v1.TableChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TABLEINFO']._serialized_start=61
   _globals['_TABLEINFO']._serialized_end=253
   _globals['_TABLECATALOGUE']._serialized_start=256
-  _globals['_TABLECATALOGUE']._serialized_end=390
-  _globals['_BLINDEDPOINTS']._serialized_start=392
-  _globals['_BLINDEDPOINTS']._serialized_end=442
-  _globals['_EVALUATEDPOINTS']._serialized_start=444
-  _globals['_EVALUATEDPOINTS']._serialized_end=514
-  _globals['_FETCHTABLEREQUEST']._serialized_start=516
-  _globals['_FETCHTABLEREQUEST']._serialized_end=611
-  _globals['_TABLECHUNK']._serialized_start=614
-  _globals['_TABLECHUNK']._serialized_end=746
-  _globals['_PRIVATELOOKUP']._serialized_start=749
-  _globals['_PRIVATELOOKUP']._serialized_end=1054
+  _globals['_TABLECATALOGUE']._serialized_end=446
+  _globals['_BLINDEDPOINTS']._serialized_start=448
+  _globals['_BLINDEDPOINTS']._serialized_end=498
+  _globals['_EVALUATEDPOINTS']._serialized_start=500
+  _globals['_EVALUATEDPOINTS']._serialized_end=570
+  _globals['_FETCHTABLEREQUEST']._serialized_start=572
+  _globals['_FETCHTABLEREQUEST']._serialized_end=667
+  _globals['_TABLECHUNK']._serialized_start=670
+  _globals['_TABLECHUNK']._serialized_end=802
+  _globals['_PRIVATELOOKUP']._serialized_start=805
+  _globals['_PRIVATELOOKUP']._serialized_end=1110
 # @@protoc_insertion_point(module_scope)

@@ -33,18 +33,20 @@ class TableInfo(_message.Message):
     def __init__(self, product: _Optional[str] = ..., version: _Optional[int] = ..., key_epoch: _Optional[int] = ..., data_date: _Optional[str] = ..., entries: _Optional[int] = ..., payload_bytes: _Optional[int] = ..., description: _Optional[str] = ..., neutral_score: _Optional[float] = ..., reason_features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TableCatalogue(_message.Message):
-    __slots__ = ("key_epoch", "max_points", "tables", "bureau_id", "max_streams")
+    __slots__ = ("key_epoch", "max_points", "tables", "bureau_id", "max_streams", "lookups_left_today")
     KEY_EPOCH_FIELD_NUMBER: _ClassVar[int]
     MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
     BUREAU_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    LOOKUPS_LEFT_TODAY_FIELD_NUMBER: _ClassVar[int]
     key_epoch: int
     max_points: int
     tables: _containers.RepeatedCompositeFieldContainer[TableInfo]
     bureau_id: str
     max_streams: int
-    def __init__(self, key_epoch: _Optional[int] = ..., max_points: _Optional[int] = ..., tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ..., bureau_id: _Optional[str] = ..., max_streams: _Optional[int] = ...) -> None: ...
+    lookups_left_today: int
+    def __init__(self, key_epoch: _Optional[int] = ..., max_points: _Optional[int] = ..., tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ..., bureau_id: _Optional[str] = ..., max_streams: _Optional[int] = ..., lookups_left_today: _Optional[int] = ...) -> None: ...
 
 class BlindedPoints(_message.Message):
     __slots__ = ("key_epoch", "points")
