@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -48,7 +49,7 @@ from .training import (
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 LABELS_PER_CHUNK = 4096
-IV_COLUMNS = ["feature", "party", "kind", "bins", "iv", "strength"]
+IV_COLUMNS = ["feature", "party", "kind", "bins", "iv", "iv_sd", "strength"]
 SCORECARD_FILE = "scorecard.csv"
 
 
@@ -239,9 +240,21 @@ def information_values(
             f"the bureau released no bins of {', '.join(withheld)}: one bin over these "
             "clients (each was charged to the budget like the others)"
         )
+    # the noise's sigma, from the privacy loss charged per feature (withheld ones too)
+    named = len(bureau_features or catalogue)
+    sigma = (
+        binning.BinNoise(answer.rho_charged / named).sigma if answer.rho_charged and named else 0.0
+    )
     for feature in answer.features:
-        values.append(_bureau_feature(feature, private_key, public_key, rows, monotonic))
+        values.append(_bureau_feature(feature, private_key, public_key, rows, monotonic, sigma))
     values.sort(key=lambda v: -v.iv)
+    rough = [v for v in values if v.iv_sd > ROUGH_IV_SD]
+    if rough:
+        say(
+            f"warning: the bureau's noise moves the IV of {len(rough)} bureau feature(s) by "
+            f"more than {ROUGH_IV_SD} (the iv_sd column; {int(y.sum()):,} defaults in all): "
+            "read them as rough; more defaults make them sharper"
+        )
     return InformationValues(
         values,
         rows,
@@ -345,12 +358,16 @@ def iv_job(
     }
 
 
+ROUGH_IV_SD = 0.02  # an IV moved more than this by the bureau's noise is said to be rough
+
+
 def _bureau_feature(
     feature: pb.FeatureBins,
     private_key: he.PrivateKey,
     public_key: he.PublicKey,
     rows: int,
     monotonic: bool,
+    sigma: float = 0.0,
 ) -> binning.FeatureValue:
     count = len(feature.totals)
     if not 1 <= count <= binning.MAX_BINS + 1:
@@ -374,23 +391,25 @@ def _bureau_feature(
     # the bureau's noise may make a count negative or larger than its bin: cut to range
     bads = binning.noisy_counts(slots, offset, totals, feature.name)
     missing = None if feature.missing_bin < 0 else feature.missing_bin
-    return binning.evaluate_feature(
-        feature.name,
-        "bureau",
-        feature.kind,
-        binning.BinStatistics(totals, bads),
-        feature.ordered,
-        missing,
-        monotonic,
+    stats = binning.BinStatistics(totals, bads)
+    if sigma > 0:  # bins that carry more than the noise (post-processing: no privacy spent)
+        floor = binning.NOISE_FLOOR_SIGMAS * sigma
+        stats, missing = binning.merge_for_noise(stats, feature.ordered, missing, floor)
+    value = binning.evaluate_feature(
+        feature.name, "bureau", feature.kind, stats, feature.ordered, missing, monotonic
     )
+    spread = binning.iv_spread(stats, feature.ordered, missing, sigma, monotonic)
+    return dataclasses.replace(value, iv_sd=round(spread, 4))
 
 
 def format_iv_table(values: list[dict[str, Any]]) -> str:
-    lines = [f"{'feature':<32} {'party':<7} {'bins':>4} {'IV':>8}  strength"]
+    lines = [f"{'feature':<32} {'party':<7} {'bins':>4} {'IV':>8} {'noise':>7}  strength"]
     for v in values:
+        spread = v.get("iv_sd") or 0.0
+        noise = f"±{spread:.3f}" if spread else ""
         lines.append(
-            f"{pad(v['feature'], 32)} {v['party']:<7} {v['bins']:>4} {v['iv']:>8.4f}  "
-            f"{v['strength']}"
+            f"{pad(v['feature'], 32)} {v['party']:<7} {v['bins']:>4} {v['iv']:>8.4f} "
+            f"{noise:>7}  {v['strength']}"
         )
     return "\n".join(lines)
 

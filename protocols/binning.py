@@ -279,6 +279,8 @@ class FeatureValue:
     totals: list[int]
     bads: list[int]
     woe: list[float]
+    # the spread of the IV under the bureau's noise (0 for the bank's own features)
+    iv_sd: float = 0.0
 
 
 def evaluate_feature(
@@ -363,3 +365,79 @@ def noisy_counts(slots: list[int], offset: int, totals: list[int], feature: str)
             raise ProtocolViolation(f"feature {feature!r}: a noisy count is out of range")
         counts.append(min(max(value, 0), total))
     return counts
+
+
+# -- the bank's side of noisy counts: bins that carry more than noise -----------------------
+
+# A bureau feature's bins keep at least this many sigmas of the bureau's noise in (noisy)
+# positives and negatives each: a review's bins of ~10 defaults under noise of sigma 4 were
+# drawn to 0 and back, and one feature's IV moved from 0.23 to 0.77 between two requests.
+NOISE_FLOOR_SIGMAS = 5
+NOISE_DRAWS = 200
+
+
+def merge_for_noise(
+    stats: BinStatistics, ordered: bool, missing_bin: int | None, floor: float
+) -> tuple[BinStatistics, int | None]:
+    """Bins merged until each has at least ``floor`` positives and negatives (counts as
+    the bank received them, noise and all: post-processing, which spends no privacy):
+    adjacent ordered bins, the smallest first, into the smaller neighbour; small categories
+    pooled, then into the largest; a small missing bin into the largest. The new statistics
+    and the missing bin's new index."""
+
+    def low(group: list[int]) -> float:
+        bads = sum(stats.bads[b] for b in group)
+        return min(bads, sum(stats.totals[b] for b in group) - bads)
+
+    rest = [[b] for b in range(len(stats.totals)) if b != missing_bin]
+    if ordered:
+        while len(rest) > 1 and min(low(g) for g in rest) < floor:
+            g = min(range(len(rest)), key=lambda k: low(rest[k]))
+            neighbours = [k for k in (g - 1, g + 1) if 0 <= k < len(rest)]
+            other = min(neighbours, key=lambda k: low(rest[k]))
+            lo, hi = min(g, other), max(g, other)
+            rest[lo] = rest[lo] + rest[hi]
+            del rest[hi]
+    else:
+        small = [g for g in rest if low(g) < floor]
+        if len(small) > 1:
+            rest = [g for g in rest if low(g) >= floor] + [sorted(b for g in small for b in g)]
+        while len(rest) > 1 and low(rest[-1]) < floor:
+            largest = max(range(len(rest) - 1), key=lambda k: low(rest[k]))
+            rest[largest] = sorted(rest[largest] + rest.pop())
+    groups, new_missing = rest, None
+    if missing_bin is not None:
+        if low([missing_bin]) < floor and groups:
+            largest = max(range(len(groups)), key=lambda k: low(groups[k]))
+            groups[largest] = sorted(groups[largest] + [missing_bin])
+        else:
+            groups = [*groups, [missing_bin]]
+            new_missing = len(groups) - 1
+    return merge(stats, groups), new_missing
+
+
+def iv_spread(
+    stats: BinStatistics,
+    ordered: bool,
+    missing_bin: int | None,
+    sigma: float,
+    monotonic: bool,
+    draws: int = NOISE_DRAWS,
+) -> float:
+    """How far the bureau's noise moves this IV: the standard deviation of the IV over
+    fresh draws of noise of the same sigma (summing to zero, as the bureau's) around the
+    counts the bank received. A statistic for the bank's reader, not a secret: numpy's
+    generator, seeded, so that a table reads the same twice."""
+    if sigma <= 0 or len(stats.totals) < 2:
+        return 0.0
+    rng = np.random.default_rng(0)
+    totals = np.asarray(stats.totals)
+    ivs = []
+    for _ in range(draws):
+        z = rng.normal(0.0, sigma, len(totals))
+        noisy = np.clip(np.rint(stats.bads + z - z.mean()), 0, totals).astype(int)
+        drawn = BinStatistics(stats.totals, noisy.tolist())
+        if monotonic and ordered:
+            drawn = merge(drawn, monotonic_groups(drawn, missing_bin))
+        ivs.append(woe_and_iv(drawn)[1])
+    return float(np.std(ivs))

