@@ -86,7 +86,7 @@ class ReceiptStore:
                 self._remember_bank()
                 self._made = True
             for log_id, text in lines.items():
-                path = self.directory / f"{log_id}.jsonl"
+                path = self.directory / self._file_name(log_id)
                 handle = self._open.get(path)
                 if handle is None:
                     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -99,6 +99,11 @@ class ReceiptStore:
                     self._unsynced.add(path)
             if sync or (self._unsynced and time.monotonic() - self._synced >= SYNC_SECONDS):
                 self._sync_locked()
+
+    def _file_name(self, log_id: str) -> str:
+        """A file per audit log and bank: a machine running two banks kept both's receipts
+        in one file, and `verify --bank` then named the other's BROKEN (a review)."""
+        return f"{log_id}.{self.bank_id}.jsonl" if self.bank_id else f"{log_id}.jsonl"
 
     def _remember_bank(self) -> None:
         """The banks that kept receipts here, one a line (a machine may run several)."""
@@ -138,11 +143,16 @@ class ReceiptStore:
         self._unsynced.clear()
         self._synced = time.monotonic()
 
-    def load(self) -> list[Receipt]:
+    def load(self, bank_id: str | None = None) -> list[Receipt]:
+        """The receipts kept here; with ``bank_id``, that bank's (and those of files from
+        before a file per bank, which name no bank)."""
         out: list[Receipt] = []
         if not self.directory.is_dir():
             return out
         for path in sorted(self.directory.glob("*.jsonl")):
+            owner = path.name.removesuffix(".jsonl").partition(".")[2]
+            if bank_id is not None and owner not in ("", bank_id):
+                continue
             for number, line in enumerate(path.read_text().splitlines(), start=1):
                 if not line.strip():
                     continue
@@ -419,7 +429,7 @@ def verify(
 
 def cmd_receipts(args: argparse.Namespace) -> int:
     store = ReceiptStore(args.receipts_dir)
-    receipts = store.load()
+    receipts = store.load(getattr(args, "bank", None) or store.stored_bank())
     if args.receipts_command == "list":
         for r in receipts:
             print(

@@ -473,3 +473,26 @@ def test_a_flood_of_refused_calls_is_answered_and_counted_not_written_one_by_one
     last = audit.records()[-1]
     assert (last["bank_id"], last["event"]) == ("(bureau)", "refusals_not_recorded")
     assert json.loads(last["details"]) == {"caller": "bank-flood", "count": 5}
+
+
+def test_two_banks_on_one_machine_keep_their_receipts_apart(tmp_path, monkeypatch):
+    """A review ran two bank identities on one machine: their receipts went to one file per
+    audit log, and `receipts verify --bank` named each of the other bank's BROKEN, on an
+    intact log. A file per log and bank; `verify --bank` reads that bank's."""
+    city = write_city(generate_city(600, 100, seed=7), tmp_path / "city")
+    receipts_dir = tmp_path / "receipts"
+    monkeypatch.setenv("XINRONG_RECEIPTS_DIR", str(receipts_dir))
+    with BureauNode(city["bureau"], "uscc", tmp_path / "state", workers=0) as node:
+        node.start("127.0.0.1:0")
+        for bank in ("bank-one", "bank-two"):
+            psi_job(f"127.0.0.1:{node.port}", city["bank"], "uscc", tmp_path / f"{bank}.csv",
+                    bank, workers=0)  # fmt: skip
+        AuditLog(tmp_path / "state").export(tmp_path / "all.jsonl")
+    names = sorted(p.name.split(".", 1)[1] for p in receipts_dir.glob("*.jsonl"))
+    assert names == ["bank-one.jsonl", "bank-two.jsonl"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bank_node", "receipts", "verify", "--receipts-dir",
+         str(receipts_dir), "--bank", "bank-one", "--export", str(tmp_path / "all.jsonl")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and "BROKEN" not in done.stderr, done.stderr
