@@ -99,7 +99,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                         raise
                     args.resume = job_id  # the bureau is back: on from the job's checkpoint
     except XinrongError as exc:
-        if started:
+        from .training import held_job
+
+        refused = getattr(exc, "status", None) in REFUSED_AT_START
+        if started and refused and held_job(args.model_dir) != job_id:
+            exc.args = (f"training job {job_id}: {exc}",)  # no job to resume or run again
+        elif started:
             exc.args = (f"training job {job_id}: {exc}; {_resume_hint(args, job_id)}",)
         raise
     except KeyboardInterrupt:
@@ -107,6 +112,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             hint = _resume_hint(args, job_id)
             print(f"training job {job_id} interrupted; {hint}", file=sys.stderr)
         raise
+
+
+# the bureau's refusals of a job by policy or quota: "run the command again" would only be
+# refused again (a review), and there is nothing to resume
+REFUSED_AT_START = {"PERMISSION_DENIED", "RESOURCE_EXHAUSTED"}
 
 
 def _wait_for_restart(args: argparse.Namespace, job_id: str, exc: PeerError) -> bool:

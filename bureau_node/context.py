@@ -108,7 +108,9 @@ class BureauContext:
             )
         return names
 
-    def check_exposure(self, recipe: FeatureRecipe, limit: float) -> None:
+    def check_exposure(
+        self, recipe: FeatureRecipe, limit: float, bank_id: str | None = None
+    ) -> None:
         """Refuses a model whose score, on more than ``limit`` of the bureau's enterprises,
         would be an affine function of one feature: in groups of enterprises that share all
         the other features' values (a review trained honestly on court judgements, total
@@ -117,13 +119,25 @@ class BureauContext:
         exposed = _over(recipe.exposure(self.features.table, self.features.public), limit)
         if exposed:
             log.info("a model refused: exposure %s", exposed)
+            allowed = self.access.features(bank_id, self.features.names) if bank_id else []
+            if bank_id and set(recipe.names) >= set(allowed):  # more features: none left
+                advice = (
+                    f"it uses every bureau feature bank {bank_id} may use, so training again "
+                    "is refused alike: leave out the features that vary alone (fewer, "
+                    "--bureau-features), or ask the bureau's operator about the policy "
+                    "(max_feature_exposure)"
+                )
+            else:
+                advice = (
+                    "train with more bureau features, or with features that vary among more "
+                    "enterprises"
+                )
             raise NotAuthorised(
                 f"this model is refused: on more than {limit:.0%} of the bureau's enterprises "
                 "its score would be one feature's value, in groups that share the values of "
                 "all the other features (missing statements, no records, one industry), so a "
                 f"looked-up score would give that value ({len(exposed)} of the "
-                f"{len(recipe.names)} features): train with more bureau features, or with "
-                "features that vary among more enterprises"
+                f"{len(recipe.names)} features): {advice}"
             )
 
     def check_model_served(self, bank_id: str, model: dict[str, Any]) -> None:

@@ -317,7 +317,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         rows = self.ctx.features.rows_of(ids)
         train_rows, _ = plan.schedule()
         recipe = FeatureRecipe.fit(rows.take(train_rows), names, layouts)
-        self.ctx.check_exposure(recipe, limits.max_feature_exposure)  # after the charge
+        self.ctx.check_exposure(recipe, limits.max_feature_exposure, bank_id)  # after the charge
         x = recipe.transform(rows)
         if x.shape[1] != columns:
             raise RuntimeError(f"{x.shape[1]} prepared columns against {columns} laid out")

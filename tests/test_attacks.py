@@ -89,6 +89,9 @@ max_models = 1
 [banks.bank-few-lookups]         # a lookup quota of 2,500 enterprises a day
 daily_lookup_ids = 2500
 
+[banks.bank-three-features]      # may use three features whose model is exposed
+features = ["court_judgements_3y", "total_assets_10k_cny", "debt_ratio"]
+
 [banks.bank-small-quota]         # scores fewer rows a day than its sessions hold
 daily_scored = 100
 max_models_per_session = 1
@@ -222,6 +225,19 @@ def test_policy_a_score_that_is_one_feature_on_most_enterprises_is_refused(node,
             quiet=True,
             **TEST_KEYS,
         )
+    # a bank that may use no more features is not told to use more (a review was, and told
+    # to run the command again, which was refused alike)
+    args = ["train", "--bureau", _address(node), "--insecure", "--bank-id",
+            "bank-three-features", "--data", str(city["bank"]), "--id-column", "uscc",
+            "--label", "y", "--model-dir", str(tmp_path / "m3"), "--epochs", "1",
+            "--key-bits", "768", "--allow-test-keys", "--workers", "0", "--quiet"]  # fmt: skip
+    from bank_node import cli as bank_cli
+
+    with pytest.raises(PeerError) as err:
+        bank_cli.cmd_train(bank_cli.build_parser().parse_args(args))
+    said = str(err.value)
+    assert "uses every bureau feature bank bank-three-features may use" in said, said
+    assert "run the command again" not in said and "train with more" not in said
 
 
 def _plan(session, job: int, batch: int = 128, validation=0.2, features=()) -> vlr.TrainingPlan:
