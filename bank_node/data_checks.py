@@ -153,6 +153,27 @@ def check_bank_data(
     return CheckedBankData(labels, kept, warnings, identical)
 
 
+def refuse_without_usable_ids(prepared: PreparedIds, rejects: str = "") -> None:
+    """No row with a usable ID: refused here, before the bureau is asked anything (a
+    review's first PSI on the public data sets, integer IDs read as USCCs, got only the
+    bureau's "a PSI session needs at least one of the bank's IDs" for 4,000 IDs)."""
+    if prepared.ids or not prepared.rows:
+        return
+    first = prepared.rejects[0] if prepared.rejects else None
+    example = f" (the first, {first.raw!r}: {first.reason})" if first else ""
+    digits = first is not None and str(first.raw).strip().isdigit()
+    raise InputDataError(
+        f"none of the {prepared.rows:,} rows has a usable ID{example}"
+        + (f"; they are listed in {rejects}" if rejects else "")
+        + (
+            ": they look like numbers, not Unified Social Credit Codes; if the file and the "
+            "bureau use other identifiers, pass --id-type text (the bureau serves the same)"
+            if digits
+            else ""
+        )
+    )
+
+
 def warn_rejected_ids(
     prepared: PreparedIds,
     say: Callable[[str], None],
@@ -160,6 +181,7 @@ def warn_rejected_ids(
 ) -> None:
     """Rows whose ID cannot be matched are left out of PSI: said, with the first of them
     (`bank-node psi` writes them all to a rejects file)."""
+    refuse_without_usable_ids(prepared)
     if prepared.rejects:
         first = prepared.rejects[0]
         say(

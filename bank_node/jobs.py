@@ -15,6 +15,7 @@ from protocols import psi
 from protocols.ids import IdType, prepare_ids
 
 from .client import BureauConnection, OnProgress, run_psi
+from .data_checks import refuse_without_usable_ids
 
 
 def rejects_path_for(out: Path) -> Path:
@@ -62,6 +63,11 @@ def psi_job(
     table = tables.read_table(data, id_column, columns=[], options=read_options)
     prepared = prepare_ids(table.column(id_column), id_type)
     ids = prepared.ids
+    if not ids:  # the rejects written, then refused before the bureau is asked anything
+        rejects = rejects_path_for(out)
+        where = tables.Whereabouts(data, table.num_rows, read_options)
+        tables.write_rejects(prepared.rejects, rejects, prepared.warnings, where)
+        refuse_without_usable_ids(prepared, str(rejects))
     executor = make_executor(workers, executor_spec) if ids else None
     bars = ProgressBars() if on_progress is None else None
     try:

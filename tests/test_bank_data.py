@@ -995,3 +995,17 @@ def test_settings_given_with_resume_that_differ_from_the_jobs_are_refused(
     new += ["--data", str(city["bank"]), "--id-column", "uscc", "--label", "y", "--epochs", "4"]
     assert bank_cli.main(new) == 0
     assert ran[-1] is not None and len(ran) == 3
+
+
+def test_a_file_with_no_usable_id_is_refused_before_psi_with_its_rejects(tmp_path, capsys):
+    """A review's first PSI on the public data sets (integer IDs, read as USCCs) got only
+    the bureau's "a PSI session needs at least one of the bank's IDs" for 4,000 IDs, and no
+    rejects file. Refused before the bureau is asked, the rejects written, the hint given."""
+    data = tmp_path / "guest.csv"
+    data.write_text("id,y\n" + "".join(f"{i},{i % 2}\n" for i in range(1, 41)))
+    out = tmp_path / "matched.csv"
+    code = bank_cli.main(["psi", "--bureau", "127.0.0.1:9", "--insecure", "--data", str(data),
+                          "--id-column", "id", "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "none of the 40 rows has a usable ID" in err and "--id-type text" in err
+    assert not out.exists() and (tmp_path / "matched.rejects.csv").exists()
