@@ -936,8 +936,37 @@ def train_job(
                 BureauConnection(job.bureau, job.bank_id, tls_dir=tls_dir)
             )
             fitted = fit(connection, executor, table, labels, job)
-        save(job.model_dir, fitted, job.keep_iv_table)
+            replaced = _kept_model_id(job.model_dir)
+            save(job.model_dir, fitted, job.keep_iv_table)
+            if replaced not in (None, fitted.bank_half["model_id"]):
+                _delete_replaced(connection, str(replaced), job.say)
         return {**fitted.summary, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _kept_model_id(model_dir: Path) -> str | None:
+    try:
+        kept = json.loads((model_dir / MODEL_FILE).read_text()).get("model_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kept if isinstance(kept, str) and MODEL_ID.fullmatch(kept) else None
+
+
+def _delete_replaced(connection: BureauConnection, model_id: str, say: Say) -> None:
+    """The model a ``--overwrite`` replaced, deleted at the bureau too: its bank half is gone,
+    so the bureau's could never score again, and it held one of the bank's ``max_models``
+    (a review's monthly retraining piled them up unsaid)."""
+    try:
+        connection.scoring.DeleteModel(
+            pb.DeleteModelRequest(model_id=model_id), timeout=60, metadata=connection.metadata
+        )
+        say(f"the replaced model {model_id} was deleted at the bureau too")
+    except grpc.RpcError as err:
+        if err.code() is grpc.StatusCode.NOT_FOUND:
+            return  # deleted already (or kept by another bureau)
+        say(
+            f"warning: the replaced model {model_id} is still kept at the bureau "
+            f"({err.code().name}): `bank-node models delete {model_id}` deletes it"
+        )
 
 
 CHECKPOINT_FILE = "checkpoint.json"
@@ -1037,7 +1066,14 @@ def _give_up_unless_resumable(
     except grpc.RpcError as err:
         # the bureau gone: the checkpoint stays, and a `--resume` then ends the job on both
         # sides (refused, as it cannot be resumed) or it expires at the bureau
-        log.warning("training job %s could not be ended at the bureau: %s", job_id, err)
+        code = err.code().name if hasattr(err, "code") else "unreachable"
+        log.warning(
+            "training job %s stopped inside an epoch and the bureau could not be told (%s): "
+            "a --resume continues it only if the bureau had not answered that epoch's steps; "
+            "else the bureau ends it then",
+            job_id,
+            code,
+        )
         return
     if not held:
         why = "before its first epoch had finished: there is nothing to resume from"

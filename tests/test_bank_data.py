@@ -384,9 +384,15 @@ def test_a_model_directory_in_use_is_refused_before_psi_and_replaced_with_overwr
     chosen = tmp_path / "chosen-iv.csv"
     bureau_names = sorted(set(BUREAU_DESCRIPTIONS) - REGISTRY_FEATURES)
     chosen.write_text("feature,party,iv\n" + "".join(f"{n},bureau,0.5\n" for n in bureau_names))
+    first = json.loads((model / "model.json").read_text())["model_id"]
+    kept = {m["model_id"] for m in bureau.models.list()}
+    assert first in kept
     again = [*args, "--seed", "2", "--min-iv", "0.1", "--iv-table", str(chosen)]
     assert bank_cli.main(again) == 0, capsys.readouterr().err
     assert not (model / "iv.csv").exists() and chosen.exists()
+    # the replaced model went at the bureau too: its bank half is gone (a review's monthly
+    # retraining left them there, one of max_models each)
+    assert first not in {m["model_id"] for m in bureau.models.list()}
 
 
 def test_chinese_gbk_file_with_yes_no_labels_trains(city, bureau, tmp_path, capsys):
