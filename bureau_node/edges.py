@@ -53,9 +53,10 @@ class EdgeFile:
     rejects: list[IdReject]
 
 
-def _column_names(path: Path, suffix: str) -> list[str]:
+def _column_names(path: Path, suffix: str, encoding: str = "utf-8") -> list[str]:
     if suffix in tables.CSV_SUFFIXES:
-        with pacsv.open_csv(path) as reader:  # the header and the first block only
+        read = pacsv.ReadOptions(encoding=encoding)
+        with pacsv.open_csv(path, read_options=read) as reader:  # the header, a first block
             return reader.schema.names
     return pq.read_schema(path).names
 
@@ -71,7 +72,10 @@ def read_edge_table(path: str | Path, columns: tuple[str, ...] | None = None) ->
     if suffix not in tables.CSV_SUFFIXES and suffix not in tables.PARQUET_SUFFIXES:
         raise InputDataError(f"{path}: unknown file type {suffix!r}; use .csv or .parquet")
     try:
-        present = _column_names(path, suffix)
+        # an export of Chinese Windows is GBK: detected as the bank's files are (a review's
+        # edge file with a relation 担保 and a person 张三 stopped the node)
+        encoding = tables.detect_encoding(path) if suffix in tables.CSV_SUFFIXES else "utf-8"
+        present = _column_names(path, suffix, encoding)
         missing = [c for c in REQUIRED if c not in present]
         if missing:
             raise InputDataError(
@@ -82,6 +86,7 @@ def read_edge_table(path: str | Path, columns: tuple[str, ...] | None = None) ->
         if suffix in tables.CSV_SUFFIXES:
             return pacsv.read_csv(
                 path,
+                read_options=pacsv.ReadOptions(encoding=encoding),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.string() for c in (*REQUIRED, *OPTIONAL)},
                     include_columns=wanted,

@@ -353,3 +353,15 @@ def test_a_graph_feature_can_be_marked_public(tmp_path):
     features.set_graph(pa.table({"graph_links": [1.0] * features.table.num_rows}), {})
     assert features.public == {"graph_links"}
     assert [f.public for f in features.catalogue() if f.name == "graph_links"] == [True]
+
+
+def test_an_edge_file_saved_as_gbk_is_read(tmp_path):
+    """An edge file exported on Chinese Windows (GBK, a person 张三 among the endpoints)
+    stopped the node with Arrow's "invalid UTF8 data" (a review); it is read as the bank's
+    files are, its encoding detected."""
+    a, b = (c.decode() for c in generate_usccs(2, np.random.default_rng(3)))
+    text = f"src,dst,relation\n{a},{b},guarantee\n张三,{a},legal_rep\n"
+    path = tmp_path / "edges.csv"
+    path.write_bytes(text.encode("gbk"))
+    table = edge_file.read_edge_table(path)
+    assert table.column("src").to_pylist() == [a, "张三"]
