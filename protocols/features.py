@@ -173,7 +173,12 @@ def column_layout(column: pa.ChunkedArray | pa.Array) -> ColumnLayout:
 
 
 def _decile_edges(clipped: np.ndarray) -> np.ndarray:
-    return np.unique(np.quantile(clipped, np.linspace(0.1, 0.9, 9)))
+    """Decile edges a committee can read: to 6 significant digits (an interpolated quantile
+    printed as 22.800000000000068 in a review's scorecard), and none at or below the least
+    value (a count's first bin read "< 0", holding no one)."""
+    edges = np.quantile(clipped, np.linspace(0.1, 0.9, 9)) if clipped.size else np.zeros(0)
+    edges = np.unique([float(f"{e:.6g}") for e in edges])
+    return edges[edges > clipped.min()] if clipped.size else edges
 
 
 def _bin_medians(clipped: np.ndarray, edges: np.ndarray, empty: float) -> list[float]:

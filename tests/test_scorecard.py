@@ -177,3 +177,22 @@ def test_points_exposure_groups_exactly_as_the_bins_do():
         exact = _exact_points_exposure(recipe, table)
         assert points_exposure(recipe, table) == pytest.approx(exact, abs=1e-12)
     assert max(exact.values()) > 0.5  # the narrow table's groups expose: not a vacuous check
+
+
+def test_decile_edges_read_as_a_committee_reads_them():
+    """A review's scorecard showed bins "[17, 22.800000000000068)" and, for a count of late
+    payments, a first bin "< 0" that held no one."""
+    from protocols.features import interval_labels
+
+    rng = np.random.default_rng(3)
+    table = pa.table(
+        {
+            "months": rng.uniform(0, 120, 2000) * 1.1,
+            "late": np.where(rng.random(2000) < 0.6, 0, rng.integers(1, 6, 2000)).astype(float),
+        }
+    )
+    recipe = FeatureRecipe.fit(table, ["months", "late"])
+    for column in recipe.columns:
+        labels = interval_labels(column.bin_edges)
+        assert all(float(f"{e:.6g}") == e for e in column.bin_edges), labels
+        assert column.bin_edges[0] > min(table.column(column.name).to_pylist()), labels
