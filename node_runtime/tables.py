@@ -15,6 +15,7 @@ import math
 import os
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -493,9 +494,27 @@ def _header_names(path: Path, kind: str, options: ReadOptions, encoding: str | N
         return list(reader.schema.names)
 
 
+def _near(name: str) -> str:
+    """A header as a person reads it: full-width brackets and spaces folded (NFKC), spaces
+    at either end dropped, case folded."""
+    return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
 def _missing(path: Path, column: str, names: list[str]) -> str:
     shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-    hint = " (a title above the header? --skip-rows N passes N rows)" if len(names) <= 2 else ""
+    # the difference a review could not see: full-width brackets, a trailing space
+    alike = [n for n in names if _near(n) == _near(column)]
+    if alike:
+        return (
+            f"{path}: no column named {column!r}; the file has {alike[0]!r}, which differs "
+            "only in full-width characters, spaces at its ends or case: rename the header"
+        )
+    hint = ""
+    if len(names) <= 2 and any(c in "".join(names) for c in ";|"):
+        sep = ";" if ";" in "".join(names) else "|"
+        hint = f" (the file is separated by {sep!r}? pass --delimiter '{sep}')"
+    elif len(names) <= 2:
+        hint = " (a title above the header? --skip-rows N passes N rows)"
     return f"{path}: no column named {column!r}; the file has: {shown}{hint}"
 
 

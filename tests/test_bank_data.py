@@ -1015,3 +1015,18 @@ def test_a_file_with_no_usable_id_is_refused_before_psi_with_its_rejects(tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and "none of the 40 rows has a usable ID" in err and "--id-type text" in err
     assert not out.exists() and (tmp_path / "matched.rejects.csv").exists()
+
+
+def test_a_header_that_differs_only_in_width_or_spaces_and_a_semicolon_file_are_named(tmp_path):
+    """Chinese Excel exports: a review's headers with full-width brackets or a trailing space
+    were "not found" with no hint (the difference invisible in the message); a semicolon
+    file was told about --skip-rows."""
+    wide = tmp_path / "wide.csv"
+    wide.write_text("uscc,近6月日均余额（万元）,授信使用率 \n91350100M000100Y43,1.5,0.2\n")
+    for asked in ("近6月日均余额(万元)", "授信使用率"):
+        with pytest.raises(InputDataError, match="differs only in full-width characters"):
+            tables.read_table(wide, "uscc", columns=[asked])
+    semi = tmp_path / "semi.csv"
+    semi.write_text("uscc;y\n91350100M000100Y43;1\n")
+    with pytest.raises(InputDataError, match="pass --delimiter ';'"):
+        tables.read_table(semi, "uscc", options=tables.ReadOptions(delimiter=","))
