@@ -153,10 +153,14 @@ class LookupClient:
         catalogue = self.catalogue()
         if product not in catalogue:
             offered = ", ".join(p for p in catalogue if not p.startswith(MODEL_PREFIX))
-            raise InputDataError(
-                f"the bureau offers this bank no table {product!r} (data products it may "
-                f"look up: {offered or 'none'}; ask the bureau to add it to its configuration)"
+            why = (
+                f"data products it may look up: {offered}; ask the bureau to add it to its "
+                "configuration"
+                if offered
+                else "it serves none to this bank: none are in its configuration for this "
+                "bank, or it was started without its product files (--registry, --events)"
             )
+            raise InputDataError(f"the bureau offers this bank no table {product!r} ({why})")
         return catalogue[product]
 
     def forget(self, product: str) -> int:

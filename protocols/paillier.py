@@ -69,7 +69,7 @@ def generate_keypair(
 def check_key_bits(bits: int, allow_test_keys: bool = False) -> None:
     floor = MIN_TEST_KEY_BITS if allow_test_keys else MIN_KEY_BITS
     if not floor <= bits <= MAX_KEY_BITS or bits % 8:
-        hint = "" if allow_test_keys else " (smaller keys only with the explicit test flag)"
+        hint = "" if allow_test_keys else " (smaller keys only for tests: --allow-test-keys)"
         raise ProtocolViolation(
             f"Paillier key size {bits} bits is not allowed: use a multiple of 8 from "
             f"{floor} to {MAX_KEY_BITS}{hint}"

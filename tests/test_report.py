@@ -32,6 +32,18 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def test_the_bureaus_gain_in_log_loss_is_its_fall(report):
+    """A review's committee read a worse log-loss, printed +0.0013 beside the AUC's gain,
+    as a gain. Every figure of the row is what got better: the log-loss's is its fall."""
+    import re
+
+    _, path = report
+    page = path.read_text()
+    row = page[page.index('class="gain"') :]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", row[: row.index("</tr>")])
+    assert cells[3].startswith("+") and cells[-1].startswith("+"), cells  # AUC and log-loss
+
+
 def make_model_dir(root: Path, rows: int = 5000, validation: float = 0.2, seed: int = 7) -> Path:
     """What ``bank-node train --compare-bank-only`` leaves behind, with made-up numbers:
     the bureau's signal makes the joint model better than the bank's alone."""

@@ -191,14 +191,16 @@ def _metrics_section(
         ks_gain = (
             None if joint["ks"] is None or bank.get("ks") is None else joint["ks"] - bank["ks"]
         )
+        # a gain is what gets better: the log-loss's is its fall (a review's committee read
+        # a worse log-loss, printed +0.0013 beside the AUC's gain, as a gain)
         loss_gain = (
             None
             if joint["log_loss"] is None or bank.get("log_loss") is None
-            else joint["log_loss"] - bank["log_loss"]
+            else bank["log_loss"] - joint["log_loss"]
         )
         rows.append(
             [
-                esc(t("What the bureau adds (joint − bank-only)")),
+                esc(t("What the bureau adds (joint − bank-only; log-loss: bank-only − joint)")),
                 esc(t(e.on)),
                 "",
                 signed(e.gain),

@@ -129,7 +129,9 @@ ZH: dict[str, str] = {
     "Joint model (bank + bureau)": "联合模型（银行 + 征信）",
     "Bank-only model": "仅行内数据模型",
     " (from model.json)": "（取自 model.json）",
-    "What the bureau adds (joint − bank-only)": "征信数据的增益（联合 − 仅行内）",
+    "What the bureau adds (joint − bank-only; log-loss: bank-only − joint)": (
+        "征信数据的增益（联合 − 仅行内；对数损失：仅行内 − 联合）"
+    ),
     "What the joint model adds over: {name}": "联合模型相对“{name}”的增益",
     "Discrimination and calibration": "区分能力与校准",
     "Model": "模型",
@@ -244,7 +246,7 @@ ZH: dict[str, str] = {
     "weak": "弱",
     "medium": "中等",
     "strong": "强",
-    "very strong (check for leakage)": "极强（请检查是否有信息泄露）",
+    "suspicious (check for leaks)": "可疑（请检查是否有信息泄露）",
     "unknown": "未知",
 }
 

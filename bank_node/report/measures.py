@@ -15,7 +15,7 @@ IV_BANDS: tuple[tuple[float, str], ...] = (
     (0.1, "weak"),
     (0.3, "medium"),
     (0.5, "strong"),
-    (math.inf, "very strong (check for leakage)"),
+    (math.inf, "suspicious (check for leaks)"),  # the IV table's words (protocols.binning)
 )
 
 
