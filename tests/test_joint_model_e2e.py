@@ -394,7 +394,7 @@ def test_bad_inputs_are_clear_errors_before_any_exchange(city, bureau, tmp_path)
     address = f"127.0.0.1:{bureau.port}"
     with pytest.raises(InputDataError, match="no label column 'default'"):
         train_job(address, city["bank"], "uscc", "default", tmp_path / "m", "bank-d", **TEST_KEYS)
-    with pytest.raises(ProtocolViolation, match="test flag"):
+    with pytest.raises(ProtocolViolation, match="--allow-test-keys"):
         train_job(address, city["bank"], "uscc", "y", tmp_path / "m", "bank-d", key_bits=1024)
     labels = read_csv(city["bank"]).slice(0, 50)
     bad = labels.set_column(
@@ -549,7 +549,7 @@ def test_command_lines_on_the_public_breast_data(tmp_path):
             "--key-bits",
             "1024",
         )
-        assert small.returncode == 2 and "test flag" in small.stderr
+        assert small.returncode == 2 and "--allow-test-keys" in small.stderr
     finally:
         serve.terminate()
         serve.wait(30)

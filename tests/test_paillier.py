@@ -230,7 +230,7 @@ def test_received_ciphertexts_are_checked(keys):
 def test_key_sizes_and_moduli_are_checked(keys):
     pub, priv, _ = keys
     proof = he.prove_key(priv)
-    with pytest.raises(ProtocolViolation, match="test flag"):
+    with pytest.raises(ProtocolViolation, match="--allow-test-keys"):
         he.check_key_bits(1024)
     he.check_key_bits(1024, allow_test_keys=True)
     with pytest.raises(ProtocolViolation, match="not allowed"):

@@ -398,7 +398,7 @@ def test_plans_below_the_floor_are_refused(bank_keys, bureau_keys):
         bank_keys[0],
         bank_key_proof=he.prove_key(bank_keys[1]),
     )
-    with pytest.raises(ProtocolViolation, match="test flag"):
+    with pytest.raises(ProtocolViolation, match="--allow-test-keys"):
         vlr.BureauTrainer(plan, xb, bureau_keys[1], strict)
 
 
