@@ -368,7 +368,7 @@ class LookupClient:
         if stream is not None and query.count <= STREAM_POINTS and stream.available():
             with contextlib.suppress(StreamClosed):
                 answer = _call(
-                    "looking up applicants privately", lambda: stream.evaluate(request, timeout)
+                    "looking up enterprises privately", lambda: stream.evaluate(request, timeout)
                 )
             if answer is None:  # the stream broke, perhaps after sending these points
                 extra, points = lookup.blind_again(query.points)
@@ -376,7 +376,7 @@ class LookupClient:
         if answer is None:
             fallback = request
             answer = _call(
-                "looking up applicants privately",
+                "looking up enterprises privately",
                 lambda: self.connection.lookup.Evaluate(
                     fallback, timeout=timeout, metadata=self.connection.metadata
                 ),

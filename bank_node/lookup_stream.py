@@ -150,7 +150,7 @@ class EvaluationStream:
         except FutureTimeout:
             self._end(stream, cancel=True)
             raise PeerError(
-                "looking up applicants privately: the bureau did not answer in time"
+                "looking up enterprises privately: the bureau did not answer in time"
             ) from None
 
     def close(self) -> None:

@@ -316,12 +316,15 @@ def cmd_certs(args: argparse.Namespace) -> int:
         print(f"give the directory {made['dir']} to bank {args.bank_id}", file=sys.stderr)
     elif args.certs_command == "renew":
         made = certs.renew(args.tls_dir, args.bank_id)
-        print(
-            f"give the directory {made['dir']} to bank {args.bank_id}; its old certificates "
-            f"stay valid until revoked: `bureau-node certs revoke {args.bank_id} --serial "
-            f"SERIAL --tls-dir {args.tls_dir}`",
-            file=sys.stderr,
+        valid = [str(s) for s in made["previous_serials"]]  # type: ignore[attr-defined]
+        later = (
+            f"its earlier certificates ({', '.join(valid)}) stay valid until "
+            f"revoked: `bureau-node certs revoke {args.bank_id} --serial SERIAL --tls-dir "
+            f"{args.tls_dir}` once the bank uses the new one"
+            if valid
+            else "its earlier certificates are all revoked already"
         )
+        print(f"give the directory {made['dir']} to bank {args.bank_id}; {later}", file=sys.stderr)
     else:
         made = certs.revoke(args.tls_dir, args.bank_id, args.serial)
         print(

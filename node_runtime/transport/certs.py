@@ -297,8 +297,10 @@ def renew(tls_dir: str | Path, bank_id: str) -> dict[str, object]:
     old = [e["serial"] for e in issued(tls_dir, bank_id)]
     if not old:
         raise InputDataError(f"bank {bank_id!r} has no certificate to renew; use issue-bank")
+    revoked = RevocationList(tls_dir)
     made: dict[str, object] = dict(issue_bank(tls_dir, bank_id))
-    made["previous_serials"] = old
+    # the ones still valid: a review's renew after a revoke named its revoked ones to revoke
+    made["previous_serials"] = [s for s in old if revoked.revoked(int(s, 16)) is None]
     return made
 
 
