@@ -392,7 +392,9 @@ def _bureau_feature(
     bads = binning.noisy_counts(slots, offset, totals, feature.name)
     missing = None if feature.missing_bin < 0 else feature.missing_bin
     stats = binning.BinStatistics(totals, bads)
-    if sigma > 0:  # bins that carry more than the noise (post-processing: no privacy spent)
+    # bins that carry more than the noise (post-processing: no privacy spent); with
+    # --no-monotonic the bins stay as the bureau made them, bin for bin
+    if sigma > 0 and monotonic:
         floor = binning.NOISE_FLOOR_SIGMAS * sigma
         stats, missing = binning.merge_for_noise(stats, feature.ordered, missing, floor)
     value = binning.evaluate_feature(
