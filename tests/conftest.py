@@ -69,3 +69,38 @@ def crafted_key() -> tuple[int, tuple[int, ...]]:
             modulus *= f
         roots.append(root)
     return n, tuple(roots)
+
+
+@pytest.fixture
+def held_elsewhere():  # type: ignore[no-untyped-def]
+    """``hold(directory, what, option)``: the directory locked by another run (a thread here:
+    the lock is the same across processes) until the function it returns is called; every
+    lock still held is released when the test ends."""
+    import threading
+
+    from bank_node.training import hold_directory
+
+    releases = []
+
+    def hold(directory, what, option):  # type: ignore[no-untyped-def]
+        held, release = threading.Event(), threading.Event()
+
+        def run() -> None:
+            with hold_directory(directory, what, option):
+                held.set()
+                release.wait(60)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert held.wait(10)
+
+        def done() -> None:
+            release.set()
+            thread.join(10)
+
+        releases.append(done)
+        return done
+
+    yield hold
+    for done in releases:
+        done()

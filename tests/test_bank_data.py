@@ -856,33 +856,8 @@ def test_levels_the_model_never_saw_are_said_when_they_are_most_of_a_column():
     assert said == [f"warning: {warning}"]
 
 
-def _held_elsewhere(directory: Path):  # type: ignore[no-untyped-def]
-    """``directory`` locked by another training run (a thread here: the lock is the same
-    across processes), until the returned function is called."""
-    import threading
-
-    from bank_node.training import hold_directory
-
-    held, release = threading.Event(), threading.Event()
-
-    def run() -> None:
-        with hold_directory(directory, "training job", "--model-dir"):
-            held.set()
-            release.wait(60)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    assert held.wait(10)
-
-    def done() -> None:
-        release.set()
-        thread.join(10)
-
-    return done
-
-
 def test_a_second_run_into_a_model_directory_in_use_is_refused_at_once(
-    city, bureau, tmp_path, capsys
+    city, bureau, tmp_path, capsys, held_elsewhere
 ):
     """A review started two `bank-node train` runs into one fresh --model-dir: both
     succeeded, and the second's model silently replaced the first's. While a run holds the
@@ -892,7 +867,7 @@ def test_a_second_run_into_a_model_directory_in_use_is_refused_at_once(
 
     model = tmp_path / "model"
     before = AuditLog(bureau.store.root).records()
-    release = _held_elsewhere(model)
+    release = held_elsewhere(model, "training job", "--model-dir")
     try:
         for extra in ([], ["--resume", "ab" * 16]):
             args = _bank_args(bureau, city["bank"], tmp_path, "--epochs", "1", *extra)

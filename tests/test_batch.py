@@ -864,32 +864,9 @@ def test_size_class_changes_read_in_chinese_on_the_chinese_page():
     assert _value(row, "previous", "en") == "micro"
 
 
-def _held_elsewhere(directory: Path, what: str, option: str):  # type: ignore[no-untyped-def]
-    """``directory`` locked by another run (a thread here: the lock is the same across
-    processes), until the returned function is called."""
-    import threading
-
-    from bank_node.training import hold_directory
-
-    held, release = threading.Event(), threading.Event()
-
-    def run() -> None:
-        with hold_directory(directory, what, option):
-            held.set()
-            release.wait(60)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    assert held.wait(10)
-
-    def done() -> None:
-        release.set()
-        thread.join(10)
-
-    return done
-
-
-def test_a_second_batch_run_into_the_same_out_is_refused_while_the_first_runs(tmp_path):
+def test_a_second_batch_run_into_the_same_out_is_refused_while_the_first_runs(
+    tmp_path, held_elsewhere
+):
     """A review started two `bank-node batch` runs into one --out at once: both wrote their
     files there and both ended well, the last summary.json over a mix of the two runs. The
     second is refused at once, before anything is scored, and says why; once the first has
@@ -904,7 +881,7 @@ def test_a_second_batch_run_into_the_same_out_is_refused_while_the_first_runs(tm
 
     portfolio = tmp_path / "portfolio.csv"
     pacsv.write_csv(_portfolio(300, 1), portfolio)
-    release = _held_elsewhere(out, "batch run", "--out")
+    release = held_elsewhere(out, "batch run", "--out")
     try:
         with pytest.raises(InputDataError, match=r"is in use by another batch run \(pid \d+\)"):
             run_batch(_portfolio(300, 1), "uscc", model_dir, (), out, scorer, None)

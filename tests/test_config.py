@@ -93,19 +93,8 @@ def test_features_are_limited_per_bank(node, tmp_path, monkeypatch):
     answers = []
     for name in ("industry", "no_such_feature"):
         with pytest.raises(PeerError, match="FAILED_PRECONDITION.*has no features named") as err:
-            train_job(
-                address,
-                node.city["bank"],
-                "uscc",
-                "y",
-                tmp_path / "m",
-                "bank-a",
-                bureau_features=[name],
-                key_bits=768,
-                allow_test_keys=True,
-                workers=0,
-                quiet=True,
-            )
+            train_job(address, node.city["bank"], "uscc", "y", tmp_path / "m", "bank-a",
+                      **{**bad, "bureau_features": [name]})  # fmt: skip
         answers.append(str(err.value).split("bureau answered ", 1)[1].replace(name, "NAME"))
     assert answers[0] == answers[1]
     summary = train_job(
