@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -529,6 +530,7 @@ def test_synth_and_demo_command_lines(tmp_path: Path):
     assert (tmp_path / "demo" / "lookup-tables").is_dir()
     for step in ("1/9", "4/9", "7/9", "9/9"):
         assert step in demo.stderr
+    assert re.search(r"IV \d\.\d{3} ±\d\.\d{3} \(", demo.stderr)  # and how far the noise moves it
     # private lookups: one applicant alone, the portfolio's size classes, a month-2 batch run
     assert 0 < result["one_applicant"]["score"] < 1
     assert sum(result["portfolio_size_classes"].values()) == 960

@@ -197,11 +197,14 @@ def _steps(
         )
         ranked = read_iv_table(iv_table)
         top_bureau = [r for r in ranked if r["party"] == "bureau"][:5]
-        for r in top_bureau:
-            say(f"    {r['feature']:<28} IV {r['iv']:.3f} ({r['strength']})")
+        for r in top_bureau:  # +- how far the bureau's privacy noise moves it
+            say(f"    {r['feature']:<28} IV {r['iv']:.3f} ±{r['iv_sd']:.3f} ({r['strength']})")
         top_graph = [r for r in ranked if r["feature"].startswith("graph_")][:3]
         for r in top_graph:
-            say(f"    graph: {r['feature']:<28} IV {r['iv']:.3f} ({r['strength']})")
+            say(
+                f"    graph: {r['feature']:<28} IV {r['iv']:.3f} ±{r['iv_sd']:.3f} "
+                f"({r['strength']})"
+            )
         say("5/9 training the joint model under Paillier encryption, and a bank-only model")
         model_dir = workdir / "model"
         trained = train_job(
