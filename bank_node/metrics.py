@@ -46,7 +46,8 @@ def convergence_warning(losses: list[float], max_epochs: int) -> str | None:
     if last < before * (1 - STILL_FALLING):
         return (
             f"the loss was still falling at the last epoch ({before:.5f} -> {last:.5f}): the "
-            f"model may not have converged; train again with more than --epochs {max_epochs}"
+            f"model may not have converged; train again with more than {max_epochs} epochs "
+            "(--epochs, or epochs= in Python)"
         )
     return None
 
