@@ -439,7 +439,9 @@ def test_chinese_gbk_file_with_yes_no_labels_trains(city, bureau, tmp_path, caps
 def test_convergence_warning():
     from bank_node.metrics import convergence_warning
 
-    assert "--epochs 3" in convergence_warning([0.6, 0.5, 0.45], 3)
+    assert "more than 3 epochs (--epochs, or epochs= in Python)" in convergence_warning(
+        [0.6, 0.5, 0.45], 3
+    )
     assert convergence_warning([0.6, 0.5, 0.4999999], 3) is None  # levelled off
     assert convergence_warning([0.6, 0.5, 0.52], 3) is None
     assert convergence_warning([0.6, 0.5], 5) is None  # early stopping ended it
