@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from node_runtime import tables
+from protocols.errors import InputDataError
 
 from . import graph
 from .edges import DEFAULT_FLAG_COLUMNS, GraphSummary, graph_columns
@@ -100,20 +102,32 @@ class GraphSource:
         log.info("the edge file %s changed: recomputing the graph features", self.edge_path)
         try:
             self.load(features)
+        except InputDataError as exc:  # said in a line: the file's fault, not the node's
+            log.error("graph features not refreshed (%s); still serving the previous ones", exc)
+            self._seen = now
+            return False
         except Exception:  # a bad new file must not stop the node serving the old features
             log.exception("graph features not refreshed; still serving the previous ones")
             self._seen = now
             return False
         return True
 
-    def watch(self, features: BureauFeatures, every: float = DEFAULT_REFRESH_SECONDS) -> None:
-        """Check the edge file every ``every`` seconds in a background thread."""
+    def watch(
+        self,
+        features: BureauFeatures,
+        every: float = DEFAULT_REFRESH_SECONDS,
+        on_refresh: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Check the edge file every ``every`` seconds in a background thread;
+        ``on_refresh`` after the features changed (the bureau ends the banks' lookup keys:
+        new data, as at a restart)."""
         if self._thread is not None:
             return
 
         def run() -> None:
             while not self._stop.wait(every):
-                self.refresh_if_changed(features)
+                if self.refresh_if_changed(features):
+                    on_refresh()
 
         self._thread = threading.Thread(target=run, name="graph-refresh", daemon=True)
         self._thread.start()

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import TextIO
@@ -106,6 +107,7 @@ class BureauNode:
         self.access: Access | None = None
         self.port: int | None = None
         self.graph = GraphSource(graph, state_dir, graph_flags) if graph else None
+        self._rotation = threading.Lock()
         self.graph_refresh_seconds = graph_refresh_seconds
         if events is not None and registry is None:
             raise InputDataError("--events needs --registry: watch events belong to registry rows")
@@ -186,7 +188,11 @@ class BureauNode:
         self.server.start()
         self.admission.start()
         if self.graph is not None and self.graph_refresh_seconds > 0:
-            self.graph.watch(self.features, self.graph_refresh_seconds)
+            # new edges are new data: as at a restart, a bank's lookup key ends (a review
+            # opened the refreshed tables with its kept points, in the same epoch)
+            self.graph.watch(
+                self.features, self.graph_refresh_seconds, self._rotate_keys_where_serving_changed
+            )
         log.info("bureau node listening on %s (port %d)", address, self.port)
         return self.port
 
@@ -251,6 +257,10 @@ class BureauNode:
         of a model's table with last month's points, for free, and read from each
         enterprise's change of score the events of its month (newly on the abnormal-
         operation list, a new judgement). Each re-read is a lookup now."""
+        with self._rotation:  # at start, on a reload and after a live graph refresh
+            self._rotate_locked()
+
+    def _rotate_locked(self) -> None:
         for directory in sorted((self.store.root / "banks").glob("*")):
             if not directory.is_dir():
                 continue

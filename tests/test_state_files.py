@@ -182,3 +182,28 @@ def test_a_new_months_data_or_an_upgraded_state_directory_ends_the_key_epoch(tmp
     assert np.array_equal(np.load(bank / f"tags-{first + 2}.npy")[: tags.size], tags)
     causes = [r["details"] for r in AuditLog(state).records() if r["event"] == "key_rotated"]
     assert [json.loads(c)["cause"] for c in causes] == ["upgrade", "data"]
+
+
+def test_a_graph_refreshed_while_serving_ends_the_lookup_key_too(tmp_path):
+    """A review dropped next month's edge file in place on a serving bureau: every model
+    table got a new version in the same key epoch, which the bank opened with its kept
+    points, for free: the differencing a new epoch is there to stop. A live refresh of the
+    graph ends the lookup key as a restart on new data does."""
+    import time
+
+    import pyarrow.parquet as pq
+
+    city = write_city(generate_city(600, 100, seed=4), tmp_path / "city")
+    with BureauNode(city["bureau"], "uscc", tmp_path / "state", workers=0,
+                    graph=city["graph"], graph_refresh_seconds=0.2,
+                    registry=city["registry"], events=city["events"]) as node:  # fmt: skip
+        node.start("127.0.0.1:0")
+        (source,) = [s for s in node._product_sources() if s.product == "size_class"]
+        node.lookup_tables.sealed("bank-a", source)  # the bank's download of the epoch
+        first = node.store.key_epoch("bank-a")
+        edges = pq.read_table(city["graph"])
+        pq.write_table(edges.slice(0, edges.num_rows // 2), city["graph"])
+        deadline = time.monotonic() + 20
+        while node.store.key_epoch("bank-a") == first and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert node.store.key_epoch("bank-a") == first + 1
