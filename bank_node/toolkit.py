@@ -391,16 +391,18 @@ def _bureau_feature(
     # the bureau's noise may make a count negative or larger than its bin: cut to range
     bads = binning.noisy_counts(slots, offset, totals, feature.name)
     missing = None if feature.missing_bin < 0 else feature.missing_bin
-    stats = binning.BinStatistics(totals, bads)
+    received = stats = binning.BinStatistics(totals, bads)
     # bins that carry more than the noise (post-processing: no privacy spent); with
     # --no-monotonic the bins stay as the bureau made them, bin for bin
-    if sigma > 0 and monotonic:
-        floor = binning.NOISE_FLOOR_SIGMAS * sigma
-        stats, missing = binning.merge_for_noise(stats, feature.ordered, missing, floor)
+    floor = binning.NOISE_FLOOR_SIGMAS * sigma if monotonic else 0.0
+    merged_missing = missing
+    if floor > 0:
+        stats, merged_missing = binning.merge_for_noise(stats, feature.ordered, missing, floor)
     value = binning.evaluate_feature(
-        feature.name, "bureau", feature.kind, stats, feature.ordered, missing, monotonic
+        feature.name, "bureau", feature.kind, stats, feature.ordered, merged_missing, monotonic
     )
-    spread = binning.iv_spread(stats, feature.ordered, missing, sigma, monotonic)
+    # the spread of the whole path (noise on the received bins, merged, evaluated)
+    spread = binning.iv_spread(received, feature.ordered, missing, sigma, monotonic, floor)
     return dataclasses.replace(value, iv_sd=round(spread, 4))
 
 

@@ -398,9 +398,9 @@ def merge_for_noise(
             lo, hi = min(g, other), max(g, other)
             rest[lo] = rest[lo] + rest[hi]
             del rest[hi]
-    else:
+    else:  # the small ones pooled last (one alone too: a review's stayed where it was)
         small = [g for g in rest if low(g) < floor]
-        if len(small) > 1:
+        if small:
             rest = [g for g in rest if low(g) >= floor] + [sorted(b for g in small for b in g)]
         while len(rest) > 1 and low(rest[-1]) < floor:
             largest = max(range(len(rest) - 1), key=lambda k: low(rest[k]))
@@ -422,12 +422,16 @@ def iv_spread(
     missing_bin: int | None,
     sigma: float,
     monotonic: bool,
+    floor: float = 0.0,
     draws: int = NOISE_DRAWS,
 ) -> float:
     """How far the bureau's noise moves this IV: the standard deviation of the IV over
-    fresh draws of noise of the same sigma (summing to zero, as the bureau's) around the
-    counts the bank received. A statistic for the bank's reader, not a secret: numpy's
-    generator, seeded, so that a table reads the same twice."""
+    fresh draws of noise of the same sigma (summing to zero, as the bureau's) on the bins
+    as the bank received them, each draw then merged as the bank merges (``floor``) and
+    evaluated. (Drawn on the merged bins instead, a merged bin's noise of sigma sqrt(k)
+    counted as sigma: a review found the spread read half the real one.) A statistic for
+    the bank's reader, not a secret: numpy's generator, seeded, so that a table reads the
+    same twice."""
     if sigma <= 0 or len(stats.totals) < 2:
         return 0.0
     rng = np.random.default_rng(0)
@@ -436,8 +440,10 @@ def iv_spread(
     for _ in range(draws):
         z = rng.normal(0.0, sigma, len(totals))
         noisy = np.clip(np.rint(stats.bads + z - z.mean()), 0, totals).astype(int)
-        drawn = BinStatistics(stats.totals, noisy.tolist())
+        drawn, missing = BinStatistics(stats.totals, noisy.tolist()), missing_bin
+        if floor > 0:
+            drawn, missing = merge_for_noise(drawn, ordered, missing, floor)
         if monotonic and ordered:
-            drawn = merge(drawn, monotonic_groups(drawn, missing_bin))
+            drawn = merge(drawn, monotonic_groups(drawn, missing))
         ivs.append(woe_and_iv(drawn)[1])
     return float(np.std(ivs))

@@ -185,11 +185,12 @@ def test_noisy_bins_are_merged_until_they_carry_more_than_the_noise():
         stats, missing = binning.merge_for_noise(got, True, None, 5 * noise.sigma)
         assert min(min(b, t - b) for b, t in zip(stats.bads, stats.totals, strict=True)) >= 20
         merged.append(binning.evaluate_feature("x", "bureau", "numeric", stats, True, None).iv)
-        spreads.append(binning.iv_spread(stats, True, missing, noise.sigma, True))
+        spreads.append(binning.iv_spread(got, True, None, noise.sigma, True, 5 * noise.sigma))
     assert np.std(merged) < 0.8 * np.std(raw)
     assert max(abs(v - truth) for v in merged) < max(abs(v - truth) for v in raw)
-    # the bank's estimate of the spread is of the spread it sees
-    assert 0.5 < np.mean(spreads) / np.std(merged) < 2.0
+    # the bank's estimate of the spread is of the spread it sees (drawn on the merged bins
+    # instead, a review found it read half the real one)
+    assert 0.75 < np.mean(spreads) / np.std(merged) < 1.5
 
 
 def test_small_categories_and_a_small_missing_bin_are_merged_for_the_noise():
@@ -199,3 +200,7 @@ def test_small_categories_and_a_small_missing_bin_are_merged_for_the_noise():
     assert all(min(b, t - b) >= 20 for b, t in zip(merged.bads, merged.totals, strict=True))
     kept, missing = binning.merge_for_noise(stats, False, None, 0)
     assert kept == stats and missing is None
+    # one small category, wherever it stands, is merged too (a review's stayed, not last)
+    one = binning.BinStatistics([100, 1000, 1000], [3, 200, 300])
+    merged, _ = binning.merge_for_noise(one, False, None, 20)
+    assert min(min(b, t - b) for b, t in zip(merged.bads, merged.totals, strict=True)) >= 20
