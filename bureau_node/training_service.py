@@ -193,7 +193,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
                 f"the bureau is restarting (its operator stopped it): {what} when it is back"
             )
 
-    def pausing_jobs(self, recent: float = 60.0, between: float = 10.0) -> list[str]:
+    def pausing_jobs(self, recent: float = 60.0, between: float = 30.0) -> list[str]:
         """What a stopping bureau waits for: jobs inside an epoch whose bank was heard from
         in the last ``recent`` seconds (one that went quiet mid-epoch would never reach its
         end), and jobs between epochs not yet told that they pause, heard from in the last
@@ -576,6 +576,10 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
                 self._checkpoint(job)  # durably, before the answer leaves
                 return answer
             finally:
+                # heard from until its answer: a stopping bureau counts the bank's time
+                # between epochs from there (a review's bank, 12 s between two epochs,
+                # found the bureau gone)
+                job.last_used = time.monotonic()
                 if job.trainer.stage is vlr.BureauStage.FAILED:
                     self._end(bank_id, job_id, "failed", job.trainer.failure)
 

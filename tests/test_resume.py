@@ -437,3 +437,30 @@ def test_a_bank_waits_for_a_restarted_bureau_and_resumes_on_its_own(reference):
         bureau.terminate()
         bureau.wait(30)
     _same_model(model, state, reference)
+
+
+def test_a_stopping_bureau_waits_for_a_bank_slow_between_epochs():
+    """A review's bank took 12 s between two epochs (its checkpoint, the next batch
+    encrypted): the stopping bureau had given up on it after 10 s, counted from the start of
+    its last call, and the bank found the bureau gone. Counted from the end of the call
+    now, for 30 s; a job inside an epoch for 60 s since it was last heard from."""
+    from types import SimpleNamespace
+
+    from bureau_node.training_service import TrainingJobs, TrainingServicer
+
+    servicer = TrainingServicer.__new__(TrainingServicer)
+    servicer.jobs = TrainingJobs()
+    now = time.monotonic()
+
+    def job(at_start: bool, heard: float, paused: bool = False) -> SimpleNamespace:
+        trainer = SimpleNamespace(at_epoch_start=at_start, stage=vlr.BureauStage.READY)
+        return SimpleNamespace(trainer=trainer, last_used=now - heard, paused=paused)
+
+    servicer.jobs._jobs = {
+        "between-12s": job(True, 12),
+        "between-40s": job(True, 40),
+        "between-told": job(True, 1, paused=True),
+        "inside-50s": job(False, 50),
+        "inside-90s": job(False, 90),
+    }
+    assert sorted(servicer.pausing_jobs()) == ["between-12s", "inside-50s"]
