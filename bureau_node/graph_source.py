@@ -11,6 +11,7 @@ Under ``--state-dir``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -55,8 +56,13 @@ class GraphSource:
             return None
         return stat.st_mtime_ns, stat.st_size
 
-    def load(self, features: BureauFeatures) -> GraphSummary:
-        """Compute (or read back) the graph features and offer them in ``features``."""
+    def load(
+        self,
+        features: BureauFeatures,
+        swap: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> GraphSummary:
+        """Compute (or read back) the graph features and offer them in ``features``, the
+        offer itself inside ``swap()`` (a live refresh: no table sealed across it)."""
         self._seen = self._stat()
         directory = self.root / "graph"
         directory.mkdir(parents=True, exist_ok=True)
@@ -89,11 +95,16 @@ class GraphSource:
         descriptions = graph.feature_descriptions(
             tuple(f for f in self.flag_columns if f"graph_share_{f}" in columns.column_names)
         )
-        features.set_graph(columns, descriptions)
+        with swap():
+            features.set_graph(columns, descriptions)
         self.summary = summary
         return summary
 
-    def refresh_if_changed(self, features: BureauFeatures) -> bool:
+    def refresh_if_changed(
+        self,
+        features: BureauFeatures,
+        swap: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> bool:
         """Recompute when the edge file changed since the last load; a file that cannot be
         read now (half copied, say) keeps the features served until it can."""
         now = self._stat()
@@ -101,7 +112,7 @@ class GraphSource:
             return False
         log.info("the edge file %s changed: recomputing the graph features", self.edge_path)
         try:
-            self.load(features)
+            self.load(features, swap)
         except InputDataError as exc:  # said in a line: the file's fault, not the node's
             log.error("graph features not refreshed (%s); still serving the previous ones", exc)
             self._seen = now
@@ -116,18 +127,17 @@ class GraphSource:
         self,
         features: BureauFeatures,
         every: float = DEFAULT_REFRESH_SECONDS,
-        on_refresh: Callable[[], None] = lambda: None,
+        swap: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
-        """Check the edge file every ``every`` seconds in a background thread;
-        ``on_refresh`` after the features changed (the bureau ends the banks' lookup keys:
-        new data, as at a restart)."""
+        """Check the edge file every ``every`` seconds in a background thread; the new
+        features are offered inside ``swap()`` (the bureau's: no download across it, and
+        the banks' lookup keys end before it is left: new data, as at a restart)."""
         if self._thread is not None:
             return
 
         def run() -> None:
             while not self._stop.wait(every):
-                if self.refresh_if_changed(features):
-                    on_refresh()
+                self.refresh_if_changed(features, swap)
 
         self._thread = threading.Thread(target=run, name="graph-refresh", daemon=True)
         self._thread.start()

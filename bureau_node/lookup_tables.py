@@ -21,6 +21,7 @@ epoch changes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -36,7 +37,7 @@ import numpy as np
 from node_runtime import tables
 from protocols import explain, lookup, psi
 from protocols import vertical_lr as vlr
-from protocols.errors import NotAuthorised, UnknownSession
+from protocols.errors import NotAuthorised, StaleKeyEpoch, UnknownSession
 from protocols.features import FeatureRecipe
 from protocols.lookup import MODEL_PAYLOAD_BYTES, MODEL_PREFIX, model_table
 from protocols.products import PAYLOAD_BYTES
@@ -68,6 +69,9 @@ class TableSource:
     neutral_score: float = 0.0
     reason_features: tuple[str, ...] = ()
     model_features: tuple[str, ...] = ()  # a model's table: the bureau features it uses
+    # a model's table: the features' version it was made from (they can change while the
+    # bureau serves: a live graph refresh; its payloads are computed when it is sealed)
+    data_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ def model_source(features: BureauFeatures, model: dict[str, Any]) -> TableSource
         neutral_score=float(model.get("neutral_score", 0.0)),
         reason_features=tuple(names),
         model_features=tuple(recipe.names),
+        data_version=features.version,
     )
 
 
@@ -212,6 +217,44 @@ class TableVersions:
             return int(known["latest"])
 
 
+class DataGate:
+    """Table downloads against a live swap of the bureau's data (a graph refresh): a
+    download takes its source and seals it with the bank's key as one reading; a swap, and
+    the end of the banks' lookup keys that goes with it, wait for the readings under way and
+    hold new ones back. Without it a review sealed the new version of a model's table under
+    the old key, between the swap and the new key, and opened it with its kept points."""
+
+    def __init__(self) -> None:
+        self._change = threading.Condition()
+        self._readers = 0
+        self._swapping = False
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._change:
+            self._change.wait_for(lambda: not self._swapping)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._change:
+                self._readers -= 1
+                self._change.notify_all()
+
+    @contextlib.contextmanager
+    def swapping(self) -> Iterator[None]:
+        with self._change:
+            self._change.wait_for(lambda: not self._swapping)
+            self._swapping = True
+            self._change.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._change:
+                self._swapping = False
+                self._change.notify_all()
+
+
 class LookupTables:
     """Builds, keeps and serves the sealed tables of every bank."""
 
@@ -233,6 +276,7 @@ class LookupTables:
         self.revisions = EntryRevisions(self.root / REVISIONS_DIR)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
+        self.gate = DataGate()
 
     def sources(self, bank_id: str, allowed_products: tuple[str, ...] | None) -> list[TableSource]:
         """The tables this bank may download: the products its policy names (None: all the
@@ -268,7 +312,18 @@ class LookupTables:
         return self.versions.version_of(source.product, source.content)
 
     def sealed(self, bank_id: str, source: TableSource) -> SealedTable:
-        """The table sealed for this bank's current key epoch, built if need be."""
+        """The table sealed for this bank's current key epoch, built if need be; never
+        across a live swap of the bureau's data, and never from a source made before one
+        (its payloads would be the new data's, under the version and key of the old)."""
+        with self.gate.reading():
+            if source.data_version and source.data_version != self.features.version:
+                raise StaleKeyEpoch(
+                    f"the bureau's data changed while {source.product} was asked for: list "
+                    "the tables again and download their new versions"
+                )
+            return self._sealed(bank_id, source)
+
+    def _sealed(self, bank_id: str, source: TableSource) -> SealedTable:
         with self._lock_for(bank_id, source.product):
             points = self.store.lookup_points(bank_id, self.executor)
             version = lookup.TableVersion(source.product, self.version(source), points.key_epoch)

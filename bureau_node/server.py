@@ -3,12 +3,14 @@ that the CLI, the demo and the tests start the same way."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import TextIO
@@ -190,9 +192,7 @@ class BureauNode:
         if self.graph is not None and self.graph_refresh_seconds > 0:
             # new edges are new data: as at a restart, a bank's lookup key ends (a review
             # opened the refreshed tables with its kept points, in the same epoch)
-            self.graph.watch(
-                self.features, self.graph_refresh_seconds, self._rotate_keys_where_serving_changed
-            )
+            self.graph.watch(self.features, self.graph_refresh_seconds, self._data_swap)
         log.info("bureau node listening on %s (port %d)", address, self.port)
         return self.port
 
@@ -243,6 +243,15 @@ class BureauNode:
         """Whether a table was sealed for the bank in its current key epoch (downloaded)."""
         epoch = self.store.key_epoch(bank_id)
         return any((self.store.root / LOOKUP_DIR / bank_id).glob(f"*-e{epoch}.npz"))
+
+    @contextlib.contextmanager
+    def _data_swap(self) -> Iterator[None]:
+        """A live swap of the bureau's data: no table download across it, and the banks'
+        lookup keys ended before any download sees the new data."""
+        assert self.lookup_tables is not None
+        with self.lookup_tables.gate.swapping():
+            yield
+            self._rotate_keys_where_serving_changed()
 
     def _rotate_keys_where_serving_changed(self) -> None:
         """A bank keeps the lookup tables it downloaded, and ``Evaluate`` opens any of them:

@@ -189,9 +189,12 @@ def test_a_graph_refreshed_while_serving_ends_the_lookup_key_too(tmp_path):
     table got a new version in the same key epoch, which the bank opened with its kept
     points, for free: the differencing a new epoch is there to stop. A live refresh of the
     graph ends the lookup key as a restart on new data does."""
+    import dataclasses
     import time
 
     import pyarrow.parquet as pq
+
+    from protocols.errors import StaleKeyEpoch
 
     city = write_city(generate_city(600, 100, seed=4), tmp_path / "city")
     with BureauNode(city["bureau"], "uscc", tmp_path / "state", workers=0,
@@ -201,9 +204,14 @@ def test_a_graph_refreshed_while_serving_ends_the_lookup_key_too(tmp_path):
         (source,) = [s for s in node._product_sources() if s.product == "size_class"]
         node.lookup_tables.sealed("bank-a", source)  # the bank's download of the epoch
         first = node.store.key_epoch("bank-a")
+        # a download asked for before the swap, sealed after it (a model's table computes
+        # its payloads when sealed: the new data's, under the old version)
+        before = dataclasses.replace(source, data_version=node.features.version)
         edges = pq.read_table(city["graph"])
         pq.write_table(edges.slice(0, edges.num_rows // 2), city["graph"])
         deadline = time.monotonic() + 20
         while node.store.key_epoch("bank-a") == first and time.monotonic() < deadline:
             time.sleep(0.1)
         assert node.store.key_epoch("bank-a") == first + 1
+        with pytest.raises(StaleKeyEpoch, match="data changed while"):
+            node.lookup_tables.sealed("bank-a", before)
