@@ -367,11 +367,15 @@ class BureauStore:
             tables.atomic_write_bytes(
                 directory / f"lookup-key-{new}", group.random_scalar(), mode=0o600
             )
+            # linked, not moved: a crash before the new epoch is written leaves the old
+            # one whole (a review's full disk left it without its PSI key, and the next use
+            # made a new one inside the epoch)
             for name in ("key-{}", "tags-{}.npy"):
                 if (directory / name.format(old)).exists():
-                    os.replace(directory / name.format(old), directory / name.format(new))
+                    (directory / name.format(new)).unlink(missing_ok=True)
+                    os.link(directory / name.format(old), directory / name.format(new))
             tables.atomic_write_bytes(directory / "epoch", str(new).encode())
-            for name in (f"lookup-key-{old}", f"oprf-{old}.npy"):
+            for name in (f"key-{old}", f"tags-{old}.npy", f"lookup-key-{old}", f"oprf-{old}.npy"):
                 (directory / name).unlink(missing_ok=True)
             self._tables.pop(bank_id, None)
             self._scalars.pop((bank_id, old), None)

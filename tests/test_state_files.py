@@ -215,3 +215,27 @@ def test_a_graph_refreshed_while_serving_ends_the_lookup_key_too(tmp_path):
         assert node.store.key_epoch("bank-a") == first + 1
         with pytest.raises(StaleKeyEpoch, match="data changed while"):
             node.lookup_tables.sealed("bank-a", before)
+
+
+def test_a_lookup_key_rotation_that_fails_half_way_leaves_the_old_epoch_whole(
+    tmp_path, monkeypatch
+):
+    """A review's full disk failed the rotation after the PSI key had moved to the new
+    epoch's name: the old epoch had no PSI key, and its next use made a new one inside it."""
+    from bureau_node.store import BureauStore
+
+    store = BureauStore(tmp_path / "state")
+    psi_key = store._keys("bank-a", 1)[0]
+    written = tables.atomic_write_bytes
+
+    def full_disk(path, data, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if Path(path).name == "epoch":
+            raise OSError(28, "No space left on device")
+        return written(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(tables, "atomic_write_bytes", full_disk)
+    with pytest.raises(OSError):
+        store.rotate_lookup_key("bank-a")
+    monkeypatch.setattr(tables, "atomic_write_bytes", written)
+    assert store.key_epoch("bank-a") == 1 and store._keys("bank-a", 1)[0] == psi_key
+    assert store.rotate_lookup_key("bank-a") == 2 and store._keys("bank-a", 2)[0] == psi_key
