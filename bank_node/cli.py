@@ -195,9 +195,7 @@ RESUME_FIXED = (
     "seed",
     "key_bits",
     "compare_bank_only",
-    "min_iv",
-    "iv_table",
-)
+)  # not --min-iv or --iv-table: they chose the features at the start, which a resume keeps
 
 
 def _refuse_settings_a_resume_keeps(args: argparse.Namespace) -> None:
