@@ -1051,7 +1051,10 @@ def _give_up_unless_resumable(
     held = held_job(model_dir) == job_id
     # a stopping bureau refuses an epoch's first step before doing any of it
     unanswered = 1 if isinstance(exc, PeerError) and exc.nothing_done else 0
-    if held and peer.sent_since_checkpoint <= unanswered and not peer.resume_pending:
+    # a bureau that stops refused the epoch's first step: resumable, a resumed run too
+    # (its stop is a new interruption to it)
+    pending = peer.resume_pending and not unanswered
+    if held and peer.sent_since_checkpoint <= unanswered and not pending:
         return  # stopped between epochs: `--resume` continues from the checkpoint
     if isinstance(exc, PeerError) and exc.status in JOB_ENDING_STATUSES:
         return  # the bureau ended it already (and _ends_with_the_bureau said so)
@@ -1538,10 +1541,13 @@ def bureau_features(connection: BureauConnection) -> list[dict[str, Any]]:
         ),
     )
     check_peer_names([f.name for f in catalogue.features], "the bureau's catalogue")
-    for f in catalogue.features:
-        _check_catalogue_entry(f.name, f.kind, f.description)
     return [
-        {"name": f.name, "kind": f.kind, "description": f.description, "public": f.public}
+        {
+            "name": f.name,
+            "kind": f.kind,
+            "description": _check_catalogue_entry(f.name, f.kind, f.description),
+            "public": f.public,
+        }
         for f in catalogue.features
     ]
 
@@ -1557,24 +1563,21 @@ FEATURE_KINDS = ("numeric", "category")
 MAX_DESCRIPTION_LENGTH = 500
 
 
-def _check_catalogue_entry(name: str, kind: str, description: str) -> None:
-    """A feature's kind and description from the bureau, before `bank-node features` prints
-    them on the operator's terminal (a control sequence there could rewrite what it shows)
-    and the catalogue reaches the bank's files (a spreadsheet runs a cell starting with =)."""
+def _check_catalogue_entry(name: str, kind: str, description: str) -> str:
+    """A feature's kind (one of two, or the catalogue is refused) and its description made
+    safe to show: before `bank-node features` prints it on the operator's terminal (a
+    control sequence there could rewrite what it shows) and it reaches the bank's files (a
+    spreadsheet runs a cell starting with = or +). A description is the bureau's prose, so it
+    is cleaned, not refused: a line break is a space, a very long one is cut, a formula's
+    first character is quoted (refused, one bureau description with a line break had
+    stopped every bank's training; a review)."""
     if kind not in FEATURE_KINDS:
         raise ProtocolViolation(
             f"the bureau's catalogue: feature {name!r} is of kind {kind[:40]!r}, not one of "
             f"{', '.join(FEATURE_KINDS)}"
         )
-    # "-1 if unknown" is a description; "=HYPERLINK(...)" is not
-    formula = tuple(c for c in FORMULA_STARTS if c != "-")
-    if not (
-        description.isprintable()
-        and len(description) <= MAX_DESCRIPTION_LENGTH
-        and not description.startswith(formula)
-    ):
-        raise ProtocolViolation(
-            f"the bureau's catalogue: the description of feature {name!r} ({description[:40]!r}) "
-            f"is not a description (printable, at most {MAX_DESCRIPTION_LENGTH} characters, "
-            f"not starting with {' '.join(formula)})"
-        )
+    text = "".join(c if c.isprintable() else " " for c in description)
+    if len(text) > MAX_DESCRIPTION_LENGTH:
+        text = text[: MAX_DESCRIPTION_LENGTH - 1] + "…"
+    formula = tuple(c for c in FORMULA_STARTS if c != "-")  # "-1 if unknown" is prose
+    return "'" + text if text.startswith(formula) else text

@@ -879,34 +879,51 @@ def _hostile_catalogue(kind: str, description: str):  # type: ignore[no-untyped-
     return server, f"127.0.0.1:{port}"
 
 
-@pytest.mark.parametrize(
-    ("kind", "description", "message"),
-    [
-        ("numeric\x1b[2J\x1b]0;owned\x07", "fine", "of kind 'numeric\\x1b"),
-        ("numeric", "ok\r\x1b[1A\x1b[31mFAKE: bureau certified\x1b[0m", "is not a description"),
-        ("numeric", "x" * 501, "at most 500 characters"),
-        ("category", '=HYPERLINK("http://x","click")', "not starting with ="),
-    ],
-    ids=["kind-escapes", "description-escapes", "description-long", "description-formula"],
-)
-def test_a_catalogue_a_terminal_or_spreadsheet_would_run_is_refused(
-    kind, description, message, capsys
-):
-    """A hostile bureau's catalogue carried terminal escape sequences in a feature's kind and
-    description: `bank-node features` printed them raw on the operator's terminal (clearing
-    it, faking lines) and into its JSON. Kinds are numeric or category; descriptions are
-    printable, bounded and not a spreadsheet formula; anything else is refused, shown
-    escaped."""
+def test_a_catalogue_kind_a_terminal_would_run_is_refused(capsys):
+    """A hostile bureau's catalogue carried terminal escape sequences in a feature's kind:
+    `bank-node features` printed them raw on the operator's terminal. Kinds are numeric or
+    category, anything else is refused, shown escaped."""
     from bank_node import cli as bank_cli
 
-    server, address = _hostile_catalogue(kind, description)
+    server, address = _hostile_catalogue("numeric\x1b[2J\x1b]0;owned\x07", "fine")
     try:
-        with pytest.raises(ProtocolViolation, match=re.escape(message)):
+        with pytest.raises(ProtocolViolation, match=re.escape("of kind 'numeric\\x1b")):
             list_features(address, "bank-a")
         assert bank_cli.main(["features", "--bureau", address, "--insecure"]) == 2
         out, err = capsys.readouterr()
-        assert "\x1b" not in out + err and "\r" not in out + err and "HYPERLINK" not in out
-        assert "the bureau's catalogue: the" in err or "is of kind" in err
+        assert "\x1b" not in out + err and "is of kind" in err
+    finally:
+        server.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("description", "shown"),
+    [
+        ("ok\r\x1b[1A\x1b[31mFAKE: bureau certified\x1b[0m", "ok  [1A [31mFAKE"),
+        ("x" * 600, "x" * 499 + "…"),
+        ('=HYPERLINK("http://x","click")', "'=HYPERLINK"),
+        ("assets /\nliabilities, from the\tlast statement", "assets / liabilities, from the last"),
+        ("-1 if unknown", "-1 if unknown"),
+    ],
+    ids=["escapes", "long", "formula", "line-break", "prose"],
+)
+def test_a_catalogue_description_is_shown_cleaned_never_as_the_bureau_sent_it(
+    description, shown, capsys
+):
+    """A hostile bureau's descriptions carried terminal escapes (clearing the screen, faking
+    lines) and a spreadsheet formula. Refused at first, one honest description with a line
+    break then stopped every bank's training (a review): a description is cleaned instead,
+    control characters as spaces, a long one cut, a formula's first character quoted."""
+    from bank_node import cli as bank_cli
+
+    server, address = _hostile_catalogue("numeric", description)
+    try:
+        (feature,) = list_features(address, "bank-a")
+        assert feature["description"].startswith(shown)
+        assert feature["description"].isprintable() and len(feature["description"]) <= 500
+        assert bank_cli.main(["features", "--bureau", address, "--insecure"]) == 0
+        out, err = capsys.readouterr()
+        assert "\x1b" not in out + err and "\r" not in out + err
     finally:
         server.stop(None)
 
