@@ -97,12 +97,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                 except PeerError as exc:
                     if not (started and exc.nothing_done and _wait_for_restart(args, job_id, exc)):
                         raise
-                    args.resume = job_id  # the bureau is back: on from the job's checkpoint
+                    from .training import held_job
+
+                    # the bureau is back: on from the job's checkpoint, or, its start refused
+                    # before anything was registered, started again
+                    if held_job(args.model_dir) == job_id:
+                        args.resume = job_id
     except XinrongError as exc:
         from .training import held_job
 
         refused = getattr(exc, "status", None) in REFUSED_AT_START
-        if started and refused and held_job(args.model_dir) != job_id:
+        held = held_job(args.model_dir) == job_id
+        if started and getattr(exc, "nothing_done", False) and not held:
+            exc.args = (f"training job {job_id}: {exc}: run the command again once it is",)
+        elif started and refused and not held:
             exc.args = (f"training job {job_id}: {exc}",)  # no job to resume or run again
         elif started:
             exc.args = (f"training job {job_id}: {exc}; {_resume_hint(args, job_id)}",)
@@ -125,9 +133,7 @@ def _wait_for_restart(args: argparse.Namespace, job_id: str, exc: PeerError) -> 
     True: try the resume (again)."""
     from node_runtime.transport.probe import BureauUnreachable, probe
 
-    from .training import held_job
-
-    if held_job(args.model_dir) != job_id or args.wait_for_bureau <= 0:
+    if args.wait_for_bureau <= 0:
         return False
     deadline = args.__dict__.setdefault(
         "_restart_deadline", time.monotonic() + args.wait_for_bureau
@@ -136,7 +142,7 @@ def _wait_for_restart(args: argparse.Namespace, job_id: str, exc: PeerError) -> 
         return False
     log.warning(  # said even with --quiet: the run may wait minutes
         "%s: waiting for the bureau to be back (up to %.0f s in all, --wait-for-bureau), "
-        "then resuming the job",
+        "then going on with the job",
         exc,
         args.wait_for_bureau,
     )

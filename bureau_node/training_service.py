@@ -609,6 +609,12 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         if msg.step.batch == 0 and job.trainer.at_epoch_start:
             finished = job.trainer.epoch
             job.paused = self.stopping.is_set()
+            if job.paused and job.ledger.get("resumed_at") is not None:
+                # the bureau's own stop is a new interruption: the bank may resume once
+                # more (it had resumed, and no step of it was answered; a review's job was
+                # lost to a second stop right after its resume)
+                job.ledger["resumed_at"] = None
+                self._save_ledger(job.bank_id, job.trainer.plan.job_id, job.ledger)
             self._refuse_while_stopping(
                 f"training job {msg.step.job_id} paused after epoch {finished}; resume it"
                 if finished

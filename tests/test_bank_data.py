@@ -974,13 +974,30 @@ def test_settings_given_with_resume_that_differ_from_the_jobs_are_refused(
         ran.append(args.resume)
         return 0
 
+    import bank_node.training
+
+    started: list[str] = []
     monkeypatch.setattr(bank_cli, "_train", restarting)
     monkeypatch.setattr(bank_cli, "_wait_for_restart", lambda args, job_id, exc: True)
+    monkeypatch.setattr(bank_node.training, "held_job", lambda d: started[-1] if started else None)
     fresh = tmp_path / "fresh"
     new = ["train", "--bureau", "127.0.0.1:1", "--insecure", "--model-dir", str(fresh)]
     new += ["--data", str(city["bank"]), "--id-column", "uscc", "--label", "y", "--epochs", "4"]
+    original = restarting
+
+    def checkpointed(args, job_id, announce):  # type: ignore[no-untyped-def]
+        started.append(job_id)  # its first epoch was checkpointed before the stop
+        return original(args, job_id, announce)
+
+    monkeypatch.setattr(bank_cli, "_train", checkpointed)
     assert bank_cli.main(new) == 0
-    assert ran[-1] is not None and len(ran) == 4
+    assert ran[-1] is not None and len(ran) == 4  # resumed from its checkpoint
+    # refused at its start (nothing registered, nothing held): started again, not resumed
+    attempts = iter([PeerError("the bureau is stopping"), None])
+    started.clear()
+    monkeypatch.setattr(bank_cli, "_train", restarting)
+    assert bank_cli.main(new) == 0
+    assert ran[-1] is None and len(ran) == 5
 
 
 def test_a_file_with_no_usable_id_is_refused_before_psi_with_its_rejects(tmp_path, capsys):

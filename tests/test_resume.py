@@ -464,3 +464,58 @@ def test_a_stopping_bureau_waits_for_a_bank_slow_between_epochs():
         "inside-90s": job(False, 90),
     }
     assert sorted(servicer.pausing_jobs()) == ["between-12s", "inside-50s"]
+
+
+def test_a_job_resumed_and_stopped_again_at_once_can_still_be_resumed(reference, monkeypatch):
+    """A review's operator stopped the bureau again right after the bank had resumed its
+    paused job: the bureau refused the resumed run's first step, nothing done, but the bank
+    took the job for lost (it had resumed once) and deleted its checkpoint. The bureau's
+    own stop is a new interruption: the job resumes and ends with the uninterrupted model."""
+    from bank_node.training import held_job
+    from bureau_node import training_service
+    from protocols.errors import PeerError
+
+    root, city, _, _ = reference
+    state, model = root / "state-twice", root / "model-twice"
+    shutil.copytree(root / "ref-state", state)
+    limits = vlr.TrainingLimits(allow_test_keys=True)
+    settings = {"patience": 99, "seed": 3, "key_bits": 768, "allow_test_keys": True,
+                "workers": 0, "quiet": True}  # fmt: skip
+
+    def serve() -> BureauNode:
+        node = BureauNode(city["bureau"], "uscc", state, workers=0, training_limits=limits)
+        node.start("127.0.0.1:0")
+        return node
+
+    node = serve()
+
+    def stop_after_the_first(record: vlr.EpochRecord) -> None:
+        if record.epoch == 0:
+            node.training.stopping.set()  # the operator's stop, during the bank's epoch 1
+
+    with pytest.raises(PeerError) as first:
+        train_job(f"127.0.0.1:{node.port}", city["bank"], "uscc", "y", model, "bank-r",
+                  epochs=4, on_epoch=stop_after_the_first, **settings)  # fmt: skip
+    node.stop(grace=None)
+    assert first.value.nothing_done
+    job = held_job(model)
+    resume = training_service.TrainingServicer.ResumeTraining
+
+    def resumed_then_stopped(self, request, context):  # type: ignore[no-untyped-def]
+        answer = resume(self, request, context)
+        self.stopping.set()  # stopped again before the resumed run's first step
+        return answer
+
+    monkeypatch.setattr(training_service.TrainingServicer, "ResumeTraining", resumed_then_stopped)
+    node = serve()
+    with pytest.raises(PeerError) as second:
+        train_job(f"127.0.0.1:{node.port}", "", "", "", model, "bank-r", resume=job, **settings)
+    node.stop(grace=None)
+    assert second.value.nothing_done and held_job(model) == job
+    monkeypatch.setattr(training_service.TrainingServicer, "ResumeTraining", resume)
+    node = serve()
+    try:
+        train_job(f"127.0.0.1:{node.port}", "", "", "", model, "bank-r", resume=job, **settings)
+    finally:
+        node.stop(grace=None)
+    _same_model(model, state, reference)

@@ -81,8 +81,8 @@ def abort_with(context: grpc.ServicerContext, exc: BaseException, quiet: bool = 
         message = message[:MAX_MESSAGE_CHARS] + " [...]"
     if not quiet:
         log.warning("request refused (%s): %s", code.name, message)
-    if isinstance(exc, ShuttingDown):
-        context.set_trailing_metadata((NOTHING_DONE,))
+    if isinstance(exc, ShuttingDown):  # and no retry by gRPC's policy: the bank waits
+        context.set_trailing_metadata((NOTHING_DONE, ("grpc-retry-pushback-ms", "-1")))
     context.abort(code, message)
     raise AssertionError("unreachable")  # context.abort raises
 
