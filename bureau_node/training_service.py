@@ -326,21 +326,21 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         trainer = vlr.BureauTrainer(plan, x, private_key, limits, self.ctx.executor)
         return self._register(bank_id, trainer, recipe, request.SerializeToString())
 
-    def _check_room_for_a_model(self, bank_id: str, reserved: int = 1) -> None:
+    def _check_room_for_a_model(self, bank_id: str, resuming: bool = False) -> None:
         """Refused, before anything is charged, when the bank keeps its limit of models: each
         model's lookup table covers every enterprise the bureau holds, on its disk. A resume
         is checked too (a review started a second job after a restart, when the first was
         on disk only, then resumed the first: two models under a limit of one)."""
         limit = self.ctx.access.policy(bank_id).max_models
         kept = self.ctx.models.count(bank_id)
-        running = self.jobs.running(bank_id) - reserved  # not this start (reserved already)
+        running = self.jobs.running(bank_id) - 1  # not this one (its place reserved already)
         if kept + running >= limit:
             raise QuotaExceeded(
                 f"bank {bank_id} keeps {kept} models at the bureau"
                 + (f" and trains {running} more" if running else "")
                 + f", its limit (max_models, {limit}): delete the models it no longer needs "
                 "(`bank-node models delete MODEL_ID`; `bank-node models list` shows them), "
-                + ("then train again" if reserved else "then resume the job")
+                + ("then resume the job" if resuming else "then train again")
             )
 
     def _register(
@@ -494,7 +494,18 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             )
         if ledger is None or not path.exists():
             raise UnknownSession(f"no training job {request.job_id} of bank {bank_id} to resume")
-        self._check_room_for_a_model(bank_id, reserved=0)  # the job stays resumable
+        # a place held, as a start holds one, before the room is counted: a start beside the
+        # rebuild saw neither (a review: two models under a limit of one)
+        self.jobs.reserve(bank_id, request.job_id)
+        try:
+            self._check_room_for_a_model(bank_id, resuming=True)  # refused: stays resumable
+            return self._rebuild(bank_id, request, path, ledger)
+        finally:
+            self.jobs.release(request.job_id)  # taken by the job, or given back
+
+    def _rebuild(
+        self, bank_id: str, request: pb.ResumeRequest, path: Path, ledger: dict[str, Any]
+    ) -> _Job:
         record = json.loads(path.read_text())
         checkpoints = {int(e): s for e, s in record["checkpoints"].items()}
         self._check_resume(bank_id, request.job_id, request.epoch, checkpoints, ledger)

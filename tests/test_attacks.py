@@ -86,6 +86,9 @@ max_models_per_session = 1
 [banks.bank-shelf-resume]        # one model kept or training at most
 max_models = 1
 
+[banks.bank-resume-race]         # one model kept or training at most
+max_models = 1
+
 [banks.bank-few-lookups]         # a lookup quota of 2,500 enterprises a day
 daily_lookup_ids = 2500
 
@@ -330,6 +333,32 @@ def test_policy_a_resumed_job_counts_against_the_banks_models(node, city):
     assert "max_models, 1" in err.value.details() and "then resume the job" in err.value.details()
     ledger = node.training._load_ledger("bank-shelf-resume", f"{40:032x}")
     assert ledger is not None and ledger["state"] == "running"
+
+
+def test_policy_a_resume_holds_its_place_while_it_rebuilds(node, city, monkeypatch):
+    """A review started a job while another's resume was rebuilding (its features, its
+    trainer): neither counted the other, and a bank with max_models = 1 kept two. The
+    resume holds its place first, as a start does."""
+    from bureau_node.training_service import TrainingServicer
+
+    seen: list[int] = []
+    rebuild = TrainingServicer._rebuild
+
+    def counted(self, bank_id, *args):  # type: ignore[no-untyped-def]
+        seen.append(self.jobs.running(bank_id))  # what a start beside it would count
+        return rebuild(self, bank_id, *args)
+
+    monkeypatch.setattr(TrainingServicer, "_rebuild", counted)
+    with BureauConnection(_address(node), "bank-resume-race") as connection:
+        session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
+        assert _start(connection, session, 50) is grpc.StatusCode.OK
+        node.training.jobs.remove(f"{50:032x}")  # a restart: the job is on disk only
+        connection.training.ResumeTraining(
+            pb.ResumeRequest(job_id=f"{50:032x}", epoch=0),
+            timeout=60,
+            metadata=connection.metadata,
+        )
+    assert seen == [1]
 
 
 def test_policy_a_bank_lists_and_deletes_its_own_models_and_no_other(
