@@ -56,7 +56,7 @@ class DaskExecutor(Executor):
 
 # The chunks are functions of ``protocols`` and the modules they need, never of the caller's
 # ``__main__``: the workers import these up front and nothing else.
-PRELOAD = ["protocols.paillier", "protocols.psi"]
+PRELOAD = ["protocols.paillier", "protocols.psi", "node_runtime.forkserver_stop"]
 # This library's own fork server, so that the process-wide one (and its preload list, which
 # a caller's own pools may rely on) is left alone.
 _FORK_SERVER = forkserver.ForkServer()

@@ -40,11 +40,26 @@ def forget_keys(executor: Executor | None) -> None:
             generation.value += 1
 
 
+# A worker told to stop (SIGTERM) stays this long for the node, which may be finishing its
+# banks' training epochs (its --stop-seconds), then exits; it dies with the node anyway.
+TERM_GRACE_SECONDS = 120.0
+
+
+def _stop_later(signum: int, frame: object) -> None:
+    timer = threading.Timer(TERM_GRACE_SECONDS, os._exit, args=(0,))
+    timer.daemon = True
+    timer.start()
+
+
 def start(node_pid: int, generation: Any) -> None:
-    """The pool's initializer: die with the node, whatever kills it; and leave Ctrl-C to
-    the node (a terminal sends it to the whole process group: workers dying of it broke a
-    training run the node was finishing its epoch for)."""
+    """The pool's initializer: die with the node, whatever kills it; and leave Ctrl-C and
+    a stop to the node: a terminal sends Ctrl-C to the whole process group, and systemd's
+    stop SIGTERM to every process of the unit (workers dying of either broke the training
+    epochs the node was finishing; a review). A worker told to stop exits after
+    ``TERM_GRACE_SECONDS`` if the node has not ended first (a pool the executor tears down
+    after a crash of one worker waits that long for the others)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_later)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

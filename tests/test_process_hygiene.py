@@ -185,3 +185,29 @@ def test_workers_leave_ctrl_c_to_the_node():
         assert pool.submit(os.getpid).result() == pid  # the same worker, alive
     finally:
         pool.shutdown()
+
+
+def test_workers_and_their_fork_server_leave_a_stop_to_the_node():
+    """systemd's stop sends SIGTERM to every process of the unit: the fork server (the
+    workers' parent: they die with it) and the workers died at once, and the training
+    epochs the bureau was finishing broke (a review, BrokenProcessPool). They go on until
+    the node ends, or a grace period after the stop. (In a process of its own: the fork
+    server is one per process, and this one must not end under the rest of the suite.)"""
+    script = """
+import os, signal, time
+from node_runtime.parallel import make_executor
+pool = make_executor(1)
+pid = pool.submit(os.getpid).result()
+with open(f"/proc/{pid}/stat") as handle:
+    fork_server = int(handle.read().rsplit(")", 1)[1].split()[1])
+for victim in (fork_server, pid):
+    os.kill(victim, signal.SIGTERM)
+time.sleep(0.5)
+assert pool.submit(os.getpid).result() == pid, "the worker died"
+os.kill(fork_server, 0)
+pool.shutdown()
+print("alive")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "alive", done.stderr
