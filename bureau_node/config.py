@@ -263,33 +263,35 @@ class Access:
     def left(self, bank_id: str, what: str) -> float:
         """What is left today (UTC) of the bank's quota ``what``."""
         limit = getattr(self.policy(bank_id), what)
-        path = self.root / bank_id / f"usage-{quota_day()}.json"
         with self._lock:
-            used = self._usage.get(path)
-            if used is None:
-                used = json.loads(path.read_text()) if path.exists() else {}
+            _, used = self._today_locked(bank_id)
             return max(0.0, limit - used.get(what, 0))
 
-    def charge_all(self, bank_id: str, amounts: dict[str, float], dry_run: bool = False) -> None:
-        """Several quotas at once: all counted, or (one would go over) none; ``dry_run``:
-        refused the same way, never counted (a job's later charges, checked at its start)."""
-        policy = self.policy(bank_id)
+    def _today_locked(self, bank_id: str) -> tuple[Path, dict[str, float]]:
+        """The bank's usage file of today and its counts (the lock held)."""
         day = quota_day()
         path = self._paths.get((bank_id, day))
         if path is None:  # built once a day per bank: a lookup is charged thousands a second
             if len(self._paths) > 4096:
                 self._paths.clear()
             path = self._paths[(bank_id, day)] = self.root / bank_id / f"usage-{day}.json"
+        used = self._usage.get(path)
+        if used is None:  # read once a day per bank; this process keeps it since
+            self._flush_locked()  # yesterday's counts written before they are dropped
+            tables.private_dir(path.parent)
+            used = json.loads(path.read_text()) if path.exists() else {}
+            self._usage = {
+                path: used,
+                **{p: u for p, u in self._usage.items() if p.parent != path.parent},
+            }
+        return path, used
+
+    def charge_all(self, bank_id: str, amounts: dict[str, float], dry_run: bool = False) -> None:
+        """Several quotas at once: all counted, or (one would go over) none; ``dry_run``:
+        refused the same way, never counted (a job's later charges, checked at its start)."""
+        policy = self.policy(bank_id)
         with self._lock:
-            used = self._usage.get(path)
-            if used is None:  # read once a day per bank; this process keeps it since
-                self._flush_locked()  # yesterday's counts written before they are dropped
-                tables.private_dir(path.parent)
-                used = json.loads(path.read_text()) if path.exists() else {}
-                self._usage = {
-                    path: used,
-                    **{p: u for p, u in self._usage.items() if p.parent != path.parent},
-                }
+            path, used = self._today_locked(bank_id)
             for what, amount in amounts.items():
                 limit, spent = getattr(policy, what), used.get(what, 0)
                 if spent + amount > limit * (1 + 1e-9):  # sums of epsilons: no rounding refusals
