@@ -360,36 +360,30 @@ class BureauStore:
         bureau's data changed: what a bank's kept points open must end, while a PSI tag of
         an ID does not change and a big bureau's tags take minutes to make)."""
         with self._lock(bank_id):
-            old = self.key_epoch(bank_id)
-            directory = self._bank_dir(bank_id)
-            new = old + 1
+            return self._rotate(bank_id, keep_psi_key=True)
+
+    def _rotate(self, bank_id: str, keep_psi_key: bool = False) -> int:
+        """The next key epoch, written before the old one's files go: a failure half way
+        leaves the old epoch whole (a review's full disk left it without its PSI key, and
+        the next use made a new one inside the epoch)."""
+        old = self.key_epoch(bank_id)
+        new = old + 1
+        directory = self._bank_dir(bank_id)
+        if keep_psi_key:
             # the lookup key first: a PSI key without one is an earlier version's epoch
             tables.atomic_write_bytes(
                 directory / f"lookup-key-{new}", group.random_scalar(), mode=0o600
             )
-            # linked, not moved: a crash before the new epoch is written leaves the old
-            # one whole (a review's full disk left it without its PSI key, and the next use
-            # made a new one inside the epoch)
-            for name in ("key-{}", "tags-{}.npy"):
+            for name in ("key-{}", "tags-{}.npy"):  # linked, not moved
                 if (directory / name.format(old)).exists():
                     (directory / name.format(new)).unlink(missing_ok=True)
                     os.link(directory / name.format(old), directory / name.format(new))
-            tables.atomic_write_bytes(directory / "epoch", str(new).encode())
-            for name in (f"key-{old}", f"tags-{old}.npy", f"lookup-key-{old}", f"oprf-{old}.npy"):
-                (directory / name).unlink(missing_ok=True)
-            self._tables.pop(bank_id, None)
-            self._scalars.pop((bank_id, old), None)
-            return new
-
-    def _rotate(self, bank_id: str) -> int:
-        old = self.key_epoch(bank_id)
-        directory = self._bank_dir(bank_id)
+        tables.atomic_write_bytes(directory / "epoch", str(new).encode())
         for name in (f"key-{old}", f"lookup-key-{old}", f"tags-{old}.npy", f"oprf-{old}.npy"):
             (directory / name).unlink(missing_ok=True)
-        tables.atomic_write_bytes(directory / "epoch", str(old + 1).encode())
         self._tables.pop(bank_id, None)
         self._scalars.pop((bank_id, old), None)
-        return old + 1
+        return new
 
     def _retire_shared_keys(self) -> None:
         """Move every bank whose current key epoch has a PSI key and no lookup key (written
