@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -85,41 +86,35 @@ def _merge_small(counts: np.ndarray, min_count: int, ordered: bool) -> np.ndarra
     """A mapping old bin -> new bin that merges bins below ``min_count`` into a neighbour
     (the smaller adjacent one when ordered; all small categories together otherwise)."""
     mapping = np.arange(len(counts))
-    if len(counts) <= 1:
-        return mapping
-    groups = [[i] for i in range(len(counts))]
-    sizes = [int(c) for c in counts]
-    if ordered:
-        while len(groups) > 1:
-            small = [g for g in range(len(groups)) if sizes[g] < min_count]
-            if not small:
-                break
-            g = min(small, key=lambda k: sizes[k])
-            if g == 0:
-                other = 1
-            elif g == len(groups) - 1:
-                other = g - 1
-            else:
-                other = g - 1 if sizes[g - 1] <= sizes[g + 1] else g + 1
-            lo, hi = min(g, other), max(g, other)
-            groups[lo] += groups[hi]
-            sizes[lo] += sizes[hi]
-            del groups[hi], sizes[hi]
-    else:
-        small = [g for g in range(len(groups)) if sizes[g] < min_count]
-        if len(small) > 1 or (small and len(groups) > 1):
-            keep = [g for g in range(len(groups)) if g not in small]
-            pooled = [i for g in small for i in groups[g]]
-            pooled_size = sum(sizes[g] for g in small)
-            groups = [groups[g] for g in keep] + [pooled]
-            sizes = [sizes[g] for g in keep] + [pooled_size]
-            if pooled_size < min_count and len(groups) > 1:  # still small: join the largest
-                largest = int(np.argmax(sizes[:-1]))
-                groups[largest] += groups[-1]
-                del groups[-1]
+    groups = _merged_groups(len(counts), lambda g: int(counts[g].sum()), min_count, ordered)
     for new, members in enumerate(groups):
         mapping[members] = new
     return mapping
+
+
+def _merged_groups(
+    bins: int, size: Callable[[list[int]], float], floor: float, ordered: bool
+) -> list[list[int]]:
+    """Bins 0..bins-1 grouped until every group's ``size`` is at least ``floor``: ordered
+    bins pairwise, the smallest group first, into its smaller neighbour; otherwise every
+    small group pooled, last, and that pool into the largest group if still small."""
+    groups = [[b] for b in range(bins)]
+    if ordered:
+        while len(groups) > 1 and min(size(g) for g in groups) < floor:
+            g = min(range(len(groups)), key=lambda k: size(groups[k]))
+            neighbours = [k for k in (g - 1, g + 1) if 0 <= k < len(groups)]
+            other = min(neighbours, key=lambda k: size(groups[k]))
+            lo, hi = min(g, other), max(g, other)
+            groups[lo] = groups[lo] + groups[hi]
+            del groups[hi]
+        return groups
+    small = [g for g in groups if size(g) < floor]
+    if small:
+        groups = [g for g in groups if size(g) >= floor] + [[b for g in small for b in g]]
+    if len(groups) > 1 and size(groups[-1]) < floor:
+        largest = max(range(len(groups) - 1), key=lambda k: size(groups[k]))
+        groups[largest] = sorted(groups[largest] + groups.pop())
+    return groups
 
 
 def min_bin_rows(rows: int, min_count: int, min_share: float) -> int:
@@ -389,23 +384,14 @@ def merge_for_noise(
         bads = sum(stats.bads[b] for b in group)
         return min(bads, sum(stats.totals[b] for b in group) - bads)
 
-    rest = [[b] for b in range(len(stats.totals)) if b != missing_bin]
-    if ordered:
-        while len(rest) > 1 and min(low(g) for g in rest) < floor:
-            g = min(range(len(rest)), key=lambda k: low(rest[k]))
-            neighbours = [k for k in (g - 1, g + 1) if 0 <= k < len(rest)]
-            other = min(neighbours, key=lambda k: low(rest[k]))
-            lo, hi = min(g, other), max(g, other)
-            rest[lo] = rest[lo] + rest[hi]
-            del rest[hi]
-    else:  # the small ones pooled last (one alone too: a review's stayed where it was)
-        small = [g for g in rest if low(g) < floor]
-        if small:
-            rest = [g for g in rest if low(g) >= floor] + [sorted(b for g in small for b in g)]
-        while len(rest) > 1 and low(rest[-1]) < floor:
-            largest = max(range(len(rest) - 1), key=lambda k: low(rest[k]))
-            rest[largest] = sorted(rest[largest] + rest.pop())
-    groups, new_missing = rest, None
+    present = [b for b in range(len(stats.totals)) if b != missing_bin]
+    groups = [
+        [present[i] for i in g]
+        for g in _merged_groups(
+            len(present), lambda g: low([present[i] for i in g]), floor, ordered
+        )
+    ]
+    new_missing = None
     if missing_bin is not None:
         if low([missing_bin]) < floor and groups:
             largest = max(range(len(groups)), key=lambda k: low(groups[k]))
