@@ -84,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"training job {started_id}", file=sys.stderr, flush=True)
         started.append(started_id)
 
-    from .training import hold_directory
+    from .training import held_job, hold_directory
 
     try:
         # one run at a time in --model-dir, held across a restarted bureau's wait too
@@ -97,15 +97,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 except PeerError as exc:
                     if not (started and exc.nothing_done and _wait_for_restart(args, job_id, exc)):
                         raise
-                    from .training import held_job
-
                     # the bureau is back: on from the job's checkpoint, or, its start refused
                     # before anything was registered, started again
                     if held_job(args.model_dir) == job_id:
                         args.resume = job_id
     except XinrongError as exc:
-        from .training import held_job
-
         refused = getattr(exc, "status", None) in REFUSED_AT_START
         held = held_job(args.model_dir) == job_id
         if started and getattr(exc, "nothing_done", False) and not held:

@@ -168,9 +168,7 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
         except Exception as exc:  # noqa: BLE001 - every error leaves through the catalogue
             # what was charged is always on record; a refusal that charged nothing is
             # within the caller's refusal budget (a review's 400 in half a second were not)
-            if charged:
-                self._refused(context, exc, bank_ids=request.bank_set_size)
-            self._refused(context, exc)
+            self._refused(context, exc, **({"bank_ids": request.bank_set_size} if charged else {}))
 
     def Exponentiate(
         self, request_iterator: Iterator[pb.BlindedIds], context: grpc.ServicerContext
