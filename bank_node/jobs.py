@@ -63,12 +63,16 @@ def psi_job(
     table = tables.read_table(data, id_column, columns=[], options=read_options)
     prepared = prepare_ids(table.column(id_column), id_type)
     ids = prepared.ids
-    if not ids:  # the rejects written, then refused before the bureau is asked anything
-        rejects = rejects_path_for(out)
+    rejects = rejects_path_for(out)
+
+    def write_rejects() -> None:
         where = tables.Whereabouts(data, table.num_rows, read_options)
         tables.write_rejects(prepared.rejects, rejects, prepared.warnings, where)
+
+    if not ids:  # the rejects written, then refused before the bureau is asked anything
+        write_rejects()
         refuse_without_usable_ids(prepared, str(rejects))
-    executor = make_executor(workers, executor_spec) if ids else None
+    executor = make_executor(workers, executor_spec)
     bars = ProgressBars() if on_progress is None else None
     try:
         with BureauConnection(bureau, bank_id, tls_dir=tls_dir) as connection:
@@ -84,9 +88,7 @@ def psi_job(
     position = {v: i for i, v in enumerate(ids)}
     matched = sorted(result.matched_ids, key=position.__getitem__)
     tables.write_csv(pa.table({id_column: pa.array(matched, pa.string())}), out)
-    rejects = rejects_path_for(out)
-    where = tables.Whereabouts(data, table.num_rows, read_options)
-    tables.write_rejects(prepared.rejects, rejects, prepared.warnings, where)
+    write_rejects()
     return PsiSummary(
         rows=prepared.rows,
         bank_ids=len(ids),
