@@ -99,6 +99,7 @@ class LookupClient:
         self._catalogue: dict[str, TableInfo] | None = None
         self._key_epoch = 0
         self._max_points = 0
+        self._lookups_left: int | None = None
         self._tables: dict[str, lookup.LookupTable] = {}
         self._remembered: dict[str, bytes] | None = None
 
@@ -120,6 +121,10 @@ class LookupClient:
             if not 0 < answer.max_points <= 1 << 20:
                 raise ProtocolViolation(f"the bureau's max_points {answer.max_points} is absurd")
             self._key_epoch, self._max_points = answer.key_epoch, answer.max_points
+            # what is left of the day's lookups (None: a bureau from before it said so)
+            self._lookups_left = (
+                answer.lookups_left_today if answer.HasField("lookups_left_today") else None
+            )
             if answer.max_streams == 0:  # a bureau that offers no streams
                 self.stream = None
             elif self.stream is not None:
@@ -323,16 +328,12 @@ class LookupClient:
         """A run larger than what is left of the day's lookups is refused before its first
         chunk: a review's run of 200,000 was charged chunk by chunk until the bureau refused
         one, and ended with no output and the day's quota spent."""
-        answer = _call(
-            "asking the bureau what is left of today's lookups",
-            lambda: self.connection.lookup.ListTables(
-                pb.ListTablesRequest(), timeout=30, metadata=self.connection.metadata
-            ),
-        )
-        if answer.HasField("lookups_left_today") and count > answer.lookups_left_today:
+        self.catalogue(refresh=True)  # what is left now, not when the catalogue was read
+        left = self._lookups_left
+        if left is not None and count > left:
             raise QuotaExceeded(
                 f"this run looks up {count:,} enterprises and bank {self.connection.bank_id} "
-                f"has {answer.lookups_left_today:,} lookups left today (daily_lookup_ids, "
+                f"has {left:,} lookups left today (daily_lookup_ids, "
                 "counted by UTC day): nothing was sent or charged; look up fewer at a time "
                 "(split the file), wait for 00:00 UTC, or ask the bureau's operator"
             )
