@@ -270,11 +270,12 @@ class BureauNode:
             self._rotate_locked()
 
     def _rotate_locked(self) -> None:
+        data = self._data_versions()  # the same for every bank
         for directory in sorted((self.store.root / "banks").glob("*")):
             if not directory.is_dir():
                 continue
             bank_id, path = directory.name, directory / SERVING_POLICY
-            policy, data = self._serving_policy(bank_id), self._data_versions()
+            policy = self._serving_policy(bank_id)
             before = path.read_text().split() if path.exists() else []
             if before == [policy, data]:
                 continue
