@@ -28,7 +28,7 @@ from node_runtime.transport import model_codec as codec
 from protocols import binning, psi, scorecard
 from protocols import paillier as he
 from protocols.errors import InputDataError, PeerError, ProtocolViolation
-from protocols.features import FeatureRecipe, check_peer_names
+from protocols.features import FEATURE_KINDS, FeatureRecipe, check_peer_names
 from protocols.ids import IdType, prepare_ids
 from protocols.lookup import MODEL_ID, model_table
 from xinrong.v1 import model_pb2 as pb
@@ -380,7 +380,7 @@ def _bureau_feature(
     if not -1 <= feature.missing_bin < count:
         raise ProtocolViolation(f"feature {feature.name!r}: no bin {feature.missing_bin}")
     # free text from the bureau that goes into the IV table's CSV: only the two kinds there are
-    if feature.kind not in ("numeric", "category"):
+    if feature.kind not in FEATURE_KINDS:
         raise ProtocolViolation(
             f"feature {feature.name!r}: kind {feature.kind[:40]!r} is neither 'numeric' nor "
             "'category'"

@@ -39,7 +39,7 @@ from protocols import explain, psi, scorecard
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.errors import InputDataError, PeerError, ProtocolViolation
-from protocols.features import FORMULA_STARTS, FeatureRecipe, check_peer_names
+from protocols.features import FEATURE_KINDS, FORMULA_STARTS, FeatureRecipe, check_peer_names
 from protocols.ids import IdType, PreparedIds, normalise_column, prepare_ids
 from protocols.lookup import MODEL_ID
 from protocols.optim import OptimizerConfig, split_rows
@@ -1559,7 +1559,6 @@ def list_features(
         return bureau_features(connection)
 
 
-FEATURE_KINDS = ("numeric", "category")
 MAX_DESCRIPTION_LENGTH = 500
 
 

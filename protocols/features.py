@@ -37,6 +37,9 @@ OTHER = "__other__"
 MISSING = "__missing__"
 
 
+FEATURE_KINDS = ("numeric", "category")  # what column_kind says; a peer may say no other
+
+
 def column_kind(array_type: pa.DataType) -> str:
     if (
         pa.types.is_integer(array_type)
