@@ -8,7 +8,6 @@ over gRPC and writes the bank's half of the model.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -1158,18 +1157,13 @@ def hold_directory(directory: str | Path, what: str, option: str) -> Iterator[No
     made = not path.exists()
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = path / LOCK_FILE
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
-        os.close(fd)
+        fd = tables.take_lock(lock)
+    except tables.LockHeld as held:
         raise InputDataError(
-            f"{directory} is in use by another {what} ({holder}), which writes its files "
+            f"{directory} is in use by another {what} ({held.holder}), which writes its files "
             f"there: wait for it to finish, or choose another {option}"
         ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()}\n".encode())
     _held[key] = threading.get_ident()
     try:
         yield

@@ -4,7 +4,6 @@ that the CLI, the demo and the tests start the same way."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -13,7 +12,6 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import TextIO
 
 import grpc
 
@@ -104,7 +102,7 @@ class BureauNode:
         self.config = Path(config) if config else None
         self.executor: Executor | None = None
         self.server: grpc.Server | None = None
-        self._state_lock: TextIO | None = None
+        self._state_lock: int | None = None  # the lock file's descriptor
         self.audit: AuditLog | None = None
         self.access: Access | None = None
         self.port: int | None = None
@@ -333,25 +331,13 @@ class BureauNode:
         quotas and key epochs apart in one place (the lock goes with the process)."""
         if self._state_lock is not None:
             return
-        path = self.store.root / "serve.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        os.fchmod(fd, 0o600)  # whatever the umask, as every state file
-        handle = os.fdopen(fd, "r+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
+            self._state_lock = tables.take_lock(self.store.root / "serve.lock")
+        except tables.LockHeld as held:
             raise InputDataError(
-                f"{self.store.root} is in use by another bureau node ({holder}): one "
+                f"{self.store.root} is in use by another bureau node ({held.holder}): one "
                 "`bureau-node serve` per state directory; stop the other one first"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
-        self._state_lock = handle
 
     def stop(self, grace: float | None = 1.0) -> None:
         if self.graph is not None:
@@ -368,7 +354,7 @@ class BureauNode:
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.executor = None
         if self._state_lock is not None:  # last: the calls in their grace period are done
-            self._state_lock.close()  # releases the lock
+            os.close(self._state_lock)  # releases the lock
             self._state_lock = None
 
     def __enter__(self) -> BureauNode:

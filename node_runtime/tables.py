@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import csv
 import decimal
+import fcntl
 import functools
 import itertools
 import logging
@@ -516,6 +517,31 @@ def _missing(path: Path, column: str, names: list[str]) -> str:
     elif len(names) <= 2:
         hint = " (a title above the header? --skip-rows N passes N rows)"
     return f"{path}: no column named {column!r}; the file has: {shown}{hint}"
+
+
+class LockHeld(Exception):
+    """Another process holds the lock; ``holder`` is what it wrote in the file."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+def take_lock(path: str | Path) -> int:
+    """An exclusive lock on the file ``path`` (made 0600 if need be), taken at once or
+    refused (:class:`LockHeld`, naming the holder); the file then names this process. The
+    lock goes with the descriptor returned, and with the process however it ends."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # whatever the umask
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise LockHeld(holder) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}\n".encode())
+    return fd
 
 
 def private_dir(path: str | Path) -> Path:
