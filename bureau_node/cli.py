@@ -55,6 +55,7 @@ def _node(args: argparse.Namespace) -> BureauNode:
             min_batch_size=getattr(args, "min_batch_size", 64),
             allow_test_keys=getattr(args, "allow_test_keys", False),
             max_feature_exposure=getattr(args, "max_feature_exposure", 0.05),
+            max_readable_share=getattr(args, "max_readable_share", 0.5),
         ),
         read_options=read_options(args),
         streams_total=getattr(args, "max_streams_total", STREAMS_TOTAL),
@@ -451,6 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse a model whose score, on more than this share of the enterprises, would "
         "be an affine function of one bureau feature (in groups sharing the others' values); "
         "default 0.05, 1 to turn the check off (SECURITY.md)",
+    )
+    serve.add_argument(
+        "--max-readable-share",
+        type=float,
+        default=0.5,
+        help="refuse a model when the scores of the bank's models together (kept, or deleted "
+        "in the last year) would read one bureau feature's level right for more than this "
+        "share of the enterprises beyond guessing, and more than the best of them alone; "
+        "default 0.5, 1 to turn the check off (SECURITY.md)",
     )
     serve.add_argument(
         "--allow-test-keys",

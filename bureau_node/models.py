@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,11 @@ from typing import Any
 from node_runtime import tables
 from protocols.errors import UnknownSession
 from protocols.lookup import MODEL_ID
+
+# A deleted model's weights stay on record this long: the scores it served stay with the
+# bank, and they combine with a later model's (protocols.score_span).
+RETIRED_SECONDS = 365 * 86400
+SERVED = ("model_id", "recipe", "weights", "scorecard")  # what decides what a model served
 
 
 class ModelStore:
@@ -100,15 +106,39 @@ class ModelStore:
 
     def delete(self, bank_id: str, model_id: str) -> tuple[Path, ...]:
         """The model and its lookup tables (sealed for its bank, and their revisions), which
-        would otherwise stay on the bureau's disk; returns the tables removed."""
+        would otherwise stay on the bureau's disk; returns the tables removed. Its recipe
+        and weights are kept for ``RETIRED_SECONDS`` (``served``)."""
         from .lookup_tables import remove_model_tables
 
         path = self._path(bank_id, model_id)
         with self._lock():
-            if not path.exists():
-                raise UnknownSession(f"the bureau has no model {model_id} for bank {bank_id}")
+            try:
+                model = json.loads(path.read_text())
+            except FileNotFoundError:
+                raise UnknownSession(
+                    f"the bureau has no model {model_id} for bank {bank_id}"
+                ) from None
+            retired = {k: model[k] for k in SERVED if k in model}
+            retired["retired_at"] = time.time()
+            tables.private_dir(path.parent / "retired")
+            _write(path.parent / "retired" / path.name, retired)
             path.unlink()
             return tuple(remove_model_tables(self.root.parent, bank_id, model_id))
+
+    def served(self, bank_id: str) -> tuple[dict[str, Any], ...]:
+        """The recipe and weights of every model this bank keeps, and of those deleted in the
+        last ``RETIRED_SECONDS`` (older records are removed here)."""
+        directory = self.root / bank_id
+        out = []
+        with self._lock():  # a model deleted meanwhile is read once, kept or retired
+            paths = sorted(directory.glob("*.json")) + sorted(directory.glob("retired/*.json"))
+            models = [json.loads(path.read_text()) for path in paths]
+        for path, model in zip(paths, models, strict=True):
+            if time.time() - model.get("retired_at", time.time()) > RETIRED_SECONDS:
+                path.unlink(missing_ok=True)
+                continue
+            out.append({k: model[k] for k in SERVED if k in model})
+        return tuple(out)
 
 
 def _write(path: Path, model: dict[str, Any]) -> None:

@@ -70,7 +70,10 @@ class ScoringServicer(model_pb2_grpc.ScoringServicer):
         self.ctx.check_points_exposure(recipe, limit)
         points = scorecard.points_table(recipe, slope * np.asarray(model["weights"]), scaling)
         made = {"scaling": vars(scaling), "points": points}
-        self.ctx.models.amend(bank_id, request.model_id, {"scorecard": made})
+        with self.ctx.keeping_models():  # its points are one more projection of each row
+            readable = self.ctx.limits_for(bank_id).max_readable_share
+            self.ctx.check_models_together(bank_id, {**model, "scorecard": made}, readable)
+            self.ctx.models.amend(bank_id, request.model_id, {"scorecard": made})
         log.info(
             "scorecard for model %s of bank %s: %d bins", request.model_id, bank_id, len(points)
         )

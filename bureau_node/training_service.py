@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 
 from node_runtime import tables
 from node_runtime.transport import model_codec as codec
@@ -700,32 +701,17 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
                 share = codec.share_from_proto(request.weight_share, job.trainer.x.shape[1])
                 weights, finished = job.trainer.finish(request.epoch, share)
                 plan = job.trainer.plan
-                try:
-                    training = job.trainer.x[job.trainer.train_rows]
-                    self.ctx.check_model_features(bank_id, job.recipe, weights, training)
-                except NotAuthorised as exc:  # after the charge at start: not a free question
-                    self._end(bank_id, plan.job_id, "refused", str(exc))
-                    raise
-                model_id = secrets.token_hex(16)
-                self.ctx.models.save(
-                    bank_id,
-                    {
-                        "format": "xinrong-bureau-model/1",
-                        "model_id": model_id,
-                        "bank_id": bank_id,
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "job_id": plan.job_id,
-                        "psi_session_id": plan.psi_session_id,
-                        "epoch": finished.epoch,
-                        "features": job.recipe.names,
-                        "columns": job.recipe.outputs,
-                        "recipe": job.recipe.to_json(),
-                        "weights": weights.tolist(),
-                        "neutral_score": finished.neutral_score,
-                        "counts": job.trainer.counts.as_dict(),
-                        "epoch_counts": job.trainer.epoch_counts,
-                    },
-                )
+                with self.ctx.keeping_models():
+                    try:
+                        training = job.trainer.x[job.trainer.train_rows]
+                        self.ctx.check_model_features(bank_id, job.recipe, weights, training)
+                        limit = self.ctx.limits_for(bank_id).max_readable_share
+                        model = {"recipe": job.recipe.to_json(), "weights": weights.tolist()}
+                        self.ctx.check_models_together(bank_id, model, limit)
+                    except NotAuthorised as exc:  # after the charge at start: not free
+                        self._end(bank_id, plan.job_id, "refused", str(exc))
+                        raise
+                    model_id = self._keep(bank_id, job, weights, finished)
                 self.ctx.record(
                     bank_id,
                     "training_finished",
@@ -754,6 +740,33 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             return out
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "training_finished", exc)
+
+    def _keep(
+        self, bank_id: str, job: _Job, weights: np.ndarray, finished: vlr.TrainingFinished
+    ) -> str:
+        """Save a finished model; its new id."""
+        plan = job.trainer.plan
+        model_id = secrets.token_hex(16)
+        self.ctx.models.save(
+            bank_id,
+            {
+                "format": "xinrong-bureau-model/1",
+                "model_id": model_id,
+                "bank_id": bank_id,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "job_id": plan.job_id,
+                "psi_session_id": plan.psi_session_id,
+                "epoch": finished.epoch,
+                "features": job.recipe.names,
+                "columns": job.recipe.outputs,
+                "recipe": job.recipe.to_json(),
+                "weights": weights.tolist(),
+                "neutral_score": finished.neutral_score,
+                "counts": job.trainer.counts.as_dict(),
+                "epoch_counts": job.trainer.epoch_counts,
+            },
+        )
+        return model_id
 
 
 def _progress(ledger: dict[str, Any]) -> int:

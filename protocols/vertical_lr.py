@@ -115,6 +115,10 @@ class TrainingLimits:
     # a model is refused when, on more than this share of the bureau's enterprises, its
     # score would be an affine function of one feature (FeatureRecipe.exposure)
     max_feature_exposure: float = 0.05
+    # a model is refused when the scores of the bank's models together would read one
+    # feature's level beyond this share, and beyond what the best of them reads alone
+    # (protocols.score_span)
+    max_readable_share: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from bank_node.client import BureauConnection, run_psi
-from bank_node.toolkit import _label_chunks
+from bank_node.toolkit import _label_chunks, delete_model
 from bank_node.training import train_job
 from bureau_node.audit import AuditLog
 from bureau_node.server import BureauNode
 from node_runtime import tables
 from node_runtime.transport import codec as psi_codec
 from node_runtime.transport import model_codec as codec
-from protocols import binning, group, psi
+from protocols import binning, group, psi, score_span
 from protocols import paillier as he
 from protocols import scorecard as scorecard_module
 from protocols import vertical_lr as vlr
@@ -45,6 +45,7 @@ from protocols.errors import (
     QuotaExceeded,
     UnknownSession,
 )
+from protocols.features import FeatureRecipe
 from protocols.ids import IdType, prepare_ids
 from xinrong.synthetic import generate_city, write_city
 from xinrong.v1 import model_pb2 as pb
@@ -101,6 +102,12 @@ max_models_per_session = 1
 
 [banks.bank-one-iv]              # one information-value request a day
 daily_iv_requests = 1
+
+[banks.bank-span]                # trains one model after another on five features
+
+[banks.bank-span-alone]
+
+[banks.bank-looser-limit]        # one model of its own (another would be read with it)
 
 [banks.bank-policy]              # last: a test appends to it
 """
@@ -281,6 +288,105 @@ def _refused(connection: BureauConnection, plan: vlr.TrainingPlan) -> tuple[grpc
             codec.plan_to_proto(plan), timeout=120, metadata=connection.metadata
         )
     return err.value.code(), err.value.details()
+
+
+SPAN_FEATURES = [  # a review's second set of five (its first was refused alone: below)
+    "abnormal_operation",
+    "reg_age_years",
+    "invoice_amount_12m_10k_cny",
+    "employee_trend_12m",
+    "revenue_growth",
+]
+
+
+@pytest.fixture(scope="module")
+def span_clients(city, tmp_path_factory) -> Path:
+    """The bank's clients with label columns for other products (early arrears, heavy use,
+    large loans, low balances) and mixtures of them: each model on its own labels."""
+    clients = tables.read_table(city["bank"], "uscc")
+
+    def column(name: str) -> np.ndarray:
+        return clients.column(name).to_numpy(zero_copy_only=False)
+
+    overdue, use = column("overdue_count_12m") > 0, column("credit_utilization")
+    loan, balance = column("loan_amount_10k_cny"), column("avg_balance_6m_10k_cny")
+    labels = {
+        "y_overdue": overdue,
+        "y_use": use > np.nanquantile(use, 0.7),
+        "y_mixed": overdue ^ (use > np.nanquantile(use, 0.5)),
+        "y_loan": loan > np.nanquantile(loan, 0.7),
+        "y_balance": balance < np.nanquantile(balance, 0.3),
+    }
+    for name, values in labels.items():
+        clients = clients.append_column(name, pa.array(values.astype(np.int64)))
+    path = tmp_path_factory.mktemp("span") / "clients.csv"
+    pacsv.write_csv(clients, path)
+    return path
+
+
+def _train_span(node: BureauNode, data: Path, label: str, bank_id: str, out: Path) -> str:
+    return train_job(_address(node), data, "uscc", label, out / label, bank_id,
+                     bureau_features=SPAN_FEATURES, epochs=2, workers=0, quiet=True, seed=1,
+                     **TEST_KEYS)["model_id"]  # fmt: skip
+
+
+def _reads(node: BureauNode, bank_id: str) -> score_span.SpanVerdict:
+    """What a bank reads of each feature (``score_span.readable_share``) from the scores of
+    its models the bureau serves or served: together, and the best of them alone."""
+    table = node.features.table
+    scores, targets = [], {}
+    for model in node.models.served(bank_id):
+        recipe = FeatureRecipe.from_json(model["recipe"])
+        scores.append(np.clip(recipe.transform(table) @ model["weights"], -64, 64))
+        for c in recipe.columns:
+            targets[c.name] = score_span.column_levels(c, c.raw(table.column(c.name)))
+    none = np.zeros((table.num_rows, 0))
+    return score_span.judge_models([s[:, None] for s in scores], none, targets, 0.5)
+
+
+def test_policy_a_score_that_is_one_flag_in_all_but_name_is_refused(
+    node, city, span_clients, tmp_path
+):
+    """Found with the review below: an honest model on five features, the watch-list flag
+    among them, rests so heavily on the rare flag that a threshold on its looked-up score
+    named 97% of the listed enterprises (every one of the review's first family of models
+    did), which no bound on its other features' shares caught."""
+    with pytest.raises(
+        PeerError, match="PERMISSION_DENIED: the model is not kept: what it serves alone"
+    ):
+        _train_span(node, span_clients, "y", "bank-span-alone", tmp_path)
+    assert node.models.list("bank-span-alone") == []
+
+
+def test_policy_models_together_read_no_feature_that_none_reads_alone(node, span_clients, tmp_path):
+    """A review's attack (2026-12-01): models on the same few bureau features, each
+    honest-looking and on its own session and labels, give as many projections of each
+    enterprise; enough of them span the features, and a sum of the scores is a feature's
+    value (the abnormal-operation flag of 4,000 of 4,000 enterprises, read with 20). Now the
+    model that would bring a feature within reach is not kept, deleting a model makes no
+    room (the scores it served stay with the bank), and what the kept models read together
+    stays within a step of what the best of them reads alone."""
+    refused = []
+    for label in ("y_overdue", "y_use", "y_mixed", "y_loan", "y_balance"):
+        try:
+            _train_span(node, span_clients, label, "bank-span", tmp_path)
+        except PeerError as exc:
+            assert "PERMISSION_DENIED: the model is not kept: with the bank's" in str(exc)
+            refused.append(label)
+    assert refused
+    kept = node.models.list("bank-span")
+    reads = _reads(node, "bank-span")
+    assert not reads.over
+    with BureauConnection(_address(node), "bank-span") as connection:
+        delete_model(connection, kept[0]["model_id"])
+    with pytest.raises(PeerError, match="PERMISSION_DENIED: the model is not kept: with the"):
+        _train_span(node, span_clients, refused[0], "bank-span", tmp_path / "again")
+    records = [
+        r for r in AuditLog(node.store.root).records()
+        if r["bank_id"] == "bank-span" and r["event"] == "training_refused"
+    ]  # fmt: skip
+    assert len(records) == len(refused) + 1
+    assert all("sums of the scores" in json.dumps(r) for r in records)
 
 
 def test_policy_models_per_psi_session_are_capped(node, city):
@@ -1172,18 +1278,18 @@ def test_policy_a_model_kept_under_a_looser_exposure_limit_is_refused_once_it_is
     ctx.limits = replace(strict, max_feature_exposure=1.0)
     try:
         summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m",
-                            "bank-policy", bureau_features=features, epochs=1, workers=0,
+                            "bank-looser-limit", bureau_features=features, epochs=1, workers=0,
                             quiet=True, **TEST_KEYS)  # fmt: skip
-        stale = node.models.load("bank-policy", summary["model_id"])
-        ctx.check_model_served("bank-policy", stale)  # served, and stamped, under 1.0
+        stale = node.models.load("bank-looser-limit", summary["model_id"])
+        ctx.check_model_served("bank-looser-limit", stale)  # served, and stamped, under 1.0
         # a scorecard made meanwhile survives a stamp written from the older copy
-        node.models.amend("bank-policy", summary["model_id"], {"scorecard": {"points": []}})
+        node.models.amend("bank-looser-limit", summary["model_id"], {"scorecard": {"points": []}})
         ctx.limits = replace(strict, max_feature_exposure=0.99)
-        ctx.check_model_served("bank-policy", stale)
-        assert "scorecard" in node.models.load("bank-policy", summary["model_id"])
+        ctx.check_model_served("bank-looser-limit", stale)
+        assert "scorecard" in node.models.load("bank-looser-limit", summary["model_id"])
     finally:
         ctx.limits = strict
-    scoring, table = _refused_service(node, city, "bank-policy", summary["model_id"])
+    scoring, table = _refused_service(node, city, "bank-looser-limit", summary["model_id"])
     assert scoring.code() is table.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "its score would be one feature's value" in scoring.details()
 

@@ -1,0 +1,142 @@
+"""What a bank can read from the bureau's scores of several models taken together.
+
+Each joint model gives the bank, for every enterprise it looks up, the bureau's part of the
+score, ``u_m = x_B . w_m`` (clipped). Every linear combination ``sum_m a_m u_m`` is then open
+to it as well, and with enough models over the same features the combinations reach a
+feature's own value: a review read the abnormal-operation flag of 4,000 of 4,000 enterprises
+with 20 honest-looking models, and three models on the same three features read all three
+(SECURITY.md, "Several models"). One model alone can do it too when one feature carries
+nearly all of its score.
+
+The bureau knows every model's weights and its own table, so before it keeps one more model
+it measures the best such read (``readable_shares``): each feature's inputs regressed on the
+scores and on what the bank can look up anyway (the public features), each enterprise's
+level of the feature read from the fitted values, and the share read right beyond guessing
+the commonest level. A linear read with the answer at hand bounds what a bank without it
+finds by searching the span (the review's clustering found the flag exactly where it lay in
+the span); a bank's non-linear tricks on clipped scores are not covered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .features import ColumnRecipe
+
+MAX_LEVELS = 10  # a number with more distinct values is read by its deciles
+
+
+@dataclass(frozen=True)
+class FeatureLevels:
+    """One feature's inputs on the sampled enterprises (unstandardised: rows x outputs),
+    each enterprise's level, and how a read of the inputs is turned into a level."""
+
+    inputs: np.ndarray
+    levels: np.ndarray
+    category: bool
+    edges: np.ndarray  # numbers: between levels of the value (never on a value)
+    missing_flag: bool = False
+
+    def level_of(self, read: np.ndarray) -> np.ndarray:
+        """The level each row's (fitted) inputs point at."""
+        if self.category:
+            return np.argmax(read, axis=1)
+        out = np.searchsorted(self.edges, read[:, 0], side="right")
+        if self.missing_flag:
+            out = np.where(read[:, 1] > 0.5, len(self.edges) + 1, out)
+        return out
+
+
+def column_levels(column: ColumnRecipe, inputs: np.ndarray) -> FeatureLevels:
+    """``inputs``: ``column.raw`` over the sample. A category's levels are its own; a
+    number's are its distinct values when there are at most ``MAX_LEVELS``, else its deciles
+    (cut between distinct values, so a read within rounding of a value keeps its level), and
+    a missing value is a level of its own."""
+    if column.kind == "category":
+        levels = np.argmax(inputs, axis=1)
+        return FeatureLevels(inputs, levels, True, np.zeros(0))
+    value = inputs[:, 0]
+    missing = inputs[:, 1] > 0.5 if column.missing_flag else np.zeros(len(value), dtype=bool)
+    present = np.unique(value[~missing])
+    if len(present) <= MAX_LEVELS:
+        edges = (present[:-1] + present[1:]) / 2
+    else:  # each interior decile moved to the middle of the gap above it
+        deciles = np.quantile(value[~missing], np.linspace(0, 1, MAX_LEVELS + 1))[1:-1]
+        above = np.clip(np.searchsorted(present, deciles, side="right"), 1, len(present) - 1)
+        edges = np.unique((present[above - 1] + present[above]) / 2)
+    shaped = FeatureLevels(inputs, np.zeros(0), False, edges, column.missing_flag)
+    return FeatureLevels(inputs, shaped.level_of(inputs), False, edges, column.missing_flag)
+
+
+def span_basis(known: np.ndarray) -> np.ndarray:
+    """An orthonormal basis (rows x rank) of the constant and the columns of ``known``:
+    everything the bank can form from them linearly."""
+    rows = known.shape[0]
+    whole = np.column_stack([np.ones(rows), known]) if known.size else np.ones((rows, 1))
+    scale = np.abs(whole).max(axis=0)
+    whole = whole / np.where(scale > 0, scale, 1.0)
+    q, r = np.linalg.qr(whole)
+    diagonal = np.abs(np.diag(r))
+    return q[:, diagonal > 1e-9 * max(diagonal.max(), 1e-300)]
+
+
+def readable_share(basis: np.ndarray, feature: FeatureLevels) -> float:
+    """Of the rows not at the feature's commonest level, the share by which the best
+    linear read from ``basis`` gets levels right beyond guessing that level:
+    (right - commonest) / (rows - commonest), 0 when no better. 1 means every level read."""
+    rows = len(feature.levels)
+    common = int(np.bincount(feature.levels).max()) if rows else 0
+    if rows <= common:
+        return 0.0
+    read = basis @ (basis.T @ feature.inputs)
+    right = int(np.count_nonzero(feature.level_of(read) == feature.levels))
+    return max(0.0, (right - common) / (rows - common))
+
+
+def readable_shares(known: np.ndarray, features: dict[str, FeatureLevels]) -> dict[str, float]:
+    """``readable_share`` of each feature, from the columns of ``known`` (rows x k: the
+    scores a bank opens for each enterprise, and the public features' inputs)."""
+    basis = span_basis(known)
+    return {name: readable_share(basis, feature) for name, feature in features.items()}
+
+
+# A set of models may read a feature as well as the best of them does alone, and this much
+# better (honest retrains on default_credit: 0.815 alone, 0.819 with three); never beyond
+# CAP, where a score is one feature's value in all but name (a model resting on one
+# feature, its others given a token weight, passes min_bureau_features).
+GAIN_OVER_ALONE = 0.1
+CAP = 0.9
+
+
+@dataclass(frozen=True)
+class SpanVerdict:
+    """Per feature: what the models read together, the best any reads alone, the bound."""
+
+    together: dict[str, float]
+    alone: dict[str, float]
+    limit: float
+
+    def bound(self, name: str) -> float:
+        return max(self.limit, min(CAP, self.alone[name] + GAIN_OVER_ALONE))
+
+    @property
+    def over(self) -> dict[str, float]:
+        """The features read beyond their bound."""
+        return {n: v for n, v in self.together.items() if v > self.bound(n)}
+
+
+def judge_models(
+    models: list[np.ndarray], public: np.ndarray, features: dict[str, FeatureLevels], limit: float
+) -> SpanVerdict:
+    """``models``: per model, what a bank may open of it for each enterprise (rows x k: the
+    bureau's part of its score, and its scorecard points if it has one); ``public``: the
+    public features' inputs; ``limit``: what any set of models may read
+    (``readable_share``) of a feature, whatever its models read alone."""
+    together = readable_shares(np.column_stack([*models, public]), features)
+    alone = dict.fromkeys(features, 0.0)
+    for served in models:
+        one = readable_shares(np.column_stack([served, public]), features)
+        alone = {n: max(alone[n], one[n]) for n in features}
+    return SpanVerdict(together, alone, limit)
