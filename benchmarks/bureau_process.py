@@ -67,9 +67,13 @@ def start_bureau(
         # the public sets' bureau columns are all discrete (default_credit: limit, sex,
         # education, marriage, age, repayment codes), so on 41% of its rows a model's score
         # is one of them in groups that share the rest, and the bureau's default policy
-        # refuses it (SECURITY.md, "Model policy"): these benchmarks measure training and
+        # refuses it (SECURITY.md, "Model policy"), and its score reads x5 (the repayment
+        # code that carries 90% of it) for 98% of the rows beyond guessing, over the 90% a
+        # model may read alone ("Several models"): these benchmarks measure training and
         # lookups, not that policy
         "--max-feature-exposure",
+        "1",
+        "--max-readable-share",
         "1",
         *extra,
     ]

@@ -284,6 +284,15 @@ def cmd_models(args: argparse.Namespace) -> int:
             }
         )
         return 0
+    if args.models_command == "forget":
+        from .audit import AuditLog
+
+        forgotten = models.forget_retired(args.bank_id, tuple(args.model_id) or None)
+        AuditLog(args.state_dir).append(
+            args.bank_id, "retired_forgotten", "OK", models=list(forgotten), by="bureau operator"
+        )
+        print_result({"bank_id": args.bank_id, "forgotten": list(forgotten)})
+        return 0
     listed = models.list(args.bank_id)
     for m in listed:
         print(
@@ -511,7 +520,16 @@ def build_parser() -> argparse.ArgumentParser:
     deleting.add_argument("--state-dir", required=True)
     deleting.add_argument("--bank-id", required=True)
     deleting.add_argument("model_id")
-    for p in (listing, deleting):
+    forgetting = models_sub.add_parser(
+        "forget",
+        help="forget deleted models' weights, which count for a year when a bank's new "
+        "model is checked with its others (SECURITY.md, 'Several models'): the operator's "
+        "call, e.g. for a bank that retrains monthly and whose old scores are stale",
+    )
+    forgetting.add_argument("--state-dir", required=True)
+    forgetting.add_argument("--bank-id", required=True)
+    forgetting.add_argument("model_id", nargs="*", help="these only (default: all of the bank's)")
+    for p in (listing, deleting, forgetting):
         p.set_defaults(func=cmd_models, quiet=False, log_level="INFO")
 
     prepare = sub.add_parser(

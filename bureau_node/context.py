@@ -150,10 +150,9 @@ class BureauContext:
         return self._keeping
 
     def check_models_together(self, bank_id: str, model: dict[str, Any], limit: float) -> None:
-        """Refuses a model (``recipe``, ``weights`` and, once made, ``scorecard``: a new
-        one, or a kept one getting a scorecard) that, alone or with the bank's other models
+        """Refuses a new model (``recipe``, ``weights``) that, alone or with the bank's other models
         (kept, or deleted in the last year: their scores stay with the bank), would let
-        linear combinations of what they serve read a non-public feature's level beyond the
+        linear combinations of their served scores read a non-public feature's level beyond the
         bound of ``score_span.judge_models`` (a review read a watch-list flag of 4,000 of
         4,000 enterprises from 20 models; three models on the same three features read all
         three; one model resting on a rare flag read 97% of it)."""
@@ -168,10 +167,15 @@ class BureauContext:
         targets: dict[str, score_span.FeatureLevels] = {}
         served = []
         for one in [model, *others]:
-            recipe = FeatureRecipe.from_json(one["recipe"])
-            if any(n not in table.column_names for n in recipe.names):
-                continue  # on a feature the bureau no longer holds: not served
-            served.append(_served_columns(table, recipe, one))
+            # a feature the bureau no longer holds is taken out: the bank keeps the scores
+            # it opened, and they still carry the others (a review dropped a column and
+            # kept four more models, then read the flag from all nine)
+            recipe, weights = _held_part(
+                FeatureRecipe.from_json(one["recipe"]), one["weights"], table.column_names
+            )
+            if not recipe.columns:
+                continue
+            served.append(vlr.served_scores(recipe.transform(table), weights)[:, None])
             for column in recipe.columns:
                 if column.name not in targets and column.name not in public:
                     raw = column.raw(table.column(column.name))
@@ -181,9 +185,10 @@ class BureauContext:
             log.info("a model of bank %s refused: alone it reads %s", bank_id, alone)
             raise NotAuthorised(
                 "the model is not kept: what it serves alone would read "
-                f"{_share_of_worst(alone)}: a score that is one feature's value in all but "
-                "name; train on more bureau features, so that no one of them carries the "
-                "score (max_readable_share)"
+                f"{_features_read(alone)} for more than {score_span.CAP:.0%} of the "
+                "enterprises beyond guessing: a score that is one feature's value in all "
+                "but name; train on more bureau features, so that no one of them carries "
+                "the score (max_readable_share)"
             )
         over = score_span.judge_models(served, known, targets, limit).over
         if over:
@@ -191,10 +196,12 @@ class BureauContext:
             raise NotAuthorised(
                 f"the model is not kept: with the bank's {len(served) - 1} other models at "
                 "the bureau (kept, or deleted in the last year: the scores they served stay "
-                f"with the bank), sums of the scores would read {_share_of_worst(over)}, "
-                "more than any of them reads alone (max_readable_share); train on more "
-                "bureau features, or on features the other models do not use, or ask the "
-                "bureau's operator"
+                f"with the bank), sums of the scores would read {_features_read(over)} "
+                f"for more than {limit:.0%} of the enterprises beyond guessing, and more "
+                "than any of them reads alone (max_readable_share); train on more bureau "
+                "features, or on features the other models do not use; deleting a model "
+                "does not help, but the bureau's operator may forget deleted ones whose "
+                "scores are stale (`bureau-node models forget`)"
             )
 
     def check_model_served(self, bank_id: str, model: dict[str, Any]) -> None:
@@ -289,15 +296,18 @@ class BureauContext:
         return counted
 
 
-def _served_columns(table: Any, recipe: FeatureRecipe, model: dict[str, Any]) -> np.ndarray:
-    """What a bank opens of a model for each row of ``table``: the bureau's part of its
-    score, clipped as in its lookup table, and its scorecard points if it has one."""
-    x = recipe.transform(table)
-    weights = np.asarray(model["weights"], dtype=np.float64)
-    columns = [np.clip(x @ weights, -vlr.SCORE_BOUND, vlr.SCORE_BOUND)]
-    if "scorecard" in model:
-        columns.append(scorecard.row_points(table, recipe, model["scorecard"]["points"]))
-    return np.column_stack(columns)
+def _held_part(
+    recipe: FeatureRecipe, weights: list[float], held: list[str]
+) -> tuple[FeatureRecipe, np.ndarray]:
+    """The columns of a model the bureau still holds, and their weights."""
+    columns, parts, start = [], [], 0
+    for column in recipe.columns:
+        width = len(column.outputs)
+        if column.name in held:
+            columns.append(column)
+            parts.append(np.asarray(weights[start : start + width], dtype=np.float64))
+        start += width
+    return FeatureRecipe(columns), (np.concatenate(parts) if parts else np.zeros(0))
 
 
 def _span_sample(table: Any) -> Any:
@@ -307,12 +317,10 @@ def _span_sample(table: Any) -> Any:
     return table.take(np.linspace(0, table.num_rows - 1, SPAN_SAMPLE_ROWS).astype(np.int64))
 
 
-def _share_of_worst(over: dict[str, float]) -> str:
-    """How much of which many features a refused model would read (not their names: which
-    feature a model's weights carry is the bureau's)."""
-    worst = max(over.values())
-    features = "one bureau feature" if len(over) == 1 else f"{len(over)} bureau features"
-    return f"{features}, for up to {worst:.0%} of the enterprises beyond guessing"
+def _features_read(over: dict[str, float]) -> str:
+    """How many features a refused model would read; not which, nor how much (a review
+    steered its labels by the share a refusal stated)."""
+    return "one bureau feature" if len(over) == 1 else f"{len(over)} bureau features"
 
 
 def _over(exposure: dict[str, float], limit: float) -> dict[str, float]:

@@ -147,7 +147,7 @@ def model_source(features: BureauFeatures, model: dict[str, Any]) -> TableSource
             part = ids[start : start + MODEL_CHUNK]
             rows = features.rows_of_bytes(part)
             x = recipe.transform(rows)
-            scores = np.clip(x @ weights, -vlr.SCORE_BOUND, vlr.SCORE_BOUND).astype("<f8")
+            scores = vlr.served_scores(x, weights).astype("<f8")
             _, codes = reason_codes(recipe, model, x, explain.MAX_REASONS, public)
             block = out[start : start + part.size]
             block[:, :8] = scores.view(np.uint8).reshape(-1, 8)
@@ -156,7 +156,8 @@ def model_source(features: BureauFeatures, model: dict[str, Any]) -> TableSource
 
     digest = hashlib.sha256(
         json.dumps(
-            [model["recipe"], model["weights"], features.version, sorted(public)], default=str
+            [model["recipe"], model["weights"], features.version, sorted(public), "served/2"],
+            default=str,
         ).encode()
     ).hexdigest()
     return TableSource(

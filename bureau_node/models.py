@@ -20,7 +20,7 @@ from protocols.lookup import MODEL_ID
 # A deleted model's weights stay on record this long: the scores it served stay with the
 # bank, and they combine with a later model's (protocols.score_span).
 RETIRED_SECONDS = 365 * 86400
-SERVED = ("model_id", "recipe", "weights", "scorecard")  # what decides what a model served
+SERVED = ("model_id", "recipe", "weights")  # what decides the scores a model served
 
 
 class ModelStore:
@@ -139,6 +139,25 @@ class ModelStore:
                 continue
             out.append({k: model[k] for k in SERVED if k in model})
         return tuple(out)
+
+    def forget_retired(
+        self, bank_id: str, model_ids: tuple[str, ...] | None = None
+    ) -> tuple[str, ...]:
+        """Remove the records of deleted models (these, or all of the bank's); the ids."""
+        directory = self.root / bank_id / "retired"
+        with self._lock():
+            if model_ids is None:
+                paths = sorted(directory.glob("*.json"))
+            else:
+                paths = [directory / self._path(bank_id, m).name for m in model_ids]
+                unknown = [p.stem for p in paths if not p.exists()]
+                if unknown:
+                    raise UnknownSession(
+                        f"bank {bank_id} has no deleted model {', '.join(unknown)} on record"
+                    )
+            for path in paths:
+                path.unlink()
+        return tuple(p.stem for p in paths)
 
 
 def _write(path: Path, model: dict[str, Any]) -> None:

@@ -109,6 +109,8 @@ daily_iv_requests = 1
 
 [banks.bank-looser-limit]        # one model of its own (another would be read with it)
 
+[banks.bank-marks]               # one model of its own, likewise
+
 [banks.bank-policy]              # last: a test appends to it
 """
 POLICY_FEATURES = [
@@ -387,6 +389,37 @@ def test_policy_models_together_read_no_feature_that_none_reads_alone(node, span
     ]  # fmt: skip
     assert len(records) == len(refused) + 1
     assert all("sums of the scores" in json.dumps(r) for r in records)
+    # the operator may forget it (a bank retraining monthly whose old scores are stale)
+    from bureau_node.cli import main as bureau_main
+
+    state = ["--state-dir", str(node.store.root), "--bank-id", "bank-span"]
+    assert bureau_main(["models", "forget", *state]) == 0
+    assert kept[0]["model_id"] not in [m["model_id"] for m in node.models.served("bank-span")]
+    forgotten = [
+        r for r in AuditLog(node.store.root).records() if r["event"] == "retired_forgotten"
+    ]
+    assert forgotten[-1]["bank_id"] == "bank-span"
+
+
+def test_policy_a_model_on_a_feature_no_longer_held_still_counts_with_the_rest():
+    """A review: the operator dropped a column, and every model on it fell out of the check
+    (the bank's nine score columns read the flag of 446 of 446 listed enterprises, where
+    the check saw four models). A model's columns the bureau still holds count, with their
+    weights."""
+    from bureau_node.context import _held_part
+
+    table = pa.table({"a": [1.0, 2.0, 3.0, 4.0], "b": ["x", "y", "x", "y"], "c": [0, 1, 0, 1]})
+    recipe = FeatureRecipe.fit(table, ["a", "b", "c"])
+    widths = [len(c.outputs) for c in recipe.columns]
+    weights = list(np.arange(sum(widths), dtype=np.float64) + 1)
+    held, kept_weights = _held_part(recipe, weights, ["a", "c"])
+    assert held.names == ["a", "c"]
+    assert kept_weights.tolist() == weights[: widths[0]] + weights[widths[0] + widths[1] :]
+    whole = recipe.transform(table) @ np.asarray(weights)
+    b_part = FeatureRecipe([recipe.columns[1]]).transform(table) @ np.asarray(
+        weights[widths[0] : widths[0] + widths[1]]
+    )
+    assert np.allclose(held.transform(table) @ kept_weights, whole - b_part)
 
 
 def test_policy_models_per_psi_session_are_capped(node, city):
@@ -1338,19 +1371,19 @@ def test_policy_a_kept_model_is_checked_again_once_features_are_marked_public(no
     checked again whenever the bureau's table or its public marks changed."""
     features = ["tax_paid_12m_10k_cny", "insured_employees", "invoice_amount_12m_10k_cny",
                 "reg_age_years", "registered_capital_10k_cny"]  # fmt: skip
-    summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m", "bank-a",
+    summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m", "bank-marks",
                         bureau_features=features, epochs=1, workers=0, quiet=True,
                         **TEST_KEYS)  # fmt: skip
     marked = node.features._marked_public
     node.features._marked_public = frozenset({"reg_age_years", "registered_capital_10k_cny"})
     try:
-        scoring, table = _refused_service(node, city, "bank-a", summary["model_id"])
+        scoring, table = _refused_service(node, city, "bank-marks", summary["model_id"])
         assert scoring.code() is grpc.StatusCode.PERMISSION_DENIED
         assert "its score would be one feature's value" in scoring.details()
         assert table.code() is grpc.StatusCode.PERMISSION_DENIED
     finally:
         node.features._marked_public = marked
-    with BureauConnection(_address(node), "bank-a") as connection:  # unmarked: served again
+    with BureauConnection(_address(node), "bank-marks") as connection:  # unmarked: served again
         session = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
         request = pb.ScoreRequest(model_id=summary["model_id"], psi_session_id=session.session_id)
         scored = list(connection.scoring.ScoreApplicants(request, metadata=connection.metadata))

@@ -265,7 +265,9 @@ def city(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def bureau(city, tmp_path_factory):
-    limits = vlr.TrainingLimits(allow_test_keys=True)
+    # one bank trains model after model on the same clients here, to test the bank's data
+    # handling, not what its models read together (tests/test_attacks.py)
+    limits = vlr.TrainingLimits(allow_test_keys=True, max_readable_share=1.0)
     node = BureauNode(
         city["bureau"], "uscc", tmp_path_factory.mktemp("state"), workers=0, training_limits=limits
     )

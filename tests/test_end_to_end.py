@@ -518,11 +518,18 @@ def test_synth_and_demo_command_lines(tmp_path: Path):
     assert 0 < result["matched"] <= result["bank_clients"] <= 1200
     assert 0.5 < result["bank_only_auc"] < 1 and 0.5 < result["joint_auc"] < 1
     assert result["top_bureau_features"] and result["applicants_scored"] == 240
-    assert 0.5 < result["joint_auc_without_graph"] < 1 and result["top_graph_features"]
-    assert "graph_auc_lift" in result
+    assert result["top_graph_features"] and "graph_auc_lift" in result
+    # on this small city the bureau may refuse the model without the graph beside the
+    # joint one (what the two read together); either way the demo goes on and says which
+    if result["joint_auc_without_graph"] is None:
+        assert result["graph_auc_lift"] is None
+        assert "keeps no model without the graph features" in demo.stderr
+    else:
+        assert 0.5 < result["joint_auc_without_graph"] < 1
     report = Path(result["report"]).read_text()
     assert report.count("<img") >= 5 and result["model_id"] in report
-    assert "Joint model without graph features" in report
+    compared = result["joint_auc_without_graph"] is not None
+    assert ("Joint model without graph features" in report) == compared
     scores = read_column(Path(result["scores"]), "uscc")
     assert len(scores) == 240
     # the bank's receipts and lookup tables of the demo's bureau stay in the demo's directory

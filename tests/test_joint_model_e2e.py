@@ -44,9 +44,12 @@ def city(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def bureau(city, tmp_path_factory):
-    # narrow models on three or four features are these tests' subject, not the exposure
-    # policy (tests/test_attacks.py): on this city most of them would be refused by it
-    limits = vlr.TrainingLimits(allow_test_keys=True, max_feature_exposure=1.0)
+    # narrow models on three or four features, many for one bank, are these tests' subject,
+    # not the exposure policy nor what models read together (tests/test_attacks.py): on
+    # this city most of them would be refused by them
+    limits = vlr.TrainingLimits(
+        allow_test_keys=True, max_feature_exposure=1.0, max_readable_share=1.0
+    )
     node = BureauNode(
         city["bureau"], "uscc", tmp_path_factory.mktemp("state"), workers=0, training_limits=limits
     )

@@ -136,8 +136,11 @@ def test_one_thousand_rows_with_text_bureau_columns_train_with_defaults(tmp_path
     assert sum(pa.types.is_string(t) for t in bureau_table.schema.types) - 1 == 10
     # ten text columns of a few levels each: the bureau's default exposure policy refuses
     # such a model (a looked-up score reads a level within groups sharing the rest); this
-    # test is about training small data with the bank's defaults
-    limits = vlr.TrainingLimits(allow_test_keys=True, max_feature_exposure=1.0)
+    # test is about training small data with the bank's defaults (the same for what the
+    # score reads of its dominant feature)
+    limits = vlr.TrainingLimits(
+        allow_test_keys=True, max_feature_exposure=1.0, max_readable_share=1.0
+    )
     with BureauNode(
         paths["bureau"], "id", tmp_path / "state", IdType.TEXT, workers=0, training_limits=limits
     ) as node:
