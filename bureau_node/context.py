@@ -157,6 +157,7 @@ class BureauContext:
         4,000 enterprises from 20 models; three models on the same three features read all
         three; one model resting on a rare flag read 97% of it)."""
         table = _span_sample(self.features.table)
+        per_row = self.features.table.num_rows / max(table.num_rows, 1)
         public = sorted(n for n in self.features.public if n in self.features.kinds)
         known = (
             FeatureRecipe.fit(table, public, self.features.layouts(public)).transform(table)
@@ -179,7 +180,7 @@ class BureauContext:
             for column in recipe.columns:
                 if column.name not in targets and column.name not in public:
                     raw = column.raw(table.column(column.name))
-                    targets[column.name] = score_span.column_levels(column, raw)
+                    targets[column.name] = score_span.column_levels(column, raw, per_row)
         alone = score_span.judge_models(served[:1], known, targets, limit).over
         if alone:
             log.info("a model of bank %s refused: alone it reads %s", bank_id, alone)

@@ -38,6 +38,7 @@ class FeatureLevels:
     category: bool
     edges: np.ndarray  # numbers: between levels of the value (never on a value)
     missing_flag: bool = False
+    per_row: float = 1.0  # enterprises of the whole table each sampled row stands for
 
     def level_of(self, read: np.ndarray) -> np.ndarray:
         """The level that exact (or nearly exact) inputs are at."""
@@ -70,8 +71,11 @@ class FeatureLevels:
             if self.missing_flag:
                 together = together * 4 + _quantile_cells(read[:, 1], 4)
                 each[len(self.edges) + 1] = read[:, 1]
-        shares = [_share_right(together, self.levels)]
-        shares += [_threshold_share(score, self.levels == level) for level, score in each.items()]
+        floor = MIN_READ_ENTERPRISES / self.per_row
+        shares = [_share_right(together, self.levels, floor)]
+        shares += [
+            _threshold_share(score, self.levels == level, floor) for level, score in each.items()
+        ]
         return max(shares)
 
 
@@ -85,7 +89,7 @@ def _quantile_cells(values: np.ndarray, cells: int) -> np.ndarray:
     return np.searchsorted(edges, values, side="right")
 
 
-def _threshold_share(score: np.ndarray, truth: np.ndarray) -> float:
+def _threshold_share(score: np.ndarray, truth: np.ndarray, floor: float = 0.0) -> float:
     """The best rule "the rows scoring at least (or at most) t are the ones": (right -
     commonest) / (rows - commonest) over every t, ties kept together."""
     rows, positives = len(truth), int(np.count_nonzero(truth))
@@ -98,10 +102,10 @@ def _threshold_share(score: np.ndarray, truth: np.ndarray) -> float:
     right_top = above + (rows - positives) - (ends - above)  # name the top rows
     right_bottom = rows - right_top  # name the others
     best = max(int(right_top.max()), int(right_bottom.max()), common)
-    return _beyond_guessing(best, common, rows)
+    return _beyond_guessing(best, common, rows, floor)
 
 
-def _share_right(cells: np.ndarray, levels: np.ndarray) -> float:
+def _share_right(cells: np.ndarray, levels: np.ndarray, floor: float = 0.0) -> float:
     """(right - commonest) / (rows - commonest), naming each cell's commonest level; 0 when
     every row is at one level."""
     counts = np.zeros((int(cells.max()) + 1, int(levels.max()) + 1), dtype=np.int64)
@@ -110,32 +114,34 @@ def _share_right(cells: np.ndarray, levels: np.ndarray) -> float:
     rows = len(levels)
     if rows <= common:
         return 0.0
-    return _beyond_guessing(int(counts.max(axis=1).sum()), common, rows)
+    return _beyond_guessing(int(counts.max(axis=1).sum()), common, rows, floor)
 
 
-# A read counts only when it names at least this share of all the enterprises beyond
+# A read counts only when it names at least this many of the bureau's enterprises beyond
 # guessing: two honest models on the same rows differ by their training's randomness, and
-# the difference singled out the 23 enterprises of a rare legal form (0.6% of a city), so a
-# bank could not train twice. Rarer levels are left to the exposure rule and the quotas.
-MIN_READ_SHARE = 0.01
+# their difference singled out a rare legal form's handful of enterprises, so that a bank
+# could not train twice. (A first floor of 1% of the table hid a flag on 0.9% of a city,
+# which one model read whole: a review; at a million enterprises that is 9,000.)
+MIN_READ_ENTERPRISES = 20
 
 
-def _beyond_guessing(right: int, common: int, rows: int) -> float:
-    """(right - common) / (rows - common), 0 when it names fewer than ``MIN_READ_SHARE``
-    of the rows beyond guessing."""
-    if right - common < MIN_READ_SHARE * rows:
+def _beyond_guessing(right: int, common: int, rows: int, floor: float) -> float:
+    """(right - common) / (rows - common), 0 when it names fewer than ``floor`` rows beyond
+    guessing."""
+    if right - common < max(floor, 1e-9):
         return 0.0
     return (right - common) / (rows - common)
 
 
-def column_levels(column: ColumnRecipe, inputs: np.ndarray) -> FeatureLevels:
+def column_levels(column: ColumnRecipe, inputs: np.ndarray, per_row: float = 1.0) -> FeatureLevels:
     """``inputs``: ``column.raw`` over the sample. A category's levels are its own; a
     number's are its distinct values when there are at most ``MAX_LEVELS``, else its deciles
     (cut between distinct values, so a read within rounding of a value keeps its level), and
-    a missing value is a level of its own."""
+    a missing value is a level of its own. ``per_row``: how many of the bureau's
+    enterprises each sampled row stands for."""
     if column.kind == "category":
         levels = np.argmax(inputs, axis=1)
-        return FeatureLevels(inputs, levels, True, np.zeros(0))
+        return FeatureLevels(inputs, levels, True, np.zeros(0), per_row=per_row)
     value = inputs[:, 0]
     missing = inputs[:, 1] > 0.5 if column.missing_flag else np.zeros(len(value), dtype=bool)
     present = np.unique(value[~missing])
@@ -146,7 +152,8 @@ def column_levels(column: ColumnRecipe, inputs: np.ndarray) -> FeatureLevels:
         above = np.clip(np.searchsorted(present, deciles, side="right"), 1, len(present) - 1)
         edges = np.unique((present[above - 1] + present[above]) / 2)
     shaped = FeatureLevels(inputs, np.zeros(0), False, edges, column.missing_flag)
-    return FeatureLevels(inputs, shaped.level_of(inputs), False, edges, column.missing_flag)
+    levels = shaped.level_of(inputs)
+    return FeatureLevels(inputs, levels, False, edges, column.missing_flag, per_row)
 
 
 def span_basis(known: np.ndarray) -> np.ndarray:

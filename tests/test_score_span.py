@@ -155,3 +155,24 @@ def test_the_best_cut_is_the_best_of_every_cut(pairs):
             best = max(best, int(np.sum(named == truth)))
     expected = 0.0 if rows == common else (best - common) / (rows - common)
     assert score_span._threshold_share(score, truth) == pytest.approx(expected)
+
+
+def test_a_rare_flag_read_whole_is_measured_and_a_handful_is_not():
+    """A review: a floor of 1% of the table measured a flag on 0.9% of a city as unread,
+    while one model named every listed enterprise. The floor is now 20 enterprises of the
+    whole table, whatever its size; a read of fewer (a rare level singled out by two honest
+    models' difference) counts as none."""
+    rng = np.random.default_rng(9)
+
+    def read(listed: int, per_row: float = 1.0) -> float:
+        flag = np.zeros(4000, dtype=np.int64)
+        flag[rng.choice(4000, listed, replace=False)] = 1
+        levels = score_span.FeatureLevels(
+            flag[:, None].astype(float), flag, False, np.array([0.5]), per_row=per_row
+        )
+        score = flag * 3.0 + rng.normal(0, 0.3, 4000)
+        return score_span.readable_shares(score[:, None], {"flag": levels})["flag"]
+
+    assert read(36) == 1.0  # 0.9% of the city, named whole
+    assert read(12) == 0.0  # a handful
+    assert read(12, per_row=50.0) == 1.0  # a sample's 12 rows stand for 600 enterprises
