@@ -135,7 +135,9 @@ def node(city, tmp_path_factory):
         "uscc",
         root / "state",
         workers=0,
-        training_limits=vlr.TrainingLimits(allow_test_keys=True),
+        # what a bank's models read together is off here but for the tests of it
+        # (_train_span): the banks of the other tests train model after model
+        training_limits=vlr.TrainingLimits(allow_test_keys=True, max_readable_share=1.0),
         config=root / "bureau.toml",
     ) as bureau:
         bureau.start("127.0.0.1:0")
@@ -327,9 +329,17 @@ def span_clients(city, tmp_path_factory) -> Path:
 
 
 def _train_span(node: BureauNode, data: Path, label: str, bank_id: str, out: Path) -> str:
-    return train_job(_address(node), data, "uscc", label, out / label, bank_id,
-                     bureau_features=SPAN_FEATURES, epochs=2, workers=0, quiet=True, seed=1,
-                     **TEST_KEYS)["model_id"]  # fmt: skip
+    """A model on the span tests' features, under the bureau's default check of what a
+    bank's models read (the module's node turns it off for the other tests)."""
+    ctx = node.training.ctx
+    relaxed = ctx.limits
+    ctx.limits = replace(relaxed, max_readable_share=vlr.TrainingLimits().max_readable_share)
+    try:
+        return train_job(_address(node), data, "uscc", label, out / label, bank_id,
+                         bureau_features=SPAN_FEATURES, epochs=2, workers=0, quiet=True,
+                         seed=1, **TEST_KEYS)["model_id"]  # fmt: skip
+    finally:
+        ctx.limits = relaxed
 
 
 def _reads(node: BureauNode, bank_id: str) -> score_span.SpanVerdict:
@@ -1258,18 +1268,11 @@ def _refused_service(node, city, bank_id: str, model_id: str) -> tuple[grpc.RpcE
 
 
 def _narrow_model(node, city, tmp_path, bank_id: str, features: list[str]) -> dict:
-    """A model on a few features after one epoch, whose score may rest on one of them
-    beyond what a model may read alone (score_span.CAP): these tests are about other
-    rules, so that one is off while it trains."""
-    ctx = node.training.ctx
-    strict = ctx.limits
-    ctx.limits = replace(strict, max_readable_share=1.0)
-    try:
-        return train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m", bank_id,
-                         bureau_features=features, epochs=1, workers=0, quiet=True,
-                         **TEST_KEYS)  # fmt: skip
-    finally:
-        ctx.limits = strict
+    """A model on a few features after one epoch (its score may rest on one of them beyond
+    what a model may read alone: these tests are about other rules)."""
+    return train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m", bank_id,
+                     bureau_features=features, epochs=1, workers=0, quiet=True,
+                     **TEST_KEYS)  # fmt: skip
 
 
 def test_policy_a_feature_taken_out_of_a_banks_configuration_is_no_longer_served(
@@ -1321,7 +1324,7 @@ def test_policy_a_model_kept_under_a_looser_exposure_limit_is_refused_once_it_is
     ctx = node.training.ctx
     features = ["court_judgements_3y", "total_assets_10k_cny", "debt_ratio"]
     strict = ctx.limits
-    ctx.limits = replace(strict, max_feature_exposure=1.0, max_readable_share=1.0)
+    ctx.limits = replace(strict, max_feature_exposure=1.0)
     try:
         summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m",
                             "bank-looser-limit", bureau_features=features, epochs=1, workers=0,
