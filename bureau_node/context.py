@@ -57,7 +57,8 @@ class BureauContext:
     executor: Executor | None = None
     _exposure_cache: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     _exposure_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-    _keeping: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    _keeping: dict[str, threading.Lock] = dataclasses.field(default_factory=dict)
+    _keeping_guard: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def record(self, bank_id: str, event: str, outcome: str, **details: object) -> None:
         if self.audit is not None:
@@ -144,10 +145,12 @@ class BureauContext:
                 f"{len(recipe.names)} features): {advice}"
             )
 
-    def keeping_models(self) -> threading.Lock:
-        """Held while a finished model is checked with the bank's others and saved: two jobs
-        finishing at once are each checked with the other."""
-        return self._keeping
+    def keeping_models(self, bank_id: str) -> threading.Lock:
+        """Held while a bank's finished model is checked with its others and saved: two of
+        its jobs finishing at once are each checked with the other (other banks' are not
+        waited for)."""
+        with self._keeping_guard:
+            return self._keeping.setdefault(bank_id, threading.Lock())
 
     def check_models_together(self, bank_id: str, model: dict[str, Any], limit: float) -> None:
         """Refuses a new model (``recipe``, ``weights``) that, alone or with the bank's other models
@@ -181,7 +184,8 @@ class BureauContext:
                 if column.name not in targets and column.name not in public:
                     raw = column.raw(table.column(column.name))
                     targets[column.name] = score_span.column_levels(column, raw, per_row)
-        alone = score_span.judge_models(served[:1], known, targets, limit).over
+        verdict = score_span.judge_models(served, known, targets, limit)
+        alone = verdict.over_alone(0)
         if alone:
             log.info("a model of bank %s refused: alone it reads %s", bank_id, alone)
             raise NotAuthorised(
@@ -191,7 +195,7 @@ class BureauContext:
                 "but name; train on more bureau features, so that no one of them carries "
                 "the score (max_readable_share)"
             )
-        over = score_span.judge_models(served, known, targets, limit).over
+        over = verdict.over
         if over:
             log.info("a model of bank %s refused: read with its others %s", bank_id, over)
             raise NotAuthorised(

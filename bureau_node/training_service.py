@@ -701,7 +701,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
                 share = codec.share_from_proto(request.weight_share, job.trainer.x.shape[1])
                 weights, finished = job.trainer.finish(request.epoch, share)
                 plan = job.trainer.plan
-                with self.ctx.keeping_models():
+                with self.ctx.keeping_models(bank_id):
                     try:
                         training = job.trainer.x[job.trainer.train_rows]
                         self.ctx.check_model_features(bank_id, job.recipe, weights, training)

@@ -19,6 +19,7 @@ the span); a bank's non-linear tricks on clipped scores are not covered.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,21 +62,22 @@ class FeatureLevels:
         measured on the rows they are chosen on, which errs towards more read."""
         rows = len(self.levels)
         cells = max(4, min(MAX_CELLS, rows // ROWS_PER_CELL))
+        # (the fitted column a level is read from, the levels read from it)
         if self.category:
             confidence = _quantile_cells(read.max(axis=1), cells)
             together = np.argmax(read, axis=1) * cells + confidence
-            each = {level: read[:, level] for level in range(read.shape[1])}
+            each = [(read[:, level], [level]) for level in range(read.shape[1])]
         else:
             together = _quantile_cells(read[:, 0], cells)
-            each = {int(level): read[:, 0] for level in np.unique(self.levels)}
+            each = [(read[:, 0], [int(level) for level in np.unique(self.levels)])]
             if self.missing_flag:
                 together = together * 4 + _quantile_cells(read[:, 1], 4)
-                each[len(self.edges) + 1] = read[:, 1]
+                each.append((read[:, 1], [len(self.edges) + 1]))
         floor = MIN_READ_ENTERPRISES / self.per_row
         shares = [_share_right(together, self.levels, floor)]
-        shares += [
-            _threshold_share(score, self.levels == level, floor) for level, score in each.items()
-        ]
+        for score, levels in each:
+            ranked = _Ranked.of(score)  # once for every level read from this column
+            shares += [ranked.share(self.levels == level, floor) for level in levels]
         return max(shares)
 
 
@@ -89,20 +91,31 @@ def _quantile_cells(values: np.ndarray, cells: int) -> np.ndarray:
     return np.searchsorted(edges, values, side="right")
 
 
-def _threshold_share(score: np.ndarray, truth: np.ndarray, floor: float = 0.0) -> float:
-    """The best rule "the rows scoring at least (or at most) t are the ones": (right -
-    commonest) / (rows - commonest) over every t, ties kept together."""
-    rows, positives = len(truth), int(np.count_nonzero(truth))
-    common = max(positives, rows - positives)
-    if rows <= common:
-        return 0.0
-    order = np.argsort(-score, kind="stable")
-    ends = np.r_[np.flatnonzero(np.diff(score[order])) + 1, rows]  # each run of ties' end
-    above = np.cumsum(truth[order])[ends - 1]  # positives among the rows named
-    right_top = above + (rows - positives) - (ends - above)  # name the top rows
-    right_bottom = rows - right_top  # name the others
-    best = max(int(right_top.max()), int(right_bottom.max()), common)
-    return _beyond_guessing(best, common, rows, floor)
+@dataclass(frozen=True)
+class _Ranked:
+    """A fitted column's rows from the highest value down, and where each run of ties
+    ends: what every threshold on it names."""
+
+    order: np.ndarray
+    ends: np.ndarray
+
+    @classmethod
+    def of(cls, score: np.ndarray) -> _Ranked:
+        order = np.argsort(-score, kind="stable")
+        return cls(order, np.r_[np.flatnonzero(np.diff(score[order])) + 1, len(score)])
+
+    def share(self, truth: np.ndarray, floor: float = 0.0) -> float:
+        """The best rule "the rows scoring at least (or at most) t are the ones": (right -
+        commonest) / (rows - commonest) over every t, ties kept together."""
+        rows, positives = len(truth), int(np.count_nonzero(truth))
+        common = max(positives, rows - positives)
+        if rows <= common:
+            return 0.0
+        above = np.cumsum(truth[self.order])[self.ends - 1]  # positives among those named
+        right_top = above + (rows - positives) - (self.ends - above)  # name the top rows
+        right_bottom = rows - right_top  # name the others
+        best = max(int(right_top.max()), int(right_bottom.max()), common)
+        return _beyond_guessing(best, common, rows, floor)
 
 
 def _share_right(cells: np.ndarray, levels: np.ndarray, floor: float = 0.0) -> float:
@@ -151,9 +164,8 @@ def column_levels(column: ColumnRecipe, inputs: np.ndarray, per_row: float = 1.0
         deciles = np.quantile(value[~missing], np.linspace(0, 1, MAX_LEVELS + 1))[1:-1]
         above = np.clip(np.searchsorted(present, deciles, side="right"), 1, len(present) - 1)
         edges = np.unique((present[above - 1] + present[above]) / 2)
-    shaped = FeatureLevels(inputs, np.zeros(0), False, edges, column.missing_flag)
-    levels = shaped.level_of(inputs)
-    return FeatureLevels(inputs, levels, False, edges, column.missing_flag, per_row)
+    unlevelled = FeatureLevels(inputs, np.zeros(0), False, edges, column.missing_flag, per_row)
+    return dataclasses.replace(unlevelled, levels=unlevelled.level_of(inputs))
 
 
 def span_basis(known: np.ndarray) -> np.ndarray:
@@ -191,31 +203,42 @@ CAP = 0.9
 
 @dataclass(frozen=True)
 class SpanVerdict:
-    """Per feature: what the models read together, the best any reads alone, the bound."""
+    """Per feature: what the models read together, what each reads alone, the bound."""
 
     together: dict[str, float]
-    alone: dict[str, float]
+    each: tuple[dict[str, float], ...]
     limit: float
 
+    @property
+    def alone(self) -> dict[str, float]:
+        """The best any one model reads of each feature."""
+        return {n: max((one[n] for one in self.each), default=0.0) for n in self.together}
+
     def bound(self, name: str) -> float:
-        return max(self.limit, min(CAP, self.alone[name] + GAIN_OVER_ALONE))
+        return self._bound(self.alone[name])
+
+    def _bound(self, alone: float) -> float:
+        return max(self.limit, min(CAP, alone + GAIN_OVER_ALONE))
 
     @property
     def over(self) -> dict[str, float]:
         """The features read beyond their bound."""
-        return {n: v for n, v in self.together.items() if v > self.bound(n)}
+        alone = self.alone
+        return {n: v for n, v in self.together.items() if v > self._bound(alone[n])}
+
+    def over_alone(self, model: int) -> dict[str, float]:
+        """The features one model reads beyond the bound of a set of it alone: beyond
+        ``CAP`` (or the limit, if higher)."""
+        return {n: v for n, v in self.each[model].items() if v > max(self.limit, CAP)}
 
 
 def judge_models(
     models: list[np.ndarray], public: np.ndarray, features: dict[str, FeatureLevels], limit: float
 ) -> SpanVerdict:
     """``models``: per model, what a bank may open of it for each enterprise (rows x k: the
-    bureau's part of its score, and its scorecard points if it has one); ``public``: the
-    public features' inputs; ``limit``: what any set of models may read
-    (``readable_share``) of a feature, whatever its models read alone."""
+    bureau's part of its score as served); ``public``: the public features' inputs;
+    ``limit``: what any set of models may read (``readable_share``) of a feature, whatever
+    its models read alone."""
     together = readable_shares(np.column_stack([*models, public]), features)
-    alone = dict.fromkeys(features, 0.0)
-    for served in models:
-        one = readable_shares(np.column_stack([served, public]), features)
-        alone = {n: max(alone[n], one[n]) for n in features}
-    return SpanVerdict(together, alone, limit)
+    each = tuple(readable_shares(np.column_stack([served, public]), features) for served in models)
+    return SpanVerdict(together, each, limit)

@@ -144,7 +144,7 @@ def test_a_rare_flag_is_read_by_the_best_cut_not_the_midpoint_of_the_fit():
     pairs=st.lists(st.tuples(st.integers(-3, 3).map(float), st.booleans()), min_size=1, max_size=40)
 )
 def test_the_best_cut_is_the_best_of_every_cut(pairs):
-    """``_threshold_share`` against trying every cut and direction by hand."""
+    """``_Ranked.share`` against trying every cut and direction by hand."""
     score = np.array([p[0] for p in pairs])
     truth = np.array([p[1] for p in pairs])
     rows, positives = len(truth), int(truth.sum())
@@ -154,7 +154,7 @@ def test_the_best_cut_is_the_best_of_every_cut(pairs):
         for named in (score >= t, score <= t):
             best = max(best, int(np.sum(named == truth)))
     expected = 0.0 if rows == common else (best - common) / (rows - common)
-    assert score_span._threshold_share(score, truth) == pytest.approx(expected)
+    assert score_span._Ranked.of(score).share(truth) == pytest.approx(expected)
 
 
 def test_a_rare_flag_read_whole_is_measured_and_a_handful_is_not():
