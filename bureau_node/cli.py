@@ -261,6 +261,18 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bank_id(text: str) -> str:
+    """A bank id as the configuration accepts it: it names a directory in the state."""
+    from node_runtime.transport.channels import valid_bank_id
+
+    if not valid_bank_id(text):
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a bank id (1-64 letters, digits, '-', '_' or '.', starting "
+            "with a letter or digit)"
+        )
+    return text
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import ModelStore
 
@@ -515,10 +527,10 @@ def build_parser() -> argparse.ArgumentParser:
     models_sub = models.add_subparsers(dest="models_command", required=True)
     listing = models_sub.add_parser("list", help="models per bank")
     listing.add_argument("--state-dir", required=True)
-    listing.add_argument("--bank-id", default=None, help="only this bank's models")
+    listing.add_argument("--bank-id", type=_bank_id, default=None, help="only this bank's models")
     deleting = models_sub.add_parser("delete", help="delete one bank's model")
     deleting.add_argument("--state-dir", required=True)
-    deleting.add_argument("--bank-id", required=True)
+    deleting.add_argument("--bank-id", type=_bank_id, required=True)
     deleting.add_argument("model_id")
     forgetting = models_sub.add_parser(
         "forget",
@@ -527,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
         "call, e.g. for a bank that retrains monthly and whose old scores are stale",
     )
     forgetting.add_argument("--state-dir", required=True)
-    forgetting.add_argument("--bank-id", required=True)
+    forgetting.add_argument("--bank-id", type=_bank_id, required=True)
     forgetting.add_argument("model_id", nargs="*", help="these only (default: all of the bank's)")
     for p in (listing, deleting, forgetting):
         p.set_defaults(func=cmd_models, quiet=False, log_level="INFO")

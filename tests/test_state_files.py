@@ -239,3 +239,22 @@ def test_a_lookup_key_rotation_that_fails_half_way_leaves_the_old_epoch_whole(
     monkeypatch.setattr(tables, "atomic_write_bytes", written)
     assert store.key_epoch("bank-a") == 1 and store._keys("bank-a", 1)[0] == psi_key
     assert store.rotate_lookup_key("bank-a") == 2 and store._keys("bank-a", 2)[0] == psi_key
+
+
+@pytest.mark.parametrize("command", [["forget"], ["delete", "0" * 32], ["list"]])
+def test_the_operators_model_commands_refuse_a_bank_id_that_is_a_path(tmp_path, command, capsys):
+    """`bureau-node models forget --bank-id ../x` had removed records and written an audit
+    record outside the bank's directory: a bank id names a directory, so it is checked as the
+    configuration checks it, and nothing is written."""
+    from bureau_node.cli import main
+
+    victim = tmp_path / "elsewhere" / "retired"
+    victim.mkdir(parents=True)
+    (victim / ("1" * 32 + ".json")).write_text("{}")
+    state = tmp_path / "state"
+    args = ["models", command[0], "--state-dir", str(state), "--bank-id", "../../elsewhere"]
+    with pytest.raises(SystemExit) as exit_status:
+        main([*args, *command[1:]])
+    assert exit_status.value.code == 2
+    assert "is not a bank id" in capsys.readouterr().err
+    assert (victim / ("1" * 32 + ".json")).exists() and not state.exists()
