@@ -285,12 +285,23 @@ class LookupClient:
                     f"{head.since_version} for a table of {info.entries:,} enterprises asked "
                     f"since version {since}"
                 )
-            removed.append(head.removed)
+            # an update's removed tags come spread over its chunks; never more than the
+            # kept table holds (a hostile bureau's stream of them would fill memory)
+            held_entries = 0 if kept is None else int(kept.tags.size)
+            room = held_entries * lookup.LOOKUP_TAG_BYTES
 
             def chunks() -> Iterator[lookup.TableChunk]:
+                held = 0
                 for chunk in itertools.chain([head], answers):
                     if chunk.total != head.total:
                         raise ProtocolViolation("the table's announced size changed mid-way")
+                    held += len(chunk.removed)
+                    if held > room:
+                        raise ProtocolViolation(
+                            f"the bureau removed more than the {held_entries:,} enterprises the "
+                            f"bank's copy of {info.product} holds"
+                        )
+                    removed.append(chunk.removed)
                     yield lookup.TableChunk(chunk.offset, chunk.tags, chunk.sealed, chunk.revisions)
 
             return lookup.LookupTable.from_chunks(
@@ -298,7 +309,7 @@ class LookupClient:
             )
 
         fetched = _call(f"downloading the {info.product} table", assemble)
-        table = fetched if kept is None else kept.updated(fetched, removed[0])
+        table = fetched if kept is None else kept.updated(fetched, b"".join(removed))
         self._save(table)
         return table
 

@@ -180,7 +180,7 @@ class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
             )
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "lookup_table", exc)
-        for offset, tags, sealed, revisions in table.chunks(rows, ENTRIES_PER_CHUNK):
+        for offset, tags, sealed, revisions, gone in table.chunks(rows, removed, ENTRIES_PER_CHUNK):
             yield pb.TableChunk(
                 offset=offset,
                 total=int(rows.size),
@@ -188,7 +188,7 @@ class PrivateLookupServicer(lookup_pb2_grpc.PrivateLookupServicer):
                 sealed=sealed,
                 revisions=revisions,
                 since_version=request.since_version,
-                removed=removed if offset == 0 else b"",
+                removed=gone,
             )
 
     @staticmethod

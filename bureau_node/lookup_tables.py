@@ -94,14 +94,21 @@ class SealedTable:
         gone = self.removed["tag"][self.removed["at"] > version]
         return np.flatnonzero(self.revisions > version), gone.astype(lookup.TAG_ORDER).tobytes()
 
-    def chunks(self, rows: np.ndarray, size: int) -> Iterator[tuple[int, bytes, bytes, bytes]]:
-        for start in range(0, max(rows.size, 1), size):
+    def chunks(
+        self, rows: np.ndarray, removed: bytes, size: int
+    ) -> Iterator[tuple[int, bytes, bytes, bytes, bytes]]:
+        """The rows and the removed tags, ``size`` of each per chunk: an update that drops
+        most of a city (a data file cut short) must not go as one message over gRPC's
+        limit."""
+        gone = len(removed) // lookup.LOOKUP_TAG_BYTES
+        for start in range(0, max(rows.size, gone, 1), size):
             part = rows[start : start + size]
             yield (
-                start,
+                min(start, rows.size),
                 self.tags[part].tobytes(),
                 self.sealed[part].tobytes(),
                 self.revisions[part].tobytes(),
+                removed[start * lookup.LOOKUP_TAG_BYTES : (start + size) * lookup.LOOKUP_TAG_BYTES],
             )
 
 

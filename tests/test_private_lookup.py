@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bank_node.client import BureauConnection
 from bank_node.lookup import LookupClient, lookup_job, model_table, private_bureau_lookup
@@ -723,6 +725,75 @@ def test_a_table_updated_once_is_kept_and_not_downloaded_again(tmp_path):
     again = _scripted_client(service, tmp_path).table("watch")
     assert service.fetched == [0, 1]
     assert again.open(points) == [b"aaaa", b"BBBB", None, b"dddd"]
+
+
+def test_an_update_removing_more_enterprises_than_a_chunk_holds_comes_whole(tmp_path):
+    """The tags gone since the bank's version all went in an update's first chunk: an update
+    dropping most of a large city (a data file cut short) would have been one message over
+    gRPC's 8 MiB limit, and the bank's copy could never be updated. They now come spread
+    over the chunks, chunks of no rows at the end if they outnumber the changed rows."""
+    points = [group.hash_to_group(b"id-%d" % i) for i in range(5)]
+    first = [(p, b"%04d" % i, 1) for i, p in enumerate(points)]
+    service = _ScriptedLookup(5, 1, {0: [_sealed_chunk(first, 0)]})
+    client = _scripted_client(service, tmp_path)
+    assert client.table("watch").open(points[:1]) == [b"0000"]
+    gone = [lookup.lookup_tag(p) for p in points[1:]]
+    head = _sealed_chunk([(points[0], b"AAAA", 2)], 1, b"".join(gone[:2]))
+    tail = lookup_pb2.TableChunk(offset=1, total=1, since_version=1, removed=b"".join(gone[2:]))
+    service.version, service.entries = 2, 1
+    service.chunks[1] = [head, tail]
+    client.catalogue(refresh=True)
+    assert client.table("watch").open(points) == [b"AAAA", None, None, None, None]
+
+
+def test_a_bureau_removing_more_enterprises_than_the_bank_holds_is_refused(tmp_path):
+    """A hostile bureau's update could stream removed tags without end, each chunk within
+    the message limit: more than the bank's copy holds is refused as it arrives."""
+    from protocols.errors import ProtocolViolation
+
+    points = [group.hash_to_group(b"id-%d" % i) for i in range(2)]
+    service = _ScriptedLookup(2, 1, {0: [_sealed_chunk([(p, b"aaaa", 1) for p in points], 0)]})
+    client = _scripted_client(service, tmp_path)
+    client.table("watch")
+    junk = lookup_pb2.TableChunk(offset=0, total=0, since_version=1, removed=b"\x01" * 8 * 2)
+    service.version, service.entries = 2, 0
+    service.chunks[1] = [junk, junk]
+    client.catalogue(refresh=True)
+    with pytest.raises(ProtocolViolation, match="removed more than the 2 enterprises"):
+        client.table("watch")
+
+
+@given(
+    rows=st.integers(0, 40),
+    gone=st.integers(0, 40),
+    size=st.integers(1, 9),
+)
+def test_a_sealed_tables_chunks_carry_every_row_and_removed_tag_once(rows, gone, size):
+    """The bureau's side of the above: every changed row and removed tag in order, at most
+    ``size`` of each per chunk, offsets contiguous."""
+    from bureau_node.lookup_tables import SealedTable
+
+    n = 50
+    table = SealedTable(
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        np.arange(n, dtype=lookup.TAG_ORDER),
+        np.zeros((n, 20), np.uint8),
+        np.ones(n, lookup.REVISION),
+        np.zeros(0, [("tag", lookup.TAG_ORDER), ("at", "<u4")]),
+    )
+    changed = np.arange(rows) + 3
+    removed = np.arange(1000, 1000 + gone, dtype=lookup.TAG_ORDER).tobytes()
+    chunks = list(table.chunks(changed, removed, size))
+    filled = 0
+    for offset, tags, _, _, part in chunks:
+        assert offset == filled
+        filled += len(tags) // 8
+        assert len(tags) // 8 <= size and len(part) // 8 <= size
+    assert filled == rows
+    assert b"".join(c[1] for c in chunks) == table.tags[changed].tobytes()
+    assert b"".join(c[4] for c in chunks) == removed
+    assert len(chunks) == max(1, -(-rows // size), -(-gone // size))
 
 
 @pytest.mark.parametrize("entries", [2**40, 2**63])
