@@ -82,9 +82,10 @@ class SessionRegistry:
             raise ProtocolViolation(f"one {rpc} stream serves one session")
         return entry
 
-    def close(self, session_id: str) -> None:
+    def close(self, session_id: str) -> bool:
+        """Whether this call closed the session (False: it was closed already)."""
         with self._lock:
-            self._entries.pop(session_id, None)
+            return self._entries.pop(session_id, None) is not None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -282,7 +283,12 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
             self._record(entry, None, None)
 
     def _record(self, entry: _Entry, matched: int | None, matched_ids: list[str] | None) -> None:
+        """The session on record, once: it is closed first, and a second finisher (the
+        tags' and the exponentiation's streams of a bank-mode session ending together, or
+        two reveal streams) finds it closed and records nothing."""
         session = entry.session
+        if not self.sessions.close(session.session_id):
+            return
         record = {
             "session_id": session.session_id,
             "bank_id": entry.bank_id,
@@ -301,7 +307,6 @@ class PsiServicer(psi_pb2_grpc.PrivateSetIntersectionServicer):
                 "OK",
                 **{k: v for k, v in record.items() if k not in ("bank_id", "finished_at")},
             )
-        self.sessions.close(session.session_id)
         log.info(
             "PSI session %s finished: bank=%s bank_ids=%d bureau_ids=%d matched=%s",
             session.session_id,

@@ -1224,6 +1224,30 @@ def test_psi_a_session_that_stops_after_exponentiate_is_on_record(node, city):
     assert events["psi_opened"]["session_id"] == session.session_id
 
 
+def test_psi_a_bank_mode_session_finished_by_both_its_streams_is_recorded_once(tmp_path):
+    """A bank-mode session ends when its exponentiation and its tag download have both
+    ended: the two streams, ending together, each saw the other done and each wrote the
+    session's record (two sessions on the audit log and the store for one)."""
+    from bureau_node.service import PsiServicer, SessionRegistry
+    from bureau_node.store import BureauStore
+
+    ids = [f"id{n:03d}" for n in range(120)]
+    chunks = [group.hash_ids([x.encode() for x in ids])]
+    tags = np.frombuffer(b"".join(psi.prepare_tags(group.random_scalar(), chunks)), psi.TAG_DTYPE)
+    table = psi.BureauTagTable(1, group.random_scalar(), np.sort(tags), sorted(ids))
+    session = psi.BureauPsiSession(table, psi.BankPsiSession(ids[:50], psi.Reveal.BANK).request())
+    audit = AuditLog(tmp_path)
+    registry = SessionRegistry()
+    registry.add("bank-a", session)
+    servicer = PsiServicer(BureauStore(tmp_path), sessions=registry, audit=audit)
+    entry = replace(registry.get("bank-a", session.session_id), exponentiated=True, tags_sent=True)
+    # both streams past their last step, each finishing the session (they race to it)
+    servicer._finish_if_bank_only(entry)
+    servicer._finish_if_bank_only(entry)
+    assert [r["event"] for r in audit.records()].count("psi") == 1
+    assert len(list((tmp_path / "sessions").glob("*.json"))) == 1
+
+
 def test_psi_matched_tags_are_revealed_sorted():
     """The bank sends its matched tags in tag order, not in its file's order; both sides
     then hold the rows sorted by ID (the same order in every session)."""
