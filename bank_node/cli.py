@@ -589,11 +589,8 @@ def _batch_defaults() -> Thresholds:
     return Thresholds()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bank-node", description="Xinrong's node inside a bank.")
-    add_version_argument(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_psi_parser(sub: Any) -> None:
+    """`psi`: which of the bank's clients the bureau knows."""
     run = sub.add_parser("psi", help="find which of the bank's clients the bureau knows")
     run.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
     add_id_arguments(run)
@@ -610,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tls(run)
     run.set_defaults(func=cmd_psi)
 
+
+def _add_train_parser(sub: Any) -> None:
+    """`train`: a joint model with the bureau."""
     train = sub.add_parser("train", help="train a joint model with the bureau")
     train.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
     add_id_arguments(train)
@@ -721,6 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
     resume_defaults = {dest: train.get_default(dest) for dest in RESUME_FIXED}
     train.set_defaults(func=cmd_train, resume_defaults=resume_defaults)
 
+
+def _add_predict_parser(sub: Any) -> None:
+    """`predict`: applicants scored with a joint model."""
     predict = sub.add_parser("predict", help="score applicants with a joint model")
     predict.add_argument(
         "--bureau", default=None, help="the bureau node's HOST:PORT (default: as in training)"
@@ -755,6 +758,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tls(predict)
     predict.set_defaults(func=cmd_predict)
 
+
+def _add_lookup_parser(sub: Any) -> None:
+    """`lookup`: the bureau's data products, looked up privately."""
     lookup = sub.add_parser(
         "lookup", help="look up the bureau's data products for your clients, privately"
     )
@@ -771,6 +777,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tls(lookup)
     lookup.set_defaults(func=cmd_lookup)
 
+
+def _add_scorecard_parser(sub: Any) -> None:
+    """`scorecard`: points per bin per feature."""
     card = sub.add_parser("scorecard", help="points per bin per feature for a trained model")
     card.add_argument("--model-dir", required=True)
     card.add_argument("--bureau", default=None, help="default: the bureau it was trained with")
@@ -783,6 +792,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tls(card)
     card.set_defaults(func=cmd_scorecard, log_level="INFO")
 
+
+def _add_report_parser(sub: Any) -> None:
+    """`report`: one HTML page about a model."""
     report = sub.add_parser("report", help="one self-contained HTML page about a model")
     report.add_argument("--model-dir", required=True)
     report.add_argument("--out", default="report.html")
@@ -798,6 +810,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="only the final JSON line")
     report.set_defaults(func=cmd_report, log_level="INFO")
 
+
+def _add_iv_parser(sub: Any) -> None:
+    """`iv`: weight of evidence and information value."""
     iv = sub.add_parser("iv", help="weight of evidence and information value of every feature")
     iv.add_argument("--bureau", required=True, help="the bureau node's HOST:PORT")
     add_id_arguments(iv)
@@ -832,6 +847,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tls(iv)
     iv.set_defaults(func=cmd_iv)
 
+
+def _add_catalogue_parsers(sub: Any) -> None:
+    """`features` and `models`: the bureau's catalogue and this bank's models there."""
     features = sub.add_parser("features", help="list the bureau's feature catalogue")
     _add_bureau_question(features, cmd_features)
 
@@ -845,6 +863,9 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (listing, deleting):
         _add_bureau_question(command, cmd_models)
 
+
+def _add_batch_parser(sub: Any) -> None:
+    """`batch`: a portfolio re-scored and compared with the previous run."""
     batch = sub.add_parser(
         "batch",
         help="re-score (and re-look-up) a portfolio and compare it with the previous run",
@@ -921,6 +942,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tls(batch)
     batch.set_defaults(func=cmd_batch)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bank-node", description="Xinrong's node inside a bank.")
+    add_version_argument(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_psi_parser(sub)
+    _add_train_parser(sub)
+    _add_predict_parser(sub)
+    _add_lookup_parser(sub)
+    _add_scorecard_parser(sub)
+    _add_report_parser(sub)
+    _add_iv_parser(sub)
+    _add_catalogue_parsers(sub)
+    _add_batch_parser(sub)
     add_receipts_parser(sub)
     return parser
 
