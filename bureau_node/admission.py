@@ -21,6 +21,15 @@ servicer runs: nothing is charged to a quota or budget. The server's pool has
 ``UNARY_THREADS`` on top of both totals (``BureauNode``), so whatever banks hold, unary
 calls (which run at the bureau's pace once their request is in) always find threads.
 
+A call whose single request message has not arrived yet (every unary and server-streaming
+method: gRPC Python would wait for that message in a pool thread before any of the bureau's
+code ran, so a bank could send a call's headers and nothing more, unadmitted and unbounded;
+a review's 70 such calls took all 64 threads) is taken as a streaming one by the
+interceptor, so that it is identified and admitted before it waits: at most
+``REQUEST_WAITS_PER_BANK`` per bank and ``REQUEST_WAITS_TOTAL`` in all waiting for their
+message, cancelled after ``REQUEST_WAIT_SECONDS``. An honest client sends the message with
+the headers: its call never waits here long enough to count.
+
 Idle means waiting on the bank: for its next request message, or for it to take a response
 message. The bureau's own work (preparing tags, exponentiating, scoring) never counts. 300 s
 is well above the longest honest wait, the bank's own work between two messages of one call:
@@ -56,11 +65,15 @@ LOOKUP_IDLE_SECONDS = 30.0
 LOOKUP_MAX_AGE_SECONDS = 300.0
 STREAMS_TOTAL = 32
 STREAM_IDLE_SECONDS = 300.0
+REQUEST_WAITS_PER_BANK = 4
+REQUEST_WAITS_TOTAL = 32
+REQUEST_WAIT_SECONDS = 20.0
 
 # every streaming method of the bureau's services: its pool and the event its refusal is
 # recorded under (the servicer's own). A streaming method not named here is admitted into
 # the general pool all the same, its refusal recorded as "call".
 LOOKUP, STREAMS = "lookup streams", "streaming calls"
+REQUESTS = "calls awaiting their request"
 METHODS: dict[str, tuple[str, str]] = {
     "/xinrong.v1.PrivateLookup/EvaluateStream": (LOOKUP, "lookup"),
     "/xinrong.v1.PrivateLookup/FetchTable": (STREAMS, "lookup_table"),
@@ -118,8 +131,9 @@ class HeldCall:
 
 
 class CallPool:
-    """Open calls of one kind: a bound per bank (its policy's ``cap_key``), ``total`` in all,
-    cancelled after ``idle_seconds`` waiting on the bank, ended after ``max_age_seconds``."""
+    """Open calls of one kind: a bound per bank (its policy's ``cap_key``, or ``fixed_cap``
+    for every bank), ``total`` in all, cancelled after ``idle_seconds`` waiting on the bank,
+    ended after ``max_age_seconds``."""
 
     def __init__(
         self,
@@ -129,14 +143,18 @@ class CallPool:
         idle_seconds: float,
         max_age_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fixed_cap: int | None = None,
     ) -> None:
         self.name, self.cap_key, self.total = name, cap_key, total
         self.idle_seconds, self.max_age_seconds = idle_seconds, max_age_seconds
         self.clock = clock
+        self.fixed_cap = fixed_cap
         self._lock = threading.Lock()
         self._open: list[HeldCall] = []
 
     def cap(self, policy: BankPolicy) -> int:
+        if self.fixed_cap is not None:
+            return self.fixed_cap
         return int(getattr(policy, self.cap_key))
 
     def open(self, bank_id: str, method: str, context: grpc.ServicerContext, cap: int) -> HeldCall:
@@ -208,7 +226,14 @@ class Admission:
             LOOKUP, "max_lookup_streams", lookup_total, LOOKUP_IDLE_SECONDS, LOOKUP_MAX_AGE_SECONDS
         )
         self.streams = CallPool(STREAMS, "max_streams", streams_total, stream_idle_seconds)
-        self.pools = {LOOKUP: self.lookup, STREAMS: self.streams}
+        self.requests = CallPool(
+            REQUESTS,
+            "the bureau's bound",
+            REQUEST_WAITS_TOTAL,
+            REQUEST_WAIT_SECONDS,
+            fixed_cap=REQUEST_WAITS_PER_BANK,
+        )
+        self.pools = {LOOKUP: self.lookup, STREAMS: self.streams, REQUESTS: self.requests}
         self._reaper: threading.Thread | None = None
         self._stopping = threading.Event()
 

@@ -35,7 +35,7 @@ from node_runtime.transport.errors import (
     IncompatibleRelease,
     abort_with,
 )
-from protocols.errors import InputDataError, QuotaExceeded
+from protocols.errors import InputDataError, ProtocolViolation, QuotaExceeded
 from protocols.transparency import Receipt
 
 from .admission import Admission, HeldCall
@@ -70,10 +70,16 @@ def _attach(context: grpc.ServicerContext, receipts: list[Receipt]) -> None:
 Admit = Callable[[grpc.ServicerContext], None]
 # admits a streaming call into its pool (None: not held, its servicer refuses the caller)
 Hold = Callable[[grpc.ServicerContext], HeldCall | None]
+# a unary-request call taken as streaming: its one request message, awaited as admitted
+Receive = Callable[[Iterator[Any], grpc.ServicerContext], Any]
 
 
 def _unary_response(
-    behaviour: Callable[..., Any], admit: Admit, hold: Hold | None, streaming: bool
+    behaviour: Callable[..., Any],
+    admit: Admit,
+    hold: Hold | None,
+    streaming: bool,
+    receive: Receive | None = None,
 ) -> Callable[..., Any]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
         receipts: list[Receipt] = []
@@ -81,6 +87,8 @@ def _unary_response(
         call = None
         try:
             admit(context)
+            if receive is not None:
+                request = receive(request, context)
             call = hold(context) if hold is not None else None
             if call is not None and streaming:
                 request = call.requests(request)
@@ -97,7 +105,11 @@ def _unary_response(
 
 
 def _stream_response(
-    behaviour: Callable[..., Any], admit: Admit, hold: Hold | None, streaming: bool
+    behaviour: Callable[..., Any],
+    admit: Admit,
+    hold: Hold | None,
+    streaming: bool,
+    receive: Receive | None = None,
 ) -> Callable[..., Any]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         receipts: list[Receipt] = []
@@ -113,6 +125,11 @@ def _stream_response(
 
         try:
             step(lambda: admit(context))
+            if receive is not None:
+                try:
+                    request = step(lambda: receive(request, context))
+                except CallEnded as exc:
+                    abort_with(context, exc)
             call = step(lambda: hold(context)) if hold is not None else None
             if call is not None and streaming:
                 request = call.requests(request)
@@ -172,6 +189,37 @@ class BureauInterceptor(grpc.ServerInterceptor):
                 abort_with(context, exc, quiet=not recorded)
 
         return hold
+
+    def _receiver(self, method: str) -> Receive | None:
+        """The one request message of a unary-request call, awaited only once the caller is
+        known and within its bank's bound of calls awaiting theirs (``admission``)."""
+        admission = self.admission
+        if admission is None:
+            return None
+        pool = admission.requests
+
+        def receive(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            try:  # identified before it waits: a caller the bureau does not serve waits not
+                bank_id = admission.access.bank(context)
+                call = pool.open(
+                    bank_id, method, context, pool.cap(admission.access.policy(bank_id))
+                )
+            except Exception as exc:  # noqa: BLE001 - refused, on record, before any wait
+                audit = self.audit
+                recorded = audit.refusal(context, "call", exc, method=method) if audit else True
+                abort_with(context, exc, quiet=not recorded)
+            try:
+                for message in call.requests(requests):
+                    return message
+            finally:
+                call.close()
+            missing = ProtocolViolation(f"{method}: the call ended before its request message")
+            recorded = (
+                self.audit.refusal(context, "call", missing, method=method) if self.audit else True
+            )
+            abort_with(context, missing, quiet=not recorded)
+
+        return receive
 
     def _admitter(self, method: str) -> Admit:
         def admit(context: grpc.ServicerContext) -> None:
@@ -234,17 +282,41 @@ class BureauInterceptor(grpc.ServerInterceptor):
         # every streaming call can hold its thread at the bank's pace: admitted (bureau_node.
         # admission); a unary one runs at the bureau's pace once its request is in
         hold = self._holder(method)
+        # a unary-request call is served as a request stream when calls are admitted, so
+        # that its wait for the message is admitted too (``admission``); on the wire the two
+        # are the same
+        receive = self._receiver(method)
+        one_in = (
+            grpc.stream_unary_rpc_method_handler if receive else grpc.unary_unary_rpc_method_handler
+        )
+        one_in_many_out = (
+            grpc.stream_stream_rpc_method_handler
+            if receive
+            else grpc.unary_stream_rpc_method_handler
+        )
         kinds = {
-            "unary_unary": (grpc.unary_unary_rpc_method_handler, _unary_response, None, False),
-            "stream_unary": (grpc.stream_unary_rpc_method_handler, _unary_response, hold, True),
-            "unary_stream": (grpc.unary_stream_rpc_method_handler, _stream_response, hold, False),
-            "stream_stream": (grpc.stream_stream_rpc_method_handler, _stream_response, hold, True),
+            "unary_unary": (one_in, _unary_response, None, False, receive),
+            "stream_unary": (
+                grpc.stream_unary_rpc_method_handler,
+                _unary_response,
+                hold,
+                True,
+                None,
+            ),
+            "unary_stream": (one_in_many_out, _stream_response, hold, False, receive),
+            "stream_stream": (
+                grpc.stream_stream_rpc_method_handler,
+                _stream_response,
+                hold,
+                True,
+                None,
+            ),
         }
-        for attribute, (make, wrap, held, streaming) in kinds.items():
+        for attribute, (make, wrap, held, streaming, received) in kinds.items():
             behaviour = getattr(handler, attribute)
             if behaviour is not None:
                 return make(  # type: ignore[operator]
-                    wrap(behaviour, admit, held, streaming),
+                    wrap(behaviour, admit, held, streaming, received),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )

@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from bank_node.client import BureauConnection, run_psi
-from bureau_node.admission import CallPool
+from bureau_node.admission import REQUEST_WAITS_PER_BANK, CallPool
 from bureau_node.audit import AuditLog
 from bureau_node.server import BureauNode
 from node_runtime.transport import certs
@@ -186,6 +186,68 @@ def test_the_bureaus_total_leaves_other_banks_unary_calls_their_threads(bureau, 
         for call in [*held, lookup_stream]:
             call.cancel()
         _until(lambda: streams.count() == 0 and lookups.count() == 0)
+
+
+def _headers_only(node: BureauNode, setting, bank: str, method: str, silence: threading.Event):
+    """The review's attack with the stock client: a unary or server-streaming method opened
+    as client-streaming, whose request message never comes (only the call's headers)."""
+    tls = certs.bank_files(setting["root"] / "tls" / "banks" / bank)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca, private_key=tls.key, certificate_chain=tls.cert
+    )
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{node.port}",
+        credentials,
+        options=[("grpc.ssl_target_name_override", BUREAU_NAME)],
+    )
+    call = channel.stream_unary(method, request_serializer=lambda m: m.SerializeToString())
+    return call.future(_silent(silence), metadata=bank_metadata(bank))
+
+
+def test_calls_whose_request_never_comes_hold_a_bounded_few_threads(setting):
+    """gRPC Python awaits a unary call's request message in a pool thread before any of the
+    bureau's code runs: a review's 70 calls of headers alone, from one bank or a name the
+    bureau does not serve, took all 64 threads and other banks' calls timed out. Such a wait
+    is now admitted like a stream: a caller the bureau does not serve is refused at once, a
+    bank holds at most its bound of waits (refused beyond, on record), other banks are
+    served meanwhile, and a wait is cancelled after its idle time."""
+    certs.issue_bank(setting["root"] / "tls", "bank-z")  # a certificate, not in the config
+    node = _node(setting, "state-headers")
+    waits = node.admission.requests
+    silence = threading.Event()
+    try:
+        before = len(_records(node, 0))
+        calls = [
+            _headers_only(node, setting, "bank-a", method, silence)
+            for method in ["/xinrong.v1.Catalogue/ListFeatures"] * 6
+            + ["/xinrong.v1.PrivateSetIntersection/OpenSession"] * 4
+        ]
+        _until(lambda: sum(c.done() for c in calls) == len(calls) - REQUEST_WAITS_PER_BANK)
+        assert waits.count("bank-a") == REQUEST_WAITS_PER_BANK
+        refused = [c for c in calls if c.done()]
+        assert {c.code() for c in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        stranger = _headers_only(
+            node, setting, "bank-z", "/xinrong.v1.Catalogue/ListFeatures", silence
+        )
+        _until(stranger.done, 5)
+        assert stranger.code() is grpc.StatusCode.PERMISSION_DENIED
+        records = [r for r in _records(node, before) if r["event"] == "call"]
+        assert {(r["bank_id"], r["outcome"]) for r in records} == {
+            ("bank-a", "RESOURCE_EXHAUSTED"),
+            ("bank-z", "PERMISSION_DENIED"),
+        }
+        with ExitStack() as stack:
+            b = _connect(stack, node, setting, "bank-b")
+            assert max(_served_quickly(b) for _ in range(5)) < 4.0
+            assert len(run_psi(b, _bank_ids(setting, 50), psi.Reveal.BOTH).matched_ids) > 0
+        # the waits end after their idle time, on record
+        waits.idle_seconds = 0.5
+        _until(lambda: waits.count() == 0)
+        _until(lambda: all(c.done() for c in calls))
+        assert {c.code() for c in calls if c not in refused} == {grpc.StatusCode.CANCELLED}
+    finally:
+        silence.set()
+        node.stop()
 
 
 def _slow_reader(node: BureauNode, setting, bank: str) -> lookup_pb2_grpc.PrivateLookupStub:
