@@ -7,8 +7,6 @@ all read and write through one :class:`BureauContext`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import threading
 from concurrent.futures import Executor
@@ -19,7 +17,7 @@ import grpc
 import numpy as np
 
 from node_runtime.transport.errors import abort_with
-from protocols import score_span, scorecard
+from protocols import score_span
 from protocols import vertical_lr as vlr
 from protocols.errors import NotAuthorised, PolicyViolation
 from protocols.features import FeatureRecipe
@@ -55,8 +53,6 @@ class BureauContext:
     access: Access
     audit: AuditLog | None = None
     executor: Executor | None = None
-    _exposure_cache: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
-    _exposure_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     _keeping: dict[str, threading.Lock] = dataclasses.field(default_factory=dict)
     _keeping_guard: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -225,49 +221,11 @@ class BureauContext:
             )
         self.choose_for_model(bank_id, tuple(recipe.names))
         limit = self.limits_for(bank_id).max_feature_exposure
-        carded = "scorecard" in model
-        stamp = [self.features.version, sorted(self.features.public), limit, carded]
+        stamp = [self.features.version, sorted(self.features.public), limit]
         if model.get("policy_checked") == stamp:
             return
         self.check_exposure(recipe, limit)
-        if carded:
-            self.check_points_exposure(recipe, limit)
         self.models.amend(bank_id, model["model_id"], {"policy_checked": stamp})
-
-    def check_points_exposure(self, recipe: FeatureRecipe, limit: float) -> None:
-        """Refuses a scorecard whose points, on more than ``limit`` of the bureau's
-        enterprises, would name one feature's bin (``scorecard.points_exposure``): a review
-        found a kept model whose inputs exposed at most 0.3% per feature, while its points
-        exposed 22% to 93%, since ten bins a number group enterprises far more coarsely."""
-        exposed = _over(self._points_exposure(recipe), limit)
-        if exposed:
-            log.info("a scorecard refused: exposure %s", exposed)
-            raise NotAuthorised(
-                f"no scorecard for this model: on more than {limit:.0%} of the bureau's "
-                "enterprises its points would be one feature's bin, in groups that share the "
-                "bins of all the other features, so looked-up points would give that bin "
-                f"({len(exposed)} of the {len(recipe.names)} features); the model itself "
-                "still scores: for a scorecard, train with more bureau features"
-            )
-
-    def _points_exposure(self, recipe: FeatureRecipe) -> dict[str, float]:
-        """``scorecard.points_exposure`` over the whole table, kept per recipe, table
-        version and public marks: a bank asking for a scorecard again and again (or many
-        banks the same) costs one pass over the table."""
-        public = self.features.public
-        recipe_json = json.dumps(recipe.to_json(), sort_keys=True, default=str)
-        key = hashlib.sha256(
-            json.dumps([recipe_json, self.features.version, sorted(public)]).encode()
-        ).hexdigest()
-        with self._exposure_lock:
-            found = self._exposure_cache.get(key)
-        if found is None:
-            found = scorecard.points_exposure(recipe, self.features.table, public)
-            with self._exposure_lock:
-                if len(self._exposure_cache) >= 256:
-                    self._exposure_cache.clear()
-                self._exposure_cache[key] = found
-        return found
 
     def check_model_features(
         self, bank_id: str, recipe: FeatureRecipe, weights: np.ndarray, training: np.ndarray

@@ -25,9 +25,7 @@ from .features import (
     FeatureRecipe,
     _numbers,
     _texts,
-    exposure_of,
     interval_labels,
-    row_hashes,
 )
 
 
@@ -134,17 +132,3 @@ def row_points(table: pa.Table, recipe: FeatureRecipe, points: list[dict]) -> np
             raise InputDataError(f"the data has no column {column.name!r}, which the model uses")
         total += np.asarray(mine)[_bin_of_rows(column, table.column(column.name))]
     return total
-
-
-def points_exposure(
-    recipe: FeatureRecipe, table: pa.Table, public: frozenset[str] = frozenset()
-) -> dict[str, float]:
-    """``FeatureRecipe.exposure`` of a scorecard: a row's points are one value per feature's
-    bin, so where enterprises share every other non-public feature's bin (ten bins a number
-    make far larger groups than its inputs do) their looked-up points name this one's bin."""
-    return exposure_of(
-        recipe.names,
-        lambda k: row_hashes(_bin_of_rows(recipe.columns[k], table.column(recipe.names[k]))),
-        table.num_rows,
-        public,
-    )

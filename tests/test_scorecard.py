@@ -157,12 +157,22 @@ def _exact_points_exposure(recipe: FeatureRecipe, table: pa.Table) -> dict[str, 
     return exact
 
 
-def test_points_exposure_groups_exactly_as_the_bins_do():
-    """The exposure of a scorecard, from one 64-bit hash per row, equals grouping on the
-    bins themselves. A review found the hash built from doubles' bits put 39,763 distinct
-    bin tuples of 40,000 rows into 21,280 values (small whole numbers as doubles differ only
-    in their top bits): exposure overstated 2-3 times, and honest scorecards refused."""
-    from protocols.scorecard import points_exposure
+def test_exposure_from_one_hash_per_row_groups_exactly_as_the_bins_do():
+    """Exposure from one 64-bit hash per row (``features.exposure_of``, here over the
+    scorecard's bins of each row) equals grouping on the bins themselves. A review found
+    the hash built from doubles' bits put 39,763 distinct bin tuples of 40,000 rows into
+    21,280 values (small whole numbers as doubles differ only in their top bits): exposure
+    overstated 2-3 times, and honest models refused."""
+    from protocols.features import exposure_of, row_hashes
+    from protocols.scorecard import _bin_of_rows
+
+    def points_exposure(recipe: FeatureRecipe, table: pa.Table) -> dict[str, float]:
+        return exposure_of(
+            recipe.names,
+            lambda k: row_hashes(_bin_of_rows(recipe.columns[k], table.column(recipe.names[k]))),
+            table.num_rows,
+            frozenset(),
+        )
 
     rng = np.random.default_rng(4)
     rows = 40_000

@@ -357,17 +357,15 @@ class BinnedLabelSums(_message.Message):
     def __init__(self, features: _Optional[_Iterable[_Union[FeatureBins, _Mapping]]] = ..., rho_charged: _Optional[float] = ...) -> None: ...
 
 class ApplicantScores(_message.Message):
-    __slots__ = ("offset", "total", "scores", "points", "reason_features", "reasons")
+    __slots__ = ("offset", "total", "scores", "reason_features", "reasons")
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
-    POINTS_FIELD_NUMBER: _ClassVar[int]
     REASON_FEATURES_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     offset: int
     total: int
     scores: bytes
-    points: bytes
     reason_features: _containers.RepeatedScalarFieldContainer[str]
     reasons: bytes
-    def __init__(self, offset: _Optional[int] = ..., total: _Optional[int] = ..., scores: _Optional[bytes] = ..., points: _Optional[bytes] = ..., reason_features: _Optional[_Iterable[str]] = ..., reasons: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, offset: _Optional[int] = ..., total: _Optional[int] = ..., scores: _Optional[bytes] = ..., reason_features: _Optional[_Iterable[str]] = ..., reasons: _Optional[bytes] = ...) -> None: ...
