@@ -46,7 +46,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
         PSI quota, only to be refused on the budget after it)."""
         try:
             bank_id = self.ctx.access.bank(context)
-            names = self.ctx.choose(bank_id, tuple(request.features))
+            names = self.ctx.choose(bank_id, request.features)
             spent = binning.BinNoise(self.ctx.access.policy(bank_id).iv_rho_per_feature).rho
             spent *= len(names)
             self.ctx.access.charge_all(
@@ -71,15 +71,17 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
             for chunk in request_iterator:
                 if first is None:
                     first, total = chunk, chunk.total
-                    key = codec.key_from_bytes(
-                        chunk.bank_public_key, self.ctx.limits.allow_test_keys, chunk.bank_key_proof
-                    )
+                    # the session before the key's proof (0.15 s at 4,096 bits): a refusal
+                    # of a session that does not exist costs the bureau nothing to speak of
                     ids = self.ctx.store.session_matched_ids(bank_id, chunk.psi_session_id)
                     if total != len(ids):
                         raise ProtocolViolation(
                             f"{total} labels announced; PSI session {chunk.psi_session_id} "
                             f"matched {len(ids)} rows"
                         )
+                    key = codec.key_from_bytes(
+                        chunk.bank_public_key, self.ctx.limits.allow_test_keys, chunk.bank_key_proof
+                    )
                     if not 2 <= chunk.max_bins <= binning.MAX_BINS:
                         raise ProtocolViolation(f"max_bins must be from 2 to {binning.MAX_BINS}")
                     if len(ids) < self.ctx.limits.min_rows:
@@ -88,7 +90,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                             f"{self.ctx.limits.min_rows}"
                         )
                     min_count = self._min_count(chunk.min_bin_count, len(ids))
-                    names = self.ctx.choose(bank_id, tuple(chunk.features))
+                    names = self.ctx.choose(bank_id, chunk.features)
                     bin_noise = binning.BinNoise(self.ctx.access.policy(bank_id).iv_rho_per_feature)
                     spent = bin_noise.rho * len(names)  # zCDP composes by addition
                     # the session first: a request refused for a used session costs no budget;

@@ -8,6 +8,7 @@ federated information value. One TOML file, validated at start.
     daily_scored = 200_000           # rows a bank may score per UTC day (training rows too)
     daily_lookup_ids = 200_000       # IDs a bank may look up privately per UTC day
     daily_iv_requests = 20           # information-value requests per UTC day
+    daily_scorecards = 100           # scorecards (new or re-scaled) made per UTC day
     min_batch_size = 64              # smallest training batch
     min_intersection = 100           # fewer shared IDs are not revealed for training
     min_bureau_features = 3          # bureau features per model (a category counts once)
@@ -53,6 +54,7 @@ COUNT_KEYS = {
     "daily_scored",
     "daily_lookup_ids",
     "daily_iv_requests",
+    "daily_scorecards",
     "min_batch_size",
     "min_intersection",
     "min_bureau_features",
@@ -74,6 +76,9 @@ DEFAULTS: dict[str, Any] = {
     "daily_scored": 1_000_000,
     "daily_lookup_ids": 200_000,  # IDs a bank may look up privately (products, scores)
     "daily_iv_requests": 20,
+    # each scorecard made is a signed record on the audit log, which is never pruned: a
+    # review's 5,000 in 27 s would be about 9 GB of log a day
+    "daily_scorecards": 100,
     "min_batch_size": 64,
     "min_intersection": 1,  # below it the bureau does not reveal (mode BOTH) a session
     # a model on one or two features would hand the bank (an affine function of) the raw
@@ -104,6 +109,7 @@ class BankPolicy:
     daily_scored: int
     daily_lookup_ids: int
     daily_iv_requests: int
+    daily_scorecards: int
     min_batch_size: int
     min_intersection: int
     min_bureau_features: int

@@ -222,19 +222,23 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
         try:
             bank_id = self.ctx.access.bank(context)
             self._refuse_while_stopping("start the job")
-            plan = codec.plan_from_proto(request, self.ctx.limits.allow_test_keys)
-            if not JOB_ID.match(plan.job_id):
+            # the cheap checks first: the key's proof costs the bureau 0.15 s at 4,096 bits,
+            # and a review's bank sent one valid plan naming a session that does not exist
+            # again and again, refused for free, 140 times its own CPU at the bureau
+            if not JOB_ID.match(request.job_id):
                 raise ProtocolViolation("a job id is 32 lower-case hex digits")
-            ids = self.ctx.store.session_matched_ids(bank_id, plan.psi_session_id)
-            if len(ids) != plan.rows:
+            ids = self.ctx.store.session_matched_ids(bank_id, request.psi_session_id)
+            if len(ids) != request.rows:
                 raise ProtocolViolation(
-                    f"the plan names {plan.rows} rows; PSI session {plan.psi_session_id} "
-                    f"matched {len(ids)}"
+                    f"the plan names {request.rows} rows; PSI session "
+                    f"{request.psi_session_id} matched {len(ids)}"
                 )
-            if self._ledger_path(bank_id, plan.job_id).exists():
+            if self._ledger_path(bank_id, request.job_id).exists():
                 raise PolicyViolation(
-                    f"job id {plan.job_id} was used before: a job id names one job for good"
+                    f"job id {request.job_id} was used before: a job id names one job for good"
                 )
+            self.ctx.check_feature_count(request.bureau_features)
+            plan = codec.plan_from_proto(request, self.ctx.limits.allow_test_keys)
             limits = self.ctx.limits_for(bank_id)
             vlr.check_plan(plan, limits)
             # a give-up of this job id waits until the job is registered and on disk: landing

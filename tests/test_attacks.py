@@ -111,6 +111,9 @@ daily_iv_requests = 1
 
 [banks.bank-marks]               # one model of its own, likewise
 
+[banks.bank-scorecards]          # two scorecards a day
+daily_scorecards = 2
+
 [banks.bank-policy]              # last: a test appends to it
 """
 POLICY_FEATURES = [
@@ -1393,6 +1396,39 @@ def test_policy_a_bank_makes_one_scorecard_at_a_time(node, city, tmp_path, monke
         assert "one at a time" in second.value.details()
         release.set()
         assert first.result(timeout=120).bins > 0
+
+
+def test_scorecards_made_again_add_no_record_and_new_ones_count_a_day(node, city, tmp_path):
+    """A review called `MakeScorecard` 5,000 times in 27 s, each a signed record on the
+    audit log (which is never pruned: about 9 GB a day from one thread). The same scorecard
+    again is answered without a record; a new one counts against `daily_scorecards`."""
+    bank = "bank-scorecards"
+    summary = train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m", bank,
+                        epochs=1, workers=0, quiet=True, seed=7, **TEST_KEYS)  # fmt: skip
+    audit = AuditLog(node.store.root)
+    made_ok = (bank, "scorecard", "OK")
+
+    def made() -> int:
+        records = audit.records()
+        return sum(1 for r in records if (r["bank_id"], r["event"], r["outcome"]) == made_ok)
+
+    with BureauConnection(_address(node), bank) as connection:
+
+        def make(pdo: float) -> int:
+            request = pb.ScorecardRequest(model_id=summary["model_id"], base_score=600,
+                                          pdo=pdo, base_odds=20, slope=1.0)  # fmt: skip
+            return connection.scoring.MakeScorecard(request, metadata=connection.metadata).bins
+
+        bins = make(50)
+        assert [make(50) for _ in range(20)] == [bins] * 20
+        assert made() == 1
+        make(20)
+        with pytest.raises(grpc.RpcError) as err:
+            make(40)
+        assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "daily_scorecards" in err.value.details()
+        assert make(20) == bins  # the one it has: no charge
+    assert made() == 2
 
 
 def test_scorecard_points_per_row_are_not_served_at_any_scale(node, city, tmp_path):

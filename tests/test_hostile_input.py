@@ -178,3 +178,58 @@ def test_refusals_of_nothing_stay_within_the_callers_budget_and_messages_are_bou
     records = AuditLog(node.store.root).records()[before:]
     assert len(records) <= 5 + 1  # the budget, and the count of those beyond it
     assert _usage(node, "bank-few-sessions").get("daily_psi_sessions", 0) <= 2
+
+
+def test_a_list_of_feature_names_longer_than_the_catalogue_is_refused_unread(node):
+    """A review sent 1,150,000 distinct names in one 8 MB `CheckIvBudget` (no session, no
+    quota needed): each call built them all and joined every unknown one into its message,
+    and 16 at once took the bureau from 209 MB to 2 GB. A list longer than the catalogue is
+    refused before it is read; a message names at most five unknown features."""
+    names = [f"f{i}" for i in range(20_000)]
+    with _connect(node) as connection:
+        with pytest.raises(grpc.RpcError) as err:
+            connection.binning.CheckIvBudget(
+                pb.IvBudgetRequest(features=names), metadata=connection.metadata, timeout=30
+            )
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "20,000 features named, more than the bureau's catalogue holds" in (
+            err.value.details()
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            connection.binning.CheckIvBudget(
+                pb.IvBudgetRequest(features=names[:8]), metadata=connection.metadata, timeout=30
+            )
+        assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "f0, f1, f2, f3, f4 and 3 more" in err.value.details()
+
+
+def test_a_plan_for_a_session_that_does_not_exist_is_refused_before_its_key_is_checked(
+    node, monkeypatch
+):
+    """A review resent one valid plan with a 4,096-bit key naming a session that does not
+    exist: each was refused `NOT_FOUND` and charged nothing, after the bureau had checked the
+    key's proof (0.15 s of its CPU, 140 times the bank's). The session is looked up first;
+    likewise for an IV request's labels."""
+    from node_runtime.transport import model_codec
+
+    checked: list[int] = []
+    real = model_codec.key_from_bytes
+    monkeypatch.setattr(
+        model_codec, "key_from_bytes", lambda *a, **k: checked.append(1) or real(*a, **k)
+    )
+    public, _ = he.generate_keypair(768, allow_test_keys=True)
+    plan = pb.TrainingPlan(
+        job_id="a" * 32,
+        psi_session_id="nope",
+        rows=100,
+        bank_public_key=public.n.to_bytes(96, "big"),
+        optimizer=pb.OptimizerSettings(name="adam"),
+    )
+    labels = pb.EncryptedLabels(psi_session_id="nope", total=100, max_bins=10)
+    with _connect(node) as connection:
+        with pytest.raises(grpc.RpcError) as start:
+            connection.training.StartTraining(plan, metadata=connection.metadata, timeout=30)
+        with pytest.raises(grpc.RpcError) as binned:
+            connection.binning.BinLabels(iter([labels]), metadata=connection.metadata, timeout=30)
+    assert start.value.code() is binned.value.code() is grpc.StatusCode.NOT_FOUND
+    assert checked == []
