@@ -81,8 +81,13 @@ class SignedHead:
             bytes.fromhex(head.signature)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputDataError(f"not a signed tree head ({exc})") from None
+        # every field of its size: a head is what the bank keeps on disk for months, and a
+        # hostile bureau's heads padded to 4 KB (the signature covers whatever it signs)
+        # wrote 500 times an honest bureau's receipts
         if head.size < 0 or len(head.root) != 64:
             raise InputDataError("not a signed tree head (bad size or root)")
+        if len(head.log_id) != 64 or len(head.signature) != 128 or len(head.time) > 40:
+            raise InputDataError("not a signed tree head (a field of the wrong size)")
         return head
 
     def verify(self, public_key: bytes) -> None:
@@ -140,6 +145,8 @@ class Receipt:
             raise InputDataError(f"not an audit receipt ({exc})") from None
         if not 0 <= receipt.index < receipt.head.size or len(receipt.leaf_hash) != 64:
             raise InputDataError("not an audit receipt (its record is outside its head)")
+        if len(receipt.public_key) != 64:
+            raise InputDataError("not an audit receipt (its key is not an Ed25519 key)")
         return receipt
 
     def verify(self, public_key: bytes | None = None) -> None:

@@ -496,3 +496,73 @@ def test_two_banks_on_one_machine_keep_their_receipts_apart(tmp_path, monkeypatc
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0 and "BROKEN" not in done.stderr, done.stderr
+
+
+def _other_logs_receipts(root: Path, logs: int) -> list:
+    """One receipt from each of ``logs`` fresh audit logs (a key each)."""
+    out = []
+    for i in range(logs):
+        with collecting_receipts() as receipts:
+            AuditLog(root / f"log{i}").append("bank-a", "psi", "OK", ids=i)
+        out.extend(receipts)
+    return out
+
+
+def test_a_connection_keeps_receipts_of_one_audit_log_of_fields_of_their_size(tmp_path):
+    """A review's hostile bureau padded every receipt to 4 KB (51.6 MB on the bank's disk in
+    200 answers, 500 times an honest bureau's) and signed each with a fresh key: a file per
+    receipt, 3,841 in 3 s, until the bank's own open() failed (EMFILE). A head's fields
+    must have their sizes, and a connection keeps the receipts of the log it first saw."""
+    from bank_node.receipts import ReceiptCollector, ReceiptStore
+
+    first, *others = _other_logs_receipts(tmp_path, 6)
+    collector = ReceiptCollector(ReceiptStore(tmp_path / "receipts", "bank-a"))
+    collector.keep(json.dumps([first.to_dict()]).encode())
+    for receipt in others:
+        collector.keep(json.dumps([receipt.to_dict()]).encode())
+    collector.store.sync()
+    assert collector.kept == 1 and len(list((tmp_path / "receipts").glob("*.jsonl"))) == 1
+    padded = first.to_dict()
+    padded["head"]["time"] += " " * 3000  # signed by the bureau all the same
+    with pytest.raises(Exception, match="a field of the wrong size"):
+        bank_receipts.parse_receipts(json.dumps([padded]).encode())
+
+
+def test_receipts_of_another_audit_log_are_set_aside_not_broken(logged, tmp_path):
+    """A review's receipts directory also held a test bureau's receipts: `receipts verify
+    --bureau-key` checked them all against this bureau's key and printed 35 BROKEN lines
+    (12,057 with a machine's default directory), exit 1, on an intact log. They are now set
+    aside and counted; one that names this log but is signed by another key is forged."""
+    mixed = tmp_path / "receipts"
+    shutil.copytree(logged / "receipts", mixed)
+    store = bank_receipts.ReceiptStore(mixed, "bank-a")
+    store.add(_other_logs_receipts(tmp_path, 2))
+    store.sync()
+    key = tmp_path / "bureau-audit.pem"
+    done = subprocess.run(
+        [sys.executable, "-m", "bureau_node", "audit", "key", "--state-dir",
+         str(logged / "state"), "--out", str(key)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    def verify() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "bank_node", "receipts", "verify", "--receipts-dir",
+             str(mixed), "--bureau-key", str(key), "--export", str(logged / "late.jsonl")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    checked = verify()
+    assert checked.returncode == 0 and "BROKEN" not in checked.stderr, checked.stderr
+    result = json.loads(checked.stdout)
+    assert result["intact"] and result["receipts"] == RECORDS
+    assert result["receipts_of_other_logs"] == 2
+    assert checked.stderr.count("receipts of another audit log") == 2
+    # a receipt naming this log, signed by another key, is still named
+    forged = _receipts(logged)[0].to_dict()
+    forged["public_key"] = _other_logs_receipts(tmp_path / "forger", 1)[0].public_key
+    with (mixed / next(mixed.glob(f"{_receipts(logged)[0].head.log_id}*")).name).open("a") as f:
+        f.write(json.dumps(forged) + "\n")
+    broken = verify()
+    assert broken.returncode == 1 and "signed by another key" in broken.stderr
