@@ -387,3 +387,37 @@ def test_chinese_report_renders_without_missing_glyphs(chinese):
             assert _unrendered_characters(page) == []
         finally:
             browser.close()
+
+
+def test_the_auc_and_the_bureaus_gain_carry_their_interval(tmp_path):
+    """A review's committee page showed +0.076 AUC from the bureau on 17 bads, with no
+    interval: a bootstrap put it at -0.08 to +0.23. The cards now carry DeLong's 95%
+    intervals, and a gain whose interval reaches zero is said not to be established."""
+    big = build_report(make_model_dir(tmp_path / "big"), tmp_path / "big.html")
+    page = Path(big["path"]).read_text()
+    assert page.count("95% CI") == 2 and 'id="gain-not-established"' not in page
+    small = make_model_dir(tmp_path / "small", rows=300, seed=11)  # 6 bads
+    build_report(small, tmp_path / "small.html", lang="en")
+    page = (tmp_path / "small.html").read_text()
+    assert 'id="gain-not-established"' in page and "DeLong" in page
+
+
+def test_delongs_interval_is_the_aucs_own_and_as_wide_as_a_bootstrap():
+    """DeLong's AUCs are scikit-learn's (ties too), and the spread of the paired gain
+    matches 2,000 bootstrap resamples of the same rows within 10%."""
+    from sklearn.metrics import roc_auc_score
+
+    from bank_node.report.measures import delong, gain_interval
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 600)
+    joint = np.round(y + rng.normal(0, 1.2, 600), 1)  # ties
+    bank = y + rng.normal(0, 2.0, 600)
+    aucs, cov = delong(y, joint, bank)
+    assert aucs == pytest.approx([roc_auc_score(y, joint), roc_auc_score(y, bank)], abs=1e-12)
+    gains = []
+    for _ in range(2000):
+        i = rng.integers(0, 600, 600)
+        gains.append(roc_auc_score(y[i], joint[i]) - roc_auc_score(y[i], bank[i]))
+    low, high = gain_interval(y, joint, bank)
+    assert (high - low) / (2 * 1.959964) == pytest.approx(np.std(gains), rel=0.1)

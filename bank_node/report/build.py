@@ -7,7 +7,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,15 @@ from .governance import read_bins, scorecard_section, sign_checks, weights_secti
 from .i18n import LANGUAGES, Texts
 from .inputs import EVALUATION_FILE, Scores, read_evaluation, read_iv, read_model
 from .markup import CSS, esc, facts, img, num, pct, signed, table
-from .measures import IV_BANDS, gini, iv_band, ks_curve, lift_table
+from .measures import (
+    IV_BANDS,
+    auc_interval,
+    gain_interval,
+    gini,
+    iv_band,
+    ks_curve,
+    lift_table,
+)
 
 
 @dataclass
@@ -38,6 +46,8 @@ class Evaluated:
     joint: dict[str, Any]
     bank: dict[str, Any] | None
     gain: float | None
+    auc_ci: tuple[float, float] | None = None  # DeLong's 95% interval of the joint AUC
+    gain_ci: tuple[float, float] | None = None  # and of the gain, when bank-only rows exist
 
     @property
     def both_classes(self) -> bool:
@@ -72,7 +82,22 @@ def _evaluate(model: dict[str, Any], model_dir: Path) -> Evaluated:
         if bank is None or joint["auc"] is None or bank.get("auc") is None
         else (joint["auc"] - bank["auc"])
     )
-    return Evaluated(split, scores, s, on, measured, joint, bank, gain)
+    auc_ci = gain_ci = None
+    bads = int(s.y.sum())
+    if 2 <= bads <= len(s.y) - 2:  # a committee reads a gain on 17 bads as established
+        auc_ci = auc_interval(s.y, s.joint)
+        if s.bank_only is not None and gain is not None:
+            gain_ci = gain_interval(s.y, s.joint, s.bank_only)
+    return Evaluated(split, scores, s, on, measured, joint, bank, gain, auc_ci, gain_ci)
+
+
+def _interval(
+    bounds: tuple[float, float] | None, t: Texts, form: Callable[[float], str] = signed
+) -> str:
+    """A card's 95% interval, as a committee reads it under the figure ("" for none)."""
+    if bounds is None:
+        return ""
+    return t("95% CI {low} to {high}", low=form(bounds[0]), high=form(bounds[1]))
 
 
 def _count_bank_features(model: dict[str, Any]) -> tuple[int, int]:
@@ -120,7 +145,7 @@ def _header(model: dict[str, Any], e: Evaluated, title: str, t: Texts) -> str:
     ]
     lift = lift_table(e.s.y, e.s.joint)
     cards = [
-        (num(e.joint["auc"]), t("AUC, {split}", split=t(e.on))),
+        (num(e.joint["auc"]), t("AUC, {split}", split=t(e.on)), _interval(e.auc_ci, t, num)),
         (num(gini(e.joint["auc"])), t("Gini (2·AUC − 1)")),
         (num(e.joint["ks"]), "KS"),
         (
@@ -131,15 +156,21 @@ def _header(model: dict[str, Any], e: Evaluated, title: str, t: Texts) -> str:
     if lift and e.both_classes:
         cards.append((pct(lift[0]["captured"]), t("Bads in the riskiest 10%")))
     if e.gain is not None:
-        cards.append((signed(e.gain), t("AUC added by the bureau")))
+        cards.append((signed(e.gain), t("AUC added by the bureau"), _interval(e.gain_ci, t)))
     parts.append(
         '<div class="cards">'
         + "".join(
-            f'<div class="card"><div class=v>{esc(v)}</div><div class=k>{esc(k)}</div></div>'
-            for v, k in cards
+            f'<div class="card"><div class=v>{esc(c[0])}</div><div class=k>{esc(c[1])}</div>'
+            + (f"<div class=ci>{esc(c[2])}</div>" if len(c) > 2 and c[2] else "")
+            + "</div>"
+            for c in cards
         )
         + "</div></header>"
     )
+    if e.gain_ci is not None and e.gain_ci[0] <= 0:
+        low, high = e.gain_ci
+        text = t("gain-not-established", bads=int(e.s.y.sum()), low=signed(low), high=signed(high))
+        parts.append(f'<p class="note" id="gain-not-established">{esc(text)}</p>')
     if e.on == "train":
         parts.append(f'<p class="note" id="train-fallback">{esc(t("train-fallback"))}</p>')
     else:

@@ -62,6 +62,9 @@ EN: dict[str, str] = {
     "use. A positive weight raises the probability of default. The bureau's weights stay at "
     "the bureau.",
     "no-scorecard": "No scorecard yet: make one with `bank-node scorecard`.",
+    "gain-not-established": "With {bads:,} bads among the evaluated rows, the AUC the bureau "
+    "adds is not established: its 95% interval ({low} to {high}, DeLong's paired test) "
+    "reaches zero. Evaluate on more rows before relying on it.",
     "scorecard-explain": "The bank's points per bin (a number's points are those of its "
     "bin's median); the bureau keeps its own points. Each applicant's points in `predict` "
     "come from the same calibrated log-odds as the probability, so the two always agree.",
@@ -126,6 +129,10 @@ ZH: dict[str, str] = {
     "Bad rate ({bads:,} of {n:,})": "坏样本率（{n:,} 个中 {bads:,} 个）",
     "Bads in the riskiest 10%": "风险最高 10% 客户捕获的坏样本",
     "AUC added by the bureau": "征信数据带来的 AUC 提升",
+    "95% CI {low} to {high}": "95% 置信区间 {low} 至 {high}",
+    "gain-not-established": "评估样本中仅有 {bads:,} 个坏样本，征信数据带来的 AUC 提升尚不"
+    "确定：其 95% 置信区间（{low} 至 {high}，DeLong 配对检验）包含零或负值。请在更多样本上"
+    "评估后再作依据。",
     "Joint model (bank + bureau)": "联合模型（银行 + 征信）",
     "Bank-only model": "仅行内数据模型",
     " (from model.json)": "（取自 model.json）",

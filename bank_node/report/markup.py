@@ -37,6 +37,7 @@ dl.facts dd { margin: 0; font-weight: 600; overflow-wrap: anywhere; }
 .card { flex: 1 1 150px; border: 1px solid var(--rule); border-radius: 6px; padding: 10px 14px; }
 .card .v { font-size: 24px; font-weight: 700; color: var(--joint); }
 .card .k { font-size: 12px; color: var(--muted); }
+.card .ci { font-size: 11px; color: var(--muted); margin-top: 2px; }
 table { border-collapse: collapse; width: 100%; margin: 8px 0 6px; font-size: 14px; }
 th, td { padding: 5px 10px; border-bottom: 1px solid var(--rule); text-align: right;
          white-space: nowrap; }
