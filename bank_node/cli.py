@@ -66,8 +66,31 @@ def cmd_psi(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    return (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+def _say(args: argparse.Namespace) -> Callable[[str], None]:
+    """What a command says on stderr: nothing with --quiet but its warnings (README:
+    "--quiet keeps only warnings"; rows left out, columns dropped), and with --json not
+    even those ("nothing but the final JSON line and errors"); warnings go to the
+    --log-file either way (a review's --quiet --log-file run had lost them all)."""
+    shown = not getattr(args, "json", False)
+
+    def say(text: str) -> None:
+        warning = text.startswith("warning:")
+        if not args.quiet or (warning and shown):
+            print(text, file=sys.stderr, flush=warning)
+        if warning:
+            _to_log_files(text.removeprefix("warning:").strip())
+
+    return say
+
+
+def _to_log_files(text: str) -> None:
+    """A warning already printed, for the --log-file only (not printed again by the
+    console's handler)."""
+    root = logging.getLogger()
+    record = log.makeRecord(log.name, logging.WARNING, __file__, 0, "%s", (text,), None)
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+            handler.handle(record)
 
 
 def _names(value: str | None) -> list[str] | None:
@@ -395,6 +418,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         read_options=read_options(args),
         scoring=args.scoring,
         fallback=args.fallback,
+        id_problems=True,  # scores.csv is read by people: a mistyped ID must show as such
     )
     _say(args)(
         f"scored {summary['rows']:,} applicants ({summary['bureau_matched']:,} known to the "

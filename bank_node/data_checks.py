@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from protocols.errors import InputDataError
 from protocols.features import column_kind
-from protocols.ids import IdType, PreparedIds, normalise_column
+from protocols.ids import IdType, PreparedIds, normalise_column, prepare_ids, valid_mask
 
 # Fewest rows of each class among the bank's distinct IDs: below this no AUC, KS or
 # calibration means anything, and the bureau's bins (at least 30 rows) cannot form.
@@ -120,7 +120,9 @@ def check_bank_data(
 ) -> CheckedBankData:
     """Duplicates, classes and columns of the bank's file, before PSI. Errors
     (:class:`InputDataError`) for what no run could repair; warnings for what was dropped."""
-    first, identical = _first_rows(table, id_column, id_type, labels)
+    first, repeats = _first_rows(table, id_column, id_type, labels)
+    if table.num_rows and not len(first):  # said as such, not as "one class only"
+        refuse_without_usable_ids(prepare_ids(table.column(id_column), id_type))
     _check_classes(labels[first], label, min_class_count)
     named = bool(bank_features)  # [] names none: --min-iv kept no bank feature
     candidates = (
@@ -144,8 +146,9 @@ def check_bank_data(
             kept.append(name)
         else:
             warnings.append(f"bank column {name!r} dropped: {why}")
+    identical = len(repeats.rows)
     if identical:
-        warnings.append(f"{identical:,} rows repeat an earlier row's ID and label; kept once")
+        warnings.append(_repeats_warning(table, kept, repeats))
     for text in warnings:
         (say or (lambda _: None))(f"warning: {text}")
     if not kept and named:
@@ -192,16 +195,26 @@ def warn_rejected_ids(
         )
 
 
+@dataclass
+class _Repeats:
+    """Rows whose ID (and label) an earlier row has, and that earlier row of each."""
+
+    rows: np.ndarray
+    first: np.ndarray
+
+
 def _first_rows(
     table: pa.Table, id_column: str, id_type: IdType, labels: np.ndarray
-) -> tuple[np.ndarray, int]:
-    """The first row of each distinct non-empty ID, and how many later rows repeat an ID
-    with the same label. Conflicting labels for one ID are an error naming the IDs."""
+) -> tuple[np.ndarray, _Repeats]:
+    """The first row of each distinct valid ID, and the later rows that repeat an ID with
+    the same label. Conflicting labels for one ID are an error naming the IDs. Invalid IDs
+    are left out, as PSI leaves them out (README: they never abort a run): Excel's
+    "9.13501E+17" stands for many clients, whose labels differ."""
     ids = normalise_column(table.column(id_column), id_type)
-    present = np.flatnonzero(pc.fill_null(pc.greater(pc.utf8_length(ids), 0), False))
+    present = np.flatnonzero(valid_mask(ids, id_type))
     codes = np.asarray(ids.take(pa.array(present)).to_pylist(), dtype=object)
     if not len(codes):
-        return present, 0
+        return present, _Repeats(present, present)
     _, first_index, inverse = np.unique(codes, return_index=True, return_inverse=True)
     first_label = labels[present[first_index]][inverse]
     conflicts = np.flatnonzero(labels[present] != first_label)
@@ -212,7 +225,38 @@ def _first_rows(
             f"{len(names)} IDs appear on several rows with different labels ({shown}); "
             "keep one row per ID with its true label"
         )
-    return np.sort(present[first_index]), int(len(codes) - len(first_index))
+    first_of_row = present[first_index][inverse]
+    later = first_of_row != present
+    return np.sort(present[first_index]), _Repeats(present[later], first_of_row[later])
+
+
+def _repeats_warning(table: pa.Table, features: list[str], repeats: _Repeats) -> str:
+    """Rows repeating an ID and its label: kept once, the first; said with the features in
+    which they differ from it (one row per loan: the features of whichever came first)."""
+    count = len(repeats.rows)
+    rows = "row repeats" if count == 1 else "rows repeat"
+    differ = np.zeros(count, dtype=bool)
+    differing = []
+    for name in features:
+        column = table.column(name)
+        later, first = column.take(pa.array(repeats.rows)), column.take(pa.array(repeats.first))
+        same = pc.or_(
+            pc.fill_null(pc.equal(later, first), False),
+            pc.and_(pc.is_null(later, nan_is_null=True), pc.is_null(first, nan_is_null=True)),
+        )
+        other = ~np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
+        if other.any():
+            differing.append(name)
+            differ |= other
+    if not differing:
+        return f"{count:,} {rows} an earlier row's ID, label and features; kept once"
+    shown = ", ".join(map(repr, differing[:5])) + (" ..." if len(differing) > 5 else "")
+    which = "" if differ.all() else f"{int(differ.sum()):,} of them "
+    return (
+        f"{count:,} {rows} an earlier row's ID and label, {which}with other values in "
+        f"{shown} (one row per loan?): the first row of each ID is kept; remove the repeats, "
+        "or order the file so that the row to use comes first"
+    )
 
 
 def _check_classes(y: np.ndarray, label: str, min_count: int) -> None:

@@ -38,7 +38,13 @@ from protocols import explain, psi, scorecard
 from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.errors import InputDataError, PeerError, ProtocolViolation
-from protocols.features import FEATURE_KINDS, FORMULA_STARTS, FeatureRecipe, check_peer_names
+from protocols.features import (
+    FEATURE_KINDS,
+    FORMULA_STARTS,
+    MISSING,
+    FeatureRecipe,
+    check_peer_names,
+)
 from protocols.ids import IdType, PreparedIds, normalise_column, prepare_ids
 from protocols.lookup import MODEL_ID
 from protocols.optim import OptimizerConfig, split_rows
@@ -1326,7 +1332,7 @@ def bureau_lookup(
 class Scored:
     """Every applicant's score, in the input's order, and how many the bureau knew."""
 
-    table: pa.Table  # ID (as given), score, bureau_matched (and points)
+    table: pa.Table  # ID (as given), score, bureau_matched (id_problem, points), reasons
     bureau_matched: int
     invalid_ids: int
 
@@ -1340,10 +1346,25 @@ def as_trained(options: tables.ReadOptions | None, recipe: FeatureRecipe) -> tab
 
 
 def warn_unlike_training(recipe: FeatureRecipe, table: pa.Table, say: Say) -> list[str]:
-    """Said (and returned): columns whose values mostly lie beyond the training range, as a
-    file in another unit would have them, and category columns whose levels the model mostly
-    never saw; their scores are computed all the same."""
+    """Said (and returned): columns missing on far more rows than in training (a column
+    left empty in the export), columns whose values mostly lie beyond the training
+    range, as a file in another unit would have them, and category columns whose levels the
+    model mostly never saw; their scores are computed all the same."""
     out = []
+    empty = set()
+    for column, missing, rows, before in recipe.missing_more_than_training(table):
+        empty.add(column.name)
+        if column.kind == "numeric":
+            fill = f"the training median, {column.fill:,.6g}"
+        elif MISSING in column.levels:
+            fill = "the level of the training rows without a value"
+        else:
+            fill = "the pooled other levels"
+        out.append(
+            f"column {column.name!r}: {missing:,} of {rows:,} values are missing ({before:.0%} "
+            "of the training rows were); is the column left empty in the export? Those rows "
+            f"are scored with the training fill value ({fill})"
+        )
     for name, outside, present, low, high in recipe.outside_training_range(table):
         out.append(
             f"column {name!r}: {outside:,} of {present:,} values lie outside the range the "
@@ -1351,6 +1372,8 @@ def warn_unlike_training(recipe: FeatureRecipe, table: pa.Table, say: Say) -> li
             "(%, 万元) than the training file? Their scores are clipped to that range"
         )
     for name, unseen, rows, before, commonest in recipe.unseen_levels(table):
+        if name in empty:  # its "unseen level" is the empty cell, said above
+            continue
         shown = ", ".join(repr(v) for v in commonest)
         out.append(
             f"column {name!r}: {unseen:,} of {rows:,} values are levels the model never saw "
@@ -1370,11 +1393,13 @@ def score(
     id_type: IdType,
     points: bool,
     lookup: BureauLookup,
+    id_problems: bool = False,
 ) -> Scored:
     """Score applicants: the bank's half here, the bureau's half for those it knows. Those it
     does not know (or whose IDs are invalid) get the model's neutral bureau part instead and
-    ``bureau_matched = false``; no row is dropped. ``lookup`` is called only if some ID is
-    valid."""
+    ``bureau_matched = false``; no row is dropped. ``id_problems`` adds ``id_problem``, why
+    an ID is invalid (empty for a valid one): a mistyped ID otherwise reads as an
+    enterprise the bureau does not know. ``lookup`` is called only if some ID is valid."""
     recipe = FeatureRecipe.from_json(model["recipe"])
     x = _design(recipe, table)
     u = x @ np.asarray(model["weights"])
@@ -1408,6 +1433,11 @@ def score(
         "score": pa.array(probabilities, pa.float64()),
         "bureau_matched": pa.array(matched_rows, pa.bool_()),
     }
+    if id_problems:
+        problem = np.full(table.num_rows, None, dtype=object)
+        for reject in prepared.rejects:
+            problem[reject.row - 1] = reject.reason
+        columns["id_problem"] = pa.array(problem.tolist(), pa.string())
     if points:
         scaling = scorecard.Scaling(card["base_score"], card["pdo"], card["base_odds"])
         columns["points"] = pa.array(scorecard.points_of(log_odds, scaling), pa.float64())
@@ -1460,8 +1490,10 @@ def predict_job(
     read_options: tables.ReadOptions | None = None,
     scoring: str = "private",
     fallback: str | None = None,
+    id_problems: bool = False,
 ) -> dict[str, Any]:
-    """Score the applicants in a file (see ``score``) and write ``out`` (CSV).
+    """Score the applicants in a file (see ``score``; ``id_problems``, as `bank-node predict`
+    asks, adds the ``id_problem`` column) and write ``out`` (CSV).
 
     ``scoring``: ``private`` (default) looks the bureau's half up in the model's table, so
     the bureau learns only how many applicants were scored; ``reveal-both`` runs PSI in
@@ -1498,14 +1530,15 @@ def predict_job(
         except PeerError as exc:
             if fallback is None or exc.status not in UNREACHABLE:
                 raise
-            say(f"the bureau cannot be reached ({exc}); scoring with the bank's half only")
+            say(f"warning: the bureau cannot be reached ({exc}); scoring with the bank's half only")
             fell_back.append(str(exc))
             return [], np.zeros(0), ([], np.zeros((0, explain.MAX_REASONS), np.uint8))
         finally:
             if executor is not None:
                 executor.shutdown(cancel_futures=True)
 
-    scored = score(model, table, id_column, id_type or IdType(model["id_type"]), points, lookup)
+    kind = id_type or IdType(model["id_type"])
+    scored = score(model, table, id_column, kind, points, lookup, id_problems)
     result = scored.table
     if fallback is not None:
         flag = pa.array(np.full(result.num_rows, bool(fell_back)), pa.bool_())

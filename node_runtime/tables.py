@@ -236,6 +236,13 @@ def read_table(
                     null_values=[*pacsv.ConvertOptions().null_values, *MISSING_MARKS, " "],
                 ),
             )
+            # of a repeated name, Arrow reads the first when columns are chosen, unsaid
+            header = (
+                table.column_names
+                if wanted is None
+                else _header_names(path, kind, options, encoding)
+            )
+            _refuse_repeated_names(path, header, wanted)
         elif kind == "excel":
             table = _read_excel(path, (id_column, *options.text_columns), options)
             if wanted is not None:
@@ -247,6 +254,7 @@ def read_table(
             schema = pq.read_schema(path)
             if id_column not in schema.names:
                 raise InputDataError(_missing(path, id_column, schema.names))
+            _refuse_repeated_names(path, schema.names, wanted)
             table = pq.read_table(path, columns=wanted)
     except InputDataError:
         raise
@@ -276,6 +284,27 @@ def read_table(
     if kind == "csv":
         table = _numbers_stored_as_text(table, (id_column, *options.text_columns))
     return table
+
+
+def _refuse_repeated_names(
+    path: Path, names: Sequence[str], read: Sequence[str] | None = None
+) -> None:
+    """Each column to be read (``read``, default all) is named once, as a workbook's first
+    row must name it: of two columns named alike (a hand-edited export) one would be taken
+    without a word, or the run stopped with a traceback (a review)."""
+    repeated = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+    repeated = [n for n in repeated if read is None or n in read]
+    if not repeated:
+        return
+    name = repeated[0]
+    header = "the first row" if _format_of(path) == "csv" else "the file"
+    what = "no name" if name == "" else f"the name {name!r}"
+    more = f" (and {len(repeated) - 1} more repeated names)" if len(repeated) > 1 else ""
+    raise InputDataError(
+        f"{path}: {header} must name every column once; {names.count(name)} columns have "
+        f"{what}{more}: "
+        + ("name or remove them" if name == "" else "rename or remove the repeats")
+    )
 
 
 def _numbers_stored_as_text(table: pa.Table, text_columns: Sequence[str]) -> pa.Table:

@@ -106,6 +106,16 @@ class ColumnRecipe:
     bin_values: list[float] = field(default_factory=list)
 
     @property
+    def training_missing_share(self) -> float:
+        """The share of the training rows without a value, as the model stores it (in every
+        model.json, older ones too): the mean of a number's missing flag, or of a category's
+        missing level; without either, none (a number) or too few to keep a level (a
+        category's few are pooled with its other levels)."""
+        if self.kind == "numeric":
+            return self.means[1] if self.missing_flag and len(self.means) > 1 else 0.0
+        return self.means[self.levels.index(MISSING)] if MISSING in self.levels else 0.0
+
+    @property
     def outputs(self) -> list[str]:
         if self.kind == "numeric":
             return [self.name] + ([f"{self.name}[missing]"] if self.missing_flag else [])
@@ -397,6 +407,28 @@ class FeatureRecipe:
             outside = int(np.count_nonzero((present < c.low) | (present > c.high)))
             if present.size and outside > share * present.size:
                 found.append((c.name, outside, int(present.size), c.low, c.high))
+        return found
+
+    def missing_more_than_training(
+        self, table: pa.Table, margin: float = 0.2
+    ) -> list[tuple[ColumnRecipe, int, int, float]]:
+        """Columns of ``table`` missing on more than ``margin`` more of the rows than the
+        training rows were, or on all of them: (the column's recipe, missing rows, rows,
+        training share). The sign of a broken export (a column left empty): a review's
+        applicants were all scored with the training median for the bank's strongest
+        column, without a word."""
+        found = []
+        for c in self.columns:
+            if c.name not in table.column_names or not table.num_rows:
+                continue
+            if c.kind == "numeric":
+                missing = int(np.isnan(_numbers(table.column(c.name), c.name)).sum())
+            else:
+                missing = int((_texts(table.column(c.name)) == MISSING).sum())
+            rows = table.num_rows
+            before = c.training_missing_share
+            if (missing == rows and before < 1) or missing > (before + margin) * rows:
+                found.append((c, missing, rows, before))
         return found
 
     def unseen_levels(

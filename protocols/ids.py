@@ -7,6 +7,7 @@ Invalid values never abort: each is reported as an :class:`IdReject` with its ro
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,7 +100,8 @@ def fixed_width_bytes(values: pa.Array, width: int) -> np.ndarray:
     return np.frombuffer(data, dtype=f"S{width}", count=len(fixed), offset=start)
 
 
-def _valid_mask(normalised: pa.Array, id_type: IdType) -> np.ndarray:
+def valid_mask(normalised: pa.Array, id_type: IdType) -> np.ndarray:
+    """Which of the normalised IDs (``normalise_column``) are valid: a boolean per value."""
     lengths = pc.fill_null(pc.utf8_length(normalised), 0).to_numpy(zero_copy_only=False)
     if id_type is IdType.TEXT:
         return lengths > 0
@@ -113,11 +115,22 @@ def _valid_mask(normalised: pa.Array, id_type: IdType) -> np.ndarray:
     return mask
 
 
+# A number as Excel writes one it shows in scientific format ("9.13501E+17"): a USCC column
+# opened in Excel and saved again as CSV, the commonest way such a column breaks.
+_E_NOTATION = re.compile(r"^\s*[-+]?\d+(\.\d+)?[eE][-+]?\d+\s*$")
+EXCEL_NUMBER_HINT = (
+    "a number in E notation: the IDs were stored by Excel as numbers, which keep 15 "
+    "significant digits, so their last digits are lost; format the column as text and "
+    "export the IDs again from where they were typed"
+)
+
+
 def _reason(raw: str | None, normalised: str | None, id_type: IdType) -> str:
     if raw is None or not normalised:
         return "empty"
     if id_type is IdType.USCC:
-        return uscc.problem(normalised) or "invalid"
+        reason = uscc.problem(normalised) or "invalid"
+        return f"{reason}; {EXCEL_NUMBER_HINT}" if _E_NOTATION.match(str(raw)) else reason
     return "invalid"
 
 
@@ -126,7 +139,7 @@ def prepare_ids(values: pa.Array | pa.ChunkedArray, id_type: IdType = IdType.USC
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     normalised = normalise_column(values, id_type)
-    mask = _valid_mask(normalised, id_type)
+    mask = valid_mask(normalised, id_type)
     rejects = []
     bad = np.flatnonzero(~mask)
     if bad.size:

@@ -333,7 +333,7 @@ def _conflict(t: pa.Table) -> pa.Table:
     ("change", "extra", "message"),
     [
         (_one_class, [], "label column 'y' has one class only"),
-        (_few_defaults, [], "has 5 defaults and 1,19"),  # distinct IDs: repeats count once
+        (_few_defaults, [], "has 5 defaults and 1,186 "),  # distinct valid IDs, each once
         (_conflict, [], "1 IDs appear on several rows with different labels"),
         (lambda t: t, ["--bureau-features", "debt_ratoi"], "did you mean 'debt_ratio'"),
         (lambda t: t, ["--bank-features", "overdue_cnt"], "did you mean 'overdue_count_12m'"),
@@ -349,7 +349,8 @@ def test_a_run_that_cannot_succeed_stops_before_psi(
     code = bank_cli.main(_bank_args(bureau, data, tmp_path, *extra))
     err = capsys.readouterr().err
     assert code == 2
-    lines = [line for line in err.splitlines() if line.strip()]
+    # --quiet keeps the warnings (rows without a usable ID, repeats) and the one error
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning:")]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     after = AuditLog(bureau.store.root).records()
     assert after == before  # no PSI, no training job: the bureau did no work for it
@@ -1029,3 +1030,201 @@ def test_a_header_that_differs_only_in_width_or_spaces_and_a_semicolon_file_are_
     semi.write_text("uscc;y\n91350100M000100Y43;1\n")
     with pytest.raises(InputDataError, match="pass --delimiter ';'"):
         tables.read_table(semi, "uscc", options=tables.ReadOptions(delimiter=","))
+
+
+# ============================================================================================
+# A credit team's files (a usability review): what predict, train and --quiet say
+# ============================================================================================
+
+
+def _scoring_model(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A bank's half of a model on two columns (income with 10% missing, a sector) whose
+    bureau cannot be reached, for `predict --fallback bank-only`; and valid training IDs."""
+    from bank_node.training import MODEL_FORMAT
+    from protocols.features import FeatureRecipe
+    from xinrong.synthetic import generate_usccs
+
+    rng = np.random.default_rng(3)
+    ids = generate_usccs(100, rng).astype(str).tolist()
+    income = [None if i % 10 == 0 else float(v) for i, v in enumerate(rng.normal(size=100))]
+    train = pa.table({"uscc": ids, "income": income, "sector": ["A", "B"] * 50})
+    recipe = FeatureRecipe.fit(train, ["income", "sector"])
+    model = {
+        "format": MODEL_FORMAT,
+        "model_id": "m",
+        "id_type": "uscc",
+        "bureau": "127.0.0.1:9",  # nothing answers there
+        "bureau_features": [],
+        "recipe": recipe.to_json(),
+        "weights": [0.0] * (len(recipe.outputs) + 1),
+        "neutral_bureau_score": 0.0,
+        "calibration": {"slope": 1.0, "intercept": 0.0},
+    }
+    directory = tmp_path / "model"
+    directory.mkdir()
+    (directory / "model.json").write_text(json.dumps(model))
+    return directory, ids
+
+
+def _predict(model: Path, data: Path, out: Path, *extra: str) -> int:
+    return bank_cli.main(["predict", "--insecure", "--model-dir", str(model), "--data",
+                          str(data), "--id-column", "uscc", "--out", str(out), "--fallback",
+                          "bank-only", *extra])  # fmt: skip
+
+
+def test_a_column_missing_on_far_more_rows_than_in_training_is_said(tmp_path, capsys):
+    """A review's applicants file had the bank's strongest column blank on all 300 rows (on
+    two thirds in another): every applicant got the training median, with no word, where a
+    column in another unit is said. Said now, with the training share, even with --quiet."""
+    from bank_node.training import warn_unlike_training
+    from protocols.features import FeatureRecipe
+
+    model, ids = _scoring_model(tmp_path)
+    recipe = FeatureRecipe.from_json(json.loads((model / "model.json").read_text())["recipe"])
+    assert recipe.columns[0].training_missing_share == pytest.approx(0.1)
+
+    def applicants(income: list[float | None], sector: list[str]) -> pa.Table:
+        return pa.table({"uscc": ids[: len(income)], "income": pa.array(income, pa.float64()),
+                         "sector": sector})  # fmt: skip
+
+    said: list[str] = []
+    as_in_training = applicants([None] * 6 + [1.0] * 54, ["A"] * 60)  # 10% missing
+    assert warn_unlike_training(recipe, as_in_training, said.append) == [] and said == []
+    a_quarter = applicants([None] * 15 + [1.0] * 45, ["A"] * 60)  # within 20 points
+    assert warn_unlike_training(recipe, a_quarter, said.append) == []
+    two_thirds = applicants([None] * 40 + [1.0] * 20, ["A"] * 60)
+    (warning,) = warn_unlike_training(recipe, two_thirds, said.append)
+    assert "'income': 40 of 60 values are missing (10% of the training rows" in warning
+    assert "training fill value (the training median" in warning
+    # a category column left empty: said once as missing (not as a level never seen too)
+    empty_sector = applicants([1.0] * 60, [""] * 60)
+    (warning,) = warn_unlike_training(recipe, empty_sector, said.append)
+    assert "'sector': 60 of 60 values are missing (0% of" in warning
+    # the command line, with --quiet: said on stderr and listed in the JSON line
+    data = tmp_path / "applicants.csv"
+    data.write_text("uscc,income,sector\n" + "".join(f"{i},,A\n" for i in ids[:30]))
+    assert _predict(model, data, tmp_path / "scores.csv", "--quiet") == 0
+    captured = capsys.readouterr()
+    assert "warning: column 'income': 30 of 30 values are missing" in captured.err
+    summary = json.loads(captured.out.splitlines()[-1])
+    assert len(summary["warnings"]) == 1 and "'income'" in summary["warnings"][0]
+
+
+def test_scores_say_why_an_id_is_invalid(tmp_path, capsys):
+    """A review: a USCC with a typo (17 characters) was scored like an enterprise the
+    bureau does not know, bureau_matched false and nothing else; scores.csv now says why."""
+    model, ids = _scoring_model(tmp_path)
+    data = tmp_path / "applicants.csv"
+    given = [ids[0], "9150122269721484C", ids[1], "", "9.13501E+17"]
+    data.write_text("uscc,income,sector\n" + "".join(f"{i},1.5,A\n" for i in given))
+    out = tmp_path / "scores.csv"
+    assert _predict(model, data, out) == 0
+    scores = tables.read_table(out, "uscc")
+    assert scores.column_names[:4] == ["uscc", "score", "bureau_matched", "id_problem"]
+    problems = [p or "" for p in scores.column("id_problem").to_pylist()]
+    assert problems[0] == problems[2] == ""
+    assert problems[1] == "wrong length: 17 characters, expected 18"
+    assert problems[3] == "empty"
+    assert (
+        problems[4].startswith("wrong length: 11") and "stored by Excel as numbers" in problems[4]
+    )
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["invalid_ids"] == 3
+
+
+def test_two_columns_of_one_name_are_refused_as_in_a_workbook(tmp_path, capsys):
+    """A review's CSV with two columns headed 授信使用率 ended `train` and `iv` in a
+    KeyError traceback (a workbook is refused cleanly); a script got a bare KeyError."""
+    import pyarrow.parquet as pq
+
+    text = "uscc,授信使用率,income,授信使用率\n91350100M000100Y43,0.1,2.0,0.2\n"
+    csv_file, tsv_file = tmp_path / "twice.csv", tmp_path / "twice.tsv"
+    csv_file.write_text(text, encoding="utf-8")
+    tsv_file.write_text(text.replace(",", "\t"), encoding="utf-8")
+    parquet_file = tmp_path / "twice.parquet"
+    pq.write_table(pacsv.read_csv(csv_file), parquet_file)
+    for path in (csv_file, tsv_file, parquet_file):
+        for columns in (None, ["授信使用率"]):  # all (train, iv), or chosen (predict)
+            with pytest.raises(InputDataError, match="2 columns have the name '授信使用率'"):
+                tables.read_table(path, "uscc", columns=columns)
+        # a column not read is not in question
+        assert tables.read_table(path, "uscc", columns=["income"]).column_names[1] == "income"
+    model, _ = _scoring_model(tmp_path)
+    csv_file.write_text("uscc,income,sector,income\n91350100M000100Y43,1,A,2\n")
+    assert _predict(model, csv_file, tmp_path / "s.csv") == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "2 columns have the name 'income'" in err and "Traceback" not in err
+
+
+def test_ids_excel_wrote_in_e_notation_get_a_hint_and_never_conflict():
+    """A CSV that went through Excel: 9.13501E+17 stands for many clients. The rejects got no
+    hint (a workbook's do), and `train` refused with "3 IDs appear on several rows with
+    different labels (9.13501E+17 ...)": invalid IDs went into the label check."""
+    from protocols.ids import prepare_ids
+
+    (reject,) = prepare_ids(pa.array(["9.13501E+17"]), IdType.USCC).rejects
+    assert reject.reason.startswith("wrong length: 11 characters, expected 18; a number in E")
+    assert "stored by Excel as numbers" in reject.reason
+    (plain,) = prepare_ids(pa.array(["9150122269721484C"]), IdType.USCC).rejects
+    assert "Excel" not in plain.reason
+    table = _bank()
+    excel = pa.array(["9.13501E+17", "9.13501E+17", "91350100M000100Y4"] * 2)
+    mangled = pa.table({
+        "uscc": excel, "y": pa.array([0, 1, 0, 1, 1, 0]), "income": pa.array([1.0] * 6),
+        "sector": pa.array(["A"] * 6),
+    })  # fmt: skip
+    both = pa.concat_tables([table, mangled.cast(table.schema)])
+    checked = check_bank_data(both, "uscc", IdType.USCC, read_labels(both, "y"), None, "y")
+    assert checked.bank_features == ["income", "sector"] and checked.identical_duplicates == 0
+    # no valid ID at all: said as such, not as "one class only"
+    only = mangled.cast(table.schema)
+    with pytest.raises(InputDataError, match="none of the 6 rows has a usable ID"):
+        check_bank_data(only, "uscc", IdType.USCC, read_labels(only, "y"), None, "y", 1)
+
+
+def test_repeated_clients_with_other_features_are_said_with_the_row_kept():
+    """A review's file had one row per loan: 300 clients twice, same label, other amounts.
+    Said as "rows repeat an earlier row's ID and label; kept once", as if identical."""
+    table = _bank()
+    same = pa.concat_tables([table, table.slice(0, 2)])
+    checked = check_bank_data(same, "uscc", IdType.USCC, read_labels(same, "y"), None, "y")
+    assert (
+        checked.warnings[-1] == "2 rows repeat an earlier row's ID, label and features; kept once"
+    )
+    loans = table.slice(0, 3).set_column(2, "income", pa.array([9.0, 9.0, table["income"][2]]))
+    second = pa.concat_tables([table, loans])
+    said: list[str] = []
+    checked = check_bank_data(
+        second, "uscc", IdType.USCC, read_labels(second, "y"), None, "y", say=said.append
+    )
+    assert checked.identical_duplicates == 3
+    assert checked.warnings[-1].startswith(
+        "3 rows repeat an earlier row's ID and label, 2 of them with other values in 'income'"
+    )
+    assert "the first row of each ID is kept" in said[-1] and said[-1].startswith("warning: ")
+
+
+def test_warnings_reach_stderr_and_the_log_file_with_quiet(tmp_path, capsys):
+    """README: "--quiet keeps only warnings"; a review's --quiet --log-file run lost "110 of
+    1,200 rows have no usable ID and are left out" and the dropped columns, on both."""
+    import argparse
+    import logging
+
+    log_file = tmp_path / "run.log"
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    logging.getLogger().addHandler(handler)
+    try:
+        say = bank_cli._say(argparse.Namespace(quiet=True))
+        say("private set intersection on 1,090 IDs")
+        say("warning: 110 of 1,200 rows have no usable ID and are left out")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    err = capsys.readouterr().err
+    assert err == "warning: 110 of 1,200 rows have no usable ID and are left out\n"
+    logged = log_file.read_text(encoding="utf-8")
+    assert "110 of 1,200 rows have no usable ID" in logged and "intersection" not in logged
+    bank_cli._say(argparse.Namespace(quiet=False))("matched 1,090 of 1,200 IDs")
+    assert capsys.readouterr().err == "matched 1,090 of 1,200 IDs\n"
+    # --json (which is --quiet too): nothing but the JSON line and errors, as documented
+    bank_cli._say(argparse.Namespace(quiet=True, json=True))("warning: 110 of 1,200 rows")
+    assert capsys.readouterr().err == ""
