@@ -620,18 +620,26 @@ def train(
     finally:
         peer.close()
         epoch_bars.close()
-    finished = _call(
-        "finishing the training job",
-        lambda: connection.training.FinishTraining(
-            pb.FinishRequest(
-                job_id=plan.job_id,
-                epoch=outcome.best_epoch,
-                weight_share=codec.share_to_proto(outcome.bureau_share),
+    try:
+        finished = _call(
+            "finishing the training job",
+            lambda: connection.training.FinishTraining(
+                pb.FinishRequest(
+                    job_id=plan.job_id,
+                    epoch=outcome.best_epoch,
+                    weight_share=codec.share_to_proto(outcome.bureau_share),
+                ),
+                timeout=STEP_DEADLINE,
+                metadata=connection.metadata,
             ),
-            timeout=STEP_DEADLINE,
-            metadata=connection.metadata,
-        ),
-    )
+        )
+    except PeerError as exc:
+        if exc.status == "PERMISSION_DENIED":
+            # the bureau refused the model by policy and ended the job for good: its
+            # checkpoint (the job's key) resumes nothing, and it blocked the next run in
+            # this directory, --overwrite or not (a review)
+            (Path(model_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
+        raise
     if not MODEL_ID.match(finished.model_id):  # it names files and tables at the bank
         raise ProtocolViolation(
             f"the bureau named its model {finished.model_id[:40]!r}, not a model id"

@@ -204,8 +204,10 @@ class BureauContext:
                 "the model is not kept: what it serves alone would read "
                 f"{_features_read(alone)} for more than {score_span.CAP:.0%} of the "
                 "enterprises beyond guessing: a score that is one feature's value in all "
-                "but name; train on more bureau features, so that no one of them carries "
-                "the score (max_readable_share)"
+                "but name (max_readable_share). A model of few epochs can rest on a few "
+                "rare features: train for more epochs, or on more or other bureau features, "
+                "so that no one of them carries the score (the bureau's operator can say "
+                "which were read: its log names them)"
             )
         over = verdict.over
         if over:

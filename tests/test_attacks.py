@@ -368,9 +368,13 @@ def test_policy_a_score_that_is_one_flag_in_all_but_name_is_refused(
     did), which no bound on its other features' shares caught."""
     with pytest.raises(
         PeerError, match="PERMISSION_DENIED: the model is not kept: what it serves alone"
-    ):
+    ) as refused:
         _train_span(node, span_clients, "y", "bank-span-alone", tmp_path)
     assert node.models.list("bank-span-alone") == []
+    # the job has ended for good at the bureau: a review's bank was told to resume it (which
+    # was refused), and the checkpoint left behind refused the next run in the directory
+    assert "train for more epochs, or on more or other bureau features" in str(refused.value)
+    assert not (tmp_path / "y" / "checkpoint.json").exists()
 
 
 def test_policy_models_together_read_no_feature_that_none_reads_alone(node, span_clients, tmp_path):
