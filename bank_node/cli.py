@@ -581,6 +581,36 @@ def _add_tls(parser: argparse.ArgumentParser) -> None:
 _OUTPUT_DIRS = {"train": ("model_dir", "--model-dir"), "batch": ("out", "--out")}
 
 
+# what each command's --out is, and the names of other formats it must not be given: a
+# review's `predict --out scores.xlsx` wrote CSV text under that name, which Excel refused
+# to open ("the file format or extension is not valid"), as a PDF viewer a report's HTML
+_OUT_FORMATS = {
+    "psi": (".csv", "CSV"),
+    "predict": (".csv", "CSV"),
+    "lookup": (".csv", "CSV"),
+    "iv": (".csv", "CSV"),
+    "report": (".html", "an HTML page"),
+}
+_OTHER_FORMATS = {
+    *(".xlsx", ".xls", ".xlsm", ".pdf", ".parquet", ".json", ".doc", ".docx"),
+    *(".csv", ".html", ".htm"),
+}
+
+
+def _check_out_format(command: str, out: Path) -> None:
+    if command not in _OUT_FORMATS:
+        return
+    suffix, kind = _OUT_FORMATS[command]
+    given = out.suffix.lower()
+    allowed = {suffix, ".htm"} if suffix == ".html" else {suffix}
+    if given in _OTHER_FORMATS - allowed:
+        extra = " (UTF-8 with a BOM: Excel opens it as it is)" if suffix == ".csv" else ""
+        raise InputDataError(
+            f"--out {out}: {command} writes {kind}{extra}, not {given}: name it "
+            f"{out.with_suffix(suffix).name} (nothing was sent to the bureau)"
+        )
+
+
 def _check_transport(args: argparse.Namespace) -> None:
     """Outputs writable; TLS unless the user explicitly asked for plaintext to a loopback
     bureau; the bank's name is its certificate's, or DEFAULT_BANK_ID on plaintext
@@ -596,6 +626,7 @@ def _check_transport(args: argparse.Namespace) -> None:
             for name in ("model.json", "evaluation.csv", "scorecard.csv", "checkpoint.json"):
                 inputs[f"--model-dir's {name}"] = Path(model_dir) / name
         check_writable(args.out, "--out", inputs=inputs)
+        _check_out_format(args.command, Path(args.out))
     if not hasattr(args, "insecure"):
         return
     from .api import bank_identity

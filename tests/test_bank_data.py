@@ -749,6 +749,23 @@ def test_full_width_numbers_read_as_numbers_and_unknown_is_a_missing_mark(tmp_pa
     assert "'待核实'" in caplog.text and "column '备注'" in caplog.text
 
 
+def test_an_out_file_named_for_another_format_is_refused_before_any_work(tmp_path, capsys):
+    """A review's `predict --out scores.xlsx` wrote CSV text under that name, which Excel
+    refused to open, and `report --out r.pdf` wrote HTML: each is now refused, naming the
+    file to give instead."""
+    model = tmp_path / "model"
+    model.mkdir()
+    address = ["--bureau", "127.0.0.1:9", "--insecure", "--quiet"]
+    code = bank_cli.main(["predict", *address, "--model-dir", str(model), "--data",
+                          str(tmp_path / "a.csv"), "--id-column", "uscc",
+                          "--out", str(tmp_path / "scores.xlsx")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "predict writes CSV" in err and "name it scores.csv" in err, err
+    code = bank_cli.main(["report", "--model-dir", str(model), "--out", str(tmp_path / "r.pdf")])
+    err = capsys.readouterr().err
+    assert code == 2 and "report writes an HTML page, not .pdf: name it r.html" in err, err
+
+
 def test_predict_will_not_write_over_its_model_and_a_broken_model_is_named(
     bureau, city, tmp_path, capsys
 ):
