@@ -190,6 +190,30 @@ def _utf8_failure(handle: BinaryIO) -> tuple[bytes, UnicodeDecodeError] | None:
     return None
 
 
+def _first_undecodable(path: Path, encoding: str) -> tuple[int, int] | None:
+    """The file offset and line number (1-based) of the first byte that does not decode as
+    ``encoding``, or None: what a user needs to find one stray byte in a GBK export (a
+    review's error named a byte offset of the decoder's chunk, no line)."""
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+    except LookupError:
+        return None
+    offset, lines = 0, 1
+    with path.open("rb") as handle:
+        try:
+            while data := handle.read(DETECT_BYTES):
+                try:
+                    decoder.decode(data, final=False)
+                except UnicodeDecodeError as exc:
+                    return offset + exc.start, lines + data.count(b"\n", 0, exc.start)
+                offset += len(data)
+                lines += data.count(b"\n")
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return offset, lines
+    return None
+
+
 def _check_utf8(path: Path) -> None:
     """A file named UTF-8 really is, all of it."""
     with path.open("rb") as handle:
@@ -259,9 +283,12 @@ def read_table(
     except InputDataError:
         raise
     except UnicodeDecodeError as exc:
+        at = _first_undecodable(path, str(encoding)) if encoding else None
+        where = f"at byte {exc.start}" if at is None else f"line {at[1]:,}, byte {at[0]:,}"
         raise InputDataError(
-            f"{path}: not valid {encoding} text ({exc.reason} at byte {exc.start}); "
-            "name the file's encoding with --encoding"
+            f"{path}: not valid {encoding} text ({exc.reason}, {where}); name the file's "
+            "encoding with --encoding, or mend that line (a stray byte, or rows appended "
+            "from a file of another encoding)"
         ) from None
     except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
         message = str(exc)

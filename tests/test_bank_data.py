@@ -111,6 +111,19 @@ def test_a_gbk_file_that_is_ascii_for_its_first_megabyte_is_read_as_gbk(tmp_path
         tables.read_table(path, "id", options=tables.ReadOptions(encoding="utf-8"))
 
 
+def test_a_stray_byte_in_a_gbk_export_is_named_by_its_line(tmp_path):
+    """A review's GBK export with one bad byte was refused naming a byte offset of the
+    decoder's chunk and no line: the error now names the line, counted in the file."""
+    lines = ["id,industry"] + [f"{i:07d},制造业" for i in range(60_000)]  # about 1.2 MB
+    raw = bytearray(("\n".join(lines) + "\n").encode("gbk"))
+    at = raw.index(b"0059000,") + 8
+    raw[at : at + 1] = b"\xff"  # line 59,002: the header, then rows 0..59,000
+    path = tmp_path / "stray.csv"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputDataError, match=r"not valid gbk text \(.*, line 59,002, byte"):
+        tables.read_table(path, "id", options=tables.ReadOptions(encoding="gbk"))
+
+
 def test_utf8_with_a_byte_order_mark(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes(b"\xef\xbb\xbf" + _text(",").encode("utf-8"))
