@@ -22,6 +22,7 @@ from node_runtime.cli_common import (
     print_result,
     read_options,
     run_main,
+    to_log_files,
 )
 from node_runtime.progress import ProgressBars
 from protocols import psi
@@ -78,19 +79,9 @@ def _say(args: argparse.Namespace) -> Callable[[str], None]:
         if not args.quiet or (warning and shown):
             print(text, file=sys.stderr, flush=warning)
         if warning:
-            _to_log_files(text.removeprefix("warning:").strip())
+            to_log_files(log, text.removeprefix("warning:").strip())
 
     return say
-
-
-def _to_log_files(text: str) -> None:
-    """A warning already printed, for the --log-file only (not printed again by the
-    console's handler)."""
-    root = logging.getLogger()
-    record = log.makeRecord(log.name, logging.WARNING, __file__, 0, "%s", (text,), None)
-    for handler in root.handlers:
-        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
-            handler.handle(record)
 
 
 def _names(value: str | None) -> list[str] | None:

@@ -19,6 +19,8 @@ from node_runtime.tables import ReadOptions
 from protocols.errors import InputDataError, XinrongError
 from protocols.ids import IdType
 
+log = logging.getLogger("xinrong")
+
 
 def distribution_version() -> str:
     """The installed ``xinrong`` distribution's version (both nodes ship in it)."""
@@ -177,16 +179,29 @@ def check_writable(
         )
 
 
+def to_log_files(logger: logging.Logger, text: str, level: int = logging.WARNING) -> None:
+    """A line already printed on stderr, for the --log-file only (not printed again by the
+    console's handler): a review's --quiet --log-file run had lost every warning, and the
+    log ended without the error that ended the run."""
+    record = logger.makeRecord(logger.name, level, __file__, 0, "%s", (text,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+            handler.handle(record)
+
+
 def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a sub-command; typed errors become one clear line on stderr and exit status 2."""
+    """Run a sub-command; typed errors become one clear line on stderr and exit status 2
+    (and in the --log-file)."""
     try:
         return command(args)
     except XinrongError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        to_log_files(log, str(exc), logging.ERROR)
         return 2
     except OSError as exc:  # a disk full, a directory not writable: said, not a traceback
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        to_log_files(log, f"{where}{exc.strerror or exc}", logging.ERROR)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -1258,3 +1260,18 @@ def test_warnings_reach_stderr_and_the_log_file_with_quiet(tmp_path, capsys):
     # --json (which is --quiet too): nothing but the JSON line and errors, as documented
     bank_cli._say(argparse.Namespace(quiet=True, json=True))("warning: 110 of 1,200 rows")
     assert capsys.readouterr().err == ""
+
+
+def test_the_error_that_ends_a_run_is_in_its_log_file(tmp_path):
+    """A review's --quiet --log-file run left a log that ended without the error that ended
+    the run (it went to stderr only)."""
+    log_file = tmp_path / "run.log"
+    done = subprocess.run(
+        [sys.executable, "-m", "bank_node", "psi", "--bureau", "127.0.0.1:9", "--insecure",
+         "--data", str(tmp_path / "missing.csv"), "--id-column", "uscc",
+         "--out", str(tmp_path / "m.csv"), "--quiet", "--log-file", str(log_file)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "error:" in done.stderr, done.stderr
+    logged = log_file.read_text(encoding="utf-8")
+    assert "ERROR" in logged and "missing.csv" in logged, logged
