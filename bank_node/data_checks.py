@@ -19,7 +19,14 @@ import pyarrow.compute as pc
 
 from protocols.errors import InputDataError
 from protocols.features import column_kind
-from protocols.ids import IdType, PreparedIds, normalise_column, prepare_ids, valid_mask
+from protocols.ids import (
+    EXCEL_NUMBER_HINT,
+    IdType,
+    PreparedIds,
+    normalise_column,
+    prepare_ids,
+    valid_mask,
+)
 
 # Fewest rows of each class among the bank's distinct IDs: below this no AUC, KS or
 # calibration means anything, and the bureau's bins (at least 30 rows) cannot form.
@@ -187,10 +194,17 @@ def warn_rejected_ids(
     refuse_without_usable_ids(prepared)
     if prepared.rejects:
         first = prepared.rejects[0]
+        excel = sum(EXCEL_NUMBER_HINT in r.reason for r in prepared.rejects)
+        said = (
+            f"; {excel:,} of them are numbers in E notation, stored by Excel as numbers "
+            "(format the column as text and export the IDs again)"
+            if excel and EXCEL_NUMBER_HINT not in first.reason
+            else ""
+        )
         say(
             f"warning: {len(prepared.rejects):,} of {prepared.rows:,} rows have no usable ID "
             f"and are left out (data row {first.row}{where([first.row])}: {first.raw!r}, "
-            f"{first.reason}); "
+            f"{first.reason}){said}; "
             "`bank-node psi` lists them all in its rejects file"
         )
 

@@ -1211,6 +1211,14 @@ def test_ids_excel_wrote_in_e_notation_get_a_hint_and_never_conflict():
     only = mangled.cast(table.schema)
     with pytest.raises(InputDataError, match="none of the 6 rows has a usable ID"):
         check_bank_data(only, "uscc", IdType.USCC, read_labels(only, "y"), None, "y", 1)
+    # on stderr too, where the first rejected row is not one of Excel's
+    from bank_node.data_checks import warn_rejected_ids
+
+    said: list[str] = []
+    valid = table.column("uscc")[0].as_py()
+    given = pa.array(["", *excel.to_pylist(), valid])
+    warn_rejected_ids(prepare_ids(given, IdType.USCC), said.append)
+    assert "(data row 1: '', empty); 4 of them are numbers in E notation" in said[0], said
 
 
 def test_repeated_clients_with_other_features_are_said_with_the_row_kept():
