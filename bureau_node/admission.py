@@ -25,10 +25,10 @@ A call whose single request message has not arrived yet (every unary and server-
 method: gRPC Python would wait for that message in a pool thread before any of the bureau's
 code ran, so a bank could send a call's headers and nothing more, unadmitted and unbounded;
 a review's 70 such calls took all 64 threads) is taken as a streaming one by the
-interceptor, so that it is identified and admitted before it waits: at most
-``REQUEST_WAITS_PER_BANK`` per bank and ``REQUEST_WAITS_TOTAL`` in all waiting for their
-message, cancelled after ``REQUEST_WAIT_SECONDS``. An honest client sends the message with
-the headers: its call never waits here long enough to count.
+interceptor, so that it is identified and admitted before it waits (``RequestWaits``): at
+most ``REQUEST_WAITS_PER_BANK`` of a bank's calls may have waited
+``REQUEST_WAIT_GRACE_SECONDS`` or more; a wait is cancelled after ``REQUEST_WAIT_SECONDS``.
+An honest client sends the message with the headers: its calls never wait that long.
 
 Idle means waiting on the bank: for its next request message, or for it to take a response
 message. The bureau's own work (preparing tags, exponentiating, scoring) never counts. 300 s
@@ -65,9 +65,10 @@ LOOKUP_IDLE_SECONDS = 30.0
 LOOKUP_MAX_AGE_SECONDS = 300.0
 STREAMS_TOTAL = 32
 STREAM_IDLE_SECONDS = 300.0
-REQUEST_WAITS_PER_BANK = 4
-REQUEST_WAITS_TOTAL = 32
-REQUEST_WAIT_SECONDS = 20.0
+REQUEST_WAITS_PER_BANK = 4  # waits of one bank older than the grace below
+REQUEST_WAITS_TOTAL = 32  # threads the pool keeps for such waits (not a refusal)
+REQUEST_WAIT_GRACE_SECONDS = 2.0
+REQUEST_WAIT_SECONDS = 120.0
 
 # every streaming method of the bureau's services: its pool and the event its refusal is
 # recorded under (the servicer's own). A streaming method not named here is admitted into
@@ -152,6 +153,11 @@ class CallPool:
         self._lock = threading.Lock()
         self._open: list[HeldCall] = []
 
+    @property
+    def reap_every(self) -> float:
+        """How often the reaper looks at this pool."""
+        return self.idle_seconds / 4
+
     def cap(self, policy: BankPolicy) -> int:
         if self.fixed_cap is not None:
             return self.fixed_cap
@@ -210,6 +216,70 @@ class CallPool:
         return idle
 
 
+class RequestWaits(CallPool):
+    """Unary-request calls waiting for their one message. A wait counts against its bank's
+    bound only once it is ``grace_seconds`` old: an honest call's message comes with its
+    headers, but a bank's many concurrent calls are each in the window for a moment, and a
+    bound on calls in the window refused a review's honest concurrent calls (399 of 640 at
+    32 threads). Beyond the bound a new call is refused, and the reaper cancels a bank's
+    old waits beyond it (a burst opened inside the grace). No bound in all: with one, eight
+    banks' certificates refused every other bank's calls for as long as they reopened
+    theirs; without, each holds at most its bound of threads."""
+
+    def __init__(self, name: str, per_bank: int, total: int, grace: float, idle: float) -> None:
+        super().__init__(name, "the bureau's bound", total, idle, fixed_cap=per_bank)
+        self.grace = grace
+
+    def _old(self, bank_id: str, now: float) -> list[HeldCall]:
+        return [
+            c
+            for c in self._open
+            if c.bank_id == bank_id
+            and c.waiting_since is not None
+            and now - c.waiting_since >= self.grace
+        ]
+
+    def open(self, bank_id: str, method: str, context: grpc.ServicerContext, cap: int) -> HeldCall:
+        with self._lock:
+            now = self.clock()
+            old = len(self._old(bank_id, now))
+            if old >= cap:
+                raise QuotaExceeded(
+                    f"bank {bank_id} already holds {old} calls whose request message has not "
+                    f"come for {self.grace:g} s or more, the most the bureau allows a bank; "
+                    "send each call's request, or cancel those calls"
+                )
+            call = HeldCall(bank_id, method, context, now, self)
+            call.waiting_since = now
+            self._open.append(call)
+            return call
+
+    def reap(self) -> list[HeldCall]:
+        """The idle waits (``idle_seconds``), and each bank's old waits beyond its bound."""
+        ended = super().reap()
+        now = self.clock()
+        beyond: list[HeldCall] = []
+        with self._lock:
+            for bank_id in {c.bank_id for c in self._open}:
+                old = sorted(self._old(bank_id, now), key=lambda c: c.opened)
+                for c in old[self.fixed_cap or 0 :]:
+                    self._open.remove(c)
+                    c.reaped = (
+                        f"the bureau ended this call: its request message had not come after "
+                        f"{now - c.opened:.0f} s, and bank {c.bank_id} held "
+                        f"{self.fixed_cap} such calls already"
+                    )
+                    beyond.append(c)
+        for c in beyond:
+            log.warning("%s of bank %s: %s", c.method, c.bank_id, c.reaped)
+            c.context.cancel()
+        return ended + beyond
+
+    @property
+    def reap_every(self) -> float:
+        return self.grace / 2
+
+
 class Admission:
     """The bureau's pools of streaming calls and the one thread that reaps idle calls."""
 
@@ -226,12 +296,12 @@ class Admission:
             LOOKUP, "max_lookup_streams", lookup_total, LOOKUP_IDLE_SECONDS, LOOKUP_MAX_AGE_SECONDS
         )
         self.streams = CallPool(STREAMS, "max_streams", streams_total, stream_idle_seconds)
-        self.requests = CallPool(
+        self.requests = RequestWaits(
             REQUESTS,
-            "the bureau's bound",
+            REQUEST_WAITS_PER_BANK,
             REQUEST_WAITS_TOTAL,
+            REQUEST_WAIT_GRACE_SECONDS,
             REQUEST_WAIT_SECONDS,
-            fixed_cap=REQUEST_WAITS_PER_BANK,
         )
         self.pools = {LOOKUP: self.lookup, STREAMS: self.streams, REQUESTS: self.requests}
         self._reaper: threading.Thread | None = None
@@ -265,9 +335,10 @@ class Admission:
         return len(reaped)
 
     def _reap_forever(self) -> None:
-        # a quarter of the shortest idle time: a call is ended at most 25% after it
+        # each pool as often as it asks (a quarter of its idle time: a call is ended at most
+        # 25% after it; a request's wait beyond its bank's bound within a second)
         while not self._stopping.wait(
-            min(max(min(p.idle_seconds for p in self.pools.values()) / 4, 0.05), 5.0)
+            min(max(min(p.reap_every for p in self.pools.values()), 0.05), 5.0)
         ):
             try:
                 self.reap()
