@@ -71,25 +71,25 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
             for chunk in request_iterator:
                 if first is None:
                     first, total = chunk, chunk.total
-                    # the session before the key's proof (0.15 s at 4,096 bits): a refusal
-                    # of a session that does not exist costs the bureau nothing to speak of
-                    ids = self.ctx.store.session_matched_ids(bank_id, chunk.psi_session_id)
-                    if total != len(ids):
+                    # the session's size, then the key's proof (0.15 s at 4,096 bits), then
+                    # its IDs: a refusal on what the bank sent costs the bureau little
+                    matched = self.ctx.store.session_size(bank_id, chunk.psi_session_id)
+                    if total != matched:
                         raise ProtocolViolation(
                             f"{total} labels announced; PSI session {chunk.psi_session_id} "
-                            f"matched {len(ids)} rows"
+                            f"matched {matched} rows"
                         )
+                    if not 2 <= chunk.max_bins <= binning.MAX_BINS:
+                        raise ProtocolViolation(f"max_bins must be from 2 to {binning.MAX_BINS}")
                     key = codec.key_from_bytes(
                         chunk.bank_public_key, self.ctx.limits.allow_test_keys, chunk.bank_key_proof
                     )
-                    if not 2 <= chunk.max_bins <= binning.MAX_BINS:
-                        raise ProtocolViolation(f"max_bins must be from 2 to {binning.MAX_BINS}")
-                    if len(ids) < self.ctx.limits.min_rows:
+                    if matched < self.ctx.limits.min_rows:
                         raise PolicyViolation(
-                            f"only {len(ids)} shared rows; information value needs at least "
+                            f"only {matched} shared rows; information value needs at least "
                             f"{self.ctx.limits.min_rows}"
                         )
-                    min_count = self._min_count(chunk.min_bin_count, len(ids))
+                    min_count = self._min_count(chunk.min_bin_count, matched)
                     names = self.ctx.choose(bank_id, chunk.features)
                     bin_noise = binning.BinNoise(self.ctx.access.policy(bank_id).iv_rho_per_feature)
                     spent = bin_noise.rho * len(names)  # zCDP composes by addition
@@ -104,6 +104,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                         self.ctx.store.release_session_use(chunk.psi_session_id, "binned")
                         raise
                     charged = {"rho": spent, "features_charged": len(names)}
+                    ids = self.ctx.store.session_matched_ids(bank_id, chunk.psi_session_id)
                     columns = self._bins(names, ids, chunk.max_bins, min_count)
                     sums = [[he.mpz(1)] * bins.count for bins in columns]
                     nsquare = he.mpz(key.nsquare)

@@ -516,7 +516,7 @@ class BureauStore:
     def use_session_once(self, bank_id: str, session_id: str, purpose: str) -> None:
         """Refuse a second use of a PSI session for ``purpose``: binning the same rows twice
         with different labels would let a bank single rows out of the bins."""
-        self.session_matched_ids(bank_id, session_id)  # exists and is this bank's
+        self.session_size(bank_id, session_id)  # exists, is this bank's, revealed
         marker = self.root / "sessions" / f"{session_id}.{purpose}"
         try:
             fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -534,7 +534,7 @@ class BureauStore:
     def count_session_use(self, bank_id: str, session_id: str, purpose: str, limit: int) -> int:
         """Count one more use of a PSI session for ``purpose`` (a trained model), refused
         beyond ``limit``: each model on the same rows gives the bank another view of them."""
-        self.session_matched_ids(bank_id, session_id)  # exists and is this bank's
+        self.session_size(bank_id, session_id)  # exists, is this bank's, revealed
         path = self.root / "sessions" / f"{session_id}.{purpose}"
         with self._lock(bank_id):
             used = int(path.read_text()) if path.exists() else 0
@@ -546,22 +546,30 @@ class BureauStore:
             tables.atomic_write_bytes(path, str(used + 1).encode())
         return used + 1
 
-    def session_matched_ids(self, bank_id: str, session_id: str) -> list[str]:
-        """The matched IDs of a finished PSI session of this bank (reveal mode BOTH), sorted
-        (the order both parties hold the rows in)."""
+    def session_size(self, bank_id: str, session_id: str) -> int:
+        """How many IDs a finished PSI session of this bank (reveal mode BOTH) matched, from
+        its small record: checked before its IDs are read (a review's bank named its own
+        session of 1,000,000 IDs in 70-byte requests refused on their row count, each after
+        the bureau had read the whole file: 0.11 s of its CPU and 400 MB)."""
         directory = self.root / "sessions"
         record_path = directory / f"{session_id}.json"
-        matched_path = directory / f"{session_id}.matched.csv"
         if not session_id.isalnum() or not record_path.exists():
             raise UnknownSession(f"no finished PSI session {session_id!r}")
         record = json.loads(record_path.read_text())
         if record.get("bank_id") != bank_id:
             raise UnknownSession(f"no finished PSI session {session_id!r} for bank {bank_id}")
-        if not matched_path.exists():
+        if not (directory / f"{session_id}.matched.csv").exists():
             raise PolicyViolation(
                 f"PSI session {session_id} was run in reveal mode 'bank': the bureau does not "
                 "know its matched IDs; run PSI with --reveal both to train or score"
             )
+        return int(record.get("matched") or 0)
+
+    def session_matched_ids(self, bank_id: str, session_id: str) -> list[str]:
+        """The matched IDs of a finished PSI session of this bank (reveal mode BOTH), sorted
+        (the order both parties hold the rows in)."""
+        self.session_size(bank_id, session_id)  # this bank's, and revealed to the bureau
+        matched_path = self.root / "sessions" / f"{session_id}.matched.csv"
         id_column = self.summary.id_column if self.summary else "id"
         try:
             table = tables.read_table(matched_path, id_column)

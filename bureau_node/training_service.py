@@ -227,11 +227,11 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
             # again and again, refused for free, 140 times its own CPU at the bureau
             if not JOB_ID.match(request.job_id):
                 raise ProtocolViolation("a job id is 32 lower-case hex digits")
-            ids = self.ctx.store.session_matched_ids(bank_id, request.psi_session_id)
-            if len(ids) != request.rows:
+            matched = self.ctx.store.session_size(bank_id, request.psi_session_id)
+            if matched != request.rows:
                 raise ProtocolViolation(
                     f"the plan names {request.rows} rows; PSI session "
-                    f"{request.psi_session_id} matched {len(ids)}"
+                    f"{request.psi_session_id} matched {matched}"
                 )
             if self._ledger_path(bank_id, request.job_id).exists():
                 raise PolicyViolation(
@@ -239,6 +239,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
                 )
             self.ctx.check_feature_count(request.bureau_features)
             plan = codec.plan_from_proto(request, self.ctx.limits.allow_test_keys)
+            ids = self.ctx.store.session_matched_ids(bank_id, plan.psi_session_id)
             limits = self.ctx.limits_for(bank_id)
             vlr.check_plan(plan, limits)
             # a give-up of this job id waits until the job is registered and on disk: landing
