@@ -285,23 +285,20 @@ class LookupClient:
                     f"{head.since_version} for a table of {info.entries:,} enterprises asked "
                     f"since version {since}"
                 )
-            # an update's removed tags come spread over its chunks; never more than the
-            # kept table holds (a hostile bureau's stream of them would fill memory)
-            held_entries = 0 if kept is None else int(kept.tags.size)
-            room = held_entries * lookup.LOOKUP_TAG_BYTES
+            # an update's removed tags come spread over its chunks; only those the bank's
+            # copy holds are kept (the bureau also names enterprises that came and went
+            # since the bank's version, and a hostile bureau's endless stream of them would
+            # fill memory)
+            held = np.zeros(0, np.uint64) if kept is None else kept.tags.astype(np.uint64)
 
             def chunks() -> Iterator[lookup.TableChunk]:
-                held = 0
                 for chunk in itertools.chain([head], answers):
                     if chunk.total != head.total:
                         raise ProtocolViolation("the table's announced size changed mid-way")
-                    held += len(chunk.removed)
-                    if held > room:
-                        raise ProtocolViolation(
-                            f"the bureau removed more than the {held_entries:,} enterprises the "
-                            f"bank's copy of {info.product} holds"
-                        )
-                    removed.append(chunk.removed)
+                    if len(chunk.removed) % lookup.LOOKUP_TAG_BYTES:
+                        raise ProtocolViolation("removed tags are 8 bytes each")
+                    gone = np.frombuffer(chunk.removed, lookup.TAG_ORDER).astype(np.uint64)
+                    removed.append(gone[np.isin(gone, held)].astype(lookup.TAG_ORDER).tobytes())
                     yield lookup.TableChunk(chunk.offset, chunk.tags, chunk.sealed, chunk.revisions)
 
             return lookup.LookupTable.from_chunks(

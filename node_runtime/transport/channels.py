@@ -30,7 +30,11 @@ BANK_ID_METADATA = "x-xinrong-bank-id"
 # before a servicer reads the call: a bank and a bureau of different releases would
 # otherwise fail late or, worse, train a wrong model. Raise it with any such change.
 PROTOCOL_METADATA = "x-xinrong-protocol"
-PROTOCOL_VERSION = 2  # 2: each Paillier key comes with its proof of being a Paillier modulus
+# 2: each Paillier key comes with its proof of being a Paillier modulus; 3: a lookup table
+# update's removed tags come spread over its chunks (a bank of protocol 2 read the first
+# chunk's only, and would keep answering with entries the bureau removed), and scoring
+# serves no scorecard points per row
+PROTOCOL_VERSION = 3
 # the audit receipts of a call, in its trailing metadata (bureau_node/interceptors.py)
 RECEIPT_METADATA = "x-xinrong-receipt-bin"
 _OPTIONS = [
