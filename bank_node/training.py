@@ -634,10 +634,11 @@ def train(
             ),
         )
     except PeerError as exc:
-        if exc.status == "PERMISSION_DENIED":
+        if exc.job_ended:
             # the bureau refused the model by policy and ended the job for good: its
             # checkpoint (the job's key) resumes nothing, and it blocked the next run in
-            # this directory, --overwrite or not (a review)
+            # this directory, --overwrite or not (a review). Another refusal (a bank taken
+            # out of the configuration a moment) leaves the job, and the checkpoint, alive.
             (Path(model_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
         raise
     if not MODEL_ID.match(finished.model_id):  # it names files and tables at the bank

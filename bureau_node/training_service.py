@@ -41,6 +41,7 @@ from protocols import paillier as he
 from protocols import vertical_lr as vlr
 from protocols.errors import (
     JobEnded,
+    ModelRefused,
     NotAuthorised,
     PolicyViolation,
     ProtocolViolation,
@@ -715,7 +716,7 @@ class TrainingServicer(model_pb2_grpc.JointTrainingServicer):
                         self.ctx.check_models_together(bank_id, model, limit)
                     except NotAuthorised as exc:  # after the charge at start: not free
                         self._end(bank_id, plan.job_id, "refused", str(exc))
-                        raise
+                        raise ModelRefused(str(exc)) from exc  # said: the job has ended
                     model_id = self._keep(bank_id, job, weights, finished)
                 self.ctx.record(
                     bank_id,

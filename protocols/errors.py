@@ -60,6 +60,12 @@ class NotAuthorised(XinrongError):
     Maps to PERMISSION_DENIED."""
 
 
+class ModelRefused(NotAuthorised):
+    """The bureau refused a finished model by policy and ended its job for good: its
+    checkpoint resumes nothing. PERMISSION_DENIED, marked so that the bank can tell it from
+    a refusal that leaves the job alive (a bank taken out of the configuration a moment)."""
+
+
 class QuotaExceeded(PolicyViolation):
     """A bank's daily quota is used up. Maps to RESOURCE_EXHAUSTED."""
 
@@ -78,7 +84,9 @@ class ShuttingDown(XinrongError):
 class PeerError(XinrongError):
     """The other party ended the exchange with an error; the message says what it said,
     ``status`` the gRPC status name (None when the other party was not reached), and
-    ``nothing_done`` whether the other party said it did none of the call (it is stopping)."""
+    ``nothing_done`` whether the other party said it did none of the call (it is stopping),
+    ``job_ended`` whether it said the call's training job has ended for good."""
 
     status: str | None = None
     nothing_done: bool = False
+    job_ended: bool = False  # the bureau said it ended the job for good (ModelRefused)

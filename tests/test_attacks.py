@@ -374,7 +374,30 @@ def test_policy_a_score_that_is_one_flag_in_all_but_name_is_refused(
     # the job has ended for good at the bureau: a review's bank was told to resume it (which
     # was refused), and the checkpoint left behind refused the next run in the directory
     assert "train for more epochs, or on more or other bureau features" in str(refused.value)
-    assert not (tmp_path / "y" / "checkpoint.json").exists()
+    assert refused.value.job_ended and not (tmp_path / "y" / "checkpoint.json").exists()
+
+
+def test_a_refusal_at_the_finish_that_leaves_the_job_alive_keeps_its_checkpoint(
+    node, city, tmp_path, monkeypatch
+):
+    """A review: the bank deleted its checkpoint on any PERMISSION_DENIED at the finish, as
+    for a model refused by policy, also when the job lived on at the bureau (its bank out of
+    the configuration for a moment). Only the bureau's word that it ended the job does."""
+    from protocols.errors import NotAuthorised
+
+    with_job = node.training._with_job
+
+    def refusing(context, job_id, fn):
+        if fn.__name__ == "finish":
+            raise NotAuthorised("bank 'bank-a' is not in this bureau's configuration")
+        return with_job(context, job_id, fn)
+
+    monkeypatch.setattr(node.training, "_with_job", refusing)
+    with pytest.raises(PeerError, match="PERMISSION_DENIED") as refused:
+        train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m", "bank-a",
+                  epochs=1, workers=0, quiet=True, seed=9, **TEST_KEYS)  # fmt: skip
+    assert not refused.value.job_ended
+    assert (tmp_path / "m" / "checkpoint.json").exists()
 
 
 def test_policy_models_together_read_no_feature_that_none_reads_alone(node, span_clients, tmp_path):

@@ -14,6 +14,7 @@ import grpc
 
 from protocols.errors import (
     InputDataError,
+    ModelRefused,
     NotAuthorised,
     PeerError,
     PolicyViolation,
@@ -58,6 +59,8 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
 # Trailing metadata of a call refused by a stopping bureau before it did any of it: a bare
 # UNAVAILABLE (a server gone mid-call) says nothing of what was done.
 NOTHING_DONE = ("x-xinrong-nothing-done", "1")
+# ... and of a finished model refused by policy, whose job the bureau ended for good
+JOB_ENDED = ("x-xinrong-job-ended", "1")
 # A refusal's message goes to the log and into the status's trailer (gRPC's 8 KiB of metadata)
 MAX_MESSAGE_CHARS = 2000
 
@@ -83,6 +86,8 @@ def abort_with(context: grpc.ServicerContext, exc: BaseException, quiet: bool = 
         log.warning("request refused (%s): %s", code.name, message)
     if isinstance(exc, ShuttingDown):  # and no retry by gRPC's policy: the bank waits
         context.set_trailing_metadata((NOTHING_DONE, ("grpc-retry-pushback-ms", "-1")))
+    if isinstance(exc, ModelRefused):
+        context.set_trailing_metadata((JOB_ENDED,))
     context.abort(code, message)
     raise AssertionError("unreachable")  # context.abort raises
 
@@ -102,10 +107,12 @@ def raise_from_rpc(err: grpc.RpcError, doing: str) -> NoReturn:
         raise PeerError(f"{doing}: the bureau did not answer in time") from None
     exc = PeerError(f"{doing}: the bureau answered {name}: {details}")
     exc.status = name
+    exc.job_ended = JOB_ENDED in tuple(trailing or ())
     raise exc from None
 
 
 __all__ = [
+    "JOB_ENDED",
     "NOTHING_DONE",
     "IdentityError",
     "IncompatibleRelease",
