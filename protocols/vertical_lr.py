@@ -1371,10 +1371,14 @@ def drive_training(
                 bank.counts.minus(counts_before),
             )
         )
+        monitored = train_loss if validation_loss is None else validation_loss
+        # observed before the epoch is reported (and checkpointed): a job resumed after
+        # its last epoch (its finish refused a moment) had lost that epoch's observation,
+        # and with one epoch no epoch was best (a review's KeyError)
+        stop = bank.early_stopping.observe(epoch, monitored)
         if on_epoch:
             on_epoch(history[-1])
-        monitored = train_loss if validation_loss is None else validation_loss
-        if bank.early_stopping.observe(epoch, monitored):
+        if stop:
             break
     best = bank.early_stopping.best_epoch
     return TrainingResult(best, history, bank.snapshots[best], bank.share_snapshots[best])

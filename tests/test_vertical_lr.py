@@ -539,6 +539,26 @@ def test_resuming_from_a_checkpoint_ends_with_the_same_model(bank_keys, bureau_k
     assert [r.epoch for r in resumed.history] == [0, 1, 2]
 
 
+def test_a_job_resumed_after_its_last_epoch_keeps_the_epoch_it_would_have(bank_keys, bureau_keys):
+    """A review: a one-epoch job whose finish was refused a moment was resumed from the
+    checkpoint of its last epoch, and failed with KeyError -1: the checkpoint was written
+    before the epoch's loss was observed, so no epoch was best (and a longer job's resume
+    had lost its last epoch's observation). The epoch is observed before it is saved."""
+    xa, xb, y = _data()
+    _, bank, bureau = _pair(bank_keys, bureau_keys, xa, xb, y, False, max_epochs=1)
+    saved: dict = {}
+
+    def save(record):
+        saved["bank"] = json.loads(json.dumps(bank.checkpoint([record])))
+
+    whole = vlr.drive_training(bank, RecordingPeer(bureau), on_epoch=save)
+    _, again, bureau2 = _pair(bank_keys, bureau_keys, xa, xb, y, False, max_epochs=1)
+    history = again.restore(saved["bank"])
+    resumed = vlr.drive_training(again, RecordingPeer(bureau2), start_epoch=1, history=history)
+    assert resumed.best_epoch == whole.best_epoch == 0
+    np.testing.assert_array_equal(resumed.weights, whole.weights)
+
+
 @ROUTES
 def test_with_worker_processes_the_same_model(bank_keys, bureau_keys, moments):
     """Chunks over process pools on both sides, the bureau's randomness drawn ahead."""
