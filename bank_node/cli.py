@@ -584,7 +584,7 @@ _OUT_FORMATS = {
 }
 _OTHER_FORMATS = {
     *(".xlsx", ".xls", ".xlsm", ".pdf", ".parquet", ".json", ".doc", ".docx"),
-    *(".csv", ".html", ".htm"),
+    *(".csv", ".tsv", ".tab", ".html", ".htm"),
 }
 
 

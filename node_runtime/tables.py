@@ -202,10 +202,13 @@ def _first_undecodable(path: Path, encoding: str) -> tuple[int, int] | None:
     with path.open("rb") as handle:
         try:
             while data := handle.read(DETECT_BYTES):
+                # bytes of a character cut at the last chunk's end come first in the error
+                pending = len(decoder.getstate()[0])
                 try:
                     decoder.decode(data, final=False)
                 except UnicodeDecodeError as exc:
-                    return offset + exc.start, lines + data.count(b"\n", 0, exc.start)
+                    at = max(exc.start - pending, 0)
+                    return offset + at, lines + data.count(b"\n", 0, at)
                 offset += len(data)
                 lines += data.count(b"\n")
             decoder.decode(b"", final=True)

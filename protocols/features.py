@@ -410,16 +410,18 @@ class FeatureRecipe:
         return found
 
     def missing_more_than_training(
-        self, table: pa.Table, margin: float = 0.2
+        self, table: pa.Table, margin: float = 0.2, min_rows: int = 20
     ) -> list[tuple[ColumnRecipe, int, int, float]]:
         """Columns of ``table`` missing on more than ``margin`` more of the rows than the
         training rows were, or on all of them: (the column's recipe, missing rows, rows,
-        training share). The sign of a broken export (a column left empty): a review's
-        applicants were all scored with the training median for the bank's strongest
-        column, without a word."""
-        found = []
+        training share), in a table of ``min_rows`` or more. The sign of a broken export (a
+        column left empty): a review's applicants were all scored with the training median
+        for the bank's strongest column, without a word."""
+        found: list[tuple[ColumnRecipe, int, int, float]] = []
+        if table.num_rows < min_rows:  # one applicant's missing value is no broken export
+            return found
         for c in self.columns:
-            if c.name not in table.column_names or not table.num_rows:
+            if c.name not in table.column_names:
                 continue
             if c.kind == "numeric":
                 missing = int(np.isnan(_numbers(table.column(c.name), c.name)).sum())

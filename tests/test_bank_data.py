@@ -124,6 +124,11 @@ def test_a_stray_byte_in_a_gbk_export_is_named_by_its_line(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(InputDataError, match=r"not valid gbk text \(.*, line 59,002, byte"):
         tables.read_table(path, "id", options=tables.ReadOptions(encoding="gbk"))
+    # a character cut at a chunk's end: the stray byte after it is named to the byte
+    head = b"id,industry\n" + b"1," + b"a" * (tables.DETECT_BYTES - 18) + b"\n2,"
+    assert len(head) == tables.DETECT_BYTES - 1  # 制's two bytes straddle the chunks
+    path.write_bytes(head + "制".encode("gbk") + b"\xff\n")
+    assert tables._first_undecodable(path, "gbk") == (tables.DETECT_BYTES + 1, 3)
 
 
 def test_utf8_with_a_byte_order_mark(tmp_path):
@@ -779,6 +784,11 @@ def test_an_out_file_named_for_another_format_is_refused_before_any_work(tmp_pat
     code = bank_cli.main(["report", "--model-dir", str(model), "--out", str(tmp_path / "r.pdf")])
     err = capsys.readouterr().err
     assert code == 2 and "report writes an HTML page, not .pdf: name it r.html" in err, err
+    # a .tsv was written comma-separated, and the bank's own reader could not read it back
+    code = bank_cli.main(["predict", *address, "--model-dir", str(model), "--data",
+                          str(tmp_path / "a.csv"), "--id-column", "uscc",
+                          "--out", str(tmp_path / "scores.tsv")])  # fmt: skip
+    assert code == 2 and "predict writes CSV" in capsys.readouterr().err
 
 
 def test_predict_will_not_write_over_its_model_and_a_broken_model_is_named(
@@ -1132,6 +1142,8 @@ def test_a_column_missing_on_far_more_rows_than_in_training_is_said(tmp_path, ca
     empty_sector = applicants([1.0] * 60, [""] * 60)
     (warning,) = warn_unlike_training(recipe, empty_sector, said.append)
     assert "'sector': 60 of 60 values are missing (0% of" in warning
+    # one applicant's missing value (an online decision) is no broken export (a review)
+    assert warn_unlike_training(recipe, applicants([None], ["A"]), said.append) == []
     # the command line, with --quiet: said on stderr and listed in the JSON line
     data = tmp_path / "applicants.csv"
     data.write_text("uscc,income,sector\n" + "".join(f"{i},,A\n" for i in ids[:30]))
