@@ -111,6 +111,8 @@ daily_iv_requests = 1
 
 [banks.bank-marks]               # one model of its own, likewise
 
+[banks.bank-finish-alive]        # its job lives on after a refused finish
+
 [banks.bank-scorecards]          # two scorecards a day
 daily_scorecards = 2
 
@@ -389,12 +391,12 @@ def test_a_refusal_at_the_finish_that_leaves_the_job_alive_keeps_its_checkpoint(
 
     def refusing(context, job_id, fn):
         if fn.__name__ == "finish":
-            raise NotAuthorised("bank 'bank-a' is not in this bureau's configuration")
+            raise NotAuthorised("bank 'bank-finish-alive' is not in this bureau's configuration")
         return with_job(context, job_id, fn)
 
     monkeypatch.setattr(node.training, "_with_job", refusing)
     with pytest.raises(PeerError, match="PERMISSION_DENIED") as refused:
-        train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m", "bank-a",
+        train_job(_address(node), city["bank"], "uscc", "y", tmp_path / "m", "bank-finish-alive",
                   epochs=1, workers=0, quiet=True, seed=9, **TEST_KEYS)  # fmt: skip
     assert not refused.value.job_ended
     assert (tmp_path / "m" / "checkpoint.json").exists()
