@@ -66,6 +66,10 @@ LOOKUP_MAX_AGE_SECONDS = 300.0
 STREAMS_TOTAL = 32
 STREAM_IDLE_SECONDS = 300.0
 REQUEST_WAITS_PER_BANK = 4  # waits of one bank older than the grace below
+# waits of one bank of any age: above an honest bank's peak (a review's 32 threads of unary
+# calls had 21 in the window at once), so that a bank cancelling each call inside the grace
+# and opening another holds no more threads than this
+REQUEST_WAITS_ANY_AGE_PER_BANK = 32
 REQUEST_WAITS_TOTAL = 32  # threads the pool keeps for such waits (not a refusal)
 REQUEST_WAIT_GRACE_SECONDS = 2.0
 REQUEST_WAIT_SECONDS = 120.0
@@ -226,9 +230,11 @@ class RequestWaits(CallPool):
     banks' certificates refused every other bank's calls for as long as they reopened
     theirs; without, each holds at most its bound of threads."""
 
-    def __init__(self, name: str, per_bank: int, total: int, grace: float, idle: float) -> None:
+    def __init__(
+        self, name: str, per_bank: int, any_age: int, total: int, grace: float, idle: float
+    ) -> None:
         super().__init__(name, "the bureau's bound", total, idle, fixed_cap=per_bank)
-        self.grace = grace
+        self.grace, self.any_age = grace, any_age
 
     def _old(self, bank_id: str, now: float) -> list[HeldCall]:
         return [
@@ -248,6 +254,14 @@ class RequestWaits(CallPool):
                     f"bank {bank_id} already holds {old} calls whose request message has not "
                     f"come for {self.grace:g} s or more, the most the bureau allows a bank; "
                     "send each call's request, or cancel those calls"
+                )
+            # a second review: calls cancelled just inside the grace and opened again were
+            # never old, and one bank's 250 of them took every thread the bureau has
+            waiting = sum(1 for c in self._open if c.bank_id == bank_id)
+            if waiting >= self.any_age:
+                raise QuotaExceeded(
+                    f"bank {bank_id} already holds {waiting} calls whose request message has "
+                    "not come, the most the bureau allows a bank; try again in a moment"
                 )
             call = HeldCall(bank_id, method, context, now, self)
             call.waiting_since = now
@@ -299,6 +313,7 @@ class Admission:
         self.requests = RequestWaits(
             REQUESTS,
             REQUEST_WAITS_PER_BANK,
+            REQUEST_WAITS_ANY_AGE_PER_BANK,
             REQUEST_WAITS_TOTAL,
             REQUEST_WAIT_GRACE_SECONDS,
             REQUEST_WAIT_SECONDS,

@@ -208,18 +208,21 @@ class BureauInterceptor(grpc.ServerInterceptor):
                 audit = self.audit
                 recorded = audit.refusal(context, "call", exc, method=method) if audit else True
                 abort_with(context, exc, quiet=not recorded)
+            ended: Exception
             try:
                 for message in call.requests(requests):
                     return message
+                ended = ProtocolViolation(f"{method}: the call ended before its request message")
+            except CallEnded as exc:  # cancelled, by the bank or the reaper
+                ended = exc
             finally:
                 call.close()
-            # a client gone before its message (a review's killed process left such calls
-            # on the audit log as protocol violations): answered, not recorded
-            abort_with(
-                context,
-                ProtocolViolation(f"{method}: the call ended before its request message"),
-                quiet=True,
-            )
+            # on record within the caller's refusal budget (the reaper records its own): a
+            # second review's bank cancelled each call just before the grace and opened
+            # another, and left no trace
+            audit = self.audit if call.reaped is None else None
+            recorded = audit.refusal(context, "call", ended, method=method) if audit else True
+            abort_with(context, ended, quiet=not recorded)
 
         return receive
 

@@ -18,7 +18,11 @@ import pyarrow.csv as pacsv
 import pytest
 
 from bank_node.client import BureauConnection, run_psi
-from bureau_node.admission import REQUEST_WAITS_PER_BANK, CallPool
+from bureau_node.admission import (
+    REQUEST_WAITS_ANY_AGE_PER_BANK,
+    REQUEST_WAITS_PER_BANK,
+    CallPool,
+)
 from bureau_node.audit import AuditLog
 from bureau_node.server import BureauNode
 from node_runtime.transport import certs
@@ -253,6 +257,39 @@ def test_calls_whose_request_never_comes_hold_a_bounded_few_threads(setting):
         _until(lambda: waits.count() == 0)
         _until(lambda: all(c.done() for c in calls))
         assert {c.code() for c in calls if c not in ended} == {grpc.StatusCode.CANCELLED}
+    finally:
+        silence.set()
+        node.stop()
+
+
+def test_calls_cancelled_inside_the_grace_hold_a_bounded_number_of_threads(setting):
+    """A second review: calls of headers alone, each cancelled just before it counted as
+    old and opened again, were never refused nor recorded, and one bank's 250 of them took
+    every thread. A bank's waits of any age are bounded too (above an honest bank's peak),
+    and a call cancelled before its message is on record."""
+    node = _node(setting, "state-grace")
+    waits = node.admission.requests
+    silence = threading.Event()
+    try:
+        before = len(_records(node, 0))
+        calls = [
+            _headers_only(node, setting, "bank-a", "/xinrong.v1.Catalogue/ListFeatures", silence)
+            for _ in range(REQUEST_WAITS_ANY_AGE_PER_BANK + 6)
+        ]
+        _until(lambda: sum(c.done() for c in calls) == 6, 1.8)  # inside the grace
+        refused = [c for c in calls if c.done()]
+        assert {c.code() for c in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert all("request message has not come, the most" in c.details() for c in refused)
+        assert waits.count("bank-a") == REQUEST_WAITS_ANY_AGE_PER_BANK
+        for c in calls:
+            c.cancel()
+        _until(lambda: waits.count() == 0)
+        # (a cancel can also read as the stream ending without a message, as gRPC tells it)
+        ended = {("call", "CANCELLED"), ("call", "INVALID_ARGUMENT")}
+        cancelled = lambda: [  # noqa: E731
+            r for r in _records(node, before) if (r["event"], r["outcome"]) in ended
+        ]
+        _until(lambda: len(cancelled()) == REQUEST_WAITS_ANY_AGE_PER_BANK)
     finally:
         silence.set()
         node.stop()
