@@ -214,10 +214,15 @@ class CallPool:
                     f"{self.idle_seconds:g} s are ended"
                 )
                 idle.append(c)
-        for c in idle:
+        return self._cancel(idle)
+
+    @staticmethod
+    def _cancel(calls: list[HeldCall]) -> list[HeldCall]:
+        """End calls taken out of the pool, each with its ``reaped`` reason."""
+        for c in calls:
             log.warning("%s of bank %s: %s", c.method, c.bank_id, c.reaped)
             c.context.cancel()  # its thread leaves the request iterator or the send
-        return idle
+        return calls
 
 
 class RequestWaits(CallPool):
@@ -284,10 +289,7 @@ class RequestWaits(CallPool):
                         f"{self.fixed_cap} such calls already"
                     )
                     beyond.append(c)
-        for c in beyond:
-            log.warning("%s of bank %s: %s", c.method, c.bank_id, c.reaped)
-            c.context.cancel()
-        return ended + beyond
+        return ended + self._cancel(beyond)
 
     @property
     def reap_every(self) -> float:

@@ -192,18 +192,23 @@ def test_the_bureaus_total_leaves_other_banks_unary_calls_their_threads(bureau, 
         _until(lambda: streams.count() == 0 and lookups.count() == 0)
 
 
-def _headers_only(node: BureauNode, setting, bank: str, method: str, silence: threading.Event):
-    """The review's attack with the stock client: a unary or server-streaming method opened
-    as client-streaming, whose request message never comes (only the call's headers)."""
+def _bank_channel(node: BureauNode, setting, bank: str, *options: tuple) -> grpc.Channel:
+    """A bank's own mutual-TLS channel to the node, with the stock client's options."""
     tls = certs.bank_files(setting["root"] / "tls" / "banks" / bank)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=tls.ca, private_key=tls.key, certificate_chain=tls.cert
     )
-    channel = grpc.secure_channel(
+    return grpc.secure_channel(
         f"127.0.0.1:{node.port}",
         credentials,
-        options=[("grpc.ssl_target_name_override", BUREAU_NAME)],
+        options=[("grpc.ssl_target_name_override", BUREAU_NAME), *options],
     )
+
+
+def _headers_only(node: BureauNode, setting, bank: str, method: str, silence: threading.Event):
+    """The review's attack with the stock client: a unary or server-streaming method opened
+    as client-streaming, whose request message never comes (only the call's headers)."""
+    channel = _bank_channel(node, setting, bank)
     call = channel.stream_unary(method, request_serializer=lambda m: m.SerializeToString())
     return call.future(_silent(silence), metadata=bank_metadata(bank))
 
@@ -323,15 +328,7 @@ def test_a_banks_many_concurrent_unary_calls_are_all_served(bureau, setting):
 def _slow_reader(node: BureauNode, setting, bank: str) -> lookup_pb2_grpc.PrivateLookupStub:
     """A bank's channel that announces no more than HTTP/2's initial window: once it stops
     reading, the bureau's send waits (a large table would do the same on any channel)."""
-    tls = certs.bank_files(setting["root"] / "tls" / "banks" / bank)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=tls.ca, private_key=tls.key, certificate_chain=tls.cert
-    )
-    channel = grpc.secure_channel(
-        f"127.0.0.1:{node.port}",
-        credentials,
-        options=[("grpc.ssl_target_name_override", BUREAU_NAME), ("grpc.http2.bdp_probe", 0)],
-    )
+    channel = _bank_channel(node, setting, bank, ("grpc.http2.bdp_probe", 0))
     return lookup_pb2_grpc.PrivateLookupStub(channel)
 
 
