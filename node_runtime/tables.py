@@ -114,10 +114,10 @@ def detect_encoding(path: Path) -> str:
         if start[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
             return "utf-16"  # Excel's "Unicode text" export
         handle.seek(0)
-        failure = _utf8_failure(handle)
+        failure = _decode_failure(handle)
     if failure is None:
         return "utf-8"
-    sample = failure[0]  # the first chunk that is not UTF-8: guessed from it
+    sample = failure.chunk  # the first chunk that is not UTF-8: guessed from it
     from charset_normalizer import from_bytes
 
     # Judged on the lines that are not plain ASCII: in a mostly-ASCII chunk a few short
@@ -170,59 +170,59 @@ def _decodes(sample: bytes, encoding: str) -> bool:
     return True
 
 
-def _utf8_failure(handle: BinaryIO) -> tuple[bytes, UnicodeDecodeError] | None:
-    """Where the file stops being UTF-8: the chunk and the error (its position counted from
-    the file's start, to within a character), or None. The whole file, a chunk at a time:
-    an export can be plain ASCII for its first megabyte (its rows with Chinese text sorted
-    last), and Arrow reads a column that is not UTF-8 as bytes without a word. A multi-byte
-    character cut at a chunk's end is not an error."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset, chunk = 0, b""
+@dataclass(frozen=True)
+class _DecodeFailure:
+    """Where a file stops decoding: the chunk it happened in, the error (its positions
+    counted from the file's start), and its line (1-based)."""
+
+    chunk: bytes
+    error: UnicodeDecodeError
+    line: int
+
+
+def _decode_failure(handle: BinaryIO, encoding: str = "utf-8") -> _DecodeFailure | None:
+    """The first byte that does not decode as ``encoding``, or None. The whole file, a chunk
+    at a time: an export can be plain ASCII for its first megabyte (its rows with Chinese
+    text sorted last), and Arrow reads a column that is not UTF-8 as bytes without a word. A
+    multi-byte character cut at a chunk's end is not an error, and the bytes of one cut there
+    are not counted twice in the position (a review's stray byte was named one byte off)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, lines, chunk = 0, 1, b""
     try:
         while data := handle.read(DETECT_BYTES):
             chunk = data
-            decoder.decode(chunk, final=False)
+            pending = len(decoder.getstate()[0])  # the cut character's first bytes
+            try:
+                decoder.decode(chunk, final=False)
+            except UnicodeDecodeError as exc:
+                at = max(exc.start - pending, 0)
+                exc.start, exc.end = offset + at, offset + max(exc.end - pending, at + 1)
+                return _DecodeFailure(chunk, exc, lines + chunk.count(b"\n", 0, at))
             offset += len(chunk)
+            lines += chunk.count(b"\n")
         decoder.decode(b"", final=True)
-    except UnicodeDecodeError as exc:
-        exc.start, exc.end = exc.start + offset, exc.end + offset
-        return chunk, exc
+    except UnicodeDecodeError as exc:  # the file ends inside a character
+        exc.start, exc.end = offset, offset
+        return _DecodeFailure(chunk, exc, lines)
     return None
 
 
-def _first_undecodable(path: Path, encoding: str) -> tuple[int, int] | None:
-    """The file offset and line number (1-based) of the first byte that does not decode as
-    ``encoding``, or None: what a user needs to find one stray byte in a GBK export (a
-    review's error named a byte offset of the decoder's chunk, no line)."""
+def _failure_in(path: Path, encoding: str) -> _DecodeFailure | None:
+    """``_decode_failure`` of a file, None for an encoding Python does not know."""
     try:
-        decoder = codecs.getincrementaldecoder(encoding)()
+        codecs.lookup(encoding)
     except LookupError:
         return None
-    offset, lines = 0, 1
     with path.open("rb") as handle:
-        try:
-            while data := handle.read(DETECT_BYTES):
-                # bytes of a character cut at the last chunk's end come first in the error
-                pending = len(decoder.getstate()[0])
-                try:
-                    decoder.decode(data, final=False)
-                except UnicodeDecodeError as exc:
-                    at = max(exc.start - pending, 0)
-                    return offset + at, lines + data.count(b"\n", 0, at)
-                offset += len(data)
-                lines += data.count(b"\n")
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return offset, lines
-    return None
+        return _decode_failure(handle, encoding)
 
 
 def _check_utf8(path: Path) -> None:
     """A file named UTF-8 really is, all of it."""
     with path.open("rb") as handle:
-        failure = _utf8_failure(handle)
+        failure = _decode_failure(handle)
     if failure is not None:
-        raise failure[1]
+        raise failure.error
 
 
 def read_table(
@@ -286,8 +286,10 @@ def read_table(
     except InputDataError:
         raise
     except UnicodeDecodeError as exc:
-        at = _first_undecodable(path, str(encoding)) if encoding else None
-        where = f"at byte {exc.start}" if at is None else f"line {at[1]:,}, byte {at[0]:,}"
+        at = _failure_in(path, str(encoding)) if encoding else None
+        where = (
+            f"at byte {exc.start}" if at is None else f"line {at.line:,}, byte {at.error.start:,}"
+        )
         raise InputDataError(
             f"{path}: not valid {encoding} text ({exc.reason}, {where}); name the file's "
             "encoding with --encoding, or mend that line (a stray byte, or rows appended "

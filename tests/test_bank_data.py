@@ -128,7 +128,9 @@ def test_a_stray_byte_in_a_gbk_export_is_named_by_its_line(tmp_path):
     head = b"id,industry\n" + b"1," + b"a" * (tables.DETECT_BYTES - 18) + b"\n2,"
     assert len(head) == tables.DETECT_BYTES - 1  # 制's two bytes straddle the chunks
     path.write_bytes(head + "制".encode("gbk") + b"\xff\n")
-    assert tables._first_undecodable(path, "gbk") == (tables.DETECT_BYTES + 1, 3)
+    failure = tables._failure_in(path, "gbk")
+    assert failure is not None
+    assert (failure.error.start, failure.line) == (tables.DETECT_BYTES + 1, 3)
 
 
 def test_utf8_with_a_byte_order_mark(tmp_path):
