@@ -136,9 +136,8 @@ class HeldCall:
 
 
 class CallPool:
-    """Open calls of one kind: a bound per bank (its policy's ``cap_key``, or ``fixed_cap``
-    for every bank), ``total`` in all, cancelled after ``idle_seconds`` waiting on the bank,
-    ended after ``max_age_seconds``."""
+    """Open calls of one kind: a bound per bank (its policy's ``cap_key``), ``total`` in all,
+    cancelled after ``idle_seconds`` waiting on the bank, ended after ``max_age_seconds``."""
 
     def __init__(
         self,
@@ -148,12 +147,10 @@ class CallPool:
         idle_seconds: float,
         max_age_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
-        fixed_cap: int | None = None,
     ) -> None:
         self.name, self.cap_key, self.total = name, cap_key, total
         self.idle_seconds, self.max_age_seconds = idle_seconds, max_age_seconds
         self.clock = clock
-        self.fixed_cap = fixed_cap
         self._lock = threading.Lock()
         self._open: list[HeldCall] = []
 
@@ -163,8 +160,6 @@ class CallPool:
         return self.idle_seconds / 4
 
     def cap(self, policy: BankPolicy) -> int:
-        if self.fixed_cap is not None:
-            return self.fixed_cap
         return int(getattr(policy, self.cap_key))
 
     def open(self, bank_id: str, method: str, context: grpc.ServicerContext, cap: int) -> HeldCall:
@@ -238,8 +233,11 @@ class RequestWaits(CallPool):
     def __init__(
         self, name: str, per_bank: int, any_age: int, total: int, grace: float, idle: float
     ) -> None:
-        super().__init__(name, "the bureau's bound", total, idle, fixed_cap=per_bank)
-        self.grace, self.any_age = grace, any_age
+        super().__init__(name, "the bureau's bound", total, idle)
+        self.per_bank, self.grace, self.any_age = per_bank, grace, any_age
+
+    def cap(self, policy: BankPolicy) -> int:
+        return self.per_bank  # the same for every bank
 
     def _old(self, bank_id: str, now: float) -> list[HeldCall]:
         return [
@@ -281,12 +279,12 @@ class RequestWaits(CallPool):
         with self._lock:
             for bank_id in {c.bank_id for c in self._open}:
                 old = sorted(self._old(bank_id, now), key=lambda c: c.opened)
-                for c in old[self.fixed_cap or 0 :]:
+                for c in old[self.per_bank :]:
                     self._open.remove(c)
                     c.reaped = (
                         f"the bureau ended this call: its request message had not come after "
                         f"{now - c.opened:.0f} s, and bank {c.bank_id} held "
-                        f"{self.fixed_cap} such calls already"
+                        f"{self.per_bank} such calls already"
                     )
                     beyond.append(c)
         return ended + self._cancel(beyond)

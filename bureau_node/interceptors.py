@@ -125,11 +125,8 @@ def _stream_response(
 
         try:
             step(lambda: admit(context))
-            if receive is not None:
-                try:
-                    request = step(lambda: receive(request, context))
-                except CallEnded as exc:
-                    abort_with(context, exc)
+            if receive is not None:  # it answers every call it does not return from
+                request = step(lambda: receive(request, context))
             call = step(lambda: hold(context)) if hold is not None else None
             if call is not None and streaming:
                 request = call.requests(request)
