@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -448,11 +449,8 @@ def of_log(receipts: list[Receipt], public_key: bytes) -> tuple[list[Receipt], d
     by another key is kept here, and named as forged by ``verify``."""
     mine_id = log_id(public_key)
     mine = [r for r in receipts if r.head.log_id == mine_id]
-    aside: dict[str, int] = {}
-    for r in receipts:
-        if r.head.log_id != mine_id:
-            aside[r.head.log_id] = aside.get(r.head.log_id, 0) + 1
-    return mine, aside
+    aside = Counter(r.head.log_id for r in receipts if r.head.log_id != mine_id)
+    return mine, dict(aside)
 
 
 def cmd_receipts(args: argparse.Namespace) -> int:
