@@ -245,8 +245,11 @@ def information_values(
     sigma = (
         binning.BinNoise(answer.rho_charged / named).sigma if answer.rho_charged and named else 0.0
     )
+    positives = int(y.sum())
     for feature in answer.features:
-        values.append(_bureau_feature(feature, private_key, public_key, rows, monotonic, sigma))
+        values.append(
+            _bureau_feature(feature, private_key, public_key, rows, positives, monotonic, sigma)
+        )
     values.sort(key=lambda v: -v.iv)
     rough = [v for v in values if v.iv_sd > ROUGH_IV_SD]
     if rough:
@@ -366,14 +369,13 @@ def _bureau_feature(
     private_key: he.PrivateKey,
     public_key: he.PublicKey,
     rows: int,
+    positives: int,
     monotonic: bool,
     sigma: float = 0.0,
 ) -> binning.FeatureValue:
-    count = len(feature.totals)
+    count = feature.bins
     if not 1 <= count <= binning.MAX_BINS + 1:
         raise ProtocolViolation(f"feature {feature.name!r} came with {count} bins")
-    if sum(feature.totals) != rows:
-        raise ProtocolViolation(f"feature {feature.name!r}: bin sizes do not add up to {rows}")
     offset = feature.noise_offset
     if not 2 <= feature.slot_bits <= 64 or (1 << feature.slot_bits) <= rows + 2 * offset:
         raise ProtocolViolation(f"feature {feature.name!r}: slot width {feature.slot_bits}")
@@ -386,12 +388,10 @@ def _bureau_feature(
             "'category'"
         )
     packed = he.ciphertexts_from_bytes(feature.sums, public_key)
-    slots = he.unpack_sums(packed, private_key, feature.slot_bits, count)
-    totals = [int(t) for t in feature.totals]
-    # the bureau's noise may make a count negative or larger than its bin: cut to range
-    bads = binning.noisy_counts(slots, offset, totals, feature.name)
+    slots = he.unpack_sums(packed, private_key, feature.slot_bits, 2 * count)
+    # positives and negatives per bin, each with the bureau's noise (cut at 0)
+    received = stats = binning.noisy_bins(slots, offset, positives, rows, feature.name)
     missing = None if feature.missing_bin < 0 else feature.missing_bin
-    received = stats = binning.BinStatistics(totals, bads)
     # bins that carry more than the noise (post-processing: no privacy spent); with
     # --no-monotonic the bins stay as the bureau made them, bin for bin
     floor = binning.NOISE_FLOOR_SIGMAS * sigma if monotonic else 0.0

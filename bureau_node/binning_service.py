@@ -1,10 +1,11 @@
 """Federated binning for information value: the bureau bins its features and sums the
 bank's encrypted labels per bin; it never sees a label, the bank never sees a split point.
 
-Each sum carries discrete Gaussian noise before it is packed (summing to zero over a
-feature's bins; rho-zCDP per feature from the bank's policy, charged against its daily
-budget), so that labels chosen to single out one enterprise (all 0 but one) do not point at
-that enterprise's bins.
+Per bin the bank gets its count of positives and of negatives, each with discrete Gaussian
+noise added before packing (each vector summing to zero over a feature's bins; rho-zCDP per
+feature from the bank's policy, charged against its daily budget), so that labels chosen to
+single out one enterprise (all 0 but one) do not point at that enterprise's bins, and no
+exact bin size does either (two sessions differing in one ID read its bin from those).
 
 Every refusal comes before the data are touched and depends only on what the bank sent and
 knows (its session's size, the catalogue, its budget); the request is charged for every
@@ -129,14 +130,18 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
             slot_bits = bin_noise.slot_bits(total)
             out = pb.BinnedLabelSums(rho_charged=spent)
             for bins, feature_sums in zip(columns, sums, strict=True):
-                # the noise goes in before packing, so no exact count ever leaves
+                # positives per bin, then negatives (the bin's rows less its positives): no
+                # exact bin size leaves, and the noise goes in before packing, so no exact
+                # count does
+                sizes = np.bincount(bins.index, minlength=bins.count).tolist()
+                negatives = he.plain_minus(sizes, feature_sums, key)
                 noisy = he.add_plain(feature_sums, bin_noise.sample(bins.count), key)
-                totals = np.bincount(bins.index, minlength=bins.count)
+                noisy += he.add_plain(negatives, bin_noise.sample(bins.count), key)
                 out.features.append(
                     pb.FeatureBins(
                         name=bins.name,
                         kind=bins.kind,
-                        totals=totals.tolist(),
+                        bins=bins.count,
                         ordered=bins.ordered,
                         missing_bin=-1 if bins.missing_bin is None else bins.missing_bin,
                         slot_bits=slot_bits,

@@ -579,6 +579,19 @@ def add_plain(
     return [c * (1 + (v % n) * n) % nsquare for c, v in zip(ciphertexts, values, strict=True)]
 
 
+def plain_minus(
+    values: Sequence[int], ciphertexts: Sequence[gmpy2.mpz], public_key: PublicKey
+) -> list[gmpy2.mpz]:
+    """[[a_i]] -> [[v_i - a_i]]: g^v_i times the inverse of [[a_i]] mod n^2 (which exists:
+    ``ciphertexts_from_bytes`` admits only ciphertexts coprime with n, and so their
+    products)."""
+    n, nsquare = mpz(public_key.n), mpz(public_key.nsquare)
+    return [
+        (1 + (v % n) * n) * gmpy2.invert(c, nsquare) % nsquare
+        for v, c in zip(values, ciphertexts, strict=True)
+    ]
+
+
 def _window_for(terms: int, bits: int = 24) -> int:
     """The bucket window c that minimises ceil(bits / c) * (terms + 2^(c+1)) multiplications."""
     return min(range(1, 13), key=lambda c: -(-bits // c) * (terms + (2 << c)))

@@ -59,6 +59,15 @@ daily_iv_requests = 1000
 iv_rho_per_day = 1000
 daily_psi_sessions = 1000
 
+[banks.bank-differ]              # the default noise, a budget large enough for many sessions
+daily_iv_requests = 1000
+iv_rho_per_day = 1000
+daily_psi_sessions = 1000
+
+[banks.bank-differ-exact]        # its control: sigma^2 0.05, P(noise != 0) about 1e-4
+iv_rho_per_feature = 20
+iv_rho_per_day = 1000
+
 [banks.bank-exact]               # the control: noise so small the counts are exact
 daily_iv_requests = 1000
 daily_psi_sessions = 1000
@@ -791,15 +800,15 @@ def test_training_a_bank_key_without_its_proof_is_refused(node, city, crafted_ke
 # -- the single-positive information-value probe ----------------------------------------
 
 
-def _probe(node: BureauNode, city, bank_id: str, target: str, rng: np.random.Generator):
-    """Labels all 0 but the target's: the bin with the largest (noisy) sum is the guess.
-    Returns, per feature probed, (bins, whether the guess named the target's bin)."""
+def _binned_counts(node: BureauNode, bank_id: str, ids: list[str], labels_of) -> tuple:
+    """One PSI session over ``ids`` and an IV request with ``labels_of(matched ids)``, as a
+    bank would send them. Returns the matched IDs and, per feature released, its name and
+    its noisy counts of positives and of negatives per bin, as the bank decrypts them."""
     with BureauConnection(_address(node), bank_id) as connection:
-        result = run_psi(connection, _bank_ids(city), psi.Reveal.BOTH)
-        ids = result.matched_ids
-        labels = [int(i == target) for i in ids]
+        result = run_psi(connection, ids, psi.Reveal.BOTH)
+        matched = result.matched_ids
         public_key, private_key = he.generate_keypair(768, allow_test_keys=True)
-        ciphertexts = he.OwnerEncryptor(private_key).encrypt_many(labels)
+        ciphertexts = he.OwnerEncryptor(private_key).encrypt_many(labels_of(matched))
         answer = connection.binning.BinLabels(
             _label_chunks(
                 result.session_id, public_key, he.prove_key(private_key), ciphertexts, 10, 50, []
@@ -807,15 +816,53 @@ def _probe(node: BureauNode, city, bank_id: str, target: str, rng: np.random.Gen
             timeout=300,
             metadata=connection.metadata,
         )
-    rows = node.features.rows_of(ids)  # the bureau's truth, to score the guesses
-    outcomes = []
+    counts = {}
     for feature in answer.features:
         packed = he.ciphertexts_from_bytes(feature.sums, public_key)
-        slots = he.unpack_sums(packed, private_key, feature.slot_bits, len(feature.totals))
-        sums = np.array(slots, dtype=np.int64) - feature.noise_offset
-        guess = int(rng.choice(np.flatnonzero(sums == sums.max())))
-        truth = binning.bin_column(feature.name, rows.column(feature.name), 10, 50)
-        outcomes.append((truth.count, guess == int(truth.index[ids.index(target)])))
+        slots = he.unpack_sums(packed, private_key, feature.slot_bits, 2 * feature.bins)
+        values = np.array(slots, dtype=np.int64) - feature.noise_offset
+        counts[feature.name] = (values[: feature.bins], values[feature.bins :])
+    return matched, counts
+
+
+def _bin_of(node: BureauNode, ids: list[str], name: str, target: str) -> tuple[int, int]:
+    """The bureau's truth, to score a guess: the feature's bin count over these rows (as
+    the request's settings make them) and the target's bin."""
+    truth = binning.bin_column(name, node.features.rows_of(ids).column(name), 10, 50)
+    return truth.count, int(truth.index[ids.index(target)])
+
+
+def _guess(scores: np.ndarray, rng: np.random.Generator) -> int:
+    return int(rng.choice(np.flatnonzero(scores == scores.max())))
+
+
+def _probe(node: BureauNode, city, bank_id: str, target: str, rng: np.random.Generator):
+    """Labels all 0 but the target's: the bin with the largest (noisy) sum is the guess.
+    Returns, per feature probed, (bins, whether the guess named the target's bin)."""
+    ids, counts = _binned_counts(
+        node, bank_id, _bank_ids(city), lambda matched: [int(i == target) for i in matched]
+    )
+    outcomes = []
+    for name, (positives, _) in counts.items():
+        bins, truth = _bin_of(node, ids, name, target)
+        outcomes.append((bins, _guess(positives, rng) == truth))
+    return outcomes
+
+
+def _difference(node: BureauNode, bank_id: str, clients: list[str], target: str, rng):
+    """Two PSI sessions, the second with one enterprise more, and an IV request in each
+    (labels all 0): the bin whose size grew most is the guess. Up to protocol 3 the sizes
+    were exact and this named the target's bin in every feature, noise or not."""
+    without = [c for c in clients if c != target]
+    _, before = _binned_counts(node, bank_id, without, lambda matched: [0] * len(matched))
+    ids, after = _binned_counts(node, bank_id, clients, lambda matched: [0] * len(matched))
+    outcomes = []
+    for name, (positives, negatives) in after.items():
+        bins, truth = _bin_of(node, ids, name, target)
+        grown = np.zeros(bins, dtype=np.int64)  # a bin at random if the bins changed
+        if name in before and len(before[name][0]) == bins:
+            grown = positives + negatives - before[name][0] - before[name][1]
+        outcomes.append((bins, _guess(grown, rng) == truth))
     return outcomes
 
 
@@ -864,6 +911,54 @@ def test_iv_probe_succeeds_without_noise_the_control(node, city):
     outcomes = _probe(node, city, "bank-exact", target, rng)
     # every bureau feature of two bins or more (``deregistered`` has one here: not released)
     assert len(outcomes) == 16 and all(hit for _, hit in outcomes)
+
+
+DIFFERENCE_TARGETS = 48
+
+
+def test_iv_bin_sizes_of_two_sessions_differing_in_one_id_name_few_bins(node, city, monkeypatch):
+    """A review's second probe: the bank's clients in one session, the same less one
+    enterprise in another, an IV request in each. The bins' sizes were exact, so the one
+    that grew named the enterprise's bin in every feature, with no noise to get past. They
+    are now noisy counts of positives and negatives (the same rho: one enterprise changes
+    one of the two vectors), and the growth names the bin in at most 25% of features
+    (chance 17.4%; the differences carry the noise of four counts, so this is weaker than
+    the single positive). Seeded like the probe above, so the verdict is the same every
+    run; the control is the next test."""
+    source = random.Random("xinrong-iv-difference").randrange
+    sample = binning.BinNoise.sample
+    monkeypatch.setattr(
+        binning.BinNoise, "sample", lambda self, bins, randbelow=None: sample(self, bins, source)
+    )
+    rng = np.random.default_rng(11)  # the attacker's choices, not a secret
+    with BureauConnection(_address(node), "bank-differ") as connection:
+        clients = run_psi(connection, _bank_ids(city), psi.Reveal.BANK).matched_ids
+    outcomes = []
+    for target in rng.choice(clients, size=DIFFERENCE_TARGETS, replace=False):
+        outcomes += _difference(node, "bank-differ", clients, str(target), rng)
+    hits = sum(hit for _, hit in outcomes)
+    chance = np.mean([1 / bins for bins, _ in outcomes])
+    print(
+        f"bin sizes differenced: the target's bin in {hits} of {len(outcomes)} features "
+        f"({hits / len(outcomes):.3f}, chance {chance:.3f})"
+    )
+    assert len(outcomes) == DIFFERENCE_TARGETS * 16
+    assert hits / len(outcomes) <= 0.25, f"the sizes named {hits} of {len(outcomes)} bins"
+
+
+def test_iv_bin_sizes_differenced_without_noise_the_control(node, city):
+    """The same two sessions for a bank allowed rho 20 per feature (no noise to speak of;
+    the two requests take most of its day's budget): the growth names the target's bin in
+    nearly every feature, so the test above measures the noise, not a broken attack
+    (numeric bins are the sessions' quantiles, and one row more can move an edge)."""
+    rng = np.random.default_rng(12)
+    with BureauConnection(_address(node), "bank-differ-exact") as connection:
+        clients = run_psi(connection, _bank_ids(city), psi.Reveal.BANK).matched_ids
+    outcomes = _difference(node, "bank-differ-exact", clients, clients[0], rng)
+    hits = sum(hit for _, hit in outcomes)
+    print(f"without noise: the target's bin in {hits} of {len(outcomes)} features")
+    chance = sum(1 / bins for bins, _ in outcomes)
+    assert len(outcomes) == 16 and hits >= 14 > 4 * chance
 
 
 def _bin_labels(connection, session, matched, features, max_bins=10, min_bin_count=50):

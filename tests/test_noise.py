@@ -172,14 +172,28 @@ def test_the_calibration_is_exact_zcdp():
 
 
 def test_bin_noise_keeps_slots_non_negative_and_the_bank_recovers_counts():
+    """Positives then negatives per bin, each with its own zero-sum noise: the bank's
+    counts add up to its own totals, are never negative, and a bin's size is their sum; an
+    answer whose counts do not add up, or out of range, is refused."""
     bin_noise = binning.BinNoise(0.0625)
-    rows = 1000
+    rows, bins = 1000, 10
     bits = bin_noise.slot_bits(rows)
     assert (1 << bits) > rows + 2 * bin_noise.offset
-    slots = [5 + offset for _ in range(20) for offset in bin_noise.sample(10)]
-    assert all(0 <= s < (1 << bits) for s in slots)
-    assert sum(slots) == 200 * (5 + bin_noise.offset)  # each feature's noise sums to zero
-    counts = binning.noisy_counts(slots, bin_noise.offset, [10] * 200, "f")
-    assert all(0 <= c <= 10 for c in counts) and len(set(counts)) > 1
+    positives = [5, 0, 20, 1, 30, 4, 10, 10, 0, 20]  # 100
+    sizes = [100] * bins
+    negatives = [t - p for t, p in zip(sizes, positives, strict=True)]
+    seen = set()
+    for _ in range(50):
+        slots = [c + z for c, z in zip(positives, bin_noise.sample(bins), strict=True)]
+        slots += [c + z for c, z in zip(negatives, bin_noise.sample(bins), strict=True)]
+        assert all(0 <= s < (1 << bits) for s in slots)
+        stats = binning.noisy_bins(slots, bin_noise.offset, 100, rows, "f")
+        assert min(stats.bads) >= 0 and min(stats.goods) >= 0
+        assert sum(stats.bads) >= 100 and sum(stats.goods) >= 900  # only the cut adds
+        seen.add(tuple(stats.totals))
+    assert len(seen) > 1  # the sizes are noisy too
+    slots[0] += 1  # no longer the bank's 100 positives
+    with pytest.raises(ProtocolViolation, match="add up to 101 positives"):
+        binning.noisy_bins(slots, bin_noise.offset, 100, rows, "f")
     with pytest.raises(ProtocolViolation, match="out of range"):
-        binning.noisy_counts([3 * bin_noise.offset], bin_noise.offset, [10] * 1, "f")
+        binning.noisy_bins([3 * bin_noise.offset] * 2, bin_noise.offset, 0, 1, "f")

@@ -108,6 +108,19 @@ def test_inner_product_matches_phe(keys, data):
 
 
 @settings(max_examples=30, deadline=None)
+@given(pairs=st.lists(st.tuples(signed, signed), min_size=1, max_size=8))
+def test_plain_minus_a_ciphertext_matches_phe(keys, pairs):
+    """[[v - a]] from v and [[a]] (a bin's negatives from its size and its positives), read
+    by phe's decryption, and equal to phe's own ``v - [[a]]``."""
+    pub, priv, enc = keys
+    ciphertexts = enc.encrypt([a for _, a in pairs])
+    ours = he.plain_minus([v for v, _ in pairs], ciphertexts, pub)
+    for (v, a), c, mine in zip(pairs, ciphertexts, ours, strict=True):
+        assert priv.decrypt(paillier.EncryptedNumber(pub, int(mine), 0)) == v - a
+        assert priv.decrypt(v - paillier.EncryptedNumber(pub, int(c), 0)) == v - a
+
+
+@settings(max_examples=30, deadline=None)
 @given(pairs=st.lists(st.tuples(st.integers(1, 2**200), st.integers(0, 2**30)), max_size=60))
 def test_multiexp_equals_one_pow_per_term(pairs):
     modulus = gmpy2.mpz(2**255 - 19)

@@ -325,10 +325,9 @@ class EncryptedLabels(_message.Message):
     def __init__(self, psi_session_id: _Optional[str] = ..., bank_public_key: _Optional[bytes] = ..., max_bins: _Optional[int] = ..., min_bin_count: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., labels: _Optional[bytes] = ..., bank_key_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class FeatureBins(_message.Message):
-    __slots__ = ("name", "kind", "totals", "ordered", "missing_bin", "slot_bits", "sums", "noise_offset", "noise_scale", "epsilon")
+    __slots__ = ("name", "kind", "ordered", "missing_bin", "slot_bits", "sums", "noise_offset", "noise_scale", "epsilon", "bins")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
-    TOTALS_FIELD_NUMBER: _ClassVar[int]
     ORDERED_FIELD_NUMBER: _ClassVar[int]
     MISSING_BIN_FIELD_NUMBER: _ClassVar[int]
     SLOT_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -336,9 +335,9 @@ class FeatureBins(_message.Message):
     NOISE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
+    BINS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
-    totals: _containers.RepeatedScalarFieldContainer[int]
     ordered: bool
     missing_bin: int
     slot_bits: int
@@ -346,7 +345,8 @@ class FeatureBins(_message.Message):
     noise_offset: int
     noise_scale: float
     epsilon: float
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., totals: _Optional[_Iterable[int]] = ..., ordered: _Optional[bool] = ..., missing_bin: _Optional[int] = ..., slot_bits: _Optional[int] = ..., sums: _Optional[bytes] = ..., noise_offset: _Optional[int] = ..., noise_scale: _Optional[float] = ..., epsilon: _Optional[float] = ...) -> None: ...
+    bins: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., ordered: _Optional[bool] = ..., missing_bin: _Optional[int] = ..., slot_bits: _Optional[int] = ..., sums: _Optional[bytes] = ..., noise_offset: _Optional[int] = ..., noise_scale: _Optional[float] = ..., epsilon: _Optional[float] = ..., bins: _Optional[int] = ...) -> None: ...
 
 class BinnedLabelSums(_message.Message):
     __slots__ = ("features", "rho_charged")
