@@ -64,7 +64,6 @@ def _label_chunks(
     key_proof: he.KeyProof,
     ciphertexts: Sequence[Any] | Callable[[int, int], Sequence[Any]],
     max_bins: int,
-    min_bin_count: int,
     features: list[str],
     total: int | None = None,
 ) -> Iterator[pb.EncryptedLabels]:
@@ -82,7 +81,6 @@ def _label_chunks(
         bank_public_key=codec.key_to_bytes(key),
         bank_key_proof=codec.key_proof_to_bytes(key_proof, key),
         max_bins=max_bins,
-        min_bin_count=min_bin_count,
         features=features,
     )
     for start in range(0, total, LABELS_PER_CHUNK):
@@ -211,7 +209,6 @@ def information_values(
                     he.prove_key(private_key),
                     encrypted,
                     max_bins,
-                    min_bin_count,
                     list(bureau_features or []),
                     total=rows,
                 ),
@@ -248,7 +245,9 @@ def information_values(
     positives = int(y.sum())
     for feature in answer.features:
         values.append(
-            _bureau_feature(feature, private_key, public_key, rows, positives, monotonic, sigma)
+            _bureau_feature(
+                feature, private_key, public_key, rows, positives, monotonic, sigma, min_bin_count
+            )
         )
     values.sort(key=lambda v: -v.iv)
     rough = [v for v in values if v.iv_sd > ROUGH_IV_SD]
@@ -372,7 +371,11 @@ def _bureau_feature(
     positives: int,
     monotonic: bool,
     sigma: float = 0.0,
+    min_rows: int = 0,
 ) -> binning.FeatureValue:
+    """One bureau feature's IV from its noisy counts: the bureau's bins (fitted on its whole
+    table) merged here, on the counts as received, until each holds ``min_rows`` clients
+    and, unless ``monotonic`` is off, 5 sigmas of the noise in positives and negatives."""
     count = feature.bins
     if not 1 <= count <= binning.MAX_BINS + 1:
         raise ProtocolViolation(f"feature {feature.name!r} came with {count} bins")
@@ -390,19 +393,21 @@ def _bureau_feature(
     packed = he.ciphertexts_from_bytes(feature.sums, public_key)
     slots = he.unpack_sums(packed, private_key, feature.slot_bits, 2 * count)
     # positives and negatives per bin, each with the bureau's noise (cut at 0)
-    received = stats = binning.noisy_bins(slots, offset, positives, rows, feature.name)
+    received = stats = binning.noisy_bins(slots, offset, positives, rows, feature.name, sigma)
     missing = None if feature.missing_bin < 0 else feature.missing_bin
-    # bins that carry more than the noise (post-processing: no privacy spent); with
-    # --no-monotonic the bins stay as the bureau made them, bin for bin
+    # bins of the bank's smallest size and that carry more than the noise (post-processing:
+    # no privacy spent); with --no-monotonic only the size counts
     floor = binning.NOISE_FLOOR_SIGMAS * sigma if monotonic else 0.0
-    merged_missing = missing
-    if floor > 0:
-        stats, merged_missing = binning.merge_for_noise(stats, feature.ordered, missing, floor)
+    stats, merged_missing = binning.merge_for_noise(
+        stats, feature.ordered, missing, floor, min_rows
+    )
     value = binning.evaluate_feature(
         feature.name, "bureau", feature.kind, stats, feature.ordered, merged_missing, monotonic
     )
     # the spread of the whole path (noise on the received bins, merged, evaluated)
-    spread = binning.iv_spread(received, feature.ordered, missing, sigma, monotonic, floor)
+    spread = binning.iv_spread(
+        received, feature.ordered, missing, sigma, monotonic, floor, min_rows=min_rows
+    )
     return dataclasses.replace(value, iv_sd=round(spread, 4))
 
 

@@ -18,9 +18,9 @@ The bins are the bank's default (at least 50 rows and 2% of the matched ones;
 the bureau's own sampler (``binning.BinNoise``, on ``secrets``) applied to the exact counts
 in the clear (the distribution the encrypted path produces: Paillier addition is exact), for
 the tail of the error; and N single-positive probes per feature in the clear on the synthetic
-city of ``tests/test_attacks.py`` (4,000 enterprises, 1,600 bank clients, seed 12; bins of
-at least 50 rows, at most 10): the bank's guess is the bin with the largest noisy sum, the
-target's bin that of a random matched row.
+city of ``tests/test_attacks.py`` (4,000 enterprises, 1,600 bank clients, seed 12; the
+bureau's bins for 10, fitted on its whole table): the bank's guess is the bin with the
+largest noisy sum, the target's bin that of a random matched row.
 """
 
 from __future__ import annotations
@@ -79,13 +79,14 @@ def simulate_iv(features: dict, rho: float, draws: int) -> dict[str, list[float]
             counts = stats.bads + stats.goods
             noises = noise.sample(bins.count) + noise.sample(bins.count)
             slots = [c + z for c, z in zip(counts, noises, strict=True)]
-            drawn = binning.noisy_bins(slots, noise.offset, positives, rows, name)
+            drawn = binning.noisy_bins(slots, noise.offset, positives, rows, name, noise.sigma)
             out[name].append(iv_of(bins, drawn))
     return out
 
 
 def city_bins() -> list[binning.ColumnBins]:
-    """The bureau's released bins over the matched rows of the attack suite's city."""
+    """The bureau's released bins over the matched rows of the attack suite's city: its
+    rules for 10 bins, fitted on its whole table (as ``BinLabels`` fits them)."""
     with tempfile.TemporaryDirectory() as tmp:
         city = write_city(generate_city(4000, 1600, seed=12), Path(tmp))
         bank = tables.read_table(city["bank"], "uscc", columns=[])
@@ -93,10 +94,9 @@ def city_bins() -> list[binning.ColumnBins]:
         bureau = tables.read_table(city["bureau"], "uscc")
     codes = prepare_ids(bureau.column("uscc"), IdType.USCC).ids
     joined = bureau.take([i for i, c in enumerate(codes) if c in clients])
-    smallest = binning.min_bin_rows(len(joined), 50, binning.DEFAULT_MIN_BIN_SHARE)  # 50 here
-    names = joined.column_names[1:]
-    columns = [binning.bin_column(n, joined.column(n), 10, smallest) for n in names]
-    return [c for c in columns if c.count >= binning.MIN_RELEASED_BINS]
+    floor = binning.BUREAU_MIN_BIN_COUNT
+    rules = [binning.fit_bins(n, bureau.column(n), 10, floor) for n in bureau.column_names[1:]]
+    return [r.apply(joined.column(r.name)) for r in rules if r.count >= binning.MIN_RELEASED_BINS]
 
 
 def simulate_probe(columns: list[binning.ColumnBins], rho: float, draws: int) -> dict:

@@ -7,13 +7,15 @@ feature from the bank's policy, charged against its daily budget), so that label
 single out one enterprise (all 0 but one) do not point at that enterprise's bins, and no
 exact bin size does either (two sessions differing in one ID read its bin from those).
 
-Every refusal comes before the data are touched and depends only on what the bank sent and
-knows (its session's size, the catalogue, its budget); the request is charged for every
-feature it names before a feature is binned. A feature that falls into a single bin is then
-left out of the answer (it has nothing to tell), but it was charged like the others: whether
-a feature is released depends on the bureau's values, and a free answer to that question
-would be an oracle on them (a bank choosing ``max_bins = 2`` and ``min_bin_count`` could
-read a flag of one enterprise per PSI session, with no noise and no budget)."""
+The bins are fitted on the bureau's whole table, never on a session's rows: fitted on the
+session, whether a feature kept two bins of at least ``min_bin_count`` rows (``max_bins =
+2``) told the bank how many of its rows had a flag, and a binary search over sessions with
+and without a target read the target's flag exactly, whatever the noise and within a day's
+budget; and one row more moved the quantile edges, and blocks of tied rows with them. Which
+features are released (more than one bin) and how many bins each has are now the same for
+every session. Every refusal comes before the data are touched and depends only on what the
+bank sent and knows (its session's size, the catalogue, its budget); the request is charged
+for every feature it names before a feature is binned, released or not."""
 
 from __future__ import annotations
 
@@ -90,7 +92,6 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                             f"only {matched} shared rows; information value needs at least "
                             f"{self.ctx.limits.min_rows}"
                         )
-                    min_count = self._min_count(chunk.min_bin_count, matched)
                     names = self.ctx.choose(bank_id, chunk.features)
                     bin_noise = binning.BinNoise(self.ctx.access.policy(bank_id).iv_rho_per_feature)
                     spent = bin_noise.rho * len(names)  # zCDP composes by addition
@@ -106,7 +107,7 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                         raise
                     charged = {"rho": spent, "features_charged": len(names)}
                     ids = self.ctx.store.session_matched_ids(bank_id, chunk.psi_session_id)
-                    columns = self._bins(names, ids, chunk.max_bins, min_count)
+                    columns = self._bins(names, ids, chunk.max_bins)
                     sums = [[he.mpz(1)] * bins.count for bins in columns]
                     nsquare = he.mpz(key.nsquare)
                 elif chunk.total != total:
@@ -159,37 +160,23 @@ class BinningServicer(model_pb2_grpc.BinningServicer):
                 rows=total,
                 features=len(columns),
                 features_charged=len(names),
-                min_bin_count=min_count,
+                max_bins=first.max_bins,
                 rho=spent,
             )
-            log.info(
-                "binned %d labels of bank %s over %d features (bins of at least %d)",
-                total,
-                bank_id,
-                len(columns),
-                min_count,
-            )
+            log.info("binned %d labels of bank %s over %d features", total, bank_id, len(columns))
             return out
         except Exception as exc:  # noqa: BLE001
             self.ctx.refuse(context, "information_value", exc, **charged)
 
-    def _min_count(self, asked: int, rows: int) -> int:
-        """The smallest bin: the bank's, never below the bureau's floor (smaller bins are
-        merged, never reported), and at most half the session's rows (above that every
-        feature is one bin: refused before the charge, from numbers the bank knows)."""
-        floor = self.ctx.limits.min_bin_count
-        if asked > max(floor, (rows + 1) // 2):  # the bank's own limit is half, rounded up
-            raise ProtocolViolation(
-                f"min_bin_count {asked} is more than half of the session's {rows} rows: every "
-                "feature would fall into a single bin"
-            )
-        return max(asked, floor)
-
-    def _bins(
-        self, names: list[str], ids: list[str], max_bins: int, min_count: int
-    ) -> list[binning.ColumnBins]:
-        """The bins of the features named over the session's rows, those of a single bin
-        left out (after the charge: see the module's note)."""
+    def _bins(self, names: list[str], ids: list[str], max_bins: int) -> list[binning.ColumnBins]:
+        """The bins of the features named over the session's rows, by rules fitted on the
+        whole table (bins of at least the bureau's ``min_bin_count`` enterprises there):
+        which features are released (more than one bin) and how many bins each has follow
+        no session. The bank merges small bins itself, on the noisy counts."""
+        rules = self.ctx.features.bin_rules(names, max_bins, self.ctx.limits.min_bin_count)
         rows = self.ctx.features.rows_of(ids)
-        columns = [binning.bin_column(n, rows.column(n), max_bins, min_count) for n in names]
-        return [c for c in columns if c.count >= binning.MIN_RELEASED_BINS]
+        return [
+            rules[n].apply(rows.column(n))
+            for n in names
+            if rules[n].count >= binning.MIN_RELEASED_BINS
+        ]

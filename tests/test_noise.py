@@ -187,13 +187,22 @@ def test_bin_noise_keeps_slots_non_negative_and_the_bank_recovers_counts():
         slots = [c + z for c, z in zip(positives, bin_noise.sample(bins), strict=True)]
         slots += [c + z for c, z in zip(negatives, bin_noise.sample(bins), strict=True)]
         assert all(0 <= s < (1 << bits) for s in slots)
-        stats = binning.noisy_bins(slots, bin_noise.offset, 100, rows, "f")
+        stats = binning.noisy_bins(slots, bin_noise.offset, 100, rows, "f", bin_noise.sigma)
         assert min(stats.bads) >= 0 and min(stats.goods) >= 0
         assert sum(stats.bads) >= 100 and sum(stats.goods) >= 900  # only the cut adds
         seen.add(tuple(stats.totals))
     assert len(seen) > 1  # the sizes are noisy too
+    sigma = bin_noise.sigma
     slots[0] += 1  # no longer the bank's 100 positives
     with pytest.raises(ProtocolViolation, match="add up to 101 positives"):
-        binning.noisy_bins(slots, bin_noise.offset, 100, rows, "f")
+        binning.noisy_bins(slots, bin_noise.offset, 100, rows, "f", sigma)
+    # a hostile bureau's counts: far beyond any noise of this sigma (a review's +-2^60 and a
+    # bin of 1.1e12 rows passed a check against the bureau's own offset), or another offset
+    offset = bin_noise.offset
+    near = [offset + 260, offset - 160, offset + 1060, offset - 160]  # 40 sigmas below 0
+    assert binning.noisy_bins(near, offset, 100, rows, "f", sigma).totals == [1320, 0]
+    far = [offset + 261, offset - 161, offset + 1061, offset - 161]
     with pytest.raises(ProtocolViolation, match="out of range"):
-        binning.noisy_bins([3 * bin_noise.offset] * 2, bin_noise.offset, 0, 1, "f")
+        binning.noisy_bins(far, offset, 100, rows, "f", sigma)
+    with pytest.raises(ProtocolViolation, match="noise offset"):
+        binning.noisy_bins([v + 2**60 for v in near], offset + 2**60, 100, rows, "f", sigma)

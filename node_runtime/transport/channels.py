@@ -33,8 +33,9 @@ PROTOCOL_METADATA = "x-xinrong-protocol"
 # 2: each Paillier key comes with its proof of being a Paillier modulus; 3: a lookup table
 # update's removed tags come spread over its chunks (a bank of protocol 2 read the first
 # chunk's only, and would keep answering with entries the bureau removed), and scoring
-# serves no scorecard points per row; 4: a feature's bins for information value come as
-# noisy counts of positives and of negatives, no exact bin sizes
+# serves no scorecard points per row; 4: a feature's bins for information value are fitted
+# on the bureau's whole table and come as noisy counts of positives and of negatives (no
+# exact bin sizes; the request's min_bin_count is gone: the bank merges small bins)
 PROTOCOL_VERSION = 4
 # the audit receipts of a call, in its trailing metadata (bureau_node/interceptors.py)
 RECEIPT_METADATA = "x-xinrong-receipt-bin"

@@ -303,11 +303,10 @@ class ScoreRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., psi_session_id: _Optional[str] = ..., points: _Optional[bool] = ..., reasons: _Optional[int] = ...) -> None: ...
 
 class EncryptedLabels(_message.Message):
-    __slots__ = ("psi_session_id", "bank_public_key", "max_bins", "min_bin_count", "features", "offset", "total", "labels", "bank_key_proof")
+    __slots__ = ("psi_session_id", "bank_public_key", "max_bins", "features", "offset", "total", "labels", "bank_key_proof")
     PSI_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     BANK_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     MAX_BINS_FIELD_NUMBER: _ClassVar[int]
-    MIN_BIN_COUNT_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -316,13 +315,12 @@ class EncryptedLabels(_message.Message):
     psi_session_id: str
     bank_public_key: bytes
     max_bins: int
-    min_bin_count: int
     features: _containers.RepeatedScalarFieldContainer[str]
     offset: int
     total: int
     labels: bytes
     bank_key_proof: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, psi_session_id: _Optional[str] = ..., bank_public_key: _Optional[bytes] = ..., max_bins: _Optional[int] = ..., min_bin_count: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., labels: _Optional[bytes] = ..., bank_key_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    def __init__(self, psi_session_id: _Optional[str] = ..., bank_public_key: _Optional[bytes] = ..., max_bins: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., labels: _Optional[bytes] = ..., bank_key_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class FeatureBins(_message.Message):
     __slots__ = ("name", "kind", "ordered", "missing_bin", "slot_bits", "sums", "noise_offset", "noise_scale", "epsilon", "bins")
