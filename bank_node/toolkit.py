@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -225,23 +224,15 @@ def information_values(
                 name, "bank", bins.kind, stats, bins.ordered, bins.missing_bin, monotonic
             )
         )
-    check_peer_names([f.name for f in answer.features], "the bureau's information values")
-    if not 0.0 <= answer.rho_charged < math.inf:
-        raise ProtocolViolation(f"the bureau says it charged rho {answer.rho_charged}")
-    # a bureau from before the field charges the released features only, and says so in each
-    charged = answer.rho_charged or sum(f.epsilon for f in answer.features)
+    named = list(bureau_features or catalogue)
+    sigma = _answer_noise(answer, named)
     released = {f.name for f in answer.features}
-    withheld = [n for n in (bureau_features or catalogue) if n not in released]
-    if withheld and answer.rho_charged:  # charged: whether a feature has one bin is data
+    withheld = [n for n in named if n not in released]
+    if withheld:  # charged: whether a feature has one bin is data
         say(
-            f"the bureau released no bins of {', '.join(withheld)}: one bin over these "
-            "clients (each was charged to the budget like the others)"
+            f"the bureau released no bins of {', '.join(withheld)}: one bin over its whole "
+            "table (each was charged to the budget like the others)"
         )
-    # the noise's sigma, from the privacy loss charged per feature (withheld ones too)
-    named = len(bureau_features or catalogue)
-    sigma = (
-        binning.BinNoise(answer.rho_charged / named).sigma if answer.rho_charged and named else 0.0
-    )
     positives = int(y.sum())
     for feature in answer.features:
         values.append(
@@ -264,7 +255,7 @@ def information_values(
         len(bank_features),
         len(answer.features),
         result.session_id,
-        round(charged, 6),
+        round(answer.rho_charged, 6),
     )
 
 
@@ -358,6 +349,28 @@ def iv_job(
         "psi_session_id": found.psi_session_id,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _answer_noise(answer: pb.BinnedLabelSums, named: list[str]) -> float:
+    """The bureau's answer checked as a whole: features the bank named, each once, and a
+    rho charged within the range a bureau may configure per feature. The noise's sigma that
+    rho implies, which the range of every count rests on (a rho of 1e-24 claimed noise wide
+    enough to pass counts of 2^39)."""
+    check_peer_names([f.name for f in answer.features], "the bureau's information values")
+    asked = set(named)
+    strangers = [f.name for f in answer.features if f.name not in asked]
+    if strangers:  # each would cost the bank its decryption and noise simulation
+        raise ProtocolViolation(
+            f"the bureau answered for features not asked for: {', '.join(strangers[:5])}"
+        )
+    low, high = binning.RHO_RANGE
+    per_feature = answer.rho_charged / len(named) if named else 0.0
+    if not low <= per_feature <= high:
+        raise ProtocolViolation(
+            f"the bureau says it charged rho {answer.rho_charged} for {len(named)} features: "
+            f"not {low:g} to {high:g} per feature"
+        )
+    return binning.BinNoise(per_feature).sigma
 
 
 ROUGH_IV_SD = 0.02  # an IV moved more than this by the bureau's noise is said to be rough

@@ -42,6 +42,7 @@ import grpc
 
 from node_runtime import tables
 from node_runtime.transport.channels import bank_identity, valid_bank_id
+from protocols.binning import RHO_RANGE
 from protocols.errors import InputDataError, NotAuthorised, QuotaExceeded
 
 FLUSH_SECONDS = 0.5  # usage counters reach the disk this often, and at shutdown
@@ -142,9 +143,10 @@ def _limits(table: dict[str, Any], where: str, base: dict[str, Any]) -> dict[str
             not isinstance(value, int | float)
             or isinstance(value, bool)
             or not math.isfinite(value)
-            or not 0.001 <= value <= 1000
+            or not RHO_RANGE[0] <= value <= RHO_RANGE[1]
         ):
-            raise InputDataError(f"{where}: {key} must be a number from 0.001 to 1000")
+            low, high = RHO_RANGE
+            raise InputDataError(f"{where}: {key} must be a number from {low:g} to {high:g}")
         out[key] = float(value)
     if out["iv_rho_per_feature"] > out["iv_rho_per_day"]:
         raise InputDataError(

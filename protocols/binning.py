@@ -42,6 +42,9 @@ SMOOTHING = 0.5  # added to good and bad counts so that empty cells have a finit
 # feature's vector of sums of positives by at most 1 in two bins (its label is 0 or 1): an L2
 # sensitivity of sqrt(2). Adding or removing the enterprise changes one sum by 1, less.
 BIN_SENSITIVITY_SQUARED = 2
+# The rho a bureau may configure (per feature and per day): the bank refuses an answer that
+# claims another per feature, since the noise's sigma it implies bounds the counts' range.
+RHO_RANGE = (0.001, 1000.0)
 # Noise beyond this is clamped so that a slot has a fixed width; with sigma below 2^30 the
 # chance of reaching it is below exp(-2^19).
 NOISE_BOUND = 1 << 40

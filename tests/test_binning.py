@@ -163,6 +163,29 @@ def test_a_bureau_features_kind_is_numeric_or_category_never_free_text():
         _bureau_feature(feature, priv, pub, 200, 40, True)
 
 
+def test_a_bureau_answer_for_features_not_asked_or_with_an_odd_rho_is_refused():
+    """A review's hostile bureau added 200 renamed copies of a 50-bin feature (162 s of the
+    bank's CPU; an 8 MB answer holds about 5,000) and claimed a rho of 1e-24, whose sigma let
+    counts of 2^39 through the range check. The answer is now checked as a whole first."""
+    from bank_node.toolkit import _answer_noise
+    from xinrong.v1 import model_pb2
+
+    def answer(names, rho):
+        features = [model_pb2.FeatureBins(name=n, kind="numeric", bins=2) for n in names]
+        return model_pb2.BinnedLabelSums(features=features, rho_charged=rho)
+
+    named = ["debt_ratio", "industry"]
+    assert _answer_noise(answer(named, 0.125), named) == 4.0  # 0.0625 each: sigma 4
+    assert _answer_noise(answer(["industry"], 0.125), named) == 4.0  # one withheld
+    with pytest.raises(ProtocolViolation, match="not asked for: debt_ratio_2"):
+        _answer_noise(answer([*named, "debt_ratio_2"], 0.1875), named)
+    with pytest.raises(ProtocolViolation, match="twice"):
+        _answer_noise(answer(["industry", "industry"], 0.125), named)
+    for rho in (1e-24, 5e-324, 0.0, 2001.0, float("nan")):
+        with pytest.raises(ProtocolViolation, match="per feature"):
+            _answer_noise(answer(named, rho), named)
+
+
 def test_noisy_bins_are_merged_until_they_carry_more_than_the_noise():
     """A review's bank had 192 defaults in 2,282 clients: bins of about 10 defaults under
     the bureau's noise of sigma 4 were drawn to 0 and back, and one feature's IV read 0.23,
@@ -223,15 +246,16 @@ levels = st.lists(st.one_of(st.none(), st.sampled_from("ABCDEFGHIJ")), min_size=
 )
 def test_a_bin_rule_fitted_on_a_table_bins_any_of_its_rows_alike(values, max_bins, min_count, data):
     """The bureau fits its bins on its whole table and applies them to a session's rows: a
-    row's bin is the same whichever rows are with it, the rule's bins are all there are, and
-    fitting on a column and applying to it is the bank's ``bin_column``."""
+    row's bin is the same whichever rows are with it, the rule's bins are all there are,
+    and over the rows it was fitted on each bin holds ``min_count`` of them (one bin aside).
+    A review compared the rules with the former ``bin_column`` on 20,000 random columns:
+    no difference."""
     column = pa.array(values)
     rule = binning.fit_bins("f", column, max_bins, min_count)
     whole = rule.apply(column)
-    assert (
-        whole.index.tolist() == binning.bin_column("f", column, max_bins, min_count).index.tolist()
-    )
     assert whole.labels == rule.labels and whole.missing_bin == rule.missing_bin
+    sizes = np.bincount(whole.index, minlength=rule.count)
+    assert rule.count == 1 or sizes.min() >= min_count  # small bins merged, over these rows
     assert set(whole.index.tolist()) <= set(range(rule.count))
     rows = data.draw(st.lists(st.integers(0, len(values) - 1), max_size=40))
     part = rule.apply(column.take(pa.array(rows, pa.int64())))
