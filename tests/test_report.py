@@ -245,9 +245,11 @@ WOE_BINS = {
 
 def _governed_model_dir(root: Path) -> Path:
     model_dir = make_model_dir(root)
-    (root / "iv.bins.json").write_text(
-        json.dumps([{"feature": k, "woe": v} for k, v in WOE_BINS.items()])
-    )
+    # the bureau's feature of the same name as the bank's age agrees with its weight: a
+    # review's report checked the bank's sign against it (default_credit's x0..x9)
+    bins = [{"feature": k, "party": "bank", "woe": v} for k, v in WOE_BINS.items()]
+    bins.append({"feature": "age", "party": "bureau", "woe": [-0.4, -0.1, 0.1, 0.3]})
+    (root / "iv.bins.json").write_text(json.dumps(bins))
     model = json.loads((model_dir / "model.json").read_text())
     model["calibration"] = {"slope": 0.9, "intercept": -0.1}
     model["converged"] = False

@@ -22,13 +22,19 @@ def bins_path_for(iv_path: Path) -> Path:
 
 
 def read_bins(iv_path: Path | None) -> dict[str, dict[str, Any]]:
-    """Per-feature bins (totals, bads, WOE) of an IV run, by feature name ({} if none)."""
+    """The bank's features' bins (totals, bads, WOE) of an IV run, by feature name ({} if
+    none). The bureau's rows are left out: a feature of the same name at both parties
+    (default_credit's x0..x9) had its sign checked against the bureau's WOE."""
     if iv_path is None or not bins_path_for(iv_path).is_file():
         return {}
     path = bins_path_for(iv_path)
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
-        return {str(r["feature"]): r for r in rows if isinstance(r.get("woe"), list)}
+        return {
+            str(r["feature"]): r
+            for r in rows
+            if isinstance(r.get("woe"), list) and r.get("party", "bank") == "bank"
+        }
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise InputDataError(f"{path}: cannot read the IV bins: {exc}") from None
 
