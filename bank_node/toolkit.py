@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -151,6 +152,7 @@ def information_values(
     and IV per bin of every bank (locally) and bureau (decrypted sums) feature."""
     catalogue = bureau_catalogue(connection)
     check_bureau_features(bureau_features, catalogue)  # before PSI
+    budget = None
     try:  # before PSI too: a request beyond today's budget costs no session
         budget = _call(
             "checking the day's information-value budget at the bureau",
@@ -185,6 +187,8 @@ def information_values(
         )
     min_bin_count = binning.min_bin_rows(rows, min_bin_count, min_bin_share)
     say(f"bins of at least {min_bin_count:,} clients (smaller ones are merged)")
+    if monotonic and budget is not None and budget.features:
+        _check_measurable(int(y.sum()), rows, binning.BinNoise(budget.rho / budget.features))
 
     public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
     encryptor = he.OwnerEncryptor(private_key)
@@ -241,6 +245,14 @@ def information_values(
             )
         )
     values.sort(key=lambda v: -v.iv)
+    unmeasured = [v.feature for v in values if v.strength == UNMEASURED]
+    if unmeasured:
+        say(
+            f"warning: {len(unmeasured)} bureau feature(s) merged into one bin to carry 5 "
+            f"sigmas of the noise in defaults and non-defaults: {', '.join(unmeasured[:5])}"
+            f"{' ...' if len(unmeasured) > 5 else ''}; their IV 0 is unmeasured, not "
+            "'not predictive'"
+        )
     rough = [v for v in values if v.iv_sd > ROUGH_IV_SD]
     if rough:
         say(
@@ -264,10 +276,12 @@ def check_binning(max_bins: int, min_bin_count: int, min_bin_share: float = 0.0)
     its bins."""
     if not 2 <= max_bins <= binning.MAX_BINS:
         raise InputDataError(f"--bins must be from 2 to {binning.MAX_BINS}")
+    if min_bin_count < 1:
+        raise InputDataError(f"--min-bin-count must be at least 1 client, not {min_bin_count}")
     if not 0.0 <= min_bin_share <= binning.MAX_MIN_BIN_SHARE:
         raise InputDataError(
             f"--min-bin-share must be from 0 to {binning.MAX_MIN_BIN_SHARE} (a share of the "
-            f"matched clients), not {min_bin_share}"
+            f"matched clients; above it fewer than four bins are left), not {min_bin_share}"
         )
     return max(min_bin_count, binning.BUREAU_MIN_BIN_COUNT)
 
@@ -351,6 +365,22 @@ def iv_job(
     }
 
 
+def _check_measurable(defaults: int, rows: int, noise: binning.BinNoise) -> None:
+    """Refused before the labels are sent (nothing charged): matched clients too few in
+    defaults or non-defaults for any bureau feature to keep two bins of 5 sigmas of the
+    noise each, so that every bureau IV would read 0, "not predictive" (a review's 8
+    defaults in 150 clients)."""
+    need = math.ceil(2 * binning.NOISE_FLOOR_SIGMAS * noise.sigma)
+    if min(defaults, rows - defaults) < need:
+        raise InputDataError(
+            f"{defaults:,} defaults and {rows - defaults:,} non-defaults among the {rows:,} "
+            f"matched clients: the bureau's noise (sigma {noise.sigma:.3g}) needs {need} of "
+            "each to tell two bins of a feature apart, so every bureau feature would read IV "
+            "0. Nothing was charged to the IV budget. Use more clients or a longer default "
+            "window, or --no-monotonic to see the bureau's bins unmerged (and very noisy)"
+        )
+
+
 def _answer_noise(answer: pb.BinnedLabelSums, named: list[str]) -> float:
     """The bureau's answer checked as a whole: features the bank named, each once, and a
     rho charged within the range a bureau may configure per feature. The noise's sigma that
@@ -374,6 +404,8 @@ def _answer_noise(answer: pb.BinnedLabelSums, named: list[str]) -> float:
 
 
 ROUGH_IV_SD = 0.02  # an IV moved more than this by the bureau's noise is said to be rough
+# the strength of a bureau feature whose bins all merged to carry 5 sigmas of the noise
+UNMEASURED = "unmeasured (too few defaults for the noise)"
 
 
 def _bureau_feature(
@@ -417,6 +449,8 @@ def _bureau_feature(
     value = binning.evaluate_feature(
         feature.name, "bureau", feature.kind, stats, feature.ordered, merged_missing, monotonic
     )
+    if floor > 0 and len(stats.totals) == 1 < count:  # the noise, not the data, says nothing
+        value = dataclasses.replace(value, strength=UNMEASURED)
     # the spread of the whole path (noise on the received bins, merged, evaluated)
     spread = binning.iv_spread(
         received, feature.ordered, missing, sigma, monotonic, floor, min_rows=min_rows

@@ -35,7 +35,9 @@ DEFAULT_MIN_BIN_COUNT = 50
 # the IV with it (on default_credit, x9's bins of 80 and 84 rows moved its IV by up to 0.02
 # at the default noise; merged at 2%, by under 0.008; BENCHMARKS.md)
 DEFAULT_MIN_BIN_SHARE = 0.02
-MAX_MIN_BIN_SHARE = 0.5
+# a share above this leaves fewer than four bins, and at 0.5 one: a review's --min-bin-share
+# 0.5 read every IV as 0, x5's 0.86 too
+MAX_MIN_BIN_SHARE = 0.25
 SMOOTHING = 0.5  # added to good and bad counts so that empty cells have a finite WOE
 
 # One enterprise's bureau values moving it from one bin of a feature to another changes that

@@ -119,8 +119,11 @@ def test_the_smallest_bin_is_a_count_or_a_share_of_the_matched_rows():
     from bank_node.toolkit import check_binning
     from protocols.errors import InputDataError
 
-    with pytest.raises(InputDataError, match="--min-bin-share must be from 0 to 0.5"):
-        check_binning(10, 50, -0.1)
+    for share in (-0.1, 0.5):  # at 0.5 a review read every IV as 0
+        with pytest.raises(InputDataError, match="--min-bin-share must be from 0 to 0.25"):
+            check_binning(10, 50, share)
+    with pytest.raises(InputDataError, match="--min-bin-count must be at least 1"):
+        check_binning(10, -5, 0.02)
 
 
 def test_bin_labels_read_as_a_committee_reads_numbers():
@@ -184,6 +187,38 @@ def test_a_bureau_answer_for_features_not_asked_or_with_an_odd_rho_is_refused():
     for rho in (1e-24, 5e-324, 0.0, 2001.0, float("nan")):
         with pytest.raises(ProtocolViolation, match="per feature"):
             _answer_noise(answer(named, rho), named)
+
+
+def test_too_few_defaults_for_the_noise_are_said_so_never_not_predictive():
+    """A review's 8 defaults in 150 clients: every bureau feature merged into one bin to
+    carry 5 sigmas of the noise, read IV 0, "not predictive", and the budget was charged.
+    Such a request is now refused before the labels are sent; a feature merged whole in a
+    request that goes on is "unmeasured"."""
+    from bank_node.toolkit import UNMEASURED, _bureau_feature, _check_measurable
+    from protocols.errors import InputDataError
+    from xinrong.v1 import model_pb2
+
+    noise = binning.BinNoise(0.0625)
+    with pytest.raises(InputDataError, match="8 defaults and 142 non-defaults.*needs 40"):
+        _check_measurable(8, 150, noise)
+    with pytest.raises(InputDataError, match="Nothing was charged"):
+        _check_measurable(145, 150, noise)  # 5 non-defaults
+    _check_measurable(40, 80, noise)
+    pub, priv = he.generate_keypair(768, allow_test_keys=True)
+    offset, bits = binning.NOISE_BOUND, noise.slot_bits(200)
+
+    def feature(counts):
+        encrypted = he.OwnerEncryptor(priv).encrypt([c + offset for c in counts])
+        sums = he.pack_sums(encrypted, bits, he.PeerEncryptor(pub))
+        return model_pb2.FeatureBins(
+            name="debt_ratio", kind="numeric", bins=2, ordered=True, missing_bin=-1,
+            slot_bits=bits, sums=he.ciphertexts_to_bytes(sums, pub), noise_offset=offset,
+        )  # fmt: skip
+
+    few = _bureau_feature(feature([5, 3, 100, 92]), priv, pub, 200, 8, True, noise.sigma)
+    assert few.bins == 1 and few.iv == 0 and few.strength == UNMEASURED
+    many = _bureau_feature(feature([30, 60, 70, 40]), priv, pub, 200, 90, True, noise.sigma)
+    assert many.bins == 2 and many.strength != UNMEASURED
 
 
 def test_noisy_bins_are_merged_until_they_carry_more_than_the_noise():

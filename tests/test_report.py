@@ -13,10 +13,12 @@ import pyarrow.csv as pacsv
 import pytest
 
 from bank_node.report import build_report, iv_band, lift_table
+from bank_node.toolkit import UNMEASURED
 from protocols.errors import InputDataError
 
 BANK_FEATURES = ["income", "age", "loan_amount", "region"]
 BUREAU_FEATURES = ["tax_arrears", "court_cases", "registered_capital", "years_active"]
+
 IV = [
     ("tax_arrears", "bureau", "numeric", 10, 0.61),
     ("income", "bank", "numeric", 10, 0.34),
@@ -25,6 +27,8 @@ IV = [
     ("years_active", "bureau", "numeric", 10, 0.05),
     ("region", "bank", "category", 7, 0.03),
     ("registered_capital", "bureau", "numeric", 10, 0.008),
+    # merged into one bin to carry the bureau's noise: unmeasured, not "not predictive"
+    ("abnormal_operation", "bureau", "numeric", 1, 0.0, UNMEASURED),
 ]
 
 
@@ -116,7 +120,7 @@ def make_model_dir(root: Path, rows: int = 5000, validation: float = 0.2, seed: 
                 "kind": [r[2] for r in IV],
                 "bins": [r[3] for r in IV],
                 "iv": [r[4] for r in IV],
-                "strength": [iv_band(r[4]) for r in IV],
+                "strength": [r[5] if len(r) > 5 else iv_band(r[4]) for r in IV],
             }
         ),
         root / "iv.csv",
@@ -148,6 +152,7 @@ def test_summary_and_self_contained_html(report):
     # nothing fetched from anywhere: no external URLs, stylesheets or scripts
     assert "http://" not in page and "https://" not in page
     assert "<script" not in page and "<link" not in page
+    assert UNMEASURED in page  # the IV table's own word, not a band read off IV 0
 
 
 def test_lift_table_deciles():
@@ -310,6 +315,7 @@ def test_chinese_report_uses_chinese_credit_terms(chinese):
     for term in ("信息值", "违约概率", "评分卡", "坏样本率", "基尼系数", "提升度", "KS", "AUC"):
         assert term in page, term
     assert "与 WOE 趋势相反" in page and "模型未收敛" in page
+    assert "未能测得" in page
     assert "Discrimination and calibration" not in page
 
 

@@ -418,7 +418,9 @@ def _iv_section(iv_rows: list[dict[str, Any]] | None, iv_path: Path | None, t: T
         party = str(r.get("party") or "")
         if party in counts:
             counts[party] += 1
-        band = iv_band(r["iv"])
+        # the IV table's own word where the noise left nothing to measure (bank_node.toolkit)
+        unmeasured = str(r.get("strength") or "").startswith("unmeasured")
+        band = str(r["strength"]) if unmeasured else iv_band(r["iv"])
         width = 0 if not math.isfinite(r["iv"]) else max(1, round(90 * min(r["iv"], top) / top))
         cls = "band-" + band.split(" (")[0].replace(" ", "-")
         rows.append(

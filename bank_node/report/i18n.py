@@ -250,6 +250,8 @@ ZH: dict[str, str] = {
     "category": "类别型",
     "": "",
     "not predictive": "无预测力",
+    "unmeasured (too few defaults for the noise)": "未能测得（违约样本太少，"
+    "不足以越过征信平台加的噪声）",
     "weak": "弱",
     "medium": "中等",
     "strong": "强",
