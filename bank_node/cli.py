@@ -264,12 +264,19 @@ def _train(args: argparse.Namespace, job_id: str, announce: Callable[[str], None
     if args.iv_table is not None and args.min_iv is None:
         raise InputDataError("--iv-table is read with --min-iv: name the IV to keep features at")
     if args.min_iv is not None and args.resume is None:
-        from .toolkit import iv_job, select_by_iv
+        from .toolkit import iv_job, select_by_iv, unmeasured_features
 
         iv_table = Path(args.iv_table or Path(args.model_dir) / "iv.csv")
         if args.iv_table is None:  # an IV request of its own (charged to the day's budget)
             iv_job(out=iv_table, **_iv_job_arguments(args))
         bank_features, bureau_features = select_by_iv(iv_table, args.min_iv)
+        unmeasured = unmeasured_features(iv_table)
+        if unmeasured:  # IV 0 that says nothing: left out, but said
+            _say(args)(
+                f"warning: {len(unmeasured)} bureau feature(s) unmeasured (too few defaults for "
+                f"the bureau's noise), left out: {', '.join(unmeasured[:5])}"
+                f"{' ...' if len(unmeasured) > 5 else ''}"
+            )
         if not bureau_features:
             print(
                 f"error: no bureau feature has IV >= {args.min_iv} (see {iv_table})",

@@ -27,7 +27,7 @@ from node_runtime.progress import ProgressBars
 from node_runtime.transport import model_codec as codec
 from protocols import binning, psi, scorecard
 from protocols import paillier as he
-from protocols.errors import InputDataError, PeerError, ProtocolViolation
+from protocols.errors import InputDataError, ProtocolViolation
 from protocols.features import FEATURE_KINDS, FeatureRecipe, check_peer_names
 from protocols.ids import IdType, prepare_ids
 from protocols.lookup import MODEL_ID, model_table
@@ -152,21 +152,16 @@ def information_values(
     and IV per bin of every bank (locally) and bureau (decrypted sums) feature."""
     catalogue = bureau_catalogue(connection)
     check_bureau_features(bureau_features, catalogue)  # before PSI
-    budget = None
-    try:  # before PSI too: a request beyond today's budget costs no session
-        budget = _call(
-            "checking the day's information-value budget at the bureau",
-            lambda: connection.binning.CheckIvBudget(
-                pb.IvBudgetRequest(features=list(bureau_features or [])),
-                timeout=60,
-                metadata=connection.metadata,
-            ),
-        )
-        log.info("the request will be charged rho %.4g (%d features)", budget.rho, budget.features)
-    except PeerError as exc:
-        if getattr(exc, "status", None) != "UNIMPLEMENTED":
-            raise
-        log.info("the bureau answers no budget question (an earlier version); asking on")
+    # before PSI too: a request beyond today's budget costs no session
+    budget = _call(
+        "checking the day's information-value budget at the bureau",
+        lambda: connection.binning.CheckIvBudget(
+            pb.IvBudgetRequest(features=list(bureau_features or [])),
+            timeout=60,
+            metadata=connection.metadata,
+        ),
+    )
+    log.info("the request will be charged rho %.4g (%d features)", budget.rho, budget.features)
     prepared = prepare_ids(table.column(id_column), id_type)
     warn_rejected_ids(prepared, say)
     bars = ProgressBars(enabled=False if quiet else None)
@@ -187,7 +182,7 @@ def information_values(
         )
     min_bin_count = binning.min_bin_rows(rows, min_bin_count, min_bin_share)
     say(f"bins of at least {min_bin_count:,} clients (smaller ones are merged)")
-    if monotonic and budget is not None and budget.features:
+    if monotonic and budget.features:
         _check_measurable(int(y.sum()), rows, binning.BinNoise(budget.rho / budget.features))
 
     public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
@@ -228,7 +223,7 @@ def information_values(
                 name, "bank", bins.kind, stats, bins.ordered, bins.missing_bin, monotonic
             )
         )
-    named = list(bureau_features or catalogue)
+    named = list(dict.fromkeys(bureau_features or catalogue))  # charged once each
     sigma = _answer_noise(answer, named)
     released = {f.name for f in answer.features}
     withheld = [n for n in named if n not in released]
@@ -251,7 +246,7 @@ def information_values(
             f"warning: {len(unmeasured)} bureau feature(s) merged into one bin to carry 5 "
             f"sigmas of the noise in defaults and non-defaults: {', '.join(unmeasured[:5])}"
             f"{' ...' if len(unmeasured) > 5 else ''}; their IV 0 is unmeasured, not "
-            "'not predictive'"
+            "'not predictive' (more defaults would measure them)"
         )
     rough = [v for v in values if v.iv_sd > ROUGH_IV_SD]
     if rough:
@@ -377,7 +372,8 @@ def _check_measurable(defaults: int, rows: int, noise: binning.BinNoise) -> None
             f"matched clients: the bureau's noise (sigma {noise.sigma:.3g}) needs {need} of "
             "each to tell two bins of a feature apart, so every bureau feature would read IV "
             "0. Nothing was charged to the IV budget. Use more clients or a longer default "
-            "window, or --no-monotonic to see the bureau's bins unmerged (and very noisy)"
+            "window, or --no-monotonic to see the bureau's bins without the merging for the "
+            "noise (and very noisy)"
         )
 
 
@@ -404,8 +400,7 @@ def _answer_noise(answer: pb.BinnedLabelSums, named: list[str]) -> float:
 
 
 ROUGH_IV_SD = 0.02  # an IV moved more than this by the bureau's noise is said to be rough
-# the strength of a bureau feature whose bins all merged to carry 5 sigmas of the noise
-UNMEASURED = "unmeasured (too few defaults for the noise)"
+UNMEASURED = binning.UNMEASURED
 
 
 def _bureau_feature(
@@ -449,13 +444,23 @@ def _bureau_feature(
     value = binning.evaluate_feature(
         feature.name, "bureau", feature.kind, stats, feature.ordered, merged_missing, monotonic
     )
-    if floor > 0 and len(stats.totals) == 1 < count:  # the noise, not the data, says nothing
+    if len(stats.totals) == 1 < count and _noise_merged_all(received, feature, missing, min_rows):
         value = dataclasses.replace(value, strength=UNMEASURED)
     # the spread of the whole path (noise on the received bins, merged, evaluated)
     spread = binning.iv_spread(
         received, feature.ordered, missing, sigma, monotonic, floor, min_rows=min_rows
     )
     return dataclasses.replace(value, iv_sd=round(spread, 4))
+
+
+def _noise_merged_all(
+    received: binning.BinStatistics, feature: pb.FeatureBins, missing: int | None, min_rows: int
+) -> bool:
+    """Whether the bins merged into one for the noise's sake: the bank's minimum size alone
+    leaves more than one (a flag of 100 clients read IV 0.30 at --min-bin-share 0.02 and
+    one bin at 0.25: that is the setting, not the noise)."""
+    sized, _ = binning.merge_for_noise(received, feature.ordered, missing, 0.0, min_rows)
+    return len(sized.totals) > 1
 
 
 def format_iv_table(values: list[dict[str, Any]]) -> str:
@@ -473,6 +478,14 @@ def format_iv_table(values: list[dict[str, Any]]) -> str:
 def read_iv_table(path: str | Path) -> list[dict[str, Any]]:
     table = tables.read_table(path, "feature")
     return table.to_pylist()
+
+
+def unmeasured_features(path: str | Path) -> list[str]:
+    """The bureau features of an IV table whose IV the noise left unmeasured."""
+    rows = read_iv_table(path)
+    return [
+        r["feature"] for r in rows if r["party"] == "bureau" and r.get("strength") == UNMEASURED
+    ]
 
 
 def select_by_iv(path: str | Path, min_iv: float) -> tuple[list[str], list[str]]:

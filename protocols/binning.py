@@ -27,7 +27,9 @@ from .features import MISSING, _numbers, _texts, column_kind, interval_labels
 
 DEFAULT_BINS = 10
 MAX_BINS = 50
-BUREAU_MIN_BIN_COUNT = 30  # the smallest bin the bureau reports, whatever the bank asks
+# the smallest bin of the bureau's whole table (TrainingLimits.min_bin_count, its default)
+# and of the bank's own features
+BUREAU_MIN_BIN_COUNT = 30
 DEFAULT_MIN_BIN_COUNT = 50
 # ... and a bin holds at least this share of the matched rows by default (the scorecard
 # practice of a few per cent a bin): with the bureau's noise on the counts of positives, a
@@ -61,6 +63,11 @@ STRENGTH_BANDS = [  # (lower bound of IV, label): the usual rule of thumb
     (0.02, "weak"),
     (0.0, "not predictive"),
 ]
+
+
+# The strength of a bureau feature whose bins all merged to carry the noise: its IV of 0
+# says nothing about the feature (bank_node.toolkit)
+UNMEASURED = "unmeasured (too few defaults for the noise)"
 
 
 def strength(iv: float) -> str:

@@ -51,7 +51,7 @@ from typing import Any, Protocol, TypeVar, cast
 import gmpy2
 import numpy as np
 
-from . import moments
+from . import binning, moments
 from . import paillier as he
 from .errors import PolicyViolation, ProtocolViolation, WrongStage
 from .optim import (
@@ -111,7 +111,8 @@ class TrainingLimits:
     min_rows: int = 100
     allow_test_keys: bool = False
     max_epochs: int = 200
-    min_bin_count: int = 30  # information value: bins of the whole table below it are merged
+    # information value: bins of the whole table below it are merged
+    min_bin_count: int = binning.BUREAU_MIN_BIN_COUNT
     # (binning.BUREAU_MIN_BIN_COUNT is the same floor, applied by the bank to its own bins)
     # a model is refused when, on more than this share of the bureau's enterprises, its
     # score would be an affine function of one feature (FeatureRecipe.exposure)

@@ -219,6 +219,10 @@ def test_too_few_defaults_for_the_noise_are_said_so_never_not_predictive():
     assert few.bins == 1 and few.iv == 0 and few.strength == UNMEASURED
     many = _bureau_feature(feature([30, 60, 70, 40]), priv, pub, 200, 90, True, noise.sigma)
     assert many.bins == 2 and many.strength != UNMEASURED
+    # merged whole by the bank's own minimum size (150 of 200 clients), not by the noise:
+    # that is the setting's doing, and said as the IV band (a review's flag at 0.25)
+    sized = _bureau_feature(feature([30, 60, 70, 40]), priv, pub, 200, 90, True, noise.sigma, 150)
+    assert sized.bins == 1 and sized.strength == "not predictive"
 
 
 def test_noisy_bins_are_merged_until_they_carry_more_than_the_noise():

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from bank_node.metrics import evaluate
+from protocols.binning import UNMEASURED
 from protocols.errors import InputDataError
 from protocols.optim import OptimizerConfig
 
@@ -418,9 +419,8 @@ def _iv_section(iv_rows: list[dict[str, Any]] | None, iv_path: Path | None, t: T
         party = str(r.get("party") or "")
         if party in counts:
             counts[party] += 1
-        # the IV table's own word where the noise left nothing to measure (bank_node.toolkit)
-        unmeasured = str(r.get("strength") or "").startswith("unmeasured")
-        band = str(r["strength"]) if unmeasured else iv_band(r["iv"])
+        # the IV table's own word where the noise left nothing to measure
+        band = UNMEASURED if r.get("strength") == UNMEASURED else iv_band(r["iv"])
         width = 0 if not math.isfinite(r["iv"]) else max(1, round(90 * min(r["iv"], top) / top))
         cls = "band-" + band.split(" (")[0].replace(" ", "-")
         rows.append(
