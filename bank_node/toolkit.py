@@ -489,8 +489,9 @@ def unmeasured_features(path: str | Path) -> list[str]:
 
 
 def select_by_iv(path: str | Path, min_iv: float) -> tuple[list[str], list[str]]:
-    """Bank and bureau features whose IV is at least ``min_iv``."""
-    rows = read_iv_table(path)
+    """Bank and bureau features whose IV is at least ``min_iv``; never an unmeasured one
+    (its IV of 0 is no measure, even at ``min_iv`` 0)."""
+    rows = [r for r in read_iv_table(path) if r.get("strength") != UNMEASURED]
     bank = [r["feature"] for r in rows if r["party"] == "bank" and r["iv"] >= min_iv]
     bureau = [r["feature"] for r in rows if r["party"] == "bureau" and r["iv"] >= min_iv]
     return bank, bureau

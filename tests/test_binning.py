@@ -300,3 +300,24 @@ def test_a_bin_rule_fitted_on_a_table_bins_any_of_its_rows_alike(values, max_bin
     part = rule.apply(column.take(pa.array(rows, pa.int64())))
     assert part.index.tolist() == [int(whole.index[r]) for r in rows]
     assert part.labels == rule.labels  # the same bins, however few rows a session has
+
+
+def test_an_unmeasured_feature_is_never_selected_by_iv(tmp_path):
+    """``train --min-iv 0`` kept a feature the noise left unmeasured (IV 0 >= 0) while
+    saying it had left it out (a review)."""
+    import pyarrow.csv as pacsv
+
+    from bank_node.toolkit import UNMEASURED, select_by_iv, unmeasured_features
+
+    rows = [
+        ("f_unm", "bureau", 0.0, UNMEASURED),
+        ("f_ok", "bureau", 0.05, "weak"),
+        ("f_zero", "bureau", 0.0, "not predictive"),
+        ("own", "bank", 0.2, "medium"),
+    ]
+    path = tmp_path / "iv.csv"
+    columns = ["feature", "party", "iv", "strength"]
+    pacsv.write_csv(pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)}), path)
+    assert select_by_iv(path, 0.0) == (["own"], ["f_ok", "f_zero"])
+    assert select_by_iv(path, 0.02) == (["own"], ["f_ok"])
+    assert unmeasured_features(path) == ["f_unm"]
