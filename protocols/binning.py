@@ -161,16 +161,8 @@ class BinRule:
         return len(self.labels)
 
     def apply(self, column: pa.ChunkedArray | pa.Array) -> ColumnBins:
-        if self.kind == "numeric":
-            x = _numbers(column)
-            missing = np.isnan(x)
-            raw = np.searchsorted(self.edges, x, side="right")
-        else:
-            texts = _texts(column)
-            missing = texts == MISSING
-            position = {level: i for i, level in enumerate(self.levels)}
-            pooled = len(self.levels)
-            raw = np.array([position.get(t, pooled) for t in texts.tolist()], dtype=np.int64)
+        values, missing = _values(self.kind, column)
+        raw = _raw_bins(self.kind, values, self.edges, self.levels)
         if len(self.reported):
             index = self.reported[np.minimum(raw, len(self.reported) - 1)]
         else:  # no value at all where the rule was fitted
@@ -178,6 +170,26 @@ class BinRule:
         into = self.missing_joins if self.missing_bin is None else self.missing_bin
         index = np.where(missing, into, index).astype(np.int64)
         return ColumnBins(self.name, self.kind, index, self.labels, self.ordered, self.missing_bin)
+
+
+def _values(kind: str, column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A column's values as binning reads them (floats, or texts), and which are missing."""
+    if kind == "numeric":
+        x = _numbers(column)
+        return x, np.isnan(x)
+    texts = _texts(column)
+    return texts, texts == MISSING
+
+
+def _raw_bins(
+    kind: str, values: np.ndarray, edges: np.ndarray, levels: tuple[str, ...]
+) -> np.ndarray:
+    """Each value's bin before merging: by the split points, or its level's position (every
+    other level pooled after the kept ones)."""
+    if kind == "numeric":
+        return np.searchsorted(edges, values, side="right")
+    position = {level: i for i, level in enumerate(levels)}
+    return np.array([position.get(t, len(levels)) for t in values.tolist()], dtype=np.int64)
 
 
 def fit_bins(
@@ -189,40 +201,33 @@ def fit_bins(
     """Quantile bins (numbers) or category bins (text), missing values apart, bins below
     ``min_count`` rows merged, all as these rows have them."""
     kind = column_kind(column.type)
+    values, missing = _values(kind, column)
     edges = np.zeros(0)
     levels: tuple[str, ...] = ()
     if kind == "numeric":
-        x = _numbers(column)
-        missing = np.isnan(x)
-        present = x[~missing]
+        present = values[~missing]
         distinct = np.unique(present)
         if distinct.size <= max_bins:  # few values (flags, counts): one bin per value
             edges = distinct[1:]
         else:
             edges = np.unique(np.quantile(present, np.linspace(0, 1, max_bins + 1)[1:-1]))
-        raw = np.searchsorted(edges, x, side="right")
         labels = interval_labels(edges.tolist())
         ordered = True
     else:
-        texts = _texts(column)
-        missing = texts == MISSING
-        values, counts_all = np.unique(texts[~missing], return_counts=True)
+        found, counts_all = np.unique(values[~missing], return_counts=True)
         order = np.argsort(-counts_all, kind="stable")
-        levels = tuple(sorted(str(values[i]) for i in order[: max_bins - 1]))
-        rest = len(values) > len(levels)
-        labels = list(levels) + (["(other levels)"] if rest else [])
-        position = {level: i for i, level in enumerate(levels)}
-        pooled = len(levels)  # every level beyond the largest max_bins - 1
-        raw = np.array([position.get(t, pooled) for t in texts.tolist()], dtype=np.int64)
+        # the largest max_bins - 1 levels; every other one pooled
+        levels = tuple(sorted(str(found[i]) for i in order[: max_bins - 1]))
+        labels = list(levels) + (["(other levels)"] if len(found) > len(levels) else [])
         ordered = False
+    raw = _raw_bins(kind, values, edges, levels)
     regular = len(labels)
     counts = np.bincount(raw[~missing], minlength=regular) if regular else np.zeros(0, int)
     # empty raw bins go with their next non-empty one (the last with the one before)
     keep = counts > 0
     kept = np.flatnonzero(keep)
     if kept.size:
-        nearest = np.minimum(np.searchsorted(kept, np.arange(regular)), kept.size - 1)
-        renumber = nearest
+        renumber = np.minimum(np.searchsorted(kept, np.arange(regular)), kept.size - 1)
     else:
         renumber = np.zeros(regular, dtype=np.int64)
     labels = [label for label, k in zip(labels, keep, strict=True) if k]
@@ -540,8 +545,7 @@ def iv_spread(
         noisy_bads = np.maximum(np.rint(bads + z[0]), 0).astype(int)
         noisy_goods = np.maximum(np.rint(goods + z[1]), 0).astype(int)
         drawn = BinStatistics((noisy_bads + noisy_goods).tolist(), noisy_bads.tolist())
-        missing = missing_bin
-        drawn, missing = merge_for_noise(drawn, ordered, missing, floor, min_rows)
+        drawn, missing = merge_for_noise(drawn, ordered, missing_bin, floor, min_rows)
         if monotonic and ordered:
             drawn = merge(drawn, monotonic_groups(drawn, missing))
         ivs.append(woe_and_iv(drawn)[1])
