@@ -6,8 +6,10 @@ import datetime
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -68,6 +70,28 @@ def read_catalogue(path: Path) -> tuple[dict[str, str], frozenset[str]]:
     return descriptions, frozenset(public)
 
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _PerVersion(Generic[K, V]):
+    """Values decided from the whole table, kept until the data change: the version and its
+    values are one attribute, swapped whole, so a cache never meets another version."""
+
+    def __init__(self) -> None:
+        self._held: tuple[str, dict[K, V]] = ("", {})
+
+    def get(self, version: str, keys: list[K], compute: Callable[[K], V]) -> list[V]:
+        cached, cache = self._held
+        if cached != version:
+            cache = {}
+        for key in keys:
+            if key not in cache:
+                cache[key] = compute(key)
+        self._held = (version, cache)
+        return [cache[key] for key in keys]
+
+
 class BureauFeatures:
     def __init__(
         self,
@@ -112,8 +136,8 @@ class BureauFeatures:
         self.data_date = _data_date(data)
         self._own_version = file_sha256(data)
         self.version = self._own_version
-        self._layouts: tuple[str, dict[str, ColumnLayout]] = ("", {})
-        self._bin_rules: tuple[str, dict[tuple[str, int, int], BinRule]] = ("", {})
+        self._layouts: _PerVersion[str, ColumnLayout] = _PerVersion()
+        self._bin_rules: _PerVersion[tuple[str, int, int], BinRule] = _PerVersion()
 
     @property
     def ids(self) -> pa.Array:
@@ -173,30 +197,20 @@ class BureauFeatures:
         ColumnLayout``: never from a session's rows), kept until the data change."""
         version = self.version  # then the table: set_graph writes them the other way round
         table = self.table
-        cached, cache = self._layouts  # one attribute: a cache never meets another version
-        if cached != version:
-            cache = {}
-        for name in names:
-            if name not in cache:
-                cache[name] = column_layout(table.column(name))
-        self._layouts = (version, cache)
-        return {name: cache[name] for name in names}
+        found = self._layouts.get(version, names, lambda n: column_layout(table.column(n)))
+        return dict(zip(names, found, strict=True))
 
     def bin_rules(self, names: list[str], max_bins: int, min_count: int) -> dict[str, BinRule]:
         """Each feature's bins for information value, fitted on the whole table (never on a
         session's rows: binning_service), kept until the data change."""
         version = self.version  # then the table, as in ``layouts``
         table = self.table
-        cached, cache = self._bin_rules
-        if cached != version:
-            cache = {}
-        for name in names:
-            if (name, max_bins, min_count) not in cache:
-                cache[name, max_bins, min_count] = fit_bins(
-                    name, table.column(name), max_bins, min_count
-                )
-        self._bin_rules = (version, cache)
-        return {name: cache[name, max_bins, min_count] for name in names}
+        found = self._bin_rules.get(
+            version,
+            [(name, max_bins, min_count) for name in names],
+            lambda key: fit_bins(key[0], table.column(key[0]), key[1], key[2]),
+        )
+        return dict(zip(names, found, strict=True))
 
     def rows_of_bytes(self, ids: np.ndarray) -> pa.Table:
         """:meth:`rows_of` for IDs as the store keeps them (UTF-8 bytes)."""
