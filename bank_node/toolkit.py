@@ -172,7 +172,8 @@ def information_values(
     positions = _id_positions(table, id_column, id_type, result.matched_ids)
     matched = table.take(pa.array(positions))
     y = labels_all[positions]
-    say(f"the bureau knows {rows:,} of them ({int(y.sum()):,} defaults)")
+    defaults = int(y.sum())
+    say(f"the bureau knows {rows:,} of them ({defaults:,} defaults)")
     if rows == 0:
         raise InputDataError("the bureau knows none of these clients: no information value")
     if y.min() == y.max():
@@ -183,7 +184,7 @@ def information_values(
     min_bin_count = binning.min_bin_rows(rows, min_bin_count, min_bin_share)
     say(f"bins of at least {min_bin_count:,} clients (smaller ones are merged)")
     if monotonic and budget.features:
-        _check_measurable(int(y.sum()), rows, binning.BinNoise(budget.rho / budget.features))
+        _check_measurable(defaults, rows, binning.BinNoise(budget.rho / budget.features))
 
     public_key, private_key = he.generate_keypair(key_bits, allow_test_keys)
     encryptor = he.OwnerEncryptor(private_key)
@@ -232,11 +233,10 @@ def information_values(
             f"the bureau released no bins of {', '.join(withheld)}: one bin over its whole "
             "table (each was charged to the budget like the others)"
         )
-    positives = int(y.sum())
     for feature in answer.features:
         values.append(
             _bureau_feature(
-                feature, private_key, public_key, rows, positives, monotonic, sigma, min_bin_count
+                feature, private_key, public_key, rows, defaults, monotonic, sigma, min_bin_count
             )
         )
     values.sort(key=lambda v: -v.iv)
@@ -252,13 +252,13 @@ def information_values(
     if rough:
         say(
             f"warning: the bureau's noise moves the IV of {len(rough)} bureau feature(s) by "
-            f"more than {ROUGH_IV_SD} (the iv_sd column; {int(y.sum()):,} defaults in all): "
+            f"more than {ROUGH_IV_SD} (the iv_sd column; {defaults:,} defaults in all): "
             "read them as rough; more defaults make them sharper"
         )
     return InformationValues(
         values,
         rows,
-        int(y.sum()),
+        defaults,
         len(bank_features),
         len(answer.features),
         result.session_id,
